@@ -1,0 +1,57 @@
+package nft
+
+import (
+	"net/netip"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// Snapshot is everything Compile needs to know about the cluster, as seen
+// from one node. It is a plain value: the agent fills it from an API-server
+// cache or from a directory of manifests; tests fill it by hand.
+type Snapshot struct {
+	// Node is the node the ruleset is for.
+	Node Node
+	// ClusterCIDRs are the pod networks of the whole cluster; traffic from a
+	// local pod to anything outside them is masqueraded.
+	ClusterCIDRs []netip.Prefix
+	Namespaces   []Namespace
+	// Pods of every node: peers may live anywhere.
+	Pods     []Pod
+	Policies []*networkingv1.NetworkPolicy
+}
+
+// Node is the local node.
+type Node struct {
+	Name string
+	// Addrs are the node's own addresses; traffic between a local pod and
+	// these is always allowed (kubelet probes).
+	Addrs []netip.Addr
+	// PodCIDRs are this node's pod ranges.
+	PodCIDRs []netip.Prefix
+}
+
+// Namespace is a namespace and its labels.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Pod is a pod with what policy needs of it.
+type Pod struct {
+	Namespace   string
+	Name        string
+	Node        string
+	Labels      map[string]string
+	IPs         []netip.Addr
+	HostNetwork bool
+	Ports       []ContainerPort
+}
+
+// ContainerPort is a named container port, used to resolve named ports in
+// policies against the destination pod.
+type ContainerPort struct {
+	Name     string
+	Protocol string // "TCP", "UDP" or "SCTP"
+	Port     int32
+}

@@ -1,0 +1,55 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+
+	"github.com/weir-cni/weir/ipam"
+)
+
+// cmdGC releases the addresses and deletes the host veths of every
+// attachment of this network that the runtime no longer lists as valid.
+func cmdGC(args *skel.CmdArgs) error {
+	c, err := load(args)
+	if err != nil {
+		return err
+	}
+	valid := make([]ipam.Attachment, 0, len(c.Raw.ValidAttachments))
+	keep := map[ipam.Attachment]bool{}
+	for _, v := range c.Raw.ValidAttachments {
+		a := ipam.Attachment{ContainerID: v.ContainerID, IfName: v.IfName}
+		valid = append(valid, a)
+		keep[a] = true
+	}
+	store, err := openIPAM(c)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	var errs []error
+	if _, err := store.GC(valid); err != nil {
+		errs = append(errs, fmt.Errorf("release stale addresses: %w", err))
+	}
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "list links", err.Error())
+	}
+	for _, l := range links {
+		network, a, ok := parseAlias(l.Attrs().Alias)
+		if !ok || network != c.Name || keep[a] {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete stale %s: %w", l.Attrs().Name, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return types.NewError(types.ErrIOFailure, "garbage collection incomplete", err.Error())
+	}
+	return nil
+}
