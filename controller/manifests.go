@@ -1,0 +1,124 @@
+package controller
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
+
+var (
+	scheme = runtime.NewScheme()
+	codecs = serializer.NewCodecFactory(scheme, serializer.EnableStrict)
+)
+
+func init() {
+	_ = corev1.AddToScheme(scheme)
+	_ = networkingv1.AddToScheme(scheme)
+}
+
+// ReadManifests reads every *.yaml, *.yml and *.json file in dir (not
+// recursive), each holding one or more documents (YAML "---" separated, or
+// a List). It knows Namespaces, Pods, Nodes and NetworkPolicies; any other
+// kind, an unknown field, or a document that does not decode is an error
+// naming file and document, so a typo never silently drops a policy.
+func ReadManifests(dir string) (Objects, error) {
+	var o Objects
+	files, err := manifestFiles(dir)
+	if err != nil {
+		return o, err
+	}
+	var errs []error
+	for _, f := range files {
+		if err := readFile(f, &o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return o, errors.Join(errs...)
+}
+
+func manifestFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read manifests dir: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
+			continue
+		}
+		out = append(out, filepath.Join(dir, e.Name()))
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func readFile(path string, o *Objects) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for doc := 1; ; doc++ {
+		var raw runtime.RawExtension
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("%s: document %d: %w", path, doc, err)
+		}
+		raw.Raw = bytes.TrimSpace(raw.Raw)
+		if len(raw.Raw) == 0 || string(raw.Raw) == "null" {
+			continue
+		}
+		if err := addObject(raw.Raw, o); err != nil {
+			return fmt.Errorf("%s: document %d: %w", path, doc, err)
+		}
+	}
+}
+
+func addObject(data []byte, o *Objects) error {
+	obj, gvk, err := codecs.UniversalDeserializer().Decode(data, nil, nil)
+	if err != nil {
+		if runtime.IsNotRegisteredError(err) {
+			return fmt.Errorf("unsupported kind (want Namespace, Pod, Node, NetworkPolicy or a List of them): %w", err)
+		}
+		return err
+	}
+	switch v := obj.(type) {
+	case *corev1.Namespace:
+		o.Namespaces = append(o.Namespaces, v)
+	case *corev1.Pod:
+		if v.Namespace == "" {
+			v.Namespace = "default"
+		}
+		o.Pods = append(o.Pods, v)
+	case *corev1.Node:
+		o.Nodes = append(o.Nodes, v)
+	case *networkingv1.NetworkPolicy:
+		if v.Namespace == "" {
+			v.Namespace = "default"
+		}
+		o.Policies = append(o.Policies, v)
+	case *corev1.List:
+		for i, item := range v.Items {
+			if err := addObject(item.Raw, o); err != nil {
+				return fmt.Errorf("item %d: %w", i, err)
+			}
+		}
+	default:
+		return fmt.Errorf("unsupported kind %s", gvk.Kind)
+	}
+	return nil
+}

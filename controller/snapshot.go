@@ -1,0 +1,171 @@
+// Package controller is weir-agent's control loop: it turns cluster objects
+// (from an API-server cache or a directory of manifests) into an
+// nft.Snapshot, and hands it to one worker that compiles and applies. The
+// conversion here is pure; sources and the worker live in their own files.
+package controller
+
+import (
+	"net/netip"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// Objects is the raw cluster state a source collected.
+type Objects struct {
+	Nodes      []*corev1.Node
+	Namespaces []*corev1.Namespace
+	Pods       []*corev1.Pod
+	Policies   []*networkingv1.NetworkPolicy
+}
+
+// BuildSnapshot converts cluster objects into the snapshot for node
+// nodeName. Pods without IPs, finished pods and pods being deleted are left
+// out: they hold no address anyone can reach. Output is sorted.
+func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.Snapshot {
+	s := nft.Snapshot{Node: nft.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs}
+	for _, n := range o.Nodes {
+		if n.Name != nodeName {
+			continue
+		}
+		s.Node.Addrs = nodeAddrs(n)
+		s.Node.PodCIDRs = parsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR)
+	}
+	known := map[string]bool{}
+	for _, ns := range o.Namespaces {
+		s.Namespaces = append(s.Namespaces, namespace(ns.Name, ns.Labels))
+		known[ns.Name] = true
+	}
+	for _, p := range o.Pods {
+		if pp, ok := convertPod(p); ok {
+			s.Pods = append(s.Pods, pp)
+			if !known[p.Namespace] {
+				// A manifest directory may leave a namespace implicit; the
+				// API server would hold it with only its name label.
+				s.Namespaces = append(s.Namespaces, namespace(p.Namespace, nil))
+				known[p.Namespace] = true
+			}
+		}
+	}
+	s.Policies = append(s.Policies, o.Policies...)
+	sort.Slice(s.Namespaces, func(i, j int) bool { return s.Namespaces[i].Name < s.Namespaces[j].Name })
+	sort.Slice(s.Pods, func(i, j int) bool {
+		if s.Pods[i].Namespace != s.Pods[j].Namespace {
+			return s.Pods[i].Namespace < s.Pods[j].Namespace
+		}
+		return s.Pods[i].Name < s.Pods[j].Name
+	})
+	sort.Slice(s.Policies, func(i, j int) bool {
+		a, b := s.Policies[i], s.Policies[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+	return s
+}
+
+// namespace copies labels and adds kubernetes.io/metadata.name, which the
+// API server sets on every namespace and selectors commonly use.
+func namespace(name string, labels map[string]string) nft.Namespace {
+	l := make(map[string]string, len(labels)+1)
+	for k, v := range labels {
+		l[k] = v
+	}
+	l[corev1.LabelMetadataName] = name
+	return nft.Namespace{Name: name, Labels: l}
+}
+
+// convertPod keeps what policy needs of a pod.
+func convertPod(p *corev1.Pod) (nft.Pod, bool) {
+	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return nft.Pod{}, false
+	}
+	var ips []string
+	for _, ip := range p.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
+	if len(ips) == 0 && p.Status.PodIP != "" {
+		ips = append(ips, p.Status.PodIP)
+	}
+	out := nft.Pod{
+		Namespace:   p.Namespace,
+		Name:        p.Name,
+		Node:        p.Spec.NodeName,
+		Labels:      p.Labels,
+		HostNetwork: p.Spec.HostNetwork,
+	}
+	for _, s := range ips {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out.IPs = append(out.IPs, a.Unmap())
+		}
+	}
+	if len(out.IPs) == 0 {
+		return nft.Pod{}, false
+	}
+	for _, c := range slicesConcat(p.Spec.InitContainers, p.Spec.Containers) {
+		for _, cp := range c.Ports {
+			if cp.Name == "" {
+				continue
+			}
+			proto := string(cp.Protocol)
+			if proto == "" {
+				proto = string(corev1.ProtocolTCP)
+			}
+			out.Ports = append(out.Ports, nft.ContainerPort{Name: cp.Name, Protocol: proto, Port: cp.ContainerPort})
+		}
+	}
+	return out, true
+}
+
+func slicesConcat(a, b []corev1.Container) []corev1.Container {
+	return append(append([]corev1.Container{}, a...), b...)
+}
+
+// nodeAddrs returns the node's InternalIP and ExternalIP addresses.
+func nodeAddrs(n *corev1.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
+}
+
+// InternalIPs returns the node's InternalIP addresses, one per family at most.
+func InternalIPs(n *corev1.Node) []netip.Addr {
+	var out []netip.Addr
+	seen := map[bool]bool{}
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil || seen[ip.Is6()] {
+			continue
+		}
+		seen[ip.Is6()] = true
+		out = append(out, ip.Unmap())
+	}
+	return out
+}
+
+func parsePrefixes(list []string, single string) []netip.Prefix {
+	if len(list) == 0 && single != "" {
+		list = []string{single}
+	}
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
