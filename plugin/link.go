@@ -33,7 +33,6 @@ func createVeth(at *attachment, alias string, mtu int, pod netns.NsHandle, v6 bo
 			Name:         at.hostName,
 			MTU:          mtu,
 			HardwareAddr: hostMAC,
-			Alias:        alias,
 		},
 		PeerName:         at.podName,
 		PeerHardwareAddr: at.podMAC,
@@ -42,6 +41,10 @@ func createVeth(at *attachment, alias string, mtu int, pod netns.NsHandle, v6 bo
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("create veth %s/%s: %w", at.hostName, at.podName, err)
+	}
+	// The kernel ignores IFLA_IFALIAS when it creates a veth: set it after.
+	if err := netlink.LinkSetAlias(veth, alias); err != nil {
+		return veth, fmt.Errorf("set alias of %s: %w", at.hostName, err)
 	}
 	if v6 {
 		// The host end never needs DAD: it holds no global address and

@@ -1,0 +1,246 @@
+//go:build integration
+
+package plugin
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+
+	"github.com/weir-cni/weir/conf"
+	"github.com/weir-cni/weir/ipam"
+)
+
+// env is a node namespace and a pod namespace made for one test.
+type env struct {
+	t         *testing.T
+	node, pod ns.NetNS
+	dataDir   string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	node, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close(); _ = testutils.UnmountNS(node) })
+	pod, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pod.Close(); _ = testutils.UnmountNS(pod) })
+	return &env{t: t, node: node, pod: pod, dataDir: t.TempDir()}
+}
+
+func (e *env) conf(version, extra string) []byte {
+	return []byte(fmt.Sprintf(`{"cniVersion":%q,"name":"itest","type":"weir",%s
+		"ipam":{"ranges":[{"subnet":"10.77.0.0/24"},{"subnet":"fd00:77::/64"}],"dataDir":%q}}`, version, extra, e.dataDir))
+}
+
+func (e *env) args(stdin []byte) *skel.CmdArgs {
+	return &skel.CmdArgs{ContainerID: "ctr1", Netns: e.pod.Path(), IfName: "eth0", StdinData: stdin}
+}
+
+// inNode runs f inside the node namespace, as the plugin binary would run.
+func (e *env) inNode(f func() error) error {
+	return e.node.Do(func(ns.NetNS) error { return f() })
+}
+
+func (e *env) add(stdin []byte) *current.Result {
+	e.t.Helper()
+	var r types.Result
+	err := e.inNode(func() error {
+		c, err := conf.Load(stdin, "")
+		if err != nil {
+			return err
+		}
+		r, err = add(c, e.args(stdin))
+		return err
+	})
+	if err != nil {
+		e.t.Fatalf("ADD: %v", err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return res
+}
+
+func (e *env) check(prev *current.Result) error {
+	raw := string(e.conf("1.1.0", ""))
+	b, _ := prev.GetAsVersion("1.1.0")
+	var sb strings.Builder
+	_ = b.PrintTo(&sb)
+	stdin := []byte(strings.Replace(raw, `"type":"weir",`, `"type":"weir","prevResult":`+sb.String()+`,`, 1))
+	return e.inNode(func() error { return cmdCheck(e.args(stdin)) })
+}
+
+func (e *env) reserved() map[string]ipam.Attachment {
+	m, err := ipam.Open(e.dataDir, "itest")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer m.Close()
+	l, err := m.List()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]ipam.Attachment{}
+	for a, at := range l {
+		out[a.String()] = at
+	}
+	return out
+}
+
+func TestCheckDetectsDrift(t *testing.T) {
+	cases := []struct {
+		name  string
+		break_ func(e *env) error
+		want  string
+	}{
+		{"pod address removed", func(e *env) error {
+			return e.pod.Do(func(ns.NetNS) error {
+				l, err := netlink.LinkByName("eth0")
+				if err != nil {
+					return err
+				}
+				a, _ := netlink.ParseAddr("10.77.0.1/32")
+				return netlink.AddrDel(l, a)
+			})
+		}, "lacks address 10.77.0.1"},
+		{"pod default route removed", func(e *env) error {
+			return e.pod.Do(func(ns.NetNS) error {
+				_, dst, _ := net.ParseCIDR("::/0")
+				return netlink.RouteDel(&netlink.Route{Dst: dst, Family: netlink.FAMILY_V6})
+			})
+		}, "no route to ::/0"},
+		{"host route removed", func(e *env) error {
+			return e.inNode(func() error {
+				_, dst, _ := net.ParseCIDR("10.77.0.1/32")
+				return netlink.RouteDel(&netlink.Route{Dst: dst, Scope: netlink.SCOPE_LINK})
+			})
+		}, "no route to 10.77.0.1/32"},
+		{"host veth down", func(e *env) error {
+			return e.inNode(func() error {
+				l, err := netlink.LinkByName(HostVethName("weir", "ctr1", "eth0"))
+				if err != nil {
+					return err
+				}
+				return netlink.LinkSetDown(l)
+			})
+		}, "is down"},
+		{"address released behind its back", func(e *env) error {
+			m, err := ipam.Open(e.dataDir, "itest")
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return m.Release(ipam.Attachment{ContainerID: "ctr1", IfName: "eth0"})
+		}, "not reserved"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			res := e.add(e.conf("1.1.0", ""))
+			if err := e.check(res); err != nil {
+				t.Fatalf("CHECK of a fresh attachment: %v", err)
+			}
+			if err := tc.break_(e); err != nil {
+				t.Fatalf("break: %v", err)
+			}
+			err := e.check(res)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("CHECK = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAddRollsBackOnFailure(t *testing.T) {
+	e := newEnv(t)
+	// Something else already owns eth0 in the pod: ADD must fail and leave
+	// neither an address reserved nor a host veth behind.
+	if err := e.pod.Do(func(ns.NetNS) error {
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "other0"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stdin := e.conf("1.1.0", "")
+	err := e.inNode(func() error {
+		c, err := conf.Load(stdin, "")
+		if err != nil {
+			return err
+		}
+		_, err = add(c, e.args(stdin))
+		return err
+	})
+	if err == nil {
+		t.Fatal("ADD succeeded over an existing eth0")
+	}
+	if r := e.reserved(); len(r) != 0 {
+		t.Errorf("addresses leaked: %v", r)
+	}
+	_ = e.inNode(func() error {
+		if _, err := netlink.LinkByName(HostVethName("weir", "ctr1", "eth0")); err == nil {
+			t.Error("host veth leaked")
+		}
+		return nil
+	})
+}
+
+func TestDuplicateAddKeepsFirstAttachment(t *testing.T) {
+	e := newEnv(t)
+	stdin := e.conf("1.1.0", "")
+	res := e.add(stdin)
+	err := e.inNode(func() error {
+		c, _ := conf.Load(stdin, "")
+		_, err := add(c, e.args(stdin))
+		return err
+	})
+	te, ok := err.(*types.Error)
+	if !ok || te.Code != ErrAttachmentExists {
+		t.Fatalf("second ADD = %v, want code %d", err, ErrAttachmentExists)
+	}
+	if err := e.check(res); err != nil {
+		t.Errorf("first attachment damaged by the duplicate ADD: %v", err)
+	}
+}
+
+func TestDelIsIdempotent(t *testing.T) {
+	e := newEnv(t)
+	stdin := e.conf("1.1.0", "")
+	e.add(stdin)
+	for i := 0; i < 2; i++ {
+		if err := e.inNode(func() error { return cmdDel(e.args(stdin)) }); err != nil {
+			t.Fatalf("DEL #%d: %v", i+1, err)
+		}
+	}
+	if r := e.reserved(); len(r) != 0 {
+		t.Errorf("addresses still reserved after DEL: %v", r)
+	}
+	// DEL with the namespace gone altogether still succeeds.
+	args := e.args(stdin)
+	args.Netns = "/var/run/netns/does-not-exist"
+	if err := e.inNode(func() error { return cmdDel(args) }); err != nil {
+		t.Errorf("DEL without netns: %v", err)
+	}
+}
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "plugin integration tests need root")
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
