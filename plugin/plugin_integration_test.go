@@ -105,9 +105,9 @@ func (e *env) reserved() map[string]ipam.Attachment {
 
 func TestCheckDetectsDrift(t *testing.T) {
 	cases := []struct {
-		name  string
+		name   string
 		break_ func(e *env) error
-		want  string
+		want   string
 	}{
 		{"pod address removed", func(e *env) error {
 			return e.pod.Do(func(ns.NetNS) error {
