@@ -100,6 +100,9 @@ func add(c *conf.NetConf, args *skel.CmdArgs) (types.Result, error) {
 	if err := configurePod(h, at); err != nil {
 		return nil, err
 	}
+	if err := waitForAgent(c, args, at); err != nil {
+		return nil, err
+	}
 	if err := configureHost(host, at); err != nil {
 		return nil, err
 	}

@@ -26,7 +26,8 @@ func randomMAC() (net.HardwareAddr, error) {
 }
 
 // createVeth makes the pair in one netlink call: the host end here, the pod
-// end created directly inside the pod namespace under its final name.
+// end created directly inside the pod namespace under its final name. The
+// host end stays down: no packet can cross it until configureHost.
 func createVeth(at *attachment, alias string, mtu int, pod netns.NsHandle, v6 bool) (netlink.Link, error) {
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{
@@ -52,9 +53,6 @@ func createVeth(at *attachment, alias string, mtu int, pod netns.NsHandle, v6 bo
 		if err := writeSysctl("net/ipv6/conf/"+at.hostName+"/accept_dad", "0"); err != nil {
 			return veth, err
 		}
-	}
-	if err := netlink.LinkSetUp(veth); err != nil {
-		return veth, fmt.Errorf("set %s up: %w", at.hostName, err)
 	}
 	return veth, nil
 }
@@ -112,9 +110,13 @@ func configurePod(h *netlink.Handle, at *attachment) error {
 	return nil
 }
 
-// configureHost adds, in the node namespace, a host route and a permanent
-// neighbour for each pod address, so the node never has to resolve pods.
+// configureHost brings the host end up and adds, in the node namespace, a
+// host route and a permanent neighbour for each pod address, so the node
+// never has to resolve pods.
 func configureHost(host netlink.Link, at *attachment) error {
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("set %s up: %w", at.hostName, err)
+	}
 	idx := host.Attrs().Index
 	for _, a := range at.addrs {
 		d := ipNet(hostPrefix(a))
