@@ -35,7 +35,7 @@ func TestReadManifestsBuildsSnapshot(t *testing.T) {
 	wantPods := []nft.Pod{
 		{Namespace: "dev", Name: "client", Node: "node-b", IPs: []netip.Addr{netip.MustParseAddr("10.244.2.7")}},
 		{Namespace: "prod", Name: "web", Node: "node-a", Labels: map[string]string{"app": "web"},
-			IPs: []netip.Addr{netip.MustParseAddr("10.244.1.5"), netip.MustParseAddr("fd00:10:244:1::5")},
+			IPs:   []netip.Addr{netip.MustParseAddr("10.244.1.5"), netip.MustParseAddr("fd00:10:244:1::5")},
 			Ports: []nft.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080}, {Name: "dns", Protocol: "UDP", Port: 53}}},
 	}
 	if !reflect.DeepEqual(s.Pods, wantPods) {

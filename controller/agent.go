@@ -1,0 +1,230 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// Source yields the current cluster objects. Sources only signal changes;
+// the agent's single worker decides when to read.
+type Source interface {
+	// Objects returns a complete, consistent view, or an error; on error
+	// the agent keeps the kernel as it is.
+	Objects() (Objects, error)
+	// Run watches for changes and calls kick for each; it returns when ctx
+	// ends. It must not call kick before its view is complete.
+	Run(ctx context.Context, kick func()) error
+}
+
+// Applier programs a compiled ruleset into the node's kernel in one
+// transaction, replacing whatever the previous Apply left.
+type Applier interface {
+	Apply(ctx context.Context, rs nft.Ruleset) error
+}
+
+// Status is what the agent reports about itself.
+type Status struct {
+	Synced    bool
+	LastSync  time.Time
+	LastError string
+	Syncs     int
+	Problems  []string
+	Counts    map[string]int
+}
+
+// Agent compiles the snapshot of one node and applies it, from one worker.
+type Agent struct {
+	Node         string
+	ClusterCIDRs []netip.Prefix
+	Source       Source
+	Applier      Applier
+	Log          *slog.Logger
+	// MinInterval rate-limits syncs: bursts of events collapse into one.
+	MinInterval time.Duration
+
+	kick chan struct{}
+	mu   sync.Mutex
+	st   Status
+	rs   nft.Ruleset
+	snap nft.Snapshot
+	// anns are pods announced by the plugin, by namespace/name.
+	anns map[string]*announcement
+	// wanted counts announcements; applied is the value wanted had when
+	// the last successful sync started. applyCh is closed and replaced on
+	// every successful sync.
+	wanted, applied uint64
+	applyCh         chan struct{}
+}
+
+// PodGetter is implemented by sources that can fetch one pod directly when
+// their cache is behind (the API server source).
+type PodGetter interface {
+	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+}
+
+// Kick marks work; it never blocks.
+func (a *Agent) Kick() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns a copy of the current status.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st
+}
+
+// Ruleset returns the last ruleset applied.
+func (a *Agent) Ruleset() nft.Ruleset {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.rs
+}
+
+// init prepares the agent's channels; Run calls it.
+func (a *Agent) init() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.kick == nil {
+		a.kick = make(chan struct{}, 1)
+		a.applyCh = make(chan struct{})
+		a.anns = map[string]*announcement{}
+	}
+	if a.Log == nil {
+		a.Log = slog.Default()
+	}
+}
+
+// Run starts the source and the worker; it returns when ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	a.init()
+	srcErr := make(chan error, 1)
+	go func() { srcErr <- a.Source.Run(ctx, a.Kick) }()
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-srcErr:
+			if err != nil && ctx.Err() == nil {
+				return fmt.Errorf("source: %w", err)
+			}
+			return nil
+		case <-a.kick:
+		}
+		if err := a.sync(ctx); err != nil {
+			backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+			a.Log.Error("sync failed; kernel keeps the last ruleset", "err", err, "retry", backoff)
+			time.AfterFunc(backoff, a.Kick)
+			continue
+		}
+		backoff = 0
+		if a.MinInterval > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(a.MinInterval):
+			}
+		}
+	}
+}
+
+// sync reads the source, compiles and applies once.
+func (a *Agent) sync(ctx context.Context) error {
+	start := time.Now()
+	objs, err := a.Source.Objects()
+	if err != nil {
+		a.setErr(err)
+		return err
+	}
+	a.mu.Lock()
+	gen := a.wanted
+	objs, caughtUp := overlay(objs, a.anns)
+	a.mu.Unlock()
+	snap := BuildSnapshot(a.Node, a.ClusterCIDRs, objs)
+	rs := nft.Compile(snap)
+	compiled := time.Now()
+	if err := a.Applier.Apply(ctx, rs); err != nil {
+		err = fmt.Errorf("apply ruleset: %w", err)
+		a.setErr(err)
+		return err
+	}
+	for _, p := range rs.Problems {
+		a.Log.Warn("policy problem", "problem", p)
+	}
+	a.mu.Lock()
+	for _, key := range caughtUp {
+		delete(a.anns, key)
+	}
+	a.applied = gen
+	close(a.applyCh)
+	a.applyCh = make(chan struct{})
+	a.rs, a.snap = rs, snap
+	a.st.Synced, a.st.LastSync, a.st.LastError = true, time.Now(), ""
+	a.st.Syncs++
+	a.st.Problems = rs.Problems
+	a.mu.Unlock()
+	a.Log.Info("synced", "pods", len(objs.Pods), "policies", len(objs.Policies),
+		"compile", compiled.Sub(start), "apply", time.Since(compiled))
+	return nil
+}
+
+// Announce records that the plugin wired pod namespace/name with ips and
+// returns once a ruleset that includes them is in the kernel, or ctx ends.
+// The pod must be known to the source (or fetchable through PodGetter): its
+// labels decide which policies apply, so an unknown pod is an error rather
+// than a guess.
+func (a *Agent) Announce(ctx context.Context, namespace, name string, ips []netip.Addr) error {
+	a.init()
+	objs, err := a.Source.Objects()
+	if err != nil {
+		return fmt.Errorf("read cluster state: %w", err)
+	}
+	pod := findPod(objs, namespace, name)
+	if pod == nil {
+		if g, ok := a.Source.(PodGetter); ok {
+			if pod, err = g.GetPod(ctx, namespace, name); err != nil {
+				return fmt.Errorf("pod %s/%s: %w", namespace, name, err)
+			}
+		}
+	}
+	if pod == nil {
+		return fmt.Errorf("pod %s/%s is unknown to the agent", namespace, name)
+	}
+	a.mu.Lock()
+	a.anns[namespace+"/"+name] = &announcement{namespace: namespace, name: name, ips: ips, pod: pod}
+	a.wanted++
+	want := a.wanted
+	a.mu.Unlock()
+	a.Kick()
+	for {
+		a.mu.Lock()
+		done, ch := a.applied >= want, a.applyCh
+		a.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for ruleset with pod %s/%s: %w", namespace, name, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+func (a *Agent) setErr(err error) {
+	a.mu.Lock()
+	a.st.LastError = err.Error()
+	a.mu.Unlock()
+}
