@@ -1,0 +1,111 @@
+// Command weir-agent is weir's per-node controller: it follows cluster state
+// (a manifests directory, or later the API server), compiles NetworkPolicy
+// into the node's nftables table and answers the plugin's local socket. Its
+// main only wires flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/weir-cni/weir/conf"
+	"github.com/weir-cni/weir/controller"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	var (
+		nodeName     = flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+		manifests    = flag.String("manifests", "", "read Namespaces, Pods, Nodes and NetworkPolicies from this directory of YAML/JSON manifests instead of an API server")
+		clusterCIDRs = flag.String("cluster-cidr", "", "comma-separated pod CIDRs of the whole cluster; traffic from local pods to anything else is masqueraded")
+		socket       = flag.String("socket", conf.DefaultAgentSocket, "unix socket for the plugin and weirctl")
+		backend      = flag.String("backend", controller.BackendAuto, "auto, nftables or iptables")
+		minInterval  = flag.Duration("min-sync-interval", 0, "least time between two syncs; events in between collapse into one")
+		poll         = flag.Duration("manifests-poll", 200*time.Millisecond, "how often to look for changed manifests")
+		logLevel     = flag.String("log-level", "info", "debug, info, warn or error")
+	)
+	flag.Parse()
+	log := newLogger(*logLevel)
+	if err := validate(*nodeName, *manifests); err != nil {
+		log.Error("bad flags", "err", err)
+		return 2
+	}
+	cidrs, err := parseCIDRs(*clusterCIDRs)
+	if err != nil {
+		log.Error("bad --cluster-cidr", "err", err)
+		return 2
+	}
+	applier, used, err := controller.NewApplier(*backend)
+	if err != nil {
+		log.Error("open backend", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	agent := &controller.Agent{
+		Node:         *nodeName,
+		ClusterCIDRs: cidrs,
+		Source:       &controller.DirSource{Dir: *manifests, Interval: *poll},
+		Applier:      applier,
+		Log:          log,
+		MinInterval:  *minInterval,
+	}
+	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "backend", used, "socket", *socket)
+	errc := make(chan error, 2)
+	go func() { errc <- agent.ServeSocket(ctx, *socket) }()
+	go func() { errc <- agent.Run(ctx) }()
+	if err := <-errc; err != nil {
+		log.Error("weir-agent stopped", "err", err)
+		return 1
+	}
+	// The kernel keeps the last ruleset: stopping the agent never opens
+	// the node up.
+	log.Info("weir-agent stopped; the kernel keeps the last ruleset")
+	return 0
+}
+
+func validate(node, manifests string) error {
+	var errs []error
+	if node == "" {
+		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
+	}
+	if manifests == "" {
+		errs = append(errs, errors.New("--manifests is required (the API-server source is not built yet)"))
+	} else if st, err := os.Stat(manifests); err != nil || !st.IsDir() {
+		errs = append(errs, fmt.Errorf("--manifests %q is not a directory", manifests))
+	}
+	return errors.Join(errs...)
+}
+
+func parseCIDRs(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
