@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 
 	"github.com/weir-cni/weir/agentapi"
@@ -29,7 +30,7 @@ func TestRequestParsing(t *testing.T) {
 			if (err != nil) != tc.bad {
 				t.Fatalf("err = %v, bad = %v", err, tc.bad)
 			}
-			if !tc.bad && got != tc.want {
+			if !tc.bad && !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
