@@ -1,0 +1,468 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/weir-cni/weir/agentapi"
+	"github.com/weir-cni/weir/integration/harness"
+)
+
+// The simulated node of the policy tests: one node namespace running the
+// plugin and weir-agent, pods in their own namespaces, and an "external"
+// namespace behind the node holding addresses inside and outside the
+// ipBlocks of the policies under test.
+const (
+	nodeName   = "node-a"
+	nodeAddr4  = "192.168.50.1"
+	nodeAddr6  = "fd00:50::1"
+	extLink4   = "192.168.50.2"
+	extLink6   = "fd00:50::2"
+	policyNet  = "weirpol"
+	probeWait  = time.Second
+	probePorts = "80 5353 5978 6379 8080 9001 9003"
+)
+
+// extAddrs are the external host's addresses, each routed to it by the node.
+var extAddrs = []string{"172.17.5.5", "10.0.0.5", "10.0.1.5", "fd00:e::5", "fd00:e::6"}
+
+var (
+	agentOnce sync.Once
+	agentPath string
+	agentErr  error
+)
+
+// weirAgentBin builds ./cmd/weir-agent once per test binary.
+func weirAgentBin(t *testing.T) string {
+	t.Helper()
+	agentOnce.Do(func() {
+		agentPath = filepath.Join(pluginDir, "weir-agent")
+		cmd := exec.Command("go", "build", "-o", agentPath, "./cmd/weir-agent")
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentErr = fmt.Errorf("build weir-agent: %v: %s", err, out)
+		}
+	})
+	if agentErr != nil {
+		t.Fatal(agentErr)
+	}
+	return agentPath
+}
+
+// tpod is a test pod: its namespace, labels, addresses and named ports.
+type tpod struct {
+	ns, name string
+	labels   map[string]string
+	ips      []string
+	ports    []cport
+	netns    *harness.NS
+}
+
+type cport struct {
+	name, proto string
+	port        int
+}
+
+type cluster struct {
+	t      *testing.T
+	node   *harness.NS
+	ext    *harness.NS
+	pods   map[string]*tpod
+	nsLbls map[string]map[string]string
+	dir    string
+	sock   string
+	agent  *exec.Cmd
+}
+
+func newPolicyCluster(t *testing.T, pods []*tpod, nsLabels map[string]map[string]string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, pods: map[string]*tpod{}, nsLbls: nsLabels, dir: t.TempDir()}
+	c.sock = filepath.Join(c.dir, "agent.sock")
+	var err error
+	if c.node, err = harness.NewNS("weirpn"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.node.Delete() })
+	if c.ext, err = harness.NewNS("weirpx"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.ext.Delete() })
+	if err := c.node.AddAddrs(nodeAddr4 + "/32"); err != nil {
+		t.Fatal(err)
+	}
+	c.linkExternal()
+	if err := os.MkdirAll(filepath.Join(c.dir, "manifests"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		c.addPod(p)
+	}
+	for _, target := range []*harness.NS{c.ext, c.node} {
+		for _, port := range strings.Fields(probePorts) {
+			var n int
+			fmt.Sscan(port, &n)
+			e, err := harness.StartEcho(target, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = e.Close() })
+		}
+	}
+	c.writeBase()
+	c.startAgent()
+	return c
+}
+
+// linkExternal joins the external namespace to the node with a veth and
+// routes the external addresses through it.
+func (c *cluster) linkExternal() {
+	t := c.t
+	err := c.node.Do(func(ns.NetNS) error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ext0"}, PeerName: "up0", PeerNamespace: netlink.NsFd(int(c.ext.Fd()))}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(veth); err != nil {
+			return err
+		}
+		// IPv6 answers neighbour solicitations only for addresses of the
+		// receiving link, so the node's IPv6 address lives on this link.
+		addr, _ := netlink.ParseAddr(nodeAddr6 + "/128")
+		addr.Flags |= 0x02 // IFA_F_NODAD
+		if err := netlink.AddrAdd(veth, addr); err != nil {
+			return err
+		}
+		for _, a := range []string{extLink4 + "/32", extLink6 + "/128"} {
+			dst, _ := netlink.ParseIPNet(a)
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: veth.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK}); err != nil {
+				return err
+			}
+		}
+		for _, a := range extAddrs {
+			dst, _ := netlink.ParseIPNet(hostCIDR(a))
+			gw := net.ParseIP(extLink4)
+			if strings.Contains(a, ":") {
+				gw = net.ParseIP(extLink6)
+			}
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: veth.Attrs().Index, Dst: dst, Gw: gw}); err != nil {
+				return fmt.Errorf("route %s: %w", a, err)
+			}
+		}
+		return writeProc("net/ipv4/ip_forward", "1")
+	})
+	if err != nil {
+		t.Fatalf("node side of external link: %v", err)
+	}
+	err = c.ext.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName("up0")
+		if err != nil {
+			return err
+		}
+		for _, a := range append([]string{extLink4, extLink6}, extAddrs...) {
+			addr, _ := netlink.ParseAddr(hostCIDR(a))
+			addr.Flags |= 0x02 // IFA_F_NODAD
+			if err := netlink.AddrAdd(l, addr); err != nil {
+				return err
+			}
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+		for _, a := range []string{nodeAddr4, nodeAddr6} {
+			dst, _ := netlink.ParseIPNet(hostCIDR(a))
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK}); err != nil {
+				return err
+			}
+		}
+		for _, def := range []struct{ dst, gw string }{{"0.0.0.0/0", nodeAddr4}, {"::/0", nodeAddr6}} {
+			dst, _ := netlink.ParseIPNet(def.dst)
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst, Gw: net.ParseIP(def.gw)}); err != nil {
+				return fmt.Errorf("default via %s: %w", def.gw, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("external side: %v", err)
+	}
+}
+
+func hostCIDR(a string) string {
+	if strings.Contains(a, ":") {
+		return a + "/128"
+	}
+	return a + "/32"
+}
+
+func writeProc(key, val string) error {
+	return os.WriteFile("/proc/sys/"+key, []byte(val), 0o644)
+}
+
+// netconf is the node's CNI config: two IPv4 ranges and one IPv6 range.
+func (c *cluster) netconf() []byte {
+	return []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"weir","agentWait":"0s",
+		"ipam":{"ranges":[{"subnet":"172.17.0.0/24"},{"subnet":"172.17.1.0/24"},{"subnet":"fd00:17::/64"}],"dataDir":%q}}`,
+		policyNet, filepath.Join(c.dir, "ipam")))
+}
+
+// addPod wires p with the plugin (asking for its addresses) and starts echo
+// servers on every probe port.
+func (c *cluster) addPod(p *tpod) {
+	t := c.t
+	var err error
+	if p.netns, err = harness.NewNS("weirpp"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.netns.Delete() })
+	call := harness.Call{Command: "ADD", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
+		Args: "K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name + ";IP=" + strings.Join(p.ips, ","),
+		Path: pluginDir, Conf: c.netconf()}
+	out, err := call.Exec(context.Background(), c.node, weirBin())
+	if err != nil || out.Err != nil {
+		t.Fatalf("ADD %s/%s: %v %v", p.ns, p.name, err, out.Err)
+	}
+	for _, port := range strings.Fields(probePorts) {
+		var n int
+		fmt.Sscan(port, &n)
+		e, err := harness.StartEcho(p.netns, n)
+		if err != nil {
+			t.Fatalf("echo in %s/%s: %v", p.ns, p.name, err)
+		}
+		t.Cleanup(func() { _ = e.Close() })
+	}
+	c.pods[p.ns+"/"+p.name] = p
+}
+
+// writeBase writes the node, namespaces and pods as manifests.
+func (c *cluster) writeBase() {
+	var docs []string
+	docs = append(docs, fmt.Sprintf(`{"apiVersion":"v1","kind":"Node","metadata":{"name":%q},
+		"spec":{"podCIDRs":["172.17.0.0/24","fd00:17::/64"]},
+		"status":{"addresses":[{"type":"InternalIP","address":%q},{"type":"InternalIP","address":%q}]}}`, nodeName, nodeAddr4, nodeAddr6))
+	for name, l := range c.nsLbls {
+		b, _ := json.Marshal(l)
+		docs = append(docs, fmt.Sprintf(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":%q,"labels":%s}}`, name, b))
+	}
+	for _, p := range c.pods {
+		l, _ := json.Marshal(p.labels)
+		var ports, ips []string
+		for _, cp := range p.ports {
+			ports = append(ports, fmt.Sprintf(`{"name":%q,"protocol":%q,"containerPort":%d}`, cp.name, cp.proto, cp.port))
+		}
+		for _, ip := range p.ips {
+			ips = append(ips, fmt.Sprintf(`{"ip":%q}`, ip))
+		}
+		docs = append(docs, fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"namespace":%q,"name":%q,"labels":%s},
+			"spec":{"nodeName":%q,"containers":[{"name":"c","image":"x","ports":[%s]}]},
+			"status":{"phase":"Running","podIPs":[%s]}}`, p.ns, p.name, l, nodeName, strings.Join(ports, ","), strings.Join(ips, ",")))
+	}
+	c.writeManifest("base.json", `{"apiVersion":"v1","kind":"List","items":[`+strings.Join(docs, ",")+`]}`)
+}
+
+// writeManifest replaces one manifest file atomically.
+func (c *cluster) writeManifest(name, body string) {
+	dir := filepath.Join(c.dir, "manifests")
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) startAgent() {
+	t := c.t
+	c.agent = exec.Command(weirAgentBin(t), "--node-name", nodeName, "--manifests", filepath.Join(c.dir, "manifests"),
+		"--socket", c.sock, "--cluster-cidr", "172.17.0.0/23,fd00:17::/64", "--manifests-poll", "50ms")
+	logf, err := os.Create(filepath.Join(c.dir, "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.agent.Stdout, c.agent.Stderr = logf, logf
+	if err := harness.StartIn(c.node, c.agent); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.agent.Process.Kill()
+		_ = c.agent.Wait()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("agent log:\n%s", b)
+		}
+	})
+	c.waitSynced(0)
+}
+
+type agentStatus struct {
+	Synced    bool
+	Syncs     int
+	LastError string
+	Problems  []string
+}
+
+func (c *cluster) status() (agentStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	resp, err := agentapi.Call(ctx, c.sock, agentapi.Request{Op: agentapi.OpStatus})
+	if err != nil {
+		return agentStatus{}, err
+	}
+	var st agentStatus
+	err = json.Unmarshal(resp.Result, &st)
+	return st, err
+}
+
+// waitSynced waits until the agent has synced more than after times.
+func (c *cluster) waitSynced(after int) agentStatus {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := c.status()
+		if err == nil && st.Synced && st.Syncs > after {
+			return st
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("agent did not sync (status %+v, err %v)", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// setPolicies replaces the policy manifest and waits for the agent to
+// apply it.
+func (c *cluster) setPolicies(yaml string) agentStatus {
+	c.t.Helper()
+	before, err := c.status()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.writeManifest("policies.yaml", yaml)
+	return c.waitSynced(before.Syncs)
+}
+
+// endpoint is one side of a probe: a pod ("ns/name"), "node", or an
+// external address ("ext:10.0.0.5").
+type probe struct {
+	from, to string
+	proto    string // tcp or udp
+	port     int
+	v6       bool
+	want     bool
+}
+
+func (p probe) String() string {
+	fam := "v4"
+	if p.v6 {
+		fam = "v6"
+	}
+	return fmt.Sprintf("%s -> %s %s/%d (%s)", p.from, p.to, p.proto, p.port, fam)
+}
+
+// endpoint returns the namespace and address of a probe side.
+func (c *cluster) endpoint(ref string, v6 bool) (ns.NetNS, netip.Addr) {
+	switch {
+	case ref == "node":
+		if v6 {
+			return c.node, netip.MustParseAddr(nodeAddr6)
+		}
+		return c.node, netip.MustParseAddr(nodeAddr4)
+	case strings.HasPrefix(ref, "ext:"):
+		return c.ext, netip.MustParseAddr(strings.TrimPrefix(ref, "ext:"))
+	}
+	p, ok := c.pods[ref]
+	if !ok {
+		c.t.Fatalf("unknown endpoint %q", ref)
+	}
+	for _, s := range p.ips {
+		a := netip.MustParseAddr(s)
+		if a.Is6() == v6 {
+			return p.netns, a
+		}
+	}
+	c.t.Fatalf("pod %s has no address of that family", ref)
+	return nil, netip.Addr{}
+}
+
+// run fires every probe in parallel and reports each one whose outcome
+// differs from what it wants.
+func (c *cluster) run(probes []probe) {
+	c.t.Helper()
+	type result struct {
+		p   probe
+		err error
+	}
+	results := make([]result, len(probes))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 24)
+	for i, p := range probes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			srcNS, src := c.endpoint(p.from, p.v6)
+			_, dst := c.endpoint(p.to, p.v6)
+			results[i] = result{p, dial(srcNS, src, dst, p.proto, p.port)}
+		}()
+	}
+	wg.Wait()
+	for _, r := range results {
+		got := r.err == nil
+		if got != r.p.want {
+			c.t.Errorf("%s: allowed=%v, want %v (%v)", r.p, got, r.p.want, r.err)
+		}
+	}
+}
+
+// dial connects from src (bound, so external hosts pick the address under
+// test) to dst and exchanges a token with the echo server there.
+func dial(netns ns.NetNS, src, dst netip.Addr, proto string, port int) error {
+	var conn net.Conn
+	err := netns.Do(func(ns.NetNS) error {
+		d := net.Dialer{Timeout: probeWait}
+		if proto == "udp" {
+			d.LocalAddr = &net.UDPAddr{IP: src.AsSlice()}
+		} else {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		var err error
+		conn, err = d.Dial(proto, netip.AddrPortFrom(dst, uint16(port)).String())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(probeWait))
+	token := []byte("weir " + src.String())
+	if _, err := conn.Write(token); err != nil {
+		return err
+	}
+	buf := make([]byte, 256)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return err
+	}
+	if string(buf[:n]) != string(token) {
+		return fmt.Errorf("echo mismatch %q", buf[:n])
+	}
+	return nil
+}
