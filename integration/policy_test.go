@@ -130,8 +130,8 @@ func TestPolicyVerdictsInKernel(t *testing.T) {
 			// test-network-policy ingress: ipBlock minus except, OR namespace, OR pod selector, TCP 6379 only.
 			tcp("ext:172.17.5.5", "default/db", 6379, true),
 			tcp("ext:10.0.1.5", "default/db", 6379, false),
-			tcp("dev/client", "default/db", 6379, true),      // 172.17.0.21 inside the ipBlock
-			tcp("default/other", "default/db", 6379, false),  // 172.17.1.11 is in except
+			tcp("dev/client", "default/db", 6379, true),       // 172.17.0.21 inside the ipBlock
+			tcp("default/other", "default/db", 6379, false),   // 172.17.1.11 is in except
 			tcp("default/frontend", "default/db", 6379, true), // in except, but role=frontend
 			tcp("myproject/client", "default/db", 6379, true),
 			tcp("prod/client", "default/db", 80, false),
