@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -49,6 +50,8 @@ type Agent struct {
 	Log          *slog.Logger
 	// MinInterval rate-limits syncs: bursts of events collapse into one.
 	MinInterval time.Duration
+	// Reconcilers run after each applied ruleset (node routes, CNI config).
+	Reconcilers []Reconciler
 
 	kick chan struct{}
 	mu   sync.Mutex
@@ -62,6 +65,11 @@ type Agent struct {
 	// every successful sync.
 	wanted, applied uint64
 	applyCh         chan struct{}
+}
+
+// Reconciler keeps one more piece of node state in line with the cluster.
+type Reconciler interface {
+	Reconcile(o Objects) error
 }
 
 // PodGetter is implemented by sources that can fetch one pod directly when
@@ -163,6 +171,12 @@ func (a *Agent) sync(ctx context.Context) error {
 	for _, p := range rs.Problems {
 		a.Log.Warn("policy problem", "problem", p)
 	}
+	var rerrs []error
+	for _, r := range a.Reconcilers {
+		if err := r.Reconcile(objs); err != nil {
+			rerrs = append(rerrs, err)
+		}
+	}
 	a.mu.Lock()
 	for _, key := range caughtUp {
 		delete(a.anns, key)
@@ -177,6 +191,10 @@ func (a *Agent) sync(ctx context.Context) error {
 	a.mu.Unlock()
 	a.Log.Info("synced", "pods", len(objs.Pods), "policies", len(objs.Policies),
 		"compile", compiled.Sub(start), "apply", time.Since(compiled))
+	if err := errors.Join(rerrs...); err != nil {
+		a.setErr(err)
+		return fmt.Errorf("node state: %w", err)
+	}
 	return nil
 }
 

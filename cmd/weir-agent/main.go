@@ -33,6 +33,10 @@ func run() int {
 		minInterval  = flag.Duration("min-sync-interval", 0, "least time between two syncs; events in between collapse into one")
 		poll         = flag.Duration("manifests-poll", 200*time.Millisecond, "how often to look for changed manifests")
 		logLevel     = flag.String("log-level", "info", "debug, info, warn or error")
+		nodeRoutes   = flag.Bool("node-routes", true, "route other nodes' pod CIDRs via their InternalIP (host-gw)")
+		cniConfPath  = flag.String("cni-conf", "", "write this node's CNI conflist here from node.spec.podCIDRs (e.g. /etc/cni/net.d/10-weir.conflist); empty: do not write")
+		dataDir      = flag.String("ipam-data-dir", "", "ipam.dataDir for the written CNI config (default: the plugin's)")
+		failClosed   = flag.Bool("fail-closed", false, "written CNI config: the plugin refuses pods the agent did not confirm in time")
 	)
 	flag.Parse()
 	log := newLogger(*logLevel)
@@ -59,6 +63,13 @@ func run() int {
 		Applier:      applier,
 		Log:          log,
 		MinInterval:  *minInterval,
+	}
+	if *nodeRoutes {
+		agent.Reconcilers = append(agent.Reconcilers, &controller.RouteSyncer{Node: *nodeName})
+	}
+	if *cniConfPath != "" {
+		agent.Reconcilers = append(agent.Reconcilers, &controller.CNIConfig{Node: *nodeName, Path: *cniConfPath,
+			DataDir: *dataDir, AgentSocket: *socket, FailClosed: *failClosed})
 	}
 	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "backend", used, "socket", *socket)
 	errc := make(chan error, 2)

@@ -1,0 +1,120 @@
+package controller
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// CNIConfig writes this node's CNI network configuration from its
+// spec.podCIDRs, so the kubelet finds it once the node has ranges.
+type CNIConfig struct {
+	Node string
+	// Path is the conflist to write, e.g. /etc/cni/net.d/10-weir.conflist.
+	Path string
+	// Name is the network name (default "weir").
+	Name string
+	// MTU, DataDir and AgentSocket are passed through when set.
+	MTU         int
+	DataDir     string
+	AgentSocket string
+	// FailClosed makes the plugin refuse pods the agent did not confirm.
+	FailClosed bool
+}
+
+// Render returns the conflist for podCIDRs, or nil when there are none.
+// Pure: equal input gives byte-equal output.
+func (c *CNIConfig) Render(podCIDRs []string) ([]byte, error) {
+	if len(podCIDRs) == 0 {
+		return nil, nil
+	}
+	name := c.Name
+	if name == "" {
+		name = "weir"
+	}
+	type rng struct {
+		Subnet string `json:"subnet"`
+	}
+	ranges := make([]rng, 0, len(podCIDRs))
+	for _, p := range parsePrefixes(podCIDRs, "") {
+		ranges = append(ranges, rng{Subnet: p.String()})
+	}
+	if len(ranges) != len(podCIDRs) {
+		return nil, fmt.Errorf("node %s has an unparsable podCIDR in %v", c.Node, podCIDRs)
+	}
+	plugin := map[string]any{
+		"type":         "weir",
+		"ipam":         map[string]any{"ranges": ranges},
+		"capabilities": map[string]bool{"ips": true},
+	}
+	if c.MTU > 0 {
+		plugin["mtu"] = c.MTU
+	}
+	if c.DataDir != "" {
+		plugin["ipam"].(map[string]any)["dataDir"] = c.DataDir
+	}
+	if c.AgentSocket != "" {
+		plugin["agentSocket"] = c.AgentSocket
+	}
+	if c.FailClosed {
+		plugin["failClosed"] = true
+	}
+	list := map[string]any{"cniVersion": "1.1.0", "name": name, "plugins": []any{plugin}}
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode conflist: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// Reconcile writes the config when this node's podCIDRs call for a
+// different one. The write is atomic (temp file + rename): the kubelet
+// never reads half a file.
+func (c *CNIConfig) Reconcile(o Objects) error {
+	var cidrs []string
+	for _, n := range o.Nodes {
+		if n.Name == c.Node {
+			cidrs = n.Spec.PodCIDRs
+			if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+				cidrs = []string{n.Spec.PodCIDR}
+			}
+		}
+	}
+	want, err := c.Render(cidrs)
+	if err != nil || want == nil {
+		return err
+	}
+	have, err := os.ReadFile(c.Path)
+	if err == nil && bytes.Equal(have, want) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", c.Path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(c.Path), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(c.Path), err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(c.Path), ".weir-conflist-*")
+	if err != nil {
+		return fmt.Errorf("write cni config: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(want); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write cni config: %w", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("chmod cni config: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write cni config: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), c.Path); err != nil {
+		return fmt.Errorf("install cni config: %w", err)
+	}
+	return nil
+}

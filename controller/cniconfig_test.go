@@ -1,0 +1,105 @@
+package controller
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weir-cni/weir/conf"
+)
+
+func node(name string, cidrs []string, ips ...string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDRs: cidrs}}
+	for _, ip := range ips {
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+	}
+	return n
+}
+
+func TestCNIConfigIsValidForThePlugin(t *testing.T) {
+	c := &CNIConfig{Node: "n1", MTU: 1450, DataDir: "/var/lib/x", AgentSocket: "/run/x.sock", FailClosed: true}
+	b, err := c.Render([]string{"10.244.1.0/24", "fd00:1::/64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		CNIVersion string            `json:"cniVersion"`
+		Name       string            `json:"name"`
+		Plugins    []json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil || len(list.Plugins) != 1 {
+		t.Fatalf("conflist %s: %v", b, err)
+	}
+	// libcni hands each plugin its conf with name and cniVersion injected.
+	var plugin map[string]any
+	_ = json.Unmarshal(list.Plugins[0], &plugin)
+	plugin["name"], plugin["cniVersion"] = list.Name, list.CNIVersion
+	stdin, _ := json.Marshal(plugin)
+	nc, err := conf.Load(stdin, "")
+	if err != nil {
+		t.Fatalf("plugin rejects the config the agent writes: %v\n%s", err, b)
+	}
+	if len(nc.Ranges) != 2 || nc.MTU != 1450 || nc.DataDir != "/var/lib/x" || nc.AgentSocket != "/run/x.sock" || !nc.FailClosed {
+		t.Errorf("round trip lost fields: %+v", nc)
+	}
+}
+
+func TestCNIConfigReconcileWritesOnlyOnChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "net.d", "10-weir.conflist")
+	c := &CNIConfig{Node: "n1", Path: path}
+	if err := c.Reconcile(Objects{Nodes: []*corev1.Node{node("n1", nil)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatal("config written for a node without podCIDRs")
+	}
+	objs := Objects{Nodes: []*corev1.Node{node("n1", []string{"10.244.1.0/24"}), node("n2", []string{"10.244.2.0/24"})}}
+	if err := c.Reconcile(objs); err != nil {
+		t.Fatal(err)
+	}
+	st1, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reconcile(objs); err != nil {
+		t.Fatal(err)
+	}
+	st2, _ := os.Stat(path)
+	if !st1.ModTime().Equal(st2.ModTime()) || st1.Sys() == nil {
+		t.Error("unchanged config rewritten")
+	}
+	b, _ := os.ReadFile(path)
+	if !json.Valid(b) || !contains(string(b), "10.244.1.0/24") || contains(string(b), "10.244.2.0/24") {
+		t.Errorf("config = %s", b)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("temp files left: %v", entries)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestDesiredRoutes(t *testing.T) {
+	objs := Objects{Nodes: []*corev1.Node{
+		node("self", []string{"10.244.1.0/24"}, "192.168.0.1"),
+		node("b", []string{"10.244.2.0/24", "fd00:2::/64"}, "192.168.0.2", "fd00:ff::2"),
+		node("c", []string{"10.244.3.0/24", "fd00:3::/64"}, "192.168.0.3"), // no IPv6 address: no v6 route
+		node("d", nil, "192.168.0.4"),                                      // no CIDR yet
+	}}
+	got := DesiredRoutes("self", objs)
+	want := []string{"10.244.2.0/24 via 192.168.0.2", "10.244.3.0/24 via 192.168.0.3", "fd00:2::/64 via fd00:ff::2"}
+	if len(got) != len(want) {
+		t.Fatalf("routes = %v", got)
+	}
+	for i, r := range got {
+		if s := r.Dst.String() + " via " + r.Via.String(); s != want[i] {
+			t.Errorf("route %d = %s, want %s", i, s, want[i])
+		}
+	}
+}
