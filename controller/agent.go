@@ -52,6 +52,8 @@ type Agent struct {
 	MinInterval time.Duration
 	// Reconcilers run after each applied ruleset (node routes, CNI config).
 	Reconcilers []Reconciler
+	// Metrics, when set, records syncs.
+	Metrics *Metrics
 
 	kick chan struct{}
 	mu   sync.Mutex
@@ -65,6 +67,8 @@ type Agent struct {
 	// every successful sync.
 	wanted, applied uint64
 	applyCh         chan struct{}
+	// firstEvent is when the oldest change not yet applied was signalled.
+	firstEvent time.Time
 }
 
 // Reconciler keeps one more piece of node state in line with the cluster.
@@ -80,6 +84,11 @@ type PodGetter interface {
 
 // Kick marks work; it never blocks.
 func (a *Agent) Kick() {
+	a.mu.Lock()
+	if a.firstEvent.IsZero() {
+		a.firstEvent = time.Now()
+	}
+	a.mu.Unlock()
 	select {
 	case a.kick <- struct{}{}:
 	default:
@@ -151,11 +160,16 @@ func (a *Agent) Run(ctx context.Context) error {
 // sync reads the source, compiles and applies once.
 func (a *Agent) sync(ctx context.Context) error {
 	start := time.Now()
+	a.mu.Lock()
+	firstEvent := a.firstEvent
+	a.firstEvent = time.Time{}
+	a.mu.Unlock()
 	objs, err := a.Source.Objects()
 	if err != nil {
 		a.setErr(err)
 		return err
 	}
+	read := time.Now()
 	a.mu.Lock()
 	gen := a.wanted
 	objs, caughtUp := overlay(objs, a.anns)
@@ -168,6 +182,7 @@ func (a *Agent) sync(ctx context.Context) error {
 		a.setErr(err)
 		return err
 	}
+	a.Metrics.observeSync(read.Sub(start), compiled.Sub(read), time.Since(compiled), firstEvent, rs)
 	for _, p := range rs.Problems {
 		a.Log.Warn("policy problem", "problem", p)
 	}
@@ -242,6 +257,7 @@ func (a *Agent) Announce(ctx context.Context, namespace, name string, ips []neti
 }
 
 func (a *Agent) setErr(err error) {
+	a.Metrics.observeError()
 	a.mu.Lock()
 	a.st.LastError = err.Error()
 	a.mu.Unlock()

@@ -36,6 +36,7 @@ func run() int {
 		nodeRoutes   = flag.Bool("node-routes", true, "route other nodes' pod CIDRs via their InternalIP (host-gw)")
 		cniConfPath  = flag.String("cni-conf", "", "write this node's CNI conflist here from node.spec.podCIDRs (e.g. /etc/cni/net.d/10-weir.conflist); empty: do not write")
 		dataDir      = flag.String("ipam-data-dir", "", "ipam.dataDir for the written CNI config (default: the plugin's)")
+		httpAddr     = flag.String("http-addr", "127.0.0.1:9765", "serve /metrics, /healthz and /readyz here; empty: off")
 		failClosed   = flag.Bool("fail-closed", false, "written CNI config: the plugin refuses pods the agent did not confirm in time")
 	)
 	flag.Parse()
@@ -63,6 +64,7 @@ func run() int {
 		Applier:      applier,
 		Log:          log,
 		MinInterval:  *minInterval,
+		Metrics:      controller.NewMetrics(),
 	}
 	if *nodeRoutes {
 		agent.Reconcilers = append(agent.Reconcilers, &controller.RouteSyncer{Node: *nodeName})
@@ -72,8 +74,11 @@ func run() int {
 			DataDir: *dataDir, AgentSocket: *socket, FailClosed: *failClosed})
 	}
 	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "backend", used, "socket", *socket)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- agent.ServeSocket(ctx, *socket) }()
+	if *httpAddr != "" {
+		go func() { errc <- agent.ServeHTTP(ctx, *httpAddr) }()
+	}
 	go func() { errc <- agent.Run(ctx) }()
 	if err := <-errc; err != nil {
 		log.Error("weir-agent stopped", "err", err)

@@ -1,0 +1,123 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// Metrics are the agent's Prometheus metrics.
+type Metrics struct {
+	reg           *prometheus.Registry
+	syncDuration  *prometheus.HistogramVec
+	eventToKernel prometheus.Histogram
+	syncErrors    prometheus.Counter
+	syncs         prometheus.Counter
+	setElements   *prometheus.GaugeVec
+	chains        prometheus.Gauge
+	rules         prometheus.Gauge
+	problems      prometheus.Gauge
+	lastSync      prometheus.Gauge
+}
+
+// NewMetrics registers the agent's metrics in a fresh registry (plus the Go
+// and process collectors).
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		syncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "weir_sync_duration_seconds",
+			Help:    "Time of one sync, by phase (read, compile, apply).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"phase"}),
+		eventToKernel: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "weir_event_to_kernel_seconds",
+			Help:    "From the first change event of a sync to its ruleset being in the kernel.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		syncErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_sync_errors_total", Help: "Syncs that failed; the kernel kept the previous ruleset."}),
+		syncs:       prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_syncs_total", Help: "Syncs applied."}),
+		setElements: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weir_set_elements", Help: "Elements per nftables set or map of the applied ruleset."}, []string{"set"}),
+		chains:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_chains", Help: "Chains in the applied ruleset."}),
+		rules:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_rules", Help: "Rules in the applied ruleset."}),
+		problems:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_policy_problems", Help: "Policy problems reported by the last compile."}),
+		lastSync:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_last_sync_timestamp_seconds", Help: "Unix time of the last applied sync."}),
+	}
+	m.reg.MustRegister(m.syncDuration, m.eventToKernel, m.syncErrors, m.syncs, m.setElements, m.chains, m.rules,
+		m.problems, m.lastSync, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observeSync records one successful sync.
+func (m *Metrics) observeSync(read, compile, apply time.Duration, firstEvent time.Time, rs nft.Ruleset) {
+	if m == nil {
+		return
+	}
+	m.syncDuration.WithLabelValues("read").Observe(read.Seconds())
+	m.syncDuration.WithLabelValues("compile").Observe(compile.Seconds())
+	m.syncDuration.WithLabelValues("apply").Observe(apply.Seconds())
+	if !firstEvent.IsZero() {
+		m.eventToKernel.Observe(time.Since(firstEvent).Seconds())
+	}
+	m.syncs.Inc()
+	m.lastSync.SetToCurrentTime()
+	m.setElements.Reset()
+	for _, s := range rs.Sets {
+		m.setElements.WithLabelValues(s.Name).Set(float64(len(s.Elems)))
+	}
+	m.chains.Set(float64(len(rs.Chains)))
+	n := 0
+	for _, c := range rs.Chains {
+		n += len(c.Rules)
+	}
+	m.rules.Set(float64(n))
+	m.problems.Set(float64(len(rs.Problems)))
+}
+
+func (m *Metrics) observeError() {
+	if m != nil {
+		m.syncErrors.Inc()
+	}
+}
+
+// ServeHTTP serves Handler on addr until ctx ends.
+func (a *Agent) ServeHTTP(ctx context.Context, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", err)
+	}
+	return nil
+}
+
+// Handler serves /metrics, /healthz (the process is alive) and /readyz (the
+// first ruleset is in the kernel and the last sync did not fail).
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	if a.Metrics != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(a.Metrics.reg, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		st := a.Status()
+		if !st.Synced || st.LastError != "" {
+			http.Error(w, fmt.Sprintf("not ready: synced=%v last error=%q", st.Synced, st.LastError), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}

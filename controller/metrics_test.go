@@ -1,0 +1,60 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestReadyzAndMetricsFollowSyncs(t *testing.T) {
+	app := &recApplier{fail: errors.New("no kernel")}
+	a := &Agent{Node: "n1", Source: &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns", "p", "n1", nil, "10.0.0.1")}}},
+		Applier: app, Metrics: NewMetrics()}
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	if code, _ := get(t, srv.URL+"/healthz"); code != 200 {
+		t.Errorf("healthz = %d", code)
+	}
+	if code, _ := get(t, srv.URL+"/readyz"); code != 503 {
+		t.Errorf("readyz before any sync = %d, want 503", code)
+	}
+	a.init()
+	if err := a.sync(context.Background()); err == nil {
+		t.Fatal("sync with a failing applier succeeded")
+	}
+	if _, body := get(t, srv.URL+"/metrics"); !strings.Contains(body, "weir_sync_errors_total 1") {
+		t.Errorf("error not counted:\n%s", body)
+	}
+	app.fail = nil
+	a.Kick()
+	if err := a.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, srv.URL+"/readyz"); code != 200 {
+		t.Errorf("readyz after sync = %d", code)
+	}
+	_, body := get(t, srv.URL+"/metrics")
+	for _, want := range []string{"weir_syncs_total 1", `weir_sync_duration_seconds_count{phase="apply"} 1`,
+		"weir_event_to_kernel_seconds_count 1", "weir_set_elements{", "weir_chains "} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
