@@ -1,0 +1,340 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/weir-cni/weir/agentapi"
+	"github.com/weir-cni/weir/integration/harness"
+)
+
+// simNode is one simulated node: its namespace on the underlay, its pod
+// ranges and its agent.
+type simNode struct {
+	name     string
+	ns       *harness.NS
+	addr4    string
+	addr6    string
+	cidr4    string
+	cidr6    string
+	dataDir  string
+	sock     string
+	agent    *exec.Cmd
+	agentLog string
+}
+
+// simCluster is several node namespaces joined by a bridge in an underlay
+// namespace, each running weir-agent against one shared manifests directory.
+type simCluster struct {
+	t         *testing.T
+	underlay  *harness.NS
+	nodes     []*simNode
+	manifests string
+	pods      map[string]*tpod
+	podNode   map[string]*simNode
+	docs      []string
+}
+
+func newSimCluster(t *testing.T, n int) *simCluster {
+	t.Helper()
+	c := &simCluster{t: t, manifests: filepath.Join(t.TempDir(), "manifests"), pods: map[string]*tpod{}, podNode: map[string]*simNode{}}
+	if err := os.MkdirAll(c.manifests, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if c.underlay, err = harness.NewNS("weirmu"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.underlay.Delete() })
+	err = c.underlay.Do(func(ns.NetNS) error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(br)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		c.addNode(i)
+	}
+	return c
+}
+
+func (c *simCluster) addNode(i int) {
+	t := c.t
+	nd := &simNode{name: fmt.Sprintf("node-%d", i), addr4: fmt.Sprintf("192.168.60.%d", i), addr6: fmt.Sprintf("fd00:60::%d", i),
+		cidr4: fmt.Sprintf("10.200.%d.0/24", i), cidr6: fmt.Sprintf("fd00:200:%d::/64", i), dataDir: t.TempDir()}
+	nd.sock = filepath.Join(nd.dataDir, "agent.sock")
+	var err error
+	if nd.ns, err = harness.NewNS("weirmn"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nd.ns.Delete() })
+	port := fmt.Sprintf("n%d", i)
+	err = nd.ns.Do(func(ns.NetNS) error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: port, PeerNamespace: netlink.NsFd(int(c.underlay.Fd()))}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return err
+		}
+		for _, a := range []string{nd.addr4 + "/24", nd.addr6 + "/64"} {
+			addr, _ := netlink.ParseAddr(a)
+			addr.Flags |= 0x02 // IFA_F_NODAD
+			if err := netlink.AddrAdd(veth, addr); err != nil {
+				return err
+			}
+		}
+		return netlink.LinkSetUp(veth)
+	})
+	if err != nil {
+		t.Fatalf("node %d: %v", i, err)
+	}
+	err = c.underlay.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(port)
+		if err != nil {
+			return err
+		}
+		br, err := netlink.LinkByName("br0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(l, br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	if err != nil {
+		t.Fatalf("underlay port %d: %v", i, err)
+	}
+	c.docs = append(c.docs, fmt.Sprintf(`{"apiVersion":"v1","kind":"Node","metadata":{"name":%q},
+		"spec":{"podCIDRs":[%q,%q]},"status":{"addresses":[{"type":"InternalIP","address":%q},{"type":"InternalIP","address":%q}]}}`,
+		nd.name, nd.cidr4, nd.cidr6, nd.addr4, nd.addr6))
+	c.nodes = append(c.nodes, nd)
+}
+
+// addPod wires p on node nd with the plugin, requesting its addresses.
+func (c *simCluster) addPod(nd *simNode, p *tpod) {
+	t := c.t
+	var err error
+	if p.netns, err = harness.NewNS("weirmp"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.netns.Delete() })
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weirmn","type":"weir","agentWait":"0s",
+		"ipam":{"ranges":[{"subnet":%q},{"subnet":%q}],"dataDir":%q}}`, nd.cidr4, nd.cidr6, filepath.Join(nd.dataDir, "ipam"))
+	call := harness.Call{Command: "ADD", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
+		Args: "K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name + ";IP=" + strings.Join(p.ips, ","),
+		Path: pluginDir, Conf: []byte(conf)}
+	out, err := call.Exec(context.Background(), nd.ns, weirBin())
+	if err != nil || out.Err != nil {
+		t.Fatalf("ADD %s/%s: %v %v", p.ns, p.name, err, out.Err)
+	}
+	for _, port := range []int{8080, 9090} {
+		e, err := harness.StartEcho(p.netns, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.Close() })
+	}
+	l, _ := json.Marshal(p.labels)
+	var ips []string
+	for _, ip := range p.ips {
+		ips = append(ips, fmt.Sprintf(`{"ip":%q}`, ip))
+	}
+	c.docs = append(c.docs, fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"namespace":%q,"name":%q,"labels":%s},
+		"spec":{"nodeName":%q,"containers":[{"name":"c","image":"x"}]},"status":{"phase":"Running","podIPs":[%s]}}`,
+		p.ns, p.name, l, nd.name, strings.Join(ips, ",")))
+	c.pods[p.ns+"/"+p.name] = p
+	c.podNode[p.ns+"/"+p.name] = nd
+}
+
+func (c *simCluster) writeObjects() {
+	body := `{"apiVersion":"v1","kind":"List","items":[` + strings.Join(c.docs, ",") + `]}`
+	if err := os.WriteFile(filepath.Join(c.manifests, "cluster.json"), []byte(body), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *simCluster) writePolicies(yaml string) {
+	tmp := filepath.Join(c.manifests, ".policies.tmp")
+	if err := os.WriteFile(tmp, []byte(yaml), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(c.manifests, "policies.yaml")); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *simCluster) startAgents() {
+	for _, nd := range c.nodes {
+		nd.agentLog = filepath.Join(nd.dataDir, "agent.log")
+		logf, err := os.Create(nd.agentLog)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		nd.agent = exec.Command(weirAgentBin(c.t), "--node-name", nd.name, "--manifests", c.manifests, "--socket", nd.sock,
+			"--cluster-cidr", "10.200.0.0/16,fd00:200::/32", "--manifests-poll", "50ms")
+		nd.agent.Stdout, nd.agent.Stderr = logf, logf
+		if err := harness.StartIn(nd.ns, nd.agent); err != nil {
+			c.t.Fatal(err)
+		}
+		c.t.Cleanup(func() {
+			_ = nd.agent.Process.Kill()
+			_ = nd.agent.Wait()
+			logf.Close()
+			if c.t.Failed() {
+				b, _ := os.ReadFile(nd.agentLog)
+				c.t.Logf("agent %s log:\n%s", nd.name, b)
+			}
+		})
+	}
+}
+
+// syncs returns each agent's sync count (-1 when not answering).
+func (c *simCluster) syncs() []int {
+	out := make([]int, len(c.nodes))
+	for i, nd := range c.nodes {
+		out[i] = -1
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := agentapi.Call(ctx, nd.sock, agentapi.Request{Op: agentapi.OpStatus})
+		cancel()
+		var st agentStatus
+		if err == nil && json.Unmarshal(resp.Result, &st) == nil && st.Synced && st.LastError == "" {
+			out[i] = st.Syncs
+		}
+	}
+	return out
+}
+
+// waitAllSynced waits until every agent synced more often than before.
+func (c *simCluster) waitAllSynced(before []int) {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		now := c.syncs()
+		ok := true
+		for i := range now {
+			ok = ok && now[i] > before[i]
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("agents did not sync: before %v now %v", before, now)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *simCluster) setPolicies(yaml string) {
+	c.t.Helper()
+	before := c.syncs()
+	c.writePolicies(yaml)
+	c.waitAllSynced(before)
+}
+
+// probeAll checks every probe (pods only) and reports mismatches.
+func (c *simCluster) probeAll(t *testing.T, probes []probe) {
+	t.Helper()
+	for _, p := range probes {
+		src, dst := c.pods[p.from], c.pods[p.to]
+		sa, da := family(src.ips, p.v6), family(dst.ips, p.v6)
+		err := dial(src.netns, sa, da, p.proto, p.port)
+		if (err == nil) != p.want {
+			t.Errorf("%s: allowed=%v, want %v (%v)", p, err == nil, p.want, err)
+		}
+	}
+}
+
+func family(ips []string, v6 bool) netip.Addr {
+	for _, s := range ips {
+		if a := netip.MustParseAddr(s); a.Is6() == v6 {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+func TestMultiNodeRoutesAndPolicies(t *testing.T) {
+	c := newSimCluster(t, 3)
+	c.addPod(c.nodes[0], &tpod{ns: "a", name: "client", labels: map[string]string{"app": "client"}, ips: []string{"10.200.1.10", "fd00:200:1::10"}})
+	c.addPod(c.nodes[1], &tpod{ns: "b", name: "server", labels: map[string]string{"app": "server"}, ips: []string{"10.200.2.10", "fd00:200:2::10"}})
+	c.addPod(c.nodes[2], &tpod{ns: "c", name: "other", labels: map[string]string{"app": "other"}, ips: []string{"10.200.3.10", "fd00:200:3::10"}})
+	c.writeObjects()
+	c.writePolicies("")
+	c.startAgents()
+	c.waitAllSynced([]int{0, 0, 0})
+
+	t.Run("cross-node traffic flows through the agents' routes", func(t *testing.T) {
+		c.probeAll(t, []probe{
+			tcp("a/client", "b/server", 8080, true), udp("a/client", "b/server", 8080, true),
+			tcp("c/other", "b/server", 8080, true), tcp("b/server", "c/other", 9090, true),
+			v6(tcp("a/client", "b/server", 8080, true)), v6(udp("c/other", "a/client", 9090, true)),
+		})
+	})
+	t.Run("policies hold across nodes in both directions", func(t *testing.T) {
+		c.setPolicies(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-from-client, namespace: b}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 8080}, {port: 8080, protocol: UDP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-to-server, namespace: a}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{namespaceSelector: {}, podSelector: {matchLabels: {app: server}}}]
+`)
+		c.probeAll(t, []probe{
+			tcp("a/client", "b/server", 8080, true), udp("a/client", "b/server", 8080, true),
+			v6(tcp("a/client", "b/server", 8080, true)),
+			tcp("a/client", "b/server", 9090, false), // ingress port
+			tcp("c/other", "b/server", 8080, false),  // ingress peer (enforced on node-2)
+			v6(udp("c/other", "b/server", 8080, false)),
+			tcp("a/client", "c/other", 9090, false), // egress (enforced on node-1)
+			v6(tcp("a/client", "c/other", 9090, false)),
+			tcp("c/other", "a/client", 9090, true), // client ingress not isolated
+		})
+	})
+	t.Run("a node that leaves takes its routes along", func(t *testing.T) {
+		before := c.syncs()
+		c.docs = c.docs[1:] // node-1's Node object is first
+		c.writeObjects()
+		c.waitAllSynced(before)
+		var routes []string
+		_ = c.nodes[1].ns.Do(func(ns.NetNS) error {
+			rs, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
+			for _, r := range rs {
+				if r.Dst != nil {
+					routes = append(routes, r.Dst.String())
+				}
+			}
+			return nil
+		})
+		joined := strings.Join(routes, " ")
+		if strings.Contains(joined, "10.200.1.0/24") || !strings.Contains(joined, "10.200.3.0/24") {
+			t.Errorf("node-2 routes after node-1 left: %s", joined)
+		}
+	})
+}
