@@ -1,0 +1,179 @@
+package nft
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// scenario is one testdata/compile/*.yaml file: a snapshot plus the verdicts
+// its ruleset must give.
+type scenario struct {
+	Snapshot
+	Traces []traceCase `json:"traces"`
+}
+
+type traceCase struct {
+	Name  string     `json:"name"`
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	Proto string     `json:"proto"` // tcp (default), udp, sctp
+	Port  uint16     `json:"port"`
+	State string     `json:"state"` // new (default), established, invalid
+	Want  string     `json:"want"`  // accept or drop
+}
+
+func loadScenario(t testing.TB, path string) scenario {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s scenario
+	if err := yaml.UnmarshalStrict(data, &s); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return s
+}
+
+func (tc traceCase) packet(t *testing.T) Packet {
+	t.Helper()
+	p := Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
+	switch tc.Proto {
+	case "", "tcp":
+		p.Proto = ProtoTCP
+	case "udp":
+		p.Proto = ProtoUDP
+	case "sctp":
+		p.Proto = ProtoSCTP
+	default:
+		t.Fatalf("unknown proto %q", tc.Proto)
+	}
+	switch tc.State {
+	case "", "new":
+		p.CtState = CtNew
+	case "established":
+		p.CtState = CtEstablished
+	case "invalid":
+		p.CtState = CtInvalid
+	default:
+		t.Fatalf("unknown state %q", tc.State)
+	}
+	return p
+}
+
+// golden is what a scenario's .nft file holds: the rendered ruleset, then
+// the problems as nft comments.
+func golden(r Ruleset) string {
+	var b strings.Builder
+	b.WriteString(r.String())
+	for _, p := range r.Problems {
+		b.WriteString("# problem: " + p + "\n")
+	}
+	return b.String()
+}
+
+func scenarios(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("testdata/compile/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenarios: %v", err)
+	}
+	return files
+}
+
+// TestCompileGolden pins the whole ruleset of every scenario to reviewed text.
+func TestCompileGolden(t *testing.T) {
+	for _, file := range scenarios(t) {
+		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			s := loadScenario(t, file)
+			got := golden(Compile(s.Snapshot))
+			goldenPath := strings.TrimSuffix(file, ".yaml") + ".nft"
+			if *update {
+				if err := os.WriteFile(goldenPath, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(goldenPath)
+			if err != nil {
+				t.Fatalf("%v (run with -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("ruleset differs from %s (run with -update and review):\n%s", goldenPath, lineDiff(string(want), got))
+			}
+		})
+	}
+}
+
+// TestTraceVerdicts walks every scenario's packets through its ruleset.
+func TestTraceVerdicts(t *testing.T) {
+	for _, file := range scenarios(t) {
+		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
+		s := loadScenario(t, file)
+		r := Compile(s.Snapshot)
+		if len(s.Traces) == 0 {
+			t.Errorf("%s: scenario has no traces", name)
+		}
+		for _, tc := range s.Traces {
+			t.Run(name+"/"+tc.Name, func(t *testing.T) {
+				v, reasons := Trace(r, tc.packet(t))
+				got := map[VerdictKind]string{VerdictAccept: "accept", VerdictDrop: "drop"}[v]
+				if got != tc.Want {
+					t.Errorf("%s -> %s %s/%d: got %s, want %s\n%s", tc.Src, tc.Dst, tc.Proto, tc.Port, got, tc.Want, strings.Join(reasons, "\n"))
+				}
+			})
+		}
+	}
+}
+
+// TestCompileIsDeterministic compiles the same snapshot with its lists
+// reversed and expects the same text.
+func TestCompileIsDeterministic(t *testing.T) {
+	for _, file := range scenarios(t) {
+		s := loadScenario(t, file)
+		a := Compile(s.Snapshot).String()
+		rev := s.Snapshot
+		rev.Pods = reversed(rev.Pods)
+		rev.Namespaces = reversed(rev.Namespaces)
+		rev.Policies = reversed(rev.Policies)
+		if b := Compile(rev).String(); a != b {
+			t.Errorf("%s: output depends on input order:\n%s", file, lineDiff(a, b))
+		}
+	}
+}
+
+func reversed[T any](in []T) []T {
+	out := make([]T, len(in))
+	for i, v := range in {
+		out[len(in)-1-i] = v
+	}
+	return out
+}
+
+// lineDiff is a small line-oriented diff for failure messages.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			fmt.Fprintf(&b, "line %d:\n- %s\n+ %s\n", i+1, wl, gl)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,245 @@
+package nft
+
+import (
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// This file translates the model into google/nftables values. It is pure:
+// the same bytecode `nft -f` generates for the rendered text, so that
+// `nft list` of a netlink-applied table prints that text back.
+
+var weirTable = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
+
+func setDatatype(t Type) nftables.SetDatatype {
+	switch t {
+	case TypeIPv4:
+		return nftables.TypeIPAddr
+	case TypeIPv6:
+		return nftables.TypeIP6Addr
+	case TypeProto:
+		return nftables.TypeInetProto
+	default:
+		return nftables.TypeInetService
+	}
+}
+
+// kernelSet describes s as a google/nftables set (without elements).
+func kernelSet(s Set) *nftables.Set {
+	ks := &nftables.Set{
+		Table:        weirTable,
+		Name:         s.Name,
+		Interval:     s.Interval,
+		IsMap:        s.Map,
+		Comment:      s.Comment,
+		KeyByteOrder: binaryutil.BigEndian,
+	}
+	if len(s.Key) == 1 {
+		ks.KeyType = setDatatype(s.Key[0])
+	} else {
+		types := make([]nftables.SetDatatype, 0, len(s.Key))
+		for _, t := range s.Key {
+			types = append(types, setDatatype(t))
+		}
+		ks.KeyType = nftables.MustConcatSetType(types...)
+		ks.Concatenation = true
+	}
+	if s.Map {
+		ks.DataType = nftables.TypeVerdict
+	}
+	return ks
+}
+
+// kernelElems encodes elements as the kernel wants them:
+//   - a plain or concatenated key is each field padded to 4 bytes (a single
+//     non-concatenated field is not padded);
+//   - an interval set of one field (rbtree) takes a start element and an
+//     end element one past the range, flagged IntervalEnd (no end element
+//     when the range runs to the last address);
+//   - a concatenated interval set (pipapo) takes one element with KeyEnd.
+func kernelElems(s Set, elems []Elem) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(elems))
+	concat := len(s.Key) > 1
+	for _, e := range elems {
+		from, to := make([]byte, 0, 16), make([]byte, 0, 16)
+		for _, k := range e.Key {
+			from = appendField(from, k.From, concat)
+			to = appendField(to, k.To, concat)
+		}
+		el := nftables.SetElement{Key: from}
+		if s.Map {
+			el.VerdictData = kernelVerdict(e.Verdict)
+		}
+		switch {
+		case s.Interval && concat:
+			el.KeyEnd = to
+			out = append(out, el)
+		case s.Interval:
+			out = append(out, el)
+			if end, ok := next(to); ok {
+				out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
+			}
+		default:
+			out = append(out, el)
+		}
+	}
+	return out
+}
+
+func appendField(b []byte, v string, pad bool) []byte {
+	b = append(b, v...)
+	if pad {
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+	}
+	return b
+}
+
+// next returns b+1 as a big-endian number, false on overflow.
+func next(b []byte) ([]byte, bool) {
+	out := append([]byte(nil), b...)
+	for i := len(out) - 1; i >= 0; i-- {
+		out[i]++
+		if out[i] != 0 {
+			return out, true
+		}
+	}
+	return nil, false
+}
+
+func kernelVerdict(v Verdict) *expr.Verdict {
+	switch v.Kind {
+	case VerdictJump:
+		return &expr.Verdict{Kind: expr.VerdictJump, Chain: v.Chain}
+	case VerdictDrop:
+		return &expr.Verdict{Kind: expr.VerdictDrop}
+	default:
+		return &expr.Verdict{Kind: expr.VerdictAccept}
+	}
+}
+
+// kernelChain describes c as a google/nftables chain.
+func kernelChain(c Chain) *nftables.Chain {
+	kc := &nftables.Chain{Table: weirTable, Name: c.Name}
+	if c.Base != nil {
+		hook := nftables.ChainHookForward
+		if c.Base.Hook == HookPostrouting {
+			hook = nftables.ChainHookPostrouting
+		}
+		policy := nftables.ChainPolicyAccept
+		kc.Hooknum = hook
+		kc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(c.Base.Priority))
+		kc.Type = nftables.ChainType(c.Base.Type)
+		kc.Policy = &policy
+	}
+	return kc
+}
+
+// kernelRule compiles one rule to expressions. interval tells whether a set
+// is an interval set (nft adds a byteorder step for meta l4proto there).
+func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nftables.Rule {
+	var (
+		exprs []expr.Any
+		fam   byte // the nfproto already checked in this rule
+	)
+	for _, m := range r.Matches {
+		if m.Kind == MatchCtState {
+			exprs = append(exprs,
+				&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+					Mask: binaryutil.NativeEndian.PutUint32(m.CtStates), Xor: []byte{0, 0, 0, 0}},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+			)
+			continue
+		}
+		if m.Kind == MatchPort {
+			exprs = append(exprs, portExprs(m)...)
+			continue
+		}
+		exprs = append(exprs, loadFields(m.Fields, &fam, interval(m.Set))...)
+		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: m.Set, Invert: m.Negate})
+	}
+	switch v := r.Verdict; v.Kind {
+	case VerdictVMap:
+		exprs = append(exprs, loadFields(v.Fields, &fam, false)...)
+		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: v.Map})
+	case VerdictMasquerade:
+		exprs = append(exprs, &expr.Masq{})
+	default:
+		exprs = append(exprs, kernelVerdict(v))
+	}
+	kr := &nftables.Rule{Table: weirTable, Chain: chain, Exprs: exprs}
+	if r.Comment != "" {
+		kr.UserData = userdata.AppendString(nil, userdata.TypeComment, r.Comment)
+	}
+	return kr
+}
+
+// loadFields loads a concatenation into registers starting at reg 1 (the
+// 32-bit registers 8, 9, ... after the first), adding the nfproto check
+// that `ip`/`ip6` fields imply in an inet table.
+func loadFields(fs []Field, fam *byte, interval bool) []expr.Any {
+	var out []expr.Any
+	word := uint32(0)
+	for _, f := range fs {
+		reg := uint32(1)
+		if word > 0 {
+			reg = 8 + word
+		}
+		switch f {
+		case FieldIPSaddr, FieldIPDaddr, FieldIP6Saddr, FieldIP6Daddr:
+			want := byte(unix.NFPROTO_IPV4)
+			off, n := uint32(12), uint32(4)
+			switch f {
+			case FieldIPDaddr:
+				off = 16
+			case FieldIP6Saddr:
+				want, off, n = unix.NFPROTO_IPV6, 8, 16
+			case FieldIP6Daddr:
+				want, off, n = unix.NFPROTO_IPV6, 24, 16
+			}
+			if *fam != want {
+				out = append(out,
+					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{want}})
+				*fam = want
+			}
+			out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
+			word += n / 4
+		case FieldL4Proto:
+			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg})
+			if interval && len(fs) > 1 {
+				out = append(out, &expr.Byteorder{SourceRegister: reg, DestRegister: reg, Op: expr.ByteorderHton, Len: 1, Size: 2})
+			}
+			word++
+		case FieldTHDport:
+			out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+			word++
+		}
+	}
+	return out
+}
+
+// portExprs is what nft generates for `tcp dport 80` / `tcp dport 1-2` /
+// `meta l4proto udp` in an inet table.
+func portExprs(m Match) []expr.Any {
+	out := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.Proto}},
+	}
+	if m.AllPorts {
+		return out
+	}
+	out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+	from := binaryutil.BigEndian.PutUint16(m.PortFrom)
+	if m.PortFrom == m.PortTo {
+		return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: from})
+	}
+	return append(out,
+		&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: from},
+		&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(m.PortTo)})
+}

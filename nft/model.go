@@ -1,0 +1,238 @@
+package nft
+
+import (
+	"sort"
+	"strings"
+)
+
+// Ruleset is the desired content of the table `inet weir`: a plain value,
+// built by Compile, rendered by String, walked by Trace, compared by Diff and
+// written to the kernel by an Applier.
+type Ruleset struct {
+	// Sets holds sets and verdict maps, sorted by name.
+	Sets []Set
+	// Chains holds base and regular chains, sorted by name.
+	Chains []Chain
+	// Problems lists input the compiler could not enforce as written (bad
+	// selectors, CIDRs, protocols, named ports nobody defines), sorted. Each
+	// affected rule fails closed: it allows nothing.
+	Problems []string
+}
+
+// Type is the data type of one field of a set key.
+type Type int
+
+// Set key types, named as nft names them.
+const (
+	TypeIPv4  Type = iota // ipv4_addr, 4 bytes
+	TypeIPv6              // ipv6_addr, 16 bytes
+	TypeProto             // inet_proto, 1 byte
+	TypePort              // inet_service, 2 bytes
+)
+
+// Set is a named set, or a verdict map when Map is true.
+type Set struct {
+	Name string
+	// Key lists the field types; more than one is a concatenation.
+	Key      []Type
+	Interval bool
+	// Map makes the set a verdict map (`type K : verdict`).
+	Map     bool
+	Comment string
+	// Elems is sorted by key bytes.
+	Elems []Elem
+}
+
+// Elem is one set element. Each field of the key is a closed range; a single
+// value has From == To.
+type Elem struct {
+	Key []Range
+	// Verdict is the element's value in a verdict map.
+	Verdict Verdict
+}
+
+// Range is a closed range of one key field, as big-endian bytes in strings so
+// that elements compare with ==.
+type Range struct {
+	From, To string
+}
+
+// Hook is a netfilter hook a base chain is attached to.
+type Hook string
+
+// Hooks weir uses.
+const (
+	HookForward     Hook = "forward"
+	HookPostrouting Hook = "postrouting"
+)
+
+// Base makes a chain a base chain.
+type Base struct {
+	Type     string // "filter" or "nat"
+	Hook     Hook
+	Priority int
+}
+
+// Chain is a chain and its rules. Chains from a policy carry the policy in
+// their name; their rules carry comments.
+type Chain struct {
+	Name  string
+	Base  *Base // nil for a regular chain
+	Rules []Rule
+}
+
+// Rule is a conjunction of matches followed by a verdict.
+type Rule struct {
+	Matches []Match
+	Verdict Verdict
+	Comment string
+}
+
+// Field is a packet field a match reads.
+type Field int
+
+// Packet fields.
+const (
+	FieldIPSaddr Field = iota
+	FieldIPDaddr
+	FieldIP6Saddr
+	FieldIP6Daddr
+	FieldL4Proto
+	FieldTHDport
+)
+
+// MatchKind says what a Match tests.
+type MatchKind int
+
+// Match kinds.
+const (
+	// MatchCtState tests the conntrack state against CtStates (any of).
+	MatchCtState MatchKind = iota
+	// MatchLookup looks the concatenation of Fields up in set Set.
+	MatchLookup
+	// MatchPort tests the L4 protocol Proto and, unless AllPorts, the
+	// destination port range PortFrom-PortTo (`tcp dport 80`). Ports of a
+	// policy rule are few: inline matches cost no set (see compilePolicy).
+	MatchPort
+)
+
+// Conntrack states, as the kernel's bit values.
+const (
+	CtInvalid     uint32 = 1
+	CtEstablished uint32 = 2
+	CtRelated     uint32 = 4
+	CtNew         uint32 = 8
+)
+
+// Match is one test of a rule.
+type Match struct {
+	Kind     MatchKind
+	CtStates uint32
+	Fields   []Field
+	Set      string
+	Negate   bool
+
+	Proto            uint8
+	PortFrom, PortTo uint16
+	AllPorts         bool
+}
+
+// VerdictKind is what a rule or map element does with a packet.
+type VerdictKind int
+
+// Verdict kinds.
+const (
+	VerdictNone VerdictKind = iota // continue: only for map elements left empty
+	VerdictAccept
+	VerdictDrop
+	VerdictJump
+	VerdictMasquerade
+	// VerdictVMap looks Fields up in the verdict map Map.
+	VerdictVMap
+)
+
+// Verdict is the action of a rule or the value of a map element.
+type Verdict struct {
+	Kind   VerdictKind
+	Chain  string  // VerdictJump
+	Map    string  // VerdictVMap
+	Fields []Field // VerdictVMap
+}
+
+// Set returns the set or map named name.
+func (r Ruleset) Set(name string) (Set, bool) {
+	i := sort.Search(len(r.Sets), func(i int) bool { return r.Sets[i].Name >= name })
+	if i < len(r.Sets) && r.Sets[i].Name == name {
+		return r.Sets[i], true
+	}
+	return Set{}, false
+}
+
+// Chain returns the chain named name.
+func (r Ruleset) Chain(name string) (Chain, bool) {
+	i := sort.Search(len(r.Chains), func(i int) bool { return r.Chains[i].Name >= name })
+	if i < len(r.Chains) && r.Chains[i].Name == name {
+		return r.Chains[i], true
+	}
+	return Chain{}, false
+}
+
+// id is an element's identity: its key bytes.
+func (e Elem) id() string {
+	var b strings.Builder
+	for _, k := range e.Key {
+		b.WriteString(k.From)
+		b.WriteByte(0)
+		b.WriteString(k.To)
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// sortElems sorts elements by key bytes and drops exact duplicates.
+func sortElems(es []Elem) []Elem {
+	type keyed struct {
+		id string
+		e  Elem
+	}
+	ks := make([]keyed, len(es))
+	for i, e := range es {
+		ks[i] = keyed{e.id(), e}
+	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i].id < ks[j].id })
+	out := es[:0]
+	for i, k := range ks {
+		if i > 0 && k.id == ks[i-1].id {
+			continue
+		}
+		out = append(out, k.e)
+	}
+	return out
+}
+
+// size is the number of bytes of one field of type t.
+func (t Type) size() int {
+	switch t {
+	case TypeIPv4:
+		return 4
+	case TypeIPv6:
+		return 16
+	case TypeProto:
+		return 1
+	default:
+		return 2
+	}
+}
+
+func (t Type) String() string {
+	switch t {
+	case TypeIPv4:
+		return "ipv4_addr"
+	case TypeIPv6:
+		return "ipv6_addr"
+	case TypeProto:
+		return "inet_proto"
+	default:
+		return "inet_service"
+	}
+}

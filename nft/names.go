@@ -1,0 +1,180 @@
+package nft
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"strconv"
+	"strings"
+)
+
+// Every nftables name weir uses. The table is private to weir: nothing else
+// is touched.
+//
+// Layout (forward hook, every pod packet crosses it because pods sit behind
+// routed veths):
+//
+//	forward-egress  (priority filter)     established/related accept, invalid drop,
+//	                                      local pod -> own node accept, pod -> itself accept,
+//	                                      ip saddr vmap @egress-pods4 (and ip6)
+//	forward-ingress (priority filter + 1) the same for the destination:
+//	                                      ip daddr vmap @ingress-pods4 (and ip6)
+//
+// An accept in forward-egress only ends that base chain: the packet then meets
+// forward-ingress, so the source's egress AND the destination's ingress must
+// both allow, with no marks. A drop is final.
+//
+// The pod maps send an isolated local pod to the chain of its *selection*: the
+// sorted set of policies of its namespace that select it for that direction
+// (sel-in-HASH-ns). That chain jumps to each policy's chain (pol-in-HASH-ns/name)
+// and ends in drop; a policy chain accepts on a match and falls through
+// otherwise. A rule's peers are interval sets (pol-in-HASH-rN-peers4/6-ns/name,
+// ipBlock excepts already subtracted), its named ports sets of destination
+// address . protocol . port (named4/6), its numeric ports inline matches
+// (`tcp dport 80`). So a packet costs a bounded number of lookups whatever
+// the policy count (only the policies selecting its pods are walked), pod
+// churn changes elements (and at most creates or deletes a small selection
+// chain, or the objects of a policy that gains or loses its last local pod),
+// and a policy change rewrites only its own chains and sets.
+//
+// nf_tables finds sets by name with a linear walk, so a batch creating n sets
+// costs O(n²) in the kernel: the layout keeps sets few (no per-family set for
+// a family the cluster does not use, ports inline, only policies selecting a
+// local pod rendered).
+const (
+	// TableName is weir's table, family inet.
+	TableName = "weir"
+
+	chainEgress  = "forward-egress"  // base chain: source pod's egress
+	chainIngress = "forward-ingress" // base chain: destination pod's ingress
+	chainMasq    = "postrouting-masq"
+
+	setNodeAddrs4 = "node-addrs4" // the node's own addresses
+	setNodeAddrs6 = "node-addrs6"
+	setSelf4      = "self4" // ip saddr . ip daddr of every local pod to itself
+	setSelf6      = "self6"
+	mapEgress4    = "egress-pods4" // local pod IP : jump sel-eg-...
+	mapEgress6    = "egress-pods6"
+	mapIngress4   = "ingress-pods4" // local pod IP : jump sel-in-...
+	mapIngress6   = "ingress-pods6"
+	setPodCIDRs4  = "pod-cidrs4" // this node's pod CIDRs
+	setPodCIDRs6  = "pod-cidrs6"
+	setCluster4   = "cluster-cidrs4" // every pod CIDR of the cluster
+	setCluster6   = "cluster-cidrs6"
+
+	prefixPolicy    = "pol-" // pol-in-HASH-ns/name, its sets pol-in-HASH-rN-...
+	prefixSelection = "sel-" // sel-in-HASH-ns
+
+	priorityFilter = 0
+	prioritySrcNAT = 100
+
+	// maxReadable bounds the readable namespace/name part of a name so that
+	// every name stays under the kernel's 256-byte limit.
+	maxReadable = 160
+)
+
+// skeleton is the fixed part of the ruleset: base chains and their rules
+// before the per-pod dispatch. It is data; Compile appends the dispatch.
+var skeleton = []Chain{
+	{
+		Name: chainEgress,
+		Base: &Base{Type: "filter", Hook: HookForward, Priority: priorityFilter},
+		Rules: []Rule{
+			ctRule(CtEstablished|CtRelated, VerdictAccept),
+			ctRule(CtInvalid, VerdictDrop),
+			lookupRule(VerdictAccept, "local pod to its node", setNodeAddrs4, FieldIPDaddr),
+			lookupRule(VerdictAccept, "local pod to its node", setNodeAddrs6, FieldIP6Daddr),
+			lookupRule(VerdictAccept, "pod to itself", setSelf4, FieldIPSaddr, FieldIPDaddr),
+			lookupRule(VerdictAccept, "pod to itself", setSelf6, FieldIP6Saddr, FieldIP6Daddr),
+			vmapRule(mapEgress4, FieldIPSaddr),
+			vmapRule(mapEgress6, FieldIP6Saddr),
+		},
+	},
+	{
+		Name: chainIngress,
+		Base: &Base{Type: "filter", Hook: HookForward, Priority: priorityFilter + 1},
+		Rules: []Rule{
+			ctRule(CtEstablished|CtRelated, VerdictAccept),
+			ctRule(CtInvalid, VerdictDrop),
+			lookupRule(VerdictAccept, "node to its local pod", setNodeAddrs4, FieldIPSaddr),
+			lookupRule(VerdictAccept, "node to its local pod", setNodeAddrs6, FieldIP6Saddr),
+			lookupRule(VerdictAccept, "pod to itself", setSelf4, FieldIPSaddr, FieldIPDaddr),
+			lookupRule(VerdictAccept, "pod to itself", setSelf6, FieldIP6Saddr, FieldIP6Daddr),
+			vmapRule(mapIngress4, FieldIPDaddr),
+			vmapRule(mapIngress6, FieldIP6Daddr),
+		},
+	},
+}
+
+// skeletonSets are the fixed sets and maps; Compile fills their elements.
+var skeletonSets = []Set{
+	{Name: setNodeAddrs4, Key: []Type{TypeIPv4}, Comment: "addresses of this node"},
+	{Name: setNodeAddrs6, Key: []Type{TypeIPv6}, Comment: "addresses of this node"},
+	{Name: setSelf4, Key: []Type{TypeIPv4, TypeIPv4}, Comment: "local pod to itself"},
+	{Name: setSelf6, Key: []Type{TypeIPv6, TypeIPv6}, Comment: "local pod to itself"},
+	{Name: mapEgress4, Key: []Type{TypeIPv4}, Map: true, Comment: "egress-isolated local pods"},
+	{Name: mapEgress6, Key: []Type{TypeIPv6}, Map: true, Comment: "egress-isolated local pods"},
+	{Name: mapIngress4, Key: []Type{TypeIPv4}, Map: true, Comment: "ingress-isolated local pods"},
+	{Name: mapIngress6, Key: []Type{TypeIPv6}, Map: true, Comment: "ingress-isolated local pods"},
+}
+
+func ctRule(states uint32, v VerdictKind) Rule {
+	return Rule{Matches: []Match{{Kind: MatchCtState, CtStates: states}}, Verdict: Verdict{Kind: v}}
+}
+
+func lookupRule(v VerdictKind, comment, set string, fields ...Field) Rule {
+	return Rule{
+		Matches: []Match{{Kind: MatchLookup, Fields: fields, Set: set}},
+		Verdict: Verdict{Kind: v},
+		Comment: comment,
+	}
+}
+
+func vmapRule(m string, fields ...Field) Rule {
+	return Rule{Verdict: Verdict{Kind: VerdictVMap, Map: m, Fields: fields}}
+}
+
+// direction is "in" (ingress) or "eg" (egress) in names.
+type direction string
+
+const (
+	dirIngress direction = "in"
+	dirEgress  direction = "eg"
+)
+
+func (d direction) long() string {
+	if d == dirIngress {
+		return "ingress"
+	}
+	return "egress"
+}
+
+// hash8 is a short, stable, name-safe digest (kube-proxy style).
+func hash8(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return base32.StdEncoding.EncodeToString(sum[:])[:8]
+}
+
+func readable(s string) string {
+	if len(s) > maxReadable {
+		return s[:maxReadable]
+	}
+	return s
+}
+
+// policyChainName names the chain of one policy and direction:
+// pol-in-HASH-ns/name.
+func policyChainName(d direction, key string) string {
+	return prefixPolicy + string(d) + "-" + hash8(key) + "-" + readable(key)
+}
+
+// policySetName names a set of one rule of one policy:
+// pol-in-HASH-rN-kind-ns/name (kind: peers4, peers6, ports, named4, named6).
+func policySetName(d direction, key string, rule int, kind string) string {
+	return prefixPolicy + string(d) + "-" + hash8(key) + "-r" + strconv.Itoa(rule) + "-" + kind + "-" + readable(key)
+}
+
+// selectionChainName names the chain of a set of policies (all of one
+// namespace) that together select some pods: sel-in-HASH-ns.
+func selectionChainName(d direction, ns string, policies []string) string {
+	return prefixSelection + string(d) + "-" + hash8(strings.Join(policies, ",")) + "-" + readable(ns)
+}

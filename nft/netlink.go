@@ -1,0 +1,233 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// This file touches the kernel: it writes rulesets through netlink with
+// github.com/google/nftables, one batch (one transaction) per Apply.
+
+// maxElemsPerMessage bounds the elements of one set-elements message:
+// google/nftables v0.3.0 silently leaves a set partial above ≈ 2.5k.
+const maxElemsPerMessage = 1024
+
+// NetlinkApplier owns the table `inet weir` of one network namespace. It
+// remembers the last ruleset it applied and sends only the difference. It
+// is not safe for concurrent use: the agent's single worker owns it.
+type NetlinkApplier struct {
+	conn *nftables.Conn
+	fd   int // netns file descriptor, -1 for the current namespace
+	last *Ruleset
+}
+
+// NewNetlinkApplier opens a netlink connection into the network namespace at
+// netnsPath (e.g. /var/run/netns/NAME or /proc/PID/ns/net); "" means the
+// caller's current namespace.
+func NewNetlinkApplier(netnsPath string) (*NetlinkApplier, error) {
+	a := &NetlinkApplier{fd: -1}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigBuffers)}
+	if netnsPath != "" {
+		fd, err := unix.Open(netnsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open netns %s: %w", netnsPath, err)
+		}
+		a.fd = fd
+		opts = append(opts, nftables.WithNetNSFd(fd))
+	}
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		a.closeFd()
+		return nil, fmt.Errorf("open nftables netlink: %w", err)
+	}
+	a.conn = conn
+	return a, nil
+}
+
+// socketBuffer is the netlink socket buffer size, both ways. A full sync of
+// a large cluster is one batch of several megabytes, sent in one sendmsg,
+// and the kernel refuses a message larger than the send buffer (EMSGSIZE);
+// the acks of every message of the batch must fit the receive buffer. Like
+// nft, weir forces the size (root may exceed net.core.[rw]mem_max).
+const socketBuffer = 64 << 20
+
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], socketBuffer); e != nil {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], socketBuffer); e != nil {
+					serr = fmt.Errorf("set netlink socket buffer: %w", e)
+				}
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("netlink socket control: %w", err)
+	}
+	return serr
+}
+
+// Close releases the connection; the kernel keeps the ruleset.
+func (a *NetlinkApplier) Close() error {
+	err := a.conn.CloseLasting()
+	a.closeFd()
+	return err
+}
+
+func (a *NetlinkApplier) closeFd() {
+	if a.fd >= 0 {
+		_ = unix.Close(a.fd)
+		a.fd = -1
+	}
+}
+
+// Apply makes the kernel hold r. The first call replaces the whole table in
+// one transaction; later calls send Diff(last, r) in one transaction, and
+// fall back to a full replacement if that is rejected (the rejected
+// transaction changed nothing).
+func (a *NetlinkApplier) Apply(r Ruleset) error {
+	if a.last == nil {
+		return a.ApplyFull(r)
+	}
+	ch := Diff(*a.last, r)
+	if ch.Full {
+		return a.ApplyFull(r)
+	}
+	if ch.Empty() {
+		return nil
+	}
+	if err := a.ApplyChanges(r, ch); err != nil {
+		if ferr := a.ApplyFull(r); ferr != nil {
+			return errors.Join(err, ferr)
+		}
+	}
+	return nil
+}
+
+// ApplyFull replaces the table's content with r in one transaction: the
+// batch adds the table (so the delete cannot fail), deletes it and builds
+// it again. The kernel switches from the old ruleset to the new one at
+// commit; no packet ever sees an empty table.
+func (a *NetlinkApplier) ApplyFull(r Ruleset) error {
+	a.last = nil
+	a.conn.AddTable(weirTable)
+	a.conn.DelTable(weirTable)
+	a.conn.AddTable(weirTable)
+	// Chains first: map elements jump to them. Then sets: rules look them up.
+	chains := make(map[string]*nftables.Chain, len(r.Chains))
+	for _, c := range r.Chains {
+		chains[c.Name] = a.conn.AddChain(kernelChain(c))
+	}
+	for _, s := range r.Sets {
+		if err := a.addSet(s); err != nil {
+			return err
+		}
+	}
+	for _, c := range r.Chains {
+		a.addRules(r, chains[c.Name], c.Rules)
+	}
+	if err := a.conn.Flush(); err != nil {
+		return fmt.Errorf("apply table inet %s: %w", TableName, err)
+	}
+	a.last = &r
+	return nil
+}
+
+// ApplyChanges sends ch (computed against the last applied ruleset) in one
+// transaction; r is the resulting ruleset.
+func (a *NetlinkApplier) ApplyChanges(r Ruleset, ch Changes) error {
+	chains := map[string]*nftables.Chain{}
+	for _, c := range ch.AddChains {
+		chains[c.Name] = a.conn.AddChain(kernelChain(c))
+	}
+	for _, s := range ch.AddSets {
+		if err := a.addSet(s); err != nil {
+			return err
+		}
+	}
+	for _, e := range ch.DelElems {
+		if err := a.elems(r, e, a.conn.SetDeleteElements); err != nil {
+			return err
+		}
+	}
+	for _, e := range ch.AddElems {
+		if err := a.elems(r, e, a.conn.SetAddElements); err != nil {
+			return err
+		}
+	}
+	for _, c := range ch.ReplaceChains {
+		kc := kernelChain(c)
+		a.conn.FlushChain(kc)
+		a.addRules(r, kc, c.Rules)
+	}
+	for _, c := range ch.AddChains {
+		a.addRules(r, chains[c.Name], c.Rules)
+	}
+	for _, name := range ch.DelChains {
+		a.conn.FlushChain(&nftables.Chain{Table: weirTable, Name: name})
+	}
+	for _, name := range ch.DelChains {
+		a.conn.DelChain(&nftables.Chain{Table: weirTable, Name: name})
+	}
+	for _, name := range ch.DelSets {
+		a.conn.DelSet(&nftables.Set{Table: weirTable, Name: name})
+	}
+	if err := a.conn.Flush(); err != nil {
+		a.last = nil // unknown: the next Apply is a full one
+		return fmt.Errorf("apply changes to table inet %s (%s): %w", TableName, ch, err)
+	}
+	a.last = &r
+	return nil
+}
+
+func (a *NetlinkApplier) addSet(s Set) error {
+	ks := kernelSet(s)
+	if err := a.conn.AddSet(ks, nil); err != nil {
+		return fmt.Errorf("add set %s: %w", s.Name, err)
+	}
+	return a.sendElems(ks, kernelElems(s, s.Elems), a.conn.SetAddElements)
+}
+
+// elems adds or deletes elements of a set that r defines.
+func (a *NetlinkApplier) elems(r Ruleset, e SetElems, op func(*nftables.Set, []nftables.SetElement) error) error {
+	s, ok := r.Set(e.Set)
+	if !ok {
+		return fmt.Errorf("set %s: not in ruleset", e.Set)
+	}
+	return a.sendElems(kernelSet(s), kernelElems(s, e.Elems), op)
+}
+
+// sendElems sends elements in messages of at most maxElemsPerMessage,
+// never splitting the start and end of one interval.
+func (a *NetlinkApplier) sendElems(ks *nftables.Set, els []nftables.SetElement, op func(*nftables.Set, []nftables.SetElement) error) error {
+	for len(els) > 0 {
+		n := min(len(els), maxElemsPerMessage)
+		if n < len(els) && els[n].IntervalEnd {
+			n--
+		}
+		if err := op(ks, els[:n]); err != nil {
+			return fmt.Errorf("set %s elements: %w", ks.Name, err)
+		}
+		els = els[n:]
+	}
+	return nil
+}
+
+func (a *NetlinkApplier) addRules(r Ruleset, kc *nftables.Chain, rules []Rule) {
+	interval := func(name string) bool {
+		s, _ := r.Set(name)
+		return s.Interval
+	}
+	for _, rule := range rules {
+		a.conn.AddRule(kernelRule(kc, rule, interval))
+	}
+}

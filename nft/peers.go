@@ -1,0 +1,268 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// interval is a closed range of addresses of one family.
+type interval struct{ lo, hi netip.Addr }
+
+// peers is what the `from` / `to` list of one rule resolves to.
+type peers struct {
+	pods []Pod      // pods matched by pod/namespace selectors
+	v4   []interval // every matched address, disjoint and sorted
+	v6   []interval
+}
+
+// resolvePeers resolves a rule's peers against the snapshot, following the
+// API:
+//   - podSelector alone selects pods in the policy's namespace;
+//   - namespaceSelector alone selects every pod of the matching namespaces;
+//   - both select the matching pods of the matching namespaces;
+//   - `{}` selectors match everything;
+//   - ipBlock matches cidr minus every except, pod IPs included.
+//
+// Any invalid peer makes the whole rule invalid: the caller then lets the
+// rule allow nothing, so a policy is never half-applied.
+func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer) (peers, []string, error) {
+	var (
+		out   peers
+		ivs   []interval
+		notes []string
+	)
+	type name struct{ ns, name string }
+	seen := map[name]bool{}
+	selectorPeers := 0
+	for i, peer := range list {
+		switch {
+		case peer.IPBlock != nil:
+			if peer.PodSelector != nil || peer.NamespaceSelector != nil {
+				return peers{}, nil, fmt.Errorf("peer %d: ipBlock cannot be combined with selectors", i)
+			}
+			block, n, err := ipBlockIntervals(peer.IPBlock)
+			if err != nil {
+				return peers{}, nil, fmt.Errorf("peer %d: %w", i, err)
+			}
+			notes = append(notes, n...)
+			ivs = append(ivs, block...)
+		case peer.PodSelector != nil || peer.NamespaceSelector != nil:
+			pods, err := c.selectPeerPods(ns, peer)
+			if err != nil {
+				return peers{}, nil, fmt.Errorf("peer %d: %w", i, err)
+			}
+			selectorPeers++
+			for _, p := range pods {
+				if seen[name{p.Namespace, p.Name}] {
+					continue
+				}
+				seen[name{p.Namespace, p.Name}] = true
+				out.pods = append(out.pods, p)
+				for _, ip := range p.IPs {
+					ip = ip.Unmap()
+					ivs = append(ivs, interval{ip, ip})
+				}
+			}
+		default:
+			return peers{}, nil, fmt.Errorf("peer %d: empty peer (needs podSelector, namespaceSelector or ipBlock)", i)
+		}
+	}
+	if selectorPeers > 1 { // one peer's pods come sorted already
+		slices.SortFunc(out.pods, comparePods)
+	}
+	for _, iv := range unionIntervals(ivs) {
+		if iv.lo.Is4() {
+			out.v4 = append(out.v4, iv)
+		} else {
+			out.v6 = append(out.v6, iv)
+		}
+	}
+	return out, notes, nil
+}
+
+// selectPeerPods returns the non-hostNetwork pods matched by a selector peer.
+func (c *compiler) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer) ([]Pod, error) {
+	podSel := labels.Everything()
+	if peer.PodSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+		if err != nil {
+			return nil, fmt.Errorf("podSelector: %w", err)
+		}
+		podSel = s
+	}
+	var nsSel labels.Selector
+	if peer.NamespaceSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
+		if err != nil {
+			return nil, fmt.Errorf("namespaceSelector: %w", err)
+		}
+		nsSel = s
+	}
+	if c.dry {
+		return nil, nil
+	}
+	var out []Pod
+	for _, ns := range c.peerNamespaces(ns, nsSel) {
+		out = append(out, c.matchPods(ns, podSel)...)
+	}
+	return out, nil
+}
+
+// matchPods returns the non-hostNetwork pods of ns matching sel, cached per
+// (namespace, selector): policies often repeat selectors.
+func (c *compiler) matchPods(ns string, sel labels.Selector) []Pod {
+	key := ns + "\x00" + sel.String()
+	if pods, ok := c.podCache[key]; ok {
+		return pods
+	}
+	var out []Pod
+	for _, p := range c.podsByNS[ns] {
+		if !p.HostNetwork && sel.Matches(labels.Set(p.Labels)) {
+			out = append(out, p)
+		}
+	}
+	c.podCache[key] = out
+	return out
+}
+
+// peerNamespaces lists the namespaces a peer's pods come from: the policy's
+// own without a namespaceSelector, else every namespace it matches.
+func (c *compiler) peerNamespaces(own string, nsSel labels.Selector) []string {
+	if nsSel == nil {
+		return []string{own}
+	}
+	var out []string
+	for _, ns := range c.nsNames {
+		if nsSel.Matches(c.namespaceLabels(ns)) {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+var errBadCIDR = errors.New("invalid CIDR")
+
+// ipBlockIntervals returns cidr minus every except as disjoint intervals.
+// An except outside the cidr (the API rejects it) subtracts only its overlap
+// and is reported in notes.
+func ipBlockIntervals(b *networkingv1.IPBlock) ([]interval, []string, error) {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ipBlock cidr %q: %w", b.CIDR, errBadCIDR)
+	}
+	cidr = unmapPrefix(cidr)
+	if !cidr.IsValid() {
+		return nil, nil, fmt.Errorf("ipBlock cidr %q: %w", b.CIDR, errBadCIDR)
+	}
+	ivs := []interval{prefixInterval(cidr)}
+	var notes []string
+	for _, e := range b.Except {
+		ex, err := netip.ParsePrefix(e)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ipBlock except %q: %w", e, errBadCIDR)
+		}
+		ex = unmapPrefix(ex)
+		if !ex.IsValid() {
+			return nil, nil, fmt.Errorf("ipBlock except %q: %w", e, errBadCIDR)
+		}
+		if ex.Addr().Is4() != cidr.Addr().Is4() || !cidr.Contains(ex.Addr()) || ex.Bits() < cidr.Bits() {
+			notes = append(notes, fmt.Sprintf("ipBlock except %s is not inside cidr %s", ex, cidr))
+		}
+		ivs = subtract(ivs, prefixInterval(ex))
+	}
+	return ivs, notes, nil
+}
+
+// unmapPrefix turns an IPv4-mapped IPv6 prefix (::ffff:10.0.0.0/104) into
+// its IPv4 form and masks host bits; the result is invalid if p was.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4In6() {
+		bits -= 96
+	}
+	return netip.PrefixFrom(a.Unmap(), bits).Masked()
+}
+
+func prefixInterval(p netip.Prefix) interval {
+	lo := p.Masked().Addr()
+	b := lo.AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	hi, _ := netip.AddrFromSlice(b)
+	return interval{lo, hi}
+}
+
+func prefixIntervals(ps []netip.Prefix) []interval {
+	out := make([]interval, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, prefixInterval(p))
+	}
+	return out
+}
+
+// subtract removes x from every interval of ivs.
+func subtract(ivs []interval, x interval) []interval {
+	var out []interval
+	for _, iv := range ivs {
+		if iv.lo.Is4() != x.lo.Is4() || x.hi.Less(iv.lo) || iv.hi.Less(x.lo) {
+			out = append(out, iv)
+			continue
+		}
+		if iv.lo.Less(x.lo) {
+			out = append(out, interval{iv.lo, x.lo.Prev()})
+		}
+		if x.hi.Less(iv.hi) {
+			out = append(out, interval{x.hi.Next(), iv.hi})
+		}
+	}
+	return out
+}
+
+// unionIntervals sorts intervals and merges the overlapping ones. Adjacent
+// intervals stay apart: the kernel accepts them, and a pod's /32 stays one
+// element of its own, so pod churn touches one element.
+func unionIntervals(ivs []interval) []interval {
+	slices.SortFunc(ivs, func(a, b interval) int {
+		if c := a.lo.Compare(b.lo); c != 0 {
+			return c
+		}
+		return a.hi.Compare(b.hi)
+	})
+	var out []interval
+	for _, iv := range ivs {
+		n := len(out)
+		if n > 0 && out[n-1].lo.Is4() == iv.lo.Is4() && !out[n-1].hi.Less(iv.lo) {
+			if out[n-1].hi.Less(iv.hi) {
+				out[n-1].hi = iv.hi
+			}
+			continue
+		}
+		out = append(out, iv)
+	}
+	return out
+}
+
+func intervalElems(ivs []interval) []Elem {
+	out := make([]Elem, 0, len(ivs))
+	for _, iv := range ivs {
+		out = append(out, Elem{Key: []Range{{From: string(iv.lo.AsSlice()), To: string(iv.hi.AsSlice())}}})
+	}
+	return out
+}
+
+func single(a netip.Addr) Range {
+	s := string(a.AsSlice())
+	return Range{From: s, To: s}
+}
