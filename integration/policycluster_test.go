@@ -88,11 +88,14 @@ type cluster struct {
 	dir    string
 	sock   string
 	agent  *exec.Cmd
+	// pluginExtra is spliced into the plugin config (JSON members ending in
+	// a comma); by default the plugin does not wait for the agent.
+	pluginExtra string
 }
 
 func newPolicyCluster(t *testing.T, pods []*tpod, nsLabels map[string]map[string]string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, pods: map[string]*tpod{}, nsLbls: nsLabels, dir: t.TempDir()}
+	c := &cluster{t: t, pods: map[string]*tpod{}, nsLbls: nsLabels, dir: t.TempDir(), pluginExtra: `"agentWait":"0s",`}
 	c.sock = filepath.Join(c.dir, "agent.sock")
 	var err error
 	if c.node, err = harness.NewNS("weirpn"); err != nil {
@@ -216,9 +219,10 @@ func writeProc(key, val string) error {
 
 // netconf is the node's CNI config: two IPv4 ranges and one IPv6 range.
 func (c *cluster) netconf() []byte {
-	return []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"weir","agentWait":"0s",
+	return []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"weir",%s
+		"agentSocket":%q,
 		"ipam":{"ranges":[{"subnet":"172.17.0.0/24"},{"subnet":"172.17.1.0/24"},{"subnet":"fd00:17::/64"}],"dataDir":%q}}`,
-		policyNet, filepath.Join(c.dir, "ipam")))
+		policyNet, c.pluginExtra, c.sock, filepath.Join(c.dir, "ipam")))
 }
 
 // addPod wires p with the plugin (asking for its addresses) and starts echo
@@ -289,26 +293,41 @@ func (c *cluster) writeManifest(name, body string) {
 
 func (c *cluster) startAgent() {
 	t := c.t
-	c.agent = exec.Command(weirAgentBin(t), "--node-name", nodeName, "--manifests", filepath.Join(c.dir, "manifests"),
-		"--socket", c.sock, "--cluster-cidr", "172.17.0.0/23,fd00:17::/64", "--manifests-poll", "50ms")
-	logf, err := os.Create(filepath.Join(c.dir, "agent.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.agent.Stdout, c.agent.Stderr = logf, logf
-	if err := harness.StartIn(c.node, c.agent); err != nil {
-		t.Fatal(err)
-	}
+	logPath := filepath.Join(c.dir, "agent.log")
+	c.spawnAgent()
 	t.Cleanup(func() {
-		_ = c.agent.Process.Kill()
-		_ = c.agent.Wait()
-		logf.Close()
+		c.stopAgent()
 		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
+			b, _ := os.ReadFile(logPath)
 			t.Logf("agent log:\n%s", b)
 		}
 	})
 	c.waitSynced(0)
+}
+
+// spawnAgent starts weir-agent inside the node namespace, appending to
+// the agent log; it does not wait for a sync.
+func (c *cluster) spawnAgent() {
+	t := c.t
+	c.agent = exec.Command(weirAgentBin(t), "--node-name", nodeName, "--manifests", filepath.Join(c.dir, "manifests"),
+		"--socket", c.sock, "--cluster-cidr", "172.17.0.0/23,fd00:17::/64", "--manifests-poll", "50ms")
+	logf, err := os.OpenFile(filepath.Join(c.dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	c.agent.Stdout, c.agent.Stderr = logf, logf
+	if err := harness.StartIn(c.node, c.agent); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stopAgent kills the agent with SIGKILL, as a crash would.
+func (c *cluster) stopAgent() {
+	if c.agent != nil && c.agent.Process != nil {
+		_ = c.agent.Process.Kill()
+		_ = c.agent.Wait()
+	}
 }
 
 type agentStatus struct {
