@@ -67,6 +67,7 @@ type Agent struct {
 	// every successful sync.
 	wanted, applied uint64
 	applyCh         chan struct{}
+	builder         SnapshotBuilder
 	// firstEvent is when the oldest change not yet applied was signalled.
 	firstEvent time.Time
 }
@@ -174,7 +175,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	gen := a.wanted
 	objs, caughtUp := overlay(objs, a.anns)
 	a.mu.Unlock()
-	snap := BuildSnapshot(a.Node, a.ClusterCIDRs, objs)
+	snap := a.builder.Build(a.Node, a.ClusterCIDRs, objs)
 	rs := nft.Compile(snap)
 	compiled := time.Now()
 	if err := a.Applier.Apply(ctx, rs); err != nil {

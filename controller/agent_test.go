@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -197,5 +198,22 @@ func TestOverlay(t *testing.T) {
 				t.Errorf("done = %v, want %v", done, tc.wantDone)
 			}
 		})
+	}
+}
+
+func TestSnapshotBuilderMatchesBuildSnapshot(t *testing.T) {
+	o := benchObjects(300)
+	var sb SnapshotBuilder
+	for round := 0; round < 3; round++ {
+		got, want := sb.Build("n1", nil, o), BuildSnapshot("n1", nil, o)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("round %d: builder and BuildSnapshot differ", round)
+		}
+		// Replace a pod (changed labels, new IP) and drop another, as informers do.
+		p := o.Pods[round].DeepCopy()
+		p.Labels = map[string]string{"changed": "yes"}
+		p.Status.PodIPs = []corev1.PodIP{{IP: "10.9.9.9"}}
+		o.Pods[round] = p
+		o.Pods = o.Pods[:len(o.Pods)-1]
 	}
 }

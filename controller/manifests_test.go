@@ -33,10 +33,10 @@ func TestReadManifestsBuildsSnapshot(t *testing.T) {
 		t.Errorf("namespaces = %+v, want %+v", s.Namespaces, wantNS)
 	}
 	wantPods := []nft.Pod{
-		{Namespace: "dev", Name: "client", Node: "node-b", IPs: []netip.Addr{netip.MustParseAddr("10.244.2.7")}},
 		{Namespace: "prod", Name: "web", Node: "node-a", Labels: map[string]string{"app": "web"},
 			IPs:   []netip.Addr{netip.MustParseAddr("10.244.1.5"), netip.MustParseAddr("fd00:10:244:1::5")},
 			Ports: []nft.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080}, {Name: "dns", Protocol: "UDP", Port: 53}}},
+		{Namespace: "dev", Name: "client", Node: "node-b", IPs: []netip.Addr{netip.MustParseAddr("10.244.2.7")}},
 	}
 	if !reflect.DeepEqual(s.Pods, wantPods) {
 		t.Errorf("pods (pod without IP must be left out) =\n%+v\nwant\n%+v", s.Pods, wantPods)

@@ -24,8 +24,30 @@ type Objects struct {
 
 // BuildSnapshot converts cluster objects into the snapshot for node
 // nodeName. Pods without IPs, finished pods and pods being deleted are left
-// out: they hold no address anyone can reach. Output is sorted.
+// out: they hold no address anyone can reach. Pods keep the source's order
+// (nft.Compile does not depend on it); namespaces and policies are sorted.
 func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.Snapshot {
+	var b SnapshotBuilder
+	return b.Build(nodeName, clusterCIDRs, o)
+}
+
+// SnapshotBuilder builds snapshots like BuildSnapshot, reusing the
+// conversion of every pod whose object is the same pointer as in the last
+// build. Informer caches replace an object on change and never mutate it,
+// so pointer identity means "unchanged". Not safe for concurrent use.
+type SnapshotBuilder struct {
+	pods map[*corev1.Pod]*podEntry
+}
+
+type podEntry struct {
+	pod nft.Pod
+	ok  bool
+}
+
+// Build returns the snapshot for nodeName; see BuildSnapshot.
+func (b *SnapshotBuilder) Build(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.Snapshot {
+	prev := b.pods
+	b.pods = make(map[*corev1.Pod]*podEntry, len(o.Pods))
 	s := nft.Snapshot{Node: nft.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs}
 	for _, n := range o.Nodes {
 		if n.Name != nodeName {
@@ -40,7 +62,13 @@ func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.
 		known[ns.Name] = true
 	}
 	for _, p := range o.Pods {
-		if pp, ok := convertPod(p); ok {
+		e := prev[p]
+		if e == nil {
+			e = &podEntry{}
+			e.pod, e.ok = convertPod(p)
+		}
+		b.pods[p] = e
+		if pp, ok := e.pod, e.ok; ok {
 			s.Pods = append(s.Pods, pp)
 			if !known[p.Namespace] {
 				// A manifest directory may leave a namespace implicit; the
@@ -52,12 +80,6 @@ func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.
 	}
 	s.Policies = append(s.Policies, o.Policies...)
 	sort.Slice(s.Namespaces, func(i, j int) bool { return s.Namespaces[i].Name < s.Namespaces[j].Name })
-	sort.Slice(s.Pods, func(i, j int) bool {
-		if s.Pods[i].Namespace != s.Pods[j].Namespace {
-			return s.Pods[i].Namespace < s.Pods[j].Namespace
-		}
-		return s.Pods[i].Name < s.Pods[j].Name
-	})
 	sort.Slice(s.Policies, func(i, j int) bool {
 		a, b := s.Policies[i], s.Policies[j]
 		if a.Namespace != b.Namespace {

@@ -1,0 +1,217 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// ErrNotSynced is returned by KubeSource.Objects before the caches have
+// synced: a partial view would drop pods and policies.
+var ErrNotSynced = errors.New("informer caches not synced")
+
+// KubeSource is a Source following the API server with shared informers for
+// Pods (all namespaces), Namespaces, NetworkPolicies and Nodes. The caches
+// hold only what the agent uses (see StripForCache). Event handlers only
+// kick, and only for changes that matter (see relevant); the agent's worker
+// reads the listers.
+type KubeSource struct {
+	client  kubernetes.Interface
+	factory informers.SharedInformerFactory
+
+	pods       cache.SharedIndexInformer
+	namespaces cache.SharedIndexInformer
+	policies   cache.SharedIndexInformer
+	nodes      cache.SharedIndexInformer
+
+	podLister    corelisters.PodLister
+	nsLister     corelisters.NamespaceLister
+	policyLister networkinglisters.NetworkPolicyLister
+	nodeLister   corelisters.NodeLister
+
+	synced  atomic.Bool
+	started atomic.Bool
+
+	// OnWatchError, if set before Run, is told of each failed list or
+	// watch (API server down, RBAC missing); the informers retry with
+	// backoff on their own. Use it for logs and error metrics.
+	OnWatchError func(resource string, err error)
+}
+
+// NewKubeSource makes the informers (resync 0 disables periodic resyncs,
+// which this source would ignore anyway: they change nothing).
+func NewKubeSource(client kubernetes.Interface, resync time.Duration) *KubeSource {
+	f := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithTransform(StripForCache))
+	s := &KubeSource{client: client, factory: f}
+	pods, nss, nps, nodes := f.Core().V1().Pods(), f.Core().V1().Namespaces(),
+		f.Networking().V1().NetworkPolicies(), f.Core().V1().Nodes()
+	s.pods, s.podLister = pods.Informer(), pods.Lister()
+	s.namespaces, s.nsLister = nss.Informer(), nss.Lister()
+	s.policies, s.policyLister = nps.Informer(), nps.Lister()
+	s.nodes, s.nodeLister = nodes.Informer(), nodes.Lister()
+	return s
+}
+
+// Synced reports whether every cache has synced.
+func (s *KubeSource) Synced() bool { return s.synced.Load() }
+
+// Run starts the informers, waits for every cache to sync, kicks once, and
+// then kicks on every relevant add, update or delete until ctx ends. Events
+// before the sync do not kick: the first kick covers them. Run may be called
+// once.
+func (s *KubeSource) Run(ctx context.Context, kick func()) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("kube source: Run called twice")
+	}
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { s.maybeKick(kick) },
+		UpdateFunc: func(oldObj, newObj any) {
+			if relevant(oldObj, newObj) {
+				s.maybeKick(kick)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if unwrapTombstone(obj) != nil {
+				s.maybeKick(kick)
+			}
+		},
+	}
+	var handlersSynced []cache.InformerSynced
+	for res, inf := range map[string]cache.SharedIndexInformer{
+		"pods": s.pods, "namespaces": s.namespaces, "networkpolicies": s.policies, "nodes": s.nodes,
+	} {
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
+			return fmt.Errorf("add %s event handler: %w", res, err)
+		}
+		handlersSynced = append(handlersSynced, reg.HasSynced)
+		if s.OnWatchError != nil {
+			report := s.OnWatchError
+			err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+				report(res, err)
+			})
+			if err != nil {
+				return fmt.Errorf("set %s watch error handler: %w", res, err)
+			}
+		}
+	}
+	s.factory.Start(ctx.Done())
+	defer s.factory.Shutdown()
+	// Wait for the stores and for the handlers to have seen the initial
+	// lists (those events do not kick), then kick once for all of them.
+	for typ, ok := range s.factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("sync %v cache: %w", typ, ErrNotSynced)
+		}
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), handlersSynced...) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("sync event handlers: %w", ErrNotSynced)
+	}
+	s.synced.Store(true)
+	kick()
+	<-ctx.Done()
+	return nil
+}
+
+func (s *KubeSource) maybeKick(kick func()) {
+	if s.synced.Load() {
+		kick()
+	}
+}
+
+// Objects lists the caches. The slices are fresh; the objects are shared
+// with the cache and must not be modified.
+func (s *KubeSource) Objects() (Objects, error) {
+	if !s.synced.Load() {
+		return Objects{}, ErrNotSynced
+	}
+	var o Objects
+	var err error
+	everything := labels.Everything()
+	if o.Nodes, err = s.nodeLister.List(everything); err != nil {
+		return Objects{}, fmt.Errorf("list nodes: %w", err)
+	}
+	if o.Namespaces, err = s.nsLister.List(everything); err != nil {
+		return Objects{}, fmt.Errorf("list namespaces: %w", err)
+	}
+	if o.Pods, err = s.podLister.List(everything); err != nil {
+		return Objects{}, fmt.Errorf("list pods: %w", err)
+	}
+	if o.Policies, err = s.policyLister.List(everything); err != nil {
+		return Objects{}, fmt.Errorf("list networkpolicies: %w", err)
+	}
+	return o, nil
+}
+
+var (
+	_ Source    = (*KubeSource)(nil)
+	_ PodGetter = (*KubeSource)(nil)
+)
+
+// GetPod returns a pod from the cache or, when the cache does not have it
+// yet (a pod being wired by CNI ADD may be newer than the last event), from
+// the API server. Do not modify the result.
+func (s *KubeSource) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	return s.GetPodUID(ctx, namespace, name, "")
+}
+
+// GetPodUID is GetPod for the pod with that uid ("" accepts any): a cached
+// pod of the same name but another uid (the name was reused) sends the read
+// to the API server, and a mismatch there is a NotFound error. A pod read
+// from the API server is stripped like cached ones.
+func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid types.UID) (*corev1.Pod, error) {
+	if s.synced.Load() {
+		p, err := s.podLister.Pods(namespace).Get(name)
+		if err == nil && (uid == "" || p.UID == uid) {
+			return p, nil
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("get pod %s/%s from cache: %w", namespace, name, err)
+		}
+	}
+	p, err := s.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("get pod %s/%s: %w", namespace, name, err)
+	}
+	if uid != "" && p.UID != uid {
+		return nil, fmt.Errorf("get pod %s/%s: uid %s, want %s: %w", namespace, name, p.UID, uid,
+			apierrors.NewNotFound(corev1.Resource("pods"), name))
+	}
+	out, _ := StripForCache(p)
+	return out.(*corev1.Pod), nil
+}
+
+// unwrapTombstone returns the object of a delete event, looking inside a
+// DeletedFinalStateUnknown (the watch missed the delete and a relist found
+// the object gone), or nil when it is neither a known kind nor a tombstone
+// of one.
+func unwrapTombstone(obj any) metav1.Object {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	switch o := obj.(type) {
+	case *corev1.Pod, *corev1.Namespace, *corev1.Node, *networkingv1.NetworkPolicy:
+		return o.(metav1.Object)
+	}
+	return nil
+}

@@ -1,0 +1,174 @@
+//go:build integration
+
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/nft"
+)
+
+// snapshotWaiter runs a KubeSource against a real API server and waits,
+// kick by kick, for the snapshot of node n1 to satisfy a condition.
+type snapshotWaiter struct {
+	t     *testing.T
+	src   *KubeSource
+	kicks chan struct{}
+}
+
+func (w *snapshotWaiter) waitFor(what string, ok func(nft.Snapshot) string) nft.Snapshot {
+	w.t.Helper()
+	deadline := time.After(60 * time.Second)
+	var why string
+	for {
+		o, err := w.src.Objects()
+		if err == nil {
+			s := BuildSnapshot("n1", nil, o)
+			if why = ok(s); why == "" {
+				return s
+			}
+		} else {
+			why = err.Error()
+		}
+		select {
+		case <-w.kicks:
+		case <-deadline:
+			w.t.Fatalf("%s: not reflected: %s", what, why)
+		}
+	}
+}
+
+func snapPod(s nft.Snapshot, ns, name string) *nft.Pod {
+	for i := range s.Pods {
+		if s.Pods[i].Namespace == ns && s.Pods[i].Name == name {
+			return &s.Pods[i]
+		}
+	}
+	return nil
+}
+
+func snapNS(s nft.Snapshot, name string) *nft.Namespace {
+	for i := range s.Namespaces {
+		if s.Namespaces[i].Name == name {
+			return &s.Namespaces[i]
+		}
+	}
+	return nil
+}
+
+func TestKubeSourceAgainstAPIServer(t *testing.T) {
+	c := kube.StartT(t, kube.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	src := NewKubeSource(c.Client, 0)
+	w := &snapshotWaiter{t: t, src: src, kicks: make(chan struct{}, 1)}
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Run(ctx, func() {
+			select {
+			case w.kicks <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	if _, err := kube.CreateNamespace(ctx, c.Client, "inf", map[string]string{"team": "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CreateNode(ctx, c.Client, "n1", []string{"10.244.1.0/24"}, "192.168.77.11"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CreatePod(ctx, c.Client, kube.Pod{Namespace: "inf", Name: "web", Node: "n1",
+		Labels: map[string]string{"app": "web"}, IPs: []string{"10.244.1.5"},
+		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}); err != nil {
+		t.Fatal(err)
+	}
+	port := intstrPort(8080)
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "inf", Name: "web-in"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Port: &port}}}},
+		}}
+	if _, err := kube.CreatePolicy(ctx, c.Client, np); err != nil {
+		t.Fatal(err)
+	}
+
+	w.waitFor("initial objects", func(s nft.Snapshot) string {
+		want := nft.Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.77.11")},
+			PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}
+		if fmt.Sprint(s.Node) != fmt.Sprint(want) {
+			return fmt.Sprintf("node %+v, want %+v", s.Node, want)
+		}
+		if ns := snapNS(s, "inf"); ns == nil || ns.Labels["team"] != "a" {
+			return fmt.Sprintf("namespace inf = %+v", ns)
+		}
+		p := snapPod(s, "inf", "web")
+		if p == nil {
+			return "pod inf/web missing"
+		}
+		wantPod := fmt.Sprint(nft.Pod{Namespace: "inf", Name: "web", Node: "n1", Labels: map[string]string{"app": "web"},
+			IPs: []netip.Addr{netip.MustParseAddr("10.244.1.5")}, Ports: []nft.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080}}})
+		if fmt.Sprint(*p) != wantPod {
+			return fmt.Sprintf("pod %+v, want %s", *p, wantPod)
+		}
+		if len(s.Policies) != 1 || s.Policies[0].Name != "web-in" || s.Policies[0].ManagedFields != nil {
+			return fmt.Sprintf("policies %v", s.Policies)
+		}
+		return ""
+	})
+
+	if err := kube.SetPodLabels(ctx, c.Client, "inf", "web", map[string]string{"app": "db"}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("pod label change", func(s nft.Snapshot) string {
+		if p := snapPod(s, "inf", "web"); p == nil || p.Labels["app"] != "db" {
+			return fmt.Sprintf("pod %+v", p)
+		}
+		return ""
+	})
+
+	if err := kube.SetNamespaceLabels(ctx, c.Client, "inf", map[string]string{"team": "b"}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("namespace label change", func(s nft.Snapshot) string {
+		if ns := snapNS(s, "inf"); ns == nil || ns.Labels["team"] != "b" {
+			return fmt.Sprintf("namespace %+v", ns)
+		}
+		return ""
+	})
+
+	if err := kube.DeletePod(ctx, c.Client, "inf", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.DeletePolicy(ctx, c.Client, "inf", "web-in"); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("pod and policy delete", func(s nft.Snapshot) string {
+		if p := snapPod(s, "inf", "web"); p != nil || len(s.Policies) != 0 {
+			return fmt.Sprintf("pod %+v, %d policies", p, len(s.Policies))
+		}
+		return ""
+	})
+
+	got, err := src.GetPod(ctx, "inf", "web")
+	if err == nil {
+		t.Errorf("GetPod after delete = %v, want not found", got.Name)
+	}
+}
+
+func intstrPort(p int32) intstr.IntOrString { return intstr.FromInt32(p) }

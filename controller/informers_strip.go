@@ -1,0 +1,143 @@
+package controller
+
+import (
+	"maps"
+	"reflect"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// lastApplied is kubectl's copy of the whole object: large and unused.
+const lastApplied = corev1.LastAppliedConfigAnnotation
+
+// StripForCache is the informers' transform: it returns a slim copy of a
+// Pod, Node, Namespace or NetworkPolicy holding only what the agent uses,
+// so a node's cache of every pod in the cluster stays small. Everywhere:
+// managedFields and kubectl's last-applied annotation go. Pods keep their
+// metadata (labels, uid, deletion timestamp), spec.nodeName, hostNetwork and
+// the name and ports of each (init) container, and status phase, podIP(s)
+// and hostIP(s); annotations and owner references go. Nodes keep labels,
+// spec.podCIDR(s) and status.addresses (heartbeats and images go).
+// Namespaces keep metadata and status.phase. Policies keep their spec.
+// Other values (tombstones included) pass unchanged. It is idempotent, as
+// client-go requires.
+func StripForCache(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return stripPod(o), nil
+	case *corev1.Node:
+		n := &corev1.Node{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, false)}
+		n.Spec.PodCIDR, n.Spec.PodCIDRs = o.Spec.PodCIDR, o.Spec.PodCIDRs
+		n.Status.Addresses = o.Status.Addresses
+		return n, nil
+	case *corev1.Namespace:
+		return &corev1.Namespace{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, true),
+			Status: corev1.NamespaceStatus{Phase: o.Status.Phase}}, nil
+	case *networkingv1.NetworkPolicy:
+		return &networkingv1.NetworkPolicy{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, true), Spec: o.Spec}, nil
+	}
+	return obj, nil
+}
+
+func stripPod(o *corev1.Pod) *corev1.Pod {
+	p := &corev1.Pod{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, false)}
+	p.Spec.NodeName, p.Spec.HostNetwork = o.Spec.NodeName, o.Spec.HostNetwork
+	p.Spec.InitContainers = slimContainers(o.Spec.InitContainers)
+	p.Spec.Containers = slimContainers(o.Spec.Containers)
+	p.Status = corev1.PodStatus{
+		Phase:   o.Status.Phase,
+		PodIP:   o.Status.PodIP,
+		PodIPs:  o.Status.PodIPs,
+		HostIP:  o.Status.HostIP,
+		HostIPs: o.Status.HostIPs,
+	}
+	return p
+}
+
+// slimContainers keeps each container's name and ports (named ports
+// resolve against them).
+func slimContainers(cs []corev1.Container) []corev1.Container {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]corev1.Container, len(cs))
+	for i, c := range cs {
+		out[i] = corev1.Container{Name: c.Name, Ports: c.Ports}
+	}
+	return out
+}
+
+// slimMeta drops managedFields and owner references, and the annotations
+// (all of them, or only kubectl's last-applied copy when keepAnnotations).
+func slimMeta(m metav1.ObjectMeta, keepAnnotations bool) metav1.ObjectMeta {
+	m.ManagedFields = nil
+	m.OwnerReferences = nil
+	switch {
+	case !keepAnnotations:
+		m.Annotations = nil
+	case m.Annotations[lastApplied] != "":
+		m.Annotations = maps.Clone(m.Annotations)
+		delete(m.Annotations, lastApplied)
+		if len(m.Annotations) == 0 {
+			m.Annotations = nil
+		}
+	}
+	return m
+}
+
+// relevant reports whether an update changes anything the agent acts on,
+// so kubelet status heartbeats and periodic resyncs do not wake the worker.
+// Unknown kinds count as relevant.
+func relevant(oldObj, newObj any) bool {
+	om, nm := unwrapTombstone(oldObj), unwrapTombstone(newObj)
+	if om == nil || nm == nil {
+		return true
+	}
+	if om.GetResourceVersion() != "" && om.GetResourceVersion() == nm.GetResourceVersion() {
+		return false // a resync: nothing changed
+	}
+	if (om.GetDeletionTimestamp() == nil) != (nm.GetDeletionTimestamp() == nil) {
+		return true
+	}
+	switch o := oldObj.(type) {
+	case *corev1.Pod:
+		n, ok := newObj.(*corev1.Pod)
+		return !ok || podChanged(o, n)
+	case *corev1.Namespace:
+		n, ok := newObj.(*corev1.Namespace)
+		return !ok || !maps.Equal(o.Labels, n.Labels)
+	case *corev1.Node:
+		n, ok := newObj.(*corev1.Node)
+		return !ok || !maps.Equal(o.Labels, n.Labels) || o.Spec.PodCIDR != n.Spec.PodCIDR ||
+			!reflect.DeepEqual(o.Spec.PodCIDRs, n.Spec.PodCIDRs) ||
+			!reflect.DeepEqual(o.Status.Addresses, n.Status.Addresses)
+	case *networkingv1.NetworkPolicy:
+		n, ok := newObj.(*networkingv1.NetworkPolicy)
+		return !ok || !reflect.DeepEqual(o.Spec, n.Spec)
+	}
+	return true
+}
+
+// podChanged compares what the snapshot takes from a pod, plus its node and
+// hostNetwork (which decide where it is enforced) and phase.
+func podChanged(o, n *corev1.Pod) bool {
+	if o.UID != n.UID || o.Spec.NodeName != n.Spec.NodeName || o.Spec.HostNetwork != n.Spec.HostNetwork ||
+		o.Status.Phase != n.Status.Phase || o.Status.PodIP != n.Status.PodIP ||
+		!maps.Equal(o.Labels, n.Labels) || !reflect.DeepEqual(o.Status.PodIPs, n.Status.PodIPs) {
+		return true
+	}
+	return !reflect.DeepEqual(containerPorts(o), containerPorts(n))
+}
+
+func containerPorts(p *corev1.Pod) [][]corev1.ContainerPort {
+	var out [][]corev1.ContainerPort
+	for _, c := range slicesConcat(p.Spec.InitContainers, p.Spec.Containers) {
+		out = append(out, c.Ports)
+	}
+	return out
+}
+
+var _ cache.TransformFunc = StripForCache

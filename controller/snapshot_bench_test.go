@@ -1,0 +1,47 @@
+package controller
+
+import (
+	"fmt"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// benchObjects is a cluster of n pods in 100 namespaces on 100 nodes.
+func benchObjects(n int) Objects {
+	var o Objects
+	for i := 0; i < 100; i++ {
+		o.Namespaces = append(o.Namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ns%d", i), Labels: map[string]string{"team": fmt.Sprint(i % 7)}}})
+		o.Nodes = append(o.Nodes, node(fmt.Sprintf("n%d", i), []string{fmt.Sprintf("10.%d.%d.0/24", 100+i/250, i%250)}, fmt.Sprintf("192.168.%d.%d", i/250, i%250+1)))
+	}
+	for i := 0; i < n; i++ {
+		p := pod(fmt.Sprintf("ns%d", i%100), fmt.Sprintf("p%d", i), fmt.Sprintf("n%d", i%100),
+			map[string]string{"app": fmt.Sprint("a", i%50), "tier": fmt.Sprint(i % 3)}, fmt.Sprintf("10.%d.%d.%d", 100+(i%100)/250, i%100, i/100+1))
+		p.Spec.Containers = []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}
+		o.Pods = append(o.Pods, p)
+	}
+	return o
+}
+
+func BenchmarkBuildSnapshot10k(b *testing.B) {
+	o := benchObjects(10000)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		BuildSnapshot("n1", nil, o)
+	}
+}
+
+func BenchmarkSnapshotBuilderOneChange10k(b *testing.B) {
+	o := benchObjects(10000)
+	var sb SnapshotBuilder
+	sb.Build("n1", nil, o)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// One pod replaced by a relabelled copy, as an informer update does.
+		p := o.Pods[i%len(o.Pods)].DeepCopy()
+		p.Labels["tier"] = fmt.Sprint(i)
+		o.Pods[i%len(o.Pods)] = p
+		sb.Build("n1", nil, o)
+	}
+}
