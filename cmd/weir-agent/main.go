@@ -50,13 +50,13 @@ func run() int {
 		log.Error("bad --cluster-cidr", "err", err)
 		return 2
 	}
-	applier, used, err := controller.NewApplier(*backend)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	applier, used, err := controller.NewApplier(ctx, *backend)
 	if err != nil {
 		log.Error("open backend", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	agent := &controller.Agent{
 		Node:         *nodeName,
 		ClusterCIDRs: cidrs,

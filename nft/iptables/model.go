@@ -1,0 +1,165 @@
+package iptables
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"strconv"
+	"strings"
+)
+
+// Names weir uses in iptables. Every chain weir owns starts with Prefix.
+const (
+	// Prefix starts the name of every chain weir creates.
+	Prefix = "WEIR-"
+	// maxChainName is the longest chain name iptables accepts.
+	maxChainName = 28
+	// maxComment is the longest comment the comment match accepts.
+	maxComment = 255
+	// readablePart is how much of a model name a hashed chain name keeps.
+	readablePart = maxChainName - len(Prefix) - 1 - 8
+)
+
+// Built-in targets.
+const (
+	targetAccept     = "ACCEPT"
+	targetDrop       = "DROP"
+	targetReturn     = "RETURN"
+	targetMasquerade = "MASQUERADE"
+)
+
+// ruleset is what one family (iptables or ip6tables) holds: tables in a
+// fixed order (filter, then nat).
+type ruleset struct {
+	v6       bool
+	tables   []*table
+	problems []string
+}
+
+// table is one iptables table and the chains weir owns in it.
+type table struct {
+	name string // filter, nat
+	// jumps are the built-in chains that jump to a weir top chain, sorted.
+	jumps []jump
+	// chains in emission order (top chains first).
+	chains []*chain
+	byName map[string]*chain
+}
+
+// jump is the rule `-I BUILTIN 1 -j TARGET` Apply keeps in place.
+type jump struct {
+	builtin, target string
+}
+
+// spec returns the jump's rule spec as go-iptables and -D/-I take it.
+func (j jump) spec() []string { return []string{"-j", j.target} }
+
+// chain is a weir-owned chain.
+type chain struct {
+	name  string
+	rules []rule
+}
+
+// rule is one iptables rule: every set field must match, then target runs
+// (a jump, or a goto when Goto is set).
+type rule struct {
+	src, dst           string // CIDR for -s / -d
+	srcRange, dstRange string // a-b for -m iprange
+	proto              string // tcp, udp, sctp or a number
+	dport              string // "80" or "80:90"; needs proto
+	ctStates           string // RELATED,ESTABLISHED...
+	comment            string
+	target             string
+	goTo               bool
+}
+
+func (t *table) chain(name string) *chain {
+	if c, ok := t.byName[name]; ok {
+		return c
+	}
+	c := &chain{name: name}
+	t.byName[name] = c
+	t.chains = append(t.chains, c)
+	return c
+}
+
+// args renders the rule in the order iptables-save prints it.
+func (r rule) args() []string {
+	var a []string
+	if r.src != "" {
+		a = append(a, "-s", r.src)
+	}
+	if r.dst != "" {
+		a = append(a, "-d", r.dst)
+	}
+	if r.proto != "" {
+		a = append(a, "-p", r.proto)
+	}
+	if r.srcRange != "" || r.dstRange != "" {
+		a = append(a, "-m", "iprange")
+		if r.srcRange != "" {
+			a = append(a, "--src-range", r.srcRange)
+		}
+		if r.dstRange != "" {
+			a = append(a, "--dst-range", r.dstRange)
+		}
+	}
+	if r.dport != "" {
+		a = append(a, "-m", r.proto, "--dport", r.dport)
+	}
+	if r.ctStates != "" {
+		a = append(a, "-m", "conntrack", "--ctstate", r.ctStates)
+	}
+	if r.comment != "" {
+		a = append(a, "-m", "comment", "--comment", quote(r.comment))
+	}
+	if r.goTo {
+		a = append(a, "-g", r.target)
+	} else {
+		a = append(a, "-j", r.target)
+	}
+	return a
+}
+
+// quote quotes a comment for iptables-restore input.
+func quote(s string) string {
+	if len(s) > maxComment {
+		s = s[:maxComment]
+	}
+	s = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", " ").Replace(s)
+	return `"` + s + `"`
+}
+
+// chainName maps a model name to an iptables chain name: Prefix and the name
+// when it fits and is plain, else Prefix, the first characters, and a hash of
+// the whole name, so names stay unique and at most 28 characters long.
+func chainName(name string) string {
+	clean := sanitize(name)
+	if clean == name && len(Prefix)+len(name) <= maxChainName {
+		return Prefix + name
+	}
+	if len(clean) > readablePart {
+		clean = clean[:readablePart]
+	}
+	return Prefix + clean + "-" + hash8(name)
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// hash8 is a short, stable, name-safe digest.
+func hash8(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return base32.StdEncoding.EncodeToString(sum[:])[:8]
+}
+
+// subName names the chain of step j of rule k of chain parent.
+func subName(parent string, k int, step string) string {
+	return Prefix + hash8(parent) + "-r" + strconv.Itoa(k) + "-" + step
+}

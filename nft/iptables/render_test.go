@@ -1,0 +1,270 @@
+package iptables
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// scenario is a snapshot plus the verdicts its ruleset must give; the same
+// format as nft's testdata/compile scenarios.
+type scenario struct {
+	nft.Snapshot
+	Traces []traceCase `json:"traces"`
+}
+
+type traceCase struct {
+	Name  string     `json:"name"`
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	Proto string     `json:"proto"`
+	Port  uint16     `json:"port"`
+	State string     `json:"state"`
+	Want  string     `json:"want"`
+}
+
+func loadScenario(t testing.TB, path string) scenario {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s scenario
+	if err := yaml.Unmarshal(data, &s); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return s
+}
+
+func (tc traceCase) packet(t testing.TB) nft.Packet {
+	t.Helper()
+	p := nft.Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
+	switch tc.Proto {
+	case "", "tcp":
+		p.Proto = nft.ProtoTCP
+	case "udp":
+		p.Proto = nft.ProtoUDP
+	case "sctp":
+		p.Proto = nft.ProtoSCTP
+	default:
+		t.Fatalf("unknown proto %q", tc.Proto)
+	}
+	switch tc.State {
+	case "", "new":
+		p.CtState = nft.CtNew
+	case "established":
+		p.CtState = nft.CtEstablished
+	case "invalid":
+		p.CtState = nft.CtInvalid
+	default:
+		t.Fatalf("unknown state %q", tc.State)
+	}
+	return p
+}
+
+func glob(t *testing.T, pattern string) []string {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func verdictName(v nft.VerdictKind) string {
+	return map[nft.VerdictKind]string{nft.VerdictAccept: "accept", nft.VerdictDrop: "drop"}[v]
+}
+
+// TestRenderGolden pins the iptables and ip6tables text of every scenario
+// in testdata/ to reviewed files.
+func TestRenderGolden(t *testing.T) {
+	files := glob(t, "testdata/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no scenarios in testdata/")
+	}
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			v4, v6 := Render(nft.Compile(loadScenario(t, file).Snapshot))
+			got := v4 + "\n" + v6
+			path := strings.TrimSuffix(file, ".yaml") + ".rules"
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("rendered rules differ from %s (run with -update and review):\n%s", path, lineDiff(string(want), got))
+			}
+		})
+	}
+}
+
+// TestRenderedVerdicts walks the expected packets of every scenario (ours
+// and nft's compile scenarios) through the rendered iptables chains.
+func TestRenderedVerdicts(t *testing.T) {
+	files := append(glob(t, "testdata/*.yaml"), glob(t, "../testdata/compile/*.yaml")...)
+	for _, file := range files {
+		s := loadScenario(t, file)
+		rs := nft.Compile(s.Snapshot)
+		r := renderBoth(rs)
+		for _, tc := range s.Traces {
+			t.Run(filepath.Base(file)+"/"+tc.Name, func(t *testing.T) {
+				v, steps := r.trace(tc.packet(t))
+				if got := verdictName(v); got != tc.Want {
+					t.Errorf("%s: got %s, want %s\n%s", packetString(tc.packet(t)), got, tc.Want, strings.Join(steps, "\n"))
+				}
+			})
+		}
+	}
+}
+
+// TestRenderedMatchesNFTTrace is the differential test: for many packets
+// per scenario (every pair of interesting addresses, interesting ports,
+// three protocols, three conntrack states), the rendered iptables chains
+// give the verdict nft.Trace gives on the nftables ruleset.
+func TestRenderedMatchesNFTTrace(t *testing.T) {
+	files := append(glob(t, "testdata/*.yaml"), glob(t, "../testdata/compile/*.yaml")...)
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			s := loadScenario(t, file)
+			rs := nft.Compile(s.Snapshot)
+			r := renderBoth(rs)
+			pkts := packets(rs, s)
+			if len(pkts) < 50 {
+				t.Fatalf("only %d packets generated", len(pkts))
+			}
+			fails := 0
+			for _, p := range pkts {
+				want, wsteps := nft.Trace(rs, p)
+				got, gsteps := r.trace(p)
+				if got != want && fails < 5 {
+					fails++
+					t.Errorf("%s: iptables %s, nftables %s\nnft:\n%s\niptables:\n%s", packetString(p),
+						verdictName(got), verdictName(want), strings.Join(wsteps, "\n"), strings.Join(gsteps, "\n"))
+				}
+			}
+			t.Logf("%d packets compared", len(pkts))
+		})
+	}
+}
+
+// packets builds the packets of the differential test: addresses are the
+// pods', the node's, the traces', and both ends of every address range in
+// the ruleset plus their neighbours; ports likewise.
+func packets(rs nft.Ruleset, s scenario) []nft.Packet {
+	addrs := map[netip.Addr]bool{}
+	ports := map[uint16]bool{1: true, 80: true, 65535: true}
+	for _, p := range s.Pods {
+		for _, ip := range p.IPs {
+			addrs[ip.Unmap()] = true
+		}
+		for _, cp := range p.Ports {
+			ports[uint16(cp.Port)] = true
+		}
+	}
+	for _, a := range s.Node.Addrs {
+		addrs[a.Unmap()] = true
+	}
+	for _, tc := range s.Traces {
+		addrs[tc.Src.Unmap()], addrs[tc.Dst.Unmap()] = true, true
+		ports[tc.Port] = true
+	}
+	for _, set := range rs.Sets {
+		for _, e := range set.Elems {
+			for i, k := range e.Key {
+				switch set.Key[i] {
+				case nft.TypeIPv4, nft.TypeIPv6:
+					for _, b := range []string{k.From, k.To} {
+						a, _ := netip.AddrFromSlice([]byte(b))
+						addrs[a], addrs[a.Prev()], addrs[a.Next()] = true, true, true
+					}
+				case nft.TypePort:
+					for _, b := range []string{k.From, k.To} {
+						p := uint16(port(b))
+						ports[p], ports[p-1], ports[p+1] = true, true, true
+					}
+				}
+			}
+		}
+	}
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			for _, m := range r.Matches {
+				if m.Kind == nft.MatchPort {
+					ports[m.PortFrom-1], ports[m.PortFrom], ports[m.PortTo], ports[m.PortTo+1] = true, true, true, true
+				}
+			}
+		}
+	}
+	delete(ports, 0)
+	as := sortedKeys(addrs, func(a, b netip.Addr) bool { return a.Less(b) })
+	ps := sortedKeys(ports, func(a, b uint16) bool { return a < b })
+	var out []nft.Packet
+	for _, src := range as {
+		for _, dst := range as {
+			if !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
+				continue
+			}
+			for _, port := range ps {
+				for _, proto := range []uint8{nft.ProtoTCP, nft.ProtoUDP, nft.ProtoSCTP} {
+					for _, st := range []uint32{nft.CtNew, nft.CtEstablished, nft.CtInvalid} {
+						out = append(out, nft.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st})
+					}
+				}
+			}
+		}
+	}
+	// Keep the run short: a fixed-seed sample of big products.
+	const maxPackets = 8000
+	if len(out) > maxPackets {
+		rng := rand.New(rand.NewPCG(1, 2))
+		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+		out = out[:maxPackets]
+	}
+	return out
+}
+
+func sortedKeys[K comparable](m map[K]bool, less func(a, b K) bool) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return less(out[i], out[j]) })
+	return out
+}
+
+// lineDiff is a small line-oriented diff for failure messages.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			fmt.Fprintf(&b, "line %d:\n- %s\n+ %s\n", i+1, wl, gl)
+		}
+	}
+	return b.String()
+}

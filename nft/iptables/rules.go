@@ -1,0 +1,323 @@
+package iptables
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// lookup is one set lookup of a rule, as element rules without targets.
+type lookup struct {
+	set    string
+	negate bool
+	elems  []rule
+}
+
+// rule translates rule r, number k of chain ch, whose accept means ctx.
+// Inline matches (conntrack state, a one-element set) stay in the rule; each
+// other lookup becomes a chain with one rule per element going (-g) to the
+// chain of the next lookup, the last carrying the verdict. A packet that
+// misses a lookup falls back to ch, after this rule, exactly like a failed
+// match; a negated lookup RETURNs on any element and goes on otherwise.
+func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
+	head := rule{comment: r.Comment}
+	ct := ^uint32(0)
+	var lookups []lookup
+	for _, m := range r.Matches {
+		if m.Kind == nft.MatchCtState {
+			ct &= m.CtStates
+			continue
+		}
+		var elems []rule
+		switch m.Kind {
+		case nft.MatchPort:
+			elems = portRules(m)
+		case nft.MatchLookup:
+			if !b.fieldsOK(m.Fields) {
+				return // the other family's rule
+			}
+			s, _ := b.rs.Set(m.Set)
+			elems = setRules(s, m.Fields)
+		default:
+			b.out.problems = append(b.out.problems, fmt.Sprintf("rule %q: unknown match kind %d (rule skipped)", r.String(), m.Kind))
+			return
+		}
+		switch {
+		case len(elems) == 0 && !m.Negate:
+			return // never matches
+		case len(elems) == 0:
+			continue // always matches
+		case len(elems) == 1 && !m.Negate:
+			if merged, ok := merge(head, elems[0]); ok {
+				head = merged
+				continue
+			}
+		}
+		lookups = append(lookups, lookup{set: m.Set, negate: m.Negate, elems: elems})
+	}
+	if ct == 0 {
+		return // no state satisfies every conntrack match
+	}
+	if ct != ^uint32(0) {
+		head.ctStates = ctStates(ct)
+	}
+	v := r.Verdict
+	if v.Kind == nft.VerdictVMap && !b.fieldsOK(v.Fields) {
+		return
+	}
+	if len(lookups) == 0 {
+		if v.Kind == nft.VerdictNone {
+			return
+		}
+		head.target, head.goTo = b.verdict(t, ch.name, k, v, ctx, false)
+		ch.rules = append(ch.rules, head)
+		return
+	}
+	subs := make([]*chain, len(lookups))
+	for j, l := range lookups {
+		subs[j] = t.chain(b.fresh(t, l.set, subName(ch.name, k, strconv.Itoa(j))))
+	}
+	head.target = subs[0].name
+	ch.rules = append(ch.rules, head)
+	for j, l := range lookups {
+		target, goTo := "", true
+		if j+1 < len(lookups) {
+			target = subs[j+1].name
+		} else {
+			target, goTo = b.verdict(t, ch.name, k, v, ctx, true)
+		}
+		for _, e := range l.elems {
+			if l.negate {
+				e.target = targetReturn
+			} else {
+				e.target, e.goTo = target, goTo
+			}
+			subs[j].rules = append(subs[j].rules, e)
+		}
+		if l.negate {
+			subs[j].rules = append(subs[j].rules, rule{target: target, goTo: goTo})
+		}
+	}
+}
+
+// portRules is the one rule matching a MatchPort: protocol, and the port
+// range unless it is every port.
+func portRules(m nft.Match) []rule {
+	r := rule{proto: protoName(int(m.Proto))}
+	switch {
+	case m.AllPorts || (m.PortFrom == 0 && m.PortTo == 65535):
+	case m.PortFrom == m.PortTo:
+		r.dport = strconv.Itoa(int(m.PortFrom))
+	default:
+		r.dport = strconv.Itoa(int(m.PortFrom)) + ":" + strconv.Itoa(int(m.PortTo))
+	}
+	if r.dport != "" && r.proto != "tcp" && r.proto != "udp" && r.proto != "sctp" {
+		return nil // not expressible: matches nothing
+	}
+	return []rule{r}
+}
+
+// fresh returns the readable chain name of a set when no chain has it yet,
+// else fallback.
+func (b *builder) fresh(t *table, set, fallback string) string {
+	if n := chainName(set); set != "" && t.byName[n] == nil {
+		return n
+	}
+	return fallback
+}
+
+// verdict returns the target of a verdict. viaSub says the rule sits in a
+// lookup chain: a jump is then a goto, so that the jumped-to chain falling
+// through resumes the original chain after the rule, as in nftables.
+func (b *builder) verdict(t *table, parent string, k int, v nft.Verdict, ctx string, viaSub bool) (string, bool) {
+	switch v.Kind {
+	case nft.VerdictAccept:
+		return ctx, false
+	case nft.VerdictDrop:
+		return targetDrop, false
+	case nft.VerdictMasquerade:
+		return targetMasquerade, false
+	case nft.VerdictJump:
+		return b.instance(t, v.Chain, ctx), viaSub
+	case nft.VerdictVMap:
+		return b.vmap(t, parent, k, v, ctx), viaSub
+	}
+	return targetReturn, false
+}
+
+// vmap writes a verdict map as a chain of one rule per key, each going to
+// its element's verdict.
+func (b *builder) vmap(t *table, parent string, k int, v nft.Verdict, ctx string) string {
+	m, _ := b.rs.Set(v.Map)
+	mc := t.chain(b.fresh(t, v.Map, subName(parent, k, "map")))
+	for _, e := range m.Elems {
+		if len(e.Key) != len(v.Fields) {
+			continue
+		}
+		target, goTo := b.verdict(t, parent, k, e.Verdict, ctx, true)
+		for _, r := range elemRules(m, v.Fields, e) {
+			r.target, r.goTo = target, goTo
+			mc.rules = append(mc.rules, r)
+		}
+	}
+	return mc.name
+}
+
+// setRules returns the match of every element of s looked up with fields.
+func setRules(s nft.Set, fields []nft.Field) []rule {
+	if len(s.Key) != len(fields) {
+		return nil
+	}
+	var out []rule
+	for _, e := range s.Elems {
+		out = append(out, elemRules(s, fields, e)...)
+	}
+	return out
+}
+
+// elemRules returns the rules matching one element: usually one; more when a
+// protocol range must be spelled out, or a port needs a protocol (tcp, udp
+// and sctp: the protocols NetworkPolicy knows). A port of any other protocol
+// cannot be expressed and matches nothing.
+func elemRules(s nft.Set, fields []nft.Field, e nft.Elem) []rule {
+	out := []rule{{}}
+	for i, f := range fields {
+		if i >= len(e.Key) {
+			return nil
+		}
+		rg := e.Key[i]
+		var next []rule
+		for _, r := range out {
+			switch f {
+			case nft.FieldIPSaddr, nft.FieldIP6Saddr:
+				r.src, r.srcRange = addrMatch(rg)
+			case nft.FieldIPDaddr, nft.FieldIP6Daddr:
+				r.dst, r.dstRange = addrMatch(rg)
+			case nft.FieldL4Proto:
+				lo, hi := int(rg.From[0]), int(rg.To[0])
+				if lo == 0 && hi == 255 {
+					break
+				}
+				for p := lo; p <= hi; p++ {
+					c := r
+					c.proto = protoName(p)
+					next = append(next, c)
+				}
+				continue
+			case nft.FieldTHDport:
+				lo, hi := port(rg.From), port(rg.To)
+				switch {
+				case lo == 0 && hi == 65535:
+				case lo == hi:
+					r.dport = strconv.Itoa(lo)
+				default:
+					r.dport = strconv.Itoa(lo) + ":" + strconv.Itoa(hi)
+				}
+			}
+			next = append(next, r)
+		}
+		out = next
+	}
+	var final []rule
+	for _, r := range out {
+		switch {
+		case r.dport == "" || r.proto == "tcp" || r.proto == "udp" || r.proto == "sctp":
+			final = append(final, r)
+		case r.proto == "":
+			for _, p := range []string{"tcp", "udp", "sctp"} {
+				c := r
+				c.proto = p
+				final = append(final, c)
+			}
+		}
+	}
+	return final
+}
+
+// addrMatch returns a CIDR for a prefix, else an iprange.
+func addrMatch(rg nft.Range) (cidr, iprange string) {
+	lo, _ := netip.AddrFromSlice([]byte(rg.From))
+	hi, _ := netip.AddrFromSlice([]byte(rg.To))
+	if p, ok := asPrefix(lo, hi); ok {
+		return p.String(), ""
+	}
+	return "", lo.String() + "-" + hi.String()
+}
+
+// asPrefix returns the prefix covering exactly lo..hi.
+func asPrefix(lo, hi netip.Addr) (netip.Prefix, bool) {
+	for bits := 0; bits <= lo.BitLen(); bits++ {
+		p, err := lo.Prefix(bits)
+		if err != nil || p.Addr() != lo {
+			continue
+		}
+		last := lastAddr(p)
+		if last == hi {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= p.Bits() {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func port(s string) int { return int(s[0])<<8 | int(s[1]) }
+
+func protoName(p int) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 132:
+		return "sctp"
+	}
+	return strconv.Itoa(p)
+}
+
+// ctStates spells conntrack state bits as iptables-save prints them.
+func ctStates(s uint32) string {
+	var out []string
+	for _, n := range []struct {
+		bit  uint32
+		name string
+	}{{nft.CtInvalid, "INVALID"}, {nft.CtNew, "NEW"}, {nft.CtRelated, "RELATED"}, {nft.CtEstablished, "ESTABLISHED"}} {
+		if s&n.bit != 0 {
+			out = append(out, n.name)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// merge ANDs the matches of two rules when they test different fields (or
+// the same field the same way).
+func merge(a, b rule) (rule, bool) {
+	fields := []struct{ x, y *string }{
+		{&a.src, &b.src}, {&a.dst, &b.dst}, {&a.srcRange, &b.srcRange},
+		{&a.dstRange, &b.dstRange}, {&a.proto, &b.proto}, {&a.dport, &b.dport},
+	}
+	for _, f := range fields {
+		if *f.y == "" {
+			continue
+		}
+		if *f.x != "" && *f.x != *f.y {
+			return a, false
+		}
+		*f.x = *f.y
+	}
+	return a, true
+}

@@ -1,0 +1,132 @@
+package iptables
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// traceFamily walks the rendered filter table of one family as the kernel
+// would for a forwarded packet: FORWARD (policy ACCEPT) holds only weir's
+// jump. -j returns to the caller when the target falls through or RETURNs;
+// -g replaces the current chain, so falling through returns to the chain
+// that made the last -j.
+func traceFamily(r *ruleset, p nft.Packet) (nft.VerdictKind, []string) {
+	if p.CtState == 0 {
+		p.CtState = nft.CtNew
+	}
+	tr := &ipTracer{p: p}
+	for _, t := range r.tables {
+		if t.name != "filter" {
+			continue
+		}
+		tr.t = t
+		for _, j := range t.jumps {
+			if j.builtin != "FORWARD" {
+				continue
+			}
+			if v := tr.chain(j.target, 0); v == nft.VerdictDrop || v == nft.VerdictAccept {
+				return v, tr.steps
+			}
+		}
+	}
+	return nft.VerdictAccept, append(tr.steps, "FORWARD: policy ACCEPT")
+}
+
+type ipTracer struct {
+	t     *table
+	p     nft.Packet
+	steps []string
+}
+
+// chain returns accept, drop, or none (fell through or RETURNed).
+func (tr *ipTracer) chain(name string, depth int) nft.VerdictKind {
+	if depth > 100 {
+		tr.steps = append(tr.steps, "loop: drop")
+		return nft.VerdictDrop
+	}
+	c := tr.t.byName[name]
+	if c == nil {
+		tr.steps = append(tr.steps, "missing chain "+name)
+		return nft.VerdictDrop
+	}
+	for _, r := range c.rules {
+		if !tr.matches(r) {
+			continue
+		}
+		tr.steps = append(tr.steps, "-A "+name+" "+strings.Join(r.args(), " "))
+		switch r.target {
+		case targetAccept:
+			return nft.VerdictAccept
+		case targetDrop:
+			return nft.VerdictDrop
+		case targetReturn:
+			return nft.VerdictNone
+		}
+		v := tr.chain(r.target, depth+1)
+		if r.goTo || v != nft.VerdictNone {
+			return v
+		}
+	}
+	return nft.VerdictNone
+}
+
+func (tr *ipTracer) matches(r rule) bool {
+	p := tr.p
+	if r.src != "" && !netip.MustParsePrefix(r.src).Contains(p.Src) {
+		return false
+	}
+	if r.dst != "" && !netip.MustParsePrefix(r.dst).Contains(p.Dst) {
+		return false
+	}
+	if r.srcRange != "" && !inRange(r.srcRange, p.Src) {
+		return false
+	}
+	if r.dstRange != "" && !inRange(r.dstRange, p.Dst) {
+		return false
+	}
+	if r.proto != "" && r.proto != protoName(int(p.Proto)) {
+		return false
+	}
+	if r.dport != "" {
+		lo, hi, _ := strings.Cut(r.dport, ":")
+		if hi == "" {
+			hi = lo
+		}
+		l, _ := strconv.Atoi(lo)
+		h, _ := strconv.Atoi(hi)
+		if int(p.DPort) < l || int(p.DPort) > h {
+			return false
+		}
+	}
+	if r.ctStates != "" && !strings.Contains(","+r.ctStates+",", ","+ctStates(p.CtState)+",") {
+		return false
+	}
+	return true
+}
+
+func inRange(rg string, a netip.Addr) bool {
+	lo, hi, _ := strings.Cut(rg, "-")
+	l, h := netip.MustParseAddr(lo), netip.MustParseAddr(hi)
+	return l.Compare(a) <= 0 && a.Compare(h) <= 0
+}
+
+// rendered is both families of one ruleset, for tracing.
+type rendered struct{ v4, v6 *ruleset }
+
+func renderBoth(rs nft.Ruleset) rendered { return rendered{build(rs, false), build(rs, true)} }
+
+// trace picks the family of p.
+func (r rendered) trace(p nft.Packet) (nft.VerdictKind, []string) {
+	if p.Src.Unmap().Is6() {
+		return traceFamily(r.v6, p)
+	}
+	return traceFamily(r.v4, p)
+}
+
+func packetString(p nft.Packet) string {
+	return fmt.Sprintf("%s -> %s %s/%d %s", p.Src, p.Dst, protoName(int(p.Proto)), p.DPort, ctStates(p.CtState))
+}
