@@ -96,9 +96,17 @@ func udp(from, to string, port int, want bool) probe {
 
 func v6(p probe) probe { p.v6 = true; return p }
 
+// TestPolicyVerdictsInKernel runs every case through the agent on both
+// backends: the same matrix must hold for nftables and iptables.
 func TestPolicyVerdictsInKernel(t *testing.T) {
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) { policyVerdicts(t, backend) })
+	}
+}
+
+func policyVerdicts(t *testing.T, backend string) {
 	pods, nsLabels := policyPods()
-	c := newPolicyCluster(t, pods, nsLabels)
+	c := newPolicyClusterWith(t, pods, nsLabels, backend)
 	cases := []struct {
 		name     string
 		policies string

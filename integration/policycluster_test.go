@@ -88,14 +88,21 @@ type cluster struct {
 	dir    string
 	sock   string
 	agent  *exec.Cmd
+	// backend is weir-agent's --backend (default auto: nftables).
+	backend string
 	// pluginExtra is spliced into the plugin config (JSON members ending in
 	// a comma); by default the plugin does not wait for the agent.
 	pluginExtra string
 }
 
 func newPolicyCluster(t *testing.T, pods []*tpod, nsLabels map[string]map[string]string) *cluster {
+	return newPolicyClusterWith(t, pods, nsLabels, "")
+}
+
+// newPolicyClusterWith is newPolicyCluster with the agent on backend.
+func newPolicyClusterWith(t *testing.T, pods []*tpod, nsLabels map[string]map[string]string, backend string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, pods: map[string]*tpod{}, nsLbls: nsLabels, dir: t.TempDir(), pluginExtra: `"agentWait":"0s",`}
+	c := &cluster{t: t, pods: map[string]*tpod{}, nsLbls: nsLabels, dir: t.TempDir(), pluginExtra: `"agentWait":"0s",`, backend: backend}
 	c.sock = filepath.Join(c.dir, "agent.sock")
 	var err error
 	if c.node, err = harness.NewNS("weirpn"); err != nil {
@@ -204,6 +211,46 @@ func (c *cluster) linkExternal() {
 	if err != nil {
 		t.Fatalf("external side: %v", err)
 	}
+	c.pinNeighbours()
+}
+
+// pinNeighbours installs permanent neighbour entries on both ends of the
+// external link, so the first probe never waits on ARP or NDP.
+func (c *cluster) pinNeighbours() {
+	mac := func(n ns.NetNS, name string) (net.HardwareAddr, int) {
+		var hw net.HardwareAddr
+		var idx int
+		_ = n.Do(func(ns.NetNS) error {
+			l, err := netlink.LinkByName(name)
+			if err == nil {
+				hw, idx = l.Attrs().HardwareAddr, l.Attrs().Index
+			}
+			return err
+		})
+		return hw, idx
+	}
+	nodeMAC, nodeIdx := mac(c.node, "ext0")
+	extMAC, extIdx := mac(c.ext, "up0")
+	pin := func(n ns.NetNS, idx int, hw net.HardwareAddr, ips ...string) {
+		err := n.Do(func(ns.NetNS) error {
+			for _, ip := range ips {
+				a := net.ParseIP(ip)
+				fam := netlink.FAMILY_V4
+				if a.To4() == nil {
+					fam = netlink.FAMILY_V6
+				}
+				if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: fam, State: netlink.NUD_PERMANENT, IP: a, HardwareAddr: hw}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			c.t.Fatalf("pin neighbours: %v", err)
+		}
+	}
+	pin(c.node, nodeIdx, extMAC, extLink4, extLink6)
+	pin(c.ext, extIdx, nodeMAC, nodeAddr4, nodeAddr6)
 }
 
 func hostCIDR(a string) string {
@@ -311,6 +358,9 @@ func (c *cluster) spawnAgent() {
 	t := c.t
 	c.agent = exec.Command(weirAgentBin(t), "--node-name", nodeName, "--manifests", filepath.Join(c.dir, "manifests"),
 		"--socket", c.sock, "--cluster-cidr", "172.17.0.0/23,fd00:17::/64", "--manifests-poll", "50ms")
+	if c.backend != "" {
+		c.agent.Args = append(c.agent.Args, "--backend", c.backend)
+	}
 	logf, err := os.OpenFile(filepath.Join(c.dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
