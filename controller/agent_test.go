@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net/netip"
 	"reflect"
 	"sync"
@@ -76,7 +78,7 @@ func pod(ns, name, node string, labels map[string]string, ips ...string) *corev1
 
 func startAgent(t *testing.T, src Source, app Applier) (*Agent, context.CancelFunc) {
 	t.Helper()
-	a := &Agent{Node: "n1", Source: src, Applier: app}
+	a := &Agent{Node: "n1", Source: src, Applier: app, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = a.Run(ctx); close(done) }()

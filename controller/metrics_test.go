@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,7 +27,7 @@ func get(t *testing.T, url string) (int, string) {
 func TestReadyzAndMetricsFollowSyncs(t *testing.T) {
 	app := &recApplier{fail: errors.New("no kernel")}
 	a := &Agent{Node: "n1", Source: &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns", "p", "n1", nil, "10.0.0.1")}}},
-		Applier: app, Metrics: NewMetrics()}
+		Applier: app, Metrics: NewMetrics(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()
 	if code, _ := get(t, srv.URL+"/healthz"); code != 200 {

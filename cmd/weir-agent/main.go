@@ -1,7 +1,7 @@
 // Command weir-agent is weir's per-node controller: it follows cluster state
-// (a manifests directory, or later the API server), compiles NetworkPolicy
-// into the node's nftables table and answers the plugin's local socket. Its
-// main only wires flags.
+// (the API server, or a directory of manifests), compiles NetworkPolicy into
+// the node's nftables table, keeps routes to other nodes and the node's CNI
+// config, and answers the plugin's local socket. Its main only wires flags.
 package main
 
 import (
@@ -17,6 +17,11 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/controller"
 )
@@ -27,6 +32,8 @@ func run() int {
 	var (
 		nodeName     = flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 		manifests    = flag.String("manifests", "", "read Namespaces, Pods, Nodes and NetworkPolicies from this directory of YAML/JSON manifests instead of an API server")
+		kubeconfig   = flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the API server (default $KUBECONFIG; empty: in-cluster config)")
+		qps          = flag.Float64("kube-api-qps", 50, "client-side rate limit towards the API server")
 		clusterCIDRs = flag.String("cluster-cidr", "", "comma-separated pod CIDRs of the whole cluster; traffic from local pods to anything else is masqueraded")
 		socket       = flag.String("socket", conf.DefaultAgentSocket, "unix socket for the plugin and weirctl")
 		backend      = flag.String("backend", controller.BackendAuto, "auto, nftables or iptables")
@@ -41,6 +48,7 @@ func run() int {
 	)
 	flag.Parse()
 	log := newLogger(*logLevel)
+	klog.SetSlogLogger(log)
 	if err := validate(*nodeName, *manifests); err != nil {
 		log.Error("bad flags", "err", err)
 		return 2
@@ -57,10 +65,15 @@ func run() int {
 		log.Error("open backend", "err", err)
 		return 1
 	}
+	source, err := newSource(*manifests, *poll, *kubeconfig, float32(*qps), log)
+	if err != nil {
+		log.Error("cluster state source", "err", err)
+		return 1
+	}
 	agent := &controller.Agent{
 		Node:         *nodeName,
 		ClusterCIDRs: cidrs,
-		Source:       &controller.DirSource{Dir: *manifests, Interval: *poll},
+		Source:       source,
 		Applier:      applier,
 		Log:          log,
 		MinInterval:  *minInterval,
@@ -73,7 +86,7 @@ func run() int {
 		agent.Reconcilers = append(agent.Reconcilers, &controller.CNIConfig{Node: *nodeName, Path: *cniConfPath,
 			DataDir: *dataDir, AgentSocket: *socket, FailClosed: *failClosed})
 	}
-	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "backend", used, "socket", *socket)
+	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "kubeconfig", *kubeconfig, "backend", used, "socket", *socket)
 	errc := make(chan error, 3)
 	go func() { errc <- agent.ServeSocket(ctx, *socket) }()
 	if *httpAddr != "" {
@@ -95,12 +108,41 @@ func validate(node, manifests string) error {
 	if node == "" {
 		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
 	}
-	if manifests == "" {
-		errs = append(errs, errors.New("--manifests is required (the API-server source is not built yet)"))
-	} else if st, err := os.Stat(manifests); err != nil || !st.IsDir() {
-		errs = append(errs, fmt.Errorf("--manifests %q is not a directory", manifests))
+	if manifests != "" {
+		if st, err := os.Stat(manifests); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("--manifests %q is not a directory", manifests))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// newSource returns the manifests source when a directory is given, and
+// the API-server source otherwise.
+func newSource(manifests string, poll time.Duration, kubeconfig string, qps float32, log *slog.Logger) (controller.Source, error) {
+	if manifests != "" {
+		return &controller.DirSource{Dir: manifests, Interval: poll}, nil
+	}
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("api server config (use --kubeconfig or run in a pod): %w", err)
+	}
+	cfg.QPS, cfg.Burst = qps, int(2*qps)
+	cfg.UserAgent = "weir-agent"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("api client: %w", err)
+	}
+	src := controller.NewKubeSource(client, 0)
+	src.OnWatchError = func(resource string, err error) {
+		log.Warn("list/watch failed; retrying, kernel keeps the last ruleset", "resource", resource, "err", err)
+	}
+	return src, nil
 }
 
 func parseCIDRs(s string) ([]netip.Prefix, error) {
