@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/ipam"
@@ -80,11 +81,17 @@ func openIPAM(c *conf.NetConf) (*ipam.IPAM, error) {
 	return m, nil
 }
 
-// openNetNS opens the pod's namespace, refusing the plugin's own.
+// openNetNS opens the pod's namespace, refusing anything that is not a
+// network namespace and the plugin's own.
 func openNetNS(path string) (netns.NsHandle, error) {
 	h, err := netns.GetFromPath(path)
 	if err != nil {
 		return netns.None(), types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("open netns %q", path), err.Error())
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(h), &st); err != nil || (st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC) {
+		h.Close()
+		return netns.None(), types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("%q is not a network namespace", path), "")
 	}
 	self, err := netns.Get()
 	if err == nil {
