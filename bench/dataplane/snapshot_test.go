@@ -1,0 +1,93 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// TestSnapshotMakesEveryNewConnectionWalkThePolicy keeps the benchmark's
+// input meaningful: the test connection is allowed only by the last of
+// several policies on each side, the denied port is dropped, and every
+// policy selects some local pod, so the node's table holds all of them.
+func TestSnapshotMakesEveryNewConnectionWalkThePolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		pods, policies  int
+		ingress, egress []string
+	}{
+		{"small cluster", 1000, 100,
+			[]string{"ns0/app0-0000", "ns0/monitoring-0090", "ns0/tier-0080"}, []string{"ns2/app2-0022", "ns2/tier-0082"}},
+		{"benchmark size", 10000, 1000,
+			[]string{"ns0/app0-0000", "ns0/monitoring-0900", "ns0/tier-0800"}, []string{"ns2/app2-0202", "ns2/tier-0802"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := nft.Compile(snapshot(tc.pods, tc.policies))
+			p, err := checkPath(rs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := strings.Join(p.ingress, " "), strings.Join(tc.ingress, " "); got != want {
+				t.Errorf("ingress walks %s, want %s", got, want)
+			}
+			if got, want := strings.Join(p.egress, " "), strings.Join(tc.egress, " "); got != want {
+				t.Errorf("egress walks %s, want %s", got, want)
+			}
+			compiled := map[string]bool{}
+			for _, c := range rs.Chains {
+				if strings.HasPrefix(c.Name, "pol-") {
+					compiled[c.Name[strings.LastIndex(c.Name, "/")+1:]] = true
+				}
+			}
+			if len(compiled) != tc.policies {
+				t.Errorf("%d policies have chains in the node's table, want all %d", len(compiled), tc.policies)
+			}
+		})
+	}
+}
+
+// TestCheckPathRejectsAClusterWithoutTheAllowingPolicy: with too few
+// policies for the tier-* shape, nothing allows the test connection.
+func TestCheckPathRejectsAClusterWithoutTheAllowingPolicy(t *testing.T) {
+	_, err := checkPath(nft.Compile(snapshot(1000, 80)))
+	if err == nil || !strings.Contains(err.Error(), "not accepted") {
+		t.Fatalf("checkPath = %v, want a 'not accepted' error", err)
+	}
+}
+
+func TestStatistics(t *testing.T) {
+	us := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Microsecond
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"median of an odd count is the middle value", median([]float64{3, 1, 2}), 2},
+		{"median of an even count averages the middle two", median([]float64{4, 1, 3, 2}), 2.5},
+		{"median of nothing is zero", median(nil), 0},
+		{"p50 of sorted samples", micros(percentile(us(1, 2, 3, 4, 5), 0.5)), 3},
+		{"p99 of 100 samples is the 99th", micros(percentile(us(seq(100)...), 0.99)), 99},
+		{"p99 of one sample is that sample", micros(percentile(us(7), 0.99)), 7},
+		{"ratio to a zero baseline is zero, not Inf", ratio(5, 0), 0},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i + 1
+	}
+	return out
+}
