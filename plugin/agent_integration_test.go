@@ -134,3 +134,23 @@ func TestNoAgentFailOpenWiresThePod(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestStatusNeedsTheAgentOnlyWhenFailClosed(t *testing.T) {
+	e := newEnv(t)
+	none := filepath.Join(t.TempDir(), "none.sock")
+	status := func(extra string) error {
+		stdin := e.conf("1.1.0", extra)
+		return e.inNode(func() error { return cmdStatus(e.args(stdin)) })
+	}
+	if err := status(`"agentSocket":"` + none + `",`); err != nil {
+		t.Errorf("fail-open STATUS without agent: %v", err)
+	}
+	err := status(`"agentSocket":"` + none + `","failClosed":true,"agentWait":"200ms",`)
+	if te, ok := err.(*types.Error); !ok || te.Code != types.ErrPluginNotAvailable {
+		t.Errorf("fail-closed STATUS without agent = %v, want code 50", err)
+	}
+	sock := fakeAgent(t, func(agentapi.Request) {}, func(agentapi.Request) *agentapi.Response { return &agentapi.Response{} })
+	if err := status(`"agentSocket":"` + sock + `","failClosed":true,`); err != nil {
+		t.Errorf("fail-closed STATUS with agent: %v", err)
+	}
+}

@@ -1,18 +1,30 @@
 package plugin
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/weir-cni/weir/agentapi"
 )
 
 // cmdStatus tells the runtime whether this node can take pods: the address
-// store must be usable and every configured family must have a free address.
+// store must be usable, every configured family must have a free address,
+// and with failClosed the agent must answer (or every ADD would fail).
 func cmdStatus(args *skel.CmdArgs) error {
 	c, err := load(args)
 	if err != nil {
 		return err
+	}
+	if c.FailClosed && c.AgentWait > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), c.AgentWait)
+		_, err := agentapi.Call(ctx, c.AgentSocket, agentapi.Request{Op: agentapi.OpStatus})
+		cancel()
+		if err != nil {
+			return types.NewError(types.ErrPluginNotAvailable, "weir-agent is not answering and failClosed is set", err.Error())
+		}
 	}
 	store, err := openIPAM(c)
 	if err != nil {
