@@ -73,7 +73,7 @@ func add(c *conf.NetConf, args *skel.CmdArgs) (types.Result, error) {
 			return
 		}
 		if ownsLink {
-			_ = deleteLink(nil, at.hostName)
+			_, _ = deleteLink(nil, at.hostName)
 		}
 		_ = store.Release(key)
 	}()

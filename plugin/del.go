@@ -18,8 +18,10 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	hostName := HostVethName(c.HostIfPrefix, args.ContainerID, args.IfName)
-	linkErr := deleteLink(nil, hostName)
-	if linkErr == nil && args.Netns != "" && exists(args.Netns) {
+	found, linkErr := deleteLink(nil, hostName)
+	if !found && linkErr == nil && args.Netns != "" && exists(args.Netns) {
+		// Deleting the host end takes the pod end with it; only when the
+		// host end is gone may the pod end have outlived it.
 		linkErr = deletePodLink(args.Netns, args.IfName)
 	}
 	store, err := openIPAM(c)

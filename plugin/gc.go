@@ -1,8 +1,10 @@
 package plugin
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -21,10 +23,12 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	valid := make([]ipam.Attachment, 0, len(c.Raw.ValidAttachments))
 	keep := map[ipam.Attachment]bool{}
+	keepName := map[string]bool{}
 	for _, v := range c.Raw.ValidAttachments {
 		a := ipam.Attachment{ContainerID: v.ContainerID, IfName: v.IfName}
 		valid = append(valid, a)
 		keep[a] = true
+		keepName[HostVethName(c.HostIfPrefix, v.ContainerID, v.IfName)] = true
 	}
 	store, err := openIPAM(c)
 	if err != nil {
@@ -40,8 +44,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrIOFailure, "list links", err.Error())
 	}
 	for _, l := range links {
-		network, a, ok := parseAlias(l.Attrs().Alias)
-		if !ok || network != c.Name || keep[a] {
+		if !stale(c.Name, c.HostIfPrefix, l, keep, keepName) {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
@@ -52,4 +55,19 @@ func cmdGC(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrIOFailure, "garbage collection incomplete", err.Error())
 	}
 	return nil
+}
+
+// stale reports whether l is a host veth of network that no valid
+// attachment owns. A host veth carries its attachment in its alias; one
+// without alias (its ADD was killed between creating the pair and setting
+// the alias) is recognised by weir's prefix and fixed host MAC, and kept
+// only if its name is that of a valid attachment.
+func stale(network, prefix string, l netlink.Link, keep map[ipam.Attachment]bool, keepName map[string]bool) bool {
+	attrs := l.Attrs()
+	if attrs.Alias == "" {
+		_, isVeth := l.(*netlink.Veth)
+		return isVeth && strings.HasPrefix(attrs.Name, prefix) && bytes.Equal(attrs.HardwareAddr, hostMAC) && !keepName[attrs.Name]
+	}
+	net, a, ok := parseAlias(attrs.Alias)
+	return ok && net == network && !keep[a]
 }

@@ -179,10 +179,10 @@ func writeSysctl(key, val string) error {
 	return nil
 }
 
-// deleteLink removes a link by name; a missing link is success.
-func deleteLink(h *netlink.Handle, name string) error {
+// deleteLink removes a link by name; a missing link is success (found
+// false).
+func deleteLink(h *netlink.Handle, name string) (found bool, err error) {
 	var link netlink.Link
-	var err error
 	if h != nil {
 		link, err = h.LinkByName(name)
 	} else {
@@ -191,9 +191,9 @@ func deleteLink(h *netlink.Handle, name string) error {
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
-			return nil
+			return false, nil
 		}
-		return fmt.Errorf("find link %s: %w", name, err)
+		return false, fmt.Errorf("find link %s: %w", name, err)
 	}
 	if h != nil {
 		err = h.LinkDel(link)
@@ -201,9 +201,9 @@ func deleteLink(h *netlink.Handle, name string) error {
 		err = netlink.LinkDel(link)
 	}
 	if err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("delete link %s: %w", name, err)
+		return true, fmt.Errorf("delete link %s: %w", name, err)
 	}
-	return nil
+	return true, nil
 }
 
 func isNotFound(err error) bool {

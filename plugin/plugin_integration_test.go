@@ -244,3 +244,36 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+func TestGCRemovesAliaslessOrphansOnly(t *testing.T) {
+	e := newEnv(t)
+	orphan := HostVethName("weir", "killed", "eth0")
+	kept := HostVethName("weir", "alive", "eth0")
+	mk := func(name string, mac net.HardwareAddr) {
+		t.Helper()
+		err := e.inNode(func() error {
+			return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: mac}, PeerName: name[:10] + "p"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(orphan, hostMAC)
+	mk(kept, hostMAC)
+	foreignMAC, _ := net.ParseMAC("0a:00:00:00:00:09")
+	mk("weirforeign0", foreignMAC)
+	stdin := []byte(strings.Replace(string(e.conf("1.1.0", "")), `"type":"weir",`,
+		`"type":"weir","cni.dev/valid-attachments":[{"containerID":"alive","ifname":"eth0"}],`, 1))
+	if err := e.inNode(func() error { return cmdGC(e.args(stdin)) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.inNode(func() error {
+		for name, want := range map[string]bool{orphan: false, kept: true, "weirforeign0": true} {
+			_, err := netlink.LinkByName(name)
+			if (err == nil) != want {
+				t.Errorf("%s present=%v, want %v", name, err == nil, want)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,248 @@
+// Command weir-demo wires a few pods into a throwaway node network namespace
+// with the weir plugin, prints their addresses and a TCP connectivity
+// matrix, and removes everything on exit (also on Ctrl-C). It needs root
+// and touches nothing outside the namespaces it creates.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/weir-cni/weir/integration/harness"
+)
+
+// echoPort is where every pod serves its TCP/UDP echo.
+const echoPort = 8080
+
+// pod is one demo pod: a Kubernetes namespace/name and its network namespace.
+type pod struct {
+	namespace, name string
+	netns           *harness.NS
+	ips             []netip.Addr
+	hostIf          string
+	echo            *harness.Echo
+}
+
+func (p *pod) id() string { return p.namespace + "/" + p.name }
+
+// demo is the running scenario; later steps (policies) hang off it.
+type demo struct {
+	plugin  string
+	dataDir string
+	node    *harness.NS
+	pods    []*pod
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	plugin := flag.String("plugin", "bin/weir", "weir plugin binary")
+	hold := flag.Bool("hold", false, "keep the namespaces until Ctrl-C, to look around with `ip netns exec`")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "weir-demo: run as root (it creates network namespaces)")
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	d := &demo{pods: []*pod{
+		{namespace: "frontend", name: "web-1"},
+		{namespace: "frontend", name: "web-2"},
+		{namespace: "backend", name: "db-1"},
+		{namespace: "backend", name: "db-2"},
+	}}
+	defer d.teardown()
+	if err := d.setup(ctx, *plugin); err != nil {
+		fmt.Fprintln(os.Stderr, "weir-demo:", err)
+		return 1
+	}
+	d.printPods()
+	for _, v6 := range []bool{false, true} {
+		if err := ctx.Err(); err != nil {
+			return 1
+		}
+		d.printMatrix(v6)
+	}
+	fmt.Println("\nNo policies yet: every pod reaches every other pod.")
+	if *hold {
+		fmt.Printf("Holding; try `ip netns exec %s ip route`. Ctrl-C cleans up.\n", d.node.Name)
+		<-ctx.Done()
+	}
+	fmt.Println("Cleaning up.")
+	return 0
+}
+
+// netconf is the network the demo pods join: dual-stack, state in a temp dir.
+func (d *demo) netconf() []byte {
+	b, _ := json.Marshal(map[string]any{
+		"cniVersion": "1.1.0", "name": "weir-demo", "type": "weir",
+		"ipam": map[string]any{
+			"ranges":  []any{map[string]string{"subnet": "10.244.1.0/24"}, map[string]string{"subnet": "fd00:10:244:1::/64"}},
+			"dataDir": d.dataDir,
+		},
+	})
+	return b
+}
+
+func (d *demo) setup(ctx context.Context, plugin string) error {
+	var err error
+	if d.plugin, err = filepath.Abs(plugin); err != nil {
+		return err
+	}
+	if _, err := os.Stat(d.plugin); err != nil {
+		return fmt.Errorf("%w (run `make build`)", err)
+	}
+	if d.dataDir, err = os.MkdirTemp("", "weir-demo-"); err != nil {
+		return err
+	}
+	if d.node, err = harness.NewNS("weir-demo-node-"); err != nil {
+		return err
+	}
+	fmt.Printf("node namespace %s, pods wired by %s\n\n", d.node.Name, d.plugin)
+	for _, p := range d.pods {
+		if p.netns, err = harness.NewNS("weir-demo-" + p.name + "-"); err != nil {
+			return err
+		}
+		if err := d.add(ctx, p); err != nil {
+			return err
+		}
+		if p.echo, err = harness.StartEcho(p.netns, echoPort); err != nil {
+			return fmt.Errorf("echo server in %s: %w", p.id(), err)
+		}
+	}
+	return nil
+}
+
+func (d *demo) call(cmd string, p *pod) harness.Call {
+	return harness.Call{
+		Command: cmd, ContainerID: "demo-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
+		Path: filepath.Dir(d.plugin), Conf: d.netconf(),
+		Args: "K8S_POD_NAMESPACE=" + p.namespace + ";K8S_POD_NAME=" + p.name,
+	}
+}
+
+// add runs CNI ADD for p inside the node, as the kubelet's runtime would.
+func (d *demo) add(ctx context.Context, p *pod) error {
+	o, err := d.call("ADD", p).Exec(ctx, d.node, d.plugin)
+	if err != nil {
+		return err
+	}
+	if o.Err != nil {
+		return fmt.Errorf("ADD %s: code %d: %s: %s", p.id(), o.Err.Code, o.Err.Msg, o.Err.Details)
+	}
+	var res current.Result
+	if err := json.Unmarshal(o.Stdout, &res); err != nil {
+		return fmt.Errorf("ADD %s: decode result: %w", p.id(), err)
+	}
+	for _, ip := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
+			p.ips = append(p.ips, a.Unmap())
+		}
+	}
+	if len(res.Interfaces) > 0 {
+		p.hostIf = res.Interfaces[0].Name
+	}
+	return nil
+}
+
+func (d *demo) printPods() {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "POD\tNETNS\tIPv4\tIPv6\tHOST VETH")
+	for _, p := range d.pods {
+		v4, v6 := p.addr(false), p.addr(true)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.id(), p.netns.Name, v4, v6, p.hostIf)
+	}
+	w.Flush()
+}
+
+func (p *pod) addr(v6 bool) netip.Addr {
+	for _, a := range p.ips {
+		if a.Is6() == v6 {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// printMatrix probes TCP from every pod to every other pod on one family.
+func (d *demo) printMatrix(v6 bool) {
+	family := "IPv4"
+	if v6 {
+		family = "IPv6"
+	}
+	fmt.Printf("\nTCP %s connectivity (row -> column, port %d):\n", family, echoPort)
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	cols := []string{"from \\ to"}
+	for _, p := range d.pods {
+		cols = append(cols, p.id())
+	}
+	fmt.Fprintln(w, strings.Join(cols, "\t"))
+	for _, from := range d.pods {
+		row := []string{from.id()}
+		for _, to := range d.pods {
+			switch {
+			case from == to:
+				row = append(row, "-")
+			default:
+				_, err := harness.ProbeTCP(from.netns, to.addr(v6), echoPort)
+				row = append(row, mark(err))
+			}
+		}
+		fmt.Fprintln(w, strings.Join(row, "\t"))
+	}
+	w.Flush()
+}
+
+func mark(err error) string {
+	if err != nil {
+		return "✗"
+	}
+	return "✓"
+}
+
+// teardown DELs every wired pod and removes every namespace and the data
+// dir, whatever state setup reached.
+func (d *demo) teardown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	for _, p := range d.pods {
+		if p.echo != nil {
+			p.echo.Close()
+		}
+		if p.netns == nil {
+			continue
+		}
+		if d.node != nil && p.ips != nil {
+			if o, err := d.call("DEL", p).Exec(ctx, d.node, d.plugin); err != nil {
+				errs = append(errs, err)
+			} else if o.Err != nil {
+				errs = append(errs, fmt.Errorf("DEL %s: %s: %s", p.id(), o.Err.Msg, o.Err.Details))
+			}
+		}
+		errs = append(errs, p.netns.Delete())
+	}
+	if d.node != nil {
+		errs = append(errs, d.node.Delete())
+	}
+	if d.dataDir != "" {
+		errs = append(errs, os.RemoveAll(d.dataDir))
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintln(os.Stderr, "weir-demo: cleanup:", err)
+	}
+}

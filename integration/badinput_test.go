@@ -1,0 +1,280 @@
+//go:build integration
+
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/weir-cni/weir/integration/harness"
+)
+
+// Codes weir answers with. 1, 4, 6, 7, 8, 11 are the spec's; 100 is
+// weir's own (the spec leaves 100+ to plugins).
+const (
+	codeIncompatibleVersion = 1
+	codeInvalidEnv          = 4
+	codeDecodingFailure     = 6
+	codeInvalidConfig       = 7
+	codeInvalidNetNS        = 8
+	codeTryAgainLater       = 11
+	codeAttachmentExists    = 100
+)
+
+// setup is what a bad-input case starts from: a node, a pod namespace and
+// a valid single-range network.
+type setup struct {
+	n    *node
+	pod  *harness.NS
+	base netConf
+}
+
+func TestBadInputFailsCleanly(t *testing.T) {
+	tests := []struct {
+		name string
+		// prepare may wire pods first; it returns the call to make.
+		prepare  func(t *testing.T, s setup) harness.Call
+		wantCode uint
+		// wantMsg must all appear in msg + details, naming the problem.
+		wantMsg []string
+	}{
+		{
+			name: "malformed JSON is a decoding failure",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				return add(s, []byte(`{"cniVersion":"1.1.0","name":"weirnet","type":"weir",`))
+			},
+			wantCode: codeDecodingFailure, wantMsg: []string{"unexpected end of JSON"},
+		},
+		{
+			name: "unknown cniVersion is incompatible",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				c := s.base
+				c.Version = "9.9.9"
+				return add(s, c.single())
+			},
+			wantCode: codeIncompatibleVersion, wantMsg: []string{"9.9.9"},
+		},
+		{
+			name: "cniVersion 0.2.0 is not supported",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				c := s.base
+				c.Version = "0.2.0"
+				return add(s, c.single())
+			},
+			wantCode: codeIncompatibleVersion, wantMsg: []string{"0.2.0"},
+		},
+		{
+			name: "subnet that is not a CIDR",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				c := s.base
+				c.Ranges = subnets("10.244.1.0/33")
+				return add(s, c.single())
+			},
+			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[0].subnet", "10.244.1.0/33"},
+		},
+		{
+			name: "subnet with host bits set",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				c := s.base
+				c.Ranges = subnets("10.244.1.5/24")
+				return add(s, c.single())
+			},
+			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[0].subnet", "10.244.1.0/24"},
+		},
+		{
+			name: "overlapping ranges",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				c := s.base
+				c.Ranges = subnets("10.244.0.0/16", "10.244.1.0/24")
+				return add(s, c.single())
+			},
+			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[1]", "overlaps"},
+		},
+		{
+			name: "rangeStart outside its subnet",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				c := s.base
+				c.Ranges = []map[string]string{{"subnet": "10.244.1.0/24", "rangeStart": "10.244.2.10"}}
+				return add(s, c.single())
+			},
+			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[0].rangeStart", "10.244.2.10"},
+		},
+		{
+			name: "rangeStart that is not an address",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				c := s.base
+				c.Ranges = []map[string]string{{"subnet": "10.244.1.0/24", "rangeStart": "ten"}}
+				return add(s, c.single())
+			},
+			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[0].rangeStart", "ten"},
+		},
+		{
+			name: "requested IP outside every range",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				call := add(s, s.base.single())
+				call.Args = "IP=10.9.9.9"
+				return call
+			},
+			wantCode: codeInvalidConfig, wantMsg: []string{"10.9.9.9"},
+		},
+		{
+			name: "exhausted range",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				c := s.base
+				c.Ranges = subnets("10.250.0.0/30")
+				for _, id := range []string{"fill-1", "fill-2"} {
+					addPod(t, s.n, c, id)
+				}
+				return add(s, c.single())
+			},
+			wantCode: codeTryAgainLater, wantMsg: []string{"10.250.0.0/30"},
+		},
+		{
+			name: "requested IP already in use",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				_, ips := addPod(t, s.n, s.base, "holder")
+				call := add(s, s.base.single())
+				call.Args = "IP=" + ips[0].String()
+				return call
+			},
+			wantCode: codeTryAgainLater, wantMsg: []string{"in use"},
+		},
+		{
+			name: "missing CNI_NETNS",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				call := add(s, s.base.single())
+				call.Omit = []string{"CNI_NETNS"}
+				return call
+			},
+			wantCode: codeInvalidEnv, wantMsg: []string{"CNI_NETNS"},
+		},
+		{
+			name: "netns path that does not exist",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				call := add(s, s.base.single())
+				call.Netns = "/var/run/netns/weirt-does-not-exist"
+				return call
+			},
+			wantCode: codeInvalidNetNS, wantMsg: []string{"/var/run/netns/weirt-does-not-exist"},
+		},
+		{
+			name: "netns path that is not a namespace",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				f := filepath.Join(t.TempDir(), "plain-file")
+				if err := os.WriteFile(f, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				call := add(s, s.base.single())
+				call.Netns = f
+				return call
+			},
+			wantCode: codeInvalidNetNS, wantMsg: []string{"plain-file"},
+		},
+		{
+			name: "missing CNI_CONTAINERID",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				call := add(s, s.base.single())
+				call.Omit = []string{"CNI_CONTAINERID"}
+				return call
+			},
+			wantCode: codeInvalidEnv, wantMsg: []string{"CNI_CONTAINERID"},
+		},
+		{
+			name: "missing CNI_IFNAME",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				call := add(s, s.base.single())
+				call.Omit = []string{"CNI_IFNAME"}
+				return call
+			},
+			wantCode: codeInvalidEnv, wantMsg: []string{"CNI_IFNAME"},
+		},
+		{
+			name: "CNI_ARGS entry without a value",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				call := add(s, s.base.single())
+				call.Args = "K8S_POD_NAME"
+				return call
+			},
+			wantCode: codeInvalidEnv, wantMsg: []string{"CNI_ARGS", "K8S_POD_NAME"},
+		},
+		{
+			name: "duplicate ADD of a wired attachment",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				first := add(s, s.base.single())
+				mustOK(t, "first add", s.n.exec(first))
+				return first
+			},
+			wantCode: codeAttachmentExists, wantMsg: []string{"ctr-bad", "eth0"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t)
+			s := setup{n: n, pod: newNS(t, "weirt-p-"), base: n.conf("weirnet")}
+			call := tc.prepare(t, s)
+			storeBefore, linksBefore := n.allocated("weirnet"), n.links()
+			podBefore, err := harness.Links(s.pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			o := n.exec(call)
+			if o.Err == nil {
+				t.Fatalf("ADD succeeded (exit %d, stdout %s), want CNI error code %d", o.ExitCode, o.Stdout, tc.wantCode)
+			}
+			t.Logf("code %d msg %q details %q", o.Err.Code, o.Err.Msg, o.Err.Details)
+			if o.Err.Code != tc.wantCode {
+				t.Errorf("code = %d (%s: %s), want %d", o.Err.Code, o.Err.Msg, o.Err.Details, tc.wantCode)
+			}
+			text := o.Err.Msg + " " + o.Err.Details
+			for _, w := range tc.wantMsg {
+				if !strings.Contains(text, w) {
+					t.Errorf("error %q does not mention %q", text, w)
+				}
+			}
+			if got := n.allocated("weirnet"); !slices.Equal(got, storeBefore) {
+				t.Errorf("store changed: before %v, after %v", storeBefore, got)
+			}
+			if got := n.links(); !slices.Equal(got, linksBefore) {
+				t.Errorf("node links changed:\nbefore %v\nafter  %v", linksBefore, got)
+			}
+			if got, _ := harness.Links(s.pod); !slices.Equal(got, podBefore) {
+				t.Errorf("pod links changed:\nbefore %v\nafter  %v", podBefore, got)
+			}
+		})
+	}
+}
+
+// add is an ADD of container "ctr-bad" into the case's pod.
+func add(s setup, conf []byte) harness.Call {
+	return harness.Call{Command: "ADD", ContainerID: "ctr-bad", Netns: s.pod.Path(), Conf: conf}
+}
+
+func TestDelIsIdempotent(t *testing.T) {
+	n := newNode(t)
+	c := n.conf("weirnet")
+	pod, _ := addPod(t, n, c, "ctr-del")
+	for _, tc := range []struct {
+		name string
+		call harness.Call
+	}{
+		{"unknown container", harness.Call{Command: "DEL", ContainerID: "never-added", Netns: pod.Path(), Conf: c.single()}},
+		{"netns that no longer exists", harness.Call{Command: "DEL", ContainerID: "ctr-del", Netns: "/var/run/netns/weirt-gone", Conf: c.single()}},
+		{"already deleted", harness.Call{Command: "DEL", ContainerID: "ctr-del", Netns: pod.Path(), Conf: c.single()}},
+		{"without CNI_NETNS", harness.Call{Command: "DEL", ContainerID: "ctr-del", Conf: c.single()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mustOK(t, "del", n.exec(tc.call))
+		})
+	}
+	if got := n.allocated(c.Name); len(got) != 0 {
+		t.Errorf("store after DELs = %v", got)
+	}
+	if got := n.weirLinks(); len(got) != 0 {
+		t.Errorf("host veths after DELs = %v", got)
+	}
+	checkGone(t, pod, "eth0")
+}

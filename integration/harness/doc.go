@@ -1,0 +1,5 @@
+// Package harness builds throwaway network namespaces and runs CNI plugins,
+// probes and checks inside them. It touches the kernel (namespaces, links,
+// sockets) and needs root; it never changes the caller's own namespace.
+// The integration tests, the benchmark and the demo share it.
+package harness
