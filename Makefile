@@ -23,7 +23,7 @@ FUZZ_TIME       ?= 20s
 help:
 	@echo "build        static binaries into bin/: $(CMDS)"
 	@echo "test         vet, unit tests, fuzz (conf), root netns integration tests"
-	@echo "bench        ADD/DEL per pod: weir vs bridge+host-local (root)"
+	@echo "bench        plugin ADD/DEL vs bridge+host-local, ruleset sync, datapath and API-to-kernel latency (root)"
 	@echo "demo         wire 4 pods in a node namespace, print a connectivity matrix (root)"
 	@echo "tools        install cnitool $(CNITOOL_VERSION), bridge and host-local $(PLUGINS_VERSION) into bin/tools"
 	@echo "clean        remove bin/"
@@ -63,10 +63,21 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz=FuzzLoad -fuzztime=$(FUZZ_TIME) ./conf; \
 	fi
 
-bench: weir tools
+# Each benchmark prints its ratios against a baseline measured in the same run.
+bench: build tools
 	@[ "$$(id -u)" = 0 ] || { echo "make bench: run as root"; exit 1; }
+	@echo "== plugin ADD/DEL: weir vs bridge + host-local"
 	$(GO) build -o $(BIN)/addbench ./bench/cmd/addbench
 	$(BIN)/addbench -weir $(BIN)/weir -ref $(TOOLS_BIN)
+	@echo "== ruleset compile and apply: 10,000 pods / 1,000 policies, full sync and one change"
+	$(GO) test -tags integration -run XXX -bench . -benchtime 8x ./nft
+	@echo "== datapath: throughput, latency, connection rate with the table vs none (and iptables)"
+	$(GO) build -o $(BIN)/dataplane ./bench/dataplane
+	$(BIN)/dataplane -weir $(BIN)/weir -iptables
+	@echo "== agent against a real kube-apiserver: API write -> kernel latency, RSS"
+	hack/build-k8s.sh
+	$(GO) build -o $(BIN)/kubebench ./bench/kube
+	$(BIN)/kubebench -agent $(BIN)/weir-agent
 
 demo: weir
 	@[ "$$(id -u)" = 0 ] || { echo "make demo: run as root"; exit 1; }
