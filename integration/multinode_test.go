@@ -18,7 +18,11 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weir-cni/weir/agentapi"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/integration/kube"
 )
 
 // simNode is one simulated node: its namespace on the underlay, its pod
@@ -39,7 +43,10 @@ type simNode struct {
 // simCluster is several node namespaces joined by a bridge in an underlay
 // namespace, each running weir-agent against one shared manifests directory.
 type simCluster struct {
-	t         *testing.T
+	t *testing.T
+	// kc, when set, is the API server the agents follow; objects are
+	// registered there instead of in the manifests directory.
+	kc        *kube.Cluster
 	underlay  *harness.NS
 	nodes     []*simNode
 	manifests string
@@ -55,24 +62,38 @@ func newSimCluster(t *testing.T, n int) *simCluster {
 		t.Fatal(err)
 	}
 	var err error
-	if c.underlay, err = harness.NewNS("weirmu"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.underlay.Delete() })
-	err = c.underlay.Do(func(ns.NetNS) error {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
-		if err := netlink.LinkAdd(br); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(br)
-	})
-	if err != nil {
+	if c.underlay, err = newUnderlay(t); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= n; i++ {
 		c.addNode(i)
 	}
 	return c
+}
+
+// newUnderlay makes the namespace holding the bridge the nodes plug into.
+func newUnderlay(t *testing.T) (*harness.NS, error) {
+	u, err := harness.NewNS("weirmu")
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = u.Delete() })
+	err = u.Do(func(ns.NetNS) error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(br)
+	})
+	return u, err
+}
+
+// delCall is the CNI DEL of pod p on node nd.
+func delCall(nd *simNode, p *tpod) harness.Call {
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weirmn","type":"weir","ipam":{"ranges":[{"subnet":%q},{"subnet":%q}],"dataDir":%q}}`,
+		nd.cidr4, nd.cidr6, filepath.Join(nd.dataDir, "ipam"))
+	return harness.Call{Command: "DEL", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
+		Path: pluginDir, Conf: []byte(conf)}
 }
 
 func (c *simCluster) addNode(i int) {
@@ -120,6 +141,17 @@ func (c *simCluster) addNode(i int) {
 	if err != nil {
 		t.Fatalf("underlay port %d: %v", i, err)
 	}
+	if c.kc != nil {
+		ctx := context.Background()
+		node, err := kube.CreateNode(ctx, c.kc.Client, nd.name, []string{nd.cidr4, nd.cidr6}, nd.addr4)
+		if err == nil {
+			node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: nd.addr6})
+			_, err = c.kc.Client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			t.Fatalf("register node: %v", err)
+		}
+	}
 	c.docs = append(c.docs, fmt.Sprintf(`{"apiVersion":"v1","kind":"Node","metadata":{"name":%q},
 		"spec":{"podCIDRs":[%q,%q]},"status":{"addresses":[{"type":"InternalIP","address":%q},{"type":"InternalIP","address":%q}]}}`,
 		nd.name, nd.cidr4, nd.cidr6, nd.addr4, nd.addr6))
@@ -127,21 +159,43 @@ func (c *simCluster) addNode(i int) {
 }
 
 // addPod wires p on node nd with the plugin, requesting its addresses.
+// With an API server the pod object is created first (as the scheduler and
+// kubelet would), ADD waits for the agent, and status.podIPs is written
+// after ADD returns, as the kubelet does.
 func (c *simCluster) addPod(nd *simNode, p *tpod) {
 	t := c.t
 	var err error
+	ctx := context.Background()
+	if c.kc != nil {
+		if _, err := kube.CreatePod(ctx, c.kc.Client, kube.Pod{Namespace: p.ns, Name: p.name, Node: nd.name, Labels: p.labels}); err != nil {
+			t.Fatalf("create pod %s/%s: %v", p.ns, p.name, err)
+		}
+	}
 	if p.netns, err = harness.NewNS("weirmp"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.netns.Delete() })
-	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weirmn","type":"weir","agentWait":"0s",
-		"ipam":{"ranges":[{"subnet":%q},{"subnet":%q}],"dataDir":%q}}`, nd.cidr4, nd.cidr6, filepath.Join(nd.dataDir, "ipam"))
+	wait := `"agentWait":"0s",`
+	if c.kc != nil {
+		wait = `"agentWait":"10s","failClosed":true,`
+	}
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weirmn","type":"weir",%s"agentSocket":%q,
+		"ipam":{"ranges":[{"subnet":%q},{"subnet":%q}],"dataDir":%q}}`, wait, nd.sock, nd.cidr4, nd.cidr6, filepath.Join(nd.dataDir, "ipam"))
 	call := harness.Call{Command: "ADD", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
 		Args: "K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name + ";IP=" + strings.Join(p.ips, ","),
 		Path: pluginDir, Conf: []byte(conf)}
-	out, err := call.Exec(context.Background(), nd.ns, weirBin())
+	out, err := call.Exec(ctx, nd.ns, weirBin())
 	if err != nil || out.Err != nil {
-		t.Fatalf("ADD %s/%s: %v %v", p.ns, p.name, err, out.Err)
+		t.Fatalf("ADD %s/%s: %v %v %s", p.ns, p.name, err, out.Err, out.Stderr)
+	}
+	if c.kc != nil {
+		pod, err := c.kc.Client.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if err == nil {
+			_, err = kube.SetPodIPs(ctx, c.kc.Client, pod, nd.addr4, p.ips...)
+		}
+		if err != nil {
+			t.Fatalf("pod %s/%s status: %v", p.ns, p.name, err)
+		}
 	}
 	for _, port := range []int{8080, 9090} {
 		e, err := harness.StartEcho(p.netns, port)
@@ -186,8 +240,17 @@ func (c *simCluster) startAgents() {
 		if err != nil {
 			c.t.Fatal(err)
 		}
-		nd.agent = exec.Command(weirAgentBin(c.t), "--node-name", nd.name, "--manifests", c.manifests, "--socket", nd.sock,
-			"--cluster-cidr", "10.200.0.0/16,fd00:200::/32", "--manifests-poll", "50ms")
+		nd.agent = exec.Command(weirAgentBin(c.t), "--node-name", nd.name, "--socket", nd.sock,
+			"--cluster-cidr", "10.200.0.0/16,fd00:200::/32")
+		if c.kc != nil {
+			kcfg, err := c.kc.KubeconfigFor(nd.ns.Path())
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			nd.agent.Args = append(nd.agent.Args, "--kubeconfig", kcfg)
+		} else {
+			nd.agent.Args = append(nd.agent.Args, "--manifests", c.manifests, "--manifests-poll", "50ms")
+		}
 		nd.agent.Stdout, nd.agent.Stderr = logf, logf
 		if err := harness.StartIn(nd.ns, nd.agent); err != nil {
 			c.t.Fatal(err)

@@ -1,0 +1,271 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/integration/kube"
+)
+
+// newKubeSimCluster is a simulated cluster of n nodes whose agents follow a
+// real kube-apiserver (etcd + kube-apiserver started by the harness).
+func newKubeSimCluster(t *testing.T, n int, nsLabels map[string]map[string]string) *simCluster {
+	t.Helper()
+	kc := kube.StartT(t, kube.Options{})
+	ctx := context.Background()
+	for name, l := range nsLabels {
+		if _, err := kube.CreateNamespace(ctx, kc.Client, name, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &simCluster{t: t, kc: kc, pods: map[string]*tpod{}, podNode: map[string]*simNode{}}
+	c.manifests = t.TempDir()
+	var err error
+	if c.underlay, err = newUnderlay(t); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		c.addNode(i)
+	}
+	return c
+}
+
+// policy decodes a NetworkPolicy written as YAML.
+func policy(t *testing.T, y string) *networkingv1.NetworkPolicy {
+	t.Helper()
+	np := &networkingv1.NetworkPolicy{}
+	if err := yaml.UnmarshalStrict([]byte(y), np); err != nil {
+		t.Fatal(err)
+	}
+	return np
+}
+
+// eventually retries the probes until they all hold or the deadline passes
+// (API changes reach the agents asynchronously), then reports the last
+// mismatches.
+func (c *simCluster) eventually(t *testing.T, probes []probe) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var bad []probe
+		for _, p := range probes {
+			src, dst := c.pods[p.from], c.pods[p.to]
+			err := dial(src.netns, family(src.ips, p.v6), family(dst.ips, p.v6), p.proto, p.port)
+			if (err == nil) != p.want {
+				bad = append(bad, p)
+			}
+		}
+		if len(bad) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, p := range bad {
+				t.Errorf("%s: still not allowed=%v after 10s", p, p.want)
+			}
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+const serverFromClient = `
+metadata: {name: server-from-client, namespace: b}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {env: trusted}}, podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 8080}, {port: 8080, protocol: UDP}]
+`
+
+func TestKubeAgentsEnforceAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	c := newKubeSimCluster(t, 3, map[string]map[string]string{"a": {"env": "trusted"}, "b": {}, "c": {"env": "trusted"}})
+	c.startAgents()
+	c.waitAllSynced([]int{0, 0, 0})
+	c.addPod(c.nodes[0], &tpod{ns: "a", name: "client", labels: map[string]string{"app": "client"}, ips: []string{"10.200.1.10", "fd00:200:1::10"}})
+	c.addPod(c.nodes[1], &tpod{ns: "b", name: "server", labels: map[string]string{"app": "server"}, ips: []string{"10.200.2.10", "fd00:200:2::10"}})
+	c.addPod(c.nodes[2], &tpod{ns: "c", name: "other", labels: map[string]string{"app": "other"}, ips: []string{"10.200.3.10", "fd00:200:3::10"}})
+	client := c.kc.Client
+
+	t.Run("cross-node traffic through the agents' routes", func(t *testing.T) {
+		c.eventually(t, []probe{tcp("a/client", "b/server", 8080, true), udp("c/other", "a/client", 9090, true),
+			v6(tcp("a/client", "b/server", 8080, true)), tcp("b/server", "c/other", 9090, true)})
+	})
+	if _, err := kube.CreatePolicy(ctx, client, policy(t, serverFromClient)); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("policy holds across nodes, TCP and UDP", func(t *testing.T) {
+		c.eventually(t, []probe{
+			tcp("a/client", "b/server", 8080, true), udp("a/client", "b/server", 8080, true), v6(tcp("a/client", "b/server", 8080, true)),
+			tcp("c/other", "b/server", 8080, false), udp("c/other", "b/server", 8080, false),
+			tcp("a/client", "b/server", 9090, false), tcp("b/server", "a/client", 9090, true),
+		})
+	})
+	t.Run("pod label change", func(t *testing.T) {
+		if err := kube.SetPodLabels(ctx, client, "c", "other", map[string]string{"app": "client"}); err != nil {
+			t.Fatal(err)
+		}
+		c.eventually(t, []probe{tcp("c/other", "b/server", 8080, true)})
+		if err := kube.SetPodLabels(ctx, client, "a", "client", map[string]string{"app": "nobody"}); err != nil {
+			t.Fatal(err)
+		}
+		c.eventually(t, []probe{tcp("a/client", "b/server", 8080, false), tcp("c/other", "b/server", 8080, true)})
+	})
+	t.Run("namespace label change", func(t *testing.T) {
+		if err := kube.SetNamespaceLabels(ctx, client, "c", map[string]string{"env": "untrusted"}); err != nil {
+			t.Fatal(err)
+		}
+		c.eventually(t, []probe{tcp("c/other", "b/server", 8080, false)})
+	})
+	t.Run("policy edited", func(t *testing.T) {
+		spec := policy(t, serverFromClient).Spec
+		spec.Ingress[0].From = nil // every peer
+		spec.Ingress[0].Ports = spec.Ingress[0].Ports[:1]
+		if err := kube.UpdatePolicy(ctx, client, "b", "server-from-client", spec); err != nil {
+			t.Fatal(err)
+		}
+		c.eventually(t, []probe{tcp("c/other", "b/server", 8080, true), udp("c/other", "b/server", 8080, false), tcp("a/client", "b/server", 9090, false)})
+	})
+	t.Run("policy deleted", func(t *testing.T) {
+		if err := kube.DeletePolicy(ctx, client, "b", "server-from-client"); err != nil {
+			t.Fatal(err)
+		}
+		c.eventually(t, []probe{udp("c/other", "b/server", 8080, true), tcp("a/client", "b/server", 9090, true)})
+	})
+}
+
+func TestKubePodIPReuseTakesTheNewPodsPolicy(t *testing.T) {
+	ctx := context.Background()
+	c := newKubeSimCluster(t, 2, map[string]map[string]string{"a": {}, "b": {}})
+	c.startAgents()
+	c.waitAllSynced([]int{0, 0})
+	c.addPod(c.nodes[0], &tpod{ns: "a", name: "client", labels: map[string]string{"app": "client"}, ips: []string{"10.200.1.10", "fd00:200:1::10"}})
+	c.addPod(c.nodes[1], &tpod{ns: "b", name: "old", labels: map[string]string{"app": "open"}, ips: []string{"10.200.2.20", "fd00:200:2::20"}})
+	if _, err := kube.CreatePolicy(ctx, c.kc.Client, policy(t, `
+metadata: {name: lock, namespace: b}
+spec:
+  podSelector: {matchLabels: {app: locked}}
+  ingress: []
+`)); err != nil {
+		t.Fatal(err)
+	}
+	c.eventually(t, []probe{tcp("a/client", "b/old", 8080, true)})
+
+	// The old pod goes away; a new, locked pod gets the very same address.
+	if err := kube.DeletePod(ctx, c.kc.Client, "b", "old"); err != nil {
+		t.Fatal(err)
+	}
+	old := c.pods["b/old"]
+	call := delCall(c.nodes[1], old)
+	if out, err := call.Exec(ctx, c.nodes[1].ns, weirBin()); err != nil || out.Err != nil {
+		t.Fatalf("DEL: %v %v", err, out.Err)
+	}
+	c.addPod(c.nodes[1], &tpod{ns: "b", name: "new", labels: map[string]string{"app": "locked"}, ips: []string{"10.200.2.20", "fd00:200:2::20"}})
+	c.eventually(t, []probe{tcp("a/client", "b/new", 8080, false), v6(tcp("a/client", "b/new", 8080, false))})
+}
+
+// restartAgent kills node nd's agent with SIGKILL and starts a new one.
+func (c *simCluster) restartAgent(nd *simNode) {
+	_ = nd.agent.Process.Kill()
+	_ = nd.agent.Wait()
+	cmd := exec.Command(nd.agent.Path, nd.agent.Args[1:]...)
+	cmd.Stdout, cmd.Stderr = nd.agent.Stdout, nd.agent.Stderr
+	if err := harness.StartIn(nd.ns, cmd); err != nil {
+		c.t.Fatal(err)
+	}
+	nd.agent = cmd
+}
+
+func TestKubeOutagesNeverOpenTheNode(t *testing.T) {
+	ctx := context.Background()
+	c := newKubeSimCluster(t, 2, map[string]map[string]string{"a": {}, "b": {}})
+	if _, err := kube.CreatePolicy(ctx, c.kc.Client, policy(t, `
+metadata: {name: only-client, namespace: b}
+spec:
+  podSelector: {}
+  ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: client}}}]}]
+`)); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("agents started before the API server is up", func(t *testing.T) {
+		if err := c.kc.StopAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		c.startAgents()
+		time.Sleep(2 * time.Second)
+		for i, n := range c.syncs() {
+			if n > 0 {
+				t.Errorf("agent %d synced without an API server", i)
+			}
+		}
+		if err := c.kc.StartAPIServer(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.waitAllSynced([]int{0, 0})
+	})
+	c.addPod(c.nodes[0], &tpod{ns: "a", name: "client", labels: map[string]string{"app": "client"}, ips: []string{"10.200.1.10", "fd00:200:1::10"}})
+	c.addPod(c.nodes[0], &tpod{ns: "a", name: "other", labels: map[string]string{"app": "other"}, ips: []string{"10.200.1.11", "fd00:200:1::11"}})
+	c.addPod(c.nodes[1], &tpod{ns: "b", name: "server", labels: map[string]string{"app": "server"}, ips: []string{"10.200.2.10", "fd00:200:2::10"}})
+	c.eventually(t, []probe{tcp("a/client", "b/server", 8080, true), tcp("a/other", "b/server", 8080, false)})
+
+	other, server := c.pods["a/other"], c.pods["b/server"]
+	hammerDenied := func() (chan struct{}, *hammer) {
+		stop := make(chan struct{})
+		h := &hammer{}
+		h.run(stop, other.netns, netip.MustParseAddr(other.ips[0]), netip.MustParseAddr(server.ips[0]), 8080)
+		return stop, h
+	}
+	t.Run("API server stopped and restarted", func(t *testing.T) {
+		stop, h := hammerDenied()
+		if err := c.kc.StopAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		c.probeAll(t, []probe{tcp("a/client", "b/server", 8080, true), tcp("a/other", "b/server", 8080, false)})
+		time.Sleep(2 * time.Second)
+		if err := c.kc.StartAPIServer(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		close(stop)
+		h.wg.Wait()
+		if n := h.leaks.Load(); n != 0 {
+			t.Errorf("%d of %d denied connections got through during the outage", n, h.attempts.Load())
+		}
+		// The agents reconnect, relist and follow changes again.
+		if err := kube.SetPodLabels(ctx, c.kc.Client, "a", "other", map[string]string{"app": "client"}); err != nil {
+			t.Fatal(err)
+		}
+		c.eventually(t, []probe{tcp("a/other", "b/server", 8080, true)})
+		if err := kube.SetPodLabels(ctx, c.kc.Client, "a", "other", map[string]string{"app": "other"}); err != nil {
+			t.Fatal(err)
+		}
+		c.eventually(t, []probe{tcp("a/other", "b/server", 8080, false)})
+	})
+	t.Run("agents killed and restarted in a loop", func(t *testing.T) {
+		stop, h := hammerDenied()
+		for i := 0; i < 4; i++ {
+			for _, nd := range c.nodes {
+				c.restartAgent(nd)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		c.waitAllSynced([]int{0, 0})
+		close(stop)
+		h.wg.Wait()
+		t.Logf("%d denied probes across 4 crash loops", h.attempts.Load())
+		if n := h.leaks.Load(); n != 0 {
+			t.Errorf("%d denied connections got through while agents crashed", n)
+		}
+		c.probeAll(t, []probe{tcp("a/client", "b/server", 8080, true)})
+	})
+}
