@@ -24,7 +24,7 @@ help:
 	@echo "build        static binaries into bin/: $(CMDS)"
 	@echo "test         vet, unit tests, fuzz (conf), root netns integration tests"
 	@echo "bench        plugin ADD/DEL vs bridge+host-local, ruleset sync, datapath and API-to-kernel latency (root)"
-	@echo "demo         wire 4 pods in a node namespace, print a connectivity matrix (root)"
+	@echo "demo         wire 6 pods, print a connectivity matrix, enforce the talk policies, print it again with reasons (root)"
 	@echo "tools        install cnitool $(CNITOOL_VERSION), bridge and host-local $(PLUGINS_VERSION) into bin/tools"
 	@echo "clean        remove bin/"
 
@@ -79,10 +79,10 @@ bench: build tools
 	$(GO) build -o $(BIN)/kubebench ./bench/kube
 	$(BIN)/kubebench -agent $(BIN)/weir-agent
 
-demo: weir
+demo: build
 	@[ "$$(id -u)" = 0 ] || { echo "make demo: run as root"; exit 1; }
 	$(GO) build -o $(BIN)/weir-demo ./cmd/weir-demo
-	$(BIN)/weir-demo -plugin $(BIN)/weir
+	$(BIN)/weir-demo -plugin $(BIN)/weir -agent $(BIN)/weir-agent
 
 tools: $(TOOLS_BIN)/cnitool $(TOOLS_BIN)/bridge $(TOOLS_BIN)/host-local
 

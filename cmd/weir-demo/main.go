@@ -1,6 +1,8 @@
 // Command weir-demo wires a few pods into a throwaway node network namespace
 // with the weir plugin, prints their addresses and a TCP connectivity
-// matrix, and removes everything on exit (also on Ctrl-C). It needs root
+// matrix, then starts weir-agent with the two NetworkPolicies of the talk
+// weir started from and prints the matrix again with the reason for every
+// verdict. Everything is removed on exit (also on Ctrl-C). It needs root
 // and touches nothing outside the namespaces it creates.
 package main
 
@@ -12,6 +14,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -24,32 +27,39 @@ import (
 	"github.com/weir-cni/weir/integration/harness"
 )
 
-// echoPort is where every pod serves its TCP/UDP echo.
-const echoPort = 8080
-
-// pod is one demo pod: a Kubernetes namespace/name and its network namespace.
+// pod is one demo pod: a Kubernetes namespace/name, its labels, the port it
+// serves (a TCP/UDP echo) and its network namespace.
 type pod struct {
 	namespace, name string
-	netns           *harness.NS
-	ips             []netip.Addr
-	hostIf          string
-	echo            *harness.Echo
+	labels          map[string]string
+	nsLabels        map[string]string
+	port            int
+	// request are the addresses asked of the plugin (IP= in CNI_ARGS), so
+	// pods land inside and outside the policies' ipBlocks.
+	request []string
+	netns   *harness.NS
+	ips     []netip.Addr
+	hostIf  string
+	echo    *harness.Echo
 }
 
 func (p *pod) id() string { return p.namespace + "/" + p.name }
 
-// demo is the running scenario; later steps (policies) hang off it.
+// demo is the running scenario.
 type demo struct {
 	plugin  string
 	dataDir string
 	node    *harness.NS
 	pods    []*pod
+	ext     *external
+	agent   *exec.Cmd
 }
 
 func main() { os.Exit(run()) }
 
 func run() int {
 	plugin := flag.String("plugin", "bin/weir", "weir plugin binary")
+	agent := flag.String("agent", "bin/weir-agent", "weir-agent binary (empty: skip the policy part)")
 	hold := flag.Bool("hold", false, "keep the namespaces until Ctrl-C, to look around with `ip netns exec`")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -59,11 +69,14 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	prod, dev, myproject := map[string]string{"purpose": "production"}, map[string]string{"purpose": "dev"}, map[string]string{"project": "myproject"}
 	d := &demo{pods: []*pod{
-		{namespace: "frontend", name: "web-1"},
-		{namespace: "frontend", name: "web-2"},
-		{namespace: "backend", name: "db-1"},
-		{namespace: "backend", name: "db-2"},
+		{namespace: "default", name: "web", labels: map[string]string{"app": "web"}, port: 80, request: []string{"172.17.0.10", "fd00:17::10"}},
+		{namespace: "default", name: "db", labels: map[string]string{"role": "db"}, port: 6379, request: []string{"172.17.0.11", "fd00:17::11"}},
+		{namespace: "default", name: "frontend", labels: map[string]string{"role": "frontend"}, port: 80, request: []string{"172.17.1.10", "fd00:17::1:10"}},
+		{namespace: "prod", name: "client", nsLabels: prod, port: 80, request: []string{"172.17.0.20", "fd00:17::20"}},
+		{namespace: "dev", name: "client", nsLabels: dev, port: 80, request: []string{"172.17.1.21", "fd00:17::1:21"}},
+		{namespace: "myproject", name: "client", nsLabels: myproject, port: 80, request: []string{"172.17.1.22", "fd00:17::1:22"}},
 	}}
 	defer d.teardown()
 	if err := d.setup(ctx, *plugin); err != nil {
@@ -77,7 +90,15 @@ func run() int {
 		}
 		d.printMatrix(v6)
 	}
-	fmt.Println("\nNo policies yet: every pod reaches every other pod.")
+	d.printExternal()
+	fmt.Println("\nNo policies yet: every pod reaches every other pod and the outside.")
+	if *agent != "" {
+		if err := d.withPolicies(ctx, *agent); err != nil {
+			fmt.Fprintln(os.Stderr, "weir-demo:", err)
+			return 1
+		}
+		d.printExternal()
+	}
 	if *hold {
 		fmt.Printf("Holding; try `ip netns exec %s ip route`. Ctrl-C cleans up.\n", d.node.Name)
 		<-ctx.Done()
@@ -90,8 +111,10 @@ func run() int {
 func (d *demo) netconf() []byte {
 	b, _ := json.Marshal(map[string]any{
 		"cniVersion": "1.1.0", "name": "weir-demo", "type": "weir",
+		"agentWait": "0s",
 		"ipam": map[string]any{
-			"ranges":  []any{map[string]string{"subnet": "10.244.1.0/24"}, map[string]string{"subnet": "fd00:10:244:1::/64"}},
+			"ranges": []any{map[string]string{"subnet": "172.17.0.0/24"}, map[string]string{"subnet": "172.17.1.0/24"},
+				map[string]string{"subnet": "fd00:17::/64"}},
 			"dataDir": d.dataDir,
 		},
 	})
@@ -120,18 +143,18 @@ func (d *demo) setup(ctx context.Context, plugin string) error {
 		if err := d.add(ctx, p); err != nil {
 			return err
 		}
-		if p.echo, err = harness.StartEcho(p.netns, echoPort); err != nil {
+		if p.echo, err = harness.StartEcho(p.netns, p.port); err != nil {
 			return fmt.Errorf("echo server in %s: %w", p.id(), err)
 		}
 	}
-	return nil
+	return d.linkExternal()
 }
 
 func (d *demo) call(cmd string, p *pod) harness.Call {
 	return harness.Call{
-		Command: cmd, ContainerID: "demo-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
+		Command: cmd, ContainerID: "demo-" + p.namespace + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
 		Path: filepath.Dir(d.plugin), Conf: d.netconf(),
-		Args: "K8S_POD_NAMESPACE=" + p.namespace + ";K8S_POD_NAME=" + p.name,
+		Args: "K8S_POD_NAMESPACE=" + p.namespace + ";K8S_POD_NAME=" + p.name + ";IP=" + strings.Join(p.request, ","),
 	}
 }
 
@@ -184,11 +207,11 @@ func (d *demo) printMatrix(v6 bool) {
 	if v6 {
 		family = "IPv6"
 	}
-	fmt.Printf("\nTCP %s connectivity (row -> column, port %d):\n", family, echoPort)
+	fmt.Printf("\nTCP %s connectivity (row -> column):\n", family)
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	cols := []string{"from \\ to"}
 	for _, p := range d.pods {
-		cols = append(cols, p.id())
+		cols = append(cols, fmt.Sprintf("%s:%d", p.id(), p.port))
 	}
 	fmt.Fprintln(w, strings.Join(cols, "\t"))
 	for _, from := range d.pods {
@@ -198,7 +221,7 @@ func (d *demo) printMatrix(v6 bool) {
 			case from == to:
 				row = append(row, "-")
 			default:
-				_, err := harness.ProbeTCP(from.netns, to.addr(v6), echoPort)
+				_, err := harness.ProbeTCP(from.netns, to.addr(v6), to.port)
 				row = append(row, mark(err))
 			}
 		}
@@ -220,6 +243,16 @@ func (d *demo) teardown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var errs []error
+	if d.agent != nil && d.agent.Process != nil {
+		_ = d.agent.Process.Kill()
+		_ = d.agent.Wait()
+	}
+	if d.ext != nil {
+		for _, e := range d.ext.echos {
+			e.Close()
+		}
+		errs = append(errs, d.ext.netns.Delete())
+	}
 	for _, p := range d.pods {
 		if p.echo != nil {
 			p.echo.Close()
