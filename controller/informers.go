@@ -46,9 +46,12 @@ type KubeSource struct {
 	synced  atomic.Bool
 	started atomic.Bool
 
-	// OnWatchError, if set before Run, is told of each failed list or
-	// watch (API server down, RBAC missing); the informers retry with
-	// backoff on their own. Use it for logs and error metrics.
+	// OnWatchError, if set before Run, is told of failed lists and
+	// watches (RBAC missing, watch expired, a list that failed); the
+	// informers retry with backoff on their own. Use it for logs and error
+	// metrics. Note: in client-go's watch-list mode (the default) refused
+	// connections are retried inside the reflector and never reach it, so
+	// it is not an API-server-reachability signal.
 	OnWatchError func(resource string, err error)
 }
 
@@ -109,8 +112,10 @@ func (s *KubeSource) Run(ctx context.Context, kick func()) error {
 			}
 		}
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer s.factory.Shutdown() // after cancel: it waits for the informers to stop
+	defer cancel()
 	s.factory.Start(ctx.Done())
-	defer s.factory.Shutdown()
 	// Wait for the stores and for the handlers to have seen the initial
 	// lists (those events do not kick), then kick once for all of them.
 	for typ, ok := range s.factory.WaitForCacheSync(ctx.Done()) {

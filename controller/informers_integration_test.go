@@ -4,8 +4,11 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
+	"path"
 	"testing"
 	"time"
 
@@ -13,6 +16,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/weir-cni/weir/integration/kube"
 	"github.com/weir-cni/weir/nft"
@@ -68,24 +73,9 @@ func snapNS(s nft.Snapshot, name string) *nft.Namespace {
 
 func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	c := kube.StartT(t, kube.Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	src := NewKubeSource(c.Client, 0)
-	w := &snapshotWaiter{t: t, src: src, kicks: make(chan struct{}, 1)}
-	done := make(chan error, 1)
-	go func() {
-		done <- src.Run(ctx, func() {
-			select {
-			case w.kicks <- struct{}{}:
-			default:
-			}
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	ctx := context.Background()
+	w := runSource(t, c.Client)
+	src := w.src
 
 	if _, err := kube.CreateNamespace(ctx, c.Client, "inf", map[string]string{"team": "a"}); err != nil {
 		t.Fatal(err)
@@ -172,3 +162,142 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 }
 
 func intstrPort(p int32) intstr.IntOrString { return intstr.FromInt32(p) }
+
+// runSource starts a KubeSource on client and stops it at cleanup.
+func runSource(t *testing.T, client kubernetes.Interface) *snapshotWaiter {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	src := NewKubeSource(client, 0)
+	w := &snapshotWaiter{t: t, src: src, kicks: make(chan struct{}, 1)}
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Run(ctx, func() {
+			select {
+			case w.kicks <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return w
+}
+
+func TestKubeSourceKeepsStateThroughAPIServerOutage(t *testing.T) {
+	c := kube.StartT(t, kube.Options{})
+	ctx := context.Background()
+	if _, err := kube.CreateNamespace(ctx, c.Client, "out", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CreatePod(ctx, c.Client, kube.Pod{Namespace: "out", Name: "a", Node: "n1",
+		Labels: map[string]string{"app": "a"}, IPs: []string{"10.244.1.7"}}); err != nil {
+		t.Fatal(err)
+	}
+	w := runSource(t, c.Client)
+	w.waitFor("pod before the outage", func(s nft.Snapshot) string {
+		if snapPod(s, "out", "a") == nil {
+			return "pod out/a missing"
+		}
+		return ""
+	})
+
+	if err := c.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	// Fail-static: the cache still answers, complete, while the API
+	// server is gone.
+	o, err := w.src.Objects()
+	if err != nil {
+		t.Fatalf("Objects during the outage: %v", err)
+	}
+	if s := BuildSnapshot("n1", nil, o); snapPod(s, "out", "a") == nil {
+		t.Fatal("pod out/a dropped from the cache during the outage")
+	}
+
+	if err := c.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.SetPodLabels(ctx, c.Client, "out", "a", map[string]string{"app": "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CreatePod(ctx, c.Client, kube.Pod{Namespace: "out", Name: "new", Node: "n1",
+		IPs: []string{"10.244.1.8"}}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("changes after the API server came back", func(s nft.Snapshot) string {
+		if p := snapPod(s, "out", "a"); p == nil || p.Labels["app"] != "b" {
+			return fmt.Sprintf("pod out/a = %+v", p)
+		}
+		if snapPod(s, "out", "new") == nil {
+			return "pod out/new missing"
+		}
+		return ""
+	})
+}
+
+func TestKubeSourceStartedBeforeAPIServer(t *testing.T) {
+	c := kube.StartT(t, kube.Options{})
+	ctx := context.Background()
+	if _, err := kube.CreateNamespace(ctx, c.Client, "early", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	// A client that reports each failed request, by resource.
+	failed := make(chan string, 100)
+	cfg := rest.CopyConfig(c.RestConfig)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				select {
+				case failed <- path.Base(req.URL.Path):
+				default:
+				}
+			}
+			return resp, err
+		})
+	})
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := runSource(t, client)
+	// Once every informer has failed a request, the source must still have
+	// neither kicked nor offered a (partial) view.
+	seen := map[string]bool{}
+	for len(seen) < 4 {
+		select {
+		case r := <-failed:
+			seen[r] = true
+		case <-time.After(60 * time.Second):
+			t.Fatalf("failed requests seen only for %v", seen)
+		}
+	}
+	if _, err := w.src.Objects(); !errors.Is(err, ErrNotSynced) {
+		t.Fatalf("Objects with the API server down: err = %v, want ErrNotSynced", err)
+	}
+	select {
+	case <-w.kicks:
+		t.Fatal("kicked with the API server down")
+	default:
+	}
+	if err := c.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("sync once the API server is up", func(s nft.Snapshot) string {
+		if snapNS(s, "early") == nil {
+			return "namespace early missing"
+		}
+		return ""
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
