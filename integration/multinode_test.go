@@ -79,7 +79,10 @@ func newUnderlay(t *testing.T) (*harness.NS, error) {
 	}
 	t.Cleanup(func() { _ = u.Delete() })
 	err = u.Do(func(ns.NetNS) error {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+		// No multicast snooping: with no MLD querier on this wire, a
+		// snooping bridge may drop the neighbour solicitations IPv6 needs.
+		off := false
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}, MulticastSnooping: &off}
 		if err := netlink.LinkAdd(br); err != nil {
 			return err
 		}
