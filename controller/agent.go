@@ -68,6 +68,9 @@ type Agent struct {
 	wanted, applied uint64
 	applyCh         chan struct{}
 	builder         SnapshotBuilder
+	// compiler recompiles only what changed since the last sync; only the
+	// worker goroutine uses it.
+	compiler *nft.Compiler
 	// firstEvent is when the oldest change not yet applied was signalled.
 	firstEvent time.Time
 }
@@ -176,7 +179,10 @@ func (a *Agent) sync(ctx context.Context) error {
 	objs, caughtUp := overlay(objs, a.anns)
 	a.mu.Unlock()
 	snap := a.builder.Build(a.Node, a.ClusterCIDRs, objs)
-	rs := nft.Compile(snap)
+	if a.compiler == nil {
+		a.compiler = nft.NewCompiler()
+	}
+	rs := a.compiler.Compile(snap)
 	compiled := time.Now()
 	if err := a.Applier.Apply(ctx, rs); err != nil {
 		err = fmt.Errorf("apply ruleset: %w", err)

@@ -3,11 +3,7 @@
 package nft
 
 import (
-	"net/netip"
 	"testing"
-	"time"
-
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // BenchmarkFullSync: Compile + one-transaction apply of 10,000 pods on 100
@@ -26,29 +22,35 @@ func benchFull(b *testing.B, nodes int) {
 	}
 	defer a.Close()
 	s := bigSnapshot(10000, 1000, nodes)
-	var compile, apply time.Duration
 	var r Ruleset
-	c0 := cpuTime()
+	p := newPhases("compile", "apply")
 	for b.Loop() {
-		t0 := time.Now()
+		p.start()
 		r = Compile(s)
-		t1 := time.Now()
+		p.lap()
 		if err := a.ApplyFull(r); err != nil {
 			b.Fatal(err)
 		}
-		compile += t1.Sub(t0)
-		apply += time.Since(t1)
+		p.lap()
 	}
-	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
-	b.ReportMetric(ms(compile)/float64(b.N), "compile-ms")
-	b.ReportMetric(ms(apply)/float64(b.N), "apply-ms")
+	p.report(b)
 	b.ReportMetric(float64(len(r.Sets)), "sets")
 	b.ReportMetric(float64(len(r.Chains)), "chains")
+	b.ReportMetric(float64(elemCount(r)), "elems")
 }
 
-// benchChange applies base, then alternates between two snapshots, each
-// round costing compile + diff + apply of one change.
-func benchChange(b *testing.B, change func(Snapshot) Snapshot) {
+func elemCount(r Ruleset) int {
+	n := 0
+	for _, s := range r.Sets {
+		n += len(s.Elems)
+	}
+	return n
+}
+
+// benchChange applies base, then alternates one Compiler between two
+// snapshots, each round costing Compiler.Compile + Diff + apply of one
+// change.
+func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
 	_, path := newNetns(b)
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
@@ -56,74 +58,31 @@ func benchChange(b *testing.B, change func(Snapshot) Snapshot) {
 	}
 	defer a.Close()
 	base := bigSnapshot(10000, 1000, 100)
-	changed := change(base)
-	if err := a.Apply(Compile(base)); err != nil {
+	snaps := []Snapshot{change(b, base), base}
+	x := NewCompiler()
+	if err := a.Apply(x.Compile(base)); err != nil {
 		b.Fatal(err)
 	}
-	snaps := []Snapshot{changed, base}
-	var compile, diff, apply time.Duration
+	p := newPhases("compile", "diff", "apply")
 	i := 0
-	c0 := cpuTime()
 	for b.Loop() {
-		t0 := time.Now()
-		r := Compile(snaps[i%2])
-		t1 := time.Now()
+		p.start()
+		r := x.Compile(snaps[i%2])
+		p.lap()
 		ch := Diff(*a.last, r)
-		t2 := time.Now()
+		p.lap()
 		if ch.Full || ch.Empty() {
 			b.Fatalf("change is not incremental: %s", ch)
 		}
 		if err := a.ApplyChanges(r, ch); err != nil {
 			b.Fatal(err)
 		}
-		compile += t1.Sub(t0)
-		diff += t2.Sub(t1)
-		apply += time.Since(t2)
+		p.lap()
 		i++
 	}
-	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
-	b.ReportMetric(ms(compile)/float64(b.N), "compile-ms")
-	b.ReportMetric(ms(diff)/float64(b.N), "diff-ms")
-	b.ReportMetric(ms(apply)/float64(b.N), "apply-ms")
+	p.report(b)
 }
 
-func BenchmarkChangeOnePod(b *testing.B) {
-	benchChange(b, func(s Snapshot) Snapshot {
-		s.Pods = append(append([]Pod(nil), s.Pods...), Pod{
-			Namespace: "ns3", Name: "new", Node: "n1", Labels: map[string]string{"app": "app3"},
-			IPs: []netip.Addr{netip.MustParseAddr("10.200.0.1")},
-		})
-		return s
-	})
-}
-
-func BenchmarkChangeOneLabel(b *testing.B) {
-	benchChange(b, func(s Snapshot) Snapshot {
-		s.Pods = append([]Pod(nil), s.Pods...)
-		for i, p := range s.Pods {
-			if p.Node == s.Node.Name {
-				s.Pods[i].Labels = map[string]string{"app": "app-changed"}
-				return s
-			}
-		}
-		b.Fatal("no local pod")
-		return s
-	})
-}
-
-func BenchmarkChangeOnePolicy(b *testing.B) {
-	benchChange(b, func(s Snapshot) Snapshot {
-		s.Policies = append(s.Policies[:0:0], s.Policies...)
-		r := Compile(s)
-		for i, p := range s.Policies {
-			if _, ok := r.Chain(policyChainName(dirIngress, policyKey(p))); ok {
-				p = p.DeepCopy()
-				p.Spec.Ingress[0].Ports[0].Port = ptr(intstr.FromInt32(81))
-				s.Policies[i] = p
-				return s
-			}
-		}
-		b.Fatal("no policy selects a local pod")
-		return s
-	})
-}
+func BenchmarkChangeOnePod(b *testing.B)    { benchChange(b, addOnePod) }
+func BenchmarkChangeOneLabel(b *testing.B)  { benchChange(b, relabelOnePod) }
+func BenchmarkChangeOnePolicy(b *testing.B) { benchChange(b, editOnePolicy) }

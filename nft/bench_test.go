@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -68,7 +69,8 @@ func bigSnapshot(pods, policies, nodes int) Snapshot {
 
 func ptr[T any](v T) *T { return &v }
 
-// BenchmarkCompile measures Compile alone for 10,000 pods and 1,000 policies.
+// BenchmarkCompile measures a full Compile of 10,000 pods and 1,000
+// policies (100 local pods).
 func BenchmarkCompile(b *testing.B) {
 	s := bigSnapshot(10000, 1000, 100)
 	var r Ruleset
@@ -79,6 +81,133 @@ func BenchmarkCompile(b *testing.B) {
 	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
 	b.ReportMetric(float64(len(r.Chains)), "chains")
 	b.ReportMetric(float64(len(r.Sets)), "sets")
+}
+
+// BenchmarkCompileDense is the same cluster on 10 nodes: 1,000 local pods.
+func BenchmarkCompileDense(b *testing.B) {
+	s := bigSnapshot(10000, 1000, 10)
+	c0 := cpuTime()
+	for b.Loop() {
+		Compile(s)
+	}
+	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
+}
+
+// The incremental benchmarks alternate one Compiler between the base
+// snapshot and a changed one: each round is one change, compiled and
+// diffed against the previous ruleset.
+func BenchmarkCompilerOnePod(b *testing.B)    { benchCompiler(b, addOnePod) }
+func BenchmarkCompilerOneLabel(b *testing.B)  { benchCompiler(b, relabelOnePod) }
+func BenchmarkCompilerOnePolicy(b *testing.B) { benchCompiler(b, editOnePolicy) }
+
+// BenchmarkCompilerNoChange is a sync that finds nothing changed: the
+// fixed cost of comparing 10,000 pods and 1,000 policies.
+func BenchmarkCompilerNoChange(b *testing.B) {
+	benchCompiler(b, func(tb testing.TB, s Snapshot) Snapshot { return s })
+}
+
+// BenchmarkCompilerNewObjects is a sync where nothing changed but every
+// policy is a new object (an agent that reads its manifests again).
+func BenchmarkCompilerNewObjects(b *testing.B) {
+	benchCompiler(b, func(_ testing.TB, s Snapshot) Snapshot {
+		s.Policies = slices.Clone(s.Policies)
+		for i, p := range s.Policies {
+			s.Policies[i] = p.DeepCopy()
+		}
+		return s
+	})
+}
+
+func benchCompiler(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
+	base := bigSnapshot(10000, 1000, 100)
+	snaps := []Snapshot{change(b, base), base}
+	x := NewCompiler()
+	last := x.Compile(base)
+	p := newPhases("compile", "diff")
+	i := 0
+	for b.Loop() {
+		p.start()
+		r := x.Compile(snaps[i%2])
+		p.lap()
+		if ch := Diff(last, r); ch.Full {
+			b.Fatalf("change is not incremental: %s", ch)
+		}
+		p.lap()
+		last = r
+		i++
+	}
+	p.report(b)
+}
+
+// phases accumulates the wall and CPU time of each phase of a benchmark
+// round. On a loaded machine wall time swings; CPU time much less.
+type phases struct {
+	names     []string
+	wall, cpu []time.Duration
+	i         int
+	t         time.Time
+	c         time.Duration
+}
+
+func newPhases(names ...string) *phases {
+	return &phases{names: names, wall: make([]time.Duration, len(names)), cpu: make([]time.Duration, len(names))}
+}
+
+func (p *phases) start() { p.i, p.t, p.c = 0, time.Now(), cpuTime() }
+
+// lap ends the current phase.
+func (p *phases) lap() {
+	t, c := time.Now(), cpuTime()
+	p.wall[p.i] += t.Sub(p.t)
+	p.cpu[p.i] += c - p.c
+	p.t, p.c = t, c
+	p.i++
+}
+
+func (p *phases) report(b *testing.B) {
+	for i, n := range p.names {
+		b.ReportMetric(ms(p.wall[i])/float64(b.N), n+"-ms")
+		b.ReportMetric(ms(p.cpu[i])/float64(b.N), n+"-cpu-ms")
+	}
+}
+
+// addOnePod adds a local pod selected by policies.
+func addOnePod(_ testing.TB, s Snapshot) Snapshot {
+	s.Pods = append(slices.Clone(s.Pods), Pod{
+		Namespace: "ns3", Name: "new", Node: "n1", Labels: map[string]string{"app": "app3"},
+		IPs: []netip.Addr{netip.MustParseAddr("10.200.0.1")},
+	})
+	return s
+}
+
+// relabelOnePod changes the labels of the first local pod.
+func relabelOnePod(tb testing.TB, s Snapshot) Snapshot {
+	s.Pods = slices.Clone(s.Pods)
+	for i, p := range s.Pods {
+		if p.Node == s.Node.Name {
+			s.Pods[i].Labels = map[string]string{"app": "app-changed"}
+			return s
+		}
+	}
+	tb.Fatal("no local pod")
+	return s
+}
+
+// editOnePolicy changes a port of the first policy that selects a local
+// pod.
+func editOnePolicy(tb testing.TB, s Snapshot) Snapshot {
+	s.Policies = slices.Clone(s.Policies)
+	r := Compile(s)
+	for i, p := range s.Policies {
+		if _, ok := r.Chain(policyChainName(dirIngress, policyKey(p))); ok {
+			p = p.DeepCopy()
+			p.Spec.Ingress[0].Ports[0].Port = ptr(intstr.FromInt32(81))
+			s.Policies[i] = p
+			return s
+		}
+	}
+	tb.Fatal("no policy selects a local pod")
+	return s
 }
 
 // TestBigSnapshotIsolatesLocalPods keeps the benchmark input meaningful.

@@ -3,7 +3,8 @@ package nft
 import (
 	"fmt"
 	"reflect"
-	"sort"
+	"slices"
+	"strings"
 )
 
 // Changes is what turns one ruleset into another in a single transaction.
@@ -57,70 +58,113 @@ func (c Changes) String() string {
 
 // Diff computes the changes from old to new. It is pure and sorted.
 func Diff(old, new Ruleset) Changes {
+	old, new = byName(old), byName(new)
 	var c Changes
-	oldSets := map[string]Set{}
-	for _, s := range old.Sets {
-		oldSets[s.Name] = s
-	}
-	newSets := map[string]bool{}
+	i := 0
 	for _, s := range new.Sets {
-		newSets[s.Name] = true
-		o, ok := oldSets[s.Name]
-		if !ok {
+		for i < len(old.Sets) && old.Sets[i].Name < s.Name {
+			c.DelSets = append(c.DelSets, old.Sets[i].Name)
+			i++
+		}
+		if i == len(old.Sets) || old.Sets[i].Name != s.Name {
 			c.AddSets = append(c.AddSets, s)
 			continue
 		}
+		o := old.Sets[i]
+		i++
 		if !sameSetDef(o, s) {
 			return Changes{Full: true, Reason: "set " + s.Name + " changed definition"}
 		}
-		if sameElems(o.Elems, s.Elems) {
+		c.elems(o, s)
+	}
+	for ; i < len(old.Sets); i++ {
+		c.DelSets = append(c.DelSets, old.Sets[i].Name)
+	}
+	i = 0
+	for _, ch := range new.Chains {
+		for i < len(old.Chains) && old.Chains[i].Name < ch.Name {
+			c.DelChains = append(c.DelChains, old.Chains[i].Name)
+			i++
+		}
+		if i == len(old.Chains) || old.Chains[i].Name != ch.Name {
+			c.AddChains = append(c.AddChains, ch)
 			continue
 		}
-		del, add := elemDiff(o.Elems, s.Elems)
-		if len(del) > 0 {
-			c.DelElems = append(c.DelElems, SetElems{Set: s.Name, Elems: del})
-		}
-		if len(add) > 0 {
-			c.AddElems = append(c.AddElems, SetElems{Set: s.Name, Elems: add})
-		}
-	}
-	for _, s := range old.Sets {
-		if !newSets[s.Name] {
-			c.DelSets = append(c.DelSets, s.Name)
-		}
-	}
-	oldChains := map[string]Chain{}
-	for _, ch := range old.Chains {
-		oldChains[ch.Name] = ch
-	}
-	newChains := map[string]bool{}
-	for _, ch := range new.Chains {
-		newChains[ch.Name] = true
-		o, ok := oldChains[ch.Name]
-		switch {
-		case !ok:
-			c.AddChains = append(c.AddChains, ch)
-		case !reflect.DeepEqual(o.Base, ch.Base):
+		o := old.Chains[i]
+		i++
+		if !c.chain(o, ch) {
 			return Changes{Full: true, Reason: "base chain " + ch.Name + " changed"}
-		case !sameRules(o.Rules, ch.Rules):
-			c.ReplaceChains = append(c.ReplaceChains, ch)
 		}
 	}
-	for _, ch := range old.Chains {
-		if !newChains[ch.Name] {
-			c.DelChains = append(c.DelChains, ch.Name)
-		}
+	for ; i < len(old.Chains); i++ {
+		c.DelChains = append(c.DelChains, old.Chains[i].Name)
 	}
-	sort.Strings(c.DelChains)
-	sort.Strings(c.DelSets)
 	return c
 }
 
+// sortedByName tells whether r's sets and chains are sorted by name
+// without repeats, as Compile makes them.
+func sortedByName(r Ruleset) bool {
+	for i := 1; i < len(r.Sets); i++ {
+		if r.Sets[i-1].Name >= r.Sets[i].Name {
+			return false
+		}
+	}
+	for i := 1; i < len(r.Chains); i++ {
+		if r.Chains[i-1].Name >= r.Chains[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// elems records the element changes of a set that stays.
+func (c *Changes) elems(o, s Set) {
+	if sameElems(o.Elems, s.Elems) {
+		return
+	}
+	del, add := elemDiff(o.Elems, s.Elems)
+	if len(del) > 0 {
+		c.DelElems = append(c.DelElems, SetElems{Set: s.Name, Elems: del})
+	}
+	if len(add) > 0 {
+		c.AddElems = append(c.AddElems, SetElems{Set: s.Name, Elems: add})
+	}
+}
+
+// chain records the change of a chain that stays; false when it cannot
+// be changed in place (its base changed).
+func (c *Changes) chain(o, ch Chain) bool {
+	switch {
+	case !reflect.DeepEqual(o.Base, ch.Base):
+		return false
+	case !sameRules(o.Rules, ch.Rules):
+		c.ReplaceChains = append(c.ReplaceChains, ch)
+	}
+	return true
+}
+
+// byName returns r with its sets and chains sorted by name, as Compile
+// makes them; r itself is not modified.
+func byName(r Ruleset) Ruleset {
+	if sortedByName(r) {
+		return r
+	}
+	r.Sets = slices.Clone(r.Sets)
+	r.Chains = slices.Clone(r.Chains)
+	slices.SortStableFunc(r.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortStableFunc(r.Chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
+	return r
+}
+
 func sameSetDef(a, b Set) bool {
-	return a.Interval == b.Interval && a.Map == b.Map && a.Comment == b.Comment && reflect.DeepEqual(a.Key, b.Key)
+	return a.Interval == b.Interval && a.Map == b.Map && a.Comment == b.Comment && slices.Equal(a.Key, b.Key)
 }
 
 func sameRules(a, b []Rule) bool {
+	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
+		return true // shared: a Compiler reuses what did not change
+	}
 	return reflect.DeepEqual(a, b)
 }
 
@@ -128,6 +172,9 @@ func sameRules(a, b []Rule) bool {
 func sameElems(a, b []Elem) bool {
 	if len(a) != len(b) {
 		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true // shared: a Compiler reuses what did not change
 	}
 	for i := range a {
 		if len(a[i].Key) != len(b[i].Key) || a[i].Verdict.Kind != b[i].Verdict.Kind || a[i].Verdict.Chain != b[i].Verdict.Chain {
@@ -142,30 +189,32 @@ func sameElems(a, b []Elem) bool {
 	return true
 }
 
-// elemDiff compares two sorted element lists. An element whose key stays but
-// whose verdict changes is deleted and added again.
+// elemDiff compares two element lists (sorted and without repeated keys,
+// as a Ruleset holds them; others are sorted first). An element whose key
+// stays but whose verdict changes is deleted and added again.
 func elemDiff(old, new []Elem) (del, add []Elem) {
-	oldBy := make(map[string]Elem, len(old))
-	for _, e := range old {
-		oldBy[e.id()] = e
+	if !slices.IsSortedFunc(old, compareElems) {
+		old = sortElems(slices.Clone(old))
 	}
-	newBy := make(map[string]Elem, len(new))
-	for _, e := range new {
-		newBy[e.id()] = e
-		o, ok := oldBy[e.id()]
-		if !ok {
-			add = append(add, e)
-			continue
-		}
-		if o.Verdict.String() != e.Verdict.String() {
-			del = append(del, o)
-			add = append(add, e)
-		}
+	if !slices.IsSortedFunc(new, compareElems) {
+		new = sortElems(slices.Clone(new))
 	}
-	for _, e := range old {
-		if _, ok := newBy[e.id()]; !ok {
-			del = append(del, e)
+	for len(old) > 0 && len(new) > 0 {
+		switch c := compareElems(old[0], new[0]); {
+		case c < 0:
+			del, old = append(del, old[0]), old[1:]
+		case c > 0:
+			add, new = append(add, new[0]), new[1:]
+		default:
+			if !sameVerdict(old[0].Verdict, new[0].Verdict) {
+				del, add = append(del, old[0]), append(add, new[0])
+			}
+			old, new = old[1:], new[1:]
 		}
 	}
-	return sortElems(del), sortElems(add)
+	return append(del, old...), append(add, new...)
+}
+
+func sameVerdict(a, b Verdict) bool {
+	return a.Kind == b.Kind && a.Chain == b.Chain && a.Map == b.Map && slices.Equal(a.Fields, b.Fields)
 }

@@ -2,7 +2,9 @@
 //
 // Pure part (no clock, no I/O, sorted output): Compile turns a Snapshot of
 // the cluster, as seen from one node, into a Ruleset value for the private
-// table `inet weir`; Ruleset.String renders it as `nft -f` text; Trace walks
+// table `inet weir`; a Compiler does the same for a sequence of snapshots,
+// recomputing only what changed since the previous one (same output as
+// Compile, always); Ruleset.String renders it as `nft -f` text; Trace walks
 // it for one packet ("would this be allowed, and by which rule"); Diff
 // computes the changes between two rulesets. exprs.go translates the model
 // into google/nftables values, also without touching the kernel.

@@ -63,12 +63,23 @@ func kernelSet(s Set) *nftables.Set {
 func kernelElems(s Set, elems []Elem) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, len(elems))
 	concat := len(s.Key) > 1
+	size := 0
+	for _, t := range s.Key {
+		size += (t.size() + 3) &^ 3 // the padded size bounds the unpadded one
+	}
+	// One buffer for every key: a full sync encodes tens of thousands.
+	arena := make([]byte, 0, 3*size*len(elems))
 	for _, e := range elems {
-		from, to := make([]byte, 0, 16), make([]byte, 0, 16)
+		start := len(arena)
 		for _, k := range e.Key {
-			from = appendField(from, k.From, concat)
-			to = appendField(to, k.To, concat)
+			arena = appendField(arena, k.From, concat)
 		}
+		from := arena[start:len(arena):len(arena)]
+		start = len(arena)
+		for _, k := range e.Key {
+			arena = appendField(arena, k.To, concat)
+		}
+		to := arena[start:len(arena):len(arena)]
 		el := nftables.SetElement{Key: from}
 		if s.Map {
 			el.VerdictData = kernelVerdict(e.Verdict)
@@ -79,7 +90,9 @@ func kernelElems(s Set, elems []Elem) []nftables.SetElement {
 			out = append(out, el)
 		case s.Interval:
 			out = append(out, el)
-			if end, ok := next(to); ok {
+			start = len(arena)
+			arena = append(arena, to...)
+			if end, ok := increment(arena[start:len(arena):len(arena)]); ok {
 				out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
 			}
 		default:
@@ -99,9 +112,9 @@ func appendField(b []byte, v string, pad bool) []byte {
 	return b
 }
 
-// next returns b+1 as a big-endian number, false on overflow.
-func next(b []byte) ([]byte, bool) {
-	out := append([]byte(nil), b...)
+// increment adds one to b, a big-endian number, in place; false on
+// overflow.
+func increment(out []byte) ([]byte, bool) {
 	for i := len(out) - 1; i >= 0; i-- {
 		out[i]++
 		if out[i] != 0 {

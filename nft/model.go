@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"slices"
 	"sort"
 	"strings"
 )
@@ -189,25 +190,27 @@ func (e Elem) id() string {
 	return b.String()
 }
 
-// sortElems sorts elements by key bytes and drops exact duplicates.
+// sortElems sorts elements by key bytes (the order of id) and drops
+// elements whose key repeats, keeping the first. It sorts in place.
 func sortElems(es []Elem) []Elem {
-	type keyed struct {
-		id string
-		e  Elem
+	if !slices.IsSortedFunc(es, compareElems) {
+		slices.SortStableFunc(es, compareElems)
 	}
-	ks := make([]keyed, len(es))
-	for i, e := range es {
-		ks[i] = keyed{e.id(), e}
-	}
-	sort.Slice(ks, func(i, j int) bool { return ks[i].id < ks[j].id })
-	out := es[:0]
-	for i, k := range ks {
-		if i > 0 && k.id == ks[i-1].id {
-			continue
+	return slices.CompactFunc(es, func(a, b Elem) bool { return compareElems(a, b) == 0 })
+}
+
+// compareElems orders elements as their ids compare: fields of one key
+// type have one length, so comparing field by field is comparing ids.
+func compareElems(a, b Elem) int {
+	for i := 0; i < len(a.Key) && i < len(b.Key); i++ {
+		if c := strings.Compare(a.Key[i].From, b.Key[i].From); c != 0 {
+			return c
 		}
-		out = append(out, k.e)
+		if c := strings.Compare(a.Key[i].To, b.Key[i].To); c != 0 {
+			return c
+		}
 	}
-	return out
+	return len(a.Key) - len(b.Key)
 }
 
 // size is the number of bytes of one field of type t.

@@ -164,13 +164,23 @@ func readable(s string) string {
 // policyChainName names the chain of one policy and direction:
 // pol-in-HASH-ns/name.
 func policyChainName(d direction, key string) string {
-	return prefixPolicy + string(d) + "-" + hash8(key) + "-" + readable(key)
+	return policyChainNameHash(d, hash8(key), key)
+}
+
+// policyChainNameHash is policyChainName with hash8(key) already computed.
+func policyChainNameHash(d direction, hash, key string) string {
+	return prefixPolicy + string(d) + "-" + hash + "-" + readable(key)
 }
 
 // policySetName names a set of one rule of one policy:
 // pol-in-HASH-rN-kind-ns/name (kind: peers4, peers6, ports, named4, named6).
 func policySetName(d direction, key string, rule int, kind string) string {
-	return prefixPolicy + string(d) + "-" + hash8(key) + "-r" + strconv.Itoa(rule) + "-" + kind + "-" + readable(key)
+	return policySetNameHash(d, hash8(key), key, rule, kind)
+}
+
+// policySetNameHash is policySetName with hash8(key) already computed.
+func policySetNameHash(d direction, hash, key string, rule int, kind string) string {
+	return prefixPolicy + string(d) + "-" + hash + "-r" + strconv.Itoa(rule) + "-" + kind + "-" + readable(key)
 }
 
 // selectionChainName names the chain of a set of policies (all of one

@@ -9,8 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file touches the kernel: it writes rulesets through netlink with
-// github.com/google/nftables, one batch (one transaction) per Apply.
+// This file touches the kernel: it writes rulesets through netlink, one
+// batch (one transaction) per Apply, encoded by github.com/google/nftables
+// and sent by sendBatch (batch.go).
 
 // maxElemsPerMessage bounds the elements of one set-elements message:
 // google/nftables v0.3.0 silently leaves a set partial above ≈ 2.5k.
@@ -20,9 +21,12 @@ const maxElemsPerMessage = 1024
 // remembers the last ruleset it applied and sends only the difference. It
 // is not safe for concurrent use: the agent's single worker owns it.
 type NetlinkApplier struct {
-	conn *nftables.Conn
-	fd   int // netns file descriptor, -1 for the current namespace
-	last *Ruleset
+	conn  *nftables.Conn    // queries (Probe)
+	enc   *nftables.Conn    // encodes the batch: never touches a socket
+	nl    *netlink.Conn     // sends the batch
+	batch []netlink.Message // what enc's last Flush produced
+	fd    int               // netns file descriptor, -1 for the current namespace
+	last  *Ruleset
 }
 
 // NewNetlinkApplier opens a netlink connection into the network namespace at
@@ -45,7 +49,38 @@ func NewNetlinkApplier(netnsPath string) (*NetlinkApplier, error) {
 		return nil, fmt.Errorf("open nftables netlink: %w", err)
 	}
 	a.conn = conn
+	if a.enc, err = newEncoder(func(b []netlink.Message) { a.batch = b }); err != nil {
+		return nil, errors.Join(fmt.Errorf("nftables encoder: %w", err), a.Close())
+	}
+	cfg := &netlink.Config{}
+	if a.fd >= 0 {
+		cfg.NetNS = a.fd
+	}
+	if a.nl, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
+		return nil, errors.Join(fmt.Errorf("open nftables netlink: %w", err), a.Close())
+	}
+	if err := bigBuffers(a.nl); err != nil {
+		return nil, errors.Join(err, a.Close())
+	}
 	return a, nil
+}
+
+// flush sends the messages queued on enc as one transaction.
+func (a *NetlinkApplier) flush() error {
+	a.batch = nil
+	if err := a.enc.Flush(); err != nil {
+		return fmt.Errorf("encode batch: %w", err)
+	}
+	b := a.batch
+	a.batch = nil
+	return sendBatch(a.nl, b)
+}
+
+// discard drops the messages queued on enc, so that a batch abandoned
+// half-built never reaches the kernel with the next one.
+func (a *NetlinkApplier) discard() {
+	_ = a.enc.Flush()
+	a.batch = nil
 }
 
 // socketBuffer is the netlink socket buffer size, both ways. A full sync of
@@ -79,6 +114,9 @@ func bigBuffers(c *netlink.Conn) error {
 // Close releases the connection; the kernel keeps the ruleset.
 func (a *NetlinkApplier) Close() error {
 	err := a.conn.CloseLasting()
+	if a.nl != nil {
+		err = errors.Join(err, a.nl.Close())
+	}
 	a.closeFd()
 	return err
 }
@@ -119,23 +157,24 @@ func (a *NetlinkApplier) Apply(r Ruleset) error {
 // commit; no packet ever sees an empty table.
 func (a *NetlinkApplier) ApplyFull(r Ruleset) error {
 	a.last = nil
-	a.conn.AddTable(weirTable)
-	a.conn.DelTable(weirTable)
-	a.conn.AddTable(weirTable)
+	a.enc.AddTable(weirTable)
+	a.enc.DelTable(weirTable)
+	a.enc.AddTable(weirTable)
 	// Chains first: map elements jump to them. Then sets: rules look them up.
 	chains := make(map[string]*nftables.Chain, len(r.Chains))
 	for _, c := range r.Chains {
-		chains[c.Name] = a.conn.AddChain(kernelChain(c))
+		chains[c.Name] = a.enc.AddChain(kernelChain(c))
 	}
 	for _, s := range r.Sets {
 		if err := a.addSet(s); err != nil {
+			a.discard()
 			return err
 		}
 	}
 	for _, c := range r.Chains {
 		a.addRules(r, chains[c.Name], c.Rules)
 	}
-	if err := a.conn.Flush(); err != nil {
+	if err := a.flush(); err != nil {
 		return fmt.Errorf("apply table inet %s: %w", TableName, err)
 	}
 	a.last = &r
@@ -147,41 +186,44 @@ func (a *NetlinkApplier) ApplyFull(r Ruleset) error {
 func (a *NetlinkApplier) ApplyChanges(r Ruleset, ch Changes) error {
 	chains := map[string]*nftables.Chain{}
 	for _, c := range ch.AddChains {
-		chains[c.Name] = a.conn.AddChain(kernelChain(c))
+		chains[c.Name] = a.enc.AddChain(kernelChain(c))
 	}
 	for _, s := range ch.AddSets {
 		if err := a.addSet(s); err != nil {
+			a.discard()
 			return err
 		}
 	}
 	for _, e := range ch.DelElems {
-		if err := a.elems(r, e, a.conn.SetDeleteElements); err != nil {
+		if err := a.elems(r, e, a.enc.SetDeleteElements); err != nil {
+			a.discard()
 			return err
 		}
 	}
 	for _, e := range ch.AddElems {
-		if err := a.elems(r, e, a.conn.SetAddElements); err != nil {
+		if err := a.elems(r, e, a.enc.SetAddElements); err != nil {
+			a.discard()
 			return err
 		}
 	}
 	for _, c := range ch.ReplaceChains {
 		kc := kernelChain(c)
-		a.conn.FlushChain(kc)
+		a.enc.FlushChain(kc)
 		a.addRules(r, kc, c.Rules)
 	}
 	for _, c := range ch.AddChains {
 		a.addRules(r, chains[c.Name], c.Rules)
 	}
 	for _, name := range ch.DelChains {
-		a.conn.FlushChain(&nftables.Chain{Table: weirTable, Name: name})
+		a.enc.FlushChain(&nftables.Chain{Table: weirTable, Name: name})
 	}
 	for _, name := range ch.DelChains {
-		a.conn.DelChain(&nftables.Chain{Table: weirTable, Name: name})
+		a.enc.DelChain(&nftables.Chain{Table: weirTable, Name: name})
 	}
 	for _, name := range ch.DelSets {
-		a.conn.DelSet(&nftables.Set{Table: weirTable, Name: name})
+		a.enc.DelSet(&nftables.Set{Table: weirTable, Name: name})
 	}
-	if err := a.conn.Flush(); err != nil {
+	if err := a.flush(); err != nil {
 		a.last = nil // unknown: the next Apply is a full one
 		return fmt.Errorf("apply changes to table inet %s (%s): %w", TableName, ch, err)
 	}
@@ -191,10 +233,10 @@ func (a *NetlinkApplier) ApplyChanges(r Ruleset, ch Changes) error {
 
 func (a *NetlinkApplier) addSet(s Set) error {
 	ks := kernelSet(s)
-	if err := a.conn.AddSet(ks, nil); err != nil {
+	if err := a.enc.AddSet(ks, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
 	}
-	return a.sendElems(ks, kernelElems(s, s.Elems), a.conn.SetAddElements)
+	return a.sendElems(ks, kernelElems(s, s.Elems), a.enc.SetAddElements)
 }
 
 // elems adds or deletes elements of a set that r defines.
@@ -228,6 +270,6 @@ func (a *NetlinkApplier) addRules(r Ruleset, kc *nftables.Chain, rules []Rule) {
 		return s.Interval
 	}
 	for _, rule := range rules {
-		a.conn.AddRule(kernelRule(kc, rule, interval))
+		a.enc.AddRule(kernelRule(kc, rule, interval))
 	}
 }

@@ -3,6 +3,7 @@
 package nft
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 )
 
@@ -138,5 +140,76 @@ func TestLargeSetReadBack(t *testing.T) {
 		if len(elems) != want {
 			t.Errorf("set %s holds %d kernel elements, want %d", name, len(elems), want)
 		}
+	}
+}
+
+// TestRejectedBatch pins how the applier reports a batch the kernel refuses
+// (it asks for one acknowledgement per batch, see sendBatch): the error
+// names the failing message, the table keeps its previous content, and the
+// replies the kernel still sends after the error do not confuse the next
+// batch.
+func TestRejectedBatch(t *testing.T) {
+	ns, path := newNetns(t)
+	a, err := NewNetlinkApplier(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	accept := Rule{Verdict: Verdict{Kind: VerdictAccept}}
+	missing := Rule{Matches: []Match{{Kind: MatchLookup, Fields: []Field{FieldIPDaddr}, Set: "missing"}}, Verdict: Verdict{Kind: VerdictAccept}}
+	jump := func(to string) Rule { return Rule{Verdict: Verdict{Kind: VerdictJump, Chain: to}} }
+	apply := func(r Ruleset) func() error { return func() error { return a.ApplyFull(r) } }
+	good := func(n int) Ruleset {
+		return Ruleset{Chains: []Chain{{Name: fmt.Sprint("good", n), Rules: []Rule{accept}}}}
+	}
+	for i, tc := range []struct {
+		name    string
+		apply   func() error
+		want    error
+		message string
+	}{
+		{"last message fails", apply(Ruleset{Chains: []Chain{{Name: "a", Rules: []Rule{accept, missing}}}}), unix.ENOENT, "add rule"},
+		{"middle message fails", apply(Ruleset{Chains: []Chain{{Name: "a", Rules: []Rule{missing, accept, accept}}}}), unix.ENOENT, "add rule"},
+		{"jump loop", apply(Ruleset{Chains: []Chain{
+			{Name: "a", Base: &Base{Type: "filter", Hook: HookForward}, Rules: []Rule{jump("b")}},
+			{Name: "b", Rules: []Rule{jump("c")}},
+			{Name: "c", Rules: []Rule{jump("b"), accept}},
+		}}), unix.EMLINK, "add rule"},
+		{"batch refused", func() error {
+			// A batch for a subsystem that does not exist: the kernel
+			// answers its begin message and ignores the rest.
+			a.enc.AddTable(weirTable)
+			a.enc.AddChain(&nftables.Chain{Table: weirTable, Name: "x"})
+			a.batch = nil
+			if err := a.enc.Flush(); err != nil {
+				return err
+			}
+			b := a.batch
+			b[0].Data = []byte{0, 0, 0, 0xff}
+			return sendBatch(a.nl, b)
+		}, unix.EINVAL, "batch"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := good(i)
+			if err := a.ApplyFull(before); err != nil {
+				t.Fatalf("apply good ruleset: %v", err)
+			}
+			err := tc.apply()
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.message) {
+				t.Fatalf("apply bad ruleset: got %v, want %v in %q", err, tc.want, tc.message)
+			}
+			want := normalize(before.String())
+			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)); got != want {
+				t.Errorf("rejected batch changed the table:\n%s", lineDiff(want, got))
+			}
+			after := good(i + 100)
+			if err := a.ApplyFull(after); err != nil {
+				t.Fatalf("apply after a rejected batch: %v", err)
+			}
+			want = normalize(after.String())
+			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)); got != want {
+				t.Errorf("table after a rejected batch:\n%s", lineDiff(want, got))
+			}
+		})
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
 
@@ -16,7 +15,7 @@ type interval struct{ lo, hi netip.Addr }
 
 // peers is what the `from` / `to` list of one rule resolves to.
 type peers struct {
-	pods []Pod      // pods matched by pod/namespace selectors
+	pods []*podRec  // pods matched by pod/namespace selectors (a pod may repeat)
 	v4   []interval // every matched address, disjoint and sorted
 	v6   []interval
 }
@@ -33,13 +32,11 @@ type peers struct {
 // rule allow nothing, so a policy is never half-applied.
 func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer) (peers, []string, error) {
 	var (
-		out   peers
-		ivs   []interval
-		notes []string
+		out     peers
+		ivs     []interval
+		notes   []string
+		entries []*podEntry
 	)
-	type name struct{ ns, name string }
-	seen := map[name]bool{}
-	selectorPeers := 0
 	for i, peer := range list {
 		switch {
 		case peer.IPBlock != nil:
@@ -53,97 +50,72 @@ func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer
 			notes = append(notes, n...)
 			ivs = append(ivs, block...)
 		case peer.PodSelector != nil || peer.NamespaceSelector != nil:
-			pods, err := c.selectPeerPods(ns, peer)
+			sel, err := c.selectPeerPods(ns, peer)
 			if err != nil {
 				return peers{}, nil, fmt.Errorf("peer %d: %w", i, err)
 			}
-			selectorPeers++
-			for _, p := range pods {
-				if seen[name{p.Namespace, p.Name}] {
-					continue
-				}
-				seen[name{p.Namespace, p.Name}] = true
-				out.pods = append(out.pods, p)
-				for _, ip := range p.IPs {
-					ip = ip.Unmap()
-					ivs = append(ivs, interval{ip, ip})
-				}
-			}
+			entries = append(entries, sel...)
 		default:
 			return peers{}, nil, fmt.Errorf("peer %d: empty peer (needs podSelector, namespaceSelector or ipBlock)", i)
 		}
 	}
-	if selectorPeers > 1 { // one peer's pods come sorted already
-		slices.SortFunc(out.pods, comparePods)
+	n := 0
+	for _, e := range entries {
+		n += len(e.members)
 	}
-	for _, iv := range unionIntervals(ivs) {
-		if iv.lo.Is4() {
-			out.v4 = append(out.v4, iv)
-		} else {
-			out.v6 = append(out.v6, iv)
+	out.pods = make([]*podRec, 0, n)
+	ivs = slices.Grow(ivs, n)
+	for _, e := range entries {
+		for p := range e.members {
+			out.pods = append(out.pods, p)
+			for _, ip := range p.IPs {
+				ivs = append(ivs, interval{ip.Unmap(), ip.Unmap()})
+			}
 		}
 	}
+	merged := unionIntervals(ivs)
+	v6 := slices.IndexFunc(merged, func(iv interval) bool { return !iv.lo.Is4() })
+	if v6 < 0 {
+		v6 = len(merged)
+	}
+	out.v4, out.v6 = merged[:v6], merged[v6:]
 	return out, notes, nil
 }
 
-// selectPeerPods returns the non-hostNetwork pods matched by a selector peer.
-func (c *compiler) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer) ([]Pod, error) {
-	podSel := labels.Everything()
+// selectPeerPods returns the cached pods a selector peer matches (none
+// when the policy is dry).
+func (c *compiler) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer) ([]*podEntry, error) {
+	podKey, podSel := "", labels.Everything()
 	if peer.PodSelector != nil {
-		s, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+		k, s, err := c.x.selector(peer.PodSelector)
 		if err != nil {
 			return nil, fmt.Errorf("podSelector: %w", err)
 		}
-		podSel = s
+		podKey, podSel = k, s
 	}
-	var nsSel labels.Selector
+	var (
+		nsKey string
+		nsSel labels.Selector
+	)
 	if peer.NamespaceSelector != nil {
-		s, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
+		k, s, err := c.x.selector(peer.NamespaceSelector)
 		if err != nil {
 			return nil, fmt.Errorf("namespaceSelector: %w", err)
 		}
-		nsSel = s
+		nsKey, nsSel = k, s
 	}
 	if c.dry {
 		return nil, nil
 	}
-	var out []Pod
-	for _, ns := range c.peerNamespaces(ns, nsSel) {
-		out = append(out, c.matchPods(ns, podSel)...)
+	namespaces := []string{ns} // the policy's own without a namespaceSelector
+	if nsSel != nil {
+		namespaces = c.x.nsEntry(c.ps, nsKey, nsSel).members
+	}
+	out := make([]*podEntry, 0, len(namespaces))
+	for _, ns := range namespaces {
+		out = append(out, c.x.podEntry(c.ps, ns, podKey, podSel, false))
 	}
 	return out, nil
-}
-
-// matchPods returns the non-hostNetwork pods of ns matching sel, cached per
-// (namespace, selector): policies often repeat selectors.
-func (c *compiler) matchPods(ns string, sel labels.Selector) []Pod {
-	key := ns + "\x00" + sel.String()
-	if pods, ok := c.podCache[key]; ok {
-		return pods
-	}
-	var out []Pod
-	for _, p := range c.podsByNS[ns] {
-		if !p.HostNetwork && sel.Matches(labels.Set(p.Labels)) {
-			out = append(out, p)
-		}
-	}
-	c.podCache[key] = out
-	return out
-}
-
-// peerNamespaces lists the namespaces a peer's pods come from: the policy's
-// own without a namespaceSelector, else every namespace it matches.
-func (c *compiler) peerNamespaces(own string, nsSel labels.Selector) []string {
-	if nsSel == nil {
-		return []string{own}
-	}
-	var out []string
-	for _, ns := range c.nsNames {
-		if nsSel.Matches(c.namespaceLabels(ns)) {
-			out = append(out, ns)
-		}
-	}
-	return out
 }
 
 var errBadCIDR = errors.New("invalid CIDR")
@@ -230,7 +202,8 @@ func subtract(ivs []interval, x interval) []interval {
 	return out
 }
 
-// unionIntervals sorts intervals and merges the overlapping ones. Adjacent
+// unionIntervals sorts intervals (IPv4 first) and merges the overlapping
+// ones, in place. Adjacent
 // intervals stay apart: the kernel accepts them, and a pod's /32 stays one
 // element of its own, so pod churn touches one element.
 func unionIntervals(ivs []interval) []interval {
@@ -240,7 +213,7 @@ func unionIntervals(ivs []interval) []interval {
 		}
 		return a.hi.Compare(b.hi)
 	})
-	var out []interval
+	out := ivs[:0] // in place: out never passes the interval being read
 	for _, iv := range ivs {
 		n := len(out)
 		if n > 0 && out[n-1].lo.Is4() == iv.lo.Is4() && !out[n-1].hi.Less(iv.lo) {
@@ -255,14 +228,32 @@ func unionIntervals(ivs []interval) []interval {
 }
 
 func intervalElems(ivs []interval) []Elem {
-	out := make([]Elem, 0, len(ivs))
-	for _, iv := range ivs {
-		out = append(out, Elem{Key: []Range{{From: string(iv.lo.AsSlice()), To: string(iv.hi.AsSlice())}}})
+	out := make([]Elem, len(ivs))
+	keys := make([]Range, len(ivs)) // one allocation for every key
+	for i, iv := range ivs {
+		keys[i] = Range{From: addrBytes(iv.lo), To: addrBytes(iv.hi)}
+		if iv.hi == iv.lo {
+			keys[i].To = keys[i].From
+		}
+		out[i] = Elem{Key: keys[i : i+1 : i+1]}
 	}
 	return out
 }
 
 func single(a netip.Addr) Range {
-	s := string(a.AsSlice())
+	s := addrBytes(a)
 	return Range{From: s, To: s}
+}
+
+// addrBytes is a.AsSlice() as a string, with one allocation.
+func addrBytes(a netip.Addr) string {
+	switch {
+	case !a.IsValid():
+		return ""
+	case a.Is4():
+		b := a.As4()
+		return string(b[:])
+	}
+	b := a.As16()
+	return string(b[:])
 }

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -56,5 +57,14 @@ func TestIPBlockIntervals(t *testing.T) {
 				t.Errorf("notes = %v, want %d", notes, tc.notes)
 			}
 		})
+	}
+}
+
+// TestAddrBytes pins addrBytes to AsSlice, the key encoding of the model.
+func TestAddrBytes(t *testing.T) {
+	for _, a := range []netip.Addr{{}, netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fd00::1"), netip.MustParseAddr("::ffff:10.1.2.3")} {
+		if got, want := addrBytes(a), string(a.AsSlice()); got != want {
+			t.Errorf("addrBytes(%v) = %x, want %x", a, got, want)
+		}
 	}
 }

@@ -140,7 +140,7 @@ func port16(p uint16) string { return string([]byte{byte(p >> 8), byte(p)}) }
 
 // namedElems resolves named ports against the containerPorts of dst pods:
 // one element address . protocol . port per pod IP, split by family.
-func namedElems(named []namedPort, dst []Pod) (v4, v6 []Elem) {
+func namedElems(named []namedPort, dst []*podRec) (v4, v6 []Elem) {
 	for _, pod := range dst {
 		for _, np := range named {
 			for _, cp := range pod.Ports {

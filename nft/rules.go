@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
@@ -13,11 +12,12 @@ import (
 type ruleInput struct {
 	dir      direction
 	key      string // namespace/name
+	hash     string // hash8(key)
 	ns       string
 	index    int
 	peers    []networkingv1.NetworkPolicyPeer
 	ports    []networkingv1.NetworkPolicyPort
-	selected []Pod // local pods the policy selects
+	selected []*podRec // local pods the policy selects
 }
 
 // family holds the per-family field and naming choices.
@@ -67,6 +67,10 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 			c.problem("%s: %s", where, n)
 		}
 	}
+	if c.dry { // a policy of no local pod is only checked
+		c.namedPortProblems(where, ps.named)
+		return nil
+	}
 	peerMatch := func(f family) []Match {
 		if !hasPeers {
 			return nil
@@ -78,7 +82,7 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 		if f.typ == TypeIPv6 {
 			ivs = resolved.v6
 		}
-		name := policySetName(in.dir, in.key, in.index, "peers"+f.suffix)
+		name := policySetNameHash(in.dir, in.hash, in.key, in.index, "peers"+f.suffix)
 		if _, ok := c.sets[name]; !ok {
 			c.addSet(Set{Name: name, Key: []Type{f.typ}, Interval: true, Comment: where + " peers", Elems: intervalElems(ivs)})
 		}
@@ -117,6 +121,7 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 
 func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort, hasPeers bool,
 	resolved peers, peerMatch func(family) []Match, add func(...[]Match), fams []family) {
+	c.namedPortProblems(where, named)
 	dst := in.selected
 	if in.dir == dirEgress {
 		dst = resolved.pods
@@ -125,16 +130,8 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 		}
 	}
 	v4, v6 := namedElems(named, dst)
-	for _, n := range named {
-		if !c.definedPorts()[n] {
-			c.problem("%s: named port %s/%s is defined by no pod (matches nothing)", where, n.name, strings.ToUpper(protoName(n.proto)))
-		}
-	}
-	if c.dry {
-		return
-	}
 	for _, f := range fams {
-		name := policySetName(in.dir, in.key, in.index, "named"+f.suffix)
+		name := policySetNameHash(in.dir, in.hash, in.key, in.index, "named"+f.suffix)
 		elems := v4
 		if f.typ == TypeIPv6 {
 			elems = v6
@@ -149,11 +146,20 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 	}
 }
 
+// namedPortProblems reports the named ports no pod defines.
+func (c *compiler) namedPortProblems(where string, named []namedPort) {
+	for _, n := range named {
+		if c.definedPorts()[n] == 0 {
+			c.problem("%s: named port %s/%s is defined by no pod (matches nothing)", where, n.name, strings.ToUpper(protoName(n.proto)))
+		}
+	}
+}
+
 // ruleFamilies are the address families a rule needs sets for: those the
 // cluster uses, plus those its ipBlocks name. It depends on the policy and
 // the cluster's families only, never on which pods exist.
 func (c *compiler) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family {
-	on := map[Type]bool{TypeIPv4: c.famOn[TypeIPv4], TypeIPv6: c.famOn[TypeIPv6]}
+	on := map[Type]bool{TypeIPv4: c.x.fam[0], TypeIPv6: c.x.fam[1]}
 	for _, p := range list {
 		if p.IPBlock == nil {
 			continue
@@ -175,10 +181,12 @@ func (c *compiler) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family 
 	return out
 }
 
-// policeablePods are every pod that can be a peer: not hostNetwork.
-func (c *compiler) policeablePods() []Pod {
-	var out []Pod
-	for _, p := range c.pods {
+// policeablePods are every pod that can be a peer: not hostNetwork. The
+// policy is compiled again whenever any pod changes.
+func (c *compiler) policeablePods() []*podRec {
+	c.x.allUsers[c.ps] = struct{}{}
+	out := make([]*podRec, 0, len(c.x.pods))
+	for _, p := range c.x.pods {
 		if !p.HostNetwork {
 			out = append(out, p)
 		}
@@ -186,23 +194,9 @@ func (c *compiler) policeablePods() []Pod {
 	return out
 }
 
-// definedPorts is every (name, protocol) some pod's containerPorts define,
-// computed once per Compile.
-func (c *compiler) definedPorts() map[namedPort]bool {
-	if c.defined != nil {
-		return c.defined
-	}
-	c.defined = map[namedPort]bool{}
-	for _, p := range c.pods {
-		for _, cp := range p.Ports {
-			proto, err := protoNumber((*corev1.Protocol)(&cp.Protocol))
-			if cp.Protocol == "" {
-				proto, err = protoTCP, nil
-			}
-			if err == nil {
-				c.defined[namedPort{proto, cp.Name}] = true
-			}
-		}
-	}
-	return c.defined
+// definedPorts tells which (name, protocol) some pod's containerPorts
+// define. The policy is compiled again when that changes.
+func (c *compiler) definedPorts() map[namedPort]int {
+	c.x.portUsers[c.ps] = struct{}{}
+	return c.x.ports
 }

@@ -1,0 +1,264 @@
+package nft
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// This file puts the ruleset together: the skeleton, the node and pod sets
+// and maps, the selection chains, masquerading and every policy's objects.
+// All of it but the policies' objects is rebuilt on every call: it is small
+// (it grows with the local pods, not the cluster).
+
+// ruleset assembles the ruleset from the current state.
+func (x *Compiler) ruleset() Ruleset {
+	if x.polStale {
+		x.policyPart()
+	}
+	elems := x.nodeElems()
+	for name, es := range x.dispatch() {
+		elems[name] = es
+	}
+	var r Ruleset
+	sets := make([]Set, 0, len(skeletonSets)+4)
+	for _, sk := range skeletonSets {
+		set := sk
+		set.Key = slices.Clone(sk.Key)
+		set.Elems = sortElems(elems[set.Name])
+		sets = append(sets, set)
+	}
+	chains := make([]Chain, 0, len(skeleton)+1+len(x.selChains))
+	for _, ch := range skeleton {
+		chain := ch
+		chain.Rules = slices.Clone(ch.Rules)
+		chains = append(chains, chain)
+	}
+	for _, ch := range x.selChains {
+		chains = append(chains, ch)
+	}
+	sets, chains = x.masquerade(sets, chains)
+	slices.SortFunc(sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
+	r.Sets = merge(sets, x.polSets, func(s Set) string { return s.Name })
+	r.Chains = merge(chains, x.polChains, func(c Chain) string { return c.Name })
+	r.Problems = x.polProblems
+	return r
+}
+
+// policyPart updates the sorted objects of every policy after some
+// policies changed: the objects of their last outputs (x.replaced) leave,
+// those of their new outputs (x.changed) join.
+func (x *Compiler) policyPart() {
+	goneSets, goneChains := map[string]bool{}, map[string]bool{}
+	for _, out := range x.replaced {
+		for _, s := range out.sets {
+			goneSets[s.Name] = true
+		}
+		for _, ch := range out.chains {
+			goneChains[ch.Name] = true
+		}
+	}
+	var sets []Set
+	var chains []Chain
+	for ps := range x.changed {
+		if ps.gen == x.gen { // not removed since
+			sets = append(sets, ps.out.sets...)
+			chains = append(chains, ps.out.chains...)
+		}
+	}
+	slices.SortFunc(sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
+	keptSets := slices.DeleteFunc(slices.Clone(x.polSets), func(s Set) bool { return goneSets[s.Name] })
+	keptChains := slices.DeleteFunc(slices.Clone(x.polChains), func(ch Chain) bool { return goneChains[ch.Name] })
+	x.polSets = merge(keptSets, sets, func(s Set) string { return s.Name })
+	x.polChains = merge(keptChains, chains, func(c Chain) string { return c.Name })
+	x.polProblems = nil
+	for _, ps := range x.polOrder {
+		x.polProblems = append(x.polProblems, ps.out.problems...)
+	}
+	slices.Sort(x.polProblems)
+	x.polProblems = slices.Clip(x.polProblems) // shared by every ruleset: appends must copy
+	clear(x.replaced)
+	x.replaced = x.replaced[:0]
+	clear(x.changed)
+	x.polStale = false
+}
+
+// merge merges two lists sorted by name into a new one.
+func merge[T any](a, b []T, name func(T) string) []T {
+	out := make([]T, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if name(a[0]) <= name(b[0]) {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	out = append(out, a...)
+	return append(out, b...)
+}
+
+// nodeElems returns the elements of the node's addresses and of every local
+// pod's self pair, by set name.
+func (x *Compiler) nodeElems() map[string][]Elem {
+	out := make(map[string][]Elem, len(skeletonSets))
+	for _, a := range x.node.Addrs {
+		a = a.Unmap()
+		name := familySet(a, setNodeAddrs4, setNodeAddrs6)
+		out[name] = append(out[name], Elem{Key: []Range{single(a)}})
+	}
+	for p := range x.local {
+		if p.selfElems == nil {
+			for _, ip := range p.IPs {
+				k := single(ip.Unmap())
+				p.selfElems = append(p.selfElems, Elem{Key: []Range{k, k}})
+			}
+		}
+		for _, e := range p.selfElems {
+			name := setSelf6
+			if len(e.Key[0].From) == 4 {
+				name = setSelf4
+			}
+			out[name] = append(out[name], e)
+		}
+	}
+	return out
+}
+
+func familySet(a netip.Addr, v4, v6 string) string {
+	if a.Is4() {
+		return v4
+	}
+	return v6
+}
+
+// dispatch returns the elements of the pod maps: each isolated local pod
+// jumps to the chain of the policies that select it, which tries each
+// policy and ends in drop. It leaves those chains in x.selChains.
+func (x *Compiler) dispatch() map[string][]Elem {
+	type selection [2][]*policyState
+	by := make(map[*podRec]*selection, len(x.local))
+	for _, ps := range x.polOrder { // sorted: a selection lists its policies in order
+		for d, pods := range ps.out.selected {
+			for _, p := range pods {
+				s := by[p]
+				if s == nil {
+					s = &selection{}
+					by[p] = s
+				}
+				s[d] = append(s[d], ps)
+			}
+		}
+	}
+	maps := [2][2]string{{mapIngress4, mapIngress6}, {mapEgress4, mapEgress6}}
+	dirs := [2]direction{dirIngress, dirEgress}
+	out := make(map[string][]Elem, 4)
+	x.selChains = make(map[string]Chain, len(x.selChains))
+	var id strings.Builder
+	for p, s := range by {
+		for d, list := range s {
+			if len(list) == 0 {
+				continue
+			}
+			id.Reset()
+			id.WriteString(string(dirs[d]))
+			id.WriteString(p.Namespace)
+			for _, ps := range list {
+				id.WriteByte(0)
+				id.WriteString(ps.key)
+			}
+			name := x.selectionChain(id.String(), dirs[d], p.Namespace, list)
+			if j := &p.jump[d]; j.chain != name || j.elems == nil {
+				j.chain, j.elems = name, make([]Elem, 0, len(p.IPs))
+				for _, ip := range p.IPs {
+					j.elems = append(j.elems, Elem{Key: []Range{single(ip.Unmap())}, Verdict: Verdict{Kind: VerdictJump, Chain: name}})
+				}
+			}
+			for _, e := range p.jump[d].elems {
+				m := maps[d][0]
+				if len(e.Key[0].From) == 16 {
+					m = maps[d][1]
+				}
+				out[m] = append(out[m], e)
+			}
+		}
+	}
+	return out
+}
+
+// selectionChain returns the name of the selection chain of list (whose
+// identity is id) and keeps the chain in x.selChains. Chains are memoized
+// by id: their content depends on it alone.
+func (x *Compiler) selectionChain(id string, d direction, ns string, list []*policyState) string {
+	ch, ok := x.selMemo[id]
+	if !ok {
+		keys := make([]string, len(list))
+		for i, ps := range list {
+			keys[i] = ps.key
+		}
+		ch = Chain{Name: selectionChainName(d, ns, keys)}
+		for _, ps := range list {
+			ch.Rules = append(ch.Rules, Rule{
+				Verdict: Verdict{Kind: VerdictJump, Chain: policyChainNameHash(d, ps.hash, ps.key)},
+				Comment: ps.key,
+			})
+		}
+		ch.Rules = append(ch.Rules, Rule{
+			Verdict: Verdict{Kind: VerdictDrop},
+			Comment: d.long() + " isolated: no policy allows",
+		})
+		if len(x.selMemo) >= maxParsed {
+			clear(x.selMemo)
+		}
+		x.selMemo[id] = ch
+	}
+	x.selChains[ch.Name] = ch
+	return ch.Name
+}
+
+// masquerade adds the nat chain: traffic from this node's pod CIDRs to
+// anything outside the cluster CIDRs leaves with the node's address. A
+// family is masqueraded only when the cluster has CIDRs of that family.
+func (x *Compiler) masquerade(sets []Set, chains []Chain) ([]Set, []Chain) {
+	if len(x.cluster) == 0 {
+		return sets, chains
+	}
+	pod := map[bool][]netip.Prefix{}
+	cluster := map[bool][]netip.Prefix{}
+	for _, p := range x.node.PodCIDRs {
+		pod[p.Addr().Is4()] = append(pod[p.Addr().Is4()], p.Masked())
+	}
+	for _, p := range x.cluster {
+		cluster[p.Addr().Is4()] = append(cluster[p.Addr().Is4()], p.Masked())
+	}
+	ch := Chain{Name: chainMasq, Base: &Base{Type: "nat", Hook: HookPostrouting, Priority: prioritySrcNAT}}
+	fams := []struct {
+		v4                 bool
+		podSet, clusterSet string
+		typ                Type
+		saddr, daddr       Field
+	}{
+		{true, setPodCIDRs4, setCluster4, TypeIPv4, FieldIPSaddr, FieldIPDaddr},
+		{false, setPodCIDRs6, setCluster6, TypeIPv6, FieldIP6Saddr, FieldIP6Daddr},
+	}
+	for _, f := range fams {
+		if len(pod[f.v4]) == 0 || len(cluster[f.v4]) == 0 {
+			continue
+		}
+		sets = append(sets,
+			Set{Name: f.podSet, Key: []Type{f.typ}, Interval: true, Comment: "pod CIDRs of this node",
+				Elems: sortElems(intervalElems(unionIntervals(prefixIntervals(pod[f.v4]))))},
+			Set{Name: f.clusterSet, Key: []Type{f.typ}, Interval: true, Comment: "pod CIDRs of the cluster",
+				Elems: sortElems(intervalElems(unionIntervals(prefixIntervals(cluster[f.v4]))))})
+		ch.Rules = append(ch.Rules, Rule{
+			Matches: []Match{
+				{Kind: MatchLookup, Fields: []Field{f.saddr}, Set: f.podSet},
+				{Kind: MatchLookup, Fields: []Field{f.daddr}, Set: f.clusterSet, Negate: true},
+			},
+			Verdict: Verdict{Kind: VerdictMasquerade},
+			Comment: "pods to outside the cluster",
+		})
+	}
+	return sets, append(chains, ch)
+}
