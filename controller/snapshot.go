@@ -37,18 +37,22 @@ func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.
 // so pointer identity means "unchanged". Not safe for concurrent use.
 type SnapshotBuilder struct {
 	pods map[*corev1.Pod]*podEntry
+	gen  uint64
 }
 
 type podEntry struct {
 	pod nft.Pod
 	ok  bool
+	gen uint64 // last build that saw this object
 }
 
 // Build returns the snapshot for nodeName; see BuildSnapshot.
 func (b *SnapshotBuilder) Build(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.Snapshot {
-	prev := b.pods
-	b.pods = make(map[*corev1.Pod]*podEntry, len(o.Pods))
-	s := nft.Snapshot{Node: nft.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs}
+	if b.pods == nil {
+		b.pods = make(map[*corev1.Pod]*podEntry, len(o.Pods))
+	}
+	b.gen++
+	s := nft.Snapshot{Node: nft.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs, Pods: make([]nft.Pod, 0, len(o.Pods))}
 	for _, n := range o.Nodes {
 		if n.Name != nodeName {
 			continue
@@ -62,12 +66,13 @@ func (b *SnapshotBuilder) Build(nodeName string, clusterCIDRs []netip.Prefix, o 
 		known[ns.Name] = true
 	}
 	for _, p := range o.Pods {
-		e := prev[p]
+		e := b.pods[p]
 		if e == nil {
 			e = &podEntry{}
 			e.pod, e.ok = convertPod(p)
+			b.pods[p] = e
 		}
-		b.pods[p] = e
+		e.gen = b.gen
 		if pp, ok := e.pod, e.ok; ok {
 			s.Pods = append(s.Pods, pp)
 			if !known[p.Namespace] {
@@ -79,6 +84,11 @@ func (b *SnapshotBuilder) Build(nodeName string, clusterCIDRs []netip.Prefix, o 
 		}
 	}
 	s.Policies = append(s.Policies, o.Policies...)
+	for p, e := range b.pods {
+		if e.gen != b.gen {
+			delete(b.pods, p)
+		}
+	}
 	sort.Slice(s.Namespaces, func(i, j int) bool { return s.Namespaces[i].Name < s.Namespaces[j].Name })
 	sort.Slice(s.Policies, func(i, j int) bool {
 		a, b := s.Policies[i], s.Policies[j]

@@ -27,7 +27,7 @@ import (
 type options struct {
 	pods, policies, changes int
 	agent                   string
-	build                   bool
+	build, verbose          bool
 }
 
 func main() { os.Exit(run()) }
@@ -39,6 +39,7 @@ func run() int {
 	flag.IntVar(&o.changes, "changes", 40, "label changes to time")
 	flag.StringVar(&o.agent, "agent", "", "weir-agent binary (default: build ./cmd/weir-agent)")
 	flag.BoolVar(&o.build, "build-k8s", false, "build etcd and kube-apiserver if missing (~30 min the first time)")
+	flag.BoolVar(&o.verbose, "v", false, "print the agent's last sync log lines (read/compile/apply split)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "kube bench: run as root (it creates a network namespace)")
@@ -104,7 +105,7 @@ func bench(ctx context.Context, o options) (err error) {
 	}
 	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
 	defer func() {
-		if err != nil {
+		if err != nil || o.verbose {
 			b, _ := os.ReadFile(logPath)
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 			fmt.Fprintf(os.Stderr, "agent log tail:\n%s\n", strings.Join(lines[max(0, len(lines)-15):], "\n"))
