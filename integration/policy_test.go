@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weir-cni/weir/examples"
 )
 
 // policyPods is the cluster every policy case runs against. Addresses are
@@ -34,57 +36,9 @@ func policyPods() ([]*tpod, map[string]map[string]string) {
 	return pods, nsLabels
 }
 
-// The two policies of the talk this project started from, verbatim.
-const talkPolicies = `
-kind: NetworkPolicy
-apiVersion: networking.k8s.io/v1
-metadata:
-  name: web-allow-prod
-spec:
-  podSelector:
-    matchLabels:
-      app: web
-  ingress:
-  - from:
-    - namespaceSelector:
-        matchLabels:
-          purpose: production
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: test-network-policy
-  namespace: default
-spec:
-  podSelector:
-    matchLabels:
-      role: db
-  policyTypes:
-  - Ingress
-  - Egress
-  ingress:
-  - from:
-    - ipBlock:
-        cidr: 172.17.0.0/16
-        except:
-        - 172.17.1.0/24
-    - namespaceSelector:
-        matchLabels:
-          project: myproject
-    - podSelector:
-        matchLabels:
-          role: frontend
-    ports:
-    - protocol: TCP
-      port: 6379
-  egress:
-  - to:
-    - ipBlock:
-        cidr: 10.0.0.0/24
-    ports:
-    - protocol: TCP
-      port: 5978
-`
+// talkPolicies are the two policies of the talk this project started from,
+// verbatim.
+var talkPolicies = examples.TalkPolicies
 
 func tcp(from, to string, port int, want bool) probe {
 	return probe{from: from, to: to, proto: "tcp", port: port, want: want}

@@ -15,7 +15,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weir-cni/weir/agentapi"
-	"github.com/weir-cni/weir/conf"
 )
 
 // fakeAgent answers pod-added requests with answer(req); each request is
@@ -69,15 +68,7 @@ func TestAgentIsAskedBeforeThePodCanTalk(t *testing.T) {
 		})
 	}, func(agentapi.Request) *agentapi.Response { return &agentapi.Response{} })
 	stdin := e.conf("1.1.0", `"agentSocket":"`+sock+`",`)
-	var res types.Result
-	err := e.inNode(func() error {
-		c, err := conf.Load(stdin, "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web")
-		if err != nil {
-			return err
-		}
-		res, err = add(c, e.args(stdin))
-		return err
-	})
+	res, err := e.tryAdd(stdin, "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,14 +88,7 @@ func TestFailClosedRollsBackWhenAgentHangs(t *testing.T) {
 	e := newEnv(t)
 	sock := fakeAgent(t, func(agentapi.Request) {}, func(agentapi.Request) *agentapi.Response { return nil })
 	stdin := e.conf("1.1.0", `"agentSocket":"`+sock+`","agentWait":"200ms","failClosed":true,`)
-	err := e.inNode(func() error {
-		c, err := conf.Load(stdin, "")
-		if err != nil {
-			return err
-		}
-		_, err = add(c, e.args(stdin))
-		return err
-	})
+	_, err := e.tryAdd(stdin, "")
 	te, ok := err.(*types.Error)
 	if !ok || te.Code != types.ErrTryAgainLater {
 		t.Fatalf("ADD = %v, want code 11", err)

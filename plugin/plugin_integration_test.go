@@ -56,17 +56,23 @@ func (e *env) inNode(f func() error) error {
 	return e.node.Do(func(ns.NetNS) error { return f() })
 }
 
-func (e *env) add(stdin []byte) *current.Result {
-	e.t.Helper()
+// tryAdd runs ADD in the node namespace with CNI_ARGS cniArgs.
+func (e *env) tryAdd(stdin []byte, cniArgs string) (types.Result, error) {
 	var r types.Result
 	err := e.inNode(func() error {
-		c, err := conf.Load(stdin, "")
+		c, err := conf.Load(stdin, cniArgs)
 		if err != nil {
 			return err
 		}
 		r, err = add(c, e.args(stdin))
 		return err
 	})
+	return r, err
+}
+
+func (e *env) add(stdin []byte) *current.Result {
+	e.t.Helper()
+	r, err := e.tryAdd(stdin, "")
 	if err != nil {
 		e.t.Fatalf("ADD: %v", err)
 	}
@@ -176,15 +182,7 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	stdin := e.conf("1.1.0", "")
-	err := e.inNode(func() error {
-		c, err := conf.Load(stdin, "")
-		if err != nil {
-			return err
-		}
-		_, err = add(c, e.args(stdin))
-		return err
-	})
+	_, err := e.tryAdd(e.conf("1.1.0", ""), "")
 	if err == nil {
 		t.Fatal("ADD succeeded over an existing eth0")
 	}
@@ -203,11 +201,7 @@ func TestDuplicateAddKeepsFirstAttachment(t *testing.T) {
 	e := newEnv(t)
 	stdin := e.conf("1.1.0", "")
 	res := e.add(stdin)
-	err := e.inNode(func() error {
-		c, _ := conf.Load(stdin, "")
-		_, err := add(c, e.args(stdin))
-		return err
-	})
+	_, err := e.tryAdd(stdin, "")
 	te, ok := err.(*types.Error)
 	if !ok || te.Code != ErrAttachmentExists {
 		t.Fatalf("second ADD = %v, want code %d", err, ErrAttachmentExists)

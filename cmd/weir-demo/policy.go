@@ -17,59 +17,12 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weir-cni/weir/agentapi"
+	"github.com/weir-cni/weir/examples"
 	"github.com/weir-cni/weir/integration/harness"
 )
 
-// The two policies of the talk weir started from, verbatim.
-const talkPolicies = `kind: NetworkPolicy
-apiVersion: networking.k8s.io/v1
-metadata:
-  name: web-allow-prod
-spec:
-  podSelector:
-    matchLabels:
-      app: web
-  ingress:
-  - from:
-    - namespaceSelector:
-        matchLabels:
-          purpose: production
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: test-network-policy
-  namespace: default
-spec:
-  podSelector:
-    matchLabels:
-      role: db
-  policyTypes:
-  - Ingress
-  - Egress
-  ingress:
-  - from:
-    - ipBlock:
-        cidr: 172.17.0.0/16
-        except:
-        - 172.17.1.0/24
-    - namespaceSelector:
-        matchLabels:
-          project: myproject
-    - podSelector:
-        matchLabels:
-          role: frontend
-    ports:
-    - protocol: TCP
-      port: 6379
-  egress:
-  - to:
-    - ipBlock:
-        cidr: 10.0.0.0/24
-    ports:
-    - protocol: TCP
-      port: 5978
-`
+// talkPolicies are the two policies of the talk weir started from.
+var talkPolicies = examples.TalkPolicies
 
 // Node and external-host addresses of the demo.
 const (
