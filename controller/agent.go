@@ -227,20 +227,9 @@ func (a *Agent) sync(ctx context.Context) error {
 // than a guess.
 func (a *Agent) Announce(ctx context.Context, namespace, name string, ips []netip.Addr) error {
 	a.init()
-	objs, err := a.Source.Objects()
+	pod, err := a.lookupPod(ctx, namespace, name)
 	if err != nil {
-		return fmt.Errorf("read cluster state: %w", err)
-	}
-	pod := findPod(objs, namespace, name)
-	if pod == nil {
-		if g, ok := a.Source.(PodGetter); ok {
-			if pod, err = g.GetPod(ctx, namespace, name); err != nil {
-				return fmt.Errorf("pod %s/%s: %w", namespace, name, err)
-			}
-		}
-	}
-	if pod == nil {
-		return fmt.Errorf("pod %s/%s is unknown to the agent", namespace, name)
+		return err
 	}
 	a.mu.Lock()
 	a.anns[namespace+"/"+name] = &announcement{namespace: namespace, name: name, ips: ips, pod: pod}
@@ -261,6 +250,27 @@ func (a *Agent) Announce(ctx context.Context, namespace, name string, ips []neti
 		case <-ch:
 		}
 	}
+}
+
+// lookupPod finds one pod: through the source's PodGetter (cache, then API
+// server) when it has one, so a plugin request costs no full listing;
+// otherwise in the source's objects.
+func (a *Agent) lookupPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	if g, ok := a.Source.(PodGetter); ok {
+		pod, err := g.GetPod(ctx, namespace, name)
+		if err != nil {
+			return nil, fmt.Errorf("pod %s/%s: %w", namespace, name, err)
+		}
+		return pod, nil
+	}
+	objs, err := a.Source.Objects()
+	if err != nil {
+		return nil, fmt.Errorf("read cluster state: %w", err)
+	}
+	if pod := findPod(objs, namespace, name); pod != nil {
+		return pod, nil
+	}
+	return nil, fmt.Errorf("pod %s/%s is unknown to the agent", namespace, name)
 }
 
 func (a *Agent) setErr(err error) {

@@ -219,3 +219,57 @@ func TestSnapshotBuilderMatchesBuildSnapshot(t *testing.T) {
 		o.Pods = o.Pods[:len(o.Pods)-1]
 	}
 }
+
+// getterSource lists no pods but can fetch one, as an informer cache that
+// is behind would.
+type getterSource struct {
+	memSource
+	pod   *corev1.Pod
+	lists int
+}
+
+func (g *getterSource) Objects() (Objects, error) {
+	g.mu.Lock()
+	g.lists++
+	g.mu.Unlock()
+	return g.memSource.Objects()
+}
+
+func (g *getterSource) GetPod(_ context.Context, ns, name string) (*corev1.Pod, error) {
+	if g.pod != nil && g.pod.Namespace == ns && g.pod.Name == name {
+		return g.pod, nil
+	}
+	return nil, errors.New("not found")
+}
+
+func TestAnnounceFetchesThePodWithoutListing(t *testing.T) {
+	src := &getterSource{pod: pod("ns1", "web", "n1", map[string]string{"app": "web"})}
+	app := &recApplier{}
+	a, _ := startAgent(t, src, app)
+	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
+	src.mu.Lock()
+	before := src.lists
+	src.mu.Unlock()
+	ip := netip.MustParseAddr("10.244.1.9")
+	if err := a.Announce(context.Background(), "ns1", "web", []netip.Addr{ip}); err != nil {
+		t.Fatal(err)
+	}
+	src.mu.Lock()
+	lists := src.lists - before
+	src.mu.Unlock()
+	if lists != 1 { // the sync that applies the pod, not the lookup
+		t.Errorf("announce listed the source %d times, want 1 (the sync)", lists)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	found := false
+	for _, p := range a.snap.Pods {
+		found = found || (p.Name == "web" && len(p.IPs) == 1 && p.IPs[0] == ip)
+	}
+	if !found {
+		t.Error("pod fetched through GetPod is not in the applied snapshot")
+	}
+	if err := a.Announce(context.Background(), "ns1", "ghost", nil); err == nil {
+		t.Error("announce of a pod GetPod cannot find succeeded")
+	}
+}
