@@ -261,11 +261,11 @@ func TestAnnounceFetchesThePodWithoutListing(t *testing.T) {
 		t.Errorf("announce listed the source %d times, want 1 (the sync)", lists)
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	found := false
 	for _, p := range a.snap.Pods {
 		found = found || (p.Name == "web" && len(p.IPs) == 1 && p.IPs[0] == ip)
 	}
+	a.mu.Unlock()
 	if !found {
 		t.Error("pod fetched through GetPod is not in the applied snapshot")
 	}
