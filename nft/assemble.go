@@ -25,7 +25,11 @@ func (x *Compiler) ruleset() Ruleset {
 	for _, sk := range skeletonSets {
 		set := sk
 		set.Key = slices.Clone(sk.Key)
-		set.Elems = sortElems(elems[set.Name])
+		if set.Key[0] == TypeID {
+			set.Elems = x.sharedElems(set.Name)
+		} else {
+			set.Elems = sortElems(elems[set.Name])
+		}
 		sets = append(sets, set)
 	}
 	chains := make([]Chain, 0, len(skeleton)+1+len(x.selChains))
@@ -40,38 +44,35 @@ func (x *Compiler) ruleset() Ruleset {
 	sets, chains = x.masquerade(sets, chains)
 	slices.SortFunc(sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
-	r.Sets = merge(sets, x.polSets, func(s Set) string { return s.Name })
+	r.Sets = sets
 	r.Chains = merge(chains, x.polChains, func(c Chain) string { return c.Name })
 	r.Problems = x.polProblems
 	return r
 }
 
-// policyPart updates the sorted objects of every policy after some
-// policies changed: the objects of their last outputs (x.replaced) leave,
-// those of their new outputs (x.changed) join.
+// policyPart updates the sorted chains of every policy, and the groups of
+// the shared sets, after some policies changed: the objects of their last
+// outputs (x.replaced) leave, those of their new outputs (x.changed) join.
 func (x *Compiler) policyPart() {
-	goneSets, goneChains := map[string]bool{}, map[string]bool{}
+	goneChains := map[string]bool{}
 	for _, out := range x.replaced {
-		for _, s := range out.sets {
-			goneSets[s.Name] = true
-		}
 		for _, ch := range out.chains {
 			goneChains[ch.Name] = true
 		}
 	}
-	var sets []Set
 	var chains []Chain
 	for ps := range x.changed {
 		if ps.gen == x.gen { // not removed since
-			sets = append(sets, ps.out.sets...)
 			chains = append(chains, ps.out.chains...)
+			x.useGroups(ps.out.groups, true)
 		}
 	}
-	slices.SortFunc(sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	for _, out := range x.replaced {
+		x.useGroups(out.groups, false)
+	}
+	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
-	keptSets := slices.DeleteFunc(slices.Clone(x.polSets), func(s Set) bool { return goneSets[s.Name] })
 	keptChains := slices.DeleteFunc(slices.Clone(x.polChains), func(ch Chain) bool { return goneChains[ch.Name] })
-	x.polSets = merge(keptSets, sets, func(s Set) string { return s.Name })
 	x.polChains = merge(keptChains, chains, func(c Chain) string { return c.Name })
 	x.polProblems = nil
 	for _, ps := range x.polOrder {

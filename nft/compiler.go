@@ -61,15 +61,24 @@ type Compiler struct {
 	dirty     map[*policyState]struct{}
 	selChains map[string]Chain // selection chains of the last call, by name
 	selMemo   map[string]Chain // selection chains by identity
-	// Every policy's sets, chains and problems, sorted; polStale when a
-	// policy changed since.
-	polSets     []Set
+	// Every policy's chains and problems, sorted; polStale when a policy
+	// changed since.
 	polChains   []Chain
 	polProblems []string
 	polStale    bool
 	last        Ruleset                   // the last result
 	replaced    []policyOut               // outputs replaced since
 	changed     map[*policyState]struct{} // policies compiled since
+
+	// The shared sets: definition ids, the groups in use, and each shared
+	// set's elements (rebuilt when setStale).
+	ids       map[string]uint32
+	idOwner   map[uint32]string
+	idTouched []string // definitions whose id may have lost its last user
+	groups    map[groupKey]*groupRec
+	setStale  map[string]bool
+	shared    map[string][]Elem
+	groupMemo map[groupKey][]Elem // elements computed in this Compile call
 }
 
 // policyState is one policy and its compiled objects.
@@ -88,8 +97,8 @@ type policyState struct {
 // policyOut is what one policy adds to the ruleset: nothing but problems
 // when it selects no local pod.
 type policyOut struct {
-	sets     []Set   // sorted by name, elements sorted
-	chains   []Chain // sorted by name
+	groups   []groupOut // groups of the shared sets its rules look up
+	chains   []Chain    // sorted by name
 	problems []string
 	// selected lists the local pods the policy isolates, per direction
 	// (0 ingress, 1 egress).
@@ -126,6 +135,12 @@ func (x *Compiler) reset(node string) {
 		selChains:   map[string]Chain{},
 		selMemo:     map[string]Chain{},
 		changed:     map[*policyState]struct{}{},
+		ids:         map[string]uint32{},
+		idOwner:     map[uint32]string{},
+		groups:      map[groupKey]*groupRec{},
+		setStale:    map[string]bool{},
+		shared:      map[string][]Elem{},
+		groupMemo:   map[groupKey][]Elem{},
 	}
 }
 
@@ -146,6 +161,7 @@ func (x *Compiler) Compile(s Snapshot) Ruleset {
 	}
 	clear(x.dirty)
 	clear(x.nsChanged)
+	clear(x.groupMemo)
 	x.portsChanged, x.podsChanged = false, false
 	x.syncNamespaces(s.Namespaces)
 	x.syncPods(s.Pods)
@@ -177,7 +193,7 @@ func (x *Compiler) Compile(s Snapshot) Ruleset {
 // compile compiles one policy again.
 func (x *Compiler) compile(ps *policyState) {
 	x.unregister(ps)
-	c := &compiler{x: x, ps: ps, sets: map[string]*Set{}, chains: map[string]*Chain{}}
+	c := &compiler{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*Chain{}}
 	c.compilePolicy(ps.pol)
 	x.replaced = append(x.replaced, ps.out)
 	x.changed[ps] = struct{}{}

@@ -56,6 +56,12 @@ func cacheKeys(x *Compiler) []string {
 	for id, e := range x.entries {
 		out = append(out, fmt.Sprintf("%q %v: %d pods, %d users", id.ns+"/"+id.sel, id.local, len(e.members), len(e.users)))
 	}
+	for k, g := range x.groups {
+		out = append(out, fmt.Sprintf("group %s %q: id %d, %d elements, %d users", k.set, k.def, g.id, len(g.elems), g.refs))
+	}
+	for def := range x.ids {
+		out = append(out, fmt.Sprintf("id of %q", def))
+	}
 	for key, e := range x.nsEntries {
 		out = append(out, fmt.Sprintf("ns %q: %v, %d users", key, e.members, len(e.users)))
 	}

@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"encoding/binary"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -22,6 +24,8 @@ func setDatatype(t Type) nftables.SetDatatype {
 		return nftables.TypeIP6Addr
 	case TypeProto:
 		return nftables.TypeInetProto
+	case TypeID:
+		return nftables.TypeInteger
 	default:
 		return nftables.TypeInetService
 	}
@@ -36,6 +40,9 @@ func kernelSet(s Set) *nftables.Set {
 		IsMap:        s.Map,
 		Comment:      s.Comment,
 		KeyByteOrder: binaryutil.BigEndian,
+	}
+	if s.Key[0] == TypeID {
+		ks.KeyByteOrder = nil // the udata is written by typeofUserdata
 	}
 	if len(s.Key) == 1 {
 		ks.KeyType = setDatatype(s.Key[0])
@@ -63,6 +70,9 @@ func kernelSet(s Set) *nftables.Set {
 func kernelElems(s Set, elems []Elem) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, len(elems))
 	concat := len(s.Key) > 1
+	// A rule's id is loaded by numgen in host byte order; nft converts it
+	// to big-endian (byteorder) only for interval sets, which order keys.
+	hostID := s.Key[0] == TypeID && !s.Interval
 	size := 0
 	for _, t := range s.Key {
 		size += (t.size() + 3) &^ 3 // the padded size bounds the unpadded one
@@ -71,13 +81,13 @@ func kernelElems(s Set, elems []Elem) []nftables.SetElement {
 	arena := make([]byte, 0, 3*size*len(elems))
 	for _, e := range elems {
 		start := len(arena)
-		for _, k := range e.Key {
-			arena = appendField(arena, k.From, concat)
+		for i, k := range e.Key {
+			arena = appendField(arena, k.From, concat, hostID && i == 0)
 		}
 		from := arena[start:len(arena):len(arena)]
 		start = len(arena)
-		for _, k := range e.Key {
-			arena = appendField(arena, k.To, concat)
+		for i, k := range e.Key {
+			arena = appendField(arena, k.To, concat, hostID && i == 0)
 		}
 		to := arena[start:len(arena):len(arena)]
 		el := nftables.SetElement{Key: from}
@@ -102,7 +112,12 @@ func kernelElems(s Set, elems []Elem) []nftables.SetElement {
 	return out
 }
 
-func appendField(b []byte, v string, pad bool) []byte {
+// appendField appends one key field, padded to 4 bytes when pad, and
+// in host byte order when host (a 4-byte id).
+func appendField(b []byte, v string, pad, host bool) []byte {
+	if host {
+		return append(b, binaryutil.NativeEndian.PutUint32(binary.BigEndian.Uint32([]byte(v)))...)
+	}
 	b = append(b, v...)
 	if pad {
 		for len(b)%4 != 0 {
@@ -173,12 +188,16 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 			exprs = append(exprs, portExprs(m)...)
 			continue
 		}
-		exprs = append(exprs, loadFields(m.Fields, &fam, interval(m.Set))...)
+		if m.ID != 0 {
+			exprs = append(exprs, idExprs(m, &fam, interval(m.Set))...)
+		} else {
+			exprs = append(exprs, loadFields(m.Fields, &fam, interval(m.Set), 0)...)
+		}
 		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: m.Set, Invert: m.Negate})
 	}
 	switch v := r.Verdict; v.Kind {
 	case VerdictVMap:
-		exprs = append(exprs, loadFields(v.Fields, &fam, false)...)
+		exprs = append(exprs, loadFields(v.Fields, &fam, false, 0)...)
 		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: v.Map})
 	case VerdictMasquerade:
 		exprs = append(exprs, &expr.Masq{})
@@ -192,12 +211,48 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 	return kr
 }
 
-// loadFields loads a concatenation into registers starting at reg 1 (the
-// 32-bit registers 8, 9, ... after the first), adding the nfproto check
-// that `ip`/`ip6` fields imply in an inet table.
-func loadFields(fs []Field, fam *byte, interval bool) []expr.Any {
+// idExprs loads `numgen random mod 1 offset ID . fields` as nft does: the
+// nfproto check of the fields first, the id (always ID) into reg 1, turned
+// big-endian for an interval set, then the fields from the next 32-bit
+// register.
+func idExprs(m Match, fam *byte, interval bool) []expr.Any {
 	var out []expr.Any
-	word := uint32(0)
+	for _, f := range m.Fields {
+		if want, ok := fieldFamily(f); ok {
+			if *fam != want {
+				out = append(out,
+					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{want}})
+				*fam = want
+			}
+			break
+		}
+	}
+	out = append(out, &expr.Numgen{Register: 1, Modulus: 1, Type: unix.NFT_NG_RANDOM, Offset: m.ID})
+	if interval {
+		out = append(out, &expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4})
+	}
+	return append(out, loadFields(m.Fields, fam, interval, 1)...)
+}
+
+// fieldFamily is the nfproto an address field implies.
+func fieldFamily(f Field) (byte, bool) {
+	switch f {
+	case FieldIPSaddr, FieldIPDaddr:
+		return unix.NFPROTO_IPV4, true
+	case FieldIP6Saddr, FieldIP6Daddr:
+		return unix.NFPROTO_IPV6, true
+	}
+	return 0, false
+}
+
+// loadFields loads a concatenation into registers starting at reg 1 (the
+// 32-bit registers 8, 9, ... after the first), or at 32-bit register 8 +
+// word when word > 0, adding the nfproto check that `ip`/`ip6` fields
+// imply in an inet table.
+func loadFields(fs []Field, fam *byte, interval bool, word uint32) []expr.Any {
+	var out []expr.Any
+	concat := len(fs) > 1 || word > 0
 	for _, f := range fs {
 		reg := uint32(1)
 		if word > 0 {
@@ -225,7 +280,7 @@ func loadFields(fs []Field, fam *byte, interval bool) []expr.Any {
 			word += n / 4
 		case FieldL4Proto:
 			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg})
-			if interval && len(fs) > 1 {
+			if interval && concat {
 				out = append(out, &expr.Byteorder{SourceRegister: reg, DestRegister: reg, Op: expr.ByteorderHton, Len: 1, Size: 2})
 			}
 			word++

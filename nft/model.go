@@ -29,6 +29,11 @@ const (
 	TypeIPv6              // ipv6_addr, 16 bytes
 	TypeProto             // inet_proto, 1 byte
 	TypePort              // inet_service, 2 bytes
+	// TypeID is a rule id (4 bytes, big-endian in the model): the first
+	// field of the shared sets, where one set holds the elements of many
+	// rules and each rule looks up only its own by prefixing its id
+	// (`numgen random mod 1 offset ID . ip saddr @peers4`).
+	TypeID
 )
 
 // Set is a named set, or a verdict map when Map is true.
@@ -132,6 +137,10 @@ type Match struct {
 	Fields   []Field
 	Set      string
 	Negate   bool
+	// ID, when non-zero, is the first field of the lookup key: the rule
+	// looks up its own elements of a shared set (whose Key starts with
+	// TypeID).
+	ID uint32
 
 	Proto            uint8
 	PortFrom, PortTo uint16
@@ -222,6 +231,8 @@ func (t Type) size() int {
 		return 16
 	case TypeProto:
 		return 1
+	case TypeID:
+		return 4
 	default:
 		return 2
 	}
@@ -235,7 +246,29 @@ func (t Type) String() string {
 		return "ipv6_addr"
 	case TypeProto:
 		return "inet_proto"
+	case TypeID:
+		return "integer"
 	default:
 		return "inet_service"
+	}
+}
+
+// typeofString is the expression a shared set is declared with
+// (`typeof numgen random mod 1 . ip saddr`): nft has no fixed-size type
+// for a plain 32-bit number, so such sets are declared by typeof. An
+// address field is declared by its source-address expression whatever the
+// rules look up with it (nft only compares the data types).
+func (t Type) typeofString() string {
+	switch t {
+	case TypeIPv4:
+		return "ip saddr"
+	case TypeIPv6:
+		return "ip6 saddr"
+	case TypeProto:
+		return "meta l4proto"
+	case TypeID:
+		return "numgen random mod 1"
+	default:
+		return "th dport"
 	}
 }

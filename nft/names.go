@@ -3,7 +3,6 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"strconv"
 	"strings"
 )
 
@@ -27,19 +26,30 @@ import (
 // sorted set of policies of its namespace that select it for that direction
 // (sel-in-HASH-ns). That chain jumps to each policy's chain (pol-in-HASH-ns/name)
 // and ends in drop; a policy chain accepts on a match and falls through
-// otherwise. A rule's peers are interval sets (pol-in-HASH-rN-peers4/6-ns/name,
-// ipBlock excepts already subtracted), its named ports sets of destination
-// address . protocol . port (named4/6), its numeric ports inline matches
-// (`tcp dport 80`). So a packet costs a bounded number of lookups whatever
-// the policy count (only the policies selecting its pods are walked), pod
-// churn changes elements (and at most creates or deletes a small selection
-// chain, or the objects of a policy that gains or loses its last local pod),
-// and a policy change rewrites only its own chains and sets.
+// otherwise. Numeric ports are inline matches (`tcp dport 80`).
 //
-// nf_tables finds sets by name with a linear walk, so a batch creating n sets
-// costs O(n²) in the kernel: the layout keeps sets few (no per-family set for
-// a family the cluster does not use, ports inline, only policies selecting a
-// local pod rendered).
+// Peers and named ports live in six shared sets, whatever the number of
+// policies: peers4/6 (exact pod addresses of selector peers), blocks4/6
+// (ipBlock ranges, excepts subtracted; interval) and named4/6 (destination
+// address . protocol . port of named ports). Each is keyed by a rule id
+// first: a rule loads its id as a constant (`numgen random mod 1 offset ID`,
+// the only constant nft both prints and parses inside a concatenation) and
+// looks up `ID . ip saddr`. The id names a *definition* — the selector
+// peers of a namespace, one union of ipBlocks, one named-port resolution —
+// so rules with equal definitions share their elements, and it is a hash of
+// the definition, so it stays stable across syncs and restarts. Why: the
+// kernel finds a set by name with a linear walk of the table's sets (set
+// creation, every rule referencing a set and every element message pay
+// it), so n sets cost O(n²) per batch — 5,000 per-rule sets took 5 s of
+// kernel time to load; six shared sets take none of that.
+//
+// So a packet costs a bounded number of hash lookups (the ipBlock set is a
+// pipapo set, whose lookup grows slowly with its ranges) whatever the
+// policy count (only the policies selecting its pods are walked), pod churn
+// changes elements (and at most creates or deletes a small selection
+// chain, or the chains of a policy that gains or loses its last local pod),
+// and a policy change rewrites only its own chains and its definitions'
+// elements.
 const (
 	// TableName is weir's table, family inet.
 	TableName = "weir"
@@ -60,8 +70,14 @@ const (
 	setPodCIDRs6  = "pod-cidrs6"
 	setCluster4   = "cluster-cidrs4" // every pod CIDR of the cluster
 	setCluster6   = "cluster-cidrs6"
+	setPeers4     = "peers4" // id . pod address of selector peers
+	setPeers6     = "peers6"
+	setBlocks4    = "blocks4" // id . address range of ipBlock peers
+	setBlocks6    = "blocks6"
+	setNamed4     = "named4" // id . destination address . protocol . port
+	setNamed6     = "named6"
 
-	prefixPolicy    = "pol-" // pol-in-HASH-ns/name, its sets pol-in-HASH-rN-...
+	prefixPolicy    = "pol-" // pol-in-HASH-ns/name
 	prefixSelection = "sel-" // sel-in-HASH-ns
 
 	priorityFilter = 0
@@ -115,6 +131,12 @@ var skeletonSets = []Set{
 	{Name: mapEgress6, Key: []Type{TypeIPv6}, Map: true, Comment: "egress-isolated local pods"},
 	{Name: mapIngress4, Key: []Type{TypeIPv4}, Map: true, Comment: "ingress-isolated local pods"},
 	{Name: mapIngress6, Key: []Type{TypeIPv6}, Map: true, Comment: "ingress-isolated local pods"},
+	{Name: setPeers4, Key: []Type{TypeID, TypeIPv4}, Comment: "selector peers by rule id"},
+	{Name: setPeers6, Key: []Type{TypeID, TypeIPv6}, Comment: "selector peers by rule id"},
+	{Name: setBlocks4, Key: []Type{TypeID, TypeIPv4}, Interval: true, Comment: "ipBlock peers by rule id"},
+	{Name: setBlocks6, Key: []Type{TypeID, TypeIPv6}, Interval: true, Comment: "ipBlock peers by rule id"},
+	{Name: setNamed4, Key: []Type{TypeID, TypeIPv4, TypeProto, TypePort}, Comment: "named ports by rule id"},
+	{Name: setNamed6, Key: []Type{TypeID, TypeIPv6, TypeProto, TypePort}, Comment: "named ports by rule id"},
 }
 
 func ctRule(states uint32, v VerdictKind) Rule {
@@ -170,17 +192,6 @@ func policyChainName(d direction, key string) string {
 // policyChainNameHash is policyChainName with hash8(key) already computed.
 func policyChainNameHash(d direction, hash, key string) string {
 	return prefixPolicy + string(d) + "-" + hash + "-" + readable(key)
-}
-
-// policySetName names a set of one rule of one policy:
-// pol-in-HASH-rN-kind-ns/name (kind: peers4, peers6, ports, named4, named6).
-func policySetName(d direction, key string, rule int, kind string) string {
-	return policySetNameHash(d, hash8(key), key, rule, kind)
-}
-
-// policySetNameHash is policySetName with hash8(key) already computed.
-func policySetNameHash(d direction, hash, key string, rule int, kind string) string {
-	return prefixPolicy + string(d) + "-" + hash + "-r" + strconv.Itoa(rule) + "-" + kind + "-" + readable(key)
 }
 
 // selectionChainName names the chain of a set of policies (all of one

@@ -25,8 +25,11 @@ type NetlinkApplier struct {
 	enc   *nftables.Conn    // encodes the batch: never touches a socket
 	nl    *netlink.Conn     // sends the batch
 	batch []netlink.Message // what enc's last Flush produced
-	fd    int               // netns file descriptor, -1 for the current namespace
-	last  *Ruleset
+	// typeofs holds the user data of the typeof sets the queued batch
+	// creates, by name (see patchTypeof).
+	typeofs map[string][]byte
+	fd      int // netns file descriptor, -1 for the current namespace
+	last    *Ruleset
 }
 
 // NewNetlinkApplier opens a netlink connection into the network namespace at
@@ -73,6 +76,11 @@ func (a *NetlinkApplier) flush() error {
 	}
 	b := a.batch
 	a.batch = nil
+	err := patchTypeof(b, a.typeofs)
+	clear(a.typeofs)
+	if err != nil {
+		return err
+	}
 	return sendBatch(a.nl, b)
 }
 
@@ -81,6 +89,7 @@ func (a *NetlinkApplier) flush() error {
 func (a *NetlinkApplier) discard() {
 	_ = a.enc.Flush()
 	a.batch = nil
+	clear(a.typeofs)
 }
 
 // socketBuffer is the netlink socket buffer size, both ways. A full sync of
@@ -233,6 +242,12 @@ func (a *NetlinkApplier) ApplyChanges(r Ruleset, ch Changes) error {
 
 func (a *NetlinkApplier) addSet(s Set) error {
 	ks := kernelSet(s)
+	if s.Key[0] == TypeID {
+		if a.typeofs == nil {
+			a.typeofs = map[string][]byte{}
+		}
+		a.typeofs[s.Name] = typeofUserdata(s)
+	}
 	if err := a.enc.AddSet(ks, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
 	}

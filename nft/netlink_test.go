@@ -122,8 +122,7 @@ func TestLargeSetReadBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peers := policySetName(dirIngress, "default/all", 0, "peers4")
-	for _, name := range []string{setSelf4, mapIngress4, peers} {
+	for _, name := range []string{setSelf4, mapIngress4, setPeers4} {
 		s, ok := r.Set(name)
 		if !ok || len(s.Elems) != 10000 {
 			t.Fatalf("set %s: compiled %d elements, want 10000", name, len(s.Elems))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -15,9 +16,22 @@ type interval struct{ lo, hi netip.Addr }
 
 // peers is what the `from` / `to` list of one rule resolves to.
 type peers struct {
-	pods []*podRec  // pods matched by pod/namespace selectors (a pod may repeat)
-	v4   []interval // every matched address, disjoint and sorted
-	v6   []interval
+	// selectors are the pod/namespace selector peers, one per distinct
+	// definition, sorted by it.
+	selectors []selectorPeer
+	// pods are the pods all selectors match (a pod may repeat); podsDef
+	// is the definition of the selectors together, "" when there are none.
+	pods    []*podRec
+	podsDef string
+	// v4 and v6 are the ipBlocks' addresses, disjoint and sorted.
+	v4, v6 []interval
+}
+
+// selectorPeer is one selector peer: the pods it matches (a pod may
+// repeat) and its definition, which equal selectors of any policy share.
+type selectorPeer struct {
+	def  string
+	pods []*podRec
 }
 
 // resolvePeers resolves a rule's peers against the snapshot, following the
@@ -32,10 +46,9 @@ type peers struct {
 // rule allow nothing, so a policy is never half-applied.
 func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer) (peers, []string, error) {
 	var (
-		out     peers
-		ivs     []interval
-		notes   []string
-		entries []*podEntry
+		out   peers
+		ivs   []interval
+		notes []string
 	)
 	for i, peer := range list {
 		switch {
@@ -50,28 +63,30 @@ func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer
 			notes = append(notes, n...)
 			ivs = append(ivs, block...)
 		case peer.PodSelector != nil || peer.NamespaceSelector != nil:
-			sel, err := c.selectPeerPods(ns, peer)
+			entries, def, err := c.selectPeerPods(ns, peer)
 			if err != nil {
 				return peers{}, nil, fmt.Errorf("peer %d: %w", i, err)
 			}
-			entries = append(entries, sel...)
+			sp := selectorPeer{def: def}
+			for _, e := range entries {
+				for p := range e.members {
+					sp.pods = append(sp.pods, p)
+				}
+			}
+			out.selectors = append(out.selectors, sp)
 		default:
 			return peers{}, nil, fmt.Errorf("peer %d: empty peer (needs podSelector, namespaceSelector or ipBlock)", i)
 		}
 	}
-	n := 0
-	for _, e := range entries {
-		n += len(e.members)
-	}
-	out.pods = make([]*podRec, 0, n)
-	ivs = slices.Grow(ivs, n)
-	for _, e := range entries {
-		for p := range e.members {
-			out.pods = append(out.pods, p)
-			for _, ip := range p.IPs {
-				ivs = append(ivs, interval{ip.Unmap(), ip.Unmap()})
-			}
+	if len(out.selectors) > 0 {
+		slices.SortFunc(out.selectors, func(a, b selectorPeer) int { return strings.Compare(a.def, b.def) })
+		out.selectors = slices.CompactFunc(out.selectors, func(a, b selectorPeer) bool { return a.def == b.def })
+		defs := make([]string, 0, len(out.selectors))
+		for _, sp := range out.selectors {
+			defs = append(defs, sp.def)
+			out.pods = append(out.pods, sp.pods...)
 		}
+		out.podsDef = defKey("pods", defs...)
 	}
 	merged := unionIntervals(ivs)
 	v6 := slices.IndexFunc(merged, func(iv interval) bool { return !iv.lo.Is4() })
@@ -82,14 +97,37 @@ func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer
 	return out, notes, nil
 }
 
+// podElems returns the addresses of pods of family v4 (or v6) as sorted,
+// distinct single-address elements.
+func podElems(pods []*podRec, v4 bool) []Elem {
+	addrs := make([]netip.Addr, 0, len(pods))
+	for _, p := range pods {
+		for _, ip := range p.IPs {
+			if ip = ip.Unmap(); ip.Is4() == v4 {
+				addrs = append(addrs, ip)
+			}
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	out := make([]Elem, len(addrs))
+	keys := make([]Range, len(addrs)) // one allocation for every key
+	for i, a := range addrs {
+		keys[i] = single(a)
+		out[i] = Elem{Key: keys[i : i+1 : i+1]}
+	}
+	return out
+}
+
 // selectPeerPods returns the cached pods a selector peer matches (none
-// when the policy is dry).
-func (c *compiler) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer) ([]*podEntry, error) {
+// when the policy is dry) and the peer's definition: equal definitions
+// match equal pods.
+func (c *compiler) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer) ([]*podEntry, string, error) {
 	podKey, podSel := "", labels.Everything()
 	if peer.PodSelector != nil {
 		k, s, err := c.x.selector(peer.PodSelector)
 		if err != nil {
-			return nil, fmt.Errorf("podSelector: %w", err)
+			return nil, "", fmt.Errorf("podSelector: %w", err)
 		}
 		podKey, podSel = k, s
 	}
@@ -100,14 +138,18 @@ func (c *compiler) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer
 	if peer.NamespaceSelector != nil {
 		k, s, err := c.x.selector(peer.NamespaceSelector)
 		if err != nil {
-			return nil, fmt.Errorf("namespaceSelector: %w", err)
+			return nil, "", fmt.Errorf("namespaceSelector: %w", err)
 		}
 		nsKey, nsSel = k, s
 	}
-	if c.dry {
-		return nil, nil
+	def := defKey("ns", ns, podKey) // the policy's own namespace
+	if nsSel != nil {
+		def = defKey("nssel", nsKey, podKey)
 	}
-	namespaces := []string{ns} // the policy's own without a namespaceSelector
+	if c.dry {
+		return nil, def, nil
+	}
+	namespaces := []string{ns}
 	if nsSel != nil {
 		namespaces = c.x.nsEntry(c.ps, nsKey, nsSel).members
 	}
@@ -115,7 +157,7 @@ func (c *compiler) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer
 	for _, ns := range namespaces {
 		out = append(out, c.x.podEntry(c.ps, ns, podKey, podSel, false))
 	}
-	return out, nil
+	return out, def, nil
 }
 
 var errBadCIDR = errors.New("invalid CIDR")

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -38,7 +39,11 @@ func (s Set) render(b *strings.Builder) {
 		kind = "map"
 	}
 	fmt.Fprintf(b, "\t%s %s {\n", kind, s.Name)
-	fmt.Fprintf(b, "\t\ttype %s", s.typeString())
+	if s.Key[0] == TypeID {
+		fmt.Fprintf(b, "\t\ttypeof %s", s.typeofString())
+	} else {
+		fmt.Fprintf(b, "\t\ttype %s", s.typeString())
+	}
 	if s.Map {
 		b.WriteString(" : verdict")
 	}
@@ -63,6 +68,14 @@ func (s Set) typeString() string {
 	parts := make([]string, 0, len(s.Key))
 	for _, t := range s.Key {
 		parts = append(parts, t.String())
+	}
+	return strings.Join(parts, " . ")
+}
+
+func (s Set) typeofString() string {
+	parts := make([]string, 0, len(s.Key))
+	for _, t := range s.Key {
+		parts = append(parts, t.typeofString())
 	}
 	return strings.Join(parts, " . ")
 }
@@ -115,6 +128,8 @@ func valueString(t Type, v string) string {
 		return a.String()
 	case TypeProto:
 		return protoName(v[0])
+	case TypeID:
+		return strconv.FormatUint(uint64(binary.BigEndian.Uint32([]byte(v))), 10)
 	default:
 		return strconv.Itoa(int(v[0])<<8 | int(v[1]))
 	}
@@ -176,7 +191,11 @@ func (m Match) String() string {
 	if m.Negate {
 		op = "!= "
 	}
-	return fieldsString(m.Fields) + " " + op + "@" + m.Set
+	key := fieldsString(m.Fields)
+	if m.ID != 0 {
+		key = "numgen random mod 1 offset " + strconv.FormatUint(uint64(m.ID), 10) + " . " + key
+	}
+	return key + " " + op + "@" + m.Set
 }
 
 func ctStateString(s uint32) string {

@@ -3,7 +3,9 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 
 	networkingv1 "k8s.io/api/networking/v1"
 )
@@ -18,6 +20,7 @@ type ruleInput struct {
 	peers    []networkingv1.NetworkPolicyPeer
 	ports    []networkingv1.NetworkPolicyPort
 	selected []*podRec // local pods the policy selects
+	selector string    // the policy's podSelector key
 }
 
 // family holds the per-family field and naming choices.
@@ -32,18 +35,20 @@ var families = []family{
 	{"6", TypeIPv6, FieldIP6Saddr, FieldIP6Daddr},
 }
 
-// compileRule turns one rule into nft rules plus the sets they look up. The
-// shape of the output depends on the policy only (never on which pods exist),
-// so pod churn changes set elements only:
+// compileRule turns one rule into nft rules and the groups of the shared
+// sets they look up. The shape of the output depends on the policy only
+// (never on which pods exist), so pod churn changes set elements only:
 //
-//   - peers (if `from`/`to` is non-empty): interval sets peers4 / peers6 of
-//     the peer addresses, matched on saddr (ingress) or daddr (egress);
+//   - selector peers: a lookup of the peer's id . address in peers4/6, one
+//     rule per distinct selector (equal selectors of any policy share their
+//     elements); ipBlock peers: one lookup of the union of the rule's
+//     ipBlocks in blocks4/6 (intervals, excepts subtracted);
 //   - numeric ports: one inline match per merged port range (`tcp dport
 //     80`, `udp dport 1-2`, `meta l4proto sctp`), so ports cost no set;
-//   - named ports: sets `ipvN_addr . inet_proto . inet_service` of the
-//     destination pods resolved per pod and protocol (ingress: the selected
-//     pods; egress: the peer pods, so that set alone also checks the peer;
-//     toward an ipBlock a named port resolves to nothing);
+//   - named ports: a lookup of id . destination address . protocol . port
+//     in named4/6, resolved per destination pod and protocol (ingress: the
+//     selected pods; egress: the peer pods, so that lookup alone also
+//     checks the peer; toward an ipBlock a named port resolves to nothing);
 //   - no ports: no port match.
 //
 // An invalid peer or port makes the rule allow nothing and is reported.
@@ -71,22 +76,33 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 		c.namedPortProblems(where, ps.named)
 		return nil
 	}
-	peerMatch := func(f family) []Match {
+	fams := c.ruleFamilies(in.peers)
+	// peerMatches are the alternative peer lookups of one family: any of
+	// them admits the packet; nil when the rule has no peers (anything).
+	peerMatches := func(f family) [][]Match {
 		if !hasPeers {
-			return nil
+			return [][]Match{nil}
 		}
-		field, ivs := f.saddr, resolved.v4
+		field := f.saddr
 		if in.dir == dirEgress {
 			field = f.daddr
 		}
+		var alts [][]Match
+		for _, sp := range resolved.selectors {
+			set := familySetName(f, setPeers4, setPeers6)
+			id := c.group(set, sp.def, func() []Elem { return podElems(sp.pods, f.typ == TypeIPv4) })
+			alts = append(alts, []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: set, ID: id}})
+		}
+		ivs := resolved.v4
 		if f.typ == TypeIPv6 {
 			ivs = resolved.v6
 		}
-		name := policySetNameHash(in.dir, in.hash, in.key, in.index, "peers"+f.suffix)
-		if _, ok := c.sets[name]; !ok {
-			c.addSet(Set{Name: name, Key: []Type{f.typ}, Interval: true, Comment: where + " peers", Elems: intervalElems(ivs)})
+		if len(ivs) > 0 {
+			elems := intervalElems(ivs)
+			id := c.group(familySetName(f, setBlocks4, setBlocks6), blocksDef(elems), func() []Elem { return elems })
+			alts = append(alts, []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: familySetName(f, setBlocks4, setBlocks6), ID: id}})
 		}
-		return []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: name}}
+		return alts
 	}
 	var out []Rule
 	add := func(ms ...[]Match) {
@@ -96,54 +112,84 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 		}
 		out = append(out, Rule{Matches: all, Verdict: Verdict{Kind: VerdictAccept}, Comment: where})
 	}
-	fams := c.ruleFamilies(in.peers)
-	portSets := func(pm []Match) {
-		if hasPeers {
-			for _, f := range fams {
-				add(peerMatch(f), pm)
-			}
+	withPeers := func(pm []Match) {
+		if !hasPeers {
+			add(pm)
 			return
 		}
-		add(pm)
+		for _, f := range fams {
+			for _, alt := range peerMatches(f) {
+				add(alt, pm)
+			}
+		}
 	}
 	if ps.all {
-		portSets(nil)
+		withPeers(nil)
 	}
 	for _, p := range mergePorts(ps.numeric) {
 		m := Match{Kind: MatchPort, Proto: p.proto, PortFrom: p.from, PortTo: p.to, AllPorts: p.from == 0 && p.to == 65535}
-		portSets([]Match{m})
+		withPeers([]Match{m})
 	}
 	if len(ps.named) > 0 {
-		c.namedPortRules(in, where, ps.named, hasPeers, resolved, peerMatch, add, fams)
+		c.namedPortRules(in, where, ps.named, hasPeers, resolved, peerMatches, add, fams)
 	}
 	return out
 }
 
 func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort, hasPeers bool,
-	resolved peers, peerMatch func(family) []Match, add func(...[]Match), fams []family) {
+	resolved peers, peerMatches func(family) [][]Match, add func(...[]Match), fams []family) {
 	c.namedPortProblems(where, named)
-	dst := in.selected
+	dst, dstDef := in.selected, defKey("local", in.ns, in.selector)
 	if in.dir == dirEgress {
-		dst = resolved.pods
+		dst, dstDef = resolved.pods, resolved.podsDef
 		if !hasPeers {
-			dst = c.policeablePods()
+			dst, dstDef = c.policeablePods(), "all"
 		}
 	}
-	v4, v6 := namedElems(named, dst)
+	names := make([]string, 0, len(named))
+	for _, n := range named {
+		names = append(names, n.name+"/"+protoName(n.proto))
+	}
+	slices.Sort(names)
+	def := defKey("named", append([]string{dstDef}, slices.Compact(names)...)...)
+	var v4, v6 []Elem
+	resolve := sync.OnceFunc(func() { v4, v6 = namedElems(named, dst) })
 	for _, f := range fams {
-		name := policySetNameHash(in.dir, in.hash, in.key, in.index, "named"+f.suffix)
-		elems := v4
-		if f.typ == TypeIPv6 {
-			elems = v6
+		set := familySetName(f, setNamed4, setNamed6)
+		elems := func() []Elem {
+			resolve()
+			if f.typ == TypeIPv6 {
+				return sortElems(v6)
+			}
+			return sortElems(v4)
 		}
-		c.addSet(Set{Name: name, Key: []Type{f.typ, TypeProto, TypePort}, Comment: where + " named ports", Elems: elems})
-		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: name}}
+		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: set, ID: c.group(set, def, elems)}}
 		if hasPeers && in.dir == dirIngress {
-			add(peerMatch(f), nm)
+			for _, alt := range peerMatches(f) {
+				add(alt, nm)
+			}
 		} else {
 			add(nm)
 		}
 	}
+}
+
+// blocksDef is the definition of a group of ipBlock ranges: the ranges
+// themselves, so equal ipBlocks share one group whatever their policy.
+func blocksDef(elems []Elem) string {
+	var b strings.Builder
+	for _, e := range elems {
+		b.WriteString(e.Key[0].From)
+		b.WriteString(e.Key[0].To)
+	}
+	return defKey("blocks", b.String())
+}
+
+func familySetName(f family, v4, v6 string) string {
+	if f.typ == TypeIPv4 {
+		return v4
+	}
+	return v6
 }
 
 // namedPortProblems reports the named ports no pod defines.

@@ -73,7 +73,7 @@ func (t *tracer) chain(c Chain, depth int) VerdictKind {
 		}
 		v := rule.Verdict
 		if v.Kind == VerdictVMap {
-			e, ok := t.lookup(v.Map, v.Fields)
+			e, ok := t.lookup(v.Map, 0, v.Fields)
 			if !ok {
 				continue
 			}
@@ -108,7 +108,7 @@ func (t *tracer) matches(ms []Match) bool {
 		case MatchPort:
 			ok = t.p.Proto == m.Proto && (m.AllPorts || (t.p.DPort >= m.PortFrom && t.p.DPort <= m.PortTo))
 		case MatchLookup:
-			_, ok = t.lookup(m.Set, m.Fields)
+			_, ok = t.lookup(m.Set, m.ID, m.Fields)
 			if _, known := t.key(m.Fields); !known {
 				return false // wrong family: the nfproto dependency fails
 			}
@@ -147,10 +147,15 @@ func (t *tracer) key(fs []Field) ([]string, bool) {
 	return out, true
 }
 
-func (t *tracer) lookup(set string, fs []Field) (Elem, bool) {
+// lookup finds the element of set matching the packet's fields, prefixed
+// by id when id is not 0.
+func (t *tracer) lookup(set string, id uint32, fs []Field) (Elem, bool) {
 	key, ok := t.key(fs)
 	if !ok {
 		return Elem{}, false
+	}
+	if id != 0 {
+		key = append([]string{idBytes(id)}, key...)
 	}
 	s, ok := t.r.Set(set)
 	if !ok || len(s.Key) != len(key) {

@@ -1,8 +1,10 @@
 package iptables
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -40,7 +42,7 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 				return // the other family's rule
 			}
 			s, _ := b.rs.Set(m.Set)
-			elems = setRules(s, m.Fields)
+			elems = setRules(s, m.ID, m.Fields)
 		default:
 			b.out.problems = append(b.out.problems, fmt.Sprintf("rule %q: unknown match kind %d (rule skipped)", r.String(), m.Kind))
 			return
@@ -56,7 +58,11 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 				continue
 			}
 		}
-		lookups = append(lookups, lookup{set: m.Set, negate: m.Negate, elems: elems})
+		set := m.Set
+		if m.ID != 0 {
+			set += "-" + strconv.FormatUint(uint64(m.ID), 10)
+		}
+		lookups = append(lookups, lookup{set: set, negate: m.Negate, elems: elems})
 	}
 	if ct == 0 {
 		return // no state satisfies every conntrack match
@@ -167,12 +173,26 @@ func (b *builder) vmap(t *table, parent string, k int, v nft.Verdict, ctx string
 }
 
 // setRules returns the match of every element of s looked up with fields.
-func setRules(s nft.Set, fields []nft.Field) []rule {
+func setRules(s nft.Set, id uint32, fields []nft.Field) []rule {
+	elems := s.Elems
+	if id != 0 { // the elements of id, without it (elements sort by id)
+		if len(s.Key) == 0 || s.Key[0] != nft.TypeID {
+			return nil
+		}
+		key := string(binary.BigEndian.AppendUint32(nil, id))
+		lo := sort.Search(len(elems), func(i int) bool { return elems[i].Key[0].From >= key })
+		hi := sort.Search(len(elems), func(i int) bool { return elems[i].Key[0].From > key })
+		elems = make([]nft.Elem, 0, hi-lo)
+		for _, e := range s.Elems[lo:hi] {
+			elems = append(elems, nft.Elem{Key: e.Key[1:]})
+		}
+		s.Key = s.Key[1:]
+	}
 	if len(s.Key) != len(fields) {
 		return nil
 	}
 	var out []rule
-	for _, e := range s.Elems {
+	for _, e := range elems {
 		out = append(out, elemRules(s, fields, e)...)
 	}
 	return out

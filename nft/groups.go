@@ -1,0 +1,198 @@
+package nft
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// This file keeps the shared sets (peers4/6, blocks4/6, named4/6): each
+// holds groups of elements, one group per definition, prefixed by the
+// definition's id. A policy's output lists the groups its rules use; the
+// Compiler counts the policies using each group and rebuilds a shared set's
+// element list only when one of its groups changed.
+
+// groupOut is one group a policy's rules look up: the elements of
+// definition def in shared set set, without the id prefix.
+type groupOut struct {
+	set, def string
+	elems    []Elem
+}
+
+// groupKey identifies a group.
+type groupKey struct{ set, def string }
+
+// groupRec is a group in use.
+type groupRec struct {
+	id    uint32
+	elems []Elem // prefixed by the id, sorted
+	refs  int
+}
+
+// sharedSets are the sets groups live in, with their key types.
+var sharedSets = []string{setBlocks4, setBlocks6, setNamed4, setNamed6, setPeers4, setPeers6}
+
+// defID returns the id of definition def: a hash of def, probing past ids
+// another definition holds (so an id depends on history only after a
+// 32-bit collision). The id stays reserved while a group uses it; ids
+// nobody uses are released by releaseIDs.
+func (x *Compiler) defID(def string) uint32 {
+	if id, ok := x.ids[def]; ok {
+		return id
+	}
+	h := fnv.New32a()
+	h.Write([]byte(def))
+	id := h.Sum32()
+	for {
+		if id == 0 {
+			id = 1 // 0 means "no id" in a Match
+		}
+		if _, taken := x.idOwner[id]; !taken {
+			break
+		}
+		id++
+	}
+	x.ids[def], x.idOwner[id] = id, def
+	x.idTouched = append(x.idTouched, def)
+	return id
+}
+
+// useGroups counts the groups of a new policy output in (add) or of a
+// replaced one out, keeping the elements of the newest output.
+func (x *Compiler) useGroups(gs []groupOut, add bool) {
+	for _, g := range gs {
+		k := groupKey{g.set, g.def}
+		rec := x.groups[k]
+		if add {
+			if rec == nil {
+				rec = &groupRec{id: x.ids[g.def]}
+				x.groups[k] = rec
+			}
+			rec.refs++
+			if !sameElemsPrefixed(rec.elems, g.elems) {
+				rec.elems = prefixElems(rec.id, g.elems)
+				x.setStale[g.set] = true
+			}
+			continue
+		}
+		if rec == nil {
+			continue
+		}
+		if rec.refs--; rec.refs <= 0 {
+			delete(x.groups, k)
+			x.setStale[g.set] = true
+			x.idTouched = append(x.idTouched, g.def)
+		}
+	}
+}
+
+// releaseIDs forgets the ids of definitions no group uses any more.
+func (x *Compiler) releaseIDs() {
+	if len(x.idTouched) == 0 {
+		return
+	}
+	used := make(map[string]bool, len(x.idTouched))
+	for k := range x.groups {
+		used[k.def] = true
+	}
+	for _, def := range x.idTouched {
+		if id, ok := x.ids[def]; ok && !used[def] {
+			delete(x.ids, def)
+			delete(x.idOwner, id)
+		}
+	}
+	x.idTouched = x.idTouched[:0]
+}
+
+// sharedElems returns the elements of shared set name, rebuilt when one of
+// its groups changed: groups in id order, each sorted, which is the order
+// of key bytes since the id comes first.
+func (x *Compiler) sharedElems(name string) []Elem {
+	if !x.setStale[name] {
+		return x.shared[name]
+	}
+	var recs []*groupRec
+	n := 0
+	for k, rec := range x.groups {
+		if k.set == name {
+			recs = append(recs, rec)
+			n += len(rec.elems)
+		}
+	}
+	slices.SortFunc(recs, func(a, b *groupRec) int {
+		switch {
+		case a.id < b.id:
+			return -1
+		case a.id > b.id:
+			return 1
+		}
+		return 0
+	})
+	var out []Elem // nil when empty, as in a fresh Compiler
+	if n > 0 {
+		out = make([]Elem, 0, n)
+	}
+	for _, rec := range recs {
+		out = append(out, rec.elems...)
+	}
+	x.shared[name] = out
+	delete(x.setStale, name)
+	return out
+}
+
+// idBytes is id as the big-endian bytes of a TypeID field.
+func idBytes(id uint32) string {
+	return string(binary.BigEndian.AppendUint32(nil, id))
+}
+
+// prefixElems returns elems (sorted) with id as a first field.
+func prefixElems(id uint32, elems []Elem) []Elem {
+	idr := idBytes(id)
+	out := make([]Elem, len(elems))
+	keys := make([]Range, 0, len(elems)*(1+elemWidth(elems)))
+	for i, e := range elems {
+		start := len(keys)
+		keys = append(keys, Range{From: idr, To: idr})
+		keys = append(keys, e.Key...)
+		out[i] = Elem{Key: keys[start:len(keys):len(keys)]}
+	}
+	return out
+}
+
+func elemWidth(elems []Elem) int {
+	if len(elems) == 0 {
+		return 0
+	}
+	return len(elems[0].Key)
+}
+
+// sameElemsPrefixed tells whether prefixed holds exactly elems after its
+// id field.
+func sameElemsPrefixed(prefixed, elems []Elem) bool {
+	if len(prefixed) != len(elems) || prefixed == nil && elems != nil {
+		return false
+	}
+	for i, e := range elems {
+		p := prefixed[i].Key
+		if len(p) != len(e.Key)+1 || !slices.Equal(p[1:], e.Key) {
+			return false
+		}
+	}
+	return true
+}
+
+// defKey joins the parts of a definition into its key, each prefixed by
+// its length so that no two part lists give one key.
+func defKey(kind string, parts ...string) string {
+	var b strings.Builder
+	b.WriteString(kind)
+	for _, p := range parts {
+		b.WriteByte(' ')
+		b.WriteString(strconv.Itoa(len(p)))
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
+	return b.String()
+}

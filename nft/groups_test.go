@@ -1,0 +1,98 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// fromApp is an ingress policy in default selecting app=web and allowing
+// pods app=<app> of its namespace.
+func fromApp(name, app string) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}},
+			}}},
+		},
+	}
+}
+
+func groupSnapshot(policies ...*networkingv1.NetworkPolicy) Snapshot {
+	s := Snapshot{Node: Node{Name: "n1"}, Policies: policies}
+	for i, app := range []string{"web", "db", "db", "cache"} {
+		s.Pods = append(s.Pods, Pod{Namespace: "default", Name: fmt.Sprint("p", i), Node: "n1",
+			Labels: map[string]string{"app": app}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 0, 0, byte(10 + i)})}})
+	}
+	return s
+}
+
+// lookupIDs returns the ids of every lookup of set in r's rules.
+func lookupIDs(r Ruleset, set string) []uint32 {
+	var out []uint32
+	for _, c := range r.Chains {
+		for _, rule := range c.Rules {
+			for _, m := range rule.Matches {
+				if m.Set == set && m.ID != 0 {
+					out = append(out, m.ID)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestSharedGroups pins the shared-set layout: policies with equal peers
+// share one group of elements under one id, the group lives as long as one
+// policy uses it, and a definition keeps its id while others come and go.
+func TestSharedGroups(t *testing.T) {
+	x := NewCompiler()
+	r := x.Compile(groupSnapshot(fromApp("a", "db"), fromApp("b", "db")))
+	ids := lookupIDs(r, setPeers4)
+	if len(ids) != 2 || ids[0] != ids[1] {
+		t.Fatalf("two policies with equal peers look up ids %v, want one id twice", ids)
+	}
+	peers, _ := r.Set(setPeers4)
+	if len(peers.Elems) != 2 {
+		t.Fatalf("peers4 holds %d elements, want the 2 db pods once:\n%s", len(peers.Elems), r)
+	}
+	id := ids[0]
+
+	r = x.Compile(groupSnapshot(fromApp("b", "db"), fromApp("c", "cache")))
+	if peers, _ := r.Set(setPeers4); len(peers.Elems) != 3 {
+		t.Errorf("after deleting one user: peers4 holds %d elements, want 2 db + 1 cache:\n%s", len(peers.Elems), r)
+	}
+	if got := lookupIDs(r, setPeers4); !containsID(got, id) {
+		t.Errorf("the db peers changed id: %v, want %d kept", got, id)
+	}
+
+	r = x.Compile(groupSnapshot(fromApp("c", "cache")))
+	peers, _ = r.Set(setPeers4)
+	if len(peers.Elems) != 1 || strings.Contains(r.String(), fmt.Sprint(id)) {
+		t.Errorf("after deleting the last user the db group must be gone:\n%s", r)
+	}
+	if _, ok := x.ids[fromDef(t, x, id)]; ok {
+		t.Errorf("id %d is still reserved", id)
+	}
+}
+
+func containsID(ids []uint32, id uint32) bool {
+	for _, v := range ids {
+		if v == id {
+			return true
+		}
+	}
+	return false
+}
+
+// fromDef returns the definition id was last given to ("" if none now).
+func fromDef(t *testing.T, x *Compiler, id uint32) string {
+	t.Helper()
+	return x.idOwner[id]
+}

@@ -1,0 +1,145 @@
+package nft
+
+import (
+	"fmt"
+
+	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// This file writes the `typeof` declaration of the shared sets. nft has no
+// fixed-size data type for a plain 32-bit number, so a set whose key starts
+// with a rule id is declared by the expressions of its key (`typeof numgen
+// random mod 1 . ip saddr`), which nft keeps in the set's user data as
+// nested TLVs (libnftnl udata) and reads back to print and parse the
+// elements. google/nftables writes no such record, so the applier adds it
+// to the encoded NEWSET message. The layout is nft's (src/expression.c,
+// src/payload.c, src/meta.c, src/numgen.c): every number is a host-order
+// u32.
+
+// udata types of a set (libnftnl: NFTNL_UDATA_SET_*).
+const (
+	udataSetKeyByteorder = 0
+	udataSetKeyTypeof    = 3
+	udataSetComment      = 7
+)
+
+// nft's expression type ids and the record types of their udata.
+const (
+	udataTypeofExpr = 0 // the expression type of a typeof record
+	udataTypeofData = 1 // its data
+
+	exprTypePayload = 7  // EXPR_PAYLOAD
+	exprTypeMeta    = 9  // EXPR_META
+	exprTypeConcat  = 13 // EXPR_CONCAT
+	exprTypeNumgen  = 23 // EXPR_NUMGEN
+
+	protoDescTH  = 11 // PROTO_DESC_TH: transport header (th dport)
+	protoDescIP  = 12 // PROTO_DESC_IP
+	protoDescIP6 = 13 // PROTO_DESC_IP6
+
+	ipHdrSaddr  = 11 // IPHDR_SADDR: index in nft's ip header template
+	ip6HdrSaddr = 8  // IP6HDR_SADDR
+	thHdrDport  = 2  // THDR_DPORT
+)
+
+// tlv appends one udata record.
+func tlv(b []byte, typ byte, data []byte) []byte {
+	return userdata.Append(b, userdata.Type(typ), data)
+}
+
+func tlvU32(b []byte, typ byte, v uint32) []byte {
+	return userdata.AppendUint32(b, userdata.Type(typ), v)
+}
+
+// typeofExpr is the udata of the expression a key field is declared with
+// (see Type.typeofString).
+func typeofExpr(t Type) []byte {
+	var typ uint32
+	var data []byte
+	switch t {
+	case TypeID: // numgen random mod 1 (offset 0)
+		typ = exprTypeNumgen
+		data = tlvU32(data, 0, unix.NFT_NG_RANDOM)
+		data = tlvU32(data, 1, 1)
+		data = tlvU32(data, 2, 0)
+	case TypeIPv4:
+		typ = exprTypePayload
+		data = tlvU32(tlvU32(data, 0, protoDescIP), 1, ipHdrSaddr)
+	case TypeIPv6:
+		typ = exprTypePayload
+		data = tlvU32(tlvU32(data, 0, protoDescIP6), 1, ip6HdrSaddr)
+	case TypeProto:
+		typ = exprTypeMeta
+		data = tlvU32(data, 0, unix.NFT_META_L4PROTO)
+	default: // th dport
+		typ = exprTypePayload
+		data = tlvU32(tlvU32(data, 0, protoDescTH), 1, thHdrDport)
+	}
+	return tlv(tlvU32(nil, udataTypeofExpr, typ), udataTypeofData, data)
+}
+
+// typeofUserdata is the user data nft writes for a set declared by typeof:
+// key byte order (0: left to the typeof), the typeof record, the comment.
+func typeofUserdata(s Set) []byte {
+	var concat []byte
+	for i, t := range s.Key {
+		concat = tlv(concat, byte(i), typeofExpr(t))
+	}
+	key := tlv(tlvU32(nil, udataTypeofExpr, exprTypeConcat), udataTypeofData, concat)
+	b := tlvU32(nil, udataSetKeyByteorder, 0)
+	b = tlv(b, udataSetKeyTypeof, key)
+	if s.Comment != "" {
+		b = userdata.AppendString(b, udataSetComment, s.Comment)
+	}
+	return b
+}
+
+// patchTypeof gives the NEWSET messages of msgs that create a set of
+// typeofs (by name) that set's typeof user data.
+func patchTypeof(msgs []netlink.Message, typeofs map[string][]byte) error {
+	if len(typeofs) == 0 {
+		return nil
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Header.Type&0xff != unix.NFT_MSG_NEWSET || len(m.Data) < 4 {
+			continue
+		}
+		attrs, err := netlink.UnmarshalAttributes(m.Data[4:])
+		if err != nil {
+			return fmt.Errorf("decode add set message: %w", err)
+		}
+		var ud []byte
+		for _, a := range attrs {
+			if a.Type == unix.NFTA_SET_NAME {
+				ud = typeofs[string(trimNUL(a.Data))]
+			}
+		}
+		if ud == nil {
+			continue
+		}
+		out := attrs[:0]
+		for _, a := range attrs {
+			if a.Type != unix.NFTA_SET_USERDATA {
+				out = append(out, a)
+			}
+		}
+		out = append(out, netlink.Attribute{Type: unix.NFTA_SET_USERDATA, Data: ud})
+		data, err := netlink.MarshalAttributes(out)
+		if err != nil {
+			return fmt.Errorf("encode add set message: %w", err)
+		}
+		m.Data = append(m.Data[:4:4], data...)
+		m.Header.Length = 0 // recomputed from Data when sent
+	}
+	return nil
+}
+
+func trimNUL(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == 0 {
+		return b[:n-1]
+	}
+	return b
+}
