@@ -270,11 +270,5 @@ func TestDelIsIdempotent(t *testing.T) {
 			mustOK(t, "del", n.exec(tc.call))
 		})
 	}
-	if got := n.allocated(c.Name); len(got) != 0 {
-		t.Errorf("store after DELs = %v", got)
-	}
-	if got := n.weirLinks(); len(got) != 0 {
-		t.Errorf("host veths after DELs = %v", got)
-	}
-	checkGone(t, pod, "eth0")
+	checkReleased(t, n, c.Name, pod, "DELs")
 }

@@ -99,13 +99,7 @@ func TestCnitoolAddCheckDelDel(t *testing.T) {
 		if _, err := cnitool(t, n, dir, nil, "del", c.Name, pod.Path()); err != nil {
 			t.Fatalf("%s failed", round)
 		}
-		if got := n.allocated(c.Name); len(got) != 0 {
-			t.Errorf("store after %s = %v, want empty", round, got)
-		}
-		if got := n.weirLinks(); len(got) != 0 {
-			t.Errorf("host veths after %s = %v, want none", round, got)
-		}
-		checkGone(t, pod, "eth0")
+		checkReleased(t, n, c.Name, pod, round)
 	}
 }
 

@@ -120,6 +120,20 @@ func checkWired(t *testing.T, n *node, pod *harness.NS, ifname string, ips []net
 	}
 }
 
+// checkReleased verifies that network name left nothing behind on the node
+// or in the pod after what (e.g. "del again"): no stored address, no host
+// veth, no pod interface eth0.
+func checkReleased(t *testing.T, n *node, name string, pod *harness.NS, what string) {
+	t.Helper()
+	if got := n.allocated(name); len(got) != 0 {
+		t.Errorf("store after %s = %v, want empty", what, got)
+	}
+	if got := n.weirLinks(); len(got) != 0 {
+		t.Errorf("host veths after %s = %v, want none", what, got)
+	}
+	checkGone(t, pod, "eth0")
+}
+
 // checkGone verifies the pod interface is gone.
 func checkGone(t *testing.T, pod *harness.NS, ifname string) {
 	t.Helper()

@@ -27,15 +27,8 @@ func newKubeSimCluster(t *testing.T, n int, nsLabels map[string]map[string]strin
 			t.Fatal(err)
 		}
 	}
-	c := &simCluster{t: t, kc: kc, pods: map[string]*tpod{}, podNode: map[string]*simNode{}}
-	c.manifests = t.TempDir()
-	var err error
-	if c.underlay, err = newUnderlay(t); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= n; i++ {
-		c.addNode(i)
-	}
+	c := &simCluster{t: t, kc: kc, manifests: t.TempDir()}
+	c.wire(n)
 	return c
 }
 
@@ -58,9 +51,7 @@ func (c *simCluster) eventually(t *testing.T, probes []probe) {
 	for {
 		var bad []probe
 		for _, p := range probes {
-			src, dst := c.pods[p.from], c.pods[p.to]
-			err := dial(src.netns, family(src.ips, p.v6), family(dst.ips, p.v6), p.proto, p.port)
-			if (err == nil) != p.want {
+			if err := c.try(p); (err == nil) != p.want {
 				bad = append(bad, p)
 			}
 		}

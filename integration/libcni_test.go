@@ -85,13 +85,7 @@ func TestLibcniAddCheckDelDelPerVersion(t *testing.T) {
 				if err := rt.cni.DelNetworkList(ctxT(t), rt.list, rc); err != nil {
 					t.Fatalf("%s: %v", round, err)
 				}
-				if got := n.allocated(c.Name); len(got) != 0 {
-					t.Errorf("store after %s = %v", round, got)
-				}
-				if got := n.weirLinks(); len(got) != 0 {
-					t.Errorf("host veths after %s = %v", round, got)
-				}
-				checkGone(t, pod, "eth0")
+				checkReleased(t, n, c.Name, pod, round)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/weir-cni/weir/integration/harness"
 )
@@ -23,7 +24,15 @@ var pluginDir string
 
 func weirBin() string { return filepath.Join(pluginDir, "weir") }
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) {
+	// A child this binary started through harness.WithoutNFTables becomes
+	// the real command here, with nf_tables out of its reach.
+	if err := harness.ExecIfAskedWithoutNFTables(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(run(m))
+}
 
 func run(m *testing.M) int {
 	if os.Geteuid() != 0 {
@@ -83,6 +92,18 @@ func newNS(t *testing.T, prefix string) *harness.NS {
 		}
 	})
 	return n
+}
+
+// startEchos serves a harness echo on each port in netns until the test ends.
+func startEchos(t *testing.T, netns ns.NetNS, ports ...int) {
+	t.Helper()
+	for _, port := range ports {
+		e, err := harness.StartEcho(netns, port)
+		if err != nil {
+			t.Fatalf("echo on port %d: %v", port, err)
+		}
+		t.Cleanup(func() { _ = e.Close() })
+	}
 }
 
 // netConf describes one weir network for a test.

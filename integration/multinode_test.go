@@ -57,28 +57,29 @@ type simCluster struct {
 
 func newSimCluster(t *testing.T, n int) *simCluster {
 	t.Helper()
-	c := &simCluster{t: t, manifests: filepath.Join(t.TempDir(), "manifests"), pods: map[string]*tpod{}, podNode: map[string]*simNode{}}
+	c := &simCluster{t: t, manifests: filepath.Join(t.TempDir(), "manifests")}
 	if err := os.MkdirAll(c.manifests, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var err error
-	if c.underlay, err = newUnderlay(t); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= n; i++ {
-		c.addNode(i)
-	}
+	c.wire(n)
 	return c
 }
 
-// newUnderlay makes the namespace holding the bridge the nodes plug into.
-func newUnderlay(t *testing.T) (*harness.NS, error) {
-	u, err := harness.NewNS("weirmu")
-	if err != nil {
-		return nil, err
+// wire makes the underlay and n nodes plugged into it.
+func (c *simCluster) wire(n int) {
+	c.t.Helper()
+	c.pods, c.podNode = map[string]*tpod{}, map[string]*simNode{}
+	c.underlay = newUnderlay(c.t)
+	for i := 1; i <= n; i++ {
+		c.addNode(i)
 	}
-	t.Cleanup(func() { _ = u.Delete() })
-	err = u.Do(func(ns.NetNS) error {
+}
+
+// newUnderlay makes the namespace holding the bridge the nodes plug into.
+func newUnderlay(t *testing.T) *harness.NS {
+	t.Helper()
+	u := newNS(t, "weirmu")
+	err := u.Do(func(ns.NetNS) error {
 		// No multicast snooping: with no MLD querier on this wire, a
 		// snooping bridge may drop the neighbour solicitations IPv6 needs.
 		off := false
@@ -88,7 +89,10 @@ func newUnderlay(t *testing.T) (*harness.NS, error) {
 		}
 		return netlink.LinkSetUp(br)
 	})
-	return u, err
+	if err != nil {
+		t.Fatalf("underlay bridge: %v", err)
+	}
+	return u
 }
 
 // delCall is the CNI DEL of pod p on node nd.
@@ -104,13 +108,9 @@ func (c *simCluster) addNode(i int) {
 	nd := &simNode{name: fmt.Sprintf("node-%d", i), addr4: fmt.Sprintf("192.168.60.%d", i), addr6: fmt.Sprintf("fd00:60::%d", i),
 		cidr4: fmt.Sprintf("10.200.%d.0/24", i), cidr6: fmt.Sprintf("fd00:200:%d::/64", i), dataDir: t.TempDir()}
 	nd.sock = filepath.Join(nd.dataDir, "agent.sock")
-	var err error
-	if nd.ns, err = harness.NewNS("weirmn"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nd.ns.Delete() })
+	nd.ns = newNS(t, "weirmn")
 	port := fmt.Sprintf("n%d", i)
-	err = nd.ns.Do(func(ns.NetNS) error {
+	err := nd.ns.Do(func(ns.NetNS) error {
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: port, PeerNamespace: netlink.NsFd(int(c.underlay.Fd()))}
 		if err := netlink.LinkAdd(veth); err != nil {
 			return err
@@ -167,27 +167,20 @@ func (c *simCluster) addNode(i int) {
 // after ADD returns, as the kubelet does.
 func (c *simCluster) addPod(nd *simNode, p *tpod) {
 	t := c.t
-	var err error
 	ctx := context.Background()
 	if c.kc != nil {
 		if _, err := kube.CreatePod(ctx, c.kc.Client, kube.Pod{Namespace: p.ns, Name: p.name, Node: nd.name, Labels: p.labels}); err != nil {
 			t.Fatalf("create pod %s/%s: %v", p.ns, p.name, err)
 		}
 	}
-	if p.netns, err = harness.NewNS("weirmp"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.netns.Delete() })
+	p.netns = newNS(t, "weirmp")
 	wait := `"agentWait":"0s",`
 	if c.kc != nil {
 		wait = `"agentWait":"10s","failClosed":true,`
 	}
 	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weirmn","type":"weir",%s"agentSocket":%q,
 		"ipam":{"ranges":[{"subnet":%q},{"subnet":%q}],"dataDir":%q}}`, wait, nd.sock, nd.cidr4, nd.cidr6, filepath.Join(nd.dataDir, "ipam"))
-	call := harness.Call{Command: "ADD", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
-		Args: "K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name + ";IP=" + strings.Join(p.ips, ","),
-		Path: pluginDir, Conf: []byte(conf)}
-	out, err := call.Exec(ctx, nd.ns, weirBin())
+	out, err := p.addCall([]byte(conf)).Exec(ctx, nd.ns, weirBin())
 	if err != nil || out.Err != nil {
 		t.Fatalf("ADD %s/%s: %v %v %s", p.ns, p.name, err, out.Err, out.Stderr)
 	}
@@ -200,13 +193,7 @@ func (c *simCluster) addPod(nd *simNode, p *tpod) {
 			t.Fatalf("pod %s/%s status: %v", p.ns, p.name, err)
 		}
 	}
-	for _, port := range []int{8080, 9090} {
-		e, err := harness.StartEcho(p.netns, port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = e.Close() })
-	}
+	startEchos(t, p.netns, 8080, 9090)
 	l, _ := json.Marshal(p.labels)
 	var ips []string
 	for _, ip := range p.ips {
@@ -317,13 +304,17 @@ func (c *simCluster) setPolicies(yaml string) {
 func (c *simCluster) probeAll(t *testing.T, probes []probe) {
 	t.Helper()
 	for _, p := range probes {
-		src, dst := c.pods[p.from], c.pods[p.to]
-		sa, da := family(src.ips, p.v6), family(dst.ips, p.v6)
-		err := dial(src.netns, sa, da, p.proto, p.port)
+		err := c.try(p)
 		if (err == nil) != p.want {
 			t.Errorf("%s: allowed=%v, want %v (%v)", p, err == nil, p.want, err)
 		}
 	}
+}
+
+// try runs one pod-to-pod probe: nil when the echo came back.
+func (c *simCluster) try(p probe) error {
+	src, dst := c.pods[p.from], c.pods[p.to]
+	return harness.Exchange(src.netns, family(src.ips, p.v6), family(dst.ips, p.v6), p.proto, p.port, probeWait)
 }
 
 func family(ips []string, v6 bool) netip.Addr {

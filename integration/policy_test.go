@@ -60,7 +60,7 @@ func TestPolicyVerdictsInKernel(t *testing.T) {
 
 func policyVerdicts(t *testing.T, backend string) {
 	pods, nsLabels := policyPods()
-	c := newPolicyClusterWith(t, pods, nsLabels, backend)
+	c := newPolicyCluster(t, pods, nsLabels, withBackend(backend))
 	cases := []struct {
 		name     string
 		policies string

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,15 +27,18 @@ import (
 // namespace behind the node holding addresses inside and outside the
 // ipBlocks of the policies under test.
 const (
-	nodeName   = "node-a"
-	nodeAddr4  = "192.168.50.1"
-	nodeAddr6  = "fd00:50::1"
-	extLink4   = "192.168.50.2"
-	extLink6   = "fd00:50::2"
-	policyNet  = "weirpol"
-	probeWait  = time.Second
-	probePorts = "80 5353 5978 6379 8080 9001 9003"
+	nodeName  = "node-a"
+	nodeAddr4 = "192.168.50.1"
+	nodeAddr6 = "fd00:50::1"
+	extLink4  = "192.168.50.2"
+	extLink6  = "fd00:50::2"
+	policyNet = "weirpol"
+	probeWait = time.Second
 )
+
+// probePorts are the ports every pod, the node and the external namespace
+// serve an echo on.
+var probePorts = []int{80, 5353, 5978, 6379, 8080, 9001, 9003}
 
 // extAddrs are the external host's addresses, each routed to it by the node.
 var extAddrs = []string{"172.17.5.5", "10.0.0.5", "10.0.1.5", "fd00:e::5", "fd00:e::6"}
@@ -74,6 +76,14 @@ type tpod struct {
 	netns    *harness.NS
 }
 
+// addCall is the CNI ADD of p, as the runtime makes it: pod name and
+// namespace, and the addresses the test wants, in CNI_ARGS.
+func (p *tpod) addCall(conf []byte) harness.Call {
+	return harness.Call{Command: "ADD", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
+		Args: "K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name + ";IP=" + strings.Join(p.ips, ","),
+		Path: pluginDir, Conf: conf}
+}
+
 type cport struct {
 	name, proto string
 	port        int
@@ -90,29 +100,34 @@ type cluster struct {
 	agent  *exec.Cmd
 	// backend is weir-agent's --backend (default auto: nftables).
 	backend string
+	// noNFTables runs the agent as on a kernel without nf_tables.
+	noNFTables bool
 	// pluginExtra is spliced into the plugin config (JSON members ending in
 	// a comma); by default the plugin does not wait for the agent.
 	pluginExtra string
 }
 
-func newPolicyCluster(t *testing.T, pods []*tpod, nsLabels map[string]map[string]string) *cluster {
-	return newPolicyClusterWith(t, pods, nsLabels, "")
-}
+// clusterOption adjusts a policy cluster before its agent starts.
+type clusterOption func(*cluster)
 
-// newPolicyClusterWith is newPolicyCluster with the agent on backend.
-func newPolicyClusterWith(t *testing.T, pods []*tpod, nsLabels map[string]map[string]string, backend string) *cluster {
+// withBackend runs the agent with --backend b.
+func withBackend(b string) clusterOption { return func(c *cluster) { c.backend = b } }
+
+// withoutNFTables runs the agent as on a kernel without nf_tables.
+func withoutNFTables() clusterOption { return func(c *cluster) { c.noNFTables = true } }
+
+// newPolicyCluster wires pods into one node namespace with the plugin,
+// writes them as manifests and starts the agent (nftables unless an option
+// says otherwise).
+func newPolicyCluster(t *testing.T, pods []*tpod, nsLabels map[string]map[string]string, opts ...clusterOption) *cluster {
 	t.Helper()
-	c := &cluster{t: t, pods: map[string]*tpod{}, nsLbls: nsLabels, dir: t.TempDir(), pluginExtra: `"agentWait":"0s",`, backend: backend}
+	c := &cluster{t: t, pods: map[string]*tpod{}, nsLbls: nsLabels, dir: t.TempDir(), pluginExtra: `"agentWait":"0s",`}
+	for _, o := range opts {
+		o(c)
+	}
 	c.sock = filepath.Join(c.dir, "agent.sock")
-	var err error
-	if c.node, err = harness.NewNS("weirpn"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.node.Delete() })
-	if c.ext, err = harness.NewNS("weirpx"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.ext.Delete() })
+	c.node = newNS(t, "weirpn")
+	c.ext = newNS(t, "weirpx")
 	if err := c.node.AddAddrs(nodeAddr4 + "/32"); err != nil {
 		t.Fatal(err)
 	}
@@ -124,15 +139,7 @@ func newPolicyClusterWith(t *testing.T, pods []*tpod, nsLabels map[string]map[st
 		c.addPod(p)
 	}
 	for _, target := range []*harness.NS{c.ext, c.node} {
-		for _, port := range strings.Fields(probePorts) {
-			var n int
-			fmt.Sscan(port, &n)
-			e, err := harness.StartEcho(target, n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = e.Close() })
-		}
+		startEchos(t, target, probePorts...)
 	}
 	c.writeBase()
 	c.startAgent()
@@ -276,27 +283,12 @@ func (c *cluster) netconf() []byte {
 // servers on every probe port.
 func (c *cluster) addPod(p *tpod) {
 	t := c.t
-	var err error
-	if p.netns, err = harness.NewNS("weirpp"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.netns.Delete() })
-	call := harness.Call{Command: "ADD", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
-		Args: "K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name + ";IP=" + strings.Join(p.ips, ","),
-		Path: pluginDir, Conf: c.netconf()}
-	out, err := call.Exec(context.Background(), c.node, weirBin())
+	p.netns = newNS(t, "weirpp")
+	out, err := p.addCall(c.netconf()).Exec(context.Background(), c.node, weirBin())
 	if err != nil || out.Err != nil {
 		t.Fatalf("ADD %s/%s: %v %v", p.ns, p.name, err, out.Err)
 	}
-	for _, port := range strings.Fields(probePorts) {
-		var n int
-		fmt.Sscan(port, &n)
-		e, err := harness.StartEcho(p.netns, n)
-		if err != nil {
-			t.Fatalf("echo in %s/%s: %v", p.ns, p.name, err)
-		}
-		t.Cleanup(func() { _ = e.Close() })
-	}
+	startEchos(t, p.netns, probePorts...)
 	c.pods[p.ns+"/"+p.name] = p
 }
 
@@ -360,6 +352,11 @@ func (c *cluster) spawnAgent() {
 		"--socket", c.sock, "--cluster-cidr", "172.17.0.0/23,fd00:17::/64", "--manifests-poll", "50ms")
 	if c.backend != "" {
 		c.agent.Args = append(c.agent.Args, "--backend", c.backend)
+	}
+	if c.noNFTables {
+		if err := harness.WithoutNFTables(c.agent); err != nil {
+			t.Fatal(err)
+		}
 	}
 	logf, err := os.OpenFile(filepath.Join(c.dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -425,113 +422,4 @@ func (c *cluster) setPolicies(yaml string) agentStatus {
 	}
 	c.writeManifest("policies.yaml", yaml)
 	return c.waitSynced(before.Syncs)
-}
-
-// endpoint is one side of a probe: a pod ("ns/name"), "node", or an
-// external address ("ext:10.0.0.5").
-type probe struct {
-	from, to string
-	proto    string // tcp or udp
-	port     int
-	v6       bool
-	want     bool
-}
-
-func (p probe) String() string {
-	fam := "v4"
-	if p.v6 {
-		fam = "v6"
-	}
-	return fmt.Sprintf("%s -> %s %s/%d (%s)", p.from, p.to, p.proto, p.port, fam)
-}
-
-// endpoint returns the namespace and address of a probe side.
-func (c *cluster) endpoint(ref string, v6 bool) (ns.NetNS, netip.Addr) {
-	switch {
-	case ref == "node":
-		if v6 {
-			return c.node, netip.MustParseAddr(nodeAddr6)
-		}
-		return c.node, netip.MustParseAddr(nodeAddr4)
-	case strings.HasPrefix(ref, "ext:"):
-		return c.ext, netip.MustParseAddr(strings.TrimPrefix(ref, "ext:"))
-	}
-	p, ok := c.pods[ref]
-	if !ok {
-		c.t.Fatalf("unknown endpoint %q", ref)
-	}
-	for _, s := range p.ips {
-		a := netip.MustParseAddr(s)
-		if a.Is6() == v6 {
-			return p.netns, a
-		}
-	}
-	c.t.Fatalf("pod %s has no address of that family", ref)
-	return nil, netip.Addr{}
-}
-
-// run fires every probe in parallel and reports each one whose outcome
-// differs from what it wants.
-func (c *cluster) run(probes []probe) {
-	c.t.Helper()
-	type result struct {
-		p   probe
-		err error
-	}
-	results := make([]result, len(probes))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 24)
-	for i, p := range probes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			srcNS, src := c.endpoint(p.from, p.v6)
-			_, dst := c.endpoint(p.to, p.v6)
-			results[i] = result{p, dial(srcNS, src, dst, p.proto, p.port)}
-		}()
-	}
-	wg.Wait()
-	for _, r := range results {
-		got := r.err == nil
-		if got != r.p.want {
-			c.t.Errorf("%s: allowed=%v, want %v (%v)", r.p, got, r.p.want, r.err)
-		}
-	}
-}
-
-// dial connects from src (bound, so external hosts pick the address under
-// test) to dst and exchanges a token with the echo server there.
-func dial(netns ns.NetNS, src, dst netip.Addr, proto string, port int) error {
-	var conn net.Conn
-	err := netns.Do(func(ns.NetNS) error {
-		d := net.Dialer{Timeout: probeWait}
-		if proto == "udp" {
-			d.LocalAddr = &net.UDPAddr{IP: src.AsSlice()}
-		} else {
-			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
-		}
-		var err error
-		conn, err = d.Dial(proto, netip.AddrPortFrom(dst, uint16(port)).String())
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(probeWait))
-	token := []byte("weir " + src.String())
-	if _, err := conn.Write(token); err != nil {
-		return err
-	}
-	buf := make([]byte, 256)
-	n, err := conn.Read(buf)
-	if err != nil {
-		return err
-	}
-	if string(buf[:n]) != string(token) {
-		return fmt.Errorf("echo mismatch %q", buf[:n])
-	}
-	return nil
 }

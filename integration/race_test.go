@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -50,17 +51,12 @@ func (h *hammer) run(stop <-chan struct{}, netns ns.NetNS, src, dst netip.Addr, 
 			default:
 			}
 			h.attempts.Add(1)
-			var c net.Conn
-			err := netns.Do(func(ns.NetNS) error {
-				d := net.Dialer{Timeout: 50 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
-				var err error
-				c, err = d.Dial("tcp", netip.AddrPortFrom(dst, uint16(port)).String())
-				return err
-			})
+			c, err := harness.DialFrom(netns, src, dst, "tcp", port, 50*time.Millisecond)
+			var oe *net.OpError
 			if err == nil {
 				h.leaks.Add(1)
 				c.Close()
-			} else if _, ok := err.(*net.OpError); ok && !isTimeout(err) {
+			} else if errors.As(err, &oe) && !isTimeout(err) {
 				time.Sleep(5 * time.Millisecond) // no route / no address yet: do not spin
 			}
 		}
@@ -68,8 +64,8 @@ func (h *hammer) run(stop <-chan struct{}, netns ns.NetNS, src, dst netip.Addr, 
 }
 
 func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func TestNewPodNeverTalksAgainstPolicy(t *testing.T) {
@@ -91,18 +87,8 @@ status: {phase: Pending}
 	c.waitSynced(before.Syncs)
 
 	p := &tpod{ns: "sec", name: "newpod", ips: []string{"172.17.0.50", "fd00:17::50"}}
-	var err error
-	if p.netns, err = harness.NewNS("weirpr"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.netns.Delete() })
-	for _, port := range []int{80, 8080} {
-		e, err := harness.StartEcho(p.netns, port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = e.Close() })
-	}
+	p.netns = newNS(t, "weirpr")
+	startEchos(t, p.netns, 80, 8080)
 	client := c.pods["prod/client"]
 	newIP, clientIP := netip.MustParseAddr("172.17.0.50"), netip.MustParseAddr("172.17.0.20")
 	stop := make(chan struct{})
@@ -111,9 +97,7 @@ status: {phase: Pending}
 	out.run(stop, p.netns, newIP, clientIP, 80)
 
 	c.pluginExtra = `"agentWait":"10s","failClosed":true,`
-	call := harness.Call{Command: "ADD", ContainerID: "ctr-sec-newpod", Netns: p.netns.Path(), IfName: "eth0",
-		Args: "K8S_POD_NAMESPACE=sec;K8S_POD_NAME=newpod;IP=172.17.0.50,fd00:17::50", Path: pluginDir, Conf: c.netconf()}
-	res, err := call.Exec(context.Background(), c.node, weirBin())
+	res, err := p.addCall(c.netconf()).Exec(context.Background(), c.node, weirBin())
 	if err != nil || res.Err != nil {
 		t.Fatalf("ADD: %v %v %s", err, res.Err, res.Stderr)
 	}

@@ -29,41 +29,53 @@ type Echo struct {
 // they were created in, so serving them from any thread is fine.
 func StartEcho(netns ns.NetNS, port int) (*Echo, error) {
 	e := &Echo{}
-	err := netns.Do(func(ns.NetNS) error {
-		l, err := net.Listen("tcp", fmt.Sprintf("[::]:%d", port))
-		if err != nil {
-			return fmt.Errorf("listen tcp: %w", err)
-		}
-		e.tcp = l
-		e.Port = l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("[::]:%d", e.Port))
-		if err != nil {
-			l.Close()
-			return fmt.Errorf("listen udp: %w", err)
-		}
-		e.udp = u
-		return nil
-	})
-	if err != nil {
+	var err error
+	if e.tcp, e.Port, err = listenTCP(netns, port); err != nil {
 		return nil, err
 	}
+	err = netns.Do(func(ns.NetNS) error {
+		e.udp, err = net.ListenPacket("udp", fmt.Sprintf("[::]:%d", e.Port))
+		return err
+	})
+	if err != nil {
+		e.tcp.Close()
+		return nil, fmt.Errorf("listen udp: %w", err)
+	}
 	e.wg.Add(2)
-	go e.serveTCP()
+	go serveTCP(e.tcp, &e.wg, func(c net.Conn) { _, _ = io.Copy(c, io.LimitReader(c, 1<<16)) })
 	go e.serveUDP()
 	return e, nil
 }
 
-func (e *Echo) serveTCP() {
-	defer e.wg.Done()
+// listenTCP listens on port (0 picks one) on every address of netns and
+// returns the listener with its port.
+func listenTCP(netns ns.NetNS, port int) (net.Listener, int, error) {
+	var l net.Listener
+	err := netns.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", port))
+		return err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("listen tcp: %w", err)
+	}
+	return l, l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// serveTCP accepts on l until it is closed and hands each connection, with
+// a ProbeTimeout deadline, to handle in a goroutine of its own; it closes
+// the connection when handle returns. It marks wg done when l is closed.
+func serveTCP(l net.Listener, wg *sync.WaitGroup, handle func(net.Conn)) {
+	defer wg.Done()
 	for {
-		c, err := e.tcp.Accept()
+		c, err := l.Accept()
 		if err != nil {
 			return
 		}
 		go func() {
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(ProbeTimeout))
-			_, _ = io.Copy(c, io.LimitReader(c, 1<<16))
+			handle(c)
 		}()
 	}
 }
@@ -150,4 +162,52 @@ func ProbeUDP(netns ns.NetNS, dst netip.Addr, port int) error {
 		return nil
 	}
 	return fmt.Errorf("udp probe %s port %d: no echo: %w", dst, port, last)
+}
+
+// DialFrom connects from netns to dst:port over proto ("tcp" or "udp") with
+// the local address bound to src (when valid), so the far end sees the
+// address under test rather than whichever one routing would pick.
+func DialFrom(netns ns.NetNS, src, dst netip.Addr, proto string, port int, timeout time.Duration) (net.Conn, error) {
+	var conn net.Conn
+	err := netns.Do(func(ns.NetNS) error {
+		d := net.Dialer{Timeout: timeout}
+		if src.IsValid() {
+			if proto == "udp" {
+				d.LocalAddr = &net.UDPAddr{IP: src.AsSlice()}
+			} else {
+				d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+			}
+		}
+		var err error
+		conn, err = d.Dial(proto, netip.AddrPortFrom(dst, uint16(port)).String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s dial %s -> %s port %d: %w", proto, src, dst, port, err)
+	}
+	return conn, nil
+}
+
+// Exchange connects like DialFrom and expects a token echoed back by the
+// Echo server at dst (one write, one read, each bounded by timeout).
+func Exchange(netns ns.NetNS, src, dst netip.Addr, proto string, port int, timeout time.Duration) error {
+	conn, err := DialFrom(netns, src, dst, proto, port, timeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	token := []byte("weir " + src.String())
+	if _, err := conn.Write(token); err != nil {
+		return fmt.Errorf("%s write to %s: %w", proto, dst, err)
+	}
+	buf := make([]byte, 256)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return fmt.Errorf("%s read from %s: %w", proto, dst, err)
+	}
+	if !bytes.Equal(buf[:n], token) {
+		return fmt.Errorf("%s echo from %s: got %q, want %q", proto, dst, buf[:n], token)
+	}
+	return nil
 }
