@@ -45,6 +45,7 @@ func (x *Compiler) ruleset() Ruleset {
 	slices.SortFunc(sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
+	r.Counters = merge([]string{counterDeniedEg, counterDeniedIn}, x.polCounters, func(s string) string { return s })
 	r.Chains = merge(chains, x.polChains, func(c Chain) string { return c.Name })
 	r.Problems = x.polProblems
 	return r
@@ -54,16 +55,21 @@ func (x *Compiler) ruleset() Ruleset {
 // the shared sets, after some policies changed: the objects of their last
 // outputs (x.replaced) leave, those of their new outputs (x.changed) join.
 func (x *Compiler) policyPart() {
-	goneChains := map[string]bool{}
+	goneChains, goneCounters := map[string]bool{}, map[string]bool{}
 	for _, out := range x.replaced {
 		for _, ch := range out.chains {
 			goneChains[ch.Name] = true
 		}
+		for _, c := range out.counters {
+			goneCounters[c] = true
+		}
 	}
 	var chains []Chain
+	var counters []string
 	for ps := range x.changed {
 		if ps.gen == x.gen { // not removed since
 			chains = append(chains, ps.out.chains...)
+			counters = append(counters, ps.out.counters...)
 			x.useGroups(ps.out.groups, true)
 		}
 	}
@@ -74,6 +80,9 @@ func (x *Compiler) policyPart() {
 	slices.SortFunc(chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
 	keptChains := slices.DeleteFunc(slices.Clone(x.polChains), func(ch Chain) bool { return goneChains[ch.Name] })
 	x.polChains = merge(keptChains, chains, func(c Chain) string { return c.Name })
+	slices.Sort(counters)
+	keptCounters := slices.DeleteFunc(slices.Clone(x.polCounters), func(c string) bool { return goneCounters[c] })
+	x.polCounters = merge(keptCounters, counters, func(s string) string { return s })
 	x.polProblems = nil
 	for _, ps := range x.polOrder {
 		x.polProblems = append(x.polProblems, ps.out.problems...)
@@ -205,7 +214,19 @@ func (x *Compiler) selectionChain(id string, d direction, ns string, list []*pol
 				Comment: ps.key,
 			})
 		}
+		if l := x.logDenied; l.Group != 0 {
+			prefix := DeniedPrefix + ch.Name
+			if len(prefix) > maxLogPrefix {
+				prefix = prefix[:maxLogPrefix]
+			}
+			ch.Rules = append(ch.Rules, Rule{Log: &Log{Prefix: prefix, Group: l.Group, Rate: l.Rate}})
+		}
+		counter := counterDeniedIn
+		if d == dirEgress {
+			counter = counterDeniedEg
+		}
 		ch.Rules = append(ch.Rules, Rule{
+			Counter: counter,
 			Verdict: Verdict{Kind: VerdictDrop},
 			Comment: d.long() + " isolated: no policy allows",
 		})

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -81,7 +82,14 @@ func (c *compiler) output() policyOut {
 	}
 	for _, ch := range c.chains {
 		out.chains = append(out.chains, *ch)
+		for _, r := range ch.Rules {
+			if r.Counter != "" {
+				out.counters = append(out.counters, r.Counter)
+			}
+		}
 	}
+	slices.Sort(out.counters)
+	out.counters = slices.Compact(out.counters)
 	sort.Slice(out.chains, func(i, j int) bool { return out.chains[i].Name < out.chains[j].Name })
 	return out
 }

@@ -30,8 +30,9 @@ import (
 type Compiler struct {
 	gen     uint64
 	started bool
-	node    Node
-	cluster []netip.Prefix
+	node      Node
+	cluster   []netip.Prefix
+	logDenied DeniedLog
 
 	pods         map[podID]*podRec
 	order, spare []*podRec // pods in the order of the last snapshot
@@ -61,9 +62,10 @@ type Compiler struct {
 	dirty     map[*policyState]struct{}
 	selChains map[string]Chain // selection chains of the last call, by name
 	selMemo   map[string]Chain // selection chains by identity
-	// Every policy's chains and problems, sorted; polStale when a policy
-	// changed since.
+	// Every policy's chains, counters and problems, sorted; polStale when
+	// a policy changed since.
 	polChains   []Chain
+	polCounters []string
 	polProblems []string
 	polStale    bool
 	last        Ruleset                   // the last result
@@ -99,6 +101,7 @@ type policyState struct {
 type policyOut struct {
 	groups   []groupOut // groups of the shared sets its rules look up
 	chains   []Chain    // sorted by name
+	counters []string   // sorted
 	problems []string
 	// selected lists the local pods the policy isolates, per direction
 	// (0 ingress, 1 egress).
@@ -154,7 +157,12 @@ func (x *Compiler) Compile(s Snapshot) Ruleset {
 	x.started = true
 	x.gen++
 	nodeSame := !first && slices.Equal(x.node.Addrs, s.Node.Addrs) &&
-		slices.Equal(x.node.PodCIDRs, s.Node.PodCIDRs) && slices.Equal(x.cluster, s.ClusterCIDRs)
+		slices.Equal(x.node.PodCIDRs, s.Node.PodCIDRs) && slices.Equal(x.cluster, s.ClusterCIDRs) &&
+		x.logDenied == s.LogDenied
+	if x.logDenied != s.LogDenied {
+		x.logDenied = s.LogDenied
+		clear(x.selMemo) // selection chains end with the log rule
+	}
 	if !nodeSame {
 		x.node = Node{Name: s.Node.Name, Addrs: slices.Clone(s.Node.Addrs), PodCIDRs: slices.Clone(s.Node.PodCIDRs)}
 		x.cluster = slices.Clone(s.ClusterCIDRs)

@@ -25,6 +25,10 @@ type Changes struct {
 	ReplaceChains []Chain
 	DelChains     []string
 	DelSets       []string
+	// AddCounters are created first, DelCounters deleted last (a counter
+	// in use cannot go).
+	AddCounters []string
+	DelCounters []string
 }
 
 // SetElems is a batch of elements of one set.
@@ -36,7 +40,7 @@ type SetElems struct {
 // Empty reports whether nothing changes.
 func (c Changes) Empty() bool {
 	return !c.Full && len(c.AddSets)+len(c.DelElems)+len(c.AddElems)+len(c.AddChains)+
-		len(c.ReplaceChains)+len(c.DelChains)+len(c.DelSets) == 0
+		len(c.ReplaceChains)+len(c.DelChains)+len(c.DelSets)+len(c.AddCounters)+len(c.DelCounters) == 0
 }
 
 // String summarises the changes for logs.
@@ -51,9 +55,9 @@ func (c Changes) String() string {
 		}
 		return n
 	}
-	return fmt.Sprintf("+%d sets -%d sets, +%d -%d elements, +%d chains ~%d chains -%d chains",
+	return fmt.Sprintf("+%d sets -%d sets, +%d -%d elements, +%d chains ~%d chains -%d chains, +%d -%d counters",
 		len(c.AddSets), len(c.DelSets), count(c.AddElems), count(c.DelElems),
-		len(c.AddChains), len(c.ReplaceChains), len(c.DelChains))
+		len(c.AddChains), len(c.ReplaceChains), len(c.DelChains), len(c.AddCounters), len(c.DelCounters))
 }
 
 // Diff computes the changes from old to new. It is pure and sorted.
@@ -99,12 +103,32 @@ func Diff(old, new Ruleset) Changes {
 	for ; i < len(old.Chains); i++ {
 		c.DelChains = append(c.DelChains, old.Chains[i].Name)
 	}
+	c.DelCounters, c.AddCounters = sortedDiff(old.Counters, new.Counters)
 	return c
+}
+
+// sortedDiff returns what only old holds and what only new holds, of two
+// sorted lists.
+func sortedDiff(old, new []string) (del, add []string) {
+	for len(old) > 0 && len(new) > 0 {
+		switch {
+		case old[0] < new[0]:
+			del, old = append(del, old[0]), old[1:]
+		case old[0] > new[0]:
+			add, new = append(add, new[0]), new[1:]
+		default:
+			old, new = old[1:], new[1:]
+		}
+	}
+	return append(del, old...), append(add, new...)
 }
 
 // sortedByName tells whether r's sets and chains are sorted by name
 // without repeats, as Compile makes them.
 func sortedByName(r Ruleset) bool {
+	if !slices.IsSorted(r.Counters) {
+		return false
+	}
 	for i := 1; i < len(r.Sets); i++ {
 		if r.Sets[i-1].Name >= r.Sets[i].Name {
 			return false
@@ -152,6 +176,8 @@ func byName(r Ruleset) Ruleset {
 	}
 	r.Sets = slices.Clone(r.Sets)
 	r.Chains = slices.Clone(r.Chains)
+	r.Counters = slices.Clone(r.Counters)
+	slices.Sort(r.Counters)
 	slices.SortStableFunc(r.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortStableFunc(r.Chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
 	return r

@@ -53,7 +53,21 @@ func patch(r Ruleset, ch Changes) Ruleset {
 	for _, n := range ch.DelSets {
 		delete(sets, n)
 	}
+	counters := map[string]bool{}
+	for _, c := range r.Counters {
+		counters[c] = true
+	}
+	for _, c := range ch.AddCounters {
+		counters[c] = true
+	}
+	for _, c := range ch.DelCounters {
+		delete(counters, c)
+	}
 	var out Ruleset
+	for c := range counters {
+		out.Counters = append(out.Counters, c)
+	}
+	sort.Strings(out.Counters)
 	for _, s := range sets {
 		out.Sets = append(out.Sets, s)
 	}

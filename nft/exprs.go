@@ -139,6 +139,11 @@ func increment(out []byte) ([]byte, bool) {
 	return nil, false
 }
 
+// kernelCounter is the named counter name.
+func kernelCounter(name string) *nftables.CounterObj {
+	return &nftables.CounterObj{Table: weirTable, Name: name}
+}
+
 func kernelVerdict(v Verdict) *expr.Verdict {
 	switch v.Kind {
 	case VerdictJump:
@@ -195,11 +200,21 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 		}
 		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: m.Set, Invert: m.Negate})
 	}
-	switch v := r.Verdict; v.Kind {
-	case VerdictVMap:
+	if r.Counter != "" {
+		exprs = append(exprs, &expr.Objref{Type: unix.NFT_OBJECT_COUNTER, Name: r.Counter})
+	}
+	if l := r.Log; l != nil {
+		if l.Rate > 0 {
+			exprs = append(exprs, &expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Unit: expr.LimitTimeSecond, Burst: 5})
+		}
+		exprs = append(exprs, &expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP, Group: l.Group, Data: []byte(l.Prefix)})
+	}
+	switch v := r.Verdict; {
+	case r.Log != nil && v.Kind == VerdictNone:
+	case v.Kind == VerdictVMap:
 		exprs = append(exprs, loadFields(v.Fields, &fam, false, 0)...)
 		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: v.Map})
-	case VerdictMasquerade:
+	case v.Kind == VerdictMasquerade:
 		exprs = append(exprs, &expr.Masq{})
 	default:
 		exprs = append(exprs, kernelVerdict(v))

@@ -14,6 +14,10 @@ type Ruleset struct {
 	Sets []Set
 	// Chains holds base and regular chains, sorted by name.
 	Chains []Chain
+	// Counters are the named counters rules count into, sorted: one per
+	// policy rule (the connections it allowed) and one per direction for
+	// the packets isolation dropped.
+	Counters []string
 	// Problems lists input the compiler could not enforce as written (bad
 	// selectors, CIDRs, protocols, named ports nobody defines), sorted. Each
 	// affected rule fails closed: it allows nothing.
@@ -90,8 +94,21 @@ type Chain struct {
 // Rule is a conjunction of matches followed by a verdict.
 type Rule struct {
 	Matches []Match
+	// Counter names the counter the rule's packets count into, if any.
+	Counter string
+	// Log, when set, logs the packet (through NFLOG) and goes on; such a
+	// rule has no verdict.
+	Log     *Log
 	Verdict Verdict
 	Comment string
+}
+
+// Log sends a packet to an NFLOG group with a prefix, at most Rate packets
+// a second (burst 5) when Rate is not 0.
+type Log struct {
+	Prefix string
+	Group  uint16
+	Rate   uint32
 }
 
 // Field is a packet field a match reads.

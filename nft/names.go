@@ -3,6 +3,7 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"strconv"
 	"strings"
 )
 
@@ -76,6 +77,14 @@ const (
 	setBlocks6    = "blocks6"
 	setNamed4     = "named4" // id . destination address . protocol . port
 	setNamed6     = "named6"
+
+	counterDeniedIn = "denied-ingress" // packets isolation dropped
+	counterDeniedEg = "denied-egress"
+
+	// DeniedPrefix starts the NFLOG prefix of a dropped packet; the
+	// selection chain's name follows.
+	DeniedPrefix = "weir-deny "
+	maxLogPrefix = 127 // the kernel's NF_LOG_PREFIXLEN, less the NUL
 
 	prefixPolicy    = "pol-" // pol-in-HASH-ns/name
 	prefixSelection = "sel-" // sel-in-HASH-ns
@@ -192,6 +201,12 @@ func policyChainName(d direction, key string) string {
 // policyChainNameHash is policyChainName with hash8(key) already computed.
 func policyChainNameHash(d direction, hash, key string) string {
 	return prefixPolicy + string(d) + "-" + hash + "-" + readable(key)
+}
+
+// policyCounterName names the counter of one rule of one policy:
+// pol-in-HASH-rN-ns/name.
+func policyCounterName(d direction, hash, key string, rule int) string {
+	return prefixPolicy + string(d) + "-" + hash + "-r" + strconv.Itoa(rule) + "-" + readable(key)
 }
 
 // selectionChainName names the chain of a set of policies (all of one

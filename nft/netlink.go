@@ -169,6 +169,9 @@ func (a *NetlinkApplier) ApplyFull(r Ruleset) error {
 	a.enc.AddTable(weirTable)
 	a.enc.DelTable(weirTable)
 	a.enc.AddTable(weirTable)
+	for _, name := range r.Counters { // rules count into them
+		a.enc.AddObj(kernelCounter(name))
+	}
 	// Chains first: map elements jump to them. Then sets: rules look them up.
 	chains := make(map[string]*nftables.Chain, len(r.Chains))
 	for _, c := range r.Chains {
@@ -193,6 +196,9 @@ func (a *NetlinkApplier) ApplyFull(r Ruleset) error {
 // ApplyChanges sends ch (computed against the last applied ruleset) in one
 // transaction; r is the resulting ruleset.
 func (a *NetlinkApplier) ApplyChanges(r Ruleset, ch Changes) error {
+	for _, name := range ch.AddCounters {
+		a.enc.AddObj(kernelCounter(name))
+	}
 	chains := map[string]*nftables.Chain{}
 	for _, c := range ch.AddChains {
 		chains[c.Name] = a.enc.AddChain(kernelChain(c))
@@ -231,6 +237,9 @@ func (a *NetlinkApplier) ApplyChanges(r Ruleset, ch Changes) error {
 	}
 	for _, name := range ch.DelSets {
 		a.enc.DelSet(&nftables.Set{Table: weirTable, Name: name})
+	}
+	for _, name := range ch.DelCounters {
+		a.enc.DeleteObject(kernelCounter(name))
 	}
 	if err := a.flush(); err != nil {
 		a.last = nil // unknown: the next Apply is a full one

@@ -9,8 +9,9 @@ import (
 )
 
 // String renders the ruleset as `nft -f` input. The text is byte-stable and
-// laid out the way `nft list table inet weir` prints it (sets and maps, then
-// chains, each sorted by name), except that element lists stay on one line.
+// laid out the way `nft list table inet weir` prints it (counters, sets and
+// maps, then chains, each sorted by name), except that element lists stay
+// on one line and counters show zero (the kernel's values are read apart).
 func (r Ruleset) String() string {
 	var b strings.Builder
 	b.WriteString("table inet " + TableName + " {\n")
@@ -20,6 +21,10 @@ func (r Ruleset) String() string {
 			b.WriteString("\n")
 		}
 		first = false
+	}
+	for _, c := range r.Counters {
+		sep()
+		fmt.Fprintf(&b, "\tcounter %s {\n\t\tpackets 0 bytes 0\n\t}\n", c)
 	}
 	for _, s := range r.Sets {
 		sep()
@@ -167,7 +172,18 @@ func (r Rule) String() string {
 	for _, m := range r.Matches {
 		parts = append(parts, m.String())
 	}
-	parts = append(parts, r.Verdict.String())
+	if r.Counter != "" {
+		parts = append(parts, fmt.Sprintf("counter name %q", r.Counter))
+	}
+	if l := r.Log; l != nil {
+		if l.Rate > 0 {
+			parts = append(parts, fmt.Sprintf("limit rate %d/second", l.Rate))
+		}
+		parts = append(parts, fmt.Sprintf("log prefix %q group %d", l.Prefix, l.Group))
+	}
+	if r.Log == nil || r.Verdict.Kind != VerdictNone {
+		parts = append(parts, r.Verdict.String())
+	}
 	if r.Comment != "" {
 		parts = append(parts, fmt.Sprintf("comment %q", r.Comment))
 	}

@@ -105,12 +105,13 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 		return alts
 	}
 	var out []Rule
+	counter := policyCounterName(in.dir, in.hash, in.key, in.index)
 	add := func(ms ...[]Match) {
 		var all []Match
 		for _, m := range ms {
 			all = append(all, m...)
 		}
-		out = append(out, Rule{Matches: all, Verdict: Verdict{Kind: VerdictAccept}, Comment: where})
+		out = append(out, Rule{Matches: all, Counter: counter, Verdict: Verdict{Kind: VerdictAccept}, Comment: where})
 	}
 	withPeers := func(pm []Match) {
 		if !hasPeers {

@@ -19,6 +19,18 @@ type Snapshot struct {
 	// Pods of every node: peers may live anywhere.
 	Pods     []Pod
 	Policies []*networkingv1.NetworkPolicy
+	// LogDenied, when its Group is set, logs the packets isolation drops
+	// (see DeniedLog).
+	LogDenied DeniedLog
+}
+
+// DeniedLog configures the logging of dropped packets: each isolated
+// pod's drop is preceded by a rule sending the packet to NFLOG group
+// Group, at most Rate packets a second per selection chain, with the
+// prefix DeniedPrefix + the selection chain's name. Off when Group is 0.
+type DeniedLog struct {
+	Group uint16
+	Rate  uint32
 }
 
 // Node is the local node.

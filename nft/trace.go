@@ -68,8 +68,8 @@ func (t *tracer) chain(c Chain, depth int) VerdictKind {
 		return VerdictDrop
 	}
 	for _, rule := range c.Rules {
-		if !t.matches(rule.Matches) {
-			continue
+		if rule.Log != nil || !t.matches(rule.Matches) {
+			continue // a log rule decides nothing
 		}
 		v := rule.Verdict
 		if v.Kind == VerdictVMap {
