@@ -28,8 +28,8 @@ import (
 // previous ones: treat them as read-only. A Compiler is not safe for
 // concurrent use.
 type Compiler struct {
-	gen     uint64
-	started bool
+	gen       uint64
+	started   bool
 	node      Node
 	cluster   []netip.Prefix
 	logDenied DeniedLog
