@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		{"web", "frontend", "udp", 9999, VerdictAccept, false},        // unisolated destination
 		{"allowed-host", "frontend", "tcp", 80, VerdictAccept, false}, // from outside to unisolated pod
 	}
+	counted := map[string]bool{} // the counters of the rules that decided
 	for _, tc := range cases {
 		name := fmt.Sprintf("%s to %s %s/%d v6=%v", tc.from, tc.to, tc.proto, tc.port, tc.v6)
 		t.Run(name, func(t *testing.T) {
@@ -152,6 +154,11 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 				pkt.Proto = ProtoUDP
 			}
 			traced, reasons := Trace(r, pkt)
+			for _, line := range reasons {
+				if m := counterRef.FindStringSubmatch(line); m != nil {
+					counted[m[1]] = true
+				}
+			}
 			if traced != tc.want {
 				t.Errorf("trace says %v, want %v\n%s", traced, tc.want, strings.Join(reasons, "\n"))
 			}
@@ -161,7 +168,28 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			}
 		})
 	}
+	// Every rule that decided a probe counted it; no other counter moved.
+	values, err := a.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range r.Counters {
+		v, ok := values[name]
+		switch {
+		case !ok:
+			t.Errorf("counter %s is not in the kernel", name)
+		case counted[name] && v.Packets == 0:
+			t.Errorf("counter %s counted nothing, but decided a probe", name)
+		case !counted[name] && v.Packets != 0:
+			t.Errorf("counter %s counted %d packets, but decided no probe", name, v.Packets)
+		}
+	}
+	if len(counted) < 3 {
+		t.Errorf("only %d counters decided probes: %v", len(counted), counted)
+	}
 }
+
+var counterRef = regexp.MustCompile(`counter name "([^"]+)"`)
 
 func run(t *testing.T, args ...string) {
 	t.Helper()

@@ -297,3 +297,23 @@ func (a *NetlinkApplier) addRules(r Ruleset, kc *nftables.Chain, rules []Rule) {
 		a.enc.AddRule(kernelRule(kc, rule, interval))
 	}
 }
+
+// CounterValue is what a named counter has counted.
+type CounterValue struct {
+	Packets, Bytes uint64
+}
+
+// Counters reads the table's named counters (see Ruleset.Counters).
+func (a *NetlinkApplier) Counters() (map[string]CounterValue, error) {
+	objs, err := a.conn.GetObjects(weirTable)
+	if err != nil {
+		return nil, fmt.Errorf("read counters of table inet %s: %w", TableName, err)
+	}
+	out := make(map[string]CounterValue, len(objs))
+	for _, o := range objs {
+		if c, ok := o.(*nftables.CounterObj); ok {
+			out[c.Name] = CounterValue{Packets: c.Packets, Bytes: c.Bytes}
+		}
+	}
+	return out, nil
+}

@@ -15,6 +15,8 @@ const (
 	maxChainName = 28
 	// maxComment is the longest comment the comment match accepts.
 	maxComment = 255
+	// maxNflogPrefix is the longest prefix the NFLOG target accepts.
+	maxNflogPrefix = 63
 	// readablePart is how much of a model name a hashed chain name keeps.
 	readablePart = maxChainName - len(Prefix) - 1 - 8
 )
@@ -68,8 +70,18 @@ type rule struct {
 	dport              string // "80" or "80:90"; needs proto
 	ctStates           string // RELATED,ESTABLISHED...
 	comment            string
-	target             string
-	goTo               bool
+	// limit is a -m limit rate ("10/sec", default burst 5) before the target.
+	limit  string
+	target string
+	goTo   bool
+	// nflog holds the NFLOG target's options (target NFLOG).
+	nflog *nflog
+}
+
+// nflog is the NFLOG target's group and prefix.
+type nflog struct {
+	group  uint16
+	prefix string
 }
 
 func (t *table) chain(name string) *chain {
@@ -111,6 +123,16 @@ func (r rule) args() []string {
 	}
 	if r.comment != "" {
 		a = append(a, "-m", "comment", "--comment", quote(r.comment))
+	}
+	if r.limit != "" {
+		a = append(a, "-m", "limit", "--limit", r.limit) // burst 5: the default
+	}
+	if r.nflog != nil {
+		p := r.nflog.prefix
+		if len(p) > maxNflogPrefix {
+			p = p[:maxNflogPrefix]
+		}
+		return append(a, "-j", "NFLOG", "--nflog-prefix", quote(p), "--nflog-group", strconv.Itoa(int(r.nflog.group)))
 	}
 	if r.goTo {
 		a = append(a, "-g", r.target)

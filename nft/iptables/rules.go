@@ -74,6 +74,18 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 	if v.Kind == nft.VerdictVMap && !b.fieldsOK(v.Fields) {
 		return
 	}
+	if r.Log != nil {
+		if len(lookups) > 0 || v.Kind != nft.VerdictNone {
+			b.out.problems = append(b.out.problems, fmt.Sprintf("rule %q: a log rule with lookups or a verdict is not translated", r.String()))
+			return
+		}
+		head.nflog = &nflog{group: r.Log.Group, prefix: r.Log.Prefix}
+		if r.Log.Rate > 0 {
+			head.limit = strconv.FormatUint(uint64(r.Log.Rate), 10) + "/sec"
+		}
+		ch.rules = append(ch.rules, head)
+		return
+	}
 	if len(lookups) == 0 {
 		if v.Kind == nft.VerdictNone {
 			return

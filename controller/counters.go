@@ -1,0 +1,116 @@
+package controller
+
+import (
+	"log/slog"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// This file exports the kernel's named counters (nft.Ruleset.Counters) as
+// Prometheus metrics, read at scrape time: the connections each policy rule
+// allowed, and the packets isolation dropped.
+
+// CounterReader reads the named counters of the applied table; the
+// nftables applier is one.
+type CounterReader interface {
+	Counters() (map[string]nft.CounterValue, error)
+}
+
+// ruleCounters is a Prometheus collector over a CounterReader. ruleset
+// returns the last applied ruleset: it says which policy rule each counter
+// belongs to.
+type ruleCounters struct {
+	read    CounterReader
+	ruleset func() nft.Ruleset
+	log     *slog.Logger
+
+	packets, bytes, denied *prometheus.Desc
+}
+
+func newRuleCounters(read CounterReader, ruleset func() nft.Ruleset, log *slog.Logger) *ruleCounters {
+	return &ruleCounters{
+		read: read, ruleset: ruleset, log: log,
+		packets: prometheus.NewDesc("weir_policy_rule_packets_total",
+			"Packets a policy rule accepted: the first packet of each connection it allowed.",
+			[]string{"policy", "direction", "rule"}, nil),
+		bytes: prometheus.NewDesc("weir_policy_rule_bytes_total",
+			"Bytes of the packets a policy rule accepted.", []string{"policy", "direction", "rule"}, nil),
+		denied: prometheus.NewDesc("weir_denied_packets_total",
+			"Packets dropped because no policy selecting the pod allowed them.", []string{"direction"}, nil),
+	}
+}
+
+func (c *ruleCounters) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.packets
+	ch <- c.bytes
+	ch <- c.denied
+}
+
+func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
+	values, err := c.read.Counters()
+	if err != nil {
+		c.log.Warn("read nftables counters", "err", err)
+		return
+	}
+	owners := counterOwners(c.ruleset())
+	for name, v := range values {
+		switch {
+		case name == "denied-ingress" || name == "denied-egress":
+			dir := strings.TrimPrefix(name, "denied-")
+			ch <- prometheus.MustNewConstMetric(c.denied, prometheus.CounterValue, float64(v.Packets), dir)
+		default:
+			o, ok := owners[name]
+			if !ok {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v.Packets), o.policy, o.direction, o.rule)
+			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(v.Bytes), o.policy, o.direction, o.rule)
+		}
+	}
+}
+
+// ruleOwner is the policy rule a counter counts for.
+type ruleOwner struct{ policy, direction, rule string }
+
+// counterOwners maps each policy rule counter of r to its rule, from the
+// comments of the rules counting into it ("ns/name ingress rule 0").
+func counterOwners(r nft.Ruleset) map[string]ruleOwner {
+	out := map[string]ruleOwner{}
+	for _, c := range r.Chains {
+		for _, rule := range c.Rules {
+			if rule.Counter == "" {
+				continue
+			}
+			if _, done := out[rule.Counter]; done {
+				continue
+			}
+			f := strings.Fields(rule.Comment)
+			if len(f) != 4 || f[2] != "rule" {
+				continue
+			}
+			out[rule.Counter] = ruleOwner{policy: f[0], direction: f[1], rule: f[3]}
+		}
+	}
+	return out
+}
+
+// RegisterCounters exports read's counters, explained by the ruleset that
+// ruleset returns, in m.
+func (m *Metrics) RegisterCounters(read CounterReader, ruleset func() nft.Ruleset, log *slog.Logger) {
+	if m != nil {
+		m.reg.MustRegister(newRuleCounters(read, ruleset, log))
+	}
+}
+
+// RegisterDeniedLogger exports how many denied packets d logged, in m.
+func (m *Metrics) RegisterDeniedLogger(d *DeniedLogger) {
+	if m != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weir_denied_packets_logged_total",
+			Help: "Denied packets read from the NFLOG group and logged (rate-limited in the kernel).",
+		}, func() float64 { return float64(d.Logged()) }))
+	}
+}

@@ -1,0 +1,174 @@
+package controller
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	nflog "github.com/florianl/go-nflog/v2"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// This file touches the kernel: it reads the packets the ruleset logs
+// before an isolation drop (nft.DeniedLog: NFLOG group, rate-limited per
+// selection chain) and logs each one with its policy context.
+
+// DeniedLogger logs denied packets. Set the ruleset it explains them with
+// by SetRuleset after every apply; Run reads the NFLOG group.
+type DeniedLogger struct {
+	Group uint16
+	Log   *slog.Logger
+
+	mu     sync.Mutex
+	chains map[string][]string // selection chain -> policies it tries
+	logged atomic.Uint64
+}
+
+// SetRuleset records which policies each selection chain of r tries, so a
+// logged packet can name them.
+func (d *DeniedLogger) SetRuleset(r nft.Ruleset) {
+	chains := map[string][]string{}
+	for _, c := range r.Chains {
+		if !strings.HasPrefix(c.Name, "sel-") {
+			continue
+		}
+		var policies []string
+		for _, rule := range c.Rules {
+			if rule.Verdict.Kind == nft.VerdictJump {
+				policies = append(policies, rule.Comment)
+			}
+		}
+		chains[c.Name] = policies
+	}
+	d.mu.Lock()
+	d.chains = chains
+	d.mu.Unlock()
+}
+
+// Logged is the number of denied packets logged so far.
+func (d *DeniedLogger) Logged() uint64 { return d.logged.Load() }
+
+// Run reads the NFLOG group until ctx ends. It fails if the group cannot
+// be bound (another process owns it).
+func (d *DeniedLogger) Run(ctx context.Context) error {
+	nf, err := nflog.Open(&nflog.Config{Group: d.Group, Copymode: nflog.CopyPacket, Bufsize: 128})
+	if err != nil {
+		return fmt.Errorf("open nflog group %d: %w", d.Group, err)
+	}
+	defer nf.Close()
+	errc := make(chan error, 1)
+	err = nf.RegisterWithErrorFunc(ctx, func(a nflog.Attribute) int {
+		d.handle(a)
+		return 0
+	}, func(err error) int {
+		if ctx.Err() == nil {
+			select {
+			case errc <- err:
+			default:
+			}
+		}
+		return 1
+	})
+	if err != nil {
+		return fmt.Errorf("register on nflog group %d: %w", d.Group, err)
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("read nflog group %d: %w", d.Group, err)
+	}
+}
+
+// handle logs one packet of the group. Packets of other prefixes (another
+// user of the group) are ignored.
+func (d *DeniedLogger) handle(a nflog.Attribute) {
+	if a.Prefix == nil || !strings.HasPrefix(*a.Prefix, nft.DeniedPrefix) || a.Payload == nil {
+		return
+	}
+	chain := strings.TrimPrefix(*a.Prefix, nft.DeniedPrefix)
+	p, err := parsePacket(*a.Payload)
+	if err != nil {
+		d.Log.Debug("denied packet not understood", "selection", chain, "err", err)
+		return
+	}
+	d.mu.Lock()
+	policies, ok := d.chains[chain]
+	if !ok { // iptables cuts NFLOG prefixes to 63 bytes
+		for name, p := range d.chains {
+			if strings.HasPrefix(name, chain) {
+				chain, policies = name, p
+				break
+			}
+		}
+	}
+	d.mu.Unlock()
+	direction := "ingress"
+	if strings.HasPrefix(chain, "sel-eg-") {
+		direction = "egress"
+	}
+	d.logged.Add(1)
+	d.Log.Info("denied packet", "direction", direction, "src", p.src, "dst", p.dst,
+		"proto", p.proto, "dport", p.dport, "selection", chain, "policies", policies)
+}
+
+// packetInfo is what a denied-packet line says of the packet.
+type packetInfo struct {
+	src, dst netip.Addr
+	proto    string
+	dport    uint16
+}
+
+var errShortPacket = errors.New("short packet")
+
+// parsePacket reads the addresses, protocol and destination port of an
+// IPv4 or IPv6 packet (no IPv6 extension headers: the port is then 0).
+func parsePacket(b []byte) (packetInfo, error) {
+	var p packetInfo
+	if len(b) < 1 {
+		return p, errShortPacket
+	}
+	var proto byte
+	var l4 []byte
+	switch b[0] >> 4 {
+	case 4:
+		ihl := int(b[0]&0x0f) * 4
+		if len(b) < 20 || ihl < 20 || len(b) < ihl {
+			return p, errShortPacket
+		}
+		p.src = netip.AddrFrom4([4]byte(b[12:16]))
+		p.dst = netip.AddrFrom4([4]byte(b[16:20]))
+		proto, l4 = b[9], b[ihl:]
+	case 6:
+		if len(b) < 40 {
+			return p, errShortPacket
+		}
+		p.src = netip.AddrFrom16([16]byte(b[8:24]))
+		p.dst = netip.AddrFrom16([16]byte(b[24:40]))
+		proto, l4 = b[6], b[40:]
+	default:
+		return p, fmt.Errorf("IP version %d", b[0]>>4)
+	}
+	switch proto {
+	case 6:
+		p.proto = "tcp"
+	case 17:
+		p.proto = "udp"
+	case 132:
+		p.proto = "sctp"
+	default:
+		p.proto = fmt.Sprint(proto)
+		return p, nil
+	}
+	if len(l4) >= 4 {
+		p.dport = binary.BigEndian.Uint16(l4[2:4])
+	}
+	return p, nil
+}
