@@ -108,16 +108,24 @@ func TestParsePacket(t *testing.T) {
 }
 
 // TestDeniedLoggerNamesThePolicies pins the context of a denied packet:
-// the policies of its selection chain.
+// the selection chain its prefix names (whole, or cut as iptables cuts
+// it) and the policies that chain tries.
 func TestDeniedLoggerNamesThePolicies(t *testing.T) {
-	var d DeniedLogger
-	d.SetRuleset(countedRuleset(t))
-	if len(d.chains) != 1 {
-		t.Fatalf("selection chains: %v", d.chains)
-	}
-	for name, policies := range d.chains {
-		if !strings.HasPrefix(name, "sel-in-") || len(policies) != 1 || policies[0] != "default/web" {
-			t.Errorf("chain %s tries %v, want [default/web]", name, policies)
+	r := countedRuleset(t)
+	d := DeniedLogger{Ruleset: func() nft.Ruleset { return r }}
+	var sel string
+	for _, c := range r.Chains {
+		if strings.HasPrefix(c.Name, "sel-in-") {
+			sel = c.Name
 		}
+	}
+	for _, prefix := range []string{sel, sel[:len(sel)-3]} {
+		chain, policies := d.policies(prefix)
+		if chain != sel || len(policies) != 1 || policies[0] != "default/web" {
+			t.Errorf("prefix %q: chain %s tries %v, want %s trying [default/web]", prefix, chain, policies, sel)
+		}
+	}
+	if chain, policies := d.policies("sel-in-NOSUCH"); policies != nil {
+		t.Errorf("unknown prefix gives chain %s, policies %v", chain, policies)
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	nflog "github.com/florianl/go-nflog/v2"
@@ -20,36 +20,34 @@ import (
 // before an isolation drop (nft.DeniedLog: NFLOG group, rate-limited per
 // selection chain) and logs each one with its policy context.
 
-// DeniedLogger logs denied packets. Set the ruleset it explains them with
-// by SetRuleset after every apply; Run reads the NFLOG group.
+// DeniedLogger logs denied packets, explained with the policies of the
+// selection chain that dropped them in the ruleset Ruleset returns (the
+// last applied one); Run reads the NFLOG group.
 type DeniedLogger struct {
-	Group uint16
-	Log   *slog.Logger
+	Group   uint16
+	Log     *slog.Logger
+	Ruleset func() nft.Ruleset
 
-	mu     sync.Mutex
-	chains map[string][]string // selection chain -> policies it tries
 	logged atomic.Uint64
 }
 
-// SetRuleset records which policies each selection chain of r tries, so a
-// logged packet can name them.
-func (d *DeniedLogger) SetRuleset(r nft.Ruleset) {
-	chains := map[string][]string{}
-	for _, c := range r.Chains {
-		if !strings.HasPrefix(c.Name, "sel-") {
-			continue
-		}
-		var policies []string
-		for _, rule := range c.Rules {
-			if rule.Verdict.Kind == nft.VerdictJump {
-				policies = append(policies, rule.Comment)
-			}
-		}
-		chains[c.Name] = policies
+// policies returns the selection chain a log prefix names (iptables cuts
+// prefixes to 63 bytes: then the first chain it starts) and the policies
+// that chain tries.
+func (d *DeniedLogger) policies(prefix string) (string, []string) {
+	r := d.Ruleset()
+	i := sort.Search(len(r.Chains), func(i int) bool { return r.Chains[i].Name >= prefix })
+	if i == len(r.Chains) || !strings.HasPrefix(r.Chains[i].Name, prefix) {
+		return prefix, nil
 	}
-	d.mu.Lock()
-	d.chains = chains
-	d.mu.Unlock()
+	c := r.Chains[i]
+	var out []string
+	for _, rule := range c.Rules {
+		if rule.Verdict.Kind == nft.VerdictJump {
+			out = append(out, rule.Comment)
+		}
+	}
+	return c.Name, out
 }
 
 // Logged is the number of denied packets logged so far.
@@ -93,23 +91,12 @@ func (d *DeniedLogger) handle(a nflog.Attribute) {
 	if a.Prefix == nil || !strings.HasPrefix(*a.Prefix, nft.DeniedPrefix) || a.Payload == nil {
 		return
 	}
-	chain := strings.TrimPrefix(*a.Prefix, nft.DeniedPrefix)
+	chain, policies := d.policies(strings.TrimPrefix(*a.Prefix, nft.DeniedPrefix))
 	p, err := parsePacket(*a.Payload)
 	if err != nil {
 		d.Log.Debug("denied packet not understood", "selection", chain, "err", err)
 		return
 	}
-	d.mu.Lock()
-	policies, ok := d.chains[chain]
-	if !ok { // iptables cuts NFLOG prefixes to 63 bytes
-		for name, p := range d.chains {
-			if strings.HasPrefix(name, chain) {
-				chain, policies = name, p
-				break
-			}
-		}
-	}
-	d.mu.Unlock()
 	direction := "ingress"
 	if strings.HasPrefix(chain, "sel-eg-") {
 		direction = "egress"

@@ -105,6 +105,8 @@ type cluster struct {
 	// pluginExtra is spliced into the plugin config (JSON members ending in
 	// a comma); by default the plugin does not wait for the agent.
 	pluginExtra string
+	// agentArgs are more weir-agent flags.
+	agentArgs []string
 }
 
 // clusterOption adjusts a policy cluster before its agent starts.
@@ -112,6 +114,11 @@ type clusterOption func(*cluster)
 
 // withBackend runs the agent with --backend b.
 func withBackend(b string) clusterOption { return func(c *cluster) { c.backend = b } }
+
+// withAgentArgs adds weir-agent flags.
+func withAgentArgs(args ...string) clusterOption {
+	return func(c *cluster) { c.agentArgs = append(c.agentArgs, args...) }
+}
 
 // withoutNFTables runs the agent as on a kernel without nf_tables.
 func withoutNFTables() clusterOption { return func(c *cluster) { c.noNFTables = true } }
@@ -353,6 +360,7 @@ func (c *cluster) spawnAgent() {
 	if c.backend != "" {
 		c.agent.Args = append(c.agent.Args, "--backend", c.backend)
 	}
+	c.agent.Args = append(c.agent.Args, c.agentArgs...)
 	if c.noNFTables {
 		if err := harness.WithoutNFTables(c.agent); err != nil {
 			t.Fatal(err)

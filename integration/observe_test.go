@@ -1,0 +1,122 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// TestDeniedPacketsAreLoggedAndCounted runs the agent with denied-packet
+// logging on and checks, after one allowed and one denied connection, that
+// the agent logged the denied packet with its policy context and that
+// /metrics counts the allowing rule and the isolation drop.
+func TestDeniedPacketsAreLoggedAndCounted(t *testing.T) {
+	pods := []*tpod{
+		{ns: "default", name: "client", labels: map[string]string{"role": "client"}, ips: []string{"172.17.0.10"}},
+		{ns: "default", name: "web", labels: map[string]string{"app": "web"}, ips: []string{"172.17.0.11"}},
+	}
+	c := newPolicyCluster(t, pods, map[string]map[string]string{"default": {}},
+		withAgentArgs("--log-denied-group", "77", "--log-denied-rate", "100", "--http-addr", "127.0.0.1:9765"))
+	c.setPolicies(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: default, name: web-80}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{ports: [{port: 80}]}]
+`)
+	c.run([]probe{
+		{from: "default/client", to: "default/web", proto: "tcp", port: 80, want: true},
+		{from: "default/client", to: "default/web", proto: "tcp", port: 6379, want: false},
+	})
+
+	logPath := filepath.Join(c.dir, "agent.log")
+	want := []string{`msg="denied packet"`, "direction=ingress", "src=172.17.0.10", "dst=172.17.0.11", "proto=tcp", "dport=6379", "default/web-80"}
+	var line string
+	for deadline := time.Now().Add(5 * time.Second); line == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(logPath)
+		for _, l := range strings.Split(string(b), "\n") {
+			if containsAll(l, want) {
+				line = l
+				break
+			}
+		}
+	}
+	if line == "" {
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("no agent log line with %q:\n%s", want, b)
+	}
+
+	m := c.metrics()
+	if v := m[`weir_policy_rule_packets_total{direction="ingress",policy="default/web-80",rule="0"}`]; v < 1 {
+		t.Errorf("the rule allowing port 80 counted %v packets, want >= 1", v)
+	}
+	if v := m[`weir_denied_packets_total{direction="ingress"}`]; v < 1 {
+		t.Errorf("ingress isolation counted %v drops, want >= 1", v)
+	}
+	if v := m[`weir_denied_packets_logged_total`]; v < 1 {
+		t.Errorf("%v denied packets logged, want >= 1", v)
+	}
+}
+
+func containsAll(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// metrics scrapes the agent's /metrics inside the node namespace (the
+// connection is made there; the request is read outside) and returns every
+// sample by its series.
+func (c *cluster) metrics() map[string]float64 {
+	c.t.Helper()
+	var conn net.Conn
+	err := c.node.Do(func(ns.NetNS) error {
+		var err error
+		conn, err = net.DialTimeout("tcp", "127.0.0.1:9765", time.Second)
+		return err
+	})
+	if err != nil {
+		c.t.Fatalf("connect to the agent's metrics: %v", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprint(conn, "GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n"); err != nil {
+		c.t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
+			out[l[:i]] = v
+		}
+	}
+	return out
+}
