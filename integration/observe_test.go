@@ -56,6 +56,7 @@ spec:
 		b, _ := os.ReadFile(logPath)
 		t.Fatalf("no agent log line with %q:\n%s", want, b)
 	}
+	t.Logf("agent: %s", line)
 
 	m := c.metrics()
 	if v := m[`weir_policy_rule_packets_total{direction="ingress",policy="default/web-80",rule="0"}`]; v < 1 {
