@@ -54,6 +54,9 @@ type Agent struct {
 	Reconcilers []Reconciler
 	// Metrics, when set, records syncs.
 	Metrics *Metrics
+	// LogDenied, when its Group is set, has isolation drops logged to
+	// NFLOG (see DeniedLogger).
+	LogDenied nft.DeniedLog
 
 	kick chan struct{}
 	mu   sync.Mutex
@@ -182,6 +185,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	if a.compiler == nil {
 		a.compiler = nft.NewCompiler()
 	}
+	snap.LogDenied = a.LogDenied
 	rs := a.compiler.Compile(snap)
 	compiled := time.Now()
 	if err := a.Applier.Apply(ctx, rs); err != nil {

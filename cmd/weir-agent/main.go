@@ -24,6 +24,7 @@ import (
 
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/controller"
+	"github.com/weir-cni/weir/nft"
 )
 
 func main() { os.Exit(run()) }
@@ -45,11 +46,13 @@ func run() int {
 		dataDir      = flag.String("ipam-data-dir", "", "ipam.dataDir for the written CNI config (default: the plugin's)")
 		httpAddr     = flag.String("http-addr", "127.0.0.1:9765", "serve /metrics, /healthz and /readyz here; empty: off")
 		failClosed   = flag.Bool("fail-closed", false, "written CNI config: the plugin refuses pods the agent did not confirm in time")
+		denyGroup    = flag.Uint("log-denied-group", 0, "log packets that isolation drops: send them to this NFLOG group (1-65535) and log each with its policies; 0: off")
+		denyRate     = flag.Uint("log-denied-rate", 10, "with --log-denied-group: most packets logged per second per pod selection (kernel rate limit; 0: unlimited)")
 	)
 	flag.Parse()
 	log := newLogger(*logLevel)
 	klog.SetSlogLogger(log)
-	if err := validate(*nodeName, *manifests); err != nil {
+	if err := validate(*nodeName, *manifests, *denyGroup); err != nil {
 		log.Error("bad flags", "err", err)
 		return 2
 	}
@@ -78,6 +81,10 @@ func run() int {
 		Log:          log,
 		MinInterval:  *minInterval,
 		Metrics:      controller.NewMetrics(),
+		LogDenied:    nft.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
+	}
+	if cr, ok := applier.(controller.CounterReader); ok {
+		agent.Metrics.RegisterCounters(cr, agent.Ruleset, log)
 	}
 	if *nodeRoutes {
 		agent.Reconcilers = append(agent.Reconcilers, &controller.RouteSyncer{Node: *nodeName})
@@ -93,6 +100,15 @@ func run() int {
 		go func() { errc <- agent.ServeHTTP(ctx, *httpAddr) }()
 	}
 	go func() { errc <- agent.Run(ctx) }()
+	if *denyGroup != 0 {
+		d := &controller.DeniedLogger{Group: uint16(*denyGroup), Log: log, Ruleset: agent.Ruleset}
+		agent.Metrics.RegisterDeniedLogger(d)
+		go func() { // logging is best effort: the agent runs on without it
+			if err := d.Run(ctx); err != nil {
+				log.Error("denied-packet logging stopped", "err", err)
+			}
+		}()
+	}
 	if err := <-errc; err != nil {
 		log.Error("weir-agent stopped", "err", err)
 		return 1
@@ -103,8 +119,11 @@ func run() int {
 	return 0
 }
 
-func validate(node, manifests string) error {
+func validate(node, manifests string, denyGroup uint) error {
 	var errs []error
+	if denyGroup > 65535 {
+		errs = append(errs, fmt.Errorf("--log-denied-group %d is not an NFLOG group (0-65535)", denyGroup))
+	}
 	if node == "" {
 		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
 	}
