@@ -19,19 +19,44 @@ type peers struct {
 	// selectors are the pod/namespace selector peers, one per distinct
 	// definition, sorted by it.
 	selectors []selectorPeer
-	// pods are the pods all selectors match (a pod may repeat); podsDef
-	// is the definition of the selectors together, "" when there are none.
-	pods    []*podRec
+	// podsDef is the definition of the selectors together, "" when there
+	// are none.
 	podsDef string
 	// v4 and v6 are the ipBlocks' addresses, disjoint and sorted.
 	v4, v6 []interval
 }
 
-// selectorPeer is one selector peer: the pods it matches (a pod may
-// repeat) and its definition, which equal selectors of any policy share.
+// selectorPeer is one selector peer: the cached results holding the pods
+// it matches, and its definition, which equal selectors of any policy
+// share.
 type selectorPeer struct {
-	def  string
-	pods []*podRec
+	def     string
+	entries []*podEntry
+}
+
+// pods returns the pods of entries (a pod may repeat). Only the groups not
+// yet computed in this Compile need them.
+func pods(entries []*podEntry) []*podRec {
+	n := 0
+	for _, e := range entries {
+		n += len(e.members)
+	}
+	out := make([]*podRec, 0, n)
+	for _, e := range entries {
+		for p := range e.members {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// pods returns the pods every selector peer matches (a pod may repeat).
+func (ps peers) pods() []*podRec {
+	var entries []*podEntry
+	for _, sp := range ps.selectors {
+		entries = append(entries, sp.entries...)
+	}
+	return pods(entries)
 }
 
 // resolvePeers resolves a rule's peers against the snapshot, following the
@@ -67,13 +92,7 @@ func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer
 			if err != nil {
 				return peers{}, nil, fmt.Errorf("peer %d: %w", i, err)
 			}
-			sp := selectorPeer{def: def}
-			for _, e := range entries {
-				for p := range e.members {
-					sp.pods = append(sp.pods, p)
-				}
-			}
-			out.selectors = append(out.selectors, sp)
+			out.selectors = append(out.selectors, selectorPeer{def: def, entries: entries})
 		default:
 			return peers{}, nil, fmt.Errorf("peer %d: empty peer (needs podSelector, namespaceSelector or ipBlock)", i)
 		}
@@ -84,7 +103,6 @@ func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer
 		defs := make([]string, 0, len(out.selectors))
 		for _, sp := range out.selectors {
 			defs = append(defs, sp.def)
-			out.pods = append(out.pods, sp.pods...)
 		}
 		out.podsDef = defKey("pods", defs...)
 	}

@@ -90,7 +90,7 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 		var alts [][]Match
 		for _, sp := range resolved.selectors {
 			set := familySetName(f, setPeers4, setPeers6)
-			id := c.group(set, sp.def, func() []Elem { return podElems(sp.pods, f.typ == TypeIPv4) })
+			id := c.group(set, sp.def, func() []Elem { return podElems(pods(sp.entries), f.typ == TypeIPv4) })
 			alts = append(alts, []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: set, ID: id}})
 		}
 		ivs := resolved.v4
@@ -142,7 +142,7 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 	c.namedPortProblems(where, named)
 	dst, dstDef := in.selected, defKey("local", in.ns, in.selector)
 	if in.dir == dirEgress {
-		dst, dstDef = resolved.pods, resolved.podsDef
+		dst, dstDef = resolved.pods(), resolved.podsDef
 		if !hasPeers {
 			dst, dstDef = c.policeablePods(), "all"
 		}
