@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sync"
 	"time"
@@ -62,7 +63,16 @@ type Agent struct {
 	mu   sync.Mutex
 	st   Status
 	rs   nft.Ruleset
-	snap nft.Snapshot
+	// viewMu guards snap, whose pod slice is the view's own or the overlay
+	// buffer: the worker changes them under the write lock, explain reads
+	// snap under the read lock.
+	viewMu sync.RWMutex
+	snap   nft.Snapshot
+	// view is the cluster kept up to date from the source's changes, and
+	// overlayBuf the pod slice of the last snapshot with announcements;
+	// only the worker uses them.
+	view       *view
+	overlayBuf []nft.Pod
 	// anns are pods announced by the plugin, by namespace/name.
 	anns map[string]*announcement
 	// wanted counts announcements; applied is the value wanted had when
@@ -70,7 +80,6 @@ type Agent struct {
 	// every successful sync.
 	wanted, applied uint64
 	applyCh         chan struct{}
-	builder         SnapshotBuilder
 	// compiler recompiles only what changed since the last sync; only the
 	// worker goroutine uses it.
 	compiler *nft.Compiler
@@ -79,6 +88,7 @@ type Agent struct {
 }
 
 // Reconciler keeps one more piece of node state in line with the cluster.
+// It is given the nodes, namespaces and policies; Pods is empty.
 type Reconciler interface {
 	Reconcile(o Objects) error
 }
@@ -171,7 +181,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	firstEvent := a.firstEvent
 	a.firstEvent = time.Time{}
 	a.mu.Unlock()
-	objs, err := a.Source.Objects()
+	snap, objs, err := a.refresh()
 	if err != nil {
 		a.setErr(err)
 		return err
@@ -179,9 +189,15 @@ func (a *Agent) sync(ctx context.Context) error {
 	read := time.Now()
 	a.mu.Lock()
 	gen := a.wanted
-	objs, caughtUp := overlay(objs, a.anns)
+	anns := maps.Clone(a.anns) // announcements are never modified, only replaced
 	a.mu.Unlock()
-	snap := a.builder.Build(a.Node, a.ClusterCIDRs, objs)
+	// a.snap may hold the overlay buffer that overlay writes into.
+	a.viewMu.Lock()
+	snap, caughtUp := overlay(snap, a.view, anns, a.overlayBuf)
+	if len(anns) > 0 {
+		a.overlayBuf = snap.Pods
+	}
+	a.viewMu.Unlock()
 	if a.compiler == nil {
 		a.compiler = nft.NewCompiler()
 	}
@@ -203,25 +219,59 @@ func (a *Agent) sync(ctx context.Context) error {
 			rerrs = append(rerrs, err)
 		}
 	}
+	a.viewMu.Lock()
+	a.snap = snap
+	a.viewMu.Unlock()
 	a.mu.Lock()
 	for _, key := range caughtUp {
-		delete(a.anns, key)
+		if a.anns[key] == anns[key] { // not announced again since
+			delete(a.anns, key)
+		}
 	}
 	a.applied = gen
 	close(a.applyCh)
 	a.applyCh = make(chan struct{})
-	a.rs, a.snap = rs, snap
+	a.rs = rs
 	a.st.Synced, a.st.LastSync, a.st.LastError = true, time.Now(), ""
 	a.st.Syncs++
 	a.st.Problems = rs.Problems
 	a.mu.Unlock()
-	a.Log.Info("synced", "pods", len(objs.Pods), "policies", len(objs.Policies),
-		"compile", compiled.Sub(start), "apply", time.Since(compiled))
+	a.Log.Info("synced", "pods", len(snap.Pods), "policies", len(snap.Policies),
+		"read", read.Sub(start), "compile", compiled.Sub(read), "apply", time.Since(compiled))
 	if err := errors.Join(rerrs...); err != nil {
 		a.setErr(err)
 		return fmt.Errorf("node state: %w", err)
 	}
 	return nil
+}
+
+// refresh brings the agent's view of the cluster up to date, from the
+// source's changes when it reports them and from a full listing
+// otherwise, and returns the node's snapshot (without announcements) and
+// the objects for the reconcilers. The snapshot's pod slice is the view's:
+// it stays valid until the next refresh.
+func (a *Agent) refresh() (nft.Snapshot, Objects, error) {
+	var c Changes
+	if cs, ok := a.Source.(ChangeSource); ok {
+		var err error
+		if c, err = cs.Changes(); err != nil {
+			return nft.Snapshot{}, Objects{}, err
+		}
+	} else {
+		objs, err := a.Source.Objects()
+		if err != nil {
+			return nft.Snapshot{}, Objects{}, err
+		}
+		c = Changes{Full: true, Objects: objs}
+	}
+	// The pod slice explain reads (a.snap's) may be the view's own.
+	a.viewMu.Lock()
+	defer a.viewMu.Unlock()
+	if a.view == nil {
+		a.view = newView()
+	}
+	a.view.apply(c)
+	return a.view.snapshot(a.Node, a.ClusterCIDRs), a.view.objects(), nil
 }
 
 // Announce records that the plugin wired pod namespace/name with ips and
@@ -236,7 +286,7 @@ func (a *Agent) Announce(ctx context.Context, namespace, name string, ips []neti
 		return err
 	}
 	a.mu.Lock()
-	a.anns[namespace+"/"+name] = &announcement{namespace: namespace, name: name, ips: ips, pod: pod}
+	a.anns[objKey(namespace, name)] = &announcement{namespace: namespace, name: name, ips: ips, pod: pod}
 	a.wanted++
 	want := a.wanted
 	a.mu.Unlock()

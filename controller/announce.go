@@ -2,8 +2,11 @@ package controller
 
 import (
 	"net/netip"
+	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weir-cni/weir/nft"
 )
 
 // announcement is a pod the plugin told the agent about before the API
@@ -15,49 +18,88 @@ type announcement struct {
 	pod *corev1.Pod
 }
 
-// overlay returns objs with announced addresses applied: an announced pod
-// gets its addresses even if the source has not seen them yet, and no other
-// pod keeps an announced address (it was reused after a delete the source
-// has not caught up with). It also reports which announcements the source
-// has caught up with, so the agent can forget them. objs is not modified.
-func overlay(objs Objects, anns map[string]*announcement) (Objects, []string) {
+// overlay returns s, the snapshot v built, with announced addresses
+// applied: an announced pod gets its addresses even if the source has not
+// seen them yet, and no other pod keeps an announced address (it was
+// reused after a delete the source has not caught up with). It also
+// reports which announcements the source has caught up with, so the agent
+// can forget them. Pods keep their places; s and v are not modified: when
+// anns is not empty the result's pods are written into buf, reused when it
+// is large enough.
+func overlay(s nft.Snapshot, v *view, anns map[string]*announcement, buf []nft.Pod) (nft.Snapshot, []string) {
 	if len(anns) == 0 {
-		return objs, nil
+		return s, nil
 	}
-	owner := map[netip.Addr]string{}
-	for key, a := range anns {
+	owner := map[netip.Addr]bool{}
+	byID := make(map[[2]string]*announcement, len(anns)) // no key to build per pod
+	for _, a := range anns {
 		for _, ip := range a.ips {
-			owner[ip] = key
+			owner[ip] = true
 		}
+		byID[[2]string{a.namespace, a.name}] = a
 	}
-	out := objs
-	out.Pods = make([]*corev1.Pod, 0, len(objs.Pods)+len(anns))
+	pods := buf[:0]
+	if cap(buf) < len(s.Pods)+len(anns) {
+		pods = make([]nft.Pod, 0, len(s.Pods)+len(anns)+len(s.Pods)/8)
+	}
+	delta := map[string]int{} // pods per namespace, relative to s
 	seen := map[string]bool{}
 	var done []string
-	for _, p := range objs.Pods {
-		key := p.Namespace + "/" + p.Name
-		a, announced := anns[key]
-		if announced {
+	for _, p := range s.Pods {
+		a := byID[[2]string{p.Namespace, p.Name}]
+		switch {
+		case a != nil:
+			key := objKey(p.Namespace, p.Name)
 			seen[key] = true
-			if hasAll(p, a.ips) {
+			src := v.pod(key)
+			if hasAll(src, a.ips) {
 				done = append(done, key)
-				out.Pods = append(out.Pods, p)
-				continue
+				pods = append(pods, p)
+			} else if np, ok := convertPod(withIPs(src, a.ips)); ok {
+				pods = append(pods, np)
+			} else {
+				delta[p.Namespace]--
 			}
-			out.Pods = append(out.Pods, withIPs(p, a.ips))
-			continue
-		}
-		if stale := claimsAny(p, owner); stale {
-			continue
-		}
-		out.Pods = append(out.Pods, p)
-	}
-	for key, a := range anns {
-		if !seen[key] && a.pod != nil {
-			out.Pods = append(out.Pods, withIPs(a.pod, a.ips))
+		case claimsAny(p.IPs, owner):
+			delta[p.Namespace]--
+		default:
+			pods = append(pods, p)
 		}
 	}
-	return out, done
+	keys := make([]string, 0, len(anns))
+	for key := range anns {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys) // a stable order for the pods appended
+	for _, key := range keys {
+		a := anns[key]
+		if seen[key] {
+			continue
+		}
+		base := v.pod(key) // in the source, but left out of the snapshot
+		if base != nil && hasAll(base, a.ips) {
+			done = append(done, key) // the snapshot leaves it out for another reason
+			continue
+		}
+		if base == nil {
+			base = a.pod
+		}
+		if base == nil {
+			continue
+		}
+		if np, ok := convertPod(withIPs(base, a.ips)); ok {
+			pods = append(pods, np)
+			delta[np.Namespace]++
+		}
+	}
+	s.Pods = pods
+	for _, d := range delta {
+		if d != 0 {
+			s.Namespaces = v.buildNamespaces(delta)
+			break
+		}
+	}
+	return s, done
 }
 
 func podIPs(p *corev1.Pod) []netip.Addr {
@@ -89,9 +131,9 @@ func hasAll(p *corev1.Pod, ips []netip.Addr) bool {
 	return true
 }
 
-func claimsAny(p *corev1.Pod, owner map[netip.Addr]string) bool {
-	for _, ip := range podIPs(p) {
-		if _, ok := owner[ip]; ok {
+func claimsAny(ips []netip.Addr, owner map[netip.Addr]bool) bool {
+	for _, ip := range ips {
+		if owner[ip] {
 			return true
 		}
 	}

@@ -27,8 +27,9 @@ var ErrNotSynced = errors.New("informer caches not synced")
 // KubeSource is a Source following the API server with shared informers for
 // Pods (all namespaces), Namespaces, NetworkPolicies and Nodes. The caches
 // hold only what the agent uses (see StripForCache). Event handlers only
-// kick, and only for changes that matter (see relevant); the agent's worker
-// reads the listers.
+// note which keys changed and kick, for changes that matter (see relevant);
+// the agent's worker reads the changed objects from the caches (Changes),
+// so a sync costs per change, not per object in the cluster.
 type KubeSource struct {
 	client  kubernetes.Interface
 	factory informers.SharedInformerFactory
@@ -45,6 +46,8 @@ type KubeSource struct {
 
 	synced  atomic.Bool
 	started atomic.Bool
+	// changes collects what changed for Changes.
+	changes changeLog
 
 	// OnWatchError, if set before Run, is told of failed lists and
 	// watches (RBAC missing, watch expired, a list that failed); the
@@ -80,24 +83,17 @@ func (s *KubeSource) Run(ctx context.Context, kick func()) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("kube source: Run called twice")
 	}
-	h := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { s.maybeKick(kick) },
-		UpdateFunc: func(oldObj, newObj any) {
-			if relevant(oldObj, newObj) {
-				s.maybeKick(kick)
-			}
-		},
-		DeleteFunc: func(obj any) {
-			if unwrapTombstone(obj) != nil {
-				s.maybeKick(kick)
-			}
-		},
-	}
 	var handlersSynced []cache.InformerSynced
-	for res, inf := range map[string]cache.SharedIndexInformer{
-		"pods": s.pods, "namespaces": s.namespaces, "networkpolicies": s.policies, "nodes": s.nodes,
+	for _, r := range []struct {
+		res  string
+		kind int
+		inf  cache.SharedIndexInformer
+	}{
+		{"pods", kindPods, s.pods}, {"namespaces", kindNamespaces, s.namespaces},
+		{"networkpolicies", kindPolicies, s.policies}, {"nodes", kindNodes, s.nodes},
 	} {
-		reg, err := inf.AddEventHandler(h)
+		res, inf := r.res, r.inf
+		reg, err := inf.AddEventHandler(s.handler(r.kind, kick))
 		if err != nil {
 			return fmt.Errorf("add %s event handler: %w", res, err)
 		}
@@ -138,9 +134,33 @@ func (s *KubeSource) Run(ctx context.Context, kick func()) error {
 	return nil
 }
 
-func (s *KubeSource) maybeKick(kick func()) {
-	if s.synced.Load() {
-		kick()
+// handler marks every change of kind for Changes and kicks for the ones
+// that matter (see relevant). Before the caches have synced it does
+// nothing: the first Changes lists everything.
+func (s *KubeSource) handler(kind int, kick func()) cache.ResourceEventHandlerFuncs {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if s.synced.Load() {
+				s.changes.mark(kind, obj)
+				kick()
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			if s.synced.Load() {
+				s.changes.mark(kind, newObj)
+				if relevant(oldObj, newObj) {
+					kick()
+				}
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if s.synced.Load() {
+				s.changes.mark(kind, obj)
+				if unwrapTombstone(obj) != nil {
+					kick()
+				}
+			}
+		},
 	}
 }
 

@@ -277,6 +277,22 @@ func waitKick(t *testing.T, kicks <-chan struct{}, what string) {
 	}
 }
 
+// runSource runs src until the returned stop, which checks Run's error;
+// kicks receives src's kicks.
+func runSource(t *testing.T, src *KubeSource) (kicks chan struct{}, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	kicks = make(chan struct{}, 100)
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, func() { kicks <- struct{}{} }) }()
+	return kicks, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
 func TestKubeSourceRun(t *testing.T) {
 	objs := []runtime.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns1"}},
@@ -289,16 +305,9 @@ func TestKubeSourceRun(t *testing.T) {
 	if _, err := src.Objects(); !errors.Is(err, ErrNotSynced) {
 		t.Fatalf("Objects before sync: err = %v, want ErrNotSynced", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	kicks := make(chan struct{}, 100)
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, func() { kicks <- struct{}{} }) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	kicks, stop := runSource(t, src)
+	defer stop()
+	ctx := context.Background()
 
 	waitKick(t, kicks, "sync")
 	if !src.Synced() {

@@ -26,32 +26,9 @@ type Objects struct {
 // nodeName. Pods without IPs, finished pods and pods being deleted are left
 // out: they hold no address anyone can reach. Pods keep the source's order
 // (nft.Compile does not depend on it); namespaces and policies are sorted.
+// The agent keeps the same snapshot up to date from changes (see view);
+// this full conversion is what that must equal.
 func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.Snapshot {
-	var b SnapshotBuilder
-	return b.Build(nodeName, clusterCIDRs, o)
-}
-
-// SnapshotBuilder builds snapshots like BuildSnapshot, reusing the
-// conversion of every pod whose object is the same pointer as in the last
-// build. Informer caches replace an object on change and never mutate it,
-// so pointer identity means "unchanged". Not safe for concurrent use.
-type SnapshotBuilder struct {
-	pods map[*corev1.Pod]*podEntry
-	gen  uint64
-}
-
-type podEntry struct {
-	pod nft.Pod
-	ok  bool
-	gen uint64 // last build that saw this object
-}
-
-// Build returns the snapshot for nodeName; see BuildSnapshot.
-func (b *SnapshotBuilder) Build(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.Snapshot {
-	if b.pods == nil {
-		b.pods = make(map[*corev1.Pod]*podEntry, len(o.Pods))
-	}
-	b.gen++
 	s := nft.Snapshot{Node: nft.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs, Pods: make([]nft.Pod, 0, len(o.Pods))}
 	for _, n := range o.Nodes {
 		if n.Name != nodeName {
@@ -66,29 +43,19 @@ func (b *SnapshotBuilder) Build(nodeName string, clusterCIDRs []netip.Prefix, o 
 		known[ns.Name] = true
 	}
 	for _, p := range o.Pods {
-		e := b.pods[p]
-		if e == nil {
-			e = &podEntry{}
-			e.pod, e.ok = convertPod(p)
-			b.pods[p] = e
+		pp, ok := convertPod(p)
+		if !ok {
+			continue
 		}
-		e.gen = b.gen
-		if pp, ok := e.pod, e.ok; ok {
-			s.Pods = append(s.Pods, pp)
-			if !known[p.Namespace] {
-				// A manifest directory may leave a namespace implicit; the
-				// API server would hold it with only its name label.
-				s.Namespaces = append(s.Namespaces, namespace(p.Namespace, nil))
-				known[p.Namespace] = true
-			}
+		s.Pods = append(s.Pods, pp)
+		if !known[p.Namespace] {
+			// A manifest directory may leave a namespace implicit; the
+			// API server would hold it with only its name label.
+			s.Namespaces = append(s.Namespaces, namespace(p.Namespace, nil))
+			known[p.Namespace] = true
 		}
 	}
 	s.Policies = append(s.Policies, o.Policies...)
-	for p, e := range b.pods {
-		if e.gen != b.gen {
-			delete(b.pods, p)
-		}
-	}
 	sort.Slice(s.Namespaces, func(i, j int) bool { return s.Namespaces[i].Name < s.Namespaces[j].Name })
 	sort.Slice(s.Policies, func(i, j int) bool {
 		a, b := s.Policies[i], s.Policies[j]

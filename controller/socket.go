@@ -112,15 +112,11 @@ type Explanation struct {
 // dst are IP addresses or namespace/pod names.
 func (a *Agent) explain(req agentapi.Request) (Explanation, error) {
 	a.mu.Lock()
-	rs, snap := a.rs, a.snap
+	rs := a.rs
 	a.mu.Unlock()
-	src, err := resolve(snap, req.Src, req.Dst)
+	src, dst, err := a.resolvePair(req.Src, req.Dst)
 	if err != nil {
-		return Explanation{}, fmt.Errorf("source: %w", err)
-	}
-	dst, err := resolve(snap, req.Dst, req.Src)
-	if err != nil {
-		return Explanation{}, fmt.Errorf("destination: %w", err)
+		return Explanation{}, err
 	}
 	proto, err := protoNumber(req.Protocol)
 	if err != nil {
@@ -131,6 +127,19 @@ func (a *Agent) explain(req agentapi.Request) (Explanation, error) {
 	}
 	v, steps := nft.Trace(rs, nft.Packet{Src: src, Dst: dst, Proto: proto, DPort: uint16(req.Port)})
 	return Explanation{Allowed: v == nft.VerdictAccept, Src: src.String(), Dst: dst.String(), Steps: steps}, nil
+}
+
+// resolvePair resolves the two ends of a connection in the last snapshot.
+func (a *Agent) resolvePair(srcRef, dstRef string) (src, dst netip.Addr, err error) {
+	a.viewMu.RLock()
+	defer a.viewMu.RUnlock()
+	if src, err = resolve(a.snap, srcRef, dstRef); err != nil {
+		return src, dst, fmt.Errorf("source: %w", err)
+	}
+	if dst, err = resolve(a.snap, dstRef, srcRef); err != nil {
+		return src, dst, fmt.Errorf("destination: %w", err)
+	}
+	return src, dst, nil
 }
 
 // resolve turns an address or "namespace/pod" into an address, picking the

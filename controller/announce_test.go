@@ -1,0 +1,126 @@
+package controller
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// overlayObjects is the definition overlay must match, on source objects
+// rather than on a snapshot: an announced pod gets its addresses, no other
+// pod keeps an announced address, an announced pod the source does not
+// have is added from its announcement.
+func overlayObjects(objs Objects, anns map[string]*announcement) (Objects, map[string]bool) {
+	owner := map[netip.Addr]bool{}
+	for _, a := range anns {
+		for _, ip := range a.ips {
+			owner[ip] = true
+		}
+	}
+	out := objs
+	out.Pods = nil
+	seen, done := map[string]bool{}, map[string]bool{}
+	for _, p := range objs.Pods {
+		key := p.Namespace + "/" + p.Name
+		if a, ok := anns[key]; ok {
+			seen[key] = true
+			if hasAll(p, a.ips) {
+				done[key] = true
+				out.Pods = append(out.Pods, p)
+			} else {
+				out.Pods = append(out.Pods, withIPs(p, a.ips))
+			}
+			continue
+		}
+		if !claimsAny(podIPs(p), owner) {
+			out.Pods = append(out.Pods, p)
+		}
+	}
+	for key, a := range anns {
+		if !seen[key] && a.pod != nil {
+			out.Pods = append(out.Pods, withIPs(a.pod, a.ips))
+		}
+	}
+	return out, done
+}
+
+func TestOverlay(t *testing.T) {
+	ip := netip.MustParseAddr("10.244.1.9")
+	now := metav1.Now()
+	deleting := pod("ns1", "new", "n1", nil, "10.244.1.9")
+	deleting.DeletionTimestamp = &now
+	ann := func(ns string) map[string]*announcement {
+		return map[string]*announcement{ns + "/new": {namespace: ns, name: "new", ips: []netip.Addr{ip},
+			pod: pod(ns, "new", "n1", map[string]string{"v": "2"})}}
+	}
+	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns1"}}
+	cases := []struct {
+		name     string
+		objs     Objects
+		anns     map[string]*announcement
+		wantPods map[string]string // name -> first IP ("" none)
+		wantDone bool
+	}{
+		{"cache has the pod without IP yet", Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil)}}, ann("ns1"),
+			map[string]string{"new": "10.244.1.9"}, false},
+		{"cache does not have the pod at all", Objects{}, ann("ns1"), map[string]string{"new": "10.244.1.9"}, false},
+		{"reused address drops the stale pod", Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, ann("ns1"),
+			map[string]string{"new": "10.244.1.9"}, false},
+		{"stale pod dropped from a namespace that has no object", Objects{Namespaces: []*corev1.Namespace{nsObj},
+			Pods: []*corev1.Pod{pod("ns2", "old", "n1", nil, "10.244.1.9")}}, ann("ns1"),
+			map[string]string{"new": "10.244.1.9"}, false},
+		{"announced pod in a namespace that has no object", Objects{Namespaces: []*corev1.Namespace{nsObj}}, ann("ns3"),
+			map[string]string{"new": "10.244.1.9"}, false},
+		{"cache caught up", Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil, "10.244.1.9")}}, ann("ns1"),
+			map[string]string{"new": "10.244.1.9"}, true},
+		{"cache caught up with a pod being deleted", Objects{Pods: []*corev1.Pod{deleting}}, ann("ns1"),
+			map[string]string{}, true},
+		{"no announcements", Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, nil,
+			map[string]string{"old": "10.244.1.9"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newView()
+			v.apply(Changes{Full: true, Objects: tc.objs})
+			base := v.snapshot("n1", nil)
+			before := fmt.Sprint(base.Pods)
+			out, done := overlay(base, v, tc.anns, nil)
+			if fmt.Sprint(v.snapshot("n1", nil).Pods) != before {
+				t.Errorf("overlay modified the view's pods")
+			}
+			got := map[string]string{}
+			for _, p := range out.Pods {
+				got[p.Name] = ""
+				if len(p.IPs) > 0 {
+					got[p.Name] = p.IPs[0].String()
+				}
+			}
+			if !reflect.DeepEqual(got, tc.wantPods) {
+				t.Errorf("pods = %v, want %v", got, tc.wantPods)
+			}
+			if (len(done) > 0) != tc.wantDone {
+				t.Errorf("done = %v, want %v", done, tc.wantDone)
+			}
+			// The same as overlaying the source objects and converting them all.
+			ref, refDone := overlayObjects(tc.objs, tc.anns)
+			want := canonical(BuildSnapshot("n1", nil, ref))
+			if g := canonical(out); !reflect.DeepEqual(g, want) {
+				t.Errorf("overlay differs from the reference: %s", describeDiff(g, want))
+			}
+			if len(done) != len(refDone) {
+				t.Errorf("done = %v, reference %v", done, refDone)
+			}
+			// A reused buffer holding another snapshot's pods gives the same.
+			buf := append(make([]nft.Pod, 0, 16), nft.Pod{Namespace: "junk", Name: "junk"})
+			if again, _ := overlay(base, v, tc.anns, buf); !reflect.DeepEqual(canonical(again), canonical(out)) {
+				t.Errorf("overlay into a used buffer = %+v, want %+v", again.Pods, out.Pods)
+			}
+		})
+	}
+}

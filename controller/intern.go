@@ -1,0 +1,122 @@
+package controller
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// interned shares one copy of a value among the pods that hold equal ones.
+// Pods of one workload have the same labels and container ports, so a
+// cluster of 10,000 pods holds a few hundred distinct label sets. The
+// compiler compares every pod's labels and ports on every sync: shared
+// copies stay in the CPU's caches, and strings that are the same memory
+// compare without being read.
+type interned[T any] struct {
+	byKey map[string]*internedValue[T]
+}
+
+type internedValue[T any] struct {
+	v    T
+	refs int
+}
+
+// get returns the shared copy of the value whose key is key, making it
+// from v when there is none, and counts a reference to it.
+func (in *interned[T]) get(key string, v T) T {
+	if in.byKey == nil {
+		in.byKey = map[string]*internedValue[T]{}
+	}
+	e := in.byKey[key]
+	if e == nil {
+		e = &internedValue[T]{v: v}
+		in.byKey[key] = e
+	}
+	e.refs++
+	return e.v
+}
+
+// release drops a reference got under key.
+func (in *interned[T]) release(key string) {
+	if e := in.byKey[key]; e != nil {
+		if e.refs--; e.refs <= 0 {
+			delete(in.byKey, key)
+		}
+	}
+}
+
+// labelsKey is a canonical text of a label set ("" for none): keys sorted,
+// pairs separated by NUL, which neither keys nor values may hold.
+func labelsKey(l map[string]string) string {
+	if len(l) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(l))
+	n := 0
+	for k, v := range l {
+		keys = append(keys, k)
+		n += len(k) + len(v) + 2
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	b.Grow(n)
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(l[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// portsKey is a canonical text of a pod's named ports, in their order.
+func portsKey(ps []nft.ContainerPort) string {
+	if len(ps) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range ps {
+		b.WriteString(p.Name)
+		b.WriteByte(0)
+		b.WriteString(p.Protocol)
+		b.WriteByte(0)
+		b.WriteString(strconv.Itoa(int(p.Port)))
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// podValues interns the labels and ports of the view's pods.
+type podValues struct {
+	labels interned[map[string]string]
+	ports  interned[[]nft.ContainerPort]
+}
+
+// internKeys are the keys a pod's shared values were got under.
+type internKeys struct{ labels, ports string }
+
+// intern replaces p's labels and ports with shared copies and returns the
+// keys to release them with. Empty values stay as they are.
+func (pv *podValues) intern(p *nft.Pod) internKeys {
+	var k internKeys
+	if len(p.Labels) > 0 {
+		k.labels = labelsKey(p.Labels)
+		p.Labels = pv.labels.get(k.labels, p.Labels)
+	}
+	if len(p.Ports) > 0 {
+		k.ports = portsKey(p.Ports)
+		p.Ports = pv.ports.get(k.ports, p.Ports)
+	}
+	return k
+}
+
+func (pv *podValues) release(k internKeys) {
+	if k.labels != "" {
+		pv.labels.release(k.labels)
+	}
+	if k.ports != "" {
+		pv.ports.release(k.ports)
+	}
+}

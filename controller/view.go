@@ -1,0 +1,333 @@
+package controller
+
+import (
+	"net/netip"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// Changes is what a source saw change since the previous Changes call:
+// for each changed key (namespace/name, or the name of a cluster-scoped
+// object) the object as it is now, or nil when it is gone. When Full is
+// set, Objects holds everything instead and replaces the whole view.
+type Changes struct {
+	Full       bool
+	Objects    Objects
+	Pods       map[string]*corev1.Pod
+	Namespaces map[string]*corev1.Namespace
+	Policies   map[string]*networkingv1.NetworkPolicy
+	Nodes      map[string]*corev1.Node
+}
+
+// ChangeSource is a Source that tells what changed, so that a sync costs
+// in proportion to the changes rather than to the cluster. Changes has one
+// consumer: each call hands over what changed since the previous one, and
+// the first call is Full.
+type ChangeSource interface {
+	Source
+	Changes() (Changes, error)
+}
+
+// objKey is client-go's cache key: namespace/name, or the name alone.
+func objKey(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}
+
+// view is the cluster as the snapshot needs it, kept up to date by changes
+// instead of being rebuilt from every object on every sync. Its snapshot
+// equals BuildSnapshot of the same objects, except for the order of pods:
+// a pod keeps its place in the pod slice while it stays (the nft.Compiler
+// is fastest when pods come in the same order as last time), a new pod is
+// appended, and a gone pod's place goes to the last pod.
+//
+// The pod slice is reused from sync to sync: a snapshot stays valid only
+// until the next apply or reset. Not safe for concurrent use.
+type view struct {
+	pods  map[string]*podSlot // every pod of the source, by key
+	list  []nft.Pod           // the pods the snapshot holds, in a stable order
+	slots []*podSlot          // slots[i] is the pod of list[i]
+	gen   uint64              // reset generation
+	// shared holds one copy of each distinct label set and port list of
+	// the pods in list.
+	shared podValues
+
+	namespaces map[string]*corev1.Namespace
+	nsPods     map[string]int // pods of list per namespace
+	nsList     []nft.Namespace
+	nsStale    bool
+
+	policies  map[string]*networkingv1.NetworkPolicy
+	polList   []*networkingv1.NetworkPolicy
+	polStale  bool
+	nodes     map[string]*corev1.Node
+	nodeList  []*corev1.Node
+	nodeStale bool
+}
+
+// podSlot is one pod of the source and its place in the snapshot.
+type podSlot struct {
+	obj    *corev1.Pod
+	idx    int        // index in view.list; -1 when the snapshot leaves it out
+	gen    uint64     // the last reset that saw it
+	shared internKeys // what list[idx] holds of view.shared
+}
+
+func newView() *view {
+	return &view{
+		pods:       map[string]*podSlot{},
+		namespaces: map[string]*corev1.Namespace{},
+		nsPods:     map[string]int{},
+		policies:   map[string]*networkingv1.NetworkPolicy{},
+		nodes:      map[string]*corev1.Node{},
+	}
+}
+
+// apply brings the view up to date with c.
+func (v *view) apply(c Changes) {
+	if c.Full {
+		v.reset(c.Objects)
+		return
+	}
+	for key, p := range c.Pods {
+		v.setPod(key, p)
+	}
+	for key, ns := range c.Namespaces {
+		setObj(v.namespaces, key, ns, &v.nsStale)
+	}
+	for key, p := range c.Policies {
+		setObj(v.policies, key, p, &v.polStale)
+	}
+	for key, n := range c.Nodes {
+		setObj(v.nodes, key, n, &v.nodeStale)
+	}
+}
+
+// reset makes the view hold exactly o. Objects that are the same pointers
+// as before cost a map lookup; pods that stay keep their place.
+func (v *view) reset(o Objects) {
+	v.gen++
+	for _, p := range o.Pods {
+		key := objKey(p.Namespace, p.Name)
+		if s := v.pods[key]; s == nil || s.obj != p {
+			v.setPod(key, p)
+		}
+		v.pods[key].gen = v.gen
+	}
+	for key, s := range v.pods {
+		if s.gen != v.gen {
+			v.setPod(key, nil)
+		}
+	}
+	resetObjs(v.namespaces, o.Namespaces, &v.nsStale)
+	resetObjs(v.policies, o.Policies, &v.polStale)
+	resetObjs(v.nodes, o.Nodes, &v.nodeStale)
+}
+
+// setPod records pod key as p, or its removal when p is nil.
+func (v *view) setPod(key string, p *corev1.Pod) {
+	s := v.pods[key]
+	if p == nil {
+		if s != nil {
+			v.drop(s)
+			delete(v.pods, key)
+		}
+		return
+	}
+	if s == nil {
+		s = &podSlot{idx: -1, gen: v.gen}
+		v.pods[key] = s
+	}
+	s.obj = p
+	np, ok := convertPod(p)
+	if !ok {
+		v.drop(s)
+		return
+	}
+	shared := v.shared.intern(&np)
+	switch {
+	case s.idx >= 0: // the key holds the namespace: it cannot change
+		v.shared.release(s.shared)
+		v.list[s.idx], s.shared = np, shared
+	default:
+		s.shared = shared
+		s.idx = len(v.list)
+		v.list = append(v.list, np)
+		v.slots = append(v.slots, s)
+		v.countNS(np.Namespace, 1)
+	}
+}
+
+// drop takes s's pod out of the snapshot: the last pod takes its place.
+func (v *view) drop(s *podSlot) {
+	if s.idx < 0 {
+		return
+	}
+	i, last := s.idx, len(v.list)-1
+	v.countNS(v.list[i].Namespace, -1)
+	v.shared.release(s.shared)
+	s.shared = internKeys{}
+	v.list[i], v.slots[i] = v.list[last], v.slots[last]
+	v.slots[i].idx = i
+	v.list[last], v.slots[last] = nft.Pod{}, nil // let go of labels and slot
+	v.list, v.slots = v.list[:last], v.slots[:last]
+	s.idx = -1
+}
+
+// countNS keeps the number of snapshot pods per namespace; a namespace
+// that gains its first pod or loses its last may appear in or leave the
+// namespace list (see BuildSnapshot's implicit namespaces).
+func (v *view) countNS(ns string, d int) {
+	n := v.nsPods[ns] + d
+	if n == 0 {
+		delete(v.nsPods, ns)
+	} else {
+		v.nsPods[ns] = n
+	}
+	if n == 0 || n == d {
+		v.nsStale = true
+	}
+}
+
+// setObj records key as obj, or its removal when obj is nil.
+func setObj[T comparable](m map[string]T, key string, obj T, stale *bool) {
+	var zero T
+	if old, ok := m[key]; ok && old == obj {
+		return
+	}
+	if obj == zero {
+		if _, ok := m[key]; !ok {
+			return
+		}
+		delete(m, key)
+	} else {
+		m[key] = obj
+	}
+	*stale = true
+}
+
+type named interface {
+	comparable
+	GetNamespace() string
+	GetName() string
+}
+
+// resetObjs makes m hold exactly list.
+func resetObjs[T named](m map[string]T, list []T, stale *bool) {
+	seen := make(map[string]bool, len(list))
+	for _, o := range list {
+		key := objKey(o.GetNamespace(), o.GetName())
+		seen[key] = true
+		setObj(m, key, o, stale)
+	}
+	if len(seen) == len(m) {
+		return
+	}
+	for key := range m {
+		if !seen[key] {
+			delete(m, key)
+			*stale = true
+		}
+	}
+}
+
+// snapshot returns the snapshot of node nodeName; see BuildSnapshot. Its
+// pod slice is the view's own: do not modify it, and do not keep it past
+// the next apply or reset.
+func (v *view) snapshot(nodeName string, clusterCIDRs []netip.Prefix) nft.Snapshot {
+	s := nft.Snapshot{Node: nft.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs,
+		Namespaces: v.namespaceList(), Pods: v.list, Policies: v.policyList()}
+	if n := v.nodes[nodeName]; n != nil {
+		s.Node.Addrs = nodeAddrs(n)
+		s.Node.PodCIDRs = parsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR)
+	}
+	return s
+}
+
+// namespaceList is every namespace object plus, as BuildSnapshot does,
+// the namespaces of snapshot pods that have no object; sorted by name.
+func (v *view) namespaceList() []nft.Namespace {
+	if v.nsStale {
+		v.nsStale = false
+		v.nsList = v.buildNamespaces(nil)
+	}
+	return v.nsList
+}
+
+// buildNamespaces is namespaceList for a pod slice that has, per
+// namespace, delta[ns] more pods than the view's.
+func (v *view) buildNamespaces(delta map[string]int) []nft.Namespace {
+	out := make([]nft.Namespace, 0, len(v.namespaces))
+	for _, ns := range v.namespaces {
+		out = append(out, namespace(ns.Name, ns.Labels))
+	}
+	implicit := func(name string, n int) {
+		if _, ok := v.namespaces[name]; !ok && n > 0 {
+			out = append(out, namespace(name, nil))
+		}
+	}
+	for name, n := range v.nsPods {
+		implicit(name, n+delta[name])
+	}
+	for name, d := range delta {
+		if _, counted := v.nsPods[name]; !counted {
+			implicit(name, d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// policyList is every policy, sorted by namespace and name.
+func (v *view) policyList() []*networkingv1.NetworkPolicy {
+	if !v.polStale {
+		return v.polList
+	}
+	v.polStale = false
+	out := make([]*networkingv1.NetworkPolicy, 0, len(v.policies))
+	for _, p := range v.policies {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+	v.polList = out
+	return out
+}
+
+// objects returns the view's nodes, namespaces and policies for the
+// reconcilers; Pods is left empty (no reconciler reads it, and listing it
+// would cost what the view saves).
+func (v *view) objects() Objects {
+	if v.nodeStale {
+		v.nodeStale = false
+		v.nodeList = make([]*corev1.Node, 0, len(v.nodes))
+		for _, n := range v.nodes {
+			v.nodeList = append(v.nodeList, n)
+		}
+		sort.Slice(v.nodeList, func(i, j int) bool { return v.nodeList[i].Name < v.nodeList[j].Name })
+	}
+	o := Objects{Nodes: v.nodeList, Policies: v.policyList()}
+	for _, ns := range v.namespaces {
+		o.Namespaces = append(o.Namespaces, ns)
+	}
+	return o
+}
+
+// pod returns the source's pod key, whether or not the snapshot holds it.
+func (v *view) pod(key string) *corev1.Pod {
+	if s := v.pods[key]; s != nil {
+		return s.obj
+	}
+	return nil
+}

@@ -1,0 +1,285 @@
+package controller
+
+import (
+	"fmt"
+	"math/rand"
+	"net/netip"
+	"reflect"
+	"sort"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var cidrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+
+// checkView compares the view fed with the store's changes, and a view
+// reset from a full listing, with BuildSnapshot of a full listing.
+func checkView(t *testing.T, step string, s *store, incr, full *view) {
+	t.Helper()
+	incr.apply(s.changed)
+	s.clearChanges()
+	o := s.objects()
+	full.apply(Changes{Full: true, Objects: o})
+	want := canonical(BuildSnapshot("n1", cidrs, o))
+	if got := canonical(incr.snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: view fed by changes: %s", step, describeDiff(got, want))
+	}
+	if got := canonical(full.snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: view reset from a listing: %s", step, describeDiff(got, want))
+	}
+	if got := incr.objects().Nodes; len(got) != len(o.Nodes) {
+		t.Fatalf("%s: reconcilers get %d nodes, want %d", step, len(got), len(o.Nodes))
+	}
+	for _, v := range []*view{incr, full} {
+		labelled, ported := 0, 0
+		for _, p := range v.list {
+			labelled += min(len(p.Labels), 1)
+			ported += min(len(p.Ports), 1)
+		}
+		if refs := sharedRefs(&v.shared.labels); refs != labelled {
+			t.Fatalf("%s: %d references to shared label sets, want %d (one per labelled pod)", step, refs, labelled)
+		}
+		if refs := sharedRefs(&v.shared.ports); refs != ported {
+			t.Fatalf("%s: %d references to shared port lists, want %d", step, refs, ported)
+		}
+	}
+}
+
+func sharedRefs[T any](in *interned[T]) int {
+	n := 0
+	for _, e := range in.byKey {
+		n += e.refs
+	}
+	return n
+}
+
+func withLabels(p *corev1.Pod, labels map[string]string) *corev1.Pod {
+	c := p.DeepCopy()
+	c.Labels = labels
+	return c
+}
+
+func testNode(name, cidr, addr string) *corev1.Node {
+	n := node(name, []string{cidr}, addr)
+	return n
+}
+
+func TestViewMatchesFullRelist(t *testing.T) {
+	now := metav1.Now()
+	steps := []struct {
+		name string
+		do   func(s *store)
+	}{
+		{"initial cluster", func(s *store) {
+			s.putNS("a", map[string]string{"team": "x"})
+			s.putNS("b", nil)
+			s.putNode(testNode("n1", "10.1.0.0/24", "192.168.0.1"))
+			s.putNode(testNode("n2", "10.1.1.0/24", "192.168.0.2"))
+			for i := 0; i < 6; i++ {
+				s.putPod(pod([]string{"a", "b"}[i%2], fmt.Sprint("p", i), []string{"n1", "n2"}[i%2],
+					map[string]string{"app": fmt.Sprint(i % 3)}, fmt.Sprintf("10.1.%d.%d", i%2, i+1)))
+			}
+			s.putPolicy(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "deny"}})
+		}},
+		{"pod relabelled", func(s *store) { s.putPod(withLabels(s.getPod("a", "p0"), map[string]string{"app": "new"})) }},
+		{"pod labels removed", func(s *store) { s.putPod(withLabels(s.getPod("b", "p1"), nil)) }},
+		{"pod deleted", func(s *store) { s.delPod("a", "p2") }},
+		{"delete of a pod never seen", func(s *store) { s.delPod("a", "ghost") }},
+		{"pod added", func(s *store) { s.putPod(pod("a", "p9", "n1", map[string]string{"app": "9"}, "10.1.0.99")) }},
+		{"pod loses its address", func(s *store) {
+			p := s.getPod("a", "p4").DeepCopy()
+			p.Status.PodIPs = nil
+			s.putPod(p)
+		}},
+		{"pod gets its address back", func(s *store) {
+			p := s.getPod("a", "p4").DeepCopy()
+			p.Status.PodIPs = []corev1.PodIP{{IP: "10.1.0.44"}}
+			s.putPod(p)
+		}},
+		{"pod finishes", func(s *store) {
+			p := s.getPod("b", "p3").DeepCopy()
+			p.Status.Phase = corev1.PodSucceeded
+			s.putPod(p)
+		}},
+		{"pod being deleted", func(s *store) {
+			p := s.getPod("b", "p5").DeepCopy()
+			p.DeletionTimestamp = &now
+			s.putPod(p)
+		}},
+		{"pod recreated under the same name on another node", func(s *store) {
+			s.putPod(pod("a", "p0", "n2", map[string]string{"app": "again"}, "10.1.1.50"))
+		}},
+		{"named container port added", func(s *store) {
+			p := s.getPod("a", "p9").DeepCopy()
+			p.Spec.Containers = []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}}}}
+			s.putPod(p)
+		}},
+		{"namespace relabelled", func(s *store) { s.putNS("a", map[string]string{"team": "y"}) }},
+		{"namespace deleted while its pods remain (implicit namespace)", func(s *store) { s.delNS("b") }},
+		{"pod in a namespace that has no object", func(s *store) {
+			s.putPod(pod("c", "q1", "n1", nil, "10.1.0.77"))
+		}},
+		{"last pod of an implicit namespace deleted", func(s *store) { s.delPod("c", "q1") }},
+		{"every pod of an implicit namespace leaves the snapshot", func(s *store) {
+			for _, name := range []string{"p1", "p3", "p5"} {
+				if p := s.getPod("b", name); p != nil {
+					p = p.DeepCopy()
+					p.Status.PodIPs = nil
+					s.putPod(p)
+				}
+			}
+		}},
+		{"namespace object created for pods already there", func(s *store) { s.putNS("b", map[string]string{"env": "dev"}) }},
+		{"local node address changed", func(s *store) { s.putNode(testNode("n1", "10.1.0.0/24", "192.168.0.9")) }},
+		{"local node pod CIDR changed", func(s *store) { s.putNode(testNode("n1", "10.1.8.0/24", "192.168.0.9")) }},
+		{"other node changed", func(s *store) { s.putNode(testNode("n2", "10.1.9.0/24", "192.168.0.2")) }},
+		{"local node deleted", func(s *store) { s.delNode("n1") }},
+		{"local node back", func(s *store) { s.putNode(testNode("n1", "10.1.0.0/24", "192.168.0.1")) }},
+		{"policy changed", func(s *store) {
+			s.putPolicy(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "deny"},
+				Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}}})
+		}},
+		{"policy added", func(s *store) {
+			s.putPolicy(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "allow"}})
+		}},
+		{"policy deleted", func(s *store) { s.delPolicy("a", "deny") }},
+		{"several changes in one batch", func(s *store) {
+			s.delPod("a", "p4")
+			s.putPod(pod("a", "p4", "n1", map[string]string{"app": "x"}, "10.1.0.4"))
+			s.putPod(withLabels(s.getPod("a", "p9"), map[string]string{"app": "y"}))
+			s.delPod("a", "p9")
+			s.putNS("d", nil)
+			s.delNS("d")
+		}},
+		{"everything deleted", func(s *store) {
+			for _, kind := range []string{"pod", "ns", "pol", "node"} {
+				for k, v := range s.o[kind] {
+					switch o := v.(type) {
+					case *corev1.Pod:
+						s.delPod(o.Namespace, o.Name)
+					case *corev1.Namespace:
+						s.delNS(k)
+					case *networkingv1.NetworkPolicy:
+						s.delPolicy(o.Namespace, o.Name)
+					case *corev1.Node:
+						s.delNode(k)
+					}
+				}
+			}
+		}},
+	}
+	s, incr, full := newStore(), newView(), newView()
+	for _, st := range steps {
+		st.do(s)
+		checkView(t, st.name, s, incr, full)
+	}
+}
+
+// TestViewRandomChangesMatchFullRelist applies many random changes, in
+// batches, and compares after every batch.
+func TestViewRandomChangesMatchFullRelist(t *testing.T) {
+	r := rand.New(rand.NewSource(7))
+	s, incr, full := newStore(), newView(), newView()
+	nss := []string{"a", "b", "c", "d"}
+	for batch := 0; batch < 300; batch++ {
+		for n := r.Intn(4) + 1; n > 0; n-- {
+			ns, name := nss[r.Intn(len(nss))], fmt.Sprint("p", r.Intn(40))
+			switch op := r.Intn(10); {
+			case op < 4: // add or replace a pod, sometimes without an address or finished
+				p := pod(ns, name, fmt.Sprint("n", 1+r.Intn(2)), map[string]string{"app": fmt.Sprint(r.Intn(3))},
+					fmt.Sprintf("10.2.%d.%d", r.Intn(4), r.Intn(250)+1))
+				if r.Intn(5) == 0 {
+					p.Status.PodIPs = nil
+				}
+				if r.Intn(8) == 0 {
+					p.Status.Phase = corev1.PodFailed
+				}
+				s.putPod(p)
+			case op < 6:
+				s.delPod(ns, name)
+			case op < 7:
+				if r.Intn(2) == 0 {
+					s.putNS(ns, map[string]string{"v": fmt.Sprint(r.Intn(3))})
+				} else {
+					s.delNS(ns)
+				}
+			case op < 8:
+				if r.Intn(3) == 0 {
+					s.delNode("n1")
+				} else {
+					s.putNode(testNode("n1", fmt.Sprintf("10.2.%d.0/24", r.Intn(4)), fmt.Sprintf("192.168.1.%d", r.Intn(9)+1)))
+				}
+			default:
+				if r.Intn(3) == 0 {
+					s.delPolicy(ns, "pol")
+				} else {
+					s.putPolicy(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pol"}})
+				}
+			}
+		}
+		checkView(t, fmt.Sprint("batch ", batch), s, incr, full)
+	}
+}
+
+func TestViewSharesEqualLabels(t *testing.T) {
+	s, v := newStore(), newView()
+	s.putPod(pod("a", "p1", "n1", map[string]string{"app": "web", "tier": "1"}, "10.4.0.1"))
+	s.putPod(pod("b", "p2", "n1", map[string]string{"tier": "1", "app": "web"}, "10.4.0.2"))
+	s.putPod(pod("a", "p3", "n1", map[string]string{"app": "web"}, "10.4.0.3"))
+	v.apply(s.changed)
+	l := map[string]map[string]string{}
+	for _, p := range v.list {
+		l[p.Name] = p.Labels
+	}
+	if reflect.ValueOf(l["p1"]).UnsafePointer() != reflect.ValueOf(l["p2"]).UnsafePointer() {
+		t.Error("pods with equal labels hold two maps")
+	}
+	if reflect.ValueOf(l["p1"]).UnsafePointer() == reflect.ValueOf(l["p3"]).UnsafePointer() {
+		t.Error("pods with different labels share a map")
+	}
+}
+
+func TestViewKeepsPodOrder(t *testing.T) {
+	s, v := newStore(), newView()
+	for i := 0; i < 5; i++ {
+		s.putPod(pod("a", fmt.Sprint("p", i), "n1", nil, fmt.Sprintf("10.3.0.%d", i+1)))
+		v.apply(s.changed)
+		s.clearChanges()
+	}
+	names := func() []string {
+		var out []string
+		for _, p := range v.snapshot("n1", nil).Pods {
+			out = append(out, p.Name)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		do   func()
+		want []string
+	}{
+		{"a relabelled pod keeps its place", func() {
+			s.putPod(withLabels(s.getPod("a", "p1"), map[string]string{"x": "y"}))
+		}, []string{"p0", "p1", "p2", "p3", "p4"}},
+		{"a deleted pod's place goes to the last pod", func() { s.delPod("a", "p1") }, []string{"p0", "p4", "p2", "p3"}},
+		{"a new pod is appended", func() {
+			s.putPod(pod("a", "p7", "n1", nil, "10.3.0.7"))
+		}, []string{"p0", "p4", "p2", "p3", "p7"}},
+		{"a full listing in another order keeps places", func() {
+			o := s.objects()
+			sort.Slice(o.Pods, func(i, j int) bool { return o.Pods[i].Name > o.Pods[j].Name })
+			s.changed = Changes{Full: true, Objects: o}
+		}, []string{"p0", "p4", "p2", "p3", "p7"}},
+	}
+	for _, tt := range tests {
+		tt.do()
+		v.apply(s.changed)
+		s.clearChanges()
+		if got := names(); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: pods %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
