@@ -30,7 +30,7 @@ func TestKubeSourceChangesMatchFullRelist(t *testing.T) {
 	if _, err := src.Changes(); !errors.Is(err, ErrNotSynced) {
 		t.Fatalf("Changes before sync: err = %v, want ErrNotSynced", err)
 	}
-	kicks, stop := runSource(t, src)
+	kicks, stop := startKicks(t, src)
 	defer stop()
 	ctx := context.Background()
 	waitKick(t, kicks, "sync")

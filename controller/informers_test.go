@@ -277,9 +277,9 @@ func waitKick(t *testing.T, kicks <-chan struct{}, what string) {
 	}
 }
 
-// runSource runs src until the returned stop, which checks Run's error;
+// startKicks runs src until the returned stop, which checks Run's error;
 // kicks receives src's kicks.
-func runSource(t *testing.T, src *KubeSource) (kicks chan struct{}, stop func()) {
+func startKicks(t *testing.T, src *KubeSource) (kicks chan struct{}, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	kicks = make(chan struct{}, 100)
@@ -305,7 +305,7 @@ func TestKubeSourceRun(t *testing.T) {
 	if _, err := src.Objects(); !errors.Is(err, ErrNotSynced) {
 		t.Fatalf("Objects before sync: err = %v, want ErrNotSynced", err)
 	}
-	kicks, stop := runSource(t, src)
+	kicks, stop := startKicks(t, src)
 	defer stop()
 	ctx := context.Background()
 
