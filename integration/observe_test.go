@@ -4,17 +4,22 @@ package integration
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/weir-cni/weir/agentapi"
 )
 
 // TestDeniedPacketsAreLoggedAndCounted runs the agent with denied-packet
@@ -67,6 +72,22 @@ spec:
 	}
 	if v := m[`weir_denied_packets_logged_total`]; v < 1 {
 		t.Errorf("%v denied packets logged, want >= 1", v)
+	}
+
+	// weirctl rules shows the kernel's counts.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := agentapi.Call(ctx, c.sock, agentapi.Request{Op: agentapi.OpRules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules string
+	if err := json.Unmarshal(resp.Result, &rules); err != nil {
+		t.Fatal(err)
+	}
+	counted := regexp.MustCompile(`counter denied-ingress \{\n\t\tpackets [1-9]`)
+	if !counted.MatchString(rules) {
+		t.Errorf("weirctl rules does not show the ingress drops counted:\n%s", rules)
 	}
 }
 

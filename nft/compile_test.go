@@ -177,3 +177,22 @@ func lineDiff(want, got string) string {
 	}
 	return b.String()
 }
+
+// TestStringWithCounters pins that the rendered counters carry the values
+// given (as nft lists them) and zero for the others.
+func TestStringWithCounters(t *testing.T) {
+	r := Compile(loadScenario(t, "testdata/compile/talk-policies.yaml").Snapshot)
+	if len(r.Counters) < 3 {
+		t.Fatalf("counters: %v", r.Counters)
+	}
+	text := r.StringWithCounters(map[string]CounterValue{r.Counters[0]: {Packets: 7, Bytes: 420}})
+	if !strings.Contains(text, "counter "+r.Counters[0]+" {\n\t\tpackets 7 bytes 420\n\t}") {
+		t.Errorf("counter %s does not show its values:\n%s", r.Counters[0], text)
+	}
+	if !strings.Contains(text, "counter "+r.Counters[1]+" {\n\t\tpackets 0 bytes 0\n\t}") {
+		t.Errorf("counter %s without a value does not show zero", r.Counters[1])
+	}
+	if r.String() != r.StringWithCounters(nil) {
+		t.Error("String differs from StringWithCounters(nil)")
+	}
+}

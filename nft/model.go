@@ -103,6 +103,11 @@ type Rule struct {
 	Comment string
 }
 
+// CounterValue is what a named counter has counted.
+type CounterValue struct {
+	Packets, Bytes uint64
+}
+
 // Log sends a packet to an NFLOG group with a prefix, at most Rate packets
 // a second (burst 5) when Rate is not 0.
 type Log struct {

@@ -298,11 +298,6 @@ func (a *NetlinkApplier) addRules(r Ruleset, kc *nftables.Chain, rules []Rule) {
 	}
 }
 
-// CounterValue is what a named counter has counted.
-type CounterValue struct {
-	Packets, Bytes uint64
-}
-
 // Counters reads the table's named counters (see Ruleset.Counters).
 func (a *NetlinkApplier) Counters() (map[string]CounterValue, error) {
 	objs, err := a.conn.GetObjects(weirTable)

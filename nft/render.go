@@ -12,7 +12,11 @@ import (
 // laid out the way `nft list table inet weir` prints it (counters, sets and
 // maps, then chains, each sorted by name), except that element lists stay
 // on one line and counters show zero (the kernel's values are read apart).
-func (r Ruleset) String() string {
+func (r Ruleset) String() string { return r.StringWithCounters(nil) }
+
+// StringWithCounters is String with the counters' values (by name) in
+// place of zero, as `nft list table inet weir` prints them.
+func (r Ruleset) StringWithCounters(values map[string]CounterValue) string {
 	var b strings.Builder
 	b.WriteString("table inet " + TableName + " {\n")
 	first := true
@@ -24,7 +28,8 @@ func (r Ruleset) String() string {
 	}
 	for _, c := range r.Counters {
 		sep()
-		fmt.Fprintf(&b, "\tcounter %s {\n\t\tpackets 0 bytes 0\n\t}\n", c)
+		v := values[c]
+		fmt.Fprintf(&b, "\tcounter %s {\n\t\tpackets %d bytes %d\n\t}\n", c, v.Packets, v.Bytes)
 	}
 	for _, s := range r.Sets {
 		sep()
