@@ -73,7 +73,7 @@ bench: build tools
 	$(GO) test -tags integration -run XXX -bench . -benchtime 8x ./nft
 	@echo "== datapath: throughput, latency, connection rate with the table vs none (and iptables)"
 	$(GO) build -o $(BIN)/dataplane ./bench/dataplane
-	$(BIN)/dataplane -weir $(BIN)/weir -iptables
+	$(BIN)/dataplane -weir $(BIN)/weir -iptables -breakdown
 	@echo "== agent against a real kube-apiserver: API write -> kernel latency, RSS"
 	hack/build-k8s.sh
 	$(GO) build -o $(BIN)/kubebench ./bench/kube

@@ -120,7 +120,7 @@ func bench(ctx context.Context, o options) (err error) {
 		all[i] = &cf.samples
 	}
 	report(os.Stdout, all, o.verbose)
-	if o.fullApply {
+	if o.fullApply || o.breakdown {
 		fmt.Printf("\nnft: full apply before each round: median %s\n", ms(medianDuration(cfgs[1].applies)))
 	} else {
 		fmt.Printf("\nnft: switching on before each round (adding the %d base chains to the applied table, one incremental transaction): median %s\n",
@@ -177,12 +177,25 @@ func configs(ctx context.Context, plugin string, rs nft.Ruleset, o options) ([]*
 			iptc <- err
 		}()
 	}
-	nb, err := newNft(bed.node.Path(), rs, o.fullApply)
+	// Two tables take turns in one namespace only by full applies: each
+	// applier would otherwise diff against a table the other replaced.
+	nb, err := newNft(bed.node.Path(), rs, o.fullApply || o.breakdown)
 	if err == nil {
 		cfgs = append(cfgs, &config{backend: nb, samples: samples{name: "nft"}, bed: bed, enforces: true,
 			setup: nb.sync, note: "one transaction"})
 	} else {
 		err = fmt.Errorf("nftables backend: %w", err)
+	}
+	if err == nil && o.breakdown {
+		s := snapshot(o.pods, o.policies)
+		s.Policies = nil
+		var bare *nftBackend
+		if bare, err = newNft(bed.node.Path(), nft.Compile(s), true); err == nil {
+			cfgs = append(cfgs, &config{backend: bare, samples: samples{name: "nft-bare"}, bed: bed,
+				setup: bare.sync, note: "no policy: conntrack, NAT, skeleton"})
+		} else {
+			err = fmt.Errorf("nftables backend without policies: %w", err)
+		}
 	}
 	if ipt != nil {
 		cfgs = append(cfgs, ipt)
@@ -261,6 +274,14 @@ func warmup(ctx context.Context, cfgs []*config, cf *config, d time.Duration) er
 	return nil
 }
 
+// settle is the pause between switching a configuration on and measuring
+// it: a commit leaves the kernel deferred work (freeing the replaced
+// ruleset after an RCU grace period, hundreds of milliseconds of it after
+// a full apply of a large table) that would otherwise compete with the
+// measured traffic for the two CPUs. The agent applies rarely; the steady
+// state is what the datapath ratios are about.
+const settle = 500 * time.Millisecond
+
 func round(ctx context.Context, cfgs []*config, cf *config, d time.Duration) error {
 	took, err := switchTo(ctx, cfgs, cf)
 	if err != nil {
@@ -268,6 +289,11 @@ func round(ctx context.Context, cfgs []*config, cf *config, d time.Duration) err
 	}
 	if cf.enforces {
 		cf.applies = append(cf.applies, took)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(settle):
 	}
 	return measure(ctx, cf.bed.cl, &cf.samples, d)
 }

@@ -16,6 +16,10 @@
 //     takes seconds; -full-apply deletes the whole table instead and
 //     applies it whole before every nft round.
 //   - nft: the table with its base chains, added back incrementally.
+//   - nft-bare (with -breakdown): the same table compiled without
+//     policies — conntrack, NAT and the skeleton that any stateful
+//     enforcement pays — so that nft / nft-bare is the policy walk alone.
+//     Two tables take turns in the namespace by full applies.
 //   - iptables (with -iptables, when the backend is built in: iptables.go):
 //     the same ruleset through iptables-restore, applied once on a second,
 //     identical node, because one apply takes about a minute.
@@ -47,6 +51,7 @@ type options struct {
 	pods, policies       int
 	iptables             bool
 	fullApply            bool
+	breakdown            bool
 	clientCPU, serverCPU int
 	verbose              bool
 }
@@ -60,6 +65,7 @@ func run() int {
 	flag.IntVar(&o.policies, "policies", 1000, "NetworkPolicies in the cluster")
 	flag.BoolVar(&o.iptables, "iptables", false, "also measure the iptables backend")
 	flag.BoolVar(&o.fullApply, "full-apply", false, "baseline with no table at all: delete the table before each baseline round and apply it whole before each nft round (slow with large tables)")
+	flag.BoolVar(&o.breakdown, "breakdown", false, "also measure nft-bare: weir's table compiled without policies (conntrack, NAT, the skeleton), to split the cost of the table from the cost of the policy walk (implies full applies)")
 	flag.IntVar(&o.clientCPU, "client-cpu", 0, "CPU the client thread is pinned to")
 	flag.IntVar(&o.serverCPU, "server-cpu", 1, "CPU the server thread is pinned to")
 	flag.BoolVar(&o.verbose, "v", false, "print every round's values")

@@ -83,6 +83,7 @@ func report(w io.Writer, all []*samples, verbose bool) {
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	tw.Flush()
+	splitCost(w, all)
 	if !verbose {
 		return
 	}
@@ -102,6 +103,30 @@ func report(w io.Writer, all []*samples, verbose bool) {
 		}
 	}
 	tw.Flush()
+}
+
+// splitCost prints, when both were measured, nft against nft-bare (the
+// same table compiled without policies): the cost of the policy walk
+// alone, apart from conntrack, NAT and the skeleton that any stateful
+// enforcement pays.
+func splitCost(w io.Writer, all []*samples) {
+	var withPolicy, bare *samples
+	for _, s := range all {
+		switch s.name {
+		case "nft":
+			withPolicy = s
+		case "nft-bare":
+			bare = s
+		}
+	}
+	if withPolicy == nil || bare == nil {
+		return
+	}
+	var cells []string
+	for _, m := range metrics {
+		cells = append(cells, fmt.Sprintf("%s %.2fx", m.label, ratio(median(m.get(withPolicy)), median(m.get(bare)))))
+	}
+	fmt.Fprintf(w, "policy walk alone (nft / nft-bare): %s\n", strings.Join(cells, ", "))
 }
 
 func ratio(v, base float64) float64 {
