@@ -120,7 +120,7 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 		}
 		for _, f := range fams {
 			for _, alt := range peerMatches(f) {
-				add(alt, pm)
+				add(pm, alt) // the port first: a few compares spare the lookup
 			}
 		}
 	}
