@@ -2,7 +2,6 @@ package nft
 
 import (
 	"flag"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -160,23 +161,7 @@ func reversed[T any](in []T) []T {
 }
 
 // lineDiff is a small line-oriented diff for failure messages.
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	var b strings.Builder
-	for i := 0; i < len(w) || i < len(g); i++ {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		if wl != gl {
-			fmt.Fprintf(&b, "line %d:\n- %s\n+ %s\n", i+1, wl, gl)
-		}
-	}
-	return b.String()
-}
+func lineDiff(want, got string) string { return textdiff.Lines(want, got) }
 
 // TestStringWithCounters pins that the rendered counters carry the values
 // given (as nft lists them) and zero for the others.

@@ -2,7 +2,6 @@ package iptables
 
 import (
 	"flag"
-	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/nft"
 )
 
@@ -251,20 +251,4 @@ func sortedKeys[K comparable](m map[K]bool, less func(a, b K) bool) []K {
 }
 
 // lineDiff is a small line-oriented diff for failure messages.
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	var b strings.Builder
-	for i := 0; i < len(w) || i < len(g); i++ {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		if wl != gl {
-			fmt.Fprintf(&b, "line %d:\n- %s\n+ %s\n", i+1, wl, gl)
-		}
-	}
-	return b.String()
-}
+func lineDiff(want, got string) string { return textdiff.Lines(want, got) }

@@ -1,0 +1,20 @@
+package textdiff
+
+import "testing"
+
+func TestLines(t *testing.T) {
+	tests := []struct {
+		name, want, got, diff string
+	}{
+		{"equal texts give nothing", "a\nb", "a\nb", ""},
+		{"a changed line is shown both ways", "a\nb", "a\nc", "line 2:\n- b\n+ c\n"},
+		{"a missing line shows as empty", "a\nb", "a", "line 2:\n- b\n+ \n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Lines(tc.want, tc.got); got != tc.diff {
+				t.Errorf("Lines = %q, want %q", got, tc.diff)
+			}
+		})
+	}
+}
