@@ -64,63 +64,59 @@ func (c Changes) String() string {
 func Diff(old, new Ruleset) Changes {
 	old, new = byName(old), byName(new)
 	var c Changes
-	i := 0
-	for _, s := range new.Sets {
-		for i < len(old.Sets) && old.Sets[i].Name < s.Name {
-			c.DelSets = append(c.DelSets, old.Sets[i].Name)
-			i++
-		}
-		if i == len(old.Sets) || old.Sets[i].Name != s.Name {
-			c.AddSets = append(c.AddSets, s)
-			continue
-		}
-		o := old.Sets[i]
-		i++
-		if !sameSetDef(o, s) {
-			return Changes{Full: true, Reason: "set " + s.Name + " changed definition"}
-		}
-		c.elems(o, s)
+	reason := ""
+	walk(old.Sets, new.Sets, func(s Set) string { return s.Name },
+		func(o Set) { c.DelSets = append(c.DelSets, o.Name) },
+		func(s Set) { c.AddSets = append(c.AddSets, s) },
+		func(o, s Set) bool {
+			if !sameSetDef(o, s) {
+				reason = "set " + s.Name + " changed definition"
+				return false
+			}
+			c.elems(o, s)
+			return true
+		})
+	if reason == "" {
+		walk(old.Chains, new.Chains, func(ch Chain) string { return ch.Name },
+			func(o Chain) { c.DelChains = append(c.DelChains, o.Name) },
+			func(ch Chain) { c.AddChains = append(c.AddChains, ch) },
+			func(o, ch Chain) bool {
+				if !c.chain(o, ch) {
+					reason = "base chain " + ch.Name + " changed"
+					return false
+				}
+				return true
+			})
 	}
-	for ; i < len(old.Sets); i++ {
-		c.DelSets = append(c.DelSets, old.Sets[i].Name)
+	if reason != "" {
+		return Changes{Full: true, Reason: reason}
 	}
-	i = 0
-	for _, ch := range new.Chains {
-		for i < len(old.Chains) && old.Chains[i].Name < ch.Name {
-			c.DelChains = append(c.DelChains, old.Chains[i].Name)
-			i++
-		}
-		if i == len(old.Chains) || old.Chains[i].Name != ch.Name {
-			c.AddChains = append(c.AddChains, ch)
-			continue
-		}
-		o := old.Chains[i]
-		i++
-		if !c.chain(o, ch) {
-			return Changes{Full: true, Reason: "base chain " + ch.Name + " changed"}
-		}
-	}
-	for ; i < len(old.Chains); i++ {
-		c.DelChains = append(c.DelChains, old.Chains[i].Name)
-	}
-	c.DelCounters, c.AddCounters = sortedDiff(old.Counters, new.Counters)
+	walk(old.Counters, new.Counters, func(s string) string { return s },
+		func(o string) { c.DelCounters = append(c.DelCounters, o) },
+		func(n string) { c.AddCounters = append(c.AddCounters, n) },
+		func(string, string) bool { return true })
 	return c
 }
 
-// sortedDiff returns what only old holds and what only new holds, of two
-// sorted lists.
-func sortedDiff(old, new []string) (del, add []string) {
-	for len(old) > 0 && len(new) > 0 {
+// walk visits two lists sorted by name in step: gone gets what only old
+// holds, added what only new holds, and both the pairs of one name, until
+// it returns false.
+func walk[T any](old, new []T, name func(T) string, gone, added func(T), both func(o, n T) bool) {
+	for len(old) > 0 || len(new) > 0 {
 		switch {
-		case old[0] < new[0]:
-			del, old = append(del, old[0]), old[1:]
-		case old[0] > new[0]:
-			add, new = append(add, new[0]), new[1:]
+		case len(new) == 0 || len(old) > 0 && name(old[0]) < name(new[0]):
+			gone(old[0])
+			old = old[1:]
+		case len(old) == 0 || name(new[0]) < name(old[0]):
+			added(new[0])
+			new = new[1:]
 		default:
+			if !both(old[0], new[0]) {
+				return
+			}
 			old, new = old[1:], new[1:]
 		}
 	}
-	return append(del, old...), append(add, new...)
 }
 
 // sortedByName tells whether r's sets and chains are sorted by name

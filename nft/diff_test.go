@@ -192,6 +192,9 @@ func TestDiffScope(t *testing.T) {
 				if len(ch.AddSets)+len(ch.DelSets)+len(ch.AddChains)+len(ch.DelChains)+len(ch.AddElems)+len(ch.DelElems) != 0 {
 					t.Errorf("want nothing else, got %s", ch)
 				}
+				if len(ch.AddCounters)+len(ch.DelCounters) != 0 {
+					t.Errorf("the rewritten rules' counters must stay (keep counting), got %s", ch)
+				}
 			},
 		},
 	}
@@ -210,7 +213,7 @@ func TestDiffScope(t *testing.T) {
 
 func elementsOnly(t *testing.T, ch Changes) {
 	t.Helper()
-	if len(ch.AddSets)+len(ch.DelSets)+len(ch.AddChains)+len(ch.ReplaceChains)+len(ch.DelChains) != 0 || ch.Full {
+	if len(ch.AddSets)+len(ch.DelSets)+len(ch.AddChains)+len(ch.ReplaceChains)+len(ch.DelChains)+len(ch.AddCounters)+len(ch.DelCounters) != 0 || ch.Full {
 		t.Errorf("want element changes only, got %s", ch)
 	}
 }
