@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weir-cni/weir/examples"
 )
 
 // probeTimeout bounds a denied probe: a dropped SYN or datagram just times out.
@@ -21,34 +24,14 @@ const probeTimeout = 400 * time.Millisecond
 
 // kernelPolicies is the talk's two policies plus a UDP one, for pods wired
 // below: node namespace with one routed veth per pod namespace.
-const kernelPolicies = `
-- apiVersion: networking.k8s.io/v1
-  kind: NetworkPolicy
-  metadata: {name: web-allow-prod, namespace: default}
-  spec:
-    podSelector: {matchLabels: {app: web}}
-    ingress: [{from: [{namespaceSelector: {matchLabels: {purpose: production}}}]}]
-- apiVersion: networking.k8s.io/v1
-  kind: NetworkPolicy
-  metadata: {name: test-network-policy, namespace: default}
-  spec:
-    podSelector: {matchLabels: {role: db}}
-    policyTypes: [Ingress, Egress]
-    ingress:
-    - from:
-      - ipBlock: {cidr: 172.17.0.0/16, except: [172.17.1.0/24]}
-      - namespaceSelector: {matchLabels: {project: myproject}}
-      - podSelector: {matchLabels: {role: frontend}}
-      ports: [{protocol: TCP, port: 6379}]
-    egress:
-    - to: [{ipBlock: {cidr: 10.0.0.0/24}}]
-      ports: [{protocol: TCP, port: 5978}]
-- apiVersion: networking.k8s.io/v1
-  kind: NetworkPolicy
-  metadata: {name: dns-only, namespace: prod}
-  spec:
-    podSelector: {matchLabels: {app: dns}}
-    ingress: [{ports: [{protocol: UDP, port: 53}]}]
+var kernelPolicies = examples.TalkPolicies + `
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: dns-only, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: dns}}
+  ingress: [{ports: [{protocol: UDP, port: 53}]}]
 `
 
 type kpod struct {
@@ -98,8 +81,12 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			snap.Pods = append(snap.Pods, p.pod)
 		}
 	}
-	if err := yaml.UnmarshalStrict([]byte(kernelPolicies), &snap.Policies); err != nil {
-		t.Fatal(err)
+	for _, doc := range strings.Split(kernelPolicies, "\n---\n") {
+		var p networkingv1.NetworkPolicy
+		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+			t.Fatal(err)
+		}
+		snap.Policies = append(snap.Policies, &p)
 	}
 	r := Compile(snap)
 	a, err := NewNetlinkApplier(nodePath)

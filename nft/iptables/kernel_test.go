@@ -12,6 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weir-cni/weir/examples"
 	"github.com/weir-cni/weir/nft"
 )
 
@@ -92,31 +93,7 @@ spec: {podSelector: {}}
 		{from: "web", to: "dev", proto: "tcp", port: 80, want: true},
 		{from: "db", to: "prod", v6: true, proto: "udp", port: 53, want: true},
 	}},
-	{"the talk's policies", `
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: default, name: web-allow-prod}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-  - from: [{namespaceSelector: {matchLabels: {purpose: production}}}]
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: default, name: test-network-policy}
-spec:
-  podSelector: {matchLabels: {role: db}}
-  policyTypes: [Ingress, Egress]
-  ingress:
-  - from:
-    - ipBlock: {cidr: 172.17.0.0/16, except: [172.17.1.0/24]}
-    - namespaceSelector: {matchLabels: {project: myproject}}
-    - podSelector: {matchLabels: {role: frontend}}
-    ports: [{protocol: TCP, port: 6379}]
-  egress:
-  - to: [{ipBlock: {cidr: 10.0.0.0/24}}]
-    ports: [{protocol: TCP, port: 5978}]
-`, []probe{
+	{"the talk's policies", examples.TalkPolicies, []probe{
 		{from: "prod", to: "web", proto: "tcp", port: 80, want: true},
 		{from: "prod", to: "web", v6: true, proto: "udp", port: 53, want: true},
 		{from: "dev", to: "web", proto: "tcp", port: 80, want: false},
