@@ -65,25 +65,22 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 	for _, g := range gs {
 		k := groupKey{g.set, g.def}
 		rec := x.groups[k]
-		if add {
-			if rec == nil {
-				rec = &groupRec{id: x.ids[g.def]}
-				x.groups[k] = rec
-			}
+		switch {
+		case add && rec == nil:
+			x.groups[k] = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), refs: 1}
+			x.setStale[g.set] = true
+		case add:
 			rec.refs++
 			if !sameElemsPrefixed(rec.elems, g.elems) {
 				rec.elems = prefixElems(rec.id, g.elems)
 				x.setStale[g.set] = true
 			}
-			continue
-		}
-		if rec == nil {
-			continue
-		}
-		if rec.refs--; rec.refs <= 0 {
-			delete(x.groups, k)
-			x.setStale[g.set] = true
-			x.idTouched = append(x.idTouched, g.def)
+		case rec != nil:
+			if rec.refs--; rec.refs == 0 {
+				delete(x.groups, k)
+				x.setStale[g.set] = true
+				x.idTouched = append(x.idTouched, g.def)
+			}
 		}
 	}
 }
@@ -171,7 +168,7 @@ func elemWidth(elems []Elem) int {
 // sameElemsPrefixed tells whether prefixed holds exactly elems after its
 // id field.
 func sameElemsPrefixed(prefixed, elems []Elem) bool {
-	if len(prefixed) != len(elems) || prefixed == nil && elems != nil {
+	if len(prefixed) != len(elems) {
 		return false
 	}
 	for i, e := range elems {
