@@ -98,19 +98,7 @@ func TestCompileGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := loadScenario(t, file)
 			got := golden(Compile(s.Snapshot))
-			goldenPath := strings.TrimSuffix(file, ".yaml") + ".nft"
-			if *update {
-				if err := os.WriteFile(goldenPath, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(goldenPath)
-			if err != nil {
-				t.Fatalf("%v (run with -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("ruleset differs from %s (run with -update and review):\n%s", goldenPath, lineDiff(string(want), got))
-			}
+			textdiff.Golden(t, strings.TrimSuffix(file, ".yaml")+".nft", got, *update)
 		})
 	}
 }

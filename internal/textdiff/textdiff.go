@@ -1,10 +1,12 @@
-// Package textdiff is a small line-oriented diff for test failure
-// messages. It is pure.
+// Package textdiff compares test output with expected text: a small
+// line-oriented diff for failure messages, and golden files.
 package textdiff
 
 import (
 	"fmt"
+	"os"
 	"strings"
+	"testing"
 )
 
 // Lines lists the lines that differ between want and got, by number.
@@ -24,4 +26,23 @@ func Lines(want, got string) string {
 		}
 	}
 	return b.String()
+}
+
+// Golden compares got with the reviewed file at path, after rewriting the
+// file with got when update is set (a test's -update flag), and reports a
+// difference as a line diff.
+func Golden(t testing.TB, path, got string, update bool) {
+	t.Helper()
+	if update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (run with -update and review):\n%s", path, Lines(string(want), got))
+	}
 }

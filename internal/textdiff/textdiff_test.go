@@ -1,6 +1,9 @@
 package textdiff
 
-import "testing"
+import (
+	"os"
+	"testing"
+)
 
 func TestLines(t *testing.T) {
 	tests := []struct {
@@ -16,5 +19,16 @@ func TestLines(t *testing.T) {
 				t.Errorf("Lines = %q, want %q", got, tc.diff)
 			}
 		})
+	}
+}
+
+// TestGolden pins the golden-file cycle: -update writes the file, a later
+// run with the same output passes.
+func TestGolden(t *testing.T) {
+	path := t.TempDir() + "/out.golden"
+	Golden(t, path, "a\nb\n", true)
+	Golden(t, path, "a\nb\n", false)
+	if b, _ := os.ReadFile(path); string(b) != "a\nb\n" {
+		t.Errorf("golden file holds %q", b)
 	}
 }

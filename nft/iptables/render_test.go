@@ -99,19 +99,7 @@ func TestRenderGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			v4, v6 := Render(nft.Compile(loadScenario(t, file).Snapshot))
 			got := v4 + "\n" + v6
-			path := strings.TrimSuffix(file, ".yaml") + ".rules"
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("rendered rules differ from %s (run with -update and review):\n%s", path, lineDiff(string(want), got))
-			}
+			textdiff.Golden(t, strings.TrimSuffix(file, ".yaml")+".rules", got, *update)
 		})
 	}
 }
