@@ -93,33 +93,31 @@ func sendBatch(c *netlink.Conn, msgs []netlink.Message) error {
 	}
 }
 
+// messageNames names the nf_tables message types a batch holds.
+var messageNames = map[uint16]string{
+	unix.NFT_MSG_NEWTABLE:   "add table",
+	unix.NFT_MSG_DELTABLE:   "delete table",
+	unix.NFT_MSG_NEWCHAIN:   "add chain",
+	unix.NFT_MSG_DELCHAIN:   "delete chain",
+	unix.NFT_MSG_NEWRULE:    "add rule",
+	unix.NFT_MSG_DELRULE:    "flush chain",
+	unix.NFT_MSG_NEWSET:     "add set",
+	unix.NFT_MSG_DELSET:     "delete set",
+	unix.NFT_MSG_NEWSETELEM: "add set elements",
+	unix.NFT_MSG_DELSETELEM: "delete set elements",
+	unix.NFT_MSG_NEWOBJ:     "add counter",
+	unix.NFT_MSG_DELOBJ:     "delete counter",
+}
+
 // describe names message i of a batch for an error: its position and type.
 func describe(msgs []netlink.Message, i int) string {
 	if i == 0 {
 		return "batch"
 	}
-	name := fmt.Sprintf("type %d", msgs[i].Header.Type&0xff)
-	switch msgs[i].Header.Type & 0xff {
-	case unix.NFT_MSG_NEWTABLE:
-		name = "add table"
-	case unix.NFT_MSG_DELTABLE:
-		name = "delete table"
-	case unix.NFT_MSG_NEWCHAIN:
-		name = "add chain"
-	case unix.NFT_MSG_DELCHAIN:
-		name = "delete chain"
-	case unix.NFT_MSG_NEWRULE:
-		name = "add rule"
-	case unix.NFT_MSG_DELRULE:
-		name = "flush chain"
-	case unix.NFT_MSG_NEWSET:
-		name = "add set"
-	case unix.NFT_MSG_DELSET:
-		name = "delete set"
-	case unix.NFT_MSG_NEWSETELEM:
-		name = "add set elements"
-	case unix.NFT_MSG_DELSETELEM:
-		name = "delete set elements"
+	typ := uint16(msgs[i].Header.Type & 0xff)
+	name, ok := messageNames[typ]
+	if !ok {
+		name = fmt.Sprintf("type %d", typ)
 	}
 	return fmt.Sprintf("message %d of %d (%s)", i, len(msgs)-2, name)
 }
