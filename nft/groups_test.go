@@ -96,3 +96,22 @@ func fromDef(t *testing.T, x *Compiler, id uint32) string {
 	t.Helper()
 	return x.idOwner[id]
 }
+
+// TestDefIDProbesPastCollisions pins what happens when two definitions
+// hash alike: the later one takes the next free id, and the id is freed
+// with its last group.
+func TestDefIDProbesPastCollisions(t *testing.T) {
+	x := NewCompiler()
+	h := x.defID("a")
+	x.releaseIDs() // "a" has no group: its id is free again
+	if _, ok := x.idOwner[h]; ok {
+		t.Fatalf("id %d of an unused definition is still reserved", h)
+	}
+	x.idOwner[h], x.ids["other"] = "other", h // "other" holds a's hash
+	if got := x.defID("a"); got != h+1 {
+		t.Errorf("colliding definition got id %d, want %d", got, h+1)
+	}
+	if got := x.defID("a"); got != h+1 {
+		t.Errorf("second call gave %d, want the same id %d", got, h+1)
+	}
+}
