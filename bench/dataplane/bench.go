@@ -66,14 +66,22 @@ func bench(ctx context.Context, o options) (err error) {
 	defer func() {
 		fmt.Printf("load average at the end: %s (other work on these cpus widens the spread)\n", loadavg())
 	}()
+	snap := snapshot(o.pods, o.policies)
+	local := 0
+	for _, p := range snap.Pods {
+		if p.Node == snap.Node.Name {
+			local++
+		}
+	}
 	t0 := time.Now()
-	rs := nft.Compile(snapshot(o.pods, o.policies))
+	rs := nft.Compile(snap)
 	compile := time.Since(t0)
 	p, err := checkPath(rs)
 	if err != nil {
 		return fmt.Errorf("generated cluster does not exercise the policy: %w", err)
 	}
-	fmt.Printf("ruleset: %d chains, %d sets, %d elements; compile %s\n", len(rs.Chains), len(rs.Sets), elems(rs), ms(compile))
+	fmt.Printf("ruleset: %d local pods (every policy selects some); %d chains, %d sets, %d elements; compile %s\n",
+		local, len(rs.Chains), len(rs.Sets), elems(rs), ms(compile))
 	fmt.Printf("new connection %s -> %s:%d walks egress %s, ingress %s (the last of each allows); port %d is dropped\n",
 		clientIP, serverIP, testPort, strings.Join(p.egress, ", "), strings.Join(p.ingress, ", "), deniedPort)
 
@@ -197,6 +205,15 @@ func configs(ctx context.Context, plugin string, rs nft.Ruleset, o options) ([]*
 			err = fmt.Errorf("nftables backend without policies: %w", err)
 		}
 	}
+	if err == nil && o.breakdown {
+		var ct *nftBackend
+		if ct, err = newNft(bed.node.Path(), conntrackOnly(), true); err == nil {
+			cfgs = append(cfgs, &config{backend: ct, samples: samples{name: "conntrack"}, bed: bed,
+				setup: ct.sync, note: "one rule, ct state established,related accept: the floor of stateful filtering"})
+		} else {
+			err = fmt.Errorf("conntrack-only table: %w", err)
+		}
+	}
 	if ipt != nil {
 		cfgs = append(cfgs, ipt)
 		if ierr := <-iptc; ierr != nil {
@@ -204,6 +221,22 @@ func configs(ctx context.Context, plugin string, rs nft.Ruleset, o options) ([]*
 		}
 	}
 	return cfgs, err
+}
+
+// conntrackOnly is the least table that filters statefully: one forward
+// chain whose only rule accepts established and related packets. It holds
+// conntrack in the namespace and nothing else (no NAT, no lookup), so its
+// ratio to none is what conntrack alone costs; nft-bare / conntrack is then
+// NAT plus weir's skeleton.
+func conntrackOnly() nft.Ruleset {
+	return nft.Ruleset{Chains: []nft.Chain{{
+		Name: "forward",
+		Base: &nft.Base{Type: "filter", Hook: nft.HookForward},
+		Rules: []nft.Rule{{
+			Matches: []nft.Match{{Kind: nft.MatchCtState, CtStates: nft.CtEstablished | nft.CtRelated}},
+			Verdict: nft.Verdict{Kind: nft.VerdictAccept},
+		}},
+	}}}
 }
 
 // iptablesConfig builds the second testbed, measures it once without a

@@ -20,6 +20,9 @@
 //     policies — conntrack, NAT and the skeleton that any stateful
 //     enforcement pays — so that nft / nft-bare is the policy walk alone.
 //     Two tables take turns in the namespace by full applies.
+//   - conntrack (with -breakdown): one forward chain whose only rule is
+//     `ct state established,related accept`, the floor of any stateful
+//     filtering in netfilter; nft / conntrack is what weir adds to it.
 //   - iptables (with -iptables, when the backend is built in: iptables.go):
 //     the same ruleset through iptables-restore, applied once on a second,
 //     identical node, because one apply takes about a minute.
@@ -65,7 +68,7 @@ func run() int {
 	flag.IntVar(&o.policies, "policies", 1000, "NetworkPolicies in the cluster")
 	flag.BoolVar(&o.iptables, "iptables", false, "also measure the iptables backend")
 	flag.BoolVar(&o.fullApply, "full-apply", false, "baseline with no table at all: delete the table before each baseline round and apply it whole before each nft round (slow with large tables)")
-	flag.BoolVar(&o.breakdown, "breakdown", false, "also measure nft-bare: weir's table compiled without policies (conntrack, NAT, the skeleton), to split the cost of the table from the cost of the policy walk (implies full applies)")
+	flag.BoolVar(&o.breakdown, "breakdown", false, "also measure nft-bare (weir's table compiled without policies: conntrack, NAT, the skeleton) and conntrack (one stateful rule), to split the cost of the table into conntrack, weir's skeleton and the policy walk (implies full applies)")
 	flag.IntVar(&o.clientCPU, "client-cpu", 0, "CPU the client thread is pinned to")
 	flag.IntVar(&o.serverCPU, "server-cpu", 1, "CPU the server thread is pinned to")
 	flag.BoolVar(&o.verbose, "v", false, "print every round's values")

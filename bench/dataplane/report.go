@@ -105,28 +105,31 @@ func report(w io.Writer, all []*samples, verbose bool) {
 	tw.Flush()
 }
 
-// splitCost prints, when both were measured, nft against nft-bare (the
-// same table compiled without policies): the cost of the policy walk
-// alone, apart from conntrack, NAT and the skeleton that any stateful
-// enforcement pays.
+// splitCost prints, for the configurations that were measured, ratios
+// that split the table's cost: nft against nft-bare (the same table
+// compiled without policies) is the policy walk alone; nft and nft-bare
+// against conntrack (one stateful rule) are what weir adds to the conntrack
+// that any stateful filtering pays.
 func splitCost(w io.Writer, all []*samples) {
-	var withPolicy, bare *samples
+	byName := map[string]*samples{}
 	for _, s := range all {
-		switch s.name {
-		case "nft":
-			withPolicy = s
-		case "nft-bare":
-			bare = s
+		byName[s.name] = s
+	}
+	for _, q := range []struct{ num, den, label string }{
+		{"nft", "nft-bare", "policy walk alone"},
+		{"nft", "conntrack", "weir beyond conntrack"},
+		{"nft-bare", "conntrack", "NAT and skeleton"},
+	} {
+		num, den := byName[q.num], byName[q.den]
+		if num == nil || den == nil {
+			continue
 		}
+		var cells []string
+		for _, m := range metrics {
+			cells = append(cells, fmt.Sprintf("%s %.2fx", m.label, ratio(median(m.get(num)), median(m.get(den)))))
+		}
+		fmt.Fprintf(w, "%s (%s / %s): %s\n", q.label, q.num, q.den, strings.Join(cells, ", "))
 	}
-	if withPolicy == nil || bare == nil {
-		return
-	}
-	var cells []string
-	for _, m := range metrics {
-		cells = append(cells, fmt.Sprintf("%s %.2fx", m.label, ratio(median(m.get(withPolicy)), median(m.get(bare)))))
-	}
-	fmt.Fprintf(w, "policy walk alone (nft / nft-bare): %s\n", strings.Join(cells, ", "))
 }
 
 func ratio(v, base float64) float64 {
