@@ -25,13 +25,21 @@ import (
 // TestDeniedPacketsAreLoggedAndCounted runs the agent with denied-packet
 // logging on and checks, after one allowed and one denied connection, that
 // the agent logged the denied packet with its policy context and that
-// /metrics counts the allowing rule and the isolation drop.
+// /metrics counts the allowing rule and the isolation drop, on both
+// backends.
 func TestDeniedPacketsAreLoggedAndCounted(t *testing.T) {
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) { deniedLoggedAndCounted(t, backend) })
+	}
+}
+
+func deniedLoggedAndCounted(t *testing.T, backend string) {
 	pods := []*tpod{
 		{ns: "default", name: "client", labels: map[string]string{"role": "client"}, ips: []string{"172.17.0.10"}},
 		{ns: "default", name: "web", labels: map[string]string{"app": "web"}, ips: []string{"172.17.0.11"}},
 	}
 	c := newPolicyCluster(t, pods, map[string]map[string]string{"default": {}},
+		withBackend(backend),
 		withAgentArgs("--log-denied-group", "77", "--log-denied-rate", "100", "--http-addr", "127.0.0.1:9765"))
 	c.setPolicies(`apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

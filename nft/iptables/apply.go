@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	goipt "github.com/coreos/go-iptables/iptables"
@@ -55,22 +57,33 @@ func WithoutIPv6() Option { return func(c *config) { c.noIPv6 = true } }
 func WithWait(seconds int) Option { return func(c *config) { c.wait = seconds } }
 
 // Applier owns the WEIR-* chains of iptables and ip6tables in one network
-// namespace. Each Apply rewrites them with one restore run per family; it
-// is not safe for concurrent use (the agent's single worker owns it).
+// namespace. Each Apply rewrites them with one restore run per family.
+// Apply and Counters may run concurrently (a metrics scrape during a sync):
+// they take turns.
 type Applier struct {
 	cfg     config
 	mode    Mode
 	nsenter string
-	fams    []family
+	// mu keeps Counters from reading the kernel between an Apply's restore
+	// and its record of what the restore wrote.
+	mu   sync.Mutex
+	fams []family
+	// counters names the named counters of the last ruleset every family
+	// applied (nft.Ruleset.Counters).
+	counters []string
 }
 
 type family struct {
 	v6      bool
 	ipt     *goipt.IPTables
 	restore string
+	save    string // the matching save binary, for Counters
 	// last is what the last successful Apply wrote: table -> chain ->
 	// rules. Chains that still hold exactly that are not rewritten.
 	last map[string]map[string]string
+	// counted is, for the same Apply, table -> chain -> the named counter
+	// each rule counts into ("" for none), in rule order.
+	counted map[string]map[string][]string
 	// applies counts Apply runs: every fullEvery-th one rewrites every
 	// chain, repairing anything edited behind weir's back.
 	applies int
@@ -159,6 +172,11 @@ func newFamily(v6 bool, mode Mode, wait int) (family, error) {
 	if err != nil {
 		return family{}, fmt.Errorf("find %s: %w", restore, err)
 	}
+	save := strings.TrimSuffix(restore, "-restore") + "-save"
+	spath, err := exec.LookPath(save)
+	if err != nil {
+		return family{}, fmt.Errorf("find %s: %w", save, err)
+	}
 	ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Path(cmd), goipt.Timeout(wait))
 	if err != nil {
 		return family{}, fmt.Errorf("open %s: %w", cmd, err)
@@ -166,7 +184,7 @@ func newFamily(v6 bool, mode Mode, wait int) (family, error) {
 	if ipt.Proto() != proto {
 		return family{}, fmt.Errorf("%s: unexpected protocol", cmd)
 	}
-	return family{v6: v6, ipt: ipt, restore: rpath}, nil
+	return family{v6: v6, ipt: ipt, restore: rpath, save: spath}, nil
 }
 
 // Apply makes the WEIR-* chains of every family hold rs: one restore run
@@ -174,13 +192,19 @@ func newFamily(v6 bool, mode Mode, wait int) (family, error) {
 // longer needs are deleted in the same run, and the jump from each built-in
 // chain is (re)placed at position 1.
 func (a *Applier) Apply(ctx context.Context, rs nft.Ruleset) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var errs []error
 	for i := range a.fams {
 		if err := a.apply(ctx, &a.fams[i], build(rs, a.fams[i].v6)); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	a.counters = rs.Counters
+	return nil
 }
 
 // Remove deletes every WEIR-* chain and the jumps to them.
@@ -217,15 +241,13 @@ func (a *Applier) apply(ctx context.Context, f *family, r *ruleset) error {
 		ed[t.name] = e
 	}
 	text := r.text(ed)
-	if !strings.Contains(text, "\nCOMMIT\n") {
-		f.last = now
-		return nil // nothing to change
+	if strings.Contains(text, "\nCOMMIT\n") { // else nothing to change
+		if err := a.restore(ctx, *f, text); err != nil {
+			f.last = nil
+			return err
+		}
 	}
-	if err := a.restore(ctx, *f, text); err != nil {
-		f.last = nil
-		return err
-	}
-	f.last = now
+	f.last, f.counted = now, counted(r)
 	return nil
 }
 
@@ -334,18 +356,27 @@ func placeJump(rules []string, j jump, wanted bool) (del []jump, add bool) {
 
 // restore feeds text to the family's restore binary, inside the netns.
 func (a *Applier) restore(ctx context.Context, f family, text string) error {
-	args := []string{f.restore, "--noflush", "--wait", fmt.Sprint(a.cfg.wait)}
+	_, err := a.run(ctx, strings.NewReader(text), f.restore, "--noflush", "--wait", fmt.Sprint(a.cfg.wait))
+	return err
+}
+
+// run runs an iptables binary inside the netns and returns its output.
+func (a *Applier) run(ctx context.Context, stdin io.Reader, args ...string) ([]byte, error) {
 	if a.nsenter != "" {
 		args = append([]string{a.nsenter, "--net=" + a.cfg.netns, "--"}, args...)
 	}
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Stdin = strings.NewReader(text)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Stdin = stdin
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s: %w: %s", f.restore, err, strings.TrimSpace(stderr.String()))
+		name := args[0]
+		if a.nsenter != "" {
+			name = args[3]
+		}
+		return nil, fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
 	}
-	return nil
+	return stdout.Bytes(), nil
 }
 
 // inNS runs fn in the configured network namespace.

@@ -131,8 +131,9 @@ spec:
 
 // backend is one way of programming a node namespace.
 type backend struct {
-	name  string
-	apply func(context.Context, nft.Ruleset) error
+	name     string
+	apply    func(context.Context, nft.Ruleset) error
+	counters func() (map[string]nft.CounterValue, error)
 }
 
 func nftBackend(t *testing.T, tp *topology) backend {
@@ -141,7 +142,7 @@ func nftBackend(t *testing.T, tp *topology) backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.Close() })
-	return backend{"nftables", func(_ context.Context, rs nft.Ruleset) error { return a.Apply(rs) }}
+	return backend{"nftables", func(_ context.Context, rs nft.Ruleset) error { return a.Apply(rs) }, a.Counters}
 }
 
 func iptBackend(t *testing.T, tp *topology, m Mode) backend {
@@ -149,7 +150,54 @@ func iptBackend(t *testing.T, tp *topology, m Mode) backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return backend{"iptables-" + string(m), a.Apply}
+	return backend{"iptables-" + string(m), a.Apply, a.Counters}
+}
+
+// counted reads b's counters, failing the test on error.
+func (b backend) counted(t *testing.T) map[string]nft.CounterValue {
+	t.Helper()
+	v, err := b.counters()
+	if err != nil {
+		t.Fatalf("%s: counters: %v", b.name, err)
+	}
+	return v
+}
+
+// compareCounters checks that every backend counted what nftables counted
+// between before and after: the same packets for each policy rule (one per
+// allowed probe), and packets for the same isolation drops (whose counts
+// depend on retransmissions). It returns how many packets the policy rules
+// counted.
+func compareCounters(t *testing.T, rs nft.Ruleset, names []string, before, after []map[string]nft.CounterValue) uint64 {
+	t.Helper()
+	var total uint64
+	for _, c := range rs.Counters {
+		var ref uint64
+		for i := range names {
+			b, okb := before[i][c]
+			a, oka := after[i][c]
+			if !okb || !oka {
+				t.Errorf("%s: counter %s is missing", names[i], c)
+				continue
+			}
+			d := a.Packets - b.Packets
+			if i == 0 {
+				ref = d
+				continue
+			}
+			if strings.HasPrefix(c, "denied-") {
+				if (d > 0) != (ref > 0) {
+					t.Errorf("%s: %s counted %d packets, %s %d", names[i], c, d, names[0], ref)
+				}
+			} else if d != ref {
+				t.Errorf("%s: %s counted %d packets, %s %d", names[i], c, d, names[0], ref)
+			}
+		}
+		if !strings.HasPrefix(c, "denied-") {
+			total += ref
+		}
+	}
+	return total
 }
 
 // TestBackendsGiveSameVerdicts wires the same hosts to three node
@@ -180,6 +228,7 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 		nodes = append(nodes, node{tp, b})
 	}
 	ctx := context.Background()
+	var policyCounted uint64
 	for _, sc := range kernelScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			rs := nft.Compile(kernelSnapshot(t, sc.policies))
@@ -194,10 +243,13 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 					t.Errorf("nft.Trace disagrees with the expected matrix on %s", describe(p))
 				}
 			}
+			var names []string
+			var before, after []map[string]nft.CounterValue
 			for _, n := range nodes {
 				if err := n.b.apply(ctx, rs); err != nil {
 					t.Fatalf("%s: apply: %v", n.b.name, err)
 				}
+				names, before = append(names, n.b.name), append(before, n.b.counted(t))
 			}
 			for _, n := range nodes {
 				got := runProbes(t, n.tp, sc.probes)
@@ -206,8 +258,13 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 						t.Errorf("%s: %s: got allowed=%v, want %v", n.b.name, describe(p), got[i], p.want)
 					}
 				}
+				after = append(after, n.b.counted(t))
 			}
+			policyCounted += compareCounters(t, rs, names, before, after)
 		})
+	}
+	if policyCounted == 0 {
+		t.Error("no policy rule counted a packet in any scenario")
 	}
 }
 

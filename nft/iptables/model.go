@@ -76,6 +76,10 @@ type rule struct {
 	goTo   bool
 	// nflog holds the NFLOG target's options (target NFLOG).
 	nflog *nflog
+	// counter is the model's named counter (nft.Rule.Counter) that this
+	// rule's packets count into. It is not rendered: iptables counts every
+	// rule, and Counters sums the rules of each name.
+	counter string
 }
 
 // nflog is the NFLOG target's group and prefix.

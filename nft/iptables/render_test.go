@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -138,7 +139,7 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 			if len(pkts) < 50 {
 				t.Fatalf("only %d packets generated", len(pkts))
 			}
-			fails := 0
+			fails, counted := 0, 0
 			for _, p := range pkts {
 				want, wsteps := nft.Trace(rs, p)
 				got, gsteps := r.trace(p)
@@ -147,8 +148,21 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 					t.Errorf("%s: iptables %s, nftables %s\nnft:\n%s\niptables:\n%s", packetString(p),
 						verdictName(got), verdictName(want), strings.Join(wsteps, "\n"), strings.Join(gsteps, "\n"))
 				}
+				// The same named counters count the packet (see Counters).
+				wc, gc := tracedCounters(wsteps), tracedCounters(gsteps)
+				if !slices.Equal(wc, gc) && fails < 5 {
+					fails++
+					t.Errorf("%s: counted into %q by iptables, %q by nftables\nnft:\n%s\niptables:\n%s", packetString(p),
+						gc, wc, strings.Join(wsteps, "\n"), strings.Join(gsteps, "\n"))
+				}
+				if len(wc) > 0 {
+					counted++
+				}
 			}
-			t.Logf("%d packets compared", len(pkts))
+			if len(s.Policies) > 0 && counted == 0 {
+				t.Errorf("no packet counted into any of the %d counters", len(rs.Counters))
+			}
+			t.Logf("%d packets compared, %d counted", len(pkts), counted)
 		})
 	}
 }

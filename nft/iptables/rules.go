@@ -25,7 +25,7 @@ type lookup struct {
 // misses a lookup falls back to ch, after this rule, exactly like a failed
 // match; a negated lookup RETURNs on any element and goes on otherwise.
 func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
-	head := rule{comment: r.Comment}
+	head := rule{comment: r.Comment, counter: r.Counter}
 	ct := ^uint32(0)
 	var lookups []lookup
 	for _, m := range r.Matches {
@@ -98,25 +98,28 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 	for j, l := range lookups {
 		subs[j] = t.chain(b.fresh(t, l.set, subName(ch.name, k, strconv.Itoa(j))))
 	}
-	head.target = subs[0].name
+	// The head only enters the lookups; the rules that reach the verdict,
+	// in the last lookup's chain, count for r.
+	head.target, head.counter = subs[0].name, ""
 	ch.rules = append(ch.rules, head)
 	for j, l := range lookups {
-		target, goTo := "", true
+		target, goTo, counter := "", true, ""
 		if j+1 < len(lookups) {
 			target = subs[j+1].name
 		} else {
 			target, goTo = b.verdict(t, ch.name, k, v, ctx, true)
+			counter = r.Counter
 		}
 		for _, e := range l.elems {
 			if l.negate {
 				e.target = targetReturn
 			} else {
-				e.target, e.goTo = target, goTo
+				e.target, e.goTo, e.counter = target, goTo, counter
 			}
 			subs[j].rules = append(subs[j].rules, e)
 		}
 		if l.negate {
-			subs[j].rules = append(subs[j].rules, rule{target: target, goTo: goTo})
+			subs[j].rules = append(subs[j].rules, rule{target: target, goTo: goTo, counter: counter})
 		}
 	}
 }

@@ -3,6 +3,7 @@ package iptables
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -36,6 +37,26 @@ func traceFamily(r *ruleset, p nft.Packet) (nft.VerdictKind, []string) {
 	return nft.VerdictAccept, append(tr.steps, "FORWARD: policy ACCEPT")
 }
 
+// countsInto starts the step that says a matching rule counted the packet
+// into a named counter.
+const countsInto = "counts into "
+
+// tracedCounters lists the named counters a trace says the packet counted
+// into: from nft.Trace's rules (`counter name "X"`), or from traceFamily.
+func tracedCounters(steps []string) []string {
+	var out []string
+	for _, s := range steps {
+		if m := nftCounterRef.FindStringSubmatch(s); m != nil {
+			out = append(out, m[1])
+		} else if n, ok := strings.CutPrefix(s, countsInto); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+var nftCounterRef = regexp.MustCompile(`counter name "([^"]+)"`)
+
 type ipTracer struct {
 	t     *table
 	p     nft.Packet
@@ -58,6 +79,12 @@ func (tr *ipTracer) chain(name string, depth int) nft.VerdictKind {
 			continue
 		}
 		tr.steps = append(tr.steps, "-A "+name+" "+strings.Join(r.args(), " "))
+		if r.counter != "" {
+			tr.steps = append(tr.steps, countsInto+r.counter)
+		}
+		if r.nflog != nil {
+			continue // NFLOG logs and goes on
+		}
 		switch r.target {
 		case targetAccept:
 			return nft.VerdictAccept
