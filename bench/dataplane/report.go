@@ -64,18 +64,20 @@ var metrics = []metric{
 }
 
 // report prints medians per configuration and their ratios to the first
-// (the baseline). Ratios are printed, never judged: single runs swing
-// widely, and the reader decides.
+// (the baseline): the ratio of the medians, and the median of the ratios
+// round by round ("paired"), which cancels the drift of the machine from
+// one round to the next. Ratios are printed, never judged: single runs
+// swing widely, and the reader decides.
 func report(w io.Writer, all []*samples, verbose bool) {
 	base := all[0]
-	fmt.Fprintf(w, "\nmedians of %d interleaved rounds (ratio to %s):\n", len(base.gbps), base.name)
+	fmt.Fprintf(w, "\nmedians of %d interleaved rounds (ratio of medians to %s / median of the rounds' ratios):\n", len(base.gbps), base.name)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, m := range metrics {
 		b := median(m.get(base))
 		cells := []string{m.label, fmt.Sprintf("%s "+m.format+" %s", base.name, b, m.unit)}
 		for _, s := range all[1:] {
 			v := median(m.get(s))
-			cells = append(cells, fmt.Sprintf("%s "+m.format+" (%.2fx)", s.name, v, ratio(v, b)))
+			cells = append(cells, fmt.Sprintf("%s "+m.format+" (%.2fx / %.2fx)", s.name, v, ratio(v, b), median(paired(m.get(s), m.get(base)))))
 		}
 		if m.target != "" {
 			cells = append(cells, "target "+m.target)
