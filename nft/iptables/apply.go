@@ -77,7 +77,7 @@ type family struct {
 	v6      bool
 	ipt     *goipt.IPTables
 	restore string
-	save    string // the matching save binary, for Counters
+	save    string // the matching save binary (its path when found), for Counters
 	// last is what the last successful Apply wrote: table -> chain ->
 	// rules. Chains that still hold exactly that are not rewritten.
 	last map[string]map[string]string
@@ -172,10 +172,10 @@ func newFamily(v6 bool, mode Mode, wait int) (family, error) {
 	if err != nil {
 		return family{}, fmt.Errorf("find %s: %w", restore, err)
 	}
+	// Only Counters needs the save binary: without it, Counters says so.
 	save := strings.TrimSuffix(restore, "-restore") + "-save"
-	spath, err := exec.LookPath(save)
-	if err != nil {
-		return family{}, fmt.Errorf("find %s: %w", save, err)
+	if spath, err := exec.LookPath(save); err == nil {
+		save = spath
 	}
 	ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Path(cmd), goipt.Timeout(wait))
 	if err != nil {
@@ -184,7 +184,7 @@ func newFamily(v6 bool, mode Mode, wait int) (family, error) {
 	if ipt.Proto() != proto {
 		return family{}, fmt.Errorf("%s: unexpected protocol", cmd)
 	}
-	return family{v6: v6, ipt: ipt, restore: rpath, save: spath}, nil
+	return family{v6: v6, ipt: ipt, restore: rpath, save: save}, nil
 }
 
 // Apply makes the WEIR-* chains of every family hold rs: one restore run
