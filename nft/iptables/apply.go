@@ -82,8 +82,10 @@ type family struct {
 	// rules. Chains that still hold exactly that are not rewritten.
 	last map[string]map[string]string
 	// counted is, for the same Apply, table -> chain -> the named counter
-	// each rule counts into ("" for none), in rule order.
-	counted map[string]map[string][]string
+	// each rule counts into ("" for none), in rule order. countedKnown is
+	// false before the first Apply and after a failed one.
+	counted      map[string]map[string][]string
+	countedKnown bool
 	// applies counts Apply runs: every fullEvery-th one rewrites every
 	// chain, repairing anything edited behind weir's back.
 	applies int
@@ -243,11 +245,13 @@ func (a *Applier) apply(ctx context.Context, f *family, r *ruleset) error {
 	text := r.text(ed)
 	if strings.Contains(text, "\nCOMMIT\n") { // else nothing to change
 		if err := a.restore(ctx, *f, text); err != nil {
-			f.last = nil
+			// A run commits table by table: the kernel may hold part of
+			// r, so neither last nor counted describes it any more.
+			f.last, f.counted, f.countedKnown = nil, nil, false
 			return err
 		}
 	}
-	f.last, f.counted = now, counted(r)
+	f.last, f.counted, f.countedKnown = now, counted(r), true
 	return nil
 }
 
@@ -362,6 +366,7 @@ func (a *Applier) restore(ctx context.Context, f family, text string) error {
 
 // run runs an iptables binary inside the netns and returns its output.
 func (a *Applier) run(ctx context.Context, stdin io.Reader, args ...string) ([]byte, error) {
+	name := args[0]
 	if a.nsenter != "" {
 		args = append([]string{a.nsenter, "--net=" + a.cfg.netns, "--"}, args...)
 	}
@@ -370,10 +375,6 @@ func (a *Applier) run(ctx context.Context, stdin io.Reader, args ...string) ([]b
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		name := args[0]
-		if a.nsenter != "" {
-			name = args[3]
-		}
 		return nil, fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.Bytes(), nil

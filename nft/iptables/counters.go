@@ -20,8 +20,11 @@ const countersTimeout = 10 * time.Second
 // (see nft.Rule.Counter), as the nftables backend's counters do: the sum of
 // the counts of the iptables rules that stand for the rules counting into
 // it, over both families. iptables keeps a count per rule, so a counter
-// restarts from zero when Apply rewrites a chain holding one of its rules
-// (a policy edit); nftables keeps its named counters across edits.
+// restarts from zero whenever Apply rewrites a chain holding one of its
+// rules: a policy edit, a change in the pods or addresses the rule matches,
+// and the rewrite of every chain each fullEvery-th Apply. (nftables keeps
+// its named counters across edits.) It holds the Applier's lock while
+// iptables-save runs, so an Apply waits for it.
 func (a *Applier) Counters() (map[string]nft.CounterValue, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -33,6 +36,10 @@ func (a *Applier) Counters() (map[string]nft.CounterValue, error) {
 	}
 	var errs []error
 	for _, f := range a.fams {
+		if !f.countedKnown && len(a.counters) > 0 {
+			errs = append(errs, fmt.Errorf("%s: the last apply failed; counts are unknown until one succeeds", f.restore))
+			continue
+		}
 		for tbl, chains := range f.counted {
 			text, err := a.run(ctx, nil, f.save, "--counters", "--table", tbl)
 			if err == nil {

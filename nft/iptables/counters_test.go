@@ -1,6 +1,9 @@
 package iptables
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -56,5 +59,63 @@ func TestAddCountsRefusesChainsWeirDidNotWrite(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "WEIR-a") && !strings.Contains(err.Error(), "counts") {
 			t.Errorf("%s: err = %v, want an error naming the chain or the counts", name, err)
 		}
+	}
+}
+
+// New needs the restore binaries only: without iptables-save, Apply still
+// works and Counters says what is missing.
+func TestCountersWithoutTheSaveBinary(t *testing.T) {
+	dir := t.TempDir()
+	for name, script := range map[string]string{
+		"iptables-legacy":         "#!/bin/sh\necho 'iptables v1.8.9 (legacy)'\n",
+		"iptables-legacy-restore": "#!/bin/sh\ncat >/dev/null\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir)
+	a, err := New(WithMode(ModeLegacy), WithoutIPv6())
+	if err != nil {
+		t.Fatalf("New without iptables-legacy-save: %v", err)
+	}
+	a.counters = []string{"pol-r0"}
+	a.fams[0].countedKnown = true
+	a.fams[0].counted = map[string]map[string][]string{"filter": {"WEIR-a": {"pol-r0"}}}
+	if _, err := a.Counters(); err == nil || !strings.Contains(err.Error(), "iptables-legacy-save") {
+		t.Errorf("Counters without iptables-legacy-save: err = %v, want one naming it", err)
+	}
+}
+
+// After a failed restore the kernel may hold part of the ruleset, so
+// Counters reports the counts unknown instead of reading them by a layout
+// the kernel may not have.
+func TestCountersAfterAFailedApply(t *testing.T) {
+	dir := t.TempDir()
+	for name, script := range map[string]string{
+		"iptables-legacy":         "#!/bin/sh\necho 'iptables v1.8.9 (legacy)'\n",
+		"iptables-legacy-restore": "#!/bin/sh\ncat >/dev/null\nexit 1\n",
+		"iptables-legacy-save":    "#!/bin/sh\nexit 0\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir)
+	a, err := New(WithMode(ModeLegacy), WithoutIPv6())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.counters = []string{"pol-r0"} // as left by an earlier, successful Apply
+	a.fams[0].countedKnown = true
+	rs := nft.Ruleset{Counters: []string{"pol-r0"}, Chains: []nft.Chain{{
+		Name: "forward", Base: &nft.Base{Type: "filter", Hook: nft.HookForward},
+		Rules: []nft.Rule{{Counter: "pol-r0", Verdict: nft.Verdict{Kind: nft.VerdictAccept}}},
+	}}}
+	if err := a.Apply(context.Background(), rs); err == nil {
+		t.Fatal("Apply succeeded with a failing restore")
+	}
+	if _, err := a.Counters(); err == nil || !strings.Contains(err.Error(), "last apply failed") {
+		t.Errorf("Counters after a failed Apply: err = %v, want counts reported unknown", err)
 	}
 }
