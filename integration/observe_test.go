@@ -97,6 +97,19 @@ spec:
 	if !counted.MatchString(rules) {
 		t.Errorf("weirctl rules does not show the ingress drops counted:\n%s", rules)
 	}
+
+	// --log-denied-rate reaches the kernel.
+	switch backend {
+	case "nftables":
+		if out := runInNode(t, c, "nft", "list", "table", "inet", "weir"); !strings.Contains(out, "limit rate 100/second") {
+			t.Errorf("the node's table has no log rule limited to 100/second:\n%s", out)
+		}
+	case "iptables":
+		// The pods are IPv4 only: ip6tables has no selection chain.
+		if out := runInNode(t, c, "iptables-save"); !strings.Contains(out, "-m limit --limit 100/sec -j NFLOG") {
+			t.Errorf("iptables-save in the node has no NFLOG rule limited to 100/sec:\n%s", out)
+		}
+	}
 }
 
 func containsAll(s string, parts []string) bool {
