@@ -103,7 +103,7 @@ func bench(ctx context.Context, o options) (err error) {
 			}
 		}
 	}()
-	if cfgs, err = configs(ctx, plugin, rs, o); err != nil {
+	if cfgs, err = configs(ctx, plugin, snap, rs, o); err != nil {
 		return err
 	}
 	fmt.Printf("full sync: compile %s", ms(compile))
@@ -128,7 +128,7 @@ func bench(ctx context.Context, o options) (err error) {
 		all[i] = &cf.samples
 	}
 	report(os.Stdout, all, o.verbose)
-	if o.fullApply || o.breakdown {
+	if o.fullApply {
 		fmt.Printf("\nnft: full apply before each round: median %s\n", ms(medianDuration(cfgs[1].applies)))
 	} else {
 		fmt.Printf("\nnft: switching on before each round (adding the %d base chains to the applied table, one incremental transaction): median %s\n",
@@ -158,8 +158,9 @@ func rounds(ctx context.Context, cfgs []*config, o options) error {
 // configs builds the testbeds and returns the baseline and nftables on the
 // first and, when asked and built in, iptables on a second one: applying
 // it takes far too long to switch it on and off between rounds. The
-// second node's baseline is printed to show the two nodes alike.
-func configs(ctx context.Context, plugin string, rs nft.Ruleset, o options) ([]*config, error) {
+// second node's baseline is printed to show the two nodes alike. rs is
+// snap compiled.
+func configs(ctx context.Context, plugin string, snap nft.Snapshot, rs nft.Ruleset, o options) ([]*config, error) {
 	bed, err := newTestbed(ctx, plugin, o)
 	if err != nil {
 		return nil, err
@@ -187,7 +188,7 @@ func configs(ctx context.Context, plugin string, rs nft.Ruleset, o options) ([]*
 	}
 	// Two tables take turns in one namespace only by full applies: each
 	// applier would otherwise diff against a table the other replaced.
-	nb, err := newNft(bed.node.Path(), rs, o.fullApply || o.breakdown)
+	nb, err := newNft(bed.node.Path(), rs, o.fullApply)
 	if err == nil {
 		cfgs = append(cfgs, &config{backend: nb, samples: samples{name: "nft"}, bed: bed, enforces: true,
 			setup: nb.sync, note: "one transaction"})
@@ -195,7 +196,7 @@ func configs(ctx context.Context, plugin string, rs nft.Ruleset, o options) ([]*
 		err = fmt.Errorf("nftables backend: %w", err)
 	}
 	if err == nil && o.breakdown {
-		s := snapshot(o.pods, o.policies)
+		s := snap
 		s.Policies = nil
 		var bare *nftBackend
 		if bare, err = newNft(bed.node.Path(), nft.Compile(s), true); err == nil {

@@ -77,6 +77,7 @@ func run() int {
 	if *quick {
 		o.rounds, o.duration = 2, 300*time.Millisecond
 	}
+	o.fullApply = o.fullApply || o.breakdown // two tables take turns only by full applies
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := bench(ctx, o); err != nil {

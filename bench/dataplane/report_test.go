@@ -1,0 +1,35 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestReportRatios pins what each cell prints: the ratio of the medians and
+// the median of the rounds' paired ratios (they differ when the machine
+// drifts between rounds), and the lines that split the cost.
+func TestReportRatios(t *testing.T) {
+	none := &samples{name: "none", gbps: []float64{10, 20, 30}, p50: []float64{40, 40, 40}, p99: []float64{80, 80, 80}, conns: []float64{1000, 2000, 3000}}
+	// Half the baseline in every round: both ratios 0.50x.
+	nft := &samples{name: "nft", gbps: []float64{5, 10, 15}, p50: []float64{44, 44, 44}, p99: []float64{80, 80, 80}, conns: []float64{900, 1800, 2700}}
+	bare := &samples{name: "nft-bare", gbps: []float64{5, 10, 15}, p50: []float64{40, 40, 40}, p99: []float64{80, 80, 80}, conns: []float64{1000, 2000, 3000}}
+	// Rounds of 0.9x, 1.5x and 0.9x: median 27 / 20 = 1.35x, paired 0.90x.
+	ct := &samples{name: "conntrack", gbps: []float64{9, 30, 27}, p50: []float64{40, 40, 40}, p99: []float64{80, 80, 80}, conns: []float64{1000, 2000, 3000}}
+
+	var b strings.Builder
+	report(&b, []*samples{none, nft, bare, ct}, false)
+	out := b.String()
+	for _, want := range []string{
+		"nft 10.00 (0.50x / 0.50x)",
+		"conntrack 27.00 (1.35x / 0.90x)",
+		"nft 44.0 (1.10x / 1.10x)",
+		"nft 1800 (0.90x / 0.90x)",
+		"policy walk alone (nft / nft-bare): throughput 1.00x, latency p50 1.10x, latency p99 1.00x, conn rate 0.90x",
+		"weir beyond conntrack (nft / conntrack): throughput 0.37x, latency p50 1.10x, latency p99 1.00x, conn rate 0.90x",
+		"NAT and skeleton (nft-bare / conntrack): throughput 0.37x, latency p50 1.00x, latency p99 1.00x, conn rate 1.00x",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
