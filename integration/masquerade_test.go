@@ -114,7 +114,8 @@ func TestMasqueradeToOutsideTheCluster(t *testing.T) {
 // the rules enforce policy and masquerade, and that nothing went to
 // nftables.
 func TestAutoBackendFallsBackToIPTablesLegacy(t *testing.T) {
-	for _, bin := range []string{"iptables-legacy-save", "ip6tables-legacy-save", "iptables-legacy-restore"} {
+	for _, bin := range []string{"iptables-legacy-save", "ip6tables-legacy-save",
+		"iptables-legacy-restore", "ip6tables-legacy-restore"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Skipf("no %s on this machine: %v", bin, err)
 		}
@@ -132,12 +133,7 @@ func TestAutoBackendFallsBackToIPTablesLegacy(t *testing.T) {
 
 	t.Run("policy is enforced through iptables-legacy", func(t *testing.T) {
 		c.t = t
-		c.setPolicies(`
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: deny-all, namespace: default}
-spec: {podSelector: {}, ingress: []}
-`)
+		c.setPolicies(denyAllDefault)
 		c.run([]probe{
 			tcp("default/a", "default/b", 8080, false),
 			v6(tcp("default/a", "default/b", 8080, false)),

@@ -40,6 +40,15 @@ func policyPods() ([]*tpod, map[string]map[string]string) {
 // verbatim.
 var talkPolicies = examples.TalkPolicies
 
+// denyAllDefault isolates every pod in namespace default for ingress and
+// admits nothing; egress stays open.
+const denyAllDefault = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: default}
+spec: {podSelector: {}, ingress: []}
+`
+
 func tcp(from, to string, port int, want bool) probe {
 	return probe{from: from, to: to, proto: "tcp", port: port, want: want}
 }
@@ -107,14 +116,7 @@ func policyVerdicts(t *testing.T, backend string) {
 			// A pod the policies do not select is untouched.
 			tcp("default/other", "prod/client", 80, true),
 		}},
-		{"deny all ingress in a namespace", `
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: deny-all, namespace: default}
-spec:
-  podSelector: {}
-  ingress: []
-`, []probe{
+		{"deny all ingress in a namespace", denyAllDefault, []probe{
 			tcp("prod/client", "default/web", 8080, false),
 			tcp("default/web", "default/db", 6379, false),
 			v6(tcp("prod/client", "default/db", 6379, false)),
@@ -271,12 +273,7 @@ spec:
 
 	t.Run("broken manifest keeps the last ruleset", func(t *testing.T) {
 		c.t = t
-		c.setPolicies(`
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: deny-all, namespace: default}
-spec: {podSelector: {}}
-`)
+		c.setPolicies(denyAllDefault)
 		before, _ := c.status()
 		c.writeManifest("policies.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec: {podSelectr: {}}\n")
 		st := c.waitError()

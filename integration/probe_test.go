@@ -6,15 +6,14 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/weir-cni/weir/integration/harness"
 )
 
-// endpoint is one side of a probe: a pod ("ns/name"), "node", or an
-// external address ("ext:10.0.0.5").
+// probe is one connection attempt between two endpoints (see endpoint)
+// and whether it should get through.
 type probe struct {
 	from, to string
 	proto    string // tcp or udp
@@ -31,7 +30,9 @@ func (p probe) String() string {
 	return fmt.Sprintf("%s -> %s %s/%d (%s)", p.from, p.to, p.proto, p.port, fam)
 }
 
-// endpoint returns the namespace and address of a probe side.
+// endpoint returns the namespace and address of one side of a probe: a pod
+// ("ns/name"), "node", or an external address ("ext:10.0.0.5"). It fails
+// the test on a bad reference, so call it on the test goroutine only.
 func (c *cluster) endpoint(ref string, v6 bool) (ns.NetNS, netip.Addr) {
 	switch {
 	case ref == "node":
@@ -57,32 +58,27 @@ func (c *cluster) endpoint(ref string, v6 bool) (ns.NetNS, netip.Addr) {
 }
 
 // run fires every probe in parallel and reports each one whose outcome
-// differs from what it wants.
+// differs from what it wants. Endpoints are resolved first, on the test
+// goroutine, so a bad reference fails the test instead of reading as allowed.
 func (c *cluster) run(probes []probe) {
 	c.t.Helper()
-	type result struct {
-		p   probe
-		err error
+	type side struct {
+		srcNS    ns.NetNS
+		src, dst netip.Addr
 	}
-	results := make([]result, len(probes))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 24)
+	sides := make([]side, len(probes))
 	for i, p := range probes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			srcNS, src := c.endpoint(p.from, p.v6)
-			_, dst := c.endpoint(p.to, p.v6)
-			results[i] = result{p, harness.Exchange(srcNS, src, dst, p.proto, p.port, probeWait)}
-		}()
+		sides[i].srcNS, sides[i].src = c.endpoint(p.from, p.v6)
+		_, sides[i].dst = c.endpoint(p.to, p.v6)
 	}
-	wg.Wait()
-	for _, r := range results {
-		got := r.err == nil
-		if got != r.p.want {
-			c.t.Errorf("%s: allowed=%v, want %v (%v)", r.p, got, r.p.want, r.err)
+	errs := make([]error, len(probes))
+	harness.Parallel(len(probes), 24, func(i int) {
+		s, p := sides[i], probes[i]
+		errs[i] = harness.Exchange(s.srcNS, s.src, s.dst, p.proto, p.port, probeWait)
+	})
+	for i, p := range probes {
+		if got := errs[i] == nil; got != p.want {
+			c.t.Errorf("%s: allowed=%v, want %v (%v)", p, got, p.want, errs[i])
 		}
 	}
 }

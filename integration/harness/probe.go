@@ -211,3 +211,21 @@ func Exchange(netns ns.NetNS, src, dst netip.Addr, proto string, port int, timeo
 	}
 	return nil
 }
+
+// Parallel calls fn(i) for every i in [0, n), at most limit at a time, and
+// returns when all calls have returned. fn runs on goroutines of its own:
+// it must not call t.Fatal or t.FailNow.
+func Parallel(n, limit int, fn func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(limit, 1))
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}

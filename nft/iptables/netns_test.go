@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
 )
 
 // hostMAC is the MAC of every host-side veth: pods reach their gateway
@@ -20,9 +22,9 @@ const hostMAC = "ee:ee:ee:ee:ee:ee"
 // host is a namespace wired to the node by a veth pair: a pod, or an
 // "external" host routed through the node.
 type host struct {
-	name string // netns name
-	path string
-	ips  []netip.Addr
+	name  string   // netns name
+	netns ns.NetNS // open until the test ends
+	ips   []netip.Addr
 }
 
 // topology is one node namespace and its hosts.
@@ -75,7 +77,12 @@ func (tp *topology) addHost(t testing.TB, key string, ips ...string) *host {
 	t.Helper()
 	tp.nextVeth++
 	name, path := addNetns(t, fmt.Sprintf("%s%d", tp.nameStart, tp.nextVeth))
-	h := &host{name: name, path: path}
+	netns, err := ns.GetNS(path)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = netns.Close() })
+	h := &host{name: name, netns: netns}
 	veth := fmt.Sprintf("v%d", tp.nextVeth)
 	podMAC := fmt.Sprintf("02:00:00:00:00:%02x", tp.nextVeth)
 	run(t, "ip", "-n", tp.node, "link", "add", veth, "address", hostMAC, "type", "veth",
