@@ -4,6 +4,8 @@ package iptables
 
 import (
 	"context"
+	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 
@@ -64,4 +66,84 @@ func TestCountersDuringApplies(t *testing.T) {
 		t.Errorf("only %d reads ran during 40 applies", reads)
 	}
 	t.Logf("%d reads during 40 applies", reads)
+}
+
+// TestCountersRestartWhenTheirChainIsRewritten pins what the README says of
+// iptables counters: they hold across applies that leave their chains
+// alone, and restart from zero when Apply rewrites a chain holding their
+// rules — when the pods a rule matches change, and on the rewrite of every
+// chain each fullEvery-th Apply.
+func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
+	tp := newTopology(t, "cr")
+	for _, h := range kernelHosts {
+		serve(t, tp.addHost(t, h.key, h.ips...), kernelPorts)
+	}
+	a, err := New(WithNetNS(tp.nodePath), WithMode(ModeLegacy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	snap := kernelSnapshot(t, examples.TalkPolicies)
+	rs := nft.Compile(snap)
+	allowed := probe{from: "prod", to: "web", proto: "tcp", port: 80, want: true}
+	pkt := nft.Packet{Src: pick(tp.hosts["prod"], false), Dst: pick(tp.hosts["web"], false), Proto: nft.ProtoTCP, DPort: 80}
+	v, steps := nft.Trace(rs, pkt)
+	counters := tracedCounters(steps)
+	if v != nft.VerdictAccept || len(counters) != 1 {
+		t.Fatalf("trace: %v, counters %v; want accepted by one counting rule", v, counters)
+	}
+	name := counters[0]
+	packets := func() uint64 {
+		t.Helper()
+		vals, err := a.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vals[name].Packets
+	}
+
+	if err := a.Apply(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := runProbes(t, tp, []probe{allowed}); !got[0] {
+		t.Fatal("prod -> web:80 was dropped")
+	}
+	if n := packets(); n != 1 {
+		t.Fatalf("%s counted %d packets after one connection, want 1", name, n)
+	}
+	if err := a.Apply(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if n := packets(); n != 1 {
+		t.Errorf("%s counted %d packets after an unchanged apply, want 1 (kept)", name, n)
+	}
+
+	// Another production pod: the rule now matches two pods.
+	more := snap
+	more.Pods = append(slices.Clone(snap.Pods), nft.Pod{Namespace: "prod", Name: "other", Node: "n2",
+		IPs: []netip.Addr{netip.MustParseAddr("10.0.1.60")}})
+	if err := a.Apply(ctx, nft.Compile(more)); err != nil {
+		t.Fatal(err)
+	}
+	if n := packets(); n != 0 {
+		t.Errorf("%s counted %d packets after the pods it matches changed, want 0 (its chain rewritten)", name, n)
+	}
+
+	if got := runProbes(t, tp, []probe{allowed}); !got[0] {
+		t.Fatal("prod -> web:80 was dropped")
+	}
+	for a.fams[0].applies%fullEvery != fullEvery-1 {
+		if err := a.Apply(ctx, nft.Compile(more)); err != nil {
+			t.Fatal(err)
+		}
+		if n := packets(); n != 1 {
+			t.Fatalf("%s counted %d packets after unchanged apply %d, want 1", name, n, a.fams[0].applies)
+		}
+	}
+	if err := a.Apply(ctx, nft.Compile(more)); err != nil { // the fullEvery-th
+		t.Fatal(err)
+	}
+	if n := packets(); n != 0 {
+		t.Errorf("%s counted %d packets after apply %d rewrote every chain, want 0", name, n, a.fams[0].applies)
+	}
 }

@@ -163,12 +163,13 @@ func (b backend) counted(t *testing.T) map[string]nft.CounterValue {
 	return v
 }
 
-// compareCounters checks that every backend counted what nftables counted
-// between before and after: the same packets for each policy rule (one per
-// allowed probe), and packets for the same isolation drops (whose counts
-// depend on retransmissions). It returns how many packets the policy rules
-// counted.
-func compareCounters(t *testing.T, rs nft.Ruleset, names []string, before, after []map[string]nft.CounterValue) uint64 {
+// compareCounters checks what each backend counted between before and
+// after: for each policy rule, exactly the allowed probes whose nft.Trace
+// passes that rule (want; a probe's first packet is the only one a policy
+// rule sees: the rest are established), and for each isolation drop,
+// packets on every backend or on none (their counts depend on
+// retransmissions). It returns how many packets the policy rules counted.
+func compareCounters(t *testing.T, rs nft.Ruleset, names []string, before, after []map[string]nft.CounterValue, want map[string]uint64) uint64 {
 	t.Helper()
 	var total uint64
 	for _, c := range rs.Counters {
@@ -181,20 +182,19 @@ func compareCounters(t *testing.T, rs nft.Ruleset, names []string, before, after
 				continue
 			}
 			d := a.Packets - b.Packets
-			if i == 0 {
-				ref = d
-				continue
-			}
-			if strings.HasPrefix(c, "denied-") {
-				if (d > 0) != (ref > 0) {
-					t.Errorf("%s: %s counted %d packets, %s %d", names[i], c, d, names[0], ref)
+			switch {
+			case !strings.HasPrefix(c, "denied-"):
+				if d != want[c] {
+					t.Errorf("%s: %s counted %d packets, want %d (the allowed probes it decides)", names[i], c, d, want[c])
 				}
-			} else if d != ref {
+			case i == 0:
+				ref = d
+			case (d > 0) != (ref > 0):
 				t.Errorf("%s: %s counted %d packets, %s %d", names[i], c, d, names[0], ref)
 			}
 		}
 		if !strings.HasPrefix(c, "denied-") {
-			total += ref
+			total += want[c]
 		}
 	}
 	return total
@@ -235,12 +235,18 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 			if len(rs.Problems) > 0 {
 				t.Fatalf("problems: %v", rs.Problems)
 			}
+			counts := map[string]uint64{} // what the policy rules should count
 			for _, p := range sc.probes {
 				pkt := nft.Packet{Src: pick(nodes[0].tp.hosts[p.from], p.v6), Dst: pick(nodes[0].tp.hosts[p.to], p.v6),
 					Proto: map[string]uint8{"tcp": nft.ProtoTCP, "udp": nft.ProtoUDP}[p.proto], DPort: uint16(p.port)}
-				v, _ := nft.Trace(rs, pkt)
+				v, steps := nft.Trace(rs, pkt)
 				if (v == nft.VerdictAccept) != p.want {
 					t.Errorf("nft.Trace disagrees with the expected matrix on %s", describe(p))
+				}
+				if p.want {
+					for _, c := range tracedCounters(steps) {
+						counts[c]++
+					}
 				}
 			}
 			var names []string
@@ -260,7 +266,7 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 				}
 				after = append(after, n.b.counted(t))
 			}
-			policyCounted += compareCounters(t, rs, names, before, after)
+			policyCounted += compareCounters(t, rs, names, before, after, counts)
 		})
 	}
 	if policyCounted == 0 {
