@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -52,7 +53,7 @@ func run() int {
 	flag.Parse()
 	log := newLogger(*logLevel)
 	klog.SetSlogLogger(log)
-	if err := validate(*nodeName, *manifests, *denyGroup); err != nil {
+	if err := validate(*nodeName, *manifests, *denyGroup, *denyRate); err != nil {
 		log.Error("bad flags", "err", err)
 		return 2
 	}
@@ -119,10 +120,13 @@ func run() int {
 	return 0
 }
 
-func validate(node, manifests string, denyGroup uint) error {
+func validate(node, manifests string, denyGroup, denyRate uint) error {
 	var errs []error
-	if denyGroup > 65535 {
-		errs = append(errs, fmt.Errorf("--log-denied-group %d is not an NFLOG group (0-65535)", denyGroup))
+	if denyGroup > math.MaxUint16 {
+		errs = append(errs, fmt.Errorf("--log-denied-group %d is not an NFLOG group (1-65535; 0: off)", denyGroup))
+	}
+	if uint64(denyRate) > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("--log-denied-rate %d is out of range (0-%d; 0: unlimited)", denyRate, uint32(math.MaxUint32)))
 	}
 	if node == "" {
 		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
