@@ -3,7 +3,6 @@ package controller
 import (
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/weir-cni/weir/nft"
 )
@@ -47,8 +46,9 @@ func (in *interned[T]) release(key string) {
 	}
 }
 
-// labelsKey is a canonical text of a label set ("" for none): keys sorted,
-// pairs separated by NUL, which neither keys nor values may hold.
+// labelsKey is a canonical text of a label set ("" for none): keys
+// sorted, each key and value preceded by its length, so that no two sets
+// share a text whatever bytes they hold (manifests are not validated).
 func labelsKey(l map[string]string) string {
 	if len(l) == 0 {
 		return ""
@@ -57,18 +57,15 @@ func labelsKey(l map[string]string) string {
 	n := 0
 	for k, v := range l {
 		keys = append(keys, k)
-		n += len(k) + len(v) + 2
+		n += len(k) + len(v) + 8
 	}
 	slices.Sort(keys)
-	var b strings.Builder
-	b.Grow(n)
+	b := make([]byte, 0, n)
 	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(l[k])
-		b.WriteByte(0)
+		b = appendField(b, k)
+		b = appendField(b, l[k])
 	}
-	return b.String()
+	return string(b)
 }
 
 // portsKey is a canonical text of a pod's named ports, in their order.
@@ -76,16 +73,21 @@ func portsKey(ps []nft.ContainerPort) string {
 	if len(ps) == 0 {
 		return ""
 	}
-	var b strings.Builder
+	var b []byte
 	for _, p := range ps {
-		b.WriteString(p.Name)
-		b.WriteByte(0)
-		b.WriteString(p.Protocol)
-		b.WriteByte(0)
-		b.WriteString(strconv.Itoa(int(p.Port)))
-		b.WriteByte(0)
+		b = appendField(b, p.Name)
+		b = appendField(b, p.Protocol)
+		b = strconv.AppendInt(b, int64(p.Port), 10)
+		b = append(b, ' ')
 	}
-	return b.String()
+	return string(b)
+}
+
+// appendField appends s preceded by its length.
+func appendField(b []byte, s string) []byte {
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, ':')
+	return append(b, s...)
 }
 
 // podValues interns the labels and ports of the view's pods.
