@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/weir-cni/weir/nft"
 )
@@ -51,7 +53,8 @@ type Agent struct {
 	Log          *slog.Logger
 	// MinInterval rate-limits syncs: bursts of events collapse into one.
 	MinInterval time.Duration
-	// Reconcilers run after each applied ruleset (node routes, CNI config).
+	// Reconcilers run after each applied ruleset (node routes, CNI config),
+	// given the cluster's nodes.
 	Reconcilers []Reconciler
 	// Metrics, when set, records syncs.
 	Metrics *Metrics
@@ -62,12 +65,10 @@ type Agent struct {
 	kick chan struct{}
 	mu   sync.Mutex
 	st   Status
+	// rs is the last applied ruleset and snap the snapshot it was compiled
+	// from, published together; snap's pod slice is its own.
 	rs   nft.Ruleset
-	// viewMu guards snap, whose pod slice is the view's own or the overlay
-	// buffer: the worker changes them under the write lock, explain reads
-	// snap under the read lock.
-	viewMu sync.RWMutex
-	snap   nft.Snapshot
+	snap nft.Snapshot
 	// view is the cluster kept up to date from the source's changes, and
 	// overlayBuf the pod slice of the last snapshot with announcements;
 	// only the worker uses them.
@@ -88,7 +89,7 @@ type Agent struct {
 }
 
 // Reconciler keeps one more piece of node state in line with the cluster.
-// It is given the nodes, namespaces and policies; Pods is empty.
+// It is given the nodes only; the other kinds of Objects are empty.
 type Reconciler interface {
 	Reconcile(o Objects) error
 }
@@ -181,7 +182,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	firstEvent := a.firstEvent
 	a.firstEvent = time.Time{}
 	a.mu.Unlock()
-	snap, objs, err := a.refresh()
+	snap, objs, gone, err := a.refresh()
 	if err != nil {
 		a.setErr(err)
 		return err
@@ -189,15 +190,19 @@ func (a *Agent) sync(ctx context.Context) error {
 	read := time.Now()
 	a.mu.Lock()
 	gen := a.wanted
+	// A pod deleted before the source saw its addresses is done with its
+	// announcement now: the view forgets the delete, even if this sync fails.
+	for key, ann := range a.anns {
+		if old, ok := gone[key]; ok && sameIncarnation(old, ann.pod) {
+			delete(a.anns, key)
+		}
+	}
 	anns := maps.Clone(a.anns) // announcements are never modified, only replaced
 	a.mu.Unlock()
-	// a.snap may hold the overlay buffer that overlay writes into.
-	a.viewMu.Lock()
 	snap, caughtUp := overlay(snap, a.view, anns, a.overlayBuf)
 	if len(anns) > 0 {
 		a.overlayBuf = snap.Pods
 	}
-	a.viewMu.Unlock()
 	if a.compiler == nil {
 		a.compiler = nft.NewCompiler()
 	}
@@ -219,9 +224,9 @@ func (a *Agent) sync(ctx context.Context) error {
 			rerrs = append(rerrs, err)
 		}
 	}
-	a.viewMu.Lock()
-	a.snap = snap
-	a.viewMu.Unlock()
+	// The pod slice is the view's or the overlay buffer, which the next
+	// sync overwrites: explain gets its own copy.
+	snap.Pods = slices.Clone(snap.Pods)
 	a.mu.Lock()
 	for _, key := range caughtUp {
 		if a.anns[key] == anns[key] { // not announced again since
@@ -231,7 +236,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	a.applied = gen
 	close(a.applyCh)
 	a.applyCh = make(chan struct{})
-	a.rs = rs
+	a.rs, a.snap = rs, snap
 	a.st.Synced, a.st.LastSync, a.st.LastError = true, time.Now(), ""
 	a.st.Syncs++
 	a.st.Problems = rs.Problems
@@ -249,29 +254,36 @@ func (a *Agent) sync(ctx context.Context) error {
 // source's changes when it reports them and from a full listing
 // otherwise, and returns the node's snapshot (without announcements) and
 // the objects for the reconcilers. The snapshot's pod slice is the view's:
-// it stays valid until the next refresh.
-func (a *Agent) refresh() (nft.Snapshot, Objects, error) {
+// it stays valid until the next refresh. gone are the pods deleted since
+// the last refresh (see view.apply).
+func (a *Agent) refresh() (_ nft.Snapshot, _ Objects, gone map[string]*corev1.Pod, _ error) {
 	var c Changes
 	if cs, ok := a.Source.(ChangeSource); ok {
 		var err error
 		if c, err = cs.Changes(); err != nil {
-			return nft.Snapshot{}, Objects{}, err
+			return nft.Snapshot{}, Objects{}, nil, err
 		}
 	} else {
 		objs, err := a.Source.Objects()
 		if err != nil {
-			return nft.Snapshot{}, Objects{}, err
+			return nft.Snapshot{}, Objects{}, nil, err
 		}
 		c = Changes{Full: true, Objects: objs}
 	}
-	// The pod slice explain reads (a.snap's) may be the view's own.
-	a.viewMu.Lock()
-	defer a.viewMu.Unlock()
 	if a.view == nil {
 		a.view = newView()
 	}
-	a.view.apply(c)
-	return a.view.snapshot(a.Node, a.ClusterCIDRs), a.view.objects(), nil
+	gone = a.view.apply(c)
+	return a.view.snapshot(a.Node, a.ClusterCIDRs), a.view.objects(), gone, nil
+}
+
+// sameIncarnation reports whether deleted, the pod the view had under a
+// key that is now gone (nil if the view never had one), may be announced:
+// a deletion of an older pod of the same name (a StatefulSet's, recreated)
+// does not end the announcement of its successor.
+func sameIncarnation(deleted, announced *corev1.Pod) bool {
+	return deleted == nil || announced == nil || deleted.UID == "" || announced.UID == "" ||
+		deleted.UID == announced.UID
 }
 
 // Announce records that the plugin wired pod namespace/name with ips and
@@ -286,7 +298,7 @@ func (a *Agent) Announce(ctx context.Context, namespace, name string, ips []neti
 		return err
 	}
 	a.mu.Lock()
-	a.anns[objKey(namespace, name)] = &announcement{namespace: namespace, name: name, ips: ips, pod: pod}
+	a.anns[cache.NewObjectName(namespace, name).String()] = &announcement{namespace: namespace, name: name, ips: ips, pod: pod}
 	a.wanted++
 	want := a.wanted
 	a.mu.Unlock()

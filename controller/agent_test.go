@@ -43,9 +43,13 @@ type recApplier struct {
 	applied []nft.Ruleset
 	fail    error
 	gate    chan struct{} // if set, Apply waits on it
+	entered chan struct{} // if set, Apply sends on it first
 }
 
 func (r *recApplier) Apply(ctx context.Context, rs nft.Ruleset) error {
+	if r.entered != nil {
+		r.entered <- struct{}{}
+	}
 	if r.gate != nil {
 		<-r.gate
 	}
@@ -118,11 +122,11 @@ func TestAnnounceReturnsOnlyAfterApply(t *testing.T) {
 	}
 	rs, _ := app.last()
 	snapHas := false
-	a.viewMu.RLock()
+	a.mu.Lock()
 	for _, p := range a.snap.Pods {
 		snapHas = snapHas || (p.Name == "web" && len(p.IPs) == 1 && p.IPs[0] == netip.MustParseAddr("10.244.1.9"))
 	}
-	a.viewMu.RUnlock()
+	a.mu.Unlock()
 	if !snapHas {
 		t.Error("announced address not in the applied snapshot")
 	}
@@ -192,12 +196,12 @@ func TestAnnounceFetchesThePodWithoutListing(t *testing.T) {
 	if lists != 1 { // the sync that applies the pod, not the lookup
 		t.Errorf("announce listed the source %d times, want 1 (the sync)", lists)
 	}
-	a.viewMu.RLock()
+	a.mu.Lock()
 	found := false
 	for _, p := range a.snap.Pods {
 		found = found || (p.Name == "web" && len(p.IPs) == 1 && p.IPs[0] == ip)
 	}
-	a.viewMu.RUnlock()
+	a.mu.Unlock()
 	if !found {
 		t.Error("pod fetched through GetPod is not in the applied snapshot")
 	}

@@ -2,9 +2,11 @@ package controller
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/weir-cni/weir/nft"
 )
@@ -22,8 +24,9 @@ type announcement struct {
 // applied: an announced pod gets its addresses even if the source has not
 // seen them yet, and no other pod keeps an announced address (it was
 // reused after a delete the source has not caught up with). It also
-// reports which announcements the source has caught up with, so the agent
-// can forget them. Pods keep their places; s and v are not modified: when
+// reports which announcements the source has caught up with (it has the
+// addresses, or has the pod being deleted or finished), so the agent can
+// forget them. Pods keep their places; s and v are not modified: when
 // anns is not empty the result's pods are written into buf, reused when it
 // is large enough.
 func overlay(s nft.Snapshot, v *view, anns map[string]*announcement, buf []nft.Pod) (nft.Snapshot, []string) {
@@ -49,17 +52,15 @@ func overlay(s nft.Snapshot, v *view, anns map[string]*announcement, buf []nft.P
 		a := byID[[2]string{p.Namespace, p.Name}]
 		switch {
 		case a != nil:
-			key := objKey(p.Namespace, p.Name)
+			// p's addresses are its source pod's (see convertPod).
+			key := cache.NewObjectName(p.Namespace, p.Name).String()
 			seen[key] = true
-			src := v.pod(key)
-			if hasAll(src, a.ips) {
+			if containsAll(p.IPs, a.ips) {
 				done = append(done, key)
-				pods = append(pods, p)
-			} else if np, ok := convertPod(withIPs(src, a.ips)); ok {
-				pods = append(pods, np)
 			} else {
-				delta[p.Namespace]--
+				p.IPs = unmapped(a.ips)
 			}
+			pods = append(pods, p)
 		case claimsAny(p.IPs, owner):
 			delta[p.Namespace]--
 		default:
@@ -81,15 +82,22 @@ func overlay(s nft.Snapshot, v *view, anns map[string]*announcement, buf []nft.P
 			done = append(done, key) // the snapshot leaves it out for another reason
 			continue
 		}
-		if base == nil {
+		inView := base != nil
+		if !inView {
 			base = a.pod
 		}
 		if base == nil {
 			continue
 		}
-		if np, ok := convertPod(withIPs(base, a.ips)); ok {
+		np, ok := convertPod(withIPs(base, a.ips))
+		switch {
+		case ok:
 			pods = append(pods, np)
 			delta[np.Namespace]++
+		case inView:
+			// The source has the pod, being deleted or finished: it will
+			// not run with the announced addresses again.
+			done = append(done, key)
 		}
 	}
 	s.Pods = pods
@@ -118,17 +126,25 @@ func podIPs(p *corev1.Pod) []netip.Addr {
 }
 
 func hasAll(p *corev1.Pod, ips []netip.Addr) bool {
-	have := podIPs(p)
-	for _, ip := range ips {
-		found := false
-		for _, h := range have {
-			found = found || h == ip
-		}
-		if !found {
+	return containsAll(podIPs(p), ips)
+}
+
+func containsAll(have, want []netip.Addr) bool {
+	for _, ip := range want {
+		if !slices.Contains(have, ip) {
 			return false
 		}
 	}
 	return true
+}
+
+// unmapped returns a copy of ips as convertPod would give them.
+func unmapped(ips []netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.Unmap()
+	}
+	return out
 }
 
 func claimsAny(ips []netip.Addr, owner map[netip.Addr]bool) bool {

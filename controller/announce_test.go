@@ -15,7 +15,8 @@ import (
 // overlayObjects is the definition overlay must match, on source objects
 // rather than on a snapshot: an announced pod gets its addresses, no other
 // pod keeps an announced address, an announced pod the source does not
-// have is added from its announcement.
+// have is added from its announcement. An announcement is done when the
+// source has its addresses or has the pod being deleted or finished.
 func overlayObjects(objs Objects, anns map[string]*announcement) (Objects, map[string]bool) {
 	owner := map[netip.Addr]bool{}
 	for _, a := range anns {
@@ -30,7 +31,7 @@ func overlayObjects(objs Objects, anns map[string]*announcement) (Objects, map[s
 		key := p.Namespace + "/" + p.Name
 		if a, ok := anns[key]; ok {
 			seen[key] = true
-			if hasAll(p, a.ips) {
+			if _, runs := convertPod(withIPs(p, a.ips)); hasAll(p, a.ips) || !runs {
 				done[key] = true
 				out.Pods = append(out.Pods, p)
 			} else {
@@ -55,6 +56,10 @@ func TestOverlay(t *testing.T) {
 	now := metav1.Now()
 	deleting := pod("ns1", "new", "n1", nil, "10.244.1.9")
 	deleting.DeletionTimestamp = &now
+	deletingNoIP := pod("ns1", "new", "n1", nil)
+	deletingNoIP.DeletionTimestamp = &now
+	finishedNoIP := pod("ns1", "new", "n1", nil)
+	finishedNoIP.Status.Phase = corev1.PodSucceeded
 	ann := func(ns string) map[string]*announcement {
 		return map[string]*announcement{ns + "/new": {namespace: ns, name: "new", ips: []netip.Addr{ip},
 			pod: pod(ns, "new", "n1", map[string]string{"v": "2"})}}
@@ -69,6 +74,8 @@ func TestOverlay(t *testing.T) {
 	}{
 		{"cache has the pod without IP yet", Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil)}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
+		{"cache has the pod with an older address", Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", map[string]string{"v": "1"}, "10.244.1.5")}},
+			ann("ns1"), map[string]string{"new": "10.244.1.9"}, false},
 		{"cache does not have the pod at all", Objects{}, ann("ns1"), map[string]string{"new": "10.244.1.9"}, false},
 		{"reused address drops the stale pod", Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
@@ -80,6 +87,10 @@ func TestOverlay(t *testing.T) {
 		{"cache caught up", Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil, "10.244.1.9")}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, true},
 		{"cache caught up with a pod being deleted", Objects{Pods: []*corev1.Pod{deleting}}, ann("ns1"),
+			map[string]string{}, true},
+		{"pod deleted before its IP was seen", Objects{Pods: []*corev1.Pod{deletingNoIP}}, ann("ns1"),
+			map[string]string{}, true},
+		{"pod finished before its IP was seen", Objects{Pods: []*corev1.Pod{finishedNoIP}}, ann("ns1"),
 			map[string]string{}, true},
 		{"no announcements", Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, nil,
 			map[string]string{"old": "10.244.1.9"}, false},

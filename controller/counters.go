@@ -13,8 +13,8 @@ import (
 // Prometheus metrics, read at scrape time: the connections each policy rule
 // allowed, and the packets isolation dropped.
 
-// CounterReader reads the named counters of the applied table; the
-// nftables applier is one.
+// CounterReader reads the named counters of the applied ruleset; the
+// nftables and iptables appliers both are.
 type CounterReader interface {
 	Counters() (map[string]nft.CounterValue, error)
 }
@@ -52,7 +52,7 @@ func (c *ruleCounters) Describe(ch chan<- *prometheus.Desc) {
 func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 	values, err := c.read.Counters()
 	if err != nil {
-		c.log.Warn("read nftables counters", "err", err)
+		c.log.Warn("read rule counters", "err", err)
 		return
 	}
 	owners := counterOwners(c.ruleset())

@@ -29,7 +29,8 @@ var ErrNotSynced = errors.New("informer caches not synced")
 // hold only what the agent uses (see StripForCache). Event handlers only
 // note which keys changed and kick, for changes that matter (see relevant);
 // the agent's worker reads the changed objects from the caches (Changes),
-// so a sync costs per change, not per object in the cluster.
+// so reading a sync's input costs per change, not per object in the
+// cluster (compiling it still visits every pod).
 type KubeSource struct {
 	client  kubernetes.Interface
 	factory informers.SharedInformerFactory

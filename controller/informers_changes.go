@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"fmt"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,9 +22,11 @@ const (
 // the objects from the caches, so it always hands over their latest state
 // (a key deleted from the cache reads as nil).
 type changeLog struct {
-	mu     sync.Mutex
-	dirty  [numKinds]map[string]struct{}
-	listed bool // the first, full Changes happened
+	mu    sync.Mutex
+	dirty [numKinds]map[string]struct{}
+	// listed is set once a full Changes succeeded; only Changes, which has
+	// one caller at a time, uses it.
+	listed bool
 }
 
 func (l *changeLog) mark(kind int, obj any) {
@@ -41,31 +42,13 @@ func (l *changeLog) mark(kind int, obj any) {
 	l.mu.Unlock()
 }
 
-// take returns the marked keys and forgets them, and whether this is the
-// first call.
-func (l *changeLog) take() ([numKinds]map[string]struct{}, bool) {
+// take returns the marked keys and forgets them.
+func (l *changeLog) take() [numKinds]map[string]struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	d, first := l.dirty, !l.listed
-	l.dirty, l.listed = [numKinds]map[string]struct{}{}, true
-	return d, first
-}
-
-// giveBack marks keys again after a failed Changes.
-func (l *changeLog) giveBack(d [numKinds]map[string]struct{}, first bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if first {
-		l.listed = false
-	}
-	for kind, keys := range d {
-		for key := range keys {
-			if l.dirty[kind] == nil {
-				l.dirty[kind] = map[string]struct{}{}
-			}
-			l.dirty[kind][key] = struct{}{}
-		}
-	}
+	d := l.dirty
+	l.dirty = [numKinds]map[string]struct{}{}
+	return d
 }
 
 var _ ChangeSource = (*KubeSource)(nil)
@@ -78,55 +61,37 @@ func (s *KubeSource) Changes() (Changes, error) {
 	if !s.synced.Load() {
 		return Changes{}, ErrNotSynced
 	}
-	d, first := s.changes.take()
-	c, err := s.read(d, first)
-	if err != nil {
-		s.changes.giveBack(d, first)
-		return Changes{}, err
-	}
-	return c, nil
-}
-
-func (s *KubeSource) read(d [numKinds]map[string]struct{}, first bool) (Changes, error) {
-	if first {
+	d := s.changes.take()
+	if !s.changes.listed {
+		// The listing holds every change taken; if it fails, the next
+		// call lists again.
 		objs, err := s.Objects()
-		return Changes{Full: true, Objects: objs}, err
+		if err != nil {
+			return Changes{}, err
+		}
+		s.changes.listed = true
+		return Changes{Full: true, Objects: objs}, nil
 	}
-	var c Changes
-	var err error
-	if c.Pods, err = current[*corev1.Pod](s.pods, d[kindPods]); err != nil {
-		return Changes{}, fmt.Errorf("read changed pods: %w", err)
-	}
-	if c.Namespaces, err = current[*corev1.Namespace](s.namespaces, d[kindNamespaces]); err != nil {
-		return Changes{}, fmt.Errorf("read changed namespaces: %w", err)
-	}
-	if c.Policies, err = current[*networkingv1.NetworkPolicy](s.policies, d[kindPolicies]); err != nil {
-		return Changes{}, fmt.Errorf("read changed networkpolicies: %w", err)
-	}
-	if c.Nodes, err = current[*corev1.Node](s.nodes, d[kindNodes]); err != nil {
-		return Changes{}, fmt.Errorf("read changed nodes: %w", err)
-	}
-	return c, nil
+	return Changes{
+		Pods:       current[*corev1.Pod](s.pods, d[kindPods]),
+		Namespaces: current[*corev1.Namespace](s.namespaces, d[kindNamespaces]),
+		Policies:   current[*networkingv1.NetworkPolicy](s.policies, d[kindPolicies]),
+		Nodes:      current[*corev1.Node](s.nodes, d[kindNodes]),
+	}, nil
 }
 
 // current reads keys from inf's cache: the object, or nil when it is gone.
-func current[T comparable](inf cache.SharedIndexInformer, keys map[string]struct{}) (map[string]T, error) {
+// The cache's GetByKey never fails, and an informer's cache holds only its
+// type.
+func current[T comparable](inf cache.SharedIndexInformer, keys map[string]struct{}) map[string]T {
 	if len(keys) == 0 {
-		return nil, nil
+		return nil
 	}
 	out := make(map[string]T, len(keys))
 	for key := range keys {
-		obj, ok, err := inf.GetIndexer().GetByKey(key)
-		if err != nil {
-			return nil, fmt.Errorf("get %s: %w", key, err)
-		}
-		var t T
-		if ok {
-			if t, ok = obj.(T); !ok {
-				return nil, fmt.Errorf("get %s: unexpected %T in the cache", key, obj)
-			}
-		}
+		obj, _, _ := inf.GetIndexer().GetByKey(key)
+		t, _ := obj.(T) // nil when gone
 		out[key] = t
 	}
-	return out, nil
+	return out
 }

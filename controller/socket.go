@@ -114,12 +114,13 @@ type Explanation struct {
 }
 
 // explain traces a connection through the ruleset the kernel has. src and
-// dst are IP addresses or namespace/pod names.
+// dst are IP addresses or namespace/pod names, resolved in the snapshot
+// that ruleset was compiled from.
 func (a *Agent) explain(req agentapi.Request) (Explanation, error) {
 	a.mu.Lock()
-	rs := a.rs
+	rs, snap := a.rs, a.snap
 	a.mu.Unlock()
-	src, dst, err := a.resolvePair(req.Src, req.Dst)
+	src, dst, err := resolvePair(snap, req.Src, req.Dst)
 	if err != nil {
 		return Explanation{}, err
 	}
@@ -134,14 +135,12 @@ func (a *Agent) explain(req agentapi.Request) (Explanation, error) {
 	return Explanation{Allowed: v == nft.VerdictAccept, Src: src.String(), Dst: dst.String(), Steps: steps}, nil
 }
 
-// resolvePair resolves the two ends of a connection in the last snapshot.
-func (a *Agent) resolvePair(srcRef, dstRef string) (src, dst netip.Addr, err error) {
-	a.viewMu.RLock()
-	defer a.viewMu.RUnlock()
-	if src, err = resolve(a.snap, srcRef, dstRef); err != nil {
+// resolvePair resolves the two ends of a connection in s.
+func resolvePair(s nft.Snapshot, srcRef, dstRef string) (src, dst netip.Addr, err error) {
+	if src, err = resolve(s, srcRef, dstRef); err != nil {
 		return src, dst, fmt.Errorf("source: %w", err)
 	}
-	if dst, err = resolve(a.snap, dstRef, srcRef); err != nil {
+	if dst, err = resolve(s, dstRef, srcRef); err != nil {
 		return src, dst, fmt.Errorf("destination: %w", err)
 	}
 	return src, dst, nil

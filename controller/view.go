@@ -6,14 +6,16 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/weir-cni/weir/nft"
 )
 
 // Changes is what a source saw change since the previous Changes call:
-// for each changed key (namespace/name, or the name of a cluster-scoped
-// object) the object as it is now, or nil when it is gone. When Full is
-// set, Objects holds everything instead and replaces the whole view.
+// for each changed key (client-go's cache key, cache.ObjectName's text:
+// namespace/name, or the name of a cluster-scoped object) the object as it
+// is now, or nil when it is gone. When Full is set, Objects holds
+// everything instead and replaces the whole view.
 type Changes struct {
 	Full       bool
 	Objects    Objects
@@ -23,21 +25,15 @@ type Changes struct {
 	Nodes      map[string]*corev1.Node
 }
 
-// ChangeSource is a Source that tells what changed, so that a sync costs
-// in proportion to the changes rather than to the cluster. Changes has one
+// ChangeSource is a Source that tells what changed, so that reading the
+// cluster costs in proportion to the changes rather than to the cluster
+// (the compiler, and the overlay when a pod is announced, still visit
+// every pod). Changes has one
 // consumer: each call hands over what changed since the previous one, and
 // the first call is Full.
 type ChangeSource interface {
 	Source
 	Changes() (Changes, error)
-}
-
-// objKey is client-go's cache key: namespace/name, or the name alone.
-func objKey(namespace, name string) string {
-	if namespace == "" {
-		return name
-	}
-	return namespace + "/" + name
 }
 
 // view is the cluster as the snapshot needs it, kept up to date by changes
@@ -89,13 +85,16 @@ func newView() *view {
 	}
 }
 
-// apply brings the view up to date with c.
-func (v *view) apply(c Changes) {
+// apply brings the view up to date with c. It returns the keys of the
+// pods that c deletes, each with the pod the view had (nil if none).
+func (v *view) apply(c Changes) (gone map[string]*corev1.Pod) {
 	if c.Full {
-		v.reset(c.Objects)
-		return
+		return v.reset(c.Objects)
 	}
 	for key, p := range c.Pods {
+		if p == nil {
+			gone = addGone(gone, key, v.pod(key))
+		}
 		v.setPod(key, p)
 	}
 	for key, ns := range c.Namespaces {
@@ -107,14 +106,24 @@ func (v *view) apply(c Changes) {
 	for key, n := range c.Nodes {
 		setObj(v.nodes, key, n, &v.nodeStale)
 	}
+	return gone
+}
+
+func addGone(gone map[string]*corev1.Pod, key string, p *corev1.Pod) map[string]*corev1.Pod {
+	if gone == nil {
+		gone = map[string]*corev1.Pod{}
+	}
+	gone[key] = p
+	return gone
 }
 
 // reset makes the view hold exactly o. Objects that are the same pointers
-// as before cost a map lookup; pods that stay keep their place.
-func (v *view) reset(o Objects) {
+// as before cost a map lookup; pods that stay keep their place. It
+// returns the pods it removes, by key.
+func (v *view) reset(o Objects) (gone map[string]*corev1.Pod) {
 	v.gen++
 	for _, p := range o.Pods {
-		key := objKey(p.Namespace, p.Name)
+		key := cache.NewObjectName(p.Namespace, p.Name).String()
 		if s := v.pods[key]; s == nil || s.obj != p {
 			v.setPod(key, p)
 		}
@@ -122,12 +131,14 @@ func (v *view) reset(o Objects) {
 	}
 	for key, s := range v.pods {
 		if s.gen != v.gen {
+			gone = addGone(gone, key, s.obj)
 			v.setPod(key, nil)
 		}
 	}
 	resetObjs(v.namespaces, o.Namespaces, &v.nsStale)
 	resetObjs(v.policies, o.Policies, &v.polStale)
 	resetObjs(v.nodes, o.Nodes, &v.nodeStale)
+	return gone
 }
 
 // setPod records pod key as p, or its removal when p is nil.
@@ -222,7 +233,7 @@ type named interface {
 func resetObjs[T named](m map[string]T, list []T, stale *bool) {
 	seen := make(map[string]bool, len(list))
 	for _, o := range list {
-		key := objKey(o.GetNamespace(), o.GetName())
+		key := cache.NewObjectName(o.GetNamespace(), o.GetName()).String()
 		seen[key] = true
 		setObj(m, key, o, stale)
 	}
@@ -305,9 +316,9 @@ func (v *view) policyList() []*networkingv1.NetworkPolicy {
 	return out
 }
 
-// objects returns the view's nodes, namespaces and policies for the
-// reconcilers; Pods is left empty (no reconciler reads it, and listing it
-// would cost what the view saves).
+// objects returns what the reconcilers read: the view's nodes, sorted by
+// name. The other kinds are left empty: no reconciler reads them, and
+// listing them would cost what the view saves.
 func (v *view) objects() Objects {
 	if v.nodeStale {
 		v.nodeStale = false
@@ -317,11 +328,7 @@ func (v *view) objects() Objects {
 		}
 		sort.Slice(v.nodeList, func(i, j int) bool { return v.nodeList[i].Name < v.nodeList[j].Name })
 	}
-	o := Objects{Nodes: v.nodeList, Policies: v.policyList()}
-	for _, ns := range v.namespaces {
-		o.Namespaces = append(o.Namespaces, ns)
-	}
-	return o
+	return Objects{Nodes: v.nodeList}
 }
 
 // pod returns the source's pod key, whether or not the snapshot holds it.

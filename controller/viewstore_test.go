@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/weir-cni/weir/nft"
 )
@@ -32,12 +33,12 @@ func (s *store) clearChanges() {
 }
 
 func (s *store) putPod(p *corev1.Pod) {
-	k := objKey(p.Namespace, p.Name)
+	k := cache.NewObjectName(p.Namespace, p.Name).String()
 	s.o["pod"][k], s.changed.Pods[k] = p, p
 }
 
 func (s *store) delPod(ns, name string) {
-	k := objKey(ns, name)
+	k := cache.NewObjectName(ns, name).String()
 	delete(s.o["pod"], k)
 	s.changed.Pods[k] = nil
 }
@@ -60,18 +61,18 @@ func (s *store) delNode(name string) {
 }
 
 func (s *store) putPolicy(p *networkingv1.NetworkPolicy) {
-	k := objKey(p.Namespace, p.Name)
+	k := cache.NewObjectName(p.Namespace, p.Name).String()
 	s.o["pol"][k], s.changed.Policies[k] = p, p
 }
 
 func (s *store) delPolicy(ns, name string) {
-	k := objKey(ns, name)
+	k := cache.NewObjectName(ns, name).String()
 	delete(s.o["pol"], k)
 	s.changed.Policies[k] = nil
 }
 
 func (s *store) getPod(ns, name string) *corev1.Pod {
-	p, _ := s.o["pod"][objKey(ns, name)].(*corev1.Pod)
+	p, _ := s.o["pod"][cache.NewObjectName(ns, name).String()].(*corev1.Pod)
 	return p
 }
 

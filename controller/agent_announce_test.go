@@ -1,0 +1,222 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weir-cni/weir/nft"
+)
+
+// appliedSnapshot is the snapshot of the last applied ruleset.
+func appliedSnapshot(a *Agent) nft.Snapshot {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.snap
+}
+
+// podIPsIn returns the addresses pod ns/name has in s, or nil.
+func podIPsIn(s nft.Snapshot, ns, name string) []netip.Addr {
+	for _, p := range s.Pods {
+		if p.Namespace == ns && p.Name == name {
+			return p.IPs
+		}
+	}
+	return nil
+}
+
+// lockedChangeSource hands over the changes queued with push, as
+// KubeSource does; safe for the worker and a test to share.
+type lockedChangeSource struct {
+	memSource
+	queued []Changes
+}
+
+func (c *lockedChangeSource) push(ch Changes) {
+	c.mu.Lock()
+	c.queued = append(c.queued, ch)
+	kick := c.kick
+	c.mu.Unlock()
+	kick()
+}
+
+func (c *lockedChangeSource) Changes() (Changes, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queued) == 0 {
+		return Changes{}, nil
+	}
+	ch := c.queued[0]
+	c.queued = c.queued[1:]
+	return ch, nil
+}
+
+func TestAnnouncedPodDeletedBeforeItsIPWasSeen(t *testing.T) {
+	web := pod("ns1", "web", "n1", map[string]string{"app": "web"}) // no address yet
+	web.UID = "uid-1"
+	ip := netip.MustParseAddr("10.244.1.9")
+	listing := func() Source { return &memSource{objs: Objects{Pods: []*corev1.Pod{web}}} }
+	deleteListed := func(s Source) {
+		m := s.(*memSource)
+		m.mu.Lock()
+		m.objs = Objects{}
+		kick := m.kick
+		m.mu.Unlock()
+		kick()
+	}
+	changes := func() Source {
+		return &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{web}}}},
+			memSource: memSource{objs: Objects{Pods: []*corev1.Pod{web}}}}
+	}
+	deleteChanged := func(s Source) {
+		s.(*lockedChangeSource).push(Changes{Pods: map[string]*corev1.Pod{"ns1/web": nil}})
+	}
+	cases := []struct {
+		name   string
+		src    func() Source
+		delete func(Source)
+		// failing: the sync that sees the delete fails to apply.
+		failing bool
+	}{
+		{"listing source", listing, deleteListed, false},
+		{"change source", changes, deleteChanged, false},
+		{"change source that never had the pod", func() Source {
+			return &lockedChangeSource{queued: []Changes{{Full: true}},
+				memSource: memSource{objs: Objects{Pods: []*corev1.Pod{web}}}}
+		}, deleteChanged, false},
+		{"listing source, delete seen by a failed sync", listing, deleteListed, true},
+		{"change source, delete seen by a failed sync", changes, deleteChanged, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.src()
+			app := &recApplier{}
+			a, _ := startAgent(t, src, app)
+			waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
+			if err := a.Announce(context.Background(), "ns1", "web", []netip.Addr{ip}); err != nil {
+				t.Fatal(err)
+			}
+			if got := podIPsIn(appliedSnapshot(a), "ns1", "web"); len(got) != 1 || got[0] != ip {
+				t.Fatalf("announced pod has %v, want [%v]", got, ip)
+			}
+			_, n := app.last()
+			if tc.failing {
+				app.mu.Lock()
+				app.fail = errors.New("kernel says no")
+				app.mu.Unlock()
+			}
+			tc.delete(src)
+			if tc.failing {
+				waitFor(t, "the failed sync", func() bool { return a.Status().LastError != "" })
+				app.mu.Lock()
+				app.fail = nil
+				app.mu.Unlock()
+			}
+			waitFor(t, "the sync after the delete", func() bool { _, m := app.last(); return m > n })
+			if got := podIPsIn(appliedSnapshot(a), "ns1", "web"); got != nil {
+				t.Errorf("deleted pod still in the snapshot with %v", got)
+			}
+			a.mu.Lock()
+			left := len(a.anns)
+			a.mu.Unlock()
+			if left != 0 {
+				t.Errorf("%d announcements left, want none", left)
+			}
+		})
+	}
+}
+
+func TestDeleteOfAnOlderPodKeepsTheAnnouncement(t *testing.T) {
+	old := pod("ns1", "web-0", "n1", nil, "10.244.1.5")
+	old.UID = "uid-old"
+	recreated := pod("ns1", "web-0", "n1", nil) // the cache has not seen it yet
+	recreated.UID = "uid-new"
+	src := &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{old}}}}}
+	app := &recApplier{}
+	a, _ := startAgent(t, &getterSource2{lockedChangeSource: src, pod: recreated}, app)
+	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
+	ip := netip.MustParseAddr("10.244.1.9")
+	if err := a.Announce(context.Background(), "ns1", "web-0", []netip.Addr{ip}); err != nil {
+		t.Fatal(err)
+	}
+	_, n := app.last()
+	src.push(Changes{Pods: map[string]*corev1.Pod{"ns1/web-0": nil}}) // the old pod's delete
+	waitFor(t, "the sync after the delete", func() bool { _, m := app.last(); return m > n })
+	if got := podIPsIn(appliedSnapshot(a), "ns1", "web-0"); len(got) != 1 || got[0] != ip {
+		t.Errorf("recreated pod has %v after its predecessor's delete, want [%v]", got, ip)
+	}
+}
+
+// getterSource2 is a change source that can fetch one pod its cache lacks.
+type getterSource2 struct {
+	*lockedChangeSource
+	pod *corev1.Pod
+}
+
+func (g *getterSource2) GetPod(_ context.Context, ns, name string) (*corev1.Pod, error) {
+	if g.pod.Namespace == ns && g.pod.Name == name {
+		return g.pod, nil
+	}
+	return nil, errors.New("not found")
+}
+
+func TestReannouncementWhileSyncingIsKept(t *testing.T) {
+	ip1, ip2 := netip.MustParseAddr("10.244.1.9"), netip.MustParseAddr("10.244.1.10")
+	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil, ip1.String())}}}
+	app := &recApplier{}
+	a, _ := startAgent(t, src, app)
+	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
+
+	// The first announcement is one the source has caught up with: the
+	// sync forgets it, unless the pod was announced again meanwhile.
+	app.entered, app.gate = make(chan struct{}), make(chan struct{})
+	errs := make(chan error, 2)
+	go func() { errs <- a.Announce(context.Background(), "ns1", "web", []netip.Addr{ip1}) }()
+	<-app.entered // that sync has read the announcements
+	go func() { errs <- a.Announce(context.Background(), "ns1", "web", []netip.Addr{ip2}) }()
+	waitFor(t, "second announcement", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return a.wanted == 2 })
+	go func() {
+		for range app.entered {
+		}
+	}()
+	close(app.gate)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := podIPsIn(appliedSnapshot(a), "ns1", "web"); len(got) != 1 || got[0] != ip2 {
+		t.Errorf("pod has %v after it was announced again with %v", got, ip2)
+	}
+}
+
+func TestPublishedSnapshotStaysTheAppliedOne(t *testing.T) {
+	ip1, ip2 := netip.MustParseAddr("10.244.1.9"), netip.MustParseAddr("10.244.1.10")
+	web := pod("ns1", "web", "n1", nil, ip1.String())
+	src := &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{web}}}}}
+	app := &recApplier{}
+	a, _ := startAgent(t, src, app)
+	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
+
+	app.entered, app.gate = make(chan struct{}), make(chan struct{})
+	src.push(Changes{Pods: map[string]*corev1.Pod{"ns1/web": pod("ns1", "web", "n1", nil, ip2.String())}})
+	<-app.entered // the next sync has read the change, and not applied it yet
+	a.mu.Lock()
+	rs, snap := a.rs, a.snap
+	a.mu.Unlock()
+	go func() {
+		for range app.entered {
+		}
+	}()
+	close(app.gate)
+	if got := podIPsIn(snap, "ns1", "web"); len(got) != 1 || got[0] != ip1 {
+		t.Errorf("snapshot published with the applied ruleset has web at %v, want [%v] (the ruleset's)", got, ip1)
+	}
+	if !strings.Contains(rs.String(), ip1.String()) {
+		t.Errorf("applied ruleset lacks %v:\n%s", ip1, rs.String())
+	}
+}
