@@ -77,32 +77,13 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 		return nil
 	}
 	fams := c.ruleFamilies(in.peers)
-	// peerMatches are the alternative peer lookups of one family: any of
-	// them admits the packet; nil when the rule has no peers (anything).
-	peerMatches := func(f family) [][]Match {
-		if !hasPeers {
-			return [][]Match{nil}
-		}
-		field := f.saddr
-		if in.dir == dirEgress {
-			field = f.daddr
-		}
-		var alts [][]Match
-		for _, sp := range resolved.selectors {
-			set := familySetName(f, setPeers4, setPeers6)
-			id := c.group(set, sp.def, func() []Elem { return podElems(pods(sp.entries), f.typ == TypeIPv4) })
-			alts = append(alts, []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: set, ID: id}})
-		}
-		ivs := resolved.v4
-		if f.typ == TypeIPv6 {
-			ivs = resolved.v6
-		}
-		if len(ivs) > 0 {
-			elems := intervalElems(ivs)
-			id := c.group(familySetName(f, setBlocks4, setBlocks6), blocksDef(elems), func() []Elem { return elems })
-			alts = append(alts, []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: familySetName(f, setBlocks4, setBlocks6), ID: id}})
-		}
-		return alts
+	// alts[i] are the alternative peer lookups of fams[i]: any of them
+	// admits the packet. They do not depend on the port. Egress named
+	// ports check the peer in their own lookup, so a rule with only those
+	// looks up no peer group.
+	var alts [][][]Match
+	if hasPeers && (ps.all || len(ps.numeric) > 0 || len(ps.named) > 0 && in.dir == dirIngress) {
+		alts = c.peerAlternatives(in.dir, resolved, fams)
 	}
 	var out []Rule
 	counter := policyCounterName(in.dir, in.hash, in.key, in.index)
@@ -118,8 +99,8 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 			add(pm)
 			return
 		}
-		for _, f := range fams {
-			for _, alt := range peerMatches(f) {
+		for _, fam := range alts {
+			for _, alt := range fam {
 				add(pm, alt) // the port first: a few compares spare the lookup
 			}
 		}
@@ -132,13 +113,13 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 		withPeers([]Match{m})
 	}
 	if len(ps.named) > 0 {
-		c.namedPortRules(in, where, ps.named, hasPeers, resolved, peerMatches, add, fams)
+		c.namedPortRules(in, where, ps.named, hasPeers, resolved, alts, add, fams)
 	}
 	return out
 }
 
 func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort, hasPeers bool,
-	resolved peers, peerMatches func(family) [][]Match, add func(...[]Match), fams []family) {
+	resolved peers, alts [][][]Match, add func(...[]Match), fams []family) {
 	c.namedPortProblems(where, named)
 	dst, dstDef := in.selected, defKey("local", in.ns, in.selector)
 	if in.dir == dirEgress {
@@ -155,7 +136,7 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 	def := defKey("named", append([]string{dstDef}, slices.Compact(names)...)...)
 	var v4, v6 []Elem
 	resolve := sync.OnceFunc(func() { v4, v6 = namedElems(named, dst) })
-	for _, f := range fams {
+	for i, f := range fams {
 		set := familySetName(f, setNamed4, setNamed6)
 		elems := func() []Elem {
 			resolve()
@@ -166,7 +147,7 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 		}
 		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: set, ID: c.group(set, def, elems)}}
 		if hasPeers && in.dir == dirIngress {
-			for _, alt := range peerMatches(f) {
+			for _, alt := range alts[i] {
 				add(alt, nm)
 			}
 		} else {
@@ -175,13 +156,42 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 	}
 }
 
+// peerAlternatives returns, for each family of fams, the alternative peer
+// lookups of a rule with peers: one per selector peer, plus one of the
+// ipBlocks of that family if any.
+func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family) [][][]Match {
+	out := make([][][]Match, len(fams))
+	for i, f := range fams {
+		field := f.saddr
+		if dir == dirEgress {
+			field = f.daddr
+		}
+		set := familySetName(f, setPeers4, setPeers6)
+		for _, sp := range resolved.selectors {
+			id := c.group(set, sp.def, func() []Elem { return podElems(pods(sp.entries), f.typ == TypeIPv4) })
+			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: set, ID: id}})
+		}
+		ivs := resolved.v4
+		if f.typ == TypeIPv6 {
+			ivs = resolved.v6
+		}
+		if len(ivs) > 0 {
+			set := familySetName(f, setBlocks4, setBlocks6)
+			id := c.group(set, blocksDef(ivs), func() []Elem { return intervalElems(ivs) })
+			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: set, ID: id}})
+		}
+	}
+	return out
+}
+
 // blocksDef is the definition of a group of ipBlock ranges: the ranges
-// themselves, so equal ipBlocks share one group whatever their policy.
-func blocksDef(elems []Elem) string {
+// themselves (the bytes of their elements' keys), so equal ipBlocks share
+// one group whatever their policy.
+func blocksDef(ivs []interval) string {
 	var b strings.Builder
-	for _, e := range elems {
-		b.WriteString(e.Key[0].From)
-		b.WriteString(e.Key[0].To)
+	for _, iv := range ivs {
+		b.WriteString(addrBytes(iv.lo))
+		b.WriteString(addrBytes(iv.hi))
 	}
 	return defKey("blocks", b.String())
 }
