@@ -19,9 +19,6 @@ type peers struct {
 	// selectors are the pod/namespace selector peers, one per distinct
 	// definition, sorted by it.
 	selectors []selectorPeer
-	// podsDef is the definition of the selectors together, "" when there
-	// are none.
-	podsDef string
 	// v4 and v6 are the ipBlocks' addresses, disjoint and sorted.
 	v4, v6 []interval
 }
@@ -34,8 +31,9 @@ type selectorPeer struct {
 	entries []*podEntry
 }
 
-// pods returns the pods of entries (a pod may repeat). Only the groups not
-// yet computed in this Compile need them.
+// pods returns the pods of entries (a pod may repeat). It is called only
+// for a group not yet computed in this Compile: listing the pods costs
+// O(pods), a memo hit nothing.
 func pods(entries []*podEntry) []*podRec {
 	n := 0
 	for _, e := range entries {
@@ -50,13 +48,27 @@ func pods(entries []*podEntry) []*podRec {
 	return out
 }
 
-// pods returns the pods every selector peer matches (a pod may repeat).
+// pods returns the pods every selector peer matches (a pod may repeat); as
+// for pods(entries), only a group not yet computed calls it.
 func (ps peers) pods() []*podRec {
 	var entries []*podEntry
 	for _, sp := range ps.selectors {
 		entries = append(entries, sp.entries...)
 	}
 	return pods(entries)
+}
+
+// podsDef is the definition of the selector peers together, "" when there
+// are none: equal definitions match equal pods.
+func (ps peers) podsDef() string {
+	if len(ps.selectors) == 0 {
+		return ""
+	}
+	defs := make([]string, 0, len(ps.selectors))
+	for _, sp := range ps.selectors {
+		defs = append(defs, sp.def)
+	}
+	return defKey("pods", defs...)
 }
 
 // resolvePeers resolves a rule's peers against the snapshot, following the
@@ -100,11 +112,6 @@ func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer
 	if len(out.selectors) > 0 {
 		slices.SortFunc(out.selectors, func(a, b selectorPeer) int { return strings.Compare(a.def, b.def) })
 		out.selectors = slices.CompactFunc(out.selectors, func(a, b selectorPeer) bool { return a.def == b.def })
-		defs := make([]string, 0, len(out.selectors))
-		for _, sp := range out.selectors {
-			defs = append(defs, sp.def)
-		}
-		out.podsDef = defKey("pods", defs...)
 	}
 	merged := unionIntervals(ivs)
 	v6 := slices.IndexFunc(merged, func(iv interval) bool { return !iv.lo.Is4() })

@@ -121,9 +121,11 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort, hasPeers bool,
 	resolved peers, alts [][][]Match, add func(...[]Match), fams []family) {
 	c.namedPortProblems(where, named)
-	dst, dstDef := in.selected, defKey("local", in.ns, in.selector)
+	// dst lists the pods the names resolve against: called only when the
+	// group is not computed yet in this Compile, so a memo hit lists none.
+	dst, dstDef := func() []*podRec { return in.selected }, defKey("local", in.ns, in.selector)
 	if in.dir == dirEgress {
-		dst, dstDef = resolved.pods(), resolved.podsDef
+		dst, dstDef = resolved.pods, resolved.podsDef()
 		if !hasPeers {
 			dst, dstDef = c.policeablePods(), "all"
 		}
@@ -135,7 +137,7 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 	slices.Sort(names)
 	def := defKey("named", append([]string{dstDef}, slices.Compact(names)...)...)
 	var v4, v6 []Elem
-	resolve := sync.OnceFunc(func() { v4, v6 = namedElems(named, dst) })
+	resolve := sync.OnceFunc(func() { v4, v6 = namedElems(named, dst()) })
 	for i, f := range fams {
 		set := familySetName(f, setNamed4, setNamed6)
 		elems := func() []Elem {
@@ -238,17 +240,20 @@ func (c *compiler) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family 
 	return out
 }
 
-// policeablePods are every pod that can be a peer: not hostNetwork. The
-// policy is compiled again whenever any pod changes.
-func (c *compiler) policeablePods() []*podRec {
+// policeablePods returns a function listing every pod that can be a peer:
+// not hostNetwork. The policy is compiled again whenever any pod changes,
+// from now on, whether or not the list is ever made.
+func (c *compiler) policeablePods() func() []*podRec {
 	c.x.allUsers[c.ps] = struct{}{}
-	out := make([]*podRec, 0, len(c.x.pods))
-	for _, p := range c.x.pods {
-		if !p.HostNetwork {
-			out = append(out, p)
+	return func() []*podRec {
+		out := make([]*podRec, 0, len(c.x.pods))
+		for _, p := range c.x.pods {
+			if !p.HostNetwork {
+				out = append(out, p)
+			}
 		}
+		return out
 	}
-	return out
 }
 
 // definedPorts tells which (name, protocol) some pod's containerPorts
