@@ -31,9 +31,6 @@ type groupRec struct {
 	refs  int
 }
 
-// sharedSets are the sets groups live in, with their key types.
-var sharedSets = []string{setBlocks4, setBlocks6, setNamed4, setNamed6, setPeers4, setPeers6}
-
 // defID returns the id of definition def: a hash of def, probing past ids
 // another definition holds (so an id depends on history only after a
 // 32-bit collision). The id stays reserved while a group uses it; ids

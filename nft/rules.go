@@ -23,16 +23,16 @@ type ruleInput struct {
 	selector string    // the policy's podSelector key
 }
 
-// family holds the per-family field and naming choices.
+// family holds the per-family fields and shared set names.
 type family struct {
-	suffix       string // "4" or "6"
-	typ          Type
-	saddr, daddr Field
+	typ                  Type
+	saddr, daddr         Field
+	peers, blocks, named string // the shared sets of this family
 }
 
 var families = []family{
-	{"4", TypeIPv4, FieldIPSaddr, FieldIPDaddr},
-	{"6", TypeIPv6, FieldIP6Saddr, FieldIP6Daddr},
+	{TypeIPv4, FieldIPSaddr, FieldIPDaddr, setPeers4, setBlocks4, setNamed4},
+	{TypeIPv6, FieldIP6Saddr, FieldIP6Daddr, setPeers6, setBlocks6, setNamed6},
 }
 
 // compileRule turns one rule into nft rules and the groups of the shared
@@ -139,7 +139,6 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 	var v4, v6 []Elem
 	resolve := sync.OnceFunc(func() { v4, v6 = namedElems(named, dst()) })
 	for i, f := range fams {
-		set := familySetName(f, setNamed4, setNamed6)
 		elems := func() []Elem {
 			resolve()
 			if f.typ == TypeIPv6 {
@@ -147,7 +146,7 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 			}
 			return sortElems(v4)
 		}
-		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: set, ID: c.group(set, def, elems)}}
+		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: f.named, ID: c.group(f.named, def, elems)}}
 		if hasPeers && in.dir == dirIngress {
 			for _, alt := range alts[i] {
 				add(alt, nm)
@@ -168,19 +167,17 @@ func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family
 		if dir == dirEgress {
 			field = f.daddr
 		}
-		set := familySetName(f, setPeers4, setPeers6)
 		for _, sp := range resolved.selectors {
-			id := c.group(set, sp.def, func() []Elem { return podElems(pods(sp.entries), f.typ == TypeIPv4) })
-			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: set, ID: id}})
+			id := c.group(f.peers, sp.def, func() []Elem { return podElems(pods(sp.entries), f.typ == TypeIPv4) })
+			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: f.peers, ID: id}})
 		}
 		ivs := resolved.v4
 		if f.typ == TypeIPv6 {
 			ivs = resolved.v6
 		}
 		if len(ivs) > 0 {
-			set := familySetName(f, setBlocks4, setBlocks6)
-			id := c.group(set, blocksDef(ivs), func() []Elem { return intervalElems(ivs) })
-			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: set, ID: id}})
+			id := c.group(f.blocks, blocksDef(ivs), func() []Elem { return intervalElems(ivs) })
+			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: f.blocks, ID: id}})
 		}
 	}
 	return out
@@ -196,13 +193,6 @@ func blocksDef(ivs []interval) string {
 		b.WriteString(addrBytes(iv.hi))
 	}
 	return defKey("blocks", b.String())
-}
-
-func familySetName(f family, v4, v6 string) string {
-	if f.typ == TypeIPv4 {
-		return v4
-	}
-	return v6
 }
 
 // namedPortProblems reports the named ports no pod defines.
