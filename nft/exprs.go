@@ -41,9 +41,6 @@ func kernelSet(s Set) *nftables.Set {
 		Comment:      s.Comment,
 		KeyByteOrder: binaryutil.BigEndian,
 	}
-	if s.Key[0] == TypeID {
-		ks.KeyByteOrder = nil // the udata is written by typeofUserdata
-	}
 	if len(s.Key) == 1 {
 		ks.KeyType = setDatatype(s.Key[0])
 	} else {

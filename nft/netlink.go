@@ -25,11 +25,8 @@ type NetlinkApplier struct {
 	enc   *nftables.Conn    // encodes the batch: never touches a socket
 	nl    *netlink.Conn     // sends the batch
 	batch []netlink.Message // what enc's last Flush produced
-	// typeofs holds the user data of the typeof sets the queued batch
-	// creates, by name (see patchTypeof).
-	typeofs map[string][]byte
-	fd      int // netns file descriptor, -1 for the current namespace
-	last    *Ruleset
+	fd    int               // netns file descriptor, -1 for the current namespace
+	last  *Ruleset
 }
 
 // NewNetlinkApplier opens a netlink connection into the network namespace at
@@ -76,9 +73,7 @@ func (a *NetlinkApplier) flush() error {
 	}
 	b := a.batch
 	a.batch = nil
-	err := patchTypeof(b, a.typeofs)
-	clear(a.typeofs)
-	if err != nil {
+	if err := patchTypeof(b); err != nil {
 		return err
 	}
 	return sendBatch(a.nl, b)
@@ -89,7 +84,6 @@ func (a *NetlinkApplier) flush() error {
 func (a *NetlinkApplier) discard() {
 	_ = a.enc.Flush()
 	a.batch = nil
-	clear(a.typeofs)
 }
 
 // socketBuffer is the netlink socket buffer size, both ways. A full sync of
@@ -251,11 +245,8 @@ func (a *NetlinkApplier) ApplyChanges(r Ruleset, ch Changes) error {
 
 func (a *NetlinkApplier) addSet(s Set) error {
 	ks := kernelSet(s)
-	if s.Key[0] == TypeID {
-		if a.typeofs == nil {
-			a.typeofs = map[string][]byte{}
-		}
-		a.typeofs[s.Name] = typeofUserdata(s)
+	if _, ok := typeofs[s.Name]; s.Key[0] == TypeID && !ok {
+		return fmt.Errorf("add set %s: keyed by a rule id but not a shared set", s.Name)
 	}
 	if err := a.enc.AddSet(ks, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
