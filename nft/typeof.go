@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/google/nftables/userdata"
@@ -15,20 +17,13 @@ import (
 // nested TLVs (libnftnl udata) and reads back to print and parse the
 // elements. google/nftables writes no such record, so the applier adds it
 // to the encoded NEWSET message. The layout is nft's (src/expression.c,
-// src/payload.c, src/meta.c, src/numgen.c): every number is a host-order
-// u32.
-
-// udata types of a set (libnftnl: NFTNL_UDATA_SET_*).
-const (
-	udataSetKeyByteorder = 0
-	udataSetKeyTypeof    = 3
-	udataSetComment      = 7
-)
+// src/payload.c, src/meta.c, src/numgen.c): every number is a u32 in host
+// byte order (nftnl_udata_put_u32), written by appendU32.
 
 // nft's expression type ids and the record types of their udata.
 const (
-	udataTypeofExpr = 0 // the expression type of a typeof record
-	udataTypeofData = 1 // its data
+	udataTypeofExpr userdata.Type = 0 // the expression type of a typeof record
+	udataTypeofData userdata.Type = 1 // its data
 
 	exprTypePayload = 7  // EXPR_PAYLOAD
 	exprTypeMeta    = 9  // EXPR_META
@@ -44,13 +39,10 @@ const (
 	thHdrDport  = 2  // THDR_DPORT
 )
 
-// tlv appends one udata record.
-func tlv(b []byte, typ byte, data []byte) []byte {
-	return userdata.Append(b, userdata.Type(typ), data)
-}
-
-func tlvU32(b []byte, typ byte, v uint32) []byte {
-	return userdata.AppendUint32(b, userdata.Type(typ), v)
+// appendU32 appends a u32 record in host byte order, as nft does;
+// userdata.AppendUint32 writes little-endian whatever the host.
+func appendU32(b []byte, typ userdata.Type, v uint32) []byte {
+	return userdata.Append(b, typ, binary.NativeEndian.AppendUint32(nil, v))
 }
 
 // typeofExpr is the udata of the expression a key field is declared with
@@ -61,23 +53,23 @@ func typeofExpr(t Type) []byte {
 	switch t {
 	case TypeID: // numgen random mod 1 (offset 0)
 		typ = exprTypeNumgen
-		data = tlvU32(data, 0, unix.NFT_NG_RANDOM)
-		data = tlvU32(data, 1, 1)
-		data = tlvU32(data, 2, 0)
+		data = appendU32(data, 0, unix.NFT_NG_RANDOM)
+		data = appendU32(data, 1, 1)
+		data = appendU32(data, 2, 0)
 	case TypeIPv4:
 		typ = exprTypePayload
-		data = tlvU32(tlvU32(data, 0, protoDescIP), 1, ipHdrSaddr)
+		data = appendU32(appendU32(data, 0, protoDescIP), 1, ipHdrSaddr)
 	case TypeIPv6:
 		typ = exprTypePayload
-		data = tlvU32(tlvU32(data, 0, protoDescIP6), 1, ip6HdrSaddr)
+		data = appendU32(appendU32(data, 0, protoDescIP6), 1, ip6HdrSaddr)
 	case TypeProto:
 		typ = exprTypeMeta
-		data = tlvU32(data, 0, unix.NFT_META_L4PROTO)
+		data = appendU32(data, 0, unix.NFT_META_L4PROTO)
 	default: // th dport
 		typ = exprTypePayload
-		data = tlvU32(tlvU32(data, 0, protoDescTH), 1, thHdrDport)
+		data = appendU32(appendU32(data, 0, protoDescTH), 1, thHdrDport)
 	}
-	return tlv(tlvU32(nil, udataTypeofExpr, typ), udataTypeofData, data)
+	return userdata.Append(appendU32(nil, udataTypeofExpr, typ), udataTypeofData, data)
 }
 
 // typeofs holds the user data of the sets keyed by a rule id (the shared
@@ -98,13 +90,13 @@ var typeofs = func() map[string][]byte {
 func typeofUserdata(s Set) []byte {
 	var concat []byte
 	for i, t := range s.Key {
-		concat = tlv(concat, byte(i), typeofExpr(t))
+		concat = userdata.Append(concat, userdata.Type(i), typeofExpr(t))
 	}
-	key := tlv(tlvU32(nil, udataTypeofExpr, exprTypeConcat), udataTypeofData, concat)
-	b := tlvU32(nil, udataSetKeyByteorder, 0)
-	b = tlv(b, udataSetKeyTypeof, key)
+	key := userdata.Append(appendU32(nil, udataTypeofExpr, exprTypeConcat), udataTypeofData, concat)
+	b := appendU32(nil, userdata.NFTNL_UDATA_SET_KEYBYTEORDER, 0)
+	b = userdata.Append(b, userdata.NFTNL_UDATA_SET_KEY_TYPEOF, key)
 	if s.Comment != "" {
-		b = userdata.AppendString(b, udataSetComment, s.Comment)
+		b = userdata.AppendString(b, userdata.NFTNL_UDATA_SET_COMMENT, s.Comment)
 	}
 	return b
 }
@@ -125,7 +117,7 @@ func patchTypeof(msgs []netlink.Message) error {
 		var ud []byte
 		for _, a := range attrs {
 			if a.Type == unix.NFTA_SET_NAME {
-				ud = typeofs[string(trimNUL(a.Data))]
+				ud = typeofs[string(bytes.TrimSuffix(a.Data, []byte{0}))]
 			}
 		}
 		if ud == nil {
@@ -146,11 +138,4 @@ func patchTypeof(msgs []netlink.Message) error {
 		m.Header.Length = 0 // recomputed from Data when sent
 	}
 	return nil
-}
-
-func trimNUL(b []byte) []byte {
-	if n := len(b); n > 0 && b[n-1] == 0 {
-		return b[:n-1]
-	}
-	return b
 }
