@@ -230,13 +230,8 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 func idExprs(m Match, fam *byte, interval bool) []expr.Any {
 	var out []expr.Any
 	for _, f := range m.Fields {
-		if want, ok := fieldFamily(f); ok {
-			if *fam != want {
-				out = append(out,
-					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{want}})
-				*fam = want
-			}
+		if fieldFamily(f) != unix.NFPROTO_UNSPEC {
+			out = nfprotoCheck(out, f, fam) // loadFields then finds it done
 			break
 		}
 	}
@@ -247,15 +242,30 @@ func idExprs(m Match, fam *byte, interval bool) []expr.Any {
 	return append(out, loadFields(m.Fields, fam, interval, 1)...)
 }
 
-// fieldFamily is the nfproto an address field implies.
-func fieldFamily(f Field) (byte, bool) {
+// fieldFamily is the nfproto an address field implies, NFPROTO_UNSPEC for
+// the other fields.
+func fieldFamily(f Field) byte {
 	switch f {
 	case FieldIPSaddr, FieldIPDaddr:
-		return unix.NFPROTO_IPV4, true
+		return unix.NFPROTO_IPV4
 	case FieldIP6Saddr, FieldIP6Daddr:
-		return unix.NFPROTO_IPV6, true
+		return unix.NFPROTO_IPV6
 	}
-	return 0, false
+	return unix.NFPROTO_UNSPEC
+}
+
+// nfprotoCheck appends the `meta nfproto` check that field f implies in an
+// inet table, unless f implies none or *fam (the family the rule already
+// checked) is that one; it records the family in *fam.
+func nfprotoCheck(out []expr.Any, f Field, fam *byte) []expr.Any {
+	want := fieldFamily(f)
+	if want == unix.NFPROTO_UNSPEC || *fam == want {
+		return out
+	}
+	*fam = want
+	return append(out,
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{want}})
 }
 
 // loadFields loads a concatenation into registers starting at reg 1 (the
@@ -272,22 +282,16 @@ func loadFields(fs []Field, fam *byte, interval bool, word uint32) []expr.Any {
 		}
 		switch f {
 		case FieldIPSaddr, FieldIPDaddr, FieldIP6Saddr, FieldIP6Daddr:
-			want := byte(unix.NFPROTO_IPV4)
 			off, n := uint32(12), uint32(4)
 			switch f {
 			case FieldIPDaddr:
 				off = 16
 			case FieldIP6Saddr:
-				want, off, n = unix.NFPROTO_IPV6, 8, 16
+				off, n = 8, 16
 			case FieldIP6Daddr:
-				want, off, n = unix.NFPROTO_IPV6, 24, 16
+				off, n = 24, 16
 			}
-			if *fam != want {
-				out = append(out,
-					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{want}})
-				*fam = want
-			}
+			out = nfprotoCheck(out, f, fam)
 			out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
 			word += n / 4
 		case FieldL4Proto:
