@@ -157,9 +157,9 @@ func (x *Compiler) Compile(s Snapshot) Ruleset {
 	x.started = true
 	x.gen++
 	nodeSame := !first && slices.Equal(x.node.Addrs, s.Node.Addrs) &&
-		slices.Equal(x.node.PodCIDRs, s.Node.PodCIDRs) && slices.Equal(x.cluster, s.ClusterCIDRs) &&
-		x.logDenied == s.LogDenied
-	if x.logDenied != s.LogDenied {
+		slices.Equal(x.node.PodCIDRs, s.Node.PodCIDRs) && slices.Equal(x.cluster, s.ClusterCIDRs)
+	logSame := x.logDenied == s.LogDenied
+	if !logSame {
 		x.logDenied = s.LogDenied
 		clear(x.selMemo) // selection chains end with the log rule
 	}
@@ -191,7 +191,7 @@ func (x *Compiler) Compile(s Snapshot) Ruleset {
 	}
 	if x.polStale {
 		x.sweep()
-	} else if nodeSame && !x.podsChanged && len(x.nsChanged) == 0 {
+	} else if nodeSame && logSame && !x.podsChanged && len(x.nsChanged) == 0 {
 		return x.last // nothing changed
 	}
 	x.last = x.ruleset()

@@ -378,6 +378,9 @@ func (g *gen) mutate(s Snapshot) (Snapshot, string) {
 	case n < 98:
 		s.Node.Name = g.pick([]string{"n1", "n2"})
 		return s, "node name"
+	case n < 99: // group 0 logs nothing, whatever the rate
+		s.LogDenied = DeniedLog{Group: uint16(g.r.Intn(3)), Rate: uint32(10 * g.r.Intn(2))}
+		return s, "log denied"
 	}
 	return s, "nothing"
 }

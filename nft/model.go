@@ -174,7 +174,9 @@ type VerdictKind int
 
 // Verdict kinds.
 const (
-	VerdictNone VerdictKind = iota // continue: only for map elements left empty
+	// VerdictNone is no verdict: the packet goes on. A log rule (Rule.Log)
+	// has none, nor does an element of a set that is not a map.
+	VerdictNone VerdictKind = iota
 	VerdictAccept
 	VerdictDrop
 	VerdictJump
