@@ -178,6 +178,70 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 
 var counterRef = regexp.MustCompile(`counter name "([^"]+)"`)
 
+// TestCountersSurvivePolicyEdit pins that editing a policy keeps the
+// counters of its rules on the kernel: Apply replaces the policy's chain
+// but not the named counters its rules count into. (ApplyFull in place of
+// the second Apply fails this test: it deletes and re-creates the table,
+// so every counter restarts from zero.)
+func TestCountersSurvivePolicyEdit(t *testing.T) {
+	node, nodePath := newNetns(t)
+	run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	client := &kpod{pod: Pod{Namespace: "default", Name: "client"}, addr: "10.0.1.10/24", gw: "10.0.1.1/24"}
+	web := &kpod{pod: Pod{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}},
+		addr: "10.0.2.10/24", gw: "10.0.2.1/24"}
+	snap := Snapshot{Node: Node{Name: "n1"}, Namespaces: []Namespace{{Name: "default"}}}
+	for i, p := range []*kpod{client, web} {
+		p.ns, p.path = newNetns(t)
+		wire(t, node, p, i)
+		p.pod.Node = "n1"
+		p.pod.IPs = []netip.Addr{netip.MustParsePrefix(p.addr).Addr()}
+		snap.Pods = append(snap.Pods, p.pod)
+	}
+	policy := func(ports string) *networkingv1.NetworkPolicy {
+		var p networkingv1.NetworkPolicy
+		doc := `{metadata: {name: web, namespace: default}, spec: {podSelector: {matchLabels: {app: web}}, ingress: [{ports: ` + ports + `}]}}`
+		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+			t.Fatal(err)
+		}
+		return &p
+	}
+	snap.Policies = []*networkingv1.NetworkPolicy{policy(`[{port: 80}]`)}
+	a, err := NewNetlinkApplier(nodePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.Apply(Compile(snap)); err != nil {
+		t.Fatal(err)
+	}
+	to := web.pod.IPs[0]
+	if got := probe(t, client, web, to, "tcp", 80); got != VerdictAccept {
+		t.Fatalf("probe to port 80 before the edit: %v", got)
+	}
+	counter := policyCounterName(dirIngress, hash8("default/web"), "default/web", 0)
+	before, err := a.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before[counter].Packets == 0 {
+		t.Fatalf("counter %s counted nothing before the edit: %v", counter, before)
+	}
+	snap.Policies = []*networkingv1.NetworkPolicy{policy(`[{port: 80}, {port: 81}]`)}
+	if err := a.Apply(Compile(snap)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := a.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, was := after[counter].Packets, before[counter].Packets; got < was {
+		t.Errorf("counter %s restarted across the edit: %d packets, %d before", counter, got, was)
+	}
+	if got := probe(t, client, web, to, "tcp", 81); got != VerdictAccept { // the edit reached the kernel
+		t.Errorf("probe to port 81 after the edit: %v", got)
+	}
+}
+
 func run(t *testing.T, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
