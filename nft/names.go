@@ -46,11 +46,14 @@ import (
 //
 // So a packet costs a bounded number of hash lookups (the ipBlock set is a
 // pipapo set, whose lookup grows slowly with its ranges) whatever the
-// policy count (only the policies selecting its pods are walked), pod churn
-// changes elements (and at most creates or deletes a small selection
-// chain, or the chains of a policy that gains or loses its last local pod),
-// and a policy change rewrites only its own chains and its definitions'
-// elements.
+// policy count (only the policies selecting its pods are walked). Each
+// shared-set lookup first loads its id by `numgen random mod 1 offset ID`,
+// which costs one get_random_u32 (mod 1 makes it 0): an immediate would
+// spare that draw, but nft would list it in a form `nft -f` cannot load
+// back, and `nft list` output must reload. Pod churn changes elements (and
+// at most creates or deletes a small selection chain, or the chains of a
+// policy that gains or loses its last local pod), and a policy change
+// rewrites only its own chains and its definitions' elements.
 const (
 	// TableName is weir's table, family inet.
 	TableName = "weir"
