@@ -135,7 +135,7 @@ func TestCompileIsDeterministic(t *testing.T) {
 		rev.Namespaces = reversed(rev.Namespaces)
 		rev.Policies = reversed(rev.Policies)
 		if b := Compile(rev).String(); a != b {
-			t.Errorf("%s: output depends on input order:\n%s", file, lineDiff(a, b))
+			t.Errorf("%s: output depends on input order:\n%s", file, textdiff.Lines(a, b))
 		}
 	}
 }
@@ -147,9 +147,6 @@ func reversed[T any](in []T) []T {
 	}
 	return out
 }
-
-// lineDiff is a small line-oriented diff for failure messages.
-func lineDiff(want, got string) string { return textdiff.Lines(want, got) }
 
 // TestStringWithCounters pins that the rendered counters carry the values
 // given (as nft lists them) and zero for the others.

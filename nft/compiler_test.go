@@ -12,6 +12,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 // TestCompilerMatchesCompile runs random sequences of snapshot changes
@@ -32,7 +34,7 @@ func TestCompilerMatchesCompile(t *testing.T) {
 				fresh := NewCompiler()
 				got, want := x.Compile(s), fresh.Compile(s)
 				if got.String() != want.String() {
-					t.Fatalf("step %d (%s): text differs from Compile:\n%s", step, what, lineDiff(want.String(), got.String()))
+					t.Fatalf("step %d (%s): text differs from Compile:\n%s", step, what, textdiff.Lines(want.String(), got.String()))
 				}
 				if !reflect.DeepEqual(got, want) {
 					t.Fatalf("step %d (%s): ruleset differs from Compile (text equal)", step, what)

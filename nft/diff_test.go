@@ -9,6 +9,8 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 // patch applies changes to a ruleset the way the kernel would.
@@ -95,7 +97,7 @@ func TestDiffTurnsOldIntoNew(t *testing.T) {
 				continue
 			}
 			if got, want := patch(old, ch).String(), new.String(); got != want {
-				t.Errorf("%s -> %s: patched ruleset differs:\n%s", files[i], files[j], lineDiff(want, got))
+				t.Errorf("%s -> %s: patched ruleset differs:\n%s", files[i], files[j], textdiff.Lines(want, got))
 			}
 			if i == j && !ch.Empty() {
 				t.Errorf("%s: diff with itself is not empty: %s", files[i], ch)

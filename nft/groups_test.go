@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -68,7 +69,7 @@ func TestSharedGroups(t *testing.T) {
 	if peers, _ := r.Set(setPeers4); len(peers.Elems) != 3 {
 		t.Errorf("after deleting one user: peers4 holds %d elements, want 2 db + 1 cache:\n%s", len(peers.Elems), r)
 	}
-	if got := lookupIDs(r, setPeers4); !containsID(got, id) {
+	if got := lookupIDs(r, setPeers4); !slices.Contains(got, id) {
 		t.Errorf("the db peers changed id: %v, want %d kept", got, id)
 	}
 
@@ -77,23 +78,13 @@ func TestSharedGroups(t *testing.T) {
 	if len(peers.Elems) != 1 || strings.Contains(r.String(), fmt.Sprint(id)) {
 		t.Errorf("after deleting the last user the db group must be gone:\n%s", r)
 	}
-	if _, ok := x.ids[fromDef(t, x, id)]; ok {
+	if _, ok := x.ids[fromDef(x, id)]; ok {
 		t.Errorf("id %d is still reserved", id)
 	}
 }
 
-func containsID(ids []uint32, id uint32) bool {
-	for _, v := range ids {
-		if v == id {
-			return true
-		}
-	}
-	return false
-}
-
 // fromDef returns the definition id was last given to ("" if none now).
-func fromDef(t *testing.T, x *Compiler, id uint32) string {
-	t.Helper()
+func fromDef(x *Compiler, id uint32) string {
 	return x.idOwner[id]
 }
 

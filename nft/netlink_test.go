@@ -13,6 +13,8 @@ import (
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 // TestRoundTrip applies every scenario's ruleset through netlink in a fresh
@@ -49,14 +51,14 @@ func TestRoundTrip(t *testing.T) {
 				want := normalize(r.String())
 				got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName))
 				if got != want {
-					t.Errorf("kernel listing differs from rendered text:\n%s", lineDiff(want, got))
+					t.Errorf("kernel listing differs from rendered text:\n%s", textdiff.Lines(want, got))
 				}
 				if incremental {
 					return
 				}
 				nftIn(t, textNs, "table inet weir\ndelete table inet weir\n"+r.String(), "-f", "-")
 				if got := normalize(nftIn(t, textNs, "", "list", "table", "inet", TableName)); got != want {
-					t.Errorf("nft -f of rendered text lists differently:\n%s", lineDiff(want, got))
+					t.Errorf("nft -f of rendered text lists differently:\n%s", textdiff.Lines(want, got))
 				}
 			})
 		}
@@ -86,7 +88,7 @@ func TestDiffIsSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got, want := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)), normalize(Compile(newPod).String()); got != want {
-		t.Errorf("after pod add:\n%s", lineDiff(want, got))
+		t.Errorf("after pod add:\n%s", textdiff.Lines(want, got))
 	}
 }
 
@@ -199,7 +201,7 @@ func TestRejectedBatch(t *testing.T) {
 			}
 			want := normalize(before.String())
 			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)); got != want {
-				t.Errorf("rejected batch changed the table:\n%s", lineDiff(want, got))
+				t.Errorf("rejected batch changed the table:\n%s", textdiff.Lines(want, got))
 			}
 			after := good(i + 100)
 			if err := a.ApplyFull(after); err != nil {
@@ -207,7 +209,7 @@ func TestRejectedBatch(t *testing.T) {
 			}
 			want = normalize(after.String())
 			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)); got != want {
-				t.Errorf("table after a rejected batch:\n%s", lineDiff(want, got))
+				t.Errorf("table after a rejected batch:\n%s", textdiff.Lines(want, got))
 			}
 		})
 	}
