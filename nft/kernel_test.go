@@ -240,6 +240,18 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 	if got := probe(t, client, web, to, "tcp", 81); got != VerdictAccept { // the edit reached the kernel
 		t.Errorf("probe to port 81 after the edit: %v", got)
 	}
+	// A full replacement (the agent's first sync, a rejected transaction's
+	// fallback) creates every counter again: the README says so.
+	if err := a.ApplyFull(Compile(snap)); err != nil {
+		t.Fatal(err)
+	}
+	full, err := a.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := full[counter].Packets; got != 0 {
+		t.Errorf("counter %s holds %d packets after a full replacement, want 0", counter, got)
+	}
 }
 
 func run(t *testing.T, args ...string) {

@@ -251,6 +251,3 @@ func sortedKeys[K comparable](m map[K]bool, less func(a, b K) bool) []K {
 	sort.Slice(out, func(i, j int) bool { return less(out[i], out[j]) })
 	return out
 }
-
-// lineDiff is a small line-oriented diff for failure messages.
-func lineDiff(want, got string) string { return textdiff.Lines(want, got) }
