@@ -65,17 +65,7 @@ func TestAddCountsRefusesChainsWeirDidNotWrite(t *testing.T) {
 // New needs the restore binaries only: without iptables-save, Apply still
 // works and Counters says what is missing.
 func TestCountersWithoutTheSaveBinary(t *testing.T) {
-	dir := t.TempDir()
-	for name, script := range map[string]string{
-		"iptables-legacy":         "#!/bin/sh\necho 'iptables v1.8.9 (legacy)'\n",
-		"iptables-legacy-restore": "#!/bin/sh\ncat >/dev/null\n",
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Setenv("PATH", dir)
-	a, err := New(WithMode(ModeLegacy), WithoutIPv6())
+	a, err := fakeLegacy(t, "#!/bin/sh\ncat >/dev/null\n", "")
 	if err != nil {
 		t.Fatalf("New without iptables-legacy-save: %v", err)
 	}
@@ -91,18 +81,7 @@ func TestCountersWithoutTheSaveBinary(t *testing.T) {
 // Counters reports the counts unknown instead of reading them by a layout
 // the kernel may not have.
 func TestCountersAfterAFailedApply(t *testing.T) {
-	dir := t.TempDir()
-	for name, script := range map[string]string{
-		"iptables-legacy":         "#!/bin/sh\necho 'iptables v1.8.9 (legacy)'\n",
-		"iptables-legacy-restore": "#!/bin/sh\ncat >/dev/null\nexit 1\n",
-		"iptables-legacy-save":    "#!/bin/sh\nexit 0\n",
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Setenv("PATH", dir)
-	a, err := New(WithMode(ModeLegacy), WithoutIPv6())
+	a, err := fakeLegacy(t, "#!/bin/sh\ncat >/dev/null\nexit 1\n", "#!/bin/sh\nexit 0\n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,4 +97,26 @@ func TestCountersAfterAFailedApply(t *testing.T) {
 	if _, err := a.Counters(); err == nil || !strings.Contains(err.Error(), "last apply failed") {
 		t.Errorf("Counters after a failed Apply: err = %v, want counts reported unknown", err)
 	}
+}
+
+// fakeLegacy opens an IPv4 iptables-legacy Applier whose binaries are the
+// given scripts, alone on PATH: iptables-legacy answers --version, restore
+// and save (none when "") are as given. No kernel is touched.
+func fakeLegacy(t *testing.T, restore, save string) (*Applier, error) {
+	t.Helper()
+	dir := t.TempDir()
+	scripts := map[string]string{
+		"iptables-legacy":         "#!/bin/sh\necho 'iptables v1.8.9 (legacy)'\n",
+		"iptables-legacy-restore": restore,
+	}
+	if save != "" {
+		scripts["iptables-legacy-save"] = save
+	}
+	for name, script := range scripts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir)
+	return New(WithMode(ModeLegacy), WithoutIPv6())
 }
