@@ -9,6 +9,13 @@ import (
 	"path/filepath"
 )
 
+// DefaultCNIVersion is the cniVersion of the written conflist when
+// CNIConfig.CNIVersion is empty. It is 1.0.0, not the newest 1.1.0 the
+// plugin speaks, because runtimes still in the field (containerd 1.6 and
+// 1.7, older CRI-O) use a libcni that rejects 1.1.0 results, which leaves
+// every pod in ContainerCreating.
+const DefaultCNIVersion = "1.0.0"
+
 // CNIConfig writes this node's CNI network configuration from its
 // spec.podCIDRs, so the kubelet finds it once the node has ranges.
 type CNIConfig struct {
@@ -23,6 +30,8 @@ type CNIConfig struct {
 	AgentSocket string
 	// FailClosed makes the plugin refuse pods the agent did not confirm.
 	FailClosed bool
+	// CNIVersion is the conflist's cniVersion (default DefaultCNIVersion).
+	CNIVersion string
 }
 
 // Render returns the conflist for podCIDRs, or nil when there are none.
@@ -34,6 +43,10 @@ func (c *CNIConfig) Render(podCIDRs []string) ([]byte, error) {
 	name := c.Name
 	if name == "" {
 		name = "weir"
+	}
+	cniVersion := c.CNIVersion
+	if cniVersion == "" {
+		cniVersion = DefaultCNIVersion
 	}
 	type rng struct {
 		Subnet string `json:"subnet"`
@@ -62,7 +75,7 @@ func (c *CNIConfig) Render(podCIDRs []string) ([]byte, error) {
 	if c.FailClosed {
 		plugin["failClosed"] = true
 	}
-	list := map[string]any{"cniVersion": "1.1.0", "name": name, "plugins": []any{plugin}}
+	list := map[string]any{"cniVersion": cniVersion, "name": name, "plugins": []any{plugin}}
 	b, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode conflist: %w", err)

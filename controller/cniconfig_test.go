@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/libcni"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -46,6 +47,38 @@ func TestCNIConfigIsValidForThePlugin(t *testing.T) {
 	}
 	if len(nc.Ranges) != 2 || nc.MTU != 1450 || nc.DataDir != "/var/lib/x" || nc.AgentSocket != "/run/x.sock" || !nc.FailClosed {
 		t.Errorf("round trip lost fields: %+v", nc)
+	}
+}
+
+// TestCNIConfigWritesTheRequestedCNIVersion pins the conflist's cniVersion
+// as libcni reads it: 1.0.0 unless asked otherwise, because runtimes in the
+// field reject 1.1.0 results.
+func TestCNIConfigWritesTheRequestedCNIVersion(t *testing.T) {
+	cases := []struct {
+		name, version, want string
+	}{
+		{"default is 1.0.0 for runtimes without 1.1.0", "", "1.0.0"},
+		{"explicit 1.1.0 is written as is", "1.1.0", "1.1.0"},
+		{"explicit 0.4.0 is written as is", "0.4.0", "0.4.0"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &CNIConfig{Node: "n1", CNIVersion: tc.version}
+			b, err := c.Render([]string{"10.244.1.0/24"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			list, err := libcni.ConfListFromBytes(b)
+			if err != nil {
+				t.Fatalf("libcni rejects the conflist: %v\n%s", err, b)
+			}
+			if list.CNIVersion != tc.want {
+				t.Errorf("cniVersion = %q, want %q\n%s", list.CNIVersion, tc.want, b)
+			}
+			if len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "weir" {
+				t.Errorf("plugins = %+v", list.Plugins)
+			}
+		})
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,7 @@ func run() int {
 		logLevel     = flag.String("log-level", "info", "debug, info, warn or error")
 		nodeRoutes   = flag.Bool("node-routes", true, "route other nodes' pod CIDRs via their InternalIP (host-gw)")
 		cniConfPath  = flag.String("cni-conf", "", "write this node's CNI conflist here from node.spec.podCIDRs (e.g. /etc/cni/net.d/10-weir.conflist); empty: do not write")
+		cniVersion   = flag.String("cni-version", controller.DefaultCNIVersion, "cniVersion of the written CNI config: "+strings.Join(conf.SupportedVersions, ", ")+"; 1.1.0 enables STATUS and GC on runtimes that support it (containerd 1.6/1.7 reject it)")
 		dataDir      = flag.String("ipam-data-dir", "", "ipam.dataDir for the written CNI config (default: the plugin's)")
 		httpAddr     = flag.String("http-addr", "127.0.0.1:9765", "serve /metrics, /healthz and /readyz here; empty: off")
 		failClosed   = flag.Bool("fail-closed", false, "written CNI config: the plugin refuses pods the agent did not confirm in time")
@@ -53,7 +55,7 @@ func run() int {
 	flag.Parse()
 	log := newLogger(*logLevel)
 	klog.SetSlogLogger(log)
-	if err := validate(*nodeName, *manifests, *denyGroup, *denyRate); err != nil {
+	if err := validate(*nodeName, *manifests, *cniVersion, *denyGroup, *denyRate); err != nil {
 		log.Error("bad flags", "err", err)
 		return 2
 	}
@@ -92,7 +94,7 @@ func run() int {
 	}
 	if *cniConfPath != "" {
 		agent.Reconcilers = append(agent.Reconcilers, &controller.CNIConfig{Node: *nodeName, Path: *cniConfPath,
-			DataDir: *dataDir, AgentSocket: *socket, FailClosed: *failClosed})
+			DataDir: *dataDir, AgentSocket: *socket, FailClosed: *failClosed, CNIVersion: *cniVersion})
 	}
 	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "kubeconfig", *kubeconfig, "backend", used, "socket", *socket)
 	errc := make(chan error, 3)
@@ -120,8 +122,11 @@ func run() int {
 	return 0
 }
 
-func validate(node, manifests string, denyGroup, denyRate uint) error {
+func validate(node, manifests, cniVersion string, denyGroup, denyRate uint) error {
 	var errs []error
+	if !slices.Contains(conf.SupportedVersions, cniVersion) {
+		errs = append(errs, fmt.Errorf("--cni-version %q is not supported (%s)", cniVersion, strings.Join(conf.SupportedVersions, ", ")))
+	}
 	if denyGroup > math.MaxUint16 {
 		errs = append(errs, fmt.Errorf("--log-denied-group %d is not an NFLOG group (1-65535; 0: off)", denyGroup))
 	}

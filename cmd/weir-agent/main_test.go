@@ -4,28 +4,35 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/weir-cni/weir/controller"
 )
 
 // TestValidateFlags pins which flag values weir-agent accepts: NFLOG groups
-// 0 (off) to 65535 and rates that fit the kernel's 32 bits, never wrapped.
+// 0 (off) to 65535 and rates that fit the kernel's 32 bits, never wrapped,
+// and only the CNI versions the plugin speaks.
 func TestValidateFlags(t *testing.T) {
 	dir := t.TempDir()
 	cases := []struct {
 		name            string
 		node, manifests string
+		cniVersion      string
 		group, rate     uint
 		wantErr         string // "" for none
 	}{
-		{"defaults", "n1", "", 0, 10, ""},
-		{"largest group and rate", "n1", dir, math.MaxUint16, math.MaxUint32, ""},
-		{"group out of range", "n1", "", math.MaxUint16 + 1, 10, "--log-denied-group 65536"},
-		{"rate out of range", "n1", "", 1, math.MaxUint32 + 1, "--log-denied-rate 4294967296"},
-		{"no node", "", "", 0, 10, "--node-name"},
-		{"manifests not a directory", "n1", dir + "/missing", 0, 10, "--manifests"},
+		{"defaults", "n1", "", controller.DefaultCNIVersion, 0, 10, ""},
+		{"largest group and rate", "n1", dir, "1.0.0", math.MaxUint16, math.MaxUint32, ""},
+		{"cni version 1.1.0 for STATUS and GC", "n1", "", "1.1.0", 0, 10, ""},
+		{"cni version the plugin does not speak", "n1", "", "0.2.0", 0, 10, `--cni-version "0.2.0"`},
+		{"empty cni version", "n1", "", "", 0, 10, `--cni-version ""`},
+		{"group out of range", "n1", "", "1.0.0", math.MaxUint16 + 1, 10, "--log-denied-group 65536"},
+		{"rate out of range", "n1", "", "1.0.0", 1, math.MaxUint32 + 1, "--log-denied-rate 4294967296"},
+		{"no node", "", "", "1.0.0", 0, 10, "--node-name"},
+		{"manifests not a directory", "n1", dir + "/missing", "1.0.0", 0, 10, "--manifests"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := validate(tc.node, tc.manifests, tc.group, tc.rate)
+			err := validate(tc.node, tc.manifests, tc.cniVersion, tc.group, tc.rate)
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Errorf("validate = %v, want nil", err)
