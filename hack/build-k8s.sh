@@ -1,17 +1,22 @@
 #!/bin/sh
-# build-k8s.sh builds the etcd and kube-apiserver binaries the API-server
-# tests (integration/kube) start, from Go modules only, and caches them by
-# version under ${WEIR_CACHE:-$HOME/.cache/weir}/bin. It is idempotent: a
-# binary already in the cache is not rebuilt, so only the first run on a
-# machine pays. Measured on 2 cores: cold (empty Go build cache) etcd 2-5
-# min, kube-apiserver 20-50 min (1.4 GB of modules, 5.5 GB of build cache);
-# with a warm Go build cache 15 s and 90 s; binaries present: instant.
+# build-k8s.sh [COMPONENT...] builds Kubernetes binaries from Go modules only
+# and caches them by version under ${WEIR_CACHE:-$HOME/.cache/weir}/bin as
+# NAME-VERSION. With no argument it builds what the API-server tests
+# (integration/kube) start: etcd and kube-apiserver. hack/e2e.sh asks for
+# `all`: those plus kubelet, kube-controller-manager, kube-scheduler,
+# kube-proxy, kubectl, e2e.test (the upstream e2e suite) and agnhost (the
+# e2e tests' server image). It is idempotent: a binary already in the cache
+# is not rebuilt, so only the first run on a machine pays. Measured on 2
+# cores: cold (empty Go build cache) etcd 2-5 min, kube-apiserver 20-50 min
+# (1.4 GB of modules, 5.5 GB of build cache), each further binary 5-8 min;
+# with a warm Go build cache seconds to 90 s; binaries present: instant.
+# It prints the path of each binary it was asked for.
 #
-# `go install module@version` refuses both (their go.mod files carry replace
-# directives), so each is built from a small wrapper module that requires
-# the upstream module; for kubernetes the wrapper also replaces every
-# ./staging/... module with its published v0.X.Y version, a list read from
-# upstream's own go.mod as the module proxy serves it.
+# `go install module@version` refuses these (their go.mod files carry
+# replace directives), so each is built from a small wrapper module that
+# requires the upstream module; for kubernetes the wrapper also replaces
+# every ./staging/... module with its published v0.X.Y version, a list read
+# from upstream's own go.mod as the module proxy serves it.
 #
 # Environment: WEIR_CACHE (cache root), ETCD_VERSION, K8S_VERSION,
 # WEIR_BUILD_JOBS (go build -p; default: the go default).
@@ -23,6 +28,7 @@ CACHE=${WEIR_CACHE:-$HOME/.cache/weir}
 BIN=$CACHE/bin
 # k8s.io/kubernetes v1.X.Y publishes its staging modules as v0.X.Y.
 STAGING_VERSION=v0.${K8S_VERSION#v1.}
+K8S_COMPONENTS="kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy kubectl e2e.test agnhost"
 
 export CGO_ENABLED=0 GOTOOLCHAIN=local
 PFLAG=""
@@ -41,35 +47,38 @@ wrapper() {
 finish() {
 	mv "$1/go.mod.new" "$1/go.mod"
 	rm -f "$1/go.sum"
+	(cd "$1" && go mod tidy)
 }
 
-# build DIR PKG OUT [LDFLAGS]
+# build DIR PKG OUT [LDFLAGS]: go build, or go test -c for a test binary.
 build() {
 	start=$(date +%s)
-	(cd "$1" && go mod tidy && go build -mod=mod $PFLAG -ldflags="${4:-}" -o "$3.tmp" "$2")
+	case $3 in
+	*/e2e.test-*) (cd "$1" && go test -c -mod=mod $PFLAG -ldflags="${4:-}" -o "$3.tmp" "$2") ;;
+	*) (cd "$1" && go build -mod=mod $PFLAG -ldflags="${4:-}" -o "$3.tmp" "$2") ;;
+	esac
 	mv "$3.tmp" "$3"
 	log "built $3 in $(($(date +%s) - start))s"
 }
 
-mkdir -p "$BIN"
+etcd() {
+	out=$BIN/etcd-$ETCD_VERSION
+	if [ ! -x "$out" ]; then
+		dir=$CACHE/etcdbuild-$ETCD_VERSION
+		wrapper "$dir" weiretcdbuild go.etcd.io/etcd/server/v3
+		printf '\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >>"$dir/go.mod.new"
+		finish "$dir"
+		log "building etcd $ETCD_VERSION in $dir"
+		build "$dir" go.etcd.io/etcd/server/v3 "$out"
+	fi
+	echo "$out"
+}
 
-ETCD_BIN=$BIN/etcd-$ETCD_VERSION
-if [ -x "$ETCD_BIN" ]; then
-	log "have $ETCD_BIN"
-else
-	dir=$CACHE/etcdbuild-$ETCD_VERSION
-	wrapper "$dir" weiretcdbuild go.etcd.io/etcd/server/v3
-	printf '\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >>"$dir/go.mod.new"
-	finish "$dir"
-	log "building etcd $ETCD_VERSION in $dir"
-	build "$dir" go.etcd.io/etcd/server/v3 "$ETCD_BIN"
-fi
-
-APISERVER_BIN=$BIN/kube-apiserver-$K8S_VERSION
-if [ -x "$APISERVER_BIN" ]; then
-	log "have $APISERVER_BIN"
-else
+# k8swrapper: the one wrapper module every Kubernetes binary builds from,
+# so they share one module graph and build cache.
+k8swrapper() {
 	dir=$CACHE/k8sbuild-$K8S_VERSION
+	[ -f "$dir/go.mod" ] && return 0
 	wrapper "$dir" weirk8sbuild k8s.io/kubernetes/cmd/kube-apiserver
 	# go mod download fetches through whatever GOPROXY is configured and
 	# names the cached .mod file; the replace list comes from it.
@@ -88,14 +97,42 @@ else
 		exit 1
 	fi
 	finish "$dir"
-	log "building kube-apiserver $K8S_VERSION in $dir ($n staging modules at $STAGING_VERSION)"
-	# Stamp the version /version reports (a plain go build says v0.0.0-master).
-	minor=${K8S_VERSION#v1.}
-	minor=${minor%%.*}
-	v=k8s.io/component-base/version
-	build "$dir" k8s.io/kubernetes/cmd/kube-apiserver "$APISERVER_BIN" \
-		"-X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
-fi
+	log "wrapper module $dir ($n staging modules at $STAGING_VERSION)"
+}
 
-echo "$ETCD_BIN"
-echo "$APISERVER_BIN"
+k8s() {
+	out=$BIN/$1-$K8S_VERSION
+	if [ ! -x "$out" ]; then
+		k8swrapper
+		case $1 in
+		e2e.test) pkg=k8s.io/kubernetes/test/e2e ;;
+		agnhost) pkg=k8s.io/kubernetes/test/images/agnhost ;;
+		*) pkg=k8s.io/kubernetes/cmd/$1 ;;
+		esac
+		log "building $1 $K8S_VERSION"
+		# Stamp the version /version and the nodes report (a plain go
+		# build says v0.0.0-master).
+		minor=${K8S_VERSION#v1.}
+		minor=${minor%%.*}
+		v=k8s.io/component-base/version
+		build "$CACHE/k8sbuild-$K8S_VERSION" "$pkg" "$out" \
+			"-s -w -X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
+	fi
+	echo "$out"
+}
+
+mkdir -p "$BIN"
+[ $# -gt 0 ] || set -- etcd kube-apiserver
+[ "$*" = all ] && set -- etcd $K8S_COMPONENTS
+for c in "$@"; do
+	case " etcd $K8S_COMPONENTS " in
+	*" $c "*) ;;
+	*)
+		log "unknown component $c (etcd $K8S_COMPONENTS, or all)"
+		exit 2
+		;;
+	esac
+done
+for c in "$@"; do
+	if [ "$c" = etcd ]; then etcd; else k8s "$c"; fi
+done
