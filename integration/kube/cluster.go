@@ -57,7 +57,7 @@ type Cluster struct {
 
 	opts    Options
 	ownDir  bool
-	pki     *pki
+	pki     *PKI
 	apiPort int
 	apiArgs []string
 
@@ -95,7 +95,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	svcIP := append(net.IP(nil), svcNet.IP.To16()...)
 	svcIP[len(svcIP)-1]++ // the kubernetes service takes the range's first address
-	if c.pki, err = newPKI(c.Dir, svcIP); err != nil {
+	if c.pki, err = NewPKI(c.Dir, svcIP); err != nil {
 		return nil, err
 	}
 	ports, err := freePorts(3)

@@ -38,7 +38,7 @@ func StartT(t testing.TB, opts Options) *Cluster {
 // clients writes the admin kubeconfig and builds RestConfig and Client.
 func (c *Cluster) clients() error {
 	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
-	if err := writeKubeconfig(c.Kubeconfig, c.Host, c.pki.caPEM, c.pki.adminCertPEM, c.pki.adminKeyPEM); err != nil {
+	if err := WriteKubeconfig(c.Kubeconfig, c.Host, c.pki.caPEM, c.pki.adminCertPEM, c.pki.adminKeyPEM); err != nil {
 		return err
 	}
 	cfg, err := c.restConfigFrom(c.Kubeconfig)
@@ -73,15 +73,15 @@ func (c *Cluster) UserKubeconfig(name, user string, groups ...string) (string, e
 		return "", err
 	}
 	path := filepath.Join(c.Dir, name+".kubeconfig")
-	return path, writeKubeconfig(path, c.Host, c.pki.caPEM, certPEM, keyPEM)
+	return path, WriteKubeconfig(path, c.Host, c.pki.caPEM, certPEM, keyPEM)
 }
 
 // RestConfigFor loads a kubeconfig written by this package (for example by
 // KubeconfigFor) with the cluster's QPS and Burst.
 func (c *Cluster) RestConfigFor(path string) (*rest.Config, error) { return c.restConfigFrom(path) }
 
-// writeKubeconfig writes a self-contained kubeconfig (credentials embedded).
-func writeKubeconfig(path, server string, caPEM, certPEM, keyPEM []byte) error {
+// WriteKubeconfig writes a self-contained kubeconfig (credentials embedded).
+func WriteKubeconfig(path, server string, caPEM, certPEM, keyPEM []byte) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["weir"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
 	cfg.AuthInfos["weir"] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}

@@ -16,9 +16,9 @@ import (
 	"time"
 )
 
-// pki holds the PEM files the API server and its clients use, all made at
+// PKI holds the PEM files the API server and its clients use, all made at
 // start with Go's crypto and kept in the cluster's directory.
-type pki struct {
+type PKI struct {
 	CAFile, ServingCert, ServingKey string
 	AdminCert, AdminKey             string
 	SAPub, SAKey                    string
@@ -28,11 +28,11 @@ type pki struct {
 	caKey                            crypto.Signer
 }
 
-// newPKI writes a CA, a serving certificate for loopback and the in-cluster
-// service names, an admin client certificate in group system:masters and a
+// NewPKI writes a CA, a serving certificate for loopback, servingIPs and the
+// in-cluster service names, an admin client certificate in group system:masters and a
 // service-account signing key pair into dir.
-func newPKI(dir string, serviceIP net.IP) (*pki, error) {
-	p := &pki{}
+func NewPKI(dir string, servingIPs ...net.IP) (*PKI, error) {
+	p := &PKI{}
 	var err error
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -58,7 +58,7 @@ func newPKI(dir string, serviceIP net.IP) (*pki, error) {
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, serviceIP},
+		IPAddresses: append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, servingIPs...),
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
 	}
@@ -107,7 +107,7 @@ func newPKI(dir string, serviceIP net.IP) (*pki, error) {
 
 // ClientCert issues a client certificate (PEM cert, PEM key) for user in
 // groups, signed by the cluster's CA: the API server authenticates it.
-func (p *pki) ClientCert(user string, groups ...string) (certPEM, keyPEM []byte, err error) {
+func (p *PKI) ClientCert(user string, groups ...string) (certPEM, keyPEM []byte, err error) {
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: user, Organization: groups},
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
@@ -121,7 +121,7 @@ func (p *pki) ClientCert(user string, groups ...string) (certPEM, keyPEM []byte,
 }
 
 // issue signs tmpl with the CA for a fresh P-256 key.
-func (p *pki) issue(tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
+func (p *PKI) issue(tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -150,4 +150,46 @@ func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Si
 
 func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+// CAPEM returns the CA certificate in PEM.
+func (p *PKI) CAPEM() []byte { return p.caPEM }
+
+// AdminKubeconfig writes an admin (system:masters) kubeconfig for server.
+func (p *PKI) AdminKubeconfig(path, server string) error {
+	return WriteKubeconfig(path, server, p.caPEM, p.adminCertPEM, p.adminKeyPEM)
+}
+
+// UserKubeconfig writes a kubeconfig for server authenticating as user in
+// groups with a fresh client certificate from the CA.
+func (p *PKI) UserKubeconfig(path, server, user string, groups ...string) error {
+	certPEM, keyPEM, err := p.ClientCert(user, groups...)
+	if err != nil {
+		return err
+	}
+	return WriteKubeconfig(path, server, p.caPEM, certPEM, keyPEM)
+}
+
+// ServingCertFiles issues a server certificate for ips and names, written to
+// dir/name.crt and dir/name.key; it returns the two paths.
+func (p *PKI) ServingCertFiles(dir, name string, ips []net.IP, names []string) (certFile, keyFile string, err error) {
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: ips,
+		DNSNames:    names,
+	}
+	certPEM, keyPEM, err := p.issue(tmpl)
+	if err != nil {
+		return "", "", fmt.Errorf("issue serving cert for %s: %w", name, err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		return "", "", fmt.Errorf("write %s: %w", certFile, err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		return "", "", fmt.Errorf("write %s: %w", keyFile, err)
+	}
+	return certFile, keyFile, nil
 }

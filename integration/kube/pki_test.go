@@ -29,7 +29,7 @@ func readCert(t *testing.T, path string) *x509.Certificate {
 
 func TestPKI(t *testing.T) {
 	dir := t.TempDir()
-	p, err := newPKI(dir, net.ParseIP("10.96.0.1"))
+	p, err := NewPKI(dir, net.ParseIP("10.96.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func (c *Cluster) KubeconfigFor(netnsPath string) (string, error) {
 	port := l.Addr().(*net.TCPAddr).Port
 	name := fmt.Sprintf("netns-%s-%d", strings.ReplaceAll(filepath.Base(netnsPath), ".", "_"), port)
 	path := filepath.Join(c.Dir, name+".kubeconfig")
-	if err := writeKubeconfig(path, "https://"+hostPort(port), c.pki.caPEM, c.pki.adminCertPEM, c.pki.adminKeyPEM); err != nil {
+	if err := WriteKubeconfig(path, "https://"+hostPort(port), c.pki.caPEM, c.pki.adminCertPEM, c.pki.adminKeyPEM); err != nil {
 		l.Close()
 		return "", err
 	}
