@@ -11,7 +11,7 @@ export GOFLAGS     ?= -buildvcs=false
 BIN       := $(CURDIR)/bin
 TOOLS_BIN := $(BIN)/tools
 # cmd/<name> is built when it holds a main package.
-CMDS := $(shell for c in weir weir-agent weirctl; do grep -qs '^package main' cmd/$$c/*.go && echo $$c; done)
+CMDS := $(shell for c in weir weir-agent weirctl weir-install pause weir-e2e; do grep -qs '^package main' cmd/$$c/*.go && echo $$c; done)
 
 CNITOOL_VERSION := v1.3.1
 PLUGINS_VERSION := v1.10.0
