@@ -7,10 +7,12 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -53,6 +55,89 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	for _, want := range []string{"--cni-conf=", "--cluster-cidr="} {
 		if !strings.Contains(args, want) {
 			t.Errorf("agent command %q lacks %s", args, want)
+		}
+	}
+}
+
+// TestContainersRunWithLeastPrivilege pins every container's
+// securityContext: no privilege escalation, a read-only root, the
+// runtime's default seccomp filter, every capability dropped but the
+// agent's NET_ADMIN and NET_RAW; and no host mount the agent does not use.
+func TestContainersRunWithLeastPrivilege(t *testing.T) {
+	ds := daemonSet(t)
+	spec := ds.Spec.Template.Spec
+	all := append(append([]corev1.Container(nil), spec.InitContainers...), spec.Containers...)
+	for _, c := range all {
+		sc := c.SecurityContext
+		if sc == nil {
+			t.Errorf("%s: no securityContext", c.Name)
+			continue
+		}
+		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			t.Errorf("%s: allowPrivilegeEscalation must be false", c.Name)
+		}
+		if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Errorf("%s: readOnlyRootFilesystem must be true", c.Name)
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			t.Errorf("%s: must not be privileged", c.Name)
+		}
+		if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("%s: seccompProfile must be RuntimeDefault", c.Name)
+		}
+		if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+			t.Errorf("%s: capabilities must drop ALL", c.Name)
+			continue
+		}
+		want := []corev1.Capability{}
+		if c.Name == "agent" {
+			want = []corev1.Capability{"NET_ADMIN", "NET_RAW"}
+		}
+		if got := append([]corev1.Capability{}, sc.Capabilities.Add...); !slices.Equal(got, want) {
+			t.Errorf("%s: adds capabilities %v, want %v", c.Name, got, want)
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil && v.HostPath.Path == "/lib/modules" {
+			t.Errorf("volume %s mounts /lib/modules, which the agent never reads", v.Name)
+		}
+	}
+	lock := false
+	for _, m := range spec.Containers[0].VolumeMounts {
+		lock = lock || m.MountPath == "/run/xtables.lock"
+	}
+	if !lock {
+		t.Error("the agent must share the node's /run/xtables.lock, so iptables --wait serialises with kube-proxy")
+	}
+}
+
+// TestInstallerNeedsNoShell: the image holds static binaries only.
+func TestInstallerNeedsNoShell(t *testing.T) {
+	for _, c := range daemonSet(t).Spec.Template.Spec.InitContainers {
+		if len(c.Command) == 0 || strings.HasSuffix(c.Command[0], "sh") {
+			t.Errorf("init container %s runs %q: the image has no shell", c.Name, c.Command)
+		}
+	}
+}
+
+func daemonSet(t *testing.T) *appsv1.DaemonSet {
+	t.Helper()
+	data, err := os.ReadFile("weir.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		var raw runtime.RawExtension
+		if err := dec.Decode(&raw); err != nil {
+			t.Fatalf("no DaemonSet in weir.yaml: %v", err)
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(raw.Raw, nil, nil)
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if d, ok := obj.(*appsv1.DaemonSet); ok {
+			return d
 		}
 	}
 }
