@@ -221,3 +221,36 @@ func archiveFile(t *testing.T, archive, name string) []byte {
 		}
 	}
 }
+
+func TestLinksAreSymlinkEntries(t *testing.T) {
+	data, err := layerTar([]File{
+		{Path: "/bin/busybox", Data: []byte("bb"), Mode: 0o755},
+		{Path: "/bin/sh", Link: "busybox"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(bytes.NewReader(data))
+	found := false
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Name == "bin/sh" {
+			found = true
+			if h.Typeflag != tar.TypeSymlink || h.Linkname != "busybox" {
+				t.Errorf("bin/sh: type %c -> %q, want a symlink to busybox", h.Typeflag, h.Linkname)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no bin/sh entry")
+	}
+	if _, err := layerTar([]File{{Path: "/bin/sh", Link: "busybox", Data: []byte("x")}}); err == nil {
+		t.Error("a link with contents must be refused")
+	}
+}

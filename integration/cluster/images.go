@@ -1,0 +1,147 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/weir-cni/weir/integration/cluster/image"
+)
+
+// The image names the upstream tests and the sandbox ask for, and weir's.
+const (
+	PauseImage   = "registry.k8s.io/pause:3.10.2"
+	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	WeirImage    = "weir:dev"
+)
+
+// ImageSources are the local binaries the images are built from.
+type ImageSources struct {
+	// Pause is the pause binary (cmd/pause).
+	Pause string
+	// Agnhost is the e2e tests' agnhost, built from k8s.io/kubernetes.
+	Agnhost string
+	// WeirBin holds weir, weir-agent, weirctl and weir-install.
+	WeirBin string
+}
+
+// BuildImages writes the three images as docker-archive tarballs into dir
+// and returns their paths. Nothing is pulled: every file comes from this
+// machine. agnhost's upstream image also carries a shell, curl and
+// OpenBSD netcat, which the e2e suites exec in its containers; they are
+// taken from this machine's Debian packages (busybox-static, curl,
+// netcat-openbsd) with the shared libraries they load.
+func BuildImages(dir string, src ImageSources) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("make %s: %w", dir, err)
+	}
+	var out []string
+	write := func(name, ref string, files []image.File, cfg image.Config) error {
+		p := filepath.Join(dir, name+".tar")
+		if err := image.Write(p, ref, files, cfg); err != nil {
+			return err
+		}
+		out = append(out, p)
+		return nil
+	}
+	if err := write("pause", PauseImage, []image.File{{Path: "/pause", Src: src.Pause, Mode: 0o755}},
+		image.Config{Entrypoint: []string{"/pause"}}); err != nil {
+		return nil, err
+	}
+	var weir []image.File
+	for _, b := range []string{"weir", "weir-agent", "weirctl", "weir-install"} {
+		weir = append(weir, image.File{Path: "/usr/local/bin/" + b, Src: filepath.Join(src.WeirBin, b), Mode: 0o755})
+	}
+	if err := write("weir", WeirImage, weir, image.Config{
+		Entrypoint: []string{"/usr/local/bin/weir-agent"},
+		Env:        []string{"PATH=/usr/local/bin"},
+	}); err != nil {
+		return nil, err
+	}
+	userland, err := agnhostUserland()
+	if err != nil {
+		return nil, err
+	}
+	files := append([]image.File{{Path: "/agnhost", Src: src.Agnhost, Mode: 0o755}}, userland...)
+	if err := write("agnhost", AgnhostImage, files, image.Config{
+		Entrypoint: []string{"/agnhost"},
+		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+	}); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// agnhostUserland is busybox (sh and its applets in /bin), curl and nc
+// with their libraries.
+func agnhostUserland() ([]image.File, error) {
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		return nil, fmt.Errorf("agnhost image needs busybox (Debian busybox-static): %w", err)
+	}
+	if out, err := exec.Command("file", "-L", bb).Output(); err == nil && strings.Contains(string(out), "dynamically") {
+		return nil, fmt.Errorf("%s is not static: install Debian's busybox-static", bb)
+	}
+	files := []image.File{{Path: "/bin/busybox", Src: bb, Mode: 0o755}}
+	list, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("busybox --list: %w", err)
+	}
+	own := map[string]bool{"busybox": true, "nc": true, "curl": true}
+	for _, a := range strings.Fields(string(list)) {
+		if !own[a] && !strings.Contains(a, "/") {
+			files = append(files, image.File{Path: "/bin/" + a, Link: "busybox"})
+		}
+	}
+	libs := map[string]bool{}
+	for _, b := range []struct{ at, bin string }{{"/usr/bin/curl", "curl"}, {"/bin/nc", "nc.openbsd"}} {
+		p, err := exec.LookPath(b.bin)
+		if err != nil {
+			return nil, fmt.Errorf("agnhost image needs %s (Debian curl, netcat-openbsd): %w", b.bin, err)
+		}
+		files = append(files, image.File{Path: b.at, Src: p, Mode: 0o755})
+		deps, err := sharedLibs(p)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range deps {
+			libs[d] = true
+		}
+	}
+	var paths []string
+	for l := range libs {
+		paths = append(paths, l)
+	}
+	sort.Strings(paths)
+	for _, l := range paths {
+		real, err := filepath.EvalSymlinks(l)
+		if err != nil {
+			return nil, fmt.Errorf("library %s: %w", l, err)
+		}
+		files = append(files, image.File{Path: l, Src: real, Mode: 0o755})
+	}
+	return files, nil
+}
+
+var lddLine = regexp.MustCompile(`(?m)^\s*(?:\S+ => )?(/\S+) \(0x`)
+
+// sharedLibs lists the libraries (and the loader) bin loads, by the paths
+// ldd resolves them to.
+func sharedLibs(bin string) ([]string, error) {
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", bin, err)
+	}
+	var libs []string
+	for _, m := range lddLine.FindAllStringSubmatch(string(out), -1) {
+		libs = append(libs, m[1])
+	}
+	if len(libs) == 0 {
+		return nil, fmt.Errorf("ldd %s: no libraries found in %q", bin, out)
+	}
+	return libs, nil
+}

@@ -1,0 +1,82 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Kubectl runs kubectl with the admin kubeconfig in the control plane's
+// namespace.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
+	return c.Exec(ctx, c.Binaries.Kubectl, append([]string{"--kubeconfig=" + c.Kubeconfig}, args...)...)
+}
+
+// Install applies a CNI's manifest as a user would (`kubectl apply -f`)
+// and waits until every node is Ready and every pod of kube-system runs
+// and is ready.
+func (c *Cluster) Install(ctx context.Context, manifest string) error {
+	out, err := c.Kubectl(ctx, "apply", "-f", manifest)
+	if err != nil {
+		return err
+	}
+	c.logf("kubectl apply -f %s:\n%s", manifest, strings.TrimSpace(out))
+	return c.WaitReady(ctx, 5*time.Minute)
+}
+
+// WaitReady waits until every node is Ready and every kube-system pod is
+// Running and ready.
+func (c *Cluster) WaitReady(ctx context.Context, timeout time.Duration) error {
+	return poll(ctx, "nodes and kube-system pods ready", timeout, time.Second, func() error {
+		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if len(nodes.Items) < len(c.Nodes) {
+			return fmt.Errorf("%d of %d nodes registered", len(nodes.Items), len(c.Nodes))
+		}
+		for _, n := range nodes.Items {
+			if !nodeReady(&n) {
+				return fmt.Errorf("node %s not Ready", n.Name)
+			}
+		}
+		pods, err := c.Client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) == 0 {
+			return fmt.Errorf("no kube-system pods yet")
+		}
+		for _, p := range pods.Items {
+			if !podReady(&p) {
+				return fmt.Errorf("pod kube-system/%s not ready (%s)", p.Name, p.Status.Phase)
+			}
+		}
+		return nil
+	})
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func podReady(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
