@@ -151,6 +151,12 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 	if _, err := os.Stat(filepath.Join(c.Dir, stateFile)); err == nil {
 		return nil, fmt.Errorf("a cluster already exists in %s: remove it first (--down)", c.Dir)
 	}
+	// What a removed cluster may have left: its data, never reused.
+	for _, d := range []string{"etcd", "pki", "apiserver-certs", "nodes"} {
+		if err := os.RemoveAll(filepath.Join(c.Dir, d)); err != nil {
+			return nil, fmt.Errorf("remove stale %s: %w", d, err)
+		}
+	}
 	for _, d := range []string{c.Dir, c.LogDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("make %s: %w", d, err)
@@ -285,8 +291,10 @@ func Down(ctx context.Context, dir string, logf func(string, ...any)) error {
 	}
 	// Node directories hold overlay snapshots; their mounts died with the
 	// mount namespaces.
-	if err := os.RemoveAll(filepath.Join(dir, "nodes")); err != nil {
-		return fmt.Errorf("remove node directories: %w", err)
+	for _, d := range []string{"nodes", "etcd"} {
+		if err := os.RemoveAll(filepath.Join(dir, d)); err != nil {
+			return fmt.Errorf("remove %s: %w", d, err)
+		}
 	}
 	logf("cluster in %s removed", dir)
 	return os.Remove(filepath.Join(dir, stateFile))
