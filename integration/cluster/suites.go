@@ -90,7 +90,14 @@ func (c *Cluster) E2E(ctx context.Context, e2eBin, ginkgoBin, dir string, s Suit
 				rest = append(rest, f)
 			}
 		}
-		argv = c.CPArgv(ginkgoBin, append(append(gflags, e2eBin, "--"), rest...)...)
+		// ginkgo runs a precompiled suite only by a name ending in .test.
+		link := filepath.Join(out, "e2e.test")
+		_ = os.Remove(link)
+		if err := os.Symlink(e2eBin, link); err != nil {
+			res.Err = err
+			return res
+		}
+		argv = c.CPArgv(ginkgoBin, append(append(gflags, link, "--"), rest...)...)
 	} else {
 		argv = c.CPArgv(e2eBin, flags...)
 	}
