@@ -23,13 +23,16 @@ type phase struct {
 // suites are the upstream e2e runs, by name.
 func suites(o options) map[string]cluster.Suite {
 	netpol := cluster.Suite{Name: "netpol", Focus: `Netpol`, Procs: o.procs}
+	pods := cluster.Suite{Name: "pods", Focus: `\[sig-network\] Networking Granular Checks: Pods`}
 	if !sctpAvailable() {
-		netpol.Skip = `SCTPConnectivity`
-		netpol.SkipReason = "this kernel has no SCTP (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) fails)"
+		for _, s := range []*cluster.Suite{&netpol, &pods} {
+			s.Skip = `SCTPConnectivity`
+			s.SkipReason = "this kernel has no SCTP (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) fails)"
+		}
 	}
 	return map[string]cluster.Suite{
 		"netpol": netpol,
-		"pods":   {Name: "pods", Focus: `\[sig-network\] Networking Granular Checks: Pods`},
+		"pods":   pods,
 		"services": {Name: "services", Focus: servicesFocus, Skip: servicesSkip,
 			SkipReason: "needs DNS, a load balancer or the internet, which this cluster does not have"},
 	}
