@@ -39,7 +39,7 @@ fi
 start=$(date +%s)
 source hack/deps.sh
 need=()
-for p in containerd runc busybox-static curl netcat-openbsd; do
+for p in containerd runc busybox-static dash bash curl netcat-openbsd; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -53,6 +53,15 @@ fi
 # loopback CNI plugin and the ginkgo CLI at the version e2e.test uses.
 hack/build-k8s.sh all >/dev/null
 make --no-print-directory build
+# The cluster's DNS add-on (CoreDNS, as kubeadm and kind install it).
+COREDNS_VERSION=v1.15.0
+coredns=${WEIR_CACHE:-$HOME/.cache/weir}/bin/coredns-$COREDNS_VERSION
+if [ ! -x "$coredns" ]; then
+	tmp=$(mktemp -d)
+	GOBIN=$tmp CGO_ENABLED=0 go install "github.com/coredns/coredns@$COREDNS_VERSION"
+	mv "$tmp/coredns" "$coredns"
+	rm -rf "$tmp"
+fi
 PLUGINS_VERSION=$(sed -n 's/^PLUGINS_VERSION *:= *//p' Makefile)
 [ -x bin/tools/loopback ] || GOBIN=$PWD/bin/tools go install "github.com/containernetworking/plugins/plugins/main/loopback@$PLUGINS_VERSION"
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
@@ -69,5 +78,5 @@ ginkgo_flag=()
 
 build=$(($(date +%s) - start))
 exec bin/weir-e2e run -build-seconds "$build" -k8s-version "$K8S_VERSION" \
-	-weir-bin "$PWD/bin" -cni-bin "$PWD/bin/tools" -manifest "$PWD/deploy/weir.yaml" \
+	-coredns "$coredns" -weir-bin "$PWD/bin" -cni-bin "$PWD/bin/tools" -manifest "$PWD/deploy/weir.yaml" \
 	"${ginkgo_flag[@]}" "${args[@]}"

@@ -27,6 +27,7 @@ func main() { os.Exit(run()) }
 
 type options struct {
 	dir, k8sBin, k8sVersion, weirBin, cniBin, ginkgo, manifest string
+	coredns                                                    string
 	suites                                                     string
 	workers, procs, buildSeconds                               int
 	keep                                                       bool
@@ -45,6 +46,7 @@ func run() int {
 	fs.StringVar(&o.k8sVersion, "k8s-version", "v1.37.2", "Kubernetes version of those binaries")
 	fs.StringVar(&o.weirBin, "weir-bin", "bin", "directory holding weir, weir-agent, weirctl, weir-install and pause")
 	fs.StringVar(&o.cniBin, "cni-bin", "bin/tools", "directory holding the loopback CNI plugin nodes ship")
+	fs.StringVar(&o.coredns, "coredns", filepath.Join(cache, "bin", "coredns-v1.15.0"), "coredns binary for the cluster's DNS add-on")
 	fs.StringVar(&o.ginkgo, "ginkgo", "", "ginkgo CLI, to run the netpol specs in parallel (empty: serially)")
 	fs.StringVar(&o.manifest, "manifest", "deploy/weir.yaml", "the manifest a user applies")
 	fs.StringVar(&o.suites, "suites", "netpol,pods,services,weir", "suites to run (comma-separated; none: just bring the cluster up)")
@@ -93,7 +95,7 @@ func (o options) binaries() (cluster.Binaries, error) {
 	}
 	var missing []string
 	for _, p := range []string{b.Etcd, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.KubeProxy, b.Kubectl,
-		o.k8s("e2e.test"), o.k8s("agnhost"), filepath.Join(o.cniBin, "loopback")} {
+		o.k8s("e2e.test"), o.k8s("agnhost"), filepath.Join(o.cniBin, "loopback"), o.coredns} {
 		if _, err := os.Stat(p); err != nil {
 			missing = append(missing, p)
 		}

@@ -105,7 +105,7 @@ func runAll(ctx context.Context, o options, logf func(string, ...any)) int {
 	var results []cluster.Result
 	failed := timed("images", func() error {
 		images, err = cluster.BuildImages(filepath.Join(o.dir, "images"), cluster.ImageSources{
-			Pause: filepath.Join(o.weirBin, "pause"), Agnhost: o.k8s("agnhost"), WeirBin: o.weirBin,
+			Pause: filepath.Join(o.weirBin, "pause"), Agnhost: o.k8s("agnhost"), WeirBin: o.weirBin, CoreDNS: o.coredns,
 		})
 		return err
 	}) != nil
@@ -117,6 +117,9 @@ func runAll(ctx context.Context, o options, logf func(string, ...any)) int {
 	}
 	if !failed {
 		failed = timed("install weir", func() error { return c.Install(ctx, o.manifest) }) != nil
+	}
+	if !failed {
+		failed = timed("DNS add-on (CoreDNS)", func() error { return c.InstallDNS(ctx) }) != nil
 	}
 	if !failed {
 		all := suites(o)

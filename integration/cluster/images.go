@@ -17,6 +17,9 @@ const (
 	PauseImage   = "registry.k8s.io/pause:3.10.2"
 	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 	WeirImage    = "weir:dev"
+	// CoreDNSImage is the DNS add-on's image, built from CoreDNS's Go
+	// module at that version.
+	CoreDNSImage = "registry.k8s.io/coredns/coredns:v1.15.0"
 )
 
 // ImageSources are the local binaries the images are built from.
@@ -27,14 +30,16 @@ type ImageSources struct {
 	Agnhost string
 	// WeirBin holds weir, weir-agent, weirctl and weir-install.
 	WeirBin string
+	// CoreDNS is the coredns binary (github.com/coredns/coredns).
+	CoreDNS string
 }
 
-// BuildImages writes the three images as docker-archive tarballs into dir
+// BuildImages writes the four images as docker-archive tarballs into dir
 // and returns their paths. Nothing is pulled: every file comes from this
 // machine. agnhost's upstream image also carries a shell, curl and
 // OpenBSD netcat, which the e2e suites exec in its containers; they are
-// taken from this machine's Debian packages (busybox-static, curl,
-// netcat-openbsd) with the shared libraries they load.
+// taken from this machine's Debian packages (busybox-static, dash, bash,
+// curl, netcat-openbsd) with the shared libraries they load.
 func BuildImages(dir string, src ImageSources) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("make %s: %w", dir, err)
@@ -62,6 +67,10 @@ func BuildImages(dir string, src ImageSources) ([]string, error) {
 	}); err != nil {
 		return nil, err
 	}
+	if err := write("coredns", CoreDNSImage, []image.File{{Path: "/coredns", Src: src.CoreDNS, Mode: 0o755}},
+		image.Config{Entrypoint: []string{"/coredns"}}); err != nil {
+		return nil, err
+	}
 	userland, err := agnhostUserland()
 	if err != nil {
 		return nil, err
@@ -76,8 +85,8 @@ func BuildImages(dir string, src ImageSources) ([]string, error) {
 	return out, nil
 }
 
-// agnhostUserland is busybox (sh and its applets in /bin), curl and nc
-// with their libraries.
+// agnhostUserland is busybox's applets in /bin, dash as /bin/sh, bash,
+// curl and nc with their libraries.
 func agnhostUserland() ([]image.File, error) {
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
@@ -91,17 +100,22 @@ func agnhostUserland() ([]image.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("busybox --list: %w", err)
 	}
-	own := map[string]bool{"busybox": true, "nc": true, "curl": true}
+	// busybox's own sh runs its applets before anything on PATH (so nc
+	// would be busybox's, which lacks -u and -v): the shells are Debian's
+	// dash and bash, as upstream's image has a real shell.
+	own := map[string]bool{"busybox": true, "nc": true, "curl": true, "sh": true, "bash": true}
 	for _, a := range strings.Fields(string(list)) {
 		if !own[a] && !strings.Contains(a, "/") {
 			files = append(files, image.File{Path: "/bin/" + a, Link: "busybox"})
 		}
 	}
 	libs := map[string]bool{}
-	for _, b := range []struct{ at, bin string }{{"/usr/bin/curl", "curl"}, {"/bin/nc", "nc.openbsd"}} {
+	for _, b := range []struct{ at, bin string }{
+		{"/usr/bin/curl", "curl"}, {"/bin/nc", "nc.openbsd"}, {"/bin/sh", "dash"}, {"/bin/bash", "bash"},
+	} {
 		p, err := exec.LookPath(b.bin)
 		if err != nil {
-			return nil, fmt.Errorf("agnhost image needs %s (Debian curl, netcat-openbsd): %w", b.bin, err)
+			return nil, fmt.Errorf("agnhost image needs %s (Debian curl, netcat-openbsd, dash, bash): %w", b.bin, err)
 		}
 		files = append(files, image.File{Path: b.at, Src: p, Mode: 0o755})
 		deps, err := sharedLibs(p)

@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -26,6 +29,23 @@ func (c *Cluster) Install(ctx context.Context, manifest string) error {
 	}
 	c.logf("kubectl apply -f %s:\n%s", manifest, strings.TrimSpace(out))
 	return c.WaitReady(ctx, 5*time.Minute)
+}
+
+//go:embed coredns.yaml
+var corednsManifest []byte
+
+// InstallDNS applies the cluster's DNS add-on (CoreDNS at the kube-dns
+// Service, as kubeadm and kind install it; its image must have been
+// imported) and waits until it is ready. It needs the CNI in place.
+func (c *Cluster) InstallDNS(ctx context.Context) error {
+	path := filepath.Join(c.Dir, "coredns.yaml")
+	if err := os.WriteFile(path, corednsManifest, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := c.Kubectl(ctx, "apply", "-f", path); err != nil {
+		return err
+	}
+	return c.WaitReady(ctx, 3*time.Minute)
 }
 
 // WaitReady waits until every node is Ready and every kube-system pod is
