@@ -27,6 +27,14 @@ const (
 	OpExplain = "explain"
 )
 
+// MaxRequestSize is the most bytes a request line may take, newline
+// included; the agent answers a longer one with an error and hangs up.
+// The largest legitimate request, a pod-added for a pod whose namespace
+// and name are as long as Kubernetes allows (63 and 253 bytes), with a
+// 64-byte container ID and a dual-stack address pair, encodes to about
+// 500 bytes; explain requests are smaller.
+const MaxRequestSize = 8 << 10
+
 // Request is one call to the agent.
 type Request struct {
 	Op          string   `json:"op"`
@@ -53,6 +61,13 @@ var ErrNoAgent = errors.New("weir-agent is not running")
 // Call sends req to the agent at socket and waits for the answer until ctx
 // ends.
 func Call(ctx context.Context, socket string, req Request) (Response, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return Response{}, fmt.Errorf("encode request: %w", err)
+	}
+	if len(b)+1 > MaxRequestSize {
+		return Response{}, fmt.Errorf("encode request: %d bytes, the agent takes at most %d", len(b)+1, MaxRequestSize)
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
@@ -67,10 +82,6 @@ func Call(ctx context.Context, socket string, req Request) (Response, error) {
 		_ = conn.SetDeadline(dl)
 	} else {
 		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return Response{}, fmt.Errorf("encode request: %w", err)
 	}
 	if _, err := conn.Write(append(b, '\n')); err != nil {
 		return Response{}, fmt.Errorf("send request: %w", err)

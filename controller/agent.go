@@ -42,6 +42,9 @@ type Status struct {
 	Syncs     int
 	Problems  []string
 	Counts    map[string]int
+	// RefusedConns counts socket connections closed unserved because
+	// the agent was already serving its most at once.
+	RefusedConns int
 }
 
 // Agent compiles the snapshot of one node and applies it, from one worker.
@@ -62,6 +65,11 @@ type Agent struct {
 	// NFLOG (see DeniedLogger).
 	LogDenied nft.DeniedLog
 
+	// sockMaxConns and sockReadTimeout override the socket's limits
+	// (maxSocketConns, requestReadTimeout) in tests.
+	sockMaxConns    int
+	sockReadTimeout time.Duration
+
 	kick chan struct{}
 	mu   sync.Mutex
 	st   Status
@@ -76,6 +84,10 @@ type Agent struct {
 	overlayBuf []nft.Pod
 	// anns are pods announced by the plugin, by namespace/name.
 	anns map[string]*announcement
+	// podCIDRs are this node's pod ranges as the last refresh of the view
+	// had them; viewed is closed after the first refresh.
+	podCIDRs []netip.Prefix
+	viewed   chan struct{}
 	// wanted counts announcements; applied is the value wanted had when
 	// the last successful sync started. applyCh is closed and replaced on
 	// every successful sync.
@@ -135,6 +147,7 @@ func (a *Agent) init() {
 		a.kick = make(chan struct{}, 1)
 		a.applyCh = make(chan struct{})
 		a.anns = map[string]*announcement{}
+		a.viewed = make(chan struct{})
 	}
 	if a.Log == nil {
 		a.Log = slog.Default()
@@ -190,6 +203,12 @@ func (a *Agent) sync(ctx context.Context) error {
 	read := time.Now()
 	a.mu.Lock()
 	gen := a.wanted
+	a.podCIDRs = snap.Node.PodCIDRs
+	select {
+	case <-a.viewed:
+	default:
+		close(a.viewed) // the first view
+	}
 	// A pod deleted before the source saw its addresses is done with its
 	// announcement now: the view forgets the delete, even if this sync fails.
 	for key, ann := range a.anns {
@@ -290,11 +309,19 @@ func sameIncarnation(deleted, announced *corev1.Pod) bool {
 // returns once a ruleset that includes them is in the kernel, or ctx ends.
 // The pod must be known to the source (or fetchable through PodGetter): its
 // labels decide which policies apply, so an unknown pod is an error rather
-// than a guess.
+// than a guess. Only this node's pods, with addresses from this node's
+// podCIDRs, are taken (see admitAnnouncement).
 func (a *Agent) Announce(ctx context.Context, namespace, name string, ips []netip.Addr) error {
 	a.init()
 	pod, err := a.lookupPod(ctx, namespace, name)
 	if err != nil {
+		return err
+	}
+	podCIDRs, err := a.nodePodCIDRs(ctx)
+	if err != nil {
+		return err
+	}
+	if err := admitAnnouncement(a.Node, podCIDRs, pod, ips); err != nil {
 		return err
 	}
 	a.mu.Lock()
@@ -316,6 +343,19 @@ func (a *Agent) Announce(ctx context.Context, namespace, name string, ips []neti
 		case <-ch:
 		}
 	}
+}
+
+// nodePodCIDRs returns this node's podCIDRs as the agent's view has them,
+// waiting until ctx ends for the view's first refresh.
+func (a *Agent) nodePodCIDRs(ctx context.Context) ([]netip.Prefix, error) {
+	select {
+	case <-a.viewed:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for the agent's view of node %s: %w", a.Node, ctx.Err())
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.podCIDRs, nil
 }
 
 // lookupPod finds one pod: through the source's PodGetter (cache, then API

@@ -59,18 +59,19 @@ func TestAnnouncedPodDeletedBeforeItsIPWasSeen(t *testing.T) {
 	web := pod("ns1", "web", "n1", map[string]string{"app": "web"}) // no address yet
 	web.UID = "uid-1"
 	ip := netip.MustParseAddr("10.244.1.9")
-	listing := func() Source { return &memSource{objs: Objects{Pods: []*corev1.Pod{web}}} }
+	nodes := []*corev1.Node{localNode()}
+	listing := func() Source { return &memSource{objs: Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}} }
 	deleteListed := func(s Source) {
 		m := s.(*memSource)
 		m.mu.Lock()
-		m.objs = Objects{}
+		m.objs = Objects{Nodes: nodes}
 		kick := m.kick
 		m.mu.Unlock()
 		kick()
 	}
 	changes := func() Source {
-		return &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{web}}}},
-			memSource: memSource{objs: Objects{Pods: []*corev1.Pod{web}}}}
+		return &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}},
+			memSource: memSource{objs: Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}}
 	}
 	deleteChanged := func(s Source) {
 		s.(*lockedChangeSource).push(Changes{Pods: map[string]*corev1.Pod{"ns1/web": nil}})
@@ -85,8 +86,8 @@ func TestAnnouncedPodDeletedBeforeItsIPWasSeen(t *testing.T) {
 		{"listing source", listing, deleteListed, false},
 		{"change source", changes, deleteChanged, false},
 		{"change source that never had the pod", func() Source {
-			return &lockedChangeSource{queued: []Changes{{Full: true}},
-				memSource: memSource{objs: Objects{Pods: []*corev1.Pod{web}}}}
+			return &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Nodes: nodes}}},
+				memSource: memSource{objs: Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}}
 		}, deleteChanged, false},
 		{"listing source, delete seen by a failed sync", listing, deleteListed, true},
 		{"change source, delete seen by a failed sync", changes, deleteChanged, true},
@@ -135,7 +136,7 @@ func TestDeleteOfAnOlderPodKeepsTheAnnouncement(t *testing.T) {
 	old.UID = "uid-old"
 	recreated := pod("ns1", "web-0", "n1", nil) // the cache has not seen it yet
 	recreated.UID = "uid-new"
-	src := &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{old}}}}}
+	src := &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{old}, Nodes: []*corev1.Node{localNode()}}}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, &getterSource2{lockedChangeSource: src, pod: recreated}, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
@@ -166,7 +167,7 @@ func (g *getterSource2) GetPod(_ context.Context, ns, name string) (*corev1.Pod,
 
 func TestReannouncementWhileSyncingIsKept(t *testing.T) {
 	ip1, ip2 := netip.MustParseAddr("10.244.1.9"), netip.MustParseAddr("10.244.1.10")
-	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil, ip1.String())}}}
+	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil, ip1.String())}, Nodes: []*corev1.Node{localNode()}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })

@@ -79,6 +79,13 @@ func pod(ns, name, node string, labels map[string]string, ips ...string) *corev1
 	return p
 }
 
+// localNode is n1, the node of the agents startAgent starts, with the
+// pod ranges the tests announce addresses from: an agent takes
+// announcements only of addresses inside its node's podCIDRs.
+func localNode() *corev1.Node {
+	return node("n1", []string{"10.244.1.0/24", "fd00:1::/64"})
+}
+
 func startAgent(t *testing.T, src Source, app Applier) (*Agent, context.CancelFunc) {
 	t.Helper()
 	a := &Agent{Node: "n1", Source: src, Applier: app, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -101,7 +108,8 @@ func waitFor(t *testing.T, what string, f func() bool) {
 }
 
 func TestAnnounceReturnsOnlyAfterApply(t *testing.T) {
-	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", map[string]string{"app": "web"})}}}
+	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", map[string]string{"app": "web"})},
+		Nodes: []*corev1.Node{localNode()}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
@@ -144,7 +152,7 @@ func TestAnnounceUnknownPodFails(t *testing.T) {
 }
 
 func TestAnnounceTimesOutWhenApplyFails(t *testing.T) {
-	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil)}}}
+	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil)}, Nodes: []*corev1.Node{localNode()}}}
 	a, _ := startAgent(t, src, &recApplier{fail: errors.New("kernel says no")})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -179,7 +187,8 @@ func (g *getterSource) GetPod(_ context.Context, ns, name string) (*corev1.Pod, 
 }
 
 func TestAnnounceFetchesThePodWithoutListing(t *testing.T) {
-	src := &getterSource{pod: pod("ns1", "web", "n1", map[string]string{"app": "web"})}
+	src := &getterSource{pod: pod("ns1", "web", "n1", map[string]string{"app": "web"}),
+		memSource: memSource{objs: Objects{Nodes: []*corev1.Node{localNode()}}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })

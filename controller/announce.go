@@ -25,7 +25,7 @@ type announcement struct {
 // seen them yet, and no other pod keeps an announced address (it was
 // reused after a delete the source has not caught up with). It also
 // reports which announcements the source has caught up with (it has the
-// addresses, or has the pod being deleted or finished), so the agent can
+// addresses, or has the pod finished), so the agent can
 // forget them. Pods keep their places; s and v are not modified: when
 // anns is not empty the result's pods are written into buf, reused when it
 // is large enough.
@@ -95,8 +95,8 @@ func overlay(s nft.Snapshot, v *view, anns map[string]*announcement, buf []nft.P
 			pods = append(pods, np)
 			delta[np.Namespace]++
 		case inView:
-			// The source has the pod, being deleted or finished: it will
-			// not run with the announced addresses again.
+			// The source has the pod finished: it will not run with the
+			// announced addresses again.
 			done = append(done, key)
 		}
 	}

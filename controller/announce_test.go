@@ -16,7 +16,7 @@ import (
 // rather than on a snapshot: an announced pod gets its addresses, no other
 // pod keeps an announced address, an announced pod the source does not
 // have is added from its announcement. An announcement is done when the
-// source has its addresses or has the pod being deleted or finished.
+// source has its addresses or has the pod finished.
 func overlayObjects(objs Objects, anns map[string]*announcement) (Objects, map[string]bool) {
 	owner := map[netip.Addr]bool{}
 	for _, a := range anns {
@@ -86,10 +86,10 @@ func TestOverlay(t *testing.T) {
 			map[string]string{"new": "10.244.1.9"}, false},
 		{"cache caught up", Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil, "10.244.1.9")}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, true},
-		{"cache caught up with a pod being deleted", Objects{Pods: []*corev1.Pod{deleting}}, ann("ns1"),
-			map[string]string{}, true},
-		{"pod deleted before its IP was seen", Objects{Pods: []*corev1.Pod{deletingNoIP}}, ann("ns1"),
-			map[string]string{}, true},
+		{"cache caught up with a pod being deleted, which keeps its address", Objects{Pods: []*corev1.Pod{deleting}}, ann("ns1"),
+			map[string]string{"new": "10.244.1.9"}, true},
+		{"pod being deleted before its IP was seen runs with the announced one", Objects{Pods: []*corev1.Pod{deletingNoIP}}, ann("ns1"),
+			map[string]string{"new": "10.244.1.9"}, false},
 		{"pod finished before its IP was seen", Objects{Pods: []*corev1.Pod{finishedNoIP}}, ann("ns1"),
 			map[string]string{}, true},
 		{"no announcements", Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, nil,

@@ -3,6 +3,8 @@ package controller
 import (
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,11 +21,42 @@ type CounterReader interface {
 	Counters() (map[string]nft.CounterValue, error)
 }
 
-// ruleCounters is a Prometheus collector over a CounterReader. ruleset
-// returns the last applied ruleset: it says which policy rule each counter
-// belongs to.
+// countersMaxAge is how long one read of the counters serves scrapes: a
+// scraper in a loop costs one read a second (with the iptables backend, an
+// iptables-save per family).
+const countersMaxAge = time.Second
+
+// cachedCounters is a CounterReader that reads through read at most once
+// per maxAge. Callers within maxAge of the end of the last read get its
+// result (values or error); callers that come while a read runs wait for
+// it and share it. The values are shared: do not modify them.
+type cachedCounters struct {
+	read   CounterReader
+	maxAge time.Duration
+	now    func() time.Time
+
+	mu     sync.Mutex // held during a read
+	at     time.Time  // when the last read ended; zero before the first
+	values map[string]nft.CounterValue
+	err    error
+}
+
+func (c *cachedCounters) Counters() (map[string]nft.CounterValue, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && c.now().Sub(c.at) < c.maxAge {
+		return c.values, c.err
+	}
+	c.values, c.err = c.read.Counters()
+	c.at = c.now()
+	return c.values, c.err
+}
+
+// ruleCounters is a Prometheus collector over a CounterReader, read
+// through a cache (see cachedCounters). ruleset returns the last applied
+// ruleset: it says which policy rule each counter belongs to.
 type ruleCounters struct {
-	read    CounterReader
+	read    *cachedCounters
 	ruleset func() nft.Ruleset
 	log     *slog.Logger
 
@@ -32,7 +65,8 @@ type ruleCounters struct {
 
 func newRuleCounters(read CounterReader, ruleset func() nft.Ruleset, log *slog.Logger) *ruleCounters {
 	return &ruleCounters{
-		read: read, ruleset: ruleset, log: log,
+		read:    &cachedCounters{read: read, maxAge: countersMaxAge, now: time.Now},
+		ruleset: ruleset, log: log,
 		packets: prometheus.NewDesc("weir_policy_rule_packets_total",
 			"Packets a policy rule accepted: the first packet of each connection it allowed.",
 			[]string{"policy", "direction", "rule"}, nil),
@@ -98,7 +132,8 @@ func counterOwners(r nft.Ruleset) map[string]ruleOwner {
 }
 
 // RegisterCounters exports read's counters, explained by the ruleset that
-// ruleset returns, in m.
+// ruleset returns, in m. Scrapes share reads: read runs at most once per
+// countersMaxAge.
 func (m *Metrics) RegisterCounters(read CounterReader, ruleset func() nft.Ruleset, log *slog.Logger) {
 	if m != nil {
 		m.reg.MustRegister(newRuleCounters(read, ruleset, log))

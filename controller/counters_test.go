@@ -1,10 +1,13 @@
 package controller
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -71,6 +74,71 @@ func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 	}
 	if !seen["0"] || !seen["1"] {
 		t.Errorf("rules with counters: %v, want 0 and 1", seen)
+	}
+}
+
+// blockingCounters counts its reads; the first waits for release after
+// saying it started, as a slow iptables-save would.
+type blockingCounters struct {
+	reads            atomic.Int32
+	started, release chan struct{}
+}
+
+func (b *blockingCounters) Counters() (map[string]nft.CounterValue, error) {
+	if b.reads.Add(1) == 1 {
+		close(b.started)
+		<-b.release
+	}
+	return map[string]nft.CounterValue{"denied-ingress": {Packets: 7}, "denied-egress": {}}, nil
+}
+
+// TestScrapesShareCounterReads pins how often scrapes read the kernel's
+// counters: scrapes that come while a read runs wait for it and share it,
+// and scrapes within countersMaxAge of a read use its result, so that a
+// scraper in a loop costs one read (an iptables-save per family) a second.
+func TestScrapesShareCounterReads(t *testing.T) {
+	r := countedRuleset(t)
+	read := &blockingCounters{started: make(chan struct{}), release: make(chan struct{})}
+	rc := newRuleCounters(read, func() nft.Ruleset { return r }, slog.Default())
+	clock := time.Unix(1000, 0)
+	rc.read.now = func() time.Time { return clock } // stands still unless moved below
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(rc)
+	scrape := func() error {
+		n, err := testutil.GatherAndCount(reg, "weir_denied_packets_total")
+		if err == nil && n != 2 {
+			err = fmt.Errorf("%d denied series, want 2", n)
+		}
+		return err
+	}
+
+	errs := make(chan error, 3)
+	go func() { errs <- scrape() }()
+	<-read.started
+	go func() { errs <- scrape() }() // during the read: waits for it
+	go func() { errs <- scrape() }()
+	close(read.release)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := read.reads.Load(); n != 1 {
+		t.Errorf("3 scrapes, 2 of them during a read: %d reads, want 1", n)
+	}
+	clock = clock.Add(countersMaxAge - time.Millisecond)
+	if err := scrape(); err != nil {
+		t.Fatal(err)
+	}
+	if n := read.reads.Load(); n != 1 {
+		t.Errorf("a scrape within countersMaxAge of the read: %d reads, want 1", n)
+	}
+	clock = clock.Add(time.Millisecond)
+	if err := scrape(); err != nil {
+		t.Fatal(err)
+	}
+	if n := read.reads.Load(); n != 2 {
+		t.Errorf("a scrape countersMaxAge after the read: %d reads, want 2", n)
 	}
 }
 

@@ -6,6 +6,7 @@ package controller
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,11 +24,18 @@ type Objects struct {
 }
 
 // BuildSnapshot converts cluster objects into the snapshot for node
-// nodeName. Pods without IPs, finished pods and pods being deleted are left
-// out: they hold no address anyone can reach. Pods keep the source's order
-// (nft.Compile does not depend on it); namespaces and policies are sorted.
-// The agent keeps the same snapshot up to date from changes (see view);
-// this full conversion is what that must equal.
+// nodeName. Pods without IPs and finished pods (phase Succeeded or Failed)
+// are left out: they hold no address anyone can reach. A pod being deleted
+// stays, selected by policies and a peer of others, for as long as it
+// runs: its grace period lasts until it is finished or gone from the API
+// server. The one exception is an address reused before the source saw the
+// old pod go (see yields): a pod that is not being deleted wins the
+// address, and a pod being deleted that holds one of its addresses is left
+// out. Two pods of the same kind that share an address both stay, as
+// before this rule. Pods keep the source's order (nft.Compile does not depend on
+// it); namespaces and policies are sorted. The agent keeps the same
+// snapshot up to date from changes (see view); this full conversion is
+// what that must equal.
 func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.Snapshot {
 	s := nft.Snapshot{Node: nft.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs, Pods: make([]nft.Pod, 0, len(o.Pods))}
 	for _, n := range o.Nodes {
@@ -42,12 +50,22 @@ func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.
 		s.Namespaces = append(s.Namespaces, namespace(ns.Name, ns.Labels))
 		known[ns.Name] = true
 	}
-	for _, p := range o.Pods {
-		pp, ok := convertPod(p)
-		if !ok {
+	pods := make([]nft.Pod, len(o.Pods))
+	kept := make([]bool, len(o.Pods))
+	claimed := map[netip.Addr]bool{} // addresses of pods that are not being deleted
+	for i, p := range o.Pods {
+		pods[i], kept[i] = convertPod(p)
+		if kept[i] && claims(p) {
+			for _, ip := range pods[i].IPs {
+				claimed[ip] = true
+			}
+		}
+	}
+	for i, p := range o.Pods {
+		if !kept[i] || yields(p) && slices.ContainsFunc(pods[i].IPs, func(ip netip.Addr) bool { return claimed[ip] }) {
 			continue
 		}
-		s.Pods = append(s.Pods, pp)
+		s.Pods = append(s.Pods, pods[i])
 		if !known[p.Namespace] {
 			// A manifest directory may leave a namespace implicit; the
 			// API server would hold it with only its name label.
@@ -78,9 +96,12 @@ func namespace(name string, labels map[string]string) nft.Namespace {
 	return nft.Namespace{Name: name, Labels: l}
 }
 
-// convertPod keeps what policy needs of a pod.
+// convertPod keeps what policy needs of a pod. It reports false for a
+// pod the snapshot leaves out whatever the other pods: one without an
+// address, or finished. A pod being deleted converts: until it finishes,
+// its containers run and use its addresses.
 func convertPod(p *corev1.Pod) (nft.Pod, bool) {
-	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return nft.Pod{}, false
 	}
 	var ips []string
@@ -118,6 +139,22 @@ func convertPod(p *corev1.Pod) (nft.Pod, bool) {
 		}
 	}
 	return out, true
+}
+
+// yields reports whether p gives up its addresses to a pod that claims
+// them (see claims): p is being deleted. Its addresses go back to the IPAM
+// only when its sandbox is torn down (CNI DEL), so a pod that is not being
+// deleted and has one of them got it after that, while the source still
+// showed p: p no longer runs with it. hostNetwork pods neither yield nor
+// claim: their addresses are the node's, shared by design.
+func yields(p *corev1.Pod) bool {
+	return p.DeletionTimestamp != nil && !p.Spec.HostNetwork
+}
+
+// claims reports whether p, when it converts, wins its addresses from pods
+// that yield them: it is not being deleted.
+func claims(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil && !p.Spec.HostNetwork
 }
 
 func slicesConcat(a, b []corev1.Container) []corev1.Container {

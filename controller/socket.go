@@ -2,31 +2,52 @@ package controller
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/nft"
 )
 
-// maxAnnounceWait caps how long one plugin request may hold a connection.
-const maxAnnounceWait = 30 * time.Second
+// Socket limits. A request is one short line (agentapi.MaxRequestSize at
+// most): a client that sends a longer one, or nothing for too long, is
+// answered with an error or dropped, and connections beyond
+// maxSocketConns are closed at once, so no local client can make the
+// agent grow or hold its socket.
+const (
+	// maxAnnounceWait caps how long one plugin request may hold a
+	// connection.
+	maxAnnounceWait = 30 * time.Second
+	// maxSocketConns is how many connections are served at once.
+	maxSocketConns = 64
+	// requestReadTimeout is how long a client has to send its request.
+	requestReadTimeout = 5 * time.Second
+	// refusedLogEvery spaces the warnings about refused connections.
+	refusedLogEvery = 10 * time.Second
+)
 
 // ServeSocket answers plugin and weirctl requests on a unix socket at path
-// until ctx ends. The socket is created 0600: only root on the node may
-// program pods into the ruleset.
+// until ctx ends. Only root on the node may program pods into the
+// ruleset: the socket is created inside a directory that only the agent's
+// user (root) may enter (see privateDir), so it is never reachable by
+// anyone else, not even for a moment.
 func (a *Agent) ServeSocket(ctx context.Context, path string) error {
 	a.init()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("create socket dir: %w", err)
+	if err := privateDir(filepath.Dir(path), filepath.Base(path)); err != nil {
+		return err
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove stale socket: %w", err)
@@ -35,11 +56,10 @@ func (a *Agent) ServeSocket(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return fmt.Errorf("chmod socket: %w", err)
-	}
+	defer l.Close()
 	go func() { <-ctx.Done(); l.Close() }()
+	slots := make(chan struct{}, cmp.Or(a.sockMaxConns, maxSocketConns))
+	var warned time.Time
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -48,25 +68,108 @@ func (a *Agent) ServeSocket(ctx context.Context, path string) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		go a.handle(ctx, c)
+		select {
+		case slots <- struct{}{}:
+			go func() {
+				defer func() { <-slots }()
+				a.handle(ctx, c)
+			}()
+			continue
+		default:
+		}
+		a.mu.Lock()
+		a.st.RefusedConns++
+		refused := a.st.RefusedConns
+		a.mu.Unlock()
+		refuseConn(c)
+		if time.Since(warned) >= refusedLogEvery {
+			warned = time.Now()
+			a.Log.Warn("agent socket busy: connection closed unserved", "max", cap(slots), "refused", refused)
+		}
 	}
+}
+
+// refuseConn tells a client that came beyond the limit why it is turned
+// away, without waiting for it, and hangs up.
+func refuseConn(c net.Conn) {
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+	b, _ := json.Marshal(agentapi.Response{Error: "agent busy: too many connections, try again"})
+	_, _ = c.Write(append(b, '\n'))
+	c.Close()
+}
+
+// privateDir makes dir, the directory of the socket named socket, one
+// that only this user (root, for the agent) may enter: it is created 0700
+// when missing. An existing one must be a directory (not a symlink) owned
+// by this user; when group or others may enter it, it is tightened to 0700
+// if it holds nothing but a stale socket (a hostPath DirectoryOrCreate is
+// made 0755) and refused otherwise, since tightening a shared directory
+// such as /run would break the node.
+func privateDir(dir, socket string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("create socket dir: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create socket dir: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if fi, lerr := os.Lstat(dir); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("socket dir %s is a symlink, want a directory of its own", dir)
+		}
+		return fmt.Errorf("open socket dir: %w", &fs.PathError{Op: "open", Path: dir, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), dir)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat socket dir: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("stat socket dir %s: no owner in %T", dir, fi.Sys())
+	}
+	if euid := os.Geteuid(); int(st.Uid) != euid {
+		return fmt.Errorf("socket dir %s is owned by uid %d, want %d (the agent's user)", dir, st.Uid, euid)
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("read socket dir: %w", err)
+	}
+	if len(names) > 1 || len(names) == 1 && names[0] != socket {
+		return fmt.Errorf("socket dir %s has mode %#o and holds other files (%s): give the socket a directory of its own",
+			dir, fi.Mode().Perm(), strings.Join(names, ", "))
+	}
+	if err := f.Chmod(0o700); err != nil {
+		return fmt.Errorf("chmod socket dir: %w", err)
+	}
+	return nil
 }
 
 func (a *Agent) handle(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(maxAnnounceWait + time.Second))
-	line, err := bufio.NewReader(c).ReadBytes('\n')
-	if err != nil {
-		return
-	}
-	var req agentapi.Request
-	resp := agentapi.Response{}
-	if err := json.Unmarshal(line, &req); err != nil {
-		resp.Error = "decode request: " + err.Error()
-	} else if result, err := a.answer(ctx, req); err != nil {
-		resp.Error = err.Error()
-	} else if result != nil {
-		resp.Result, _ = json.Marshal(result)
+	now := time.Now()
+	_ = c.SetDeadline(now.Add(maxAnnounceWait + time.Second))
+	_ = c.SetReadDeadline(now.Add(cmp.Or(a.sockReadTimeout, requestReadTimeout)))
+	line, err := bufio.NewReaderSize(c, agentapi.MaxRequestSize).ReadSlice('\n')
+	var resp agentapi.Response
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		resp.Error = fmt.Sprintf("request longer than %d bytes", agentapi.MaxRequestSize)
+	case err != nil:
+		return // gone, or silent past the read timeout
+	default:
+		var req agentapi.Request
+		if err := json.Unmarshal(line, &req); err != nil {
+			resp.Error = "decode request: " + err.Error()
+		} else if result, err := a.answer(ctx, req); err != nil {
+			resp.Error = err.Error()
+		} else if result != nil {
+			resp.Result, _ = json.Marshal(result)
+		}
 	}
 	b, _ := json.Marshal(resp)
 	_, _ = c.Write(append(b, '\n'))

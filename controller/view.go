@@ -53,6 +53,14 @@ type view struct {
 	// shared holds one copy of each distinct label set and port list of
 	// the pods in list.
 	shared podValues
+	// live counts, per address, the pods of list that claim it (see
+	// claims); dying holds, per address, the pods that would yield it
+	// (see yields), in list or not. A pod of dying is in list when none of
+	// its addresses is live. recheck lists the addresses whose live count
+	// went from or to zero, where the pods of dying are to be checked.
+	live    map[netip.Addr]int
+	dying   map[netip.Addr]map[*podSlot]struct{}
+	recheck []netip.Addr
 
 	namespaces map[string]*corev1.Namespace
 	nsPods     map[string]int // pods of list per namespace
@@ -73,6 +81,10 @@ type podSlot struct {
 	idx    int        // index in view.list; -1 when the snapshot leaves it out
 	gen    uint64     // the last reset that saw it
 	shared internKeys // what list[idx] holds of view.shared
+	// addrs are the addresses the pod counts in view.live, or holds in
+	// view.dying when dying; nil when neither.
+	addrs []netip.Addr
+	dying bool
 }
 
 func newView() *view {
@@ -80,6 +92,8 @@ func newView() *view {
 		pods:       map[string]*podSlot{},
 		namespaces: map[string]*corev1.Namespace{},
 		nsPods:     map[string]int{},
+		live:       map[netip.Addr]int{},
+		dying:      map[netip.Addr]map[*podSlot]struct{}{},
 		policies:   map[string]*networkingv1.NetworkPolicy{},
 		nodes:      map[string]*corev1.Node{},
 	}
@@ -146,8 +160,10 @@ func (v *view) setPod(key string, p *corev1.Pod) {
 	s := v.pods[key]
 	if p == nil {
 		if s != nil {
+			v.unindex(s)
 			v.drop(s)
 			delete(v.pods, key)
+			v.recheckDying()
 		}
 		return
 	}
@@ -157,22 +173,32 @@ func (v *view) setPod(key string, p *corev1.Pod) {
 	}
 	s.obj = p
 	np, ok := convertPod(p)
-	if !ok {
-		v.drop(s)
-		return
-	}
-	shared := v.shared.intern(&np)
 	switch {
-	case s.idx >= 0: // the key holds the namespace: it cannot change
+	case !ok:
+		v.unindex(s)
+		v.drop(s)
+	case v.reindex(s, np, p):
+		v.place(s, np)
+	default:
+		v.drop(s) // a pod being deleted whose address another pod won
+	}
+	v.recheckDying()
+}
+
+// place puts np, the pod of s, in the snapshot: at s's place if it has
+// one (the key holds the namespace: it cannot change), or at the end.
+func (v *view) place(s *podSlot, np nft.Pod) {
+	shared := v.shared.intern(&np)
+	if s.idx >= 0 {
 		v.shared.release(s.shared)
 		v.list[s.idx], s.shared = np, shared
-	default:
-		s.shared = shared
-		s.idx = len(v.list)
-		v.list = append(v.list, np)
-		v.slots = append(v.slots, s)
-		v.countNS(np.Namespace, 1)
+		return
 	}
+	s.shared = shared
+	s.idx = len(v.list)
+	v.list = append(v.list, np)
+	v.slots = append(v.slots, s)
+	v.countNS(np.Namespace, 1)
 }
 
 // drop takes s's pod out of the snapshot: the last pod takes its place.

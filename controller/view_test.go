@@ -224,6 +224,65 @@ func TestViewRandomChangesMatchFullRelist(t *testing.T) {
 	}
 }
 
+// TestViewRandomDeletionsAndReusedAddressesMatchFullRelist is
+// TestViewRandomChangesMatchFullRelist for pods being deleted and
+// addresses reused: few addresses for many pods, so that pods being
+// deleted and pods that are not keep sharing them. It also counts that
+// the snapshots did keep pods being deleted, and did leave out some.
+func TestViewRandomDeletionsAndReusedAddressesMatchFullRelist(t *testing.T) {
+	r := rand.New(rand.NewSource(11))
+	s, incr, full := newStore(), newView(), newView()
+	kept, outlived := 0, 0
+	for batch := 0; batch < 400; batch++ {
+		for n := r.Intn(4) + 1; n > 0; n-- {
+			ns, name := []string{"a", "b"}[r.Intn(2)], fmt.Sprint("p", r.Intn(24))
+			switch op := r.Intn(10); {
+			case op < 3: // a new pod, or the same one recreated
+				ips := []string{fmt.Sprintf("10.2.0.%d", r.Intn(8)+1)}
+				if r.Intn(4) == 0 {
+					ips = append(ips, fmt.Sprintf("fd00::%d", r.Intn(8)+1))
+				}
+				p := pod(ns, name, fmt.Sprint("n", 1+r.Intn(2)), map[string]string{"app": fmt.Sprint(r.Intn(3))}, ips...)
+				p.Spec.HostNetwork = r.Intn(10) == 0
+				s.putPod(p)
+			case op < 6: // deletion starts
+				if p := s.getPod(ns, name); p != nil {
+					s.putPod(deleting(p))
+				}
+			case op < 7:
+				if p := s.getPod(ns, name); p != nil {
+					s.putPod(withPhase(p, corev1.PodSucceeded))
+				}
+			case op < 8:
+				if p := s.getPod(ns, name); p != nil {
+					s.putPod(withLabels(p, map[string]string{"app": fmt.Sprint(r.Intn(3))}))
+				}
+			default:
+				s.delPod(ns, name)
+			}
+		}
+		checkView(t, fmt.Sprint("batch ", batch), s, incr, full)
+		in := map[string]bool{}
+		for _, p := range incr.list {
+			in[p.Namespace+"/"+p.Name] = true
+		}
+		for _, p := range s.objects().Pods {
+			if p.DeletionTimestamp == nil || p.Status.Phase == corev1.PodSucceeded {
+				continue
+			}
+			if in[p.Namespace+"/"+p.Name] {
+				kept++
+			} else {
+				outlived++
+			}
+		}
+	}
+	if kept == 0 || outlived == 0 {
+		t.Errorf("pods being deleted: %d kept, %d left out for a reused address over every batch; want some of each", kept, outlived)
+	}
+	t.Logf("pods being deleted: %d kept, %d left out over every batch", kept, outlived)
+}
+
 func TestViewSharesEqualLabels(t *testing.T) {
 	s, v := newStore(), newView()
 	s.putPod(pod("a", "p1", "n1", map[string]string{"app": "web", "tier": "1"}, "10.4.0.1"))

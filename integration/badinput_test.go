@@ -174,6 +174,24 @@ func TestBadInputFailsCleanly(t *testing.T) {
 			wantCode: codeInvalidNetNS, wantMsg: []string{"plain-file"},
 		},
 		{
+			name: "netns path that is a mount namespace",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				call := add(s, s.base.single())
+				call.Netns = "/proc/self/ns/mnt"
+				return call
+			},
+			wantCode: codeInvalidNetNS, wantMsg: []string{"/proc/self/ns/mnt", "not a network namespace"},
+		},
+		{
+			name: "netns path that is a procfs file but no namespace",
+			prepare: func(t *testing.T, s setup) harness.Call {
+				call := add(s, s.base.single())
+				call.Netns = "/proc/self/status"
+				return call
+			},
+			wantCode: codeInvalidNetNS, wantMsg: []string{"/proc/self/status", "not a network namespace"},
+		},
+		{
 			name: "missing CNI_CONTAINERID",
 			prepare: func(t *testing.T, s setup) harness.Call {
 				call := add(s, s.base.single())

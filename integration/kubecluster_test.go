@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/integration/harness"
@@ -162,6 +164,82 @@ spec:
 	}
 	c.addPod(c.nodes[1], &tpod{ns: "b", name: "new", labels: map[string]string{"app": "locked"}, ips: []string{"10.200.2.20", "fd00:200:2::20"}})
 	c.eventually(t, []probe{tcp("a/client", "b/new", 8080, false), v6(tcp("a/client", "b/new", 8080, false))})
+}
+
+// TestKubePodBeingDeletedStaysIsolated deletes a pod with a grace period.
+// With no kubelet to finish it, the API server keeps it, being deleted,
+// as it would while the pod's containers stop: the agents must keep it
+// isolated and keep it in the peers of other policies meanwhile, and let
+// it go once it is finished.
+func TestKubePodBeingDeletedStaysIsolated(t *testing.T) {
+	ctx := context.Background()
+	c := newKubeSimCluster(t, 3, map[string]map[string]string{"a": {}, "b": {}})
+	c.startAgents()
+	c.waitAllSynced([]int{0, 0, 0})
+	client := c.kc.Client
+	c.addPod(c.nodes[0], &tpod{ns: "a", name: "client", labels: map[string]string{"app": "client"}, ips: []string{"10.200.1.10", "fd00:200:1::10"}})
+	c.addPod(c.nodes[0], &tpod{ns: "a", name: "other", labels: map[string]string{"app": "other"}, ips: []string{"10.200.1.11", "fd00:200:1::11"}})
+	c.addPod(c.nodes[1], &tpod{ns: "b", name: "server", labels: map[string]string{"app": "server"}, ips: []string{"10.200.2.10", "fd00:200:2::10"}})
+	c.addPod(c.nodes[2], &tpod{ns: "b", name: "db", labels: map[string]string{"app": "db"}, ips: []string{"10.200.3.10", "fd00:200:3::10"}})
+	// server takes client (and the marker); db takes server (and the
+	// marker). Each node enforces its own pod's ingress.
+	for _, y := range []string{`
+metadata: {name: server-ingress, namespace: b}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: client}}},
+           {namespaceSelector: {}, podSelector: {matchLabels: {app: marker}}}]
+`, `
+metadata: {name: db-ingress, namespace: b}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: server}}},
+           {namespaceSelector: {}, podSelector: {matchLabels: {app: marker}}}]
+`} {
+		if _, err := kube.CreatePolicy(ctx, client, policy(t, y)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	isolated := []probe{
+		tcp("a/client", "b/server", 8080, true), tcp("b/db", "b/server", 8080, false), // server's ingress
+		tcp("b/server", "b/db", 8080, true), v6(tcp("b/server", "b/db", 8080, true)), // server a peer of db
+		tcp("a/client", "b/db", 8080, false),
+	}
+	c.eventually(t, append(isolated, tcp("a/other", "b/server", 8080, false), tcp("a/other", "b/db", 8080, false)))
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	grace := int64(600)
+	if err := client.CoreV1().Pods("b").Delete(ctx, "server", metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := client.CoreV1().Pods("b").Get(ctx, "server", metav1.GetOptions{}); err != nil || p.DeletionTimestamp == nil {
+		t.Fatalf("server after a graceful delete: %v, err %v; want it kept, being deleted", p, err)
+	}
+	// A change the pods watch delivers after the deletion, seen by both
+	// nodes that enforce: once it holds, so does the deletion.
+	if err := kube.SetPodLabels(ctx, client, "a", "other", map[string]string{"app": "marker"}); err != nil {
+		t.Fatal(err)
+	}
+	c.eventually(t, []probe{tcp("a/other", "b/server", 8080, true), tcp("a/other", "b/db", 8080, true)})
+	t.Run("being deleted: still isolated, still a peer", func(t *testing.T) {
+		c.probeAll(t, isolated)
+	})
+
+	t.Run("finished: its address is no pod's", func(t *testing.T) {
+		p, err := client.CoreV1().Pods("b").Get(ctx, "server", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Status.Phase = corev1.PodSucceeded
+		if _, err := client.CoreV1().Pods("b").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.eventually(t, []probe{tcp("b/server", "b/db", 8080, false), tcp("b/db", "b/server", 8080, true)})
+	})
 }
 
 // restartAgent kills node nd's agent with SIGKILL and starts a new one.

@@ -107,7 +107,7 @@ func (c *simCluster) addNode(i int) {
 	t := c.t
 	nd := &simNode{name: fmt.Sprintf("node-%d", i), addr4: fmt.Sprintf("192.168.60.%d", i), addr6: fmt.Sprintf("fd00:60::%d", i),
 		cidr4: fmt.Sprintf("10.200.%d.0/24", i), cidr6: fmt.Sprintf("fd00:200:%d::/64", i), dataDir: t.TempDir()}
-	nd.sock = filepath.Join(nd.dataDir, "agent.sock")
+	nd.sock = filepath.Join(nd.dataDir, "run", "agent.sock") // a directory of its own, as the agent requires
 	nd.ns = newNS(t, "weirmn")
 	port := fmt.Sprintf("n%d", i)
 	err := nd.ns.Do(func(ns.NetNS) error {

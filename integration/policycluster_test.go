@@ -132,7 +132,7 @@ func newPolicyCluster(t *testing.T, pods []*tpod, nsLabels map[string]map[string
 	for _, o := range opts {
 		o(c)
 	}
-	c.sock = filepath.Join(c.dir, "agent.sock")
+	c.sock = filepath.Join(c.dir, "run", "agent.sock") // a directory of its own, as the agent requires
 	c.node = newNS(t, "weirpn")
 	c.ext = newNS(t, "weirpx")
 	if err := c.node.AddAddrs(nodeAddr4 + "/32"); err != nil {

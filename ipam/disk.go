@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Layout of a network's directory:
@@ -72,7 +74,11 @@ type diskStore struct {
 }
 
 // OpenDisk opens (creating, 0700) the disk store for one network at
-// filepath.Join(dataDir, network).
+// filepath.Join(dataDir, network). The plugin runs as root and what the
+// directory holds decides which addresses pods get, so the directory must
+// not be a symlink, must be owned by root or this user and writable by
+// no one else; every later operation goes through the directory opened
+// here, and no name in it is followed when it is a symlink.
 func OpenDisk(dataDir, network string, o DiskOptions) (Store, error) {
 	if dataDir == "" {
 		return nil, errors.New("open ipam store: empty data directory")
@@ -84,16 +90,99 @@ func OpenDisk(dataDir, network string, o DiskOptions) (Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open ipam store: %w", err)
 	}
-	lockf, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	dirfd, err := openStoreDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open ipam store: %w", err)
 	}
-	dirfd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	s := &diskStore{dir: dir, opts: o, dirfd: dirfd, buf: make([]byte, 32<<10)}
+	lockfd, err := s.openAt(lockName, unix.O_RDWR|unix.O_CREAT)
 	if err != nil {
-		lockf.Close()
-		return nil, fmt.Errorf("open ipam store %s: %w", dir, err)
+		unix.Close(dirfd)
+		return nil, fmt.Errorf("open ipam store: %w", err)
 	}
-	return &diskStore{dir: dir, opts: o, lockf: lockf, dirfd: dirfd, buf: make([]byte, 32<<10)}, nil
+	s.lockf = os.NewFile(uintptr(lockfd), s.path(lockName))
+	return s, nil
+}
+
+// errUnsafeDir marks a store directory that others could change.
+var errUnsafeDir = errors.New("unsafe ipam store directory")
+
+// openStoreDir opens dir without following a symlink and checks that no
+// one but root or this user can change what it holds.
+func openStoreDir(dir string) (int, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if fi, lerr := os.Lstat(dir); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return -1, fmt.Errorf("%s is a symlink, want a directory: %w", dir, errUnsafeDir)
+		}
+		return -1, &fs.PathError{Op: "open", Path: dir, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, &fs.PathError{Op: "stat", Path: dir, Err: err}
+	}
+	euid := uint32(os.Geteuid())
+	switch {
+	case st.Uid != 0 && st.Uid != euid:
+		err = fmt.Errorf("%s is owned by uid %d, want root or uid %d: %w", dir, st.Uid, euid, errUnsafeDir)
+	case st.Mode&0o022 != 0:
+		err = fmt.Errorf("%s has mode %#o, writable by group or others (want 0700): %w", dir, st.Mode&0o7777, errUnsafeDir)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// openAt opens name in the store directory, creating it 0600 when flag
+// says so, and never follows it when it is a symlink: a name planted in
+// the directory cannot make the plugin open or create a file elsewhere.
+func (s *diskStore) openAt(name string, flag int) (int, error) {
+	for {
+		fd, err := unix.Openat(s.dirfd, name, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: s.path(name), Err: err}
+		}
+		return fd, nil
+	}
+}
+
+// touch creates name in the store directory if it is missing.
+func (s *diskStore) touch(name string, flag int) error {
+	fd, err := s.openAt(name, flag|unix.O_CREAT)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// link, rename and unlink work on names in the store directory; none of
+// them follows a symlink.
+func (s *diskStore) link(oldname, newname string) error {
+	if err := unix.Linkat(s.dirfd, oldname, s.dirfd, newname, 0); err != nil {
+		return &os.LinkError{Op: "link", Old: s.path(oldname), New: s.path(newname), Err: err}
+	}
+	return nil
+}
+
+func (s *diskStore) rename(oldname, newname string) error {
+	if err := unix.Renameat(s.dirfd, oldname, s.dirfd, newname); err != nil {
+		return &os.LinkError{Op: "rename", Old: s.path(oldname), New: s.path(newname), Err: err}
+	}
+	return nil
+}
+
+// remove unlinks name; a name already gone is not an error.
+func (s *diskStore) remove(name string) error {
+	if err := unix.Unlinkat(s.dirfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &fs.PathError{Op: "remove", Path: s.path(name), Err: err}
+	}
+	return nil
 }
 
 func (s *diskStore) Lock() error {
@@ -160,10 +249,10 @@ func (s *diskStore) Claim(ip netip.Addr, a Attachment) error {
 		}
 		crashPoint("attached")
 	}
-	if err := os.Link(s.path(attName(a)), s.path(ip.String())); err != nil {
+	if err := s.link(attName(a), ip.String()); err != nil {
 		if !attached { // leave no attachment name holding nothing
 			delete(st.attIno, a)
-			err = errors.Join(err, remove(s.path(attName(a))))
+			err = errors.Join(err, s.remove(attName(a)))
 		}
 		return fmt.Errorf("claim %s: %w", ip, err)
 	}
@@ -177,19 +266,18 @@ func (s *diskStore) attach(st *dirState, a Attachment) error {
 	if n := len(st.spares); n > 0 {
 		sp := st.spares[n-1]
 		st.spares = st.spares[:n-1]
-		if err := os.Rename(s.path(sp.name), s.path(attName(a))); err == nil {
+		if err := s.rename(sp.name, attName(a)); err == nil {
 			st.attIno[a] = sp.ino
 			return nil
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
-	f, err := os.OpenFile(s.path(attName(a)), os.O_RDONLY|os.O_CREATE, 0o600)
-	if err != nil {
+	if err := s.touch(attName(a), unix.O_RDONLY); err != nil {
 		return err
 	}
 	st.attIno[a] = 0 // unknown; it is only named, never compared, before the next scan
-	return f.Close()
+	return nil
 }
 
 // Unclaim removes the address, then, once its attachment holds nothing
@@ -199,7 +287,7 @@ func (s *diskStore) Unclaim(ip netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	if err := remove(s.path(ip.String())); err != nil {
+	if err := s.remove(ip.String()); err != nil {
 		return fmt.Errorf("unclaim %s: %w", ip, err)
 	}
 	h, ok := st.held[ip]
@@ -216,20 +304,13 @@ func (s *diskStore) Unclaim(ip netip.Addr) error {
 	delete(st.attIno, h)
 	if known && ino != 0 && len(st.spares) < maxSpares {
 		sp := spare{name: spareName(ino), ino: ino}
-		if err := os.Rename(s.path(attName(h)), s.path(sp.name)); err == nil {
+		if err := s.rename(attName(h), sp.name); err == nil {
 			st.spares = append(st.spares, sp)
 			return nil
 		}
 	}
-	if err := remove(s.path(attName(h))); err != nil {
+	if err := s.remove(attName(h)); err != nil {
 		return fmt.Errorf("unclaim %s: %w", ip, err)
-	}
-	return nil
-}
-
-func remove(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
 	}
 	return nil
 }
@@ -264,13 +345,10 @@ func (s *diskStore) SetLastReserved(m map[string]netip.Addr) error {
 		name := cursorName(k, ip)
 		err := fs.ErrNotExist
 		if ok {
-			err = os.Rename(s.path(old.name), s.path(name))
+			err = s.rename(old.name, name)
 		}
 		if errors.Is(err, fs.ErrNotExist) {
-			var f *os.File
-			if f, err = os.OpenFile(s.path(name), os.O_WRONLY|os.O_CREATE, 0o600); err == nil {
-				err = f.Close()
-			}
+			err = s.touch(name, unix.O_WRONLY)
 		}
 		if err != nil {
 			return fmt.Errorf("set last reserved %s: %w", k, err)
@@ -303,7 +381,7 @@ func (s *diskStore) Cleanup() error {
 	s.cur = nil
 	var errs []error
 	for _, name := range st.stale {
-		if err := remove(s.path(name)); err != nil {
+		if err := s.remove(name); err != nil {
 			errs = append(errs, fmt.Errorf("clean store: %w", err))
 		}
 	}

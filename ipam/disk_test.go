@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -378,5 +379,122 @@ func TestDiskDurableStoreAllocates(t *testing.T) {
 	al, err := m.Allocate(podA, rngs(t, "10.0.0.0/24"), nil)
 	if err != nil || len(al) != 1 {
 		t.Fatalf("Allocate = %v, %v", al, err)
+	}
+}
+
+func TestOpenRefusesAStoreDirectoryOthersCouldChange(t *testing.T) {
+	cases := []struct {
+		name string
+		// plant makes dataDir/net1 unsafe; it may skip the case.
+		plant   func(t *testing.T, d string)
+		wantMsg string
+	}{
+		{"group-writable directory", func(t *testing.T, d string) { mkdirMode(t, d, 0o770) }, "writable by group or others"},
+		{"world-writable directory", func(t *testing.T, d string) { mkdirMode(t, d, 0o777) }, "writable by group or others"},
+		{"sticky world-writable directory", func(t *testing.T, d string) { mkdirMode(t, d, 0o1777) }, "writable by group or others"},
+		{"directory owned by another user", func(t *testing.T, d string) {
+			if os.Geteuid() != 0 {
+				t.Skip("needs root to give a directory away")
+			}
+			mkdirMode(t, d, 0o700)
+			if err := os.Chown(d, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}, "owned by uid 65534"},
+		{"symlink to a private directory", func(t *testing.T, d string) {
+			if err := os.Symlink(t.TempDir(), d); err != nil {
+				t.Fatal(err)
+			}
+		}, "is a symlink"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := filepath.Join(t.TempDir(), "net1")
+			tc.plant(t, d)
+			m, err := Open(filepath.Dir(d), "net1")
+			if err == nil {
+				m.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !errors.Is(err, errUnsafeDir) || !strings.Contains(err.Error(), tc.wantMsg) || !strings.Contains(err.Error(), d) {
+				t.Errorf("Open = %v, want an unsafe-directory error naming %s and saying %q", err, d, tc.wantMsg)
+			}
+			if ents, _ := os.ReadDir(d); len(ents) != 0 {
+				t.Errorf("refused Open wrote %v into the directory", ents)
+			}
+		})
+	}
+}
+
+func mkdirMode(t *testing.T, d string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Mkdir(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+}
+
+func TestDiskNeverFollowsAPlantedSymlink(t *testing.T) {
+	ip := netip.MustParseAddr("10.0.0.1")
+	// locked opens the store, takes its lock and reads the directory, as
+	// every IPAM operation starts; plant then runs, as a writer that
+	// ignores the lock would, and use creates the planted name.
+	locked := func(dataDir string, plant func(), use func(Store) error) error {
+		s, err := OpenDisk(dataDir, "net1", DiskOptions{})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if err := s.Lock(); err != nil {
+			return err
+		}
+		defer s.Unlock()
+		if _, err := s.Reservations(); err != nil {
+			return err
+		}
+		plant()
+		return use(s)
+	}
+	cases := []struct {
+		name    string
+		planted string
+		// use makes the store create the planted name, calling plant just
+		// before.
+		use func(dataDir string, plant func()) error
+	}{
+		{"lock file", lockName, func(dataDir string, plant func()) error {
+			plant()
+			s, err := OpenDisk(dataDir, "net1", DiskOptions{})
+			if err == nil {
+				s.Close()
+			}
+			return err
+		}},
+		{"attachment name", attName(podA), func(dataDir string, plant func()) error {
+			return locked(dataDir, plant, func(s Store) error { return s.Claim(ip, podA) })
+		}},
+		{"range cursor", cursorName("k", ip), func(dataDir string, plant func()) error {
+			return locked(dataDir, plant, func(s Store) error { return s.SetLastReserved(map[string]netip.Addr{"k": ip}) })
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dataDir := t.TempDir()
+			victim := filepath.Join(t.TempDir(), "victim")
+			mkdirMode(t, filepath.Join(dataDir, "net1"), 0o700)
+			plant := func() {
+				if err := os.Symlink(victim, filepath.Join(dataDir, "net1", tc.planted)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tc.use(dataDir, plant); err == nil {
+				t.Errorf("store created %s over a planted symlink without an error", tc.planted)
+			}
+			if _, err := os.Lstat(victim); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("symlink target was created through the planted %s (%v)", tc.planted, err)
+			}
+		})
 	}
 }

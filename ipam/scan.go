@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // dirState is what one read of a store directory found.
@@ -100,7 +100,7 @@ func scanDir(dir string, fd int, buf []byte) (*dirState, error) {
 			st.held[ip] = a
 			continue
 		}
-		t, err := os.Readlink(filepath.Join(dir, ip.String()))
+		t, err := readlinkAt(fd, ip.String())
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err == nil:
@@ -126,6 +126,21 @@ func scanDir(dir string, fd int, buf []byte) (*dirState, error) {
 		}
 	}
 	return st, nil
+}
+
+// readlinkAt reads the target of symlink name in directory fd.
+func readlinkAt(fd int, name string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlinkat(fd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
 
 // add files one directory entry.

@@ -82,16 +82,16 @@ func openIPAM(c *conf.NetConf) (*ipam.IPAM, error) {
 }
 
 // openNetNS opens the pod's namespace, refusing anything that is not a
-// network namespace and the plugin's own.
+// network namespace (another kind of namespace, a procfs or plain file)
+// and the plugin's own.
 func openNetNS(path string) (netns.NsHandle, error) {
 	h, err := netns.GetFromPath(path)
 	if err != nil {
 		return netns.None(), types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("open netns %q", path), err.Error())
 	}
-	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(h), &st); err != nil || (st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC) {
+	if err := isNetNS(int(h)); err != nil {
 		h.Close()
-		return netns.None(), types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("%q is not a network namespace", path), "")
+		return netns.None(), types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("%q is not a network namespace", path), err.Error())
 	}
 	self, err := netns.Get()
 	if err == nil {
@@ -103,6 +103,19 @@ func openNetNS(path string) (netns.NsHandle, error) {
 		}
 	}
 	return h, nil
+}
+
+// isNetNS asks the kernel (NS_GET_NSTYPE, Linux 4.11+) what fd is: only a
+// namespace file answers, and it answers with its kind.
+func isNetNS(fd int) error {
+	kind, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE)
+	if err != nil {
+		return fmt.Errorf("ask namespace type: %w", err)
+	}
+	if kind != unix.CLONE_NEWNET {
+		return fmt.Errorf("namespace type %#x, want CLONE_NEWNET %#x", kind, unix.CLONE_NEWNET)
+	}
+	return nil
 }
 
 // ipamError maps allocator failures to CNI codes.

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	goipt "github.com/coreos/go-iptables/iptables"
@@ -59,18 +60,25 @@ func WithWait(seconds int) Option { return func(c *config) { c.wait = seconds } 
 // Applier owns the WEIR-* chains of iptables and ip6tables in one network
 // namespace. Each Apply rewrites them with one restore run per family.
 // Apply and Counters may run concurrently (a metrics scrape during a sync):
-// they take turns.
+// Applies run one at a time, and Counters never makes one wait for the
+// kernel (see Counters).
 type Applier struct {
 	cfg     config
 	mode    Mode
 	nsenter string
-	// mu keeps Counters from reading the kernel between an Apply's restore
-	// and its record of what the restore wrote.
+	// mu serializes Applies and guards fams and counters. Counters holds it
+	// only to copy what it reads by, never while a binary runs.
 	mu   sync.Mutex
 	fams []family
 	// counters names the named counters of the last ruleset every family
 	// applied (nft.Ruleset.Counters).
 	counters []string
+	// layouts counts the restore runs that may change which named counter
+	// each rule of the kernel counts into (family.counted): one is counted
+	// before its restore starts, so a Counters read that saw the same count
+	// before and after running iptables-save read a kernel laid out as it
+	// copied.
+	layouts atomic.Uint64
 }
 
 type family struct {
@@ -243,15 +251,20 @@ func (a *Applier) apply(ctx context.Context, f *family, r *ruleset) error {
 		ed[t.name] = e
 	}
 	text := r.text(ed)
+	next := counted(r)
 	if strings.Contains(text, "\nCOMMIT\n") { // else nothing to change
+		if !f.countedKnown || !sameCounted(f.counted, next) {
+			a.layouts.Add(1)
+		}
 		if err := a.restore(ctx, *f, text); err != nil {
 			// A run commits table by table: the kernel may hold part of
 			// r, so neither last nor counted describes it any more.
 			f.last, f.counted, f.countedKnown = nil, nil, false
+			a.layouts.Add(1)
 			return err
 		}
 	}
-	f.last, f.counted, f.countedKnown = now, counted(r), true
+	f.last, f.counted, f.countedKnown = now, next, true
 	return nil
 }
 

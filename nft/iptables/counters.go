@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +18,14 @@ import (
 // countersTimeout bounds one Counters call.
 const countersTimeout = 10 * time.Second
 
+// countersAttempts is how many times Counters reads before it gives up on
+// a kernel whose counted rules keep being rewritten under it.
+const countersAttempts = 3
+
+// ErrRulesChanging is returned by Counters when every read it made
+// overlapped an Apply that changed which counter the rules count into.
+var ErrRulesChanging = errors.New("counted rules rewritten during every read")
+
 // Counters reads what each named counter of the applied ruleset has counted
 // (see nft.Rule.Counter), as the nftables backend's counters do: the sum of
 // the counts of the iptables rules that stand for the rules counting into
@@ -23,20 +33,55 @@ const countersTimeout = 10 * time.Second
 // restarts from zero whenever Apply rewrites a chain holding one of its
 // rules: a policy edit, a change in the pods or addresses the rule matches,
 // and the rewrite of every chain each fullEvery-th Apply. (nftables keeps
-// its named counters across edits.) It holds the Applier's lock while
-// iptables-save runs, so an Apply waits for it.
+// its named counters across edits.)
+//
+// iptables-save prints counts by rule position, so a read needs to know
+// which counter each position counts into. Counters copies that layout
+// under the Applier's lock and runs iptables-save without it: an Apply
+// never waits for a read. A read that an Apply changing the layout
+// overlapped may have seen either layout, so it is thrown away and made
+// again, up to countersAttempts reads in all (then ErrRulesChanging).
 func (a *Applier) Counters() (map[string]nft.CounterValue, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), countersTimeout)
 	defer cancel()
-	out := make(map[string]nft.CounterValue, len(a.counters))
-	for _, n := range a.counters {
+	for range countersAttempts {
+		out, ok, err := a.readCounters(ctx)
+		if ok {
+			return out, err
+		}
+	}
+	return nil, fmt.Errorf("read counters: %w", ErrRulesChanging)
+}
+
+// countedLayout is what one family's counters are read by: see family.
+type countedLayout struct {
+	save, restore string
+	counted       map[string]map[string][]string
+	known         bool
+}
+
+// readCounters reads the counters once. ok is false when an Apply may
+// have changed the layout while iptables-save ran: out and err mean
+// nothing then.
+func (a *Applier) readCounters(ctx context.Context) (out map[string]nft.CounterValue, ok bool, err error) {
+	// Apply replaces counters and counted, never modifies them: the
+	// copies stay valid after the lock is released.
+	a.mu.Lock()
+	before := a.layouts.Load()
+	names := a.counters
+	fams := make([]countedLayout, len(a.fams))
+	for i, f := range a.fams {
+		fams[i] = countedLayout{save: f.save, restore: f.restore, counted: f.counted, known: f.countedKnown}
+	}
+	a.mu.Unlock()
+
+	out = make(map[string]nft.CounterValue, len(names))
+	for _, n := range names {
 		out[n] = nft.CounterValue{} // listed even when no rule counts into it
 	}
 	var errs []error
-	for _, f := range a.fams {
-		if !f.countedKnown && len(a.counters) > 0 {
+	for _, f := range fams {
+		if !f.known && len(names) > 0 {
 			errs = append(errs, fmt.Errorf("%s: the last apply failed; counts are unknown until one succeeds", f.restore))
 			continue
 		}
@@ -50,10 +95,20 @@ func (a *Applier) Counters() (map[string]nft.CounterValue, error) {
 			}
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if a.layouts.Load() != before {
+		return nil, false, nil
 	}
-	return out, nil
+	if len(errs) > 0 {
+		return nil, true, errors.Join(errs...)
+	}
+	return out, true, nil
+}
+
+// sameCounted tells whether two layouts (see counted) are equal.
+func sameCounted(a, b map[string]map[string][]string) bool {
+	return maps.EqualFunc(a, b, func(x, y map[string][]string) bool {
+		return maps.EqualFunc(x, y, slices.Equal[[]string])
+	})
 }
 
 // counted lists, for each chain of r, the named counter of each rule.

@@ -4,6 +4,7 @@ package iptables
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"sync"
@@ -15,9 +16,13 @@ import (
 
 // TestCountersDuringApplies reads the counters in a loop while another
 // goroutine applies two rulesets in turn, as a metrics scrape during syncs
-// does. The rulesets lay counted rules out differently, so a read between an
-// Apply's restore and its record of what it wrote would find chains that do
-// not hold the rules it expects, and report an error.
+// does. The rulesets lay counted rules out differently, so a read by a
+// layout the kernel did not hold while iptables-save ran would find chains
+// that do not hold the rules it expects, and report an error. Reads do not
+// take turns with the applies (an Apply never waits for a read): a read
+// either counts by the layout the kernel held or, when every attempt
+// overlapped an Apply that changed it, says ErrRulesChanging. Once the
+// applies stop, a read counts by the last ruleset's layout.
 func TestCountersDuringApplies(t *testing.T) {
 	tp := newTopology(t, "cd")
 	a, err := New(WithNetNS(tp.nodePath), WithMode(ModeLegacy))
@@ -28,13 +33,16 @@ func TestCountersDuringApplies(t *testing.T) {
 		nft.Compile(kernelSnapshot(t, examples.TalkPolicies)),
 		nft.Compile(kernelSnapshot(t, kernelScenarios[len(kernelScenarios)-1].policies)),
 	}
+	if slices.Equal(rulesets[0].Counters, rulesets[1].Counters) {
+		t.Fatal("the two rulesets have the same counters: the test needs two layouts")
+	}
 	ctx := context.Background()
 	if err := a.Apply(ctx, rulesets[0]); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var reads int
+	var reads, changing int
 	var readErr error
 	wg.Add(1)
 	go func() {
@@ -45,11 +53,16 @@ func TestCountersDuringApplies(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := a.Counters(); err != nil {
+			_, err := a.Counters()
+			switch {
+			case errors.Is(err, ErrRulesChanging):
+				changing++
+			case err != nil:
 				readErr = err
 				return
+			default:
+				reads++
 			}
-			reads++
 		}
 	}()
 	for i := range 40 {
@@ -62,10 +75,25 @@ func TestCountersDuringApplies(t *testing.T) {
 	if readErr != nil {
 		t.Errorf("Counters during applies: %v", readErr)
 	}
-	if reads < 5 {
-		t.Errorf("only %d reads ran during 40 applies", reads)
+	// Each call makes up to countersAttempts reads, each as long as one
+	// iptables-save per family.
+	if reads+changing < 3 {
+		t.Errorf("only %d Counters calls ran during 40 applies", reads+changing)
 	}
-	t.Logf("%d reads during 40 applies", reads)
+	t.Logf("%d Counters calls read during 40 applies, %d more saw the rules change at every read", reads, changing)
+	vals, err := a.Counters()
+	if err != nil {
+		t.Fatalf("Counters after the applies: %v", err)
+	}
+	last := rulesets[0] // the 40th Apply's
+	if len(vals) != len(last.Counters) {
+		t.Errorf("Counters after the applies: %d counters, want the last ruleset's %d", len(vals), len(last.Counters))
+	}
+	for _, n := range last.Counters {
+		if _, ok := vals[n]; !ok {
+			t.Errorf("Counters after the applies: no %s", n)
+		}
+	}
 }
 
 // TestCountersRestartWhenTheirChainIsRewritten pins what the README says of

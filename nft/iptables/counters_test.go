@@ -2,9 +2,12 @@ package iptables
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/weir-cni/weir/nft"
@@ -96,6 +99,119 @@ func TestCountersAfterAFailedApply(t *testing.T) {
 	}
 	if _, err := a.Counters(); err == nil || !strings.Contains(err.Error(), "last apply failed") {
 		t.Errorf("Counters after a failed Apply: err = %v, want counts reported unknown", err)
+	}
+}
+
+// TestApplyDoesNotWaitForACounterRead blocks the save binary of a
+// Counters call (a slow iptables-save, a metrics scrape in a loop) and
+// applies meanwhile: the Apply must complete while the save is provably
+// still blocked, so a scrape never delays a sync. The Apply changes the
+// layout the read was started with, so that read is thrown away and made
+// again: Counters returns the counts by the new layout, not an error about
+// chains it expected by the old one.
+func TestApplyDoesNotWaitForACounterRead(t *testing.T) {
+	hs := t.TempDir() // handshake: started and release are FIFOs
+	for _, f := range []string{"started", "release"} {
+		if err := syscall.Mkfifo(filepath.Join(hs, f), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first run says it started, then waits for release; later runs
+	// print the counts at once. Builtins and absolute paths only: PATH is
+	// the fake binaries' directory.
+	save := fmt.Sprintf(`#!/bin/sh
+D=%q
+if [ ! -e "$D/blocked" ]; then
+	: >"$D/blocked"
+	echo started >"$D/started"
+	read -r x <"$D/release"
+fi
+exec /bin/cat "$D/save.txt"
+`, hs)
+	a, err := fakeLegacy(t, "#!/bin/sh\nexec /bin/cat >/dev/null\n", save)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // unblock the save if the test failed before it did
+		if f, err := os.OpenFile(filepath.Join(hs, "release"), os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			_, _ = f.WriteString("go\n")
+			f.Close()
+		}
+	})
+	// The layout an earlier Apply left, which the read starts with.
+	a.counters = []string{"pol-old"}
+	a.fams[0].countedKnown = true
+	a.fams[0].counted = map[string]map[string][]string{"filter": {"WEIR-old": {"pol-old"}}}
+	// The ruleset applied during the read, and what iptables-save prints
+	// once it holds it: two packets for each rule.
+	rs := nft.Ruleset{Counters: []string{"pol-r0"}, Chains: []nft.Chain{{
+		Name: "forward", Base: &nft.Base{Type: "filter", Hook: nft.HookForward},
+		Rules: []nft.Rule{{Counter: "pol-r0", Verdict: nft.Verdict{Kind: nft.VerdictAccept}}},
+	}}}
+	var text strings.Builder
+	want := map[string]nft.CounterValue{}
+	for _, chains := range counted(build(rs, false)) {
+		for chain, names := range chains {
+			for _, n := range names {
+				fmt.Fprintf(&text, "[2:120] -A %s -j ACCEPT\n", chain)
+				if n != "" {
+					want[n] = nft.CounterValue{Packets: want[n].Packets + 2, Bytes: want[n].Bytes + 120}
+				}
+			}
+		}
+	}
+	if len(want) != 1 {
+		t.Fatalf("the ruleset counts into %v, want pol-r0 only", want)
+	}
+	if err := os.WriteFile(filepath.Join(hs, "save.txt"), []byte(text.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		vals map[string]nft.CounterValue
+		err  error
+	}
+	read := make(chan result, 1)
+	go func() {
+		vals, err := a.Counters()
+		read <- result{vals, err}
+	}()
+	started := make(chan error, 1)
+	go func() {
+		_, err := os.ReadFile(filepath.Join(hs, "started"))
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case r := <-read:
+		t.Fatalf("Counters returned (%v, %v) without running the save binary", r.vals, r.err)
+	}
+
+	applied := make(chan error, 1)
+	go func() { applied <- a.Apply(context.Background(), rs) }()
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatalf("Apply during a counter read: %v", err)
+		}
+	case r := <-read:
+		// The save stays blocked until released below, or until
+		// countersTimeout kills it: only then can the read end first.
+		t.Fatalf("Apply waited for a counter read whose save binary was blocked, until the read gave up: %v", r.err)
+	}
+
+	if err := os.WriteFile(filepath.Join(hs, "release"), []byte("go\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	r := <-read
+	if r.err != nil {
+		t.Fatalf("Counters after an Apply during its read: %v", r.err)
+	}
+	if !reflect.DeepEqual(r.vals, want) {
+		t.Errorf("Counters after an Apply during its read = %v, want %v (by the applied layout)", r.vals, want)
 	}
 }
 
