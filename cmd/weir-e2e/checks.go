@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -288,6 +289,28 @@ func (k *checker) policyAfterDNAT(ctx context.Context) error {
 	return nil
 }
 
+// heldConnection is a bash script that opens one TCP connection to an
+// agnhost netexec at addr and sends an HTTP/1.1 request on it every half
+// second until the file stop exists (at most 10 minutes), checking each
+// answer. It prints KEPT and the number of answers, or BROKEN and where.
+func heldConnection(addr, stop string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	return fmt.Sprintf(`trap "" PIPE
+exec 3<>/dev/tcp/%s/%s || { echo "BROKEN: no connection"; exit 0; }
+i=0
+while [ ! -e %s ] && [ $i -lt 1200 ]; do
+	i=$((i+1))
+	printf 'GET /echo?msg=m%%d%%%%0A HTTP/1.1\r\nHost: srv\r\n\r\n' $i >&3 2>/dev/null || { echo "BROKEN: write $i failed"; exit 0; }
+	got=
+	while IFS= read -r -t 3 line <&3; do
+		if [ "${line%%$'\r'}" = "m$i" ]; then got=1; break; fi
+	done
+	[ -n "$got" ] || { echo "BROKEN: no answer to request $i"; exit 0; }
+	sleep 0.5
+done
+echo "KEPT: $i requests answered on one connection"`, host, port, stop)
+}
+
 // probeLoop is a shell loop of n connection attempts to addr, printing
 // OK or NO for each, then DONE.
 func probeLoop(addr string, n int, timeout string) string {
@@ -492,6 +515,15 @@ func (k *checker) rollingUpdate(ctx context.Context) error {
 			}
 		}(l)
 	}
+	// One allowed connection that lives through the whole rollout: a
+	// request on it every half second must keep being answered.
+	var held string
+	var heldErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		held, heldErr = k.exec(ctx, nsB, "client", "/bin/bash", "-c", heldConnection(net.JoinHostPort(k.srvIP, "8080"), "/tmp/stop-held"))
+	}()
 	time.Sleep(3 * time.Second)
 	_, err := k.c.Kubectl(ctx, "-n", "kube-system", "rollout", "restart", "daemonset/weir")
 	if err == nil {
@@ -499,9 +531,16 @@ func (k *checker) rollingUpdate(ctx context.Context) error {
 	}
 	time.Sleep(3 * time.Second)
 	close(done)
+	if _, e := k.exec(ctx, nsB, "client", "touch", "/tmp/stop-held"); e != nil && err == nil {
+		err = e
+	}
 	wg.Wait()
 	if err != nil {
 		return fmt.Errorf("rollout: %w", err)
+	}
+	k.logf("  long-lived allowed connection: %s", strings.TrimSpace(held))
+	if heldErr != nil || !strings.HasPrefix(strings.TrimSpace(held), "KEPT") {
+		return fmt.Errorf("the long-lived allowed connection broke during the rollout: %s %v", strings.TrimSpace(held), heldErr)
 	}
 	denied, allowed := loops[0], loops[1]
 	k.logf("  during the rollout: denied flow %d through / %d blocked; allowed flow %d connected / %d broken",
