@@ -61,6 +61,9 @@ type Agent struct {
 	Reconcilers []Reconciler
 	// Metrics, when set, records syncs.
 	Metrics *Metrics
+	// MetricsAuth, when set, guards /metrics (not /healthz and /readyz,
+	// which the kubelet probes without credentials).
+	MetricsAuth *KubeAuth
 	// LogDenied, when its Group is set, has isolation drops logged to
 	// NFLOG (see DeniedLogger).
 	LogDenied nft.DeniedLog

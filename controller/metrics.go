@@ -108,7 +108,11 @@ func (a *Agent) ServeHTTP(ctx context.Context, addr string) error {
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	if a.Metrics != nil {
-		mux.Handle("/metrics", promhttp.HandlerFor(a.Metrics.reg, promhttp.HandlerOpts{}))
+		var h http.Handler = promhttp.HandlerFor(a.Metrics.reg, promhttp.HandlerOpts{})
+		if a.MetricsAuth != nil {
+			h = a.MetricsAuth.Wrap(h)
+		}
+		mux.Handle("/metrics", h)
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -48,6 +49,7 @@ func run() int {
 		cniVersion   = flag.String("cni-version", controller.DefaultCNIVersion, "cniVersion of the written CNI config: "+strings.Join(conf.SupportedVersions, ", ")+"; 1.1.0 enables STATUS and GC on runtimes that support it (containerd 1.6/1.7 reject it)")
 		dataDir      = flag.String("ipam-data-dir", "", "ipam.dataDir for the written CNI config (default: the plugin's)")
 		httpAddr     = flag.String("http-addr", "127.0.0.1:9765", "serve /metrics, /healthz and /readyz here; empty: off")
+		metricsAuth  = flag.String("metrics-auth", "none", "none, or kube: /metrics asks for a bearer token the API server accepts (TokenReview) and whose user may get the path (SubjectAccessReview), as kube-rbac-proxy does; use it when --http-addr is not loopback")
 		failClosed   = flag.Bool("fail-closed", false, "written CNI config: the plugin refuses pods the agent did not confirm in time")
 		denyGroup    = flag.Uint("log-denied-group", 0, "log packets that isolation drops: send them to this NFLOG group (1-65535) and log each with its policies; 0: off")
 		denyRate     = flag.Uint("log-denied-rate", 10, "with --log-denied-group: most packets logged per second per pod selection (kernel rate limit; 0: unlimited)")
@@ -55,7 +57,7 @@ func run() int {
 	flag.Parse()
 	log := newLogger(*logLevel)
 	klog.SetSlogLogger(log)
-	if err := validate(*nodeName, *manifests, *cniVersion, *denyGroup, *denyRate); err != nil {
+	if err := validate(*nodeName, *manifests, *cniVersion, *metricsAuth, *denyGroup, *denyRate); err != nil {
 		log.Error("bad flags", "err", err)
 		return 2
 	}
@@ -71,7 +73,7 @@ func run() int {
 		log.Error("open backend", "err", err)
 		return 1
 	}
-	source, err := newSource(*manifests, *poll, *kubeconfig, float32(*qps), log)
+	source, client, err := newSource(*manifests, *poll, *kubeconfig, float32(*qps), log)
 	if err != nil {
 		log.Error("cluster state source", "err", err)
 		return 1
@@ -85,6 +87,11 @@ func run() int {
 		MinInterval:  *minInterval,
 		Metrics:      controller.NewMetrics(),
 		LogDenied:    nft.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
+	}
+	if *metricsAuth == "kube" {
+		agent.MetricsAuth = &controller.KubeAuth{Client: client}
+	} else if *httpAddr != "" && !loopback(*httpAddr) {
+		log.Warn("/metrics is served beyond loopback without authentication; consider --metrics-auth=kube", "http-addr", *httpAddr)
 	}
 	if cr, ok := applier.(controller.CounterReader); ok {
 		agent.Metrics.RegisterCounters(cr, agent.Ruleset, log)
@@ -122,8 +129,17 @@ func run() int {
 	return 0
 }
 
-func validate(node, manifests, cniVersion string, denyGroup, denyRate uint) error {
+func validate(node, manifests, cniVersion, metricsAuth string, denyGroup, denyRate uint) error {
 	var errs []error
+	switch metricsAuth {
+	case "none":
+	case "kube":
+		if manifests != "" {
+			errs = append(errs, errors.New("--metrics-auth=kube needs an API server, not --manifests"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--metrics-auth %q: want none or kube", metricsAuth))
+	}
 	if !slices.Contains(conf.SupportedVersions, cniVersion) {
 		errs = append(errs, fmt.Errorf("--cni-version %q is not supported (%s)", cniVersion, strings.Join(conf.SupportedVersions, ", ")))
 	}
@@ -146,9 +162,9 @@ func validate(node, manifests, cniVersion string, denyGroup, denyRate uint) erro
 
 // newSource returns the manifests source when a directory is given, and
 // the API-server source otherwise.
-func newSource(manifests string, poll time.Duration, kubeconfig string, qps float32, log *slog.Logger) (controller.Source, error) {
+func newSource(manifests string, poll time.Duration, kubeconfig string, qps float32, log *slog.Logger) (controller.Source, kubernetes.Interface, error) {
 	if manifests != "" {
-		return &controller.DirSource{Dir: manifests, Interval: poll}, nil
+		return &controller.DirSource{Dir: manifests, Interval: poll}, nil, nil
 	}
 	var cfg *rest.Config
 	var err error
@@ -158,19 +174,32 @@ func newSource(manifests string, poll time.Duration, kubeconfig string, qps floa
 		cfg, err = rest.InClusterConfig()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("api server config (use --kubeconfig or run in a pod): %w", err)
+		return nil, nil, fmt.Errorf("api server config (use --kubeconfig or run in a pod): %w", err)
 	}
 	cfg.QPS, cfg.Burst = qps, int(2*qps)
 	cfg.UserAgent = "weir-agent"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("api client: %w", err)
+		return nil, nil, fmt.Errorf("api client: %w", err)
 	}
 	src := controller.NewKubeSource(client, 0)
 	src.OnWatchError = func(resource string, err error) {
 		log.Warn("list/watch failed; retrying, kernel keeps the last ruleset", "resource", resource, "err", err)
 	}
-	return src, nil
+	return src, client, nil
+}
+
+// loopback reports whether a listen address binds loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func parseCIDRs(s string) ([]netip.Prefix, error) {

@@ -17,22 +17,26 @@ func TestValidateFlags(t *testing.T) {
 		name            string
 		node, manifests string
 		cniVersion      string
+		metricsAuth     string
 		group, rate     uint
 		wantErr         string // "" for none
 	}{
-		{"defaults", "n1", "", controller.DefaultCNIVersion, 0, 10, ""},
-		{"largest group and rate", "n1", dir, "1.0.0", math.MaxUint16, math.MaxUint32, ""},
-		{"cni version 1.1.0 for STATUS and GC", "n1", "", "1.1.0", 0, 10, ""},
-		{"cni version the plugin does not speak", "n1", "", "0.2.0", 0, 10, `--cni-version "0.2.0"`},
-		{"empty cni version", "n1", "", "", 0, 10, `--cni-version ""`},
-		{"group out of range", "n1", "", "1.0.0", math.MaxUint16 + 1, 10, "--log-denied-group 65536"},
-		{"rate out of range", "n1", "", "1.0.0", 1, math.MaxUint32 + 1, "--log-denied-rate 4294967296"},
-		{"no node", "", "", "1.0.0", 0, 10, "--node-name"},
-		{"manifests not a directory", "n1", dir + "/missing", "1.0.0", 0, 10, "--manifests"},
+		{"defaults", "n1", "", controller.DefaultCNIVersion, "none", 0, 10, ""},
+		{"largest group and rate", "n1", dir, "1.0.0", "none", math.MaxUint16, math.MaxUint32, ""},
+		{"cni version 1.1.0 for STATUS and GC", "n1", "", "1.1.0", "none", 0, 10, ""},
+		{"cni version the plugin does not speak", "n1", "", "0.2.0", "none", 0, 10, `--cni-version "0.2.0"`},
+		{"empty cni version", "n1", "", "", "none", 0, 10, `--cni-version ""`},
+		{"group out of range", "n1", "", "1.0.0", "none", math.MaxUint16 + 1, 10, "--log-denied-group 65536"},
+		{"rate out of range", "n1", "", "1.0.0", "none", 1, math.MaxUint32 + 1, "--log-denied-rate 4294967296"},
+		{"no node", "", "", "1.0.0", "none", 0, 10, "--node-name"},
+		{"manifests not a directory", "n1", dir + "/missing", "1.0.0", "none", 0, 10, "--manifests"},
+		{"metrics auth by the API server", "n1", "", "1.0.0", "kube", 0, 10, ""},
+		{"metrics auth without an API server", "n1", dir, "1.0.0", "kube", 0, 10, "--metrics-auth=kube needs an API server"},
+		{"unknown metrics auth", "n1", "", "1.0.0", "basic", 0, 10, `--metrics-auth "basic"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := validate(tc.node, tc.manifests, tc.cniVersion, tc.group, tc.rate)
+			err := validate(tc.node, tc.manifests, tc.cniVersion, tc.metricsAuth, tc.group, tc.rate)
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Errorf("validate = %v, want nil", err)
@@ -40,5 +44,16 @@ func TestValidateFlags(t *testing.T) {
 				t.Errorf("validate = %v, want an error about %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9765": true, "[::1]:9765": true, "localhost:9765": true,
+		":9765": false, "0.0.0.0:9765": false, "10.0.0.1:9765": false, "[::]:9765": false, "garbage": false,
+	} {
+		if got := loopback(addr); got != want {
+			t.Errorf("loopback(%q) = %v, want %v", addr, got, want)
+		}
 	}
 }
