@@ -73,6 +73,18 @@ func (ps peers) pods() []*podRec {
 	return pods(entries)
 }
 
+// podBound is at least the number of pods the selector peers match (each
+// entry's pods counted, a pod of two entries twice), without listing them.
+func (ps peers) podBound() int {
+	n := 0
+	for _, sp := range ps.selectors {
+		for _, e := range sp.entries {
+			n += len(e.members)
+		}
+	}
+	return n
+}
+
 // podsDef is the definition of the selector peers together, "" when there
 // are none: equal definitions match equal pods.
 func (ps peers) podsDef() string {

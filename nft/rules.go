@@ -128,13 +128,15 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 	c.namedPortProblems(where, named)
 	// dst lists the pods the names resolve against: called only when the
 	// group is not computed yet in this Compile, so a memo hit lists none.
-	dst, dstDef := func() []*podRec { return in.selected }, defKey("local", in.ns, in.selector)
+	// bound is at least the pods dst lists.
+	dst, dstDef, bound := func() []*podRec { return in.selected }, defKey("local", in.ns, in.selector), len(in.selected)
 	if in.dir == dirEgress {
-		dst, dstDef = resolved.pods, resolved.podsDef()
+		dst, dstDef, bound = resolved.pods, resolved.podsDef(), resolved.podBound()
 		if !hasPeers {
-			dst, dstDef = c.policeablePods(), "all"
+			dst, dstDef, bound = c.policeablePods(), "all", len(c.x.pods)
 		}
 	}
+	bound *= len(named) // a pod resolves each name to one port, on one address per family
 	names := make([]string, 0, len(named))
 	for _, n := range named {
 		names = append(names, n.name+"/"+protoName(n.proto))
@@ -151,7 +153,8 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 			}
 			return sortElems(v4)
 		}
-		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: f.named, ID: c.group(f.named, def, elems)}}
+		id := c.group(f.named, def, bound, elems)
+		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: f.named, ID: id}}
 		if hasPeers && in.dir == dirIngress {
 			for _, alt := range alts[i] {
 				add(alt, nm)
@@ -174,7 +177,7 @@ func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family
 		}
 		if len(resolved.selectors) > 0 {
 			v4 := f.typ == TypeIPv4
-			id := c.group(f.peers, resolved.unionDef(), func() []Elem { return podElems(resolved.pods(), v4) })
+			id := c.group(f.peers, resolved.unionDef(), resolved.podBound(), func() []Elem { return podElems(resolved.pods(), v4) })
 			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: f.peers, ID: id}})
 		}
 		ivs := resolved.v4
@@ -182,7 +185,7 @@ func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family
 			ivs = resolved.v6
 		}
 		if len(ivs) > 0 {
-			id := c.group(f.blocks, blocksDef(ivs), func() []Elem { return intervalElems(ivs) })
+			id := c.group(f.blocks, blocksDef(ivs), len(ivs), func() []Elem { return intervalElems(ivs) })
 			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: f.blocks, ID: id}})
 		}
 	}
@@ -209,7 +212,7 @@ func (c *compiler) portMatches(numeric []portRange) []Match {
 		b.WriteString(port16(p.from))
 		b.WriteString(port16(p.to))
 	}
-	id := c.group(setPorts, defKey("ports", b.String()), func() []Elem {
+	id := c.group(setPorts, defKey("ports", b.String()), len(merged), func() []Elem {
 		out := make([]Elem, 0, len(merged))
 		for _, p := range merged {
 			out = append(out, p.elem())
