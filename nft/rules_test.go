@@ -16,28 +16,27 @@ import (
 )
 
 // wideRules returns `rules` ingress rules, each allowing `ports` TCP ports
-// (odd numbers from 1001, so no two merge) from `peers` podSelector peers
-// (app: peer0, peer1, ...): the worst shape the API accepts, the one whose
-// rules once grew as ports × peers.
+// from `peers` podSelector peers: the worst shape the API accepts, the one
+// whose rules once grew as ports × peers. Rule r allows the odd ports
+// from 1001 + 2r (so no two merge) from peers app: peer<r> onwards, so
+// that no two rules share a group.
 func wideRules(rules, ports, peers int) []networkingv1.NetworkPolicyIngressRule {
 	tcp := corev1.ProtocolTCP
-	var ps []networkingv1.NetworkPolicyPort
-	for i := 0; i < ports; i++ {
-		ps = append(ps, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: ptr(intstr.FromInt32(int32(1001 + 2*i)))})
-	}
-	var from []networkingv1.NetworkPolicyPeer
-	for i := 0; i < peers; i++ {
-		from = append(from, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("peer", i)}}})
-	}
 	out := make([]networkingv1.NetworkPolicyIngressRule, rules)
-	for i := range out {
-		out[i] = networkingv1.NetworkPolicyIngressRule{From: from, Ports: ps}
+	for r := range out {
+		for i := r; i < r+ports; i++ {
+			out[r].Ports = append(out[r].Ports, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: ptr(intstr.FromInt32(int32(1001 + 2*i)))})
+		}
+		for i := r; i < r+peers; i++ {
+			out[r].From = append(out[r].From, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("peer", i)}}})
+		}
 	}
 	return out
 }
 
 // wideSnapshot is one local pod (app: srv, IPv4 and IPv6) selected by a
 // policy of wideRules, and one peer pod per peer selector (dual-stack too).
+// Peer pods are n2's: pods[1+i] is peer<i>.
 func wideSnapshot(rules, ports, peers int) Snapshot {
 	s := Snapshot{
 		Node:       Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.0.1")}},
@@ -52,7 +51,7 @@ func wideSnapshot(rules, ports, peers int) Snapshot {
 			},
 		}},
 	}
-	for i := 0; i < peers; i++ {
+	for i := 0; i < peers+rules-1; i++ {
 		s.Pods = append(s.Pods, Pod{Namespace: "default", Name: fmt.Sprint("peer", i), Node: "n2",
 			Labels: map[string]string{"app": fmt.Sprint("peer", i)},
 			IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}),
