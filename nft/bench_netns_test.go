@@ -14,14 +14,19 @@ func BenchmarkFullSync(b *testing.B) { benchFull(b, 100) }
 // so nearly every policy selects a local pod and is rendered.
 func BenchmarkFullSyncDense(b *testing.B) { benchFull(b, 10) }
 
-func benchFull(b *testing.B, nodes int) {
+// BenchmarkFullSyncWide is the policy of the finding — one rule of 1,000
+// ports × 1,000 podSelector peers (dual-stack) — compiled and applied.
+func BenchmarkFullSyncWide(b *testing.B) { benchFullOf(b, wideSnapshot(1, 1000, 1000)) }
+
+func benchFull(b *testing.B, nodes int) { benchFullOf(b, bigSnapshot(10000, 1000, nodes)) }
+
+func benchFullOf(b *testing.B, s Snapshot) {
 	_, path := newNetns(b)
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer a.Close()
-	s := bigSnapshot(10000, 1000, nodes)
 	var r Ruleset
 	p := newPhases("compile", "apply")
 	for b.Loop() {
@@ -37,14 +42,6 @@ func benchFull(b *testing.B, nodes int) {
 	b.ReportMetric(float64(len(r.Sets)), "sets")
 	b.ReportMetric(float64(len(r.Chains)), "chains")
 	b.ReportMetric(float64(elemCount(r)), "elems")
-}
-
-func elemCount(r Ruleset) int {
-	n := 0
-	for _, s := range r.Sets {
-		n += len(s.Elems)
-	}
-	return n
 }
 
 // benchChange applies base, then alternates one Compiler between two

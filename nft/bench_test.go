@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"syscall"
 	"testing"
@@ -232,6 +233,14 @@ func TestBigSnapshotIsolatesLocalPods(t *testing.T) {
 	}
 }
 
+func elemCount(r Ruleset) int {
+	n := 0
+	for _, s := range r.Sets {
+		n += len(s.Elems)
+	}
+	return n
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // cpuTime is the process's user+system CPU time: on a loaded machine wall
@@ -240,4 +249,66 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// wideShapes are the worst shapes the API accepts under MaxPolicyItems:
+// rules × ports × peers, no two rules sharing a port list or a peer union
+// (see wideRules). The first is the
+// policy of the finding (72 KiB: 1,000 ports × 1,000 podSelector peers),
+// which compiled to 1,000,018 rules in 8.7 s before peers became one
+// union group and ports one set lookup.
+var wideShapes = []struct{ rules, ports, peers int }{
+	{1, 1000, 1000},
+	{4, 1200, 1200},
+	{49, 100, 100},
+	{900, 4, 5},
+}
+
+// BenchmarkCompileWide compiles one policy of each wide shape (one local
+// pod, one peer pod per peer selector) and, in the same run, a baseline:
+// the same ports and peers in rules of their own (rules × ports-only and
+// rules × peers-only), whose size is their sum by construction. x-base is
+// the ratio of the two CPU times: a product would show as a ratio growing
+// with ports × peers; a sum stays near 1.
+func BenchmarkCompileWide(b *testing.B) {
+	for _, sh := range wideShapes {
+		b.Run(fmt.Sprintf("rules=%d/ports=%d/peers=%d", sh.rules, sh.ports, sh.peers), func(b *testing.B) {
+			wide := wideSnapshot(sh.rules, sh.ports, sh.peers)
+			base := wideSnapshot(sh.rules, sh.ports, sh.peers)
+			var split []networkingv1.NetworkPolicyIngressRule
+			for _, r := range wide.Policies[0].Spec.Ingress {
+				split = append(split, networkingv1.NetworkPolicyIngressRule{Ports: r.Ports},
+					networkingv1.NetworkPolicyIngressRule{From: r.From})
+			}
+			base.Policies[0] = base.Policies[0].DeepCopy()
+			base.Policies[0].Spec.Ingress = split
+			var r Ruleset
+			var wideCPU, baseCPU time.Duration
+			var alloc uint64
+			var m0, m1 runtime.MemStats
+			for b.Loop() {
+				runtime.ReadMemStats(&m0)
+				c0 := cpuTime()
+				r = Compile(wide)
+				c1 := cpuTime()
+				runtime.ReadMemStats(&m1)
+				c2 := cpuTime()
+				Compile(base)
+				wideCPU, baseCPU = wideCPU+c1-c0, baseCPU+cpuTime()-c2
+				alloc += m1.TotalAlloc - m0.TotalAlloc
+			}
+			if p := Compile(base).Problems; len(r.Problems)+len(p) != 0 {
+				b.Fatalf("problems: %v %v", r.Problems, p)
+			}
+			rules := 0
+			for _, ch := range r.Chains {
+				rules += len(ch.Rules)
+			}
+			b.ReportMetric(ms(wideCPU)/float64(b.N), "cpu-ms")
+			b.ReportMetric(float64(wideCPU)/float64(baseCPU), "x-base")
+			b.ReportMetric(float64(alloc)/float64(b.N)/(1<<20), "alloc-MiB")
+			b.ReportMetric(float64(rules), "rules")
+			b.ReportMetric(float64(elemCount(r)), "elements")
+		})
+	}
 }

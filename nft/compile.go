@@ -40,6 +40,10 @@ type compiler struct {
 	chains   map[string]*Chain
 	problems []string
 	selected [2][]*podRec
+	// elems counts the elements of the groups the rules use; over is set
+	// once they pass MaxPolicyElements (see limits.go).
+	elems int
+	over  bool
 }
 
 func policyKey(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }
@@ -51,15 +55,26 @@ func (c *compiler) problem(format string, args ...any) {
 // group records that the policy's rules look up the elements (sorted,
 // without id) of definition def in shared set set, and returns the
 // definition's id. elems computes them, once per Compile call: a
-// definition gives the same elements to every policy using it.
-func (c *compiler) group(set, def string, elems func() []Elem) uint32 {
+// definition gives the same elements to every policy using it. bound is
+// at least their number: it is charged against the policy's cap first,
+// and a policy over the cap computes no more groups (it is dropped whole
+// when its rules are done).
+func (c *compiler) group(set, def string, bound int, elems func() []Elem) uint32 {
 	k := groupKey{set, def}
-	es, ok := c.x.groupMemo[k]
-	if !ok {
-		es = elems()
-		c.x.groupMemo[k] = es
+	if _, used := c.groups[k]; !used {
+		es, ok := c.x.groupMemo[k]
+		if ok {
+			bound = len(es)
+		}
+		if !c.charge(bound) {
+			return 0
+		}
+		if !ok {
+			es = elems()
+			c.x.groupMemo[k] = es
+		}
+		c.groups[k] = groupOut{set: set, def: def, elems: es}
 	}
-	c.groups[k] = groupOut{set: set, def: def, elems: es}
 	return c.x.defID(def)
 }
 
@@ -131,6 +146,12 @@ func (c *compiler) compilePolicy(p *networkingv1.NetworkPolicy) {
 		c.problem("%s: podSelector: %v (selects every pod of %s, allows nothing)", key, err, p.Namespace)
 		skey, selector = "", labels.Everything()
 	}
+	tooBig := false
+	if n := policyItems(&p.Spec); n > MaxPolicyItems {
+		c.problem("%s: %d rules, peers, excepts and ports, more than the %d weir compiles in one policy (not applied: "+
+			"the pods it selects are isolated and it allows nothing)", key, n, MaxPolicyItems)
+		tooBig = true
+	}
 	var selected []*podRec
 	for pod := range c.x.podEntry(c.ps, p.Namespace, skey, selector, true).members {
 		selected = append(selected, pod)
@@ -146,11 +167,19 @@ func (c *compiler) compilePolicy(p *networkingv1.NetworkPolicy) {
 			continue
 		}
 		chain := Chain{Name: policyChainNameHash(d.dir, c.ps.hash, key)}
-		if valid {
+		if valid && !tooBig {
 			chain.Rules = c.policyRules(p, d.dir, selected, skey)
 		}
 		c.addChain(chain)
 		c.selected[d.i] = selected
+	}
+	if c.over { // never half-applied: every rule goes
+		c.problem("%s: its rules need more than %d set elements, the most weir gives one policy (not applied: "+
+			"the pods it selects are isolated and it allows nothing)", key, elementCap)
+		clear(c.groups)
+		for _, ch := range c.chains {
+			ch.Rules = nil
+		}
 	}
 }
 

@@ -230,7 +230,7 @@ func (g *gen) nsSelector() *metav1.LabelSelector {
 
 func (g *gen) peers() []networkingv1.NetworkPolicyPeer {
 	var out []networkingv1.NetworkPolicyPeer
-	for i := g.r.Intn(3); i > 0; i-- {
+	for i := g.r.Intn(4); i > 0; i-- {
 		switch g.r.Intn(4) {
 		case 0:
 			out = append(out, networkingv1.NetworkPolicyPeer{PodSelector: g.selector()})
@@ -251,7 +251,11 @@ func (g *gen) peers() []networkingv1.NetworkPolicyPeer {
 
 func (g *gen) policyPorts() []networkingv1.NetworkPolicyPort {
 	var out []networkingv1.NetworkPolicyPort
-	for i := g.r.Intn(3); i > 0; i-- {
+	n := g.r.Intn(3)
+	if g.r.Intn(2) == 0 {
+		n += maxInlinePorts // sometimes enough for the ports set
+	}
+	for i := n; i > 0; i-- {
 		proto := corev1.Protocol(g.pick([]string{"TCP", "UDP", "SCTP", "TCP"}))
 		p := networkingv1.NetworkPolicyPort{Protocol: &proto}
 		switch g.r.Intn(4) {

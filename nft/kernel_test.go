@@ -32,6 +32,28 @@ metadata: {name: dns-only, namespace: prod}
 spec:
   podSelector: {matchLabels: {app: dns}}
   ingress: [{ports: [{protocol: UDP, port: 53}]}]
+---
+# Many ports (more than maxInlinePorts: the ports set) from many selector
+# peers (one union group), dual-stack.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: wide, namespace: other}
+spec:
+  podSelector: {matchLabels: {app: wide}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {purpose: production}}
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: default}}
+      podSelector: {matchLabels: {app: web}}
+    - podSelector: {matchLabels: {app: nobody1}}
+    - podSelector: {matchLabels: {app: nobody2}}
+    ports:
+    - port: 80
+    - port: 443
+    - {port: 8080, endPort: 8090}
+    - {protocol: UDP, port: 53}
+    - {protocol: UDP, port: 5353}
+    - {protocol: SCTP, port: 9000}
 `
 
 type kpod struct {
@@ -61,6 +83,8 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		{pod: Pod{Namespace: "prod", Name: "dns", Labels: map[string]string{"app": "dns"}}, addr: "10.0.5.10/24", gw: "10.0.5.1/24"},
 		{pod: Pod{Namespace: "other", Name: "x"}, addr: "10.0.6.10/24", gw: "10.0.6.1/24",
 			addr6: "fd00:6::10/64", gw6: "fd00:6::1/64"},
+		{pod: Pod{Namespace: "other", Name: "wide", Labels: map[string]string{"app": "wide"}}, addr: "10.0.7.10/24", gw: "10.0.7.1/24",
+			addr6: "fd00:7::10/64", gw6: "fd00:7::1/64"},
 		{pod: Pod{Namespace: "ext", Name: "allowed-host"}, addr: "172.17.0.5/24", gw: "172.17.0.1/24"},
 		{pod: Pod{Namespace: "ext", Name: "excepted-host"}, addr: "172.17.1.5/24", gw: "172.17.1.1/24"},
 	}
@@ -126,6 +150,20 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		{"x", "dns", "tcp", 53, VerdictDrop, false},                   // TCP not allowed
 		{"web", "frontend", "udp", 9999, VerdictAccept, false},        // unisolated destination
 		{"allowed-host", "frontend", "tcp", 80, VerdictAccept, false}, // from outside to unisolated pod
+		// One rule, six port ranges (the ports set) × four selector peers
+		// (one union group).
+		{"client", "wide", "tcp", 8085, VerdictAccept, false}, // namespace peer, port range
+		{"client", "wide", "tcp", 8085, VerdictAccept, true},
+		{"web", "wide", "tcp", 443, VerdictAccept, false}, // namespace AND pod peer
+		{"web", "wide", "tcp", 443, VerdictAccept, true},
+		{"client", "wide", "udp", 5353, VerdictAccept, false}, // UDP port of the set
+		{"client", "wide", "udp", 5353, VerdictAccept, true},
+		{"client", "wide", "tcp", 81, VerdictDrop, false}, // peer, wrong port
+		{"client", "wide", "tcp", 8091, VerdictDrop, true},
+		{"client", "wide", "udp", 80, VerdictDrop, false}, // TCP port, UDP packet
+		{"x", "wide", "tcp", 80, VerdictDrop, false},      // wrong peer, allowed port
+		{"x", "wide", "tcp", 8080, VerdictDrop, true},
+		{"frontend", "wide", "tcp", 80, VerdictDrop, false}, // default namespace, not app=web
 	}
 	counted := map[string]bool{} // the counters of the rules that decided
 	for _, tc := range cases {

@@ -139,8 +139,9 @@ const (
 	// MatchLookup looks the concatenation of Fields up in set Set.
 	MatchLookup
 	// MatchPort tests the L4 protocol Proto and, unless AllPorts, the
-	// destination port range PortFrom-PortTo (`tcp dport 80`). Ports of a
-	// policy rule are few: inline matches cost no set (see compilePolicy).
+	// destination port range PortFrom-PortTo (`tcp dport 80`). A rule's
+	// few port ranges are inline matches; more go to the ports set (see
+	// compileRule).
 	MatchPort
 )
 

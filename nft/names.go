@@ -27,22 +27,28 @@ import (
 // sorted set of policies of its namespace that select it for that direction
 // (sel-in-HASH-ns). That chain jumps to each policy's chain (pol-in-HASH-ns/name)
 // and ends in drop; a policy chain accepts on a match and falls through
-// otherwise. Numeric ports are inline matches (`tcp dport 80`).
+// otherwise. A rule's few numeric ports (up to maxInlinePorts ranges) are
+// inline matches (`tcp dport 80`).
 //
-// Peers and named ports live in six shared sets, whatever the number of
-// policies: peers4/6 (exact pod addresses of selector peers), blocks4/6
-// (ipBlock ranges, excepts subtracted; interval) and named4/6 (destination
-// address . protocol . port of named ports). Each is keyed by a rule id
+// Peers and ports live in seven shared sets, whatever the number of
+// policies: peers4/6 (exact pod addresses of the union of a rule's
+// selector peers), blocks4/6 (the union of its ipBlock ranges, excepts
+// subtracted; interval), named4/6 (destination address . protocol . port
+// of named ports) and ports (protocol . port range of a rule with more
+// numeric ports than maxInlinePorts; interval). A rule is thus one nft
+// rule per peer kind and family, whatever its peers and ports: a policy's
+// rules and elements grow as its peers + ports, never as their product.
+// Each set is keyed by a rule id
 // first: a rule loads its id as a constant (`numgen random mod 1 offset ID`,
 // the only constant nft both prints and parses inside a concatenation) and
-// looks up `ID . ip saddr`. The id names a *definition* — the selector
-// peers of a namespace, one union of ipBlocks, one named-port resolution —
-// so rules with equal definitions share their elements, and it is a hash of
+// looks up `ID . ip saddr`. The id names a *definition* — a union of
+// selector peers, one union of ipBlocks, one named-port resolution, one
+// list of ports — so rules with equal definitions share their elements, and it is a hash of
 // the definition, so it stays stable across syncs and restarts. Why: the
 // kernel finds a set by name with a linear walk of the table's sets (set
 // creation, every rule referencing a set and every element message pay
 // it), so n sets cost O(n²) per batch — 5,000 per-rule sets took 5 s of
-// kernel time to load; six shared sets take none of that.
+// kernel time to load; seven shared sets take none of that.
 //
 // So a packet costs a bounded number of hash lookups (the ipBlock set is a
 // pipapo set, whose lookup grows slowly with its ranges) whatever the
@@ -80,6 +86,7 @@ const (
 	setBlocks6    = "blocks6"
 	setNamed4     = "named4" // id . destination address . protocol . port
 	setNamed6     = "named6"
+	setPorts      = "ports" // id . protocol . port range of rules with many ports
 
 	counterDeniedIn = "denied-ingress" // packets isolation dropped
 	counterDeniedEg = "denied-egress"
@@ -149,6 +156,7 @@ var skeletonSets = []Set{
 	{Name: setBlocks6, Key: []Type{TypeID, TypeIPv6}, Interval: true, Comment: "ipBlock peers by rule id"},
 	{Name: setNamed4, Key: []Type{TypeID, TypeIPv4, TypeProto, TypePort}, Comment: "named ports by rule id"},
 	{Name: setNamed6, Key: []Type{TypeID, TypeIPv6, TypeProto, TypePort}, Comment: "named ports by rule id"},
+	{Name: setPorts, Key: []Type{TypeID, TypeProto, TypePort}, Interval: true, Comment: "numeric ports by rule id"},
 }
 
 func ctRule(states uint32, v VerdictKind) Rule {

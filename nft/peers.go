@@ -31,31 +31,58 @@ type selectorPeer struct {
 	entries []*podEntry
 }
 
-// pods returns the pods of entries (a pod may repeat). It is called only
-// for a group not yet computed in this Compile: listing the pods costs
-// O(pods), a memo hit nothing.
+// pods returns the distinct pods of entries. It is called only for a group
+// not yet computed in this Compile: listing the pods costs O(members of
+// entries), a memo hit nothing. With one entry the pods are distinct
+// already; with more, a pod matched by many selectors is listed once, so
+// memory stays O(distinct pods) however many selectors overlap.
 func pods(entries []*podEntry) []*podRec {
-	n := 0
-	for _, e := range entries {
-		n += len(e.members)
+	if len(entries) == 1 {
+		out := make([]*podRec, 0, len(entries[0].members))
+		for p := range entries[0].members {
+			out = append(out, p)
+		}
+		return out
 	}
-	out := make([]*podRec, 0, n)
+	seen := map[*podRec]struct{}{}
+	var out []*podRec
 	for _, e := range entries {
 		for p := range e.members {
-			out = append(out, p)
+			if _, dup := seen[p]; !dup {
+				seen[p] = struct{}{}
+				out = append(out, p)
+			}
 		}
 	}
 	return out
 }
 
-// pods returns the pods every selector peer matches (a pod may repeat); as
-// for pods(entries), only a group not yet computed calls it.
+// pods returns the pods any selector peer matches; as for pods(entries),
+// only a group not yet computed calls it.
 func (ps peers) pods() []*podRec {
 	var entries []*podEntry
+	seen := map[*podEntry]bool{} // equal namespaces of two selectors share an entry
 	for _, sp := range ps.selectors {
-		entries = append(entries, sp.entries...)
+		for _, e := range sp.entries {
+			if !seen[e] {
+				seen[e] = true
+				entries = append(entries, e)
+			}
+		}
 	}
 	return pods(entries)
+}
+
+// podBound is at least the number of pods the selector peers match (each
+// entry's pods counted, a pod of two entries twice), without listing them.
+func (ps peers) podBound() int {
+	n := 0
+	for _, sp := range ps.selectors {
+		for _, e := range sp.entries {
+			n += len(e.members)
+		}
+	}
+	return n
 }
 
 // podsDef is the definition of the selector peers together, "" when there
@@ -69,6 +96,16 @@ func (ps peers) podsDef() string {
 		defs = append(defs, sp.def)
 	}
 	return defKey("pods", defs...)
+}
+
+// unionDef is the definition of the group of the selector peers' union:
+// a single selector's own (so a rule of one selector shares its group
+// with every other rule of that selector), else podsDef.
+func (ps peers) unionDef() string {
+	if len(ps.selectors) == 1 {
+		return ps.selectors[0].def
+	}
+	return ps.podsDef()
 }
 
 // resolvePeers resolves a rule's peers against the snapshot, following the

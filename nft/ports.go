@@ -16,6 +16,12 @@ const (
 	protoSCTP = 132
 )
 
+// maxInlinePorts is the most merged port ranges a rule matches inline
+// (`tcp dport 80`), one nft rule per range and peer alternative; a rule
+// with more looks them all up in the ports set, in one nft rule per peer
+// alternative.
+const maxInlinePorts = 4
+
 // portRange is a numeric port or endPort range of one protocol.
 type portRange struct {
 	proto    uint8

@@ -37,20 +37,26 @@ var families = []family{
 
 // compileRule turns one rule into nft rules and the groups of the shared
 // sets they look up. The shape of the output depends on the policy only
-// (never on which pods exist), so pod churn changes set elements only:
+// (never on which pods exist), so pod churn changes set elements only; and
+// its size grows as peers + ports, never as their product (a policy of
+// 1,000 ports × 1,000 peers once compiled to a million rules):
 //
-//   - selector peers: a lookup of the peer's id . address in peers4/6, one
-//     rule per distinct selector (equal selectors of any policy share their
-//     elements); ipBlock peers: one lookup of the union of the rule's
-//     ipBlocks in blocks4/6 (intervals, excepts subtracted);
-//   - numeric ports: one inline match per merged port range (`tcp dport
-//     80`, `udp dport 1-2`, `meta l4proto sctp`), so ports cost no set;
+//   - selector peers: one lookup of the union of the rule's selector peers
+//     in peers4/6 (equal unions of any policy share their elements; a
+//     single selector is its own union); ipBlock peers: one lookup of the
+//     union of the rule's ipBlocks in blocks4/6 (intervals, excepts
+//     subtracted). So at most two peer alternatives per family;
+//   - numeric ports: up to maxInlinePorts merged ranges stay inline
+//     matches (`tcp dport 80`, `udp dport 1-2`, `meta l4proto sctp`), one
+//     rule each; more are one lookup of protocol . port in the shared
+//     interval set ports, so the rule count stays bounded;
 //   - named ports: a lookup of id . destination address . protocol . port
 //     in named4/6, resolved per destination pod and protocol (ingress: the
 //     selected pods; egress: the peer pods, so that lookup alone also
 //     checks the peer; toward an ipBlock a named port resolves to nothing);
 //   - no ports: no port match.
 //
+// A rule thus has at most (maxInlinePorts + 1) × 2 rules per family.
 // An invalid peer or port makes the rule allow nothing and is reported.
 func (c *compiler) compileRule(in ruleInput) []Rule {
 	where := fmt.Sprintf("%s %s rule %d", in.key, in.dir.long(), in.index)
@@ -108,9 +114,8 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 	if ps.all {
 		withPeers(nil)
 	}
-	for _, p := range mergePorts(ps.numeric) {
-		m := Match{Kind: MatchPort, Proto: p.proto, PortFrom: p.from, PortTo: p.to, AllPorts: p.from == 0 && p.to == 65535}
-		withPeers([]Match{m})
+	for _, pm := range c.portMatches(ps.numeric) {
+		withPeers([]Match{pm})
 	}
 	if len(ps.named) > 0 {
 		c.namedPortRules(in, where, ps.named, hasPeers, resolved, alts, add, fams)
@@ -123,13 +128,15 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 	c.namedPortProblems(where, named)
 	// dst lists the pods the names resolve against: called only when the
 	// group is not computed yet in this Compile, so a memo hit lists none.
-	dst, dstDef := func() []*podRec { return in.selected }, defKey("local", in.ns, in.selector)
+	// bound is at least the pods dst lists.
+	dst, dstDef, bound := func() []*podRec { return in.selected }, defKey("local", in.ns, in.selector), len(in.selected)
 	if in.dir == dirEgress {
-		dst, dstDef = resolved.pods, resolved.podsDef()
+		dst, dstDef, bound = resolved.pods, resolved.podsDef(), resolved.podBound()
 		if !hasPeers {
-			dst, dstDef = c.policeablePods(), "all"
+			dst, dstDef, bound = c.policeablePods(), "all", len(c.x.pods)
 		}
 	}
+	bound *= len(named) // a pod resolves each name to one port, on one address per family
 	names := make([]string, 0, len(named))
 	for _, n := range named {
 		names = append(names, n.name+"/"+protoName(n.proto))
@@ -146,7 +153,8 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 			}
 			return sortElems(v4)
 		}
-		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: f.named, ID: c.group(f.named, def, elems)}}
+		id := c.group(f.named, def, bound, elems)
+		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: f.named, ID: id}}
 		if hasPeers && in.dir == dirIngress {
 			for _, alt := range alts[i] {
 				add(alt, nm)
@@ -158,8 +166,8 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 }
 
 // peerAlternatives returns, for each family of fams, the alternative peer
-// lookups of a rule with peers: one per selector peer, plus one of the
-// ipBlocks of that family if any.
+// lookups of a rule with peers: one of the union of its selector peers,
+// one of the union of its ipBlocks of that family; each if any.
 func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family) [][][]Match {
 	out := make([][][]Match, len(fams))
 	for i, f := range fams {
@@ -167,8 +175,9 @@ func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family
 		if dir == dirEgress {
 			field = f.daddr
 		}
-		for _, sp := range resolved.selectors {
-			id := c.group(f.peers, sp.def, func() []Elem { return podElems(pods(sp.entries), f.typ == TypeIPv4) })
+		if len(resolved.selectors) > 0 {
+			v4 := f.typ == TypeIPv4
+			id := c.group(f.peers, resolved.unionDef(), resolved.podBound(), func() []Elem { return podElems(resolved.pods(), v4) })
 			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: f.peers, ID: id}})
 		}
 		ivs := resolved.v4
@@ -176,11 +185,41 @@ func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family
 			ivs = resolved.v6
 		}
 		if len(ivs) > 0 {
-			id := c.group(f.blocks, blocksDef(ivs), func() []Elem { return intervalElems(ivs) })
+			id := c.group(f.blocks, blocksDef(ivs), len(ivs), func() []Elem { return intervalElems(ivs) })
 			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: f.blocks, ID: id}})
 		}
 	}
 	return out
+}
+
+// portMatches returns the alternative matches of a rule's numeric ports:
+// one inline match per merged range when there are at most
+// maxInlinePorts (a compare or two each, cheaper than a lookup, and
+// readable), else one lookup of them all in the ports set, whose group
+// equal port lists of any policy share.
+func (c *compiler) portMatches(numeric []portRange) []Match {
+	merged := mergePorts(numeric)
+	if len(merged) <= maxInlinePorts {
+		out := make([]Match, 0, len(merged))
+		for _, p := range merged {
+			out = append(out, Match{Kind: MatchPort, Proto: p.proto, PortFrom: p.from, PortTo: p.to, AllPorts: p.from == 0 && p.to == 65535})
+		}
+		return out
+	}
+	var b strings.Builder
+	for _, p := range merged {
+		b.WriteByte(p.proto)
+		b.WriteString(port16(p.from))
+		b.WriteString(port16(p.to))
+	}
+	id := c.group(setPorts, defKey("ports", b.String()), len(merged), func() []Elem {
+		out := make([]Elem, 0, len(merged))
+		for _, p := range merged {
+			out = append(out, p.elem())
+		}
+		return out // sorted: by protocol, then port
+	})
+	return []Match{{Kind: MatchLookup, Fields: []Field{FieldL4Proto, FieldTHDport}, Set: setPorts, ID: id}}
 }
 
 // blocksDef is the definition of a group of ipBlock ranges: the ranges

@@ -127,6 +127,40 @@ spec:
 		{from: "dev", to: "ext-ok", proto: "udp", port: 53, want: false},
 		{from: "web", to: "dev", proto: "tcp", port: 80, want: true},
 	}},
+	{"one rule of many ports and many peers", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: default, name: wide}
+spec:
+  podSelector: {matchLabels: {role: db}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {purpose: production}}
+    - podSelector: {matchLabels: {role: frontend}}
+    - podSelector: {matchLabels: {app: nobody}}
+    - ipBlock: {cidr: 172.17.0.0/16, except: [172.17.1.0/24]}
+    ports:
+    - {protocol: UDP, port: 53}
+    - port: 80
+    - port: 5978
+    - port: 6379
+    - {port: 8000, endPort: 8010}
+    - {protocol: SCTP, port: 80}
+`, []probe{
+		{from: "prod", to: "db", proto: "tcp", port: 6379, want: true},
+		{from: "prod", to: "db", v6: true, proto: "tcp", port: 6379, want: true},
+		{from: "frontend", to: "db", v6: true, proto: "tcp", port: 80, want: true},
+		{from: "frontend", to: "db", proto: "udp", port: 53, want: true},
+		{from: "frontend", to: "db", v6: true, proto: "udp", port: 53, want: true},
+		{from: "frontend", to: "db", proto: "tcp", port: 6380, want: false},
+		{from: "frontend", to: "db", v6: true, proto: "tcp", port: 6380, want: false},
+		{from: "frontend", to: "db", proto: "udp", port: 80, want: false},
+		{from: "dev", to: "db", proto: "tcp", port: 6379, want: false},
+		{from: "dev", to: "db", v6: true, proto: "tcp", port: 80, want: false},
+		{from: "web", to: "db", proto: "tcp", port: 80, want: false},
+		{from: "ext-ok", to: "db", proto: "tcp", port: 5978, want: true},
+		{from: "ext-except", to: "db", proto: "tcp", port: 5978, want: false},
+	}},
 }
 
 // backend is one way of programming a node namespace.
