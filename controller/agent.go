@@ -67,6 +67,9 @@ type Agent struct {
 	// LogDenied, when its Group is set, has isolation drops logged to
 	// NFLOG (see DeniedLogger).
 	LogDenied nft.DeniedLog
+	// PodInterfacePrefix starts the name of the pods' host-side veths
+	// (see nft.Snapshot.PodInterfacePrefix; empty: the default).
+	PodInterfacePrefix string
 
 	// sockMaxConns and sockReadTimeout override the socket's limits
 	// (maxSocketConns, requestReadTimeout) in tests.
@@ -229,6 +232,7 @@ func (a *Agent) sync(ctx context.Context) error {
 		a.compiler = nft.NewCompiler()
 	}
 	snap.LogDenied = a.LogDenied
+	snap.PodInterfacePrefix = a.PodInterfacePrefix
 	rs := a.compiler.Compile(snap)
 	compiled := time.Now()
 	if err := a.Applier.Apply(ctx, rs); err != nil {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/weir-cni/weir/conf"
 )
 
 // DefaultCNIVersion is the cniVersion of the written conflist when
@@ -32,6 +34,9 @@ type CNIConfig struct {
 	FailClosed bool
 	// CNIVersion is the conflist's cniVersion (default DefaultCNIVersion).
 	CNIVersion string
+	// HostIfPrefix is the plugin's hostInterfacePrefix, written when set
+	// and not the default; the agent's anti-spoofing rules match it.
+	HostIfPrefix string
 }
 
 // Render returns the conflist for podCIDRs, or nil when there are none.
@@ -74,6 +79,9 @@ func (c *CNIConfig) Render(podCIDRs []string) ([]byte, error) {
 	}
 	if c.FailClosed {
 		plugin["failClosed"] = true
+	}
+	if c.HostIfPrefix != "" && c.HostIfPrefix != conf.DefaultHostPrefix {
+		plugin["hostInterfacePrefix"] = c.HostIfPrefix
 	}
 	list := map[string]any{"cniVersion": cniVersion, "name": name, "plugins": []any{plugin}}
 	b, err := json.MarshalIndent(list, "", "  ")

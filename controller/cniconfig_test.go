@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weir-cni/weir/conf"
+	"github.com/weir-cni/weir/nft"
 )
 
 func node(name string, cidrs []string, ips ...string) *corev1.Node {
@@ -23,7 +24,7 @@ func node(name string, cidrs []string, ips ...string) *corev1.Node {
 }
 
 func TestCNIConfigIsValidForThePlugin(t *testing.T) {
-	c := &CNIConfig{Node: "n1", MTU: 1450, DataDir: "/var/lib/x", AgentSocket: "/run/x.sock", FailClosed: true}
+	c := &CNIConfig{Node: "n1", MTU: 1450, DataDir: "/var/lib/x", AgentSocket: "/run/x.sock", FailClosed: true, HostIfPrefix: "cali"}
 	b, err := c.Render([]string{"10.244.1.0/24", "fd00:1::/64"})
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +46,17 @@ func TestCNIConfigIsValidForThePlugin(t *testing.T) {
 	if err != nil {
 		t.Fatalf("plugin rejects the config the agent writes: %v\n%s", err, b)
 	}
-	if len(nc.Ranges) != 2 || nc.MTU != 1450 || nc.DataDir != "/var/lib/x" || nc.AgentSocket != "/run/x.sock" || !nc.FailClosed {
+	if len(nc.Ranges) != 2 || nc.MTU != 1450 || nc.DataDir != "/var/lib/x" || nc.AgentSocket != "/run/x.sock" || !nc.FailClosed ||
+		nc.HostIfPrefix != "cali" {
 		t.Errorf("round trip lost fields: %+v", nc)
+	}
+}
+
+// TestPodInterfacePrefixIsThePlugins pins that the anti-spoofing rules
+// match the host veths the plugin names by default.
+func TestPodInterfacePrefixIsThePlugins(t *testing.T) {
+	if nft.DefaultPodInterfacePrefix != conf.DefaultHostPrefix {
+		t.Errorf("nft.DefaultPodInterfacePrefix = %q, the plugin names host veths %q...", nft.DefaultPodInterfacePrefix, conf.DefaultHostPrefix)
 	}
 }
 

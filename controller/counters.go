@@ -60,7 +60,7 @@ type ruleCounters struct {
 	ruleset func() nft.Ruleset
 	log     *slog.Logger
 
-	packets, bytes, denied *prometheus.Desc
+	packets, bytes, denied, spoofed *prometheus.Desc
 }
 
 func newRuleCounters(read CounterReader, ruleset func() nft.Ruleset, log *slog.Logger) *ruleCounters {
@@ -74,6 +74,8 @@ func newRuleCounters(read CounterReader, ruleset func() nft.Ruleset, log *slog.L
 			"Bytes of the packets a policy rule accepted.", []string{"policy", "direction", "rule"}, nil),
 		denied: prometheus.NewDesc("weir_denied_packets_total",
 			"Packets dropped because no policy selecting the pod allowed them.", []string{"direction"}, nil),
+		spoofed: prometheus.NewDesc("weir_spoofed_packets_total",
+			"Packets dropped because their source address is not routed back through the pod interface they came in on.", nil, nil),
 	}
 }
 
@@ -81,6 +83,7 @@ func (c *ruleCounters) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.packets
 	ch <- c.bytes
 	ch <- c.denied
+	ch <- c.spoofed
 }
 
 func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
@@ -95,6 +98,8 @@ func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 		case name == "denied-ingress" || name == "denied-egress":
 			dir := strings.TrimPrefix(name, "denied-")
 			ch <- prometheus.MustNewConstMetric(c.denied, prometheus.CounterValue, float64(v.Packets), dir)
+		case name == nft.CounterSpoofed:
+			ch <- prometheus.MustNewConstMetric(c.spoofed, prometheus.CounterValue, float64(v.Packets))
 		default:
 			o, ok := owners[name]
 			if !ok {

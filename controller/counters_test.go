@@ -37,17 +37,17 @@ func countedRuleset(t *testing.T) nft.Ruleset {
 
 // TestRuleCountersExportEachPolicyRule pins the metrics of the kernel's
 // named counters: one series per policy rule, labelled from the rule's
-// comment, and the isolation drops by direction.
+// comment, the isolation drops by direction, and the spoofed-source drops.
 func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 	r := countedRuleset(t)
-	values := fakeCounters{"denied-ingress": {Packets: 7, Bytes: 420}, "denied-egress": {}}
+	values := fakeCounters{"denied-ingress": {Packets: 7, Bytes: 420}, "denied-egress": {}, nft.CounterSpoofed: {Packets: 3, Bytes: 180}}
 	for i, name := range r.Counters {
 		if strings.HasPrefix(name, "pol-") {
 			values[name] = nft.CounterValue{Packets: uint64(10 + i), Bytes: uint64(1000 + i)}
 		}
 	}
-	if len(values) != 4 {
-		t.Fatalf("want 2 rule counters and 2 drop counters, have %v", r.Counters)
+	if len(values) != 5 || len(r.Counters) != 5 {
+		t.Fatalf("want 2 rule counters and 3 drop counters, have %v", r.Counters)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newRuleCounters(values, func() nft.Ruleset { return r }, slog.Default()))
@@ -61,7 +61,9 @@ func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 	var want strings.Builder
 	want.WriteString("# HELP weir_denied_packets_total Packets dropped because no policy selecting the pod allowed them.\n# TYPE weir_denied_packets_total counter\n")
 	want.WriteString("weir_denied_packets_total{direction=\"egress\"} 0\nweir_denied_packets_total{direction=\"ingress\"} 7\n")
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want.String()), "weir_denied_packets_total"); err != nil {
+	want.WriteString("# HELP weir_spoofed_packets_total Packets dropped because their source address is not routed back through the pod interface they came in on.\n# TYPE weir_spoofed_packets_total counter\n")
+	want.WriteString("weir_spoofed_packets_total 3\n")
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want.String()), "weir_denied_packets_total", "weir_spoofed_packets_total"); err != nil {
 		t.Error(err)
 	}
 	owners := counterOwners(r)

@@ -7,7 +7,8 @@ import (
 )
 
 // This file puts the ruleset together: the skeleton, the node and pod sets
-// and maps, the selection chains, masquerading and every policy's objects.
+// and maps, the selection chains, masquerading, anti-spoofing and every
+// policy's objects.
 // All of it but the policies' objects is rebuilt on every call: it is small
 // (it grows with the local pods, not the cluster).
 
@@ -42,10 +43,11 @@ func (x *Compiler) ruleset() Ruleset {
 		chains = append(chains, ch)
 	}
 	sets, chains = x.masquerade(sets, chains)
+	sets, chains = spoof(x.ifPrefix, sets, chains)
 	slices.SortFunc(sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
-	r.Counters = merge([]string{counterDeniedEg, counterDeniedIn}, x.polCounters, func(s string) string { return s })
+	r.Counters = merge([]string{counterDeniedEg, counterDeniedIn, CounterSpoofed}, x.polCounters, func(s string) string { return s })
 	r.Chains = merge(chains, x.polChains, func(c Chain) string { return c.Name })
 	r.Problems = x.polProblems
 	return r

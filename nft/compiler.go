@@ -33,6 +33,7 @@ type Compiler struct {
 	node      Node
 	cluster   []netip.Prefix
 	logDenied DeniedLog
+	ifPrefix  string // pod interface name prefix, defaulted
 
 	pods         map[podID]*podRec
 	order, spare []*podRec // pods in the order of the last snapshot
@@ -163,6 +164,12 @@ func (x *Compiler) Compile(s Snapshot) Ruleset {
 		x.logDenied = s.LogDenied
 		clear(x.selMemo) // selection chains end with the log rule
 	}
+	ifPrefix := s.PodInterfacePrefix
+	if ifPrefix == "" {
+		ifPrefix = DefaultPodInterfacePrefix
+	}
+	ifSame := !first && x.ifPrefix == ifPrefix
+	x.ifPrefix = ifPrefix
 	if !nodeSame {
 		x.node = Node{Name: s.Node.Name, Addrs: slices.Clone(s.Node.Addrs), PodCIDRs: slices.Clone(s.Node.PodCIDRs)}
 		x.cluster = slices.Clone(s.ClusterCIDRs)
@@ -191,7 +198,7 @@ func (x *Compiler) Compile(s Snapshot) Ruleset {
 	}
 	if x.polStale {
 		x.sweep()
-	} else if nodeSame && logSame && !x.podsChanged && len(x.nsChanged) == 0 {
+	} else if nodeSame && logSame && ifSame && !x.podsChanged && len(x.nsChanged) == 0 {
 		return x.last // nothing changed
 	}
 	x.last = x.ruleset()

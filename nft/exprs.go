@@ -157,8 +157,11 @@ func kernelChain(c Chain) *nftables.Chain {
 	kc := &nftables.Chain{Table: weirTable, Name: c.Name}
 	if c.Base != nil {
 		hook := nftables.ChainHookForward
-		if c.Base.Hook == HookPostrouting {
+		switch c.Base.Hook {
+		case HookPostrouting:
 			hook = nftables.ChainHookPostrouting
+		case HookPrerouting:
+			hook = nftables.ChainHookPrerouting
 		}
 		policy := nftables.ChainPolicyAccept
 		kc.Hooknum = hook
@@ -186,8 +189,24 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 			)
 			continue
 		}
-		if m.Kind == MatchPort {
+		switch m.Kind {
+		case MatchPort:
 			exprs = append(exprs, portExprs(m)...)
+			continue
+		case MatchIifname:
+			op := expr.CmpOpEq
+			if m.Negate {
+				op = expr.CmpOpNeq
+			}
+			// A name ending in "*" compares the prefix's bytes only.
+			exprs = append(exprs,
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+				&expr.Cmp{Op: op, Register: 1, Data: []byte(m.IfPrefix)})
+			continue
+		case MatchRPFail:
+			exprs = append(exprs,
+				&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true, FlagPRESENT: true},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}})
 			continue
 		}
 		if m.ID != 0 {

@@ -15,8 +15,8 @@ type Ruleset struct {
 	// Chains holds base and regular chains, sorted by name.
 	Chains []Chain
 	// Counters are the named counters rules count into, sorted: one per
-	// policy rule (the connections it allowed) and one per direction for
-	// the packets isolation dropped.
+	// policy rule (the connections it allowed), one per direction for
+	// the packets isolation dropped, and CounterSpoofed.
 	Counters []string
 	// Problems lists input the compiler could not enforce as written (bad
 	// selectors, CIDRs, protocols, named ports nobody defines), sorted. Each
@@ -72,6 +72,7 @@ type Hook string
 
 // Hooks weir uses.
 const (
+	HookPrerouting  Hook = "prerouting"
 	HookForward     Hook = "forward"
 	HookPostrouting Hook = "postrouting"
 )
@@ -143,6 +144,13 @@ const (
 	// few port ranges are inline matches; more go to the ports set (see
 	// compileRule).
 	MatchPort
+	// MatchIifname tests that the input interface's name starts with
+	// IfPrefix (`iifname "weir*"`), or not when Negate.
+	MatchIifname
+	// MatchRPFail is the strict reverse-path test failing: the route back
+	// to the packet's source does not leave through the interface the
+	// packet came in on (`fib saddr . iif oif missing`). See spoof.go.
+	MatchRPFail
 )
 
 // Conntrack states, as the kernel's bit values.
@@ -168,6 +176,9 @@ type Match struct {
 	Proto            uint8
 	PortFrom, PortTo uint16
 	AllPorts         bool
+
+	// IfPrefix is the interface name prefix of MatchIifname.
+	IfPrefix string
 }
 
 // VerdictKind is what a rule or map element does with a packet.

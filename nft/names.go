@@ -19,6 +19,9 @@ import (
 //	forward-ingress (priority filter + 1) the same for the destination:
 //	                                      ip daddr vmap @ingress-pods4 (and ip6)
 //
+// Before those, prerouting-spoof (priority raw) drops packets from a pod
+// interface whose source address is not that pod's (spoof.go).
+//
 // An accept in forward-egress only ends that base chain: the packet then meets
 // forward-ingress, so the source's egress AND the destination's ingress must
 // both allow, with no marks. A drop is final.
@@ -67,6 +70,7 @@ const (
 	chainEgress  = "forward-egress"  // base chain: source pod's egress
 	chainIngress = "forward-ingress" // base chain: destination pod's ingress
 	chainMasq    = "postrouting-masq"
+	chainSpoof   = "prerouting-spoof" // base chain: drops spoofed pod sources (spoof.go)
 
 	setNodeAddrs4 = "node-addrs4" // the node's own addresses
 	setNodeAddrs6 = "node-addrs6"
@@ -86,10 +90,20 @@ const (
 	setBlocks6    = "blocks6"
 	setNamed4     = "named4" // id . destination address . protocol . port
 	setNamed6     = "named6"
-	setPorts      = "ports" // id . protocol . port range of rules with many ports
+	setPorts      = "ports"     // id . protocol . port range of rules with many ports
+	setUnrouted4  = "unrouted4" // sources the anti-spoofing check lets pass
+	setUnrouted6  = "unrouted6"
 
 	counterDeniedIn = "denied-ingress" // packets isolation dropped
 	counterDeniedEg = "denied-egress"
+	// CounterSpoofed counts the packets dropped for a source address their
+	// pod interface does not own (see spoof.go).
+	CounterSpoofed = "spoofed"
+
+	// DefaultPodInterfacePrefix starts the name of every pod's host-side
+	// veth unless the network config sets hostInterfacePrefix; it is
+	// conf.DefaultHostPrefix.
+	DefaultPodInterfacePrefix = "weir"
 
 	// DeniedPrefix starts the NFLOG prefix of a dropped packet; the
 	// selection chain's name follows.
@@ -99,6 +113,7 @@ const (
 	prefixPolicy    = "pol-" // pol-in-HASH-ns/name
 	prefixSelection = "sel-" // sel-in-HASH-ns
 
+	priorityRaw    = -300
 	priorityFilter = 0
 	prioritySrcNAT = 100
 

@@ -159,8 +159,11 @@ func (c Chain) render(b *strings.Builder) {
 // priorityString names a priority the way nft prints it.
 func (b Base) priorityString() string {
 	name, base := "filter", priorityFilter
-	if b.Type == "nat" && b.Hook == HookPostrouting {
+	switch {
+	case b.Type == "nat" && b.Hook == HookPostrouting:
 		name, base = "srcnat", prioritySrcNAT
+	case b.Hook == HookPrerouting && b.Priority < priorityFilter:
+		name, base = "raw", priorityRaw
 	}
 	switch d := b.Priority - base; {
 	case d > 0:
@@ -207,6 +210,13 @@ func (m Match) String() string {
 			return fmt.Sprintf("%s dport %d", protoName(m.Proto), m.PortFrom)
 		}
 		return fmt.Sprintf("%s dport %d-%d", protoName(m.Proto), m.PortFrom, m.PortTo)
+	case MatchIifname:
+		if m.Negate {
+			return fmt.Sprintf("iifname != %q", m.IfPrefix+"*")
+		}
+		return fmt.Sprintf("iifname %q", m.IfPrefix+"*")
+	case MatchRPFail:
+		return "fib saddr . iif oif missing"
 	}
 	op := ""
 	if m.Negate {

@@ -22,6 +22,11 @@ type Snapshot struct {
 	// LogDenied, when its Group is set, logs the packets isolation drops
 	// (see DeniedLog).
 	LogDenied DeniedLog
+	// PodInterfacePrefix starts the name of the host-side veth of every
+	// local pod (the plugin's hostInterfacePrefix): packets coming in on
+	// such an interface must carry a source address routed back through
+	// it (see spoof.go). Empty means DefaultPodInterfacePrefix.
+	PodInterfacePrefix string
 }
 
 // DeniedLog configures the logging of dropped packets: each isolated

@@ -113,6 +113,10 @@ func (t *tracer) matches(ms []Match) bool {
 				return false // wrong family: the nfproto dependency fails
 			}
 			ok = ok != m.Negate
+		case MatchIifname, MatchRPFail:
+			// A Packet has no interface: such rules (prerouting only)
+			// never match in a trace of the forward hook.
+			ok = false
 		}
 		if !ok {
 			return false

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -53,11 +54,12 @@ func run() int {
 		failClosed   = flag.Bool("fail-closed", false, "written CNI config: the plugin refuses pods the agent did not confirm in time")
 		denyGroup    = flag.Uint("log-denied-group", 0, "log packets that isolation drops: send them to this NFLOG group (1-65535) and log each with its policies; 0: off")
 		denyRate     = flag.Uint("log-denied-rate", 10, "with --log-denied-group: most packets logged per second per pod selection (kernel rate limit; 0: unlimited)")
+		ifPrefix     = flag.String("host-interface-prefix", conf.DefaultHostPrefix, "name prefix of the pods' host-side veths (the plugin's hostInterfacePrefix, also written to the CNI config): packets coming in on them with a source not routed back through them are dropped")
 	)
 	flag.Parse()
 	log := newLogger(*logLevel)
 	klog.SetSlogLogger(log)
-	if err := validate(*nodeName, *manifests, *cniVersion, *metricsAuth, *denyGroup, *denyRate); err != nil {
+	if err := validate(*nodeName, *manifests, *cniVersion, *metricsAuth, *ifPrefix, *denyGroup, *denyRate); err != nil {
 		log.Error("bad flags", "err", err)
 		return 2
 	}
@@ -87,6 +89,8 @@ func run() int {
 		MinInterval:  *minInterval,
 		Metrics:      controller.NewMetrics(),
 		LogDenied:    nft.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
+
+		PodInterfacePrefix: *ifPrefix,
 	}
 	if *metricsAuth == "kube" {
 		agent.MetricsAuth = &controller.KubeAuth{Client: client}
@@ -101,7 +105,7 @@ func run() int {
 	}
 	if *cniConfPath != "" {
 		agent.Reconcilers = append(agent.Reconcilers, &controller.CNIConfig{Node: *nodeName, Path: *cniConfPath,
-			DataDir: *dataDir, AgentSocket: *socket, FailClosed: *failClosed, CNIVersion: *cniVersion})
+			DataDir: *dataDir, AgentSocket: *socket, FailClosed: *failClosed, CNIVersion: *cniVersion, HostIfPrefix: *ifPrefix})
 	}
 	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "kubeconfig", *kubeconfig, "backend", used, "socket", *socket)
 	errc := make(chan error, 3)
@@ -129,8 +133,15 @@ func run() int {
 	return 0
 }
 
-func validate(node, manifests, cniVersion, metricsAuth string, denyGroup, denyRate uint) error {
+// ifPrefixRE is what --host-interface-prefix accepts: the plugin allows at
+// most 6 characters, and the rules quote the prefix as it is.
+var ifPrefixRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,6}$`)
+
+func validate(node, manifests, cniVersion, metricsAuth, ifPrefix string, denyGroup, denyRate uint) error {
 	var errs []error
+	if !ifPrefixRE.MatchString(ifPrefix) {
+		errs = append(errs, fmt.Errorf("--host-interface-prefix %q: want 1 to 6 of A-Z a-z 0-9 _ . -", ifPrefix))
+	}
 	switch metricsAuth {
 	case "none":
 	case "kube":

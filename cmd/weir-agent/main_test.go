@@ -10,7 +10,8 @@ import (
 
 // TestValidateFlags pins which flag values weir-agent accepts: NFLOG groups
 // 0 (off) to 65535 and rates that fit the kernel's 32 bits, never wrapped,
-// and only the CNI versions the plugin speaks.
+// only the CNI versions the plugin speaks, and host interface prefixes the
+// plugin accepts and the rules can quote as they are.
 func TestValidateFlags(t *testing.T) {
 	dir := t.TempDir()
 	cases := []struct {
@@ -18,25 +19,30 @@ func TestValidateFlags(t *testing.T) {
 		node, manifests string
 		cniVersion      string
 		metricsAuth     string
+		ifPrefix        string
 		group, rate     uint
 		wantErr         string // "" for none
 	}{
-		{"defaults", "n1", "", controller.DefaultCNIVersion, "none", 0, 10, ""},
-		{"largest group and rate", "n1", dir, "1.0.0", "none", math.MaxUint16, math.MaxUint32, ""},
-		{"cni version 1.1.0 for STATUS and GC", "n1", "", "1.1.0", "none", 0, 10, ""},
-		{"cni version the plugin does not speak", "n1", "", "0.2.0", "none", 0, 10, `--cni-version "0.2.0"`},
-		{"empty cni version", "n1", "", "", "none", 0, 10, `--cni-version ""`},
-		{"group out of range", "n1", "", "1.0.0", "none", math.MaxUint16 + 1, 10, "--log-denied-group 65536"},
-		{"rate out of range", "n1", "", "1.0.0", "none", 1, math.MaxUint32 + 1, "--log-denied-rate 4294967296"},
-		{"no node", "", "", "1.0.0", "none", 0, 10, "--node-name"},
-		{"manifests not a directory", "n1", dir + "/missing", "1.0.0", "none", 0, 10, "--manifests"},
-		{"metrics auth by the API server", "n1", "", "1.0.0", "kube", 0, 10, ""},
-		{"metrics auth without an API server", "n1", dir, "1.0.0", "kube", 0, 10, "--metrics-auth=kube needs an API server"},
-		{"unknown metrics auth", "n1", "", "1.0.0", "basic", 0, 10, `--metrics-auth "basic"`},
+		{"defaults", "n1", "", controller.DefaultCNIVersion, "none", "weir", 0, 10, ""},
+		{"largest group and rate", "n1", dir, "1.0.0", "none", "weir", math.MaxUint16, math.MaxUint32, ""},
+		{"cni version 1.1.0 for STATUS and GC", "n1", "", "1.1.0", "none", "weir", 0, 10, ""},
+		{"cni version the plugin does not speak", "n1", "", "0.2.0", "none", "weir", 0, 10, `--cni-version "0.2.0"`},
+		{"empty cni version", "n1", "", "", "none", "weir", 0, 10, `--cni-version ""`},
+		{"group out of range", "n1", "", "1.0.0", "none", "weir", math.MaxUint16 + 1, 10, "--log-denied-group 65536"},
+		{"rate out of range", "n1", "", "1.0.0", "none", "weir", 1, math.MaxUint32 + 1, "--log-denied-rate 4294967296"},
+		{"no node", "", "", "1.0.0", "none", "weir", 0, 10, "--node-name"},
+		{"manifests not a directory", "n1", dir + "/missing", "1.0.0", "none", "weir", 0, 10, "--manifests"},
+		{"metrics auth by the API server", "n1", "", "1.0.0", "kube", "weir", 0, 10, ""},
+		{"metrics auth without an API server", "n1", dir, "1.0.0", "kube", "weir", 0, 10, "--metrics-auth=kube needs an API server"},
+		{"unknown metrics auth", "n1", "", "1.0.0", "basic", "weir", 0, 10, `--metrics-auth "basic"`},
+		{"custom host interface prefix", "n1", "", "1.0.0", "none", "cali.1", 0, 10, ""},
+		{"host interface prefix too long", "n1", "", "1.0.0", "none", "weirweir", 0, 10, "--host-interface-prefix"},
+		{"host interface prefix that would need quoting", "n1", "", "1.0.0", "none", `we"ir`, 0, 10, "--host-interface-prefix"},
+		{"empty host interface prefix", "n1", "", "1.0.0", "none", "", 0, 10, "--host-interface-prefix"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := validate(tc.node, tc.manifests, tc.cniVersion, tc.metricsAuth, tc.group, tc.rate)
+			err := validate(tc.node, tc.manifests, tc.cniVersion, tc.metricsAuth, tc.ifPrefix, tc.group, tc.rate)
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Errorf("validate = %v, want nil", err)

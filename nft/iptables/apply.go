@@ -30,9 +30,14 @@ const (
 
 // builtins lists the built-in chains of each table weir may jump from.
 var builtins = map[string][]string{
+	"raw":    {"PREROUTING"},
 	"filter": {"INPUT", "FORWARD", "OUTPUT"},
 	"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
 }
+
+// tableNames are the tables weir may own chains in, in the order they are
+// written.
+var tableNames = []string{"raw", "filter", "nat"}
 
 // Option configures New.
 type Option func(*config)
@@ -295,7 +300,7 @@ func plan(ipt *goipt.IPTables, r *ruleset, last map[string]map[string]string) (m
 		want[t.name] = t
 	}
 	out := map[string]edits{}
-	for _, name := range []string{"filter", "nat"} {
+	for _, name := range tableNames {
 		t := want[name]
 		if t == nil {
 			t = &table{name: name, byName: map[string]*chain{}}

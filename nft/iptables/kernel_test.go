@@ -187,6 +187,20 @@ func iptBackend(t *testing.T, tp *topology, m Mode) backend {
 	return backend{"iptables-" + string(m), a.Apply, a.Counters}
 }
 
+// backendKinds are the backends kernel tests compare.
+var backendKinds = []string{"nft", "ipt-nft", "ipt-legacy"}
+
+// kindBackend is the backend of one of backendKinds for tp.
+func kindBackend(t *testing.T, tp *topology, kind string) backend {
+	switch kind {
+	case "nft":
+		return nftBackend(t, tp)
+	case "ipt-nft":
+		return iptBackend(t, tp, ModeNFT)
+	}
+	return iptBackend(t, tp, ModeLegacy)
+}
+
 // counted reads b's counters, failing the test on error.
 func (b backend) counted(t *testing.T) map[string]nft.CounterValue {
 	t.Helper()
@@ -245,21 +259,12 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 		b  backend
 	}
 	var nodes []node
-	for i, kind := range []string{"nft", "ipt-nft", "ipt-legacy"} {
+	for i, kind := range backendKinds {
 		tp := newTopology(t, fmt.Sprintf("k%d", i))
 		for _, h := range kernelHosts {
 			serve(t, tp.addHost(t, h.key, h.ips...), kernelPorts)
 		}
-		var b backend
-		switch kind {
-		case "nft":
-			b = nftBackend(t, tp)
-		case "ipt-nft":
-			b = iptBackend(t, tp, ModeNFT)
-		default:
-			b = iptBackend(t, tp, ModeLegacy)
-		}
-		nodes = append(nodes, node{tp, b})
+		nodes = append(nodes, node{tp, kindBackend(t, tp, kind)})
 	}
 	ctx := context.Background()
 	var policyCounted uint64

@@ -70,6 +70,13 @@ type rule struct {
 	dport              string // "80" or "80:90"; needs proto
 	ctStates           string // RELATED,ESTABLISHED...
 	comment            string
+	// iif is an input interface (-i; "weir+" is a prefix), negated by
+	// notIif.
+	iif    string
+	notIif bool
+	// rpfail matches packets failing the strict reverse-path test
+	// (-m rpfilter --invert: raw and mangle PREROUTING only).
+	rpfail bool
 	// limit is a -m limit rate ("10/sec", default burst 5) before the target.
 	limit  string
 	target string
@@ -107,6 +114,12 @@ func (r rule) args() []string {
 	if r.dst != "" {
 		a = append(a, "-d", r.dst)
 	}
+	if r.iif != "" {
+		if r.notIif {
+			a = append(a, "!")
+		}
+		a = append(a, "-i", r.iif)
+	}
 	if r.proto != "" {
 		a = append(a, "-p", r.proto)
 	}
@@ -124,6 +137,9 @@ func (r rule) args() []string {
 	}
 	if r.ctStates != "" {
 		a = append(a, "-m", "conntrack", "--ctstate", r.ctStates)
+	}
+	if r.rpfail {
+		a = append(a, "-m", "rpfilter", "--invert")
 	}
 	if r.comment != "" {
 		a = append(a, "-m", "comment", "--comment", quote(r.comment))

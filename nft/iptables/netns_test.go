@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/weir-cni/weir/nft"
 )
 
 // hostMAC is the MAC of every host-side veth: pods reach their gateway
@@ -59,13 +61,15 @@ func addNetns(t testing.TB, prefix string) (name, path string) {
 	return name, filepath.Join("/var/run/netns", name)
 }
 
-// newTopology makes a node namespace with forwarding on; everything weir
-// programs goes there.
+// newTopology makes a node namespace with forwarding on and IPv4's
+// rp_filter off (so that only weir's anti-spoofing check stands between a
+// pod and a spoofed source); everything weir programs goes there.
 func newTopology(t testing.TB, tag string) *topology {
 	t.Helper()
 	node, path := addNetns(t, tag)
 	run(t, "ip", "-n", node, "link", "set", "lo", "up")
-	run(t, "ip", "netns", "exec", node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	run(t, "ip", "netns", "exec", node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
 	return &topology{node: node, nodePath: path, hosts: map[string]*host{}, nameStart: tag}
 }
 
@@ -83,7 +87,9 @@ func (tp *topology) addHost(t testing.TB, key string, ips ...string) *host {
 	}
 	t.Cleanup(func() { _ = netns.Close() })
 	h := &host{name: name, netns: netns}
-	veth := fmt.Sprintf("v%d", tp.nextVeth)
+	// Named like the plugin's host ends, so the anti-spoofing check
+	// (nft.DefaultPodInterfacePrefix) applies to every host here.
+	veth := fmt.Sprintf("%s%d", nft.DefaultPodInterfacePrefix, tp.nextVeth)
 	podMAC := fmt.Sprintf("02:00:00:00:00:%02x", tp.nextVeth)
 	run(t, "ip", "-n", tp.node, "link", "add", veth, "address", hostMAC, "type", "veth",
 		"peer", "name", "eth0", "address", podMAC, "netns", name)

@@ -45,7 +45,7 @@ func (r *ruleset) text(extra map[string]edits) string {
 		seen[t.name] = true
 		t.text(&b, extra[t.name])
 	}
-	for _, name := range []string{"filter", "nat"} {
+	for _, name := range tableNames {
 		if e, ok := extra[name]; ok && !seen[name] {
 			(&table{name: name}).text(&b, e)
 		}

@@ -29,8 +29,17 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 	ct := ^uint32(0)
 	var lookups []lookup
 	for _, m := range r.Matches {
-		if m.Kind == nft.MatchCtState {
+		switch m.Kind {
+		case nft.MatchCtState:
 			ct &= m.CtStates
+			continue
+		case nft.MatchIifname:
+			head.iif, head.notIif = m.IfPrefix+"+", m.Negate
+			continue
+		case nft.MatchRPFail:
+			// rpfilter is nft's `fib saddr . iif oif missing`: a strict
+			// reverse-path lookup, which fails for local sources too.
+			head.rpfail = true
 			continue
 		}
 		var elems []rule

@@ -15,6 +15,7 @@ var hooks = []struct {
 	table   string
 	builtin string
 }{
+	{"filter", nft.HookPrerouting, "raw", "PREROUTING"},
 	{"filter", "input", "filter", "INPUT"},
 	{"filter", nft.HookForward, "filter", "FORWARD"},
 	{"filter", "output", "filter", "OUTPUT"},
