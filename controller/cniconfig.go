@@ -28,8 +28,10 @@ type CNIConfig struct {
 	MTU         int
 	DataDir     string
 	AgentSocket string
-	// FailClosed makes the plugin refuse pods the agent did not confirm.
-	FailClosed bool
+	// FailOpen lets the plugin wire pods the agent did not confirm in
+	// time. The zero value fails closed: the written config says
+	// "failClosed": true either way, so the plugin's default never decides.
+	FailOpen bool
 	// CNIVersion is the conflist's cniVersion (default DefaultCNIVersion).
 	CNIVersion string
 }
@@ -72,9 +74,7 @@ func (c *CNIConfig) Render(podCIDRs []string) ([]byte, error) {
 	if c.AgentSocket != "" {
 		plugin["agentSocket"] = c.AgentSocket
 	}
-	if c.FailClosed {
-		plugin["failClosed"] = true
-	}
+	plugin["failClosed"] = !c.FailOpen
 	list := map[string]any{"cniVersion": cniVersion, "name": name, "plugins": []any{plugin}}
 	b, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {

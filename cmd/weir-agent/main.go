@@ -48,7 +48,7 @@ func run() int {
 		cniVersion   = flag.String("cni-version", controller.DefaultCNIVersion, "cniVersion of the written CNI config: "+strings.Join(conf.SupportedVersions, ", ")+"; 1.1.0 enables STATUS and GC on runtimes that support it (containerd 1.6/1.7 reject it)")
 		dataDir      = flag.String("ipam-data-dir", "", "ipam.dataDir for the written CNI config (default: the plugin's)")
 		httpAddr     = flag.String("http-addr", "127.0.0.1:9765", "serve /metrics, /healthz and /readyz here; empty: off")
-		failClosed   = flag.Bool("fail-closed", false, "written CNI config: the plugin refuses pods the agent did not confirm in time")
+		failClosed   = flag.Bool("fail-closed", true, "written CNI config: the plugin refuses (CNI error 11, the runtime retries) pods the agent did not confirm in time; --fail-closed=false wires them anyway and logs each")
 		denyGroup    = flag.Uint("log-denied-group", 0, "log packets that isolation drops: send them to this NFLOG group (1-65535) and log each with its policies; 0: off")
 		denyRate     = flag.Uint("log-denied-rate", 10, "with --log-denied-group: most packets logged per second per pod selection (kernel rate limit; 0: unlimited)")
 	)
@@ -94,7 +94,7 @@ func run() int {
 	}
 	if *cniConfPath != "" {
 		agent.Reconcilers = append(agent.Reconcilers, &controller.CNIConfig{Node: *nodeName, Path: *cniConfPath,
-			DataDir: *dataDir, AgentSocket: *socket, FailClosed: *failClosed, CNIVersion: *cniVersion})
+			DataDir: *dataDir, AgentSocket: *socket, FailOpen: !*failClosed, CNIVersion: *cniVersion})
 	}
 	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "kubeconfig", *kubeconfig, "backend", used, "socket", *socket)
 	errc := make(chan error, 3)
