@@ -61,13 +61,15 @@ type RawIPAM struct {
 // RawConf is the plugin configuration exactly as JSON decodes it.
 type RawConf struct {
 	types.PluginConf
-	IPAM          RawIPAM `json:"ipam"`
-	MTU           int     `json:"mtu,omitempty"`
-	IPMasq        *bool   `json:"ipMasq,omitempty"`
-	HostIfPrefix  string  `json:"hostInterfacePrefix,omitempty"`
-	AgentSocket   string  `json:"agentSocket,omitempty"`
-	AgentWait     string  `json:"agentWait,omitempty"`
-	FailClosed    bool    `json:"failClosed,omitempty"`
+	IPAM         RawIPAM `json:"ipam"`
+	MTU          int     `json:"mtu,omitempty"`
+	IPMasq       *bool   `json:"ipMasq,omitempty"`
+	HostIfPrefix string  `json:"hostInterfacePrefix,omitempty"`
+	AgentSocket  string  `json:"agentSocket,omitempty"`
+	AgentWait    string  `json:"agentWait,omitempty"`
+	// FailClosed is a pointer so that leaving it out (fail closed) and
+	// writing false (the explicit fail-open opt-in) differ.
+	FailClosed    *bool `json:"failClosed,omitempty"`
 	RuntimeConfig struct {
 		IPs []string `json:"ips,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
@@ -109,7 +111,10 @@ type NetConf struct {
 	DataDir      string
 	AgentSocket  string
 	AgentWait    time.Duration
-	FailClosed   bool
+	// FailClosed makes ADD fail (code 11) unless the agent confirms the
+	// pod within AgentWait. It is the default; only "failClosed": false
+	// wires pods the agent has not confirmed.
+	FailClosed bool
 	// Ranges holds every range; at most one address per family is given
 	// to a pod, taken from the first range of that family with room.
 	Ranges []Range
@@ -207,7 +212,7 @@ func fromRaw(raw *RawConf) (*NetConf, error) {
 		DataDir:      raw.IPAM.DataDir,
 		AgentSocket:  raw.AgentSocket,
 		AgentWait:    DefaultAgentWait,
-		FailClosed:   raw.FailClosed,
+		FailClosed:   raw.FailClosed == nil || *raw.FailClosed,
 		Raw:          raw,
 	}
 	var errs []error
@@ -247,6 +252,9 @@ func fromRaw(raw *RawConf) (*NetConf, error) {
 			errs = append(errs, invalid("agentWait", "%q is not a duration such as \"2s\"", raw.AgentWait))
 		case d < 0:
 			errs = append(errs, invalid("agentWait", "%q is negative", raw.AgentWait))
+		case d == 0 && c.FailClosed:
+			errs = append(errs, invalid("agentWait", "\"0s\" wires pods without asking the agent, which fail-closed forbids; "+
+				"add \"failClosed\": false to opt into wiring pods the agent has not confirmed"))
 		default:
 			c.AgentWait = d
 		}

@@ -1,8 +1,10 @@
 package conf
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,9 @@ func TestLoadDefaults(t *testing.T) {
 	if c.MTU != DefaultMTU || c.DataDir != DefaultDataDir || !c.IPMasq || c.HostIfPrefix != DefaultHostPrefix ||
 		c.AgentSocket != DefaultAgentSocket || c.AgentWait != DefaultAgentWait {
 		t.Errorf("defaults not applied: %+v", c)
+	}
+	if !c.FailClosed {
+		t.Error("a config that does not mention failClosed fails open; want fail-closed by default")
 	}
 	want := []Range{
 		{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Start: netip.MustParseAddr("10.244.1.1"), End: netip.MustParseAddr("10.244.1.254")},
@@ -67,6 +72,31 @@ func TestLoadFields(t *testing.T) {
 	}
 }
 
+func TestFailOpenIsAnExplicitOptIn(t *testing.T) {
+	cases := []struct {
+		name, fields   string
+		wantFailClosed bool
+		wantWait       time.Duration
+	}{
+		{"left out: fail-closed", ``, true, DefaultAgentWait},
+		{"failClosed true: fail-closed", `"failClosed":true,`, true, DefaultAgentWait},
+		{"failClosed false: fail-open", `"failClosed":false,`, false, DefaultAgentWait},
+		{"failClosed false with agentWait 0s: the agent is not asked", `"failClosed":false,"agentWait":"0s",`, false, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load([]byte(`{"cniVersion":"1.1.0","name":"n","type":"weir",`+tc.fields+
+				`"ipam":{"ranges":[{"subnet":"10.1.0.0/24"}]}}`), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.FailClosed != tc.wantFailClosed || c.AgentWait != tc.wantWait {
+				t.Errorf("failClosed = %v, agentWait = %v; want %v, %v", c.FailClosed, c.AgentWait, tc.wantFailClosed, tc.wantWait)
+			}
+		})
+	}
+}
+
 func TestRequestedFromArgs(t *testing.T) {
 	base := `{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[{"subnet":"10.1.0.0/24"},{"subnet":"fd00::/120"}]}`
 	c, err := Load([]byte(base+`}`), "IP=10.1.0.9,fd00::9")
@@ -107,6 +137,7 @@ func TestLoadErrors(t *testing.T) {
 		{"mtu too small", v(`"mtu":100,` + ranges), "", types.ErrInvalidNetworkConfig, []string{"mtu"}},
 		{"route of a family without range", v(`"ipam":{"ranges":[{"subnet":"10.1.0.0/24"}],"routes":[{"dst":"::/0"}]}`), "", types.ErrInvalidNetworkConfig, []string{"ipam.routes[0].dst"}},
 		{"bad agentWait", v(`"agentWait":"soon",` + ranges), "", types.ErrInvalidNetworkConfig, []string{"agentWait"}},
+		{"agentWait 0s is fail-open, so it needs the explicit opt-in", v(`"agentWait":"0s",` + ranges), "", types.ErrInvalidNetworkConfig, []string{"agentWait", `"failClosed": false`}},
 		{"requested address outside ranges", v(ranges + `,"runtimeConfig":{"ips":["10.9.0.1"]}`), "", types.ErrInvalidNetworkConfig, []string{"ips", "10.9.0.1"}},
 		{"two requested addresses of one family", v(ranges), "IP=10.1.0.2,10.1.0.3", types.ErrInvalidNetworkConfig, []string{"same family"}},
 		{"malformed CNI_ARGS", v(ranges), "K8S_POD_NAME", types.ErrInvalidEnvironmentVariables, []string{"CNI_ARGS"}},
@@ -152,5 +183,32 @@ func TestHostBounds(t *testing.T) {
 		if f.String() != tc.first || l.String() != tc.last {
 			t.Errorf("%s: got %s-%s, want %s-%s", tc.prefix, f, l, tc.first, tc.last)
 		}
+	}
+}
+
+// TestShippedExampleFailsClosed pins cni-conf.json, the conflist the README
+// shows and cnitool takes as is: the plugin reads it as fail-closed.
+func TestShippedExampleFailsClosed(t *testing.T) {
+	b, err := os.ReadFile("../cni-conf.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		CNIVersion string           `json:"cniVersion"`
+		Name       string           `json:"name"`
+		Plugins    []map[string]any `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil || len(list.Plugins) != 1 {
+		t.Fatalf("cni-conf.json: %v", err)
+	}
+	p := list.Plugins[0]
+	p["name"], p["cniVersion"] = list.Name, list.CNIVersion
+	stdin, _ := json.Marshal(p)
+	c, err := Load(stdin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.FailClosed || c.AgentWait != DefaultAgentWait {
+		t.Errorf("cni-conf.json: failClosed %v, agentWait %v; want fail-closed with the default wait", c.FailClosed, c.AgentWait)
 	}
 }

@@ -1,14 +1,18 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/weir-cni/weir/agentapi"
@@ -92,5 +96,72 @@ func TestSocketTellsThePluginWhyAnAnnouncementIsRefused(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "pod ns1/remote runs on node n2, and this is node n1") {
 		t.Errorf("plugin got %v, want the refusal and its reason", err)
+	}
+}
+
+// lockedBuffer is a log sink the agent's goroutines may write to while the
+// test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestUnconfirmedAnnouncementsAreLoggedAndCounted pins what an operator
+// sees of pods the plugin could not have confirmed: each one is a warning
+// in the agent's log and counts in weir_pod_announcements_total.
+func TestUnconfirmedAnnouncementsAreLoggedAndCounted(t *testing.T) {
+	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil)}, Nodes: []*corev1.Node{localNode()}}}
+	var log lockedBuffer
+	a := &Agent{Node: "n1", Source: src, Applier: &recApplier{}, Metrics: NewMetrics(), Log: slog.New(slog.NewTextHandler(&log, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = a.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	serveSocket(t, a, sock)
+
+	call := func(name, ip string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := agentapi.Call(ctx, sock, agentapi.Request{Op: agentapi.OpPodAdded, Namespace: "ns1", Name: name,
+			ContainerID: "ctr-" + name, IPs: []string{ip}})
+		return err
+	}
+	if err := call("web", "10.244.1.5"); err != nil {
+		t.Fatalf("known pod: %v", err)
+	}
+	if err := call("ghost", "10.244.1.6"); err == nil || !strings.Contains(err.Error(), "unknown to the agent") {
+		t.Fatalf("unknown pod: %v, want it refused as unknown", err)
+	}
+	for result, want := range map[string]float64{"confirmed": 1, "refused": 1, "timeout": 0} {
+		if got := testutil.ToFloat64(a.Metrics.announced.WithLabelValues(result)); got != want {
+			t.Errorf("weir_pod_announcements_total{result=%q} = %v, want %v", result, got, want)
+		}
+	}
+	var warned string
+	for _, l := range strings.Split(log.String(), "\n") {
+		if strings.Contains(l, "level=WARN") && strings.Contains(l, "not confirmed") {
+			warned += l + "\n"
+		}
+	}
+	for _, want := range []string{"pod=ns1/ghost", "containerID=ctr-ghost", "result=refused"} {
+		if !strings.Contains(warned, want) {
+			t.Errorf("warnings lack %q:\n%s", want, warned)
+		}
+	}
+	if strings.Contains(warned, "ns1/web") {
+		t.Errorf("confirmed pod logged as a warning:\n%s", warned)
 	}
 }

@@ -30,8 +30,10 @@ type CNIConfig struct {
 	MTU         int
 	DataDir     string
 	AgentSocket string
-	// FailClosed makes the plugin refuse pods the agent did not confirm.
-	FailClosed bool
+	// FailOpen lets the plugin wire pods the agent did not confirm in
+	// time. The zero value fails closed: the written config says
+	// "failClosed": true either way, so the plugin's default never decides.
+	FailOpen bool
 	// CNIVersion is the conflist's cniVersion (default DefaultCNIVersion).
 	CNIVersion string
 	// HostIfPrefix is the plugin's hostInterfacePrefix, written when set
@@ -77,9 +79,7 @@ func (c *CNIConfig) Render(podCIDRs []string) ([]byte, error) {
 	if c.AgentSocket != "" {
 		plugin["agentSocket"] = c.AgentSocket
 	}
-	if c.FailClosed {
-		plugin["failClosed"] = true
-	}
+	plugin["failClosed"] = !c.FailOpen
 	if c.HostIfPrefix != "" && c.HostIfPrefix != conf.DefaultHostPrefix {
 		plugin["hostInterfacePrefix"] = c.HostIfPrefix
 	}

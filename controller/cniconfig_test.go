@@ -24,7 +24,7 @@ func node(name string, cidrs []string, ips ...string) *corev1.Node {
 }
 
 func TestCNIConfigIsValidForThePlugin(t *testing.T) {
-	c := &CNIConfig{Node: "n1", MTU: 1450, DataDir: "/var/lib/x", AgentSocket: "/run/x.sock", FailClosed: true, HostIfPrefix: "cali"}
+	c := &CNIConfig{Node: "n1", MTU: 1450, DataDir: "/var/lib/x", AgentSocket: "/run/x.sock", HostIfPrefix: "cali"}
 	b, err := c.Render([]string{"10.244.1.0/24", "fd00:1::/64"})
 	if err != nil {
 		t.Fatal(err)
@@ -38,11 +38,7 @@ func TestCNIConfigIsValidForThePlugin(t *testing.T) {
 		t.Fatalf("conflist %s: %v", b, err)
 	}
 	// libcni hands each plugin its conf with name and cniVersion injected.
-	var plugin map[string]any
-	_ = json.Unmarshal(list.Plugins[0], &plugin)
-	plugin["name"], plugin["cniVersion"] = list.Name, list.CNIVersion
-	stdin, _ := json.Marshal(plugin)
-	nc, err := conf.Load(stdin, "")
+	nc, err := conf.Load(injected(list.Plugins[0], list.Name, list.CNIVersion), "")
 	if err != nil {
 		t.Fatalf("plugin rejects the config the agent writes: %v\n%s", err, b)
 	}
@@ -58,6 +54,54 @@ func TestPodInterfacePrefixIsThePlugins(t *testing.T) {
 	if nft.DefaultPodInterfacePrefix != conf.DefaultHostPrefix {
 		t.Errorf("nft.DefaultPodInterfacePrefix = %q, the plugin names host veths %q...", nft.DefaultPodInterfacePrefix, conf.DefaultHostPrefix)
 	}
+}
+
+// TestCNIConfigFailsClosedUnlessToldOtherwise pins what the plugin does
+// with the written config when the agent does not confirm a pod, and that
+// the config says so itself rather than leaving it to the plugin's default.
+func TestCNIConfigFailsClosedUnlessToldOtherwise(t *testing.T) {
+	cases := []struct {
+		name           string
+		c              CNIConfig
+		wantFailClosed bool
+	}{
+		{"zero value fails closed", CNIConfig{Node: "n1"}, true},
+		{"fail-open only when asked", CNIConfig{Node: "n1", FailOpen: true}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.c.Render([]string{"10.244.1.0/24"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			list, err := libcni.ConfListFromBytes(b)
+			if err != nil || len(list.Plugins) != 1 {
+				t.Fatalf("conflist %s: %v", b, err)
+			}
+			var raw map[string]any
+			_ = json.Unmarshal(list.Plugins[0].Bytes, &raw)
+			if raw["failClosed"] != tc.wantFailClosed {
+				t.Errorf("written failClosed = %v, want %v explicitly\n%s", raw["failClosed"], tc.wantFailClosed, b)
+			}
+			nc, err := conf.Load(injected(list.Plugins[0].Bytes, list.Name, list.CNIVersion), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if nc.FailClosed != tc.wantFailClosed {
+				t.Errorf("plugin reads failClosed = %v, want %v", nc.FailClosed, tc.wantFailClosed)
+			}
+		})
+	}
+}
+
+// injected is a conflist's plugin conf as libcni hands it to the plugin,
+// with the list's name and cniVersion.
+func injected(plugin []byte, name, cniVersion string) []byte {
+	var m map[string]any
+	_ = json.Unmarshal(plugin, &m)
+	m["name"], m["cniVersion"] = name, cniVersion
+	b, _ := json.Marshal(m)
+	return b
 }
 
 // TestCNIConfigWritesTheRequestedCNIVersion pins the conflist's cniVersion

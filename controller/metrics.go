@@ -27,6 +27,7 @@ type Metrics struct {
 	rules         prometheus.Gauge
 	problems      prometheus.Gauge
 	lastSync      prometheus.Gauge
+	announced     *prometheus.CounterVec
 }
 
 // NewMetrics registers the agent's metrics in a fresh registry (plus the Go
@@ -51,9 +52,13 @@ func NewMetrics() *Metrics {
 		rules:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_rules", Help: "Rules in the applied ruleset."}),
 		problems:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_policy_problems", Help: "Policy problems reported by the last compile."}),
 		lastSync:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_last_sync_timestamp_seconds", Help: "Unix time of the last applied sync."}),
+		announced: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_pod_announcements_total",
+			Help: "Pods the plugin asked the agent to program, by result: confirmed, refused, or timeout " +
+				"(not in the kernel in time). A fail-closed plugin retries the pod; a fail-open one wired it unclassified."},
+			[]string{"result"}),
 	}
 	m.reg.MustRegister(m.syncDuration, m.eventToKernel, m.syncErrors, m.syncs, m.setElements, m.chains, m.rules,
-		m.problems, m.lastSync, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.problems, m.lastSync, m.announced, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -81,6 +86,24 @@ func (m *Metrics) observeSync(read, compile, apply time.Duration, firstEvent tim
 	}
 	m.rules.Set(float64(n))
 	m.problems.Set(float64(len(rs.Problems)))
+}
+
+// observeAnnouncement counts one pod-added request by its outcome.
+func (m *Metrics) observeAnnouncement(err error) {
+	if m == nil {
+		return
+	}
+	m.announced.WithLabelValues(announceResult(err)).Inc()
+}
+
+func announceResult(err error) string {
+	switch {
+	case err == nil:
+		return "confirmed"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "timeout"
+	}
+	return "refused"
 }
 
 func (m *Metrics) observeError() {

@@ -190,8 +190,16 @@ func (a *Agent) answer(ctx context.Context, req agentapi.Request) (any, error) {
 		defer cancel()
 		start := time.Now()
 		err := a.Announce(ctx, req.Namespace, req.Name, ips)
-		a.Log.Info("pod announced by plugin", "pod", req.Namespace+"/"+req.Name, "ips", req.IPs,
-			"wait", time.Since(start), "err", err)
+		a.Metrics.observeAnnouncement(err)
+		attrs := []any{"pod", req.Namespace + "/" + req.Name, "containerID", req.ContainerID, "ips", req.IPs,
+			"wait", time.Since(start)}
+		if err != nil {
+			// The plugin fails the pod's ADD (fail-closed, the runtime
+			// retries) or wires it outside its policies (fail-open).
+			a.Log.Warn("pod announced by plugin not confirmed", append(attrs, "result", announceResult(err), "err", err)...)
+		} else {
+			a.Log.Info("pod announced by plugin", attrs...)
+		}
 		return nil, err
 	case agentapi.OpStatus:
 		return a.Status(), nil

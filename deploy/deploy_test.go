@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -56,6 +57,35 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		if !strings.Contains(args, want) {
 			t.Errorf("agent command %q lacks %s", args, want)
 		}
+	}
+}
+
+// TestAgentWritesAFailClosedConfig pins that the shipped agent writes a
+// conflist whose plugin refuses pods the agent did not confirm. The
+// manifest says --fail-closed=true itself rather than trusting the
+// image's default, which older agents had the other way round.
+func TestAgentWritesAFailClosedConfig(t *testing.T) {
+	ds := daemonSet(t)
+	var agent *corev1.Container
+	for i, c := range ds.Spec.Template.Spec.Containers {
+		if len(c.Command) > 0 && strings.HasSuffix(c.Command[0], "/weir-agent") {
+			agent = &ds.Spec.Template.Spec.Containers[i]
+		}
+	}
+	if agent == nil {
+		t.Fatal("no weir-agent container")
+	}
+	var set []string
+	for _, a := range append(slices.Clone(agent.Command[1:]), agent.Args...) {
+		if name, value, ok := strings.Cut(strings.TrimLeft(a, "-"), "="); strings.HasPrefix(a, "-") && name == "fail-closed" {
+			if on, err := strconv.ParseBool(value); !ok || err != nil || !on {
+				t.Errorf("%q: want --fail-closed=true", a)
+			}
+			set = append(set, a)
+		}
+	}
+	if len(set) != 1 {
+		t.Errorf("agent flags set --fail-closed %d times (%v), want once as --fail-closed=true", len(set), set)
 	}
 }
 

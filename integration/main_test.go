@@ -128,13 +128,22 @@ func (c netConf) plugin() map[string]any {
 	if ranges == nil {
 		ranges = subnets("10.244.1.0/24")
 	}
+	// No agent runs in these tests: they opt into fail-open, and the
+	// plugin then wires pods without asking one. Extra overrides it; a nil
+	// value there leaves a member out.
 	p := map[string]any{
 		"type":         "weir",
 		"ipam":         map[string]any{"ranges": ranges, "dataDir": c.DataDir},
 		"capabilities": map[string]bool{"ips": true},
+		"failClosed":   false,
+		"agentWait":    "0s",
 	}
 	for k, v := range c.Extra {
-		p[k] = v
+		if v == nil {
+			delete(p, k)
+		} else {
+			p[k] = v
+		}
 	}
 	return p
 }

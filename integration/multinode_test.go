@@ -174,7 +174,7 @@ func (c *simCluster) addPod(nd *simNode, p *tpod) {
 		}
 	}
 	p.netns = newNS(t, "weirmp")
-	wait := `"agentWait":"0s",`
+	wait := `"agentWait":"0s","failClosed":false,` // pods wired before the agents start
 	if c.kc != nil {
 		wait = `"agentWait":"10s","failClosed":true,`
 	}

@@ -128,7 +128,7 @@ func withoutNFTables() clusterOption { return func(c *cluster) { c.noNFTables = 
 // says otherwise).
 func newPolicyCluster(t *testing.T, pods []*tpod, nsLabels map[string]map[string]string, opts ...clusterOption) *cluster {
 	t.Helper()
-	c := &cluster{t: t, pods: map[string]*tpod{}, nsLbls: nsLabels, dir: t.TempDir(), pluginExtra: `"agentWait":"0s",`}
+	c := &cluster{t: t, pods: map[string]*tpod{}, nsLbls: nsLabels, dir: t.TempDir(), pluginExtra: `"agentWait":"0s","failClosed":false,`}
 	for _, o := range opts {
 		o(c)
 	}

@@ -3,6 +3,8 @@ package plugin
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -18,7 +20,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	r, err := add(c, args)
+	r, err := add(c, args, newLogger(os.Stderr))
 	if err != nil {
 		return err
 	}
@@ -27,7 +29,8 @@ func cmdAdd(args *skel.CmdArgs) error {
 
 // add wires one pod. Everything it creates is undone if any later step
 // fails, so a failed ADD leaves no link and no reserved address behind.
-func add(c *conf.NetConf, args *skel.CmdArgs) (types.Result, error) {
+// Fallbacks it takes (a pod wired without the agent) go to log.
+func add(c *conf.NetConf, args *skel.CmdArgs, log *slog.Logger) (types.Result, error) {
 	if args.Netns == "" {
 		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is required for ADD", "")
 	}
@@ -100,7 +103,7 @@ func add(c *conf.NetConf, args *skel.CmdArgs) (types.Result, error) {
 	if err := configurePod(h, at); err != nil {
 		return nil, err
 	}
-	if err := waitForAgent(c, args, at); err != nil {
+	if err := waitForAgent(c, args, at, log); err != nil {
 		return nil, err
 	}
 	if err := configureHost(host, at); err != nil {

@@ -2,9 +2,8 @@ package plugin
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
+	"io"
+	"log/slog"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -13,12 +12,27 @@ import (
 	"github.com/weir-cni/weir/conf"
 )
 
+// newLogger is the plugin's logger: structured text on w (the runtime
+// collects a plugin's stderr into its own log), never on stdout, which
+// carries the CNI result.
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, nil)).With("plugin", "weir")
+}
+
 // waitForAgent asks weir-agent to program the new pod's addresses before
 // the host end of its veth comes up, so the pod never sends or receives a
 // packet the policy has not yet seen. The wait is bounded by agentWait.
-// Without an agent the pod is wired anyway, unless failClosed is set.
-func waitForAgent(c *conf.NetConf, args *skel.CmdArgs, at *attachment) error {
-	if c.AgentWait == 0 {
+//
+// Fail-closed (the default): an agent that is absent, does not answer in
+// time or refuses the pod fails ADD with code 11 ("try again later"), and
+// add rolls everything back. Fail-open ("failClosed": false, an explicit
+// opt-in): the pod is wired anyway, and every such fallback is logged.
+func waitForAgent(c *conf.NetConf, args *skel.CmdArgs, at *attachment, log *slog.Logger) error {
+	pod := c.PodNamespace + "/" + c.PodName
+	if c.AgentWait == 0 { // conf.Load allows this only with failClosed false
+		log.Warn("pod wired without asking the agent: agentWait is 0s and failClosed is false; "+
+			"its namespace's policies apply once the agent learns of it",
+			"pod", pod, "containerID", args.ContainerID, "ips", at.addrs)
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.AgentWait)
@@ -37,10 +51,13 @@ func waitForAgent(c *conf.NetConf, args *skel.CmdArgs, at *attachment) error {
 		return nil
 	}
 	if !c.FailClosed {
-		if !errors.Is(err, agentapi.ErrNoAgent) {
-			fmt.Fprintf(os.Stderr, "weir: pod %s/%s wired without agent confirmation: %v\n", c.PodNamespace, c.PodName, err)
-		}
+		log.Warn("pod wired without the agent's confirmation because failClosed is false; "+
+			"its namespace's policies apply once the agent learns of it",
+			"pod", pod, "containerID", args.ContainerID, "ips", at.addrs, "agentSocket", c.AgentSocket,
+			"agentWait", c.AgentWait, "err", err)
 		return nil
 	}
-	return types.NewError(types.ErrTryAgainLater, "weir-agent did not program the pod in time (failClosed is set)", err.Error())
+	return types.NewError(types.ErrTryAgainLater,
+		"weir-agent did not confirm the pod's policy within agentWait; not wiring it (fail-closed)",
+		err.Error()+` (to wire pods without the agent's confirmation, set "failClosed": false)`)
 }

@@ -84,15 +84,46 @@ func TestAgentIsAskedBeforeThePodCanTalk(t *testing.T) {
 	}
 }
 
-func TestFailClosedRollsBackWhenAgentHangs(t *testing.T) {
-	e := newEnv(t)
-	sock := fakeAgent(t, func(agentapi.Request) {}, func(agentapi.Request) *agentapi.Response { return nil })
-	stdin := e.conf("1.1.0", `"agentSocket":"`+sock+`","agentWait":"200ms","failClosed":true,`)
-	_, err := e.tryAdd(stdin, "")
-	te, ok := err.(*types.Error)
-	if !ok || te.Code != types.ErrTryAgainLater {
-		t.Fatalf("ADD = %v, want code 11", err)
+// TestFailClosedByDefault pins the default: whenever the agent does not
+// confirm the pod, ADD fails with code 11 and leaves nothing behind.
+func TestFailClosedByDefault(t *testing.T) {
+	hang := func(agentapi.Request) *agentapi.Response { return nil }
+	refuse := func(agentapi.Request) *agentapi.Response {
+		return &agentapi.Response{Error: "pod ns1/web is unknown to the agent"}
 	}
+	cases := []struct {
+		name  string
+		sock  func(t *testing.T) string
+		extra string
+	}{
+		{"agent absent", func(t *testing.T) string { return filepath.Join(t.TempDir(), "none.sock") }, ``},
+		{"agent hangs past agentWait", func(t *testing.T) string { return fakeAgent(t, func(agentapi.Request) {}, hang) }, `"agentWait":"200ms",`},
+		{"agent does not know the pod", func(t *testing.T) string { return fakeAgent(t, func(agentapi.Request) {}, refuse) }, ``},
+		{"agent hangs, failClosed set explicitly", func(t *testing.T) string { return fakeAgent(t, func(agentapi.Request) {}, hang) },
+			`"agentWait":"200ms","failClosed":true,`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			stdin := e.conf("1.1.0", `"agentSocket":"`+tc.sock(t)+`",`+tc.extra)
+			_, err := e.tryAdd(stdin, "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web")
+			te, ok := err.(*types.Error)
+			if !ok || te.Code != types.ErrTryAgainLater {
+				t.Fatalf("ADD = %v, want code 11", err)
+			}
+			e.nothingLeft()
+			if err := e.inNode(func() error { return cmdDel(e.args(stdin)) }); err != nil {
+				t.Errorf("DEL after the failed ADD: %v", err)
+			}
+		})
+	}
+}
+
+// nothingLeft fails the test if the attachment left an address, a host
+// veth or a pod interface behind.
+func (e *env) nothingLeft() {
+	t := e.t
+	t.Helper()
 	if r := e.reserved(); len(r) != 0 {
 		t.Errorf("addresses leaked: %v", r)
 	}
@@ -110,12 +141,25 @@ func TestFailClosedRollsBackWhenAgentHangs(t *testing.T) {
 	})
 }
 
-func TestNoAgentFailOpenWiresThePod(t *testing.T) {
-	e := newEnv(t)
-	stdin := e.conf("1.1.0", `"agentSocket":"`+filepath.Join(t.TempDir(), "none.sock")+`",`)
-	res := e.add(stdin)
-	if err := e.check(res); err != nil {
-		t.Fatal(err)
+func TestFailOpenOptInWiresThePodAndLogsTheFallback(t *testing.T) {
+	cases := []struct{ name, extra, want string }{
+		{"agent absent", `"agentSocket":"` + filepath.Join(t.TempDir(), "none.sock") + `",`, "weir-agent is not running"},
+		{"agent not asked", `"agentWait":"0s",`, "agentWait is 0s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			stdin := e.conf("1.1.0", tc.extra+`"failClosed":false,`)
+			if _, err := e.tryAdd(stdin, "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web"); err != nil {
+				t.Fatalf("fail-open ADD: %v", err)
+			}
+			log := e.log.String()
+			for _, want := range []string{"level=WARN", "without", "pod=ns1/web", "containerID=ctr1", tc.want} {
+				if !strings.Contains(log, want) {
+					t.Errorf("fallback log lacks %q:\n%s", want, log)
+				}
+			}
+		})
 	}
 }
 
@@ -126,12 +170,14 @@ func TestStatusNeedsTheAgentOnlyWhenFailClosed(t *testing.T) {
 		stdin := e.conf("1.1.0", extra)
 		return e.inNode(func() error { return cmdStatus(e.args(stdin)) })
 	}
-	if err := status(`"agentSocket":"` + none + `",`); err != nil {
+	if err := status(`"agentSocket":"` + none + `","failClosed":false,`); err != nil {
 		t.Errorf("fail-open STATUS without agent: %v", err)
 	}
-	err := status(`"agentSocket":"` + none + `","failClosed":true,"agentWait":"200ms",`)
-	if te, ok := err.(*types.Error); !ok || te.Code != types.ErrPluginNotAvailable {
-		t.Errorf("fail-closed STATUS without agent = %v, want code 50", err)
+	for _, extra := range []string{`"agentWait":"200ms",`, `"failClosed":true,"agentWait":"200ms",`} {
+		err := status(`"agentSocket":"` + none + `",` + extra)
+		if te, ok := err.(*types.Error); !ok || te.Code != types.ErrPluginNotAvailable {
+			t.Errorf("fail-closed STATUS without agent (%s) = %v, want code 50", extra, err)
+		}
 	}
 	sock := fakeAgent(t, func(agentapi.Request) {}, func(agentapi.Request) *agentapi.Response { return &agentapi.Response{} })
 	if err := status(`"agentSocket":"` + sock + `","failClosed":true,`); err != nil {

@@ -3,6 +3,7 @@
 package plugin
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -16,15 +17,19 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
+	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/ipam"
 )
 
-// env is a node namespace and a pod namespace made for one test.
+// env is a node namespace and a pod namespace made for one test, with an
+// agent that confirms every pod (weir fails closed without one).
 type env struct {
 	t         *testing.T
 	node, pod ns.NetNS
 	dataDir   string
+	agentSock string
+	log       bytes.Buffer // what the plugin logged
 }
 
 func newEnv(t *testing.T) *env {
@@ -39,12 +44,15 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pod.Close(); _ = testutils.UnmountNS(pod) })
-	return &env{t: t, node: node, pod: pod, dataDir: t.TempDir()}
+	confirm := func(agentapi.Request) *agentapi.Response { return &agentapi.Response{} }
+	return &env{t: t, node: node, pod: pod, dataDir: t.TempDir(), agentSock: fakeAgent(t, func(agentapi.Request) {}, confirm)}
 }
 
+// conf is the network config; members in extra come after the default
+// agentSocket (the confirming agent), so an agentSocket there wins.
 func (e *env) conf(version, extra string) []byte {
-	return []byte(fmt.Sprintf(`{"cniVersion":%q,"name":"itest","type":"weir",%s
-		"ipam":{"ranges":[{"subnet":"10.77.0.0/24"},{"subnet":"fd00:77::/64"}],"dataDir":%q}}`, version, extra, e.dataDir))
+	return []byte(fmt.Sprintf(`{"cniVersion":%q,"name":"itest","type":"weir","agentSocket":%q,%s
+		"ipam":{"ranges":[{"subnet":"10.77.0.0/24"},{"subnet":"fd00:77::/64"}],"dataDir":%q}}`, version, e.agentSock, extra, e.dataDir))
 }
 
 func (e *env) args(stdin []byte) *skel.CmdArgs {
@@ -64,7 +72,7 @@ func (e *env) tryAdd(stdin []byte, cniArgs string) (types.Result, error) {
 		if err != nil {
 			return err
 		}
-		r, err = add(c, e.args(stdin))
+		r, err = add(c, e.args(stdin), newLogger(&e.log))
 		return err
 	})
 	return r, err

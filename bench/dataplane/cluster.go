@@ -80,12 +80,13 @@ func plugin(ctx context.Context, bin, dir string) (string, error) {
 	return out, nil
 }
 
-// netconf is the node's CNI config. No agent runs: agentWait 0 and a socket
-// path of our own, so the plugin never talks to a real node's agent.
+// netconf is the node's CNI config. No agent runs: fail-open with agentWait
+// 0 and a socket path of our own, so the plugin never talks to a real
+// node's agent.
 func (c *cluster) netconf() []byte {
 	b, _ := json.Marshal(map[string]any{
 		"cniVersion": "1.1.0", "name": "weir-dataplane", "type": "weir",
-		"agentWait": "0s", "agentSocket": filepath.Join(c.dir, "agent.sock"),
+		"agentWait": "0s", "failClosed": false, "agentSocket": filepath.Join(c.dir, "agent.sock"),
 		"ipam": map[string]any{
 			"ranges":  []any{map[string]string{"subnet": nodeCIDR}},
 			"dataDir": filepath.Join(c.dir, "ipam"),

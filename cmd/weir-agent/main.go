@@ -51,7 +51,7 @@ func run() int {
 		dataDir      = flag.String("ipam-data-dir", "", "ipam.dataDir for the written CNI config (default: the plugin's)")
 		httpAddr     = flag.String("http-addr", "127.0.0.1:9765", "serve /metrics, /healthz and /readyz here; empty: off")
 		metricsAuth  = flag.String("metrics-auth", "none", "none, or kube: /metrics asks for a bearer token the API server accepts (TokenReview) and whose user may get the path (SubjectAccessReview), as kube-rbac-proxy does; use it when --http-addr is not loopback")
-		failClosed   = flag.Bool("fail-closed", false, "written CNI config: the plugin refuses pods the agent did not confirm in time")
+		failClosed   = flag.Bool("fail-closed", true, "written CNI config: the plugin refuses (CNI error 11, the runtime retries) pods the agent did not confirm in time; --fail-closed=false wires them anyway and logs each")
 		denyGroup    = flag.Uint("log-denied-group", 0, "log packets that isolation drops: send them to this NFLOG group (1-65535) and log each with its policies; 0: off")
 		denyRate     = flag.Uint("log-denied-rate", 10, "with --log-denied-group: most packets logged per second per pod selection (kernel rate limit; 0: unlimited)")
 		ifPrefix     = flag.String("host-interface-prefix", conf.DefaultHostPrefix, "name prefix of the pods' host-side veths (the plugin's hostInterfacePrefix, also written to the CNI config): packets coming in on them with a source not routed back through them are dropped")
@@ -105,7 +105,7 @@ func run() int {
 	}
 	if *cniConfPath != "" {
 		agent.Reconcilers = append(agent.Reconcilers, &controller.CNIConfig{Node: *nodeName, Path: *cniConfPath,
-			DataDir: *dataDir, AgentSocket: *socket, FailClosed: *failClosed, CNIVersion: *cniVersion, HostIfPrefix: *ifPrefix})
+			DataDir: *dataDir, AgentSocket: *socket, FailOpen: !*failClosed, CNIVersion: *cniVersion, HostIfPrefix: *ifPrefix})
 	}
 	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "kubeconfig", *kubeconfig, "backend", used, "socket", *socket)
 	errc := make(chan error, 3)

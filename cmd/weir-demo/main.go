@@ -108,10 +108,12 @@ func run() int {
 }
 
 // netconf is the network the demo pods join: dual-stack, state in a temp dir.
+// The demo wires its pods before it starts the agent (to show the cluster
+// without policies first), so it opts into fail-open and does not ask one.
 func (d *demo) netconf() []byte {
 	b, _ := json.Marshal(map[string]any{
 		"cniVersion": "1.1.0", "name": "weir-demo", "type": "weir",
-		"agentWait": "0s",
+		"agentWait": "0s", "failClosed": false,
 		"ipam": map[string]any{
 			"ranges": []any{map[string]string{"subnet": "172.17.0.0/24"}, map[string]string{"subnet": "172.17.1.0/24"},
 				map[string]string{"subnet": "fd00:17::/64"}},

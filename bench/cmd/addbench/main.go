@@ -111,8 +111,11 @@ func plugins(weirBin, refDir, version string) (ps []*plugin, cleanup func(), err
 			return nil, cleanup, fmt.Errorf("%w (run `make build tools`)", err)
 		}
 	}
+	// No agent runs: weir opts into fail-open and does not ask one, so
+	// both sides measure the wiring alone.
 	weirConf, _ := json.Marshal(map[string]any{
 		"cniVersion": version, "name": "bench-weir", "type": "weir", "ipMasq": true,
+		"agentWait": "0s", "failClosed": false,
 		"ipam": map[string]any{
 			"ranges":  []any{map[string]string{"subnet": "10.200.0.0/16"}},
 			"dataDir": filepath.Join(tmp, "weir"),
