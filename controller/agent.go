@@ -64,6 +64,9 @@ type Agent struct {
 	// LogDenied, when its Group is set, has isolation drops logged to
 	// NFLOG (see DeniedLogger).
 	LogDenied nft.DeniedLog
+	// JumpCheckInterval is how often a JumpKeeper Applier is asked to put
+	// weir's jumps back on top of the built-in chains; 0: never.
+	JumpCheckInterval time.Duration
 
 	// sockMaxConns and sockReadTimeout override the socket's limits
 	// (maxSocketConns, requestReadTimeout) in tests.
@@ -159,6 +162,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.init()
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- a.Source.Run(ctx, a.Kick) }()
+	if k, ok := a.Applier.(JumpKeeper); ok && a.JumpCheckInterval > 0 {
+		go a.keepJumps(ctx, k, a.JumpCheckInterval)
+	}
 	backoff := time.Duration(0)
 	for {
 		select {

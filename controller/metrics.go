@@ -27,6 +27,7 @@ type Metrics struct {
 	rules         prometheus.Gauge
 	problems      prometheus.Gauge
 	lastSync      prometheus.Gauge
+	jumpRepairs   *prometheus.CounterVec
 }
 
 // NewMetrics registers the agent's metrics in a fresh registry (plus the Go
@@ -51,9 +52,11 @@ func NewMetrics() *Metrics {
 		rules:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_rules", Help: "Rules in the applied ruleset."}),
 		problems:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_policy_problems", Help: "Policy problems reported by the last compile."}),
 		lastSync:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_last_sync_timestamp_seconds", Help: "Unix time of the last applied sync."}),
+		jumpRepairs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_jump_repairs_total",
+			Help: "Times weir moved its jump back to position 1 of a built-in chain after another program put a rule above it (iptables backend)."}, []string{"chain"}),
 	}
 	m.reg.MustRegister(m.syncDuration, m.eventToKernel, m.syncErrors, m.syncs, m.setElements, m.chains, m.rules,
-		m.problems, m.lastSync, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.problems, m.lastSync, m.jumpRepairs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -81,6 +84,12 @@ func (m *Metrics) observeSync(read, compile, apply time.Duration, firstEvent tim
 	}
 	m.rules.Set(float64(n))
 	m.problems.Set(float64(len(rs.Problems)))
+}
+
+func (m *Metrics) observeJumpRepair(chain string) {
+	if m != nil {
+		m.jumpRepairs.WithLabelValues(chain).Inc()
+	}
 }
 
 func (m *Metrics) observeError() {

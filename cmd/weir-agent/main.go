@@ -50,6 +50,7 @@ func run() int {
 		httpAddr     = flag.String("http-addr", "127.0.0.1:9765", "serve /metrics, /healthz and /readyz here; empty: off")
 		failClosed   = flag.Bool("fail-closed", false, "written CNI config: the plugin refuses pods the agent did not confirm in time")
 		denyGroup    = flag.Uint("log-denied-group", 0, "log packets that isolation drops: send them to this NFLOG group (1-65535) and log each with its policies; 0: off")
+		jumpCheck    = flag.Duration("jump-check-interval", controller.DefaultJumpCheckInterval, "iptables backend: how often to check that weir's jumps are still first in the built-in chains (kube-proxy prepends its own) and move them back; 0: only on sync")
 		denyRate     = flag.Uint("log-denied-rate", 10, "with --log-denied-group: most packets logged per second per pod selection (kernel rate limit; 0: unlimited)")
 	)
 	flag.Parse()
@@ -77,14 +78,15 @@ func run() int {
 		return 1
 	}
 	agent := &controller.Agent{
-		Node:         *nodeName,
-		ClusterCIDRs: cidrs,
-		Source:       source,
-		Applier:      applier,
-		Log:          log,
-		MinInterval:  *minInterval,
-		Metrics:      controller.NewMetrics(),
-		LogDenied:    nft.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
+		Node:              *nodeName,
+		ClusterCIDRs:      cidrs,
+		Source:            source,
+		Applier:           applier,
+		Log:               log,
+		MinInterval:       *minInterval,
+		Metrics:           controller.NewMetrics(),
+		LogDenied:         nft.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
+		JumpCheckInterval: *jumpCheck,
 	}
 	if cr, ok := applier.(controller.CounterReader); ok {
 		agent.Metrics.RegisterCounters(cr, agent.Ruleset, log)
