@@ -67,6 +67,11 @@ type Agent struct {
 	// JumpCheckInterval is how often a JumpKeeper Applier is asked to put
 	// weir's jumps back on top of the built-in chains; 0: never.
 	JumpCheckInterval time.Duration
+	// RemoveStale, when set, runs once, after the first ruleset is in the
+	// kernel: it removes what an earlier run with another backend left
+	// (see RemoveStale) and reports what it removed.
+	RemoveStale func(context.Context) ([]string, error)
+	staleDone   bool
 
 	// sockMaxConns and sockReadTimeout override the socket's limits
 	// (maxSocketConns, requestReadTimeout) in tests.
@@ -240,6 +245,10 @@ func (a *Agent) sync(ctx context.Context) error {
 		return err
 	}
 	a.Metrics.observeSync(read.Sub(start), compiled.Sub(read), time.Since(compiled), firstEvent, rs)
+	if a.RemoveStale != nil && !a.staleDone {
+		a.staleDone = true
+		a.removeStale(ctx)
+	}
 	for _, p := range rs.Problems {
 		a.Log.Warn("policy problem", "problem", p)
 	}

@@ -87,6 +87,7 @@ func run() int {
 		Metrics:           controller.NewMetrics(),
 		LogDenied:         nft.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
 		JumpCheckInterval: *jumpCheck,
+		RemoveStale:       func(ctx context.Context) ([]string, error) { return controller.RemoveStale(ctx, applier) },
 	}
 	if cr, ok := applier.(controller.CounterReader); ok {
 		agent.Metrics.RegisterCounters(cr, agent.Ruleset, log)
