@@ -25,6 +25,9 @@ const (
 	OpRules = "rules"
 	// OpExplain asks whether a connection would be allowed, and why.
 	OpExplain = "explain"
+	// OpAudit asks for the namespaces without a NetworkPolicy and the pods
+	// no policy isolates (Audit).
+	OpAudit = "audit"
 )
 
 // MaxRequestSize is the most bytes a request line may take, newline

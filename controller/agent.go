@@ -70,6 +70,14 @@ type Agent struct {
 	// PodInterfacePrefix starts the name of the pods' host-side veths
 	// (see nft.Snapshot.PodInterfacePrefix; empty: the default).
 	PodInterfacePrefix string
+	// JumpCheckInterval is how often a JumpKeeper Applier is asked to put
+	// weir's jumps back on top of the built-in chains; 0: never.
+	JumpCheckInterval time.Duration
+	// RemoveStale, when set, runs once, after the first ruleset is in the
+	// kernel: it removes what an earlier run with another backend left
+	// (see RemoveStale) and reports what it removed.
+	RemoveStale func(context.Context) ([]string, error)
+	staleDone   bool
 
 	// sockMaxConns and sockReadTimeout override the socket's limits
 	// (maxSocketConns, requestReadTimeout) in tests.
@@ -165,6 +173,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.init()
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- a.Source.Run(ctx, a.Kick) }()
+	if k, ok := a.Applier.(JumpKeeper); ok && a.JumpCheckInterval > 0 {
+		go a.keepJumps(ctx, k, a.JumpCheckInterval)
+	}
 	backoff := time.Duration(0)
 	for {
 		select {
@@ -241,6 +252,10 @@ func (a *Agent) sync(ctx context.Context) error {
 		return err
 	}
 	a.Metrics.observeSync(read.Sub(start), compiled.Sub(read), time.Since(compiled), firstEvent, rs)
+	if a.RemoveStale != nil && !a.staleDone {
+		a.staleDone = true
+		a.removeStale(ctx)
+	}
 	for _, p := range rs.Problems {
 		a.Log.Warn("policy problem", "problem", p)
 	}

@@ -28,6 +28,7 @@ type Metrics struct {
 	problems      prometheus.Gauge
 	lastSync      prometheus.Gauge
 	announced     *prometheus.CounterVec
+	jumpRepairs   *prometheus.CounterVec
 }
 
 // NewMetrics registers the agent's metrics in a fresh registry (plus the Go
@@ -56,9 +57,11 @@ func NewMetrics() *Metrics {
 			Help: "Pods the plugin asked the agent to program, by result: confirmed, refused, or timeout " +
 				"(not in the kernel in time). A fail-closed plugin retries the pod; a fail-open one wired it unclassified."},
 			[]string{"result"}),
+		jumpRepairs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_jump_repairs_total",
+			Help: "Times weir moved its jump back to position 1 of a built-in chain after another program put a rule above it (iptables backend)."}, []string{"chain"}),
 	}
 	m.reg.MustRegister(m.syncDuration, m.eventToKernel, m.syncErrors, m.syncs, m.setElements, m.chains, m.rules,
-		m.problems, m.lastSync, m.announced, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.problems, m.lastSync, m.announced, m.jumpRepairs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -104,6 +107,12 @@ func announceResult(err error) string {
 		return "timeout"
 	}
 	return "refused"
+}
+
+func (m *Metrics) observeJumpRepair(chain string) {
+	if m != nil {
+		m.jumpRepairs.WithLabelValues(chain).Inc()
+	}
 }
 
 func (m *Metrics) observeError() {

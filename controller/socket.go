@@ -212,6 +212,8 @@ func (a *Agent) answer(ctx context.Context, req agentapi.Request) (any, error) {
 		return a.Ruleset().String(), nil
 	case agentapi.OpExplain:
 		return a.explain(req)
+	case agentapi.OpAudit:
+		return a.audit()
 	}
 	return nil, fmt.Errorf("unknown op %q", req.Op)
 }

@@ -109,11 +109,22 @@ func (c *compiler) output() policyOut {
 	return out
 }
 
-// policyTypes applies the API's defaulting: Ingress always, Egress only when
-// spec.egress is non-empty, unless spec.policyTypes says otherwise.
+// policyTypes is PolicyTypes, reporting unknown types as problems.
 func (c *compiler) policyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool) {
+	ingress, egress, unknown := PolicyTypes(p)
+	for _, t := range unknown {
+		c.problem("%s: unknown policyType %q ignored", policyKey(p), t)
+	}
+	return ingress, egress
+}
+
+// PolicyTypes applies the API's defaulting: which directions p isolates
+// the pods it selects in. Ingress always, Egress only when spec.egress is
+// non-empty, unless spec.policyTypes says otherwise; unknown types are
+// returned, and ignored.
+func PolicyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool, unknown []networkingv1.PolicyType) {
 	if len(p.Spec.PolicyTypes) == 0 {
-		return true, len(p.Spec.Egress) > 0
+		return true, len(p.Spec.Egress) > 0, nil
 	}
 	for _, t := range p.Spec.PolicyTypes {
 		switch t {
@@ -122,10 +133,10 @@ func (c *compiler) policyTypes(p *networkingv1.NetworkPolicy) (ingress, egress b
 		case networkingv1.PolicyTypeEgress:
 			egress = true
 		default:
-			c.problem("%s: unknown policyType %q ignored", policyKey(p), t)
+			unknown = append(unknown, t)
 		}
 	}
-	return ingress, egress
+	return ingress, egress, unknown
 }
 
 // compilePolicy builds the chains and groups of one policy and records which

@@ -53,6 +53,7 @@ func run() int {
 		metricsAuth  = flag.String("metrics-auth", "none", "none, or kube: /metrics asks for a bearer token the API server accepts (TokenReview) and whose user may get the path (SubjectAccessReview), as kube-rbac-proxy does; use it when --http-addr is not loopback")
 		failClosed   = flag.Bool("fail-closed", true, "written CNI config: the plugin refuses (CNI error 11, the runtime retries) pods the agent did not confirm in time; --fail-closed=false wires them anyway and logs each")
 		denyGroup    = flag.Uint("log-denied-group", 0, "log packets that isolation drops: send them to this NFLOG group (1-65535) and log each with its policies; 0: off")
+		jumpCheck    = flag.Duration("jump-check-interval", controller.DefaultJumpCheckInterval, "iptables backend: how often to check that weir's jumps are still first in the built-in chains (kube-proxy prepends its own) and move them back; 0: only on sync")
 		denyRate     = flag.Uint("log-denied-rate", 10, "with --log-denied-group: most packets logged per second per pod selection (kernel rate limit; 0: unlimited)")
 		ifPrefix     = flag.String("host-interface-prefix", conf.DefaultHostPrefix, "name prefix of the pods' host-side veths (the plugin's hostInterfacePrefix, also written to the CNI config): packets coming in on them with a source not routed back through them are dropped")
 	)
@@ -91,6 +92,8 @@ func run() int {
 		LogDenied:    nft.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
 
 		PodInterfacePrefix: *ifPrefix,
+		JumpCheckInterval:  *jumpCheck,
+		RemoveStale:        func(ctx context.Context) ([]string, error) { return controller.RemoveStale(ctx, applier) },
 	}
 	if *metricsAuth == "kube" {
 		agent.MetricsAuth = &controller.KubeAuth{Client: client}

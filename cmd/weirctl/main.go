@@ -1,6 +1,6 @@
 // Command weirctl is the operator's view into a node's weir-agent: status,
-// the node's ruleset, and explain (would this connection be allowed, and by
-// which policy rule). It talks to the agent's local socket; main only wires
+// the node's ruleset, explain (would this connection be allowed, and by
+// which policy rule), and audit (what no policy isolates). It talks to the agent's local socket; main only wires
 // flags.
 package main
 
@@ -25,6 +25,11 @@ commands:
   rules                           the node's nftables table as the agent compiled it
   explain SRC DST [PROTO/]PORT    would SRC reach DST on PORT? SRC and DST are IPs or
                                   namespace/pod; PROTO is tcp (default), udp or sctp
+  audit [-o table|json]           namespaces without a NetworkPolicy, and pods no policy
+                                  isolates for ingress and/or egress, as the agent sees them
+
+exit status: 0 ok; 1 the agent could not answer; 2 bad usage; 3 explain: DENIED,
+audit: something is open (a namespace without policy or a pod not isolated)
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -38,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	req, err := request(fs.Args())
+	req, output, err := request(fs.Args())
 	if err != nil {
 		fmt.Fprintf(stderr, "weirctl: %v\n\n", err)
 		fs.Usage()
@@ -51,21 +56,38 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "weirctl: %v\n", err)
 		return 1
 	}
+	if req.Op == agentapi.OpAudit {
+		return printAudit(stdout, output, resp.Result)
+	}
 	return print(stdout, req.Op, resp.Result)
 }
 
-func request(args []string) (agentapi.Request, error) {
+// request parses the command line after the global flags into the
+// request for the agent and the output format ("" when the command has
+// one only).
+func request(args []string) (agentapi.Request, string, error) {
 	if len(args) == 0 {
-		return agentapi.Request{}, fmt.Errorf("no command")
+		return agentapi.Request{}, "", fmt.Errorf("no command")
 	}
 	switch args[0] {
 	case "status":
-		return agentapi.Request{Op: agentapi.OpStatus}, nil
+		return agentapi.Request{Op: agentapi.OpStatus}, "", nil
 	case "rules":
-		return agentapi.Request{Op: agentapi.OpRules}, nil
+		return agentapi.Request{Op: agentapi.OpRules}, "", nil
+	case "audit":
+		fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		output := fs.String("o", "table", "table or json")
+		if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
+			return agentapi.Request{}, "", fmt.Errorf("audit takes only -o table|json")
+		}
+		if *output != "table" && *output != "json" {
+			return agentapi.Request{}, "", fmt.Errorf("audit -o %q: want table or json", *output)
+		}
+		return agentapi.Request{Op: agentapi.OpAudit}, *output, nil
 	case "explain":
 		if len(args) != 4 {
-			return agentapi.Request{}, fmt.Errorf("explain takes SRC DST [PROTO/]PORT")
+			return agentapi.Request{}, "", fmt.Errorf("explain takes SRC DST [PROTO/]PORT")
 		}
 		proto, port := "TCP", args[3]
 		if p, rest, ok := strings.Cut(args[3], "/"); ok {
@@ -73,11 +95,11 @@ func request(args []string) (agentapi.Request, error) {
 		}
 		var n int
 		if _, err := fmt.Sscanf(port, "%d", &n); err != nil || n < 0 || n > 65535 {
-			return agentapi.Request{}, fmt.Errorf("port %q is not a number from 0 to 65535", port)
+			return agentapi.Request{}, "", fmt.Errorf("port %q is not a number from 0 to 65535", port)
 		}
-		return agentapi.Request{Op: agentapi.OpExplain, Src: args[1], Dst: args[2], Protocol: proto, Port: n}, nil
+		return agentapi.Request{Op: agentapi.OpExplain, Src: args[1], Dst: args[2], Protocol: proto, Port: n}, "", nil
 	}
-	return agentapi.Request{}, fmt.Errorf("unknown command %q", args[0])
+	return agentapi.Request{}, "", fmt.Errorf("unknown command %q", args[0])
 }
 
 func print(w io.Writer, op string, raw json.RawMessage) int {

@@ -26,7 +26,7 @@ func TestRequestParsing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := request(tc.args)
+			got, _, err := request(tc.args)
 			if (err != nil) != tc.bad {
 				t.Fatalf("err = %v, bad = %v", err, tc.bad)
 			}

@@ -227,6 +227,30 @@ func (a *Applier) Remove(ctx context.Context) error {
 	return a.Apply(ctx, nft.Ruleset{})
 }
 
+// HasChains reports whether any family holds a weir chain (one left by an
+// earlier run, say). Tables that cannot be listed hold none.
+func (a *Applier) HasChains() (bool, error) {
+	found := false
+	for _, f := range a.fams {
+		err := a.inNS(func() error {
+			for _, t := range tableNames {
+				chains, err := f.ipt.ListChains(t)
+				if err != nil {
+					continue
+				}
+				for _, c := range chains {
+					found = found || strings.HasPrefix(c, Prefix)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return false, err
+		}
+	}
+	return found, nil
+}
+
 // apply writes one family. Only chains whose rules differ from the last
 // successful Apply are declared (flushed) and rewritten; a failed run leaves
 // the kernel as it was and makes the next Apply rewrite everything.

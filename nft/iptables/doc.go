@@ -38,6 +38,8 @@
 // deletes or inserts the jumps from built-in chains so that exactly one sits
 // at position 1. The first Apply, the one after a failure, and every 30th
 // rewrite every weir chain, repairing edits made behind weir's back.
+// Between Applies, KeepJumpsFirst puts back the jumps that another program
+// (kube-proxy's KUBE-FORWARD) pushed down from position 1.
 //
 // Cost. Unlike the nftables backend, whose per-packet cost stays flat with
 // hash and interval sets, a new connection here walks the elements one rule
