@@ -74,6 +74,13 @@ type rule struct {
 	// notIif.
 	iif    string
 	notIif bool
+	// oif is an output interface (-o), negated by notOif.
+	oif    string
+	notOif bool
+	// srcGroup and dstGroup are link groups of the input and output
+	// interfaces (-m devgroup --src-group / --dst-group, in hex as
+	// iptables-save prints them).
+	srcGroup, dstGroup string
 	// rpfail matches packets failing the strict reverse-path test
 	// (-m rpfilter --invert: raw and mangle PREROUTING only).
 	rpfail bool
@@ -120,6 +127,12 @@ func (r rule) args() []string {
 		}
 		a = append(a, "-i", r.iif)
 	}
+	if r.oif != "" {
+		if r.notOif {
+			a = append(a, "!")
+		}
+		a = append(a, "-o", r.oif)
+	}
 	if r.proto != "" {
 		a = append(a, "-p", r.proto)
 	}
@@ -134,6 +147,15 @@ func (r rule) args() []string {
 	}
 	if r.dport != "" {
 		a = append(a, "-m", r.proto, "--dport", r.dport)
+	}
+	if r.srcGroup != "" || r.dstGroup != "" {
+		a = append(a, "-m", "devgroup")
+		if r.srcGroup != "" {
+			a = append(a, "--src-group", r.srcGroup)
+		}
+		if r.dstGroup != "" {
+			a = append(a, "--dst-group", r.dstGroup)
+		}
 	}
 	if r.ctStates != "" {
 		a = append(a, "-m", "conntrack", "--ctstate", r.ctStates)
