@@ -136,27 +136,11 @@ func (r rule) args() []string {
 	if r.proto != "" {
 		a = append(a, "-p", r.proto)
 	}
-	if r.srcRange != "" || r.dstRange != "" {
-		a = append(a, "-m", "iprange")
-		if r.srcRange != "" {
-			a = append(a, "--src-range", r.srcRange)
-		}
-		if r.dstRange != "" {
-			a = append(a, "--dst-range", r.dstRange)
-		}
-	}
+	a = appendMatch(a, "iprange", "--src-range", r.srcRange, "--dst-range", r.dstRange)
 	if r.dport != "" {
 		a = append(a, "-m", r.proto, "--dport", r.dport)
 	}
-	if r.srcGroup != "" || r.dstGroup != "" {
-		a = append(a, "-m", "devgroup")
-		if r.srcGroup != "" {
-			a = append(a, "--src-group", r.srcGroup)
-		}
-		if r.dstGroup != "" {
-			a = append(a, "--dst-group", r.dstGroup)
-		}
-	}
+	a = appendMatch(a, "devgroup", "--src-group", r.srcGroup, "--dst-group", r.dstGroup)
 	if r.ctStates != "" {
 		a = append(a, "-m", "conntrack", "--ctstate", r.ctStates)
 	}
@@ -182,6 +166,21 @@ func (r rule) args() []string {
 		a = append(a, "-j", r.target)
 	}
 	return a
+}
+
+// appendMatch appends `-m module` and those of its options (flag, value
+// pairs) whose value is set; nothing when none is.
+func appendMatch(a []string, module string, opts ...string) []string {
+	out := append(a, "-m", module)
+	for i := 0; i+1 < len(opts); i += 2 {
+		if opts[i+1] != "" {
+			out = append(out, opts[i], opts[i+1])
+		}
+	}
+	if len(out) == len(a)+2 {
+		return a
+	}
+	return out
 }
 
 // quote quotes a comment for iptables-restore input.
