@@ -26,6 +26,8 @@ func setDatatype(t Type) nftables.SetDatatype {
 		return nftables.TypeInetProto
 	case TypeID:
 		return nftables.TypeInteger
+	case TypeGroup:
+		return nftables.TypeDevGroup
 	default:
 		return nftables.TypeInetService
 	}
@@ -40,6 +42,9 @@ func kernelSet(s Set) *nftables.Set {
 		IsMap:        s.Map,
 		Comment:      s.Comment,
 		KeyByteOrder: binaryutil.BigEndian,
+	}
+	if len(s.Key) == 1 && s.Key[0] == TypeGroup {
+		ks.KeyByteOrder = binaryutil.NativeEndian // meta loads it so
 	}
 	if len(s.Key) == 1 {
 		ks.KeyType = setDatatype(s.Key[0])
@@ -69,7 +74,8 @@ func kernelElems(s Set, elems []Elem) []nftables.SetElement {
 	concat := len(s.Key) > 1
 	// A rule's id is loaded by numgen in host byte order; nft converts it
 	// to big-endian (byteorder) only for interval sets, which order keys.
-	hostID := s.Key[0] == TypeID && !s.Interval
+	// A link group is loaded by meta in host byte order too.
+	hostID := (s.Key[0] == TypeID || s.Key[0] == TypeGroup) && !s.Interval
 	size := 0
 	for _, t := range s.Key {
 		size += (t.size() + 3) &^ 3 // the padded size bounds the unpadded one
@@ -193,14 +199,18 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 		case MatchPort:
 			exprs = append(exprs, portExprs(m)...)
 			continue
-		case MatchIifname:
+		case MatchIifname, MatchOifname:
 			op := expr.CmpOpEq
 			if m.Negate {
 				op = expr.CmpOpNeq
 			}
+			key := expr.MetaKeyIIFNAME
+			if m.Kind == MatchOifname {
+				key = expr.MetaKeyOIFNAME
+			}
 			// A name ending in "*" compares the prefix's bytes only.
 			exprs = append(exprs,
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+				&expr.Meta{Key: key, Register: 1},
 				&expr.Cmp{Op: op, Register: 1, Data: []byte(m.IfPrefix)})
 			continue
 		case MatchRPFail:
@@ -321,6 +331,13 @@ func loadFields(fs []Field, fam *byte, interval bool, word uint32) []expr.Any {
 			word++
 		case FieldTHDport:
 			out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+			word++
+		case FieldIifgroup, FieldOifgroup:
+			key := expr.MetaKeyIIFGROUP
+			if f == FieldOifgroup {
+				key = expr.MetaKeyOIFGROUP
+			}
+			out = append(out, &expr.Meta{Key: key, Register: reg})
 			word++
 		}
 	}

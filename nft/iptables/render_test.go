@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"encoding/binary"
 	"flag"
 	"math/rand/v2"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/nsgroup"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -34,7 +36,15 @@ type traceCase struct {
 	Port  uint16     `json:"port"`
 	State string     `json:"state"`
 	Want  string     `json:"want"`
+	// InVethOf and OutVethOf, when set, name the namespace of the pod
+	// whose host veth (named with the default pod interface prefix, in
+	// that namespace's link group) the packet comes in on or leaves by.
+	InVethOf  string `json:"inVethOf"`
+	OutVethOf string `json:"outVethOf"`
 }
+
+// traceVeth names the host veth of a trace's pod, as the plugin names them.
+const traceVeth = nft.DefaultPodInterfacePrefix + "0123456789a"
 
 func loadScenario(t testing.TB, path string) scenario {
 	t.Helper()
@@ -61,6 +71,12 @@ func (tc traceCase) packet(t testing.TB) nft.Packet {
 		p.Proto = nft.ProtoSCTP
 	default:
 		t.Fatalf("unknown proto %q", tc.Proto)
+	}
+	if tc.InVethOf != "" {
+		p.InIface, p.InGroup = traceVeth, nsgroup.Of(tc.InVethOf)
+	}
+	if tc.OutVethOf != "" {
+		p.OutIface, p.OutGroup = traceVeth, nsgroup.Of(tc.OutVethOf)
 	}
 	switch tc.State {
 	case "", "new":
@@ -130,6 +146,7 @@ func TestRenderedVerdicts(t *testing.T) {
 // give the verdict nft.Trace gives on the nftables ruleset.
 func TestRenderedMatchesNFTTrace(t *testing.T) {
 	files := append(glob(t, "testdata/*.yaml"), glob(t, "../testdata/compile/*.yaml")...)
+	unclassified := 0 // packets the default verdict of unclassified pods dropped
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			s := loadScenario(t, file)
@@ -158,12 +175,18 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 				if len(wc) > 0 {
 					counted++
 				}
+				if slices.Contains(wc, nft.CounterUnclassifiedIngress) || slices.Contains(wc, nft.CounterUnclassifiedEgress) {
+					unclassified++
+				}
 			}
 			if len(s.Policies) > 0 && counted == 0 {
 				t.Errorf("no packet counted into any of the %d counters", len(rs.Counters))
 			}
 			t.Logf("%d packets compared, %d counted", len(pkts), counted)
 		})
+	}
+	if unclassified == 0 {
+		t.Error("no packet of an unclassified pod was compared")
 	}
 }
 
@@ -218,6 +241,8 @@ func packets(rs nft.Ruleset, s scenario) []nft.Packet {
 	delete(ports, 0)
 	as := sortedKeys(addrs, func(a, b netip.Addr) bool { return a.Less(b) })
 	ps := sortedKeys(ports, func(a, b uint16) bool { return a < b })
+	vs := vethVariants(rs)
+	k := 0
 	var out []nft.Packet
 	for _, src := range as {
 		for _, dst := range as {
@@ -227,7 +252,10 @@ func packets(rs nft.Ruleset, s scenario) []nft.Packet {
 			for _, port := range ps {
 				for _, proto := range []uint8{nft.ProtoTCP, nft.ProtoUDP, nft.ProtoSCTP} {
 					for _, st := range []uint32{nft.CtNew, nft.CtEstablished, nft.CtInvalid} {
-						out = append(out, nft.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st})
+						in, o := vs[k%len(vs)], vs[k/len(vs)%len(vs)]
+						k++
+						out = append(out, nft.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st,
+							InIface: in.name, InGroup: in.group, OutIface: o.name, OutGroup: o.group})
 					}
 				}
 			}
@@ -239,6 +267,31 @@ func packets(rs nft.Ruleset, s scenario) []nft.Packet {
 		rng := rand.New(rand.NewPCG(1, 2))
 		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 		out = out[:maxPackets]
+	}
+	return out
+}
+
+// veth is an interface a differential packet comes in on or leaves by.
+type veth struct {
+	name  string
+	group uint32
+}
+
+// vethVariants are the interfaces packets cycle through, in and out: none
+// (a trace without interfaces), pod veths in every group of the ruleset's
+// group sets, in the default group and in a group no namespace has, and
+// an interface outside the pod prefix in a listed group.
+func vethVariants(rs nft.Ruleset) []veth {
+	const pod = nft.DefaultPodInterfacePrefix + "0123456789a"
+	out := []veth{{}, {pod, 0}, {pod, 7}}
+	for _, set := range rs.Sets {
+		if len(set.Key) != 1 || set.Key[0] != nft.TypeGroup {
+			continue
+		}
+		for _, e := range set.Elems {
+			g := binary.BigEndian.Uint32([]byte(e.Key[0].From))
+			out = append(out, veth{pod, g}, veth{"eth0", g})
+		}
 	}
 	return out
 }

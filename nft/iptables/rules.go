@@ -36,6 +36,9 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 		case nft.MatchIifname:
 			head.iif, head.notIif = m.IfPrefix+"+", m.Negate
 			continue
+		case nft.MatchOifname:
+			head.oif, head.notOif = m.IfPrefix+"+", m.Negate
+			continue
 		case nft.MatchRPFail:
 			// rpfilter is nft's `fib saddr . iif oif missing`: a strict
 			// reverse-path lookup, which fails for local sources too.
@@ -251,6 +254,16 @@ func elemRules(s nft.Set, fields []nft.Field, e nft.Elem) []rule {
 					next = append(next, c)
 				}
 				continue
+			case nft.FieldIifgroup, nft.FieldOifgroup:
+				if rg.From != rg.To {
+					return nil // a range of groups is not expressible: never built
+				}
+				g := "0x" + strconv.FormatUint(uint64(binary.BigEndian.Uint32([]byte(rg.From))), 16)
+				if f == nft.FieldIifgroup {
+					r.srcGroup = g
+				} else {
+					r.dstGroup = g
+				}
 			case nft.FieldTHDport:
 				lo, hi := port(rg.From), port(rg.To)
 				switch {
@@ -353,6 +366,7 @@ func merge(a, b rule) (rule, bool) {
 	fields := []struct{ x, y *string }{
 		{&a.src, &b.src}, {&a.dst, &b.dst}, {&a.srcRange, &b.srcRange},
 		{&a.dstRange, &b.dstRange}, {&a.proto, &b.proto}, {&a.dport, &b.dport},
+		{&a.srcGroup, &b.srcGroup}, {&a.dstGroup, &b.dstGroup},
 	}
 	for _, f := range fields {
 		if *f.y == "" {
