@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Source yields the current cluster objects. Sources only signal changes;
@@ -31,7 +32,7 @@ type Source interface {
 // Applier programs a compiled ruleset into the node's kernel in one
 // transaction, replacing whatever the previous Apply left.
 type Applier interface {
-	Apply(ctx context.Context, rs nft.Ruleset) error
+	Apply(ctx context.Context, rs ruleset.Ruleset) error
 }
 
 // Status is what the agent reports about itself.
@@ -89,7 +90,7 @@ type Agent struct {
 	st   Status
 	// rs is the last applied ruleset and snap the snapshot it was compiled
 	// from, published together; snap's pod slice is its own.
-	rs   nft.Ruleset
+	rs   ruleset.Ruleset
 	snap nft.Snapshot
 	// view is the cluster kept up to date from the source's changes, and
 	// overlayBuf the pod slice of the last snapshot with announcements;
@@ -147,7 +148,7 @@ func (a *Agent) Status() Status {
 }
 
 // Ruleset returns the last ruleset applied.
-func (a *Agent) Ruleset() nft.Ruleset {
+func (a *Agent) Ruleset() ruleset.Ruleset {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.rs

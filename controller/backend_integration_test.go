@@ -13,6 +13,7 @@ import (
 
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/nft/iptables"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // TestRemoveStaleLeavesOnlyTheBackendInUse programs weir with every
@@ -38,7 +39,7 @@ func TestRemoveStaleLeavesOnlyTheBackendInUse(t *testing.T) {
 		return string(out)
 	}
 	weirChains := func(save string) bool { return strings.Contains(sh(save), ":"+iptables.Prefix) }
-	hasTable := func() bool { return strings.Contains(sh("nft", "list", "tables"), "table inet "+nft.TableName) }
+	hasTable := func() bool { return strings.Contains(sh("nft", "list", "tables"), "table inet "+ruleset.TableName) }
 	err = n.Do(func(ns.NetNS) error {
 		// Someone else's nftables table and iptables rule.
 		sh("nft", "add", "table", "inet", "other")

@@ -14,6 +14,7 @@ import (
 	nflog "github.com/florianl/go-nflog/v2"
 
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // This file touches the kernel: it reads the packets the ruleset logs
@@ -26,7 +27,7 @@ import (
 type DeniedLogger struct {
 	Group   uint16
 	Log     *slog.Logger
-	Ruleset func() nft.Ruleset
+	Ruleset func() ruleset.Ruleset
 
 	logged atomic.Uint64
 }
@@ -43,7 +44,7 @@ func (d *DeniedLogger) policies(prefix string) (string, []string) {
 	c := r.Chains[i]
 	var out []string
 	for _, rule := range c.Rules {
-		if rule.Verdict.Kind == nft.VerdictJump {
+		if rule.Verdict.Kind == ruleset.VerdictJump {
 			out = append(out, rule.Comment)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // deleting returns a copy of p being deleted, as the API server leaves a
@@ -116,8 +117,8 @@ func TestPodBeingDeletedKeepsIsolationUntilFinished(t *testing.T) {
 				st.do()
 				rs := nft.Compile(snapshotOf(t, st.name, s, incr, full))
 				for fromTo, want := range st.want {
-					pkt := nft.Packet{Src: ips[fromTo[0]], Dst: ips[fromTo[1]], Proto: nft.ProtoTCP, DPort: 80}
-					if v, why := nft.Trace(rs, pkt); (v == nft.VerdictAccept) != want {
+					pkt := ruleset.Packet{Src: ips[fromTo[0]], Dst: ips[fromTo[1]], Proto: ruleset.ProtoTCP, DPort: 80}
+					if v, why := ruleset.Trace(rs, pkt); (v == ruleset.VerdictAccept) != want {
 						t.Errorf("%s: %s -> %s: %v, want allowed=%v\n%v", st.name, fromTo[0], fromTo[1], v, want, why)
 					}
 				}

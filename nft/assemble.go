@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // This file puts the ruleset together: the skeleton, the node and pod sets
@@ -13,7 +15,7 @@ import (
 // (it grows with the local pods, not the cluster).
 
 // ruleset assembles the ruleset from the current state.
-func (x *Compiler) ruleset() Ruleset {
+func (x *Compiler) ruleset() ruleset.Ruleset {
 	if x.polStale {
 		x.policyPart()
 	}
@@ -21,19 +23,19 @@ func (x *Compiler) ruleset() Ruleset {
 	for name, es := range x.dispatch() {
 		elems[name] = es
 	}
-	var r Ruleset
-	sets := make([]Set, 0, len(skeletonSets)+4)
+	var r ruleset.Ruleset
+	sets := make([]ruleset.Set, 0, len(skeletonSets)+4)
 	for _, sk := range skeletonSets {
 		set := sk
 		set.Key = slices.Clone(sk.Key)
-		if set.Key[0] == TypeID {
+		if set.Key[0] == ruleset.TypeID {
 			set.Elems = x.sharedElems(set.Name)
 		} else {
-			set.Elems = sortElems(elems[set.Name])
+			set.Elems = ruleset.SortElems(elems[set.Name])
 		}
 		sets = append(sets, set)
 	}
-	chains := make([]Chain, 0, len(skeleton)+1+len(x.selChains))
+	chains := make([]ruleset.Chain, 0, len(skeleton)+1+len(x.selChains))
 	for _, ch := range skeleton {
 		chain := ch
 		chain.Rules = slices.Clone(ch.Rules)
@@ -44,11 +46,11 @@ func (x *Compiler) ruleset() Ruleset {
 	}
 	sets, chains = x.masquerade(sets, chains)
 	sets, chains = spoof(x.ifPrefix, sets, chains)
-	slices.SortFunc(sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(sets, func(a, b ruleset.Set) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
 	r.Counters = merge([]string{counterDeniedEg, counterDeniedIn, CounterSpoofed}, x.polCounters, func(s string) string { return s })
-	r.Chains = merge(chains, x.polChains, func(c Chain) string { return c.Name })
+	r.Chains = merge(chains, x.polChains, func(c ruleset.Chain) string { return c.Name })
 	r.Problems = x.polProblems
 	return r
 }
@@ -66,7 +68,7 @@ func (x *Compiler) policyPart() {
 			goneCounters[c] = true
 		}
 	}
-	var chains []Chain
+	var chains []ruleset.Chain
 	var counters []string
 	for ps := range x.changed {
 		if ps.gen == x.gen { // not removed since
@@ -79,9 +81,9 @@ func (x *Compiler) policyPart() {
 		x.useGroups(out.groups, false)
 	}
 	x.releaseIDs()
-	slices.SortFunc(chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
-	keptChains := slices.DeleteFunc(slices.Clone(x.polChains), func(ch Chain) bool { return goneChains[ch.Name] })
-	x.polChains = merge(keptChains, chains, func(c Chain) string { return c.Name })
+	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
+	keptChains := slices.DeleteFunc(slices.Clone(x.polChains), func(ch ruleset.Chain) bool { return goneChains[ch.Name] })
+	x.polChains = merge(keptChains, chains, func(c ruleset.Chain) string { return c.Name })
 	slices.Sort(counters)
 	keptCounters := slices.DeleteFunc(slices.Clone(x.polCounters), func(c string) bool { return goneCounters[c] })
 	x.polCounters = merge(keptCounters, counters, func(s string) string { return s })
@@ -113,18 +115,18 @@ func merge[T any](a, b []T, name func(T) string) []T {
 
 // nodeElems returns the elements of the node's addresses and of every local
 // pod's self pair, by set name.
-func (x *Compiler) nodeElems() map[string][]Elem {
-	out := make(map[string][]Elem, len(skeletonSets))
+func (x *Compiler) nodeElems() map[string][]ruleset.Elem {
+	out := make(map[string][]ruleset.Elem, len(skeletonSets))
 	for _, a := range x.node.Addrs {
 		a = a.Unmap()
 		name := familySet(a, setNodeAddrs4, setNodeAddrs6)
-		out[name] = append(out[name], Elem{Key: []Range{single(a)}})
+		out[name] = append(out[name], ruleset.Elem{Key: []ruleset.Range{single(a)}})
 	}
 	for p := range x.local {
 		if p.selfElems == nil {
 			for _, ip := range p.IPs {
 				k := single(ip.Unmap())
-				p.selfElems = append(p.selfElems, Elem{Key: []Range{k, k}})
+				p.selfElems = append(p.selfElems, ruleset.Elem{Key: []ruleset.Range{k, k}})
 			}
 		}
 		for _, e := range p.selfElems {
@@ -148,7 +150,7 @@ func familySet(a netip.Addr, v4, v6 string) string {
 // dispatch returns the elements of the pod maps: each isolated local pod
 // jumps to the chain of the policies that select it, which tries each
 // policy and ends in drop. It leaves those chains in x.selChains.
-func (x *Compiler) dispatch() map[string][]Elem {
+func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	type selection [2][]*policyState
 	by := make(map[*podRec]*selection, len(x.local))
 	for _, ps := range x.polOrder { // sorted: a selection lists its policies in order
@@ -165,8 +167,8 @@ func (x *Compiler) dispatch() map[string][]Elem {
 	}
 	maps := [2][2]string{{mapIngress4, mapIngress6}, {mapEgress4, mapEgress6}}
 	dirs := [2]direction{dirIngress, dirEgress}
-	out := make(map[string][]Elem, 4)
-	x.selChains = make(map[string]Chain, len(x.selChains))
+	out := make(map[string][]ruleset.Elem, 4)
+	x.selChains = make(map[string]ruleset.Chain, len(x.selChains))
 	var id strings.Builder
 	for p, s := range by {
 		for d, list := range s {
@@ -182,9 +184,9 @@ func (x *Compiler) dispatch() map[string][]Elem {
 			}
 			name := x.selectionChain(id.String(), dirs[d], p.Namespace, list)
 			if j := &p.jump[d]; j.chain != name || j.elems == nil {
-				j.chain, j.elems = name, make([]Elem, 0, len(p.IPs))
+				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
 				for _, ip := range p.IPs {
-					j.elems = append(j.elems, Elem{Key: []Range{single(ip.Unmap())}, Verdict: Verdict{Kind: VerdictJump, Chain: name}})
+					j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}})
 				}
 			}
 			for _, e := range p.jump[d].elems {
@@ -209,10 +211,10 @@ func (x *Compiler) selectionChain(id string, d direction, ns string, list []*pol
 		for i, ps := range list {
 			keys[i] = ps.key
 		}
-		ch = Chain{Name: selectionChainName(d, ns, keys)}
+		ch = ruleset.Chain{Name: selectionChainName(d, ns, keys)}
 		for _, ps := range list {
-			ch.Rules = append(ch.Rules, Rule{
-				Verdict: Verdict{Kind: VerdictJump, Chain: policyChainNameHash(d, ps.hash, ps.key)},
+			ch.Rules = append(ch.Rules, ruleset.Rule{
+				Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: policyChainNameHash(d, ps.hash, ps.key)},
 				Comment: ps.key,
 			})
 		}
@@ -221,15 +223,15 @@ func (x *Compiler) selectionChain(id string, d direction, ns string, list []*pol
 			if len(prefix) > maxLogPrefix {
 				prefix = prefix[:maxLogPrefix]
 			}
-			ch.Rules = append(ch.Rules, Rule{Log: &Log{Prefix: prefix, Group: l.Group, Rate: l.Rate}})
+			ch.Rules = append(ch.Rules, ruleset.Rule{Log: &ruleset.Log{Prefix: prefix, Group: l.Group, Rate: l.Rate}})
 		}
 		counter := counterDeniedIn
 		if d == dirEgress {
 			counter = counterDeniedEg
 		}
-		ch.Rules = append(ch.Rules, Rule{
+		ch.Rules = append(ch.Rules, ruleset.Rule{
 			Counter: counter,
-			Verdict: Verdict{Kind: VerdictDrop},
+			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
 			Comment: d.long() + " isolated: no policy allows",
 		})
 		if len(x.selMemo) >= maxParsed {
@@ -244,7 +246,7 @@ func (x *Compiler) selectionChain(id string, d direction, ns string, list []*pol
 // masquerade adds the nat chain: traffic from this node's pod CIDRs to
 // anything outside the cluster CIDRs leaves with the node's address. A
 // family is masqueraded only when the cluster has CIDRs of that family.
-func (x *Compiler) masquerade(sets []Set, chains []Chain) ([]Set, []Chain) {
+func (x *Compiler) masquerade(sets []ruleset.Set, chains []ruleset.Chain) ([]ruleset.Set, []ruleset.Chain) {
 	if len(x.cluster) == 0 {
 		return sets, chains
 	}
@@ -256,31 +258,31 @@ func (x *Compiler) masquerade(sets []Set, chains []Chain) ([]Set, []Chain) {
 	for _, p := range x.cluster {
 		cluster[p.Addr().Is4()] = append(cluster[p.Addr().Is4()], p.Masked())
 	}
-	ch := Chain{Name: chainMasq, Base: &Base{Type: "nat", Hook: HookPostrouting, Priority: prioritySrcNAT}}
+	ch := ruleset.Chain{Name: chainMasq, Base: &ruleset.Base{Type: "nat", Hook: ruleset.HookPostrouting, Priority: ruleset.PrioritySrcNAT}}
 	fams := []struct {
 		v4                 bool
 		podSet, clusterSet string
-		typ                Type
-		saddr, daddr       Field
+		typ                ruleset.Type
+		saddr, daddr       ruleset.Field
 	}{
-		{true, setPodCIDRs4, setCluster4, TypeIPv4, FieldIPSaddr, FieldIPDaddr},
-		{false, setPodCIDRs6, setCluster6, TypeIPv6, FieldIP6Saddr, FieldIP6Daddr},
+		{true, setPodCIDRs4, setCluster4, ruleset.TypeIPv4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr},
+		{false, setPodCIDRs6, setCluster6, ruleset.TypeIPv6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr},
 	}
 	for _, f := range fams {
 		if len(pod[f.v4]) == 0 || len(cluster[f.v4]) == 0 {
 			continue
 		}
 		sets = append(sets,
-			Set{Name: f.podSet, Key: []Type{f.typ}, Interval: true, Comment: "pod CIDRs of this node",
-				Elems: sortElems(intervalElems(unionIntervals(prefixIntervals(pod[f.v4]))))},
-			Set{Name: f.clusterSet, Key: []Type{f.typ}, Interval: true, Comment: "pod CIDRs of the cluster",
-				Elems: sortElems(intervalElems(unionIntervals(prefixIntervals(cluster[f.v4]))))})
-		ch.Rules = append(ch.Rules, Rule{
-			Matches: []Match{
-				{Kind: MatchLookup, Fields: []Field{f.saddr}, Set: f.podSet},
-				{Kind: MatchLookup, Fields: []Field{f.daddr}, Set: f.clusterSet, Negate: true},
+			ruleset.Set{Name: f.podSet, Key: []ruleset.Type{f.typ}, Interval: true, Comment: "pod CIDRs of this node",
+				Elems: ruleset.SortElems(intervalElems(unionIntervals(prefixIntervals(pod[f.v4]))))},
+			ruleset.Set{Name: f.clusterSet, Key: []ruleset.Type{f.typ}, Interval: true, Comment: "pod CIDRs of the cluster",
+				Elems: ruleset.SortElems(intervalElems(unionIntervals(prefixIntervals(cluster[f.v4]))))})
+		ch.Rules = append(ch.Rules, ruleset.Rule{
+			Matches: []ruleset.Match{
+				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.saddr}, Set: f.podSet},
+				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.daddr}, Set: f.clusterSet, Negate: true},
 			},
-			Verdict: Verdict{Kind: VerdictMasquerade},
+			Verdict: ruleset.Verdict{Kind: ruleset.VerdictMasquerade},
 			Comment: "pods to outside the cluster",
 		})
 	}

@@ -4,6 +4,8 @@ package nft
 
 import (
 	"testing"
+
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // BenchmarkFullSync: Compile + one-transaction apply of 10,000 pods on 100
@@ -27,7 +29,7 @@ func benchFullOf(b *testing.B, s Snapshot) {
 		b.Fatal(err)
 	}
 	defer a.Close()
-	var r Ruleset
+	var r ruleset.Ruleset
 	p := newPhases("compile", "apply")
 	for b.Loop() {
 		p.start()
@@ -66,7 +68,7 @@ func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
 		p.start()
 		r := x.Compile(snaps[i%2])
 		p.lap()
-		ch := Diff(*a.last, r)
+		ch := ruleset.Diff(*a.last, r)
 		p.lap()
 		if ch.Full || ch.Empty() {
 			b.Fatalf("change is not incremental: %s", ch)

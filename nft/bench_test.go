@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -74,7 +75,7 @@ func ptr[T any](v T) *T { return &v }
 // policies (100 local pods).
 func BenchmarkCompile(b *testing.B) {
 	s := bigSnapshot(10000, 1000, 100)
-	var r Ruleset
+	var r ruleset.Ruleset
 	c0 := cpuTime()
 	for b.Loop() {
 		r = Compile(s)
@@ -130,7 +131,7 @@ func benchCompiler(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
 		p.start()
 		r := x.Compile(snaps[i%2])
 		p.lap()
-		if ch := Diff(last, r); ch.Full {
+		if ch := ruleset.Diff(last, r); ch.Full {
 			b.Fatalf("change is not incremental: %s", ch)
 		}
 		p.lap()
@@ -233,7 +234,7 @@ func TestBigSnapshotIsolatesLocalPods(t *testing.T) {
 	}
 }
 
-func elemCount(r Ruleset) int {
+func elemCount(r ruleset.Ruleset) int {
 	n := 0
 	for _, s := range r.Sets {
 		n += len(s.Elems)
@@ -282,7 +283,7 @@ func BenchmarkCompileWide(b *testing.B) {
 			}
 			base.Policies[0] = base.Policies[0].DeepCopy()
 			base.Policies[0].Spec.Ingress = split
-			var r Ruleset
+			var r ruleset.Ruleset
 			var wideCPU, baseCPU time.Duration
 			var alloc uint64
 			var m0, m1 runtime.MemStats

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -24,7 +25,7 @@ const labelNamespaceName = "kubernetes.io/metadata.name"
 // and never match pod selectors: their traffic carries node addresses, which
 // only ipBlock peers can match. A pod or policy listed twice (same namespace
 // and name) counts once, as its last occurrence.
-func Compile(s Snapshot) Ruleset {
+func Compile(s Snapshot) ruleset.Ruleset {
 	return NewCompiler().Compile(s)
 }
 
@@ -37,7 +38,7 @@ type compiler struct {
 	// checked and reported, but it adds nothing to the ruleset.
 	dry      bool
 	groups   map[groupKey]groupOut
-	chains   map[string]*Chain
+	chains   map[string]*ruleset.Chain
 	problems []string
 	selected [2][]*podRec
 	// elems counts the elements of the groups the rules use; over is set
@@ -59,7 +60,7 @@ func (c *compiler) problem(format string, args ...any) {
 // at least their number: it is charged against the policy's cap first,
 // and a policy over the cap computes no more groups (it is dropped whole
 // when its rules are done).
-func (c *compiler) group(set, def string, bound int, elems func() []Elem) uint32 {
+func (c *compiler) group(set, def string, bound int, elems func() []ruleset.Elem) uint32 {
 	k := groupKey{set, def}
 	if _, used := c.groups[k]; !used {
 		es, ok := c.x.groupMemo[k]
@@ -78,7 +79,7 @@ func (c *compiler) group(set, def string, bound int, elems func() []Elem) uint32
 	return c.x.defID(def)
 }
 
-func (c *compiler) addChain(ch Chain) {
+func (c *compiler) addChain(ch ruleset.Chain) {
 	if !c.dry {
 		c.chains[ch.Name] = &ch
 	}
@@ -177,7 +178,7 @@ func (c *compiler) compilePolicy(p *networkingv1.NetworkPolicy) {
 		if !d.on {
 			continue
 		}
-		chain := Chain{Name: policyChainNameHash(d.dir, c.ps.hash, key)}
+		chain := ruleset.Chain{Name: policyChainNameHash(d.dir, c.ps.hash, key)}
 		if valid && !tooBig {
 			chain.Rules = c.policyRules(p, d.dir, selected, skey)
 		}
@@ -194,8 +195,8 @@ func (c *compiler) compilePolicy(p *networkingv1.NetworkPolicy) {
 	}
 }
 
-func (c *compiler) policyRules(p *networkingv1.NetworkPolicy, d direction, selected []*podRec, skey string) []Rule {
-	var rules []Rule
+func (c *compiler) policyRules(p *networkingv1.NetworkPolicy, d direction, selected []*podRec, skey string) []ruleset.Rule {
+	var rules []ruleset.Rule
 	if d == dirIngress {
 		for i, r := range p.Spec.Ingress {
 			rules = append(rules, c.compileRule(ruleInput{

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -45,26 +46,26 @@ func loadScenario(t testing.TB, path string) scenario {
 	return s
 }
 
-func (tc traceCase) packet(t *testing.T) Packet {
+func (tc traceCase) packet(t *testing.T) ruleset.Packet {
 	t.Helper()
-	p := Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
+	p := ruleset.Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
 	switch tc.Proto {
 	case "", "tcp":
-		p.Proto = ProtoTCP
+		p.Proto = ruleset.ProtoTCP
 	case "udp":
-		p.Proto = ProtoUDP
+		p.Proto = ruleset.ProtoUDP
 	case "sctp":
-		p.Proto = ProtoSCTP
+		p.Proto = ruleset.ProtoSCTP
 	default:
 		t.Fatalf("unknown proto %q", tc.Proto)
 	}
 	switch tc.State {
 	case "", "new":
-		p.CtState = CtNew
+		p.CtState = ruleset.CtNew
 	case "established":
-		p.CtState = CtEstablished
+		p.CtState = ruleset.CtEstablished
 	case "invalid":
-		p.CtState = CtInvalid
+		p.CtState = ruleset.CtInvalid
 	default:
 		t.Fatalf("unknown state %q", tc.State)
 	}
@@ -73,7 +74,7 @@ func (tc traceCase) packet(t *testing.T) Packet {
 
 // golden is what a scenario's .nft file holds: the rendered ruleset, then
 // the problems as nft comments.
-func golden(r Ruleset) string {
+func golden(r ruleset.Ruleset) string {
 	var b strings.Builder
 	b.WriteString(r.String())
 	for _, p := range r.Problems {
@@ -114,8 +115,8 @@ func TestTraceVerdicts(t *testing.T) {
 		}
 		for _, tc := range s.Traces {
 			t.Run(name+"/"+tc.Name, func(t *testing.T) {
-				v, reasons := Trace(r, tc.packet(t))
-				got := map[VerdictKind]string{VerdictAccept: "accept", VerdictDrop: "drop"}[v]
+				v, reasons := ruleset.Trace(r, tc.packet(t))
+				got := map[ruleset.VerdictKind]string{ruleset.VerdictAccept: "accept", ruleset.VerdictDrop: "drop"}[v]
 				if got != tc.Want {
 					t.Errorf("%s -> %s %s/%d: got %s, want %s\n%s", tc.Src, tc.Dst, tc.Proto, tc.Port, got, tc.Want, strings.Join(reasons, "\n"))
 				}
@@ -155,7 +156,7 @@ func TestStringWithCounters(t *testing.T) {
 	if len(r.Counters) < 3 {
 		t.Fatalf("counters: %v", r.Counters)
 	}
-	text := r.StringWithCounters(map[string]CounterValue{r.Counters[0]: {Packets: 7, Bytes: 420}})
+	text := r.StringWithCounters(map[string]ruleset.CounterValue{r.Counters[0]: {Packets: 7, Bytes: 420}})
 	if !strings.Contains(text, "counter "+r.Counters[0]+" {\n\t\tpackets 7 bytes 420\n\t}") {
 		t.Errorf("counter %s does not show its values:\n%s", r.Counters[0], text)
 	}

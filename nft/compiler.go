@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -61,15 +62,15 @@ type Compiler struct {
 	polOrder  []*policyState // sorted by key
 	fam       [2]bool
 	dirty     map[*policyState]struct{}
-	selChains map[string]Chain // selection chains of the last call, by name
-	selMemo   map[string]Chain // selection chains by identity
+	selChains map[string]ruleset.Chain // selection chains of the last call, by name
+	selMemo   map[string]ruleset.Chain // selection chains by identity
 	// Every policy's chains, counters and problems, sorted; polStale when
 	// a policy changed since.
-	polChains   []Chain
+	polChains   []ruleset.Chain
 	polCounters []string
 	polProblems []string
 	polStale    bool
-	last        Ruleset                   // the last result
+	last        ruleset.Ruleset           // the last result
 	replaced    []policyOut               // outputs replaced since
 	changed     map[*policyState]struct{} // policies compiled since
 
@@ -80,8 +81,8 @@ type Compiler struct {
 	idTouched []string // definitions whose id may have lost its last user
 	groups    map[groupKey]*groupRec
 	setStale  map[string]bool
-	shared    map[string][]Elem
-	groupMemo map[groupKey][]Elem // elements computed in this Compile call
+	shared    map[string][]ruleset.Elem
+	groupMemo map[groupKey][]ruleset.Elem // elements computed in this Compile call
 }
 
 // policyState is one policy and its compiled objects.
@@ -100,9 +101,9 @@ type policyState struct {
 // policyOut is what one policy adds to the ruleset: nothing but problems
 // when it selects no local pod.
 type policyOut struct {
-	groups   []groupOut // groups of the shared sets its rules look up
-	chains   []Chain    // sorted by name
-	counters []string   // sorted
+	groups   []groupOut      // groups of the shared sets its rules look up
+	chains   []ruleset.Chain // sorted by name
+	counters []string        // sorted
 	problems []string
 	// selected lists the local pods the policy isolates, per direction
 	// (0 ingress, 1 egress).
@@ -136,20 +137,20 @@ func (x *Compiler) reset(node string) {
 		portUsers:   map[*policyState]struct{}{},
 		policies:    map[podID]*policyState{},
 		dirty:       map[*policyState]struct{}{},
-		selChains:   map[string]Chain{},
-		selMemo:     map[string]Chain{},
+		selChains:   map[string]ruleset.Chain{},
+		selMemo:     map[string]ruleset.Chain{},
 		changed:     map[*policyState]struct{}{},
 		ids:         map[string]uint32{},
 		idOwner:     map[uint32]string{},
 		groups:      map[groupKey]*groupRec{},
 		setStale:    map[string]bool{},
-		shared:      map[string][]Elem{},
-		groupMemo:   map[groupKey][]Elem{},
+		shared:      map[string][]ruleset.Elem{},
+		groupMemo:   map[groupKey][]ruleset.Elem{},
 	}
 }
 
 // Compile returns the ruleset of s, equal to Compile(s).
-func (x *Compiler) Compile(s Snapshot) Ruleset {
+func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	first := !x.started
 	if first || s.Node.Name != x.node.Name {
 		x.reset(s.Node.Name) // every pod's locality changes
@@ -208,7 +209,7 @@ func (x *Compiler) Compile(s Snapshot) Ruleset {
 // compile compiles one policy again.
 func (x *Compiler) compile(ps *policyState) {
 	x.unregister(ps)
-	c := &compiler{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*Chain{}}
+	c := &compiler{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*ruleset.Chain{}}
 	c.compilePolicy(ps.pol)
 	x.replaced = append(x.replaced, ps.out)
 	x.changed[ps] = struct{}{}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // TestCompilerMatchesCompile runs random sequences of snapshot changes
@@ -25,7 +26,7 @@ func TestCompilerMatchesCompile(t *testing.T) {
 			g := &gen{r: rand.New(rand.NewSource(seed))}
 			s := g.snapshot()
 			x := NewCompiler()
-			var prev Ruleset
+			var prev ruleset.Ruleset
 			for step := 0; step < 200; step++ {
 				what := "initial"
 				if step > 0 {
@@ -42,7 +43,7 @@ func TestCompilerMatchesCompile(t *testing.T) {
 				if a, b := cacheKeys(x), cacheKeys(fresh); !reflect.DeepEqual(a, b) {
 					t.Fatalf("step %d (%s): cached selectors differ from a fresh Compiler's (leak?):\n%v\n%v", step, what, a, b)
 				}
-				if ch := Diff(prev, got); !ch.Full && patch(prev, ch).String() != got.String() {
+				if ch := ruleset.Diff(prev, got); !ch.Full && patch(prev, ch).String() != got.String() {
 					t.Fatalf("step %d (%s): Diff does not turn the previous ruleset into this one", step, what)
 				}
 				prev = got
@@ -99,14 +100,14 @@ func TestDiffIgnoresOrder(t *testing.T) {
 		old := Compile(s)
 		s, _ = g.mutate(s)
 		new := Compile(s)
-		want := Diff(old, new)
-		shuffled := func(r Ruleset) Ruleset {
+		want := ruleset.Diff(old, new)
+		shuffled := func(r ruleset.Ruleset) ruleset.Ruleset {
 			r.Sets, r.Chains = slices.Clone(r.Sets), slices.Clone(r.Chains)
 			g.r.Shuffle(len(r.Sets), func(i, j int) { r.Sets[i], r.Sets[j] = r.Sets[j], r.Sets[i] })
 			g.r.Shuffle(len(r.Chains), func(i, j int) { r.Chains[i], r.Chains[j] = r.Chains[j], r.Chains[i] })
 			return r
 		}
-		if got := Diff(shuffled(old), shuffled(new)); !reflect.DeepEqual(got, want) {
+		if got := ruleset.Diff(shuffled(old), shuffled(new)); !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d: diff of shuffled rulesets differs:\n%s\n%s", step, got, want)
 		}
 	}

@@ -11,15 +11,16 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // patch applies changes to a ruleset the way the kernel would.
-func patch(r Ruleset, ch Changes) Ruleset {
-	sets := map[string]Set{}
+func patch(r ruleset.Ruleset, ch ruleset.Changes) ruleset.Ruleset {
+	sets := map[string]ruleset.Set{}
 	for _, s := range r.Sets {
 		sets[s.Name] = s
 	}
-	chains := map[string]Chain{}
+	chains := map[string]ruleset.Chain{}
 	for _, c := range r.Chains {
 		chains[c.Name] = c
 	}
@@ -30,11 +31,11 @@ func patch(r Ruleset, ch Changes) Ruleset {
 		s := sets[e.Set]
 		gone := map[string]bool{}
 		for _, x := range e.Elems {
-			gone[x.id()] = true
+			gone[x.ID()] = true
 		}
-		var keep []Elem
+		var keep []ruleset.Elem
 		for _, x := range s.Elems {
-			if !gone[x.id()] {
+			if !gone[x.ID()] {
 				keep = append(keep, x)
 			}
 		}
@@ -43,10 +44,10 @@ func patch(r Ruleset, ch Changes) Ruleset {
 	}
 	for _, e := range ch.AddElems {
 		s := sets[e.Set]
-		s.Elems = sortElems(append(append([]Elem(nil), s.Elems...), e.Elems...))
+		s.Elems = ruleset.SortElems(append(append([]ruleset.Elem(nil), s.Elems...), e.Elems...))
 		sets[e.Set] = s
 	}
-	for _, c := range append(append([]Chain(nil), ch.AddChains...), ch.ReplaceChains...) {
+	for _, c := range append(append([]ruleset.Chain(nil), ch.AddChains...), ch.ReplaceChains...) {
 		chains[c.Name] = c
 	}
 	for _, n := range ch.DelChains {
@@ -65,7 +66,7 @@ func patch(r Ruleset, ch Changes) Ruleset {
 	for _, c := range ch.DelCounters {
 		delete(counters, c)
 	}
-	var out Ruleset
+	var out ruleset.Ruleset
 	for c := range counters {
 		out.Counters = append(out.Counters, c)
 	}
@@ -85,13 +86,13 @@ func patch(r Ruleset, ch Changes) Ruleset {
 // changes, applied to the old ruleset, give the new one.
 func TestDiffTurnsOldIntoNew(t *testing.T) {
 	files, _ := filepath.Glob("testdata/compile/*.yaml")
-	var rs []Ruleset
+	var rs []ruleset.Ruleset
 	for _, f := range files {
 		rs = append(rs, Compile(loadScenario(t, f).Snapshot))
 	}
 	for i, old := range rs {
 		for j, new := range rs {
-			ch := Diff(old, new)
+			ch := ruleset.Diff(old, new)
 			if ch.Full {
 				t.Errorf("%s -> %s: unexpected full apply: %s", files[i], files[j], ch.Reason)
 				continue
@@ -113,7 +114,7 @@ func TestDiffScope(t *testing.T) {
 	cases := []struct {
 		name   string
 		change func(Snapshot) Snapshot
-		check  func(t *testing.T, ch Changes)
+		check  func(t *testing.T, ch ruleset.Changes)
 	}{
 		{
 			name: "remote pod appearing changes elements only",
@@ -158,7 +159,7 @@ func TestDiffScope(t *testing.T) {
 				s.Pods[0].Labels = map[string]string{"app": "web", "role": "db"}
 				return s
 			},
-			check: func(t *testing.T, ch Changes) {
+			check: func(t *testing.T, ch ruleset.Changes) {
 				if len(ch.AddSets)+len(ch.DelSets)+len(ch.ReplaceChains) != 0 || len(ch.AddElems) == 0 {
 					t.Errorf("want elements and selection chains only, got %s", ch)
 				}
@@ -187,7 +188,7 @@ func TestDiffScope(t *testing.T) {
 				}
 				return s
 			},
-			check: func(t *testing.T, ch Changes) {
+			check: func(t *testing.T, ch ruleset.Changes) {
 				if len(ch.ReplaceChains) != 1 || ch.ReplaceChains[0].Name != webChain {
 					t.Errorf("want only %s rewritten, got %s", webChain, ch)
 				}
@@ -204,7 +205,7 @@ func TestDiffScope(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			new := Compile(tc.change(base))
-			ch := Diff(old, new)
+			ch := ruleset.Diff(old, new)
 			if ch.Empty() {
 				t.Fatal("no change detected")
 			}
@@ -213,7 +214,7 @@ func TestDiffScope(t *testing.T) {
 	}
 }
 
-func elementsOnly(t *testing.T, ch Changes) {
+func elementsOnly(t *testing.T, ch ruleset.Changes) {
 	t.Helper()
 	if len(ch.AddSets)+len(ch.DelSets)+len(ch.AddChains)+len(ch.ReplaceChains)+len(ch.DelChains)+len(ch.AddCounters)+len(ch.DelCounters) != 0 || ch.Full {
 		t.Errorf("want element changes only, got %s", ch)

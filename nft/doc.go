@@ -16,10 +16,12 @@
 // See names.go for the chain and set layout.
 package nft
 
+import "github.com/weir-cni/weir/ruleset"
+
 // Applier is what the agent needs from a dataplane backend: make the kernel
 // hold a ruleset, atomically.
 type Applier interface {
-	Apply(Ruleset) error
+	Apply(ruleset.Ruleset) error
 	Close() error
 }
 

@@ -1,11 +1,12 @@
 package nft
 
 import (
-	"encoding/binary"
 	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // This file keeps the shared sets (peers4/6, blocks4/6, named4/6): each
@@ -18,7 +19,7 @@ import (
 // definition def in shared set set, without the id prefix.
 type groupOut struct {
 	set, def string
-	elems    []Elem
+	elems    []ruleset.Elem
 }
 
 // groupKey identifies a group.
@@ -27,7 +28,7 @@ type groupKey struct{ set, def string }
 // groupRec is a group in use.
 type groupRec struct {
 	id    uint32
-	elems []Elem // prefixed by the id, sorted
+	elems []ruleset.Elem // prefixed by the id, sorted
 	refs  int
 }
 
@@ -103,7 +104,7 @@ func (x *Compiler) releaseIDs() {
 // sharedElems returns the elements of shared set name, rebuilt when one of
 // its groups changed: groups in id order, each sorted, which is the order
 // of key bytes since the id comes first.
-func (x *Compiler) sharedElems(name string) []Elem {
+func (x *Compiler) sharedElems(name string) []ruleset.Elem {
 	if !x.setStale[name] {
 		return x.shared[name]
 	}
@@ -124,9 +125,9 @@ func (x *Compiler) sharedElems(name string) []Elem {
 		}
 		return 0
 	})
-	var out []Elem // nil when empty, as in a fresh Compiler
+	var out []ruleset.Elem // nil when empty, as in a fresh Compiler
 	if n > 0 {
-		out = make([]Elem, 0, n)
+		out = make([]ruleset.Elem, 0, n)
 	}
 	for _, rec := range recs {
 		out = append(out, rec.elems...)
@@ -136,26 +137,21 @@ func (x *Compiler) sharedElems(name string) []Elem {
 	return out
 }
 
-// idBytes is id as the big-endian bytes of a TypeID field.
-func idBytes(id uint32) string {
-	return string(binary.BigEndian.AppendUint32(nil, id))
-}
-
 // prefixElems returns elems (sorted) with id as a first field.
-func prefixElems(id uint32, elems []Elem) []Elem {
-	idr := idBytes(id)
-	out := make([]Elem, len(elems))
-	keys := make([]Range, 0, len(elems)*(1+elemWidth(elems)))
+func prefixElems(id uint32, elems []ruleset.Elem) []ruleset.Elem {
+	idr := ruleset.IDBytes(id)
+	out := make([]ruleset.Elem, len(elems))
+	keys := make([]ruleset.Range, 0, len(elems)*(1+elemWidth(elems)))
 	for i, e := range elems {
 		start := len(keys)
-		keys = append(keys, Range{From: idr, To: idr})
+		keys = append(keys, ruleset.Range{From: idr, To: idr})
 		keys = append(keys, e.Key...)
-		out[i] = Elem{Key: keys[start:len(keys):len(keys)]}
+		out[i] = ruleset.Elem{Key: keys[start:len(keys):len(keys)]}
 	}
 	return out
 }
 
-func elemWidth(elems []Elem) int {
+func elemWidth(elems []ruleset.Elem) int {
 	if len(elems) == 0 {
 		return 0
 	}
@@ -164,7 +160,7 @@ func elemWidth(elems []Elem) int {
 
 // sameElemsPrefixed tells whether prefixed holds exactly elems after its
 // id field.
-func sameElemsPrefixed(prefixed, elems []Elem) bool {
+func sameElemsPrefixed(prefixed, elems []ruleset.Elem) bool {
 	if len(prefixed) != len(elems) {
 		return false
 	}

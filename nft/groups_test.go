@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -35,7 +36,7 @@ func groupSnapshot(policies ...*networkingv1.NetworkPolicy) Snapshot {
 }
 
 // lookupIDs returns the ids of every lookup of set in r's rules.
-func lookupIDs(r Ruleset, set string) []uint32 {
+func lookupIDs(r ruleset.Ruleset, set string) []uint32 {
 	var out []uint32
 	for _, c := range r.Chains {
 		for _, rule := range c.Rules {

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/examples"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // probeTimeout bounds a denied probe: a dropped SYN or datagram just times out.
@@ -129,41 +130,41 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		from, to string
 		proto    string
 		port     int
-		want     VerdictKind
+		want     ruleset.VerdictKind
 		v6       bool
 	}{
-		{"client", "web", "tcp", 80, VerdictAccept, true},             // IPv6, production namespace
-		{"x", "web", "tcp", 80, VerdictDrop, true},                    // IPv6, other namespace
-		{"web", "x", "udp", 53, VerdictAccept, true},                  // IPv6, unisolated
-		{"client", "web", "tcp", 80, VerdictAccept, false},            // production namespace
-		{"x", "web", "tcp", 80, VerdictDrop, false},                   // other namespace
-		{"frontend", "web", "tcp", 80, VerdictDrop, false},            // same namespace, not production
-		{"frontend", "db", "tcp", 6379, VerdictAccept, false},         // podSelector role=frontend
-		{"frontend", "db", "tcp", 6380, VerdictDrop, false},           // wrong port
-		{"allowed-host", "db", "tcp", 6379, VerdictAccept, false},     // ipBlock
-		{"excepted-host", "db", "tcp", 6379, VerdictDrop, false},      // except
-		{"db", "web", "tcp", 5978, VerdictDrop, false},                // db egress ok, web ingress denies
-		{"db", "frontend", "tcp", 5978, VerdictDrop, false},           // egress outside 10.0.0.0/24
-		{"db", "x", "tcp", 80, VerdictDrop, false},                    // egress isolated
-		{"x", "dns", "udp", 53, VerdictAccept, false},                 // UDP port
-		{"x", "dns", "udp", 54, VerdictDrop, false},                   // other UDP port
-		{"x", "dns", "tcp", 53, VerdictDrop, false},                   // TCP not allowed
-		{"web", "frontend", "udp", 9999, VerdictAccept, false},        // unisolated destination
-		{"allowed-host", "frontend", "tcp", 80, VerdictAccept, false}, // from outside to unisolated pod
+		{"client", "web", "tcp", 80, ruleset.VerdictAccept, true},             // IPv6, production namespace
+		{"x", "web", "tcp", 80, ruleset.VerdictDrop, true},                    // IPv6, other namespace
+		{"web", "x", "udp", 53, ruleset.VerdictAccept, true},                  // IPv6, unisolated
+		{"client", "web", "tcp", 80, ruleset.VerdictAccept, false},            // production namespace
+		{"x", "web", "tcp", 80, ruleset.VerdictDrop, false},                   // other namespace
+		{"frontend", "web", "tcp", 80, ruleset.VerdictDrop, false},            // same namespace, not production
+		{"frontend", "db", "tcp", 6379, ruleset.VerdictAccept, false},         // podSelector role=frontend
+		{"frontend", "db", "tcp", 6380, ruleset.VerdictDrop, false},           // wrong port
+		{"allowed-host", "db", "tcp", 6379, ruleset.VerdictAccept, false},     // ipBlock
+		{"excepted-host", "db", "tcp", 6379, ruleset.VerdictDrop, false},      // except
+		{"db", "web", "tcp", 5978, ruleset.VerdictDrop, false},                // db egress ok, web ingress denies
+		{"db", "frontend", "tcp", 5978, ruleset.VerdictDrop, false},           // egress outside 10.0.0.0/24
+		{"db", "x", "tcp", 80, ruleset.VerdictDrop, false},                    // egress isolated
+		{"x", "dns", "udp", 53, ruleset.VerdictAccept, false},                 // UDP port
+		{"x", "dns", "udp", 54, ruleset.VerdictDrop, false},                   // other UDP port
+		{"x", "dns", "tcp", 53, ruleset.VerdictDrop, false},                   // TCP not allowed
+		{"web", "frontend", "udp", 9999, ruleset.VerdictAccept, false},        // unisolated destination
+		{"allowed-host", "frontend", "tcp", 80, ruleset.VerdictAccept, false}, // from outside to unisolated pod
 		// One rule, six port ranges (the ports set) × four selector peers
 		// (one union group).
-		{"client", "wide", "tcp", 8085, VerdictAccept, false}, // namespace peer, port range
-		{"client", "wide", "tcp", 8085, VerdictAccept, true},
-		{"web", "wide", "tcp", 443, VerdictAccept, false}, // namespace AND pod peer
-		{"web", "wide", "tcp", 443, VerdictAccept, true},
-		{"client", "wide", "udp", 5353, VerdictAccept, false}, // UDP port of the set
-		{"client", "wide", "udp", 5353, VerdictAccept, true},
-		{"client", "wide", "tcp", 81, VerdictDrop, false}, // peer, wrong port
-		{"client", "wide", "tcp", 8091, VerdictDrop, true},
-		{"client", "wide", "udp", 80, VerdictDrop, false}, // TCP port, UDP packet
-		{"x", "wide", "tcp", 80, VerdictDrop, false},      // wrong peer, allowed port
-		{"x", "wide", "tcp", 8080, VerdictDrop, true},
-		{"frontend", "wide", "tcp", 80, VerdictDrop, false}, // default namespace, not app=web
+		{"client", "wide", "tcp", 8085, ruleset.VerdictAccept, false}, // namespace peer, port range
+		{"client", "wide", "tcp", 8085, ruleset.VerdictAccept, true},
+		{"web", "wide", "tcp", 443, ruleset.VerdictAccept, false}, // namespace AND pod peer
+		{"web", "wide", "tcp", 443, ruleset.VerdictAccept, true},
+		{"client", "wide", "udp", 5353, ruleset.VerdictAccept, false}, // UDP port of the set
+		{"client", "wide", "udp", 5353, ruleset.VerdictAccept, true},
+		{"client", "wide", "tcp", 81, ruleset.VerdictDrop, false}, // peer, wrong port
+		{"client", "wide", "tcp", 8091, ruleset.VerdictDrop, true},
+		{"client", "wide", "udp", 80, ruleset.VerdictDrop, false}, // TCP port, UDP packet
+		{"x", "wide", "tcp", 80, ruleset.VerdictDrop, false},      // wrong peer, allowed port
+		{"x", "wide", "tcp", 8080, ruleset.VerdictDrop, true},
+		{"frontend", "wide", "tcp", 80, ruleset.VerdictDrop, false}, // default namespace, not app=web
 	}
 	counted := map[string]bool{} // the counters of the rules that decided
 	for _, tc := range cases {
@@ -174,11 +175,11 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			if tc.v6 {
 				fam = 1
 			}
-			pkt := Packet{Src: src.pod.IPs[fam], Dst: dst.pod.IPs[fam], Proto: ProtoTCP, DPort: uint16(tc.port)}
+			pkt := ruleset.Packet{Src: src.pod.IPs[fam], Dst: dst.pod.IPs[fam], Proto: ruleset.ProtoTCP, DPort: uint16(tc.port)}
 			if tc.proto == "udp" {
-				pkt.Proto = ProtoUDP
+				pkt.Proto = ruleset.ProtoUDP
 			}
-			traced, reasons := Trace(r, pkt)
+			traced, reasons := ruleset.Trace(r, pkt)
 			for _, line := range reasons {
 				if m := counterRef.FindStringSubmatch(line); m != nil {
 					counted[m[1]] = true
@@ -253,7 +254,7 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 		t.Fatal(err)
 	}
 	to := web.pod.IPs[0]
-	if got := probe(t, client, web, to, "tcp", 80); got != VerdictAccept {
+	if got := probe(t, client, web, to, "tcp", 80); got != ruleset.VerdictAccept {
 		t.Fatalf("probe to port 80 before the edit: %v", got)
 	}
 	counter := policyCounterName(dirIngress, hash8("default/web"), "default/web", 0)
@@ -275,7 +276,7 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 	if got, was := after[counter].Packets, before[counter].Packets; got < was {
 		t.Errorf("counter %s restarted across the edit: %d packets, %d before", counter, got, was)
 	}
-	if got := probe(t, client, web, to, "tcp", 81); got != VerdictAccept { // the edit reached the kernel
+	if got := probe(t, client, web, to, "tcp", 81); got != ruleset.VerdictAccept { // the edit reached the kernel
 		t.Errorf("probe to port 81 after the edit: %v", got)
 	}
 	// A full replacement (the agent's first sync, a rejected transaction's
@@ -322,7 +323,7 @@ func wire(t *testing.T, node string, p *kpod, i int) {
 
 // probe opens a TCP connection (or sends a UDP datagram and waits for the
 // echo) from src to dst and reports whether it got through.
-func probe(t *testing.T, src, dst *kpod, to netip.Addr, proto string, port int) VerdictKind {
+func probe(t *testing.T, src, dst *kpod, to netip.Addr, proto string, port int) ruleset.VerdictKind {
 	t.Helper()
 	dstNS, err := ns.GetNS(dst.path)
 	if err != nil {
@@ -375,7 +376,7 @@ func probe(t *testing.T, src, dst *kpod, to netip.Addr, proto string, port int) 
 		t.Fatalf("listen %s %s: %v", proto, addr, err)
 	}
 	defer closeServer()
-	verdict := VerdictDrop
+	verdict := ruleset.VerdictDrop
 	_ = srcNS.Do(func(ns.NetNS) error {
 		c, err := net.DialTimeout(proto, addr, probeTimeout)
 		if err != nil {
@@ -383,7 +384,7 @@ func probe(t *testing.T, src, dst *kpod, to netip.Addr, proto string, port int) 
 		}
 		defer c.Close()
 		if proto == "tcp" {
-			verdict = VerdictAccept
+			verdict = ruleset.VerdictAccept
 			return nil
 		}
 		_ = c.SetDeadline(time.Now().Add(probeTimeout))
@@ -392,7 +393,7 @@ func probe(t *testing.T, src, dst *kpod, to netip.Addr, proto string, port int) 
 		}
 		buf := make([]byte, 8)
 		if _, err := c.Read(buf); err == nil {
-			verdict = VerdictAccept
+			verdict = ruleset.VerdictAccept
 		}
 		return nil
 	})

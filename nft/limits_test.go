@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -27,7 +28,7 @@ func withAllowAll(s Snapshot) Snapshot {
 // applied at all, failing closed: srv stays isolated, the wide policy's
 // chain is empty and its groups are gone, and only the other policy's
 // port is open.
-func checkDropped(t *testing.T, r Ruleset, problem string) {
+func checkDropped(t *testing.T, r ruleset.Ruleset, problem string) {
 	t.Helper()
 	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], problem) || !strings.Contains(r.Problems[0], "not applied") {
 		t.Fatalf("problems %q, want one about %q", r.Problems, problem)
@@ -42,8 +43,8 @@ func checkDropped(t *testing.T, r Ruleset, problem string) {
 		}
 	}
 	srv, peer := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.1.0.0") // pod peer0
-	for port, want := range map[uint16]VerdictKind{1001: VerdictAccept, 1003: VerdictDrop} {
-		if got, why := Trace(r, Packet{Src: peer, Dst: srv, Proto: ProtoTCP, DPort: port}); got != want {
+	for port, want := range map[uint16]ruleset.VerdictKind{1001: ruleset.VerdictAccept, 1003: ruleset.VerdictDrop} {
+		if got, why := ruleset.Trace(r, ruleset.Packet{Src: peer, Dst: srv, Proto: ruleset.ProtoTCP, DPort: port}); got != want {
 			t.Errorf("peer0 to srv port %d: %v, want %v\n%s", port, got, want, strings.Join(why, "\n"))
 		}
 	}
@@ -87,7 +88,7 @@ func TestPolicyOverElementCapIsNotApplied(t *testing.T) {
 	if want := Compile(small); r.String() != want.String() {
 		t.Errorf("incremental Compile differs from Compile")
 	}
-	if got, _ := Trace(r, Packet{Src: netip.MustParseAddr("10.1.0.1"), Dst: netip.MustParseAddr("10.0.0.1"), Proto: ProtoTCP, DPort: 1003}); got != VerdictAccept {
+	if got, _ := ruleset.Trace(r, ruleset.Packet{Src: netip.MustParseAddr("10.1.0.1"), Dst: netip.MustParseAddr("10.0.0.1"), Proto: ruleset.ProtoTCP, DPort: 1003}); got != ruleset.VerdictAccept {
 		t.Errorf("peer1 to srv port 1003 under the cap: %v, want accept", got)
 	}
 	r = x.Compile(s)

@@ -5,6 +5,8 @@ import (
 	"encoding/base32"
 	"strconv"
 	"strings"
+
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Every nftables name weir uses. The table is private to weir: nothing else
@@ -64,9 +66,6 @@ import (
 // policy that gains or loses its last local pod), and a policy change
 // rewrites only its own chains and its definitions' elements.
 const (
-	// TableName is weir's table, family inet.
-	TableName = "weir"
-
 	chainEgress  = "forward-egress"  // base chain: source pod's egress
 	chainIngress = "forward-ingress" // base chain: destination pod's ingress
 	chainMasq    = "postrouting-masq"
@@ -113,10 +112,6 @@ const (
 	prefixPolicy    = "pol-" // pol-in-HASH-ns/name
 	prefixSelection = "sel-" // sel-in-HASH-ns
 
-	priorityRaw    = -300
-	priorityFilter = 0
-	prioritySrcNAT = 100
-
 	// maxReadable bounds the readable namespace/name part of a name so that
 	// every name stays under the kernel's 256-byte limit.
 	maxReadable = 160
@@ -124,70 +119,70 @@ const (
 
 // skeleton is the fixed part of the ruleset: base chains and their rules
 // before the per-pod dispatch. It is data; Compile appends the dispatch.
-var skeleton = []Chain{
+var skeleton = []ruleset.Chain{
 	{
 		Name: chainEgress,
-		Base: &Base{Type: "filter", Hook: HookForward, Priority: priorityFilter},
-		Rules: []Rule{
-			ctRule(CtEstablished|CtRelated, VerdictAccept),
-			ctRule(CtInvalid, VerdictDrop),
-			lookupRule(VerdictAccept, "local pod to its node", setNodeAddrs4, FieldIPDaddr),
-			lookupRule(VerdictAccept, "local pod to its node", setNodeAddrs6, FieldIP6Daddr),
-			lookupRule(VerdictAccept, "pod to itself", setSelf4, FieldIPSaddr, FieldIPDaddr),
-			lookupRule(VerdictAccept, "pod to itself", setSelf6, FieldIP6Saddr, FieldIP6Daddr),
-			vmapRule(mapEgress4, FieldIPSaddr),
-			vmapRule(mapEgress6, FieldIP6Saddr),
+		Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: ruleset.PriorityFilter},
+		Rules: []ruleset.Rule{
+			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
+			ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
+			lookupRule(ruleset.VerdictAccept, "local pod to its node", setNodeAddrs4, ruleset.FieldIPDaddr),
+			lookupRule(ruleset.VerdictAccept, "local pod to its node", setNodeAddrs6, ruleset.FieldIP6Daddr),
+			lookupRule(ruleset.VerdictAccept, "pod to itself", setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
+			lookupRule(ruleset.VerdictAccept, "pod to itself", setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
+			vmapRule(mapEgress4, ruleset.FieldIPSaddr),
+			vmapRule(mapEgress6, ruleset.FieldIP6Saddr),
 		},
 	},
 	{
 		Name: chainIngress,
-		Base: &Base{Type: "filter", Hook: HookForward, Priority: priorityFilter + 1},
-		Rules: []Rule{
-			ctRule(CtEstablished|CtRelated, VerdictAccept),
-			ctRule(CtInvalid, VerdictDrop),
-			lookupRule(VerdictAccept, "node to its local pod", setNodeAddrs4, FieldIPSaddr),
-			lookupRule(VerdictAccept, "node to its local pod", setNodeAddrs6, FieldIP6Saddr),
-			lookupRule(VerdictAccept, "pod to itself", setSelf4, FieldIPSaddr, FieldIPDaddr),
-			lookupRule(VerdictAccept, "pod to itself", setSelf6, FieldIP6Saddr, FieldIP6Daddr),
-			vmapRule(mapIngress4, FieldIPDaddr),
-			vmapRule(mapIngress6, FieldIP6Daddr),
+		Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: ruleset.PriorityFilter + 1},
+		Rules: []ruleset.Rule{
+			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
+			ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
+			lookupRule(ruleset.VerdictAccept, "node to its local pod", setNodeAddrs4, ruleset.FieldIPSaddr),
+			lookupRule(ruleset.VerdictAccept, "node to its local pod", setNodeAddrs6, ruleset.FieldIP6Saddr),
+			lookupRule(ruleset.VerdictAccept, "pod to itself", setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
+			lookupRule(ruleset.VerdictAccept, "pod to itself", setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
+			vmapRule(mapIngress4, ruleset.FieldIPDaddr),
+			vmapRule(mapIngress6, ruleset.FieldIP6Daddr),
 		},
 	},
 }
 
 // skeletonSets are the fixed sets and maps; Compile fills their elements.
-var skeletonSets = []Set{
-	{Name: setNodeAddrs4, Key: []Type{TypeIPv4}, Comment: "addresses of this node"},
-	{Name: setNodeAddrs6, Key: []Type{TypeIPv6}, Comment: "addresses of this node"},
-	{Name: setSelf4, Key: []Type{TypeIPv4, TypeIPv4}, Comment: "local pod to itself"},
-	{Name: setSelf6, Key: []Type{TypeIPv6, TypeIPv6}, Comment: "local pod to itself"},
-	{Name: mapEgress4, Key: []Type{TypeIPv4}, Map: true, Comment: "egress-isolated local pods"},
-	{Name: mapEgress6, Key: []Type{TypeIPv6}, Map: true, Comment: "egress-isolated local pods"},
-	{Name: mapIngress4, Key: []Type{TypeIPv4}, Map: true, Comment: "ingress-isolated local pods"},
-	{Name: mapIngress6, Key: []Type{TypeIPv6}, Map: true, Comment: "ingress-isolated local pods"},
-	{Name: setPeers4, Key: []Type{TypeID, TypeIPv4}, Comment: "selector peers by rule id"},
-	{Name: setPeers6, Key: []Type{TypeID, TypeIPv6}, Comment: "selector peers by rule id"},
-	{Name: setBlocks4, Key: []Type{TypeID, TypeIPv4}, Interval: true, Comment: "ipBlock peers by rule id"},
-	{Name: setBlocks6, Key: []Type{TypeID, TypeIPv6}, Interval: true, Comment: "ipBlock peers by rule id"},
-	{Name: setNamed4, Key: []Type{TypeID, TypeIPv4, TypeProto, TypePort}, Comment: "named ports by rule id"},
-	{Name: setNamed6, Key: []Type{TypeID, TypeIPv6, TypeProto, TypePort}, Comment: "named ports by rule id"},
-	{Name: setPorts, Key: []Type{TypeID, TypeProto, TypePort}, Interval: true, Comment: "numeric ports by rule id"},
+var skeletonSets = []ruleset.Set{
+	{Name: setNodeAddrs4, Key: []ruleset.Type{ruleset.TypeIPv4}, Comment: "addresses of this node"},
+	{Name: setNodeAddrs6, Key: []ruleset.Type{ruleset.TypeIPv6}, Comment: "addresses of this node"},
+	{Name: setSelf4, Key: []ruleset.Type{ruleset.TypeIPv4, ruleset.TypeIPv4}, Comment: "local pod to itself"},
+	{Name: setSelf6, Key: []ruleset.Type{ruleset.TypeIPv6, ruleset.TypeIPv6}, Comment: "local pod to itself"},
+	{Name: mapEgress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "egress-isolated local pods"},
+	{Name: mapEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "egress-isolated local pods"},
+	{Name: mapIngress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "ingress-isolated local pods"},
+	{Name: mapIngress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "ingress-isolated local pods"},
+	{Name: setPeers4, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Comment: "selector peers by rule id"},
+	{Name: setPeers6, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv6}, Comment: "selector peers by rule id"},
+	{Name: setBlocks4, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Interval: true, Comment: "ipBlock peers by rule id"},
+	{Name: setBlocks6, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv6}, Interval: true, Comment: "ipBlock peers by rule id"},
+	{Name: setNamed4, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4, ruleset.TypeProto, ruleset.TypePort}, Comment: "named ports by rule id"},
+	{Name: setNamed6, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv6, ruleset.TypeProto, ruleset.TypePort}, Comment: "named ports by rule id"},
+	{Name: setPorts, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeProto, ruleset.TypePort}, Interval: true, Comment: "numeric ports by rule id"},
 }
 
-func ctRule(states uint32, v VerdictKind) Rule {
-	return Rule{Matches: []Match{{Kind: MatchCtState, CtStates: states}}, Verdict: Verdict{Kind: v}}
+func ctRule(states uint32, v ruleset.VerdictKind) ruleset.Rule {
+	return ruleset.Rule{Matches: []ruleset.Match{{Kind: ruleset.MatchCtState, CtStates: states}}, Verdict: ruleset.Verdict{Kind: v}}
 }
 
-func lookupRule(v VerdictKind, comment, set string, fields ...Field) Rule {
-	return Rule{
-		Matches: []Match{{Kind: MatchLookup, Fields: fields, Set: set}},
-		Verdict: Verdict{Kind: v},
+func lookupRule(v ruleset.VerdictKind, comment, set string, fields ...ruleset.Field) ruleset.Rule {
+	return ruleset.Rule{
+		Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: fields, Set: set}},
+		Verdict: ruleset.Verdict{Kind: v},
 		Comment: comment,
 	}
 }
 
-func vmapRule(m string, fields ...Field) Rule {
-	return Rule{Verdict: Verdict{Kind: VerdictVMap, Map: m, Fields: fields}}
+func vmapRule(m string, fields ...ruleset.Field) ruleset.Rule {
+	return ruleset.Rule{Verdict: ruleset.Verdict{Kind: ruleset.VerdictVMap, Map: m, Fields: fields}}
 }
 
 // direction is "in" (ingress) or "eg" (egress) in names.

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // TestRoundTrip applies every scenario's ruleset through netlink in a fresh
@@ -49,7 +50,7 @@ func TestRoundTrip(t *testing.T) {
 					t.Fatalf("apply: %v", err)
 				}
 				want := normalize(r.String())
-				got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName))
+				got := normalize(nftIn(t, ns, "", "list", "table", "inet", ruleset.TableName))
 				if got != want {
 					t.Errorf("kernel listing differs from rendered text:\n%s", textdiff.Lines(want, got))
 				}
@@ -57,7 +58,7 @@ func TestRoundTrip(t *testing.T) {
 					return
 				}
 				nftIn(t, textNs, "table inet weir\ndelete table inet weir\n"+r.String(), "-f", "-")
-				if got := normalize(nftIn(t, textNs, "", "list", "table", "inet", TableName)); got != want {
+				if got := normalize(nftIn(t, textNs, "", "list", "table", "inet", ruleset.TableName)); got != want {
 					t.Errorf("nft -f of rendered text lists differently:\n%s", textdiff.Lines(want, got))
 				}
 			})
@@ -80,14 +81,14 @@ func TestDiffIsSmall(t *testing.T) {
 	}
 	newPod := base
 	newPod.Pods = append(append([]Pod(nil), base.Pods...), Pod{Namespace: "prod", Name: "late", Node: "n2", IPs: []netip.Addr{netip.MustParseAddr("10.0.1.21")}})
-	ch := Diff(Compile(base), Compile(newPod))
+	ch := ruleset.Diff(Compile(base), Compile(newPod))
 	if len(ch.AddSets)+len(ch.DelSets)+len(ch.AddChains)+len(ch.ReplaceChains)+len(ch.DelChains) != 0 || len(ch.AddElems) == 0 {
 		t.Errorf("a new remote pod should change elements only, got %s", ch)
 	}
 	if err := a.Apply(Compile(newPod)); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)), normalize(Compile(newPod).String()); got != want {
+	if got, want := normalize(nftIn(t, ns, "", "list", "table", "inet", ruleset.TableName)), normalize(Compile(newPod).String()); got != want {
 		t.Errorf("after pod add:\n%s", textdiff.Lines(want, got))
 	}
 }
@@ -156,12 +157,14 @@ func TestRejectedBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	accept := Rule{Verdict: Verdict{Kind: VerdictAccept}}
-	missing := Rule{Matches: []Match{{Kind: MatchLookup, Fields: []Field{FieldIPDaddr}, Set: "missing"}}, Verdict: Verdict{Kind: VerdictAccept}}
-	jump := func(to string) Rule { return Rule{Verdict: Verdict{Kind: VerdictJump, Chain: to}} }
-	apply := func(r Ruleset) func() error { return func() error { return a.ApplyFull(r) } }
-	good := func(n int) Ruleset {
-		return Ruleset{Chains: []Chain{{Name: fmt.Sprint("good", n), Rules: []Rule{accept}}}}
+	accept := ruleset.Rule{Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}}
+	missing := ruleset.Rule{Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{ruleset.FieldIPDaddr}, Set: "missing"}}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}}
+	jump := func(to string) ruleset.Rule {
+		return ruleset.Rule{Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: to}}
+	}
+	apply := func(r ruleset.Ruleset) func() error { return func() error { return a.ApplyFull(r) } }
+	good := func(n int) ruleset.Ruleset {
+		return ruleset.Ruleset{Chains: []ruleset.Chain{{Name: fmt.Sprint("good", n), Rules: []ruleset.Rule{accept}}}}
 	}
 	for i, tc := range []struct {
 		name    string
@@ -169,12 +172,12 @@ func TestRejectedBatch(t *testing.T) {
 		want    error
 		message string
 	}{
-		{"last message fails", apply(Ruleset{Chains: []Chain{{Name: "a", Rules: []Rule{accept, missing}}}}), unix.ENOENT, "add rule"},
-		{"middle message fails", apply(Ruleset{Chains: []Chain{{Name: "a", Rules: []Rule{missing, accept, accept}}}}), unix.ENOENT, "add rule"},
-		{"jump loop", apply(Ruleset{Chains: []Chain{
-			{Name: "a", Base: &Base{Type: "filter", Hook: HookForward}, Rules: []Rule{jump("b")}},
-			{Name: "b", Rules: []Rule{jump("c")}},
-			{Name: "c", Rules: []Rule{jump("b"), accept}},
+		{"last message fails", apply(ruleset.Ruleset{Chains: []ruleset.Chain{{Name: "a", Rules: []ruleset.Rule{accept, missing}}}}), unix.ENOENT, "add rule"},
+		{"middle message fails", apply(ruleset.Ruleset{Chains: []ruleset.Chain{{Name: "a", Rules: []ruleset.Rule{missing, accept, accept}}}}), unix.ENOENT, "add rule"},
+		{"jump loop", apply(ruleset.Ruleset{Chains: []ruleset.Chain{
+			{Name: "a", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward}, Rules: []ruleset.Rule{jump("b")}},
+			{Name: "b", Rules: []ruleset.Rule{jump("c")}},
+			{Name: "c", Rules: []ruleset.Rule{jump("b"), accept}},
 		}}), unix.EMLINK, "add rule"},
 		{"batch refused", func() error {
 			// A batch for a subsystem that does not exist: the kernel
@@ -200,7 +203,7 @@ func TestRejectedBatch(t *testing.T) {
 				t.Fatalf("apply bad ruleset: got %v, want %v in %q", err, tc.want, tc.message)
 			}
 			want := normalize(before.String())
-			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)); got != want {
+			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
 				t.Errorf("rejected batch changed the table:\n%s", textdiff.Lines(want, got))
 			}
 			after := good(i + 100)
@@ -208,7 +211,7 @@ func TestRejectedBatch(t *testing.T) {
 				t.Fatalf("apply after a rejected batch: %v", err)
 			}
 			want = normalize(after.String())
-			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)); got != want {
+			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
 				t.Errorf("table after a rejected batch:\n%s", textdiff.Lines(want, got))
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -161,7 +162,7 @@ func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer
 
 // podElems returns the addresses of pods of family v4 (or v6) as sorted,
 // distinct single-address elements.
-func podElems(pods []*podRec, v4 bool) []Elem {
+func podElems(pods []*podRec, v4 bool) []ruleset.Elem {
 	addrs := make([]netip.Addr, 0, len(pods))
 	for _, p := range pods {
 		for _, ip := range p.IPs {
@@ -172,11 +173,11 @@ func podElems(pods []*podRec, v4 bool) []Elem {
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	addrs = slices.Compact(addrs)
-	out := make([]Elem, len(addrs))
-	keys := make([]Range, len(addrs)) // one allocation for every key
+	out := make([]ruleset.Elem, len(addrs))
+	keys := make([]ruleset.Range, len(addrs)) // one allocation for every key
 	for i, a := range addrs {
 		keys[i] = single(a)
-		out[i] = Elem{Key: keys[i : i+1 : i+1]}
+		out[i] = ruleset.Elem{Key: keys[i : i+1 : i+1]}
 	}
 	return out
 }
@@ -331,22 +332,22 @@ func unionIntervals(ivs []interval) []interval {
 	return out
 }
 
-func intervalElems(ivs []interval) []Elem {
-	out := make([]Elem, len(ivs))
-	keys := make([]Range, len(ivs)) // one allocation for every key
+func intervalElems(ivs []interval) []ruleset.Elem {
+	out := make([]ruleset.Elem, len(ivs))
+	keys := make([]ruleset.Range, len(ivs)) // one allocation for every key
 	for i, iv := range ivs {
-		keys[i] = Range{From: addrBytes(iv.lo), To: addrBytes(iv.hi)}
+		keys[i] = ruleset.Range{From: addrBytes(iv.lo), To: addrBytes(iv.hi)}
 		if iv.hi == iv.lo {
 			keys[i].To = keys[i].From
 		}
-		out[i] = Elem{Key: keys[i : i+1 : i+1]}
+		out[i] = ruleset.Elem{Key: keys[i : i+1 : i+1]}
 	}
 	return out
 }
 
-func single(a netip.Addr) Range {
+func single(a netip.Addr) ruleset.Range {
 	s := addrBytes(a)
-	return Range{From: s, To: s}
+	return ruleset.Range{From: s, To: s}
 }
 
 // addrBytes is a.AsSlice() as a string, with one allocation.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
@@ -44,11 +45,11 @@ func TestIPBlockIntervals(t *testing.T) {
 			}
 			var got []string
 			for _, e := range intervalElems(ivs) {
-				typ := TypeIPv4
+				typ := ruleset.TypeIPv4
 				if len(e.Key[0].From) == 16 {
-					typ = TypeIPv6
+					typ = ruleset.TypeIPv6
 				}
-				got = append(got, rangeString(typ, e.Key[0]))
+				got = append(got, ruleset.RangeString(typ, e.Key[0]))
 			}
 			if g := strings.Join(got, " "); g != tc.want {
 				t.Errorf("got %q, want %q", g, tc.want)

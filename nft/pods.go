@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -27,7 +28,7 @@ type podRec struct {
 	gen uint64
 	// The pod's elements in the self sets and pod maps, built once for its
 	// content (set clears them); rulesets share them.
-	selfElems []Elem
+	selfElems []ruleset.Elem
 	jump      [2]jumpElems // per direction
 }
 
@@ -35,7 +36,7 @@ type podRec struct {
 // to chain.
 type jumpElems struct {
 	chain string
-	elems []Elem
+	elems []ruleset.Elem
 }
 
 // podID identifies a pod or a policy: namespace and name.
@@ -211,7 +212,7 @@ func (x *Compiler) count(p *podRec, d int) {
 	for _, cp := range p.Ports {
 		proto, err := protoNumber((*corev1.Protocol)(&cp.Protocol))
 		if cp.Protocol == "" {
-			proto, err = protoTCP, nil
+			proto, err = ruleset.ProtoTCP, nil
 		}
 		if err != nil {
 			continue

@@ -4,16 +4,10 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-)
-
-// IP protocol numbers of the protocols NetworkPolicy knows.
-const (
-	protoTCP  = 6
-	protoUDP  = 17
-	protoSCTP = 132
 )
 
 // maxInlinePorts is the most merged port ranges a rule matches inline
@@ -45,29 +39,17 @@ type rulePorts struct {
 
 func protoNumber(p *corev1.Protocol) (uint8, error) {
 	if p == nil {
-		return protoTCP, nil // the API's default
+		return ruleset.ProtoTCP, nil // the API's default
 	}
 	switch *p {
 	case corev1.ProtocolTCP:
-		return protoTCP, nil
+		return ruleset.ProtoTCP, nil
 	case corev1.ProtocolUDP:
-		return protoUDP, nil
+		return ruleset.ProtoUDP, nil
 	case corev1.ProtocolSCTP:
-		return protoSCTP, nil
+		return ruleset.ProtoSCTP, nil
 	}
 	return 0, fmt.Errorf("unknown protocol %q", *p)
-}
-
-func protoName(n uint8) string {
-	switch n {
-	case protoTCP:
-		return "tcp"
-	case protoUDP:
-		return "udp"
-	case protoSCTP:
-		return "sctp"
-	}
-	return fmt.Sprint(n)
 }
 
 // parsePorts follows the API: protocol defaults to TCP; no port means every
@@ -134,25 +116,23 @@ func mergePorts(in []portRange) []portRange {
 	return out
 }
 
-func (p portRange) elem() Elem {
+func (p portRange) elem() ruleset.Elem {
 	proto := string([]byte{p.proto})
-	return Elem{Key: []Range{
+	return ruleset.Elem{Key: []ruleset.Range{
 		{From: proto, To: proto},
-		{From: port16(p.from), To: port16(p.to)},
+		{From: ruleset.PortBytes(p.from), To: ruleset.PortBytes(p.to)},
 	}}
 }
 
-func port16(p uint16) string { return string([]byte{byte(p >> 8), byte(p)}) }
-
 // namedElems resolves named ports against the containerPorts of dst pods:
 // one element address . protocol . port per pod IP, split by family.
-func namedElems(named []namedPort, dst []*podRec) (v4, v6 []Elem) {
+func namedElems(named []namedPort, dst []*podRec) (v4, v6 []ruleset.Elem) {
 	for _, pod := range dst {
 		for _, np := range named {
 			for _, cp := range pod.Ports {
 				proto, err := protoNumber((*corev1.Protocol)(&cp.Protocol))
 				if cp.Protocol == "" {
-					proto, err = protoTCP, nil
+					proto, err = ruleset.ProtoTCP, nil
 				}
 				if err != nil || cp.Name != np.name || proto != np.proto || cp.Port < 1 || cp.Port > 65535 {
 					continue
@@ -160,7 +140,7 @@ func namedElems(named []namedPort, dst []*podRec) (v4, v6 []Elem) {
 				for _, ip := range pod.IPs {
 					ip = ip.Unmap()
 					pr := string([]byte{proto})
-					e := Elem{Key: []Range{single(ip), {From: pr, To: pr}, {From: port16(uint16(cp.Port)), To: port16(uint16(cp.Port))}}}
+					e := ruleset.Elem{Key: []ruleset.Range{single(ip), {From: pr, To: pr}, {From: ruleset.PortBytes(uint16(cp.Port)), To: ruleset.PortBytes(uint16(cp.Port))}}}
 					if ip.Is4() {
 						v4 = append(v4, e)
 					} else {

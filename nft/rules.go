@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
@@ -25,14 +26,14 @@ type ruleInput struct {
 
 // family holds the per-family fields and shared set names.
 type family struct {
-	typ                  Type
-	saddr, daddr         Field
+	typ                  ruleset.Type
+	saddr, daddr         ruleset.Field
 	peers, blocks, named string // the shared sets of this family
 }
 
 var families = []family{
-	{TypeIPv4, FieldIPSaddr, FieldIPDaddr, setPeers4, setBlocks4, setNamed4},
-	{TypeIPv6, FieldIP6Saddr, FieldIP6Daddr, setPeers6, setBlocks6, setNamed6},
+	{ruleset.TypeIPv4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr, setPeers4, setBlocks4, setNamed4},
+	{ruleset.TypeIPv6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr, setPeers6, setBlocks6, setNamed6},
 }
 
 // compileRule turns one rule into nft rules and the groups of the shared
@@ -58,7 +59,7 @@ var families = []family{
 //
 // A rule thus has at most (maxInlinePorts + 1) × 2 rules per family.
 // An invalid peer or port makes the rule allow nothing and is reported.
-func (c *compiler) compileRule(in ruleInput) []Rule {
+func (c *compiler) compileRule(in ruleInput) []ruleset.Rule {
 	where := fmt.Sprintf("%s %s rule %d", in.key, in.dir.long(), in.index)
 	ps, err := parsePorts(in.ports)
 	if err != nil {
@@ -87,20 +88,20 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 	// admits the packet. They do not depend on the port. Egress named
 	// ports check the peer in their own lookup, so a rule with only those
 	// looks up no peer group.
-	var alts [][][]Match
+	var alts [][][]ruleset.Match
 	if hasPeers && (ps.all || len(ps.numeric) > 0 || len(ps.named) > 0 && in.dir == dirIngress) {
 		alts = c.peerAlternatives(in.dir, resolved, fams)
 	}
-	var out []Rule
+	var out []ruleset.Rule
 	counter := policyCounterName(in.dir, in.hash, in.key, in.index)
-	add := func(ms ...[]Match) {
-		var all []Match
+	add := func(ms ...[]ruleset.Match) {
+		var all []ruleset.Match
 		for _, m := range ms {
 			all = append(all, m...)
 		}
-		out = append(out, Rule{Matches: all, Counter: counter, Verdict: Verdict{Kind: VerdictAccept}, Comment: where})
+		out = append(out, ruleset.Rule{Matches: all, Counter: counter, Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}, Comment: where})
 	}
-	withPeers := func(pm []Match) {
+	withPeers := func(pm []ruleset.Match) {
 		if !hasPeers {
 			add(pm)
 			return
@@ -115,7 +116,7 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 		withPeers(nil)
 	}
 	for _, pm := range c.portMatches(ps.numeric) {
-		withPeers([]Match{pm})
+		withPeers([]ruleset.Match{pm})
 	}
 	if len(ps.named) > 0 {
 		c.namedPortRules(in, where, ps.named, hasPeers, resolved, alts, add, fams)
@@ -124,7 +125,7 @@ func (c *compiler) compileRule(in ruleInput) []Rule {
 }
 
 func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort, hasPeers bool,
-	resolved peers, alts [][][]Match, add func(...[]Match), fams []family) {
+	resolved peers, alts [][][]ruleset.Match, add func(...[]ruleset.Match), fams []family) {
 	c.namedPortProblems(where, named)
 	// dst lists the pods the names resolve against: called only when the
 	// group is not computed yet in this Compile, so a memo hit lists none.
@@ -139,22 +140,22 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 	bound *= len(named) // a pod resolves each name to one port, on one address per family
 	names := make([]string, 0, len(named))
 	for _, n := range named {
-		names = append(names, n.name+"/"+protoName(n.proto))
+		names = append(names, n.name+"/"+ruleset.ProtoName(n.proto))
 	}
 	slices.Sort(names)
 	def := defKey("named", append([]string{dstDef}, slices.Compact(names)...)...)
-	var v4, v6 []Elem
+	var v4, v6 []ruleset.Elem
 	resolve := sync.OnceFunc(func() { v4, v6 = namedElems(named, dst()) })
 	for i, f := range fams {
-		elems := func() []Elem {
+		elems := func() []ruleset.Elem {
 			resolve()
-			if f.typ == TypeIPv6 {
-				return sortElems(v6)
+			if f.typ == ruleset.TypeIPv6 {
+				return ruleset.SortElems(v6)
 			}
-			return sortElems(v4)
+			return ruleset.SortElems(v4)
 		}
 		id := c.group(f.named, def, bound, elems)
-		nm := []Match{{Kind: MatchLookup, Fields: []Field{f.daddr, FieldL4Proto, FieldTHDport}, Set: f.named, ID: id}}
+		nm := []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.daddr, ruleset.FieldL4Proto, ruleset.FieldTHDport}, Set: f.named, ID: id}}
 		if hasPeers && in.dir == dirIngress {
 			for _, alt := range alts[i] {
 				add(alt, nm)
@@ -168,25 +169,25 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 // peerAlternatives returns, for each family of fams, the alternative peer
 // lookups of a rule with peers: one of the union of its selector peers,
 // one of the union of its ipBlocks of that family; each if any.
-func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family) [][][]Match {
-	out := make([][][]Match, len(fams))
+func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family) [][][]ruleset.Match {
+	out := make([][][]ruleset.Match, len(fams))
 	for i, f := range fams {
 		field := f.saddr
 		if dir == dirEgress {
 			field = f.daddr
 		}
 		if len(resolved.selectors) > 0 {
-			v4 := f.typ == TypeIPv4
-			id := c.group(f.peers, resolved.unionDef(), resolved.podBound(), func() []Elem { return podElems(resolved.pods(), v4) })
-			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: f.peers, ID: id}})
+			v4 := f.typ == ruleset.TypeIPv4
+			id := c.group(f.peers, resolved.unionDef(), resolved.podBound(), func() []ruleset.Elem { return podElems(resolved.pods(), v4) })
+			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: f.peers, ID: id}})
 		}
 		ivs := resolved.v4
-		if f.typ == TypeIPv6 {
+		if f.typ == ruleset.TypeIPv6 {
 			ivs = resolved.v6
 		}
 		if len(ivs) > 0 {
-			id := c.group(f.blocks, blocksDef(ivs), len(ivs), func() []Elem { return intervalElems(ivs) })
-			out[i] = append(out[i], []Match{{Kind: MatchLookup, Fields: []Field{field}, Set: f.blocks, ID: id}})
+			id := c.group(f.blocks, blocksDef(ivs), len(ivs), func() []ruleset.Elem { return intervalElems(ivs) })
+			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: f.blocks, ID: id}})
 		}
 	}
 	return out
@@ -197,29 +198,29 @@ func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family
 // maxInlinePorts (a compare or two each, cheaper than a lookup, and
 // readable), else one lookup of them all in the ports set, whose group
 // equal port lists of any policy share.
-func (c *compiler) portMatches(numeric []portRange) []Match {
+func (c *compiler) portMatches(numeric []portRange) []ruleset.Match {
 	merged := mergePorts(numeric)
 	if len(merged) <= maxInlinePorts {
-		out := make([]Match, 0, len(merged))
+		out := make([]ruleset.Match, 0, len(merged))
 		for _, p := range merged {
-			out = append(out, Match{Kind: MatchPort, Proto: p.proto, PortFrom: p.from, PortTo: p.to, AllPorts: p.from == 0 && p.to == 65535})
+			out = append(out, ruleset.Match{Kind: ruleset.MatchPort, Proto: p.proto, PortFrom: p.from, PortTo: p.to, AllPorts: p.from == 0 && p.to == 65535})
 		}
 		return out
 	}
 	var b strings.Builder
 	for _, p := range merged {
 		b.WriteByte(p.proto)
-		b.WriteString(port16(p.from))
-		b.WriteString(port16(p.to))
+		b.WriteString(ruleset.PortBytes(p.from))
+		b.WriteString(ruleset.PortBytes(p.to))
 	}
-	id := c.group(setPorts, defKey("ports", b.String()), len(merged), func() []Elem {
-		out := make([]Elem, 0, len(merged))
+	id := c.group(setPorts, defKey("ports", b.String()), len(merged), func() []ruleset.Elem {
+		out := make([]ruleset.Elem, 0, len(merged))
 		for _, p := range merged {
 			out = append(out, p.elem())
 		}
 		return out // sorted: by protocol, then port
 	})
-	return []Match{{Kind: MatchLookup, Fields: []Field{FieldL4Proto, FieldTHDport}, Set: setPorts, ID: id}}
+	return []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{ruleset.FieldL4Proto, ruleset.FieldTHDport}, Set: setPorts, ID: id}}
 }
 
 // blocksDef is the definition of a group of ipBlock ranges: the ranges
@@ -238,7 +239,7 @@ func blocksDef(ivs []interval) string {
 func (c *compiler) namedPortProblems(where string, named []namedPort) {
 	for _, n := range named {
 		if c.definedPorts()[n] == 0 {
-			c.problem("%s: named port %s/%s is defined by no pod (matches nothing)", where, n.name, strings.ToUpper(protoName(n.proto)))
+			c.problem("%s: named port %s/%s is defined by no pod (matches nothing)", where, n.name, strings.ToUpper(ruleset.ProtoName(n.proto)))
 		}
 	}
 }
@@ -247,16 +248,16 @@ func (c *compiler) namedPortProblems(where string, named []namedPort) {
 // cluster uses, plus those its ipBlocks name. It depends on the policy and
 // the cluster's families only, never on which pods exist.
 func (c *compiler) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family {
-	on := map[Type]bool{TypeIPv4: c.x.fam[0], TypeIPv6: c.x.fam[1]}
+	on := map[ruleset.Type]bool{ruleset.TypeIPv4: c.x.fam[0], ruleset.TypeIPv6: c.x.fam[1]}
 	for _, p := range list {
 		if p.IPBlock == nil {
 			continue
 		}
 		if pfx, err := netip.ParsePrefix(p.IPBlock.CIDR); err == nil && unmapPrefix(pfx).IsValid() {
 			if unmapPrefix(pfx).Addr().Is4() {
-				on[TypeIPv4] = true
+				on[ruleset.TypeIPv4] = true
 			} else {
-				on[TypeIPv6] = true
+				on[ruleset.TypeIPv6] = true
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // wideRules returns `rules` ingress rules, each allowing `ports` TCP ports
@@ -100,15 +101,15 @@ func TestWideRuleStaysSmall(t *testing.T) {
 	cases := []struct {
 		src  netip.Addr
 		port uint16
-		want VerdictKind
+		want ruleset.VerdictKind
 	}{
-		{peer[0], 1001, VerdictAccept},
-		{peer[0], 1001 + 2*(ports-1), VerdictAccept},
-		{peer[0], 1002, VerdictDrop},                         // between two allowed ports
-		{netip.MustParseAddr("10.9.9.9"), 1001, VerdictDrop}, // not a peer
+		{peer[0], 1001, ruleset.VerdictAccept},
+		{peer[0], 1001 + 2*(ports-1), ruleset.VerdictAccept},
+		{peer[0], 1002, ruleset.VerdictDrop},                         // between two allowed ports
+		{netip.MustParseAddr("10.9.9.9"), 1001, ruleset.VerdictDrop}, // not a peer
 	}
 	for _, tc := range cases {
-		if got, why := Trace(r, Packet{Src: tc.src, Dst: srv, Proto: ProtoTCP, DPort: tc.port}); got != tc.want {
+		if got, why := ruleset.Trace(r, ruleset.Packet{Src: tc.src, Dst: srv, Proto: ruleset.ProtoTCP, DPort: tc.port}); got != tc.want {
 			t.Errorf("%s to port %d: %v, want %v\n%v", tc.src, tc.port, got, tc.want, why)
 		}
 	}
@@ -150,7 +151,7 @@ func TestUnionGroupChurn(t *testing.T) {
 		if want := Compile(st.s); got.String() != want.String() {
 			t.Fatalf("%s: Compiler differs from Compile:\n%s", st.name, textdiff.Lines(want.String(), got.String()))
 		}
-		ch := Diff(prev, got)
+		ch := ruleset.Diff(prev, got)
 		if ch.Full || len(ch.AddSets)+len(ch.DelSets)+len(ch.AddChains)+len(ch.ReplaceChains)+len(ch.DelChains) != 0 {
 			t.Errorf("%s: want element changes only, got %s", st.name, ch)
 		}

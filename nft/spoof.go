@@ -1,6 +1,10 @@
 package nft
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/weir-cni/weir/ruleset"
+)
 
 // Source-address validation (anti-spoofing).
 //
@@ -43,26 +47,26 @@ import "net/netip"
 
 // spoof adds the anti-spoofing chain and its sets for pod interfaces named
 // prefix*.
-func spoof(prefix string, sets []Set, chains []Chain) ([]Set, []Chain) {
+func spoof(prefix string, sets []ruleset.Set, chains []ruleset.Chain) ([]ruleset.Set, []ruleset.Chain) {
 	v6 := []netip.Prefix{netip.MustParsePrefix("::/128"), netip.MustParsePrefix("fe80::/10")} // sorted
 	sets = append(sets,
-		Set{Name: setUnrouted4, Key: []Type{TypeIPv4}, Comment: "sources the kernel never routes",
-			Elems: []Elem{{Key: []Range{single(netip.IPv4Unspecified())}}}},
-		Set{Name: setUnrouted6, Key: []Type{TypeIPv6}, Interval: true, Comment: "sources the kernel never routes",
+		ruleset.Set{Name: setUnrouted4, Key: []ruleset.Type{ruleset.TypeIPv4}, Comment: "sources the kernel never routes",
+			Elems: []ruleset.Elem{{Key: []ruleset.Range{single(netip.IPv4Unspecified())}}}},
+		ruleset.Set{Name: setUnrouted6, Key: []ruleset.Type{ruleset.TypeIPv6}, Interval: true, Comment: "sources the kernel never routes",
 			Elems: intervalElems(prefixIntervals(v6))})
-	ch := Chain{Name: chainSpoof, Base: &Base{Type: "filter", Hook: HookPrerouting, Priority: priorityRaw}}
+	ch := ruleset.Chain{Name: chainSpoof, Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookPrerouting, Priority: ruleset.PriorityRaw}}
 	for _, f := range []struct {
 		set   string
-		saddr Field
-	}{{setUnrouted4, FieldIPSaddr}, {setUnrouted6, FieldIP6Saddr}} {
-		ch.Rules = append(ch.Rules, Rule{
-			Matches: []Match{
-				{Kind: MatchIifname, IfPrefix: prefix},
-				{Kind: MatchLookup, Fields: []Field{f.saddr}, Set: f.set, Negate: true},
-				{Kind: MatchRPFail},
+		saddr ruleset.Field
+	}{{setUnrouted4, ruleset.FieldIPSaddr}, {setUnrouted6, ruleset.FieldIP6Saddr}} {
+		ch.Rules = append(ch.Rules, ruleset.Rule{
+			Matches: []ruleset.Match{
+				{Kind: ruleset.MatchIifname, IfPrefix: prefix},
+				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.saddr}, Set: f.set, Negate: true},
+				{Kind: ruleset.MatchRPFail},
 			},
 			Counter: CounterSpoofed,
-			Verdict: Verdict{Kind: VerdictDrop},
+			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
 			Comment: "source not routed back through its pod interface",
 		})
 	}

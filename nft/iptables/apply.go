@@ -14,8 +14,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	goipt "github.com/coreos/go-iptables/iptables"
-
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Mode is the iptables flavour: which kernel API the binaries program.
@@ -76,7 +75,7 @@ type Applier struct {
 	mu   sync.Mutex
 	fams []family
 	// counters names the named counters of the last ruleset every family
-	// applied (nft.Ruleset.Counters).
+	// applied (ruleset.Ruleset.Counters).
 	counters []string
 	// layouts counts the restore runs that may change which named counter
 	// each rule of the kernel counts into (family.counted): one is counted
@@ -206,7 +205,7 @@ func newFamily(v6 bool, mode Mode, wait int) (family, error) {
 // per family, which the kernel commits atomically per table. Chains weir no
 // longer needs are deleted in the same run, and the jump from each built-in
 // chain is (re)placed at position 1.
-func (a *Applier) Apply(ctx context.Context, rs nft.Ruleset) error {
+func (a *Applier) Apply(ctx context.Context, rs ruleset.Ruleset) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var errs []error
@@ -224,7 +223,7 @@ func (a *Applier) Apply(ctx context.Context, rs nft.Ruleset) error {
 
 // Remove deletes every WEIR-* chain and the jumps to them.
 func (a *Applier) Remove(ctx context.Context) error {
-	return a.Apply(ctx, nft.Ruleset{})
+	return a.Apply(ctx, ruleset.Ruleset{})
 }
 
 // HasChains reports whether any family holds a weir chain (one left by an
@@ -254,7 +253,7 @@ func (a *Applier) HasChains() (bool, error) {
 // apply writes one family. Only chains whose rules differ from the last
 // successful Apply are declared (flushed) and rewritten; a failed run leaves
 // the kernel as it was and makes the next Apply rewrite everything.
-func (a *Applier) apply(ctx context.Context, f *family, r *ruleset) error {
+func (a *Applier) apply(ctx context.Context, f *family, r *familyRules) error {
 	f.applies++
 	if f.applies%fullEvery == 0 {
 		f.last = nil
@@ -298,7 +297,7 @@ func (a *Applier) apply(ctx context.Context, f *family, r *ruleset) error {
 }
 
 // contents is every chain's rules as text, per table.
-func contents(r *ruleset) map[string]map[string]string {
+func contents(r *familyRules) map[string]map[string]string {
 	out := map[string]map[string]string{}
 	for _, t := range r.tables {
 		out[t.name] = map[string]string{}
@@ -318,7 +317,7 @@ func contents(r *ruleset) map[string]map[string]string {
 // jumps to delete or insert. last (nil on a full round) is what the previous
 // Apply wrote; with it the chain list is not read back from the kernel,
 // which costs a dump of the whole table.
-func plan(ipt *goipt.IPTables, r *ruleset, last map[string]map[string]string) (map[string]edits, error) {
+func plan(ipt *goipt.IPTables, r *familyRules, last map[string]map[string]string) (map[string]edits, error) {
 	want := map[string]*table{}
 	for _, t := range r.tables {
 		want[t.name] = t

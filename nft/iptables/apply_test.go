@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // weirState is what a family's tables hold of weir: per table, the rules
@@ -80,7 +81,7 @@ func TestApplyRoundTrip(t *testing.T) {
 			ctx := context.Background()
 			big := nft.Compile(loadScenario(t, "testdata/talk-dualstack.yaml").Snapshot)
 			small := nft.Compile(loadScenario(t, "testdata/deny-egress.yaml").Snapshot)
-			check := func(rs nft.Ruleset) {
+			check := func(rs ruleset.Ruleset) {
 				t.Helper()
 				v4, v6 := Render(rs)
 				for _, f := range []struct{ want, bin string }{{v4, save4}, {v6, save6}} {
@@ -127,7 +128,7 @@ func TestApplyRoundTrip(t *testing.T) {
 					check(rs)
 				}
 			}
-			for i, rs := range []nft.Ruleset{big, small, big} {
+			for i, rs := range []ruleset.Ruleset{big, small, big} {
 				if err := a.Apply(ctx, rs); err != nil {
 					t.Fatalf("apply %d: %v", i, err)
 				}
@@ -143,7 +144,7 @@ func TestApplyRoundTrip(t *testing.T) {
 			if err := a.Remove(ctx); err != nil {
 				t.Fatal(err)
 			}
-			check(nft.Ruleset{})
+			check(ruleset.Ruleset{})
 			var left []string
 			for k := range parseSave(save(t, name, save4)+save(t, name, save6), false) {
 				left = append(left, k)

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // countersTimeout bounds one Counters call.
@@ -27,7 +27,7 @@ const countersAttempts = 3
 var ErrRulesChanging = errors.New("counted rules rewritten during every read")
 
 // Counters reads what each named counter of the applied ruleset has counted
-// (see nft.Rule.Counter), as the nftables backend's counters do: the sum of
+// (see ruleset.Rule.Counter), as the nftables backend's counters do: the sum of
 // the counts of the iptables rules that stand for the rules counting into
 // it, over both families. iptables keeps a count per rule, so a counter
 // restarts from zero whenever Apply rewrites a chain holding one of its
@@ -41,7 +41,7 @@ var ErrRulesChanging = errors.New("counted rules rewritten during every read")
 // never waits for a read. A read that an Apply changing the layout
 // overlapped may have seen either layout, so it is thrown away and made
 // again, up to countersAttempts reads in all (then ErrRulesChanging).
-func (a *Applier) Counters() (map[string]nft.CounterValue, error) {
+func (a *Applier) Counters() (map[string]ruleset.CounterValue, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), countersTimeout)
 	defer cancel()
 	for range countersAttempts {
@@ -63,7 +63,7 @@ type countedLayout struct {
 // readCounters reads the counters once. ok is false when an Apply may
 // have changed the layout while iptables-save ran: out and err mean
 // nothing then.
-func (a *Applier) readCounters(ctx context.Context) (out map[string]nft.CounterValue, ok bool, err error) {
+func (a *Applier) readCounters(ctx context.Context) (out map[string]ruleset.CounterValue, ok bool, err error) {
 	// Apply replaces counters and counted, never modifies them: the
 	// copies stay valid after the lock is released.
 	a.mu.Lock()
@@ -75,9 +75,9 @@ func (a *Applier) readCounters(ctx context.Context) (out map[string]nft.CounterV
 	}
 	a.mu.Unlock()
 
-	out = make(map[string]nft.CounterValue, len(names))
+	out = make(map[string]ruleset.CounterValue, len(names))
 	for _, n := range names {
-		out[n] = nft.CounterValue{} // listed even when no rule counts into it
+		out[n] = ruleset.CounterValue{} // listed even when no rule counts into it
 	}
 	var errs []error
 	for _, f := range fams {
@@ -113,7 +113,7 @@ func sameCounted(a, b map[string]map[string][]string) bool {
 
 // counted lists, for each chain of r, the named counter of each rule.
 // Chains without any are left out: Counters reads only tables with some.
-func counted(r *ruleset) map[string]map[string][]string {
+func counted(r *familyRules) map[string]map[string][]string {
 	out := map[string]map[string][]string{}
 	for _, t := range r.tables {
 		for _, c := range t.chains {
@@ -138,7 +138,7 @@ func counted(r *ruleset) map[string]map[string][]string {
 // addCounts adds to out the counts that `iptables-save --counters` printed
 // in text ("[packets:bytes] -A CHAIN ..." per rule) for the rules that
 // chains names, by position in their chain.
-func addCounts(out map[string]nft.CounterValue, text []byte, chains map[string][]string) error {
+func addCounts(out map[string]ruleset.CounterValue, text []byte, chains map[string][]string) error {
 	pos := map[string]int{}
 	sc := bufio.NewScanner(bytes.NewReader(text))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/weir-cni/weir/examples"
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // TestCountersDuringApplies reads the counters in a loop while another
@@ -29,7 +30,7 @@ func TestCountersDuringApplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rulesets := []nft.Ruleset{
+	rulesets := []ruleset.Ruleset{
 		nft.Compile(kernelSnapshot(t, examples.TalkPolicies)),
 		nft.Compile(kernelSnapshot(t, kernelScenarios[len(kernelScenarios)-1].policies)),
 	}
@@ -114,10 +115,10 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 	snap := kernelSnapshot(t, examples.TalkPolicies)
 	rs := nft.Compile(snap)
 	allowed := probe{from: "prod", to: "web", proto: "tcp", port: 80, want: true}
-	pkt := nft.Packet{Src: pick(tp.hosts["prod"], false), Dst: pick(tp.hosts["web"], false), Proto: nft.ProtoTCP, DPort: 80}
-	v, steps := nft.Trace(rs, pkt)
+	pkt := ruleset.Packet{Src: pick(tp.hosts["prod"], false), Dst: pick(tp.hosts["web"], false), Proto: ruleset.ProtoTCP, DPort: 80}
+	v, steps := ruleset.Trace(rs, pkt)
 	counters := tracedCounters(steps)
-	if v != nft.VerdictAccept || len(counters) != 1 {
+	if v != ruleset.VerdictAccept || len(counters) != 1 {
 		t.Fatalf("trace: %v, counters %v; want accepted by one counting rule", v, counters)
 	}
 	name := counters[0]

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 func TestAddCountsSumsRulesByPosition(t *testing.T) {
@@ -30,11 +30,11 @@ COMMIT
 		"WEIR-a": {"pol-r0", "pol-r0", "denied-ingress"},
 		"WEIR-b": {"pol-r1"},
 	}
-	out := map[string]nft.CounterValue{"pol-r1": {Packets: 10, Bytes: 600}}
+	out := map[string]ruleset.CounterValue{"pol-r1": {Packets: 10, Bytes: 600}}
 	if err := addCounts(out, []byte(save), chains); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]nft.CounterValue{
+	want := map[string]ruleset.CounterValue{
 		"pol-r0":         {Packets: 3, Bytes: 180},
 		"denied-ingress": {Packets: 7, Bytes: 420},
 		"pol-r1":         {Packets: 13, Bytes: 780}, // added to what the other family counted
@@ -58,7 +58,7 @@ func TestAddCountsRefusesChainsWeirDidNotWrite(t *testing.T) {
 		"missing rule": "[1:60] -A WEIR-a -j ACCEPT\n",
 		"bad counts":   "[x:60] -A WEIR-a -j ACCEPT\n[1:60] -A WEIR-a -j DROP\n",
 	} {
-		err := addCounts(map[string]nft.CounterValue{}, []byte(save), chains)
+		err := addCounts(map[string]ruleset.CounterValue{}, []byte(save), chains)
 		if err == nil || !strings.Contains(err.Error(), "WEIR-a") && !strings.Contains(err.Error(), "counts") {
 			t.Errorf("%s: err = %v, want an error naming the chain or the counts", name, err)
 		}
@@ -90,9 +90,9 @@ func TestCountersAfterAFailedApply(t *testing.T) {
 	}
 	a.counters = []string{"pol-r0"} // as left by an earlier, successful Apply
 	a.fams[0].countedKnown = true
-	rs := nft.Ruleset{Counters: []string{"pol-r0"}, Chains: []nft.Chain{{
-		Name: "forward", Base: &nft.Base{Type: "filter", Hook: nft.HookForward},
-		Rules: []nft.Rule{{Counter: "pol-r0", Verdict: nft.Verdict{Kind: nft.VerdictAccept}}},
+	rs := ruleset.Ruleset{Counters: []string{"pol-r0"}, Chains: []ruleset.Chain{{
+		Name: "forward", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward},
+		Rules: []ruleset.Rule{{Counter: "pol-r0", Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}}},
 	}}}
 	if err := a.Apply(context.Background(), rs); err == nil {
 		t.Fatal("Apply succeeded with a failing restore")
@@ -144,18 +144,18 @@ exec /bin/cat "$D/save.txt"
 	a.fams[0].counted = map[string]map[string][]string{"filter": {"WEIR-old": {"pol-old"}}}
 	// The ruleset applied during the read, and what iptables-save prints
 	// once it holds it: two packets for each rule.
-	rs := nft.Ruleset{Counters: []string{"pol-r0"}, Chains: []nft.Chain{{
-		Name: "forward", Base: &nft.Base{Type: "filter", Hook: nft.HookForward},
-		Rules: []nft.Rule{{Counter: "pol-r0", Verdict: nft.Verdict{Kind: nft.VerdictAccept}}},
+	rs := ruleset.Ruleset{Counters: []string{"pol-r0"}, Chains: []ruleset.Chain{{
+		Name: "forward", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward},
+		Rules: []ruleset.Rule{{Counter: "pol-r0", Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}}},
 	}}}
 	var text strings.Builder
-	want := map[string]nft.CounterValue{}
+	want := map[string]ruleset.CounterValue{}
 	for _, chains := range counted(build(rs, false)) {
 		for chain, names := range chains {
 			for _, n := range names {
 				fmt.Fprintf(&text, "[2:120] -A %s -j ACCEPT\n", chain)
 				if n != "" {
-					want[n] = nft.CounterValue{Packets: want[n].Packets + 2, Bytes: want[n].Bytes + 120}
+					want[n] = ruleset.CounterValue{Packets: want[n].Packets + 2, Bytes: want[n].Bytes + 120}
 				}
 			}
 		}
@@ -168,7 +168,7 @@ exec /bin/cat "$D/save.txt"
 	}
 
 	type result struct {
-		vals map[string]nft.CounterValue
+		vals map[string]ruleset.CounterValue
 		err  error
 	}
 	read := make(chan result, 1)

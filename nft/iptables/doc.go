@@ -1,5 +1,5 @@
 // Package iptables is weir's fallback backend for kernels without nf_tables:
-// it translates the same compiled model as the nftables backend (nft.Ruleset)
+// it translates the same compiled model as the nftables backend (ruleset.Ruleset)
 // into iptables and ip6tables chains, and applies them with one
 // iptables-restore --noflush (and one ip6tables-restore) per sync.
 //

@@ -5,87 +5,89 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 func ip4(s string) string { return string(netip.MustParseAddr(s).AsSlice()) }
 
-func one(s string) nft.Range { return nft.Range{From: s, To: s} }
+func one(s string) ruleset.Range { return ruleset.Range{From: s, To: s} }
 
-func rng(a, b string) nft.Range { return nft.Range{From: a, To: b} }
+func rng(a, b string) ruleset.Range { return ruleset.Range{From: a, To: b} }
 
-func pp(proto byte, lo, hi uint16) nft.Elem {
-	return nft.Elem{Key: []nft.Range{one(string([]byte{proto})), rng(string([]byte{byte(lo >> 8), byte(lo)}), string([]byte{byte(hi >> 8), byte(hi)}))}}
+func pp(proto byte, lo, hi uint16) ruleset.Elem {
+	return ruleset.Elem{Key: []ruleset.Range{one(string([]byte{proto})), rng(string([]byte{byte(lo >> 8), byte(lo)}), string([]byte{byte(hi >> 8), byte(hi)}))}}
 }
 
-func lk(set string, neg bool, fs ...nft.Field) nft.Match {
-	return nft.Match{Kind: nft.MatchLookup, Set: set, Fields: fs, Negate: neg}
+func lk(set string, neg bool, fs ...ruleset.Field) ruleset.Match {
+	return ruleset.Match{Kind: ruleset.MatchLookup, Set: set, Fields: fs, Negate: neg}
 }
 
 var (
-	acceptV = nft.Verdict{Kind: nft.VerdictAccept}
-	dropV   = nft.Verdict{Kind: nft.VerdictDrop}
-	jumpV   = func(c string) nft.Verdict { return nft.Verdict{Kind: nft.VerdictJump, Chain: c} }
-	portsM  = []nft.Field{nft.FieldL4Proto, nft.FieldTHDport}
+	acceptV = ruleset.Verdict{Kind: ruleset.VerdictAccept}
+	dropV   = ruleset.Verdict{Kind: ruleset.VerdictDrop}
+	jumpV   = func(c string) ruleset.Verdict { return ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: c} }
+	portsM  = []ruleset.Field{ruleset.FieldL4Proto, ruleset.FieldTHDport}
 )
 
 // generalRuleset uses every construct of the model, beyond what Compile
 // emits today: three base chains on one hook, negated lookups, two lookups
 // AND-ed, a verdict map with accept, drop, continue and jump elements, a
 // chain reached from two base chains, and chains that fall through.
-func generalRuleset() nft.Ruleset {
-	fwd := func(prio int) *nft.Base { return &nft.Base{Type: "filter", Hook: nft.HookForward, Priority: prio} }
-	rs := nft.Ruleset{
-		Sets: []nft.Set{
-			{Name: "a", Key: []nft.Type{nft.TypeIPv4}, Interval: true, Elems: []nft.Elem{
-				{Key: []nft.Range{rng(ip4("10.0.0.0"), ip4("10.0.0.127"))}},
-				{Key: []nft.Range{one(ip4("10.0.1.5"))}},
-				{Key: []nft.Range{rng(ip4("10.0.2.3"), ip4("10.0.2.9"))}},
+func generalRuleset() ruleset.Ruleset {
+	fwd := func(prio int) *ruleset.Base {
+		return &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: prio}
+	}
+	rs := ruleset.Ruleset{
+		Sets: []ruleset.Set{
+			{Name: "a", Key: []ruleset.Type{ruleset.TypeIPv4}, Interval: true, Elems: []ruleset.Elem{
+				{Key: []ruleset.Range{rng(ip4("10.0.0.0"), ip4("10.0.0.127"))}},
+				{Key: []ruleset.Range{one(ip4("10.0.1.5"))}},
+				{Key: []ruleset.Range{rng(ip4("10.0.2.3"), ip4("10.0.2.9"))}},
 			}},
-			{Name: "b", Key: []nft.Type{nft.TypeProto, nft.TypePort}, Interval: true, Elems: []nft.Elem{
+			{Name: "b", Key: []ruleset.Type{ruleset.TypeProto, ruleset.TypePort}, Interval: true, Elems: []ruleset.Elem{
 				pp(6, 80, 81), pp(17, 53, 53), pp(132, 7, 7),
 			}},
-			{Name: "c", Key: []nft.Type{nft.TypeIPv4}, Elems: []nft.Elem{{Key: []nft.Range{one(ip4("10.0.0.9"))}}}},
-			{Name: "m", Key: []nft.Type{nft.TypeIPv4}, Map: true, Elems: []nft.Elem{
-				{Key: []nft.Range{one(ip4("10.0.0.1"))}, Verdict: acceptV},
-				{Key: []nft.Range{one(ip4("10.0.0.2"))}, Verdict: dropV},
-				{Key: []nft.Range{one(ip4("10.0.0.3"))}, Verdict: jumpV("shared")},
-				{Key: []nft.Range{one(ip4("10.0.0.4"))}},
-				{Key: []nft.Range{one(ip4("10.0.0.5"))}, Verdict: jumpV("through")},
+			{Name: "c", Key: []ruleset.Type{ruleset.TypeIPv4}, Elems: []ruleset.Elem{{Key: []ruleset.Range{one(ip4("10.0.0.9"))}}}},
+			{Name: "m", Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Elems: []ruleset.Elem{
+				{Key: []ruleset.Range{one(ip4("10.0.0.1"))}, Verdict: acceptV},
+				{Key: []ruleset.Range{one(ip4("10.0.0.2"))}, Verdict: dropV},
+				{Key: []ruleset.Range{one(ip4("10.0.0.3"))}, Verdict: jumpV("shared")},
+				{Key: []ruleset.Range{one(ip4("10.0.0.4"))}},
+				{Key: []ruleset.Range{one(ip4("10.0.0.5"))}, Verdict: jumpV("through")},
 			}},
 		},
-		Chains: []nft.Chain{
-			{Name: "b1", Base: fwd(-5), Rules: []nft.Rule{
-				{Matches: []nft.Match{{Kind: nft.MatchCtState, CtStates: nft.CtEstablished}}, Verdict: acceptV},
-				{Matches: []nft.Match{lk("c", true, nft.FieldIPSaddr), lk("c", false, nft.FieldIPDaddr)}, Verdict: dropV},
-				{Verdict: nft.Verdict{Kind: nft.VerdictVMap, Map: "m", Fields: []nft.Field{nft.FieldIPSaddr}}},
-				{Matches: []nft.Match{lk("a", false, nft.FieldIPSaddr), lk("b", false, portsM...)}, Verdict: jumpV("shared")},
-				{Matches: []nft.Match{{Kind: nft.MatchPort, Proto: 17, PortFrom: 1000, PortTo: 2000}}, Verdict: acceptV},
+		Chains: []ruleset.Chain{
+			{Name: "b1", Base: fwd(-5), Rules: []ruleset.Rule{
+				{Matches: []ruleset.Match{{Kind: ruleset.MatchCtState, CtStates: ruleset.CtEstablished}}, Verdict: acceptV},
+				{Matches: []ruleset.Match{lk("c", true, ruleset.FieldIPSaddr), lk("c", false, ruleset.FieldIPDaddr)}, Verdict: dropV},
+				{Verdict: ruleset.Verdict{Kind: ruleset.VerdictVMap, Map: "m", Fields: []ruleset.Field{ruleset.FieldIPSaddr}}},
+				{Matches: []ruleset.Match{lk("a", false, ruleset.FieldIPSaddr), lk("b", false, portsM...)}, Verdict: jumpV("shared")},
+				{Matches: []ruleset.Match{{Kind: ruleset.MatchPort, Proto: 17, PortFrom: 1000, PortTo: 2000}}, Verdict: acceptV},
 			}},
-			{Name: "b2", Base: fwd(0), Rules: []nft.Rule{
-				{Matches: []nft.Match{lk("a", false, nft.FieldIPDaddr), lk("b", false, portsM...)}, Verdict: acceptV, Comment: "and"},
+			{Name: "b2", Base: fwd(0), Rules: []ruleset.Rule{
+				{Matches: []ruleset.Match{lk("a", false, ruleset.FieldIPDaddr), lk("b", false, portsM...)}, Verdict: acceptV, Comment: "and"},
 				{Verdict: jumpV("shared")},
-				{Matches: []nft.Match{lk("a", true, nft.FieldIPDaddr)}, Verdict: dropV},
+				{Matches: []ruleset.Match{lk("a", true, ruleset.FieldIPDaddr)}, Verdict: dropV},
 			}},
-			{Name: "b3", Base: fwd(10), Rules: []nft.Rule{
-				{Verdict: nft.Verdict{Kind: nft.VerdictVMap, Map: "m", Fields: []nft.Field{nft.FieldIPDaddr}}},
-				{Matches: []nft.Match{{Kind: nft.MatchCtState, CtStates: nft.CtInvalid}}, Verdict: dropV},
+			{Name: "b3", Base: fwd(10), Rules: []ruleset.Rule{
+				{Verdict: ruleset.Verdict{Kind: ruleset.VerdictVMap, Map: "m", Fields: []ruleset.Field{ruleset.FieldIPDaddr}}},
+				{Matches: []ruleset.Match{{Kind: ruleset.MatchCtState, CtStates: ruleset.CtInvalid}}, Verdict: dropV},
 			}},
-			{Name: "shared", Rules: []nft.Rule{
-				{Matches: []nft.Match{lk("c", false, nft.FieldIPSaddr)}, Verdict: acceptV},
-				{Matches: []nft.Match{lk("c", false, nft.FieldIPDaddr)}, Verdict: dropV},
-				{Matches: []nft.Match{{Kind: nft.MatchPort, Proto: 6, PortFrom: 22, PortTo: 22}}, Verdict: acceptV},
+			{Name: "shared", Rules: []ruleset.Rule{
+				{Matches: []ruleset.Match{lk("c", false, ruleset.FieldIPSaddr)}, Verdict: acceptV},
+				{Matches: []ruleset.Match{lk("c", false, ruleset.FieldIPDaddr)}, Verdict: dropV},
+				{Matches: []ruleset.Match{{Kind: ruleset.MatchPort, Proto: 6, PortFrom: 22, PortTo: 22}}, Verdict: acceptV},
 				{Verdict: jumpV("through")},
 			}},
-			{Name: "through", Rules: []nft.Rule{
-				{Matches: []nft.Match{lk("c", false, nft.FieldIPDaddr)}, Verdict: acceptV},
+			{Name: "through", Rules: []ruleset.Rule{
+				{Matches: []ruleset.Match{lk("c", false, ruleset.FieldIPDaddr)}, Verdict: acceptV},
 			}},
 		},
 	}
 	return rs
 }
 
-// TestGeneralModelMatchesNFTTrace checks every construct against nft.Trace
+// TestGeneralModelMatchesNFTTrace checks every construct against ruleset.Trace
 // on every combination of interesting packets.
 func TestGeneralModelMatchesNFTTrace(t *testing.T) {
 	rs := generalRuleset()
@@ -100,11 +102,11 @@ func TestGeneralModelMatchesNFTTrace(t *testing.T) {
 	for _, src := range addrs {
 		for _, dst := range addrs {
 			for _, port := range []uint16{7, 22, 53, 79, 80, 81, 82, 999, 1000, 2000, 2001} {
-				for _, proto := range []uint8{nft.ProtoTCP, nft.ProtoUDP, nft.ProtoSCTP} {
-					for _, st := range []uint32{nft.CtNew, nft.CtEstablished, nft.CtInvalid} {
-						p := nft.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st}
+				for _, proto := range []uint8{ruleset.ProtoTCP, ruleset.ProtoUDP, ruleset.ProtoSCTP} {
+					for _, st := range []uint32{ruleset.CtNew, ruleset.CtEstablished, ruleset.CtInvalid} {
+						p := ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st}
 						n++
-						want, ws := nft.Trace(rs, p)
+						want, ws := ruleset.Trace(rs, p)
 						got, gs := r.trace(p)
 						if got != want && fails < 5 {
 							fails++
@@ -123,8 +125,8 @@ func TestGeneralModelMatchesNFTTrace(t *testing.T) {
 // and a 3-element set costs 3+3 element rules, not 3×3.
 func TestLookupsAreChainedNotMultiplied(t *testing.T) {
 	rs := generalRuleset()
-	rs.Chains = []nft.Chain{{Name: "b2", Base: &nft.Base{Type: "filter", Hook: nft.HookForward}, Rules: []nft.Rule{
-		{Matches: []nft.Match{lk("a", false, nft.FieldIPDaddr), lk("b", false, portsM...)}, Verdict: acceptV},
+	rs.Chains = []ruleset.Chain{{Name: "b2", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward}, Rules: []ruleset.Rule{
+		{Matches: []ruleset.Match{lk("a", false, ruleset.FieldIPDaddr), lk("b", false, portsM...)}, Verdict: acceptV},
 	}}}
 	v4 := build(rs, false)
 	total := 0

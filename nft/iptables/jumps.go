@@ -50,7 +50,7 @@ func (a *Applier) KeepJumpsFirst(ctx context.Context) ([]string, error) {
 		if len(ed) == 0 {
 			continue
 		}
-		if err := a.restore(ctx, *f, (&ruleset{v6: f.v6}).text(ed)); err != nil {
+		if err := a.restore(ctx, *f, (&familyRules{v6: f.v6}).text(ed)); err != nil {
 			errs = append(errs, fmt.Errorf("move jumps back to position 1: %w", err))
 			continue
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/weir-cni/weir/examples"
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Hosts of the kernel test, all wired to one node namespace. ext-ok and
@@ -166,8 +167,8 @@ spec:
 // backend is one way of programming a node namespace.
 type backend struct {
 	name     string
-	apply    func(context.Context, nft.Ruleset) error
-	counters func() (map[string]nft.CounterValue, error)
+	apply    func(context.Context, ruleset.Ruleset) error
+	counters func() (map[string]ruleset.CounterValue, error)
 }
 
 func nftBackend(t *testing.T, tp *topology) backend {
@@ -176,7 +177,7 @@ func nftBackend(t *testing.T, tp *topology) backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.Close() })
-	return backend{"nftables", func(_ context.Context, rs nft.Ruleset) error { return a.Apply(rs) }, a.Counters}
+	return backend{"nftables", func(_ context.Context, rs ruleset.Ruleset) error { return a.Apply(rs) }, a.Counters}
 }
 
 func iptBackend(t *testing.T, tp *topology, m Mode) backend {
@@ -202,7 +203,7 @@ func kindBackend(t *testing.T, tp *topology, kind string) backend {
 }
 
 // counted reads b's counters, failing the test on error.
-func (b backend) counted(t *testing.T) map[string]nft.CounterValue {
+func (b backend) counted(t *testing.T) map[string]ruleset.CounterValue {
 	t.Helper()
 	v, err := b.counters()
 	if err != nil {
@@ -212,12 +213,12 @@ func (b backend) counted(t *testing.T) map[string]nft.CounterValue {
 }
 
 // compareCounters checks what each backend counted between before and
-// after: for each policy rule, exactly the allowed probes whose nft.Trace
+// after: for each policy rule, exactly the allowed probes whose ruleset.Trace
 // passes that rule (want; a probe's first packet is the only one a policy
 // rule sees: the rest are established), and for each isolation drop,
 // packets on every backend or on none (their counts depend on
 // retransmissions). It returns how many packets the policy rules counted.
-func compareCounters(t *testing.T, rs nft.Ruleset, names []string, before, after []map[string]nft.CounterValue, want map[string]uint64) uint64 {
+func compareCounters(t *testing.T, rs ruleset.Ruleset, names []string, before, after []map[string]ruleset.CounterValue, want map[string]uint64) uint64 {
 	t.Helper()
 	var total uint64
 	for _, c := range rs.Counters {
@@ -251,7 +252,7 @@ func compareCounters(t *testing.T, rs nft.Ruleset, names []string, before, after
 // TestBackendsGiveSameVerdicts wires the same hosts to three node
 // namespaces, programs one with nftables and the others with this package
 // (nf_tables and legacy flavours), and checks that real TCP and UDP probes
-// give the expected matrix — the same for every backend and for nft.Trace —
+// give the expected matrix — the same for every backend and for ruleset.Trace —
 // through a sequence of scenarios.
 func TestBackendsGiveSameVerdicts(t *testing.T) {
 	type node struct {
@@ -276,11 +277,11 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 			}
 			counts := map[string]uint64{} // what the policy rules should count
 			for _, p := range sc.probes {
-				pkt := nft.Packet{Src: pick(nodes[0].tp.hosts[p.from], p.v6), Dst: pick(nodes[0].tp.hosts[p.to], p.v6),
-					Proto: map[string]uint8{"tcp": nft.ProtoTCP, "udp": nft.ProtoUDP}[p.proto], DPort: uint16(p.port)}
-				v, steps := nft.Trace(rs, pkt)
-				if (v == nft.VerdictAccept) != p.want {
-					t.Errorf("nft.Trace disagrees with the expected matrix on %s", describe(p))
+				pkt := ruleset.Packet{Src: pick(nodes[0].tp.hosts[p.from], p.v6), Dst: pick(nodes[0].tp.hosts[p.to], p.v6),
+					Proto: map[string]uint8{"tcp": ruleset.ProtoTCP, "udp": ruleset.ProtoUDP}[p.proto], DPort: uint16(p.port)}
+				v, steps := ruleset.Trace(rs, pkt)
+				if (v == ruleset.VerdictAccept) != p.want {
+					t.Errorf("ruleset.Trace disagrees with the expected matrix on %s", describe(p))
 				}
 				if p.want {
 					for _, c := range tracedCounters(steps) {
@@ -289,7 +290,7 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 				}
 			}
 			var names []string
-			var before, after []map[string]nft.CounterValue
+			var before, after []map[string]ruleset.CounterValue
 			for _, n := range nodes {
 				if err := n.b.apply(ctx, rs); err != nil {
 					t.Fatalf("%s: apply: %v", n.b.name, err)

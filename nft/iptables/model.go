@@ -29,9 +29,9 @@ const (
 	targetMasquerade = "MASQUERADE"
 )
 
-// ruleset is what one family (iptables or ip6tables) holds: tables in a
+// familyRules is what one family (iptables or ip6tables) holds: tables in a
 // fixed order (filter, then nat).
-type ruleset struct {
+type familyRules struct {
 	v6       bool
 	tables   []*table
 	problems []string
@@ -83,7 +83,7 @@ type rule struct {
 	goTo   bool
 	// nflog holds the NFLOG target's options (target NFLOG).
 	nflog *nflog
-	// counter is the model's named counter (nft.Rule.Counter) that this
+	// counter is the model's named counter (ruleset.Rule.Counter) that this
 	// rule's packets count into. It is not rendered: iptables counts every
 	// rule, and Counters sums the rules of each name.
 	counter string

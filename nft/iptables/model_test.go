@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 func TestChainName(t *testing.T) {
@@ -64,42 +64,42 @@ func TestElemRules(t *testing.T) {
 	b := func(bs ...byte) string { return string(bs) }
 	tests := []struct {
 		name   string
-		set    nft.Set
+		set    ruleset.Set
 		id     uint32
-		fields []nft.Field
+		fields []ruleset.Field
 		want   []string
 	}{
 		{"prefix range is a CIDR",
-			nft.Set{Key: []nft.Type{nft.TypeIPv4}, Elems: []nft.Elem{{Key: []nft.Range{{From: b(10, 0, 0, 0), To: b(10, 0, 255, 255)}}}}},
-			0, []nft.Field{nft.FieldIPSaddr}, []string{"-s 10.0.0.0/16 -j X"}},
+			ruleset.Set{Key: []ruleset.Type{ruleset.TypeIPv4}, Elems: []ruleset.Elem{{Key: []ruleset.Range{{From: b(10, 0, 0, 0), To: b(10, 0, 255, 255)}}}}},
+			0, []ruleset.Field{ruleset.FieldIPSaddr}, []string{"-s 10.0.0.0/16 -j X"}},
 		{"other range is an iprange",
-			nft.Set{Key: []nft.Type{nft.TypeIPv4}, Elems: []nft.Elem{{Key: []nft.Range{{From: b(10, 0, 0, 1), To: b(10, 0, 0, 6)}}}}},
-			0, []nft.Field{nft.FieldIPDaddr}, []string{"-m iprange --dst-range 10.0.0.1-10.0.0.6 -j X"}},
+			ruleset.Set{Key: []ruleset.Type{ruleset.TypeIPv4}, Elems: []ruleset.Elem{{Key: []ruleset.Range{{From: b(10, 0, 0, 1), To: b(10, 0, 0, 6)}}}}},
+			0, []ruleset.Field{ruleset.FieldIPDaddr}, []string{"-m iprange --dst-range 10.0.0.1-10.0.0.6 -j X"}},
 		{"protocol and port range",
-			nft.Set{Key: []nft.Type{nft.TypeProto, nft.TypePort}, Elems: []nft.Elem{{Key: []nft.Range{{From: b(17), To: b(17)}, {From: b(0, 80), To: b(0, 90)}}}}},
-			0, []nft.Field{nft.FieldL4Proto, nft.FieldTHDport}, []string{"-p udp -m udp --dport 80:90 -j X"}},
+			ruleset.Set{Key: []ruleset.Type{ruleset.TypeProto, ruleset.TypePort}, Elems: []ruleset.Elem{{Key: []ruleset.Range{{From: b(17), To: b(17)}, {From: b(0, 80), To: b(0, 90)}}}}},
+			0, []ruleset.Field{ruleset.FieldL4Proto, ruleset.FieldTHDport}, []string{"-p udp -m udp --dport 80:90 -j X"}},
 		{"every port of a protocol needs no port match",
-			nft.Set{Key: []nft.Type{nft.TypeProto, nft.TypePort}, Elems: []nft.Elem{{Key: []nft.Range{{From: b(6), To: b(6)}, {From: b(0, 0), To: b(255, 255)}}}}},
-			0, []nft.Field{nft.FieldL4Proto, nft.FieldTHDport}, []string{"-p tcp -j X"}},
+			ruleset.Set{Key: []ruleset.Type{ruleset.TypeProto, ruleset.TypePort}, Elems: []ruleset.Elem{{Key: []ruleset.Range{{From: b(6), To: b(6)}, {From: b(0, 0), To: b(255, 255)}}}}},
+			0, []ruleset.Field{ruleset.FieldL4Proto, ruleset.FieldTHDport}, []string{"-p tcp -j X"}},
 		{"a port without protocol is spelled for tcp, udp and sctp",
-			nft.Set{Key: []nft.Type{nft.TypePort}, Elems: []nft.Elem{{Key: []nft.Range{{From: b(0, 53), To: b(0, 53)}}}}},
-			0, []nft.Field{nft.FieldTHDport}, []string{"-p tcp -m tcp --dport 53 -j X", "-p udp -m udp --dport 53 -j X", "-p sctp -m sctp --dport 53 -j X"}},
+			ruleset.Set{Key: []ruleset.Type{ruleset.TypePort}, Elems: []ruleset.Elem{{Key: []ruleset.Range{{From: b(0, 53), To: b(0, 53)}}}}},
+			0, []ruleset.Field{ruleset.FieldTHDport}, []string{"-p tcp -m tcp --dport 53 -j X", "-p udp -m udp --dport 53 -j X", "-p sctp -m sctp --dport 53 -j X"}},
 		{"a port of another protocol matches nothing",
-			nft.Set{Key: []nft.Type{nft.TypeProto, nft.TypePort}, Elems: []nft.Elem{{Key: []nft.Range{{From: b(1), To: b(1)}, {From: b(0, 53), To: b(0, 53)}}}}},
-			0, []nft.Field{nft.FieldL4Proto, nft.FieldTHDport}, nil},
+			ruleset.Set{Key: []ruleset.Type{ruleset.TypeProto, ruleset.TypePort}, Elems: []ruleset.Elem{{Key: []ruleset.Range{{From: b(1), To: b(1)}, {From: b(0, 53), To: b(0, 53)}}}}},
+			0, []ruleset.Field{ruleset.FieldL4Proto, ruleset.FieldTHDport}, nil},
 		{"address, protocol and port",
-			nft.Set{Key: []nft.Type{nft.TypeIPv6, nft.TypeProto, nft.TypePort}, Elems: []nft.Elem{{Key: []nft.Range{
+			ruleset.Set{Key: []ruleset.Type{ruleset.TypeIPv6, ruleset.TypeProto, ruleset.TypePort}, Elems: []ruleset.Elem{{Key: []ruleset.Range{
 				{From: string(netip.MustParseAddr("fd00::1").AsSlice()), To: string(netip.MustParseAddr("fd00::1").AsSlice())},
 				{From: b(6), To: b(6)}, {From: b(31, 144), To: b(31, 144)}}}}},
-			0, []nft.Field{nft.FieldIP6Daddr, nft.FieldL4Proto, nft.FieldTHDport}, []string{"-d fd00::1/128 -p tcp -m tcp --dport 8080 -j X"}},
+			0, []ruleset.Field{ruleset.FieldIP6Daddr, ruleset.FieldL4Proto, ruleset.FieldTHDport}, []string{"-d fd00::1/128 -p tcp -m tcp --dport 8080 -j X"}},
 		{"a lookup with an id takes only that id's elements",
-			nft.Set{Key: []nft.Type{nft.TypeID, nft.TypeIPv4}, Elems: []nft.Elem{
-				{Key: []nft.Range{{From: b(0, 0, 0, 1), To: b(0, 0, 0, 1)}, {From: b(10, 0, 0, 1), To: b(10, 0, 0, 1)}}},
-				{Key: []nft.Range{{From: b(0, 0, 0, 2), To: b(0, 0, 0, 2)}, {From: b(10, 0, 0, 2), To: b(10, 0, 0, 2)}}},
-				{Key: []nft.Range{{From: b(0, 0, 0, 2), To: b(0, 0, 0, 2)}, {From: b(10, 0, 0, 3), To: b(10, 0, 0, 3)}}},
-				{Key: []nft.Range{{From: b(0, 0, 0, 3), To: b(0, 0, 0, 3)}, {From: b(10, 0, 0, 4), To: b(10, 0, 0, 4)}}},
+			ruleset.Set{Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Elems: []ruleset.Elem{
+				{Key: []ruleset.Range{{From: b(0, 0, 0, 1), To: b(0, 0, 0, 1)}, {From: b(10, 0, 0, 1), To: b(10, 0, 0, 1)}}},
+				{Key: []ruleset.Range{{From: b(0, 0, 0, 2), To: b(0, 0, 0, 2)}, {From: b(10, 0, 0, 2), To: b(10, 0, 0, 2)}}},
+				{Key: []ruleset.Range{{From: b(0, 0, 0, 2), To: b(0, 0, 0, 2)}, {From: b(10, 0, 0, 3), To: b(10, 0, 0, 3)}}},
+				{Key: []ruleset.Range{{From: b(0, 0, 0, 3), To: b(0, 0, 0, 3)}, {From: b(10, 0, 0, 4), To: b(10, 0, 0, 4)}}},
 			}},
-			2, []nft.Field{nft.FieldIPSaddr}, []string{"-s 10.0.0.2/32 -j X", "-s 10.0.0.3/32 -j X"}},
+			2, []ruleset.Field{ruleset.FieldIPSaddr}, []string{"-s 10.0.0.2/32 -j X", "-s 10.0.0.3/32 -j X"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,7 +3,7 @@ package iptables
 import (
 	"strings"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Render translates rs into iptables-restore --noflush input for iptables
@@ -12,7 +12,7 @@ import (
 // and appends its rules; built-in chains are never declared, so they are
 // not flushed. The jumps from built-in chains are not part of the text: they
 // depend on what the kernel holds, and Applier adds them.
-func Render(rs nft.Ruleset) (v4, v6 string) {
+func Render(rs ruleset.Ruleset) (v4, v6 string) {
 	return build(rs, false).text(nil), build(rs, true).text(nil)
 }
 
@@ -30,13 +30,13 @@ type edits struct {
 
 // text renders the family; extra holds Apply's edits per table name, and may
 // name tables the ruleset does not use (to clean them up).
-func (r *ruleset) text(extra map[string]edits) string {
+func (r *familyRules) text(extra map[string]edits) string {
 	var b strings.Builder
 	cmd := "iptables"
 	if r.v6 {
 		cmd = "ip6tables"
 	}
-	b.WriteString("# weir: " + cmd + "-restore --noflush input generated from table inet " + nft.TableName + "\n")
+	b.WriteString("# weir: " + cmd + "-restore --noflush input generated from table inet " + ruleset.TableName + "\n")
 	for _, p := range r.problems {
 		b.WriteString("# problem: " + strings.ReplaceAll(p, "\n", " ") + "\n")
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -49,26 +50,26 @@ func loadScenario(t testing.TB, path string) scenario {
 	return s
 }
 
-func (tc traceCase) packet(t testing.TB) nft.Packet {
+func (tc traceCase) packet(t testing.TB) ruleset.Packet {
 	t.Helper()
-	p := nft.Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
+	p := ruleset.Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
 	switch tc.Proto {
 	case "", "tcp":
-		p.Proto = nft.ProtoTCP
+		p.Proto = ruleset.ProtoTCP
 	case "udp":
-		p.Proto = nft.ProtoUDP
+		p.Proto = ruleset.ProtoUDP
 	case "sctp":
-		p.Proto = nft.ProtoSCTP
+		p.Proto = ruleset.ProtoSCTP
 	default:
 		t.Fatalf("unknown proto %q", tc.Proto)
 	}
 	switch tc.State {
 	case "", "new":
-		p.CtState = nft.CtNew
+		p.CtState = ruleset.CtNew
 	case "established":
-		p.CtState = nft.CtEstablished
+		p.CtState = ruleset.CtEstablished
 	case "invalid":
-		p.CtState = nft.CtInvalid
+		p.CtState = ruleset.CtInvalid
 	default:
 		t.Fatalf("unknown state %q", tc.State)
 	}
@@ -84,8 +85,8 @@ func glob(t *testing.T, pattern string) []string {
 	return files
 }
 
-func verdictName(v nft.VerdictKind) string {
-	return map[nft.VerdictKind]string{nft.VerdictAccept: "accept", nft.VerdictDrop: "drop"}[v]
+func verdictName(v ruleset.VerdictKind) string {
+	return map[ruleset.VerdictKind]string{ruleset.VerdictAccept: "accept", ruleset.VerdictDrop: "drop"}[v]
 }
 
 // TestRenderGolden pins the iptables and ip6tables text of every scenario
@@ -127,7 +128,7 @@ func TestRenderedVerdicts(t *testing.T) {
 // TestRenderedMatchesNFTTrace is the differential test: for many packets
 // per scenario (every pair of interesting addresses, interesting ports,
 // three protocols, three conntrack states), the rendered iptables chains
-// give the verdict nft.Trace gives on the nftables ruleset.
+// give the verdict ruleset.Trace gives on the nftables ruleset.
 func TestRenderedMatchesNFTTrace(t *testing.T) {
 	files := append(glob(t, "testdata/*.yaml"), glob(t, "../testdata/compile/*.yaml")...)
 	for _, file := range files {
@@ -141,7 +142,7 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 			}
 			fails, counted := 0, 0
 			for _, p := range pkts {
-				want, wsteps := nft.Trace(rs, p)
+				want, wsteps := ruleset.Trace(rs, p)
 				got, gsteps := r.trace(p)
 				if got != want && fails < 5 {
 					fails++
@@ -170,7 +171,7 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 // packets builds the packets of the differential test: addresses are the
 // pods', the node's, the traces', and both ends of every address range in
 // the ruleset plus their neighbours; ports likewise.
-func packets(rs nft.Ruleset, s scenario) []nft.Packet {
+func packets(rs ruleset.Ruleset, s scenario) []ruleset.Packet {
 	addrs := map[netip.Addr]bool{}
 	ports := map[uint16]bool{1: true, 80: true, 65535: true}
 	for _, p := range s.Pods {
@@ -192,12 +193,12 @@ func packets(rs nft.Ruleset, s scenario) []nft.Packet {
 		for _, e := range set.Elems {
 			for i, k := range e.Key {
 				switch set.Key[i] {
-				case nft.TypeIPv4, nft.TypeIPv6:
+				case ruleset.TypeIPv4, ruleset.TypeIPv6:
 					for _, b := range []string{k.From, k.To} {
 						a, _ := netip.AddrFromSlice([]byte(b))
 						addrs[a], addrs[a.Prev()], addrs[a.Next()] = true, true, true
 					}
-				case nft.TypePort:
+				case ruleset.TypePort:
 					for _, b := range []string{k.From, k.To} {
 						p := uint16(port(b))
 						ports[p], ports[p-1], ports[p+1] = true, true, true
@@ -209,7 +210,7 @@ func packets(rs nft.Ruleset, s scenario) []nft.Packet {
 	for _, c := range rs.Chains {
 		for _, r := range c.Rules {
 			for _, m := range r.Matches {
-				if m.Kind == nft.MatchPort {
+				if m.Kind == ruleset.MatchPort {
 					ports[m.PortFrom-1], ports[m.PortFrom], ports[m.PortTo], ports[m.PortTo+1] = true, true, true, true
 				}
 			}
@@ -218,16 +219,16 @@ func packets(rs nft.Ruleset, s scenario) []nft.Packet {
 	delete(ports, 0)
 	as := sortedKeys(addrs, func(a, b netip.Addr) bool { return a.Less(b) })
 	ps := sortedKeys(ports, func(a, b uint16) bool { return a < b })
-	var out []nft.Packet
+	var out []ruleset.Packet
 	for _, src := range as {
 		for _, dst := range as {
 			if !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
 				continue
 			}
 			for _, port := range ps {
-				for _, proto := range []uint8{nft.ProtoTCP, nft.ProtoUDP, nft.ProtoSCTP} {
-					for _, st := range []uint32{nft.CtNew, nft.CtEstablished, nft.CtInvalid} {
-						out = append(out, nft.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st})
+				for _, proto := range []uint8{ruleset.ProtoTCP, ruleset.ProtoUDP, ruleset.ProtoSCTP} {
+					for _, st := range []uint32{ruleset.CtNew, ruleset.CtEstablished, ruleset.CtInvalid} {
+						out = append(out, ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st})
 					}
 				}
 			}

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // lookup is one set lookup of a rule, as element rules without targets.
@@ -24,19 +24,19 @@ type lookup struct {
 // chain of the next lookup, the last carrying the verdict. A packet that
 // misses a lookup falls back to ch, after this rule, exactly like a failed
 // match; a negated lookup RETURNs on any element and goes on otherwise.
-func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
+func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
 	head := rule{comment: r.Comment, counter: r.Counter}
 	ct := ^uint32(0)
 	var lookups []lookup
 	for _, m := range r.Matches {
 		switch m.Kind {
-		case nft.MatchCtState:
+		case ruleset.MatchCtState:
 			ct &= m.CtStates
 			continue
-		case nft.MatchIifname:
+		case ruleset.MatchIifname:
 			head.iif, head.notIif = m.IfPrefix+"+", m.Negate
 			continue
-		case nft.MatchRPFail:
+		case ruleset.MatchRPFail:
 			// rpfilter is nft's `fib saddr . iif oif missing`: a strict
 			// reverse-path lookup, which fails for local sources too.
 			head.rpfail = true
@@ -44,9 +44,9 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 		}
 		var elems []rule
 		switch m.Kind {
-		case nft.MatchPort:
+		case ruleset.MatchPort:
 			elems = portRules(m)
-		case nft.MatchLookup:
+		case ruleset.MatchLookup:
 			if !b.fieldsOK(m.Fields) {
 				return // the other family's rule
 			}
@@ -80,11 +80,11 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 		head.ctStates = ctStates(ct)
 	}
 	v := r.Verdict
-	if v.Kind == nft.VerdictVMap && !b.fieldsOK(v.Fields) {
+	if v.Kind == ruleset.VerdictVMap && !b.fieldsOK(v.Fields) {
 		return
 	}
 	if r.Log != nil {
-		if len(lookups) > 0 || v.Kind != nft.VerdictNone {
+		if len(lookups) > 0 || v.Kind != ruleset.VerdictNone {
 			b.out.problems = append(b.out.problems, fmt.Sprintf("rule %q: a log rule with lookups or a verdict is not translated", r.String()))
 			return
 		}
@@ -96,7 +96,7 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 		return
 	}
 	if len(lookups) == 0 {
-		if v.Kind == nft.VerdictNone {
+		if v.Kind == ruleset.VerdictNone {
 			return
 		}
 		head.target, head.goTo = b.verdict(t, ch.name, k, v, ctx, false)
@@ -135,7 +135,7 @@ func (b *builder) rule(t *table, ch *chain, k int, r nft.Rule, ctx string) {
 
 // portRules is the one rule matching a MatchPort: protocol, and the port
 // range unless it is every port.
-func portRules(m nft.Match) []rule {
+func portRules(m ruleset.Match) []rule {
 	r := rule{proto: protoName(int(m.Proto))}
 	switch {
 	case m.AllPorts || (m.PortFrom == 0 && m.PortTo == 65535):
@@ -162,17 +162,17 @@ func (b *builder) fresh(t *table, set, fallback string) string {
 // verdict returns the target of a verdict. viaSub says the rule sits in a
 // lookup chain: a jump is then a goto, so that the jumped-to chain falling
 // through resumes the original chain after the rule, as in nftables.
-func (b *builder) verdict(t *table, parent string, k int, v nft.Verdict, ctx string, viaSub bool) (string, bool) {
+func (b *builder) verdict(t *table, parent string, k int, v ruleset.Verdict, ctx string, viaSub bool) (string, bool) {
 	switch v.Kind {
-	case nft.VerdictAccept:
+	case ruleset.VerdictAccept:
 		return ctx, false
-	case nft.VerdictDrop:
+	case ruleset.VerdictDrop:
 		return targetDrop, false
-	case nft.VerdictMasquerade:
+	case ruleset.VerdictMasquerade:
 		return targetMasquerade, false
-	case nft.VerdictJump:
+	case ruleset.VerdictJump:
 		return b.instance(t, v.Chain, ctx), viaSub
-	case nft.VerdictVMap:
+	case ruleset.VerdictVMap:
 		return b.vmap(t, parent, k, v, ctx), viaSub
 	}
 	return targetReturn, false
@@ -180,7 +180,7 @@ func (b *builder) verdict(t *table, parent string, k int, v nft.Verdict, ctx str
 
 // vmap writes a verdict map as a chain of one rule per key, each going to
 // its element's verdict.
-func (b *builder) vmap(t *table, parent string, k int, v nft.Verdict, ctx string) string {
+func (b *builder) vmap(t *table, parent string, k int, v ruleset.Verdict, ctx string) string {
 	m, _ := b.rs.Set(v.Map)
 	mc := t.chain(b.fresh(t, v.Map, subName(parent, k, "map")))
 	for _, e := range m.Elems {
@@ -197,18 +197,18 @@ func (b *builder) vmap(t *table, parent string, k int, v nft.Verdict, ctx string
 }
 
 // setRules returns the match of every element of s looked up with fields.
-func setRules(s nft.Set, id uint32, fields []nft.Field) []rule {
+func setRules(s ruleset.Set, id uint32, fields []ruleset.Field) []rule {
 	elems := s.Elems
 	if id != 0 { // the elements of id, without it (elements sort by id)
-		if len(s.Key) == 0 || s.Key[0] != nft.TypeID {
+		if len(s.Key) == 0 || s.Key[0] != ruleset.TypeID {
 			return nil
 		}
 		key := string(binary.BigEndian.AppendUint32(nil, id))
 		lo := sort.Search(len(elems), func(i int) bool { return elems[i].Key[0].From >= key })
 		hi := sort.Search(len(elems), func(i int) bool { return elems[i].Key[0].From > key })
-		elems = make([]nft.Elem, 0, hi-lo)
+		elems = make([]ruleset.Elem, 0, hi-lo)
 		for _, e := range s.Elems[lo:hi] {
-			elems = append(elems, nft.Elem{Key: e.Key[1:]})
+			elems = append(elems, ruleset.Elem{Key: e.Key[1:]})
 		}
 		s.Key = s.Key[1:]
 	}
@@ -226,7 +226,7 @@ func setRules(s nft.Set, id uint32, fields []nft.Field) []rule {
 // protocol range must be spelled out, or a port needs a protocol (tcp, udp
 // and sctp: the protocols NetworkPolicy knows). A port of any other protocol
 // cannot be expressed and matches nothing.
-func elemRules(s nft.Set, fields []nft.Field, e nft.Elem) []rule {
+func elemRules(s ruleset.Set, fields []ruleset.Field, e ruleset.Elem) []rule {
 	out := []rule{{}}
 	for i, f := range fields {
 		if i >= len(e.Key) {
@@ -236,11 +236,11 @@ func elemRules(s nft.Set, fields []nft.Field, e nft.Elem) []rule {
 		var next []rule
 		for _, r := range out {
 			switch f {
-			case nft.FieldIPSaddr, nft.FieldIP6Saddr:
+			case ruleset.FieldIPSaddr, ruleset.FieldIP6Saddr:
 				r.src, r.srcRange = addrMatch(rg)
-			case nft.FieldIPDaddr, nft.FieldIP6Daddr:
+			case ruleset.FieldIPDaddr, ruleset.FieldIP6Daddr:
 				r.dst, r.dstRange = addrMatch(rg)
-			case nft.FieldL4Proto:
+			case ruleset.FieldL4Proto:
 				lo, hi := int(rg.From[0]), int(rg.To[0])
 				if lo == 0 && hi == 255 {
 					break
@@ -251,7 +251,7 @@ func elemRules(s nft.Set, fields []nft.Field, e nft.Elem) []rule {
 					next = append(next, c)
 				}
 				continue
-			case nft.FieldTHDport:
+			case ruleset.FieldTHDport:
 				lo, hi := port(rg.From), port(rg.To)
 				switch {
 				case lo == 0 && hi == 65535:
@@ -282,7 +282,7 @@ func elemRules(s nft.Set, fields []nft.Field, e nft.Elem) []rule {
 }
 
 // addrMatch returns a CIDR for a prefix, else an iprange.
-func addrMatch(rg nft.Range) (cidr, iprange string) {
+func addrMatch(rg ruleset.Range) (cidr, iprange string) {
 	lo, _ := netip.AddrFromSlice([]byte(rg.From))
 	hi, _ := netip.AddrFromSlice([]byte(rg.To))
 	if p, ok := asPrefix(lo, hi); ok {
@@ -339,7 +339,7 @@ func ctStates(s uint32) string {
 	for _, n := range []struct {
 		bit  uint32
 		name string
-	}{{nft.CtInvalid, "INVALID"}, {nft.CtNew, "NEW"}, {nft.CtRelated, "RELATED"}, {nft.CtEstablished, "ESTABLISHED"}} {
+	}{{ruleset.CtInvalid, "INVALID"}, {ruleset.CtNew, "NEW"}, {ruleset.CtRelated, "RELATED"}, {ruleset.CtEstablished, "ESTABLISHED"}} {
 		if s&n.bit != 0 {
 			out = append(out, n.name)
 		}

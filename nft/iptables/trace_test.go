@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // traceFamily walks the rendered filter table of one family as the kernel
@@ -15,9 +15,9 @@ import (
 // jump. -j returns to the caller when the target falls through or RETURNs;
 // -g replaces the current chain, so falling through returns to the chain
 // that made the last -j.
-func traceFamily(r *ruleset, p nft.Packet) (nft.VerdictKind, []string) {
+func traceFamily(r *familyRules, p ruleset.Packet) (ruleset.VerdictKind, []string) {
 	if p.CtState == 0 {
-		p.CtState = nft.CtNew
+		p.CtState = ruleset.CtNew
 	}
 	tr := &ipTracer{p: p}
 	for _, t := range r.tables {
@@ -29,12 +29,12 @@ func traceFamily(r *ruleset, p nft.Packet) (nft.VerdictKind, []string) {
 			if j.builtin != "FORWARD" {
 				continue
 			}
-			if v := tr.chain(j.target, 0); v == nft.VerdictDrop || v == nft.VerdictAccept {
+			if v := tr.chain(j.target, 0); v == ruleset.VerdictDrop || v == ruleset.VerdictAccept {
 				return v, tr.steps
 			}
 		}
 	}
-	return nft.VerdictAccept, append(tr.steps, "FORWARD: policy ACCEPT")
+	return ruleset.VerdictAccept, append(tr.steps, "FORWARD: policy ACCEPT")
 }
 
 // countsInto starts the step that says a matching rule counted the packet
@@ -42,7 +42,7 @@ func traceFamily(r *ruleset, p nft.Packet) (nft.VerdictKind, []string) {
 const countsInto = "counts into "
 
 // tracedCounters lists the named counters a trace says the packet counted
-// into: from nft.Trace's rules (`counter name "X"`), or from traceFamily.
+// into: from ruleset.Trace's rules (`counter name "X"`), or from traceFamily.
 func tracedCounters(steps []string) []string {
 	var out []string
 	for _, s := range steps {
@@ -59,20 +59,20 @@ var nftCounterRef = regexp.MustCompile(`counter name "([^"]+)"`)
 
 type ipTracer struct {
 	t     *table
-	p     nft.Packet
+	p     ruleset.Packet
 	steps []string
 }
 
 // chain returns accept, drop, or none (fell through or RETURNed).
-func (tr *ipTracer) chain(name string, depth int) nft.VerdictKind {
+func (tr *ipTracer) chain(name string, depth int) ruleset.VerdictKind {
 	if depth > 100 {
 		tr.steps = append(tr.steps, "loop: drop")
-		return nft.VerdictDrop
+		return ruleset.VerdictDrop
 	}
 	c := tr.t.byName[name]
 	if c == nil {
 		tr.steps = append(tr.steps, "missing chain "+name)
-		return nft.VerdictDrop
+		return ruleset.VerdictDrop
 	}
 	for _, r := range c.rules {
 		if !tr.matches(r) {
@@ -87,18 +87,18 @@ func (tr *ipTracer) chain(name string, depth int) nft.VerdictKind {
 		}
 		switch r.target {
 		case targetAccept:
-			return nft.VerdictAccept
+			return ruleset.VerdictAccept
 		case targetDrop:
-			return nft.VerdictDrop
+			return ruleset.VerdictDrop
 		case targetReturn:
-			return nft.VerdictNone
+			return ruleset.VerdictNone
 		}
 		v := tr.chain(r.target, depth+1)
-		if r.goTo || v != nft.VerdictNone {
+		if r.goTo || v != ruleset.VerdictNone {
 			return v
 		}
 	}
-	return nft.VerdictNone
+	return ruleset.VerdictNone
 }
 
 func (tr *ipTracer) matches(r rule) bool {
@@ -142,18 +142,18 @@ func inRange(rg string, a netip.Addr) bool {
 }
 
 // rendered is both families of one ruleset, for tracing.
-type rendered struct{ v4, v6 *ruleset }
+type rendered struct{ v4, v6 *familyRules }
 
-func renderBoth(rs nft.Ruleset) rendered { return rendered{build(rs, false), build(rs, true)} }
+func renderBoth(rs ruleset.Ruleset) rendered { return rendered{build(rs, false), build(rs, true)} }
 
 // trace picks the family of p.
-func (r rendered) trace(p nft.Packet) (nft.VerdictKind, []string) {
+func (r rendered) trace(p ruleset.Packet) (ruleset.VerdictKind, []string) {
 	if p.Src.Unmap().Is6() {
 		return traceFamily(r.v6, p)
 	}
 	return traceFamily(r.v4, p)
 }
 
-func packetString(p nft.Packet) string {
+func packetString(p ruleset.Packet) string {
 	return fmt.Sprintf("%s -> %s %s/%d %s", p.Src, p.Dst, protoName(int(p.Proto)), p.DPort, ctStates(p.CtState))
 }

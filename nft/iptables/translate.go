@@ -4,31 +4,31 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // hooks maps an nftables base chain (type, hook) to the iptables table and
 // built-in chain it runs from, in the order tables are written.
 var hooks = []struct {
 	typ     string
-	hook    nft.Hook
+	hook    ruleset.Hook
 	table   string
 	builtin string
 }{
-	{"filter", nft.HookPrerouting, "raw", "PREROUTING"},
+	{"filter", ruleset.HookPrerouting, "raw", "PREROUTING"},
 	{"filter", "input", "filter", "INPUT"},
-	{"filter", nft.HookForward, "filter", "FORWARD"},
+	{"filter", ruleset.HookForward, "filter", "FORWARD"},
 	{"filter", "output", "filter", "OUTPUT"},
 	{"nat", "prerouting", "nat", "PREROUTING"},
 	{"nat", "output", "nat", "OUTPUT"},
-	{"nat", nft.HookPostrouting, "nat", "POSTROUTING"},
+	{"nat", ruleset.HookPostrouting, "nat", "POSTROUTING"},
 }
 
 // builder translates one family of a model ruleset.
 type builder struct {
-	rs  nft.Ruleset
+	rs  ruleset.Ruleset
 	v6  bool
-	out *ruleset
+	out *familyRules
 	// contexts[chain] is every accept target the chain is reached with;
 	// a chain reached with more than one is emitted once per target.
 	contexts map[string]map[string]bool
@@ -36,12 +36,12 @@ type builder struct {
 }
 
 // build translates rs into the chains of one family. It is pure.
-func build(rs nft.Ruleset, v6 bool) *ruleset {
-	b := &builder{rs: rs, v6: v6, out: &ruleset{v6: v6}, contexts: map[string]map[string]bool{}, emitted: map[string]bool{}}
+func build(rs ruleset.Ruleset, v6 bool) *familyRules {
+	b := &builder{rs: rs, v6: v6, out: &familyRules{v6: v6}, contexts: map[string]map[string]bool{}, emitted: map[string]bool{}}
 	b.out.problems = append(b.out.problems, rs.Problems...)
 	tables := map[string]*table{}
 	for _, h := range hooks {
-		var bases []nft.Chain
+		var bases []ruleset.Chain
 		for _, c := range rs.Chains {
 			if c.Base != nil && c.Base.Type == h.typ && c.Base.Hook == h.hook {
 				bases = append(bases, c)
@@ -71,7 +71,7 @@ func build(rs nft.Ruleset, v6 bool) *ruleset {
 // starts with (hoisted), then a jump to each base chain in priority order.
 // Base chain i accepts by jumping to its pass chain, which runs base chains
 // i+1... and then ACCEPTs.
-func (b *builder) hook(t *table, builtin string, bases []nft.Chain) {
+func (b *builder) hook(t *table, builtin string, bases []ruleset.Chain) {
 	top := t.chain(Prefix + builtin)
 	t.jumps = append(t.jumps, jump{builtin: builtin, target: top.name})
 	prefix := commonPrefix(bases)
@@ -108,7 +108,7 @@ func (b *builder) hook(t *table, builtin string, bases []nft.Chain) {
 
 // commonPrefix counts the leading rules every base chain shares that test
 // conntrack state only and accept or drop: they run once, in the top chain.
-func commonPrefix(bases []nft.Chain) int {
+func commonPrefix(bases []ruleset.Chain) int {
 	n := 0
 	for ; ; n++ {
 		for _, c := range bases {
@@ -117,11 +117,11 @@ func commonPrefix(bases []nft.Chain) int {
 			}
 		}
 		r := bases[0].Rules[n]
-		if r.Verdict.Kind != nft.VerdictAccept && r.Verdict.Kind != nft.VerdictDrop {
+		if r.Verdict.Kind != ruleset.VerdictAccept && r.Verdict.Kind != ruleset.VerdictDrop {
 			return n
 		}
 		for _, m := range r.Matches {
-			if m.Kind != nft.MatchCtState {
+			if m.Kind != ruleset.MatchCtState {
 				return n
 			}
 		}
@@ -143,12 +143,12 @@ func (b *builder) reach(name, ctx string, depth int) {
 	}
 	for _, r := range c.Rules {
 		switch r.Verdict.Kind {
-		case nft.VerdictJump:
+		case ruleset.VerdictJump:
 			b.reach(r.Verdict.Chain, ctx, depth+1)
-		case nft.VerdictVMap:
+		case ruleset.VerdictVMap:
 			m, _ := b.rs.Set(r.Verdict.Map)
 			for _, e := range m.Elems {
-				if e.Verdict.Kind == nft.VerdictJump {
+				if e.Verdict.Kind == ruleset.VerdictJump {
 					b.reach(e.Verdict.Chain, ctx, depth+1)
 				}
 			}
@@ -178,17 +178,17 @@ func (b *builder) instance(t *table, name, ctx string) string {
 	return ipt
 }
 
-func (b *builder) fieldOK(f nft.Field) bool {
+func (b *builder) fieldOK(f ruleset.Field) bool {
 	switch f {
-	case nft.FieldIPSaddr, nft.FieldIPDaddr:
+	case ruleset.FieldIPSaddr, ruleset.FieldIPDaddr:
 		return !b.v6
-	case nft.FieldIP6Saddr, nft.FieldIP6Daddr:
+	case ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr:
 		return b.v6
 	}
 	return true
 }
 
-func (b *builder) fieldsOK(fs []nft.Field) bool {
+func (b *builder) fieldsOK(fs []ruleset.Field) bool {
 	for _, f := range fs {
 		if !b.fieldOK(f) {
 			return false

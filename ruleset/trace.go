@@ -1,4 +1,4 @@
-package nft
+package ruleset
 
 import (
 	"fmt"
@@ -15,11 +15,12 @@ type Packet struct {
 	CtState uint32
 }
 
-// Protocol numbers for Packet.Proto.
+// IP protocol numbers of the protocols NetworkPolicy knows, for
+// Packet.Proto and Match.Proto.
 const (
-	ProtoTCP  uint8 = protoTCP
-	ProtoUDP  uint8 = protoUDP
-	ProtoSCTP uint8 = protoSCTP
+	ProtoTCP  uint8 = 6
+	ProtoUDP  uint8 = 17
+	ProtoSCTP uint8 = 132
 )
 
 // maxJumpDepth bounds chain recursion, as the kernel does.
@@ -140,7 +141,7 @@ func (t *tracer) key(fs []Field) ([]string, bool) {
 			out = append(out, string([]byte{t.p.Proto}))
 			continue
 		case FieldTHDport:
-			out = append(out, port16(t.p.DPort))
+			out = append(out, PortBytes(t.p.DPort))
 			continue
 		}
 		if a.Is4() != (f == FieldIPSaddr || f == FieldIPDaddr) {
@@ -159,7 +160,7 @@ func (t *tracer) lookup(set string, id uint32, fs []Field) (Elem, bool) {
 		return Elem{}, false
 	}
 	if id != 0 {
-		key = append([]string{idBytes(id)}, key...)
+		key = append([]string{IDBytes(id)}, key...)
 	}
 	s, ok := t.r.Set(set)
 	if !ok || len(s.Key) != len(key) {

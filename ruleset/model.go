@@ -1,6 +1,7 @@
-package nft
+package ruleset
 
 import (
+	"encoding/binary"
 	"slices"
 	"sort"
 	"strings"
@@ -224,7 +225,7 @@ func (r Ruleset) Chain(name string) (Chain, bool) {
 }
 
 // id is an element's identity: its key bytes.
-func (e Elem) id() string {
+func (e Elem) ID() string {
 	var b strings.Builder
 	for _, k := range e.Key {
 		b.WriteString(k.From)
@@ -237,7 +238,7 @@ func (e Elem) id() string {
 
 // sortElems sorts elements by key bytes (the order of id) and drops
 // elements whose key repeats, keeping the first. It sorts in place.
-func sortElems(es []Elem) []Elem {
+func SortElems(es []Elem) []Elem {
 	if !slices.IsSortedFunc(es, compareElems) {
 		slices.SortStableFunc(es, compareElems)
 	}
@@ -259,7 +260,7 @@ func compareElems(a, b Elem) int {
 }
 
 // size is the number of bytes of one field of type t.
-func (t Type) size() int {
+func (t Type) Size() int {
 	switch t {
 	case TypeIPv4:
 		return 4
@@ -308,3 +309,11 @@ func (t Type) typeofString() string {
 		return "th dport"
 	}
 }
+
+// idBytes is id as the big-endian bytes of a TypeID field.
+func IDBytes(id uint32) string {
+	return string(binary.BigEndian.AppendUint32(nil, id))
+}
+
+// port16 is p as the big-endian bytes of a TypePort field.
+func PortBytes(p uint16) string { return string([]byte{byte(p >> 8), byte(p)}) }

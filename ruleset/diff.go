@@ -1,4 +1,4 @@
-package nft
+package ruleset
 
 import (
 	"fmt"
@@ -216,10 +216,10 @@ func sameElems(a, b []Elem) bool {
 // stays but whose verdict changes is deleted and added again.
 func elemDiff(old, new []Elem) (del, add []Elem) {
 	if !slices.IsSortedFunc(old, compareElems) {
-		old = sortElems(slices.Clone(old))
+		old = SortElems(slices.Clone(old))
 	}
 	if !slices.IsSortedFunc(new, compareElems) {
-		new = sortElems(slices.Clone(new))
+		new = SortElems(slices.Clone(new))
 	}
 	for len(old) > 0 && len(new) > 0 {
 		switch c := compareElems(old[0], new[0]); {

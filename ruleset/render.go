@@ -1,4 +1,4 @@
-package nft
+package ruleset
 
 import (
 	"encoding/binary"
@@ -93,7 +93,7 @@ func (s Set) typeofString() string {
 func (s Set) elemString(e Elem) string {
 	parts := make([]string, 0, len(e.Key))
 	for i, k := range e.Key {
-		parts = append(parts, rangeString(s.Key[i], k))
+		parts = append(parts, RangeString(s.Key[i], k))
 	}
 	out := strings.Join(parts, " . ")
 	if s.Map {
@@ -104,31 +104,57 @@ func (s Set) elemString(e Elem) string {
 
 // rangeString prints one key field as nft does: a single value, a prefix
 // when the range is one, else from-to.
-func rangeString(t Type, r Range) string {
+func RangeString(t Type, r Range) string {
 	if r.From == r.To {
 		return valueString(t, r.From)
 	}
 	if t == TypeIPv4 || t == TypeIPv6 {
 		lo, _ := netip.AddrFromSlice([]byte(r.From))
 		hi, _ := netip.AddrFromSlice([]byte(r.To))
-		if p, ok := asPrefix(lo, hi); ok {
+		if p, ok := AsPrefix(lo, hi); ok {
 			return p.String()
 		}
 	}
 	return valueString(t, r.From) + "-" + valueString(t, r.To)
 }
 
-func asPrefix(lo, hi netip.Addr) (netip.Prefix, bool) {
+func AsPrefix(lo, hi netip.Addr) (netip.Prefix, bool) {
 	for bits := 0; bits <= lo.BitLen(); bits++ {
 		p := netip.PrefixFrom(lo, bits)
 		if p.Masked().Addr() != lo {
 			continue
 		}
-		if prefixInterval(p).hi == hi {
+		if LastAddr(p) == hi {
 			return p, true
 		}
 	}
 	return netip.Prefix{}, false
+}
+
+func ProtoName(n uint8) string {
+	switch n {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoSCTP:
+		return "sctp"
+	}
+	return fmt.Sprint(n)
+}
+
+// lastAddr is the last address of p.
+func LastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= p.Bits() {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 func valueString(t Type, v string) string {
@@ -137,7 +163,7 @@ func valueString(t Type, v string) string {
 		a, _ := netip.AddrFromSlice([]byte(v))
 		return a.String()
 	case TypeProto:
-		return protoName(v[0])
+		return ProtoName(v[0])
 	case TypeID:
 		return strconv.FormatUint(uint64(binary.BigEndian.Uint32([]byte(v))), 10)
 	default:
@@ -158,12 +184,12 @@ func (c Chain) render(b *strings.Builder) {
 
 // priorityString names a priority the way nft prints it.
 func (b Base) priorityString() string {
-	name, base := "filter", priorityFilter
+	name, base := "filter", PriorityFilter
 	switch {
 	case b.Type == "nat" && b.Hook == HookPostrouting:
-		name, base = "srcnat", prioritySrcNAT
-	case b.Hook == HookPrerouting && b.Priority < priorityFilter:
-		name, base = "raw", priorityRaw
+		name, base = "srcnat", PrioritySrcNAT
+	case b.Hook == HookPrerouting && b.Priority < PriorityFilter:
+		name, base = "raw", PriorityRaw
 	}
 	switch d := b.Priority - base; {
 	case d > 0:
@@ -205,11 +231,11 @@ func (m Match) String() string {
 	case MatchPort:
 		switch {
 		case m.AllPorts:
-			return "meta l4proto " + protoName(m.Proto)
+			return "meta l4proto " + ProtoName(m.Proto)
 		case m.PortFrom == m.PortTo:
-			return fmt.Sprintf("%s dport %d", protoName(m.Proto), m.PortFrom)
+			return fmt.Sprintf("%s dport %d", ProtoName(m.Proto), m.PortFrom)
 		}
-		return fmt.Sprintf("%s dport %d-%d", protoName(m.Proto), m.PortFrom, m.PortTo)
+		return fmt.Sprintf("%s dport %d-%d", ProtoName(m.Proto), m.PortFrom, m.PortTo)
 	case MatchIifname:
 		if m.Negate {
 			return fmt.Sprintf("iifname != %q", m.IfPrefix+"*")
