@@ -13,6 +13,7 @@ import (
 
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/nft/iptables"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -29,7 +30,7 @@ func TestRemoveStaleLeavesOnlyTheBackendInUse(t *testing.T) {
 	}
 	defer func() { n.Close(); _ = testutils.UnmountNS(n) }()
 	ctx := context.Background()
-	rs := nft.Compile(nft.Snapshot{})
+	rs := policy.Compile(policy.Snapshot{})
 	sh := func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()

@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -99,7 +99,7 @@ func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 		case name == "denied-ingress" || name == "denied-egress":
 			dir := strings.TrimPrefix(name, "denied-")
 			ch <- prometheus.MustNewConstMetric(c.denied, prometheus.CounterValue, float64(v.Packets), dir)
-		case name == nft.CounterSpoofed:
+		case name == policy.CounterSpoofed:
 			ch <- prometheus.MustNewConstMetric(c.spoofed, prometheus.CounterValue, float64(v.Packets))
 		default:
 			o, ok := owners[name]

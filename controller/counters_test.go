@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"sigs.k8s.io/yaml"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -25,7 +25,7 @@ func (f fakeCounters) Counters() (map[string]ruleset.CounterValue, error) { retu
 // pod.
 func countedRuleset(t *testing.T) ruleset.Ruleset {
 	t.Helper()
-	s := nft.Snapshot{Node: nft.Node{Name: "n1"}, Pods: []nft.Pod{
+	s := policy.Snapshot{Node: policy.Node{Name: "n1"}, Pods: []policy.Pod{
 		{Namespace: "default", Name: "web", Node: "n1", Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}},
 	}}
 	err := yaml.Unmarshal([]byte(`[{metadata: {namespace: default, name: web}, spec: {podSelector: {matchLabels: {app: web}},
@@ -33,7 +33,7 @@ func countedRuleset(t *testing.T) ruleset.Ruleset {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nft.Compile(s)
+	return policy.Compile(s)
 }
 
 // TestRuleCountersExportEachPolicyRule pins the metrics of the kernel's
@@ -41,7 +41,7 @@ func countedRuleset(t *testing.T) ruleset.Ruleset {
 // comment, the isolation drops by direction, and the spoofed-source drops.
 func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 	r := countedRuleset(t)
-	values := fakeCounters{"denied-ingress": {Packets: 7, Bytes: 420}, "denied-egress": {}, nft.CounterSpoofed: {Packets: 3, Bytes: 180}}
+	values := fakeCounters{"denied-ingress": {Packets: 7, Bytes: 420}, "denied-egress": {}, policy.CounterSpoofed: {Packets: 3, Bytes: 180}}
 	for i, name := range r.Counters {
 		if strings.HasPrefix(name, "pol-") {
 			values[name] = ruleset.CounterValue{Packets: uint64(10 + i), Bytes: uint64(1000 + i)}

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weir-cni/weir/agentapi"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -250,7 +250,7 @@ func (a *Agent) explain(req agentapi.Request) (Explanation, error) {
 }
 
 // resolvePair resolves the two ends of a connection in s.
-func resolvePair(s nft.Snapshot, srcRef, dstRef string) (src, dst netip.Addr, err error) {
+func resolvePair(s policy.Snapshot, srcRef, dstRef string) (src, dst netip.Addr, err error) {
 	if src, err = resolve(s, srcRef, dstRef); err != nil {
 		return src, dst, fmt.Errorf("source: %w", err)
 	}
@@ -262,7 +262,7 @@ func resolvePair(s nft.Snapshot, srcRef, dstRef string) (src, dst netip.Addr, er
 
 // resolve turns an address or "namespace/pod" into an address, picking the
 // pod address of the same family as other when other is an address.
-func resolve(s nft.Snapshot, ref, other string) (netip.Addr, error) {
+func resolve(s policy.Snapshot, ref, other string) (netip.Addr, error) {
 	if ip, err := netip.ParseAddr(ref); err == nil {
 		return ip.Unmap(), nil
 	}

@@ -27,7 +27,11 @@ type NetlinkApplier struct {
 	nl    *netlink.Conn     // sends the batch
 	batch []netlink.Message // what enc's last Flush produced
 	fd    int               // netns file descriptor, -1 for the current namespace
-	last  *ruleset.Ruleset
+	// typeofs holds the typeof user data (typeofUserdata) of the sets
+	// keyed by a rule id that the batch being built adds, by name:
+	// flush writes it into their NEWSET messages (patchTypeof).
+	typeofs map[string][]byte
+	last    *ruleset.Ruleset
 }
 
 // NewNetlinkApplier opens a netlink connection into the network namespace at
@@ -72,9 +76,9 @@ func (a *NetlinkApplier) flush() error {
 	if err := a.enc.Flush(); err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}
-	b := a.batch
-	a.batch = nil
-	if err := patchTypeof(b); err != nil {
+	b, typeofs := a.batch, a.typeofs
+	a.batch, a.typeofs = nil, nil
+	if err := patchTypeof(b, typeofs); err != nil {
 		return err
 	}
 	return sendBatch(a.nl, b)
@@ -84,7 +88,7 @@ func (a *NetlinkApplier) flush() error {
 // half-built never reaches the kernel with the next one.
 func (a *NetlinkApplier) discard() {
 	_ = a.enc.Flush()
-	a.batch = nil
+	a.batch, a.typeofs = nil, nil
 }
 
 // socketBuffer is the netlink socket buffer size, both ways. A full sync of
@@ -246,8 +250,11 @@ func (a *NetlinkApplier) ApplyChanges(r ruleset.Ruleset, ch ruleset.Changes) err
 
 func (a *NetlinkApplier) addSet(s ruleset.Set) error {
 	ks := kernelSet(s)
-	if _, ok := typeofs[s.Name]; s.Key[0] == ruleset.TypeID && !ok {
-		return fmt.Errorf("add set %s: keyed by a rule id but not a shared set", s.Name)
+	if s.Key[0] == ruleset.TypeID {
+		if a.typeofs == nil {
+			a.typeofs = map[string][]byte{}
+		}
+		a.typeofs[s.Name] = typeofUserdata(s)
 	}
 	if err := a.enc.AddSet(ks, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)

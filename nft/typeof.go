@@ -73,19 +73,6 @@ func typeofExpr(t ruleset.Type) []byte {
 	return userdata.Append(appendU32(nil, udataTypeofExpr, typ), udataTypeofData, data)
 }
 
-// typeofs holds the user data of the sets keyed by a rule id (the shared
-// sets of the skeleton), by name: patchTypeof writes it into the NEWSET
-// message of such a set.
-var typeofs = func() map[string][]byte {
-	out := map[string][]byte{}
-	for _, s := range skeletonSets {
-		if s.Key[0] == ruleset.TypeID {
-			out[s.Name] = typeofUserdata(s)
-		}
-	}
-	return out
-}()
-
 // typeofUserdata is the user data nft writes for a set declared by typeof:
 // key byte order (0: left to the typeof), the typeof record, the comment.
 func typeofUserdata(s ruleset.Set) []byte {
@@ -103,9 +90,9 @@ func typeofUserdata(s ruleset.Set) []byte {
 }
 
 // patchTypeof gives the NEWSET messages of msgs that create a set of
-// typeofs that set's typeof user data, in place of the one google/nftables
-// wrote.
-func patchTypeof(msgs []netlink.Message) error {
+// typeofs (the sets keyed by a rule id, by name) that set's typeof user
+// data, in place of the one google/nftables wrote.
+func patchTypeof(msgs []netlink.Message, typeofs map[string][]byte) error {
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Header.Type&0xff != unix.NFT_MSG_NEWSET || len(m.Data) < 4 {

@@ -15,7 +15,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/weir-cni/weir/integration/harness"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -75,7 +75,7 @@ func bench(ctx context.Context, o options) (err error) {
 		}
 	}
 	t0 := time.Now()
-	rs := nft.Compile(snap)
+	rs := policy.Compile(snap)
 	compile := time.Since(t0)
 	p, err := checkPath(rs)
 	if err != nil {
@@ -161,7 +161,7 @@ func rounds(ctx context.Context, cfgs []*config, o options) error {
 // it takes far too long to switch it on and off between rounds. The
 // second node's baseline is printed to show the two nodes alike. rs is
 // snap compiled.
-func configs(ctx context.Context, plugin string, snap nft.Snapshot, rs ruleset.Ruleset, o options) ([]*config, error) {
+func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs ruleset.Ruleset, o options) ([]*config, error) {
 	bed, err := newTestbed(ctx, plugin, o)
 	if err != nil {
 		return nil, err
@@ -200,7 +200,7 @@ func configs(ctx context.Context, plugin string, snap nft.Snapshot, rs ruleset.R
 		s := snap
 		s.Policies = nil
 		var bare *nftBackend
-		if bare, err = newNft(bed.node.Path(), nft.Compile(s), true); err == nil {
+		if bare, err = newNft(bed.node.Path(), policy.Compile(s), true); err == nil {
 			cfgs = append(cfgs, &config{backend: bare, samples: samples{name: "nft-bare"}, bed: bed,
 				setup: bare.sync, note: "no policy: conntrack, NAT, skeleton"})
 		} else {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -79,8 +79,8 @@ func TestApplyRoundTrip(t *testing.T) {
 				t.Fatalf("mode %s, want %s", a.Mode(), m)
 			}
 			ctx := context.Background()
-			big := nft.Compile(loadScenario(t, "testdata/talk-dualstack.yaml").Snapshot)
-			small := nft.Compile(loadScenario(t, "testdata/deny-egress.yaml").Snapshot)
+			big := policy.Compile(loadScenario(t, "testdata/talk-dualstack.yaml").Snapshot)
+			small := policy.Compile(loadScenario(t, "testdata/deny-egress.yaml").Snapshot)
 			check := func(rs ruleset.Ruleset) {
 				t.Helper()
 				v4, v6 := Render(rs)
@@ -118,9 +118,9 @@ func TestApplyRoundTrip(t *testing.T) {
 			// accepts each rendered text and holds exactly it, and the
 			// previous scenario's chains go.
 			files, _ := filepath.Glob("testdata/*.yaml")
-			more, _ := filepath.Glob("../testdata/compile/*.yaml")
+			more, _ := filepath.Glob("../../policy/testdata/compile/*.yaml")
 			for _, file := range append(files, more...) {
-				rs := nft.Compile(loadScenario(t, file).Snapshot)
+				rs := policy.Compile(loadScenario(t, file).Snapshot)
 				for range 2 {
 					if err := a.Apply(ctx, rs); err != nil {
 						t.Fatalf("apply %s: %v", file, err)
@@ -163,9 +163,9 @@ func TestApplyRoundTrip(t *testing.T) {
 // chains that changed are rewritten). Compile is not included.
 func BenchmarkApply(b *testing.B) {
 	s := bigSnapshot(10000, 1000, 100)
-	rs := nft.Compile(s)
+	rs := policy.Compile(s)
 	s.Pods = s.Pods[1:]
-	less := nft.Compile(s)
+	less := policy.Compile(s)
 	for _, m := range []Mode{ModeNFT, ModeLegacy} {
 		_, path := addNetns(b, "bench")
 		b.Run(string(m)+"/full", func(b *testing.B) {

@@ -6,8 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/nft"
-
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,22 +18,22 @@ import (
 // policies spread evenly over the namespaces. Each policy selects one app label, allows ingress from the next
 // app of its namespace and from namespaces of its team on TCP 80 and the
 // named port http, and egress to an ipBlock with an except on UDP 53.
-func bigSnapshot(pods, policies, nodes int) nft.Snapshot {
-	s := nft.Snapshot{
-		Node:         nft.Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.0.1")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}},
+func bigSnapshot(pods, policies, nodes int) policy.Snapshot {
+	s := policy.Snapshot{
+		Node:         policy.Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.0.1")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}},
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 	}
 	nss := max(pods/100, 1)
 	for n := 0; n < nss; n++ {
-		s.Namespaces = append(s.Namespaces, nft.Namespace{Name: fmt.Sprint("ns", n), Labels: map[string]string{"team": fmt.Sprint("t", n%10)}})
+		s.Namespaces = append(s.Namespaces, policy.Namespace{Name: fmt.Sprint("ns", n), Labels: map[string]string{"team": fmt.Sprint("t", n%10)}})
 	}
 	for i := 0; i < pods; i++ {
 		node := fmt.Sprint("n", 1+int((uint32(i)*2654435761)>>8)%nodes)
-		s.Pods = append(s.Pods, nft.Pod{
+		s.Pods = append(s.Pods, policy.Pod{
 			Namespace: fmt.Sprint("ns", i%nss), Name: fmt.Sprint("pod", i), Node: node,
 			Labels: map[string]string{"app": fmt.Sprint("app", (i/nss)%10)},
 			IPs:    []netip.Addr{netip.AddrFrom4([4]byte{10, byte(i % 10), byte(i >> 8), byte(i)})},
-			Ports:  []nft.ContainerPort{{Name: "http", Protocol: "TCP", Port: int32(8000 + i%10)}},
+			Ports:  []policy.ContainerPort{{Name: "http", Protocol: "TCP", Port: int32(8000 + i%10)}},
 		})
 	}
 	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
@@ -73,7 +72,7 @@ func ptr[T any](v T) *T { return &v }
 // reports the size of the result: rules per family, a proxy for the
 // per-packet cost of a new connection, which grows linearly here.
 func BenchmarkRender(b *testing.B) {
-	rs := nft.Compile(bigSnapshot(10000, 1000, 100))
+	rs := policy.Compile(bigSnapshot(10000, 1000, 100))
 	var v4 string
 	for b.Loop() {
 		v4, _ = Render(rs)

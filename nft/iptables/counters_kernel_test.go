@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/weir-cni/weir/examples"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -31,8 +31,8 @@ func TestCountersDuringApplies(t *testing.T) {
 		t.Fatal(err)
 	}
 	rulesets := []ruleset.Ruleset{
-		nft.Compile(kernelSnapshot(t, examples.TalkPolicies)),
-		nft.Compile(kernelSnapshot(t, kernelScenarios[len(kernelScenarios)-1].policies)),
+		policy.Compile(kernelSnapshot(t, examples.TalkPolicies)),
+		policy.Compile(kernelSnapshot(t, kernelScenarios[len(kernelScenarios)-1].policies)),
 	}
 	if slices.Equal(rulesets[0].Counters, rulesets[1].Counters) {
 		t.Fatal("the two rulesets have the same counters: the test needs two layouts")
@@ -113,7 +113,7 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 	}
 	ctx := context.Background()
 	snap := kernelSnapshot(t, examples.TalkPolicies)
-	rs := nft.Compile(snap)
+	rs := policy.Compile(snap)
 	allowed := probe{from: "prod", to: "web", proto: "tcp", port: 80, want: true}
 	pkt := ruleset.Packet{Src: pick(tp.hosts["prod"], false), Dst: pick(tp.hosts["web"], false), Proto: ruleset.ProtoTCP, DPort: 80}
 	v, steps := ruleset.Trace(rs, pkt)
@@ -149,9 +149,9 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 
 	// Another production pod: the rule now matches two pods.
 	more := snap
-	more.Pods = append(slices.Clone(snap.Pods), nft.Pod{Namespace: "prod", Name: "other", Node: "n2",
+	more.Pods = append(slices.Clone(snap.Pods), policy.Pod{Namespace: "prod", Name: "other", Node: "n2",
 		IPs: []netip.Addr{netip.MustParseAddr("10.0.1.60")}})
-	if err := a.Apply(ctx, nft.Compile(more)); err != nil {
+	if err := a.Apply(ctx, policy.Compile(more)); err != nil {
 		t.Fatal(err)
 	}
 	if n := packets(); n != 0 {
@@ -162,14 +162,14 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 		t.Fatal("prod -> web:80 was dropped")
 	}
 	for a.fams[0].applies%fullEvery != fullEvery-1 {
-		if err := a.Apply(ctx, nft.Compile(more)); err != nil {
+		if err := a.Apply(ctx, policy.Compile(more)); err != nil {
 			t.Fatal(err)
 		}
 		if n := packets(); n != 1 {
 			t.Fatalf("%s counted %d packets after unchanged apply %d, want 1", name, n, a.fams[0].applies)
 		}
 	}
-	if err := a.Apply(ctx, nft.Compile(more)); err != nil { // the fullEvery-th
+	if err := a.Apply(ctx, policy.Compile(more)); err != nil { // the fullEvery-th
 		t.Fatal(err)
 	}
 	if n := packets(); n != 0 {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 // TestKeepJumpsFirst has another program (kube-proxy, say) insert its rule
@@ -30,7 +30,7 @@ func TestKeepJumpsFirst(t *testing.T) {
 			if moved, err := a.KeepJumpsFirst(ctx); err != nil || len(moved) != 0 {
 				t.Fatalf("before any Apply: moved %v, err %v", moved, err)
 			}
-			rs := nft.Compile(loadScenario(t, "testdata/talk-dualstack.yaml").Snapshot)
+			rs := policy.Compile(loadScenario(t, "testdata/talk-dualstack.yaml").Snapshot)
 			if err := a.Apply(ctx, rs); err != nil {
 				t.Fatal(err)
 			}

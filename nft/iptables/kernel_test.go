@@ -14,6 +14,7 @@ import (
 
 	"github.com/weir-cni/weir/examples"
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -36,12 +37,12 @@ var kernelHosts = []struct {
 
 var kernelPorts = []int{53, 80, 5978, 6379, 6380}
 
-func kernelSnapshot(t testing.TB, policies string) nft.Snapshot {
+func kernelSnapshot(t testing.TB, policies string) policy.Snapshot {
 	t.Helper()
-	s := nft.Snapshot{
-		Node: nft.Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.1.10")},
+	s := policy.Snapshot{
+		Node: policy.Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.1.10")},
 			PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("fd00:10::/64")}},
-		Namespaces: []nft.Namespace{
+		Namespaces: []policy.Namespace{
 			{Name: "default", Labels: map[string]string{"project": "myproject"}},
 			{Name: "prod", Labels: map[string]string{"purpose": "production"}},
 			{Name: "dev", Labels: map[string]string{"purpose": "development"}},
@@ -51,7 +52,7 @@ func kernelSnapshot(t testing.TB, policies string) nft.Snapshot {
 		if h.ns == "" {
 			continue
 		}
-		p := nft.Pod{Namespace: h.ns, Name: h.name, Node: "n1", Labels: h.labels}
+		p := policy.Pod{Namespace: h.ns, Name: h.name, Node: "n1", Labels: h.labels}
 		for _, ip := range h.ips {
 			p.IPs = append(p.IPs, netip.MustParseAddr(ip))
 		}
@@ -271,7 +272,7 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 	var policyCounted uint64
 	for _, sc := range kernelScenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			rs := nft.Compile(kernelSnapshot(t, sc.policies))
+			rs := policy.Compile(kernelSnapshot(t, sc.policies))
 			if len(rs.Problems) > 0 {
 				t.Fatalf("problems: %v", rs.Problems)
 			}

@@ -13,8 +13,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 // hostMAC is the MAC of every host-side veth: pods reach their gateway
@@ -88,8 +87,8 @@ func (tp *topology) addHost(t testing.TB, key string, ips ...string) *host {
 	t.Cleanup(func() { _ = netns.Close() })
 	h := &host{name: name, netns: netns}
 	// Named like the plugin's host ends, so the anti-spoofing check
-	// (nft.DefaultPodInterfacePrefix) applies to every host here.
-	veth := fmt.Sprintf("%s%d", nft.DefaultPodInterfacePrefix, tp.nextVeth)
+	// (policy.DefaultPodInterfacePrefix) applies to every host here.
+	veth := fmt.Sprintf("%s%d", policy.DefaultPodInterfacePrefix, tp.nextVeth)
 	podMAC := fmt.Sprintf("02:00:00:00:00:%02x", tp.nextVeth)
 	run(t, "ip", "-n", tp.node, "link", "add", veth, "address", hostMAC, "type", "veth",
 		"peer", "name", "eth0", "address", podMAC, "netns", name)

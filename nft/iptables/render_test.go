@@ -14,16 +14,16 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/internal/textdiff"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
 // scenario is a snapshot plus the verdicts its ruleset must give; the same
-// format as nft's testdata/compile scenarios.
+// format as the compiler's scenarios (policy/testdata/compile).
 type scenario struct {
-	nft.Snapshot
+	policy.Snapshot
 	Traces []traceCase `json:"traces"`
 }
 
@@ -99,7 +99,7 @@ func TestRenderGolden(t *testing.T) {
 	for _, file := range files {
 		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
 		t.Run(name, func(t *testing.T) {
-			v4, v6 := Render(nft.Compile(loadScenario(t, file).Snapshot))
+			v4, v6 := Render(policy.Compile(loadScenario(t, file).Snapshot))
 			got := v4 + "\n" + v6
 			textdiff.Golden(t, strings.TrimSuffix(file, ".yaml")+".rules", got, *update)
 		})
@@ -109,10 +109,10 @@ func TestRenderGolden(t *testing.T) {
 // TestRenderedVerdicts walks the expected packets of every scenario (ours
 // and nft's compile scenarios) through the rendered iptables chains.
 func TestRenderedVerdicts(t *testing.T) {
-	files := append(glob(t, "testdata/*.yaml"), glob(t, "../testdata/compile/*.yaml")...)
+	files := append(glob(t, "testdata/*.yaml"), glob(t, "../../policy/testdata/compile/*.yaml")...)
 	for _, file := range files {
 		s := loadScenario(t, file)
-		rs := nft.Compile(s.Snapshot)
+		rs := policy.Compile(s.Snapshot)
 		r := renderBoth(rs)
 		for _, tc := range s.Traces {
 			t.Run(filepath.Base(file)+"/"+tc.Name, func(t *testing.T) {
@@ -130,11 +130,11 @@ func TestRenderedVerdicts(t *testing.T) {
 // three protocols, three conntrack states), the rendered iptables chains
 // give the verdict ruleset.Trace gives on the nftables ruleset.
 func TestRenderedMatchesNFTTrace(t *testing.T) {
-	files := append(glob(t, "testdata/*.yaml"), glob(t, "../testdata/compile/*.yaml")...)
+	files := append(glob(t, "testdata/*.yaml"), glob(t, "../../policy/testdata/compile/*.yaml")...)
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			s := loadScenario(t, file)
-			rs := nft.Compile(s.Snapshot)
+			rs := policy.Compile(s.Snapshot)
 			r := renderBoth(rs)
 			pkts := packets(rs, s)
 			if len(pkts) < 50 {

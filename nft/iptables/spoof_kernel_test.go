@@ -13,9 +13,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/weir-cni/weir/policy"
 	"golang.org/x/sys/unix"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 // spoofPort is where the sinks of the anti-spoofing test listen.
@@ -76,7 +75,7 @@ var spoofSends = []spoofSend{
 // nf_tables and legacy), with IPv4 rp_filter off, and sends single UDP
 // datagrams: the attacker's datagrams with the trusted pod's source (bound
 // with IP_FREEBIND, as a pod with CAP_NET_RAW could forge) reach neither db
-// nor the node and count in nft.CounterSpoofed, while genuine traffic, and
+// nor the node and count in policy.CounterSpoofed, while genuine traffic, and
 // an IPv6 link-local source to the node, arrive and count nothing.
 func TestSpoofedSourcesDropped(t *testing.T) {
 	for i, kind := range backendKinds {
@@ -89,7 +88,7 @@ func TestSpoofedSourcesDropped(t *testing.T) {
 				tp.addHost(t, h.key, h.ips...)
 			}
 			b := kindBackend(t, tp, kind)
-			rs := nft.Compile(spoofSnapshot(t))
+			rs := policy.Compile(spoofSnapshot(t))
 			if err := b.apply(context.Background(), rs); err != nil {
 				t.Fatalf("apply: %v", err)
 			}
@@ -99,7 +98,7 @@ func TestSpoofedSourcesDropped(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = nodeNS.Close() })
 			sinks := map[string]*sink{"node": startSink(t, nodeNS), "db": startSink(t, tp.hosts["db"].netns)}
-			before := b.counted(t)[nft.CounterSpoofed].Packets
+			before := b.counted(t)[policy.CounterSpoofed].Packets
 
 			var spoofed uint64
 			for k, s := range spoofSends {
@@ -123,9 +122,9 @@ func TestSpoofedSourcesDropped(t *testing.T) {
 					t.Errorf("%s: arrived from %s, want %s", s.name, got, src)
 				}
 			}
-			after := b.counted(t)[nft.CounterSpoofed].Packets
+			after := b.counted(t)[policy.CounterSpoofed].Packets
 			if after-before != spoofed {
-				t.Errorf("counter %s counted %d packets, want %d (the spoofed datagrams)", nft.CounterSpoofed, after-before, spoofed)
+				t.Errorf("counter %s counted %d packets, want %d (the spoofed datagrams)", policy.CounterSpoofed, after-before, spoofed)
 			}
 		})
 	}
@@ -133,7 +132,7 @@ func TestSpoofedSourcesDropped(t *testing.T) {
 
 // spoofSnapshot is the test's pods, all in namespace default labelled
 // role=KEY, with the node addresses and spoofPolicy.
-func spoofSnapshot(t *testing.T) nft.Snapshot {
+func spoofSnapshot(t *testing.T) policy.Snapshot {
 	s := kernelSnapshot(t, spoofPolicy)
 	s.Node.Addrs = nil
 	for _, a := range spoofNodeAddrs {
@@ -141,7 +140,7 @@ func spoofSnapshot(t *testing.T) nft.Snapshot {
 	}
 	s.Pods = nil
 	for _, h := range spoofHosts {
-		p := nft.Pod{Namespace: "default", Name: h.key, Node: "n1", Labels: map[string]string{"role": h.key}}
+		p := policy.Pod{Namespace: "default", Name: h.key, Node: "n1", Labels: map[string]string{"role": h.key}}
 		for _, ip := range h.ips {
 			p.IPs = append(p.IPs, netip.MustParseAddr(ip))
 		}

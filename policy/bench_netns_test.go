@@ -1,10 +1,12 @@
 //go:build integration
 
-package nft
+package policy
 
 import (
 	"testing"
 
+	"github.com/weir-cni/weir/internal/netnstest"
+	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -23,8 +25,8 @@ func BenchmarkFullSyncWide(b *testing.B) { benchFullOf(b, wideSnapshot(1, 1000, 
 func benchFull(b *testing.B, nodes int) { benchFullOf(b, bigSnapshot(10000, 1000, nodes)) }
 
 func benchFullOf(b *testing.B, s Snapshot) {
-	_, path := newNetns(b)
-	a, err := NewNetlinkApplier(path)
+	_, path := netnstest.New(b)
+	a, err := nft.NewNetlinkApplier(path)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -50,8 +52,8 @@ func benchFullOf(b *testing.B, s Snapshot) {
 // snapshots, each round costing Compiler.Compile + Diff + apply of one
 // change.
 func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
-	_, path := newNetns(b)
-	a, err := NewNetlinkApplier(path)
+	_, path := netnstest.New(b)
+	a, err := nft.NewNetlinkApplier(path)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,7 +61,8 @@ func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
 	base := bigSnapshot(10000, 1000, 100)
 	snaps := []Snapshot{change(b, base), base}
 	x := NewCompiler()
-	if err := a.Apply(x.Compile(base)); err != nil {
+	last := x.Compile(base) // what a holds
+	if err := a.Apply(last); err != nil {
 		b.Fatal(err)
 	}
 	p := newPhases("compile", "diff", "apply")
@@ -68,7 +71,7 @@ func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
 		p.start()
 		r := x.Compile(snaps[i%2])
 		p.lap()
-		ch := ruleset.Diff(*a.last, r)
+		ch := ruleset.Diff(last, r)
 		p.lap()
 		if ch.Full || ch.Empty() {
 			b.Fatalf("change is not incremental: %s", ch)
@@ -77,6 +80,7 @@ func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
 			b.Fatal(err)
 		}
 		p.lap()
+		last = r
 		i++
 	}
 	p.report(b)

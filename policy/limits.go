@@ -1,4 +1,4 @@
-package nft
+package policy
 
 import networkingv1 "k8s.io/api/networking/v1"
 

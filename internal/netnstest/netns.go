@@ -1,6 +1,7 @@
-//go:build integration
-
-package nft
+// Package netnstest gives tests throwaway named network namespaces and runs
+// nft inside them. It touches the kernel (ip netns add/del, nft) but never
+// the caller's own namespace; it imports nothing of weir.
+package netnstest
 
 import (
 	"crypto/rand"
@@ -13,9 +14,9 @@ import (
 	"testing"
 )
 
-// newNetns creates a named network namespace (so that `ip netns exec` can
+// New creates a named network namespace (so that `ip netns exec` can
 // run nft inside it) and deletes it when the test ends.
-func newNetns(t testing.TB) (name, path string) {
+func New(t testing.TB) (name, path string) {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
@@ -31,7 +32,9 @@ func newNetns(t testing.TB) (name, path string) {
 	return name, filepath.Join("/var/run/netns", name)
 }
 
-func nftIn(t testing.TB, ns string, stdin string, args ...string) string {
+// Nft runs nft with args inside namespace ns, with stdin as its input
+// unless empty, and returns its output.
+func Nft(t testing.TB, ns string, stdin string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, args...)...)
 	if stdin != "" {
@@ -46,14 +49,14 @@ func nftIn(t testing.TB, ns string, stdin string, args ...string) string {
 
 var wrapped = regexp.MustCompile(`,\n\t+ *`)
 
-// normalize removes what nft genuinely reformats, and nothing else:
+// Normalize removes what nft genuinely reformats, and nothing else:
 //  1. nft wraps long element lists over several lines: rejoin them;
 //  2. the kernel dumps hash and pipapo set elements in its own order: sort
 //     the elements of each list;
 //  3. the kernel lists sets, maps and chains in creation order, which after
 //     incremental changes is not name order: sort the blocks (sets and maps
 //     by name, then chains by name) as String does.
-func normalize(text string) string {
+func Normalize(text string) string {
 	text = wrapped.ReplaceAllString(text, ", ")
 	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	for i, l := range lines {

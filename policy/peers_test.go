@@ -1,4 +1,4 @@
-package nft
+package policy
 
 import (
 	"net/netip"

@@ -1,6 +1,6 @@
 //go:build integration
 
-package nft
+package policy
 
 import (
 	"fmt"
@@ -17,6 +17,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/examples"
+	"github.com/weir-cni/weir/internal/netnstest"
+	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -71,7 +73,7 @@ type kpod struct {
 // compiled ruleset there through netlink, and checks that real TCP and UDP
 // probes are allowed or dropped exactly as Trace says, and as expected.
 func TestKernelAgreesWithTrace(t *testing.T) {
-	node, nodePath := newNetns(t)
+	node, nodePath := netnstest.New(t)
 	run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
 		"net.ipv6.conf.default.accept_dad=0")
 	pods := []*kpod{
@@ -95,7 +97,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			{Name: "other"}},
 	}
 	for i, p := range pods {
-		p.ns, p.path = newNetns(t)
+		p.ns, p.path = netnstest.New(t)
 		wire(t, node, p, i)
 		p.pod.Node = "n1"
 		p.pod.IPs = []netip.Addr{netip.MustParsePrefix(p.addr).Addr()}
@@ -114,7 +116,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		snap.Policies = append(snap.Policies, &p)
 	}
 	r := Compile(snap)
-	a, err := NewNetlinkApplier(nodePath)
+	a, err := nft.NewNetlinkApplier(nodePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,14 +225,14 @@ var counterRef = regexp.MustCompile(`counter name "([^"]+)"`)
 // the second Apply fails this test: it deletes and re-creates the table,
 // so every counter restarts from zero.)
 func TestCountersSurvivePolicyEdit(t *testing.T) {
-	node, nodePath := newNetns(t)
+	node, nodePath := netnstest.New(t)
 	run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	client := &kpod{pod: Pod{Namespace: "default", Name: "client"}, addr: "10.0.1.10/24", gw: "10.0.1.1/24"}
 	web := &kpod{pod: Pod{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}},
 		addr: "10.0.2.10/24", gw: "10.0.2.1/24"}
 	snap := Snapshot{Node: Node{Name: "n1"}, Namespaces: []Namespace{{Name: "default"}}}
 	for i, p := range []*kpod{client, web} {
-		p.ns, p.path = newNetns(t)
+		p.ns, p.path = netnstest.New(t)
 		wire(t, node, p, i)
 		p.pod.Node = "n1"
 		p.pod.IPs = []netip.Addr{netip.MustParsePrefix(p.addr).Addr()}
@@ -245,7 +247,7 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 		return &p
 	}
 	snap.Policies = []*networkingv1.NetworkPolicy{policy(`[{port: 80}]`)}
-	a, err := NewNetlinkApplier(nodePath)
+	a, err := nft.NewNetlinkApplier(nodePath)
 	if err != nil {
 		t.Fatal(err)
 	}
