@@ -7,8 +7,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/weir-cni/weir/iptables"
 	"github.com/weir-cni/weir/nft"
-	"github.com/weir-cni/weir/nft/iptables"
 	"github.com/weir-cni/weir/ruleset"
 )
 

@@ -11,8 +11,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
+	"github.com/weir-cni/weir/iptables"
 	"github.com/weir-cni/weir/nft"
-	"github.com/weir-cni/weir/nft/iptables"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )

@@ -88,7 +88,7 @@ type Compiler struct {
 // policyState is one policy and its compiled objects.
 type policyState struct {
 	key  string // namespace/name
-	hash string // hash8(key)
+	hash string // ruleset.Hash8(key)
 	src  *networkingv1.NetworkPolicy
 	pol  *networkingv1.NetworkPolicy // src with its namespace defaulted
 	gen  uint64
@@ -329,7 +329,7 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 		switch {
 		case ps == nil:
 			key := ns + "/" + p.Name
-			ps = &policyState{key: key, hash: hash8(key)}
+			ps = &policyState{key: key, hash: ruleset.Hash8(key)}
 			x.policies[id] = ps
 			added = true
 		case ps.gen != x.gen && samePolicy(ps.src, p):

@@ -259,7 +259,7 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 	if got := probe(t, client, web, to, "tcp", 80); got != ruleset.VerdictAccept {
 		t.Fatalf("probe to port 80 before the edit: %v", got)
 	}
-	counter := policyCounterName(dirIngress, hash8("default/web"), "default/web", 0)
+	counter := policyCounterName(dirIngress, ruleset.Hash8("default/web"), "default/web", 0)
 	before, err := a.Counters()
 	if err != nil {
 		t.Fatal(err)

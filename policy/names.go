@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"crypto/sha256"
-	"encoding/base32"
 	"strconv"
 	"strings"
 
@@ -200,12 +198,6 @@ func (d direction) long() string {
 	return "egress"
 }
 
-// hash8 is a short, stable, name-safe digest (kube-proxy style).
-func hash8(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return base32.StdEncoding.EncodeToString(sum[:])[:8]
-}
-
 func readable(s string) string {
 	if len(s) > maxReadable {
 		return s[:maxReadable]
@@ -216,10 +208,11 @@ func readable(s string) string {
 // policyChainName names the chain of one policy and direction:
 // pol-in-HASH-ns/name.
 func policyChainName(d direction, key string) string {
-	return policyChainNameHash(d, hash8(key), key)
+	return policyChainNameHash(d, ruleset.Hash8(key), key)
 }
 
-// policyChainNameHash is policyChainName with hash8(key) already computed.
+// policyChainNameHash is policyChainName with ruleset.Hash8(key) already
+// computed.
 func policyChainNameHash(d direction, hash, key string) string {
 	return prefixPolicy + string(d) + "-" + hash + "-" + readable(key)
 }
@@ -233,5 +226,5 @@ func policyCounterName(d direction, hash, key string, rule int) string {
 // selectionChainName names the chain of a set of policies (all of one
 // namespace) that together select some pods: sel-in-HASH-ns.
 func selectionChainName(d direction, ns string, policies []string) string {
-	return prefixSelection + string(d) + "-" + hash8(strings.Join(policies, ",")) + "-" + readable(ns)
+	return prefixSelection + string(d) + "-" + ruleset.Hash8(strings.Join(policies, ",")) + "-" + readable(ns)
 }

@@ -267,18 +267,7 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 }
 
 func prefixInterval(p netip.Prefix) interval {
-	lo := p.Masked().Addr()
-	b := lo.AsSlice()
-	bits := p.Bits()
-	for i := range b {
-		for j := 0; j < 8; j++ {
-			if i*8+j >= bits {
-				b[i] |= 0x80 >> j
-			}
-		}
-	}
-	hi, _ := netip.AddrFromSlice(b)
-	return interval{lo, hi}
+	return interval{p.Masked().Addr(), ruleset.LastAddr(p)}
 }
 
 func prefixIntervals(ps []netip.Prefix) []interval {

@@ -15,7 +15,7 @@ import (
 type ruleInput struct {
 	dir      direction
 	key      string // namespace/name
-	hash     string // hash8(key)
+	hash     string // ruleset.Hash8(key)
 	ns       string
 	index    int
 	peers    []networkingv1.NetworkPolicyPeer

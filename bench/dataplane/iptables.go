@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/weir-cni/weir/nft/iptables"
+	"github.com/weir-cni/weir/iptables"
 	"github.com/weir-cni/weir/ruleset"
 )
 

@@ -109,7 +109,7 @@ func TestRenderGolden(t *testing.T) {
 // TestRenderedVerdicts walks the expected packets of every scenario (ours
 // and nft's compile scenarios) through the rendered iptables chains.
 func TestRenderedVerdicts(t *testing.T) {
-	files := append(glob(t, "testdata/*.yaml"), glob(t, "../../policy/testdata/compile/*.yaml")...)
+	files := append(glob(t, "testdata/*.yaml"), glob(t, "../policy/testdata/compile/*.yaml")...)
 	for _, file := range files {
 		s := loadScenario(t, file)
 		rs := policy.Compile(s.Snapshot)
@@ -130,7 +130,7 @@ func TestRenderedVerdicts(t *testing.T) {
 // three protocols, three conntrack states), the rendered iptables chains
 // give the verdict ruleset.Trace gives on the nftables ruleset.
 func TestRenderedMatchesNFTTrace(t *testing.T) {
-	files := append(glob(t, "testdata/*.yaml"), glob(t, "../../policy/testdata/compile/*.yaml")...)
+	files := append(glob(t, "testdata/*.yaml"), glob(t, "../policy/testdata/compile/*.yaml")...)
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			s := loadScenario(t, file)

@@ -118,7 +118,7 @@ func TestApplyRoundTrip(t *testing.T) {
 			// accepts each rendered text and holds exactly it, and the
 			// previous scenario's chains go.
 			files, _ := filepath.Glob("testdata/*.yaml")
-			more, _ := filepath.Glob("../../policy/testdata/compile/*.yaml")
+			more, _ := filepath.Glob("../policy/testdata/compile/*.yaml")
 			for _, file := range append(files, more...) {
 				rs := policy.Compile(loadScenario(t, file).Snapshot)
 				for range 2 {

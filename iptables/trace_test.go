@@ -115,7 +115,7 @@ func (tr *ipTracer) matches(r rule) bool {
 	if r.dstRange != "" && !inRange(r.dstRange, p.Dst) {
 		return false
 	}
-	if r.proto != "" && r.proto != protoName(int(p.Proto)) {
+	if r.proto != "" && r.proto != ruleset.ProtoName(p.Proto) {
 		return false
 	}
 	if r.dport != "" {
@@ -155,5 +155,5 @@ func (r rendered) trace(p ruleset.Packet) (ruleset.VerdictKind, []string) {
 }
 
 func packetString(p ruleset.Packet) string {
-	return fmt.Sprintf("%s -> %s %s/%d %s", p.Src, p.Dst, protoName(int(p.Proto)), p.DPort, ctStates(p.CtState))
+	return fmt.Sprintf("%s -> %s %s/%d %s", p.Src, p.Dst, ruleset.ProtoName(p.Proto), p.DPort, ctStates(p.CtState))
 }

@@ -15,8 +15,8 @@ func TestChainName(t *testing.T) {
 		want     string
 	}{
 		{"short plain name is kept", "forward-egress", "WEIR-forward-egress"},
-		{"long name is cut and hashed", long, "WEIR-pol-in-ABCDEFG-" + hash8(long)},
-		{"slash is not kept, so the name is hashed", "sel/x", "WEIR-sel_x-" + hash8("sel/x")},
+		{"long name is cut and hashed", long, "WEIR-pol-in-ABCDEFG-" + ruleset.Hash8(long)},
+		{"slash is not kept, so the name is hashed", "sel/x", "WEIR-sel_x-" + ruleset.Hash8("sel/x")},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

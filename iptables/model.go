@@ -1,10 +1,10 @@
 package iptables
 
 import (
-	"crypto/sha256"
-	"encoding/base32"
 	"strconv"
 	"strings"
+
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Names weir uses in iptables. Every chain weir owns starts with Prefix.
@@ -182,7 +182,7 @@ func chainName(name string) string {
 	if len(clean) > readablePart {
 		clean = clean[:readablePart]
 	}
-	return Prefix + clean + "-" + hash8(name)
+	return Prefix + clean + "-" + ruleset.Hash8(name)
 }
 
 func sanitize(s string) string {
@@ -195,13 +195,7 @@ func sanitize(s string) string {
 	}, s)
 }
 
-// hash8 is a short, stable, name-safe digest.
-func hash8(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return base32.StdEncoding.EncodeToString(sum[:])[:8]
-}
-
 // subName names the chain of step j of rule k of chain parent.
 func subName(parent string, k int, step string) string {
-	return Prefix + hash8(parent) + "-r" + strconv.Itoa(k) + "-" + step
+	return Prefix + ruleset.Hash8(parent) + "-r" + strconv.Itoa(k) + "-" + step
 }

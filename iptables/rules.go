@@ -136,7 +136,7 @@ func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
 // portRules is the one rule matching a MatchPort: protocol, and the port
 // range unless it is every port.
 func portRules(m ruleset.Match) []rule {
-	r := rule{proto: protoName(int(m.Proto))}
+	r := rule{proto: ruleset.ProtoName(m.Proto)}
 	switch {
 	case m.AllPorts || (m.PortFrom == 0 && m.PortTo == 65535):
 	case m.PortFrom == m.PortTo:
@@ -247,7 +247,7 @@ func elemRules(s ruleset.Set, fields []ruleset.Field, e ruleset.Elem) []rule {
 				}
 				for p := lo; p <= hi; p++ {
 					c := r
-					c.proto = protoName(p)
+					c.proto = ruleset.ProtoName(uint8(p))
 					next = append(next, c)
 				}
 				continue
@@ -285,53 +285,13 @@ func elemRules(s ruleset.Set, fields []ruleset.Field, e ruleset.Elem) []rule {
 func addrMatch(rg ruleset.Range) (cidr, iprange string) {
 	lo, _ := netip.AddrFromSlice([]byte(rg.From))
 	hi, _ := netip.AddrFromSlice([]byte(rg.To))
-	if p, ok := asPrefix(lo, hi); ok {
+	if p, ok := ruleset.AsPrefix(lo, hi); ok {
 		return p.String(), ""
 	}
 	return "", lo.String() + "-" + hi.String()
 }
 
-// asPrefix returns the prefix covering exactly lo..hi.
-func asPrefix(lo, hi netip.Addr) (netip.Prefix, bool) {
-	for bits := 0; bits <= lo.BitLen(); bits++ {
-		p, err := lo.Prefix(bits)
-		if err != nil || p.Addr() != lo {
-			continue
-		}
-		last := lastAddr(p)
-		if last == hi {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := range b {
-		for j := 0; j < 8; j++ {
-			if i*8+j >= p.Bits() {
-				b[i] |= 0x80 >> j
-			}
-		}
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
 func port(s string) int { return int(s[0])<<8 | int(s[1]) }
-
-func protoName(p int) string {
-	switch p {
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	case 132:
-		return "sctp"
-	}
-	return strconv.Itoa(p)
-}
 
 // ctStates spells conntrack state bits as iptables-save prints them.
 func ctStates(s uint32) string {
