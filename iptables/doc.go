@@ -1,7 +1,10 @@
 // Package iptables is weir's fallback backend for kernels without nf_tables:
-// it translates the same compiled model as the nftables backend (ruleset.Ruleset)
-// into iptables and ip6tables chains, and applies them with one
-// iptables-restore --noflush (and one ip6tables-restore) per sync.
+// it translates the same ruleset value as the nftables backend
+// (ruleset.Ruleset) into iptables and ip6tables chains, and applies them
+// with one iptables-restore --noflush (and one ip6tables-restore) per sync.
+//
+// Layer: a kernel backend beside package nft; it imports package ruleset
+// only, never the compiler (policy) nor nft.
 //
 // Render and everything it calls are pure: the model in, iptables-restore
 // text out. Applier touches the kernel: it detects the iptables flavour with

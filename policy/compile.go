@@ -29,9 +29,9 @@ func Compile(s Snapshot) ruleset.Ruleset {
 	return NewCompiler().Compile(s)
 }
 
-// compiler builds the objects of one policy, reading the Compiler's
+// policyBuilder builds the objects of one policy, reading the Compiler's
 // indexes and recording in ps which of them it used.
-type compiler struct {
+type policyBuilder struct {
 	x  *Compiler
 	ps *policyState
 	// dry compiles a policy that selects no local pod: its input is still
@@ -49,7 +49,7 @@ type compiler struct {
 
 func policyKey(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }
 
-func (c *compiler) problem(format string, args ...any) {
+func (c *policyBuilder) problem(format string, args ...any) {
 	c.problems = append(c.problems, fmt.Sprintf(format, args...))
 }
 
@@ -60,7 +60,7 @@ func (c *compiler) problem(format string, args ...any) {
 // at least their number: it is charged against the policy's cap first,
 // and a policy over the cap computes no more groups (it is dropped whole
 // when its rules are done).
-func (c *compiler) group(set, def string, bound int, elems func() []ruleset.Elem) uint32 {
+func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset.Elem) uint32 {
 	k := groupKey{set, def}
 	if _, used := c.groups[k]; !used {
 		es, ok := c.x.groupMemo[k]
@@ -79,7 +79,7 @@ func (c *compiler) group(set, def string, bound int, elems func() []ruleset.Elem
 	return c.x.defID(def)
 }
 
-func (c *compiler) addChain(ch ruleset.Chain) {
+func (c *policyBuilder) addChain(ch ruleset.Chain) {
 	if !c.dry {
 		c.chains[ch.Name] = &ch
 	}
@@ -87,7 +87,7 @@ func (c *compiler) addChain(ch ruleset.Chain) {
 
 // output sorts what the policy built; the result is shared by the rulesets
 // of later calls and never modified.
-func (c *compiler) output() policyOut {
+func (c *policyBuilder) output() policyOut {
 	out := policyOut{problems: c.problems, selected: c.selected}
 	if c.dry {
 		out.selected = [2][]*podRec{}
@@ -111,7 +111,7 @@ func (c *compiler) output() policyOut {
 }
 
 // policyTypes is PolicyTypes, reporting unknown types as problems.
-func (c *compiler) policyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool) {
+func (c *policyBuilder) policyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool) {
 	ingress, egress, unknown := PolicyTypes(p)
 	for _, t := range unknown {
 		c.problem("%s: unknown policyType %q ignored", policyKey(p), t)
@@ -149,7 +149,7 @@ func PolicyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool, unknown [
 // the policies of its own pods, so its table grows with them, not with the
 // cluster. A pod that becomes the first local pod selected by a policy
 // therefore adds that policy's chains and groups.
-func (c *compiler) compilePolicy(p *networkingv1.NetworkPolicy) {
+func (c *policyBuilder) compilePolicy(p *networkingv1.NetworkPolicy) {
 	key := c.ps.key
 	ingress, egress := c.policyTypes(p)
 	skey, selector, err := c.x.selector(&p.Spec.PodSelector)
@@ -195,7 +195,7 @@ func (c *compiler) compilePolicy(p *networkingv1.NetworkPolicy) {
 	}
 }
 
-func (c *compiler) policyRules(p *networkingv1.NetworkPolicy, d direction, selected []*podRec, skey string) []ruleset.Rule {
+func (c *policyBuilder) policyRules(p *networkingv1.NetworkPolicy, d direction, selected []*podRec, skey string) []ruleset.Rule {
 	var rules []ruleset.Rule
 	if d == dirIngress {
 		for i, r := range p.Spec.Ingress {

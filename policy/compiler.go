@@ -209,7 +209,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 // compile compiles one policy again.
 func (x *Compiler) compile(ps *policyState) {
 	x.unregister(ps)
-	c := &compiler{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*ruleset.Chain{}}
+	c := &policyBuilder{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*ruleset.Chain{}}
 	c.compilePolicy(ps.pol)
 	x.replaced = append(x.replaced, ps.out)
 	x.changed[ps] = struct{}{}

@@ -54,7 +54,7 @@ func peerItems(list []networkingv1.NetworkPolicyPeer) int {
 // charge counts n more elements against the policy's cap: false, and the
 // policy over it, when they do not fit. Elements are charged before they
 // are computed, so a policy over the cap costs no more than the cap.
-func (c *compiler) charge(n int) bool {
+func (c *policyBuilder) charge(n int) bool {
 	if c.over {
 		return false
 	}

@@ -119,7 +119,7 @@ func (ps peers) unionDef() string {
 //
 // Any invalid peer makes the whole rule invalid: the caller then lets the
 // rule allow nothing, so a policy is never half-applied.
-func (c *compiler) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer) (peers, []string, error) {
+func (c *policyBuilder) resolvePeers(ns string, list []networkingv1.NetworkPolicyPeer) (peers, []string, error) {
 	var (
 		out   peers
 		ivs   []interval
@@ -185,7 +185,7 @@ func podElems(pods []*podRec, v4 bool) []ruleset.Elem {
 // selectPeerPods returns the cached pods a selector peer matches (none
 // when the policy is dry) and the peer's definition: equal definitions
 // match equal pods.
-func (c *compiler) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer) ([]*podEntry, string, error) {
+func (c *policyBuilder) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer) ([]*podEntry, string, error) {
 	podKey, podSel := "", labels.Everything()
 	if peer.PodSelector != nil {
 		k, s, err := c.x.selector(peer.PodSelector)

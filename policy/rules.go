@@ -59,7 +59,7 @@ var families = []family{
 //
 // A rule thus has at most (maxInlinePorts + 1) × 2 rules per family.
 // An invalid peer or port makes the rule allow nothing and is reported.
-func (c *compiler) compileRule(in ruleInput) []ruleset.Rule {
+func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 	where := fmt.Sprintf("%s %s rule %d", in.key, in.dir.long(), in.index)
 	ps, err := parsePorts(in.ports)
 	if err != nil {
@@ -124,7 +124,7 @@ func (c *compiler) compileRule(in ruleInput) []ruleset.Rule {
 	return out
 }
 
-func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort, hasPeers bool,
+func (c *policyBuilder) namedPortRules(in ruleInput, where string, named []namedPort, hasPeers bool,
 	resolved peers, alts [][][]ruleset.Match, add func(...[]ruleset.Match), fams []family) {
 	c.namedPortProblems(where, named)
 	// dst lists the pods the names resolve against: called only when the
@@ -169,7 +169,7 @@ func (c *compiler) namedPortRules(in ruleInput, where string, named []namedPort,
 // peerAlternatives returns, for each family of fams, the alternative peer
 // lookups of a rule with peers: one of the union of its selector peers,
 // one of the union of its ipBlocks of that family; each if any.
-func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family) [][][]ruleset.Match {
+func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []family) [][][]ruleset.Match {
 	out := make([][][]ruleset.Match, len(fams))
 	for i, f := range fams {
 		field := f.saddr
@@ -198,7 +198,7 @@ func (c *compiler) peerAlternatives(dir direction, resolved peers, fams []family
 // maxInlinePorts (a compare or two each, cheaper than a lookup, and
 // readable), else one lookup of them all in the ports set, whose group
 // equal port lists of any policy share.
-func (c *compiler) portMatches(numeric []portRange) []ruleset.Match {
+func (c *policyBuilder) portMatches(numeric []portRange) []ruleset.Match {
 	merged := mergePorts(numeric)
 	if len(merged) <= maxInlinePorts {
 		out := make([]ruleset.Match, 0, len(merged))
@@ -236,7 +236,7 @@ func blocksDef(ivs []interval) string {
 }
 
 // namedPortProblems reports the named ports no pod defines.
-func (c *compiler) namedPortProblems(where string, named []namedPort) {
+func (c *policyBuilder) namedPortProblems(where string, named []namedPort) {
 	for _, n := range named {
 		if c.definedPorts()[n] == 0 {
 			c.problem("%s: named port %s/%s is defined by no pod (matches nothing)", where, n.name, strings.ToUpper(ruleset.ProtoName(n.proto)))
@@ -247,7 +247,7 @@ func (c *compiler) namedPortProblems(where string, named []namedPort) {
 // ruleFamilies are the address families a rule needs sets for: those the
 // cluster uses, plus those its ipBlocks name. It depends on the policy and
 // the cluster's families only, never on which pods exist.
-func (c *compiler) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family {
+func (c *policyBuilder) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family {
 	on := map[ruleset.Type]bool{ruleset.TypeIPv4: c.x.fam[0], ruleset.TypeIPv6: c.x.fam[1]}
 	for _, p := range list {
 		if p.IPBlock == nil {
@@ -273,7 +273,7 @@ func (c *compiler) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family 
 // policeablePods returns a function listing every pod that can be a peer:
 // not hostNetwork. The policy is compiled again whenever any pod changes,
 // from now on, whether or not the list is ever made.
-func (c *compiler) policeablePods() func() []*podRec {
+func (c *policyBuilder) policeablePods() func() []*podRec {
 	c.x.allUsers[c.ps] = struct{}{}
 	return func() []*podRec {
 		out := make([]*podRec, 0, len(c.x.pods))
@@ -288,7 +288,7 @@ func (c *compiler) policeablePods() func() []*podRec {
 
 // definedPorts tells which (name, protocol) some pod's containerPorts
 // define. The policy is compiled again when that changes.
-func (c *compiler) definedPorts() map[namedPort]int {
+func (c *policyBuilder) definedPorts() map[namedPort]int {
 	c.x.portUsers[c.ps] = struct{}{}
 	return c.x.ports
 }
