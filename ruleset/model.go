@@ -224,7 +224,7 @@ func (r Ruleset) Chain(name string) (Chain, bool) {
 	return Chain{}, false
 }
 
-// id is an element's identity: its key bytes.
+// ID is an element's identity: its key bytes.
 func (e Elem) ID() string {
 	var b strings.Builder
 	for _, k := range e.Key {
@@ -236,7 +236,7 @@ func (e Elem) ID() string {
 	return b.String()
 }
 
-// sortElems sorts elements by key bytes (the order of id) and drops
+// SortElems sorts elements by key bytes (the order of ID) and drops
 // elements whose key repeats, keeping the first. It sorts in place.
 func SortElems(es []Elem) []Elem {
 	if !slices.IsSortedFunc(es, compareElems) {
@@ -259,7 +259,7 @@ func compareElems(a, b Elem) int {
 	return len(a.Key) - len(b.Key)
 }
 
-// size is the number of bytes of one field of type t.
+// Size is the number of bytes of one field of type t.
 func (t Type) Size() int {
 	switch t {
 	case TypeIPv4:
@@ -310,10 +310,10 @@ func (t Type) typeofString() string {
 	}
 }
 
-// idBytes is id as the big-endian bytes of a TypeID field.
+// IDBytes is id as the big-endian bytes of a TypeID field.
 func IDBytes(id uint32) string {
 	return string(binary.BigEndian.AppendUint32(nil, id))
 }
 
-// port16 is p as the big-endian bytes of a TypePort field.
+// PortBytes is p as the big-endian bytes of a TypePort field.
 func PortBytes(p uint16) string { return string([]byte{byte(p >> 8), byte(p)}) }

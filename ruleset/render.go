@@ -102,7 +102,7 @@ func (s Set) elemString(e Elem) string {
 	return out
 }
 
-// rangeString prints one key field as nft does: a single value, a prefix
+// RangeString prints one key field as nft does: a single value, a prefix
 // when the range is one, else from-to.
 func RangeString(t Type, r Range) string {
 	if r.From == r.To {
@@ -118,6 +118,7 @@ func RangeString(t Type, r Range) string {
 	return valueString(t, r.From) + "-" + valueString(t, r.To)
 }
 
+// AsPrefix returns the prefix covering exactly lo..hi, if one does.
 func AsPrefix(lo, hi netip.Addr) (netip.Prefix, bool) {
 	for bits := 0; bits <= lo.BitLen(); bits++ {
 		p := netip.PrefixFrom(lo, bits)
@@ -131,6 +132,8 @@ func AsPrefix(lo, hi netip.Addr) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
+// ProtoName names an IP protocol number as nft and iptables do: tcp, udp,
+// sctp, else the number.
 func ProtoName(n uint8) string {
 	switch n {
 	case ProtoTCP:
@@ -143,7 +146,7 @@ func ProtoName(n uint8) string {
 	return fmt.Sprint(n)
 }
 
-// lastAddr is the last address of p.
+// LastAddr is the last address of p.
 func LastAddr(p netip.Prefix) netip.Addr {
 	b := p.Addr().AsSlice()
 	for i := range b {
