@@ -14,7 +14,8 @@ import (
 
 // This file exports the kernel's named counters (ruleset.Ruleset.Counters) as
 // Prometheus metrics, read at scrape time: the connections each policy rule
-// allowed, and the packets isolation dropped.
+// allowed, and the packets isolation (or the default verdict of pods the
+// agent has not classified) dropped.
 
 // CounterReader reads the named counters of the applied ruleset; the
 // nftables and iptables appliers both are.
@@ -61,7 +62,7 @@ type ruleCounters struct {
 	ruleset func() ruleset.Ruleset
 	log     *slog.Logger
 
-	packets, bytes, denied, spoofed *prometheus.Desc
+	packets, bytes, denied, spoofed, unclassified *prometheus.Desc
 }
 
 func newRuleCounters(read CounterReader, ruleset func() ruleset.Ruleset, log *slog.Logger) *ruleCounters {
@@ -77,6 +78,9 @@ func newRuleCounters(read CounterReader, ruleset func() ruleset.Ruleset, log *sl
 			"Packets dropped because no policy selecting the pod allowed them.", []string{"direction"}, nil),
 		spoofed: prometheus.NewDesc("weir_spoofed_packets_total",
 			"Packets dropped because their source address is not routed back through the pod interface they came in on.", nil, nil),
+		unclassified: prometheus.NewDesc("weir_unclassified_denied_packets_total",
+			"Packets of local pods the agent has not classified, dropped because their namespace has a policy of that direction.",
+			[]string{"direction"}, nil),
 	}
 }
 
@@ -85,6 +89,7 @@ func (c *ruleCounters) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.bytes
 	ch <- c.denied
 	ch <- c.spoofed
+	ch <- c.unclassified
 }
 
 func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
@@ -101,6 +106,9 @@ func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.denied, prometheus.CounterValue, float64(v.Packets), dir)
 		case name == policy.CounterSpoofed:
 			ch <- prometheus.MustNewConstMetric(c.spoofed, prometheus.CounterValue, float64(v.Packets))
+		case name == policy.CounterUnclassifiedIngress || name == policy.CounterUnclassifiedEgress:
+			dir := strings.TrimPrefix(name, "unclassified-")
+			ch <- prometheus.MustNewConstMetric(c.unclassified, prometheus.CounterValue, float64(v.Packets), dir)
 		default:
 			o, ok := owners[name]
 			if !ok {

@@ -38,17 +38,19 @@ func countedRuleset(t *testing.T) ruleset.Ruleset {
 
 // TestRuleCountersExportEachPolicyRule pins the metrics of the kernel's
 // named counters: one series per policy rule, labelled from the rule's
-// comment, the isolation drops by direction, and the spoofed-source drops.
+// comment, the isolation drops by direction, the spoofed-source drops and
+// the drops of unclassified pods by direction.
 func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 	r := countedRuleset(t)
-	values := fakeCounters{"denied-ingress": {Packets: 7, Bytes: 420}, "denied-egress": {}, policy.CounterSpoofed: {Packets: 3, Bytes: 180}}
+	values := fakeCounters{"denied-ingress": {Packets: 7, Bytes: 420}, "denied-egress": {}, policy.CounterSpoofed: {Packets: 3, Bytes: 180},
+		policy.CounterUnclassifiedIngress: {Packets: 2, Bytes: 120}, policy.CounterUnclassifiedEgress: {Packets: 5, Bytes: 300}}
 	for i, name := range r.Counters {
 		if strings.HasPrefix(name, "pol-") {
 			values[name] = ruleset.CounterValue{Packets: uint64(10 + i), Bytes: uint64(1000 + i)}
 		}
 	}
-	if len(values) != 5 || len(r.Counters) != 5 {
-		t.Fatalf("want 2 rule counters and 3 drop counters, have %v", r.Counters)
+	if len(values) != 7 || len(r.Counters) != 7 {
+		t.Fatalf("want 2 rule counters and 5 drop counters, have %v", r.Counters)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newRuleCounters(values, func() ruleset.Ruleset { return r }, slog.Default()))
@@ -64,7 +66,10 @@ func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 	want.WriteString("weir_denied_packets_total{direction=\"egress\"} 0\nweir_denied_packets_total{direction=\"ingress\"} 7\n")
 	want.WriteString("# HELP weir_spoofed_packets_total Packets dropped because their source address is not routed back through the pod interface they came in on.\n# TYPE weir_spoofed_packets_total counter\n")
 	want.WriteString("weir_spoofed_packets_total 3\n")
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want.String()), "weir_denied_packets_total", "weir_spoofed_packets_total"); err != nil {
+	want.WriteString("# HELP weir_unclassified_denied_packets_total Packets of local pods the agent has not classified, dropped because their namespace has a policy of that direction.\n# TYPE weir_unclassified_denied_packets_total counter\n")
+	want.WriteString("weir_unclassified_denied_packets_total{direction=\"egress\"} 5\nweir_unclassified_denied_packets_total{direction=\"ingress\"} 2\n")
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want.String()),
+		"weir_denied_packets_total", "weir_spoofed_packets_total", "weir_unclassified_denied_packets_total"); err != nil {
 		t.Error(err)
 	}
 	owners := counterOwners(r)

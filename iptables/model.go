@@ -74,6 +74,13 @@ type rule struct {
 	// notIif.
 	iif    string
 	notIif bool
+	// oif is an output interface (-o), negated by notOif.
+	oif    string
+	notOif bool
+	// srcGroup and dstGroup are link groups of the input and output
+	// interfaces (-m devgroup --src-group / --dst-group, in hex as
+	// iptables-save prints them).
+	srcGroup, dstGroup string
 	// rpfail matches packets failing the strict reverse-path test
 	// (-m rpfilter --invert: raw and mangle PREROUTING only).
 	rpfail bool
@@ -120,21 +127,20 @@ func (r rule) args() []string {
 		}
 		a = append(a, "-i", r.iif)
 	}
+	if r.oif != "" {
+		if r.notOif {
+			a = append(a, "!")
+		}
+		a = append(a, "-o", r.oif)
+	}
 	if r.proto != "" {
 		a = append(a, "-p", r.proto)
 	}
-	if r.srcRange != "" || r.dstRange != "" {
-		a = append(a, "-m", "iprange")
-		if r.srcRange != "" {
-			a = append(a, "--src-range", r.srcRange)
-		}
-		if r.dstRange != "" {
-			a = append(a, "--dst-range", r.dstRange)
-		}
-	}
+	a = appendMatch(a, "iprange", "--src-range", r.srcRange, "--dst-range", r.dstRange)
 	if r.dport != "" {
 		a = append(a, "-m", r.proto, "--dport", r.dport)
 	}
+	a = appendMatch(a, "devgroup", "--src-group", r.srcGroup, "--dst-group", r.dstGroup)
 	if r.ctStates != "" {
 		a = append(a, "-m", "conntrack", "--ctstate", r.ctStates)
 	}
@@ -160,6 +166,21 @@ func (r rule) args() []string {
 		a = append(a, "-j", r.target)
 	}
 	return a
+}
+
+// appendMatch appends `-m module` and those of its options (flag, value
+// pairs) whose value is set; nothing when none is.
+func appendMatch(a []string, module string, opts ...string) []string {
+	out := append(a, "-m", module)
+	for i := 0; i+1 < len(opts); i += 2 {
+		if opts[i+1] != "" {
+			out = append(out, opts[i], opts[i+1])
+		}
+	}
+	if len(out) == len(a)+2 {
+		return a
+	}
+	return out
 }
 
 // quote quotes a comment for iptables-restore input.

@@ -26,6 +26,7 @@ type host struct {
 	name  string   // netns name
 	netns ns.NetNS // open until the test ends
 	ips   []netip.Addr
+	veth  string // its end in the node namespace
 }
 
 // topology is one node namespace and its hosts.
@@ -85,10 +86,10 @@ func (tp *topology) addHost(t testing.TB, key string, ips ...string) *host {
 		t.Fatalf("open netns %s: %v", name, err)
 	}
 	t.Cleanup(func() { _ = netns.Close() })
-	h := &host{name: name, netns: netns}
 	// Named like the plugin's host ends, so the anti-spoofing check
 	// (policy.DefaultPodInterfacePrefix) applies to every host here.
 	veth := fmt.Sprintf("%s%d", policy.DefaultPodInterfacePrefix, tp.nextVeth)
+	h := &host{name: name, netns: netns, veth: veth}
 	podMAC := fmt.Sprintf("02:00:00:00:00:%02x", tp.nextVeth)
 	run(t, "ip", "-n", tp.node, "link", "add", veth, "address", hostMAC, "type", "veth",
 		"peer", "name", "eth0", "address", podMAC, "netns", name)

@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"encoding/binary"
 	"flag"
 	"math/rand/v2"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/nsgroup"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -35,7 +37,15 @@ type traceCase struct {
 	Port  uint16     `json:"port"`
 	State string     `json:"state"`
 	Want  string     `json:"want"`
+	// InVethOf and OutVethOf, when set, name the namespace of the pod
+	// whose host veth (named with the default pod interface prefix, in
+	// that namespace's link group) the packet comes in on or leaves by.
+	InVethOf  string `json:"inVethOf"`
+	OutVethOf string `json:"outVethOf"`
 }
+
+// traceVeth names the host veth of a trace's pod, as the plugin names them.
+const traceVeth = policy.DefaultPodInterfacePrefix + "0123456789a"
 
 func loadScenario(t testing.TB, path string) scenario {
 	t.Helper()
@@ -62,6 +72,12 @@ func (tc traceCase) packet(t testing.TB) ruleset.Packet {
 		p.Proto = ruleset.ProtoSCTP
 	default:
 		t.Fatalf("unknown proto %q", tc.Proto)
+	}
+	if tc.InVethOf != "" {
+		p.InIface, p.InGroup = traceVeth, nsgroup.Of(tc.InVethOf)
+	}
+	if tc.OutVethOf != "" {
+		p.OutIface, p.OutGroup = traceVeth, nsgroup.Of(tc.OutVethOf)
 	}
 	switch tc.State {
 	case "", "new":
@@ -131,6 +147,7 @@ func TestRenderedVerdicts(t *testing.T) {
 // give the verdict ruleset.Trace gives on the nftables ruleset.
 func TestRenderedMatchesNFTTrace(t *testing.T) {
 	files := append(glob(t, "testdata/*.yaml"), glob(t, "../policy/testdata/compile/*.yaml")...)
+	unclassified := 0 // packets the default verdict of unclassified pods dropped
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			s := loadScenario(t, file)
@@ -159,12 +176,18 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 				if len(wc) > 0 {
 					counted++
 				}
+				if slices.Contains(wc, policy.CounterUnclassifiedIngress) || slices.Contains(wc, policy.CounterUnclassifiedEgress) {
+					unclassified++
+				}
 			}
 			if len(s.Policies) > 0 && counted == 0 {
 				t.Errorf("no packet counted into any of the %d counters", len(rs.Counters))
 			}
 			t.Logf("%d packets compared, %d counted", len(pkts), counted)
 		})
+	}
+	if unclassified == 0 {
+		t.Error("no packet of an unclassified pod was compared")
 	}
 }
 
@@ -219,6 +242,8 @@ func packets(rs ruleset.Ruleset, s scenario) []ruleset.Packet {
 	delete(ports, 0)
 	as := sortedKeys(addrs, func(a, b netip.Addr) bool { return a.Less(b) })
 	ps := sortedKeys(ports, func(a, b uint16) bool { return a < b })
+	vs := vethVariants(rs)
+	k := 0
 	var out []ruleset.Packet
 	for _, src := range as {
 		for _, dst := range as {
@@ -228,7 +253,10 @@ func packets(rs ruleset.Ruleset, s scenario) []ruleset.Packet {
 			for _, port := range ps {
 				for _, proto := range []uint8{ruleset.ProtoTCP, ruleset.ProtoUDP, ruleset.ProtoSCTP} {
 					for _, st := range []uint32{ruleset.CtNew, ruleset.CtEstablished, ruleset.CtInvalid} {
-						out = append(out, ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st})
+						in, o := vs[k%len(vs)], vs[k/len(vs)%len(vs)]
+						k++
+						out = append(out, ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st,
+							InIface: in.name, InGroup: in.group, OutIface: o.name, OutGroup: o.group})
 					}
 				}
 			}
@@ -240,6 +268,31 @@ func packets(rs ruleset.Ruleset, s scenario) []ruleset.Packet {
 		rng := rand.New(rand.NewPCG(1, 2))
 		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 		out = out[:maxPackets]
+	}
+	return out
+}
+
+// veth is an interface a differential packet comes in on or leaves by.
+type veth struct {
+	name  string
+	group uint32
+}
+
+// vethVariants are the interfaces packets cycle through, in and out: none
+// (a trace without interfaces), pod veths in every group of the ruleset's
+// group sets, in the default group and in a group no namespace has, and
+// an interface outside the pod prefix in a listed group.
+func vethVariants(rs ruleset.Ruleset) []veth {
+	const pod = policy.DefaultPodInterfacePrefix + "0123456789a"
+	out := []veth{{}, {pod, 0}, {pod, 7}}
+	for _, set := range rs.Sets {
+		if len(set.Key) != 1 || set.Key[0] != ruleset.TypeGroup {
+			continue
+		}
+		for _, e := range set.Elems {
+			g := binary.BigEndian.Uint32([]byte(e.Key[0].From))
+			out = append(out, veth{pod, g}, veth{"eth0", g})
+		}
 	}
 	return out
 }

@@ -36,6 +36,9 @@ func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
 		case ruleset.MatchIifname:
 			head.iif, head.notIif = m.IfPrefix+"+", m.Negate
 			continue
+		case ruleset.MatchOifname:
+			head.oif, head.notOif = m.IfPrefix+"+", m.Negate
+			continue
 		case ruleset.MatchRPFail:
 			// rpfilter is nft's `fib saddr . iif oif missing`: a strict
 			// reverse-path lookup, which fails for local sources too.
@@ -251,6 +254,16 @@ func elemRules(s ruleset.Set, fields []ruleset.Field, e ruleset.Elem) []rule {
 					next = append(next, c)
 				}
 				continue
+			case ruleset.FieldIifgroup, ruleset.FieldOifgroup:
+				if rg.From != rg.To {
+					return nil // a range of groups is not expressible: never built
+				}
+				g := "0x" + strconv.FormatUint(uint64(binary.BigEndian.Uint32([]byte(rg.From))), 16)
+				if f == ruleset.FieldIifgroup {
+					r.srcGroup = g
+				} else {
+					r.dstGroup = g
+				}
 			case ruleset.FieldTHDport:
 				lo, hi := port(rg.From), port(rg.To)
 				switch {
@@ -313,6 +326,7 @@ func merge(a, b rule) (rule, bool) {
 	fields := []struct{ x, y *string }{
 		{&a.src, &b.src}, {&a.dst, &b.dst}, {&a.srcRange, &b.srcRange},
 		{&a.dstRange, &b.dstRange}, {&a.proto, &b.proto}, {&a.dport, &b.dport},
+		{&a.srcGroup, &b.srcGroup}, {&a.dstGroup, &b.dstGroup},
 	}
 	for _, f := range fields {
 		if *f.y == "" {

@@ -132,7 +132,31 @@ func (tr *ipTracer) matches(r rule) bool {
 	if r.ctStates != "" && !strings.Contains(","+r.ctStates+",", ","+ctStates(p.CtState)+",") {
 		return false
 	}
-	return true
+	return ifaceMatches(r.iif, r.notIif, p.InIface) && ifaceMatches(r.oif, r.notOif, p.OutIface) &&
+		groupMatches(r.srcGroup, p.InGroup) && groupMatches(r.dstGroup, p.OutGroup)
+}
+
+// ifaceMatches is -i / -o: "weir+" is a prefix; a packet without an
+// interface name matches no interface test.
+func ifaceMatches(want string, negate bool, name string) bool {
+	if want == "" {
+		return true
+	}
+	if name == "" {
+		return false
+	}
+	prefix, plus := strings.CutSuffix(want, "+")
+	ok := name == want || (plus && strings.HasPrefix(name, prefix))
+	return ok != negate
+}
+
+// groupMatches is --src-group / --dst-group (hex, as rendered).
+func groupMatches(want string, group uint32) bool {
+	if want == "" {
+		return true
+	}
+	g, err := strconv.ParseUint(strings.TrimPrefix(want, "0x"), 16, 32)
+	return err == nil && uint32(g) == group
 }
 
 func inRange(rg string, a netip.Addr) bool {
@@ -155,5 +179,6 @@ func (r rendered) trace(p ruleset.Packet) (ruleset.VerdictKind, []string) {
 }
 
 func packetString(p ruleset.Packet) string {
-	return fmt.Sprintf("%s -> %s %s/%d %s", p.Src, p.Dst, ruleset.ProtoName(p.Proto), p.DPort, ctStates(p.CtState))
+	return fmt.Sprintf("%s -> %s %s/%d %s in %s/%d out %s/%d", p.Src, p.Dst, ruleset.ProtoName(p.Proto), p.DPort, ctStates(p.CtState),
+		p.InIface, p.InGroup, p.OutIface, p.OutGroup)
 }

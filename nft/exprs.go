@@ -27,6 +27,8 @@ func setDatatype(t ruleset.Type) nftables.SetDatatype {
 		return nftables.TypeInetProto
 	case ruleset.TypeID:
 		return nftables.TypeInteger
+	case ruleset.TypeGroup:
+		return nftables.TypeDevGroup
 	default:
 		return nftables.TypeInetService
 	}
@@ -41,6 +43,9 @@ func kernelSet(s ruleset.Set) *nftables.Set {
 		IsMap:        s.Map,
 		Comment:      s.Comment,
 		KeyByteOrder: binaryutil.BigEndian,
+	}
+	if len(s.Key) == 1 && s.Key[0] == ruleset.TypeGroup {
+		ks.KeyByteOrder = binaryutil.NativeEndian // meta loads it so
 	}
 	if len(s.Key) == 1 {
 		ks.KeyType = setDatatype(s.Key[0])
@@ -70,7 +75,8 @@ func kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
 	concat := len(s.Key) > 1
 	// A rule's id is loaded by numgen in host byte order; nft converts it
 	// to big-endian (byteorder) only for interval sets, which order keys.
-	hostID := s.Key[0] == ruleset.TypeID && !s.Interval
+	// A link group is loaded by meta in host byte order too.
+	hostID := (s.Key[0] == ruleset.TypeID || s.Key[0] == ruleset.TypeGroup) && !s.Interval
 	size := 0
 	for _, t := range s.Key {
 		size += (t.Size() + 3) &^ 3 // the padded size bounds the unpadded one
@@ -194,14 +200,18 @@ func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) boo
 		case ruleset.MatchPort:
 			exprs = append(exprs, portExprs(m)...)
 			continue
-		case ruleset.MatchIifname:
+		case ruleset.MatchIifname, ruleset.MatchOifname:
 			op := expr.CmpOpEq
 			if m.Negate {
 				op = expr.CmpOpNeq
 			}
+			key := expr.MetaKeyIIFNAME
+			if m.Kind == ruleset.MatchOifname {
+				key = expr.MetaKeyOIFNAME
+			}
 			// A name ending in "*" compares the prefix's bytes only.
 			exprs = append(exprs,
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+				&expr.Meta{Key: key, Register: 1},
 				&expr.Cmp{Op: op, Register: 1, Data: []byte(m.IfPrefix)})
 			continue
 		case ruleset.MatchRPFail:
@@ -322,6 +332,13 @@ func loadFields(fs []ruleset.Field, fam *byte, interval bool, word uint32) []exp
 			word++
 		case ruleset.FieldTHDport:
 			out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+			word++
+		case ruleset.FieldIifgroup, ruleset.FieldOifgroup:
+			key := expr.MetaKeyIIFGROUP
+			if f == ruleset.FieldOifgroup {
+				key = expr.MetaKeyOIFGROUP
+			}
+			out = append(out, &expr.Meta{Key: key, Register: reg})
 			word++
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/ipam"
+	"github.com/weir-cni/weir/nsgroup"
 )
 
 func cmdAdd(args *skel.CmdArgs) error {
@@ -45,6 +46,7 @@ func add(c *conf.NetConf, args *skel.CmdArgs, log *slog.Logger) (types.Result, e
 		podName:  args.IfName,
 		sandbox:  args.Netns,
 		routes:   c.Routes,
+		group:    nsgroup.Of(c.PodNamespace),
 	}
 	if _, err := netlink.LinkByName(at.hostName); err == nil {
 		return nil, types.NewError(ErrAttachmentExists,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/ipam"
+	"github.com/weir-cni/weir/nsgroup"
 )
 
 // cmdCheck compares what ADD reported (prevResult) with the kernel and the
@@ -45,7 +46,8 @@ func cmdCheck(args *skel.CmdArgs) error {
 
 // expected reads the attachment back out of prevResult.
 func expected(c *conf.NetConf, args *skel.CmdArgs, prev *current.Result) (*attachment, error) {
-	at := &attachment{hostName: HostVethName(c.HostIfPrefix, args.ContainerID, args.IfName), podName: args.IfName}
+	at := &attachment{hostName: HostVethName(c.HostIfPrefix, args.ContainerID, args.IfName), podName: args.IfName,
+		group: nsgroup.Of(c.PodNamespace)}
 	podIdx := -1
 	for i, intf := range prev.Interfaces {
 		if intf.Name == args.IfName && intf.Sandbox != "" {
@@ -113,6 +115,9 @@ func checkHost(c *conf.NetConf, args *skel.CmdArgs, want *attachment) error {
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		return checkErr("host interface %s is down", want.hostName)
+	}
+	if got := link.Attrs().Group; got != want.group {
+		return checkErr("host interface %s is in link group %d, want %d (namespace %q)", want.hostName, got, want.group, c.PodNamespace)
 	}
 	for _, a := range want.addrs {
 		if err := hasRoute(nil, link, hostPrefix(a), netip.Addr{}); err != nil {

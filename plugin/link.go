@@ -27,13 +27,17 @@ func randomMAC() (net.HardwareAddr, error) {
 
 // createVeth makes the pair in one netlink call: the host end here, the pod
 // end created directly inside the pod namespace under its final name. The
-// host end stays down: no packet can cross it until configureHost.
+// host end stays down: no packet can cross it until configureHost. It is
+// born in the link group of the pod's namespace (at.group), which the
+// agent's ruleset reads to deny an unclassified pod what its namespace's
+// policies deny (nsgroup).
 func createVeth(at *attachment, alias string, mtu int, pod netns.NsHandle, v6 bool) (netlink.Link, error) {
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{
 			Name:         at.hostName,
 			MTU:          mtu,
 			HardwareAddr: hostMAC,
+			Group:        at.group, // IFLA_GROUP, sent when not 0
 		},
 		PeerName:         at.podName,
 		PeerHardwareAddr: at.podMAC,

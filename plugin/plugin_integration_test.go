@@ -91,13 +91,18 @@ func (e *env) add(stdin []byte) *current.Result {
 	return res
 }
 
-func (e *env) check(prev *current.Result) error {
+func (e *env) check(prev *current.Result) error { return e.checkArgs(prev, "") }
+
+// checkArgs runs CHECK of prev with CNI_ARGS cniArgs.
+func (e *env) checkArgs(prev *current.Result, cniArgs string) error {
 	raw := string(e.conf("1.1.0", ""))
 	b, _ := prev.GetAsVersion("1.1.0")
 	var sb strings.Builder
 	_ = b.PrintTo(&sb)
 	stdin := []byte(strings.Replace(raw, `"type":"weir",`, `"type":"weir","prevResult":`+sb.String()+`,`, 1))
-	return e.inNode(func() error { return cmdCheck(e.args(stdin)) })
+	args := e.args(stdin)
+	args.Args = cniArgs
+	return e.inNode(func() error { return cmdCheck(args) })
 }
 
 func (e *env) reserved() map[string]ipam.Attachment {

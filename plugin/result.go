@@ -18,6 +18,9 @@ type attachment struct {
 	sandbox  string
 	addrs    []netip.Addr
 	routes   []netip.Prefix
+	// group is the host end's link group: nsgroup.Of(the pod's
+	// namespace), 0 when CNI_ARGS does not name it.
+	group uint32
 }
 
 // gateway returns the gateway of a's family.

@@ -9,8 +9,8 @@ import (
 )
 
 // This file puts the ruleset together: the skeleton, the node and pod sets
-// and maps, the selection chains, masquerading, anti-spoofing and every
-// policy's objects.
+// and maps, the selection chains, the default verdict of unclassified pods,
+// masquerading, anti-spoofing and every policy's objects.
 // All of it but the policies' objects is rebuilt on every call: it is small
 // (it grows with the local pods, not the cluster).
 
@@ -23,6 +23,7 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	for name, es := range x.dispatch() {
 		elems[name] = es
 	}
+	elems[setGroupsIn], elems[setGroupsEg] = x.nsGroups[0], x.nsGroups[1]
 	var r ruleset.Ruleset
 	sets := make([]ruleset.Set, 0, len(skeletonSets)+4)
 	for _, sk := range skeletonSets {
@@ -39,6 +40,12 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	for _, ch := range skeleton {
 		chain := ch
 		chain.Rules = slices.Clone(ch.Rules)
+		switch ch.Name {
+		case chainEgress:
+			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirEgress)...)
+		case chainIngress:
+			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirIngress)...)
+		}
 		chains = append(chains, chain)
 	}
 	for _, ch := range x.selChains {
@@ -49,7 +56,8 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	slices.SortFunc(sets, func(a, b ruleset.Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
-	r.Counters = merge([]string{counterDeniedEg, counterDeniedIn, CounterSpoofed}, x.polCounters, func(s string) string { return s })
+	fixed := []string{counterDeniedEg, counterDeniedIn, CounterSpoofed, CounterUnclassifiedEgress, CounterUnclassifiedIngress} // sorted
+	r.Counters = merge(fixed, x.polCounters, func(s string) string { return s })
 	r.Chains = merge(chains, x.polChains, func(c ruleset.Chain) string { return c.Name })
 	r.Problems = x.polProblems
 	return r
@@ -92,6 +100,7 @@ func (x *Compiler) policyPart() {
 		x.polProblems = append(x.polProblems, ps.out.problems...)
 	}
 	slices.Sort(x.polProblems)
+	x.nsGroups[0], x.nsGroups[1] = isolatingGroups(x.polOrder)
 	x.polProblems = slices.Clip(x.polProblems) // shared by every ruleset: appends must copy
 	clear(x.replaced)
 	x.replaced = x.replaced[:0]
@@ -113,8 +122,8 @@ func merge[T any](a, b []T, name func(T) string) []T {
 	return append(out, b...)
 }
 
-// nodeElems returns the elements of the node's addresses and of every local
-// pod's self pair, by set name.
+// nodeElems returns the elements of the node's addresses, of every local
+// pod's self pair and of every local pod's addresses, by set name.
 func (x *Compiler) nodeElems() map[string][]ruleset.Elem {
 	out := make(map[string][]ruleset.Elem, len(skeletonSets))
 	for _, a := range x.node.Addrs {
@@ -130,11 +139,12 @@ func (x *Compiler) nodeElems() map[string][]ruleset.Elem {
 			}
 		}
 		for _, e := range p.selfElems {
-			name := setSelf6
+			self, local := setSelf6, setLocalPods6
 			if len(e.Key[0].From) == 4 {
-				name = setSelf4
+				self, local = setSelf4, setLocalPods4
 			}
-			out[name] = append(out[name], e)
+			out[self] = append(out[self], e)
+			out[local] = append(out[local], ruleset.Elem{Key: e.Key[:1]})
 		}
 	}
 	return out

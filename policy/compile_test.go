@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/nsgroup"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -31,7 +32,15 @@ type traceCase struct {
 	Port  uint16     `json:"port"`
 	State string     `json:"state"` // new (default), established, invalid
 	Want  string     `json:"want"`  // accept or drop
+	// InVethOf and OutVethOf, when set, name the namespace of the pod
+	// whose host veth (named with the default pod interface prefix, in
+	// that namespace's link group) the packet comes in on or leaves by.
+	InVethOf  string `json:"inVethOf"`
+	OutVethOf string `json:"outVethOf"`
 }
+
+// traceVeth names the host veth of a trace's pod, as the plugin names them.
+const traceVeth = DefaultPodInterfacePrefix + "0123456789a"
 
 func loadScenario(t testing.TB, path string) scenario {
 	t.Helper()
@@ -58,6 +67,12 @@ func (tc traceCase) packet(t *testing.T) ruleset.Packet {
 		p.Proto = ruleset.ProtoSCTP
 	default:
 		t.Fatalf("unknown proto %q", tc.Proto)
+	}
+	if tc.InVethOf != "" {
+		p.InIface, p.InGroup = traceVeth, nsgroup.Of(tc.InVethOf)
+	}
+	if tc.OutVethOf != "" {
+		p.OutIface, p.OutGroup = traceVeth, nsgroup.Of(tc.OutVethOf)
 	}
 	switch tc.State {
 	case "", "new":

@@ -70,9 +70,12 @@ type Compiler struct {
 	polCounters []string
 	polProblems []string
 	polStale    bool
-	last        ruleset.Ruleset           // the last result
-	replaced    []policyOut               // outputs replaced since
-	changed     map[*policyState]struct{} // policies compiled since
+	// nsGroups are the elements of the group sets, ingress and egress
+	// (see unclassified.go), rebuilt with the policies' part.
+	nsGroups [2][]ruleset.Elem
+	last     ruleset.Ruleset           // the last result
+	replaced []policyOut               // outputs replaced since
+	changed  map[*policyState]struct{} // policies compiled since
 
 	// The shared sets: definition ids, the groups in use, and each shared
 	// set's elements (rebuilt when setStale).

@@ -15,9 +15,12 @@ import (
 //
 //	forward-egress  (priority filter)     established/related accept, invalid drop,
 //	                                      local pod -> own node accept, pod -> itself accept,
-//	                                      ip saddr vmap @egress-pods4 (and ip6)
+//	                                      ip saddr vmap @egress-pods4 (and ip6),
+//	                                      unclassified pod of an egress-isolating
+//	                                      namespace drop (unclassified.go)
 //	forward-ingress (priority filter + 1) the same for the destination:
-//	                                      ip daddr vmap @ingress-pods4 (and ip6)
+//	                                      ip daddr vmap @ingress-pods4 (and ip6),
+//	                                      unclassified pod ... drop
 //
 // Before those, prerouting-spoof (priority raw) drops packets from a pod
 // interface whose source address is not that pod's (spoof.go).
@@ -90,12 +93,21 @@ const (
 	setPorts      = "ports"     // id . protocol . port range of rules with many ports
 	setUnrouted4  = "unrouted4" // sources the anti-spoofing check lets pass
 	setUnrouted6  = "unrouted6"
+	setLocalPods4 = "local-pods4" // addresses of the local pods the agent classified
+	setLocalPods6 = "local-pods6"
+	setGroupsIn   = "ingress-groups" // link groups of namespaces with an ingress policy
+	setGroupsEg   = "egress-groups"  // link groups of namespaces with an egress policy
 
 	counterDeniedIn = "denied-ingress" // packets isolation dropped
 	counterDeniedEg = "denied-egress"
 	// CounterSpoofed counts the packets dropped for a source address their
 	// pod interface does not own (see spoof.go).
 	CounterSpoofed = "spoofed"
+	// CounterUnclassifiedIngress and CounterUnclassifiedEgress count the
+	// packets to and from pods the agent has not classified that their
+	// namespace's isolating policies dropped (see unclassified.go).
+	CounterUnclassifiedIngress = "unclassified-ingress"
+	CounterUnclassifiedEgress  = "unclassified-egress"
 
 	// DefaultPodInterfacePrefix starts the name of every pod's host-side
 	// veth unless the network config sets hostInterfacePrefix; it is
@@ -165,6 +177,10 @@ var skeletonSets = []ruleset.Set{
 	{Name: setNamed4, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4, ruleset.TypeProto, ruleset.TypePort}, Comment: "named ports by rule id"},
 	{Name: setNamed6, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv6, ruleset.TypeProto, ruleset.TypePort}, Comment: "named ports by rule id"},
 	{Name: setPorts, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeProto, ruleset.TypePort}, Interval: true, Comment: "numeric ports by rule id"},
+	{Name: setLocalPods4, Key: []ruleset.Type{ruleset.TypeIPv4}, Comment: "local pods the agent classified"},
+	{Name: setLocalPods6, Key: []ruleset.Type{ruleset.TypeIPv6}, Comment: "local pods the agent classified"},
+	{Name: setGroupsIn, Key: []ruleset.Type{ruleset.TypeGroup}, Comment: "link groups of namespaces with an ingress policy"},
+	{Name: setGroupsEg, Key: []ruleset.Type{ruleset.TypeGroup}, Comment: "link groups of namespaces with an egress policy"},
 }
 
 func ctRule(states uint32, v ruleset.VerdictKind) ruleset.Rule {

@@ -17,7 +17,9 @@ type Ruleset struct {
 	Chains []Chain
 	// Counters are the named counters rules count into, sorted: one per
 	// policy rule (the connections it allowed), one per direction for
-	// the packets isolation dropped, and CounterSpoofed.
+	// the packets isolation dropped, one per direction for the packets of
+	// unclassified pods dropped (CounterUnclassifiedIngress, -Egress), and
+	// CounterSpoofed.
 	Counters []string
 	// Problems lists input the compiler could not enforce as written (bad
 	// selectors, CIDRs, protocols, named ports nobody defines), sorted. Each
@@ -39,6 +41,9 @@ const (
 	// rules and each rule looks up only its own by prefixing its id
 	// (`numgen random mod 1 offset ID . ip saddr @peers4`).
 	TypeID
+	// TypeGroup is a link group (devgroup, 4 bytes, big-endian in the
+	// model, host byte order in the kernel): see policy/unclassified.go.
+	TypeGroup
 )
 
 // Set is a named set, or a verdict map when Map is true.
@@ -129,6 +134,10 @@ const (
 	FieldIP6Daddr
 	FieldL4Proto
 	FieldTHDport
+	// FieldIifgroup and FieldOifgroup are the link groups of the input and
+	// output interfaces (`iifgroup`, `oifgroup`).
+	FieldIifgroup
+	FieldOifgroup
 )
 
 // MatchKind says what a Match tests.
@@ -152,6 +161,9 @@ const (
 	// to the packet's source does not leave through the interface the
 	// packet came in on (`fib saddr . iif oif missing`). See spoof.go.
 	MatchRPFail
+	// MatchOifname tests that the output interface's name starts with
+	// IfPrefix (`oifname "weir*"`), or not when Negate.
+	MatchOifname
 )
 
 // Conntrack states, as the kernel's bit values.
@@ -178,7 +190,8 @@ type Match struct {
 	PortFrom, PortTo uint16
 	AllPorts         bool
 
-	// IfPrefix is the interface name prefix of MatchIifname.
+	// IfPrefix is the interface name prefix of MatchIifname and
+	// MatchOifname.
 	IfPrefix string
 }
 
@@ -268,7 +281,7 @@ func (t Type) Size() int {
 		return 16
 	case TypeProto:
 		return 1
-	case TypeID:
+	case TypeID, TypeGroup:
 		return 4
 	default:
 		return 2
@@ -285,6 +298,8 @@ func (t Type) String() string {
 		return "inet_proto"
 	case TypeID:
 		return "integer"
+	case TypeGroup:
+		return "devgroup"
 	default:
 		return "inet_service"
 	}
@@ -305,6 +320,8 @@ func (t Type) typeofString() string {
 		return "meta l4proto"
 	case TypeID:
 		return "numgen random mod 1"
+	case TypeGroup:
+		return "meta iifgroup"
 	default:
 		return "th dport"
 	}

@@ -167,7 +167,7 @@ func valueString(t Type, v string) string {
 		return a.String()
 	case TypeProto:
 		return ProtoName(v[0])
-	case TypeID:
+	case TypeID, TypeGroup:
 		return strconv.FormatUint(uint64(binary.BigEndian.Uint32([]byte(v))), 10)
 	default:
 		return strconv.Itoa(int(v[0])<<8 | int(v[1]))
@@ -239,11 +239,15 @@ func (m Match) String() string {
 			return fmt.Sprintf("%s dport %d", ProtoName(m.Proto), m.PortFrom)
 		}
 		return fmt.Sprintf("%s dport %d-%d", ProtoName(m.Proto), m.PortFrom, m.PortTo)
-	case MatchIifname:
-		if m.Negate {
-			return fmt.Sprintf("iifname != %q", m.IfPrefix+"*")
+	case MatchIifname, MatchOifname:
+		name := "iifname"
+		if m.Kind == MatchOifname {
+			name = "oifname"
 		}
-		return fmt.Sprintf("iifname %q", m.IfPrefix+"*")
+		if m.Negate {
+			return fmt.Sprintf("%s != %q", name, m.IfPrefix+"*")
+		}
+		return fmt.Sprintf("%s %q", name, m.IfPrefix+"*")
 	case MatchRPFail:
 		return "fib saddr . iif oif missing"
 	}
@@ -281,7 +285,7 @@ func fieldsString(fs []Field) string {
 }
 
 func (f Field) String() string {
-	return [...]string{"ip saddr", "ip daddr", "ip6 saddr", "ip6 daddr", "meta l4proto", "th dport"}[f]
+	return [...]string{"ip saddr", "ip daddr", "ip6 saddr", "ip6 daddr", "meta l4proto", "th dport", "iifgroup", "oifgroup"}[f]
 }
 
 func (v Verdict) String() string {

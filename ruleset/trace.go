@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 )
 
 // Packet is what Trace needs of a forwarded packet.
@@ -13,6 +14,12 @@ type Packet struct {
 	DPort    uint16
 	// CtState is the conntrack state bit (CtNew when zero).
 	CtState uint32
+	// InIface and OutIface name the interfaces the packet comes in on and
+	// leaves by, InGroup and OutGroup are their link groups (0: the
+	// default group). Empty names match no interface name test: a trace
+	// without them is of a packet between two hosts weir does not wire.
+	InIface, OutIface string
+	InGroup, OutGroup uint32
 }
 
 // IP protocol numbers of the protocols NetworkPolicy knows, for
@@ -114,9 +121,13 @@ func (t *tracer) matches(ms []Match) bool {
 				return false // wrong family: the nfproto dependency fails
 			}
 			ok = ok != m.Negate
-		case MatchIifname, MatchRPFail:
-			// A Packet has no interface: such rules (prerouting only)
-			// never match in a trace of the forward hook.
+		case MatchIifname:
+			ok = t.p.InIface != "" && strings.HasPrefix(t.p.InIface, m.IfPrefix) != m.Negate
+		case MatchOifname:
+			ok = t.p.OutIface != "" && strings.HasPrefix(t.p.OutIface, m.IfPrefix) != m.Negate
+		case MatchRPFail:
+			// A Packet has no route: the test (prerouting only) never
+			// matches in a trace of the forward hook.
 			ok = false
 		}
 		if !ok {
@@ -142,6 +153,12 @@ func (t *tracer) key(fs []Field) ([]string, bool) {
 			continue
 		case FieldTHDport:
 			out = append(out, PortBytes(t.p.DPort))
+			continue
+		case FieldIifgroup:
+			out = append(out, IDBytes(t.p.InGroup))
+			continue
+		case FieldOifgroup:
+			out = append(out, IDBytes(t.p.OutGroup))
 			continue
 		}
 		if a.Is4() != (f == FieldIPSaddr || f == FieldIPDaddr) {

@@ -516,13 +516,15 @@ func (k *checker) rollingUpdate(ctx context.Context) error {
 		}(l)
 	}
 	// One allowed connection that lives through the whole rollout: a
-	// request on it every half second must keep being answered.
+	// request on it every half second must keep being answered. The stop
+	// file is in /dev/shm, which the runtime mounts in every container
+	// (the agnhost image built here has no /tmp).
 	var held string
 	var heldErr error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		held, heldErr = k.exec(ctx, nsB, "client", "/bin/bash", "-c", heldConnection(net.JoinHostPort(k.srvIP, "8080"), "/tmp/stop-held"))
+		held, heldErr = k.exec(ctx, nsB, "client", "/bin/bash", "-c", heldConnection(net.JoinHostPort(k.srvIP, "8080"), "/dev/shm/stop-held"))
 	}()
 	time.Sleep(3 * time.Second)
 	_, err := k.c.Kubectl(ctx, "-n", "kube-system", "rollout", "restart", "daemonset/weir")
@@ -531,7 +533,7 @@ func (k *checker) rollingUpdate(ctx context.Context) error {
 	}
 	time.Sleep(3 * time.Second)
 	close(done)
-	if _, e := k.exec(ctx, nsB, "client", "touch", "/tmp/stop-held"); e != nil && err == nil {
+	if _, e := k.exec(ctx, nsB, "client", "touch", "/dev/shm/stop-held"); e != nil && err == nil {
 		err = e
 	}
 	wg.Wait()

@@ -36,6 +36,9 @@ func Parallel(ctx context.Context, n, workers int, fn func(ctx context.Context, 
 	}
 feed:
 	for i := range n {
+		if ctx.Err() != nil {
+			break // a ready worker must not win over a cancellation
+		}
 		select {
 		case next <- i:
 		case <-ctx.Done():

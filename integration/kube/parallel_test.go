@@ -23,11 +23,14 @@ func TestParallel(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var calls int64
 			seen := make([]int32, tt.n)
-			err := Parallel(context.Background(), tt.n, 8, func(_ context.Context, i int) error {
+			err := Parallel(context.Background(), tt.n, 8, func(ctx context.Context, i int) error {
 				atomic.AddInt64(&calls, 1)
 				atomic.AddInt32(&seen[i], 1)
 				if i == tt.failAt {
 					return errors.New("boom")
+				}
+				if tt.failAt >= 0 && i > tt.failAt {
+					<-ctx.Done() // hold every worker until the failure has cancelled the feed
 				}
 				return nil
 			})
