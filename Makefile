@@ -70,7 +70,7 @@ bench: build tools
 	$(GO) build -o $(BIN)/addbench ./bench/cmd/addbench
 	$(BIN)/addbench -weir $(BIN)/weir -ref $(TOOLS_BIN)
 	@echo "== ruleset compile and apply: 10,000 pods / 1,000 policies, full sync and one change; worst-shaped policies"
-	$(GO) test -tags integration -run XXX -bench . -benchtime 8x ./nft
+	$(GO) test -tags integration -run XXX -bench . -benchtime 8x ./policy
 	@echo "== datapath: throughput, latency, connection rate with the table vs none (and iptables)"
 	$(GO) build -o $(BIN)/dataplane ./bench/dataplane
 	$(BIN)/dataplane -weir $(BIN)/weir -iptables -breakdown

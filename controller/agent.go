@@ -14,7 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Source yields the current cluster objects. Sources only signal changes;
@@ -31,7 +32,7 @@ type Source interface {
 // Applier programs a compiled ruleset into the node's kernel in one
 // transaction, replacing whatever the previous Apply left.
 type Applier interface {
-	Apply(ctx context.Context, rs nft.Ruleset) error
+	Apply(ctx context.Context, rs ruleset.Ruleset) error
 }
 
 // Status is what the agent reports about itself.
@@ -66,9 +67,9 @@ type Agent struct {
 	MetricsAuth *KubeAuth
 	// LogDenied, when its Group is set, has isolation drops logged to
 	// NFLOG (see DeniedLogger).
-	LogDenied nft.DeniedLog
+	LogDenied policy.DeniedLog
 	// PodInterfacePrefix starts the name of the pods' host-side veths
-	// (see nft.Snapshot.PodInterfacePrefix; empty: the default).
+	// (see policy.Snapshot.PodInterfacePrefix; empty: the default).
 	PodInterfacePrefix string
 	// JumpCheckInterval is how often a JumpKeeper Applier is asked to put
 	// weir's jumps back on top of the built-in chains; 0: never.
@@ -89,13 +90,13 @@ type Agent struct {
 	st   Status
 	// rs is the last applied ruleset and snap the snapshot it was compiled
 	// from, published together; snap's pod slice is its own.
-	rs   nft.Ruleset
-	snap nft.Snapshot
+	rs   ruleset.Ruleset
+	snap policy.Snapshot
 	// view is the cluster kept up to date from the source's changes, and
 	// overlayBuf the pod slice of the last snapshot with announcements;
 	// only the worker uses them.
 	view       *view
-	overlayBuf []nft.Pod
+	overlayBuf []policy.Pod
 	// anns are pods announced by the plugin, by namespace/name.
 	anns map[string]*announcement
 	// podCIDRs are this node's pod ranges as the last refresh of the view
@@ -109,7 +110,7 @@ type Agent struct {
 	applyCh         chan struct{}
 	// compiler recompiles only what changed since the last sync; only the
 	// worker goroutine uses it.
-	compiler *nft.Compiler
+	compiler *policy.Compiler
 	// firstEvent is when the oldest change not yet applied was signalled.
 	firstEvent time.Time
 }
@@ -147,7 +148,7 @@ func (a *Agent) Status() Status {
 }
 
 // Ruleset returns the last ruleset applied.
-func (a *Agent) Ruleset() nft.Ruleset {
+func (a *Agent) Ruleset() ruleset.Ruleset {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.rs
@@ -240,7 +241,7 @@ func (a *Agent) sync(ctx context.Context) error {
 		a.overlayBuf = snap.Pods
 	}
 	if a.compiler == nil {
-		a.compiler = nft.NewCompiler()
+		a.compiler = policy.NewCompiler()
 	}
 	snap.LogDenied = a.LogDenied
 	snap.PodInterfacePrefix = a.PodInterfacePrefix
@@ -297,17 +298,17 @@ func (a *Agent) sync(ctx context.Context) error {
 // the objects for the reconcilers. The snapshot's pod slice is the view's:
 // it stays valid until the next refresh. gone are the pods deleted since
 // the last refresh (see view.apply).
-func (a *Agent) refresh() (_ nft.Snapshot, _ Objects, gone map[string]*corev1.Pod, _ error) {
+func (a *Agent) refresh() (_ policy.Snapshot, _ Objects, gone map[string]*corev1.Pod, _ error) {
 	var c Changes
 	if cs, ok := a.Source.(ChangeSource); ok {
 		var err error
 		if c, err = cs.Changes(); err != nil {
-			return nft.Snapshot{}, Objects{}, nil, err
+			return policy.Snapshot{}, Objects{}, nil, err
 		}
 	} else {
 		objs, err := a.Source.Objects()
 		if err != nil {
-			return nft.Snapshot{}, Objects{}, nil, err
+			return policy.Snapshot{}, Objects{}, nil, err
 		}
 		c = Changes{Full: true, Objects: objs}
 	}

@@ -7,20 +7,19 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 // appliedSnapshot is the snapshot of the last applied ruleset.
-func appliedSnapshot(a *Agent) nft.Snapshot {
+func appliedSnapshot(a *Agent) policy.Snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.snap
 }
 
 // podIPsIn returns the addresses pod ns/name has in s, or nil.
-func podIPsIn(s nft.Snapshot, ns, name string) []netip.Addr {
+func podIPsIn(s policy.Snapshot, ns, name string) []netip.Addr {
 	for _, p := range s.Pods {
 		if p.Namespace == ns && p.Name == name {
 			return p.IPs

@@ -7,15 +7,14 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 type nopApplier struct{}
 
-func (nopApplier) Apply(context.Context, nft.Ruleset) error { return nil }
+func (nopApplier) Apply(context.Context, ruleset.Ruleset) error { return nil }
 
 // changeSource hands over the changes it is given, as KubeSource does.
 type changeSource struct {

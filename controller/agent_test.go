@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 type memSource struct {
@@ -40,13 +39,13 @@ func (m *memSource) Run(ctx context.Context, kick func()) error {
 
 type recApplier struct {
 	mu      sync.Mutex
-	applied []nft.Ruleset
+	applied []ruleset.Ruleset
 	fail    error
 	gate    chan struct{} // if set, Apply waits on it
 	entered chan struct{} // if set, Apply sends on it first
 }
 
-func (r *recApplier) Apply(ctx context.Context, rs nft.Ruleset) error {
+func (r *recApplier) Apply(ctx context.Context, rs ruleset.Ruleset) error {
 	if r.entered != nil {
 		r.entered <- struct{}{}
 	}
@@ -62,11 +61,11 @@ func (r *recApplier) Apply(ctx context.Context, rs nft.Ruleset) error {
 	return nil
 }
 
-func (r *recApplier) last() (nft.Ruleset, int) {
+func (r *recApplier) last() (ruleset.Ruleset, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.applied) == 0 {
-		return nft.Ruleset{}, 0
+		return ruleset.Ruleset{}, 0
 	}
 	return r.applied[len(r.applied)-1], len(r.applied)
 }

@@ -5,10 +5,9 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 // announcement is a pod the plugin told the agent about before the API
@@ -29,7 +28,7 @@ type announcement struct {
 // forget them. Pods keep their places; s and v are not modified: when
 // anns is not empty the result's pods are written into buf, reused when it
 // is large enough.
-func overlay(s nft.Snapshot, v *view, anns map[string]*announcement, buf []nft.Pod) (nft.Snapshot, []string) {
+func overlay(s policy.Snapshot, v *view, anns map[string]*announcement, buf []policy.Pod) (policy.Snapshot, []string) {
 	if len(anns) == 0 {
 		return s, nil
 	}
@@ -43,7 +42,7 @@ func overlay(s nft.Snapshot, v *view, anns map[string]*announcement, buf []nft.P
 	}
 	pods := buf[:0]
 	if cap(buf) < len(s.Pods)+len(anns) {
-		pods = make([]nft.Pod, 0, len(s.Pods)+len(anns)+len(s.Pods)/8)
+		pods = make([]policy.Pod, 0, len(s.Pods)+len(anns)+len(s.Pods)/8)
 	}
 	delta := map[string]int{} // pods per namespace, relative to s
 	seen := map[string]bool{}

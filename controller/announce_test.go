@@ -6,10 +6,9 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 // overlayObjects is the definition overlay must match, on source objects
@@ -128,7 +127,7 @@ func TestOverlay(t *testing.T) {
 				t.Errorf("done = %v, reference %v", done, refDone)
 			}
 			// A reused buffer holding another snapshot's pods gives the same.
-			buf := append(make([]nft.Pod, 0, 16), nft.Pod{Namespace: "junk", Name: "junk"})
+			buf := append(make([]policy.Pod, 0, 16), policy.Pod{Namespace: "junk", Name: "junk"})
 			if again, _ := overlay(base, v, tc.anns, buf); !reflect.DeepEqual(canonical(again), canonical(out)) {
 				t.Errorf("overlay into a used buffer = %+v, want %+v", again.Pods, out.Pods)
 			}

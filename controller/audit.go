@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/weir-cni/weir/agentapi"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 // audit answers weirctl audit from the snapshot the kernel's ruleset was
@@ -29,11 +29,11 @@ func (a *Agent) audit() (agentapi.Audit, error) {
 // policy lives in, and the pods that no policy isolates in some direction.
 // A pod is isolated for a direction when a policy of its namespace selects
 // it (spec.podSelector; {} selects every pod) and has that direction in its
-// policyTypes (defaulted as nft.PolicyTypes does). A podSelector that does
+// policyTypes (defaulted as policy.PolicyTypes does). A podSelector that does
 // not parse selects every pod of its namespace, as the compiled ruleset
 // does (fail closed). hostNetwork pods are never isolated. Audit is pure:
 // its output is sorted.
-func Audit(s nft.Snapshot) agentapi.Audit {
+func Audit(s policy.Snapshot) agentapi.Audit {
 	out := agentapi.Audit{Node: s.Node.Name, Namespaces: []string{}, Pods: []agentapi.AuditPod{}}
 	type selection struct {
 		sel             labels.Selector // nil: every pod
@@ -41,7 +41,7 @@ func Audit(s nft.Snapshot) agentapi.Audit {
 	}
 	byNS := map[string][]selection{}
 	for _, p := range s.Policies {
-		in, eg, _ := nft.PolicyTypes(p)
+		in, eg, _ := policy.PolicyTypes(p)
 		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
 		if err != nil {
 			sel = nil

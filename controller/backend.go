@@ -7,8 +7,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/weir-cni/weir/iptables"
 	"github.com/weir-cni/weir/nft"
-	"github.com/weir-cni/weir/nft/iptables"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Backends the agent can program.
@@ -22,7 +23,9 @@ const (
 type NFTApplier struct{ *nft.NetlinkApplier }
 
 // Apply programs rs in one netlink transaction.
-func (n NFTApplier) Apply(_ context.Context, rs nft.Ruleset) error { return n.NetlinkApplier.Apply(rs) }
+func (n NFTApplier) Apply(_ context.Context, rs ruleset.Ruleset) error {
+	return n.NetlinkApplier.Apply(rs)
+}
 
 // NewApplier opens the backend named by name in the current network
 // namespace. With "auto" it uses nftables, and falls back to
@@ -99,7 +102,7 @@ func RemoveStale(ctx context.Context, a Applier) ([]string, error) {
 			errs = append(errs, err)
 		}
 		if done {
-			removed = append(removed, "table inet "+nft.TableName)
+			removed = append(removed, "table inet "+ruleset.TableName)
 		}
 	default:
 		return nil, nil
@@ -132,7 +135,7 @@ func removeNFTTable() (bool, error) {
 		if nft.Unsupported(err) {
 			return false, nil
 		}
-		return false, fmt.Errorf("remove table inet %s: %w", nft.TableName, err)
+		return false, fmt.Errorf("remove table inet %s: %w", ruleset.TableName, err)
 	}
 	defer a.Close()
 	done, err := a.RemoveTable()

@@ -11,8 +11,10 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
+	"github.com/weir-cni/weir/iptables"
 	"github.com/weir-cni/weir/nft"
-	"github.com/weir-cni/weir/nft/iptables"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // TestRemoveStaleLeavesOnlyTheBackendInUse programs weir with every
@@ -28,7 +30,7 @@ func TestRemoveStaleLeavesOnlyTheBackendInUse(t *testing.T) {
 	}
 	defer func() { n.Close(); _ = testutils.UnmountNS(n) }()
 	ctx := context.Background()
-	rs := nft.Compile(nft.Snapshot{})
+	rs := policy.Compile(policy.Snapshot{})
 	sh := func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -38,7 +40,7 @@ func TestRemoveStaleLeavesOnlyTheBackendInUse(t *testing.T) {
 		return string(out)
 	}
 	weirChains := func(save string) bool { return strings.Contains(sh(save), ":"+iptables.Prefix) }
-	hasTable := func() bool { return strings.Contains(sh("nft", "list", "tables"), "table inet "+nft.TableName) }
+	hasTable := func() bool { return strings.Contains(sh("nft", "list", "tables"), "table inet "+ruleset.TableName) }
 	err = n.Do(func(ns.NetNS) error {
 		// Someone else's nftables table and iptables rule.
 		sh("nft", "add", "table", "inet", "other")

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weir-cni/weir/conf"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 func node(name string, cidrs []string, ips ...string) *corev1.Node {
@@ -51,8 +51,8 @@ func TestCNIConfigIsValidForThePlugin(t *testing.T) {
 // TestPodInterfacePrefixIsThePlugins pins that the anti-spoofing rules
 // match the host veths the plugin names by default.
 func TestPodInterfacePrefixIsThePlugins(t *testing.T) {
-	if nft.DefaultPodInterfacePrefix != conf.DefaultHostPrefix {
-		t.Errorf("nft.DefaultPodInterfacePrefix = %q, the plugin names host veths %q...", nft.DefaultPodInterfacePrefix, conf.DefaultHostPrefix)
+	if policy.DefaultPodInterfacePrefix != conf.DefaultHostPrefix {
+		t.Errorf("policy.DefaultPodInterfacePrefix = %q, the plugin names host veths %q...", policy.DefaultPodInterfacePrefix, conf.DefaultHostPrefix)
 	}
 }
 

@@ -8,10 +8,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
 
-// This file exports the kernel's named counters (nft.Ruleset.Counters) as
+// This file exports the kernel's named counters (ruleset.Ruleset.Counters) as
 // Prometheus metrics, read at scrape time: the connections each policy rule
 // allowed, and the packets isolation (or the default verdict of pods the
 // agent has not classified) dropped.
@@ -19,7 +20,7 @@ import (
 // CounterReader reads the named counters of the applied ruleset; the
 // nftables and iptables appliers both are.
 type CounterReader interface {
-	Counters() (map[string]nft.CounterValue, error)
+	Counters() (map[string]ruleset.CounterValue, error)
 }
 
 // countersMaxAge is how long one read of the counters serves scrapes: a
@@ -38,11 +39,11 @@ type cachedCounters struct {
 
 	mu     sync.Mutex // held during a read
 	at     time.Time  // when the last read ended; zero before the first
-	values map[string]nft.CounterValue
+	values map[string]ruleset.CounterValue
 	err    error
 }
 
-func (c *cachedCounters) Counters() (map[string]nft.CounterValue, error) {
+func (c *cachedCounters) Counters() (map[string]ruleset.CounterValue, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.at.IsZero() && c.now().Sub(c.at) < c.maxAge {
@@ -58,13 +59,13 @@ func (c *cachedCounters) Counters() (map[string]nft.CounterValue, error) {
 // ruleset: it says which policy rule each counter belongs to.
 type ruleCounters struct {
 	read    *cachedCounters
-	ruleset func() nft.Ruleset
+	ruleset func() ruleset.Ruleset
 	log     *slog.Logger
 
 	packets, bytes, denied, spoofed, unclassified *prometheus.Desc
 }
 
-func newRuleCounters(read CounterReader, ruleset func() nft.Ruleset, log *slog.Logger) *ruleCounters {
+func newRuleCounters(read CounterReader, ruleset func() ruleset.Ruleset, log *slog.Logger) *ruleCounters {
 	return &ruleCounters{
 		read:    &cachedCounters{read: read, maxAge: countersMaxAge, now: time.Now},
 		ruleset: ruleset, log: log,
@@ -103,9 +104,9 @@ func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 		case name == "denied-ingress" || name == "denied-egress":
 			dir := strings.TrimPrefix(name, "denied-")
 			ch <- prometheus.MustNewConstMetric(c.denied, prometheus.CounterValue, float64(v.Packets), dir)
-		case name == nft.CounterSpoofed:
+		case name == policy.CounterSpoofed:
 			ch <- prometheus.MustNewConstMetric(c.spoofed, prometheus.CounterValue, float64(v.Packets))
-		case name == nft.CounterUnclassifiedIngress || name == nft.CounterUnclassifiedEgress:
+		case name == policy.CounterUnclassifiedIngress || name == policy.CounterUnclassifiedEgress:
 			dir := strings.TrimPrefix(name, "unclassified-")
 			ch <- prometheus.MustNewConstMetric(c.unclassified, prometheus.CounterValue, float64(v.Packets), dir)
 		default:
@@ -124,7 +125,7 @@ type ruleOwner struct{ policy, direction, rule string }
 
 // counterOwners maps each policy rule counter of r to its rule, from the
 // comments of the rules counting into it ("ns/name ingress rule 0").
-func counterOwners(r nft.Ruleset) map[string]ruleOwner {
+func counterOwners(r ruleset.Ruleset) map[string]ruleOwner {
 	out := map[string]ruleOwner{}
 	for _, c := range r.Chains {
 		for _, rule := range c.Rules {
@@ -147,7 +148,7 @@ func counterOwners(r nft.Ruleset) map[string]ruleOwner {
 // RegisterCounters exports read's counters, explained by the ruleset that
 // ruleset returns, in m. Scrapes share reads: read runs at most once per
 // countersMaxAge.
-func (m *Metrics) RegisterCounters(read CounterReader, ruleset func() nft.Ruleset, log *slog.Logger) {
+func (m *Metrics) RegisterCounters(read CounterReader, ruleset func() ruleset.Ruleset, log *slog.Logger) {
 	if m != nil {
 		m.reg.MustRegister(newRuleCounters(read, ruleset, log))
 	}

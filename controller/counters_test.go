@@ -13,18 +13,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"sigs.k8s.io/yaml"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
 
-type fakeCounters map[string]nft.CounterValue
+type fakeCounters map[string]ruleset.CounterValue
 
-func (f fakeCounters) Counters() (map[string]nft.CounterValue, error) { return f, nil }
+func (f fakeCounters) Counters() (map[string]ruleset.CounterValue, error) { return f, nil }
 
 // countedRuleset compiles one policy of two ingress rules selecting a local
 // pod.
-func countedRuleset(t *testing.T) nft.Ruleset {
+func countedRuleset(t *testing.T) ruleset.Ruleset {
 	t.Helper()
-	s := nft.Snapshot{Node: nft.Node{Name: "n1"}, Pods: []nft.Pod{
+	s := policy.Snapshot{Node: policy.Node{Name: "n1"}, Pods: []policy.Pod{
 		{Namespace: "default", Name: "web", Node: "n1", Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}},
 	}}
 	err := yaml.Unmarshal([]byte(`[{metadata: {namespace: default, name: web}, spec: {podSelector: {matchLabels: {app: web}},
@@ -32,7 +33,7 @@ func countedRuleset(t *testing.T) nft.Ruleset {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nft.Compile(s)
+	return policy.Compile(s)
 }
 
 // TestRuleCountersExportEachPolicyRule pins the metrics of the kernel's
@@ -41,18 +42,18 @@ func countedRuleset(t *testing.T) nft.Ruleset {
 // the drops of unclassified pods by direction.
 func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 	r := countedRuleset(t)
-	values := fakeCounters{"denied-ingress": {Packets: 7, Bytes: 420}, "denied-egress": {}, nft.CounterSpoofed: {Packets: 3, Bytes: 180},
-		nft.CounterUnclassifiedIngress: {Packets: 2, Bytes: 120}, nft.CounterUnclassifiedEgress: {Packets: 5, Bytes: 300}}
+	values := fakeCounters{"denied-ingress": {Packets: 7, Bytes: 420}, "denied-egress": {}, policy.CounterSpoofed: {Packets: 3, Bytes: 180},
+		policy.CounterUnclassifiedIngress: {Packets: 2, Bytes: 120}, policy.CounterUnclassifiedEgress: {Packets: 5, Bytes: 300}}
 	for i, name := range r.Counters {
 		if strings.HasPrefix(name, "pol-") {
-			values[name] = nft.CounterValue{Packets: uint64(10 + i), Bytes: uint64(1000 + i)}
+			values[name] = ruleset.CounterValue{Packets: uint64(10 + i), Bytes: uint64(1000 + i)}
 		}
 	}
 	if len(values) != 7 || len(r.Counters) != 7 {
 		t.Fatalf("want 2 rule counters and 5 drop counters, have %v", r.Counters)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newRuleCounters(values, func() nft.Ruleset { return r }, slog.Default()))
+	reg.MustRegister(newRuleCounters(values, func() ruleset.Ruleset { return r }, slog.Default()))
 	got, err := testutil.GatherAndCount(reg, "weir_policy_rule_packets_total", "weir_policy_rule_bytes_total", "weir_denied_packets_total")
 	if err != nil {
 		t.Fatal(err)
@@ -91,12 +92,12 @@ type blockingCounters struct {
 	started, release chan struct{}
 }
 
-func (b *blockingCounters) Counters() (map[string]nft.CounterValue, error) {
+func (b *blockingCounters) Counters() (map[string]ruleset.CounterValue, error) {
 	if b.reads.Add(1) == 1 {
 		close(b.started)
 		<-b.release
 	}
-	return map[string]nft.CounterValue{"denied-ingress": {Packets: 7}, "denied-egress": {}}, nil
+	return map[string]ruleset.CounterValue{"denied-ingress": {Packets: 7}, "denied-egress": {}}, nil
 }
 
 // TestScrapesShareCounterReads pins how often scrapes read the kernel's
@@ -106,7 +107,7 @@ func (b *blockingCounters) Counters() (map[string]nft.CounterValue, error) {
 func TestScrapesShareCounterReads(t *testing.T) {
 	r := countedRuleset(t)
 	read := &blockingCounters{started: make(chan struct{}), release: make(chan struct{})}
-	rc := newRuleCounters(read, func() nft.Ruleset { return r }, slog.Default())
+	rc := newRuleCounters(read, func() ruleset.Ruleset { return r }, slog.Default())
 	clock := time.Unix(1000, 0)
 	rc.read.now = func() time.Time { return clock } // stands still unless moved below
 	reg := prometheus.NewRegistry()
@@ -187,7 +188,7 @@ func TestParsePacket(t *testing.T) {
 // it) and the policies that chain tries.
 func TestDeniedLoggerNamesThePolicies(t *testing.T) {
 	r := countedRuleset(t)
-	d := DeniedLogger{Ruleset: func() nft.Ruleset { return r }}
+	d := DeniedLogger{Ruleset: func() ruleset.Ruleset { return r }}
 	var sel string
 	for _, c := range r.Chains {
 		if strings.HasPrefix(c.Name, "sel-in-") {

@@ -13,11 +13,12 @@ import (
 
 	nflog "github.com/florianl/go-nflog/v2"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // This file touches the kernel: it reads the packets the ruleset logs
-// before an isolation drop (nft.DeniedLog: NFLOG group, rate-limited per
+// before an isolation drop (policy.DeniedLog: NFLOG group, rate-limited per
 // selection chain) and logs each one with its policy context.
 
 // DeniedLogger logs denied packets, explained with the policies of the
@@ -26,7 +27,7 @@ import (
 type DeniedLogger struct {
 	Group   uint16
 	Log     *slog.Logger
-	Ruleset func() nft.Ruleset
+	Ruleset func() ruleset.Ruleset
 
 	logged atomic.Uint64
 }
@@ -43,7 +44,7 @@ func (d *DeniedLogger) policies(prefix string) (string, []string) {
 	c := r.Chains[i]
 	var out []string
 	for _, rule := range c.Rules {
-		if rule.Verdict.Kind == nft.VerdictJump {
+		if rule.Verdict.Kind == ruleset.VerdictJump {
 			out = append(out, rule.Comment)
 		}
 	}
@@ -88,10 +89,10 @@ func (d *DeniedLogger) Run(ctx context.Context) error {
 // handle logs one packet of the group. Packets of other prefixes (another
 // user of the group) are ignored.
 func (d *DeniedLogger) handle(a nflog.Attribute) {
-	if a.Prefix == nil || !strings.HasPrefix(*a.Prefix, nft.DeniedPrefix) || a.Payload == nil {
+	if a.Prefix == nil || !strings.HasPrefix(*a.Prefix, policy.DeniedPrefix) || a.Payload == nil {
 		return
 	}
-	chain, policies := d.policies(strings.TrimPrefix(*a.Prefix, nft.DeniedPrefix))
+	chain, policies := d.policies(strings.TrimPrefix(*a.Prefix, policy.DeniedPrefix))
 	p, err := parsePacket(*a.Payload)
 	if err != nil {
 		d.Log.Debug("denied packet not understood", "selection", chain, "err", err)

@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/weir-cni/weir/integration/kube"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 // snapshotWaiter runs a KubeSource against a real API server and waits,
@@ -31,7 +31,7 @@ type snapshotWaiter struct {
 	kicks chan struct{}
 }
 
-func (w *snapshotWaiter) waitFor(what string, ok func(nft.Snapshot) string) nft.Snapshot {
+func (w *snapshotWaiter) waitFor(what string, ok func(policy.Snapshot) string) policy.Snapshot {
 	w.t.Helper()
 	deadline := time.After(60 * time.Second)
 	var why string
@@ -53,7 +53,7 @@ func (w *snapshotWaiter) waitFor(what string, ok func(nft.Snapshot) string) nft.
 	}
 }
 
-func snapPod(s nft.Snapshot, ns, name string) *nft.Pod {
+func snapPod(s policy.Snapshot, ns, name string) *policy.Pod {
 	for i := range s.Pods {
 		if s.Pods[i].Namespace == ns && s.Pods[i].Name == name {
 			return &s.Pods[i]
@@ -62,7 +62,7 @@ func snapPod(s nft.Snapshot, ns, name string) *nft.Pod {
 	return nil
 }
 
-func snapNS(s nft.Snapshot, name string) *nft.Namespace {
+func snapNS(s policy.Snapshot, name string) *policy.Namespace {
 	for i := range s.Namespaces {
 		if s.Namespaces[i].Name == name {
 			return &s.Namespaces[i]
@@ -98,8 +98,8 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w.waitFor("initial objects", func(s nft.Snapshot) string {
-		want := nft.Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.77.11")},
+	w.waitFor("initial objects", func(s policy.Snapshot) string {
+		want := policy.Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.77.11")},
 			PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}
 		if fmt.Sprint(s.Node) != fmt.Sprint(want) {
 			return fmt.Sprintf("node %+v, want %+v", s.Node, want)
@@ -111,8 +111,8 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 		if p == nil {
 			return "pod inf/web missing"
 		}
-		wantPod := fmt.Sprint(nft.Pod{Namespace: "inf", Name: "web", Node: "n1", Labels: map[string]string{"app": "web"},
-			IPs: []netip.Addr{netip.MustParseAddr("10.244.1.5")}, Ports: []nft.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080}}})
+		wantPod := fmt.Sprint(policy.Pod{Namespace: "inf", Name: "web", Node: "n1", Labels: map[string]string{"app": "web"},
+			IPs: []netip.Addr{netip.MustParseAddr("10.244.1.5")}, Ports: []policy.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080}}})
 		if fmt.Sprint(*p) != wantPod {
 			return fmt.Sprintf("pod %+v, want %s", *p, wantPod)
 		}
@@ -125,7 +125,7 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	if err := kube.SetPodLabels(ctx, c.Client, "inf", "web", map[string]string{"app": "db"}); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("pod label change", func(s nft.Snapshot) string {
+	w.waitFor("pod label change", func(s policy.Snapshot) string {
 		if p := snapPod(s, "inf", "web"); p == nil || p.Labels["app"] != "db" {
 			return fmt.Sprintf("pod %+v", p)
 		}
@@ -135,7 +135,7 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	if err := kube.SetNamespaceLabels(ctx, c.Client, "inf", map[string]string{"team": "b"}); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("namespace label change", func(s nft.Snapshot) string {
+	w.waitFor("namespace label change", func(s policy.Snapshot) string {
 		if ns := snapNS(s, "inf"); ns == nil || ns.Labels["team"] != "b" {
 			return fmt.Sprintf("namespace %+v", ns)
 		}
@@ -148,7 +148,7 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	if err := kube.DeletePolicy(ctx, c.Client, "inf", "web-in"); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("pod and policy delete", func(s nft.Snapshot) string {
+	w.waitFor("pod and policy delete", func(s policy.Snapshot) string {
 		if p := snapPod(s, "inf", "web"); p != nil || len(s.Policies) != 0 {
 			return fmt.Sprintf("pod %+v, %d policies", p, len(s.Policies))
 		}
@@ -198,7 +198,7 @@ func TestKubeSourceKeepsStateThroughAPIServerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := runSource(t, c.Client)
-	w.waitFor("pod before the outage", func(s nft.Snapshot) string {
+	w.waitFor("pod before the outage", func(s policy.Snapshot) string {
 		if snapPod(s, "out", "a") == nil {
 			return "pod out/a missing"
 		}
@@ -228,7 +228,7 @@ func TestKubeSourceKeepsStateThroughAPIServerOutage(t *testing.T) {
 		IPs: []string{"10.244.1.8"}}); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("changes after the API server came back", func(s nft.Snapshot) string {
+	w.waitFor("changes after the API server came back", func(s policy.Snapshot) string {
 		if p := snapPod(s, "out", "a"); p == nil || p.Labels["app"] != "b" {
 			return fmt.Sprintf("pod out/a = %+v", p)
 		}
@@ -290,7 +290,7 @@ func TestKubeSourceStartedBeforeAPIServer(t *testing.T) {
 	if err := c.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("sync once the API server is up", func(s nft.Snapshot) string {
+	w.waitFor("sync once the API server is up", func(s policy.Snapshot) string {
 		if snapNS(s, "early") == nil {
 			return "namespace early missing"
 		}

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 // interned shares one copy of a value among the pods that hold equal ones.
@@ -69,7 +69,7 @@ func labelsKey(l map[string]string) string {
 }
 
 // portsKey is a canonical text of a pod's named ports, in their order.
-func portsKey(ps []nft.ContainerPort) string {
+func portsKey(ps []policy.ContainerPort) string {
 	if len(ps) == 0 {
 		return ""
 	}
@@ -93,7 +93,7 @@ func appendField(b []byte, s string) []byte {
 // podValues interns the labels and ports of the view's pods.
 type podValues struct {
 	labels interned[map[string]string]
-	ports  interned[[]nft.ContainerPort]
+	ports  interned[[]policy.ContainerPort]
 }
 
 // internKeys are the keys a pod's shared values were got under.
@@ -101,7 +101,7 @@ type internKeys struct{ labels, ports string }
 
 // intern replaces p's labels and ports with shared copies and returns the
 // keys to release them with. Empty values stay as they are.
-func (pv *podValues) intern(p *nft.Pod) internKeys {
+func (pv *podValues) intern(p *policy.Pod) internKeys {
 	var k internKeys
 	if len(p.Labels) > 0 {
 		k.labels = labelsKey(p.Labels)

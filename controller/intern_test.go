@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 // TestInternKeepsDistinctValuesApart pins that pods whose labels or ports
@@ -13,22 +13,22 @@ import (
 func TestInternKeepsDistinctValuesApart(t *testing.T) {
 	cases := []struct {
 		name string
-		a, b nft.Pod
+		a, b policy.Pod
 	}{
 		{"labels with NUL in a value",
-			nft.Pod{Labels: map[string]string{"a": "x", "b": "y"}},
-			nft.Pod{Labels: map[string]string{"a": "x\x00b\x00y"}}},
+			policy.Pod{Labels: map[string]string{"a": "x", "b": "y"}},
+			policy.Pod{Labels: map[string]string{"a": "x\x00b\x00y"}}},
 		{"labels with a separator-like value",
-			nft.Pod{Labels: map[string]string{"a": "1:x"}},
-			nft.Pod{Labels: map[string]string{"a": "1", "x": ""}}},
+			policy.Pod{Labels: map[string]string{"a": "1:x"}},
+			policy.Pod{Labels: map[string]string{"a": "1", "x": ""}}},
 		{"ports with NUL in a name",
-			nft.Pod{Ports: []nft.ContainerPort{{Name: "x", Protocol: "TCP", Port: 80}, {Name: "y", Protocol: "TCP", Port: 81}}},
-			nft.Pod{Ports: []nft.ContainerPort{{Name: "x\x00TCP\x0080\x00y", Protocol: "TCP", Port: 81}}}},
+			policy.Pod{Ports: []policy.ContainerPort{{Name: "x", Protocol: "TCP", Port: 80}, {Name: "y", Protocol: "TCP", Port: 81}}},
+			policy.Pod{Ports: []policy.ContainerPort{{Name: "x\x00TCP\x0080\x00y", Protocol: "TCP", Port: 81}}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var pv podValues
-			for _, want := range []nft.Pod{tc.a, tc.b} {
+			for _, want := range []policy.Pod{tc.a, tc.b} {
 				p := want
 				pv.intern(&p)
 				if !reflect.DeepEqual(p.Labels, want.Labels) || !reflect.DeepEqual(p.Ports, want.Ports) {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 func TestReadManifestsBuildsSnapshot(t *testing.T) {
@@ -17,7 +17,7 @@ func TestReadManifestsBuildsSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := BuildSnapshot("node-a", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, o)
-	wantNode := nft.Node{
+	wantNode := policy.Node{
 		Name:     "node-a",
 		Addrs:    []netip.Addr{netip.MustParseAddr("192.168.50.2")},
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:10:244:1::/64")},
@@ -25,17 +25,17 @@ func TestReadManifestsBuildsSnapshot(t *testing.T) {
 	if !reflect.DeepEqual(s.Node, wantNode) {
 		t.Errorf("node = %+v, want %+v", s.Node, wantNode)
 	}
-	wantNS := []nft.Namespace{
+	wantNS := []policy.Namespace{
 		{Name: "dev", Labels: map[string]string{"kubernetes.io/metadata.name": "dev"}},
 		{Name: "prod", Labels: map[string]string{"kubernetes.io/metadata.name": "prod", "purpose": "production"}},
 	}
 	if !reflect.DeepEqual(s.Namespaces, wantNS) {
 		t.Errorf("namespaces = %+v, want %+v", s.Namespaces, wantNS)
 	}
-	wantPods := []nft.Pod{
+	wantPods := []policy.Pod{
 		{Namespace: "prod", Name: "web", Node: "node-a", Labels: map[string]string{"app": "web"},
 			IPs:   []netip.Addr{netip.MustParseAddr("10.244.1.5"), netip.MustParseAddr("fd00:10:244:1::5")},
-			Ports: []nft.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080}, {Name: "dns", Protocol: "UDP", Port: 53}}},
+			Ports: []policy.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080}, {Name: "dns", Protocol: "UDP", Port: 53}}},
 		{Namespace: "dev", Name: "client", Node: "node-b", IPs: []netip.Addr{netip.MustParseAddr("10.244.2.7")}},
 	}
 	if !reflect.DeepEqual(s.Pods, wantPods) {

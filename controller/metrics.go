@@ -11,8 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Metrics are the agent's Prometheus metrics.
@@ -66,7 +65,7 @@ func NewMetrics() *Metrics {
 }
 
 // observeSync records one successful sync.
-func (m *Metrics) observeSync(read, compile, apply time.Duration, firstEvent time.Time, rs nft.Ruleset) {
+func (m *Metrics) observeSync(read, compile, apply time.Duration, firstEvent time.Time, rs ruleset.Ruleset) {
 	if m == nil {
 		return
 	}

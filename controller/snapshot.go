@@ -1,6 +1,6 @@
 // Package controller is weir-agent's control loop: it turns cluster objects
 // (from an API-server cache or a directory of manifests) into an
-// nft.Snapshot, and hands it to one worker that compiles and applies. The
+// policy.Snapshot, and hands it to one worker that compiles and applies. The
 // conversion here is pure; sources and the worker live in their own files.
 package controller
 
@@ -9,10 +9,9 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 // Objects is the raw cluster state a source collected.
@@ -32,12 +31,12 @@ type Objects struct {
 // old pod go (see yields): a pod that is not being deleted wins the
 // address, and a pod being deleted that holds one of its addresses is left
 // out. Two pods of the same kind that share an address both stay, as
-// before this rule. Pods keep the source's order (nft.Compile does not depend on
+// before this rule. Pods keep the source's order (policy.Compile does not depend on
 // it); namespaces and policies are sorted. The agent keeps the same
 // snapshot up to date from changes (see view); this full conversion is
 // what that must equal.
-func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.Snapshot {
-	s := nft.Snapshot{Node: nft.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs, Pods: make([]nft.Pod, 0, len(o.Pods))}
+func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) policy.Snapshot {
+	s := policy.Snapshot{Node: policy.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs, Pods: make([]policy.Pod, 0, len(o.Pods))}
 	for _, n := range o.Nodes {
 		if n.Name != nodeName {
 			continue
@@ -50,7 +49,7 @@ func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.
 		s.Namespaces = append(s.Namespaces, namespace(ns.Name, ns.Labels))
 		known[ns.Name] = true
 	}
-	pods := make([]nft.Pod, len(o.Pods))
+	pods := make([]policy.Pod, len(o.Pods))
 	kept := make([]bool, len(o.Pods))
 	claimed := map[netip.Addr]bool{} // addresses of pods that are not being deleted
 	for i, p := range o.Pods {
@@ -87,22 +86,22 @@ func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) nft.
 
 // namespace copies labels and adds kubernetes.io/metadata.name, which the
 // API server sets on every namespace and selectors commonly use.
-func namespace(name string, labels map[string]string) nft.Namespace {
+func namespace(name string, labels map[string]string) policy.Namespace {
 	l := make(map[string]string, len(labels)+1)
 	for k, v := range labels {
 		l[k] = v
 	}
 	l[corev1.LabelMetadataName] = name
-	return nft.Namespace{Name: name, Labels: l}
+	return policy.Namespace{Name: name, Labels: l}
 }
 
 // convertPod keeps what policy needs of a pod. It reports false for a
 // pod the snapshot leaves out whatever the other pods: one without an
 // address, or finished. A pod being deleted converts: until it finishes,
 // its containers run and use its addresses.
-func convertPod(p *corev1.Pod) (nft.Pod, bool) {
+func convertPod(p *corev1.Pod) (policy.Pod, bool) {
 	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return nft.Pod{}, false
+		return policy.Pod{}, false
 	}
 	var ips []string
 	for _, ip := range p.Status.PodIPs {
@@ -111,7 +110,7 @@ func convertPod(p *corev1.Pod) (nft.Pod, bool) {
 	if len(ips) == 0 && p.Status.PodIP != "" {
 		ips = append(ips, p.Status.PodIP)
 	}
-	out := nft.Pod{
+	out := policy.Pod{
 		Namespace:   p.Namespace,
 		Name:        p.Name,
 		Node:        p.Spec.NodeName,
@@ -124,7 +123,7 @@ func convertPod(p *corev1.Pod) (nft.Pod, bool) {
 		}
 	}
 	if len(out.IPs) == 0 {
-		return nft.Pod{}, false
+		return policy.Pod{}, false
 	}
 	for _, c := range slicesConcat(p.Spec.InitContainers, p.Spec.Containers) {
 		for _, cp := range c.Ports {
@@ -135,7 +134,7 @@ func convertPod(p *corev1.Pod) (nft.Pod, bool) {
 			if proto == "" {
 				proto = string(corev1.ProtocolTCP)
 			}
-			out.Ports = append(out.Ports, nft.ContainerPort{Name: cp.Name, Protocol: proto, Port: cp.ContainerPort})
+			out.Ports = append(out.Ports, policy.ContainerPort{Name: cp.Name, Protocol: proto, Port: cp.ContainerPort})
 		}
 	}
 	return out, true

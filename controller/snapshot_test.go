@@ -11,7 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // deleting returns a copy of p being deleted, as the API server leaves a
@@ -33,13 +34,13 @@ func withPhase(p *corev1.Pod, phase corev1.PodPhase) *corev1.Pod {
 // snapshotOf checks that a view fed the store's changes, and a view reset
 // from its listing, equal BuildSnapshot of the listing (see checkView),
 // and returns that snapshot.
-func snapshotOf(t *testing.T, step string, s *store, incr, full *view) nft.Snapshot {
+func snapshotOf(t *testing.T, step string, s *store, incr, full *view) policy.Snapshot {
 	t.Helper()
 	checkView(t, step, s, incr, full)
 	return BuildSnapshot("n1", cidrs, s.objects())
 }
 
-func podNames(s nft.Snapshot) []string {
+func podNames(s policy.Snapshot) []string {
 	out := []string{}
 	for _, p := range s.Pods {
 		out = append(out, p.Name)
@@ -114,10 +115,10 @@ func TestPodBeingDeletedKeepsIsolationUntilFinished(t *testing.T) {
 				{end.name, func() { end.do(s) }, gone},
 			} {
 				st.do()
-				rs := nft.Compile(snapshotOf(t, st.name, s, incr, full))
+				rs := policy.Compile(snapshotOf(t, st.name, s, incr, full))
 				for fromTo, want := range st.want {
-					pkt := nft.Packet{Src: ips[fromTo[0]], Dst: ips[fromTo[1]], Proto: nft.ProtoTCP, DPort: 80}
-					if v, why := nft.Trace(rs, pkt); (v == nft.VerdictAccept) != want {
+					pkt := ruleset.Packet{Src: ips[fromTo[0]], Dst: ips[fromTo[1]], Proto: ruleset.ProtoTCP, DPort: 80}
+					if v, why := ruleset.Trace(rs, pkt); (v == ruleset.VerdictAccept) != want {
 						t.Errorf("%s: %s -> %s: %v, want allowed=%v\n%v", st.name, fromTo[0], fromTo[1], v, want, why)
 					}
 				}

@@ -19,7 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weir-cni/weir/agentapi"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Socket limits. A request is one short line (agentapi.MaxRequestSize at
@@ -244,12 +245,12 @@ func (a *Agent) explain(req agentapi.Request) (Explanation, error) {
 	if req.Port < 0 || req.Port > 65535 {
 		return Explanation{}, fmt.Errorf("port %d out of range", req.Port)
 	}
-	v, steps := nft.Trace(rs, nft.Packet{Src: src, Dst: dst, Proto: proto, DPort: uint16(req.Port)})
-	return Explanation{Allowed: v == nft.VerdictAccept, Src: src.String(), Dst: dst.String(), Steps: steps}, nil
+	v, steps := ruleset.Trace(rs, ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: uint16(req.Port)})
+	return Explanation{Allowed: v == ruleset.VerdictAccept, Src: src.String(), Dst: dst.String(), Steps: steps}, nil
 }
 
 // resolvePair resolves the two ends of a connection in s.
-func resolvePair(s nft.Snapshot, srcRef, dstRef string) (src, dst netip.Addr, err error) {
+func resolvePair(s policy.Snapshot, srcRef, dstRef string) (src, dst netip.Addr, err error) {
 	if src, err = resolve(s, srcRef, dstRef); err != nil {
 		return src, dst, fmt.Errorf("source: %w", err)
 	}
@@ -261,7 +262,7 @@ func resolvePair(s nft.Snapshot, srcRef, dstRef string) (src, dst netip.Addr, er
 
 // resolve turns an address or "namespace/pod" into an address, picking the
 // pod address of the same family as other when other is an address.
-func resolve(s nft.Snapshot, ref, other string) (netip.Addr, error) {
+func resolve(s policy.Snapshot, ref, other string) (netip.Addr, error) {
 	if ip, err := netip.ParseAddr(ref); err == nil {
 		return ip.Unmap(), nil
 	}
@@ -292,11 +293,11 @@ func resolve(s nft.Snapshot, ref, other string) (netip.Addr, error) {
 func protoNumber(s string) (uint8, error) {
 	switch strings.ToUpper(s) {
 	case "", "TCP":
-		return nft.ProtoTCP, nil
+		return ruleset.ProtoTCP, nil
 	case "UDP":
-		return nft.ProtoUDP, nil
+		return ruleset.ProtoUDP, nil
 	case "SCTP":
-		return nft.ProtoSCTP, nil
+		return ruleset.ProtoSCTP, nil
 	}
 	return 0, fmt.Errorf("protocol %q: want TCP, UDP or SCTP", s)
 }

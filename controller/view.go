@@ -4,11 +4,10 @@ import (
 	"net/netip"
 	"sort"
 
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 // Changes is what a source saw change since the previous Changes call:
@@ -39,7 +38,7 @@ type ChangeSource interface {
 // view is the cluster as the snapshot needs it, kept up to date by changes
 // instead of being rebuilt from every object on every sync. Its snapshot
 // equals BuildSnapshot of the same objects, except for the order of pods:
-// a pod keeps its place in the pod slice while it stays (the nft.Compiler
+// a pod keeps its place in the pod slice while it stays (the policy.Compiler
 // is fastest when pods come in the same order as last time), a new pod is
 // appended, and a gone pod's place goes to the last pod.
 //
@@ -47,7 +46,7 @@ type ChangeSource interface {
 // until the next apply or reset. Not safe for concurrent use.
 type view struct {
 	pods  map[string]*podSlot // every pod of the source, by key
-	list  []nft.Pod           // the pods the snapshot holds, in a stable order
+	list  []policy.Pod        // the pods the snapshot holds, in a stable order
 	slots []*podSlot          // slots[i] is the pod of list[i]
 	gen   uint64              // reset generation
 	// shared holds one copy of each distinct label set and port list of
@@ -64,7 +63,7 @@ type view struct {
 
 	namespaces map[string]*corev1.Namespace
 	nsPods     map[string]int // pods of list per namespace
-	nsList     []nft.Namespace
+	nsList     []policy.Namespace
 	nsStale    bool
 
 	policies  map[string]*networkingv1.NetworkPolicy
@@ -187,7 +186,7 @@ func (v *view) setPod(key string, p *corev1.Pod) {
 
 // place puts np, the pod of s, in the snapshot: at s's place if it has
 // one (the key holds the namespace: it cannot change), or at the end.
-func (v *view) place(s *podSlot, np nft.Pod) {
+func (v *view) place(s *podSlot, np policy.Pod) {
 	shared := v.shared.intern(&np)
 	if s.idx >= 0 {
 		v.shared.release(s.shared)
@@ -212,7 +211,7 @@ func (v *view) drop(s *podSlot) {
 	s.shared = internKeys{}
 	v.list[i], v.slots[i] = v.list[last], v.slots[last]
 	v.slots[i].idx = i
-	v.list[last], v.slots[last] = nft.Pod{}, nil // let go of labels and slot
+	v.list[last], v.slots[last] = policy.Pod{}, nil // let go of labels and slot
 	v.list, v.slots = v.list[:last], v.slots[:last]
 	s.idx = -1
 }
@@ -277,8 +276,8 @@ func resetObjs[T named](m map[string]T, list []T, stale *bool) {
 // snapshot returns the snapshot of node nodeName; see BuildSnapshot. Its
 // pod slice is the view's own: do not modify it, and do not keep it past
 // the next apply or reset.
-func (v *view) snapshot(nodeName string, clusterCIDRs []netip.Prefix) nft.Snapshot {
-	s := nft.Snapshot{Node: nft.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs,
+func (v *view) snapshot(nodeName string, clusterCIDRs []netip.Prefix) policy.Snapshot {
+	s := policy.Snapshot{Node: policy.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs,
 		Namespaces: v.namespaceList(), Pods: v.list, Policies: v.policyList()}
 	if n := v.nodes[nodeName]; n != nil {
 		s.Node.Addrs = nodeAddrs(n)
@@ -289,7 +288,7 @@ func (v *view) snapshot(nodeName string, clusterCIDRs []netip.Prefix) nft.Snapsh
 
 // namespaceList is every namespace object plus, as BuildSnapshot does,
 // the namespaces of snapshot pods that have no object; sorted by name.
-func (v *view) namespaceList() []nft.Namespace {
+func (v *view) namespaceList() []policy.Namespace {
 	if v.nsStale {
 		v.nsStale = false
 		v.nsList = v.buildNamespaces(nil)
@@ -299,8 +298,8 @@ func (v *view) namespaceList() []nft.Namespace {
 
 // buildNamespaces is namespaceList for a pod slice that has, per
 // namespace, delta[ns] more pods than the view's.
-func (v *view) buildNamespaces(delta map[string]int) []nft.Namespace {
-	out := make([]nft.Namespace, 0, len(v.namespaces))
+func (v *view) buildNamespaces(delta map[string]int) []policy.Namespace {
+	out := make([]policy.Namespace, 0, len(v.namespaces))
 	for _, ns := range v.namespaces {
 		out = append(out, namespace(ns.Name, ns.Labels))
 	}

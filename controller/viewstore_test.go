@@ -5,12 +5,11 @@ import (
 	"reflect"
 	"sort"
 
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 // store is a cluster as an informer cache holds it. Every write replaces
@@ -97,8 +96,8 @@ func (s *store) objects() Objects {
 
 // canonical sorts a snapshot's pods and makes empty slices nil, so that
 // snapshots that differ only in pod order compare equal.
-func canonical(s nft.Snapshot) nft.Snapshot {
-	s.Pods = append([]nft.Pod(nil), s.Pods...)
+func canonical(s policy.Snapshot) policy.Snapshot {
+	s.Pods = append([]policy.Pod(nil), s.Pods...)
 	sort.Slice(s.Pods, func(i, j int) bool {
 		a, b := s.Pods[i], s.Pods[j]
 		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
@@ -115,7 +114,7 @@ func canonical(s nft.Snapshot) nft.Snapshot {
 	return s
 }
 
-func describeDiff(got, want nft.Snapshot) string {
+func describeDiff(got, want policy.Snapshot) string {
 	if !reflect.DeepEqual(got.Node, want.Node) {
 		return fmt.Sprintf("node %+v, want %+v", got.Node, want.Node)
 	}

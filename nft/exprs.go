@@ -7,6 +7,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/weir-cni/weir/ruleset"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,19 +15,19 @@ import (
 // the same bytecode `nft -f` generates for the rendered text, so that
 // `nft list` of a netlink-applied table prints that text back.
 
-var weirTable = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
+var weirTable = &nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.TableName}
 
-func setDatatype(t Type) nftables.SetDatatype {
+func setDatatype(t ruleset.Type) nftables.SetDatatype {
 	switch t {
-	case TypeIPv4:
+	case ruleset.TypeIPv4:
 		return nftables.TypeIPAddr
-	case TypeIPv6:
+	case ruleset.TypeIPv6:
 		return nftables.TypeIP6Addr
-	case TypeProto:
+	case ruleset.TypeProto:
 		return nftables.TypeInetProto
-	case TypeID:
+	case ruleset.TypeID:
 		return nftables.TypeInteger
-	case TypeGroup:
+	case ruleset.TypeGroup:
 		return nftables.TypeDevGroup
 	default:
 		return nftables.TypeInetService
@@ -34,7 +35,7 @@ func setDatatype(t Type) nftables.SetDatatype {
 }
 
 // kernelSet describes s as a google/nftables set (without elements).
-func kernelSet(s Set) *nftables.Set {
+func kernelSet(s ruleset.Set) *nftables.Set {
 	ks := &nftables.Set{
 		Table:        weirTable,
 		Name:         s.Name,
@@ -43,7 +44,7 @@ func kernelSet(s Set) *nftables.Set {
 		Comment:      s.Comment,
 		KeyByteOrder: binaryutil.BigEndian,
 	}
-	if len(s.Key) == 1 && s.Key[0] == TypeGroup {
+	if len(s.Key) == 1 && s.Key[0] == ruleset.TypeGroup {
 		ks.KeyByteOrder = binaryutil.NativeEndian // meta loads it so
 	}
 	if len(s.Key) == 1 {
@@ -69,16 +70,16 @@ func kernelSet(s Set) *nftables.Set {
 //     end element one past the range, flagged IntervalEnd (no end element
 //     when the range runs to the last address);
 //   - a concatenated interval set (pipapo) takes one element with KeyEnd.
-func kernelElems(s Set, elems []Elem) []nftables.SetElement {
+func kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, len(elems))
 	concat := len(s.Key) > 1
 	// A rule's id is loaded by numgen in host byte order; nft converts it
 	// to big-endian (byteorder) only for interval sets, which order keys.
 	// A link group is loaded by meta in host byte order too.
-	hostID := (s.Key[0] == TypeID || s.Key[0] == TypeGroup) && !s.Interval
+	hostID := (s.Key[0] == ruleset.TypeID || s.Key[0] == ruleset.TypeGroup) && !s.Interval
 	size := 0
 	for _, t := range s.Key {
-		size += (t.size() + 3) &^ 3 // the padded size bounds the unpadded one
+		size += (t.Size() + 3) &^ 3 // the padded size bounds the unpadded one
 	}
 	// One buffer for every key: a full sync encodes tens of thousands.
 	arena := make([]byte, 0, 3*size*len(elems))
@@ -147,11 +148,11 @@ func kernelCounter(name string) *nftables.CounterObj {
 	return &nftables.CounterObj{Table: weirTable, Name: name}
 }
 
-func kernelVerdict(v Verdict) *expr.Verdict {
+func kernelVerdict(v ruleset.Verdict) *expr.Verdict {
 	switch v.Kind {
-	case VerdictJump:
+	case ruleset.VerdictJump:
 		return &expr.Verdict{Kind: expr.VerdictJump, Chain: v.Chain}
-	case VerdictDrop:
+	case ruleset.VerdictDrop:
 		return &expr.Verdict{Kind: expr.VerdictDrop}
 	default:
 		return &expr.Verdict{Kind: expr.VerdictAccept}
@@ -159,14 +160,14 @@ func kernelVerdict(v Verdict) *expr.Verdict {
 }
 
 // kernelChain describes c as a google/nftables chain.
-func kernelChain(c Chain) *nftables.Chain {
+func kernelChain(c ruleset.Chain) *nftables.Chain {
 	kc := &nftables.Chain{Table: weirTable, Name: c.Name}
 	if c.Base != nil {
 		hook := nftables.ChainHookForward
 		switch c.Base.Hook {
-		case HookPostrouting:
+		case ruleset.HookPostrouting:
 			hook = nftables.ChainHookPostrouting
-		case HookPrerouting:
+		case ruleset.HookPrerouting:
 			hook = nftables.ChainHookPrerouting
 		}
 		policy := nftables.ChainPolicyAccept
@@ -180,13 +181,13 @@ func kernelChain(c Chain) *nftables.Chain {
 
 // kernelRule compiles one rule to expressions. interval tells whether a set
 // is an interval set (nft adds a byteorder step for meta l4proto there).
-func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nftables.Rule {
+func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) bool) *nftables.Rule {
 	var (
 		exprs []expr.Any
 		fam   byte // the nfproto already checked in this rule
 	)
 	for _, m := range r.Matches {
-		if m.Kind == MatchCtState {
+		if m.Kind == ruleset.MatchCtState {
 			exprs = append(exprs,
 				&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
@@ -196,16 +197,16 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 			continue
 		}
 		switch m.Kind {
-		case MatchPort:
+		case ruleset.MatchPort:
 			exprs = append(exprs, portExprs(m)...)
 			continue
-		case MatchIifname, MatchOifname:
+		case ruleset.MatchIifname, ruleset.MatchOifname:
 			op := expr.CmpOpEq
 			if m.Negate {
 				op = expr.CmpOpNeq
 			}
 			key := expr.MetaKeyIIFNAME
-			if m.Kind == MatchOifname {
+			if m.Kind == ruleset.MatchOifname {
 				key = expr.MetaKeyOIFNAME
 			}
 			// A name ending in "*" compares the prefix's bytes only.
@@ -213,7 +214,7 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 				&expr.Meta{Key: key, Register: 1},
 				&expr.Cmp{Op: op, Register: 1, Data: []byte(m.IfPrefix)})
 			continue
-		case MatchRPFail:
+		case ruleset.MatchRPFail:
 			exprs = append(exprs,
 				&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true, FlagPRESENT: true},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}})
@@ -236,11 +237,11 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 		exprs = append(exprs, &expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP, Group: l.Group, Data: []byte(l.Prefix)})
 	}
 	switch v := r.Verdict; {
-	case r.Log != nil && v.Kind == VerdictNone:
-	case v.Kind == VerdictVMap:
+	case r.Log != nil && v.Kind == ruleset.VerdictNone:
+	case v.Kind == ruleset.VerdictVMap:
 		exprs = append(exprs, loadFields(v.Fields, &fam, false, 0)...)
 		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: v.Map})
-	case v.Kind == VerdictMasquerade:
+	case v.Kind == ruleset.VerdictMasquerade:
 		exprs = append(exprs, &expr.Masq{})
 	default:
 		exprs = append(exprs, kernelVerdict(v))
@@ -256,7 +257,7 @@ func kernelRule(chain *nftables.Chain, r Rule, interval func(string) bool) *nfta
 // nfproto check of the fields first, the id (always ID) into reg 1, turned
 // big-endian for an interval set, then the fields from the next 32-bit
 // register.
-func idExprs(m Match, fam *byte, interval bool) []expr.Any {
+func idExprs(m ruleset.Match, fam *byte, interval bool) []expr.Any {
 	var out []expr.Any
 	for _, f := range m.Fields {
 		if fieldFamily(f) != unix.NFPROTO_UNSPEC {
@@ -273,11 +274,11 @@ func idExprs(m Match, fam *byte, interval bool) []expr.Any {
 
 // fieldFamily is the nfproto an address field implies, NFPROTO_UNSPEC for
 // the other fields.
-func fieldFamily(f Field) byte {
+func fieldFamily(f ruleset.Field) byte {
 	switch f {
-	case FieldIPSaddr, FieldIPDaddr:
+	case ruleset.FieldIPSaddr, ruleset.FieldIPDaddr:
 		return unix.NFPROTO_IPV4
-	case FieldIP6Saddr, FieldIP6Daddr:
+	case ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr:
 		return unix.NFPROTO_IPV6
 	}
 	return unix.NFPROTO_UNSPEC
@@ -286,7 +287,7 @@ func fieldFamily(f Field) byte {
 // nfprotoCheck appends the `meta nfproto` check that field f implies in an
 // inet table, unless f implies none or *fam (the family the rule already
 // checked) is that one; it records the family in *fam.
-func nfprotoCheck(out []expr.Any, f Field, fam *byte) []expr.Any {
+func nfprotoCheck(out []expr.Any, f ruleset.Field, fam *byte) []expr.Any {
 	want := fieldFamily(f)
 	if want == unix.NFPROTO_UNSPEC || *fam == want {
 		return out
@@ -301,7 +302,7 @@ func nfprotoCheck(out []expr.Any, f Field, fam *byte) []expr.Any {
 // 32-bit registers 8, 9, ... after the first), or at 32-bit register 8 +
 // word when word > 0, adding the nfproto check that `ip`/`ip6` fields
 // imply in an inet table.
-func loadFields(fs []Field, fam *byte, interval bool, word uint32) []expr.Any {
+func loadFields(fs []ruleset.Field, fam *byte, interval bool, word uint32) []expr.Any {
 	var out []expr.Any
 	concat := len(fs) > 1 || word > 0
 	for _, f := range fs {
@@ -310,31 +311,31 @@ func loadFields(fs []Field, fam *byte, interval bool, word uint32) []expr.Any {
 			reg = 8 + word
 		}
 		switch f {
-		case FieldIPSaddr, FieldIPDaddr, FieldIP6Saddr, FieldIP6Daddr:
+		case ruleset.FieldIPSaddr, ruleset.FieldIPDaddr, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr:
 			off, n := uint32(12), uint32(4)
 			switch f {
-			case FieldIPDaddr:
+			case ruleset.FieldIPDaddr:
 				off = 16
-			case FieldIP6Saddr:
+			case ruleset.FieldIP6Saddr:
 				off, n = 8, 16
-			case FieldIP6Daddr:
+			case ruleset.FieldIP6Daddr:
 				off, n = 24, 16
 			}
 			out = nfprotoCheck(out, f, fam)
 			out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
 			word += n / 4
-		case FieldL4Proto:
+		case ruleset.FieldL4Proto:
 			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg})
 			if interval && concat {
 				out = append(out, &expr.Byteorder{SourceRegister: reg, DestRegister: reg, Op: expr.ByteorderHton, Len: 1, Size: 2})
 			}
 			word++
-		case FieldTHDport:
+		case ruleset.FieldTHDport:
 			out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 			word++
-		case FieldIifgroup, FieldOifgroup:
+		case ruleset.FieldIifgroup, ruleset.FieldOifgroup:
 			key := expr.MetaKeyIIFGROUP
-			if f == FieldOifgroup {
+			if f == ruleset.FieldOifgroup {
 				key = expr.MetaKeyOIFGROUP
 			}
 			out = append(out, &expr.Meta{Key: key, Register: reg})
@@ -346,7 +347,7 @@ func loadFields(fs []Field, fam *byte, interval bool, word uint32) []expr.Any {
 
 // portExprs is what nft generates for `tcp dport 80` / `tcp dport 1-2` /
 // `meta l4proto udp` in an inet table.
-func portExprs(m Match) []expr.Any {
+func portExprs(m ruleset.Match) []expr.Any {
 	out := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.Proto}},

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"github.com/weir-cni/weir/ruleset"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,7 +27,11 @@ type NetlinkApplier struct {
 	nl    *netlink.Conn     // sends the batch
 	batch []netlink.Message // what enc's last Flush produced
 	fd    int               // netns file descriptor, -1 for the current namespace
-	last  *Ruleset
+	// typeofs holds the typeof user data (typeofUserdata) of the sets
+	// keyed by a rule id that the batch being built adds, by name:
+	// flush writes it into their NEWSET messages (patchTypeof).
+	typeofs map[string][]byte
+	last    *ruleset.Ruleset
 }
 
 // NewNetlinkApplier opens a netlink connection into the network namespace at
@@ -71,9 +76,9 @@ func (a *NetlinkApplier) flush() error {
 	if err := a.enc.Flush(); err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}
-	b := a.batch
-	a.batch = nil
-	if err := patchTypeof(b); err != nil {
+	b, typeofs := a.batch, a.typeofs
+	a.batch, a.typeofs = nil, nil
+	if err := patchTypeof(b, typeofs); err != nil {
 		return err
 	}
 	return sendBatch(a.nl, b)
@@ -83,7 +88,7 @@ func (a *NetlinkApplier) flush() error {
 // half-built never reaches the kernel with the next one.
 func (a *NetlinkApplier) discard() {
 	_ = a.enc.Flush()
-	a.batch = nil
+	a.batch, a.typeofs = nil, nil
 }
 
 // socketBuffer is the netlink socket buffer size, both ways. A full sync of
@@ -135,11 +140,11 @@ func (a *NetlinkApplier) closeFd() {
 // one transaction; later calls send Diff(last, r) in one transaction, and
 // fall back to a full replacement if that is rejected (the rejected
 // transaction changed nothing).
-func (a *NetlinkApplier) Apply(r Ruleset) error {
+func (a *NetlinkApplier) Apply(r ruleset.Ruleset) error {
 	if a.last == nil {
 		return a.ApplyFull(r)
 	}
-	ch := Diff(*a.last, r)
+	ch := ruleset.Diff(*a.last, r)
 	if ch.Full {
 		return a.ApplyFull(r)
 	}
@@ -158,7 +163,7 @@ func (a *NetlinkApplier) Apply(r Ruleset) error {
 // batch adds the table (so the delete cannot fail), deletes it and builds
 // it again. The kernel switches from the old ruleset to the new one at
 // commit; no packet ever sees an empty table.
-func (a *NetlinkApplier) ApplyFull(r Ruleset) error {
+func (a *NetlinkApplier) ApplyFull(r ruleset.Ruleset) error {
 	a.last = nil
 	a.enc.AddTable(weirTable)
 	a.enc.DelTable(weirTable)
@@ -181,7 +186,7 @@ func (a *NetlinkApplier) ApplyFull(r Ruleset) error {
 		a.addRules(r, chains[c.Name], c.Rules)
 	}
 	if err := a.flush(); err != nil {
-		return fmt.Errorf("apply table inet %s: %w", TableName, err)
+		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
 	}
 	a.last = &r
 	return nil
@@ -189,7 +194,7 @@ func (a *NetlinkApplier) ApplyFull(r Ruleset) error {
 
 // ApplyChanges sends ch (computed against the last applied ruleset) in one
 // transaction; r is the resulting ruleset.
-func (a *NetlinkApplier) ApplyChanges(r Ruleset, ch Changes) error {
+func (a *NetlinkApplier) ApplyChanges(r ruleset.Ruleset, ch ruleset.Changes) error {
 	for _, name := range ch.AddCounters {
 		a.enc.AddObj(kernelCounter(name))
 	}
@@ -237,16 +242,19 @@ func (a *NetlinkApplier) ApplyChanges(r Ruleset, ch Changes) error {
 	}
 	if err := a.flush(); err != nil {
 		a.last = nil // unknown: the next Apply is a full one
-		return fmt.Errorf("apply changes to table inet %s (%s): %w", TableName, ch, err)
+		return fmt.Errorf("apply changes to table inet %s (%s): %w", ruleset.TableName, ch, err)
 	}
 	a.last = &r
 	return nil
 }
 
-func (a *NetlinkApplier) addSet(s Set) error {
+func (a *NetlinkApplier) addSet(s ruleset.Set) error {
 	ks := kernelSet(s)
-	if _, ok := typeofs[s.Name]; s.Key[0] == TypeID && !ok {
-		return fmt.Errorf("add set %s: keyed by a rule id but not a shared set", s.Name)
+	if s.Key[0] == ruleset.TypeID {
+		if a.typeofs == nil {
+			a.typeofs = map[string][]byte{}
+		}
+		a.typeofs[s.Name] = typeofUserdata(s)
 	}
 	if err := a.enc.AddSet(ks, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
@@ -255,7 +263,7 @@ func (a *NetlinkApplier) addSet(s Set) error {
 }
 
 // elems adds or deletes elements of a set that r defines.
-func (a *NetlinkApplier) elems(r Ruleset, e SetElems, op func(*nftables.Set, []nftables.SetElement) error) error {
+func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, op func(*nftables.Set, []nftables.SetElement) error) error {
 	s, ok := r.Set(e.Set)
 	if !ok {
 		return fmt.Errorf("set %s: not in ruleset", e.Set)
@@ -279,7 +287,7 @@ func (a *NetlinkApplier) sendElems(ks *nftables.Set, els []nftables.SetElement, 
 	return nil
 }
 
-func (a *NetlinkApplier) addRules(r Ruleset, kc *nftables.Chain, rules []Rule) {
+func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules []ruleset.Rule) {
 	interval := func(name string) bool {
 		s, _ := r.Set(name)
 		return s.Interval
@@ -290,15 +298,15 @@ func (a *NetlinkApplier) addRules(r Ruleset, kc *nftables.Chain, rules []Rule) {
 }
 
 // Counters reads the table's named counters (see Ruleset.Counters).
-func (a *NetlinkApplier) Counters() (map[string]CounterValue, error) {
+func (a *NetlinkApplier) Counters() (map[string]ruleset.CounterValue, error) {
 	objs, err := a.conn.GetObjects(weirTable)
 	if err != nil {
-		return nil, fmt.Errorf("read counters of table inet %s: %w", TableName, err)
+		return nil, fmt.Errorf("read counters of table inet %s: %w", ruleset.TableName, err)
 	}
-	out := make(map[string]CounterValue, len(objs))
+	out := make(map[string]ruleset.CounterValue, len(objs))
 	for _, o := range objs {
 		if c, ok := o.(*nftables.CounterObj); ok {
-			out[c.Name] = CounterValue{Packets: c.Packets, Bytes: c.Bytes}
+			out[c.Name] = ruleset.CounterValue{Packets: c.Packets, Bytes: c.Bytes}
 		}
 	}
 	return out, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,8 +15,30 @@ import (
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weir-cni/weir/internal/netnstest"
 	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
+
+// scenarios are the compiler's golden scenarios: snapshots covering every
+// part of the NetworkPolicy API.
+const scenarios = "../policy/testdata/compile/*.yaml"
+
+// loadSnapshot reads the snapshot of one scenario (its trace cases are
+// the compiler's tests).
+func loadSnapshot(t testing.TB, path string) policy.Snapshot {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s policy.Snapshot
+	if err := yaml.Unmarshal(data, &s); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return s
+}
 
 // TestRoundTrip applies every scenario's ruleset through netlink in a fresh
 // namespace and checks that `nft list table inet weir` prints the rendered
@@ -24,14 +47,14 @@ import (
 // of each is checked too. The rendered text is also loaded with `nft -f` into
 // a second namespace to prove it is valid nft input that lists the same.
 func TestRoundTrip(t *testing.T) {
-	ns, path := newNetns(t)
-	textNs, _ := newNetns(t)
+	ns, path := netnstest.New(t)
+	textNs, _ := netnstest.New(t)
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	files, _ := filepath.Glob("testdata/compile/*.yaml")
+	files, _ := filepath.Glob(scenarios)
 	if len(files) == 0 {
 		t.Fatal("no scenarios")
 	}
@@ -39,7 +62,7 @@ func TestRoundTrip(t *testing.T) {
 		for _, file := range files {
 			name := fmt.Sprintf("%s/incremental=%v", strings.TrimSuffix(filepath.Base(file), ".yaml"), incremental)
 			t.Run(name, func(t *testing.T) {
-				r := Compile(loadScenario(t, file).Snapshot)
+				r := policy.Compile(loadSnapshot(t, file))
 				if incremental {
 					err = a.Apply(r)
 				} else {
@@ -48,16 +71,16 @@ func TestRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatalf("apply: %v", err)
 				}
-				want := normalize(r.String())
-				got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName))
+				want := netnstest.Normalize(r.String())
+				got := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName))
 				if got != want {
 					t.Errorf("kernel listing differs from rendered text:\n%s", textdiff.Lines(want, got))
 				}
 				if incremental {
 					return
 				}
-				nftIn(t, textNs, "table inet weir\ndelete table inet weir\n"+r.String(), "-f", "-")
-				if got := normalize(nftIn(t, textNs, "", "list", "table", "inet", TableName)); got != want {
+				netnstest.Nft(t, textNs, "table inet weir\ndelete table inet weir\n"+r.String(), "-f", "-")
+				if got := netnstest.Normalize(netnstest.Nft(t, textNs, "", "list", "table", "inet", ruleset.TableName)); got != want {
 					t.Errorf("nft -f of rendered text lists differently:\n%s", textdiff.Lines(want, got))
 				}
 			})
@@ -68,26 +91,26 @@ func TestRoundTrip(t *testing.T) {
 // TestDiffIsSmall pins that pod churn only changes elements and a policy
 // change only touches that policy's objects, and that the kernel follows.
 func TestDiffIsSmall(t *testing.T) {
-	ns, path := newNetns(t)
+	ns, path := netnstest.New(t)
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	base := loadScenario(t, "testdata/compile/talk-policies.yaml").Snapshot
-	if err := a.Apply(Compile(base)); err != nil {
+	base := loadSnapshot(t, filepath.Join(filepath.Dir(scenarios), "talk-policies.yaml"))
+	if err := a.Apply(policy.Compile(base)); err != nil {
 		t.Fatal(err)
 	}
 	newPod := base
-	newPod.Pods = append(append([]Pod(nil), base.Pods...), Pod{Namespace: "prod", Name: "late", Node: "n2", IPs: []netip.Addr{netip.MustParseAddr("10.0.1.21")}})
-	ch := Diff(Compile(base), Compile(newPod))
+	newPod.Pods = append(append([]policy.Pod(nil), base.Pods...), policy.Pod{Namespace: "prod", Name: "late", Node: "n2", IPs: []netip.Addr{netip.MustParseAddr("10.0.1.21")}})
+	ch := ruleset.Diff(policy.Compile(base), policy.Compile(newPod))
 	if len(ch.AddSets)+len(ch.DelSets)+len(ch.AddChains)+len(ch.ReplaceChains)+len(ch.DelChains) != 0 || len(ch.AddElems) == 0 {
 		t.Errorf("a new remote pod should change elements only, got %s", ch)
 	}
-	if err := a.Apply(Compile(newPod)); err != nil {
+	if err := a.Apply(policy.Compile(newPod)); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)), normalize(Compile(newPod).String()); got != want {
+	if got, want := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)), netnstest.Normalize(policy.Compile(newPod).String()); got != want {
 		t.Errorf("after pod add:\n%s", textdiff.Lines(want, got))
 	}
 }
@@ -98,25 +121,25 @@ func TestDiffIsSmall(t *testing.T) {
 // must stay paired across chunks (the peers of a rule allowing every pod)
 // and a verdict map (ingress-pods4).
 func TestLargeSetReadBack(t *testing.T) {
-	_, path := newNetns(t)
+	_, path := netnstest.New(t)
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	var pods []Pod
+	var pods []policy.Pod
 	for i := 0; i < 10000; i++ {
 		// Every other address, so no two /32 intervals touch.
 		ip := netip.AddrFrom4([4]byte{10, 1, byte(i >> 7), byte(i << 1)})
-		pods = append(pods, Pod{Namespace: "default", Name: fmt.Sprint("p", i), Node: "n1", IPs: []netip.Addr{ip}})
+		pods = append(pods, policy.Pod{Namespace: "default", Name: fmt.Sprint("p", i), Node: "n1", IPs: []netip.Addr{ip}})
 	}
-	var snap Snapshot
+	var snap policy.Snapshot
 	snap.Node.Name = "n1"
 	snap.Pods = pods
 	if err := yaml.Unmarshal([]byte(`[{metadata: {namespace: default, name: all}, spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {}}]}]}}]`), &snap.Policies); err != nil {
 		t.Fatal(err)
 	}
-	r := Compile(snap)
+	r := policy.Compile(snap)
 	if err := a.Apply(r); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +147,7 @@ func TestLargeSetReadBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{setSelf4, mapIngress4, setPeers4} {
+	for _, name := range []string{"self4", "ingress-pods4", "peers4"} {
 		s, ok := r.Set(name)
 		if !ok || len(s.Elems) != 10000 {
 			t.Fatalf("set %s: compiled %d elements, want 10000", name, len(s.Elems))
@@ -150,18 +173,20 @@ func TestLargeSetReadBack(t *testing.T) {
 // replies the kernel still sends after the error do not confuse the next
 // batch.
 func TestRejectedBatch(t *testing.T) {
-	ns, path := newNetns(t)
+	ns, path := netnstest.New(t)
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	accept := Rule{Verdict: Verdict{Kind: VerdictAccept}}
-	missing := Rule{Matches: []Match{{Kind: MatchLookup, Fields: []Field{FieldIPDaddr}, Set: "missing"}}, Verdict: Verdict{Kind: VerdictAccept}}
-	jump := func(to string) Rule { return Rule{Verdict: Verdict{Kind: VerdictJump, Chain: to}} }
-	apply := func(r Ruleset) func() error { return func() error { return a.ApplyFull(r) } }
-	good := func(n int) Ruleset {
-		return Ruleset{Chains: []Chain{{Name: fmt.Sprint("good", n), Rules: []Rule{accept}}}}
+	accept := ruleset.Rule{Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}}
+	missing := ruleset.Rule{Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{ruleset.FieldIPDaddr}, Set: "missing"}}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}}
+	jump := func(to string) ruleset.Rule {
+		return ruleset.Rule{Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: to}}
+	}
+	apply := func(r ruleset.Ruleset) func() error { return func() error { return a.ApplyFull(r) } }
+	good := func(n int) ruleset.Ruleset {
+		return ruleset.Ruleset{Chains: []ruleset.Chain{{Name: fmt.Sprint("good", n), Rules: []ruleset.Rule{accept}}}}
 	}
 	for i, tc := range []struct {
 		name    string
@@ -169,12 +194,12 @@ func TestRejectedBatch(t *testing.T) {
 		want    error
 		message string
 	}{
-		{"last message fails", apply(Ruleset{Chains: []Chain{{Name: "a", Rules: []Rule{accept, missing}}}}), unix.ENOENT, "add rule"},
-		{"middle message fails", apply(Ruleset{Chains: []Chain{{Name: "a", Rules: []Rule{missing, accept, accept}}}}), unix.ENOENT, "add rule"},
-		{"jump loop", apply(Ruleset{Chains: []Chain{
-			{Name: "a", Base: &Base{Type: "filter", Hook: HookForward}, Rules: []Rule{jump("b")}},
-			{Name: "b", Rules: []Rule{jump("c")}},
-			{Name: "c", Rules: []Rule{jump("b"), accept}},
+		{"last message fails", apply(ruleset.Ruleset{Chains: []ruleset.Chain{{Name: "a", Rules: []ruleset.Rule{accept, missing}}}}), unix.ENOENT, "add rule"},
+		{"middle message fails", apply(ruleset.Ruleset{Chains: []ruleset.Chain{{Name: "a", Rules: []ruleset.Rule{missing, accept, accept}}}}), unix.ENOENT, "add rule"},
+		{"jump loop", apply(ruleset.Ruleset{Chains: []ruleset.Chain{
+			{Name: "a", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward}, Rules: []ruleset.Rule{jump("b")}},
+			{Name: "b", Rules: []ruleset.Rule{jump("c")}},
+			{Name: "c", Rules: []ruleset.Rule{jump("b"), accept}},
 		}}), unix.EMLINK, "add rule"},
 		{"batch refused", func() error {
 			// A batch for a subsystem that does not exist: the kernel
@@ -199,16 +224,16 @@ func TestRejectedBatch(t *testing.T) {
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.message) {
 				t.Fatalf("apply bad ruleset: got %v, want %v in %q", err, tc.want, tc.message)
 			}
-			want := normalize(before.String())
-			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)); got != want {
+			want := netnstest.Normalize(before.String())
+			if got := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
 				t.Errorf("rejected batch changed the table:\n%s", textdiff.Lines(want, got))
 			}
 			after := good(i + 100)
 			if err := a.ApplyFull(after); err != nil {
 				t.Fatalf("apply after a rejected batch: %v", err)
 			}
-			want = normalize(after.String())
-			if got := normalize(nftIn(t, ns, "", "list", "table", "inet", TableName)); got != want {
+			want = netnstest.Normalize(after.String())
+			if got := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
 				t.Errorf("table after a rejected batch:\n%s", textdiff.Lines(want, got))
 			}
 		})

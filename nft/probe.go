@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/google/nftables"
+	"github.com/weir-cni/weir/ruleset"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,12 +44,12 @@ func (a *NetlinkApplier) RemoveTable() (bool, error) {
 		return false, fmt.Errorf("list nftables tables: %w", err)
 	}
 	for _, t := range tables {
-		if t.Name != TableName {
+		if t.Name != ruleset.TableName {
 			continue
 		}
 		a.conn.DelTable(t)
 		if err := a.conn.Flush(); err != nil {
-			return false, fmt.Errorf("delete table inet %s: %w", TableName, err)
+			return false, fmt.Errorf("delete table inet %s: %w", ruleset.TableName, err)
 		}
 		return true, nil
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
+	"github.com/weir-cni/weir/ruleset"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,22 +48,22 @@ func appendU32(b []byte, typ userdata.Type, v uint32) []byte {
 
 // typeofExpr is the udata of the expression a key field is declared with
 // (see Type.typeofString).
-func typeofExpr(t Type) []byte {
+func typeofExpr(t ruleset.Type) []byte {
 	var typ uint32
 	var data []byte
 	switch t {
-	case TypeID: // numgen random mod 1 (offset 0)
+	case ruleset.TypeID: // numgen random mod 1 (offset 0)
 		typ = exprTypeNumgen
 		data = appendU32(data, 0, unix.NFT_NG_RANDOM)
 		data = appendU32(data, 1, 1)
 		data = appendU32(data, 2, 0)
-	case TypeIPv4:
+	case ruleset.TypeIPv4:
 		typ = exprTypePayload
 		data = appendU32(appendU32(data, 0, protoDescIP), 1, ipHdrSaddr)
-	case TypeIPv6:
+	case ruleset.TypeIPv6:
 		typ = exprTypePayload
 		data = appendU32(appendU32(data, 0, protoDescIP6), 1, ip6HdrSaddr)
-	case TypeProto:
+	case ruleset.TypeProto:
 		typ = exprTypeMeta
 		data = appendU32(data, 0, unix.NFT_META_L4PROTO)
 	default: // th dport
@@ -72,22 +73,9 @@ func typeofExpr(t Type) []byte {
 	return userdata.Append(appendU32(nil, udataTypeofExpr, typ), udataTypeofData, data)
 }
 
-// typeofs holds the user data of the sets keyed by a rule id (the shared
-// sets of the skeleton), by name: patchTypeof writes it into the NEWSET
-// message of such a set.
-var typeofs = func() map[string][]byte {
-	out := map[string][]byte{}
-	for _, s := range skeletonSets {
-		if s.Key[0] == TypeID {
-			out[s.Name] = typeofUserdata(s)
-		}
-	}
-	return out
-}()
-
 // typeofUserdata is the user data nft writes for a set declared by typeof:
 // key byte order (0: left to the typeof), the typeof record, the comment.
-func typeofUserdata(s Set) []byte {
+func typeofUserdata(s ruleset.Set) []byte {
 	var concat []byte
 	for i, t := range s.Key {
 		concat = userdata.Append(concat, userdata.Type(i), typeofExpr(t))
@@ -102,9 +90,9 @@ func typeofUserdata(s Set) []byte {
 }
 
 // patchTypeof gives the NEWSET messages of msgs that create a set of
-// typeofs that set's typeof user data, in place of the one google/nftables
-// wrote.
-func patchTypeof(msgs []netlink.Message) error {
+// typeofs (the sets keyed by a rule id, by name) that set's typeof user
+// data, in place of the one google/nftables wrote.
+func patchTypeof(msgs []netlink.Message, typeofs map[string][]byte) error {
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Header.Type&0xff != unix.NFT_MSG_NEWSET || len(m.Data) < 4 {

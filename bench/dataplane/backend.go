@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // backend is one configuration of the node namespace. Before a round, every
@@ -26,7 +27,7 @@ type backend interface {
 // newIptables opens the iptables backend for the node namespace at
 // nodePath. It is nil when this binary was built without it (see
 // iptables.go).
-var newIptables func(nodePath string, rs nft.Ruleset) (backend, error)
+var newIptables func(nodePath string, rs ruleset.Ruleset) (backend, error)
 
 // iptablesMissing says why newIptables is nil.
 var iptablesMissing = "this binary was built without the iptables backend"
@@ -48,14 +49,14 @@ type nftBackend struct {
 	a        *nft.NetlinkApplier
 	path     string
 	full     bool
-	rs, bare nft.Ruleset
+	rs, bare ruleset.Ruleset
 	// sync is the time of the first full apply.
 	sync time.Duration
 	// hooks counts the base chains on switches on and off.
 	hooks int
 }
 
-func newNft(nodePath string, rs nft.Ruleset, full bool) (*nftBackend, error) {
+func newNft(nodePath string, rs ruleset.Ruleset, full bool) (*nftBackend, error) {
 	a, err := nft.NewNetlinkApplier(nodePath)
 	if err != nil {
 		return nil, err
@@ -104,7 +105,7 @@ func (b *nftBackend) off(context.Context) error {
 func (b *nftBackend) Close() error { return b.a.Close() }
 
 func isWeir(t *nftables.Table) bool {
-	return t.Family == nftables.TableFamilyINet && t.Name == nft.TableName
+	return t.Family == nftables.TableFamilyINet && t.Name == ruleset.TableName
 }
 
 // conn opens a one-shot nftables connection into the namespace at path;

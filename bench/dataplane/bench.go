@@ -15,7 +15,8 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/weir-cni/weir/integration/harness"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // testbed is a node with its two pods, the server thread and the client.
@@ -74,7 +75,7 @@ func bench(ctx context.Context, o options) (err error) {
 		}
 	}
 	t0 := time.Now()
-	rs := nft.Compile(snap)
+	rs := policy.Compile(snap)
 	compile := time.Since(t0)
 	p, err := checkPath(rs)
 	if err != nil {
@@ -160,7 +161,7 @@ func rounds(ctx context.Context, cfgs []*config, o options) error {
 // it takes far too long to switch it on and off between rounds. The
 // second node's baseline is printed to show the two nodes alike. rs is
 // snap compiled.
-func configs(ctx context.Context, plugin string, snap nft.Snapshot, rs nft.Ruleset, o options) ([]*config, error) {
+func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs ruleset.Ruleset, o options) ([]*config, error) {
 	bed, err := newTestbed(ctx, plugin, o)
 	if err != nil {
 		return nil, err
@@ -199,7 +200,7 @@ func configs(ctx context.Context, plugin string, snap nft.Snapshot, rs nft.Rules
 		s := snap
 		s.Policies = nil
 		var bare *nftBackend
-		if bare, err = newNft(bed.node.Path(), nft.Compile(s), true); err == nil {
+		if bare, err = newNft(bed.node.Path(), policy.Compile(s), true); err == nil {
 			cfgs = append(cfgs, &config{backend: bare, samples: samples{name: "nft-bare"}, bed: bed,
 				setup: bare.sync, note: "no policy: conntrack, NAT, skeleton"})
 		} else {
@@ -229,20 +230,20 @@ func configs(ctx context.Context, plugin string, snap nft.Snapshot, rs nft.Rules
 // conntrack in the namespace and nothing else (no NAT, no lookup), so its
 // ratio to none is what conntrack alone costs; nft-bare / conntrack is then
 // NAT plus weir's skeleton.
-func conntrackOnly() nft.Ruleset {
-	return nft.Ruleset{Chains: []nft.Chain{{
+func conntrackOnly() ruleset.Ruleset {
+	return ruleset.Ruleset{Chains: []ruleset.Chain{{
 		Name: "forward",
-		Base: &nft.Base{Type: "filter", Hook: nft.HookForward},
-		Rules: []nft.Rule{{
-			Matches: []nft.Match{{Kind: nft.MatchCtState, CtStates: nft.CtEstablished | nft.CtRelated}},
-			Verdict: nft.Verdict{Kind: nft.VerdictAccept},
+		Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward},
+		Rules: []ruleset.Rule{{
+			Matches: []ruleset.Match{{Kind: ruleset.MatchCtState, CtStates: ruleset.CtEstablished | ruleset.CtRelated}},
+			Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept},
 		}},
 	}}}
 }
 
 // iptablesConfig builds the second testbed, measures it once without a
 // table, and opens the iptables backend on it.
-func iptablesConfig(ctx context.Context, plugin string, rs nft.Ruleset, o options) (*config, error) {
+func iptablesConfig(ctx context.Context, plugin string, rs ruleset.Ruleset, o options) (*config, error) {
 	bed, err := newTestbed(ctx, plugin, o)
 	if err != nil {
 		return nil, err
@@ -373,7 +374,7 @@ func loadavg() string {
 	return "unknown"
 }
 
-func elems(rs nft.Ruleset) int {
+func elems(rs ruleset.Ruleset) int {
 	n := 0
 	for _, s := range rs.Sets {
 		n += len(s.Elems)

@@ -5,11 +5,11 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // path is what the ruleset does to a new client -> server connection, as
-// nft.Trace walks it.
+// ruleset.Trace walks it.
 type path struct {
 	// ingress and egress are the policies a new connection on testPort
 	// walks (namespace/name), in order; the last one allows it.
@@ -19,14 +19,14 @@ type path struct {
 // checkPath proves the benchmark measures what it claims: a new connection
 // client -> server on testPort is accepted by a policy rule reached through
 // both pods' selection chains, and one on deniedPort is dropped.
-func checkPath(rs nft.Ruleset) (path, error) {
+func checkPath(rs ruleset.Ruleset) (path, error) {
 	var p path
 	if len(rs.Problems) > 0 {
 		return p, fmt.Errorf("ruleset has %d problems, first: %s", len(rs.Problems), rs.Problems[0])
 	}
-	pkt := nft.Packet{Src: netip.MustParseAddr(clientIP), Dst: netip.MustParseAddr(serverIP), Proto: nft.ProtoTCP, DPort: testPort}
-	v, reasons := nft.Trace(rs, pkt)
-	if v != nft.VerdictAccept {
+	pkt := ruleset.Packet{Src: netip.MustParseAddr(clientIP), Dst: netip.MustParseAddr(serverIP), Proto: ruleset.ProtoTCP, DPort: testPort}
+	v, reasons := ruleset.Trace(rs, pkt)
+	if v != ruleset.VerdictAccept {
 		return p, fmt.Errorf("trace of client -> server port %d: not accepted:\n  %s", testPort, strings.Join(reasons, "\n  "))
 	}
 	p.egress = walked(reasons, "pol-eg-")
@@ -39,7 +39,7 @@ func checkPath(rs nft.Ruleset) (path, error) {
 		return p, fmt.Errorf("trace of client -> server port %d: not accepted by an ingress policy rule: %s", testPort, last)
 	}
 	pkt.DPort = deniedPort
-	if v, reasons := nft.Trace(rs, pkt); v != nft.VerdictDrop {
+	if v, reasons := ruleset.Trace(rs, pkt); v != ruleset.VerdictDrop {
 		return p, fmt.Errorf("trace of client -> server port %d: not dropped:\n  %s", deniedPort, strings.Join(reasons, "\n  "))
 	}
 	return p, nil

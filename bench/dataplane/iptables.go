@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/weir-cni/weir/nft"
-	"github.com/weir-cni/weir/nft/iptables"
+	"github.com/weir-cni/weir/iptables"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // Remove this file to build the benchmark without the iptables backend.
@@ -17,11 +17,11 @@ func init() { newIptables = newIptablesBackend }
 // far too long to repeat each round; later calls and off do nothing.
 type iptablesBackend struct {
 	a       *iptables.Applier
-	rs      nft.Ruleset
+	rs      ruleset.Ruleset
 	applied bool
 }
 
-func newIptablesBackend(nodePath string, rs nft.Ruleset) (backend, error) {
+func newIptablesBackend(nodePath string, rs ruleset.Ruleset) (backend, error) {
 	a, err := iptables.New(iptables.WithNetNS(nodePath), iptables.WithoutIPv6())
 	if err != nil {
 		return nil, err

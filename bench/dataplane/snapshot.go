@@ -4,12 +4,11 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"github.com/weir-cni/weir/nft"
 )
 
 // The simulated cluster. The node under test owns 10.0.0.0/16; other nodes
@@ -60,9 +59,9 @@ var (
 // monitoring-* and tier-*; the client (ns2, app2, frontend) for egress by
 // app2-* and tier-*. Only tier-* allows client -> server on testPort, and
 // it sorts last, so a new connection walks the other policies first.
-func snapshot(pods, policies int) nft.Snapshot {
-	s := nft.Snapshot{
-		Node: nft.Node{Name: nodeName, Addrs: []netip.Addr{netip.MustParseAddr(nodeAddr)},
+func snapshot(pods, policies int) policy.Snapshot {
+	s := policy.Snapshot{
+		Node: policy.Node{Name: nodeName, Addrs: []netip.Addr{netip.MustParseAddr(nodeAddr)},
 			PodCIDRs: []netip.Prefix{netip.MustParsePrefix(nodeCIDR)}},
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix(clusterCIDR)},
 	}
@@ -72,16 +71,16 @@ func snapshot(pods, policies int) nft.Snapshot {
 		if n%2 == 1 {
 			purpose = "staging"
 		}
-		s.Namespaces = append(s.Namespaces, nft.Namespace{Name: fmt.Sprint("ns", n),
+		s.Namespaces = append(s.Namespaces, policy.Namespace{Name: fmt.Sprint("ns", n),
 			Labels: map[string]string{"team": fmt.Sprint("t", team(n)), "purpose": purpose}})
 	}
-	s.Namespaces = append(s.Namespaces, nft.Namespace{Name: "monitoring", Labels: map[string]string{"purpose": "monitoring"}})
+	s.Namespaces = append(s.Namespaces, policy.Namespace{Name: "monitoring", Labels: map[string]string{"purpose": "monitoring"}})
 	s.Pods = append(s.Pods, realPods()...)
 	for i := range max(pods-2, 0) {
-		p := nft.Pod{
+		p := policy.Pod{
 			Namespace: fmt.Sprint("ns", i%nss), Name: fmt.Sprint("pod", i),
 			Labels: map[string]string{"app": fmt.Sprint("app", (i/nss)%10), "role": []string{"frontend", "backend", "db"}[i%3]},
-			Ports: []nft.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080},
+			Ports: []policy.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080},
 				{Name: "metrics", Protocol: "TCP", Port: 9090}, {Name: "dns", Protocol: "UDP", Port: 53}},
 		}
 		local := i/nss < 10
@@ -100,18 +99,18 @@ func snapshot(pods, policies int) nft.Snapshot {
 		s.Pods = append(s.Pods, p)
 	}
 	for j := range policies {
-		s.Policies = append(s.Policies, policy(j, j%nss, (j/nss)%10))
+		s.Policies = append(s.Policies, netpol(j, j%nss, (j/nss)%10))
 	}
 	return s
 }
 
 // realPods are the two pods wired by the plugin.
-func realPods() []nft.Pod {
-	return []nft.Pod{
+func realPods() []policy.Pod {
+	return []policy.Pod{
 		{Namespace: serverNS, Name: "bench-server", Node: nodeName,
 			Labels: map[string]string{"app": "app0", "role": "db"},
 			IPs:    []netip.Addr{netip.MustParseAddr(serverIP)},
-			Ports: []nft.ContainerPort{{Name: "bench", Protocol: "TCP", Port: testPort},
+			Ports: []policy.ContainerPort{{Name: "bench", Protocol: "TCP", Port: testPort},
 				{Name: "http", Protocol: "TCP", Port: 8080}}},
 		{Namespace: clientNS, Name: "bench-client", Node: nodeName,
 			Labels: map[string]string{"app": "app2", "role": "frontend"},
@@ -119,7 +118,7 @@ func realPods() []nft.Pod {
 	}
 }
 
-func policy(j, n, k int) *networkingv1.NetworkPolicy {
+func netpol(j, n, k int) *networkingv1.NetworkPolicy {
 	ns, t := fmt.Sprint("ns", n), team(n)
 	meta := func(name string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%04d", name, j)}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 // TestSnapshotMakesEveryNewConnectionWalkThePolicy keeps the benchmark's
@@ -24,7 +24,7 @@ func TestSnapshotMakesEveryNewConnectionWalkThePolicy(t *testing.T) {
 			[]string{"ns0/app0-0000", "ns0/monitoring-0900", "ns0/tier-0800"}, []string{"ns2/app2-0202", "ns2/tier-0802"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rs := nft.Compile(snapshot(tc.pods, tc.policies))
+			rs := policy.Compile(snapshot(tc.pods, tc.policies))
 			p, err := checkPath(rs)
 			if err != nil {
 				t.Fatal(err)
@@ -51,7 +51,7 @@ func TestSnapshotMakesEveryNewConnectionWalkThePolicy(t *testing.T) {
 // TestCheckPathRejectsAClusterWithoutTheAllowingPolicy: with too few
 // policies for the tier-* shape, nothing allows the test connection.
 func TestCheckPathRejectsAClusterWithoutTheAllowingPolicy(t *testing.T) {
-	_, err := checkPath(nft.Compile(snapshot(1000, 80)))
+	_, err := checkPath(policy.Compile(snapshot(1000, 80)))
 	if err == nil || !strings.Contains(err.Error(), "not accepted") {
 		t.Fatalf("checkPath = %v, want a 'not accepted' error", err)
 	}

@@ -28,7 +28,7 @@ import (
 
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/controller"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 )
 
 func main() { os.Exit(run()) }
@@ -89,7 +89,7 @@ func run() int {
 		Log:          log,
 		MinInterval:  *minInterval,
 		Metrics:      controller.NewMetrics(),
-		LogDenied:    nft.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
+		LogDenied:    policy.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
 
 		PodInterfacePrefix: *ifPrefix,
 		JumpCheckInterval:  *jumpCheck,

@@ -15,7 +15,7 @@ import (
 
 	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/controller"
-	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
 )
 
 const auditManifests = `
@@ -66,7 +66,7 @@ spec:
 
 type nopApplier struct{}
 
-func (nopApplier) Apply(context.Context, nft.Ruleset) error { return nil }
+func (nopApplier) Apply(context.Context, ruleset.Ruleset) error { return nil }
 
 // serveAgent runs a weir-agent on the manifests, with a backend that
 // programs nothing, and returns its socket once it has synced.

@@ -1,0 +1,307 @@
+package iptables
+
+import (
+	"encoding/binary"
+	"flag"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/nsgroup"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// scenario is a snapshot plus the verdicts its ruleset must give; the same
+// format as the compiler's scenarios (policy/testdata/compile).
+type scenario struct {
+	policy.Snapshot
+	Traces []traceCase `json:"traces"`
+}
+
+type traceCase struct {
+	Name  string     `json:"name"`
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	Proto string     `json:"proto"`
+	Port  uint16     `json:"port"`
+	State string     `json:"state"`
+	Want  string     `json:"want"`
+	// InVethOf and OutVethOf, when set, name the namespace of the pod
+	// whose host veth (named with the default pod interface prefix, in
+	// that namespace's link group) the packet comes in on or leaves by.
+	InVethOf  string `json:"inVethOf"`
+	OutVethOf string `json:"outVethOf"`
+}
+
+// traceVeth names the host veth of a trace's pod, as the plugin names them.
+const traceVeth = policy.DefaultPodInterfacePrefix + "0123456789a"
+
+func loadScenario(t testing.TB, path string) scenario {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s scenario
+	if err := yaml.Unmarshal(data, &s); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return s
+}
+
+func (tc traceCase) packet(t testing.TB) ruleset.Packet {
+	t.Helper()
+	p := ruleset.Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
+	switch tc.Proto {
+	case "", "tcp":
+		p.Proto = ruleset.ProtoTCP
+	case "udp":
+		p.Proto = ruleset.ProtoUDP
+	case "sctp":
+		p.Proto = ruleset.ProtoSCTP
+	default:
+		t.Fatalf("unknown proto %q", tc.Proto)
+	}
+	if tc.InVethOf != "" {
+		p.InIface, p.InGroup = traceVeth, nsgroup.Of(tc.InVethOf)
+	}
+	if tc.OutVethOf != "" {
+		p.OutIface, p.OutGroup = traceVeth, nsgroup.Of(tc.OutVethOf)
+	}
+	switch tc.State {
+	case "", "new":
+		p.CtState = ruleset.CtNew
+	case "established":
+		p.CtState = ruleset.CtEstablished
+	case "invalid":
+		p.CtState = ruleset.CtInvalid
+	default:
+		t.Fatalf("unknown state %q", tc.State)
+	}
+	return p
+}
+
+func glob(t *testing.T, pattern string) []string {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func verdictName(v ruleset.VerdictKind) string {
+	return map[ruleset.VerdictKind]string{ruleset.VerdictAccept: "accept", ruleset.VerdictDrop: "drop"}[v]
+}
+
+// TestRenderGolden pins the iptables and ip6tables text of every scenario
+// in testdata/ to reviewed files.
+func TestRenderGolden(t *testing.T) {
+	files := glob(t, "testdata/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no scenarios in testdata/")
+	}
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			v4, v6 := Render(policy.Compile(loadScenario(t, file).Snapshot))
+			got := v4 + "\n" + v6
+			textdiff.Golden(t, strings.TrimSuffix(file, ".yaml")+".rules", got, *update)
+		})
+	}
+}
+
+// TestRenderedVerdicts walks the expected packets of every scenario (ours
+// and nft's compile scenarios) through the rendered iptables chains.
+func TestRenderedVerdicts(t *testing.T) {
+	files := append(glob(t, "testdata/*.yaml"), glob(t, "../policy/testdata/compile/*.yaml")...)
+	for _, file := range files {
+		s := loadScenario(t, file)
+		rs := policy.Compile(s.Snapshot)
+		r := renderBoth(rs)
+		for _, tc := range s.Traces {
+			t.Run(filepath.Base(file)+"/"+tc.Name, func(t *testing.T) {
+				v, steps := r.trace(tc.packet(t))
+				if got := verdictName(v); got != tc.Want {
+					t.Errorf("%s: got %s, want %s\n%s", packetString(tc.packet(t)), got, tc.Want, strings.Join(steps, "\n"))
+				}
+			})
+		}
+	}
+}
+
+// TestRenderedMatchesNFTTrace is the differential test: for many packets
+// per scenario (every pair of interesting addresses, interesting ports,
+// three protocols, three conntrack states), the rendered iptables chains
+// give the verdict ruleset.Trace gives on the nftables ruleset.
+func TestRenderedMatchesNFTTrace(t *testing.T) {
+	files := append(glob(t, "testdata/*.yaml"), glob(t, "../policy/testdata/compile/*.yaml")...)
+	unclassified := 0 // packets the default verdict of unclassified pods dropped
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			s := loadScenario(t, file)
+			rs := policy.Compile(s.Snapshot)
+			r := renderBoth(rs)
+			pkts := packets(rs, s)
+			if len(pkts) < 50 {
+				t.Fatalf("only %d packets generated", len(pkts))
+			}
+			fails, counted := 0, 0
+			for _, p := range pkts {
+				want, wsteps := ruleset.Trace(rs, p)
+				got, gsteps := r.trace(p)
+				if got != want && fails < 5 {
+					fails++
+					t.Errorf("%s: iptables %s, nftables %s\nnft:\n%s\niptables:\n%s", packetString(p),
+						verdictName(got), verdictName(want), strings.Join(wsteps, "\n"), strings.Join(gsteps, "\n"))
+				}
+				// The same named counters count the packet (see Counters).
+				wc, gc := tracedCounters(wsteps), tracedCounters(gsteps)
+				if !slices.Equal(wc, gc) && fails < 5 {
+					fails++
+					t.Errorf("%s: counted into %q by iptables, %q by nftables\nnft:\n%s\niptables:\n%s", packetString(p),
+						gc, wc, strings.Join(wsteps, "\n"), strings.Join(gsteps, "\n"))
+				}
+				if len(wc) > 0 {
+					counted++
+				}
+				if slices.Contains(wc, policy.CounterUnclassifiedIngress) || slices.Contains(wc, policy.CounterUnclassifiedEgress) {
+					unclassified++
+				}
+			}
+			if len(s.Policies) > 0 && counted == 0 {
+				t.Errorf("no packet counted into any of the %d counters", len(rs.Counters))
+			}
+			t.Logf("%d packets compared, %d counted", len(pkts), counted)
+		})
+	}
+	if unclassified == 0 {
+		t.Error("no packet of an unclassified pod was compared")
+	}
+}
+
+// packets builds the packets of the differential test: addresses are the
+// pods', the node's, the traces', and both ends of every address range in
+// the ruleset plus their neighbours; ports likewise.
+func packets(rs ruleset.Ruleset, s scenario) []ruleset.Packet {
+	addrs := map[netip.Addr]bool{}
+	ports := map[uint16]bool{1: true, 80: true, 65535: true}
+	for _, p := range s.Pods {
+		for _, ip := range p.IPs {
+			addrs[ip.Unmap()] = true
+		}
+		for _, cp := range p.Ports {
+			ports[uint16(cp.Port)] = true
+		}
+	}
+	for _, a := range s.Node.Addrs {
+		addrs[a.Unmap()] = true
+	}
+	for _, tc := range s.Traces {
+		addrs[tc.Src.Unmap()], addrs[tc.Dst.Unmap()] = true, true
+		ports[tc.Port] = true
+	}
+	for _, set := range rs.Sets {
+		for _, e := range set.Elems {
+			for i, k := range e.Key {
+				switch set.Key[i] {
+				case ruleset.TypeIPv4, ruleset.TypeIPv6:
+					for _, b := range []string{k.From, k.To} {
+						a, _ := netip.AddrFromSlice([]byte(b))
+						addrs[a], addrs[a.Prev()], addrs[a.Next()] = true, true, true
+					}
+				case ruleset.TypePort:
+					for _, b := range []string{k.From, k.To} {
+						p := uint16(port(b))
+						ports[p], ports[p-1], ports[p+1] = true, true, true
+					}
+				}
+			}
+		}
+	}
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			for _, m := range r.Matches {
+				if m.Kind == ruleset.MatchPort {
+					ports[m.PortFrom-1], ports[m.PortFrom], ports[m.PortTo], ports[m.PortTo+1] = true, true, true, true
+				}
+			}
+		}
+	}
+	delete(ports, 0)
+	as := sortedKeys(addrs, func(a, b netip.Addr) bool { return a.Less(b) })
+	ps := sortedKeys(ports, func(a, b uint16) bool { return a < b })
+	vs := vethVariants(rs)
+	k := 0
+	var out []ruleset.Packet
+	for _, src := range as {
+		for _, dst := range as {
+			if !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
+				continue
+			}
+			for _, port := range ps {
+				for _, proto := range []uint8{ruleset.ProtoTCP, ruleset.ProtoUDP, ruleset.ProtoSCTP} {
+					for _, st := range []uint32{ruleset.CtNew, ruleset.CtEstablished, ruleset.CtInvalid} {
+						in, o := vs[k%len(vs)], vs[k/len(vs)%len(vs)]
+						k++
+						out = append(out, ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st,
+							InIface: in.name, InGroup: in.group, OutIface: o.name, OutGroup: o.group})
+					}
+				}
+			}
+		}
+	}
+	// Keep the run short: a fixed-seed sample of big products.
+	const maxPackets = 8000
+	if len(out) > maxPackets {
+		rng := rand.New(rand.NewPCG(1, 2))
+		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+		out = out[:maxPackets]
+	}
+	return out
+}
+
+// veth is an interface a differential packet comes in on or leaves by.
+type veth struct {
+	name  string
+	group uint32
+}
+
+// vethVariants are the interfaces packets cycle through, in and out: none
+// (a trace without interfaces), pod veths in every group of the ruleset's
+// group sets, in the default group and in a group no namespace has, and
+// an interface outside the pod prefix in a listed group.
+func vethVariants(rs ruleset.Ruleset) []veth {
+	const pod = policy.DefaultPodInterfacePrefix + "0123456789a"
+	out := []veth{{}, {pod, 0}, {pod, 7}}
+	for _, set := range rs.Sets {
+		if len(set.Key) != 1 || set.Key[0] != ruleset.TypeGroup {
+			continue
+		}
+		for _, e := range set.Elems {
+			g := binary.BigEndian.Uint32([]byte(e.Key[0].From))
+			out = append(out, veth{pod, g}, veth{"eth0", g})
+		}
+	}
+	return out
+}
+
+func sortedKeys[K comparable](m map[K]bool, less func(a, b K) bool) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return less(out[i], out[j]) })
+	return out
+}

@@ -1,0 +1,184 @@
+package iptables
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/weir-cni/weir/ruleset"
+)
+
+// traceFamily walks the rendered filter table of one family as the kernel
+// would for a forwarded packet: FORWARD (policy ACCEPT) holds only weir's
+// jump. -j returns to the caller when the target falls through or RETURNs;
+// -g replaces the current chain, so falling through returns to the chain
+// that made the last -j.
+func traceFamily(r *familyRules, p ruleset.Packet) (ruleset.VerdictKind, []string) {
+	if p.CtState == 0 {
+		p.CtState = ruleset.CtNew
+	}
+	tr := &ipTracer{p: p}
+	for _, t := range r.tables {
+		if t.name != "filter" {
+			continue
+		}
+		tr.t = t
+		for _, j := range t.jumps {
+			if j.builtin != "FORWARD" {
+				continue
+			}
+			if v := tr.chain(j.target, 0); v == ruleset.VerdictDrop || v == ruleset.VerdictAccept {
+				return v, tr.steps
+			}
+		}
+	}
+	return ruleset.VerdictAccept, append(tr.steps, "FORWARD: policy ACCEPT")
+}
+
+// countsInto starts the step that says a matching rule counted the packet
+// into a named counter.
+const countsInto = "counts into "
+
+// tracedCounters lists the named counters a trace says the packet counted
+// into: from ruleset.Trace's rules (`counter name "X"`), or from traceFamily.
+func tracedCounters(steps []string) []string {
+	var out []string
+	for _, s := range steps {
+		if m := nftCounterRef.FindStringSubmatch(s); m != nil {
+			out = append(out, m[1])
+		} else if n, ok := strings.CutPrefix(s, countsInto); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+var nftCounterRef = regexp.MustCompile(`counter name "([^"]+)"`)
+
+type ipTracer struct {
+	t     *table
+	p     ruleset.Packet
+	steps []string
+}
+
+// chain returns accept, drop, or none (fell through or RETURNed).
+func (tr *ipTracer) chain(name string, depth int) ruleset.VerdictKind {
+	if depth > 100 {
+		tr.steps = append(tr.steps, "loop: drop")
+		return ruleset.VerdictDrop
+	}
+	c := tr.t.byName[name]
+	if c == nil {
+		tr.steps = append(tr.steps, "missing chain "+name)
+		return ruleset.VerdictDrop
+	}
+	for _, r := range c.rules {
+		if !tr.matches(r) {
+			continue
+		}
+		tr.steps = append(tr.steps, "-A "+name+" "+strings.Join(r.args(), " "))
+		if r.counter != "" {
+			tr.steps = append(tr.steps, countsInto+r.counter)
+		}
+		if r.nflog != nil {
+			continue // NFLOG logs and goes on
+		}
+		switch r.target {
+		case targetAccept:
+			return ruleset.VerdictAccept
+		case targetDrop:
+			return ruleset.VerdictDrop
+		case targetReturn:
+			return ruleset.VerdictNone
+		}
+		v := tr.chain(r.target, depth+1)
+		if r.goTo || v != ruleset.VerdictNone {
+			return v
+		}
+	}
+	return ruleset.VerdictNone
+}
+
+func (tr *ipTracer) matches(r rule) bool {
+	p := tr.p
+	if r.src != "" && !netip.MustParsePrefix(r.src).Contains(p.Src) {
+		return false
+	}
+	if r.dst != "" && !netip.MustParsePrefix(r.dst).Contains(p.Dst) {
+		return false
+	}
+	if r.srcRange != "" && !inRange(r.srcRange, p.Src) {
+		return false
+	}
+	if r.dstRange != "" && !inRange(r.dstRange, p.Dst) {
+		return false
+	}
+	if r.proto != "" && r.proto != ruleset.ProtoName(p.Proto) {
+		return false
+	}
+	if r.dport != "" {
+		lo, hi, _ := strings.Cut(r.dport, ":")
+		if hi == "" {
+			hi = lo
+		}
+		l, _ := strconv.Atoi(lo)
+		h, _ := strconv.Atoi(hi)
+		if int(p.DPort) < l || int(p.DPort) > h {
+			return false
+		}
+	}
+	if r.ctStates != "" && !strings.Contains(","+r.ctStates+",", ","+ctStates(p.CtState)+",") {
+		return false
+	}
+	return ifaceMatches(r.iif, r.notIif, p.InIface) && ifaceMatches(r.oif, r.notOif, p.OutIface) &&
+		groupMatches(r.srcGroup, p.InGroup) && groupMatches(r.dstGroup, p.OutGroup)
+}
+
+// ifaceMatches is -i / -o: "weir+" is a prefix; a packet without an
+// interface name matches no interface test.
+func ifaceMatches(want string, negate bool, name string) bool {
+	if want == "" {
+		return true
+	}
+	if name == "" {
+		return false
+	}
+	prefix, plus := strings.CutSuffix(want, "+")
+	ok := name == want || (plus && strings.HasPrefix(name, prefix))
+	return ok != negate
+}
+
+// groupMatches is --src-group / --dst-group (hex, as rendered).
+func groupMatches(want string, group uint32) bool {
+	if want == "" {
+		return true
+	}
+	g, err := strconv.ParseUint(strings.TrimPrefix(want, "0x"), 16, 32)
+	return err == nil && uint32(g) == group
+}
+
+func inRange(rg string, a netip.Addr) bool {
+	lo, hi, _ := strings.Cut(rg, "-")
+	l, h := netip.MustParseAddr(lo), netip.MustParseAddr(hi)
+	return l.Compare(a) <= 0 && a.Compare(h) <= 0
+}
+
+// rendered is both families of one ruleset, for tracing.
+type rendered struct{ v4, v6 *familyRules }
+
+func renderBoth(rs ruleset.Ruleset) rendered { return rendered{build(rs, false), build(rs, true)} }
+
+// trace picks the family of p.
+func (r rendered) trace(p ruleset.Packet) (ruleset.VerdictKind, []string) {
+	if p.Src.Unmap().Is6() {
+		return traceFamily(r.v6, p)
+	}
+	return traceFamily(r.v4, p)
+}
+
+func packetString(p ruleset.Packet) string {
+	return fmt.Sprintf("%s -> %s %s/%d %s in %s/%d out %s/%d", p.Src, p.Dst, ruleset.ProtoName(p.Proto), p.DPort, ctStates(p.CtState),
+		p.InIface, p.InGroup, p.OutIface, p.OutGroup)
+}

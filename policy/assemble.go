@@ -1,0 +1,300 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/weir-cni/weir/ruleset"
+)
+
+// This file puts the ruleset together: the skeleton, the node and pod sets
+// and maps, the selection chains, the default verdict of unclassified pods,
+// masquerading, anti-spoofing and every policy's objects.
+// All of it but the policies' objects is rebuilt on every call: it is small
+// (it grows with the local pods, not the cluster).
+
+// ruleset assembles the ruleset from the current state.
+func (x *Compiler) ruleset() ruleset.Ruleset {
+	if x.polStale {
+		x.policyPart()
+	}
+	elems := x.nodeElems()
+	for name, es := range x.dispatch() {
+		elems[name] = es
+	}
+	elems[setGroupsIn], elems[setGroupsEg] = x.nsGroups[0], x.nsGroups[1]
+	var r ruleset.Ruleset
+	sets := make([]ruleset.Set, 0, len(skeletonSets)+4)
+	for _, sk := range skeletonSets {
+		set := sk
+		set.Key = slices.Clone(sk.Key)
+		if set.Key[0] == ruleset.TypeID {
+			set.Elems = x.sharedElems(set.Name)
+		} else {
+			set.Elems = ruleset.SortElems(elems[set.Name])
+		}
+		sets = append(sets, set)
+	}
+	chains := make([]ruleset.Chain, 0, len(skeleton)+1+len(x.selChains))
+	for _, ch := range skeleton {
+		chain := ch
+		chain.Rules = slices.Clone(ch.Rules)
+		switch ch.Name {
+		case chainEgress:
+			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirEgress)...)
+		case chainIngress:
+			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirIngress)...)
+		}
+		chains = append(chains, chain)
+	}
+	for _, ch := range x.selChains {
+		chains = append(chains, ch)
+	}
+	sets, chains = x.masquerade(sets, chains)
+	sets, chains = spoof(x.ifPrefix, sets, chains)
+	slices.SortFunc(sets, func(a, b ruleset.Set) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
+	r.Sets = sets
+	fixed := []string{counterDeniedEg, counterDeniedIn, CounterSpoofed, CounterUnclassifiedEgress, CounterUnclassifiedIngress} // sorted
+	r.Counters = merge(fixed, x.polCounters, func(s string) string { return s })
+	r.Chains = merge(chains, x.polChains, func(c ruleset.Chain) string { return c.Name })
+	r.Problems = x.polProblems
+	return r
+}
+
+// policyPart updates the sorted chains of every policy, and the groups of
+// the shared sets, after some policies changed: the objects of their last
+// outputs (x.replaced) leave, those of their new outputs (x.changed) join.
+func (x *Compiler) policyPart() {
+	goneChains, goneCounters := map[string]bool{}, map[string]bool{}
+	for _, out := range x.replaced {
+		for _, ch := range out.chains {
+			goneChains[ch.Name] = true
+		}
+		for _, c := range out.counters {
+			goneCounters[c] = true
+		}
+	}
+	var chains []ruleset.Chain
+	var counters []string
+	for ps := range x.changed {
+		if ps.gen == x.gen { // not removed since
+			chains = append(chains, ps.out.chains...)
+			counters = append(counters, ps.out.counters...)
+			x.useGroups(ps.out.groups, true)
+		}
+	}
+	for _, out := range x.replaced {
+		x.useGroups(out.groups, false)
+	}
+	x.releaseIDs()
+	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
+	keptChains := slices.DeleteFunc(slices.Clone(x.polChains), func(ch ruleset.Chain) bool { return goneChains[ch.Name] })
+	x.polChains = merge(keptChains, chains, func(c ruleset.Chain) string { return c.Name })
+	slices.Sort(counters)
+	keptCounters := slices.DeleteFunc(slices.Clone(x.polCounters), func(c string) bool { return goneCounters[c] })
+	x.polCounters = merge(keptCounters, counters, func(s string) string { return s })
+	x.polProblems = nil
+	for _, ps := range x.polOrder {
+		x.polProblems = append(x.polProblems, ps.out.problems...)
+	}
+	slices.Sort(x.polProblems)
+	x.nsGroups[0], x.nsGroups[1] = isolatingGroups(x.polOrder)
+	x.polProblems = slices.Clip(x.polProblems) // shared by every ruleset: appends must copy
+	clear(x.replaced)
+	x.replaced = x.replaced[:0]
+	clear(x.changed)
+	x.polStale = false
+}
+
+// merge merges two lists sorted by name into a new one.
+func merge[T any](a, b []T, name func(T) string) []T {
+	out := make([]T, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if name(a[0]) <= name(b[0]) {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	out = append(out, a...)
+	return append(out, b...)
+}
+
+// nodeElems returns the elements of the node's addresses, of every local
+// pod's self pair and of every local pod's addresses, by set name.
+func (x *Compiler) nodeElems() map[string][]ruleset.Elem {
+	out := make(map[string][]ruleset.Elem, len(skeletonSets))
+	for _, a := range x.node.Addrs {
+		a = a.Unmap()
+		name := familySet(a, setNodeAddrs4, setNodeAddrs6)
+		out[name] = append(out[name], ruleset.Elem{Key: []ruleset.Range{single(a)}})
+	}
+	for p := range x.local {
+		if p.selfElems == nil {
+			for _, ip := range p.IPs {
+				k := single(ip.Unmap())
+				p.selfElems = append(p.selfElems, ruleset.Elem{Key: []ruleset.Range{k, k}})
+			}
+		}
+		for _, e := range p.selfElems {
+			self, local := setSelf6, setLocalPods6
+			if len(e.Key[0].From) == 4 {
+				self, local = setSelf4, setLocalPods4
+			}
+			out[self] = append(out[self], e)
+			out[local] = append(out[local], ruleset.Elem{Key: e.Key[:1]})
+		}
+	}
+	return out
+}
+
+func familySet(a netip.Addr, v4, v6 string) string {
+	if a.Is4() {
+		return v4
+	}
+	return v6
+}
+
+// dispatch returns the elements of the pod maps: each isolated local pod
+// jumps to the chain of the policies that select it, which tries each
+// policy and ends in drop. It leaves those chains in x.selChains.
+func (x *Compiler) dispatch() map[string][]ruleset.Elem {
+	type selection [2][]*policyState
+	by := make(map[*podRec]*selection, len(x.local))
+	for _, ps := range x.polOrder { // sorted: a selection lists its policies in order
+		for d, pods := range ps.out.selected {
+			for _, p := range pods {
+				s := by[p]
+				if s == nil {
+					s = &selection{}
+					by[p] = s
+				}
+				s[d] = append(s[d], ps)
+			}
+		}
+	}
+	maps := [2][2]string{{mapIngress4, mapIngress6}, {mapEgress4, mapEgress6}}
+	dirs := [2]direction{dirIngress, dirEgress}
+	out := make(map[string][]ruleset.Elem, 4)
+	x.selChains = make(map[string]ruleset.Chain, len(x.selChains))
+	var id strings.Builder
+	for p, s := range by {
+		for d, list := range s {
+			if len(list) == 0 {
+				continue
+			}
+			id.Reset()
+			id.WriteString(string(dirs[d]))
+			id.WriteString(p.Namespace)
+			for _, ps := range list {
+				id.WriteByte(0)
+				id.WriteString(ps.key)
+			}
+			name := x.selectionChain(id.String(), dirs[d], p.Namespace, list)
+			if j := &p.jump[d]; j.chain != name || j.elems == nil {
+				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
+				for _, ip := range p.IPs {
+					j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}})
+				}
+			}
+			for _, e := range p.jump[d].elems {
+				m := maps[d][0]
+				if len(e.Key[0].From) == 16 {
+					m = maps[d][1]
+				}
+				out[m] = append(out[m], e)
+			}
+		}
+	}
+	return out
+}
+
+// selectionChain returns the name of the selection chain of list (whose
+// identity is id) and keeps the chain in x.selChains. Chains are memoized
+// by id: their content depends on it alone.
+func (x *Compiler) selectionChain(id string, d direction, ns string, list []*policyState) string {
+	ch, ok := x.selMemo[id]
+	if !ok {
+		keys := make([]string, len(list))
+		for i, ps := range list {
+			keys[i] = ps.key
+		}
+		ch = ruleset.Chain{Name: selectionChainName(d, ns, keys)}
+		for _, ps := range list {
+			ch.Rules = append(ch.Rules, ruleset.Rule{
+				Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: policyChainNameHash(d, ps.hash, ps.key)},
+				Comment: ps.key,
+			})
+		}
+		if l := x.logDenied; l.Group != 0 {
+			prefix := DeniedPrefix + ch.Name
+			if len(prefix) > maxLogPrefix {
+				prefix = prefix[:maxLogPrefix]
+			}
+			ch.Rules = append(ch.Rules, ruleset.Rule{Log: &ruleset.Log{Prefix: prefix, Group: l.Group, Rate: l.Rate}})
+		}
+		counter := counterDeniedIn
+		if d == dirEgress {
+			counter = counterDeniedEg
+		}
+		ch.Rules = append(ch.Rules, ruleset.Rule{
+			Counter: counter,
+			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
+			Comment: d.long() + " isolated: no policy allows",
+		})
+		if len(x.selMemo) >= maxParsed {
+			clear(x.selMemo)
+		}
+		x.selMemo[id] = ch
+	}
+	x.selChains[ch.Name] = ch
+	return ch.Name
+}
+
+// masquerade adds the nat chain: traffic from this node's pod CIDRs to
+// anything outside the cluster CIDRs leaves with the node's address. A
+// family is masqueraded only when the cluster has CIDRs of that family.
+func (x *Compiler) masquerade(sets []ruleset.Set, chains []ruleset.Chain) ([]ruleset.Set, []ruleset.Chain) {
+	if len(x.cluster) == 0 {
+		return sets, chains
+	}
+	pod := map[bool][]netip.Prefix{}
+	cluster := map[bool][]netip.Prefix{}
+	for _, p := range x.node.PodCIDRs {
+		pod[p.Addr().Is4()] = append(pod[p.Addr().Is4()], p.Masked())
+	}
+	for _, p := range x.cluster {
+		cluster[p.Addr().Is4()] = append(cluster[p.Addr().Is4()], p.Masked())
+	}
+	ch := ruleset.Chain{Name: chainMasq, Base: &ruleset.Base{Type: "nat", Hook: ruleset.HookPostrouting, Priority: ruleset.PrioritySrcNAT}}
+	fams := []struct {
+		v4                 bool
+		podSet, clusterSet string
+		typ                ruleset.Type
+		saddr, daddr       ruleset.Field
+	}{
+		{true, setPodCIDRs4, setCluster4, ruleset.TypeIPv4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr},
+		{false, setPodCIDRs6, setCluster6, ruleset.TypeIPv6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr},
+	}
+	for _, f := range fams {
+		if len(pod[f.v4]) == 0 || len(cluster[f.v4]) == 0 {
+			continue
+		}
+		sets = append(sets,
+			ruleset.Set{Name: f.podSet, Key: []ruleset.Type{f.typ}, Interval: true, Comment: "pod CIDRs of this node",
+				Elems: ruleset.SortElems(intervalElems(unionIntervals(prefixIntervals(pod[f.v4]))))},
+			ruleset.Set{Name: f.clusterSet, Key: []ruleset.Type{f.typ}, Interval: true, Comment: "pod CIDRs of the cluster",
+				Elems: ruleset.SortElems(intervalElems(unionIntervals(prefixIntervals(cluster[f.v4]))))})
+		ch.Rules = append(ch.Rules, ruleset.Rule{
+			Matches: []ruleset.Match{
+				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.saddr}, Set: f.podSet},
+				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.daddr}, Set: f.clusterSet, Negate: true},
+			},
+			Verdict: ruleset.Verdict{Kind: ruleset.VerdictMasquerade},
+			Comment: "pods to outside the cluster",
+		})
+	}
+	return sets, append(chains, ch)
+}

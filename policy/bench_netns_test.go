@@ -1,0 +1,91 @@
+//go:build integration
+
+package policy
+
+import (
+	"testing"
+
+	"github.com/weir-cni/weir/internal/netnstest"
+	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
+)
+
+// BenchmarkFullSync: Compile + one-transaction apply of 10,000 pods on 100
+// nodes (100 local) and 1,000 policies, replacing the table each round.
+func BenchmarkFullSync(b *testing.B) { benchFull(b, 100) }
+
+// BenchmarkFullSyncDense is the same cluster on 10 nodes: 1,000 local pods,
+// so nearly every policy selects a local pod and is rendered.
+func BenchmarkFullSyncDense(b *testing.B) { benchFull(b, 10) }
+
+// BenchmarkFullSyncWide is the policy of the finding — one rule of 1,000
+// ports × 1,000 podSelector peers (dual-stack) — compiled and applied.
+func BenchmarkFullSyncWide(b *testing.B) { benchFullOf(b, wideSnapshot(1, 1000, 1000)) }
+
+func benchFull(b *testing.B, nodes int) { benchFullOf(b, bigSnapshot(10000, 1000, nodes)) }
+
+func benchFullOf(b *testing.B, s Snapshot) {
+	_, path := netnstest.New(b)
+	a, err := nft.NewNetlinkApplier(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	var r ruleset.Ruleset
+	p := newPhases("compile", "apply")
+	for b.Loop() {
+		p.start()
+		r = Compile(s)
+		p.lap()
+		if err := a.ApplyFull(r); err != nil {
+			b.Fatal(err)
+		}
+		p.lap()
+	}
+	p.report(b)
+	b.ReportMetric(float64(len(r.Sets)), "sets")
+	b.ReportMetric(float64(len(r.Chains)), "chains")
+	b.ReportMetric(float64(elemCount(r)), "elems")
+}
+
+// benchChange applies base, then alternates one Compiler between two
+// snapshots, each round costing Compiler.Compile + Diff + apply of one
+// change.
+func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
+	_, path := netnstest.New(b)
+	a, err := nft.NewNetlinkApplier(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	base := bigSnapshot(10000, 1000, 100)
+	snaps := []Snapshot{change(b, base), base}
+	x := NewCompiler()
+	last := x.Compile(base) // what a holds
+	if err := a.Apply(last); err != nil {
+		b.Fatal(err)
+	}
+	p := newPhases("compile", "diff", "apply")
+	i := 0
+	for b.Loop() {
+		p.start()
+		r := x.Compile(snaps[i%2])
+		p.lap()
+		ch := ruleset.Diff(last, r)
+		p.lap()
+		if ch.Full || ch.Empty() {
+			b.Fatalf("change is not incremental: %s", ch)
+		}
+		if err := a.ApplyChanges(r, ch); err != nil {
+			b.Fatal(err)
+		}
+		p.lap()
+		last = r
+		i++
+	}
+	p.report(b)
+}
+
+func BenchmarkChangeOnePod(b *testing.B)    { benchChange(b, addOnePod) }
+func BenchmarkChangeOneLabel(b *testing.B)  { benchChange(b, relabelOnePod) }
+func BenchmarkChangeOnePolicy(b *testing.B) { benchChange(b, editOnePolicy) }

@@ -1,0 +1,315 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weir-cni/weir/ruleset"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// bigSnapshot builds a cluster of `pods` pods in pods/100 namespaces on
+// `nodes` nodes (the local node n1 gets pods/nodes of them), with `policies`
+// policies spread evenly over the namespaces. Each policy selects one app label, allows ingress from the next
+// app of its namespace and from namespaces of its team on TCP 80 and the
+// named port http, and egress to an ipBlock with an except on UDP 53.
+func bigSnapshot(pods, policies, nodes int) Snapshot {
+	s := Snapshot{
+		Node:         Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.0.1")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}},
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+	}
+	nss := max(pods/100, 1)
+	for n := 0; n < nss; n++ {
+		s.Namespaces = append(s.Namespaces, Namespace{Name: fmt.Sprint("ns", n), Labels: map[string]string{"team": fmt.Sprint("t", n%10)}})
+	}
+	for i := 0; i < pods; i++ {
+		node := fmt.Sprint("n", 1+int((uint32(i)*2654435761)>>8)%nodes)
+		s.Pods = append(s.Pods, Pod{
+			Namespace: fmt.Sprint("ns", i%nss), Name: fmt.Sprint("pod", i), Node: node,
+			Labels: map[string]string{"app": fmt.Sprint("app", (i/nss)%10)},
+			IPs:    []netip.Addr{netip.AddrFrom4([4]byte{10, byte(i % 10), byte(i >> 8), byte(i)})},
+			Ports:  []ContainerPort{{Name: "http", Protocol: "TCP", Port: int32(8000 + i%10)}},
+		})
+	}
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	for j := 0; j < policies; j++ {
+		ns := fmt.Sprint("ns", j%nss)
+		app := (j / nss) % 10
+		s.Policies = append(s.Policies, &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprint("pol", j)},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("app", app)}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From: []networkingv1.NetworkPolicyPeer{
+						{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("app", (app+1)%10)}}},
+						{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprint("t", j%10)}},
+							PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "app0"}}},
+					},
+					Ports: []networkingv1.NetworkPolicyPort{
+						{Protocol: &tcp, Port: ptr(intstr.FromInt32(80))},
+						{Protocol: &tcp, Port: ptr(intstr.FromString("http"))},
+					},
+				}},
+				Egress: []networkingv1.NetworkPolicyEgressRule{{
+					To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "172.16.0.0/12", Except: []string{fmt.Sprintf("172.16.%d.0/24", j%256)}}}},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: ptr(intstr.FromInt32(53))}},
+				}},
+			},
+		})
+	}
+	return s
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// BenchmarkCompile measures a full Compile of 10,000 pods and 1,000
+// policies (100 local pods).
+func BenchmarkCompile(b *testing.B) {
+	s := bigSnapshot(10000, 1000, 100)
+	var r ruleset.Ruleset
+	c0 := cpuTime()
+	for b.Loop() {
+		r = Compile(s)
+	}
+	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
+	b.ReportMetric(float64(len(r.Chains)), "chains")
+	b.ReportMetric(float64(len(r.Sets)), "sets")
+}
+
+// BenchmarkCompileDense is the same cluster on 10 nodes: 1,000 local pods.
+func BenchmarkCompileDense(b *testing.B) {
+	s := bigSnapshot(10000, 1000, 10)
+	c0 := cpuTime()
+	for b.Loop() {
+		Compile(s)
+	}
+	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
+}
+
+// The incremental benchmarks alternate one Compiler between the base
+// snapshot and a changed one: each round is one change, compiled and
+// diffed against the previous ruleset.
+func BenchmarkCompilerOnePod(b *testing.B)    { benchCompiler(b, addOnePod) }
+func BenchmarkCompilerOneLabel(b *testing.B)  { benchCompiler(b, relabelOnePod) }
+func BenchmarkCompilerOnePolicy(b *testing.B) { benchCompiler(b, editOnePolicy) }
+
+// BenchmarkCompilerNoChange is a sync that finds nothing changed: the
+// fixed cost of comparing 10,000 pods and 1,000 policies.
+func BenchmarkCompilerNoChange(b *testing.B) {
+	benchCompiler(b, func(tb testing.TB, s Snapshot) Snapshot { return s })
+}
+
+// BenchmarkCompilerNewObjects is a sync where nothing changed but every
+// policy is a new object (an agent that reads its manifests again).
+func BenchmarkCompilerNewObjects(b *testing.B) {
+	benchCompiler(b, func(_ testing.TB, s Snapshot) Snapshot {
+		s.Policies = slices.Clone(s.Policies)
+		for i, p := range s.Policies {
+			s.Policies[i] = p.DeepCopy()
+		}
+		return s
+	})
+}
+
+func benchCompiler(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
+	base := bigSnapshot(10000, 1000, 100)
+	snaps := []Snapshot{change(b, base), base}
+	x := NewCompiler()
+	last := x.Compile(base)
+	p := newPhases("compile", "diff")
+	i := 0
+	for b.Loop() {
+		p.start()
+		r := x.Compile(snaps[i%2])
+		p.lap()
+		if ch := ruleset.Diff(last, r); ch.Full {
+			b.Fatalf("change is not incremental: %s", ch)
+		}
+		p.lap()
+		last = r
+		i++
+	}
+	p.report(b)
+}
+
+// phases accumulates the wall and CPU time of each phase of a benchmark
+// round. On a loaded machine wall time swings; CPU time much less.
+type phases struct {
+	names     []string
+	wall, cpu []time.Duration
+	i         int
+	t         time.Time
+	c         time.Duration
+}
+
+func newPhases(names ...string) *phases {
+	return &phases{names: names, wall: make([]time.Duration, len(names)), cpu: make([]time.Duration, len(names))}
+}
+
+func (p *phases) start() { p.i, p.t, p.c = 0, time.Now(), cpuTime() }
+
+// lap ends the current phase.
+func (p *phases) lap() {
+	t, c := time.Now(), cpuTime()
+	p.wall[p.i] += t.Sub(p.t)
+	p.cpu[p.i] += c - p.c
+	p.t, p.c = t, c
+	p.i++
+}
+
+func (p *phases) report(b *testing.B) {
+	for i, n := range p.names {
+		b.ReportMetric(ms(p.wall[i])/float64(b.N), n+"-ms")
+		b.ReportMetric(ms(p.cpu[i])/float64(b.N), n+"-cpu-ms")
+	}
+}
+
+// addOnePod adds a local pod selected by policies.
+func addOnePod(_ testing.TB, s Snapshot) Snapshot {
+	s.Pods = append(slices.Clone(s.Pods), Pod{
+		Namespace: "ns3", Name: "new", Node: "n1", Labels: map[string]string{"app": "app3"},
+		IPs: []netip.Addr{netip.MustParseAddr("10.200.0.1")},
+	})
+	return s
+}
+
+// relabelOnePod changes the labels of the first local pod.
+func relabelOnePod(tb testing.TB, s Snapshot) Snapshot {
+	s.Pods = slices.Clone(s.Pods)
+	for i, p := range s.Pods {
+		if p.Node == s.Node.Name {
+			s.Pods[i].Labels = map[string]string{"app": "app-changed"}
+			return s
+		}
+	}
+	tb.Fatal("no local pod")
+	return s
+}
+
+// editOnePolicy changes a port of the first policy that selects a local
+// pod.
+func editOnePolicy(tb testing.TB, s Snapshot) Snapshot {
+	s.Policies = slices.Clone(s.Policies)
+	r := Compile(s)
+	for i, p := range s.Policies {
+		if _, ok := r.Chain(policyChainName(dirIngress, policyKey(p))); ok {
+			p = p.DeepCopy()
+			p.Spec.Ingress[0].Ports[0].Port = ptr(intstr.FromInt32(81))
+			s.Policies[i] = p
+			return s
+		}
+	}
+	tb.Fatal("no policy selects a local pod")
+	return s
+}
+
+// TestBigSnapshotIsolatesLocalPods keeps the benchmark input meaningful.
+func TestBigSnapshotIsolatesLocalPods(t *testing.T) {
+	s := bigSnapshot(1000, 100, 10)
+	local := 0
+	for _, p := range s.Pods {
+		if p.Node == s.Node.Name {
+			local++
+		}
+	}
+	r := Compile(s)
+	if len(r.Problems) != 0 {
+		t.Fatalf("problems: %v", r.Problems)
+	}
+	m, _ := r.Set(mapIngress4)
+	if len(m.Elems) != local || local == 0 {
+		t.Errorf("ingress map has %d local pods, want %d", len(m.Elems), local)
+	}
+	if _, ok := r.Chain(policyChainName(dirIngress, "ns0/pol0")); !ok {
+		t.Errorf("policy ns0/pol0 selects local pods but has no chain")
+	}
+}
+
+func elemCount(r ruleset.Ruleset) int {
+	n := 0
+	for _, s := range r.Sets {
+		n += len(s.Elems)
+	}
+	return n
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// cpuTime is the process's user+system CPU time: on a loaded machine wall
+// time swings, CPU time much less.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// wideShapes are the worst shapes the API accepts under MaxPolicyItems:
+// rules × ports × peers, no two rules sharing a port list or a peer union
+// (see wideRules). The first is the
+// policy of the finding (72 KiB: 1,000 ports × 1,000 podSelector peers),
+// which compiled to 1,000,018 rules in 8.7 s before peers became one
+// union group and ports one set lookup.
+var wideShapes = []struct{ rules, ports, peers int }{
+	{1, 1000, 1000},
+	{4, 1200, 1200},
+	{49, 100, 100},
+	{900, 4, 5},
+}
+
+// BenchmarkCompileWide compiles one policy of each wide shape (one local
+// pod, one peer pod per peer selector) and, in the same run, a baseline:
+// the same ports and peers in rules of their own (rules × ports-only and
+// rules × peers-only), whose size is their sum by construction. x-base is
+// the ratio of the two CPU times: a product would show as a ratio growing
+// with ports × peers; a sum stays near 1.
+func BenchmarkCompileWide(b *testing.B) {
+	for _, sh := range wideShapes {
+		b.Run(fmt.Sprintf("rules=%d/ports=%d/peers=%d", sh.rules, sh.ports, sh.peers), func(b *testing.B) {
+			wide := wideSnapshot(sh.rules, sh.ports, sh.peers)
+			base := wideSnapshot(sh.rules, sh.ports, sh.peers)
+			var split []networkingv1.NetworkPolicyIngressRule
+			for _, r := range wide.Policies[0].Spec.Ingress {
+				split = append(split, networkingv1.NetworkPolicyIngressRule{Ports: r.Ports},
+					networkingv1.NetworkPolicyIngressRule{From: r.From})
+			}
+			base.Policies[0] = base.Policies[0].DeepCopy()
+			base.Policies[0].Spec.Ingress = split
+			var r ruleset.Ruleset
+			var wideCPU, baseCPU time.Duration
+			var alloc uint64
+			var m0, m1 runtime.MemStats
+			for b.Loop() {
+				runtime.ReadMemStats(&m0)
+				c0 := cpuTime()
+				r = Compile(wide)
+				c1 := cpuTime()
+				runtime.ReadMemStats(&m1)
+				c2 := cpuTime()
+				Compile(base)
+				wideCPU, baseCPU = wideCPU+c1-c0, baseCPU+cpuTime()-c2
+				alloc += m1.TotalAlloc - m0.TotalAlloc
+			}
+			if p := Compile(base).Problems; len(r.Problems)+len(p) != 0 {
+				b.Fatalf("problems: %v %v", r.Problems, p)
+			}
+			rules := 0
+			for _, ch := range r.Chains {
+				rules += len(ch.Rules)
+			}
+			b.ReportMetric(ms(wideCPU)/float64(b.N), "cpu-ms")
+			b.ReportMetric(float64(wideCPU)/float64(baseCPU), "x-base")
+			b.ReportMetric(float64(alloc)/float64(b.N)/(1<<20), "alloc-MiB")
+			b.ReportMetric(float64(rules), "rules")
+			b.ReportMetric(float64(elemCount(r)), "elements")
+		})
+	}
+}

@@ -1,0 +1,216 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/weir-cni/weir/ruleset"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// labelNamespaceName is set on every namespace by the API server; weir adds it
+// when a snapshot (e.g. from hand-written manifests) lacks it, so that
+// selectors written for a real cluster behave the same.
+const labelNamespaceName = "kubernetes.io/metadata.name"
+
+// Compile turns a snapshot into the ruleset of its node. It is pure: no
+// clock, no I/O, and the output is sorted, so equal snapshots give equal
+// rulesets. It is a fresh Compiler's first Compile; keep a Compiler to
+// compile a sequence of snapshots incrementally.
+//
+// Only local pods (Pod.Node == Node.Name, not hostNetwork) are isolated here;
+// peers may be any pod of the cluster. hostNetwork pods are never policed
+// and never match pod selectors: their traffic carries node addresses, which
+// only ipBlock peers can match. A pod or policy listed twice (same namespace
+// and name) counts once, as its last occurrence.
+func Compile(s Snapshot) ruleset.Ruleset {
+	return NewCompiler().Compile(s)
+}
+
+// policyBuilder builds the objects of one policy, reading the Compiler's
+// indexes and recording in ps which of them it used.
+type policyBuilder struct {
+	x  *Compiler
+	ps *policyState
+	// dry compiles a policy that selects no local pod: its input is still
+	// checked and reported, but it adds nothing to the ruleset.
+	dry      bool
+	groups   map[groupKey]groupOut
+	chains   map[string]*ruleset.Chain
+	problems []string
+	selected [2][]*podRec
+	// elems counts the elements of the groups the rules use; over is set
+	// once they pass MaxPolicyElements (see limits.go).
+	elems int
+	over  bool
+}
+
+func policyKey(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }
+
+func (c *policyBuilder) problem(format string, args ...any) {
+	c.problems = append(c.problems, fmt.Sprintf(format, args...))
+}
+
+// group records that the policy's rules look up the elements (sorted,
+// without id) of definition def in shared set set, and returns the
+// definition's id. elems computes them, once per Compile call: a
+// definition gives the same elements to every policy using it. bound is
+// at least their number: it is charged against the policy's cap first,
+// and a policy over the cap computes no more groups (it is dropped whole
+// when its rules are done).
+func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset.Elem) uint32 {
+	k := groupKey{set, def}
+	if _, used := c.groups[k]; !used {
+		es, ok := c.x.groupMemo[k]
+		if ok {
+			bound = len(es)
+		}
+		if !c.charge(bound) {
+			return 0
+		}
+		if !ok {
+			es = elems()
+			c.x.groupMemo[k] = es
+		}
+		c.groups[k] = groupOut{set: set, def: def, elems: es}
+	}
+	return c.x.defID(def)
+}
+
+func (c *policyBuilder) addChain(ch ruleset.Chain) {
+	if !c.dry {
+		c.chains[ch.Name] = &ch
+	}
+}
+
+// output sorts what the policy built; the result is shared by the rulesets
+// of later calls and never modified.
+func (c *policyBuilder) output() policyOut {
+	out := policyOut{problems: c.problems, selected: c.selected}
+	if c.dry {
+		out.selected = [2][]*podRec{}
+		return out
+	}
+	for _, g := range c.groups {
+		out.groups = append(out.groups, g)
+	}
+	for _, ch := range c.chains {
+		out.chains = append(out.chains, *ch)
+		for _, r := range ch.Rules {
+			if r.Counter != "" {
+				out.counters = append(out.counters, r.Counter)
+			}
+		}
+	}
+	slices.Sort(out.counters)
+	out.counters = slices.Compact(out.counters)
+	sort.Slice(out.chains, func(i, j int) bool { return out.chains[i].Name < out.chains[j].Name })
+	return out
+}
+
+// policyTypes is PolicyTypes, reporting unknown types as problems.
+func (c *policyBuilder) policyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool) {
+	ingress, egress, unknown := PolicyTypes(p)
+	for _, t := range unknown {
+		c.problem("%s: unknown policyType %q ignored", policyKey(p), t)
+	}
+	return ingress, egress
+}
+
+// PolicyTypes applies the API's defaulting: which directions p isolates
+// the pods it selects in. Ingress always, Egress only when spec.egress is
+// non-empty, unless spec.policyTypes says otherwise; unknown types are
+// returned, and ignored.
+func PolicyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool, unknown []networkingv1.PolicyType) {
+	if len(p.Spec.PolicyTypes) == 0 {
+		return true, len(p.Spec.Egress) > 0, nil
+	}
+	for _, t := range p.Spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			ingress = true
+		case networkingv1.PolicyTypeEgress:
+			egress = true
+		default:
+			unknown = append(unknown, t)
+		}
+	}
+	return ingress, egress, unknown
+}
+
+// compilePolicy builds the chains and groups of one policy and records which
+// local pods it isolates. A policy whose podSelector cannot be parsed isolates
+// every local pod of its namespace and allows nothing (fail closed).
+//
+// A policy that selects no local pod is only checked (its problems are
+// reported) and adds nothing: as Calico's Felix does, a node renders only
+// the policies of its own pods, so its table grows with them, not with the
+// cluster. A pod that becomes the first local pod selected by a policy
+// therefore adds that policy's chains and groups.
+func (c *policyBuilder) compilePolicy(p *networkingv1.NetworkPolicy) {
+	key := c.ps.key
+	ingress, egress := c.policyTypes(p)
+	skey, selector, err := c.x.selector(&p.Spec.PodSelector)
+	valid := err == nil
+	if !valid {
+		c.problem("%s: podSelector: %v (selects every pod of %s, allows nothing)", key, err, p.Namespace)
+		skey, selector = "", labels.Everything()
+	}
+	tooBig := false
+	if n := policyItems(&p.Spec); n > MaxPolicyItems {
+		c.problem("%s: %d rules, peers, excepts and ports, more than the %d weir compiles in one policy (not applied: "+
+			"the pods it selects are isolated and it allows nothing)", key, n, MaxPolicyItems)
+		tooBig = true
+	}
+	var selected []*podRec
+	for pod := range c.x.podEntry(c.ps, p.Namespace, skey, selector, true).members {
+		selected = append(selected, pod)
+	}
+	c.dry = len(selected) == 0
+	dirs := []struct {
+		on  bool
+		dir direction
+		i   int
+	}{{ingress, dirIngress, 0}, {egress, dirEgress, 1}}
+	for _, d := range dirs {
+		if !d.on {
+			continue
+		}
+		chain := ruleset.Chain{Name: policyChainNameHash(d.dir, c.ps.hash, key)}
+		if valid && !tooBig {
+			chain.Rules = c.policyRules(p, d.dir, selected, skey)
+		}
+		c.addChain(chain)
+		c.selected[d.i] = selected
+	}
+	if c.over { // never half-applied: every rule goes
+		c.problem("%s: its rules need more than %d set elements, the most weir gives one policy (not applied: "+
+			"the pods it selects are isolated and it allows nothing)", key, elementCap)
+		clear(c.groups)
+		for _, ch := range c.chains {
+			ch.Rules = nil
+		}
+	}
+}
+
+func (c *policyBuilder) policyRules(p *networkingv1.NetworkPolicy, d direction, selected []*podRec, skey string) []ruleset.Rule {
+	var rules []ruleset.Rule
+	if d == dirIngress {
+		for i, r := range p.Spec.Ingress {
+			rules = append(rules, c.compileRule(ruleInput{
+				dir: d, key: c.ps.key, hash: c.ps.hash, ns: p.Namespace, index: i,
+				peers: r.From, ports: r.Ports, selected: selected, selector: skey,
+			})...)
+		}
+		return rules
+	}
+	for i, r := range p.Spec.Egress {
+		rules = append(rules, c.compileRule(ruleInput{
+			dir: d, key: c.ps.key, hash: c.ps.hash, ns: p.Namespace, index: i,
+			peers: r.To, ports: r.Ports, selected: selected, selector: skey,
+		})...)
+	}
+	return rules
+}

@@ -1,0 +1,184 @@
+package policy
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/nsgroup"
+	"github.com/weir-cni/weir/ruleset"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// scenario is one testdata/compile/*.yaml file: a snapshot plus the verdicts
+// its ruleset must give.
+type scenario struct {
+	Snapshot
+	Traces []traceCase `json:"traces"`
+}
+
+type traceCase struct {
+	Name  string     `json:"name"`
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	Proto string     `json:"proto"` // tcp (default), udp, sctp
+	Port  uint16     `json:"port"`
+	State string     `json:"state"` // new (default), established, invalid
+	Want  string     `json:"want"`  // accept or drop
+	// InVethOf and OutVethOf, when set, name the namespace of the pod
+	// whose host veth (named with the default pod interface prefix, in
+	// that namespace's link group) the packet comes in on or leaves by.
+	InVethOf  string `json:"inVethOf"`
+	OutVethOf string `json:"outVethOf"`
+}
+
+// traceVeth names the host veth of a trace's pod, as the plugin names them.
+const traceVeth = DefaultPodInterfacePrefix + "0123456789a"
+
+func loadScenario(t testing.TB, path string) scenario {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s scenario
+	if err := yaml.UnmarshalStrict(data, &s); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return s
+}
+
+func (tc traceCase) packet(t *testing.T) ruleset.Packet {
+	t.Helper()
+	p := ruleset.Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
+	switch tc.Proto {
+	case "", "tcp":
+		p.Proto = ruleset.ProtoTCP
+	case "udp":
+		p.Proto = ruleset.ProtoUDP
+	case "sctp":
+		p.Proto = ruleset.ProtoSCTP
+	default:
+		t.Fatalf("unknown proto %q", tc.Proto)
+	}
+	if tc.InVethOf != "" {
+		p.InIface, p.InGroup = traceVeth, nsgroup.Of(tc.InVethOf)
+	}
+	if tc.OutVethOf != "" {
+		p.OutIface, p.OutGroup = traceVeth, nsgroup.Of(tc.OutVethOf)
+	}
+	switch tc.State {
+	case "", "new":
+		p.CtState = ruleset.CtNew
+	case "established":
+		p.CtState = ruleset.CtEstablished
+	case "invalid":
+		p.CtState = ruleset.CtInvalid
+	default:
+		t.Fatalf("unknown state %q", tc.State)
+	}
+	return p
+}
+
+// golden is what a scenario's .nft file holds: the rendered ruleset, then
+// the problems as nft comments.
+func golden(r ruleset.Ruleset) string {
+	var b strings.Builder
+	b.WriteString(r.String())
+	for _, p := range r.Problems {
+		b.WriteString("# problem: " + p + "\n")
+	}
+	return b.String()
+}
+
+func scenarios(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("testdata/compile/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenarios: %v", err)
+	}
+	return files
+}
+
+// TestCompileGolden pins the whole ruleset of every scenario to reviewed text.
+func TestCompileGolden(t *testing.T) {
+	for _, file := range scenarios(t) {
+		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			s := loadScenario(t, file)
+			got := golden(Compile(s.Snapshot))
+			textdiff.Golden(t, strings.TrimSuffix(file, ".yaml")+".nft", got, *update)
+		})
+	}
+}
+
+// TestTraceVerdicts walks every scenario's packets through its ruleset.
+func TestTraceVerdicts(t *testing.T) {
+	for _, file := range scenarios(t) {
+		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
+		s := loadScenario(t, file)
+		r := Compile(s.Snapshot)
+		if len(s.Traces) == 0 {
+			t.Errorf("%s: scenario has no traces", name)
+		}
+		for _, tc := range s.Traces {
+			t.Run(name+"/"+tc.Name, func(t *testing.T) {
+				v, reasons := ruleset.Trace(r, tc.packet(t))
+				got := map[ruleset.VerdictKind]string{ruleset.VerdictAccept: "accept", ruleset.VerdictDrop: "drop"}[v]
+				if got != tc.Want {
+					t.Errorf("%s -> %s %s/%d: got %s, want %s\n%s", tc.Src, tc.Dst, tc.Proto, tc.Port, got, tc.Want, strings.Join(reasons, "\n"))
+				}
+			})
+		}
+	}
+}
+
+// TestCompileIsDeterministic compiles the same snapshot with its lists
+// reversed and expects the same text.
+func TestCompileIsDeterministic(t *testing.T) {
+	for _, file := range scenarios(t) {
+		s := loadScenario(t, file)
+		a := Compile(s.Snapshot).String()
+		rev := s.Snapshot
+		rev.Pods = reversed(rev.Pods)
+		rev.Namespaces = reversed(rev.Namespaces)
+		rev.Policies = reversed(rev.Policies)
+		if b := Compile(rev).String(); a != b {
+			t.Errorf("%s: output depends on input order:\n%s", file, textdiff.Lines(a, b))
+		}
+	}
+}
+
+func reversed[T any](in []T) []T {
+	out := make([]T, len(in))
+	for i, v := range in {
+		out[len(in)-1-i] = v
+	}
+	return out
+}
+
+// TestStringWithCounters pins that the rendered counters carry the values
+// given (as nft lists them) and zero for the others.
+func TestStringWithCounters(t *testing.T) {
+	r := Compile(loadScenario(t, "testdata/compile/talk-policies.yaml").Snapshot)
+	if len(r.Counters) < 3 {
+		t.Fatalf("counters: %v", r.Counters)
+	}
+	text := r.StringWithCounters(map[string]ruleset.CounterValue{r.Counters[0]: {Packets: 7, Bytes: 420}})
+	if !strings.Contains(text, "counter "+r.Counters[0]+" {\n\t\tpackets 7 bytes 420\n\t}") {
+		t.Errorf("counter %s does not show its values:\n%s", r.Counters[0], text)
+	}
+	if !strings.Contains(text, "counter "+r.Counters[1]+" {\n\t\tpackets 0 bytes 0\n\t}") {
+		t.Errorf("counter %s without a value does not show zero", r.Counters[1])
+	}
+	if r.String() != r.StringWithCounters(nil) {
+		t.Error("String differs from StringWithCounters(nil)")
+	}
+}

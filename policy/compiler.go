@@ -1,0 +1,396 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/weir-cni/weir/ruleset"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Compiler compiles snapshots one after the other, keeping what it learnt
+// between calls: its output for a snapshot is always the same as
+// Compile's, but it finds what changed since the previous snapshot and
+// recomputes only that. A pod added, removed or changed is evaluated
+// against the selectors its namespace's policies use; only the policies
+// whose selected pods or peers changed are compiled again. A policy change
+// compiles that policy again. Everything else (node sets, pod maps,
+// selection chains) is cheap and rebuilt on every call.
+//
+// The Compiler keeps its own copy of every pod. It keeps the policy
+// pointers it is given and compares them by pointer first, then by content:
+// like objects of an informer cache, a policy given to Compile must not be
+// modified afterwards (give a modified copy instead).
+//
+// The Rulesets it returns share their unchanged sets and chains with the
+// previous ones: treat them as read-only. A Compiler is not safe for
+// concurrent use.
+type Compiler struct {
+	gen       uint64
+	started   bool
+	node      Node
+	cluster   []netip.Prefix
+	logDenied DeniedLog
+	ifPrefix  string // pod interface name prefix, defaulted
+
+	pods         map[podID]*podRec
+	order, spare []*podRec // pods in the order of the last snapshot
+	byNS         map[string]map[*podRec]struct{}
+	local        map[*podRec]struct{}
+	localByNS    map[string]map[*podRec]struct{}
+	labelIdx     map[labelKey]map[*podRec]struct{}
+	famPods      [2]int            // pod addresses per family (IPv4, IPv6)
+	ports        map[namedPort]int // containerPorts defined, with their count
+	portsChanged bool
+	podsChanged  bool // some pod was added, removed or changed
+	nsLabels     map[string]labels.Set
+	nsChanged    map[string]bool
+
+	parsed      map[string]parsed
+	entries     map[entryID]*podEntry
+	entriesByNS map[string]map[*podEntry]struct{}
+	nsEntries   map[string]*nsEntry
+	unused      []*podEntry // entries that lost their last user
+	unusedNS    []*nsEntry
+	allUsers    map[*policyState]struct{} // policies that use every pod
+	portUsers   map[*policyState]struct{} // policies with named ports
+
+	policies  map[podID]*policyState
+	polOrder  []*policyState // sorted by key
+	fam       [2]bool
+	dirty     map[*policyState]struct{}
+	selChains map[string]ruleset.Chain // selection chains of the last call, by name
+	selMemo   map[string]ruleset.Chain // selection chains by identity
+	// Every policy's chains, counters and problems, sorted; polStale when
+	// a policy changed since.
+	polChains   []ruleset.Chain
+	polCounters []string
+	polProblems []string
+	polStale    bool
+	// nsGroups are the elements of the group sets, ingress and egress
+	// (see unclassified.go), rebuilt with the policies' part.
+	nsGroups [2][]ruleset.Elem
+	last     ruleset.Ruleset           // the last result
+	replaced []policyOut               // outputs replaced since
+	changed  map[*policyState]struct{} // policies compiled since
+
+	// The shared sets: definition ids, the groups in use, and each shared
+	// set's elements (rebuilt when setStale).
+	ids       map[string]uint32
+	idOwner   map[uint32]string
+	idTouched []string // definitions whose id may have lost its last user
+	groups    map[groupKey]*groupRec
+	setStale  map[string]bool
+	shared    map[string][]ruleset.Elem
+	groupMemo map[groupKey][]ruleset.Elem // elements computed in this Compile call
+}
+
+// policyState is one policy and its compiled objects.
+type policyState struct {
+	key  string // namespace/name
+	hash string // ruleset.Hash8(key)
+	src  *networkingv1.NetworkPolicy
+	pol  *networkingv1.NetworkPolicy // src with its namespace defaulted
+	gen  uint64
+	out  policyOut
+	// The cached results the last compilation used.
+	entries   []*podEntry
+	nsEntries []*nsEntry
+}
+
+// policyOut is what one policy adds to the ruleset: nothing but problems
+// when it selects no local pod.
+type policyOut struct {
+	groups   []groupOut      // groups of the shared sets its rules look up
+	chains   []ruleset.Chain // sorted by name
+	counters []string        // sorted
+	problems []string
+	// selected lists the local pods the policy isolates, per direction
+	// (0 ingress, 1 egress).
+	selected [2][]*podRec
+}
+
+// NewCompiler returns a Compiler that has seen nothing yet: its first
+// Compile is a full one.
+func NewCompiler() *Compiler {
+	x := &Compiler{}
+	x.reset("")
+	return x
+}
+
+func (x *Compiler) reset(node string) {
+	*x = Compiler{
+		node:        Node{Name: node},
+		pods:        map[podID]*podRec{},
+		byNS:        map[string]map[*podRec]struct{}{},
+		local:       map[*podRec]struct{}{},
+		localByNS:   map[string]map[*podRec]struct{}{},
+		labelIdx:    map[labelKey]map[*podRec]struct{}{},
+		ports:       map[namedPort]int{},
+		nsLabels:    map[string]labels.Set{},
+		nsChanged:   map[string]bool{},
+		parsed:      map[string]parsed{},
+		entries:     map[entryID]*podEntry{},
+		entriesByNS: map[string]map[*podEntry]struct{}{},
+		nsEntries:   map[string]*nsEntry{},
+		allUsers:    map[*policyState]struct{}{},
+		portUsers:   map[*policyState]struct{}{},
+		policies:    map[podID]*policyState{},
+		dirty:       map[*policyState]struct{}{},
+		selChains:   map[string]ruleset.Chain{},
+		selMemo:     map[string]ruleset.Chain{},
+		changed:     map[*policyState]struct{}{},
+		ids:         map[string]uint32{},
+		idOwner:     map[uint32]string{},
+		groups:      map[groupKey]*groupRec{},
+		setStale:    map[string]bool{},
+		shared:      map[string][]ruleset.Elem{},
+		groupMemo:   map[groupKey][]ruleset.Elem{},
+	}
+}
+
+// Compile returns the ruleset of s, equal to Compile(s).
+func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
+	first := !x.started
+	if first || s.Node.Name != x.node.Name {
+		x.reset(s.Node.Name) // every pod's locality changes
+		first = true
+	}
+	x.started = true
+	x.gen++
+	nodeSame := !first && slices.Equal(x.node.Addrs, s.Node.Addrs) &&
+		slices.Equal(x.node.PodCIDRs, s.Node.PodCIDRs) && slices.Equal(x.cluster, s.ClusterCIDRs)
+	logSame := x.logDenied == s.LogDenied
+	if !logSame {
+		x.logDenied = s.LogDenied
+		clear(x.selMemo) // selection chains end with the log rule
+	}
+	ifPrefix := s.PodInterfacePrefix
+	if ifPrefix == "" {
+		ifPrefix = DefaultPodInterfacePrefix
+	}
+	ifSame := !first && x.ifPrefix == ifPrefix
+	x.ifPrefix = ifPrefix
+	if !nodeSame {
+		x.node = Node{Name: s.Node.Name, Addrs: slices.Clone(s.Node.Addrs), PodCIDRs: slices.Clone(s.Node.PodCIDRs)}
+		x.cluster = slices.Clone(s.ClusterCIDRs)
+	}
+	clear(x.dirty)
+	clear(x.nsChanged)
+	clear(x.groupMemo)
+	x.portsChanged, x.podsChanged = false, false
+	x.syncNamespaces(s.Namespaces)
+	x.syncPods(s.Pods)
+	x.refreshNamespaces()
+	x.syncPolicies(s.Policies)
+	if fam := x.families(); first || fam != x.fam {
+		x.fam = fam // the sets a rule gets depend on it
+		for _, ps := range x.policies {
+			x.dirty[ps] = struct{}{}
+		}
+	}
+	if x.portsChanged {
+		x.markUsers(x.portUsers)
+	}
+	for ps := range x.dirty {
+		if ps.gen == x.gen { // not removed
+			x.compile(ps)
+		}
+	}
+	if x.polStale {
+		x.sweep()
+	} else if nodeSame && logSame && ifSame && !x.podsChanged && len(x.nsChanged) == 0 {
+		return x.last // nothing changed
+	}
+	x.last = x.ruleset()
+	return x.last
+}
+
+// compile compiles one policy again.
+func (x *Compiler) compile(ps *policyState) {
+	x.unregister(ps)
+	c := &policyBuilder{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*ruleset.Chain{}}
+	c.compilePolicy(ps.pol)
+	x.replaced = append(x.replaced, ps.out)
+	x.changed[ps] = struct{}{}
+	ps.out = c.output()
+	x.polStale = true
+}
+
+// syncNamespaces records namespace labels and which namespaces changed.
+func (x *Compiler) syncNamespaces(list []Namespace) {
+	seen := make(map[string]bool, len(list))
+	for _, ns := range list {
+		seen[ns.Name] = true
+		if old, ok := x.nsLabels[ns.Name]; ok && sameNamespaceLabels(old, ns) {
+			continue
+		}
+		x.nsLabels[ns.Name] = namespaceSet(ns)
+		x.nsChanged[ns.Name] = true
+	}
+	if len(seen) == len(x.nsLabels) {
+		return
+	}
+	for name := range x.nsLabels {
+		if !seen[name] {
+			delete(x.nsLabels, name)
+			x.nsChanged[name] = true
+		}
+	}
+}
+
+// namespaceSet is a namespace's labels plus kubernetes.io/metadata.name
+// (unless its labels set that label themselves).
+func namespaceSet(ns Namespace) labels.Set {
+	l := make(labels.Set, len(ns.Labels)+1)
+	l[labelNamespaceName] = ns.Name
+	for k, v := range ns.Labels {
+		l[k] = v
+	}
+	return l
+}
+
+func sameNamespaceLabels(old labels.Set, ns Namespace) bool {
+	n := len(ns.Labels)
+	if _, ok := ns.Labels[labelNamespaceName]; !ok {
+		n++
+		if old[labelNamespaceName] != ns.Name {
+			return false
+		}
+	}
+	if len(old) != n {
+		return false
+	}
+	for k, v := range ns.Labels {
+		if w, ok := old[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// syncPods brings the pod index up to date with pods. A pod seen twice
+// counts once, with its last content.
+func (x *Compiler) syncPods(pods []Pod) {
+	sl := &slab{}
+	if len(x.pods) == 0 { // a full compile
+		x.pods = make(map[podID]*podRec, len(pods))
+		sl = newSlab(pods)
+	}
+	order := x.spare[:0]
+	seen := 0
+	for i := range pods {
+		p := &pods[i]
+		var rec *podRec
+		if i < len(x.order) && x.order[i].Name == p.Name && x.order[i].Namespace == p.Namespace {
+			rec = x.order[i] // the usual case: same order as last time
+		} else {
+			rec = x.pods[podID{p.Namespace, p.Name}]
+		}
+		switch {
+		case rec == nil:
+			rec = sl.rec()
+			rec.set(p, sl)
+			rec.local = rec.Node == x.node.Name && !rec.HostNetwork
+			x.pods[podID{p.Namespace, p.Name}] = rec
+			x.addPod(rec)
+		case rec.gen == x.gen || !rec.same(p):
+			x.updatePod(rec, p)
+		}
+		if rec.gen != x.gen {
+			rec.gen = x.gen
+			seen++
+		}
+		order = append(order, rec)
+	}
+	if seen < len(x.pods) {
+		for _, rec := range x.pods {
+			if rec.gen != x.gen {
+				x.removePod(rec)
+			}
+		}
+	}
+	x.spare, x.order = x.order, order
+}
+
+// syncPolicies records which policies are new, changed or gone.
+func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
+	seen, added := 0, false
+	for _, p := range list {
+		if p == nil {
+			continue
+		}
+		ns := p.Namespace
+		if ns == "" {
+			ns = metav1.NamespaceDefault // as the API server and kubectl do
+		}
+		id := podID{ns, p.Name}
+		ps := x.policies[id]
+		switch {
+		case ps == nil:
+			key := ns + "/" + p.Name
+			ps = &policyState{key: key, hash: ruleset.Hash8(key)}
+			x.policies[id] = ps
+			added = true
+		case ps.gen != x.gen && samePolicy(ps.src, p):
+			ps.gen = x.gen
+			seen++
+			continue
+		}
+		if ps.gen != x.gen {
+			seen++
+		}
+		ps.gen, ps.src, ps.pol = x.gen, p, p
+		if p.Namespace == "" {
+			ps.pol = p.DeepCopy()
+			ps.pol.Namespace = ns
+		}
+		x.dirty[ps] = struct{}{}
+	}
+	removed := false
+	if seen < len(x.policies) {
+		for id, ps := range x.policies {
+			if ps.gen != x.gen {
+				x.unregister(ps)
+				delete(x.policies, id)
+				x.replaced = append(x.replaced, ps.out)
+				removed = true
+			}
+		}
+	}
+	if added || removed {
+		x.polStale = true
+		x.polOrder = x.polOrder[:0]
+		for _, ps := range x.policies {
+			x.polOrder = append(x.polOrder, ps)
+		}
+		sort.Slice(x.polOrder, func(i, j int) bool { return x.polOrder[i].key < x.polOrder[j].key })
+	}
+}
+
+// families tells which address families the cluster uses (pod addresses,
+// node addresses, CIDRs): rules get sets of the other family only when an
+// ipBlock asks for it.
+func (x *Compiler) families() [2]bool {
+	f := [2]bool{x.famPods[0] > 0, x.famPods[1] > 0}
+	mark := func(a netip.Addr) {
+		if a.Unmap().Is4() {
+			f[0] = true
+		} else {
+			f[1] = true
+		}
+	}
+	for _, a := range x.node.Addrs {
+		mark(a)
+	}
+	for _, p := range x.node.PodCIDRs {
+		mark(p.Addr())
+	}
+	for _, p := range x.cluster {
+		mark(p.Addr())
+	}
+	return f
+}

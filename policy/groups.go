@@ -1,0 +1,188 @@
+package policy
+
+import (
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/weir-cni/weir/ruleset"
+)
+
+// This file keeps the shared sets (peers4/6, blocks4/6, named4/6): each
+// holds groups of elements, one group per definition, prefixed by the
+// definition's id. A policy's output lists the groups its rules use; the
+// Compiler counts the policies using each group and rebuilds a shared set's
+// element list only when one of its groups changed.
+
+// groupOut is one group a policy's rules look up: the elements of
+// definition def in shared set set, without the id prefix.
+type groupOut struct {
+	set, def string
+	elems    []ruleset.Elem
+}
+
+// groupKey identifies a group.
+type groupKey struct{ set, def string }
+
+// groupRec is a group in use.
+type groupRec struct {
+	id    uint32
+	elems []ruleset.Elem // prefixed by the id, sorted
+	refs  int
+}
+
+// defID returns the id of definition def: a hash of def, probing past ids
+// another definition holds (so an id depends on history only after a
+// 32-bit collision). The id stays reserved while a group uses it; ids
+// nobody uses are released by releaseIDs.
+func (x *Compiler) defID(def string) uint32 {
+	if id, ok := x.ids[def]; ok {
+		return id
+	}
+	h := fnv.New32a()
+	h.Write([]byte(def))
+	id := h.Sum32()
+	for {
+		if id == 0 {
+			id = 1 // 0 means "no id" in a Match
+		}
+		if _, taken := x.idOwner[id]; !taken {
+			break
+		}
+		id++
+	}
+	x.ids[def], x.idOwner[id] = id, def
+	x.idTouched = append(x.idTouched, def)
+	return id
+}
+
+// useGroups counts the groups of a new policy output in (add) or of a
+// replaced one out, keeping the elements of the newest output.
+func (x *Compiler) useGroups(gs []groupOut, add bool) {
+	for _, g := range gs {
+		k := groupKey{g.set, g.def}
+		rec := x.groups[k]
+		switch {
+		case add && rec == nil:
+			x.groups[k] = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), refs: 1}
+			x.setStale[g.set] = true
+		case add:
+			rec.refs++
+			if !sameElemsPrefixed(rec.elems, g.elems) {
+				rec.elems = prefixElems(rec.id, g.elems)
+				x.setStale[g.set] = true
+			}
+		case rec != nil:
+			if rec.refs--; rec.refs == 0 {
+				delete(x.groups, k)
+				x.setStale[g.set] = true
+				x.idTouched = append(x.idTouched, g.def)
+			}
+		}
+	}
+}
+
+// releaseIDs forgets the ids of definitions no group uses any more.
+func (x *Compiler) releaseIDs() {
+	if len(x.idTouched) == 0 {
+		return
+	}
+	used := make(map[string]bool, len(x.idTouched))
+	for k := range x.groups {
+		used[k.def] = true
+	}
+	for _, def := range x.idTouched {
+		if id, ok := x.ids[def]; ok && !used[def] {
+			delete(x.ids, def)
+			delete(x.idOwner, id)
+		}
+	}
+	x.idTouched = x.idTouched[:0]
+}
+
+// sharedElems returns the elements of shared set name, rebuilt when one of
+// its groups changed: groups in id order, each sorted, which is the order
+// of key bytes since the id comes first.
+func (x *Compiler) sharedElems(name string) []ruleset.Elem {
+	if !x.setStale[name] {
+		return x.shared[name]
+	}
+	var recs []*groupRec
+	n := 0
+	for k, rec := range x.groups {
+		if k.set == name {
+			recs = append(recs, rec)
+			n += len(rec.elems)
+		}
+	}
+	slices.SortFunc(recs, func(a, b *groupRec) int {
+		switch {
+		case a.id < b.id:
+			return -1
+		case a.id > b.id:
+			return 1
+		}
+		return 0
+	})
+	var out []ruleset.Elem // nil when empty, as in a fresh Compiler
+	if n > 0 {
+		out = make([]ruleset.Elem, 0, n)
+	}
+	for _, rec := range recs {
+		out = append(out, rec.elems...)
+	}
+	x.shared[name] = out
+	delete(x.setStale, name)
+	return out
+}
+
+// prefixElems returns elems (sorted) with id as a first field.
+func prefixElems(id uint32, elems []ruleset.Elem) []ruleset.Elem {
+	idr := ruleset.IDBytes(id)
+	out := make([]ruleset.Elem, len(elems))
+	keys := make([]ruleset.Range, 0, len(elems)*(1+elemWidth(elems)))
+	for i, e := range elems {
+		start := len(keys)
+		keys = append(keys, ruleset.Range{From: idr, To: idr})
+		keys = append(keys, e.Key...)
+		out[i] = ruleset.Elem{Key: keys[start:len(keys):len(keys)]}
+	}
+	return out
+}
+
+func elemWidth(elems []ruleset.Elem) int {
+	if len(elems) == 0 {
+		return 0
+	}
+	return len(elems[0].Key)
+}
+
+// sameElemsPrefixed tells whether prefixed holds exactly elems after its
+// id field.
+func sameElemsPrefixed(prefixed, elems []ruleset.Elem) bool {
+	if len(prefixed) != len(elems) {
+		return false
+	}
+	for i, e := range elems {
+		p := prefixed[i].Key
+		if len(p) != len(e.Key)+1 || !slices.Equal(p[1:], e.Key) {
+			return false
+		}
+	}
+	return true
+}
+
+// defKey joins the parts of a definition into its key, each prefixed by
+// its length so that no two part lists give one key.
+func defKey(kind string, parts ...string) string {
+	var b strings.Builder
+	b.WriteString(kind)
+	for _, p := range parts {
+		b.WriteByte(' ')
+		b.WriteString(strconv.Itoa(len(p)))
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
+	return b.String()
+}

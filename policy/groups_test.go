@@ -1,0 +1,109 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/weir-cni/weir/ruleset"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// fromApp is an ingress policy in default selecting app=web and allowing
+// pods app=<app> of its namespace.
+func fromApp(name, app string) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}},
+			}}},
+		},
+	}
+}
+
+func groupSnapshot(policies ...*networkingv1.NetworkPolicy) Snapshot {
+	s := Snapshot{Node: Node{Name: "n1"}, Policies: policies}
+	for i, app := range []string{"web", "db", "db", "cache"} {
+		s.Pods = append(s.Pods, Pod{Namespace: "default", Name: fmt.Sprint("p", i), Node: "n1",
+			Labels: map[string]string{"app": app}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 0, 0, byte(10 + i)})}})
+	}
+	return s
+}
+
+// lookupIDs returns the ids of every lookup of set in r's rules.
+func lookupIDs(r ruleset.Ruleset, set string) []uint32 {
+	var out []uint32
+	for _, c := range r.Chains {
+		for _, rule := range c.Rules {
+			for _, m := range rule.Matches {
+				if m.Set == set && m.ID != 0 {
+					out = append(out, m.ID)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestSharedGroups pins the shared-set layout: policies with equal peers
+// share one group of elements under one id, the group lives as long as one
+// policy uses it, and a definition keeps its id while others come and go.
+func TestSharedGroups(t *testing.T) {
+	x := NewCompiler()
+	r := x.Compile(groupSnapshot(fromApp("a", "db"), fromApp("b", "db")))
+	ids := lookupIDs(r, setPeers4)
+	if len(ids) != 2 || ids[0] != ids[1] {
+		t.Fatalf("two policies with equal peers look up ids %v, want one id twice", ids)
+	}
+	peers, _ := r.Set(setPeers4)
+	if len(peers.Elems) != 2 {
+		t.Fatalf("peers4 holds %d elements, want the 2 db pods once:\n%s", len(peers.Elems), r)
+	}
+	id := ids[0]
+
+	r = x.Compile(groupSnapshot(fromApp("b", "db"), fromApp("c", "cache")))
+	if peers, _ := r.Set(setPeers4); len(peers.Elems) != 3 {
+		t.Errorf("after deleting one user: peers4 holds %d elements, want 2 db + 1 cache:\n%s", len(peers.Elems), r)
+	}
+	if got := lookupIDs(r, setPeers4); !slices.Contains(got, id) {
+		t.Errorf("the db peers changed id: %v, want %d kept", got, id)
+	}
+
+	r = x.Compile(groupSnapshot(fromApp("c", "cache")))
+	peers, _ = r.Set(setPeers4)
+	if len(peers.Elems) != 1 || strings.Contains(r.String(), fmt.Sprint(id)) {
+		t.Errorf("after deleting the last user the db group must be gone:\n%s", r)
+	}
+	if _, ok := x.ids[fromDef(x, id)]; ok {
+		t.Errorf("id %d is still reserved", id)
+	}
+}
+
+// fromDef returns the definition id was last given to ("" if none now).
+func fromDef(x *Compiler, id uint32) string {
+	return x.idOwner[id]
+}
+
+// TestDefIDProbesPastCollisions pins what happens when two definitions
+// hash alike: the later one takes the next free id, and the id is freed
+// with its last group.
+func TestDefIDProbesPastCollisions(t *testing.T) {
+	x := NewCompiler()
+	h := x.defID("a")
+	x.releaseIDs() // "a" has no group: its id is free again
+	if _, ok := x.idOwner[h]; ok {
+		t.Fatalf("id %d of an unused definition is still reserved", h)
+	}
+	x.idOwner[h], x.ids["other"] = "other", h // "other" holds a's hash
+	if got := x.defID("a"); got != h+1 {
+		t.Errorf("colliding definition got id %d, want %d", got, h+1)
+	}
+	if got := x.defID("a"); got != h+1 {
+		t.Errorf("second call gave %d, want the same id %d", got, h+1)
+	}
+}

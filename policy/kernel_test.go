@@ -1,0 +1,403 @@
+//go:build integration
+
+package policy
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/weir-cni/weir/examples"
+	"github.com/weir-cni/weir/internal/netnstest"
+	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
+)
+
+// probeTimeout bounds a denied probe: a dropped SYN or datagram just times out.
+const probeTimeout = 400 * time.Millisecond
+
+// kernelPolicies is the talk's two policies plus a UDP one, for pods wired
+// below: node namespace with one routed veth per pod namespace.
+var kernelPolicies = examples.TalkPolicies + `
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: dns-only, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: dns}}
+  ingress: [{ports: [{protocol: UDP, port: 53}]}]
+---
+# Many ports (more than maxInlinePorts: the ports set) from many selector
+# peers (one union group), dual-stack.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: wide, namespace: other}
+spec:
+  podSelector: {matchLabels: {app: wide}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {purpose: production}}
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: default}}
+      podSelector: {matchLabels: {app: web}}
+    - podSelector: {matchLabels: {app: nobody1}}
+    - podSelector: {matchLabels: {app: nobody2}}
+    ports:
+    - port: 80
+    - port: 443
+    - {port: 8080, endPort: 8090}
+    - {protocol: UDP, port: 53}
+    - {protocol: UDP, port: 5353}
+    - {protocol: SCTP, port: 9000}
+`
+
+type kpod struct {
+	pod   Pod
+	addr  string // address/prefix inside the pod namespace
+	gw    string // node side address of its veth
+	addr6 string // optional IPv6 address/prefix, gateway ::1 of it
+	gw6   string
+	ns    string
+	path  string
+}
+
+// TestKernelAgreesWithTrace wires pods around a node namespace, applies the
+// compiled ruleset there through netlink, and checks that real TCP and UDP
+// probes are allowed or dropped exactly as Trace says, and as expected.
+func TestKernelAgreesWithTrace(t *testing.T) {
+	node, nodePath := netnstest.New(t)
+	run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+		"net.ipv6.conf.default.accept_dad=0")
+	pods := []*kpod{
+		{pod: Pod{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}}, addr: "10.0.0.10/24", gw: "10.0.0.1/24",
+			addr6: "fd00:0::10/64", gw6: "fd00:0::1/64"},
+		{pod: Pod{Namespace: "default", Name: "db", Labels: map[string]string{"role": "db"}}, addr: "10.0.2.20/24", gw: "10.0.2.1/24"},
+		{pod: Pod{Namespace: "default", Name: "frontend", Labels: map[string]string{"role": "frontend"}}, addr: "10.0.3.10/24", gw: "10.0.3.1/24"},
+		{pod: Pod{Namespace: "prod", Name: "client"}, addr: "10.0.4.10/24", gw: "10.0.4.1/24",
+			addr6: "fd00:4::10/64", gw6: "fd00:4::1/64"},
+		{pod: Pod{Namespace: "prod", Name: "dns", Labels: map[string]string{"app": "dns"}}, addr: "10.0.5.10/24", gw: "10.0.5.1/24"},
+		{pod: Pod{Namespace: "other", Name: "x"}, addr: "10.0.6.10/24", gw: "10.0.6.1/24",
+			addr6: "fd00:6::10/64", gw6: "fd00:6::1/64"},
+		{pod: Pod{Namespace: "other", Name: "wide", Labels: map[string]string{"app": "wide"}}, addr: "10.0.7.10/24", gw: "10.0.7.1/24",
+			addr6: "fd00:7::10/64", gw6: "fd00:7::1/64"},
+		{pod: Pod{Namespace: "ext", Name: "allowed-host"}, addr: "172.17.0.5/24", gw: "172.17.0.1/24"},
+		{pod: Pod{Namespace: "ext", Name: "excepted-host"}, addr: "172.17.1.5/24", gw: "172.17.1.1/24"},
+	}
+	snap := Snapshot{
+		Node: Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.1.10")}},
+		Namespaces: []Namespace{{Name: "default"}, {Name: "prod", Labels: map[string]string{"purpose": "production"}},
+			{Name: "other"}},
+	}
+	for i, p := range pods {
+		p.ns, p.path = netnstest.New(t)
+		wire(t, node, p, i)
+		p.pod.Node = "n1"
+		p.pod.IPs = []netip.Addr{netip.MustParsePrefix(p.addr).Addr()}
+		if p.addr6 != "" {
+			p.pod.IPs = append(p.pod.IPs, netip.MustParsePrefix(p.addr6).Addr())
+		}
+		if p.pod.Namespace != "ext" { // "external" hosts are not pods
+			snap.Pods = append(snap.Pods, p.pod)
+		}
+	}
+	for _, doc := range strings.Split(kernelPolicies, "\n---\n") {
+		var p networkingv1.NetworkPolicy
+		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+			t.Fatal(err)
+		}
+		snap.Policies = append(snap.Policies, &p)
+	}
+	r := Compile(snap)
+	a, err := nft.NewNetlinkApplier(nodePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.Apply(r); err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]*kpod{}
+	for _, p := range pods {
+		by[p.pod.Name] = p
+	}
+	cases := []struct {
+		from, to string
+		proto    string
+		port     int
+		want     ruleset.VerdictKind
+		v6       bool
+	}{
+		{"client", "web", "tcp", 80, ruleset.VerdictAccept, true},             // IPv6, production namespace
+		{"x", "web", "tcp", 80, ruleset.VerdictDrop, true},                    // IPv6, other namespace
+		{"web", "x", "udp", 53, ruleset.VerdictAccept, true},                  // IPv6, unisolated
+		{"client", "web", "tcp", 80, ruleset.VerdictAccept, false},            // production namespace
+		{"x", "web", "tcp", 80, ruleset.VerdictDrop, false},                   // other namespace
+		{"frontend", "web", "tcp", 80, ruleset.VerdictDrop, false},            // same namespace, not production
+		{"frontend", "db", "tcp", 6379, ruleset.VerdictAccept, false},         // podSelector role=frontend
+		{"frontend", "db", "tcp", 6380, ruleset.VerdictDrop, false},           // wrong port
+		{"allowed-host", "db", "tcp", 6379, ruleset.VerdictAccept, false},     // ipBlock
+		{"excepted-host", "db", "tcp", 6379, ruleset.VerdictDrop, false},      // except
+		{"db", "web", "tcp", 5978, ruleset.VerdictDrop, false},                // db egress ok, web ingress denies
+		{"db", "frontend", "tcp", 5978, ruleset.VerdictDrop, false},           // egress outside 10.0.0.0/24
+		{"db", "x", "tcp", 80, ruleset.VerdictDrop, false},                    // egress isolated
+		{"x", "dns", "udp", 53, ruleset.VerdictAccept, false},                 // UDP port
+		{"x", "dns", "udp", 54, ruleset.VerdictDrop, false},                   // other UDP port
+		{"x", "dns", "tcp", 53, ruleset.VerdictDrop, false},                   // TCP not allowed
+		{"web", "frontend", "udp", 9999, ruleset.VerdictAccept, false},        // unisolated destination
+		{"allowed-host", "frontend", "tcp", 80, ruleset.VerdictAccept, false}, // from outside to unisolated pod
+		// One rule, six port ranges (the ports set) × four selector peers
+		// (one union group).
+		{"client", "wide", "tcp", 8085, ruleset.VerdictAccept, false}, // namespace peer, port range
+		{"client", "wide", "tcp", 8085, ruleset.VerdictAccept, true},
+		{"web", "wide", "tcp", 443, ruleset.VerdictAccept, false}, // namespace AND pod peer
+		{"web", "wide", "tcp", 443, ruleset.VerdictAccept, true},
+		{"client", "wide", "udp", 5353, ruleset.VerdictAccept, false}, // UDP port of the set
+		{"client", "wide", "udp", 5353, ruleset.VerdictAccept, true},
+		{"client", "wide", "tcp", 81, ruleset.VerdictDrop, false}, // peer, wrong port
+		{"client", "wide", "tcp", 8091, ruleset.VerdictDrop, true},
+		{"client", "wide", "udp", 80, ruleset.VerdictDrop, false}, // TCP port, UDP packet
+		{"x", "wide", "tcp", 80, ruleset.VerdictDrop, false},      // wrong peer, allowed port
+		{"x", "wide", "tcp", 8080, ruleset.VerdictDrop, true},
+		{"frontend", "wide", "tcp", 80, ruleset.VerdictDrop, false}, // default namespace, not app=web
+	}
+	counted := map[string]bool{} // the counters of the rules that decided
+	for _, tc := range cases {
+		name := fmt.Sprintf("%s to %s %s/%d v6=%v", tc.from, tc.to, tc.proto, tc.port, tc.v6)
+		t.Run(name, func(t *testing.T) {
+			src, dst := by[tc.from], by[tc.to]
+			fam := 0
+			if tc.v6 {
+				fam = 1
+			}
+			pkt := ruleset.Packet{Src: src.pod.IPs[fam], Dst: dst.pod.IPs[fam], Proto: ruleset.ProtoTCP, DPort: uint16(tc.port)}
+			if tc.proto == "udp" {
+				pkt.Proto = ruleset.ProtoUDP
+			}
+			traced, reasons := ruleset.Trace(r, pkt)
+			for _, line := range reasons {
+				if m := counterRef.FindStringSubmatch(line); m != nil {
+					counted[m[1]] = true
+				}
+			}
+			if traced != tc.want {
+				t.Errorf("trace says %v, want %v\n%s", traced, tc.want, strings.Join(reasons, "\n"))
+			}
+			got := probe(t, src, dst, pkt.Dst, tc.proto, tc.port)
+			if got != tc.want {
+				t.Errorf("kernel says %v, want %v; trace:\n%s", got, tc.want, strings.Join(reasons, "\n"))
+			}
+		})
+	}
+	// Every rule that decided a probe counted it; no other counter moved.
+	values, err := a.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range r.Counters {
+		v, ok := values[name]
+		switch {
+		case !ok:
+			t.Errorf("counter %s is not in the kernel", name)
+		case counted[name] && v.Packets == 0:
+			t.Errorf("counter %s counted nothing, but decided a probe", name)
+		case !counted[name] && v.Packets != 0:
+			t.Errorf("counter %s counted %d packets, but decided no probe", name, v.Packets)
+		}
+	}
+	if len(counted) < 3 {
+		t.Errorf("only %d counters decided probes: %v", len(counted), counted)
+	}
+}
+
+var counterRef = regexp.MustCompile(`counter name "([^"]+)"`)
+
+// TestCountersSurvivePolicyEdit pins that editing a policy keeps the
+// counters of its rules on the kernel: Apply replaces the policy's chain
+// but not the named counters its rules count into. (ApplyFull in place of
+// the second Apply fails this test: it deletes and re-creates the table,
+// so every counter restarts from zero.)
+func TestCountersSurvivePolicyEdit(t *testing.T) {
+	node, nodePath := netnstest.New(t)
+	run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	client := &kpod{pod: Pod{Namespace: "default", Name: "client"}, addr: "10.0.1.10/24", gw: "10.0.1.1/24"}
+	web := &kpod{pod: Pod{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}},
+		addr: "10.0.2.10/24", gw: "10.0.2.1/24"}
+	snap := Snapshot{Node: Node{Name: "n1"}, Namespaces: []Namespace{{Name: "default"}}}
+	for i, p := range []*kpod{client, web} {
+		p.ns, p.path = netnstest.New(t)
+		wire(t, node, p, i)
+		p.pod.Node = "n1"
+		p.pod.IPs = []netip.Addr{netip.MustParsePrefix(p.addr).Addr()}
+		snap.Pods = append(snap.Pods, p.pod)
+	}
+	policy := func(ports string) *networkingv1.NetworkPolicy {
+		var p networkingv1.NetworkPolicy
+		doc := `{metadata: {name: web, namespace: default}, spec: {podSelector: {matchLabels: {app: web}}, ingress: [{ports: ` + ports + `}]}}`
+		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+			t.Fatal(err)
+		}
+		return &p
+	}
+	snap.Policies = []*networkingv1.NetworkPolicy{policy(`[{port: 80}]`)}
+	a, err := nft.NewNetlinkApplier(nodePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.Apply(Compile(snap)); err != nil {
+		t.Fatal(err)
+	}
+	to := web.pod.IPs[0]
+	if got := probe(t, client, web, to, "tcp", 80); got != ruleset.VerdictAccept {
+		t.Fatalf("probe to port 80 before the edit: %v", got)
+	}
+	counter := policyCounterName(dirIngress, ruleset.Hash8("default/web"), "default/web", 0)
+	before, err := a.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before[counter].Packets == 0 {
+		t.Fatalf("counter %s counted nothing before the edit: %v", counter, before)
+	}
+	snap.Policies = []*networkingv1.NetworkPolicy{policy(`[{port: 80}, {port: 81}]`)}
+	if err := a.Apply(Compile(snap)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := a.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, was := after[counter].Packets, before[counter].Packets; got < was {
+		t.Errorf("counter %s restarted across the edit: %d packets, %d before", counter, got, was)
+	}
+	if got := probe(t, client, web, to, "tcp", 81); got != ruleset.VerdictAccept { // the edit reached the kernel
+		t.Errorf("probe to port 81 after the edit: %v", got)
+	}
+	// A full replacement (the agent's first sync, a rejected transaction's
+	// fallback) creates every counter again: the README says so.
+	if err := a.ApplyFull(Compile(snap)); err != nil {
+		t.Fatal(err)
+	}
+	full, err := a.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := full[counter].Packets; got != 0 {
+		t.Errorf("counter %s holds %d packets after a full replacement, want 0", counter, got)
+	}
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v: %s", args, err, out)
+	}
+}
+
+// wire links a pod namespace to the node namespace with a veth: the node
+// side is the pod's gateway, so every pod-to-pod packet is forwarded.
+func wire(t *testing.T, node string, p *kpod, i int) {
+	// No duplicate address detection: a tentative link-local address would
+	// stall neighbour discovery for the first IPv6 probes.
+	run(t, "ip", "netns", "exec", p.ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+	host := fmt.Sprintf("veth%d", i)
+	run(t, "ip", "-n", node, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.ns)
+	run(t, "ip", "-n", node, "addr", "add", p.gw, "dev", host)
+	run(t, "ip", "-n", node, "link", "set", host, "up")
+	run(t, "ip", "-n", p.ns, "addr", "add", p.addr, "dev", "eth0")
+	run(t, "ip", "-n", p.ns, "link", "set", "eth0", "up")
+	run(t, "ip", "-n", p.ns, "link", "set", "lo", "up")
+	run(t, "ip", "-n", p.ns, "route", "add", "default", "via", strings.Split(p.gw, "/")[0])
+	if p.addr6 != "" {
+		run(t, "ip", "-n", node, "addr", "add", p.gw6, "dev", host, "nodad")
+		run(t, "ip", "-n", p.ns, "addr", "add", p.addr6, "dev", "eth0", "nodad")
+		run(t, "ip", "-n", p.ns, "-6", "route", "add", "default", "via", strings.Split(p.gw6, "/")[0])
+	}
+}
+
+// probe opens a TCP connection (or sends a UDP datagram and waits for the
+// echo) from src to dst and reports whether it got through.
+func probe(t *testing.T, src, dst *kpod, to netip.Addr, proto string, port int) ruleset.VerdictKind {
+	t.Helper()
+	dstNS, err := ns.GetNS(dst.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dstNS.Close()
+	srcNS, err := ns.GetNS(src.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srcNS.Close()
+	addr := net.JoinHostPort(to.String(), fmt.Sprint(port))
+	var closeServer func()
+	err = dstNS.Do(func(ns.NetNS) error {
+		if proto == "tcp" {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
+				}
+			}()
+			closeServer = func() { l.Close() }
+			return nil
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return err
+		}
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo(buf[:n], from)
+			}
+		}()
+		closeServer = func() { pc.Close() }
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("listen %s %s: %v", proto, addr, err)
+	}
+	defer closeServer()
+	verdict := ruleset.VerdictDrop
+	_ = srcNS.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout(proto, addr, probeTimeout)
+		if err != nil {
+			return nil
+		}
+		defer c.Close()
+		if proto == "tcp" {
+			verdict = ruleset.VerdictAccept
+			return nil
+		}
+		_ = c.SetDeadline(time.Now().Add(probeTimeout))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return nil
+		}
+		buf := make([]byte, 8)
+		if _, err := c.Read(buf); err == nil {
+			verdict = ruleset.VerdictAccept
+		}
+		return nil
+	})
+	return verdict
+}

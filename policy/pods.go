@@ -1,0 +1,260 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/weir-cni/weir/ruleset"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// This file holds the Compiler's own copy of every pod and keeps its
+// indexes up to date as pods come, change and go: pods by namespace, by
+// label, the local ones, the address families and named ports in use. A
+// pod change re-evaluates only the cached selectors of its namespace
+// against that one pod (reselect).
+
+// podRec is the Compiler's own copy of one pod.
+type podRec struct {
+	Pod // Labels is nil: pairs holds them
+	// pairs are the pod's labels as a slice: comparing a pod by looking its
+	// labels up costs less than iterating a map, and a selector matches
+	// a few pairs faster than a map (podRec is its labels.Labels).
+	pairs []labelPair
+	// local is true for a pod of this node that is not hostNetwork: one
+	// weir polices.
+	local bool
+	// gen is the last Compile whose snapshot held the pod.
+	gen uint64
+	// The pod's elements in the self sets and pod maps, built once for its
+	// content (set clears them); rulesets share them.
+	selfElems []ruleset.Elem
+	jump      [2]jumpElems // per direction
+}
+
+// jumpElems are a pod's elements in a pod map: each of its addresses jumps
+// to chain.
+type jumpElems struct {
+	chain string
+	elems []ruleset.Elem
+}
+
+// podID identifies a pod or a policy: namespace and name.
+type podID struct{ ns, name string }
+
+type labelPair struct{ k, v string }
+
+// set makes r a copy of p, taking its slices from sl.
+func (r *podRec) set(p *Pod, sl *slab) {
+	r.Pod = *p
+	r.Labels = nil
+	r.selfElems, r.jump = nil, [2]jumpElems{}
+	r.IPs = append(sl.ips(len(p.IPs)), p.IPs...)
+	r.Ports = append(sl.ports(len(p.Ports)), p.Ports...)
+	r.pairs = sl.pairs(len(p.Labels))
+	for k, v := range p.Labels {
+		r.pairs = append(r.pairs, labelPair{k, v})
+	}
+}
+
+// slab hands out the memory of many pod copies from a few allocations (a
+// full Compile copies every pod). Its zero value allocates one by one.
+type slab struct {
+	recs   []podRec
+	addrs  []netip.Addr
+	cports []ContainerPort
+	labels []labelPair
+}
+
+func newSlab(pods []Pod) *slab {
+	var ips, ports, labels int
+	for i := range pods {
+		ips += len(pods[i].IPs)
+		ports += len(pods[i].Ports)
+		labels += len(pods[i].Labels)
+	}
+	return &slab{recs: make([]podRec, len(pods)), addrs: make([]netip.Addr, 0, ips),
+		cports: make([]ContainerPort, 0, ports), labels: make([]labelPair, 0, labels)}
+}
+
+// take returns an empty slice of capacity n cut from *from, or a new one
+// when *from has no room left.
+func take[T any](from *[]T, n int) []T {
+	if n == 0 {
+		return nil
+	}
+	f := *from
+	if cap(f)-len(f) < n {
+		return make([]T, 0, n)
+	}
+	*from = f[:len(f)+n]
+	return f[len(f) : len(f) : len(f)+n]
+}
+
+func (s *slab) ips(n int) []netip.Addr      { return take(&s.addrs, n) }
+func (s *slab) ports(n int) []ContainerPort { return take(&s.cports, n) }
+func (s *slab) pairs(n int) []labelPair     { return take(&s.labels, n) }
+
+func (s *slab) rec() *podRec {
+	if len(s.recs) == 0 {
+		return &podRec{}
+	}
+	r := &s.recs[0]
+	s.recs = s.recs[1:]
+	return r
+}
+
+// Has, Get and Lookup make a podRec the labels.Labels of its pod.
+func (r *podRec) Has(k string) bool {
+	_, ok := r.Lookup(k)
+	return ok
+}
+
+func (r *podRec) Get(k string) string {
+	v, _ := r.Lookup(k)
+	return v
+}
+
+func (r *podRec) Lookup(k string) (string, bool) {
+	for _, l := range r.pairs {
+		if l.k == k {
+			return l.v, true
+		}
+	}
+	return "", false
+}
+
+// same tells whether p, of the same namespace and name, is what r holds.
+func (r *podRec) same(p *Pod) bool {
+	if r.Node != p.Node || r.HostNetwork != p.HostNetwork || len(r.pairs) != len(p.Labels) ||
+		!slices.Equal(r.IPs, p.IPs) || !slices.Equal(r.Ports, p.Ports) {
+		return false
+	}
+	for _, l := range r.pairs {
+		if v, ok := p.Labels[l.k]; !ok || v != l.v {
+			return false
+		}
+	}
+	return true
+}
+
+// addPod indexes a new pod.
+func (x *Compiler) addPod(p *podRec) {
+	pods := x.byNS[p.Namespace]
+	if pods == nil {
+		pods = map[*podRec]struct{}{}
+		x.byNS[p.Namespace] = pods
+		x.nsChanged[p.Namespace] = true
+	}
+	pods[p] = struct{}{}
+	x.count(p, 1)
+	x.reselect(p, false)
+}
+
+// removePod forgets a pod that left the snapshot.
+func (x *Compiler) removePod(p *podRec) {
+	wasPoliced := !p.HostNetwork
+	x.count(p, -1)
+	p.HostNetwork, p.pairs, p.local = true, nil, false // matches no selector any more
+	x.reselect(p, wasPoliced)
+	delete(x.pods, podID{p.Namespace, p.Name})
+	delete(x.byNS[p.Namespace], p)
+	if len(x.byNS[p.Namespace]) == 0 {
+		delete(x.byNS, p.Namespace)
+		x.nsChanged[p.Namespace] = true
+	}
+}
+
+// updatePod replaces the content of a known pod (same namespace and name).
+func (x *Compiler) updatePod(p *podRec, to *Pod) {
+	x.count(p, -1)
+	wasPoliced := !p.HostNetwork
+	p.set(to, &slab{})
+	p.local = p.Node == x.node.Name && !p.HostNetwork
+	x.count(p, 1)
+	x.reselect(p, wasPoliced)
+}
+
+// reselect re-evaluates the cached selectors of p's namespace against p
+// (whose content just changed) and marks the policies of every result p is
+// or was part of. Policies that use every pod are marked when p is or was
+// a possible peer.
+func (x *Compiler) reselect(p *podRec, wasPoliced bool) {
+	x.podsChanged = true
+	if wasPoliced || !p.HostNetwork {
+		x.markUsers(x.allUsers)
+	}
+	for e := range x.entriesByNS[p.Namespace] {
+		_, was := e.members[p]
+		now := e.matches(p)
+		switch {
+		case now && !was:
+			e.members[p] = struct{}{}
+		case was && !now:
+			delete(e.members, p)
+		}
+		if was || now {
+			x.markUsers(e.users)
+		}
+	}
+}
+
+// count adds (d = 1) or removes (d = -1) p's contribution to the address
+// family and named-port counters and to the local pods.
+func (x *Compiler) count(p *podRec, d int) {
+	for _, ip := range p.IPs {
+		if ip.Unmap().Is4() {
+			x.famPods[0] += d
+		} else {
+			x.famPods[1] += d
+		}
+	}
+	for _, cp := range p.Ports {
+		proto, err := protoNumber((*corev1.Protocol)(&cp.Protocol))
+		if cp.Protocol == "" {
+			proto, err = ruleset.ProtoTCP, nil
+		}
+		if err != nil {
+			continue
+		}
+		np := namedPort{proto, cp.Name}
+		n := x.ports[np]
+		if (n == 0) != (n+d == 0) {
+			x.portsChanged = true
+		}
+		if n+d == 0 {
+			delete(x.ports, np)
+		} else {
+			x.ports[np] = n + d
+		}
+	}
+	for _, l := range p.pairs {
+		lk := labelKey{p.Namespace, l.k, l.v}
+		if d > 0 {
+			if x.labelIdx[lk] == nil {
+				x.labelIdx[lk] = map[*podRec]struct{}{}
+			}
+			x.labelIdx[lk][p] = struct{}{}
+		} else if delete(x.labelIdx[lk], p); len(x.labelIdx[lk]) == 0 {
+			delete(x.labelIdx, lk)
+		}
+	}
+	if p.local {
+		x.countLocal(p, d)
+	}
+}
+
+func (x *Compiler) countLocal(p *podRec, d int) {
+	if d < 0 {
+		delete(x.local, p)
+		if delete(x.localByNS[p.Namespace], p); len(x.localByNS[p.Namespace]) == 0 {
+			delete(x.localByNS, p.Namespace)
+		}
+		return
+	}
+	x.local[p] = struct{}{}
+	if x.localByNS[p.Namespace] == nil {
+		x.localByNS[p.Namespace] = map[*podRec]struct{}{}
+	}
+	x.localByNS[p.Namespace][p] = struct{}{}
+}

@@ -1,0 +1,294 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/weir-cni/weir/ruleset"
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// ruleInput is one ingress or egress rule of one policy.
+type ruleInput struct {
+	dir      direction
+	key      string // namespace/name
+	hash     string // ruleset.Hash8(key)
+	ns       string
+	index    int
+	peers    []networkingv1.NetworkPolicyPeer
+	ports    []networkingv1.NetworkPolicyPort
+	selected []*podRec // local pods the policy selects
+	selector string    // the policy's podSelector key
+}
+
+// family holds the per-family fields and shared set names.
+type family struct {
+	typ                  ruleset.Type
+	saddr, daddr         ruleset.Field
+	peers, blocks, named string // the shared sets of this family
+}
+
+var families = []family{
+	{ruleset.TypeIPv4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr, setPeers4, setBlocks4, setNamed4},
+	{ruleset.TypeIPv6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr, setPeers6, setBlocks6, setNamed6},
+}
+
+// compileRule turns one rule into nft rules and the groups of the shared
+// sets they look up. The shape of the output depends on the policy only
+// (never on which pods exist), so pod churn changes set elements only; and
+// its size grows as peers + ports, never as their product (a policy of
+// 1,000 ports × 1,000 peers once compiled to a million rules):
+//
+//   - selector peers: one lookup of the union of the rule's selector peers
+//     in peers4/6 (equal unions of any policy share their elements; a
+//     single selector is its own union); ipBlock peers: one lookup of the
+//     union of the rule's ipBlocks in blocks4/6 (intervals, excepts
+//     subtracted). So at most two peer alternatives per family;
+//   - numeric ports: up to maxInlinePorts merged ranges stay inline
+//     matches (`tcp dport 80`, `udp dport 1-2`, `meta l4proto sctp`), one
+//     rule each; more are one lookup of protocol . port in the shared
+//     interval set ports, so the rule count stays bounded;
+//   - named ports: a lookup of id . destination address . protocol . port
+//     in named4/6, resolved per destination pod and protocol (ingress: the
+//     selected pods; egress: the peer pods, so that lookup alone also
+//     checks the peer; toward an ipBlock a named port resolves to nothing);
+//   - no ports: no port match.
+//
+// A rule thus has at most (maxInlinePorts + 1) × 2 rules per family.
+// An invalid peer or port makes the rule allow nothing and is reported.
+func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
+	where := fmt.Sprintf("%s %s rule %d", in.key, in.dir.long(), in.index)
+	ps, err := parsePorts(in.ports)
+	if err != nil {
+		c.problem("%s: %v (rule allows nothing)", where, err)
+		return nil
+	}
+	hasPeers := len(in.peers) > 0
+	var resolved peers
+	if hasPeers {
+		var notes []string
+		resolved, notes, err = c.resolvePeers(in.ns, in.peers)
+		if err != nil {
+			c.problem("%s: %v (rule allows nothing)", where, err)
+			return nil
+		}
+		for _, n := range notes {
+			c.problem("%s: %s", where, n)
+		}
+	}
+	if c.dry { // a policy of no local pod is only checked
+		c.namedPortProblems(where, ps.named)
+		return nil
+	}
+	fams := c.ruleFamilies(in.peers)
+	// alts[i] are the alternative peer lookups of fams[i]: any of them
+	// admits the packet. They do not depend on the port. Egress named
+	// ports check the peer in their own lookup, so a rule with only those
+	// looks up no peer group.
+	var alts [][][]ruleset.Match
+	if hasPeers && (ps.all || len(ps.numeric) > 0 || len(ps.named) > 0 && in.dir == dirIngress) {
+		alts = c.peerAlternatives(in.dir, resolved, fams)
+	}
+	var out []ruleset.Rule
+	counter := policyCounterName(in.dir, in.hash, in.key, in.index)
+	add := func(ms ...[]ruleset.Match) {
+		var all []ruleset.Match
+		for _, m := range ms {
+			all = append(all, m...)
+		}
+		out = append(out, ruleset.Rule{Matches: all, Counter: counter, Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}, Comment: where})
+	}
+	withPeers := func(pm []ruleset.Match) {
+		if !hasPeers {
+			add(pm)
+			return
+		}
+		for _, fam := range alts {
+			for _, alt := range fam {
+				add(pm, alt) // the port first: a few compares spare the lookup
+			}
+		}
+	}
+	if ps.all {
+		withPeers(nil)
+	}
+	for _, pm := range c.portMatches(ps.numeric) {
+		withPeers([]ruleset.Match{pm})
+	}
+	if len(ps.named) > 0 {
+		c.namedPortRules(in, where, ps.named, hasPeers, resolved, alts, add, fams)
+	}
+	return out
+}
+
+func (c *policyBuilder) namedPortRules(in ruleInput, where string, named []namedPort, hasPeers bool,
+	resolved peers, alts [][][]ruleset.Match, add func(...[]ruleset.Match), fams []family) {
+	c.namedPortProblems(where, named)
+	// dst lists the pods the names resolve against: called only when the
+	// group is not computed yet in this Compile, so a memo hit lists none.
+	// bound is at least the pods dst lists.
+	dst, dstDef, bound := func() []*podRec { return in.selected }, defKey("local", in.ns, in.selector), len(in.selected)
+	if in.dir == dirEgress {
+		dst, dstDef, bound = resolved.pods, resolved.podsDef(), resolved.podBound()
+		if !hasPeers {
+			dst, dstDef, bound = c.policeablePods(), "all", len(c.x.pods)
+		}
+	}
+	bound *= len(named) // a pod resolves each name to one port, on one address per family
+	names := make([]string, 0, len(named))
+	for _, n := range named {
+		names = append(names, n.name+"/"+ruleset.ProtoName(n.proto))
+	}
+	slices.Sort(names)
+	def := defKey("named", append([]string{dstDef}, slices.Compact(names)...)...)
+	var v4, v6 []ruleset.Elem
+	resolve := sync.OnceFunc(func() { v4, v6 = namedElems(named, dst()) })
+	for i, f := range fams {
+		elems := func() []ruleset.Elem {
+			resolve()
+			if f.typ == ruleset.TypeIPv6 {
+				return ruleset.SortElems(v6)
+			}
+			return ruleset.SortElems(v4)
+		}
+		id := c.group(f.named, def, bound, elems)
+		nm := []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.daddr, ruleset.FieldL4Proto, ruleset.FieldTHDport}, Set: f.named, ID: id}}
+		if hasPeers && in.dir == dirIngress {
+			for _, alt := range alts[i] {
+				add(alt, nm)
+			}
+		} else {
+			add(nm)
+		}
+	}
+}
+
+// peerAlternatives returns, for each family of fams, the alternative peer
+// lookups of a rule with peers: one of the union of its selector peers,
+// one of the union of its ipBlocks of that family; each if any.
+func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []family) [][][]ruleset.Match {
+	out := make([][][]ruleset.Match, len(fams))
+	for i, f := range fams {
+		field := f.saddr
+		if dir == dirEgress {
+			field = f.daddr
+		}
+		if len(resolved.selectors) > 0 {
+			v4 := f.typ == ruleset.TypeIPv4
+			id := c.group(f.peers, resolved.unionDef(), resolved.podBound(), func() []ruleset.Elem { return podElems(resolved.pods(), v4) })
+			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: f.peers, ID: id}})
+		}
+		ivs := resolved.v4
+		if f.typ == ruleset.TypeIPv6 {
+			ivs = resolved.v6
+		}
+		if len(ivs) > 0 {
+			id := c.group(f.blocks, blocksDef(ivs), len(ivs), func() []ruleset.Elem { return intervalElems(ivs) })
+			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: f.blocks, ID: id}})
+		}
+	}
+	return out
+}
+
+// portMatches returns the alternative matches of a rule's numeric ports:
+// one inline match per merged range when there are at most
+// maxInlinePorts (a compare or two each, cheaper than a lookup, and
+// readable), else one lookup of them all in the ports set, whose group
+// equal port lists of any policy share.
+func (c *policyBuilder) portMatches(numeric []portRange) []ruleset.Match {
+	merged := mergePorts(numeric)
+	if len(merged) <= maxInlinePorts {
+		out := make([]ruleset.Match, 0, len(merged))
+		for _, p := range merged {
+			out = append(out, ruleset.Match{Kind: ruleset.MatchPort, Proto: p.proto, PortFrom: p.from, PortTo: p.to, AllPorts: p.from == 0 && p.to == 65535})
+		}
+		return out
+	}
+	var b strings.Builder
+	for _, p := range merged {
+		b.WriteByte(p.proto)
+		b.WriteString(ruleset.PortBytes(p.from))
+		b.WriteString(ruleset.PortBytes(p.to))
+	}
+	id := c.group(setPorts, defKey("ports", b.String()), len(merged), func() []ruleset.Elem {
+		out := make([]ruleset.Elem, 0, len(merged))
+		for _, p := range merged {
+			out = append(out, p.elem())
+		}
+		return out // sorted: by protocol, then port
+	})
+	return []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{ruleset.FieldL4Proto, ruleset.FieldTHDport}, Set: setPorts, ID: id}}
+}
+
+// blocksDef is the definition of a group of ipBlock ranges: the ranges
+// themselves (the bytes of their elements' keys), so equal ipBlocks share
+// one group whatever their policy.
+func blocksDef(ivs []interval) string {
+	var b strings.Builder
+	for _, iv := range ivs {
+		b.WriteString(addrBytes(iv.lo))
+		b.WriteString(addrBytes(iv.hi))
+	}
+	return defKey("blocks", b.String())
+}
+
+// namedPortProblems reports the named ports no pod defines.
+func (c *policyBuilder) namedPortProblems(where string, named []namedPort) {
+	for _, n := range named {
+		if c.definedPorts()[n] == 0 {
+			c.problem("%s: named port %s/%s is defined by no pod (matches nothing)", where, n.name, strings.ToUpper(ruleset.ProtoName(n.proto)))
+		}
+	}
+}
+
+// ruleFamilies are the address families a rule needs sets for: those the
+// cluster uses, plus those its ipBlocks name. It depends on the policy and
+// the cluster's families only, never on which pods exist.
+func (c *policyBuilder) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family {
+	on := map[ruleset.Type]bool{ruleset.TypeIPv4: c.x.fam[0], ruleset.TypeIPv6: c.x.fam[1]}
+	for _, p := range list {
+		if p.IPBlock == nil {
+			continue
+		}
+		if pfx, err := netip.ParsePrefix(p.IPBlock.CIDR); err == nil && unmapPrefix(pfx).IsValid() {
+			if unmapPrefix(pfx).Addr().Is4() {
+				on[ruleset.TypeIPv4] = true
+			} else {
+				on[ruleset.TypeIPv6] = true
+			}
+		}
+	}
+	var out []family
+	for _, f := range families {
+		if on[f.typ] {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// policeablePods returns a function listing every pod that can be a peer:
+// not hostNetwork. The policy is compiled again whenever any pod changes,
+// from now on, whether or not the list is ever made.
+func (c *policyBuilder) policeablePods() func() []*podRec {
+	c.x.allUsers[c.ps] = struct{}{}
+	return func() []*podRec {
+		out := make([]*podRec, 0, len(c.x.pods))
+		for _, p := range c.x.pods {
+			if !p.HostNetwork {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+}
+
+// definedPorts tells which (name, protocol) some pod's containerPorts
+// define. The policy is compiled again when that changes.
+func (c *policyBuilder) definedPorts() map[namedPort]int {
+	c.x.portUsers[c.ps] = struct{}{}
+	return c.x.ports
+}

@@ -1,0 +1,263 @@
+package policy
+
+import (
+	"slices"
+	"sort"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+)
+
+// This file holds the Compiler's selector cache: every LabelSelector parsed
+// once, the result of every (namespace, pod selector) and namespace
+// selector the compiled policies use, and which policies used each result.
+// The policies that used a result whose members changed are compiled again.
+
+// podEntry caches the pods of one namespace one selector matches (never
+// hostNetwork pods), and which policies used that result.
+type podEntry struct {
+	ns string
+	// local entries hold local pods only: a policy's own selection.
+	local   bool
+	key     string
+	sel     labels.Selector
+	members map[*podRec]struct{}
+	users   map[*policyState]struct{}
+}
+
+type entryID struct {
+	ns, sel string
+	local   bool
+}
+
+// labelKey indexes pods by namespace and label.
+type labelKey struct{ ns, k, v string }
+
+// nsEntry caches the namespaces (having pods) a namespace selector matches.
+type nsEntry struct {
+	key     string
+	sel     labels.Selector
+	members []string // sorted
+	users   map[*policyState]struct{}
+}
+
+// parsed is one LabelSelector parsed once.
+type parsed struct {
+	sel labels.Selector
+	err error
+}
+
+// maxParsed bounds the parse cache; past it the cache starts over.
+const maxParsed = 1 << 14
+
+// selectorKey is a canonical string of a label selector: equal selectors
+// give equal keys. The empty selector (everything) has the key "".
+func selectorKey(ls *metav1.LabelSelector) string {
+	if len(ls.MatchLabels) == 0 && len(ls.MatchExpressions) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	keys := make([]string, 0, len(ls.MatchLabels))
+	for k := range ls.MatchLabels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(1)
+		b.WriteString(ls.MatchLabels[k])
+		b.WriteByte(0)
+	}
+	for _, e := range ls.MatchExpressions {
+		b.WriteByte(2)
+		b.WriteString(e.Key)
+		b.WriteByte(1)
+		b.WriteString(string(e.Operator))
+		for _, v := range e.Values {
+			b.WriteByte(1)
+			b.WriteString(v)
+		}
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// selector parses ls once per distinct selector.
+func (x *Compiler) selector(ls *metav1.LabelSelector) (string, labels.Selector, error) {
+	key := selectorKey(ls)
+	if p, ok := x.parsed[key]; ok {
+		return key, p.sel, p.err
+	}
+	if len(x.parsed) >= maxParsed {
+		clear(x.parsed)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ls)
+	x.parsed[key] = parsed{sel, err}
+	return key, sel, err
+}
+
+// podEntry returns the cached pods of ns matching sel (of key key), only
+// the local ones when local is true, and records that ps used them.
+func (x *Compiler) podEntry(ps *policyState, ns, key string, sel labels.Selector, local bool) *podEntry {
+	id := entryID{ns, key, local}
+	e, ok := x.entries[id]
+	if !ok {
+		e = &podEntry{ns: ns, local: local, key: key, sel: sel, members: map[*podRec]struct{}{}, users: map[*policyState]struct{}{}}
+		if local {
+			e.add(x.localByNS[ns])
+		} else {
+			for _, pods := range x.candidates(ns, sel) {
+				e.add(pods)
+			}
+		}
+		x.entries[id] = e
+		if x.entriesByNS[ns] == nil {
+			x.entriesByNS[ns] = map[*podEntry]struct{}{}
+		}
+		x.entriesByNS[ns][e] = struct{}{}
+	}
+	if _, ok := e.users[ps]; !ok {
+		e.users[ps] = struct{}{}
+		ps.entries = append(ps.entries, e)
+	}
+	return e
+}
+
+// add adds the pods of candidates that e's selector matches.
+func (e *podEntry) add(candidates map[*podRec]struct{}) {
+	for p := range candidates {
+		if e.matches(p) {
+			e.members[p] = struct{}{}
+		}
+	}
+}
+
+func (e *podEntry) matches(p *podRec) bool {
+	return !p.HostNetwork && (p.local || !e.local) && e.sel.Matches(p)
+}
+
+// candidates narrows the pods of ns sel may match with the label index:
+// the pods having one of the values of sel's most selective equality or
+// set requirement; every pod of ns when sel has none.
+func (x *Compiler) candidates(ns string, sel labels.Selector) []map[*podRec]struct{} {
+	reqs, _ := sel.Requirements()
+	best, n := []map[*podRec]struct{}(nil), -1
+	for _, r := range reqs {
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+		default:
+			continue
+		}
+		var sets []map[*podRec]struct{}
+		size := 0
+		for _, v := range r.ValuesUnsorted() {
+			if m := x.labelIdx[labelKey{ns, r.Key(), v}]; len(m) > 0 {
+				sets = append(sets, m)
+				size += len(m)
+			}
+		}
+		if n < 0 || size < n {
+			best, n = sets, size
+		}
+	}
+	if n < 0 {
+		return []map[*podRec]struct{}{x.byNS[ns]}
+	}
+	return best
+}
+
+// nsEntry returns the namespaces having pods that sel (of key key) matches
+// and records that ps used them.
+func (x *Compiler) nsEntry(ps *policyState, key string, sel labels.Selector) *nsEntry {
+	e, ok := x.nsEntries[key]
+	if !ok {
+		e = &nsEntry{key: key, sel: sel, users: map[*policyState]struct{}{}}
+		e.members = x.matchNamespaces(sel)
+		x.nsEntries[key] = e
+	}
+	if _, ok := e.users[ps]; !ok {
+		e.users[ps] = struct{}{}
+		ps.nsEntries = append(ps.nsEntries, e)
+	}
+	return e
+}
+
+func (x *Compiler) matchNamespaces(sel labels.Selector) []string {
+	var out []string
+	for ns := range x.byNS {
+		if sel.Matches(x.namespaceLabels(ns)) {
+			out = append(out, ns)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (x *Compiler) namespaceLabels(ns string) labels.Set {
+	if l, ok := x.nsLabels[ns]; ok {
+		return l
+	}
+	return labels.Set{labelNamespaceName: ns}
+}
+
+// unregister forgets which cached results ps used, before ps is compiled
+// again or removed. Results nobody uses are dropped at the end of Compile.
+func (x *Compiler) unregister(ps *policyState) {
+	for _, e := range ps.entries {
+		if delete(e.users, ps); len(e.users) == 0 {
+			x.unused = append(x.unused, e)
+		}
+	}
+	for _, e := range ps.nsEntries {
+		if delete(e.users, ps); len(e.users) == 0 {
+			x.unusedNS = append(x.unusedNS, e)
+		}
+	}
+	ps.entries, ps.nsEntries = ps.entries[:0], ps.nsEntries[:0]
+	delete(x.allUsers, ps)
+	delete(x.portUsers, ps)
+}
+
+// sweep drops the cached results no policy uses any more.
+func (x *Compiler) sweep() {
+	for _, e := range x.unused {
+		if len(e.users) > 0 {
+			continue // used again
+		}
+		delete(x.entries, entryID{e.ns, e.key, e.local})
+		delete(x.entriesByNS[e.ns], e)
+		if len(x.entriesByNS[e.ns]) == 0 {
+			delete(x.entriesByNS, e.ns)
+		}
+	}
+	for _, e := range x.unusedNS {
+		if len(e.users) == 0 {
+			delete(x.nsEntries, e.key)
+		}
+	}
+	clear(x.unused)
+	clear(x.unusedNS)
+	x.unused, x.unusedNS = x.unused[:0], x.unusedNS[:0]
+}
+
+func (x *Compiler) markUsers(users map[*policyState]struct{}) {
+	for ps := range users {
+		x.dirty[ps] = struct{}{}
+	}
+}
+
+// refreshNamespaces re-evaluates the cached namespace selectors when a
+// namespace changed labels, or gained its first or lost its last pod.
+func (x *Compiler) refreshNamespaces() {
+	if len(x.nsChanged) == 0 {
+		return
+	}
+	for _, e := range x.nsEntries {
+		if m := x.matchNamespaces(e.sel); !slices.Equal(m, e.members) {
+			e.members = m
+			x.markUsers(e.users)
+		}
+	}
+}

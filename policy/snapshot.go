@@ -1,0 +1,74 @@
+package policy
+
+import (
+	"net/netip"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// Snapshot is everything Compile needs to know about the cluster, as seen
+// from one node. It is a plain value: the agent fills it from an API-server
+// cache or from a directory of manifests; tests fill it by hand.
+type Snapshot struct {
+	// Node is the node the ruleset is for.
+	Node Node
+	// ClusterCIDRs are the pod networks of the whole cluster; traffic from a
+	// local pod to anything outside them is masqueraded.
+	ClusterCIDRs []netip.Prefix
+	Namespaces   []Namespace
+	// Pods of every node: peers may live anywhere.
+	Pods     []Pod
+	Policies []*networkingv1.NetworkPolicy
+	// LogDenied, when its Group is set, logs the packets isolation drops
+	// (see DeniedLog).
+	LogDenied DeniedLog
+	// PodInterfacePrefix starts the name of the host-side veth of every
+	// local pod (the plugin's hostInterfacePrefix): packets coming in on
+	// such an interface must carry a source address routed back through
+	// it (see spoof.go). Empty means DefaultPodInterfacePrefix.
+	PodInterfacePrefix string
+}
+
+// DeniedLog configures the logging of dropped packets: each isolated
+// pod's drop is preceded by a rule sending the packet to NFLOG group
+// Group, at most Rate packets a second per selection chain, with the
+// prefix DeniedPrefix + the selection chain's name. Off when Group is 0.
+type DeniedLog struct {
+	Group uint16
+	Rate  uint32
+}
+
+// Node is the local node.
+type Node struct {
+	Name string
+	// Addrs are the node's own addresses; traffic between a local pod and
+	// these is always allowed (kubelet probes).
+	Addrs []netip.Addr
+	// PodCIDRs are this node's pod ranges.
+	PodCIDRs []netip.Prefix
+}
+
+// Namespace is a namespace and its labels.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Pod is a pod with what policy needs of it.
+type Pod struct {
+	Namespace   string
+	Name        string
+	Node        string
+	Labels      map[string]string
+	IPs         []netip.Addr
+	HostNetwork bool
+	Ports       []ContainerPort
+}
+
+// ContainerPort is a named container port, used to resolve named ports in
+// policies against the destination pod.
+type ContainerPort struct {
+	Name     string
+	Protocol string // "TCP", "UDP" or "SCTP"
+	Port     int32
+}

@@ -1,0 +1,242 @@
+package ruleset
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// Changes is what turns one ruleset into another in a single transaction.
+// Pod churn shows up as element changes only (plus, at most, a selection
+// chain appearing or going); a policy change as its own chains and sets.
+type Changes struct {
+	// Full is set when the change cannot be expressed incrementally (a set
+	// or base chain changed its definition); apply the new ruleset whole.
+	Full   bool
+	Reason string
+
+	AddSets   []Set      // new sets, with their elements
+	DelElems  []SetElems // elements leaving surviving sets
+	AddElems  []SetElems // elements joining surviving sets
+	AddChains []Chain    // new chains, with their rules
+	// ReplaceChains are surviving chains whose rules changed: flushed and
+	// refilled with these rules.
+	ReplaceChains []Chain
+	DelChains     []string
+	DelSets       []string
+	// AddCounters are created first, DelCounters deleted last (a counter
+	// in use cannot go).
+	AddCounters []string
+	DelCounters []string
+}
+
+// SetElems is a batch of elements of one set.
+type SetElems struct {
+	Set   string
+	Elems []Elem
+}
+
+// Empty reports whether nothing changes.
+func (c Changes) Empty() bool {
+	return !c.Full && len(c.AddSets)+len(c.DelElems)+len(c.AddElems)+len(c.AddChains)+
+		len(c.ReplaceChains)+len(c.DelChains)+len(c.DelSets)+len(c.AddCounters)+len(c.DelCounters) == 0
+}
+
+// String summarises the changes for logs.
+func (c Changes) String() string {
+	if c.Full {
+		return "full: " + c.Reason
+	}
+	count := func(s []SetElems) int {
+		n := 0
+		for _, e := range s {
+			n += len(e.Elems)
+		}
+		return n
+	}
+	return fmt.Sprintf("+%d sets -%d sets, +%d -%d elements, +%d chains ~%d chains -%d chains, +%d -%d counters",
+		len(c.AddSets), len(c.DelSets), count(c.AddElems), count(c.DelElems),
+		len(c.AddChains), len(c.ReplaceChains), len(c.DelChains), len(c.AddCounters), len(c.DelCounters))
+}
+
+// Diff computes the changes from old to new. It is pure and sorted.
+func Diff(old, new Ruleset) Changes {
+	old, new = byName(old), byName(new)
+	var c Changes
+	reason := ""
+	walk(old.Sets, new.Sets, func(s Set) string { return s.Name },
+		func(o Set) { c.DelSets = append(c.DelSets, o.Name) },
+		func(s Set) { c.AddSets = append(c.AddSets, s) },
+		func(o, s Set) bool {
+			if !sameSetDef(o, s) {
+				reason = "set " + s.Name + " changed definition"
+				return false
+			}
+			c.elems(o, s)
+			return true
+		})
+	if reason == "" {
+		walk(old.Chains, new.Chains, func(ch Chain) string { return ch.Name },
+			func(o Chain) { c.DelChains = append(c.DelChains, o.Name) },
+			func(ch Chain) { c.AddChains = append(c.AddChains, ch) },
+			func(o, ch Chain) bool {
+				if !c.chain(o, ch) {
+					reason = "base chain " + ch.Name + " changed"
+					return false
+				}
+				return true
+			})
+	}
+	if reason != "" {
+		return Changes{Full: true, Reason: reason}
+	}
+	walk(old.Counters, new.Counters, func(s string) string { return s },
+		func(o string) { c.DelCounters = append(c.DelCounters, o) },
+		func(n string) { c.AddCounters = append(c.AddCounters, n) },
+		func(string, string) bool { return true })
+	return c
+}
+
+// walk visits two lists sorted by name in step: gone gets what only old
+// holds, added what only new holds, and both the pairs of one name, until
+// it returns false.
+func walk[T any](old, new []T, name func(T) string, gone, added func(T), both func(o, n T) bool) {
+	for len(old) > 0 || len(new) > 0 {
+		switch {
+		case len(new) == 0 || len(old) > 0 && name(old[0]) < name(new[0]):
+			gone(old[0])
+			old = old[1:]
+		case len(old) == 0 || name(new[0]) < name(old[0]):
+			added(new[0])
+			new = new[1:]
+		default:
+			if !both(old[0], new[0]) {
+				return
+			}
+			old, new = old[1:], new[1:]
+		}
+	}
+}
+
+// sortedByName tells whether r's sets and chains are sorted by name
+// without repeats, as Compile makes them.
+func sortedByName(r Ruleset) bool {
+	if !slices.IsSorted(r.Counters) {
+		return false
+	}
+	for i := 1; i < len(r.Sets); i++ {
+		if r.Sets[i-1].Name >= r.Sets[i].Name {
+			return false
+		}
+	}
+	for i := 1; i < len(r.Chains); i++ {
+		if r.Chains[i-1].Name >= r.Chains[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// elems records the element changes of a set that stays.
+func (c *Changes) elems(o, s Set) {
+	if sameElems(o.Elems, s.Elems) {
+		return
+	}
+	del, add := elemDiff(o.Elems, s.Elems)
+	if len(del) > 0 {
+		c.DelElems = append(c.DelElems, SetElems{Set: s.Name, Elems: del})
+	}
+	if len(add) > 0 {
+		c.AddElems = append(c.AddElems, SetElems{Set: s.Name, Elems: add})
+	}
+}
+
+// chain records the change of a chain that stays; false when it cannot
+// be changed in place (its base changed).
+func (c *Changes) chain(o, ch Chain) bool {
+	switch {
+	case !reflect.DeepEqual(o.Base, ch.Base):
+		return false
+	case !sameRules(o.Rules, ch.Rules):
+		c.ReplaceChains = append(c.ReplaceChains, ch)
+	}
+	return true
+}
+
+// byName returns r with its sets and chains sorted by name, as Compile
+// makes them; r itself is not modified.
+func byName(r Ruleset) Ruleset {
+	if sortedByName(r) {
+		return r
+	}
+	r.Sets = slices.Clone(r.Sets)
+	r.Chains = slices.Clone(r.Chains)
+	r.Counters = slices.Clone(r.Counters)
+	slices.Sort(r.Counters)
+	slices.SortStableFunc(r.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortStableFunc(r.Chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
+	return r
+}
+
+func sameSetDef(a, b Set) bool {
+	return a.Interval == b.Interval && a.Map == b.Map && a.Comment == b.Comment && slices.Equal(a.Key, b.Key)
+}
+
+func sameRules(a, b []Rule) bool {
+	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
+		return true // shared: a Compiler reuses what did not change
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// sameElems is the fast path of Diff: most sets do not change.
+func sameElems(a, b []Elem) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true // shared: a Compiler reuses what did not change
+	}
+	for i := range a {
+		if len(a[i].Key) != len(b[i].Key) || a[i].Verdict.Kind != b[i].Verdict.Kind || a[i].Verdict.Chain != b[i].Verdict.Chain {
+			return false
+		}
+		for j := range a[i].Key {
+			if a[i].Key[j] != b[i].Key[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// elemDiff compares two element lists (sorted and without repeated keys,
+// as a Ruleset holds them; others are sorted first). An element whose key
+// stays but whose verdict changes is deleted and added again.
+func elemDiff(old, new []Elem) (del, add []Elem) {
+	if !slices.IsSortedFunc(old, compareElems) {
+		old = SortElems(slices.Clone(old))
+	}
+	if !slices.IsSortedFunc(new, compareElems) {
+		new = SortElems(slices.Clone(new))
+	}
+	for len(old) > 0 && len(new) > 0 {
+		switch c := compareElems(old[0], new[0]); {
+		case c < 0:
+			del, old = append(del, old[0]), old[1:]
+		case c > 0:
+			add, new = append(add, new[0]), new[1:]
+		default:
+			if !sameVerdict(old[0].Verdict, new[0].Verdict) {
+				del, add = append(del, old[0]), append(add, new[0])
+			}
+			old, new = old[1:], new[1:]
+		}
+	}
+	return append(del, old...), append(add, new...)
+}
+
+func sameVerdict(a, b Verdict) bool {
+	return a.Kind == b.Kind && a.Chain == b.Chain && a.Map == b.Map && slices.Equal(a.Fields, b.Fields)
+}
