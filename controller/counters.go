@@ -2,13 +2,12 @@ package controller
 
 import (
 	"log/slog"
-	"strings"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -56,7 +55,8 @@ func (c *cachedCounters) Counters() (map[string]ruleset.CounterValue, error) {
 
 // ruleCounters is a Prometheus collector over a CounterReader, read
 // through a cache (see cachedCounters). ruleset returns the last applied
-// ruleset: it says which policy rule each counter belongs to.
+// ruleset: its counters' owners say what each counter counts, and label
+// it.
 type ruleCounters struct {
 	read    *cachedCounters
 	ruleset func() ruleset.Ruleset
@@ -98,51 +98,25 @@ func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 		c.log.Warn("read rule counters", "err", err)
 		return
 	}
-	owners := counterOwners(c.ruleset())
+	rs := c.ruleset()
 	for name, v := range values {
-		switch {
-		case name == "denied-ingress" || name == "denied-egress":
-			dir := strings.TrimPrefix(name, "denied-")
-			ch <- prometheus.MustNewConstMetric(c.denied, prometheus.CounterValue, float64(v.Packets), dir)
-		case name == policy.CounterSpoofed:
+		ctr, ok := rs.Counter(name)
+		if !ok {
+			continue
+		}
+		switch o := ctr.Owner; o.Kind {
+		case ruleset.OwnerIsolation:
+			ch <- prometheus.MustNewConstMetric(c.denied, prometheus.CounterValue, float64(v.Packets), string(o.Direction))
+		case ruleset.OwnerSpoof:
 			ch <- prometheus.MustNewConstMetric(c.spoofed, prometheus.CounterValue, float64(v.Packets))
-		case name == policy.CounterUnclassifiedIngress || name == policy.CounterUnclassifiedEgress:
-			dir := strings.TrimPrefix(name, "unclassified-")
-			ch <- prometheus.MustNewConstMetric(c.unclassified, prometheus.CounterValue, float64(v.Packets), dir)
-		default:
-			o, ok := owners[name]
-			if !ok {
-				continue
-			}
-			ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v.Packets), o.policy, o.direction, o.rule)
-			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(v.Bytes), o.policy, o.direction, o.rule)
+		case ruleset.OwnerUnclassified:
+			ch <- prometheus.MustNewConstMetric(c.unclassified, prometheus.CounterValue, float64(v.Packets), string(o.Direction))
+		case ruleset.OwnerPolicyRule:
+			labels := []string{o.PolicyKey(), string(o.Direction), strconv.Itoa(o.Rule)}
+			ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v.Packets), labels...)
+			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(v.Bytes), labels...)
 		}
 	}
-}
-
-// ruleOwner is the policy rule a counter counts for.
-type ruleOwner struct{ policy, direction, rule string }
-
-// counterOwners maps each policy rule counter of r to its rule, from the
-// comments of the rules counting into it ("ns/name ingress rule 0").
-func counterOwners(r ruleset.Ruleset) map[string]ruleOwner {
-	out := map[string]ruleOwner{}
-	for _, c := range r.Chains {
-		for _, rule := range c.Rules {
-			if rule.Counter == "" {
-				continue
-			}
-			if _, done := out[rule.Counter]; done {
-				continue
-			}
-			f := strings.Fields(rule.Comment)
-			if len(f) != 4 || f[2] != "rule" {
-				continue
-			}
-			out[rule.Counter] = ruleOwner{policy: f[0], direction: f[1], rule: f[3]}
-		}
-	}
-	return out
 }
 
 // RegisterCounters exports read's counters, explained by the ruleset that

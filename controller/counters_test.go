@@ -37,16 +37,16 @@ func countedRuleset(t *testing.T) ruleset.Ruleset {
 }
 
 // TestRuleCountersExportEachPolicyRule pins the metrics of the kernel's
-// named counters: one series per policy rule, labelled from the rule's
-// comment, the isolation drops by direction, the spoofed-source drops and
+// named counters: one series per policy rule, labelled from the
+// counter's owner, the isolation drops by direction, the spoofed-source drops and
 // the drops of unclassified pods by direction.
 func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 	r := countedRuleset(t)
 	values := fakeCounters{"denied-ingress": {Packets: 7, Bytes: 420}, "denied-egress": {}, policy.CounterSpoofed: {Packets: 3, Bytes: 180},
 		policy.CounterUnclassifiedIngress: {Packets: 2, Bytes: 120}, policy.CounterUnclassifiedEgress: {Packets: 5, Bytes: 300}}
-	for i, name := range r.Counters {
-		if strings.HasPrefix(name, "pol-") {
-			values[name] = ruleset.CounterValue{Packets: uint64(10 + i), Bytes: uint64(1000 + i)}
+	for i, c := range r.Counters {
+		if strings.HasPrefix(c.Name, "pol-") {
+			values[c.Name] = ruleset.CounterValue{Packets: uint64(10 + i), Bytes: uint64(1000 + i)}
 		}
 	}
 	if len(values) != 7 || len(r.Counters) != 7 {
@@ -72,16 +72,18 @@ func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 		"weir_denied_packets_total", "weir_spoofed_packets_total", "weir_unclassified_denied_packets_total"); err != nil {
 		t.Error(err)
 	}
-	owners := counterOwners(r)
-	seen := map[string]bool{}
-	for name, o := range owners {
-		if o.policy != "default/web" || o.direction != "ingress" {
-			t.Errorf("counter %s belongs to %+v", name, o)
-		}
-		seen[o.rule] = true
-	}
-	if !seen["0"] || !seen["1"] {
-		t.Errorf("rules with counters: %v, want 0 and 1", seen)
+	// The rule counters sort after denied-egress and denied-ingress: rule
+	// 0's is r.Counters[2], rule 1's r.Counters[3].
+	want.Reset()
+	want.WriteString("# HELP weir_policy_rule_packets_total Packets a policy rule accepted: the first packet of each connection it allowed.\n# TYPE weir_policy_rule_packets_total counter\n")
+	want.WriteString("weir_policy_rule_packets_total{direction=\"ingress\",policy=\"default/web\",rule=\"0\"} 12\n")
+	want.WriteString("weir_policy_rule_packets_total{direction=\"ingress\",policy=\"default/web\",rule=\"1\"} 13\n")
+	want.WriteString("# HELP weir_policy_rule_bytes_total Bytes of the packets a policy rule accepted.\n# TYPE weir_policy_rule_bytes_total counter\n")
+	want.WriteString("weir_policy_rule_bytes_total{direction=\"ingress\",policy=\"default/web\",rule=\"0\"} 1002\n")
+	want.WriteString("weir_policy_rule_bytes_total{direction=\"ingress\",policy=\"default/web\",rule=\"1\"} 1003\n")
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want.String()),
+		"weir_policy_rule_packets_total", "weir_policy_rule_bytes_total"); err != nil {
+		t.Error(err)
 	}
 }
 

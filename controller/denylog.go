@@ -44,8 +44,8 @@ func (d *DeniedLogger) policies(prefix string) (string, []string) {
 	c := r.Chains[i]
 	var out []string
 	for _, rule := range c.Rules {
-		if rule.Verdict.Kind == ruleset.VerdictJump {
-			out = append(out, rule.Comment)
+		if rule.Owner.Kind == ruleset.OwnerPolicy {
+			out = append(out, rule.Owner.PolicyKey())
 		}
 	}
 	return c.Name, out

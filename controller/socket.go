@@ -219,34 +219,43 @@ func (a *Agent) answer(ctx context.Context, req agentapi.Request) (any, error) {
 	return nil, fmt.Errorf("unknown op %q", req.Op)
 }
 
-// Explanation is the answer to an explain request.
-type Explanation struct {
-	Allowed bool     `json:"allowed"`
-	Src     string   `json:"src"`
-	Dst     string   `json:"dst"`
-	Steps   []string `json:"steps"`
-}
-
 // explain traces a connection through the ruleset the kernel has. src and
 // dst are IP addresses or namespace/pod names, resolved in the snapshot
 // that ruleset was compiled from.
-func (a *Agent) explain(req agentapi.Request) (Explanation, error) {
+func (a *Agent) explain(req agentapi.Request) (agentapi.Explanation, error) {
 	a.mu.Lock()
 	rs, snap := a.rs, a.snap
 	a.mu.Unlock()
 	src, dst, err := resolvePair(snap, req.Src, req.Dst)
 	if err != nil {
-		return Explanation{}, err
+		return agentapi.Explanation{}, err
 	}
 	proto, err := protoNumber(req.Protocol)
 	if err != nil {
-		return Explanation{}, err
+		return agentapi.Explanation{}, err
 	}
 	if req.Port < 0 || req.Port > 65535 {
-		return Explanation{}, fmt.Errorf("port %d out of range", req.Port)
+		return agentapi.Explanation{}, fmt.Errorf("port %d out of range", req.Port)
 	}
 	v, steps := ruleset.Trace(rs, ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: uint16(req.Port)})
-	return Explanation{Allowed: v == ruleset.VerdictAccept, Src: src.String(), Dst: dst.String(), Steps: steps}, nil
+	e := agentapi.Explanation{Allowed: v == ruleset.VerdictAccept, Src: src.String(), Dst: dst.String(), Steps: make([]agentapi.ExplainStep, len(steps))}
+	for i, s := range steps {
+		e.Steps[i] = explainStep(s)
+	}
+	return e, nil
+}
+
+// explainStep is a step of a trace as explain answers it.
+func explainStep(s ruleset.Step) agentapi.ExplainStep {
+	out := agentapi.ExplainStep{Chain: s.Chain, Rule: s.Index, Verdict: s.Verdict.String(), Text: s.String()}
+	if o := s.Owner; o.Kind != ruleset.OwnerNone {
+		out.Owner = &agentapi.ExplainOwner{Kind: o.Kind.String(), Namespace: o.Namespace, Policy: o.Policy,
+			Direction: string(o.Direction), Text: o.String()}
+		if o.Kind == ruleset.OwnerPolicyRule {
+			out.Owner.Rule = &o.Rule
+		}
+	}
+	return out
 }
 
 // resolvePair resolves the two ends of a connection in s.

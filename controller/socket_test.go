@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,24 +69,32 @@ func TestSocketAnswersFromTheAppliedRuleset(t *testing.T) {
 	if err != nil || json.Unmarshal(resp.Result, &rules) != nil || !strings.Contains(rules, "ns1/web-from-client ingress rule 0") {
 		t.Errorf("rules lack the policy's rule: %v\n%s", err, rules)
 	}
+	rule0 := 0
+	byRule := &agentapi.ExplainOwner{Kind: "policy-rule", Namespace: "ns1", Policy: "web-from-client", Direction: "ingress",
+		Rule: &rule0, Text: "ns1/web-from-client ingress rule 0"}
+	isolated := &agentapi.ExplainOwner{Kind: "isolation", Direction: "ingress", Text: "ingress isolated: no policy allows"}
 	cases := []struct {
 		src, dst string
 		allowed  bool
-		why      string
+		last     agentapi.ExplainStep // the step that decided
 	}{
-		{"ns1/client", "ns1/web", true, "ns1/web-from-client ingress rule 0"},
-		{"ns1/other", "ns1/web", false, "drop"},
-		{"10.9.9.9", "10.0.0.10", false, "drop"},
-		{"ns1/web", "ns1/other", true, ""},
+		{"ns1/client", "ns1/web", true, agentapi.ExplainStep{Owner: byRule, Verdict: "accept"}},
+		{"ns1/other", "ns1/web", false, agentapi.ExplainStep{Owner: isolated, Verdict: "drop"}},
+		{"10.9.9.9", "10.0.0.10", false, agentapi.ExplainStep{Owner: isolated, Verdict: "drop"}},
+		{"ns1/web", "ns1/other", true, agentapi.ExplainStep{Chain: "forward-ingress", Rule: -1, Verdict: "accept", Text: "forward-ingress: policy accept"}},
 	}
 	for _, tc := range cases {
 		resp, err := call(agentapi.Request{Op: agentapi.OpExplain, Src: tc.src, Dst: tc.dst, Protocol: "TCP", Port: 80})
-		var e Explanation
-		if err != nil || json.Unmarshal(resp.Result, &e) != nil {
-			t.Fatalf("explain %s -> %s: %v", tc.src, tc.dst, err)
+		var e agentapi.Explanation
+		if err != nil || json.Unmarshal(resp.Result, &e) != nil || len(e.Steps) == 0 {
+			t.Fatalf("explain %s -> %s: %v %s", tc.src, tc.dst, err, resp.Result)
 		}
-		if e.Allowed != tc.allowed || !strings.Contains(strings.Join(e.Steps, "\n"), tc.why) {
-			t.Errorf("explain %s -> %s = %+v, want allowed=%v citing %q", tc.src, tc.dst, e, tc.allowed, tc.why)
+		last := e.Steps[len(e.Steps)-1]
+		if tc.last.Owner != nil { // the rule's position and text are the compiler's
+			last.Chain, last.Rule, last.Text = "", 0, ""
+		}
+		if e.Allowed != tc.allowed || !reflect.DeepEqual(last, tc.last) {
+			t.Errorf("explain %s -> %s = %s, want allowed=%v decided by %+v (owner %+v)", tc.src, tc.dst, resp.Result, tc.allowed, tc.last, tc.last.Owner)
 		}
 	}
 	if _, err := call(agentapi.Request{Op: agentapi.OpExplain, Src: "ns1/ghost", Dst: "ns1/web", Port: 80}); err == nil {

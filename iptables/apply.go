@@ -74,9 +74,9 @@ type Applier struct {
 	// only to copy what it reads by, never while a binary runs.
 	mu   sync.Mutex
 	fams []family
-	// counters names the named counters of the last ruleset every family
+	// counters are the named counters of the last ruleset every family
 	// applied (ruleset.Ruleset.Counters).
-	counters []string
+	counters []ruleset.Counter
 	// layouts counts the restore runs that may change which named counter
 	// each rule of the kernel counts into (family.counted): one is counted
 	// before its restore starts, so a Counters read that saw the same count

@@ -76,8 +76,8 @@ func (a *Applier) readCounters(ctx context.Context) (out map[string]ruleset.Coun
 	a.mu.Unlock()
 
 	out = make(map[string]ruleset.CounterValue, len(names))
-	for _, n := range names {
-		out[n] = ruleset.CounterValue{} // listed even when no rule counts into it
+	for _, c := range names {
+		out[c.Name] = ruleset.CounterValue{} // listed even when no rule counts into it
 	}
 	var errs []error
 	for _, f := range fams {

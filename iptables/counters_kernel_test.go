@@ -90,9 +90,9 @@ func TestCountersDuringApplies(t *testing.T) {
 	if len(vals) != len(last.Counters) {
 		t.Errorf("Counters after the applies: %d counters, want the last ruleset's %d", len(vals), len(last.Counters))
 	}
-	for _, n := range last.Counters {
-		if _, ok := vals[n]; !ok {
-			t.Errorf("Counters after the applies: no %s", n)
+	for _, c := range last.Counters {
+		if _, ok := vals[c.Name]; !ok {
+			t.Errorf("Counters after the applies: no %s", c.Name)
 		}
 	}
 }

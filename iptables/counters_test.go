@@ -72,7 +72,7 @@ func TestCountersWithoutTheSaveBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New without iptables-legacy-save: %v", err)
 	}
-	a.counters = []string{"pol-r0"}
+	a.counters = []ruleset.Counter{{Name: "pol-r0"}}
 	a.fams[0].countedKnown = true
 	a.fams[0].counted = map[string]map[string][]string{"filter": {"WEIR-a": {"pol-r0"}}}
 	if _, err := a.Counters(); err == nil || !strings.Contains(err.Error(), "iptables-legacy-save") {
@@ -88,9 +88,9 @@ func TestCountersAfterAFailedApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.counters = []string{"pol-r0"} // as left by an earlier, successful Apply
+	a.counters = []ruleset.Counter{{Name: "pol-r0"}} // as left by an earlier, successful Apply
 	a.fams[0].countedKnown = true
-	rs := ruleset.Ruleset{Counters: []string{"pol-r0"}, Chains: []ruleset.Chain{{
+	rs := ruleset.Ruleset{Counters: []ruleset.Counter{{Name: "pol-r0"}}, Chains: []ruleset.Chain{{
 		Name: "forward", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward},
 		Rules: []ruleset.Rule{{Counter: "pol-r0", Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}}},
 	}}}
@@ -139,12 +139,12 @@ exec /bin/cat "$D/save.txt"
 		}
 	})
 	// The layout an earlier Apply left, which the read starts with.
-	a.counters = []string{"pol-old"}
+	a.counters = []ruleset.Counter{{Name: "pol-old"}}
 	a.fams[0].countedKnown = true
 	a.fams[0].counted = map[string]map[string][]string{"filter": {"WEIR-old": {"pol-old"}}}
 	// The ruleset applied during the read, and what iptables-save prints
 	// once it holds it: two packets for each rule.
-	rs := ruleset.Ruleset{Counters: []string{"pol-r0"}, Chains: []ruleset.Chain{{
+	rs := ruleset.Ruleset{Counters: []ruleset.Counter{{Name: "pol-r0"}}, Chains: []ruleset.Chain{{
 		Name: "forward", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward},
 		Rules: []ruleset.Rule{{Counter: "pol-r0", Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}}},
 	}}}

@@ -65,7 +65,8 @@ func generalRuleset() ruleset.Ruleset {
 				{Matches: []ruleset.Match{{Kind: ruleset.MatchPort, Proto: 17, PortFrom: 1000, PortTo: 2000}}, Verdict: acceptV},
 			}},
 			{Name: "b2", Base: fwd(0), Rules: []ruleset.Rule{
-				{Matches: []ruleset.Match{lk("a", false, ruleset.FieldIPDaddr), lk("b", false, portsM...)}, Verdict: acceptV, Comment: "and"},
+				{Matches: []ruleset.Match{lk("a", false, ruleset.FieldIPDaddr), lk("b", false, portsM...)}, Verdict: acceptV,
+					Owner: ruleset.Owner{Kind: ruleset.OwnerPolicyRule, Namespace: "ns", Policy: "and", Direction: ruleset.Ingress}},
 				{Verdict: jumpV("shared")},
 				{Matches: []ruleset.Match{lk("a", true, ruleset.FieldIPDaddr)}, Verdict: dropV},
 			}},
@@ -107,11 +108,11 @@ func TestGeneralModelMatchesNFTTrace(t *testing.T) {
 						p := ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st}
 						n++
 						want, ws := ruleset.Trace(rs, p)
-						got, gs := r.trace(p)
+						got, gs, _ := r.trace(p)
 						if got != want && fails < 5 {
 							fails++
 							t.Errorf("%s: iptables %s, nftables %s\nnft:\n%s\niptables:\n%s", packetString(p),
-								verdictName(got), verdictName(want), strings.Join(ws, "\n"), strings.Join(gs, "\n"))
+								verdictName(got), verdictName(want), ruleset.JoinSteps(ws, "\n"), strings.Join(gs, "\n"))
 						}
 					}
 				}

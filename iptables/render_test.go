@@ -132,7 +132,7 @@ func TestRenderedVerdicts(t *testing.T) {
 		r := renderBoth(rs)
 		for _, tc := range s.Traces {
 			t.Run(filepath.Base(file)+"/"+tc.Name, func(t *testing.T) {
-				v, steps := r.trace(tc.packet(t))
+				v, steps, _ := r.trace(tc.packet(t))
 				if got := verdictName(v); got != tc.Want {
 					t.Errorf("%s: got %s, want %s\n%s", packetString(tc.packet(t)), got, tc.Want, strings.Join(steps, "\n"))
 				}
@@ -160,18 +160,18 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 			fails, counted := 0, 0
 			for _, p := range pkts {
 				want, wsteps := ruleset.Trace(rs, p)
-				got, gsteps := r.trace(p)
+				got, gsteps, gc := r.trace(p)
 				if got != want && fails < 5 {
 					fails++
 					t.Errorf("%s: iptables %s, nftables %s\nnft:\n%s\niptables:\n%s", packetString(p),
-						verdictName(got), verdictName(want), strings.Join(wsteps, "\n"), strings.Join(gsteps, "\n"))
+						verdictName(got), verdictName(want), ruleset.JoinSteps(wsteps, "\n"), strings.Join(gsteps, "\n"))
 				}
 				// The same named counters count the packet (see Counters).
-				wc, gc := tracedCounters(wsteps), tracedCounters(gsteps)
+				wc := tracedCounters(wsteps)
 				if !slices.Equal(wc, gc) && fails < 5 {
 					fails++
 					t.Errorf("%s: counted into %q by iptables, %q by nftables\nnft:\n%s\niptables:\n%s", packetString(p),
-						gc, wc, strings.Join(wsteps, "\n"), strings.Join(gsteps, "\n"))
+						gc, wc, ruleset.JoinSteps(wsteps, "\n"), strings.Join(gsteps, "\n"))
 				}
 				if len(wc) > 0 {
 					counted++

@@ -25,7 +25,7 @@ type lookup struct {
 // misses a lookup falls back to ch, after this rule, exactly like a failed
 // match; a negated lookup RETURNs on any element and goes on otherwise.
 func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
-	head := rule{comment: r.Comment, counter: r.Counter}
+	head := rule{comment: r.Owner.String(), counter: r.Counter}
 	ct := ^uint32(0)
 	var lookups []lookup
 	for _, m := range r.Matches {

@@ -3,7 +3,6 @@ package iptables
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -14,8 +13,9 @@ import (
 // would for a forwarded packet: FORWARD (policy ACCEPT) holds only weir's
 // jump. -j returns to the caller when the target falls through or RETURNs;
 // -g replaces the current chain, so falling through returns to the chain
-// that made the last -j.
-func traceFamily(r *familyRules, p ruleset.Packet) (ruleset.VerdictKind, []string) {
+// that made the last -j. It returns the verdict, the rules the packet
+// matched and the named counters it counted into, in order.
+func traceFamily(r *familyRules, p ruleset.Packet) (v ruleset.VerdictKind, steps, counted []string) {
 	if p.CtState == 0 {
 		p.CtState = ruleset.CtNew
 	}
@@ -30,37 +30,30 @@ func traceFamily(r *familyRules, p ruleset.Packet) (ruleset.VerdictKind, []strin
 				continue
 			}
 			if v := tr.chain(j.target, 0); v == ruleset.VerdictDrop || v == ruleset.VerdictAccept {
-				return v, tr.steps
+				return v, tr.steps, tr.counted
 			}
 		}
 	}
-	return ruleset.VerdictAccept, append(tr.steps, "FORWARD: policy ACCEPT")
+	return ruleset.VerdictAccept, append(tr.steps, "FORWARD: policy ACCEPT"), tr.counted
 }
 
-// countsInto starts the step that says a matching rule counted the packet
-// into a named counter.
-const countsInto = "counts into "
-
-// tracedCounters lists the named counters a trace says the packet counted
-// into: from ruleset.Trace's rules (`counter name "X"`), or from traceFamily.
-func tracedCounters(steps []string) []string {
+// tracedCounters lists the named counters the rules of a ruleset.Trace
+// counted the packet into, in order.
+func tracedCounters(steps []ruleset.Step) []string {
 	var out []string
 	for _, s := range steps {
-		if m := nftCounterRef.FindStringSubmatch(s); m != nil {
-			out = append(out, m[1])
-		} else if n, ok := strings.CutPrefix(s, countsInto); ok {
-			out = append(out, n)
+		if s.Rule.Counter != "" {
+			out = append(out, s.Rule.Counter)
 		}
 	}
 	return out
 }
 
-var nftCounterRef = regexp.MustCompile(`counter name "([^"]+)"`)
-
 type ipTracer struct {
-	t     *table
-	p     ruleset.Packet
-	steps []string
+	t       *table
+	p       ruleset.Packet
+	steps   []string
+	counted []string // the named counters of the rules in steps
 }
 
 // chain returns accept, drop, or none (fell through or RETURNed).
@@ -80,7 +73,7 @@ func (tr *ipTracer) chain(name string, depth int) ruleset.VerdictKind {
 		}
 		tr.steps = append(tr.steps, "-A "+name+" "+strings.Join(r.args(), " "))
 		if r.counter != "" {
-			tr.steps = append(tr.steps, countsInto+r.counter)
+			tr.counted = append(tr.counted, r.counter)
 		}
 		if r.nflog != nil {
 			continue // NFLOG logs and goes on
@@ -171,7 +164,7 @@ type rendered struct{ v4, v6 *familyRules }
 func renderBoth(rs ruleset.Ruleset) rendered { return rendered{build(rs, false), build(rs, true)} }
 
 // trace picks the family of p.
-func (r rendered) trace(p ruleset.Packet) (ruleset.VerdictKind, []string) {
+func (r rendered) trace(p ruleset.Packet) (v ruleset.VerdictKind, steps, counted []string) {
 	if p.Src.Unmap().Is6() {
 		return traceFamily(r.v6, p)
 	}

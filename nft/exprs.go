@@ -247,8 +247,8 @@ func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) boo
 		exprs = append(exprs, kernelVerdict(v))
 	}
 	kr := &nftables.Rule{Table: weirTable, Chain: chain, Exprs: exprs}
-	if r.Comment != "" {
-		kr.UserData = userdata.AppendString(nil, userdata.TypeComment, r.Comment)
+	if c := r.Owner.String(); c != "" {
+		kr.UserData = userdata.AppendString(nil, userdata.TypeComment, c)
 	}
 	return kr
 }

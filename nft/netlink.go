@@ -168,8 +168,8 @@ func (a *NetlinkApplier) ApplyFull(r ruleset.Ruleset) error {
 	a.enc.AddTable(weirTable)
 	a.enc.DelTable(weirTable)
 	a.enc.AddTable(weirTable)
-	for _, name := range r.Counters { // rules count into them
-		a.enc.AddObj(kernelCounter(name))
+	for _, c := range r.Counters { // rules count into them
+		a.enc.AddObj(kernelCounter(c.Name))
 	}
 	// Chains first: map elements jump to them. Then sets: rules look them up.
 	chains := make(map[string]*nftables.Chain, len(r.Chains))

@@ -56,8 +56,7 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	slices.SortFunc(sets, func(a, b ruleset.Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
-	fixed := []string{counterDeniedEg, counterDeniedIn, CounterSpoofed, CounterUnclassifiedEgress, CounterUnclassifiedIngress} // sorted
-	r.Counters = merge(fixed, x.polCounters, func(s string) string { return s })
+	r.Counters = merge(fixedCounters, x.polCounters, counterName)
 	r.Chains = merge(chains, x.polChains, func(c ruleset.Chain) string { return c.Name })
 	r.Problems = x.polProblems
 	return r
@@ -73,11 +72,11 @@ func (x *Compiler) policyPart() {
 			goneChains[ch.Name] = true
 		}
 		for _, c := range out.counters {
-			goneCounters[c] = true
+			goneCounters[c.Name] = true
 		}
 	}
 	var chains []ruleset.Chain
-	var counters []string
+	var counters []ruleset.Counter
 	for ps := range x.changed {
 		if ps.gen == x.gen { // not removed since
 			chains = append(chains, ps.out.chains...)
@@ -92,9 +91,9 @@ func (x *Compiler) policyPart() {
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	keptChains := slices.DeleteFunc(slices.Clone(x.polChains), func(ch ruleset.Chain) bool { return goneChains[ch.Name] })
 	x.polChains = merge(keptChains, chains, func(c ruleset.Chain) string { return c.Name })
-	slices.Sort(counters)
-	keptCounters := slices.DeleteFunc(slices.Clone(x.polCounters), func(c string) bool { return goneCounters[c] })
-	x.polCounters = merge(keptCounters, counters, func(s string) string { return s })
+	slices.SortFunc(counters, compareCounters)
+	keptCounters := slices.DeleteFunc(slices.Clone(x.polCounters), func(c ruleset.Counter) bool { return goneCounters[c.Name] })
+	x.polCounters = merge(keptCounters, counters, counterName)
 	x.polProblems = nil
 	for _, ps := range x.polOrder {
 		x.polProblems = append(x.polProblems, ps.out.problems...)
@@ -107,6 +106,10 @@ func (x *Compiler) policyPart() {
 	clear(x.changed)
 	x.polStale = false
 }
+
+func counterName(c ruleset.Counter) string { return c.Name }
+
+func compareCounters(a, b ruleset.Counter) int { return strings.Compare(a.Name, b.Name) }
 
 // merge merges two lists sorted by name into a new one.
 func merge[T any](a, b []T, name func(T) string) []T {
@@ -225,7 +228,7 @@ func (x *Compiler) selectionChain(id string, d direction, ns string, list []*pol
 		for _, ps := range list {
 			ch.Rules = append(ch.Rules, ruleset.Rule{
 				Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: policyChainNameHash(d, ps.hash, ps.key)},
-				Comment: ps.key,
+				Owner:   ruleset.Owner{Kind: ruleset.OwnerPolicy, Namespace: ps.pol.Namespace, Policy: ps.pol.Name, Direction: d.long()},
 			})
 		}
 		if l := x.logDenied; l.Group != 0 {
@@ -242,7 +245,7 @@ func (x *Compiler) selectionChain(id string, d direction, ns string, list []*pol
 		ch.Rules = append(ch.Rules, ruleset.Rule{
 			Counter: counter,
 			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
-			Comment: d.long() + " isolated: no policy allows",
+			Owner:   ownerIsolation(d),
 		})
 		if len(x.selMemo) >= maxParsed {
 			clear(x.selMemo)
@@ -293,7 +296,7 @@ func (x *Compiler) masquerade(sets []ruleset.Set, chains []ruleset.Chain) ([]rul
 				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.daddr}, Set: f.clusterSet, Negate: true},
 			},
 			Verdict: ruleset.Verdict{Kind: ruleset.VerdictMasquerade},
-			Comment: "pods to outside the cluster",
+			Owner:   ruleset.Owner{Kind: ruleset.OwnerMasquerade},
 		})
 	}
 	return sets, append(chains, ch)

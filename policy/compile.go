@@ -100,12 +100,12 @@ func (c *policyBuilder) output() policyOut {
 		out.chains = append(out.chains, *ch)
 		for _, r := range ch.Rules {
 			if r.Counter != "" {
-				out.counters = append(out.counters, r.Counter)
+				out.counters = append(out.counters, ruleset.Counter{Name: r.Counter, Owner: r.Owner})
 			}
 		}
 	}
-	slices.Sort(out.counters)
-	out.counters = slices.Compact(out.counters)
+	slices.SortFunc(out.counters, compareCounters)
+	out.counters = slices.CompactFunc(out.counters, func(a, b ruleset.Counter) bool { return a.Name == b.Name })
 	sort.Slice(out.chains, func(i, j int) bool { return out.chains[i].Name < out.chains[j].Name })
 	return out
 }
@@ -200,7 +200,7 @@ func (c *policyBuilder) policyRules(p *networkingv1.NetworkPolicy, d direction, 
 	if d == dirIngress {
 		for i, r := range p.Spec.Ingress {
 			rules = append(rules, c.compileRule(ruleInput{
-				dir: d, key: c.ps.key, hash: c.ps.hash, ns: p.Namespace, index: i,
+				dir: d, key: c.ps.key, hash: c.ps.hash, ns: p.Namespace, name: p.Name, index: i,
 				peers: r.From, ports: r.Ports, selected: selected, selector: skey,
 			})...)
 		}
@@ -208,7 +208,7 @@ func (c *policyBuilder) policyRules(p *networkingv1.NetworkPolicy, d direction, 
 	}
 	for i, r := range p.Spec.Egress {
 		rules = append(rules, c.compileRule(ruleInput{
-			dir: d, key: c.ps.key, hash: c.ps.hash, ns: p.Namespace, index: i,
+			dir: d, key: c.ps.key, hash: c.ps.hash, ns: p.Namespace, name: p.Name, index: i,
 			peers: r.To, ports: r.Ports, selected: selected, selector: skey,
 		})...)
 	}

@@ -133,7 +133,7 @@ func TestTraceVerdicts(t *testing.T) {
 				v, reasons := ruleset.Trace(r, tc.packet(t))
 				got := map[ruleset.VerdictKind]string{ruleset.VerdictAccept: "accept", ruleset.VerdictDrop: "drop"}[v]
 				if got != tc.Want {
-					t.Errorf("%s -> %s %s/%d: got %s, want %s\n%s", tc.Src, tc.Dst, tc.Proto, tc.Port, got, tc.Want, strings.Join(reasons, "\n"))
+					t.Errorf("%s -> %s %s/%d: got %s, want %s\n%s", tc.Src, tc.Dst, tc.Proto, tc.Port, got, tc.Want, ruleset.JoinSteps(reasons, "\n"))
 				}
 			})
 		}
@@ -171,14 +171,54 @@ func TestStringWithCounters(t *testing.T) {
 	if len(r.Counters) < 3 {
 		t.Fatalf("counters: %v", r.Counters)
 	}
-	text := r.StringWithCounters(map[string]ruleset.CounterValue{r.Counters[0]: {Packets: 7, Bytes: 420}})
-	if !strings.Contains(text, "counter "+r.Counters[0]+" {\n\t\tpackets 7 bytes 420\n\t}") {
-		t.Errorf("counter %s does not show its values:\n%s", r.Counters[0], text)
+	first, second := r.Counters[0].Name, r.Counters[1].Name
+	text := r.StringWithCounters(map[string]ruleset.CounterValue{first: {Packets: 7, Bytes: 420}})
+	if !strings.Contains(text, "counter "+first+" {\n\t\tpackets 7 bytes 420\n\t}") {
+		t.Errorf("counter %s does not show its values:\n%s", first, text)
 	}
-	if !strings.Contains(text, "counter "+r.Counters[1]+" {\n\t\tpackets 0 bytes 0\n\t}") {
-		t.Errorf("counter %s without a value does not show zero", r.Counters[1])
+	if !strings.Contains(text, "counter "+second+" {\n\t\tpackets 0 bytes 0\n\t}") {
+		t.Errorf("counter %s without a value does not show zero", second)
 	}
 	if r.String() != r.StringWithCounters(nil) {
 		t.Error("String differs from StringWithCounters(nil)")
+	}
+}
+
+// TestCountersKeepTheirOwners pins that every counter has an owner, that
+// of the rules counting into it (when any does), whole even where the
+// counter's name is cut to stay short (a policy name of 253 characters).
+func TestCountersKeepTheirOwners(t *testing.T) {
+	name := strings.Repeat("n", 253)
+	s := Snapshot{Node: Node{Name: "n1"}, Pods: []Pod{
+		{Namespace: "default", Name: "web", Node: "n1", Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}},
+	}}
+	err := yaml.Unmarshal([]byte(`[{metadata: {namespace: default, name: `+name+`}, spec: {podSelector: {},
+		ingress: [{ports: [{port: 80}]}, {ports: [{port: 81}]}]}}]`), &s.Policies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Compile(s)
+	owners := map[string]ruleset.Owner{}
+	for _, ch := range r.Chains {
+		for _, rule := range ch.Rules {
+			if rule.Counter != "" {
+				owners[rule.Counter] = rule.Owner
+			}
+		}
+	}
+	rules := map[int]bool{}
+	for _, c := range r.Counters {
+		if o, ok := owners[c.Name]; ok && o != c.Owner || c.Owner.Kind == ruleset.OwnerNone {
+			t.Errorf("counter %s is owned by %+v, its rules by %+v", c.Name, c.Owner, o)
+		}
+		if o := c.Owner; o.Kind == ruleset.OwnerPolicyRule {
+			if len(c.Name) >= len(name) || o.Namespace != "default" || o.Policy != name || o.Direction != ruleset.Ingress {
+				t.Errorf("counter %s (%d bytes) is owned by %+v", c.Name, len(c.Name), o)
+			}
+			rules[o.Rule] = true
+		}
+	}
+	if len(rules) != 2 || !rules[0] || !rules[1] {
+		t.Errorf("policy rules with a counter: %v, want 0 and 1", rules)
 	}
 }

@@ -67,7 +67,7 @@ type Compiler struct {
 	// Every policy's chains, counters and problems, sorted; polStale when
 	// a policy changed since.
 	polChains   []ruleset.Chain
-	polCounters []string
+	polCounters []ruleset.Counter
 	polProblems []string
 	polStale    bool
 	// nsGroups are the elements of the group sets, ingress and egress
@@ -104,9 +104,9 @@ type policyState struct {
 // policyOut is what one policy adds to the ruleset: nothing but problems
 // when it selects no local pod.
 type policyOut struct {
-	groups   []groupOut      // groups of the shared sets its rules look up
-	chains   []ruleset.Chain // sorted by name
-	counters []string        // sorted
+	groups   []groupOut        // groups of the shared sets its rules look up
+	chains   []ruleset.Chain   // sorted by name
+	counters []ruleset.Counter // sorted by name
 	problems []string
 	// selected lists the local pods the policy isolates, per direction
 	// (0 ingress, 1 egress).

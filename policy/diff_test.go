@@ -58,7 +58,7 @@ func patch(r ruleset.Ruleset, ch ruleset.Changes) ruleset.Ruleset {
 	}
 	counters := map[string]bool{}
 	for _, c := range r.Counters {
-		counters[c] = true
+		counters[c.Name] = true
 	}
 	for _, c := range ch.AddCounters {
 		counters[c] = true
@@ -67,10 +67,10 @@ func patch(r ruleset.Ruleset, ch ruleset.Changes) ruleset.Ruleset {
 		delete(counters, c)
 	}
 	var out ruleset.Ruleset
-	for c := range counters {
-		out.Counters = append(out.Counters, c)
+	for c := range counters { // the kernel knows counters by name only
+		out.Counters = append(out.Counters, ruleset.Counter{Name: c})
 	}
-	sort.Strings(out.Counters)
+	sort.Slice(out.Counters, func(i, j int) bool { return out.Counters[i].Name < out.Counters[j].Name })
 	for _, s := range sets {
 		out.Sets = append(out.Sets, s)
 	}

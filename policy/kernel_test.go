@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -182,17 +181,17 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 				pkt.Proto = ruleset.ProtoUDP
 			}
 			traced, reasons := ruleset.Trace(r, pkt)
-			for _, line := range reasons {
-				if m := counterRef.FindStringSubmatch(line); m != nil {
-					counted[m[1]] = true
+			for _, s := range reasons {
+				if s.Rule.Counter != "" {
+					counted[s.Rule.Counter] = true
 				}
 			}
 			if traced != tc.want {
-				t.Errorf("trace says %v, want %v\n%s", traced, tc.want, strings.Join(reasons, "\n"))
+				t.Errorf("trace says %v, want %v\n%s", traced, tc.want, ruleset.JoinSteps(reasons, "\n"))
 			}
 			got := probe(t, src, dst, pkt.Dst, tc.proto, tc.port)
 			if got != tc.want {
-				t.Errorf("kernel says %v, want %v; trace:\n%s", got, tc.want, strings.Join(reasons, "\n"))
+				t.Errorf("kernel says %v, want %v; trace:\n%s", got, tc.want, ruleset.JoinSteps(reasons, "\n"))
 			}
 		})
 	}
@@ -201,7 +200,8 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range r.Counters {
+	for _, c := range r.Counters {
+		name := c.Name
 		v, ok := values[name]
 		switch {
 		case !ok:
@@ -216,8 +216,6 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		t.Errorf("only %d counters decided probes: %v", len(counted), counted)
 	}
 }
-
-var counterRef = regexp.MustCompile(`counter name "([^"]+)"`)
 
 // TestCountersSurvivePolicyEdit pins that editing a policy keeps the
 // counters of its rules on the kernel: Apply replaces the policy's chain

@@ -45,7 +45,7 @@ func checkDropped(t *testing.T, r ruleset.Ruleset, problem string) {
 	srv, peer := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.1.0.0") // pod peer0
 	for port, want := range map[uint16]ruleset.VerdictKind{1001: ruleset.VerdictAccept, 1003: ruleset.VerdictDrop} {
 		if got, why := ruleset.Trace(r, ruleset.Packet{Src: peer, Dst: srv, Proto: ruleset.ProtoTCP, DPort: port}); got != want {
-			t.Errorf("peer0 to srv port %d: %v, want %v\n%s", port, got, want, strings.Join(why, "\n"))
+			t.Errorf("peer0 to srv port %d: %v, want %v\n%s", port, got, want, ruleset.JoinSteps(why, "\n"))
 		}
 	}
 }

@@ -136,10 +136,10 @@ var skeleton = []ruleset.Chain{
 		Rules: []ruleset.Rule{
 			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
 			ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
-			lookupRule(ruleset.VerdictAccept, "local pod to its node", setNodeAddrs4, ruleset.FieldIPDaddr),
-			lookupRule(ruleset.VerdictAccept, "local pod to its node", setNodeAddrs6, ruleset.FieldIP6Daddr),
-			lookupRule(ruleset.VerdictAccept, "pod to itself", setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
-			lookupRule(ruleset.VerdictAccept, "pod to itself", setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
+			lookupRule(ownerNode(ruleset.Egress), setNodeAddrs4, ruleset.FieldIPDaddr),
+			lookupRule(ownerNode(ruleset.Egress), setNodeAddrs6, ruleset.FieldIP6Daddr),
+			lookupRule(ownerSelf, setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
+			lookupRule(ownerSelf, setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
 			vmapRule(mapEgress4, ruleset.FieldIPSaddr),
 			vmapRule(mapEgress6, ruleset.FieldIP6Saddr),
 		},
@@ -150,10 +150,10 @@ var skeleton = []ruleset.Chain{
 		Rules: []ruleset.Rule{
 			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
 			ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
-			lookupRule(ruleset.VerdictAccept, "node to its local pod", setNodeAddrs4, ruleset.FieldIPSaddr),
-			lookupRule(ruleset.VerdictAccept, "node to its local pod", setNodeAddrs6, ruleset.FieldIP6Saddr),
-			lookupRule(ruleset.VerdictAccept, "pod to itself", setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
-			lookupRule(ruleset.VerdictAccept, "pod to itself", setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
+			lookupRule(ownerNode(ruleset.Ingress), setNodeAddrs4, ruleset.FieldIPSaddr),
+			lookupRule(ownerNode(ruleset.Ingress), setNodeAddrs6, ruleset.FieldIP6Saddr),
+			lookupRule(ownerSelf, setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
+			lookupRule(ownerSelf, setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
 			vmapRule(mapIngress4, ruleset.FieldIPDaddr),
 			vmapRule(mapIngress6, ruleset.FieldIP6Daddr),
 		},
@@ -187,12 +187,37 @@ func ctRule(states uint32, v ruleset.VerdictKind) ruleset.Rule {
 	return ruleset.Rule{Matches: []ruleset.Match{{Kind: ruleset.MatchCtState, CtStates: states}}, Verdict: ruleset.Verdict{Kind: v}}
 }
 
-func lookupRule(v ruleset.VerdictKind, comment, set string, fields ...ruleset.Field) ruleset.Rule {
+// lookupRule accepts the packets whose fields are in set.
+func lookupRule(owner ruleset.Owner, set string, fields ...ruleset.Field) ruleset.Rule {
 	return ruleset.Rule{
 		Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: fields, Set: set}},
-		Verdict: ruleset.Verdict{Kind: v},
-		Comment: comment,
+		Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept},
+		Owner:   owner,
 	}
+}
+
+// The owners of weir's own rules, and so of their counters.
+var ownerSelf = ruleset.Owner{Kind: ruleset.OwnerSelf}
+
+func ownerNode(d ruleset.Direction) ruleset.Owner {
+	return ruleset.Owner{Kind: ruleset.OwnerNode, Direction: d}
+}
+
+func ownerIsolation(d direction) ruleset.Owner {
+	return ruleset.Owner{Kind: ruleset.OwnerIsolation, Direction: d.long()}
+}
+
+func ownerUnclassified(d direction) ruleset.Owner {
+	return ruleset.Owner{Kind: ruleset.OwnerUnclassified, Direction: d.long()}
+}
+
+// fixedCounters are the counters of weir's own drops, sorted by name.
+var fixedCounters = []ruleset.Counter{
+	{Name: counterDeniedEg, Owner: ownerIsolation(dirEgress)},
+	{Name: counterDeniedIn, Owner: ownerIsolation(dirIngress)},
+	{Name: CounterSpoofed, Owner: ruleset.Owner{Kind: ruleset.OwnerSpoof}},
+	{Name: CounterUnclassifiedEgress, Owner: ownerUnclassified(dirEgress)},
+	{Name: CounterUnclassifiedIngress, Owner: ownerUnclassified(dirIngress)},
 }
 
 func vmapRule(m string, fields ...ruleset.Field) ruleset.Rule {
@@ -207,11 +232,11 @@ const (
 	dirEgress  direction = "eg"
 )
 
-func (d direction) long() string {
+func (d direction) long() ruleset.Direction {
 	if d == dirIngress {
-		return "ingress"
+		return ruleset.Ingress
 	}
-	return "egress"
+	return ruleset.Egress
 }
 
 func readable(s string) string {

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ type ruleInput struct {
 	key      string // namespace/name
 	hash     string // ruleset.Hash8(key)
 	ns       string
+	name     string // the policy's name
 	index    int
 	peers    []networkingv1.NetworkPolicyPeer
 	ports    []networkingv1.NetworkPolicyPort
@@ -60,7 +60,8 @@ var families = []family{
 // A rule thus has at most (maxInlinePorts + 1) × 2 rules per family.
 // An invalid peer or port makes the rule allow nothing and is reported.
 func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
-	where := fmt.Sprintf("%s %s rule %d", in.key, in.dir.long(), in.index)
+	owner := ruleset.Owner{Kind: ruleset.OwnerPolicyRule, Namespace: in.ns, Policy: in.name, Direction: in.dir.long(), Rule: in.index}
+	where := owner.String()
 	ps, err := parsePorts(in.ports)
 	if err != nil {
 		c.problem("%s: %v (rule allows nothing)", where, err)
@@ -99,7 +100,7 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 		for _, m := range ms {
 			all = append(all, m...)
 		}
-		out = append(out, ruleset.Rule{Matches: all, Counter: counter, Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}, Comment: where})
+		out = append(out, ruleset.Rule{Matches: all, Counter: counter, Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}, Owner: owner})
 	}
 	withPeers := func(pm []ruleset.Match) {
 		if !hasPeers {

@@ -67,7 +67,7 @@ func spoof(prefix string, sets []ruleset.Set, chains []ruleset.Chain) ([]ruleset
 			},
 			Counter: CounterSpoofed,
 			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
-			Comment: "source not routed back through its pod interface",
+			Owner:   ruleset.Owner{Kind: ruleset.OwnerSpoof},
 		})
 	}
 	return sets, append(chains, ch)

@@ -61,7 +61,7 @@ func unclassifiedRules(prefix string, d direction) []ruleset.Rule {
 			Matches: []ruleset.Match{iface, groups, {Kind: ruleset.MatchLookup, Fields: []ruleset.Field{addr[i]}, Set: set, Negate: true}},
 			Counter: counter,
 			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
-			Comment: "unclassified pod, " + d.long() + " policy in its namespace",
+			Owner:   ownerUnclassified(d),
 		})
 	}
 	return out

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -61,10 +60,10 @@ func TestClassifiedPodLeavesTheFallback(t *testing.T) {
 		}
 		v, reasons := ruleset.Trace(r, pkt)
 		if v != st.want {
-			t.Errorf("%s: got %v, want %v\n%s", st.name, v, st.want, strings.Join(reasons, "\n"))
+			t.Errorf("%s: got %v, want %v\n%s", st.name, v, st.want, ruleset.JoinSteps(reasons, "\n"))
 		}
-		if st.counter != "" && !slices.ContainsFunc(reasons, func(s string) bool { return strings.Contains(s, `counter name "`+st.counter+`"`) }) {
-			t.Errorf("%s: drop not counted into %s\n%s", st.name, st.counter, strings.Join(reasons, "\n"))
+		if st.counter != "" && !slices.ContainsFunc(reasons, func(s ruleset.Step) bool { return s.Rule.Counter == st.counter }) {
+			t.Errorf("%s: drop not counted into %s\n%s", st.name, st.counter, ruleset.JoinSteps(reasons, "\n"))
 		}
 	}
 }

@@ -91,10 +91,10 @@ func Diff(old, new Ruleset) Changes {
 	if reason != "" {
 		return Changes{Full: true, Reason: reason}
 	}
-	walk(old.Counters, new.Counters, func(s string) string { return s },
-		func(o string) { c.DelCounters = append(c.DelCounters, o) },
-		func(n string) { c.AddCounters = append(c.AddCounters, n) },
-		func(string, string) bool { return true })
+	walk(old.Counters, new.Counters, func(c Counter) string { return c.Name },
+		func(o Counter) { c.DelCounters = append(c.DelCounters, o.Name) },
+		func(n Counter) { c.AddCounters = append(c.AddCounters, n.Name) },
+		func(Counter, Counter) bool { return true })
 	return c
 }
 
@@ -122,7 +122,7 @@ func walk[T any](old, new []T, name func(T) string, gone, added func(T), both fu
 // sortedByName tells whether r's sets and chains are sorted by name
 // without repeats, as Compile makes them.
 func sortedByName(r Ruleset) bool {
-	if !slices.IsSorted(r.Counters) {
+	if !slices.IsSortedFunc(r.Counters, compareCounters) {
 		return false
 	}
 	for i := 1; i < len(r.Sets); i++ {
@@ -173,11 +173,13 @@ func byName(r Ruleset) Ruleset {
 	r.Sets = slices.Clone(r.Sets)
 	r.Chains = slices.Clone(r.Chains)
 	r.Counters = slices.Clone(r.Counters)
-	slices.Sort(r.Counters)
+	slices.SortStableFunc(r.Counters, compareCounters)
 	slices.SortStableFunc(r.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortStableFunc(r.Chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
 	return r
 }
+
+func compareCounters(a, b Counter) int { return strings.Compare(a.Name, b.Name) }
 
 func sameSetDef(a, b Set) bool {
 	return a.Interval == b.Interval && a.Map == b.Map && a.Comment == b.Comment && slices.Equal(a.Key, b.Key)

@@ -15,12 +15,12 @@ type Ruleset struct {
 	Sets []Set
 	// Chains holds base and regular chains, sorted by name.
 	Chains []Chain
-	// Counters are the named counters rules count into, sorted: one per
-	// policy rule (the connections it allowed), one per direction for
-	// the packets isolation dropped, one per direction for the packets of
-	// unclassified pods dropped (CounterUnclassifiedIngress, -Egress), and
-	// CounterSpoofed.
-	Counters []string
+	// Counters are the named counters rules count into, sorted by name,
+	// each with its owner: one per policy rule (the connections it
+	// allowed), one per direction for the packets isolation dropped, one
+	// per direction for the packets of unclassified pods dropped, and one
+	// for spoofed sources.
+	Counters []Counter
 	// Problems lists input the compiler could not enforce as written (bad
 	// selectors, CIDRs, protocols, named ports nobody defines), sorted. Each
 	// affected rule fails closed: it allows nothing.
@@ -91,7 +91,7 @@ type Base struct {
 }
 
 // Chain is a chain and its rules. Chains from a policy carry the policy in
-// their name; their rules carry comments.
+// their name; their rules carry owners.
 type Chain struct {
 	Name  string
 	Base  *Base // nil for a regular chain
@@ -107,7 +107,9 @@ type Rule struct {
 	// rule has no verdict.
 	Log     *Log
 	Verdict Verdict
-	Comment string
+	// Owner says what put the rule there; the rule's comment is rendered
+	// from it (Owner.String).
+	Owner Owner
 }
 
 // CounterValue is what a named counter has counted.
@@ -235,6 +237,15 @@ func (r Ruleset) Chain(name string) (Chain, bool) {
 		return r.Chains[i], true
 	}
 	return Chain{}, false
+}
+
+// Counter returns the counter named name.
+func (r Ruleset) Counter(name string) (Counter, bool) {
+	i := sort.Search(len(r.Counters), func(i int) bool { return r.Counters[i].Name >= name })
+	if i < len(r.Counters) && r.Counters[i].Name == name {
+		return r.Counters[i], true
+	}
+	return Counter{}, false
 }
 
 // ID is an element's identity: its key bytes.

@@ -28,8 +28,8 @@ func (r Ruleset) StringWithCounters(values map[string]CounterValue) string {
 	}
 	for _, c := range r.Counters {
 		sep()
-		v := values[c]
-		fmt.Fprintf(&b, "\tcounter %s {\n\t\tpackets %d bytes %d\n\t}\n", c, v.Packets, v.Bytes)
+		v := values[c.Name]
+		fmt.Fprintf(&b, "\tcounter %s {\n\t\tpackets %d bytes %d\n\t}\n", c.Name, v.Packets, v.Bytes)
 	}
 	for _, s := range r.Sets {
 		sep()
@@ -221,8 +221,8 @@ func (r Rule) String() string {
 	if r.Log == nil || r.Verdict.Kind != VerdictNone {
 		parts = append(parts, r.Verdict.String())
 	}
-	if r.Comment != "" {
-		parts = append(parts, fmt.Sprintf("comment %q", r.Comment))
+	if c := r.Owner.String(); c != "" {
+		parts = append(parts, fmt.Sprintf("comment %q", c))
 	}
 	return strings.Join(parts, " ")
 }

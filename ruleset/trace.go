@@ -33,12 +33,62 @@ const (
 // maxJumpDepth bounds chain recursion, as the kernel does.
 const maxJumpDepth = 16
 
+// StepKind says what a Step of a trace is.
+type StepKind int
+
+// Step kinds.
+const (
+	// StepRule is a rule that matched the packet.
+	StepRule StepKind = iota
+	// StepPolicy is a base chain the packet fell through: its policy
+	// accepts.
+	StepPolicy
+	// StepDepthExceeded is a jump nested deeper than the kernel allows:
+	// drop.
+	StepDepthExceeded
+	// StepMissingChain is a jump to a chain the ruleset lacks: drop.
+	StepMissingChain
+)
+
+// Step is one step of a trace: a rule that matched, a base chain's policy,
+// or an error that dropped the packet.
+type Step struct {
+	Kind StepKind
+	// Chain is the chain of the step (StepMissingChain: the chain missing).
+	Chain string
+	// Index is the position of the rule in Chain (StepRule), else -1.
+	Index int
+	// Rule is the rule that matched (StepRule); Owner is its owner.
+	Rule  Rule
+	Owner Owner
+	// Verdict is what the step did with the packet: the rule's verdict,
+	// for a verdict map the element's; accept for a base chain's policy,
+	// drop for an error.
+	Verdict Verdict
+}
+
+// String is the step as a human reads it: "chain: rule" as nft prints
+// the rule, followed by "-> verdict" for a verdict map.
+func (s Step) String() string {
+	switch s.Kind {
+	case StepPolicy:
+		return s.Chain + ": policy accept"
+	case StepDepthExceeded:
+		return s.Chain + ": jump depth exceeded, drop"
+	case StepMissingChain:
+		return "missing chain " + s.Chain + ", drop"
+	}
+	if s.Rule.Verdict.Kind == VerdictVMap {
+		return fmt.Sprintf("%s: %s -> %s", s.Chain, s.Rule, s.Verdict)
+	}
+	return s.Chain + ": " + s.Rule.String()
+}
+
 // Trace walks the forward-hook base chains of r in priority order, as the
-// kernel would for p, and returns VerdictAccept or VerdictDrop with the rules
-// that decided, one line per step ("chain: rule"). An accept ends one base
-// chain only; a drop is final; a base chain that falls through accepts
-// (policy accept).
-func Trace(r Ruleset, p Packet) (VerdictKind, []string) {
+// kernel would for p, and returns VerdictAccept or VerdictDrop with the
+// steps that decided, in order. An accept ends one base chain only; a drop
+// is final; a base chain that falls through accepts (policy accept).
+func Trace(r Ruleset, p Packet) (VerdictKind, []Step) {
 	if p.CtState == 0 {
 		p.CtState = CtNew
 	}
@@ -54,28 +104,33 @@ func Trace(r Ruleset, p Packet) (VerdictKind, []string) {
 	for _, c := range base {
 		v := t.chain(c, 0)
 		if v == VerdictDrop {
-			return VerdictDrop, t.reasons
+			return VerdictDrop, t.steps
 		}
 		if v == VerdictNone {
-			t.reasons = append(t.reasons, c.Name+": policy accept")
+			t.end(StepPolicy, c.Name, VerdictAccept)
 		}
 	}
-	return VerdictAccept, t.reasons
+	return VerdictAccept, t.steps
 }
 
 type tracer struct {
-	r       Ruleset
-	p       Packet
-	reasons []string
+	r     Ruleset
+	p     Packet
+	steps []Step
+}
+
+// end records a step that is no rule.
+func (t *tracer) end(k StepKind, chain string, v VerdictKind) {
+	t.steps = append(t.steps, Step{Kind: k, Chain: chain, Index: -1, Verdict: Verdict{Kind: v}})
 }
 
 // chain returns VerdictAccept, VerdictDrop, or VerdictNone (fell through).
 func (t *tracer) chain(c Chain, depth int) VerdictKind {
 	if depth > maxJumpDepth {
-		t.reasons = append(t.reasons, c.Name+": jump depth exceeded, drop")
+		t.end(StepDepthExceeded, c.Name, VerdictDrop)
 		return VerdictDrop
 	}
-	for _, rule := range c.Rules {
+	for i, rule := range c.Rules {
 		if rule.Log != nil || !t.matches(rule.Matches) {
 			continue // a log rule decides nothing
 		}
@@ -85,18 +140,16 @@ func (t *tracer) chain(c Chain, depth int) VerdictKind {
 			if !ok {
 				continue
 			}
-			t.reasons = append(t.reasons, fmt.Sprintf("%s: %s -> %s", c.Name, rule, e.Verdict))
 			v = e.Verdict
-		} else {
-			t.reasons = append(t.reasons, c.Name+": "+rule.String())
 		}
+		t.steps = append(t.steps, Step{Kind: StepRule, Chain: c.Name, Index: i, Rule: rule, Owner: rule.Owner, Verdict: v})
 		switch v.Kind {
 		case VerdictAccept, VerdictDrop:
 			return v.Kind
 		case VerdictJump:
 			target, ok := t.r.Chain(v.Chain)
 			if !ok {
-				t.reasons = append(t.reasons, "missing chain "+v.Chain+", drop")
+				t.end(StepMissingChain, v.Chain, VerdictDrop)
 				return VerdictDrop
 			}
 			if res := t.chain(target, depth+1); res != VerdictNone {
@@ -198,4 +251,13 @@ func elemContains(e Elem, key []string) bool {
 		}
 	}
 	return true
+}
+
+// JoinSteps is the steps as String prints them, separated by sep.
+func JoinSteps(steps []Step, sep string) string {
+	lines := make([]string, len(steps))
+	for i, s := range steps {
+		lines[i] = s.String()
+	}
+	return strings.Join(lines, sep)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -25,37 +24,34 @@ func checkPath(rs ruleset.Ruleset) (path, error) {
 		return p, fmt.Errorf("ruleset has %d problems, first: %s", len(rs.Problems), rs.Problems[0])
 	}
 	pkt := ruleset.Packet{Src: netip.MustParseAddr(clientIP), Dst: netip.MustParseAddr(serverIP), Proto: ruleset.ProtoTCP, DPort: testPort}
-	v, reasons := ruleset.Trace(rs, pkt)
+	v, steps := ruleset.Trace(rs, pkt)
 	if v != ruleset.VerdictAccept {
-		return p, fmt.Errorf("trace of client -> server port %d: not accepted:\n  %s", testPort, strings.Join(reasons, "\n  "))
+		return p, fmt.Errorf("trace of client -> server port %d: not accepted:\n  %s", testPort, ruleset.JoinSteps(steps, "\n  "))
 	}
-	p.egress = walked(reasons, "pol-eg-")
-	p.ingress = walked(reasons, "pol-in-")
+	p.egress = walked(steps, ruleset.Egress)
+	p.ingress = walked(steps, ruleset.Ingress)
 	if len(p.egress) == 0 || len(p.ingress) == 0 {
 		return p, fmt.Errorf("trace of client -> server port %d: accepted without a policy lookup both ways:\n  %s",
-			testPort, strings.Join(reasons, "\n  "))
+			testPort, ruleset.JoinSteps(steps, "\n  "))
 	}
-	if last := reasons[len(reasons)-1]; !strings.HasPrefix(last, "pol-in-") || !strings.Contains(last, "accept") {
+	if last := steps[len(steps)-1]; last.Owner.Kind != ruleset.OwnerPolicyRule || last.Owner.Direction != ruleset.Ingress ||
+		last.Verdict.Kind != ruleset.VerdictAccept {
 		return p, fmt.Errorf("trace of client -> server port %d: not accepted by an ingress policy rule: %s", testPort, last)
 	}
 	pkt.DPort = deniedPort
-	if v, reasons := ruleset.Trace(rs, pkt); v != ruleset.VerdictDrop {
-		return p, fmt.Errorf("trace of client -> server port %d: not dropped:\n  %s", deniedPort, strings.Join(reasons, "\n  "))
+	if v, steps := ruleset.Trace(rs, pkt); v != ruleset.VerdictDrop {
+		return p, fmt.Errorf("trace of client -> server port %d: not dropped:\n  %s", deniedPort, ruleset.JoinSteps(steps, "\n  "))
 	}
 	return p, nil
 }
 
-// walked returns the policies whose chains (prefix pol-in- or pol-eg-) a
-// trace jumped to, by the comment naming them.
-func walked(reasons []string, prefix string) []string {
+// walked returns the policies (namespace/name) of direction d whose
+// chains a trace jumped to, in order.
+func walked(steps []ruleset.Step, d ruleset.Direction) []string {
 	var out []string
-	for _, r := range reasons {
-		i := strings.Index(r, ": jump "+prefix)
-		if i < 0 {
-			continue
-		}
-		if c := strings.Index(r, `comment "`); c >= 0 {
-			out = append(out, strings.TrimSuffix(r[c+len(`comment "`):], `"`))
+	for _, s := range steps {
+		if s.Owner.Kind == ruleset.OwnerPolicy && s.Owner.Direction == d && s.Verdict.Kind == ruleset.VerdictJump {
+			out = append(out, s.Owner.PolicyKey())
 		}
 	}
 	return out

@@ -155,10 +155,7 @@ func (d *demo) explainAll(ctx context.Context, sock string) error {
 		if err != nil {
 			return fmt.Errorf("explain %s -> %s: %w", pr.from, pr.to, err)
 		}
-		var e struct {
-			Allowed bool
-			Steps   []string
-		}
+		var e agentapi.Explanation
 		if err := json.Unmarshal(resp.Result, &e); err != nil {
 			return err
 		}
@@ -174,18 +171,17 @@ func verdict(ok bool) string {
 	return "DENIED"
 }
 
-// reason condenses a trace to the rules that decided: the policy rules
-// that accepted, or the isolation drop.
-func reason(steps []string) string {
+// reason condenses a trace to the rules that decided: the rules with an
+// owner that accepted (a policy rule, a pod to its node or to itself),
+// and the drops, each named by its owner when it has one.
+func reason(steps []agentapi.ExplainStep) string {
 	var out []string
 	for _, s := range steps {
 		switch {
-		case strings.Contains(s, " drop"), strings.Contains(s, "accept comment"):
-			if i := strings.Index(s, "comment \""); i >= 0 {
-				out = append(out, strings.TrimSuffix(s[i+len("comment \""):], "\""))
-			} else {
-				out = append(out, s)
-			}
+		case s.Verdict == "drop" && s.Owner == nil:
+			out = append(out, s.Text)
+		case s.Verdict == "drop", s.Verdict == "accept" && s.Owner != nil:
+			out = append(out, s.Owner.Text)
 		}
 	}
 	if len(out) == 0 {

@@ -113,11 +113,7 @@ func print(w io.Writer, op string, raw json.RawMessage) int {
 		fmt.Fprint(w, text)
 		return 0
 	case agentapi.OpExplain:
-		var e struct {
-			Allowed  bool
-			Src, Dst string
-			Steps    []string
-		}
+		var e agentapi.Explanation
 		if err := json.Unmarshal(raw, &e); err != nil {
 			fmt.Fprintf(w, "%s\n", raw)
 			return 1
@@ -128,7 +124,7 @@ func print(w io.Writer, op string, raw json.RawMessage) int {
 		}
 		fmt.Fprintf(w, "%s -> %s: %s\n", e.Src, e.Dst, verdict)
 		for _, s := range e.Steps {
-			fmt.Fprintf(w, "  %s\n", s)
+			fmt.Fprintf(w, "  %s\n", s.Text)
 		}
 		if !e.Allowed {
 			return 3

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"reflect"
 	"testing"
 
@@ -44,5 +45,28 @@ func TestNoAgentIsAClearError(t *testing.T) {
 	}
 	if !bytes.Contains(errb.Bytes(), []byte("not running")) {
 		t.Errorf("stderr = %q", errb.String())
+	}
+}
+
+// TestExplainPrintsEachStep pins what explain prints of the agent's
+// answer: the verdict, then each step's text; DENIED exits 3.
+func TestExplainPrintsEachStep(t *testing.T) {
+	e := agentapi.Explanation{Src: "10.0.0.2", Dst: "10.0.0.1", Steps: []agentapi.ExplainStep{
+		{Chain: "forward-egress", Rule: -1, Verdict: "accept", Text: "forward-egress: policy accept"},
+		{Chain: "sel-in-X-ns", Rule: 1, Verdict: "drop", Text: `sel-in-X-ns: counter name "denied-ingress" drop comment "ingress isolated: no policy allows"`,
+			Owner: &agentapi.ExplainOwner{Kind: "isolation", Direction: "ingress", Text: "ingress isolated: no policy allows"}},
+	}}
+	raw, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if rc := print(&out, agentapi.OpExplain, raw); rc != 3 {
+		t.Errorf("rc = %d, want 3 (DENIED)", rc)
+	}
+	want := "10.0.0.2 -> 10.0.0.1: DENIED\n  forward-egress: policy accept\n" +
+		`  sel-in-X-ns: counter name "denied-ingress" drop comment "ingress isolated: no policy allows"` + "\n"
+	if out.String() != want {
+		t.Errorf("printed\n%s\nwant\n%s", out.String(), want)
 	}
 }

@@ -1,0 +1,50 @@
+package agentapi
+
+// Explanation answers OpExplain: whether the ruleset the kernel holds lets
+// a new connection from Src to Dst through, and the steps that decided.
+type Explanation struct {
+	Allowed bool   `json:"allowed"`
+	Src     string `json:"src"`
+	Dst     string `json:"dst"`
+	// Steps are the rules the packet matched and the base chains it fell
+	// through, in the order the kernel meets them.
+	Steps []ExplainStep `json:"steps"`
+}
+
+// ExplainStep is one step of an Explanation.
+type ExplainStep struct {
+	// Chain is the chain of the step (for a jump to a missing chain, that
+	// chain).
+	Chain string `json:"chain"`
+	// Rule is the position of the rule in Chain, from 0; -1 when the step
+	// is no rule: a base chain's policy, or an error.
+	Rule int `json:"rule"`
+	// Owner is what put the rule there; nil for the ruleset's plumbing
+	// (conntrack state, the pod maps) and for steps that are no rule.
+	Owner *ExplainOwner `json:"owner,omitempty"`
+	// Verdict is what the step did with the packet: accept, drop,
+	// "jump CHAIN", or continue.
+	Verdict string `json:"verdict"`
+	// Text is the step for a human: the chain and the rule as nft prints
+	// it.
+	Text string `json:"text"`
+}
+
+// ExplainOwner is what put a rule in the ruleset.
+type ExplainOwner struct {
+	// Kind is "policy" (a selection chain's jump to one policy's chain),
+	// "policy-rule", "isolation" (no policy selecting the pod allowed),
+	// "unclassified" (a pod the agent has not classified), "spoof",
+	// "node", "self" or "masquerade".
+	Kind string `json:"kind"`
+	// Namespace and Policy name the NetworkPolicy (policy, policy-rule).
+	Namespace string `json:"namespace,omitempty"`
+	Policy    string `json:"policy,omitempty"`
+	// Direction is "ingress" or "egress", for the kinds that have one.
+	Direction string `json:"direction,omitempty"`
+	// Rule is the index of the rule in the policy's spec.ingress or
+	// spec.egress (policy-rule only).
+	Rule *int `json:"rule,omitempty"`
+	// Text is the owner as the rule's comment says it.
+	Text string `json:"text"`
+}
