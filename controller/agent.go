@@ -14,20 +14,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
-
-// Source yields the current cluster objects. Sources only signal changes;
-// the agent's single worker decides when to read.
-type Source interface {
-	// Objects returns a complete, consistent view, or an error; on error
-	// the agent keeps the kernel as it is.
-	Objects() (Objects, error)
-	// Run watches for changes and calls kick for each; it returns when ctx
-	// ends. It must not call kick before its view is complete.
-	Run(ctx context.Context, kick func()) error
-}
 
 // Applier programs a compiled ruleset into the node's kernel in one
 // transaction, replacing whatever the previous Apply left.
@@ -52,7 +42,7 @@ type Status struct {
 type Agent struct {
 	Node         string
 	ClusterCIDRs []netip.Prefix
-	Source       Source
+	Source       snapshot.Source
 	Applier      Applier
 	Log          *slog.Logger
 	// MinInterval rate-limits syncs: bursts of events collapse into one.
@@ -95,7 +85,7 @@ type Agent struct {
 	// view is the cluster kept up to date from the source's changes, and
 	// overlayBuf the pod slice of the last snapshot with announcements;
 	// only the worker uses them.
-	view       *view
+	view       *snapshot.View
 	overlayBuf []policy.Pod
 	// anns are pods announced by the plugin, by namespace/name.
 	anns map[string]*announcement
@@ -118,13 +108,7 @@ type Agent struct {
 // Reconciler keeps one more piece of node state in line with the cluster.
 // It is given the nodes only; the other kinds of Objects are empty.
 type Reconciler interface {
-	Reconcile(o Objects) error
-}
-
-// PodGetter is implemented by sources that can fetch one pod directly when
-// their cache is behind (the API server source).
-type PodGetter interface {
-	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+	Reconcile(o snapshot.Objects) error
 }
 
 // Kick marks work; it never blocks.
@@ -297,26 +281,26 @@ func (a *Agent) sync(ctx context.Context) error {
 // otherwise, and returns the node's snapshot (without announcements) and
 // the objects for the reconcilers. The snapshot's pod slice is the view's:
 // it stays valid until the next refresh. gone are the pods deleted since
-// the last refresh (see view.apply).
-func (a *Agent) refresh() (_ policy.Snapshot, _ Objects, gone map[string]*corev1.Pod, _ error) {
-	var c Changes
-	if cs, ok := a.Source.(ChangeSource); ok {
+// the last refresh (see snapshot.View.Apply).
+func (a *Agent) refresh() (_ policy.Snapshot, _ snapshot.Objects, gone map[string]*corev1.Pod, _ error) {
+	var c snapshot.Changes
+	if cs, ok := a.Source.(snapshot.ChangeSource); ok {
 		var err error
 		if c, err = cs.Changes(); err != nil {
-			return policy.Snapshot{}, Objects{}, nil, err
+			return policy.Snapshot{}, snapshot.Objects{}, nil, err
 		}
 	} else {
 		objs, err := a.Source.Objects()
 		if err != nil {
-			return policy.Snapshot{}, Objects{}, nil, err
+			return policy.Snapshot{}, snapshot.Objects{}, nil, err
 		}
-		c = Changes{Full: true, Objects: objs}
+		c = snapshot.Changes{Full: true, Objects: objs}
 	}
 	if a.view == nil {
-		a.view = newView()
+		a.view = snapshot.NewView()
 	}
-	gone = a.view.apply(c)
-	return a.view.snapshot(a.Node, a.ClusterCIDRs), a.view.objects(), gone, nil
+	gone = a.view.Apply(c)
+	return a.view.Snapshot(a.Node, a.ClusterCIDRs), a.view.Objects(), gone, nil
 }
 
 // sameIncarnation reports whether deleted, the pod the view had under a
@@ -330,7 +314,7 @@ func sameIncarnation(deleted, announced *corev1.Pod) bool {
 
 // Announce records that the plugin wired pod namespace/name with ips and
 // returns once a ruleset that includes them is in the kernel, or ctx ends.
-// The pod must be known to the source (or fetchable through PodGetter): its
+// The pod must be known to the source (or fetchable through snapshot.PodGetter): its
 // labels decide which policies apply, so an unknown pod is an error rather
 // than a guess. Only this node's pods, with addresses from this node's
 // podCIDRs, are taken (see admitAnnouncement).
@@ -385,7 +369,7 @@ func (a *Agent) nodePodCIDRs(ctx context.Context) ([]netip.Prefix, error) {
 // server) when it has one, so a plugin request costs no full listing;
 // otherwise in the source's objects.
 func (a *Agent) lookupPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
-	if g, ok := a.Source.(PodGetter); ok {
+	if g, ok := a.Source.(snapshot.PodGetter); ok {
 		pod, err := g.GetPod(ctx, namespace, name)
 		if err != nil {
 			return nil, fmt.Errorf("pod %s/%s: %w", namespace, name, err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -32,10 +33,10 @@ func podIPsIn(s policy.Snapshot, ns, name string) []netip.Addr {
 // KubeSource does; safe for the worker and a test to share.
 type lockedChangeSource struct {
 	memSource
-	queued []Changes
+	queued []snapshot.Changes
 }
 
-func (c *lockedChangeSource) push(ch Changes) {
+func (c *lockedChangeSource) push(ch snapshot.Changes) {
 	c.mu.Lock()
 	c.queued = append(c.queued, ch)
 	kick := c.kick
@@ -43,11 +44,11 @@ func (c *lockedChangeSource) push(ch Changes) {
 	kick()
 }
 
-func (c *lockedChangeSource) Changes() (Changes, error) {
+func (c *lockedChangeSource) Changes() (snapshot.Changes, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.queued) == 0 {
-		return Changes{}, nil
+		return snapshot.Changes{}, nil
 	}
 	ch := c.queued[0]
 	c.queued = c.queued[1:]
@@ -59,34 +60,36 @@ func TestAnnouncedPodDeletedBeforeItsIPWasSeen(t *testing.T) {
 	web.UID = "uid-1"
 	ip := netip.MustParseAddr("10.244.1.9")
 	nodes := []*corev1.Node{localNode()}
-	listing := func() Source { return &memSource{objs: Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}} }
-	deleteListed := func(s Source) {
+	listing := func() snapshot.Source {
+		return &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}
+	}
+	deleteListed := func(s snapshot.Source) {
 		m := s.(*memSource)
 		m.mu.Lock()
-		m.objs = Objects{Nodes: nodes}
+		m.objs = snapshot.Objects{Nodes: nodes}
 		kick := m.kick
 		m.mu.Unlock()
 		kick()
 	}
-	changes := func() Source {
-		return &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}},
-			memSource: memSource{objs: Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}}
+	changes := func() snapshot.Source {
+		return &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}},
+			memSource: memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}}
 	}
-	deleteChanged := func(s Source) {
-		s.(*lockedChangeSource).push(Changes{Pods: map[string]*corev1.Pod{"ns1/web": nil}})
+	deleteChanged := func(s snapshot.Source) {
+		s.(*lockedChangeSource).push(snapshot.Changes{Pods: map[string]*corev1.Pod{"ns1/web": nil}})
 	}
 	cases := []struct {
 		name   string
-		src    func() Source
-		delete func(Source)
+		src    func() snapshot.Source
+		delete func(snapshot.Source)
 		// failing: the sync that sees the delete fails to apply.
 		failing bool
 	}{
 		{"listing source", listing, deleteListed, false},
 		{"change source", changes, deleteChanged, false},
-		{"change source that never had the pod", func() Source {
-			return &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Nodes: nodes}}},
-				memSource: memSource{objs: Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}}
+		{"change source that never had the pod", func() snapshot.Source {
+			return &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Nodes: nodes}}},
+				memSource: memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}}
 		}, deleteChanged, false},
 		{"listing source, delete seen by a failed sync", listing, deleteListed, true},
 		{"change source, delete seen by a failed sync", changes, deleteChanged, true},
@@ -135,7 +138,7 @@ func TestDeleteOfAnOlderPodKeepsTheAnnouncement(t *testing.T) {
 	old.UID = "uid-old"
 	recreated := pod("ns1", "web-0", "n1", nil) // the cache has not seen it yet
 	recreated.UID = "uid-new"
-	src := &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{old}, Nodes: []*corev1.Node{localNode()}}}}}
+	src := &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Pods: []*corev1.Pod{old}, Nodes: []*corev1.Node{localNode()}}}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, &getterSource2{lockedChangeSource: src, pod: recreated}, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
@@ -144,7 +147,7 @@ func TestDeleteOfAnOlderPodKeepsTheAnnouncement(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, n := app.last()
-	src.push(Changes{Pods: map[string]*corev1.Pod{"ns1/web-0": nil}}) // the old pod's delete
+	src.push(snapshot.Changes{Pods: map[string]*corev1.Pod{"ns1/web-0": nil}}) // the old pod's delete
 	waitFor(t, "the sync after the delete", func() bool { _, m := app.last(); return m > n })
 	if got := podIPsIn(appliedSnapshot(a), "ns1", "web-0"); len(got) != 1 || got[0] != ip {
 		t.Errorf("recreated pod has %v after its predecessor's delete, want [%v]", got, ip)
@@ -166,7 +169,7 @@ func (g *getterSource2) GetPod(_ context.Context, ns, name string) (*corev1.Pod,
 
 func TestReannouncementWhileSyncingIsKept(t *testing.T) {
 	ip1, ip2 := netip.MustParseAddr("10.244.1.9"), netip.MustParseAddr("10.244.1.10")
-	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil, ip1.String())}, Nodes: []*corev1.Node{localNode()}}}
+	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil, ip1.String())}, Nodes: []*corev1.Node{localNode()}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
@@ -197,13 +200,13 @@ func TestReannouncementWhileSyncingIsKept(t *testing.T) {
 func TestPublishedSnapshotStaysTheAppliedOne(t *testing.T) {
 	ip1, ip2 := netip.MustParseAddr("10.244.1.9"), netip.MustParseAddr("10.244.1.10")
 	web := pod("ns1", "web", "n1", nil, ip1.String())
-	src := &lockedChangeSource{queued: []Changes{{Full: true, Objects: Objects{Pods: []*corev1.Pod{web}}}}}
+	src := &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Pods: []*corev1.Pod{web}}}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
 
 	app.entered, app.gate = make(chan struct{}), make(chan struct{})
-	src.push(Changes{Pods: map[string]*corev1.Pod{"ns1/web": pod("ns1", "web", "n1", nil, ip2.String())}})
+	src.push(snapshot.Changes{Pods: map[string]*corev1.Pod{"ns1/web": pod("ns1", "web", "n1", nil, ip2.String())}})
 	<-app.entered // the next sync has read the change, and not applied it yet
 	a.mu.Lock()
 	rs, snap := a.rs, a.snap

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/weir-cni/weir/controller/snapshot"
+	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -19,12 +21,12 @@ func (nopApplier) Apply(context.Context, ruleset.Ruleset) error { return nil }
 // changeSource hands over the changes it is given, as KubeSource does.
 type changeSource struct {
 	memSource
-	next Changes
+	next snapshot.Changes
 }
 
-func (c *changeSource) Changes() (Changes, error) {
+func (c *changeSource) Changes() (snapshot.Changes, error) {
 	n := c.next
-	c.next = Changes{}
+	c.next = snapshot.Changes{}
 	return n, nil
 }
 
@@ -37,8 +39,9 @@ func (c *changeSource) Changes() (Changes, error) {
 func BenchmarkAgentSyncOneLabel10k(b *testing.B) {
 	for _, changes := range []bool{false, true} {
 		b.Run(fmt.Sprint("changes=", changes), func(b *testing.B) {
-			o := benchObjects(10000)
-			src := &changeSource{memSource: memSource{objs: o}, next: Changes{Full: true, Objects: o}}
+			nodes, namespaces, pods := snapshottest.Cluster(10000)
+			o := snapshot.Objects{Nodes: nodes, Namespaces: namespaces, Pods: pods}
+			src := &changeSource{memSource: memSource{objs: o}, next: snapshot.Changes{Full: true, Objects: o}}
 			a := &Agent{Node: "n1", Source: &src.memSource, Applier: nopApplier{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			if changes {
 				a.Source = src
@@ -53,7 +56,7 @@ func BenchmarkAgentSyncOneLabel10k(b *testing.B) {
 				p.Labels["tier"] = fmt.Sprint(i)
 				o.Pods[7] = p
 				src.objs = o
-				src.next = Changes{Pods: map[string]*corev1.Pod{cache.NewObjectName(p.Namespace, p.Name).String(): p}}
+				src.next = snapshot.Changes{Pods: map[string]*corev1.Pod{cache.NewObjectName(p.Namespace, p.Name).String(): p}}
 				if err := a.sync(context.Background()); err != nil {
 					b.Fatal(err)
 				}

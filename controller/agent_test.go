@@ -10,19 +10,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weir-cni/weir/controller/snapshot"
+	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 type memSource struct {
 	mu   sync.Mutex
-	objs Objects
+	objs snapshot.Objects
 	err  error
 	kick func()
 }
 
-func (m *memSource) Objects() (Objects, error) {
+func (m *memSource) Objects() (snapshot.Objects, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.objs, m.err
@@ -70,13 +71,8 @@ func (r *recApplier) last() (ruleset.Ruleset, int) {
 	return r.applied[len(r.applied)-1], len(r.applied)
 }
 
-func pod(ns, name, node string, labels map[string]string, ips ...string) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Spec: corev1.PodSpec{NodeName: node}}
-	for _, ip := range ips {
-		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
-	}
-	return p
-}
+// pod builds the pods of these tests.
+var pod = snapshottest.Pod
 
 // localNode is n1, the node of the agents startAgent starts, with the
 // pod ranges the tests announce addresses from: an agent takes
@@ -85,7 +81,7 @@ func localNode() *corev1.Node {
 	return node("n1", []string{"10.244.1.0/24", "fd00:1::/64"})
 }
 
-func startAgent(t *testing.T, src Source, app Applier) (*Agent, context.CancelFunc) {
+func startAgent(t *testing.T, src snapshot.Source, app Applier) (*Agent, context.CancelFunc) {
 	t.Helper()
 	a := &Agent{Node: "n1", Source: src, Applier: app, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -107,7 +103,7 @@ func waitFor(t *testing.T, what string, f func() bool) {
 }
 
 func TestAnnounceReturnsOnlyAfterApply(t *testing.T) {
-	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", map[string]string{"app": "web"})},
+	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", map[string]string{"app": "web"})},
 		Nodes: []*corev1.Node{localNode()}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
@@ -151,7 +147,7 @@ func TestAnnounceUnknownPodFails(t *testing.T) {
 }
 
 func TestAnnounceTimesOutWhenApplyFails(t *testing.T) {
-	src := &memSource{objs: Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil)}, Nodes: []*corev1.Node{localNode()}}}
+	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil)}, Nodes: []*corev1.Node{localNode()}}}
 	a, _ := startAgent(t, src, &recApplier{fail: errors.New("kernel says no")})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -171,7 +167,7 @@ type getterSource struct {
 	lists int
 }
 
-func (g *getterSource) Objects() (Objects, error) {
+func (g *getterSource) Objects() (snapshot.Objects, error) {
 	g.mu.Lock()
 	g.lists++
 	g.mu.Unlock()
@@ -187,7 +183,7 @@ func (g *getterSource) GetPod(_ context.Context, ns, name string) (*corev1.Pod, 
 
 func TestAnnounceFetchesThePodWithoutListing(t *testing.T) {
 	src := &getterSource{pod: pod("ns1", "web", "n1", map[string]string{"app": "web"}),
-		memSource: memSource{objs: Objects{Nodes: []*corev1.Node{localNode()}}}}
+		memSource: memSource{objs: snapshot.Objects{Nodes: []*corev1.Node{localNode()}}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -28,7 +29,7 @@ type announcement struct {
 // forget them. Pods keep their places; s and v are not modified: when
 // anns is not empty the result's pods are written into buf, reused when it
 // is large enough.
-func overlay(s policy.Snapshot, v *view, anns map[string]*announcement, buf []policy.Pod) (policy.Snapshot, []string) {
+func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement, buf []policy.Pod) (policy.Snapshot, []string) {
 	if len(anns) == 0 {
 		return s, nil
 	}
@@ -51,7 +52,7 @@ func overlay(s policy.Snapshot, v *view, anns map[string]*announcement, buf []po
 		a := byID[[2]string{p.Namespace, p.Name}]
 		switch {
 		case a != nil:
-			// p's addresses are its source pod's (see convertPod).
+			// p's addresses are its source pod's (see snapshot.ConvertPod).
 			key := cache.NewObjectName(p.Namespace, p.Name).String()
 			seen[key] = true
 			if containsAll(p.IPs, a.ips) {
@@ -76,7 +77,7 @@ func overlay(s policy.Snapshot, v *view, anns map[string]*announcement, buf []po
 		if seen[key] {
 			continue
 		}
-		base := v.pod(key) // in the source, but left out of the snapshot
+		base := v.Pod(key) // in the source, but left out of the snapshot
 		if base != nil && hasAll(base, a.ips) {
 			done = append(done, key) // the snapshot leaves it out for another reason
 			continue
@@ -88,7 +89,7 @@ func overlay(s policy.Snapshot, v *view, anns map[string]*announcement, buf []po
 		if base == nil {
 			continue
 		}
-		np, ok := convertPod(withIPs(base, a.ips))
+		np, ok := snapshot.ConvertPod(withIPs(base, a.ips))
 		switch {
 		case ok:
 			pods = append(pods, np)
@@ -102,7 +103,7 @@ func overlay(s policy.Snapshot, v *view, anns map[string]*announcement, buf []po
 	s.Pods = pods
 	for _, d := range delta {
 		if d != 0 {
-			s.Namespaces = v.buildNamespaces(delta)
+			s.Namespaces = v.BuildNamespaces(delta)
 			break
 		}
 	}
@@ -137,7 +138,7 @@ func containsAll(have, want []netip.Addr) bool {
 	return true
 }
 
-// unmapped returns a copy of ips as convertPod would give them.
+// unmapped returns a copy of ips as snapshot.ConvertPod would give them.
 func unmapped(ips []netip.Addr) []netip.Addr {
 	out := make([]netip.Addr, len(ips))
 	for i, ip := range ips {
@@ -173,7 +174,7 @@ func withIPs(p *corev1.Pod, ips []netip.Addr) *corev1.Pod {
 }
 
 // findPod returns the pod ns/name from objs.
-func findPod(objs Objects, ns, name string) *corev1.Pod {
+func findPod(objs snapshot.Objects, ns, name string) *corev1.Pod {
 	for _, p := range objs.Pods {
 		if p.Namespace == ns && p.Name == name {
 			return p

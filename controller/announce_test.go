@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/weir-cni/weir/controller/snapshot"
+	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,7 +18,7 @@ import (
 // pod keeps an announced address, an announced pod the source does not
 // have is added from its announcement. An announcement is done when the
 // source has its addresses or has the pod finished.
-func overlayObjects(objs Objects, anns map[string]*announcement) (Objects, map[string]bool) {
+func overlayObjects(objs snapshot.Objects, anns map[string]*announcement) (snapshot.Objects, map[string]bool) {
 	owner := map[netip.Addr]bool{}
 	for _, a := range anns {
 		for _, ip := range a.ips {
@@ -30,7 +32,7 @@ func overlayObjects(objs Objects, anns map[string]*announcement) (Objects, map[s
 		key := p.Namespace + "/" + p.Name
 		if a, ok := anns[key]; ok {
 			seen[key] = true
-			if _, runs := convertPod(withIPs(p, a.ips)); hasAll(p, a.ips) || !runs {
+			if _, runs := snapshot.ConvertPod(withIPs(p, a.ips)); hasAll(p, a.ips) || !runs {
 				done[key] = true
 				out.Pods = append(out.Pods, p)
 			} else {
@@ -66,42 +68,42 @@ func TestOverlay(t *testing.T) {
 	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns1"}}
 	cases := []struct {
 		name     string
-		objs     Objects
+		objs     snapshot.Objects
 		anns     map[string]*announcement
 		wantPods map[string]string // name -> first IP ("" none)
 		wantDone bool
 	}{
-		{"cache has the pod without IP yet", Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil)}}, ann("ns1"),
+		{"cache has the pod without IP yet", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil)}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
-		{"cache has the pod with an older address", Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", map[string]string{"v": "1"}, "10.244.1.5")}},
+		{"cache has the pod with an older address", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", map[string]string{"v": "1"}, "10.244.1.5")}},
 			ann("ns1"), map[string]string{"new": "10.244.1.9"}, false},
-		{"cache does not have the pod at all", Objects{}, ann("ns1"), map[string]string{"new": "10.244.1.9"}, false},
-		{"reused address drops the stale pod", Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, ann("ns1"),
+		{"cache does not have the pod at all", snapshot.Objects{}, ann("ns1"), map[string]string{"new": "10.244.1.9"}, false},
+		{"reused address drops the stale pod", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
-		{"stale pod dropped from a namespace that has no object", Objects{Namespaces: []*corev1.Namespace{nsObj},
+		{"stale pod dropped from a namespace that has no object", snapshot.Objects{Namespaces: []*corev1.Namespace{nsObj},
 			Pods: []*corev1.Pod{pod("ns2", "old", "n1", nil, "10.244.1.9")}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
-		{"announced pod in a namespace that has no object", Objects{Namespaces: []*corev1.Namespace{nsObj}}, ann("ns3"),
+		{"announced pod in a namespace that has no object", snapshot.Objects{Namespaces: []*corev1.Namespace{nsObj}}, ann("ns3"),
 			map[string]string{"new": "10.244.1.9"}, false},
-		{"cache caught up", Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil, "10.244.1.9")}}, ann("ns1"),
+		{"cache caught up", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil, "10.244.1.9")}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, true},
-		{"cache caught up with a pod being deleted, which keeps its address", Objects{Pods: []*corev1.Pod{deleting}}, ann("ns1"),
+		{"cache caught up with a pod being deleted, which keeps its address", snapshot.Objects{Pods: []*corev1.Pod{deleting}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, true},
-		{"pod being deleted before its IP was seen runs with the announced one", Objects{Pods: []*corev1.Pod{deletingNoIP}}, ann("ns1"),
+		{"pod being deleted before its IP was seen runs with the announced one", snapshot.Objects{Pods: []*corev1.Pod{deletingNoIP}}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
-		{"pod finished before its IP was seen", Objects{Pods: []*corev1.Pod{finishedNoIP}}, ann("ns1"),
+		{"pod finished before its IP was seen", snapshot.Objects{Pods: []*corev1.Pod{finishedNoIP}}, ann("ns1"),
 			map[string]string{}, true},
-		{"no announcements", Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, nil,
+		{"no announcements", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, nil,
 			map[string]string{"old": "10.244.1.9"}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			v := newView()
-			v.apply(Changes{Full: true, Objects: tc.objs})
-			base := v.snapshot("n1", nil)
+			v := snapshot.NewView()
+			v.Apply(snapshot.Changes{Full: true, Objects: tc.objs})
+			base := v.Snapshot("n1", nil)
 			before := fmt.Sprint(base.Pods)
 			out, done := overlay(base, v, tc.anns, nil)
-			if fmt.Sprint(v.snapshot("n1", nil).Pods) != before {
+			if fmt.Sprint(v.Snapshot("n1", nil).Pods) != before {
 				t.Errorf("overlay modified the view's pods")
 			}
 			got := map[string]string{}
@@ -119,16 +121,16 @@ func TestOverlay(t *testing.T) {
 			}
 			// The same as overlaying the source objects and converting them all.
 			ref, refDone := overlayObjects(tc.objs, tc.anns)
-			want := canonical(BuildSnapshot("n1", nil, ref))
-			if g := canonical(out); !reflect.DeepEqual(g, want) {
-				t.Errorf("overlay differs from the reference: %s", describeDiff(g, want))
+			want := snapshottest.Canonical(snapshot.Build("n1", nil, ref))
+			if g := snapshottest.Canonical(out); !reflect.DeepEqual(g, want) {
+				t.Errorf("overlay differs from the reference: %s", snapshottest.DescribeDiff(g, want))
 			}
 			if len(done) != len(refDone) {
 				t.Errorf("done = %v, reference %v", done, refDone)
 			}
 			// A reused buffer holding another snapshot's pods gives the same.
 			buf := append(make([]policy.Pod, 0, 16), policy.Pod{Namespace: "junk", Name: "junk"})
-			if again, _ := overlay(base, v, tc.anns, buf); !reflect.DeepEqual(canonical(again), canonical(out)) {
+			if again, _ := overlay(base, v, tc.anns, buf); !reflect.DeepEqual(snapshottest.Canonical(again), snapshottest.Canonical(out)) {
 				t.Errorf("overlay into a used buffer = %+v, want %+v", again.Pods, out.Pods)
 			}
 		})

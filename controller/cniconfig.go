@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/weir-cni/weir/conf"
+	"github.com/weir-cni/weir/controller/snapshot"
 )
 
 // DefaultCNIVersion is the cniVersion of the written conflist when
@@ -59,7 +60,7 @@ func (c *CNIConfig) Render(podCIDRs []string) ([]byte, error) {
 		Subnet string `json:"subnet"`
 	}
 	ranges := make([]rng, 0, len(podCIDRs))
-	for _, p := range parsePrefixes(podCIDRs, "") {
+	for _, p := range snapshot.ParsePrefixes(podCIDRs, "") {
 		ranges = append(ranges, rng{Subnet: p.String()})
 	}
 	if len(ranges) != len(podCIDRs) {
@@ -94,7 +95,7 @@ func (c *CNIConfig) Render(podCIDRs []string) ([]byte, error) {
 // Reconcile writes the config when this node's podCIDRs call for a
 // different one. The write is atomic (temp file + rename): the kubelet
 // never reads half a file.
-func (c *CNIConfig) Reconcile(o Objects) error {
+func (c *CNIConfig) Reconcile(o snapshot.Objects) error {
 	var cidrs []string
 	for _, n := range o.Nodes {
 		if n.Name == c.Node {

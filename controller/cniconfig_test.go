@@ -9,19 +9,15 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weir-cni/weir/conf"
+	"github.com/weir-cni/weir/controller/snapshot"
+	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	"github.com/weir-cni/weir/policy"
 )
 
-func node(name string, cidrs []string, ips ...string) *corev1.Node {
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDRs: cidrs}}
-	for _, ip := range ips {
-		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
-	}
-	return n
-}
+// node builds the nodes of these tests.
+var node = snapshottest.Node
 
 func TestCNIConfigIsValidForThePlugin(t *testing.T) {
 	c := &CNIConfig{Node: "n1", MTU: 1450, DataDir: "/var/lib/x", AgentSocket: "/run/x.sock", HostIfPrefix: "cali"}
@@ -139,13 +135,13 @@ func TestCNIConfigWritesTheRequestedCNIVersion(t *testing.T) {
 func TestCNIConfigReconcileWritesOnlyOnChange(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "net.d", "10-weir.conflist")
 	c := &CNIConfig{Node: "n1", Path: path}
-	if err := c.Reconcile(Objects{Nodes: []*corev1.Node{node("n1", nil)}}); err != nil {
+	if err := c.Reconcile(snapshot.Objects{Nodes: []*corev1.Node{node("n1", nil)}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatal("config written for a node without podCIDRs")
 	}
-	objs := Objects{Nodes: []*corev1.Node{node("n1", []string{"10.244.1.0/24"}), node("n2", []string{"10.244.2.0/24"})}}
+	objs := snapshot.Objects{Nodes: []*corev1.Node{node("n1", []string{"10.244.1.0/24"}), node("n2", []string{"10.244.2.0/24"})}}
 	if err := c.Reconcile(objs); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +169,7 @@ func TestCNIConfigReconcileWritesOnlyOnChange(t *testing.T) {
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func TestDesiredRoutes(t *testing.T) {
-	objs := Objects{Nodes: []*corev1.Node{
+	objs := snapshot.Objects{Nodes: []*corev1.Node{
 		node("self", []string{"10.244.1.0/24"}, "192.168.0.1"),
 		node("b", []string{"10.244.2.0/24", "fd00:2::/64"}, "192.168.0.2", "fd00:ff::2"),
 		node("c", []string{"10.244.3.0/24", "fd00:3::/64"}, "192.168.0.3"), // no IPv6 address: no v6 route

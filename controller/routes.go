@@ -9,6 +9,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"github.com/weir-cni/weir/controller/snapshot"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,14 +26,14 @@ type NodeRoute struct {
 // DesiredRoutes computes the host-gw routes of node self: every other
 // node's pod CIDRs via that node's InternalIP of the same family. Nodes
 // without an address of the family are skipped. Pure and sorted.
-func DesiredRoutes(self string, o Objects) []NodeRoute {
+func DesiredRoutes(self string, o snapshot.Objects) []NodeRoute {
 	var out []NodeRoute
 	for _, n := range o.Nodes {
 		if n.Name == self {
 			continue
 		}
-		ips := InternalIPs(n)
-		for _, cidr := range parsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR) {
+		ips := snapshot.InternalIPs(n)
+		for _, cidr := range snapshot.ParsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR) {
 			for _, ip := range ips {
 				if ip.Is6() == cidr.Addr().Is6() {
 					out = append(out, NodeRoute{Dst: cidr, Via: ip})
@@ -51,7 +52,7 @@ type RouteSyncer struct {
 
 // Reconcile adds missing routes, replaces changed ones and deletes the
 // ones whose node is gone. Only routes with RouteProto are touched.
-func (r *RouteSyncer) Reconcile(o Objects) error {
+func (r *RouteSyncer) Reconcile(o snapshot.Objects) error {
 	want := map[netip.Prefix]NodeRoute{}
 	for _, nr := range DesiredRoutes(r.Node, o) {
 		want[nr.Dst] = nr

@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"github.com/weir-cni/weir/controller/snapshot"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -44,7 +45,7 @@ func TestRouteSyncerOwnsOnlyItsRoutes(t *testing.T) {
 			return err
 		}
 		r := &RouteSyncer{Node: "self"}
-		objs := Objects{Nodes: []*corev1.Node{
+		objs := snapshot.Objects{Nodes: []*corev1.Node{
 			node("self", []string{"10.244.1.0/24"}, "192.168.0.1"),
 			node("b", []string{"10.244.2.0/24"}, "192.168.0.2"),
 			node("c", []string{"10.244.3.0/24"}, "192.168.0.3"),

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weir-cni/weir/agentapi"
+	"github.com/weir-cni/weir/controller/snapshot"
 )
 
 // TestSocketAnswersFromTheAppliedRuleset drives status, rules and explain
@@ -35,7 +36,7 @@ func TestSocketAnswersFromTheAppliedRuleset(t *testing.T) {
 			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
 				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}}}},
 		}}
-	src := &memSource{objs: Objects{Pods: []*corev1.Pod{web, client, other}, Policies: []*networkingv1.NetworkPolicy{np}}}
+	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{web, client, other}, Policies: []*networkingv1.NetworkPolicy{np}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n >= 1 })

@@ -28,6 +28,8 @@ import (
 
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/controller"
+	"github.com/weir-cni/weir/controller/snapshot"
+	"github.com/weir-cni/weir/controller/source"
 	"github.com/weir-cni/weir/policy"
 )
 
@@ -176,9 +178,9 @@ func validate(node, manifests, cniVersion, metricsAuth, ifPrefix string, denyGro
 
 // newSource returns the manifests source when a directory is given, and
 // the API-server source otherwise.
-func newSource(manifests string, poll time.Duration, kubeconfig string, qps float32, log *slog.Logger) (controller.Source, kubernetes.Interface, error) {
+func newSource(manifests string, poll time.Duration, kubeconfig string, qps float32, log *slog.Logger) (snapshot.Source, kubernetes.Interface, error) {
 	if manifests != "" {
-		return &controller.DirSource{Dir: manifests, Interval: poll}, nil, nil
+		return &source.DirSource{Dir: manifests, Interval: poll}, nil, nil
 	}
 	var cfg *rest.Config
 	var err error
@@ -196,7 +198,7 @@ func newSource(manifests string, poll time.Duration, kubeconfig string, qps floa
 	if err != nil {
 		return nil, nil, fmt.Errorf("api client: %w", err)
 	}
-	src := controller.NewKubeSource(client, 0)
+	src := source.NewKubeSource(client, 0)
 	src.OnWatchError = func(resource string, err error) {
 		log.Warn("list/watch failed; retrying, kernel keeps the last ruleset", "resource", resource, "err", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/controller"
+	"github.com/weir-cni/weir/controller/source"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -76,7 +77,7 @@ func serveAgent(t *testing.T, manifests string) string {
 	if err := os.WriteFile(filepath.Join(dir, "cluster.yaml"), []byte(manifests), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := &controller.Agent{Node: "node-a", Source: &controller.DirSource{Dir: dir}, Applier: nopApplier{},
+	a := &controller.Agent{Node: "node-a", Source: &source.DirSource{Dir: dir}, Applier: nopApplier{},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
 	sockDir := filepath.Join(t.TempDir(), "run")

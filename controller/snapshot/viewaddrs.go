@@ -1,4 +1,4 @@
-package controller
+package snapshot
 
 import (
 	"net/netip"
@@ -10,14 +10,14 @@ import (
 
 // This file keeps the view's index of pod addresses, which decides the
 // pods being deleted that the snapshot leaves out because a pod that is
-// not being deleted holds one of their addresses (see BuildSnapshot,
+// not being deleted holds one of their addresses (see Build,
 // yields and claims). A change re-examines only the pods being deleted at
 // the addresses whose holders changed.
 
 // reindex records the addresses of np, the pod p of s, in live or dying
 // in place of what s had there, and reports whether the snapshot holds
 // it: false for a pod that yields an address some pod claims.
-func (v *view) reindex(s *podSlot, np policy.Pod, p *corev1.Pod) bool {
+func (v *View) reindex(s *podSlot, np policy.Pod, p *corev1.Pod) bool {
 	if s.addrs != nil && (s.dying && yields(p) || !s.dying && claims(p)) && slices.Equal(s.addrs, np.IPs) {
 		s.addrs = np.IPs // the usual update: same addresses, same kind
 		return !s.dying || !v.outLived(s)
@@ -45,7 +45,7 @@ func (v *view) reindex(s *podSlot, np policy.Pod, p *corev1.Pod) bool {
 }
 
 // unindex takes s's addresses out of live or dying.
-func (v *view) unindex(s *podSlot) {
+func (v *View) unindex(s *podSlot) {
 	for _, ip := range s.addrs {
 		if s.dying {
 			if delete(v.dying[ip], s); len(v.dying[ip]) == 0 {
@@ -63,7 +63,7 @@ func (v *view) unindex(s *podSlot) {
 
 // outLived reports whether a pod that claims its address holds one of
 // the addresses of s, a pod of dying.
-func (v *view) outLived(s *podSlot) bool {
+func (v *View) outLived(s *podSlot) bool {
 	for _, ip := range s.addrs {
 		if v.live[ip] > 0 {
 			return true
@@ -72,7 +72,7 @@ func (v *view) outLived(s *podSlot) bool {
 	return false
 }
 
-func (v *view) markRecheck(ip netip.Addr) {
+func (v *View) markRecheck(ip netip.Addr) {
 	if _, ok := v.dying[ip]; ok {
 		v.recheck = append(v.recheck, ip)
 	}
@@ -80,14 +80,14 @@ func (v *view) markRecheck(ip netip.Addr) {
 
 // recheckDying puts in the snapshot, or takes out, the pods of dying at
 // the addresses recheck lists, as their addresses are live or not.
-func (v *view) recheckDying() {
+func (v *View) recheckDying() {
 	for _, ip := range v.recheck {
 		for s := range v.dying[ip] {
 			switch out := v.outLived(s); {
 			case out && s.idx >= 0:
 				v.drop(s)
 			case !out && s.idx < 0:
-				if np, ok := convertPod(s.obj); ok {
+				if np, ok := ConvertPod(s.obj); ok {
 					v.place(s, np)
 				}
 			}

@@ -1,8 +1,9 @@
-package controller
+package source
 
 import (
 	"sync"
 
+	"github.com/weir-cni/weir/controller/snapshot"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/client-go/tools/cache"
@@ -51,15 +52,15 @@ func (l *changeLog) take() [numKinds]map[string]struct{} {
 	return d
 }
 
-var _ ChangeSource = (*KubeSource)(nil)
+var _ snapshot.ChangeSource = (*KubeSource)(nil)
 
 // Changes returns what changed since the previous call: the first call
 // lists every cache (Full), later ones read only the objects whose events
 // arrived since. A change marked while Changes runs is handed over again
 // by the next call, which is harmless: Changes carries states, not events.
-func (s *KubeSource) Changes() (Changes, error) {
+func (s *KubeSource) Changes() (snapshot.Changes, error) {
 	if !s.synced.Load() {
-		return Changes{}, ErrNotSynced
+		return snapshot.Changes{}, ErrNotSynced
 	}
 	d := s.changes.take()
 	if !s.changes.listed {
@@ -67,12 +68,12 @@ func (s *KubeSource) Changes() (Changes, error) {
 		// call lists again.
 		objs, err := s.Objects()
 		if err != nil {
-			return Changes{}, err
+			return snapshot.Changes{}, err
 		}
 		s.changes.listed = true
-		return Changes{Full: true, Objects: objs}, nil
+		return snapshot.Changes{Full: true, Objects: objs}, nil
 	}
-	return Changes{
+	return snapshot.Changes{
 		Pods:       current[*corev1.Pod](s.pods, d[kindPods]),
 		Namespaces: current[*corev1.Namespace](s.namespaces, d[kindNamespaces]),
 		Policies:   current[*networkingv1.NetworkPolicy](s.policies, d[kindPolicies]),

@@ -1,4 +1,4 @@
-package controller
+package snapshot
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,24 +17,24 @@ import (
 var cidrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 
 // checkView compares the view fed with the store's changes, and a view
-// reset from a full listing, with BuildSnapshot of a full listing.
-func checkView(t *testing.T, step string, s *store, incr, full *view) {
+// reset from a full listing, with Build of a full listing.
+func checkView(t *testing.T, step string, s *store, incr, full *View) {
 	t.Helper()
-	incr.apply(s.changed)
+	incr.Apply(s.changed)
 	s.clearChanges()
 	o := s.objects()
-	full.apply(Changes{Full: true, Objects: o})
-	want := canonical(BuildSnapshot("n1", cidrs, o))
-	if got := canonical(incr.snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
-		t.Fatalf("%s: view fed by changes: %s", step, describeDiff(got, want))
+	full.Apply(Changes{Full: true, Objects: o})
+	want := snapshottest.Canonical(Build("n1", cidrs, o))
+	if got := snapshottest.Canonical(incr.Snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: view fed by changes: %s", step, snapshottest.DescribeDiff(got, want))
 	}
-	if got := canonical(full.snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
-		t.Fatalf("%s: view reset from a listing: %s", step, describeDiff(got, want))
+	if got := snapshottest.Canonical(full.Snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: view reset from a listing: %s", step, snapshottest.DescribeDiff(got, want))
 	}
-	if got := incr.objects().Nodes; len(got) != len(o.Nodes) {
+	if got := incr.Objects().Nodes; len(got) != len(o.Nodes) {
 		t.Fatalf("%s: reconcilers get %d nodes, want %d", step, len(got), len(o.Nodes))
 	}
-	for _, v := range []*view{incr, full} {
+	for _, v := range []*View{incr, full} {
 		labelled, ported := 0, 0
 		for _, p := range v.list {
 			labelled += min(len(p.Labels), 1)
@@ -171,7 +172,7 @@ func TestViewMatchesFullRelist(t *testing.T) {
 			}
 		}},
 	}
-	s, incr, full := newStore(), newView(), newView()
+	s, incr, full := newStore(), NewView(), NewView()
 	for _, st := range steps {
 		st.do(s)
 		checkView(t, st.name, s, incr, full)
@@ -182,7 +183,7 @@ func TestViewMatchesFullRelist(t *testing.T) {
 // batches, and compares after every batch.
 func TestViewRandomChangesMatchFullRelist(t *testing.T) {
 	r := rand.New(rand.NewSource(7))
-	s, incr, full := newStore(), newView(), newView()
+	s, incr, full := newStore(), NewView(), NewView()
 	nss := []string{"a", "b", "c", "d"}
 	for batch := 0; batch < 300; batch++ {
 		for n := r.Intn(4) + 1; n > 0; n-- {
@@ -231,7 +232,7 @@ func TestViewRandomChangesMatchFullRelist(t *testing.T) {
 // the snapshots did keep pods being deleted, and did leave out some.
 func TestViewRandomDeletionsAndReusedAddressesMatchFullRelist(t *testing.T) {
 	r := rand.New(rand.NewSource(11))
-	s, incr, full := newStore(), newView(), newView()
+	s, incr, full := newStore(), NewView(), NewView()
 	kept, outlived := 0, 0
 	for batch := 0; batch < 400; batch++ {
 		for n := r.Intn(4) + 1; n > 0; n-- {
@@ -284,11 +285,11 @@ func TestViewRandomDeletionsAndReusedAddressesMatchFullRelist(t *testing.T) {
 }
 
 func TestViewSharesEqualLabels(t *testing.T) {
-	s, v := newStore(), newView()
+	s, v := newStore(), NewView()
 	s.putPod(pod("a", "p1", "n1", map[string]string{"app": "web", "tier": "1"}, "10.4.0.1"))
 	s.putPod(pod("b", "p2", "n1", map[string]string{"tier": "1", "app": "web"}, "10.4.0.2"))
 	s.putPod(pod("a", "p3", "n1", map[string]string{"app": "web"}, "10.4.0.3"))
-	v.apply(s.changed)
+	v.Apply(s.changed)
 	l := map[string]map[string]string{}
 	for _, p := range v.list {
 		l[p.Name] = p.Labels
@@ -302,15 +303,15 @@ func TestViewSharesEqualLabels(t *testing.T) {
 }
 
 func TestViewKeepsPodOrder(t *testing.T) {
-	s, v := newStore(), newView()
+	s, v := newStore(), NewView()
 	for i := 0; i < 5; i++ {
 		s.putPod(pod("a", fmt.Sprint("p", i), "n1", nil, fmt.Sprintf("10.3.0.%d", i+1)))
-		v.apply(s.changed)
+		v.Apply(s.changed)
 		s.clearChanges()
 	}
 	names := func() []string {
 		var out []string
-		for _, p := range v.snapshot("n1", nil).Pods {
+		for _, p := range v.Snapshot("n1", nil).Pods {
 			out = append(out, p.Name)
 		}
 		return out
@@ -335,7 +336,7 @@ func TestViewKeepsPodOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		tt.do()
-		v.apply(s.changed)
+		v.Apply(s.changed)
 		s.clearChanges()
 		if got := names(); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("%s: pods %v, want %v", tt.name, got, tt.want)

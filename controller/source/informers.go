@@ -1,4 +1,4 @@
-package controller
+package source
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weir-cni/weir/controller/snapshot"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,7 +25,7 @@ import (
 // synced: a partial view would drop pods and policies.
 var ErrNotSynced = errors.New("informer caches not synced")
 
-// KubeSource is a Source following the API server with shared informers for
+// KubeSource is a snapshot.Source following the API server with shared informers for
 // Pods (all namespaces), Namespaces, NetworkPolicies and Nodes. The caches
 // hold only what the agent uses (see StripForCache). Event handlers only
 // note which keys changed and kick, for changes that matter (see relevant);
@@ -167,31 +168,31 @@ func (s *KubeSource) handler(kind int, kick func()) cache.ResourceEventHandlerFu
 
 // Objects lists the caches. The slices are fresh; the objects are shared
 // with the cache and must not be modified.
-func (s *KubeSource) Objects() (Objects, error) {
+func (s *KubeSource) Objects() (snapshot.Objects, error) {
 	if !s.synced.Load() {
-		return Objects{}, ErrNotSynced
+		return snapshot.Objects{}, ErrNotSynced
 	}
-	var o Objects
+	var o snapshot.Objects
 	var err error
 	everything := labels.Everything()
 	if o.Nodes, err = s.nodeLister.List(everything); err != nil {
-		return Objects{}, fmt.Errorf("list nodes: %w", err)
+		return snapshot.Objects{}, fmt.Errorf("list nodes: %w", err)
 	}
 	if o.Namespaces, err = s.nsLister.List(everything); err != nil {
-		return Objects{}, fmt.Errorf("list namespaces: %w", err)
+		return snapshot.Objects{}, fmt.Errorf("list namespaces: %w", err)
 	}
 	if o.Pods, err = s.podLister.List(everything); err != nil {
-		return Objects{}, fmt.Errorf("list pods: %w", err)
+		return snapshot.Objects{}, fmt.Errorf("list pods: %w", err)
 	}
 	if o.Policies, err = s.policyLister.List(everything); err != nil {
-		return Objects{}, fmt.Errorf("list networkpolicies: %w", err)
+		return snapshot.Objects{}, fmt.Errorf("list networkpolicies: %w", err)
 	}
 	return o, nil
 }
 
 var (
-	_ Source    = (*KubeSource)(nil)
-	_ PodGetter = (*KubeSource)(nil)
+	_ snapshot.Source    = (*KubeSource)(nil)
+	_ snapshot.PodGetter = (*KubeSource)(nil)
 )
 
 // GetPod returns a pod from the cache or, when the cache does not have it

@@ -1,4 +1,4 @@
-package controller
+package snapshot
 
 import (
 	"reflect"
@@ -9,9 +9,9 @@ import (
 
 // TestViewFollowsAReusedAddress moves a pod being deleted and the pod that
 // reuses its address through the changes a source reports, one at a
-// time: the view must hold what BuildSnapshot says after each.
+// time: the view must hold what Build says after each.
 func TestViewFollowsAReusedAddress(t *testing.T) {
-	s, incr, full := newStore(), newView(), newView()
+	s, incr, full := newStore(), NewView(), NewView()
 	steps := []struct {
 		name string
 		do   func()

@@ -1,4 +1,4 @@
-package controller
+package source
 
 import (
 	"context"
@@ -19,6 +19,14 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
+)
+
+// pod and node build the objects of these tests.
+var (
+	pod  = snapshottest.Pod
+	node = snapshottest.Node
 )
 
 var managed = []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}

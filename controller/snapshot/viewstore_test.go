@@ -1,15 +1,17 @@
-package controller
+package snapshot
 
 import (
-	"fmt"
-	"reflect"
-	"sort"
-
-	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+)
+
+// pod and node build the objects of these tests.
+var (
+	pod  = snapshottest.Pod
+	node = snapshottest.Node
 )
 
 // store is a cluster as an informer cache holds it. Every write replaces
@@ -92,45 +94,4 @@ func (s *store) objects() Objects {
 		o.Nodes = append(o.Nodes, v.(*corev1.Node))
 	}
 	return o
-}
-
-// canonical sorts a snapshot's pods and makes empty slices nil, so that
-// snapshots that differ only in pod order compare equal.
-func canonical(s policy.Snapshot) policy.Snapshot {
-	s.Pods = append([]policy.Pod(nil), s.Pods...)
-	sort.Slice(s.Pods, func(i, j int) bool {
-		a, b := s.Pods[i], s.Pods[j]
-		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
-	})
-	if len(s.Pods) == 0 {
-		s.Pods = nil
-	}
-	if len(s.Namespaces) == 0 {
-		s.Namespaces = nil
-	}
-	if len(s.Policies) == 0 {
-		s.Policies = nil
-	}
-	return s
-}
-
-func describeDiff(got, want policy.Snapshot) string {
-	if !reflect.DeepEqual(got.Node, want.Node) {
-		return fmt.Sprintf("node %+v, want %+v", got.Node, want.Node)
-	}
-	if !reflect.DeepEqual(got.Namespaces, want.Namespaces) {
-		return fmt.Sprintf("namespaces %+v, want %+v", got.Namespaces, want.Namespaces)
-	}
-	if !reflect.DeepEqual(got.Policies, want.Policies) {
-		return fmt.Sprintf("%d policies, want %d", len(got.Policies), len(want.Policies))
-	}
-	if len(got.Pods) != len(want.Pods) {
-		return fmt.Sprintf("%d pods, want %d", len(got.Pods), len(want.Pods))
-	}
-	for i := range got.Pods {
-		if !reflect.DeepEqual(got.Pods[i], want.Pods[i]) {
-			return fmt.Sprintf("pod %+v, want %+v", got.Pods[i], want.Pods[i])
-		}
-	}
-	return "snapshots differ"
 }

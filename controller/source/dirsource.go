@@ -1,9 +1,11 @@
-package controller
+package source
 
 import (
 	"context"
 	"os"
 	"time"
+
+	"github.com/weir-cni/weir/controller/snapshot"
 )
 
 // DirSource reads cluster state from a directory of manifests and notices
@@ -14,7 +16,7 @@ type DirSource struct {
 }
 
 // Objects reads every manifest in the directory.
-func (d *DirSource) Objects() (Objects, error) { return ReadManifests(d.Dir) }
+func (d *DirSource) Objects() (snapshot.Objects, error) { return ReadManifests(d.Dir) }
 
 // Run kicks once at start and again whenever the directory changes.
 func (d *DirSource) Run(ctx context.Context, kick func()) error {

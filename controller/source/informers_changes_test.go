@@ -1,4 +1,4 @@
-package controller
+package source
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weir-cni/weir/controller/snapshot"
+	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,12 +43,12 @@ func TestKubeSourceChangesMatchFullRelist(t *testing.T) {
 			t.Fatalf("informer for %s never watched", r)
 		}
 	}
-	v := newView()
+	v := snapshot.NewView()
 	c, err := src.Changes()
 	if err != nil || !c.Full {
 		t.Fatalf("first Changes: full = %v, err = %v; want a full listing", c.Full, err)
 	}
-	v.apply(c)
+	v.Apply(c)
 
 	// converge feeds Changes to the view until it equals a full listing.
 	converge := func(step string) {
@@ -60,17 +62,17 @@ func TestKubeSourceChangesMatchFullRelist(t *testing.T) {
 			if c.Full {
 				t.Fatalf("%s: Changes listed everything again", step)
 			}
-			v.apply(c)
+			v.Apply(c)
 			o, err := src.Objects()
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, want := canonical(v.snapshot("n1", nil)), canonical(BuildSnapshot("n1", nil, o))
+			got, want := snapshottest.Canonical(v.Snapshot("n1", nil)), snapshottest.Canonical(snapshot.Build("n1", nil, o))
 			if reflect.DeepEqual(got, want) {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: view fed by Changes: %s", step, describeDiff(got, want))
+				t.Fatalf("%s: view fed by Changes: %s", step, snapshottest.DescribeDiff(got, want))
 			}
 			select {
 			case <-kicks:

@@ -1,6 +1,6 @@
 //go:build integration
 
-package controller
+package source
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/integration/kube"
 	"github.com/weir-cni/weir/policy"
 )
@@ -38,7 +39,7 @@ func (w *snapshotWaiter) waitFor(what string, ok func(policy.Snapshot) string) p
 	for {
 		o, err := w.src.Objects()
 		if err == nil {
-			s := BuildSnapshot("n1", nil, o)
+			s := snapshot.Build("n1", nil, o)
 			if why = ok(s); why == "" {
 				return s
 			}
@@ -214,7 +215,7 @@ func TestKubeSourceKeepsStateThroughAPIServerOutage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Objects during the outage: %v", err)
 	}
-	if s := BuildSnapshot("n1", nil, o); snapPod(s, "out", "a") == nil {
+	if s := snapshot.Build("n1", nil, o); snapPod(s, "out", "a") == nil {
 		t.Fatal("pod out/a dropped from the cache during the outage")
 	}
 

@@ -1,8 +1,9 @@
-package controller
+package source
 
 import (
 	"maps"
 	"reflect"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -134,7 +135,7 @@ func podChanged(o, n *corev1.Pod) bool {
 
 func containerPorts(p *corev1.Pod) [][]corev1.ContainerPort {
 	var out [][]corev1.ContainerPort
-	for _, c := range slicesConcat(p.Spec.InitContainers, p.Spec.Containers) {
+	for _, c := range slices.Concat(p.Spec.InitContainers, p.Spec.Containers) {
 		out = append(out, c.Ports)
 	}
 	return out

@@ -1,4 +1,4 @@
-package controller
+package snapshot
 
 import (
 	"net/netip"
@@ -10,41 +10,16 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// Changes is what a source saw change since the previous Changes call:
-// for each changed key (client-go's cache key, cache.ObjectName's text:
-// namespace/name, or the name of a cluster-scoped object) the object as it
-// is now, or nil when it is gone. When Full is set, Objects holds
-// everything instead and replaces the whole view.
-type Changes struct {
-	Full       bool
-	Objects    Objects
-	Pods       map[string]*corev1.Pod
-	Namespaces map[string]*corev1.Namespace
-	Policies   map[string]*networkingv1.NetworkPolicy
-	Nodes      map[string]*corev1.Node
-}
-
-// ChangeSource is a Source that tells what changed, so that reading the
-// cluster costs in proportion to the changes rather than to the cluster
-// (the compiler, and the overlay when a pod is announced, still visit
-// every pod). Changes has one
-// consumer: each call hands over what changed since the previous one, and
-// the first call is Full.
-type ChangeSource interface {
-	Source
-	Changes() (Changes, error)
-}
-
-// view is the cluster as the snapshot needs it, kept up to date by changes
+// View is the cluster as the snapshot needs it, kept up to date by changes
 // instead of being rebuilt from every object on every sync. Its snapshot
-// equals BuildSnapshot of the same objects, except for the order of pods:
+// equals Build of the same objects, except for the order of pods:
 // a pod keeps its place in the pod slice while it stays (the policy.Compiler
 // is fastest when pods come in the same order as last time), a new pod is
 // appended, and a gone pod's place goes to the last pod.
 //
 // The pod slice is reused from sync to sync: a snapshot stays valid only
 // until the next apply or reset. Not safe for concurrent use.
-type view struct {
+type View struct {
 	pods  map[string]*podSlot // every pod of the source, by key
 	list  []policy.Pod        // the pods the snapshot holds, in a stable order
 	slots []*podSlot          // slots[i] is the pod of list[i]
@@ -86,8 +61,9 @@ type podSlot struct {
 	dying bool
 }
 
-func newView() *view {
-	return &view{
+// NewView returns an empty view.
+func NewView() *View {
+	return &View{
 		pods:       map[string]*podSlot{},
 		namespaces: map[string]*corev1.Namespace{},
 		nsPods:     map[string]int{},
@@ -98,15 +74,15 @@ func newView() *view {
 	}
 }
 
-// apply brings the view up to date with c. It returns the keys of the
+// Apply brings the view up to date with c. It returns the keys of the
 // pods that c deletes, each with the pod the view had (nil if none).
-func (v *view) apply(c Changes) (gone map[string]*corev1.Pod) {
+func (v *View) Apply(c Changes) (gone map[string]*corev1.Pod) {
 	if c.Full {
 		return v.reset(c.Objects)
 	}
 	for key, p := range c.Pods {
 		if p == nil {
-			gone = addGone(gone, key, v.pod(key))
+			gone = addGone(gone, key, v.Pod(key))
 		}
 		v.setPod(key, p)
 	}
@@ -133,7 +109,7 @@ func addGone(gone map[string]*corev1.Pod, key string, p *corev1.Pod) map[string]
 // reset makes the view hold exactly o. Objects that are the same pointers
 // as before cost a map lookup; pods that stay keep their place. It
 // returns the pods it removes, by key.
-func (v *view) reset(o Objects) (gone map[string]*corev1.Pod) {
+func (v *View) reset(o Objects) (gone map[string]*corev1.Pod) {
 	v.gen++
 	for _, p := range o.Pods {
 		key := cache.NewObjectName(p.Namespace, p.Name).String()
@@ -155,7 +131,7 @@ func (v *view) reset(o Objects) (gone map[string]*corev1.Pod) {
 }
 
 // setPod records pod key as p, or its removal when p is nil.
-func (v *view) setPod(key string, p *corev1.Pod) {
+func (v *View) setPod(key string, p *corev1.Pod) {
 	s := v.pods[key]
 	if p == nil {
 		if s != nil {
@@ -171,7 +147,7 @@ func (v *view) setPod(key string, p *corev1.Pod) {
 		v.pods[key] = s
 	}
 	s.obj = p
-	np, ok := convertPod(p)
+	np, ok := ConvertPod(p)
 	switch {
 	case !ok:
 		v.unindex(s)
@@ -186,7 +162,7 @@ func (v *view) setPod(key string, p *corev1.Pod) {
 
 // place puts np, the pod of s, in the snapshot: at s's place if it has
 // one (the key holds the namespace: it cannot change), or at the end.
-func (v *view) place(s *podSlot, np policy.Pod) {
+func (v *View) place(s *podSlot, np policy.Pod) {
 	shared := v.shared.intern(&np)
 	if s.idx >= 0 {
 		v.shared.release(s.shared)
@@ -201,7 +177,7 @@ func (v *view) place(s *podSlot, np policy.Pod) {
 }
 
 // drop takes s's pod out of the snapshot: the last pod takes its place.
-func (v *view) drop(s *podSlot) {
+func (v *View) drop(s *podSlot) {
 	if s.idx < 0 {
 		return
 	}
@@ -218,8 +194,8 @@ func (v *view) drop(s *podSlot) {
 
 // countNS keeps the number of snapshot pods per namespace; a namespace
 // that gains its first pod or loses its last may appear in or leave the
-// namespace list (see BuildSnapshot's implicit namespaces).
-func (v *view) countNS(ns string, d int) {
+// namespace list (see Build's implicit namespaces).
+func (v *View) countNS(ns string, d int) {
 	n := v.nsPods[ns] + d
 	if n == 0 {
 		delete(v.nsPods, ns)
@@ -273,32 +249,32 @@ func resetObjs[T named](m map[string]T, list []T, stale *bool) {
 	}
 }
 
-// snapshot returns the snapshot of node nodeName; see BuildSnapshot. Its
+// Snapshot returns the snapshot of node nodeName; see Build. Its
 // pod slice is the view's own: do not modify it, and do not keep it past
 // the next apply or reset.
-func (v *view) snapshot(nodeName string, clusterCIDRs []netip.Prefix) policy.Snapshot {
+func (v *View) Snapshot(nodeName string, clusterCIDRs []netip.Prefix) policy.Snapshot {
 	s := policy.Snapshot{Node: policy.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs,
 		Namespaces: v.namespaceList(), Pods: v.list, Policies: v.policyList()}
 	if n := v.nodes[nodeName]; n != nil {
 		s.Node.Addrs = nodeAddrs(n)
-		s.Node.PodCIDRs = parsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR)
+		s.Node.PodCIDRs = ParsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR)
 	}
 	return s
 }
 
-// namespaceList is every namespace object plus, as BuildSnapshot does,
+// namespaceList is every namespace object plus, as Build does,
 // the namespaces of snapshot pods that have no object; sorted by name.
-func (v *view) namespaceList() []policy.Namespace {
+func (v *View) namespaceList() []policy.Namespace {
 	if v.nsStale {
 		v.nsStale = false
-		v.nsList = v.buildNamespaces(nil)
+		v.nsList = v.BuildNamespaces(nil)
 	}
 	return v.nsList
 }
 
-// buildNamespaces is namespaceList for a pod slice that has, per
-// namespace, delta[ns] more pods than the view's.
-func (v *view) buildNamespaces(delta map[string]int) []policy.Namespace {
+// BuildNamespaces is the snapshot's namespace list for a pod slice that
+// has, per namespace, delta[ns] more pods than the view's (see namespaceList).
+func (v *View) BuildNamespaces(delta map[string]int) []policy.Namespace {
 	out := make([]policy.Namespace, 0, len(v.namespaces))
 	for _, ns := range v.namespaces {
 		out = append(out, namespace(ns.Name, ns.Labels))
@@ -321,7 +297,7 @@ func (v *view) buildNamespaces(delta map[string]int) []policy.Namespace {
 }
 
 // policyList is every policy, sorted by namespace and name.
-func (v *view) policyList() []*networkingv1.NetworkPolicy {
+func (v *View) policyList() []*networkingv1.NetworkPolicy {
 	if !v.polStale {
 		return v.polList
 	}
@@ -341,10 +317,10 @@ func (v *view) policyList() []*networkingv1.NetworkPolicy {
 	return out
 }
 
-// objects returns what the reconcilers read: the view's nodes, sorted by
+// Objects returns what the reconcilers read: the view's nodes, sorted by
 // name. The other kinds are left empty: no reconciler reads them, and
 // listing them would cost what the view saves.
-func (v *view) objects() Objects {
+func (v *View) Objects() Objects {
 	if v.nodeStale {
 		v.nodeStale = false
 		v.nodeList = make([]*corev1.Node, 0, len(v.nodes))
@@ -356,8 +332,8 @@ func (v *view) objects() Objects {
 	return Objects{Nodes: v.nodeList}
 }
 
-// pod returns the source's pod key, whether or not the snapshot holds it.
-func (v *view) pod(key string) *corev1.Pod {
+// Pod returns the source's pod key, whether or not the snapshot holds it.
+func (v *View) Pod(key string) *corev1.Pod {
 	if s := v.pods[key]; s != nil {
 		return s.obj
 	}

@@ -1,4 +1,4 @@
-package controller
+package source
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/weir-cni/weir/controller/snapshot"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -32,8 +33,8 @@ func init() {
 // a List). It knows Namespaces, Pods, Nodes and NetworkPolicies; any other
 // kind, an unknown field, or a document that does not decode is an error
 // naming file and document, so a typo never silently drops a policy.
-func ReadManifests(dir string) (Objects, error) {
-	var o Objects
+func ReadManifests(dir string) (snapshot.Objects, error) {
+	var o snapshot.Objects
 	files, err := manifestFiles(dir)
 	if err != nil {
 		return o, err
@@ -64,7 +65,7 @@ func manifestFiles(dir string) ([]string, error) {
 	return out, nil
 }
 
-func readFile(path string, o *Objects) error {
+func readFile(path string, o *snapshot.Objects) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
@@ -88,7 +89,7 @@ func readFile(path string, o *Objects) error {
 	}
 }
 
-func addObject(data []byte, o *Objects) error {
+func addObject(data []byte, o *snapshot.Objects) error {
 	obj, gvk, err := codecs.UniversalDeserializer().Decode(data, nil, nil)
 	if err != nil {
 		if runtime.IsNotRegisteredError(err) {

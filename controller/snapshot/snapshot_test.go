@@ -1,4 +1,4 @@
-package controller
+package snapshot
 
 import (
 	"net/netip"
@@ -32,12 +32,12 @@ func withPhase(p *corev1.Pod, phase corev1.PodPhase) *corev1.Pod {
 }
 
 // snapshotOf checks that a view fed the store's changes, and a view reset
-// from its listing, equal BuildSnapshot of the listing (see checkView),
+// from its listing, equal Build of the listing (see checkView),
 // and returns that snapshot.
-func snapshotOf(t *testing.T, step string, s *store, incr, full *view) policy.Snapshot {
+func snapshotOf(t *testing.T, step string, s *store, incr, full *View) policy.Snapshot {
 	t.Helper()
 	checkView(t, step, s, incr, full)
-	return BuildSnapshot("n1", cidrs, s.objects())
+	return Build("n1", cidrs, s.objects())
 }
 
 func podNames(s policy.Snapshot) []string {
@@ -93,7 +93,7 @@ func TestPodBeingDeletedKeepsIsolationUntilFinished(t *testing.T) {
 		{"gone from the API server", func(s *store) { s.delPod("a", "web") }},
 	} {
 		t.Run(end.name, func(t *testing.T) {
-			s, incr, full := newStore(), newView(), newView()
+			s, incr, full := newStore(), NewView(), NewView()
 			s.putNS("a", nil)
 			s.putNode(testNode("n1", "10.1.0.0/24", "192.168.0.1"))
 			for _, p := range policies {
@@ -169,7 +169,7 @@ func TestReusedAddressGoesToThePodNotBeingDeleted(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, reverse := range []bool{false, true} {
-				s, incr, full := newStore(), newView(), newView()
+				s, incr, full := newStore(), NewView(), NewView()
 				s.putNode(testNode("n1", "10.1.0.0/24", "192.168.0.1"))
 				for i := range tc.pods {
 					p := tc.pods[i]

@@ -1,4 +1,4 @@
-package controller
+package source
 
 import (
 	"net/netip"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/policy"
 )
 
@@ -16,7 +17,7 @@ func TestReadManifestsBuildsSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := BuildSnapshot("node-a", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, o)
+	s := snapshot.Build("node-a", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, o)
 	wantNode := policy.Node{
 		Name:     "node-a",
 		Addrs:    []netip.Addr{netip.MustParseAddr("192.168.50.2")},

@@ -1,8 +1,4 @@
-// Package controller is weir-agent's control loop: it turns cluster objects
-// (from an API-server cache or a directory of manifests) into an
-// policy.Snapshot, and hands it to one worker that compiles and applies. The
-// conversion here is pure; sources and the worker live in their own files.
-package controller
+package snapshot
 
 import (
 	"net/netip"
@@ -11,18 +7,9 @@ import (
 
 	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 )
 
-// Objects is the raw cluster state a source collected.
-type Objects struct {
-	Nodes      []*corev1.Node
-	Namespaces []*corev1.Namespace
-	Pods       []*corev1.Pod
-	Policies   []*networkingv1.NetworkPolicy
-}
-
-// BuildSnapshot converts cluster objects into the snapshot for node
+// Build converts cluster objects into the snapshot for node
 // nodeName. Pods without IPs and finished pods (phase Succeeded or Failed)
 // are left out: they hold no address anyone can reach. A pod being deleted
 // stays, selected by policies and a peer of others, for as long as it
@@ -33,16 +20,16 @@ type Objects struct {
 // out. Two pods of the same kind that share an address both stay, as
 // before this rule. Pods keep the source's order (policy.Compile does not depend on
 // it); namespaces and policies are sorted. The agent keeps the same
-// snapshot up to date from changes (see view); this full conversion is
+// snapshot up to date from changes (see View); this full conversion is
 // what that must equal.
-func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) policy.Snapshot {
+func Build(nodeName string, clusterCIDRs []netip.Prefix, o Objects) policy.Snapshot {
 	s := policy.Snapshot{Node: policy.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs, Pods: make([]policy.Pod, 0, len(o.Pods))}
 	for _, n := range o.Nodes {
 		if n.Name != nodeName {
 			continue
 		}
 		s.Node.Addrs = nodeAddrs(n)
-		s.Node.PodCIDRs = parsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR)
+		s.Node.PodCIDRs = ParsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR)
 	}
 	known := map[string]bool{}
 	for _, ns := range o.Namespaces {
@@ -53,7 +40,7 @@ func BuildSnapshot(nodeName string, clusterCIDRs []netip.Prefix, o Objects) poli
 	kept := make([]bool, len(o.Pods))
 	claimed := map[netip.Addr]bool{} // addresses of pods that are not being deleted
 	for i, p := range o.Pods {
-		pods[i], kept[i] = convertPod(p)
+		pods[i], kept[i] = ConvertPod(p)
 		if kept[i] && claims(p) {
 			for _, ip := range pods[i].IPs {
 				claimed[ip] = true
@@ -95,11 +82,11 @@ func namespace(name string, labels map[string]string) policy.Namespace {
 	return policy.Namespace{Name: name, Labels: l}
 }
 
-// convertPod keeps what policy needs of a pod. It reports false for a
+// ConvertPod keeps what policy needs of a pod. It reports false for a
 // pod the snapshot leaves out whatever the other pods: one without an
 // address, or finished. A pod being deleted converts: until it finishes,
 // its containers run and use its addresses.
-func convertPod(p *corev1.Pod) (policy.Pod, bool) {
+func ConvertPod(p *corev1.Pod) (policy.Pod, bool) {
 	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return policy.Pod{}, false
 	}
@@ -125,7 +112,7 @@ func convertPod(p *corev1.Pod) (policy.Pod, bool) {
 	if len(out.IPs) == 0 {
 		return policy.Pod{}, false
 	}
-	for _, c := range slicesConcat(p.Spec.InitContainers, p.Spec.Containers) {
+	for _, c := range slices.Concat(p.Spec.InitContainers, p.Spec.Containers) {
 		for _, cp := range c.Ports {
 			if cp.Name == "" {
 				continue
@@ -154,10 +141,6 @@ func yields(p *corev1.Pod) bool {
 // that yield them: it is not being deleted.
 func claims(p *corev1.Pod) bool {
 	return p.DeletionTimestamp == nil && !p.Spec.HostNetwork
-}
-
-func slicesConcat(a, b []corev1.Container) []corev1.Container {
-	return append(append([]corev1.Container{}, a...), b...)
 }
 
 // nodeAddrs returns the node's InternalIP and ExternalIP addresses.
@@ -192,7 +175,10 @@ func InternalIPs(n *corev1.Node) []netip.Addr {
 	return out
 }
 
-func parsePrefixes(list []string, single string) []netip.Prefix {
+// ParsePrefixes parses a node's podCIDRs (spec.podCIDRs, or the single
+// spec.podCIDR when the list is empty) and masks them; it skips what does
+// not parse.
+func ParsePrefixes(list []string, single string) []netip.Prefix {
 	if len(list) == 0 && single != "" {
 		list = []string{single}
 	}
