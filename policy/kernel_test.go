@@ -3,6 +3,7 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -121,7 +122,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if err := a.Apply(r); err != nil {
+	if _, err := a.Apply(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
 	by := map[string]*kpod{}
@@ -197,7 +198,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		})
 	}
 	// Every rule that decided a probe counted it; no other counter moved.
-	values, err := a.Counters()
+	values, err := a.Counters(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +253,7 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if err := a.Apply(Compile(snap)); err != nil {
+	if _, err := a.Apply(context.Background(), Compile(snap)); err != nil {
 		t.Fatal(err)
 	}
 	to := web.pod.IPs[0]
@@ -260,7 +261,7 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 		t.Fatalf("probe to port 80 before the edit: %v", got)
 	}
 	counter := policyCounterName(dirIngress, ruleset.Hash8("default/web"), "default/web", 0)
-	before, err := a.Counters()
+	before, err := a.Counters(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,10 +269,10 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 		t.Fatalf("counter %s counted nothing before the edit: %v", counter, before)
 	}
 	snap.Policies = []*networkingv1.NetworkPolicy{policy(`[{port: 80}, {port: 81}]`)}
-	if err := a.Apply(Compile(snap)); err != nil {
+	if _, err := a.Apply(context.Background(), Compile(snap)); err != nil {
 		t.Fatal(err)
 	}
-	after, err := a.Counters()
+	after, err := a.Counters(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,10 +284,10 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 	}
 	// A full replacement (the agent's first sync, a rejected transaction's
 	// fallback) creates every counter again: the README says so.
-	if err := a.ApplyFull(Compile(snap)); err != nil {
+	if err := a.ApplyFull(context.Background(), Compile(snap)); err != nil {
 		t.Fatal(err)
 	}
-	full, err := a.Counters()
+	full, err := a.Counters(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
