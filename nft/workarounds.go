@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -89,27 +90,61 @@ func patchTypeof(msgs []netlink.Message, typeofs map[string][]byte) error {
 	return nil
 }
 
-// maxElemsPerMessage bounds the elements of one set-elements message.
+// maxElemsPerMessage and maxElemListBytes bound the elements of one
+// set-elements message: in number, and in the bytes of their encoding
+// (elemSize).
 //
 // Workaround (the element-per-message cap): v0.3.0's SetAddElements and
 // SetDeleteElements put every element in one message, under one nested
 // attribute, and github.com/mdlayher/netlink writes an attribute's length
-// into its 16-bit header field without a check: above 64 KiB (≈ 2.5k
-// elements of an IPv4 set) the length wraps, the kernel reads a truncated
-// list and the set is silently left partial. 1024 elements of weir's
-// widest set (an interval set keyed by rule id and IPv6 address) stay
-// under it. Upstream, splitting the list across messages as libnftnl
-// does, and mdlayher/netlink refusing an attribute it cannot encode,
-// would remove it.
-const maxElemsPerMessage = 1024
+// into its 16-bit header field without a check: above 64 KiB the length
+// wraps, the kernel reads a truncated list and the set is silently left
+// partial. That is ≈ 4k elements of an IPv4 set, ≈ 1k of an interval set
+// keyed by rule id and IPv6 address, ≈ 550 of a verdict map whose
+// elements jump to chains of 80-character names. Upstream, splitting the
+// list across messages as libnftnl does, and mdlayher/netlink refusing an
+// attribute it cannot encode, would remove it.
+const (
+	maxElemsPerMessage = 1024
+	maxElemListBytes   = math.MaxUint16 - 4 // the attribute's length counts its 4-byte header
+)
 
-// chunkElems splits els into messages of at most maxElemsPerMessage,
-// never splitting the start and end of one interval.
+// elemSize is the size of one element in the list google/nftables v0.3.0
+// encodes (Set.makeElemList): its nested attribute, the key, the interval
+// end flag, the key end, the verdict and its chain, each attribute a
+// 4-byte header and its data padded to 4 bytes.
+func elemSize(e nftables.SetElement) int {
+	pad := func(n int) int { return (n + 3) &^ 3 }
+	n := 4 + 8 + pad(len(e.Key)) // element; key: nested, value
+	if e.IntervalEnd {
+		n += 8 // flags
+	}
+	if len(e.KeyEnd) > 0 {
+		n += 8 + pad(len(e.KeyEnd))
+	}
+	if e.VerdictData != nil {
+		n += 4 + 4 + 8 // data, nested verdict, its code
+		if e.VerdictData.Chain != "" {
+			n += 4 + pad(len(e.VerdictData.Chain)+1)
+		}
+	}
+	return n
+}
+
+// chunkElems splits els into messages within maxElemsPerMessage and
+// maxElemListBytes, never splitting the start and end of one interval.
 func chunkElems(els []nftables.SetElement) [][]nftables.SetElement {
 	var out [][]nftables.SetElement
 	for len(els) > 0 {
-		n := min(len(els), maxElemsPerMessage)
-		if n < len(els) && els[n].IntervalEnd {
+		n, size := 0, 0
+		for n < len(els) && n < maxElemsPerMessage {
+			size += elemSize(els[n])
+			if n > 0 && size > maxElemListBytes {
+				break
+			}
+			n++
+		}
+		if n < len(els) && els[n].IntervalEnd && n > 1 {
 			n--
 		}
 		out = append(out, els[:n])
