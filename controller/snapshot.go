@@ -1,6 +1,7 @@
 // Package controller is weir-agent's control loop: it turns cluster objects
 // (from an API-server cache or a directory of manifests) into an
-// policy.Snapshot, and hands it to one worker that compiles and applies. The
+// policy.Snapshot, and hands it to one worker that compiles and applies
+// through a dataplane.Applier (backend.go opens nftables or iptables). The
 // conversion here is pure; sources and the worker live in their own files.
 package controller
 
