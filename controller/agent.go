@@ -15,15 +15,14 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weir-cni/weir/controller/snapshot"
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
-// Applier programs a compiled ruleset into the node's kernel in one
-// transaction, replacing whatever the previous Apply left.
-type Applier interface {
-	Apply(ctx context.Context, rs ruleset.Ruleset) error
-}
+// applyTimeout bounds one Apply: the kernel's answer to a netlink batch,
+// or the restore processes of the iptables backend.
+const applyTimeout = 2 * time.Minute
 
 // Status is what the agent reports about itself.
 type Status struct {
@@ -31,8 +30,13 @@ type Status struct {
 	LastSync  time.Time
 	LastError string
 	Syncs     int
-	Problems  []string
-	Counts    map[string]int
+	// Problems are the compiler's: input it could not enforce as written
+	// (ruleset.Ruleset.Problems).
+	Problems []string
+	// DataplaneProblems are the backend's: parts of the last applied
+	// ruleset it could not express (dataplane.Applier.Apply).
+	DataplaneProblems []dataplane.Problem
+	Counts            map[string]int
 	// RefusedConns counts socket connections closed unserved because
 	// the agent was already serving its most at once.
 	RefusedConns int
@@ -43,7 +47,7 @@ type Agent struct {
 	Node         string
 	ClusterCIDRs []netip.Prefix
 	Source       snapshot.Source
-	Applier      Applier
+	Applier      dataplane.Applier
 	Log          *slog.Logger
 	// MinInterval rate-limits syncs: bursts of events collapse into one.
 	MinInterval time.Duration
@@ -61,7 +65,7 @@ type Agent struct {
 	// PodInterfacePrefix starts the name of the pods' host-side veths
 	// (see policy.Snapshot.PodInterfacePrefix; empty: the default).
 	PodInterfacePrefix string
-	// JumpCheckInterval is how often a JumpKeeper Applier is asked to put
+	// JumpCheckInterval is how often a dataplane.JumpKeeper Applier is asked to put
 	// weir's jumps back on top of the built-in chains; 0: never.
 	JumpCheckInterval time.Duration
 	// RemoveStale, when set, runs once, after the first ruleset is in the
@@ -158,7 +162,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.init()
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- a.Source.Run(ctx, a.Kick) }()
-	if k, ok := a.Applier.(JumpKeeper); ok && a.JumpCheckInterval > 0 {
+	if k, ok := a.Applier.(dataplane.JumpKeeper); ok && a.JumpCheckInterval > 0 {
 		go a.keepJumps(ctx, k, a.JumpCheckInterval)
 	}
 	backoff := time.Duration(0)
@@ -231,7 +235,8 @@ func (a *Agent) sync(ctx context.Context) error {
 	snap.PodInterfacePrefix = a.PodInterfacePrefix
 	rs := a.compiler.Compile(snap)
 	compiled := time.Now()
-	if err := a.Applier.Apply(ctx, rs); err != nil {
+	dpProblems, err := a.apply(ctx, rs)
+	if err != nil {
 		err = fmt.Errorf("apply ruleset: %w", err)
 		a.setErr(err)
 		return err
@@ -243,6 +248,9 @@ func (a *Agent) sync(ctx context.Context) error {
 	}
 	for _, p := range rs.Problems {
 		a.Log.Warn("policy problem", "problem", p)
+	}
+	for _, p := range dpProblems {
+		a.Log.Warn("dataplane problem: left out of the kernel", problemAttrs(p)...)
 	}
 	var rerrs []error
 	for _, r := range a.Reconcilers {
@@ -265,7 +273,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	a.rs, a.snap = rs, snap
 	a.st.Synced, a.st.LastSync, a.st.LastError = true, time.Now(), ""
 	a.st.Syncs++
-	a.st.Problems = rs.Problems
+	a.st.Problems, a.st.DataplaneProblems = rs.Problems, dpProblems
 	a.mu.Unlock()
 	a.Log.Info("synced", "pods", len(snap.Pods), "policies", len(snap.Policies),
 		"read", read.Sub(start), "compile", compiled.Sub(read), "apply", time.Since(compiled))
@@ -274,6 +282,22 @@ func (a *Agent) sync(ctx context.Context) error {
 		return fmt.Errorf("node state: %w", err)
 	}
 	return nil
+}
+
+// problemAttrs are the log attributes of a dataplane problem: its policy
+// rule, when it has one, and its message.
+func problemAttrs(p dataplane.Problem) []any {
+	if p.Policy == "" {
+		return []any{"problem", p.Message}
+	}
+	return []any{"policy", p.Policy, "direction", p.Direction, "rule", p.Rule, "problem", p.Message}
+}
+
+// apply programs rs within applyTimeout.
+func (a *Agent) apply(ctx context.Context, rs ruleset.Ruleset) ([]dataplane.Problem, error) {
+	ctx, cancel := context.WithTimeout(ctx, applyTimeout)
+	defer cancel()
+	return a.Applier.Apply(ctx, rs)
 }
 
 // refresh brings the agent's view of the cluster up to date, from the

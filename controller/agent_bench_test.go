@@ -9,14 +9,18 @@ import (
 
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
-type nopApplier struct{}
+// nopApplier programs nothing and, unlike recApplier, keeps nothing.
+type nopApplier struct{ recApplier }
 
-func (nopApplier) Apply(context.Context, ruleset.Ruleset) error { return nil }
+func (*nopApplier) Apply(context.Context, ruleset.Ruleset) ([]dataplane.Problem, error) {
+	return nil, nil
+}
 
 // changeSource hands over the changes it is given, as KubeSource does.
 type changeSource struct {
@@ -42,7 +46,7 @@ func BenchmarkAgentSyncOneLabel10k(b *testing.B) {
 			nodes, namespaces, pods := snapshottest.Cluster(10000)
 			o := snapshot.Objects{Nodes: nodes, Namespaces: namespaces, Pods: pods}
 			src := &changeSource{memSource: memSource{objs: o}, next: snapshot.Changes{Full: true, Objects: o}}
-			a := &Agent{Node: "n1", Source: &src.memSource, Applier: nopApplier{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			a := &Agent{Node: "n1", Source: &src.memSource, Applier: &nopApplier{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			if changes {
 				a.Source = src
 			}

@@ -2,16 +2,20 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -39,14 +43,15 @@ func (m *memSource) Run(ctx context.Context, kick func()) error {
 }
 
 type recApplier struct {
-	mu      sync.Mutex
-	applied []ruleset.Ruleset
-	fail    error
-	gate    chan struct{} // if set, Apply waits on it
-	entered chan struct{} // if set, Apply sends on it first
+	mu       sync.Mutex
+	applied  []ruleset.Ruleset
+	fail     error
+	problems []dataplane.Problem // what each Apply reports
+	gate     chan struct{}       // if set, Apply waits on it
+	entered  chan struct{}       // if set, Apply sends on it first
 }
 
-func (r *recApplier) Apply(ctx context.Context, rs ruleset.Ruleset) error {
+func (r *recApplier) Apply(ctx context.Context, rs ruleset.Ruleset) ([]dataplane.Problem, error) {
 	if r.entered != nil {
 		r.entered <- struct{}{}
 	}
@@ -56,11 +61,20 @@ func (r *recApplier) Apply(ctx context.Context, rs ruleset.Ruleset) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.fail != nil {
-		return r.fail
+		return nil, r.fail
 	}
 	r.applied = append(r.applied, rs)
-	return nil
+	return r.problems, nil
 }
+
+// errNoCounters is what recApplier's Counters says: it programs no kernel.
+var errNoCounters = errors.New("no kernel counters")
+
+func (r *recApplier) Counters(context.Context) (map[string]ruleset.CounterValue, error) {
+	return nil, errNoCounters
+}
+
+func (r *recApplier) Close() error { return nil }
 
 func (r *recApplier) last() (ruleset.Ruleset, int) {
 	r.mu.Lock()
@@ -81,7 +95,7 @@ func localNode() *corev1.Node {
 	return node("n1", []string{"10.244.1.0/24", "fd00:1::/64"})
 }
 
-func startAgent(t *testing.T, src snapshot.Source, app Applier) (*Agent, context.CancelFunc) {
+func startAgent(t *testing.T, src snapshot.Source, app dataplane.Applier) (*Agent, context.CancelFunc) {
 	t.Helper()
 	a := &Agent{Node: "n1", Source: src, Applier: app, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,5 +225,49 @@ func TestAnnounceFetchesThePodWithoutListing(t *testing.T) {
 	}
 	if err := a.Announce(context.Background(), "ns1", "ghost", nil); err == nil {
 		t.Error("announce of a pod GetPod cannot find succeeded")
+	}
+}
+
+// TestDataplaneProblemsReachStatusAndLog pins what an operator sees of
+// the parts of a ruleset the backend could not express: each is in the
+// agent's status (weirctl status) and a warning in its log, with its
+// policy rule as fields.
+func TestDataplaneProblemsReachStatusAndLog(t *testing.T) {
+	problems := []dataplane.Problem{
+		{Policy: "ns1/web", Direction: "egress", Rule: 2, Message: "a log rule with lookups or a verdict is not translated"},
+		{Message: "missing chain x (drops)"},
+	}
+	var log lockedBuffer
+	a := &Agent{Node: "n1", Source: &memSource{}, Applier: &recApplier{problems: problems},
+		Log: slog.New(slog.NewJSONHandler(&log, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = a.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "first sync", func() bool { return a.Status().Synced })
+	if got := a.Status().DataplaneProblems; !reflect.DeepEqual(got, problems) {
+		t.Errorf("status has dataplane problems %+v, want %+v", got, problems)
+	}
+	type record struct {
+		Level, Msg, Policy, Direction, Problem string
+		Rule                                   *int
+	}
+	var logged []dataplane.Problem
+	for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {
+		var r record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if r.Level != "WARN" || !strings.HasPrefix(r.Msg, "dataplane problem") {
+			continue
+		}
+		p := dataplane.Problem{Policy: r.Policy, Direction: r.Direction, Message: r.Problem}
+		if r.Rule != nil {
+			p.Rule = *r.Rule
+		}
+		logged = append(logged, p)
+	}
+	if !reflect.DeepEqual(logged, problems) {
+		t.Errorf("logged dataplane problems %+v, want %+v", logged, problems)
 	}
 }

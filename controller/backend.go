@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/iptables"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/ruleset"
@@ -19,14 +20,6 @@ const (
 	BackendIPTables = "iptables"
 )
 
-// NFTApplier adapts nft.NetlinkApplier to the Applier interface.
-type NFTApplier struct{ *nft.NetlinkApplier }
-
-// Apply programs rs in one netlink transaction.
-func (n NFTApplier) Apply(_ context.Context, rs ruleset.Ruleset) error {
-	return n.NetlinkApplier.Apply(rs)
-}
-
 // NewApplier opens the backend named by name in the current network
 // namespace. With "auto" it uses nftables, and falls back to
 // iptables-legacy only when the kernel has no nf_tables (iptables-nft
@@ -34,27 +27,27 @@ func (n NFTApplier) Apply(_ context.Context, rs ruleset.Ruleset) error {
 // CAP_NET_ADMIN, say), auto fails rather than switch backends behind the
 // operator's back: --backend iptables chooses iptables on purpose.
 // NewApplier changes nothing in the kernel; see RemoveStale.
-func NewApplier(ctx context.Context, name string) (Applier, string, error) {
-	return newApplier(name, openNFTables, func() (Applier, error) {
+func NewApplier(ctx context.Context, name string) (dataplane.Applier, string, error) {
+	return newApplier(name, func() (dataplane.Applier, error) { return openNFTables(ctx) }, func() (dataplane.Applier, error) {
 		return iptables.New(iptables.WithMode(iptables.ModeLegacy))
-	}, func() (Applier, error) { return iptables.New() })
+	}, func() (dataplane.Applier, error) { return iptables.New() })
 }
 
-// openNFTables opens the nftables backend and checks that the kernel
-// answers.
-func openNFTables() (Applier, error) {
+// openNFTables opens the nftables backend and checks, within ctx, that
+// the kernel answers.
+func openNFTables(ctx context.Context) (dataplane.Applier, error) {
 	a, err := nft.NewNetlinkApplier("")
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Probe(); err != nil {
+	if err := a.Probe(ctx); err != nil {
 		return nil, errors.Join(err, a.Close())
 	}
-	return NFTApplier{a}, nil
+	return a, nil
 }
 
 // newApplier is NewApplier's decision, given how to open each backend.
-func newApplier(name string, openNFT, openLegacy, openIPT func() (Applier, error)) (Applier, string, error) {
+func newApplier(name string, openNFT, openLegacy, openIPT func() (dataplane.Applier, error)) (dataplane.Applier, string, error) {
 	switch name {
 	case BackendNFTables, BackendAuto:
 		a, err := openNFT()
@@ -89,15 +82,15 @@ func newApplier(name string, openNFT, openLegacy, openIPT func() (Applier, error
 // table inet weir and weir's chains of the other flavour. Call it once the
 // first ruleset is applied: until then the stale rules are all that
 // enforces policy. It reports what it removed.
-func RemoveStale(ctx context.Context, a Applier) ([]string, error) {
+func RemoveStale(ctx context.Context, a dataplane.Applier) ([]string, error) {
 	inUse := iptables.Mode("none")
 	var removed []string
 	var errs []error
 	switch a := a.(type) {
-	case NFTApplier:
+	case *nft.NetlinkApplier:
 	case *iptables.Applier:
 		inUse = a.Mode()
-		done, err := removeNFTTable()
+		done, err := removeNFTTable(ctx)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -129,7 +122,7 @@ func RemoveStale(ctx context.Context, a Applier) ([]string, error) {
 
 // removeNFTTable deletes the table inet weir; on a kernel without
 // nf_tables there is none.
-func removeNFTTable() (bool, error) {
+func removeNFTTable(ctx context.Context) (bool, error) {
 	a, err := nft.NewNetlinkApplier("")
 	if err != nil {
 		if nft.Unsupported(err) {
@@ -138,7 +131,7 @@ func removeNFTTable() (bool, error) {
 		return false, fmt.Errorf("remove table inet %s: %w", ruleset.TableName, err)
 	}
 	defer a.Close()
-	done, err := a.RemoveTable()
+	done, err := a.RemoveTable(ctx)
 	if err != nil && nft.Unsupported(err) {
 		return false, nil
 	}

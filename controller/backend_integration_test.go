@@ -45,17 +45,17 @@ func TestRemoveStaleLeavesOnlyTheBackendInUse(t *testing.T) {
 		// Someone else's nftables table and iptables rule.
 		sh("nft", "add", "table", "inet", "other")
 		sh("iptables-legacy", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "ACCEPT")
-		openNFT := func() NFTApplier { // a new run of the agent: a fresh applier
+		openNFT := func() *nft.NetlinkApplier { // a new run of the agent: a fresh applier
 			t.Helper()
 			na, err := nft.NewNetlinkApplier("")
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = na.Close() })
-			if err := na.Apply(rs); err != nil {
+			if _, err := na.Apply(ctx, rs); err != nil {
 				t.Fatal(err)
 			}
-			return NFTApplier{na}
+			return na
 		}
 		open := func(m iptables.Mode) *iptables.Applier {
 			t.Helper()
@@ -63,7 +63,7 @@ func TestRemoveStaleLeavesOnlyTheBackendInUse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := a.Apply(ctx, rs); err != nil {
+			if _, err := a.Apply(ctx, rs); err != nil {
 				t.Fatal(err)
 			}
 			return a

@@ -10,18 +10,20 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weir-cni/weir/dataplane"
 )
 
 // TestBackendChoice pins when auto falls back to iptables: only when the
 // kernel has no nf_tables, never when nf_tables is there but failed.
 func TestBackendChoice(t *testing.T) {
-	nftOK := func() (Applier, error) { return &recApplier{}, nil }
-	nftErr := func(err error) func() (Applier, error) {
-		return func() (Applier, error) { return nil, fmt.Errorf("open nftables netlink: %w", err) }
+	nftOK := func() (dataplane.Applier, error) { return &recApplier{}, nil }
+	nftErr := func(err error) func() (dataplane.Applier, error) {
+		return func() (dataplane.Applier, error) { return nil, fmt.Errorf("open nftables netlink: %w", err) }
 	}
 	cases := []struct {
 		name, backend string
-		openNFT       func() (Applier, error)
+		openNFT       func() (dataplane.Applier, error)
 		want          string // backend used, or "" for an error
 		wantErr       string
 		legacyOpened  bool
@@ -38,8 +40,8 @@ func TestBackendChoice(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			legacy := false
-			openLegacy := func() (Applier, error) { legacy = true; return &recApplier{}, nil }
-			openIPT := func() (Applier, error) { return &recApplier{}, nil }
+			openLegacy := func() (dataplane.Applier, error) { legacy = true; return &recApplier{}, nil }
+			openIPT := func() (dataplane.Applier, error) { return &recApplier{}, nil }
 			a, used, err := newApplier(tc.backend, tc.openNFT, openLegacy, openIPT)
 			if tc.want == "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {

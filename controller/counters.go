@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -16,23 +17,25 @@ import (
 // allowed, and the packets isolation (or the default verdict of pods the
 // agent has not classified) dropped.
 
-// CounterReader reads the named counters of the applied ruleset; the
-// nftables and iptables appliers both are.
-type CounterReader interface {
-	Counters() (map[string]ruleset.CounterValue, error)
-}
+// readCounters reads the named counters of the applied ruleset
+// (dataplane.Applier.Counters).
+type readCounters func(context.Context) (map[string]ruleset.CounterValue, error)
 
 // countersMaxAge is how long one read of the counters serves scrapes: a
 // scraper in a loop costs one read a second (with the iptables backend, an
 // iptables-save per family).
 const countersMaxAge = time.Second
 
-// cachedCounters is a CounterReader that reads through read at most once
-// per maxAge. Callers within maxAge of the end of the last read get its
-// result (values or error); callers that come while a read runs wait for
-// it and share it. The values are shared: do not modify them.
+// countersTimeout bounds one read of the counters.
+const countersTimeout = 10 * time.Second
+
+// cachedCounters reads the counters through read at most once per maxAge,
+// each read bounded by countersTimeout. Callers within maxAge of the end
+// of the last read get its result (values or error); callers that come
+// while a read runs wait for it and share it. The values are shared: do
+// not modify them.
 type cachedCounters struct {
-	read   CounterReader
+	read   readCounters
 	maxAge time.Duration
 	now    func() time.Time
 
@@ -48,13 +51,15 @@ func (c *cachedCounters) Counters() (map[string]ruleset.CounterValue, error) {
 	if !c.at.IsZero() && c.now().Sub(c.at) < c.maxAge {
 		return c.values, c.err
 	}
-	c.values, c.err = c.read.Counters()
+	ctx, cancel := context.WithTimeout(context.Background(), countersTimeout)
+	defer cancel()
+	c.values, c.err = c.read(ctx)
 	c.at = c.now()
 	return c.values, c.err
 }
 
-// ruleCounters is a Prometheus collector over a CounterReader, read
-// through a cache (see cachedCounters). ruleset returns the last applied
+// ruleCounters is a Prometheus collector over the counters, read through
+// a cache (see cachedCounters). ruleset returns the last applied
 // ruleset: its counters' owners say what each counter counts, and label
 // it.
 type ruleCounters struct {
@@ -65,7 +70,7 @@ type ruleCounters struct {
 	packets, bytes, denied, spoofed, unclassified *prometheus.Desc
 }
 
-func newRuleCounters(read CounterReader, ruleset func() ruleset.Ruleset, log *slog.Logger) *ruleCounters {
+func newRuleCounters(read readCounters, ruleset func() ruleset.Ruleset, log *slog.Logger) *ruleCounters {
 	return &ruleCounters{
 		read:    &cachedCounters{read: read, maxAge: countersMaxAge, now: time.Now},
 		ruleset: ruleset, log: log,
@@ -122,7 +127,7 @@ func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 // RegisterCounters exports read's counters, explained by the ruleset that
 // ruleset returns, in m. Scrapes share reads: read runs at most once per
 // countersMaxAge.
-func (m *Metrics) RegisterCounters(read CounterReader, ruleset func() ruleset.Ruleset, log *slog.Logger) {
+func (m *Metrics) RegisterCounters(read func(context.Context) (map[string]ruleset.CounterValue, error), ruleset func() ruleset.Ruleset, log *slog.Logger) {
 	if m != nil {
 		m.reg.MustRegister(newRuleCounters(read, ruleset, log))
 	}

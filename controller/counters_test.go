@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -19,7 +20,9 @@ import (
 
 type fakeCounters map[string]ruleset.CounterValue
 
-func (f fakeCounters) Counters() (map[string]ruleset.CounterValue, error) { return f, nil }
+func (f fakeCounters) Counters(context.Context) (map[string]ruleset.CounterValue, error) {
+	return f, nil
+}
 
 // countedRuleset compiles one policy of two ingress rules selecting a local
 // pod.
@@ -53,7 +56,7 @@ func TestRuleCountersExportEachPolicyRule(t *testing.T) {
 		t.Fatalf("want 2 rule counters and 5 drop counters, have %v", r.Counters)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newRuleCounters(values, func() ruleset.Ruleset { return r }, slog.Default()))
+	reg.MustRegister(newRuleCounters(values.Counters, func() ruleset.Ruleset { return r }, slog.Default()))
 	got, err := testutil.GatherAndCount(reg, "weir_policy_rule_packets_total", "weir_policy_rule_bytes_total", "weir_denied_packets_total")
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +97,7 @@ type blockingCounters struct {
 	started, release chan struct{}
 }
 
-func (b *blockingCounters) Counters() (map[string]ruleset.CounterValue, error) {
+func (b *blockingCounters) Counters(context.Context) (map[string]ruleset.CounterValue, error) {
 	if b.reads.Add(1) == 1 {
 		close(b.started)
 		<-b.release
@@ -109,7 +112,7 @@ func (b *blockingCounters) Counters() (map[string]ruleset.CounterValue, error) {
 func TestScrapesShareCounterReads(t *testing.T) {
 	r := countedRuleset(t)
 	read := &blockingCounters{started: make(chan struct{}), release: make(chan struct{})}
-	rc := newRuleCounters(read, func() ruleset.Ruleset { return r }, slog.Default())
+	rc := newRuleCounters(read.Counters, func() ruleset.Ruleset { return r }, slog.Default())
 	clock := time.Unix(1000, 0)
 	rc.read.now = func() time.Time { return clock } // stands still unless moved below
 	reg := prometheus.NewRegistry()

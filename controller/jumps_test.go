@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// jumpApplier is a JumpKeeper that finds FORWARD's jump pushed down on its
+// jumpApplier is a dataplane.JumpKeeper that finds FORWARD's jump pushed down on its
 // first two checks.
 type jumpApplier struct {
 	recApplier

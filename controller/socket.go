@@ -205,10 +205,10 @@ func (a *Agent) answer(ctx context.Context, req agentapi.Request) (any, error) {
 	case agentapi.OpStatus:
 		return a.Status(), nil
 	case agentapi.OpRules:
-		if cr, ok := a.Applier.(CounterReader); ok {
-			if values, err := cr.Counters(); err == nil {
-				return a.Ruleset().StringWithCounters(values), nil
-			}
+		ctx, cancel := context.WithTimeout(ctx, countersTimeout)
+		defer cancel()
+		if values, err := a.Applier.Counters(ctx); err == nil {
+			return a.Ruleset().StringWithCounters(values), nil
 		}
 		return a.Ruleset().String(), nil
 	case agentapi.OpExplain:

@@ -218,8 +218,8 @@ spec:
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			st := c.setPolicies(tc.policies)
-			if len(st.Problems) > 0 {
-				t.Errorf("agent reports problems: %v", st.Problems)
+			if len(st.Problems)+len(st.DataplaneProblems) > 0 {
+				t.Errorf("agent reports problems: %v %v", st.Problems, st.DataplaneProblems)
 			}
 			c.t = t
 			c.run(tc.probes)

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weir-cni/weir/agentapi"
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/integration/harness"
 )
 
@@ -386,10 +387,11 @@ func (c *cluster) stopAgent() {
 }
 
 type agentStatus struct {
-	Synced    bool
-	Syncs     int
-	LastError string
-	Problems  []string
+	Synced            bool
+	Syncs             int
+	LastError         string
+	Problems          []string
+	DataplaneProblems []dataplane.Problem
 }
 
 func (c *cluster) status() (agentStatus, error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	goipt "github.com/coreos/go-iptables/iptables"
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -201,29 +203,45 @@ func newFamily(v6 bool, mode Mode, wait int) (family, error) {
 	return family{v6: v6, ipt: ipt, restore: rpath, save: save}, nil
 }
 
+var _ dataplane.Applier = (*Applier)(nil)
+var _ dataplane.JumpKeeper = (*Applier)(nil)
+
 // Apply makes the WEIR-* chains of every family hold rs: one restore run
 // per family, which the kernel commits atomically per table. Chains weir no
 // longer needs are deleted in the same run, and the jump from each built-in
-// chain is (re)placed at position 1.
-func (a *Applier) Apply(ctx context.Context, rs ruleset.Ruleset) error {
+// chain is (re)placed at position 1. ctx ends the restore processes. It
+// returns what of rs the translation left out, once for both families.
+func (a *Applier) Apply(ctx context.Context, rs ruleset.Ruleset) ([]dataplane.Problem, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var errs []error
+	var problems []dataplane.Problem
 	for i := range a.fams {
-		if err := a.apply(ctx, &a.fams[i], build(rs, a.fams[i].v6)); err != nil {
+		r := build(rs, a.fams[i].v6)
+		for _, p := range r.problems {
+			if !slices.Contains(problems, p) {
+				problems = append(problems, p)
+			}
+		}
+		if err := a.apply(ctx, &a.fams[i], r); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
-		return errors.Join(errs...)
+		return nil, errors.Join(errs...)
 	}
 	a.counters = rs.Counters
-	return nil
+	return problems, nil
 }
+
+// Close releases nothing: the Applier holds no socket or descriptor
+// between runs. The kernel keeps the chains.
+func (a *Applier) Close() error { return nil }
 
 // Remove deletes every WEIR-* chain and the jumps to them.
 func (a *Applier) Remove(ctx context.Context) error {
-	return a.Apply(ctx, ruleset.Ruleset{})
+	_, err := a.Apply(ctx, ruleset.Ruleset{})
+	return err
 }
 
 // HasChains reports whether any family holds a weir chain (one left by an

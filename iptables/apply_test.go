@@ -122,14 +122,14 @@ func TestApplyRoundTrip(t *testing.T) {
 			for _, file := range append(files, more...) {
 				rs := policy.Compile(loadScenario(t, file).Snapshot)
 				for range 2 {
-					if err := a.Apply(ctx, rs); err != nil {
+					if _, err := a.Apply(ctx, rs); err != nil {
 						t.Fatalf("apply %s: %v", file, err)
 					}
 					check(rs)
 				}
 			}
 			for i, rs := range []ruleset.Ruleset{big, small, big} {
-				if err := a.Apply(ctx, rs); err != nil {
+				if _, err := a.Apply(ctx, rs); err != nil {
 					t.Fatalf("apply %d: %v", i, err)
 				}
 				check(rs)
@@ -137,7 +137,7 @@ func TestApplyRoundTrip(t *testing.T) {
 			// A rule inserted above weir's jump: the next Apply moves the
 			// jump back to position 1.
 			run(t, "ip", "netns", "exec", name, ipt, "-I", "FORWARD", "1", "-j", "OTHER")
-			if err := a.Apply(ctx, big); err != nil {
+			if _, err := a.Apply(ctx, big); err != nil {
 				t.Fatal(err)
 			}
 			check(big)
@@ -174,7 +174,7 @@ func BenchmarkApply(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := a.Apply(context.Background(), rs); err != nil {
+				if _, err := a.Apply(context.Background(), rs); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -184,7 +184,7 @@ func BenchmarkApply(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := a.Apply(context.Background(), rs); err != nil {
+			if _, err := a.Apply(context.Background(), rs); err != nil {
 				b.Fatal(err)
 			}
 			i := 0
@@ -194,7 +194,7 @@ func BenchmarkApply(b *testing.B) {
 				if i%2 == 1 {
 					next = less
 				}
-				if err := a.Apply(context.Background(), next); err != nil {
+				if _, err := a.Apply(context.Background(), next); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -10,13 +10,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/weir-cni/weir/ruleset"
 )
-
-// countersTimeout bounds one Counters call.
-const countersTimeout = 10 * time.Second
 
 // countersAttempts is how many times Counters reads before it gives up on
 // a kernel whose counted rules keep being rewritten under it.
@@ -41,9 +37,9 @@ var ErrRulesChanging = errors.New("counted rules rewritten during every read")
 // never waits for a read. A read that an Apply changing the layout
 // overlapped may have seen either layout, so it is thrown away and made
 // again, up to countersAttempts reads in all (then ErrRulesChanging).
-func (a *Applier) Counters() (map[string]ruleset.CounterValue, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), countersTimeout)
-	defer cancel()
+//
+// ctx ends the iptables-save processes.
+func (a *Applier) Counters(ctx context.Context) (map[string]ruleset.CounterValue, error) {
 	for range countersAttempts {
 		out, ok, err := a.readCounters(ctx)
 		if ok {

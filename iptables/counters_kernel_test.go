@@ -38,7 +38,7 @@ func TestCountersDuringApplies(t *testing.T) {
 		t.Fatal("the two rulesets have the same counters: the test needs two layouts")
 	}
 	ctx := context.Background()
-	if err := a.Apply(ctx, rulesets[0]); err != nil {
+	if _, err := a.Apply(ctx, rulesets[0]); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
@@ -54,7 +54,7 @@ func TestCountersDuringApplies(t *testing.T) {
 				return
 			default:
 			}
-			_, err := a.Counters()
+			_, err := a.Counters(ctx)
 			switch {
 			case errors.Is(err, ErrRulesChanging):
 				changing++
@@ -67,7 +67,7 @@ func TestCountersDuringApplies(t *testing.T) {
 		}
 	}()
 	for i := range 40 {
-		if err := a.Apply(ctx, rulesets[(i+1)%2]); err != nil {
+		if _, err := a.Apply(ctx, rulesets[(i+1)%2]); err != nil {
 			t.Fatalf("apply %d: %v", i, err)
 		}
 	}
@@ -82,7 +82,7 @@ func TestCountersDuringApplies(t *testing.T) {
 		t.Errorf("only %d Counters calls ran during 40 applies", reads+changing)
 	}
 	t.Logf("%d Counters calls read during 40 applies, %d more saw the rules change at every read", reads, changing)
-	vals, err := a.Counters()
+	vals, err := a.Counters(ctx)
 	if err != nil {
 		t.Fatalf("Counters after the applies: %v", err)
 	}
@@ -124,14 +124,14 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 	name := counters[0]
 	packets := func() uint64 {
 		t.Helper()
-		vals, err := a.Counters()
+		vals, err := a.Counters(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return vals[name].Packets
 	}
 
-	if err := a.Apply(ctx, rs); err != nil {
+	if _, err := a.Apply(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
 	if got := runProbes(t, tp, []probe{allowed}); !got[0] {
@@ -140,7 +140,7 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 	if n := packets(); n != 1 {
 		t.Fatalf("%s counted %d packets after one connection, want 1", name, n)
 	}
-	if err := a.Apply(ctx, rs); err != nil {
+	if _, err := a.Apply(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
 	if n := packets(); n != 1 {
@@ -151,7 +151,7 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 	more := snap
 	more.Pods = append(slices.Clone(snap.Pods), policy.Pod{Namespace: "prod", Name: "other", Node: "n2",
 		IPs: []netip.Addr{netip.MustParseAddr("10.0.1.60")}})
-	if err := a.Apply(ctx, policy.Compile(more)); err != nil {
+	if _, err := a.Apply(ctx, policy.Compile(more)); err != nil {
 		t.Fatal(err)
 	}
 	if n := packets(); n != 0 {
@@ -162,14 +162,14 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 		t.Fatal("prod -> web:80 was dropped")
 	}
 	for a.fams[0].applies%fullEvery != fullEvery-1 {
-		if err := a.Apply(ctx, policy.Compile(more)); err != nil {
+		if _, err := a.Apply(ctx, policy.Compile(more)); err != nil {
 			t.Fatal(err)
 		}
 		if n := packets(); n != 1 {
 			t.Fatalf("%s counted %d packets after unchanged apply %d, want 1", name, n, a.fams[0].applies)
 		}
 	}
-	if err := a.Apply(ctx, policy.Compile(more)); err != nil { // the fullEvery-th
+	if _, err := a.Apply(ctx, policy.Compile(more)); err != nil { // the fullEvery-th
 		t.Fatal(err)
 	}
 	if n := packets(); n != 0 {

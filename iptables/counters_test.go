@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -75,7 +76,7 @@ func TestCountersWithoutTheSaveBinary(t *testing.T) {
 	a.counters = []ruleset.Counter{{Name: "pol-r0"}}
 	a.fams[0].countedKnown = true
 	a.fams[0].counted = map[string]map[string][]string{"filter": {"WEIR-a": {"pol-r0"}}}
-	if _, err := a.Counters(); err == nil || !strings.Contains(err.Error(), "iptables-legacy-save") {
+	if _, err := a.Counters(context.Background()); err == nil || !strings.Contains(err.Error(), "iptables-legacy-save") {
 		t.Errorf("Counters without iptables-legacy-save: err = %v, want one naming it", err)
 	}
 }
@@ -94,10 +95,10 @@ func TestCountersAfterAFailedApply(t *testing.T) {
 		Name: "forward", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward},
 		Rules: []ruleset.Rule{{Counter: "pol-r0", Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}}},
 	}}}
-	if err := a.Apply(context.Background(), rs); err == nil {
+	if _, err := a.Apply(context.Background(), rs); err == nil {
 		t.Fatal("Apply succeeded with a failing restore")
 	}
-	if _, err := a.Counters(); err == nil || !strings.Contains(err.Error(), "last apply failed") {
+	if _, err := a.Counters(context.Background()); err == nil || !strings.Contains(err.Error(), "last apply failed") {
 		t.Errorf("Counters after a failed Apply: err = %v, want counts reported unknown", err)
 	}
 }
@@ -173,7 +174,9 @@ exec /bin/cat "$D/save.txt"
 	}
 	read := make(chan result, 1)
 	go func() {
-		vals, err := a.Counters()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		vals, err := a.Counters(ctx)
 		read <- result{vals, err}
 	}()
 	started := make(chan error, 1)
@@ -191,15 +194,18 @@ exec /bin/cat "$D/save.txt"
 	}
 
 	applied := make(chan error, 1)
-	go func() { applied <- a.Apply(context.Background(), rs) }()
+	go func() {
+		_, err := a.Apply(context.Background(), rs)
+		applied <- err
+	}()
 	select {
 	case err := <-applied:
 		if err != nil {
 			t.Fatalf("Apply during a counter read: %v", err)
 		}
 	case r := <-read:
-		// The save stays blocked until released below, or until
-		// countersTimeout kills it: only then can the read end first.
+		// The save stays blocked until released below, or until the
+		// read's deadline kills it: only then can the read end first.
 		t.Fatalf("Apply waited for a counter read whose save binary was blocked, until the read gave up: %v", r.err)
 	}
 
@@ -220,19 +226,29 @@ exec /bin/cat "$D/save.txt"
 // and save (none when "") are as given. No kernel is touched.
 func fakeLegacy(t *testing.T, restore, save string) (*Applier, error) {
 	t.Helper()
-	dir := t.TempDir()
 	scripts := map[string]string{
-		"iptables-legacy":         "#!/bin/sh\necho 'iptables v1.8.9 (legacy)'\n",
+		"iptables-legacy":         fakeLegacyVersion,
 		"iptables-legacy-restore": restore,
 	}
 	if save != "" {
 		scripts["iptables-legacy-save"] = save
 	}
+	fakeBinaries(t, scripts)
+	return New(WithMode(ModeLegacy), WithoutIPv6())
+}
+
+// fakeLegacyVersion is an iptables-legacy (or ip6tables-legacy) that
+// answers --version, and every other command with nothing.
+const fakeLegacyVersion = "#!/bin/sh\necho 'iptables v1.8.9 (legacy)'\n"
+
+// fakeBinaries puts scripts, by name, alone on PATH.
+func fakeBinaries(t *testing.T, scripts map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
 	for name, script := range scripts {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Setenv("PATH", dir)
-	return New(WithMode(ModeLegacy), WithoutIPv6())
 }

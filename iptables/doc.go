@@ -3,8 +3,9 @@
 // (ruleset.Ruleset) into iptables and ip6tables chains, and applies them
 // with one iptables-restore --noflush (and one ip6tables-restore) per sync.
 //
-// Layer: a kernel backend beside package nft; it imports package ruleset
-// only, never the compiler (policy) nor nft.
+// Layer: a kernel backend beside package nft, implementing
+// dataplane.Applier and dataplane.JumpKeeper; it imports packages ruleset
+// and dataplane only, never the compiler (policy) nor nft.
 //
 // Render and everything it calls are pure: the model in, iptables-restore
 // text out. Applier touches the kernel: it detects the iptables flavour with
@@ -32,6 +33,12 @@
 // map becomes one rule per key going to its target chain. Nothing is ever a
 // cross product, and the verdicts are exactly those of the nftables ruleset.
 //
+// Problems. What the translation cannot express (a base chain of a type
+// or hook iptables lacks, a log rule with lookups or a verdict, a match
+// kind it does not know, a jump to a missing chain) is left out, and Apply returns it as dataplane.Problem
+// values, once for both families, naming the policy rule when the rule's
+// comment does; the compiler writes none of these today.
+//
 // Apply. New picks the flavour (legacy or nf_tables) of the host's iptables
 // command, or the one asked for, and the matching iptables-MODE-restore
 // binaries. Each Apply runs one `iptables-restore --noflush` and one
@@ -40,9 +47,10 @@
 // changed since the last Apply, deletes the weir chains no longer needed, and
 // deletes or inserts the jumps from built-in chains so that exactly one sits
 // at position 1. The first Apply, the one after a failure, and every 30th
-// rewrite every weir chain, repairing edits made behind weir's back.
-// Between Applies, KeepJumpsFirst puts back the jumps that another program
-// (kube-proxy's KUBE-FORWARD) pushed down from position 1.
+// rewrite every weir chain, repairing edits made behind weir's back. The
+// caller's context ends the restore processes. Between Applies,
+// KeepJumpsFirst puts back the jumps that another program (kube-proxy's
+// KUBE-FORWARD) pushed down from position 1.
 //
 // Cost. Unlike the nftables backend, whose per-packet cost stays flat with
 // hash and interval sets, a new connection here walks the elements one rule

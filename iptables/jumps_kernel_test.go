@@ -31,7 +31,7 @@ func TestKeepJumpsFirst(t *testing.T) {
 				t.Fatalf("before any Apply: moved %v, err %v", moved, err)
 			}
 			rs := policy.Compile(loadScenario(t, "testdata/talk-dualstack.yaml").Snapshot)
-			if err := a.Apply(ctx, rs); err != nil {
+			if _, err := a.Apply(ctx, rs); err != nil {
 				t.Fatal(err)
 			}
 			run(t, "ip", "netns", "exec", name, ipt, "-N", "KUBE-FORWARD")
@@ -58,7 +58,7 @@ func TestKeepJumpsFirst(t *testing.T) {
 				t.Errorf("second check: moved %v, err %v", moved, err)
 			}
 			// The next Apply agrees with the repaired kernel.
-			if err := a.Apply(ctx, rs); err != nil {
+			if _, err := a.Apply(ctx, rs); err != nil {
 				t.Fatal(err)
 			}
 			if got := parseSave(save(t, name, save4), true)["filter FORWARD"]; len(got) != 2 || !strings.Contains(got[0], "WEIR-FORWARD") {

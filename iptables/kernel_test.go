@@ -12,6 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/examples"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/policy"
@@ -167,9 +168,18 @@ spec:
 
 // backend is one way of programming a node namespace.
 type backend struct {
-	name     string
-	apply    func(context.Context, ruleset.Ruleset) error
-	counters func() (map[string]ruleset.CounterValue, error)
+	name string
+	dataplane.Applier
+}
+
+// apply applies rs and fails on a problem too: every ruleset the compiler
+// writes translates whole.
+func (b backend) apply(ctx context.Context, rs ruleset.Ruleset) error {
+	problems, err := b.Apply(ctx, rs)
+	if err == nil && len(problems) > 0 {
+		err = fmt.Errorf("%s: problems: %v", b.name, problems)
+	}
+	return err
 }
 
 func nftBackend(t *testing.T, tp *topology) backend {
@@ -178,7 +188,7 @@ func nftBackend(t *testing.T, tp *topology) backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.Close() })
-	return backend{"nftables", func(_ context.Context, rs ruleset.Ruleset) error { return a.Apply(rs) }, a.Counters}
+	return backend{"nftables", a}
 }
 
 func iptBackend(t *testing.T, tp *topology, m Mode) backend {
@@ -186,7 +196,7 @@ func iptBackend(t *testing.T, tp *topology, m Mode) backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return backend{"iptables-" + string(m), a.Apply, a.Counters}
+	return backend{"iptables-" + string(m), a}
 }
 
 // backendKinds are the backends kernel tests compare.
@@ -206,7 +216,7 @@ func kindBackend(t *testing.T, tp *topology, kind string) backend {
 // counted reads b's counters, failing the test on error.
 func (b backend) counted(t *testing.T) map[string]ruleset.CounterValue {
 	t.Helper()
-	v, err := b.counters()
+	v, err := b.Counters(context.Background())
 	if err != nil {
 		t.Fatalf("%s: counters: %v", b.name, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -32,9 +33,10 @@ const (
 // familyRules is what one family (iptables or ip6tables) holds: tables in a
 // fixed order (filter, then nat).
 type familyRules struct {
-	v6       bool
-	tables   []*table
-	problems []string
+	v6     bool
+	tables []*table
+	// problems are the parts of the ruleset left out: Apply returns them.
+	problems []dataplane.Problem
 }
 
 // table is one iptables table and the chains weir owns in it.

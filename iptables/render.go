@@ -37,9 +37,6 @@ func (r *familyRules) text(extra map[string]edits) string {
 		cmd = "ip6tables"
 	}
 	b.WriteString("# weir: " + cmd + "-restore --noflush input generated from table inet " + ruleset.TableName + "\n")
-	for _, p := range r.problems {
-		b.WriteString("# problem: " + strings.ReplaceAll(p, "\n", " ") + "\n")
-	}
 	seen := map[string]bool{}
 	for _, t := range r.tables {
 		seen[t.name] = true

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -56,7 +57,7 @@ func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
 			s, _ := b.rs.Set(m.Set)
 			elems = setRules(s, m.ID, m.Fields)
 		default:
-			b.out.problems = append(b.out.problems, fmt.Sprintf("rule %q: unknown match kind %d (rule skipped)", r.String(), m.Kind))
+			b.problem(dataplane.RuleProblem(r, fmt.Sprintf("unknown match kind %d (rule skipped)", m.Kind)))
 			return
 		}
 		switch {
@@ -88,7 +89,7 @@ func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
 	}
 	if r.Log != nil {
 		if len(lookups) > 0 || v.Kind != ruleset.VerdictNone {
-			b.out.problems = append(b.out.problems, fmt.Sprintf("rule %q: a log rule with lookups or a verdict is not translated", r.String()))
+			b.problem(dataplane.RuleProblem(r, "a log rule with lookups or a verdict is not translated"))
 			return
 		}
 		head.nflog = &nflog{group: r.Log.Group, prefix: r.Log.Prefix}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -38,7 +39,6 @@ type builder struct {
 // build translates rs into the chains of one family. It is pure.
 func build(rs ruleset.Ruleset, v6 bool) *familyRules {
 	b := &builder{rs: rs, v6: v6, out: &familyRules{v6: v6}, contexts: map[string]map[string]bool{}, emitted: map[string]bool{}}
-	b.out.problems = append(b.out.problems, rs.Problems...)
 	tables := map[string]*table{}
 	for _, h := range hooks {
 		var bases []ruleset.Chain
@@ -61,7 +61,7 @@ func build(rs ruleset.Ruleset, v6 bool) *familyRules {
 	}
 	for _, c := range rs.Chains {
 		if c.Base != nil && !b.emitted[c.Name] {
-			b.out.problems = append(b.out.problems, fmt.Sprintf("base chain %s: type %s hook %s has no iptables equivalent (skipped)", c.Name, c.Base.Type, c.Base.Hook))
+			b.problem(dataplane.Problem{Message: fmt.Sprintf("base chain %s: type %s hook %s has no iptables equivalent (skipped)", c.Name, c.Base.Type, c.Base.Hook)})
 		}
 	}
 	return b.out
@@ -172,10 +172,15 @@ func (b *builder) instance(t *table, name, ctx string) string {
 			b.rule(t, ch, k, r, ctx)
 		}
 	} else {
-		b.out.problems = append(b.out.problems, "missing chain "+name+" (drops)")
+		b.problem(dataplane.Problem{Message: "missing chain " + name + " (drops)"})
 		ch.rules = append(ch.rules, rule{target: targetDrop})
 	}
 	return ipt
+}
+
+// problem records a part of the ruleset the translation leaves out.
+func (b *builder) problem(p dataplane.Problem) {
+	b.out.problems = append(b.out.problems, p)
 }
 
 func (b *builder) fieldOK(f ruleset.Field) bool {

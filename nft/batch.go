@@ -1,52 +1,134 @@
 package nft
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// This file touches the kernel: it sends the batches the applier builds.
-//
-// google/nftables encodes the messages, but its Flush asks the kernel to
-// acknowledge every message and to echo every new rule back, and reads
-// those replies one recvmsg at a time. For a table of 10k rules that is
-// ≈ 35k replies: measured, the echoes alone cost the kernel ≈ 16 µs per
-// rule and userspace ≈ 10 µs per rule to read. weir needs neither: it never
-// uses rule handles, and the kernel reports a failing message whether or not
-// it asked for an acknowledgement. So the applier queues messages on an
-// encoder Conn whose dial function only captures the batch, and sends the
-// batch itself: no echo, one acknowledgement for the last message.
+// This file touches the kernel: it sends the batches the applier builds on
+// weir's own netlink socket (see newEncoder in workarounds.go for why not
+// google/nftables' Flush), and bounds the wait by the caller's context.
 
-// batchTimeout bounds the wait for the kernel's answer to one batch.
-const batchTimeout = 2 * time.Minute
+// batchConn is the socket batches are sent on: *netlink.Conn in the
+// kernel, a recorder in the tests, which capture the batches and answer
+// them as the kernel would.
+type batchConn interface {
+	SendMessages(msgs []netlink.Message) ([]netlink.Message, error)
+	Receive() ([]netlink.Message, error)
+	SetDeadline(t time.Time) error
+	Close() error
+}
 
-// newEncoder returns a Conn that never touches a socket: Flush hands the
-// whole batch (begin and end messages included) to capture.
-func newEncoder(capture func([]netlink.Message)) (*nftables.Conn, error) {
-	return nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
-		if req != nil {
-			capture(req)
+// dialBatchConn opens the netlink socket batches are sent on, in the
+// network namespace of fd (-1: the caller's).
+func dialBatchConn(fd int) (*netlink.Conn, error) {
+	cfg := &netlink.Config{}
+	if fd >= 0 {
+		cfg.NetNS = fd
+	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink: %w", err)
+	}
+	if err := bigBuffers(c); err != nil {
+		return nil, errors.Join(err, c.Close())
+	}
+	return c, nil
+}
+
+// socketBuffer is the netlink socket buffer size, both ways. A full sync of
+// a large cluster is one batch of several megabytes, sent in one sendmsg,
+// and the kernel refuses a message larger than the send buffer (EMSGSIZE);
+// the acks of every message of the batch must fit the receive buffer. Like
+// nft, weir forces the size (root may exceed net.core.[rw]mem_max).
+const socketBuffer = 64 << 20
+
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], socketBuffer); e != nil {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], socketBuffer); e != nil {
+					serr = fmt.Errorf("set netlink socket buffer: %w", e)
+				}
+			}
 		}
-		return nil, io.EOF // no replies: Flush returns without waiting
-	}))
+	})
+	if err != nil {
+		return fmt.Errorf("netlink socket control: %w", err)
+	}
+	return serr
+}
+
+// deadliner is a socket whose blocking calls a deadline ends.
+type deadliner interface {
+	SetDeadline(t time.Time) error
+}
+
+// bound makes ctx bound c's blocking calls until release is called: c's
+// deadline becomes ctx's, and ctx's cancellation ends a call at once.
+// release clears the deadline again. The caller checks ctx.Err() first.
+func bound(ctx context.Context, c deadliner) (release func(), err error) {
+	deadline, _ := ctx.Deadline() // zero: none
+	if err := c.SetDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("set netlink deadline: %w", err)
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		_ = c.SetDeadline(time.Unix(1, 0)) // in the past
+	})
+	return func() {
+		if !stop() {
+			<-fired // the cancellation's deadline must not outlive release
+		}
+		_ = c.SetDeadline(time.Time{})
+	}, nil
+}
+
+// withContext wraps err, from a call ctx bounded, with ctx's own error
+// when ctx ended it: errors.Is then finds context.DeadlineExceeded or
+// context.Canceled.
+func withContext(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return errors.Join(err, ctx.Err())
+	}
+	return err
 }
 
 // sendBatch sends msgs (a batch from the encoder: begin, messages, end) in
-// one sendmsg and waits for the kernel's verdict. Only the last message
-// before the batch end asks for an acknowledgement; the kernel answers it
-// after it has processed (and committed or aborted) the whole batch, and
-// sends an error for every message that failed before it. A commit failure
-// and a refused batch are reported against the batch begin message.
-func sendBatch(c *netlink.Conn, msgs []netlink.Message) error {
+// one sendmsg and waits for the kernel's verdict, within ctx. Only the last
+// message before the batch end asks for an acknowledgement; the kernel
+// answers it after it has processed (and committed or aborted) the whole
+// batch, and sends an error for every message that failed before it. A
+// commit failure and a refused batch are reported against the batch begin
+// message.
+func sendBatch(ctx context.Context, c batchConn, msgs []netlink.Message) error {
 	if len(msgs) < 3 {
 		return nil // begin and end only: nothing to do
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("send batch: %w", err)
+	}
+	release, err := bound(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return withContext(ctx, exchange(c, msgs))
+}
+
+// exchange sends a batch and reads the kernel's answers (see sendBatch).
+func exchange(c batchConn, msgs []netlink.Message) error {
 	last := len(msgs) - 2
 	for i := range msgs {
 		h := &msgs[i].Header
@@ -58,9 +140,6 @@ func sendBatch(c *netlink.Conn, msgs []netlink.Message) error {
 	sent, err := c.SendMessages(msgs)
 	if err != nil {
 		return fmt.Errorf("send batch: %w", err)
-	}
-	if err := c.SetReadDeadline(time.Now().Add(batchTimeout)); err != nil {
-		return fmt.Errorf("set read deadline: %w", err)
 	}
 	begin := sent[0].Header.Sequence
 	index := func(seq uint32) (int, bool) { // position in the batch; false for an old batch's reply

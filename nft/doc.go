@@ -1,23 +1,27 @@
 // Package nft is weir's nftables dataplane: it touches the kernel.
 //
-// NetlinkApplier writes a ruleset.Ruleset into the table `inet weir` through
-// github.com/google/nftables, one netlink batch (one nf_tables transaction)
-// per Apply: the whole table on the first call, ruleset.Diff afterwards.
-// exprs.go translates the ruleset into google/nftables values without
-// touching the kernel. The google/nftables workarounds live here: the batch
-// sent on weir's own socket (batch.go), the typeof user data of the sets
-// keyed by a rule id (typeof.go), the element-per-message cap (netlink.go).
+// NetlinkApplier implements dataplane.Applier: it writes a ruleset.Ruleset
+// into the table `inet weir` through github.com/google/nftables, one
+// netlink batch (one nf_tables transaction) per Apply: the whole table on
+// the first call, ruleset.Diff afterwards, the whole table again when a
+// batch of changes is refused. The caller's context bounds the wait for
+// the kernel's answer.
 //
-// Layer: it imports package ruleset only, never the compiler (policy).
+// Files:
+//   - netlink.go: the applier, what each batch holds and in which order;
+//   - exprs.go: the ruleset as google/nftables values (pure);
+//   - typeof.go: the typeof user data nft keeps for the sets keyed by a
+//     rule id (pure);
+//   - batch.go: the socket the batches go out on and the kernel's answer;
+//   - workarounds.go: every workaround for google/nftables, with the
+//     version it works around and the upstream change that would remove it;
+//   - probe.go: whether the kernel has nf_tables, and removing the table.
+//
+// The netlink layer is tested without root: the batches are captured
+// through batchConn and compared with golden files (testdata/batches,
+// `go test ./nft -update` rewrites them), and each workaround is pinned by
+// a unit test. The kernel round trips are integration tests.
+//
+// Layer: it imports packages ruleset and dataplane only, never the
+// compiler (policy).
 package nft
-
-import "github.com/weir-cni/weir/ruleset"
-
-// Applier is what the agent needs from a dataplane backend: make the kernel
-// hold a ruleset, atomically.
-type Applier interface {
-	Apply(ruleset.Ruleset) error
-	Close() error
-}
-
-var _ Applier = (*NetlinkApplier)(nil)

@@ -1,11 +1,14 @@
 package nft
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/ruleset"
 	"golang.org/x/sys/unix"
 )
@@ -14,64 +17,123 @@ import (
 // batch (one transaction) per Apply, encoded by github.com/google/nftables
 // and sent by sendBatch (batch.go).
 
-// maxElemsPerMessage bounds the elements of one set-elements message:
-// google/nftables v0.3.0 silently leaves a set partial above ≈ 2.5k.
-const maxElemsPerMessage = 1024
+var _ dataplane.Applier = (*NetlinkApplier)(nil)
 
 // NetlinkApplier owns the table `inet weir` of one network namespace. It
-// remembers the last ruleset it applied and sends only the difference. It
-// is not safe for concurrent use: the agent's single worker owns it.
+// remembers the last ruleset it applied and sends only the difference.
+// Apply, ApplyFull and ApplyChanges must not run concurrently (the agent's
+// single worker calls them); the queries (Counters, Probe, RemoveTable) may
+// run beside them and each other.
 type NetlinkApplier struct {
-	conn  *nftables.Conn    // queries (Probe)
-	enc   *nftables.Conn    // encodes the batch: never touches a socket
-	nl    *netlink.Conn     // sends the batch
+	enc   *nftables.Conn    // encodes the batch: never touches a socket (newEncoder)
+	send  batchConn         // sends the batch
 	batch []netlink.Message // what enc's last Flush produced
-	fd    int               // netns file descriptor, -1 for the current namespace
 	// typeofs holds the typeof user data (typeofUserdata) of the sets
 	// keyed by a rule id that the batch being built adds, by name:
 	// flush writes it into their NEWSET messages (patchTypeof).
 	typeofs map[string][]byte
 	last    *ruleset.Ruleset
+
+	fd int // netns file descriptor, -1 for the current namespace
+	// qmu serializes the queries and guards conn and qsock: conn is nil
+	// before it is opened and after a query was cut short.
+	qmu   sync.Mutex
+	conn  *nftables.Conn
+	qsock *netlink.Conn // conn's socket (openQuery)
 }
 
-// NewNetlinkApplier opens a netlink connection into the network namespace at
+// NewNetlinkApplier opens netlink connections into the network namespace at
 // netnsPath (e.g. /var/run/netns/NAME or /proc/PID/ns/net); "" means the
 // caller's current namespace.
 func NewNetlinkApplier(netnsPath string) (*NetlinkApplier, error) {
-	a := &NetlinkApplier{fd: -1}
-	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigBuffers)}
+	fd := -1
 	if netnsPath != "" {
-		fd, err := unix.Open(netnsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
+		var err error
+		if fd, err = unix.Open(netnsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 			return nil, fmt.Errorf("open netns %s: %w", netnsPath, err)
 		}
-		a.fd = fd
-		opts = append(opts, nftables.WithNetNSFd(fd))
 	}
-	conn, err := nftables.New(opts...)
+	send, err := dialBatchConn(fd)
 	if err != nil {
-		a.closeFd()
-		return nil, fmt.Errorf("open nftables netlink: %w", err)
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+		return nil, err
 	}
-	a.conn = conn
-	if a.enc, err = newEncoder(func(b []netlink.Message) { a.batch = b }); err != nil {
-		return nil, errors.Join(fmt.Errorf("nftables encoder: %w", err), a.Close())
+	a, err := newApplier(fd, send)
+	if err != nil {
+		return nil, err
 	}
-	cfg := &netlink.Config{}
-	if a.fd >= 0 {
-		cfg.NetNS = a.fd
-	}
-	if a.nl, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
-		return nil, errors.Join(fmt.Errorf("open nftables netlink: %w", err), a.Close())
-	}
-	if err := bigBuffers(a.nl); err != nil {
+	if err := a.openQuery(); err != nil {
 		return nil, errors.Join(err, a.Close())
 	}
 	return a, nil
 }
 
-// flush sends the messages queued on enc as one transaction.
-func (a *NetlinkApplier) flush() error {
+// newApplier returns an applier that sends its batches on send, for the
+// namespace of fd (which it owns from then on).
+func newApplier(fd int, send batchConn) (*NetlinkApplier, error) {
+	a := &NetlinkApplier{fd: fd, send: send}
+	var err error
+	if a.enc, err = newEncoder(func(b []netlink.Message) { a.batch = b }); err != nil {
+		return nil, errors.Join(fmt.Errorf("nftables encoder: %w", err), a.Close())
+	}
+	return a, nil
+}
+
+// openQuery opens the query connection; the caller holds qmu or owns a.
+func (a *NetlinkApplier) openQuery() error {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
+	if a.fd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(a.fd))
+	}
+	conn, sock, err := openQuery(opts...)
+	if err != nil {
+		return fmt.Errorf("open nftables netlink: %w", err)
+	}
+	a.conn, a.qsock = conn, sock
+	return nil
+}
+
+// closeQuery closes the query connection; the caller holds qmu or owns a.
+func (a *NetlinkApplier) closeQuery() error {
+	if a.conn == nil {
+		return nil
+	}
+	err := a.conn.CloseLasting()
+	a.conn, a.qsock = nil, nil
+	return err
+}
+
+// query runs fn on the query connection, within ctx. A query that ctx cut
+// short leaves its answer on the socket, where the next query would read
+// it as its own: the connection is closed then, and the next query opens
+// another.
+func (a *NetlinkApplier) query(ctx context.Context, fn func(*nftables.Conn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	a.qmu.Lock()
+	defer a.qmu.Unlock()
+	if a.conn == nil {
+		if err := a.openQuery(); err != nil {
+			return err
+		}
+	}
+	release, err := bound(ctx, a.qsock)
+	if err != nil {
+		return err
+	}
+	err = fn(a.conn)
+	release()
+	if err != nil && ctx.Err() != nil {
+		return errors.Join(withContext(ctx, err), a.closeQuery())
+	}
+	return err
+}
+
+// flush sends the messages queued on enc as one transaction, within ctx.
+func (a *NetlinkApplier) flush(ctx context.Context) error {
 	a.batch = nil
 	if err := a.enc.Flush(); err != nil {
 		return fmt.Errorf("encode batch: %w", err)
@@ -81,7 +143,7 @@ func (a *NetlinkApplier) flush() error {
 	if err := patchTypeof(b, typeofs); err != nil {
 		return err
 	}
-	return sendBatch(a.nl, b)
+	return sendBatch(ctx, a.send, b)
 }
 
 // discard drops the messages queued on enc, so that a batch abandoned
@@ -91,68 +153,43 @@ func (a *NetlinkApplier) discard() {
 	a.batch, a.typeofs = nil, nil
 }
 
-// socketBuffer is the netlink socket buffer size, both ways. A full sync of
-// a large cluster is one batch of several megabytes, sent in one sendmsg,
-// and the kernel refuses a message larger than the send buffer (EMSGSIZE);
-// the acks of every message of the batch must fit the receive buffer. Like
-// nft, weir forces the size (root may exceed net.core.[rw]mem_max).
-const socketBuffer = 64 << 20
-
-func bigBuffers(c *netlink.Conn) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("netlink socket: %w", err)
-	}
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
-			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], socketBuffer); e != nil {
-				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], socketBuffer); e != nil {
-					serr = fmt.Errorf("set netlink socket buffer: %w", e)
-				}
-			}
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("netlink socket control: %w", err)
-	}
-	return serr
-}
-
-// Close releases the connection; the kernel keeps the ruleset.
+// Close releases the connections; the kernel keeps the ruleset.
 func (a *NetlinkApplier) Close() error {
-	err := a.conn.CloseLasting()
-	if a.nl != nil {
-		err = errors.Join(err, a.nl.Close())
+	a.qmu.Lock()
+	err := a.closeQuery()
+	a.qmu.Unlock()
+	if a.send != nil {
+		err = errors.Join(err, a.send.Close())
 	}
-	a.closeFd()
-	return err
-}
-
-func (a *NetlinkApplier) closeFd() {
 	if a.fd >= 0 {
 		_ = unix.Close(a.fd)
 		a.fd = -1
 	}
+	return err
 }
 
 // Apply makes the kernel hold r. The first call replaces the whole table in
 // one transaction; later calls send Diff(last, r) in one transaction, and
 // fall back to a full replacement if that is rejected (the rejected
-// transaction changed nothing).
-func (a *NetlinkApplier) Apply(r ruleset.Ruleset) error {
+// transaction changed nothing). ctx bounds the wait for each transaction's
+// answer. nftables expresses every ruleset: it reports no problems.
+func (a *NetlinkApplier) Apply(ctx context.Context, r ruleset.Ruleset) ([]dataplane.Problem, error) {
+	return nil, a.apply(ctx, r)
+}
+
+func (a *NetlinkApplier) apply(ctx context.Context, r ruleset.Ruleset) error {
 	if a.last == nil {
-		return a.ApplyFull(r)
+		return a.ApplyFull(ctx, r)
 	}
 	ch := ruleset.Diff(*a.last, r)
 	if ch.Full {
-		return a.ApplyFull(r)
+		return a.ApplyFull(ctx, r)
 	}
 	if ch.Empty() {
 		return nil
 	}
-	if err := a.ApplyChanges(r, ch); err != nil {
-		if ferr := a.ApplyFull(r); ferr != nil {
+	if err := a.ApplyChanges(ctx, r, ch); err != nil {
+		if ferr := a.ApplyFull(ctx, r); ferr != nil {
 			return errors.Join(err, ferr)
 		}
 	}
@@ -162,8 +199,9 @@ func (a *NetlinkApplier) Apply(r ruleset.Ruleset) error {
 // ApplyFull replaces the table's content with r in one transaction: the
 // batch adds the table (so the delete cannot fail), deletes it and builds
 // it again. The kernel switches from the old ruleset to the new one at
-// commit; no packet ever sees an empty table.
-func (a *NetlinkApplier) ApplyFull(r ruleset.Ruleset) error {
+// commit; no packet ever sees an empty table. ctx bounds the wait for the
+// kernel's answer.
+func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error {
 	a.last = nil
 	a.enc.AddTable(weirTable)
 	a.enc.DelTable(weirTable)
@@ -185,7 +223,7 @@ func (a *NetlinkApplier) ApplyFull(r ruleset.Ruleset) error {
 	for _, c := range r.Chains {
 		a.addRules(r, chains[c.Name], c.Rules)
 	}
-	if err := a.flush(); err != nil {
+	if err := a.flush(ctx); err != nil {
 		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
 	}
 	a.last = &r
@@ -193,8 +231,9 @@ func (a *NetlinkApplier) ApplyFull(r ruleset.Ruleset) error {
 }
 
 // ApplyChanges sends ch (computed against the last applied ruleset) in one
-// transaction; r is the resulting ruleset.
-func (a *NetlinkApplier) ApplyChanges(r ruleset.Ruleset, ch ruleset.Changes) error {
+// transaction; r is the resulting ruleset. ctx bounds the wait for the
+// kernel's answer.
+func (a *NetlinkApplier) ApplyChanges(ctx context.Context, r ruleset.Ruleset, ch ruleset.Changes) error {
 	for _, name := range ch.AddCounters {
 		a.enc.AddObj(kernelCounter(name))
 	}
@@ -240,7 +279,7 @@ func (a *NetlinkApplier) ApplyChanges(r ruleset.Ruleset, ch ruleset.Changes) err
 	for _, name := range ch.DelCounters {
 		a.enc.DeleteObject(kernelCounter(name))
 	}
-	if err := a.flush(); err != nil {
+	if err := a.flush(ctx); err != nil {
 		a.last = nil // unknown: the next Apply is a full one
 		return fmt.Errorf("apply changes to table inet %s (%s): %w", ruleset.TableName, ch, err)
 	}
@@ -271,18 +310,13 @@ func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, op func(*n
 	return a.sendElems(kernelSet(s), kernelElems(s, e.Elems), op)
 }
 
-// sendElems sends elements in messages of at most maxElemsPerMessage,
-// never splitting the start and end of one interval.
+// sendElems queues elements in messages of at most maxElemsPerMessage
+// (chunkElems).
 func (a *NetlinkApplier) sendElems(ks *nftables.Set, els []nftables.SetElement, op func(*nftables.Set, []nftables.SetElement) error) error {
-	for len(els) > 0 {
-		n := min(len(els), maxElemsPerMessage)
-		if n < len(els) && els[n].IntervalEnd {
-			n--
-		}
-		if err := op(ks, els[:n]); err != nil {
+	for _, chunk := range chunkElems(els) {
+		if err := op(ks, chunk); err != nil {
 			return fmt.Errorf("set %s elements: %w", ks.Name, err)
 		}
-		els = els[n:]
 	}
 	return nil
 }
@@ -297,9 +331,14 @@ func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules [
 	}
 }
 
-// Counters reads the table's named counters (see Ruleset.Counters).
-func (a *NetlinkApplier) Counters() (map[string]ruleset.CounterValue, error) {
-	objs, err := a.conn.GetObjects(weirTable)
+// Counters reads the table's named counters (see Ruleset.Counters), within
+// ctx.
+func (a *NetlinkApplier) Counters(ctx context.Context) (map[string]ruleset.CounterValue, error) {
+	var objs []nftables.Obj
+	err := a.query(ctx, func(c *nftables.Conn) (err error) {
+		objs, err = c.GetObjects(weirTable)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read counters of table inet %s: %w", ruleset.TableName, err)
 	}

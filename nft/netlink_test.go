@@ -3,6 +3,7 @@
 package nft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -64,9 +65,9 @@ func TestRoundTrip(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				r := policy.Compile(loadSnapshot(t, file))
 				if incremental {
-					err = a.Apply(r)
+					_, err = a.Apply(context.Background(), r)
 				} else {
-					err = a.ApplyFull(r)
+					err = a.ApplyFull(context.Background(), r)
 				}
 				if err != nil {
 					t.Fatalf("apply: %v", err)
@@ -98,7 +99,7 @@ func TestDiffIsSmall(t *testing.T) {
 	}
 	defer a.Close()
 	base := loadSnapshot(t, filepath.Join(filepath.Dir(scenarios), "talk-policies.yaml"))
-	if err := a.Apply(policy.Compile(base)); err != nil {
+	if _, err := a.Apply(context.Background(), policy.Compile(base)); err != nil {
 		t.Fatal(err)
 	}
 	newPod := base
@@ -107,7 +108,7 @@ func TestDiffIsSmall(t *testing.T) {
 	if len(ch.AddSets)+len(ch.DelSets)+len(ch.AddChains)+len(ch.ReplaceChains)+len(ch.DelChains) != 0 || len(ch.AddElems) == 0 {
 		t.Errorf("a new remote pod should change elements only, got %s", ch)
 	}
-	if err := a.Apply(policy.Compile(newPod)); err != nil {
+	if _, err := a.Apply(context.Background(), policy.Compile(newPod)); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)), netnstest.Normalize(policy.Compile(newPod).String()); got != want {
@@ -140,7 +141,7 @@ func TestLargeSetReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := policy.Compile(snap)
-	if err := a.Apply(r); err != nil {
+	if _, err := a.Apply(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := nftables.New(nftables.WithNetNSFd(a.fd))
@@ -184,7 +185,9 @@ func TestRejectedBatch(t *testing.T) {
 	jump := func(to string) ruleset.Rule {
 		return ruleset.Rule{Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: to}}
 	}
-	apply := func(r ruleset.Ruleset) func() error { return func() error { return a.ApplyFull(r) } }
+	apply := func(r ruleset.Ruleset) func() error {
+		return func() error { return a.ApplyFull(context.Background(), r) }
+	}
 	good := func(n int) ruleset.Ruleset {
 		return ruleset.Ruleset{Chains: []ruleset.Chain{{Name: fmt.Sprint("good", n), Rules: []ruleset.Rule{accept}}}}
 	}
@@ -212,12 +215,12 @@ func TestRejectedBatch(t *testing.T) {
 			}
 			b := a.batch
 			b[0].Data = []byte{0, 0, 0, 0xff}
-			return sendBatch(a.nl, b)
+			return sendBatch(context.Background(), a.send, b)
 		}, unix.EINVAL, "batch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := good(i)
-			if err := a.ApplyFull(before); err != nil {
+			if err := a.ApplyFull(context.Background(), before); err != nil {
 				t.Fatalf("apply good ruleset: %v", err)
 			}
 			err := tc.apply()
@@ -229,7 +232,7 @@ func TestRejectedBatch(t *testing.T) {
 				t.Errorf("rejected batch changed the table:\n%s", textdiff.Lines(want, got))
 			}
 			after := good(i + 100)
-			if err := a.ApplyFull(after); err != nil {
+			if err := a.ApplyFull(context.Background(), after); err != nil {
 				t.Fatalf("apply after a rejected batch: %v", err)
 			}
 			want = netnstest.Normalize(after.String())

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -12,8 +13,12 @@ import (
 // Probe reports whether the kernel answers nf_tables requests in the
 // applier's namespace (false on kernels built without nf_tables, or when
 // the process lacks CAP_NET_ADMIN). Unsupported tells the two apart.
-func (a *NetlinkApplier) Probe() error {
-	if _, err := a.conn.ListTablesOfFamily(nftables.TableFamilyINet); err != nil {
+func (a *NetlinkApplier) Probe(ctx context.Context) error {
+	err := a.query(ctx, func(c *nftables.Conn) error {
+		_, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("list nftables tables: %w", err)
 	}
 	return nil
@@ -37,21 +42,25 @@ func Unsupported(err error) bool {
 
 // RemoveTable deletes the table inet weir if the namespace holds one (one
 // left by an earlier run with the nftables backend) and reports whether it
-// did.
-func (a *NetlinkApplier) RemoveTable() (bool, error) {
-	tables, err := a.conn.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return false, fmt.Errorf("list nftables tables: %w", err)
-	}
-	for _, t := range tables {
-		if t.Name != ruleset.TableName {
-			continue
+// did, within ctx.
+func (a *NetlinkApplier) RemoveTable(ctx context.Context) (bool, error) {
+	removed := false
+	err := a.query(ctx, func(c *nftables.Conn) error {
+		tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+		if err != nil {
+			return fmt.Errorf("list nftables tables: %w", err)
 		}
-		a.conn.DelTable(t)
-		if err := a.conn.Flush(); err != nil {
-			return false, fmt.Errorf("delete table inet %s: %w", ruleset.TableName, err)
+		for _, t := range tables {
+			if t.Name != ruleset.TableName {
+				continue
+			}
+			c.DelTable(t)
+			if err := c.Flush(); err != nil {
+				return fmt.Errorf("delete table inet %s: %w", ruleset.TableName, err)
+			}
+			removed = true
 		}
-		return true, nil
-	}
-	return false, nil
+		return nil
+	})
+	return removed, err
 }

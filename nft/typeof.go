@@ -1,12 +1,9 @@
 package nft
 
 import (
-	"bytes"
 	"encoding/binary"
-	"fmt"
 
 	"github.com/google/nftables/userdata"
-	"github.com/mdlayher/netlink"
 	"github.com/weir-cni/weir/ruleset"
 	"golang.org/x/sys/unix"
 )
@@ -17,9 +14,10 @@ import (
 // random mod 1 . ip saddr`), which nft keeps in the set's user data as
 // nested TLVs (libnftnl udata) and reads back to print and parse the
 // elements. google/nftables writes no such record, so the applier adds it
-// to the encoded NEWSET message. The layout is nft's (src/expression.c,
-// src/payload.c, src/meta.c, src/numgen.c): every number is a u32 in host
-// byte order (nftnl_udata_put_u32), written by appendU32.
+// to the encoded NEWSET message (patchTypeof, workarounds.go). The layout
+// is nft's (src/expression.c, src/payload.c, src/meta.c, src/numgen.c):
+// every number is a u32 in host byte order (nftnl_udata_put_u32), written
+// by appendU32.
 
 // nft's expression type ids and the record types of their udata.
 const (
@@ -87,43 +85,4 @@ func typeofUserdata(s ruleset.Set) []byte {
 		b = userdata.AppendString(b, userdata.NFTNL_UDATA_SET_COMMENT, s.Comment)
 	}
 	return b
-}
-
-// patchTypeof gives the NEWSET messages of msgs that create a set of
-// typeofs (the sets keyed by a rule id, by name) that set's typeof user
-// data, in place of the one google/nftables wrote.
-func patchTypeof(msgs []netlink.Message, typeofs map[string][]byte) error {
-	for i := range msgs {
-		m := &msgs[i]
-		if m.Header.Type&0xff != unix.NFT_MSG_NEWSET || len(m.Data) < 4 {
-			continue
-		}
-		attrs, err := netlink.UnmarshalAttributes(m.Data[4:])
-		if err != nil {
-			return fmt.Errorf("decode add set message: %w", err)
-		}
-		var ud []byte
-		for _, a := range attrs {
-			if a.Type == unix.NFTA_SET_NAME {
-				ud = typeofs[string(bytes.TrimSuffix(a.Data, []byte{0}))]
-			}
-		}
-		if ud == nil {
-			continue
-		}
-		out := attrs[:0]
-		for _, a := range attrs {
-			if a.Type != unix.NFTA_SET_USERDATA {
-				out = append(out, a)
-			}
-		}
-		out = append(out, netlink.Attribute{Type: unix.NFTA_SET_USERDATA, Data: ud})
-		data, err := netlink.MarshalAttributes(out)
-		if err != nil {
-			return fmt.Errorf("encode add set message: %w", err)
-		}
-		m.Data = append(m.Data[:4:4], data...)
-		m.Header.Length = 0 // recomputed from Data when sent
-	}
-	return nil
 }

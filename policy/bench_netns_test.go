@@ -3,6 +3,7 @@
 package policy
 
 import (
+	"context"
 	"testing"
 
 	"github.com/weir-cni/weir/internal/netnstest"
@@ -37,7 +38,7 @@ func benchFullOf(b *testing.B, s Snapshot) {
 		p.start()
 		r = Compile(s)
 		p.lap()
-		if err := a.ApplyFull(r); err != nil {
+		if err := a.ApplyFull(context.Background(), r); err != nil {
 			b.Fatal(err)
 		}
 		p.lap()
@@ -62,7 +63,7 @@ func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
 	snaps := []Snapshot{change(b, base), base}
 	x := NewCompiler()
 	last := x.Compile(base) // what a holds
-	if err := a.Apply(last); err != nil {
+	if _, err := a.Apply(context.Background(), last); err != nil {
 		b.Fatal(err)
 	}
 	p := newPhases("compile", "diff", "apply")
@@ -76,7 +77,7 @@ func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
 		if ch.Full || ch.Empty() {
 			b.Fatalf("change is not incremental: %s", ch)
 		}
-		if err := a.ApplyChanges(r, ch); err != nil {
+		if err := a.ApplyChanges(context.Background(), r, ch); err != nil {
 			b.Fatal(err)
 		}
 		p.lap()

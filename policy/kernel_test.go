@@ -3,6 +3,7 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -120,7 +121,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if err := a.Apply(r); err != nil {
+	if _, err := a.Apply(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
 	by := map[string]*kpod{}
@@ -196,7 +197,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		})
 	}
 	// Every rule that decided a probe counted it; no other counter moved.
-	values, err := a.Counters()
+	values, err := a.Counters(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +251,7 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if err := a.Apply(Compile(snap)); err != nil {
+	if _, err := a.Apply(context.Background(), Compile(snap)); err != nil {
 		t.Fatal(err)
 	}
 	to := web.pod.IPs[0]
@@ -258,7 +259,7 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 		t.Fatalf("probe to port 80 before the edit: %v", got)
 	}
 	counter := policyCounterName(dirIngress, ruleset.Hash8("default/web"), "default/web", 0)
-	before, err := a.Counters()
+	before, err := a.Counters(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,10 +267,10 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 		t.Fatalf("counter %s counted nothing before the edit: %v", counter, before)
 	}
 	snap.Policies = []*networkingv1.NetworkPolicy{policy(`[{port: 80}, {port: 81}]`)}
-	if err := a.Apply(Compile(snap)); err != nil {
+	if _, err := a.Apply(context.Background(), Compile(snap)); err != nil {
 		t.Fatal(err)
 	}
-	after, err := a.Counters()
+	after, err := a.Counters(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,10 +282,10 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 	}
 	// A full replacement (the agent's first sync, a rejected transaction's
 	// fallback) creates every counter again: the README says so.
-	if err := a.ApplyFull(Compile(snap)); err != nil {
+	if err := a.ApplyFull(context.Background(), Compile(snap)); err != nil {
 		t.Fatal(err)
 	}
-	full, err := a.Counters()
+	full, err := a.Counters(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

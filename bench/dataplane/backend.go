@@ -56,12 +56,12 @@ type nftBackend struct {
 	hooks int
 }
 
-func newNft(nodePath string, rs ruleset.Ruleset, full bool) (*nftBackend, error) {
+func newNft(ctx context.Context, nodePath string, rs ruleset.Ruleset, full bool) (*nftBackend, error) {
 	a, err := nft.NewNetlinkApplier(nodePath)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Probe(); err != nil {
+	if err := a.Probe(ctx); err != nil {
 		return nil, errors.Join(err, a.Close())
 	}
 	b := &nftBackend{a: a, path: nodePath, full: full, rs: rs, bare: rs}
@@ -74,29 +74,29 @@ func newNft(nodePath string, rs ruleset.Ruleset, full bool) (*nftBackend, error)
 		}
 	}
 	t0 := time.Now()
-	if err := a.ApplyFull(rs); err != nil {
+	if err := a.ApplyFull(ctx, rs); err != nil {
 		return nil, errors.Join(fmt.Errorf("full apply: %w", err), a.Close())
 	}
 	b.sync = time.Since(t0)
 	return b, nil
 }
 
-func (b *nftBackend) on(context.Context) (time.Duration, error) {
+func (b *nftBackend) on(ctx context.Context) (time.Duration, error) {
 	t0 := time.Now()
 	var err error
 	if b.full {
-		err = b.a.ApplyFull(b.rs)
+		err = b.a.ApplyFull(ctx, b.rs)
 	} else {
-		err = b.a.Apply(b.rs)
+		_, err = b.a.Apply(ctx, b.rs)
 	}
 	return time.Since(t0), err
 }
 
-func (b *nftBackend) off(context.Context) error {
+func (b *nftBackend) off(ctx context.Context) error {
 	if b.full {
 		return deleteTables(b.path, func(t *nftables.Table) bool { return isWeir(t) })
 	}
-	if err := b.a.Apply(b.bare); err != nil {
+	if _, err := b.a.Apply(ctx, b.bare); err != nil {
 		return err
 	}
 	return checkNoBaseChains(b.path, isWeir)

@@ -189,7 +189,7 @@ func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs rulese
 	}
 	// Two tables take turns in one namespace only by full applies: each
 	// applier would otherwise diff against a table the other replaced.
-	nb, err := newNft(bed.node.Path(), rs, o.fullApply)
+	nb, err := newNft(ctx, bed.node.Path(), rs, o.fullApply)
 	if err == nil {
 		cfgs = append(cfgs, &config{backend: nb, samples: samples{name: "nft"}, bed: bed, enforces: true,
 			setup: nb.sync, note: "one transaction"})
@@ -200,7 +200,7 @@ func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs rulese
 		s := snap
 		s.Policies = nil
 		var bare *nftBackend
-		if bare, err = newNft(bed.node.Path(), policy.Compile(s), true); err == nil {
+		if bare, err = newNft(ctx, bed.node.Path(), policy.Compile(s), true); err == nil {
 			cfgs = append(cfgs, &config{backend: bare, samples: samples{name: "nft-bare"}, bed: bed,
 				setup: bare.sync, note: "no policy: conntrack, NAT, skeleton"})
 		} else {
@@ -209,7 +209,7 @@ func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs rulese
 	}
 	if err == nil && o.breakdown {
 		var ct *nftBackend
-		if ct, err = newNft(bed.node.Path(), conntrackOnly(), true); err == nil {
+		if ct, err = newNft(ctx, bed.node.Path(), conntrackOnly(), true); err == nil {
 			cfgs = append(cfgs, &config{backend: ct, samples: samples{name: "conntrack"}, bed: bed,
 				setup: ct.sync, note: "one rule, ct state established,related accept: the floor of stateful filtering"})
 		} else {

@@ -34,7 +34,7 @@ func (b *iptablesBackend) on(ctx context.Context) (time.Duration, error) {
 		return 0, nil
 	}
 	t0 := time.Now()
-	if err := b.a.Apply(ctx, b.rs); err != nil {
+	if _, err := b.a.Apply(ctx, b.rs); err != nil {
 		return 0, fmt.Errorf("apply (%s): %w", b.a.Mode(), err)
 	}
 	b.applied = true

@@ -78,6 +78,7 @@ func run() int {
 		log.Error("open backend", "err", err)
 		return 1
 	}
+	defer applier.Close()
 	source, client, err := newSource(*manifests, *poll, *kubeconfig, float32(*qps), log)
 	if err != nil {
 		log.Error("cluster state source", "err", err)
@@ -102,9 +103,7 @@ func run() int {
 	} else if *httpAddr != "" && !loopback(*httpAddr) {
 		log.Warn("/metrics is served beyond loopback without authentication; consider --metrics-auth=kube", "http-addr", *httpAddr)
 	}
-	if cr, ok := applier.(controller.CounterReader); ok {
-		agent.Metrics.RegisterCounters(cr, agent.Ruleset, log)
-	}
+	agent.Metrics.RegisterCounters(applier.Counters, agent.Ruleset, log)
 	if *nodeRoutes {
 		agent.Reconcilers = append(agent.Reconcilers, &controller.RouteSyncer{Node: *nodeName})
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weir-cni/weir/agentapi"
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/examples"
 	"github.com/weir-cni/weir/integration/harness"
 )
@@ -112,12 +113,16 @@ func waitSynced(ctx context.Context, sock string) error {
 		resp, err := agentapi.Call(cctx, sock, agentapi.Request{Op: agentapi.OpStatus})
 		cancel()
 		var st struct {
-			Synced   bool
-			Problems []string
+			Synced            bool
+			Problems          []string
+			DataplaneProblems []dataplane.Problem
 		}
 		if err == nil && json.Unmarshal(resp.Result, &st) == nil && st.Synced {
 			for _, p := range st.Problems {
 				fmt.Println("policy problem:", p)
+			}
+			for _, p := range st.DataplaneProblems {
+				fmt.Println("dataplane problem:", p)
 			}
 			return nil
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/controller"
 	"github.com/weir-cni/weir/controller/source"
+	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -65,19 +67,29 @@ spec:
   podSelector: {matchLabels: {app: web}}
 `
 
-type nopApplier struct{}
+// fakeApplier programs nothing and reports problems from every Apply.
+type fakeApplier struct{ problems []dataplane.Problem }
 
-func (nopApplier) Apply(context.Context, ruleset.Ruleset) error { return nil }
+func (f fakeApplier) Apply(context.Context, ruleset.Ruleset) ([]dataplane.Problem, error) {
+	return f.problems, nil
+}
+
+func (fakeApplier) Counters(context.Context) (map[string]ruleset.CounterValue, error) {
+	return nil, errors.New("no kernel counters")
+}
+
+func (fakeApplier) Close() error { return nil }
 
 // serveAgent runs a weir-agent on the manifests, with a backend that
-// programs nothing, and returns its socket once it has synced.
-func serveAgent(t *testing.T, manifests string) string {
+// programs nothing and reports problems, and returns its socket once it
+// has synced.
+func serveAgent(t *testing.T, manifests string, problems ...dataplane.Problem) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "cluster.yaml"), []byte(manifests), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := &controller.Agent{Node: "node-a", Source: &source.DirSource{Dir: dir}, Applier: nopApplier{},
+	a := &controller.Agent{Node: "node-a", Source: &source.DirSource{Dir: dir}, Applier: fakeApplier{problems},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
 	sockDir := filepath.Join(t.TempDir(), "run")
@@ -175,5 +187,27 @@ func TestAuditUsage(t *testing.T) {
 	}
 	if req, out, err := request([]string{"audit"}); err != nil || req.Op != agentapi.OpAudit || out != "table" {
 		t.Errorf("audit: %+v %q %v", req, out, err)
+	}
+}
+
+// TestStatusShowsDataplaneProblems pins that what the backend could not
+// express reaches the operator: `weirctl status` prints each problem with
+// its policy, direction and rule.
+func TestStatusShowsDataplaneProblems(t *testing.T) {
+	want := []dataplane.Problem{
+		{Policy: "shop/web-in", Direction: "ingress", Rule: 1, Message: `rule "accept": a log rule with lookups or a verdict is not translated`},
+		{Message: "base chain route: type route hook output has no iptables equivalent (skipped)"},
+	}
+	sock := serveAgent(t, auditManifests, want...)
+	var out, errb bytes.Buffer
+	if rc := run([]string{"--socket", sock, "status"}, &out, &errb); rc != 0 {
+		t.Fatalf("rc = %d; stderr %s", rc, errb.String())
+	}
+	var st struct{ DataplaneProblems []dataplane.Problem }
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		t.Fatalf("status output: %v\n%s", err, out.String())
+	}
+	if !reflect.DeepEqual(st.DataplaneProblems, want) {
+		t.Errorf("status shows dataplane problems %+v, want %+v", st.DataplaneProblems, want)
 	}
 }

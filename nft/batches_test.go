@@ -1,0 +1,223 @@
+package nft
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weir-cni/weir/internal/textdiff"
+	"github.com/weir-cni/weir/ruleset"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// point is the range of one address.
+func point(s string) ruleset.Range {
+	b := string(netip.MustParseAddr(s).AsSlice())
+	return ruleset.Range{From: b, To: b}
+}
+
+// ruleID is the range of one rule id.
+func ruleID(n uint32) ruleset.Range {
+	return ruleset.Range{From: ruleset.IDBytes(n), To: ruleset.IDBytes(n)}
+}
+
+func lookup(set string, id uint32, f ruleset.Field) ruleset.Match {
+	return ruleset.Match{Kind: ruleset.MatchLookup, Set: set, ID: id, Fields: []ruleset.Field{f}}
+}
+
+var (
+	accept = ruleset.Verdict{Kind: ruleset.VerdictAccept}
+	drop   = ruleset.Verdict{Kind: ruleset.VerdictDrop}
+)
+
+func jump(chain string) ruleset.Verdict {
+	return ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: chain}
+}
+
+// batchRuleset is a small table with every kind of object the applier
+// writes: named counters, a base chain, regular chains, a verdict map, an
+// interval set, a set keyed by rule id (typeof) and a set of 1,500
+// elements (two element messages).
+func batchRuleset() ruleset.Ruleset {
+	big := ruleset.Set{Name: "big4", Key: []ruleset.Type{ruleset.TypeIPv4}}
+	for i := range 1500 {
+		big.Elems = append(big.Elems, ruleset.Elem{Key: []ruleset.Range{point(fmt.Sprintf("10.2.%d.%d", i/256, i%256))}})
+	}
+	return ruleset.Ruleset{
+		Counters: []ruleset.Counter{{Name: "denied-ingress"}, {Name: "pol-a-r0", Owner: ruleOwner("default", "a", 0)}},
+		Sets: []ruleset.Set{
+			big,
+			{Name: "blocks4", Key: []ruleset.Type{ruleset.TypeIPv4}, Interval: true, Elems: []ruleset.Elem{
+				{Key: []ruleset.Range{{From: string([]byte{10, 1, 0, 0}), To: string([]byte{10, 1, 255, 255})}}},
+			}},
+			{Name: "ingress-pods4", Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Elems: []ruleset.Elem{
+				{Key: []ruleset.Range{point("10.0.0.1")}, Verdict: jump("pol-a")},
+			}},
+			{Name: "peers4", Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Comment: "selector peers by rule id", Elems: []ruleset.Elem{
+				{Key: []ruleset.Range{ruleID(1), point("10.0.0.2")}},
+				{Key: []ruleset.Range{ruleID(1), point("10.0.0.3")}},
+			}},
+		},
+		Chains: []ruleset.Chain{
+			{Name: "forward", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward}, Rules: []ruleset.Rule{
+				{Matches: []ruleset.Match{{Kind: ruleset.MatchCtState, CtStates: ruleset.CtEstablished | ruleset.CtRelated}}, Verdict: accept},
+				{Verdict: ruleset.Verdict{Kind: ruleset.VerdictVMap, Map: "ingress-pods4", Fields: []ruleset.Field{ruleset.FieldIPDaddr}}},
+			}},
+			{Name: "isolated", Rules: []ruleset.Rule{{Counter: "denied-ingress", Verdict: drop}}},
+			{Name: "pol-a", Rules: []ruleset.Rule{
+				{Matches: []ruleset.Match{lookup("peers4", 1, ruleset.FieldIPSaddr)}, Counter: "pol-a-r0", Verdict: accept, Owner: ruleOwner("default", "a", 0)},
+				{Matches: []ruleset.Match{lookup("blocks4", 0, ruleset.FieldIPSaddr)}, Verdict: accept},
+				{Matches: []ruleset.Match{lookup("big4", 0, ruleset.FieldIPSaddr)}, Verdict: accept},
+				{Verdict: jump("isolated")},
+			}},
+		},
+	}
+}
+
+// changedRuleset is batchRuleset after a change of every kind Diff
+// expresses: elements in and out, a set and a chain added, a set and a
+// chain deleted, a chain's rules replaced, a counter added and one
+// deleted.
+func changedRuleset() ruleset.Ruleset {
+	r := batchRuleset()
+	r.Counters = []ruleset.Counter{{Name: "pol-a-r0", Owner: ruleOwner("default", "a", 0)}, {Name: "pol-b-r0", Owner: ruleOwner("default", "b", 0)}}
+	r.Sets = []ruleset.Set{
+		r.Sets[0], // big4
+		{Name: "ingress-pods4", Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Elems: []ruleset.Elem{
+			{Key: []ruleset.Range{point("10.0.0.1")}, Verdict: jump("pol-a")},
+			{Key: []ruleset.Range{point("10.0.0.5")}, Verdict: jump("pol-b")},
+		}},
+		{Name: "peers4", Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Comment: "selector peers by rule id", Elems: []ruleset.Elem{
+			{Key: []ruleset.Range{ruleID(1), point("10.0.0.2")}},
+			{Key: []ruleset.Range{ruleID(1), point("10.0.0.4")}},
+		}},
+		{Name: "peers6", Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv6}, Comment: "selector peers by rule id", Elems: []ruleset.Elem{
+			{Key: []ruleset.Range{ruleID(2), point("fd00::2")}},
+		}},
+	}
+	r.Chains = []ruleset.Chain{
+		r.Chains[0], // forward
+		{Name: "pol-a", Rules: []ruleset.Rule{
+			{Matches: []ruleset.Match{lookup("peers4", 1, ruleset.FieldIPSaddr)}, Counter: "pol-a-r0", Verdict: accept, Owner: ruleOwner("default", "a", 0)},
+			{Matches: []ruleset.Match{lookup("big4", 0, ruleset.FieldIPSaddr)}, Verdict: accept},
+			{Verdict: drop},
+		}},
+		{Name: "pol-b", Rules: []ruleset.Rule{
+			{Matches: []ruleset.Match{lookup("peers6", 2, ruleset.FieldIP6Saddr)}, Counter: "pol-b-r0", Verdict: accept, Owner: ruleOwner("default", "b", 0)},
+			{Verdict: drop},
+		}},
+	}
+	return r
+}
+
+// TestBatchMessageOrder pins, without root, the netlink messages of each
+// way Apply writes a ruleset, in order (testdata/batches/*.txt; -update
+// rewrites them): the first, full apply; a change; and a change the kernel
+// refuses, which falls back to a full apply. Every batch asks for one
+// acknowledgement (its last message) and no echo.
+func TestBatchMessageOrder(t *testing.T) {
+	if ch := ruleset.Diff(batchRuleset(), changedRuleset()); ch.Full {
+		t.Fatalf("the change is not incremental: %s", ch)
+	}
+	cases := []struct {
+		name string
+		// refuse is the message of the second batch the kernel refuses.
+		refuse int
+		// before is applied first; only the batches of the second Apply
+		// are compared.
+		before *ruleset.Ruleset
+	}{
+		{name: "full"},
+		{name: "changes", before: ptr(batchRuleset())},
+		{name: "fallback", before: ptr(batchRuleset()), refuse: 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &recorder{refuse: func(n int) (int, unix.Errno) {
+				if n == 2 {
+					return tc.refuse, unix.ENOENT
+				}
+				return 0, 0
+			}}
+			a := recordingApplier(t, r)
+			ctx := context.Background()
+			want, from := batchRuleset(), 0
+			if tc.before != nil {
+				if _, err := a.Apply(ctx, *tc.before); err != nil {
+					t.Fatal(err)
+				}
+				want, from = changedRuleset(), len(r.batches)
+			}
+			if _, err := a.Apply(ctx, want); err != nil {
+				t.Fatalf("apply: %v", err)
+			}
+			textdiff.Golden(t, filepath.Join("testdata", "batches", tc.name+".txt"), describeBatches(t, r, from), *update)
+			sent := len(r.batches)
+			if _, err := a.Apply(ctx, want); err != nil || len(r.batches) != sent {
+				t.Errorf("applying the applied ruleset again: %v, %d more batches; want none", err, len(r.batches)-sent)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestApplyFailsWhenTheFullFallbackFails pins what Apply reports when the
+// kernel refuses the change and then the full table as well: both errors,
+// naming the messages refused; the next Apply is a full one again.
+func TestApplyFailsWhenTheFullFallbackFails(t *testing.T) {
+	r := &recorder{refuse: func(n int) (int, unix.Errno) {
+		if n > 1 {
+			return 3, unix.ENOENT
+		}
+		return 0, 0
+	}}
+	a := recordingApplier(t, r)
+	ctx := context.Background()
+	if _, err := a.Apply(ctx, batchRuleset()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.Apply(ctx, changedRuleset())
+	if !errors.Is(err, unix.ENOENT) || len(r.batches) != 3 {
+		t.Fatalf("Apply = %v after %d batches; want the refusals of the change and of the full table", err, len(r.batches))
+	}
+	if a.last != nil {
+		t.Error("the applier still trusts a table the kernel refused")
+	}
+}
+
+// TestApplyDeadlineComesFromTheContext pins how the caller bounds a batch:
+// the socket's deadline is the context's while the applier waits for the
+// kernel's answer and none afterwards, and a context already done sends
+// nothing.
+func TestApplyDeadlineComesFromTheContext(t *testing.T) {
+	r := &recorder{}
+	a := recordingApplier(t, r)
+	deadline := time.Now().Add(time.Hour)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if _, err := a.Apply(ctx, batchRuleset()); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.deadlines) != 2 || !r.deadlines[0].Equal(deadline) || !r.deadlines[1].IsZero() {
+		t.Errorf("socket deadlines %v, want %v then none", r.deadlines, deadline)
+	}
+	cancel()
+	_, err := a.Apply(ctx, changedRuleset())
+	if !errors.Is(err, context.Canceled) || len(r.batches) != 1 {
+		t.Errorf("Apply with a cancelled context = %v after %d batches; want context.Canceled and nothing sent", err, len(r.batches))
+	}
+}
+
+// ruleOwner owns a rule of policy ns/name's ingress.
+func ruleOwner(ns, name string, rule int) ruleset.Owner {
+	return ruleset.Owner{Kind: ruleset.OwnerPolicyRule, Namespace: ns, Policy: name, Direction: ruleset.Ingress, Rule: rule}
+}
