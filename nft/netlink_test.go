@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
-	"github.com/weir-cni/weir/internal/netnstest"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
@@ -47,8 +47,8 @@ func loadSnapshot(t testing.TB, path string) policy.Snapshot {
 // of each is checked too. The rendered text is also loaded with `nft -f` into
 // a second namespace to prove it is valid nft input that lists the same.
 func TestRoundTrip(t *testing.T) {
-	ns, path := netnstest.New(t)
-	textNs, _ := netnstest.New(t)
+	node, text := testkit.NewTestNS(t, "weirt-nft-"), testkit.NewTestNS(t, "weirt-nft-")
+	ns, path, textNs := node.Name, node.Path(), text.Name
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		t.Fatal(err)
@@ -71,16 +71,16 @@ func TestRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatalf("apply: %v", err)
 				}
-				want := netnstest.Normalize(r.String())
-				got := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName))
+				want := testkit.NormalizeNft(r.String())
+				got := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName))
 				if got != want {
 					t.Errorf("kernel listing differs from rendered text:\n%s", textdiff.Lines(want, got))
 				}
 				if incremental {
 					return
 				}
-				netnstest.Nft(t, textNs, "table inet weir\ndelete table inet weir\n"+r.String(), "-f", "-")
-				if got := netnstest.Normalize(netnstest.Nft(t, textNs, "", "list", "table", "inet", ruleset.TableName)); got != want {
+				testkit.Nft(t, textNs, "table inet weir\ndelete table inet weir\n"+r.String(), "-f", "-")
+				if got := testkit.NormalizeNft(testkit.Nft(t, textNs, "", "list", "table", "inet", ruleset.TableName)); got != want {
 					t.Errorf("nft -f of rendered text lists differently:\n%s", textdiff.Lines(want, got))
 				}
 			})
@@ -91,7 +91,8 @@ func TestRoundTrip(t *testing.T) {
 // TestDiffIsSmall pins that pod churn only changes elements and a policy
 // change only touches that policy's objects, and that the kernel follows.
 func TestDiffIsSmall(t *testing.T) {
-	ns, path := netnstest.New(t)
+	node := testkit.NewTestNS(t, "weirt-nft-")
+	ns, path := node.Name, node.Path()
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +111,7 @@ func TestDiffIsSmall(t *testing.T) {
 	if err := a.Apply(policy.Compile(newPod)); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)), netnstest.Normalize(policy.Compile(newPod).String()); got != want {
+	if got, want := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)), testkit.NormalizeNft(policy.Compile(newPod).String()); got != want {
 		t.Errorf("after pod add:\n%s", textdiff.Lines(want, got))
 	}
 }
@@ -121,7 +122,7 @@ func TestDiffIsSmall(t *testing.T) {
 // must stay paired across chunks (the peers of a rule allowing every pod)
 // and a verdict map (ingress-pods4).
 func TestLargeSetReadBack(t *testing.T) {
-	_, path := netnstest.New(t)
+	path := testkit.NewTestNS(t, "weirt-nft-").Path()
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +174,8 @@ func TestLargeSetReadBack(t *testing.T) {
 // replies the kernel still sends after the error do not confuse the next
 // batch.
 func TestRejectedBatch(t *testing.T) {
-	ns, path := netnstest.New(t)
+	node := testkit.NewTestNS(t, "weirt-nft-")
+	ns, path := node.Name, node.Path()
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		t.Fatal(err)
@@ -224,16 +226,16 @@ func TestRejectedBatch(t *testing.T) {
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.message) {
 				t.Fatalf("apply bad ruleset: got %v, want %v in %q", err, tc.want, tc.message)
 			}
-			want := netnstest.Normalize(before.String())
-			if got := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
+			want := testkit.NormalizeNft(before.String())
+			if got := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
 				t.Errorf("rejected batch changed the table:\n%s", textdiff.Lines(want, got))
 			}
 			after := good(i + 100)
 			if err := a.ApplyFull(after); err != nil {
 				t.Fatalf("apply after a rejected batch: %v", err)
 			}
-			want = netnstest.Normalize(after.String())
-			if got := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
+			want = testkit.NormalizeNft(after.String())
+			if got := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
 				t.Errorf("table after a rejected batch:\n%s", textdiff.Lines(want, got))
 			}
 		})

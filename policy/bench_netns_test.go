@@ -5,7 +5,7 @@ package policy
 import (
 	"testing"
 
-	"github.com/weir-cni/weir/internal/netnstest"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -25,7 +25,7 @@ func BenchmarkFullSyncWide(b *testing.B) { benchFullOf(b, wideSnapshot(1, 1000, 
 func benchFull(b *testing.B, nodes int) { benchFullOf(b, bigSnapshot(10000, 1000, nodes)) }
 
 func benchFullOf(b *testing.B, s Snapshot) {
-	_, path := netnstest.New(b)
+	path := testkit.NewTestNS(b, "weirt-nft-").Path()
 	a, err := nft.NewNetlinkApplier(path)
 	if err != nil {
 		b.Fatal(err)
@@ -52,7 +52,7 @@ func benchFullOf(b *testing.B, s Snapshot) {
 // snapshots, each round costing Compiler.Compile + Diff + apply of one
 // change.
 func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
-	_, path := netnstest.New(b)
+	path := testkit.NewTestNS(b, "weirt-nft-").Path()
 	a, err := nft.NewNetlinkApplier(path)
 	if err != nil {
 		b.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"time"
@@ -14,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/integration/kube"
 )
 
@@ -91,24 +89,6 @@ func benchPolicy(i int) *networkingv1.NetworkPolicy {
 			}},
 		},
 	}
-}
-
-func waitSynced(ctx context.Context, sock string, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := agentapi.Call(cctx, sock, agentapi.Request{Op: agentapi.OpStatus})
-		cancel()
-		var st struct{ Synced bool }
-		if err == nil && json.Unmarshal(resp.Result, &st) == nil && st.Synced {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("agent not synced after %v", limit)
 }
 
 // labelChanges flips the local pod's app label between a selected and an

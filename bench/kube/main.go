@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/weir-cni/weir/integration/harness"
 	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 type options struct {
@@ -62,10 +62,8 @@ func bench(ctx context.Context, o options) (err error) {
 	defer os.RemoveAll(tmp)
 	if o.agent == "" {
 		o.agent = filepath.Join(tmp, "weir-agent")
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", o.agent, "./cmd/weir-agent")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build weir-agent: %v: %s", err, out)
+		if err := testkit.GoBuild(ctx, "github.com/weir-cni/weir/cmd/weir-agent", o.agent); err != nil {
+			return err
 		}
 	}
 	kc, err := kube.Start(ctx, kube.Options{Build: o.build})
@@ -73,7 +71,7 @@ func bench(ctx context.Context, o options) (err error) {
 		return err
 	}
 	defer kc.Stop()
-	node, err := harness.NewNS("weirkb")
+	node, err := testkit.NewNS("weirkb")
 	if err != nil {
 		return err
 	}
@@ -100,7 +98,7 @@ func bench(ctx context.Context, o options) (err error) {
 	agent := exec.Command(o.agent, "--node-name", nodeName, "--kubeconfig", kcfg, "--socket", sock,
 		"--cluster-cidr", "10.0.0.0/8", "--node-routes=false", "--http-addr", "")
 	agent.Stdout, agent.Stderr = logf, logf
-	if err := harness.StartIn(node, agent); err != nil {
+	if err := testkit.StartIn(node, agent); err != nil {
 		return err
 	}
 	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
@@ -112,7 +110,7 @@ func bench(ctx context.Context, o options) (err error) {
 		}
 	}()
 	start = time.Now()
-	if err := waitSynced(ctx, sock, 5*time.Minute); err != nil {
+	if _, err := testkit.WaitSynced(ctx, sock, 5*time.Minute); err != nil {
 		return err
 	}
 	fmt.Printf("agent first sync (caches + compile + apply): %v\n", time.Since(start).Round(time.Millisecond))
