@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 type memSource struct {
@@ -70,13 +70,8 @@ func (r *recApplier) last() (ruleset.Ruleset, int) {
 	return r.applied[len(r.applied)-1], len(r.applied)
 }
 
-func pod(ns, name, node string, labels map[string]string, ips ...string) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Spec: corev1.PodSpec{NodeName: node}}
-	for _, ip := range ips {
-		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
-	}
-	return p
-}
+// pod and node build the objects of the tests (fixtures.Pod, fixtures.Node).
+var pod, node = fixtures.Pod, fixtures.Node
 
 // localNode is n1, the node of the agents startAgent starts, with the
 // pod ranges the tests announce addresses from: an agent takes

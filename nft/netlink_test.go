@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/policy"
@@ -25,20 +25,9 @@ import (
 // part of the NetworkPolicy API.
 const scenarios = "../policy/testdata/compile/*.yaml"
 
-// loadSnapshot reads the snapshot of one scenario (its trace cases are
-// the compiler's tests).
-func loadSnapshot(t testing.TB, path string) policy.Snapshot {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s policy.Snapshot
-	if err := yaml.Unmarshal(data, &s); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return s
-}
+// loadScenario reads one scenario (its trace cases are the compiler's
+// tests).
+var loadScenario = fixtures.LoadScenario[policy.Snapshot]
 
 // TestRoundTrip applies every scenario's ruleset through netlink in a fresh
 // namespace and checks that `nft list table inet weir` prints the rendered
@@ -62,7 +51,7 @@ func TestRoundTrip(t *testing.T) {
 		for _, file := range files {
 			name := fmt.Sprintf("%s/incremental=%v", strings.TrimSuffix(filepath.Base(file), ".yaml"), incremental)
 			t.Run(name, func(t *testing.T) {
-				r := policy.Compile(loadSnapshot(t, file))
+				r := policy.Compile(loadScenario(t, file).Snapshot)
 				if incremental {
 					err = a.Apply(r)
 				} else {
@@ -98,7 +87,7 @@ func TestDiffIsSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	base := loadSnapshot(t, filepath.Join(filepath.Dir(scenarios), "talk-policies.yaml"))
+	base := loadScenario(t, filepath.Join(filepath.Dir(scenarios), "talk-policies.yaml")).Snapshot
 	if err := a.Apply(policy.Compile(base)); err != nil {
 		t.Fatal(err)
 	}
