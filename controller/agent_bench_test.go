@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/weir-cni/weir/internal/synth"
 	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -37,9 +38,9 @@ func (c *changeSource) Changes() (Changes, error) {
 func BenchmarkAgentSyncOneLabel10k(b *testing.B) {
 	for _, changes := range []bool{false, true} {
 		b.Run(fmt.Sprint("changes=", changes), func(b *testing.B) {
-			o := benchObjects(10000)
+			o := benchObjects()
 			src := &changeSource{memSource: memSource{objs: o}, next: Changes{Full: true, Objects: o}}
-			a := &Agent{Node: "n1", Source: &src.memSource, Applier: nopApplier{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			a := &Agent{Node: synth.NodeName, Source: &src.memSource, Applier: nopApplier{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			if changes {
 				a.Source = src
 			}

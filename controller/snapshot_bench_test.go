@@ -5,47 +5,39 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/weir-cni/weir/internal/synth"
 )
 
-// benchObjects is a cluster of n pods in 100 namespaces on 100 nodes.
-func benchObjects(n int) Objects {
-	var o Objects
-	for i := 0; i < 100; i++ {
-		o.Namespaces = append(o.Namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ns%d", i), Labels: map[string]string{"team": fmt.Sprint(i % 7)}}})
-		o.Nodes = append(o.Nodes, node(fmt.Sprintf("n%d", i), []string{fmt.Sprintf("10.%d.%d.0/24", 100+i/250, i%250)}, fmt.Sprintf("192.168.%d.%d", i/250, i%250+1)))
-	}
-	for i := 0; i < n; i++ {
-		p := pod(fmt.Sprintf("ns%d", i%100), fmt.Sprintf("p%d", i), fmt.Sprintf("n%d", i%100),
-			map[string]string{"app": fmt.Sprint("a", i%50), "tier": fmt.Sprint(i % 3)}, fmt.Sprintf("10.%d.%d.%d", 100+(i%100)/250, i%100, i/100+1))
-		p.Spec.Containers = []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}
-		o.Pods = append(o.Pods, p)
-	}
-	return o
+// benchObjects is the benchmarks' cluster (synth.Big: 10,000 pods, 1,000
+// policies, 100 of the pods on synth.NodeName) as API objects.
+func benchObjects() Objects {
+	o := synth.ObjectsOf(synth.Cluster(synth.Big))
+	return Objects{Nodes: []*corev1.Node{o.Node}, Namespaces: o.Namespaces, Pods: o.Pods, Policies: o.Policies}
 }
 
 func BenchmarkBuildSnapshot10k(b *testing.B) {
-	o := benchObjects(10000)
+	o := benchObjects()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		BuildSnapshot("n1", nil, o)
+		BuildSnapshot(synth.NodeName, nil, o)
 	}
 }
 
 // BenchmarkViewOneChange10k is the view taking one pod update (as an
 // informer event hands it over) and producing the snapshot, at 10,000 pods.
 func BenchmarkViewOneChange10k(b *testing.B) {
-	o := benchObjects(10000)
+	o := benchObjects()
 	v := newView()
 	v.apply(Changes{Full: true, Objects: o})
-	v.snapshot("n1", nil)
+	v.snapshot(synth.NodeName, nil)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		p := o.Pods[i%len(o.Pods)].DeepCopy()
 		p.Labels["tier"] = fmt.Sprint(i)
 		v.apply(Changes{Pods: map[string]*corev1.Pod{cache.NewObjectName(p.Namespace, p.Name).String(): p}})
-		v.snapshot("n1", nil)
+		v.snapshot(synth.NodeName, nil)
 	}
 }
 
@@ -54,12 +46,12 @@ func BenchmarkViewOneChange10k(b *testing.B) {
 // before, its cheapest case (a manifest directory re-parses every file, so
 // none of its pods take that shortcut).
 func BenchmarkViewFullListing10k(b *testing.B) {
-	o := benchObjects(10000)
+	o := benchObjects()
 	v := newView()
 	v.apply(Changes{Full: true, Objects: o})
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		v.apply(Changes{Full: true, Objects: o})
-		v.snapshot("n1", nil)
+		v.snapshot(synth.NodeName, nil)
 	}
 }
