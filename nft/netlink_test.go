@@ -36,9 +36,8 @@ var loadScenario = fixtures.LoadScenario[policy.Snapshot]
 // of each is checked too. The rendered text is also loaded with `nft -f` into
 // a second namespace to prove it is valid nft input that lists the same.
 func TestRoundTrip(t *testing.T) {
-	node, text := testkit.NewTestNS(t, "weirt-nft-"), testkit.NewTestNS(t, "weirt-nft-")
-	ns, path, textNs := node.Name, node.Path(), text.Name
-	a, err := NewNetlinkApplier(path)
+	ns, textNs := testkit.NewTestNS(t, "weirt-nft-"), testkit.NewTestNS(t, "weirt-nft-")
+	a, err := NewNetlinkApplier(ns.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,9 +79,8 @@ func TestRoundTrip(t *testing.T) {
 // TestDiffIsSmall pins that pod churn only changes elements and a policy
 // change only touches that policy's objects, and that the kernel follows.
 func TestDiffIsSmall(t *testing.T) {
-	node := testkit.NewTestNS(t, "weirt-nft-")
-	ns, path := node.Name, node.Path()
-	a, err := NewNetlinkApplier(path)
+	ns := testkit.NewTestNS(t, "weirt-nft-")
+	a, err := NewNetlinkApplier(ns.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,9 +161,8 @@ func TestLargeSetReadBack(t *testing.T) {
 // replies the kernel still sends after the error do not confuse the next
 // batch.
 func TestRejectedBatch(t *testing.T) {
-	node := testkit.NewTestNS(t, "weirt-nft-")
-	ns, path := node.Name, node.Path()
-	a, err := NewNetlinkApplier(path)
+	ns := testkit.NewTestNS(t, "weirt-nft-")
+	a, err := NewNetlinkApplier(ns.Path())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -190,15 +190,7 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 	if err == nil {
 		t.Fatal("ADD succeeded over an existing eth0")
 	}
-	if r := e.reserved(); len(r) != 0 {
-		t.Errorf("addresses leaked: %v", r)
-	}
-	_ = e.inNode(func() error {
-		if _, err := netlink.LinkByName(HostVethName("weir", "ctr1", "eth0")); err == nil {
-			t.Error("host veth leaked")
-		}
-		return nil
-	})
+	e.nothingLeftOnNode()
 }
 
 func TestDuplicateAddKeepsFirstAttachment(t *testing.T) {

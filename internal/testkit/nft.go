@@ -8,17 +8,17 @@ import (
 	"testing"
 )
 
-// Nft runs nft with args inside namespace ns, with stdin as its input
+// Nft runs nft with args inside the namespace n, with stdin as its input
 // unless empty, and returns its output.
-func Nft(t testing.TB, ns string, stdin string, args ...string) string {
+func Nft(t testing.TB, n *NS, stdin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, "nft"}, args...)...)
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("nft %v in %s: %v: %s", args, ns, err, out)
+		t.Fatalf("nft %v in %s: %v: %s", args, n.Name, err, out)
 	}
 	return string(out)
 }
