@@ -15,10 +15,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -62,11 +60,10 @@ func run() int {
 	agent := flag.String("agent", "bin/weir-agent", "weir-agent binary (empty: skip the policy part)")
 	hold := flag.Bool("hold", false, "keep the namespaces until Ctrl-C, to look around with `ip netns exec`")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "weir-demo: run as root (it creates network namespaces)")
+	ctx, stop, ok := testkit.RootContext("weir-demo")
+	if !ok {
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	prod, dev, myproject := map[string]string{"purpose": "production"}, map[string]string{"purpose": "dev"}, map[string]string{"project": "myproject"}

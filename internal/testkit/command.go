@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
+	"syscall"
 )
 
 // GoBuild builds the main package pkg (an import path of this module, such
@@ -24,4 +26,17 @@ func GoBuild(ctx context.Context, pkg, out string) error {
 		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
 	}
 	return nil
+}
+
+// RootContext starts a command that builds namespaces (a benchmark, the
+// demo). Unless it runs as root, it says so on stderr, prefixed with
+// name, and returns ok false; else a context cancelled on Ctrl-C or
+// SIGTERM.
+func RootContext(name string) (ctx context.Context, stop context.CancelFunc, ok bool) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintf(os.Stderr, "%s: run as root (it creates network namespaces)\n", name)
+		return nil, nil, false
+	}
+	ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return ctx, stop, true
 }
