@@ -21,7 +21,7 @@ const (
 	serverIP = "10.0.0.10"
 	clientIP = "10.0.0.11"
 	// serverNS and clientNS are production namespaces of the generated
-	// cluster (even index), so the policies below apply to the real pods.
+	// cluster (even index), so the generated policies apply to the real pods.
 	serverNS = "ns0"
 	clientNS = "ns2"
 
