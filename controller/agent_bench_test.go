@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/weir-cni/weir/controller/snapshot"
-	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	"github.com/weir-cni/weir/dataplane"
+	"github.com/weir-cni/weir/internal/synth"
 	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -43,10 +43,9 @@ func (c *changeSource) Changes() (snapshot.Changes, error) {
 func BenchmarkAgentSyncOneLabel10k(b *testing.B) {
 	for _, changes := range []bool{false, true} {
 		b.Run(fmt.Sprint("changes=", changes), func(b *testing.B) {
-			nodes, namespaces, pods := snapshottest.Cluster(10000)
-			o := snapshot.Objects{Nodes: nodes, Namespaces: namespaces, Pods: pods}
+			o := benchObjects()
 			src := &changeSource{memSource: memSource{objs: o}, next: snapshot.Changes{Full: true, Objects: o}}
-			a := &Agent{Node: "n1", Source: &src.memSource, Applier: &nopApplier{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			a := &Agent{Node: synth.NodeName, Source: &src.memSource, Applier: &nopApplier{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			if changes {
 				a.Source = src
 			}
@@ -67,4 +66,11 @@ func BenchmarkAgentSyncOneLabel10k(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchObjects is the benchmarks' cluster (synth.Big: 10,000 pods, 1,000
+// policies, 100 of the pods on synth.NodeName) as API objects.
+func benchObjects() snapshot.Objects {
+	o := synth.ObjectsOf(synth.Cluster(synth.Big))
+	return snapshot.Objects{Nodes: []*corev1.Node{o.Node}, Namespaces: o.Namespaces, Pods: o.Pods, Policies: o.Policies}
 }

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/weir-cni/weir/controller/snapshot"
-	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	"github.com/weir-cni/weir/dataplane"
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -85,8 +85,8 @@ func (r *recApplier) last() (ruleset.Ruleset, int) {
 	return r.applied[len(r.applied)-1], len(r.applied)
 }
 
-// pod builds the pods of these tests.
-var pod = snapshottest.Pod
+// pod and node build the objects of the tests (fixtures.Pod, fixtures.Node).
+var pod, node = fixtures.Pod, fixtures.Node
 
 // localNode is n1, the node of the agents startAgent starts, with the
 // pod ranges the tests announce addresses from: an agent takes

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/iptables"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/policy"
@@ -24,11 +24,7 @@ import (
 // use it deletes weir's chains of both iptables flavours, and that nothing
 // weir did not create is touched.
 func TestRemoveStaleLeavesOnlyTheBackendInUse(t *testing.T) {
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { n.Close(); _ = testutils.UnmountNS(n) }()
+	n := testkit.NewTestNS(t, "weirt-cb-")
 	ctx := context.Background()
 	rs := policy.Compile(policy.Snapshot{})
 	sh := func(args ...string) string {
@@ -41,7 +37,7 @@ func TestRemoveStaleLeavesOnlyTheBackendInUse(t *testing.T) {
 	}
 	weirChains := func(save string) bool { return strings.Contains(sh(save), ":"+iptables.Prefix) }
 	hasTable := func() bool { return strings.Contains(sh("nft", "list", "tables"), "table inet "+ruleset.TableName) }
-	err = n.Do(func(ns.NetNS) error {
+	err := n.Do(func(ns.NetNS) error {
 		// Someone else's nftables table and iptables rule.
 		sh("nft", "add", "table", "inet", "other")
 		sh("iptables-legacy", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "ACCEPT")

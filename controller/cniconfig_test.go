@@ -12,12 +12,8 @@ import (
 
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/controller/snapshot"
-	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	"github.com/weir-cni/weir/policy"
 )
-
-// node builds the nodes of these tests.
-var node = snapshottest.Node
 
 func TestCNIConfigIsValidForThePlugin(t *testing.T) {
 	c := &CNIConfig{Node: "n1", MTU: 1450, DataDir: "/var/lib/x", AgentSocket: "/run/x.sock", HostIfPrefix: "cali"}

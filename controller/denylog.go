@@ -144,15 +144,8 @@ func parsePacket(b []byte) (packetInfo, error) {
 	default:
 		return p, fmt.Errorf("IP version %d", b[0]>>4)
 	}
-	switch proto {
-	case 6:
-		p.proto = "tcp"
-	case 17:
-		p.proto = "udp"
-	case 132:
-		p.proto = "sctp"
-	default:
-		p.proto = fmt.Sprint(proto)
+	p.proto = ruleset.ProtoName(proto)
+	if proto != ruleset.ProtoTCP && proto != ruleset.ProtoUDP && proto != ruleset.ProtoSCTP {
 		return p, nil
 	}
 	if len(l4) >= 4 {

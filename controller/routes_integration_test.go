@@ -8,18 +8,15 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"github.com/weir-cni/weir/controller/snapshot"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 func TestRouteSyncerOwnsOnlyItsRoutes(t *testing.T) {
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { n.Close(); _ = testutils.UnmountNS(n) }()
+	n := testkit.NewTestNS(t, "weirt-cr-")
 	list := func() []string {
 		var out []string
 		rs, _ := netlink.RouteList(nil, netlink.FAMILY_ALL)
@@ -31,7 +28,7 @@ func TestRouteSyncerOwnsOnlyItsRoutes(t *testing.T) {
 		sort.Strings(out)
 		return out
 	}
-	err = n.Do(func(ns.NetNS) error {
+	err := n.Do(func(ns.NetNS) error {
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "under0"}, PeerName: "under1"}
 		if err := netlink.LinkAdd(veth); err != nil {
 			return err

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // Codes weir answers with. 1, 4, 6, 7, 8, 11 are the spec's; 100 is
@@ -28,7 +28,7 @@ const (
 // a valid single-range network.
 type setup struct {
 	n    *node
-	pod  *harness.NS
+	pod  *testkit.NS
 	base netConf
 }
 
@@ -36,21 +36,21 @@ func TestBadInputFailsCleanly(t *testing.T) {
 	tests := []struct {
 		name string
 		// prepare may wire pods first; it returns the call to make.
-		prepare  func(t *testing.T, s setup) harness.Call
+		prepare  func(t *testing.T, s setup) testkit.Call
 		wantCode uint
 		// wantMsg must all appear in msg + details, naming the problem.
 		wantMsg []string
 	}{
 		{
 			name: "malformed JSON is a decoding failure",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				return add(s, []byte(`{"cniVersion":"1.1.0","name":"weirnet","type":"weir",`))
 			},
 			wantCode: codeDecodingFailure, wantMsg: []string{"unexpected end of JSON"},
 		},
 		{
 			name: "unknown cniVersion is incompatible",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				c := s.base
 				c.Version = "9.9.9"
 				return add(s, c.single())
@@ -59,7 +59,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "cniVersion 0.2.0 is not supported",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				c := s.base
 				c.Version = "0.2.0"
 				return add(s, c.single())
@@ -68,7 +68,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "subnet that is not a CIDR",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				c := s.base
 				c.Ranges = subnets("10.244.1.0/33")
 				return add(s, c.single())
@@ -77,7 +77,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "subnet with host bits set",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				c := s.base
 				c.Ranges = subnets("10.244.1.5/24")
 				return add(s, c.single())
@@ -86,7 +86,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "overlapping ranges",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				c := s.base
 				c.Ranges = subnets("10.244.0.0/16", "10.244.1.0/24")
 				return add(s, c.single())
@@ -95,7 +95,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "rangeStart outside its subnet",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				c := s.base
 				c.Ranges = []map[string]string{{"subnet": "10.244.1.0/24", "rangeStart": "10.244.2.10"}}
 				return add(s, c.single())
@@ -104,7 +104,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "rangeStart that is not an address",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				c := s.base
 				c.Ranges = []map[string]string{{"subnet": "10.244.1.0/24", "rangeStart": "ten"}}
 				return add(s, c.single())
@@ -113,7 +113,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "requested IP outside every range",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				call := add(s, s.base.single())
 				call.Args = "IP=10.9.9.9"
 				return call
@@ -122,7 +122,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "exhausted range",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				c := s.base
 				c.Ranges = subnets("10.250.0.0/30")
 				for _, id := range []string{"fill-1", "fill-2"} {
@@ -134,7 +134,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "requested IP already in use",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				_, ips := addPod(t, s.n, s.base, "holder")
 				call := add(s, s.base.single())
 				call.Args = "IP=" + ips[0].String()
@@ -144,7 +144,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "missing CNI_NETNS",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				call := add(s, s.base.single())
 				call.Omit = []string{"CNI_NETNS"}
 				return call
@@ -153,7 +153,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "netns path that does not exist",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				call := add(s, s.base.single())
 				call.Netns = "/var/run/netns/weirt-does-not-exist"
 				return call
@@ -162,7 +162,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "netns path that is not a namespace",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				f := filepath.Join(t.TempDir(), "plain-file")
 				if err := os.WriteFile(f, nil, 0o600); err != nil {
 					t.Fatal(err)
@@ -175,7 +175,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "netns path that is a mount namespace",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				call := add(s, s.base.single())
 				call.Netns = "/proc/self/ns/mnt"
 				return call
@@ -184,7 +184,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "netns path that is a procfs file but no namespace",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				call := add(s, s.base.single())
 				call.Netns = "/proc/self/status"
 				return call
@@ -193,7 +193,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "missing CNI_CONTAINERID",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				call := add(s, s.base.single())
 				call.Omit = []string{"CNI_CONTAINERID"}
 				return call
@@ -202,7 +202,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "missing CNI_IFNAME",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				call := add(s, s.base.single())
 				call.Omit = []string{"CNI_IFNAME"}
 				return call
@@ -211,7 +211,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "CNI_ARGS entry without a value",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				call := add(s, s.base.single())
 				call.Args = "K8S_POD_NAME"
 				return call
@@ -220,7 +220,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		},
 		{
 			name: "duplicate ADD of a wired attachment",
-			prepare: func(t *testing.T, s setup) harness.Call {
+			prepare: func(t *testing.T, s setup) testkit.Call {
 				first := add(s, s.base.single())
 				mustOK(t, "first add", s.n.exec(first))
 				return first
@@ -231,10 +231,10 @@ func TestBadInputFailsCleanly(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newNode(t)
-			s := setup{n: n, pod: newNS(t, "weirt-p-"), base: n.conf("weirnet")}
+			s := setup{n: n, pod: testkit.NewTestNS(t, "weirt-p-"), base: n.conf("weirnet")}
 			call := tc.prepare(t, s)
 			storeBefore, linksBefore := n.allocated("weirnet"), n.links()
-			podBefore, err := harness.Links(s.pod)
+			podBefore, err := testkit.Links(s.pod)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -259,7 +259,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 			if got := n.links(); !slices.Equal(got, linksBefore) {
 				t.Errorf("node links changed:\nbefore %v\nafter  %v", linksBefore, got)
 			}
-			if got, _ := harness.Links(s.pod); !slices.Equal(got, podBefore) {
+			if got, _ := testkit.Links(s.pod); !slices.Equal(got, podBefore) {
 				t.Errorf("pod links changed:\nbefore %v\nafter  %v", podBefore, got)
 			}
 		})
@@ -267,8 +267,8 @@ func TestBadInputFailsCleanly(t *testing.T) {
 }
 
 // add is an ADD of container "ctr-bad" into the case's pod.
-func add(s setup, conf []byte) harness.Call {
-	return harness.Call{Command: "ADD", ContainerID: "ctr-bad", Netns: s.pod.Path(), Conf: conf}
+func add(s setup, conf []byte) testkit.Call {
+	return testkit.Call{Command: "ADD", ContainerID: "ctr-bad", Netns: s.pod.Path(), Conf: conf}
 }
 
 func TestDelIsIdempotent(t *testing.T) {
@@ -277,12 +277,12 @@ func TestDelIsIdempotent(t *testing.T) {
 	pod, _ := addPod(t, n, c, "ctr-del")
 	for _, tc := range []struct {
 		name string
-		call harness.Call
+		call testkit.Call
 	}{
-		{"unknown container", harness.Call{Command: "DEL", ContainerID: "never-added", Netns: pod.Path(), Conf: c.single()}},
-		{"netns that no longer exists", harness.Call{Command: "DEL", ContainerID: "ctr-del", Netns: "/var/run/netns/weirt-gone", Conf: c.single()}},
-		{"already deleted", harness.Call{Command: "DEL", ContainerID: "ctr-del", Netns: pod.Path(), Conf: c.single()}},
-		{"without CNI_NETNS", harness.Call{Command: "DEL", ContainerID: "ctr-del", Conf: c.single()}},
+		{"unknown container", testkit.Call{Command: "DEL", ContainerID: "never-added", Netns: pod.Path(), Conf: c.single()}},
+		{"netns that no longer exists", testkit.Call{Command: "DEL", ContainerID: "ctr-del", Netns: "/var/run/netns/weirt-gone", Conf: c.single()}},
+		{"already deleted", testkit.Call{Command: "DEL", ContainerID: "ctr-del", Netns: pod.Path(), Conf: c.single()}},
+		{"without CNI_NETNS", testkit.Call{Command: "DEL", ContainerID: "ctr-del", Conf: c.single()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mustOK(t, "del", n.exec(tc.call))

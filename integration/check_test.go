@@ -10,16 +10,16 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 func TestCheckNoticesDrift(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// drift changes the kernel behind the plugin's back.
-		drift func(n *node, pod *harness.NS, hostIf string) error
+		drift func(n *node, pod *testkit.NS, hostIf string) error
 	}{
-		{"pod address removed", func(n *node, pod *harness.NS, _ string) error {
+		{"pod address removed", func(n *node, pod *testkit.NS, _ string) error {
 			return pod.Do(func(ns.NetNS) error {
 				l, err := netlink.LinkByName("eth0")
 				if err != nil {
@@ -32,13 +32,13 @@ func TestCheckNoticesDrift(t *testing.T) {
 				return netlink.AddrDel(l, &addrs[0])
 			})
 		}},
-		{"pod default route removed", func(n *node, pod *harness.NS, _ string) error {
+		{"pod default route removed", func(n *node, pod *testkit.NS, _ string) error {
 			return pod.Do(func(ns.NetNS) error {
 				_, dst, _ := net.ParseCIDR("0.0.0.0/0")
 				return netlink.RouteDel(&netlink.Route{Dst: dst, Gw: net.ParseIP("169.254.1.1")})
 			})
 		}},
-		{"host route removed", func(n *node, _ *harness.NS, hostIf string) error {
+		{"host route removed", func(n *node, _ *testkit.NS, hostIf string) error {
 			return n.ns.Do(func(ns.NetNS) error {
 				l, err := netlink.LinkByName(hostIf)
 				if err != nil {
@@ -51,7 +51,7 @@ func TestCheckNoticesDrift(t *testing.T) {
 				return netlink.RouteDel(&rs[0])
 			})
 		}},
-		{"host veth set down", func(n *node, _ *harness.NS, hostIf string) error {
+		{"host veth set down", func(n *node, _ *testkit.NS, hostIf string) error {
 			return n.ns.Do(func(ns.NetNS) error {
 				l, err := netlink.LinkByName(hostIf)
 				if err != nil {
@@ -63,7 +63,7 @@ func TestCheckNoticesDrift(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newNode(t)
-			pod := newNS(t, "weirt-p-")
+			pod := testkit.NewTestNS(t, "weirt-p-")
 			rt := newRuntime(t, n, n.conf("weirnet"))
 			rc := rtConf("ctr-drift", pod)
 			if _, err := rt.cni.AddNetworkList(ctxT(t), rt.list, rc); err != nil {

@@ -16,7 +16,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // findTool locates a Go tool installed by `make tools` (bin/tools), on
@@ -50,7 +50,7 @@ func cnitool(t *testing.T, n *node, netDir string, env []string, args ...string)
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := harness.RunIn(n.ns, cmd)
+	err := testkit.RunIn(n.ns, cmd)
 	if err != nil {
 		t.Logf("cnitool %v: %v\nstdout: %s\nstderr: %s", args, err, out.Bytes(), errb.Bytes())
 	}
@@ -68,7 +68,7 @@ func writeConfList(t *testing.T, c netConf) string {
 
 func TestCnitoolAddCheckDelDel(t *testing.T) {
 	n := newNode(t)
-	pod := newNS(t, "weirt-p-")
+	pod := testkit.NewTestNS(t, "weirt-p-")
 	c := n.conf("weirnet")
 	dir := writeConfList(t, c)
 
@@ -105,7 +105,7 @@ func TestCnitoolAddCheckDelDel(t *testing.T) {
 
 func TestCnitoolRequestedIPThroughCapability(t *testing.T) {
 	n := newNode(t)
-	pod := newNS(t, "weirt-p-")
+	pod := testkit.NewTestNS(t, "weirt-p-")
 	c := n.conf("weirnet")
 	c.Ranges = subnets("10.244.1.0/24", "fd00:10:244:1::/64")
 	dir := writeConfList(t, c)

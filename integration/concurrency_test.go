@@ -20,7 +20,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 const (
@@ -85,7 +85,7 @@ type churn struct {
 	n       *node
 	store   string
 	conf    []byte
-	pods    []*harness.NS
+	pods    []*testkit.NS
 	addTime time.Duration
 	own     *owners
 
@@ -102,8 +102,8 @@ func (c *churn) fail(format string, a ...any) {
 	c.failures = append(c.failures, fmt.Sprintf(format, a...))
 }
 
-func (c *churn) call(cmd string, i int) harness.Call {
-	return harness.Call{Command: cmd, ContainerID: fmt.Sprintf("ctr-%03d", i), Netns: c.pods[i].Path(),
+func (c *churn) call(cmd string, i int) testkit.Call {
+	return testkit.Call{Command: cmd, ContainerID: fmt.Sprintf("ctr-%03d", i), Netns: c.pods[i].Path(),
 		IfName: "eth0", Path: pluginDir, Conf: c.conf}
 }
 
@@ -179,10 +179,10 @@ func TestParallelAddDelWithKilledPlugins(t *testing.T) {
 	n := newNode(t)
 	nc := n.conf("weirnet")
 	nc.Ranges = subnets("10.244.1.0/24", "fd00:10:244:1::/64")
-	c := &churn{n: n, store: harness.Store(n.dataDir, nc.Name), conf: nc.single(),
+	c := &churn{n: n, store: testkit.Store(n.dataDir, nc.Name), conf: nc.single(),
 		own: &owners{byIP: map[netip.Addr]string{}}, kept: map[string][]netip.Addr{}}
 	for range parallelOps {
-		c.pods = append(c.pods, newNS(t, "weirt-p-"))
+		c.pods = append(c.pods, testkit.NewTestNS(t, "weirt-p-"))
 	}
 	// Kill delays spread over the life of a plugin run, measured here.
 	c.addTime = medianAddTime(t, n, c.conf)
@@ -270,8 +270,8 @@ func medianAddTime(t *testing.T, n *node, conf []byte) time.Duration {
 	t.Helper()
 	var ds []time.Duration
 	for i := range 5 {
-		pod := newNS(t, "weirt-p-")
-		call := harness.Call{Command: "ADD", ContainerID: fmt.Sprintf("warm-%d", i), Netns: pod.Path(),
+		pod := testkit.NewTestNS(t, "weirt-p-")
+		call := testkit.Call{Command: "ADD", ContainerID: fmt.Sprintf("warm-%d", i), Netns: pod.Path(),
 			IfName: "eth0", Path: pluginDir, Conf: conf}
 		start := time.Now()
 		mustOK(t, "warm-up add", n.exec(call))
@@ -285,7 +285,7 @@ func medianAddTime(t *testing.T, n *node, conf []byte) time.Duration {
 
 // execCall runs one call in the node without failing the test from a
 // worker goroutine.
-func execCall(n *node, call harness.Call) harness.Outcome {
+func execCall(n *node, call testkit.Call) testkit.Outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	o, err := call.Exec(ctx, n.ns, weirBin())
@@ -302,11 +302,11 @@ func execCall(n *node, call harness.Call) harness.Outcome {
 // with afterClaim, as soon as the store shows the container's address
 // (the plugin is then between allocation and wiring). It reports whether
 // the kill landed before the plugin finished.
-func addKilled(call harness.Call, delay time.Duration, afterClaim bool, n *node, store string) (bool, error) {
+func addKilled(call testkit.Call, delay time.Duration, afterClaim bool, n *node, store string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd, _, _ := call.Cmd(ctx, weirBin())
-	if err := harness.StartIn(n.ns, cmd); err != nil {
+	if err := testkit.StartIn(n.ns, cmd); err != nil {
 		return false, err
 	}
 	done := make(chan struct{})

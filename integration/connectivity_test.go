@@ -9,7 +9,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 var (
@@ -19,10 +19,10 @@ var (
 
 // addPod wires a fresh pod namespace into the node with a direct ADD and
 // returns it with its addresses.
-func addPod(t *testing.T, n *node, c netConf, id string) (*harness.NS, []netip.Addr) {
+func addPod(t *testing.T, n *node, c netConf, id string) (*testkit.NS, []netip.Addr) {
 	t.Helper()
-	pod := newNS(t, "weirt-p-")
-	o := n.exec(harness.Call{Command: "ADD", ContainerID: id, Netns: pod.Path(), Conf: c.single()})
+	pod := testkit.NewTestNS(t, "weirt-p-")
+	o := n.exec(testkit.Call{Command: "ADD", ContainerID: id, Netns: pod.Path(), Conf: c.single()})
 	mustOK(t, "add "+id, o)
 	var res current.Result
 	if err := json.Unmarshal(o.Stdout, &res); err != nil {
@@ -55,9 +55,9 @@ func TestConnectivity(t *testing.T) {
 			checkWired(t, n, podA, "eth0", ipsA)
 			checkWired(t, n, podB, "eth0", ipsB)
 
-			echo := map[string]*harness.Echo{}
-			for name, where := range map[string]*harness.NS{"a": podA, "b": podB, "node": n.ns} {
-				e, err := harness.StartEcho(where, 0)
+			echo := map[string]*testkit.Echo{}
+			for name, where := range map[string]*testkit.NS{"a": podA, "b": podB, "node": n.ns} {
+				e, err := testkit.StartEcho(where, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -71,28 +71,28 @@ func TestConnectivity(t *testing.T) {
 					nodeIP = nodeV6
 				}
 				// pod to pod on the same node, both ways, TCP keeps the pod's source.
-				if src, err := harness.ProbeTCP(podA, b, echo["b"].Port); err != nil {
+				if src, err := testkit.ProbeTCP(podA, b, echo["b"].Port); err != nil {
 					t.Errorf("pod a -> pod b tcp: %v", err)
 				} else if src != a {
 					t.Errorf("pod a -> pod b tcp came from %s, want %s (no NAT between pods)", src, a)
 				}
-				if _, err := harness.ProbeTCP(podB, a, echo["a"].Port); err != nil {
+				if _, err := testkit.ProbeTCP(podB, a, echo["a"].Port); err != nil {
 					t.Errorf("pod b -> pod a tcp: %v", err)
 				}
-				if err := harness.ProbeUDP(podA, b, echo["b"].Port); err != nil {
+				if err := testkit.ProbeUDP(podA, b, echo["b"].Port); err != nil {
 					t.Errorf("pod a -> pod b udp: %v", err)
 				}
 				// pod to its node and back.
-				if _, err := harness.ProbeTCP(podA, nodeIP, echo["node"].Port); err != nil {
+				if _, err := testkit.ProbeTCP(podA, nodeIP, echo["node"].Port); err != nil {
 					t.Errorf("pod a -> node tcp: %v", err)
 				}
-				if err := harness.ProbeUDP(podA, nodeIP, echo["node"].Port); err != nil {
+				if err := testkit.ProbeUDP(podA, nodeIP, echo["node"].Port); err != nil {
 					t.Errorf("pod a -> node udp: %v", err)
 				}
-				if _, err := harness.ProbeTCP(n.ns, a, echo["a"].Port); err != nil {
+				if _, err := testkit.ProbeTCP(n.ns, a, echo["a"].Port); err != nil {
 					t.Errorf("node -> pod a tcp: %v", err)
 				}
-				if err := harness.ProbeUDP(n.ns, b, echo["b"].Port); err != nil {
+				if err := testkit.ProbeUDP(n.ns, b, echo["b"].Port); err != nil {
 					t.Errorf("node -> pod b udp: %v", err)
 				}
 			}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // withoutAgent is a network whose plugin would ask an agent at a socket
@@ -27,7 +27,7 @@ func withoutAgent(t *testing.T, n *node, extra map[string]any) netConf {
 
 func TestAgentAbsentFailsClosedByDefault(t *testing.T) {
 	n := newNode(t)
-	pod := newNS(t, "weirt-p-")
+	pod := testkit.NewTestNS(t, "weirt-p-")
 	c := withoutAgent(t, n, nil)
 	var plugin map[string]any
 	_ = json.Unmarshal(c.single(), &plugin)
@@ -36,7 +36,7 @@ func TestAgentAbsentFailsClosedByDefault(t *testing.T) {
 	}
 	storeBefore, linksBefore := n.allocated("weirnet"), n.links()
 
-	add := harness.Call{Command: "ADD", ContainerID: "ctr-fc", Netns: pod.Path(), Conf: c.single(),
+	add := testkit.Call{Command: "ADD", ContainerID: "ctr-fc", Netns: pod.Path(), Conf: c.single(),
 		Args: "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web"}
 	o := n.exec(add)
 	if o.Err == nil {
@@ -59,7 +59,7 @@ func TestAgentAbsentFailsClosedByDefault(t *testing.T) {
 		if got := n.links(); !slices.Equal(got, linksBefore) {
 			t.Errorf("%s: node links %v, want %v", when, got, linksBefore)
 		}
-		if got, err := harness.Links(pod); err != nil || slices.Contains(got, "eth0") {
+		if got, err := testkit.Links(pod); err != nil || slices.Contains(got, "eth0") {
 			t.Errorf("%s: pod links %v (%v), want no eth0", when, got, err)
 		}
 	}
@@ -73,9 +73,9 @@ func TestAgentAbsentFailsClosedByDefault(t *testing.T) {
 
 func TestFailOpenOptInLogsEveryFallback(t *testing.T) {
 	n := newNode(t)
-	pod := newNS(t, "weirt-p-")
+	pod := testkit.NewTestNS(t, "weirt-p-")
 	c := withoutAgent(t, n, map[string]any{"failClosed": false})
-	o := n.exec(harness.Call{Command: "ADD", ContainerID: "ctr-fo", Netns: pod.Path(), Conf: c.single(),
+	o := n.exec(testkit.Call{Command: "ADD", ContainerID: "ctr-fo", Netns: pod.Path(), Conf: c.single(),
 		Args: "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web"})
 	mustOK(t, "fail-open ADD without an agent", o)
 	if len(n.allocated("weirnet")) != 1 || len(n.weirLinks()) != 1 {

@@ -13,7 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 var (
@@ -79,9 +79,9 @@ func podIPs(t *testing.T, r types.Result) []netip.Addr {
 // addresses on ifname as /32 and /128, default routes via the gateways, a
 // host route to each address via the host veth, and one weir host veth per
 // attachment.
-func checkWired(t *testing.T, n *node, pod *harness.NS, ifname string, ips []netip.Addr) {
+func checkWired(t *testing.T, n *node, pod *testkit.NS, ifname string, ips []netip.Addr) {
 	t.Helper()
-	got, err := harness.LinkAddrs(pod, ifname)
+	got, err := testkit.LinkAddrs(pod, ifname)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func checkWired(t *testing.T, n *node, pod *harness.NS, ifname string, ips []net
 			if _, err := fmt.Sscanf(r, "%s dev %s", &dst, &dev); err == nil && dst == prefix {
 				hostRoute = r
 				if !slices.Contains(n.weirLinks(), dev) {
-					t.Errorf("node route %q: %s is not a weir host veth (alias %q...)", r, dev, harness.HostAliasPrefix)
+					t.Errorf("node route %q: %s is not a weir host veth (alias %q...)", r, dev, testkit.HostAliasPrefix)
 				}
 			}
 		}
@@ -123,7 +123,7 @@ func checkWired(t *testing.T, n *node, pod *harness.NS, ifname string, ips []net
 // checkReleased verifies that network name left nothing behind on the node
 // or in the pod after what (e.g. "del again"): no stored address, no host
 // veth, no pod interface eth0.
-func checkReleased(t *testing.T, n *node, name string, pod *harness.NS, what string) {
+func checkReleased(t *testing.T, n *node, name string, pod *testkit.NS, what string) {
 	t.Helper()
 	if got := n.allocated(name); len(got) != 0 {
 		t.Errorf("store after %s = %v, want empty", what, got)
@@ -135,7 +135,7 @@ func checkReleased(t *testing.T, n *node, name string, pod *harness.NS, what str
 }
 
 // checkGone verifies the pod interface is gone.
-func checkGone(t *testing.T, pod *harness.NS, ifname string) {
+func checkGone(t *testing.T, pod *testkit.NS, ifname string) {
 	t.Helper()
 	err := pod.Do(func(ns.NetNS) error {
 		_, err := netlink.LinkByName(ifname)

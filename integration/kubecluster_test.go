@@ -14,8 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/weir-cni/weir/integration/harness"
 	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // newKubeSimCluster is a simulated cluster of n nodes whose agents follow a
@@ -254,7 +254,7 @@ func (c *simCluster) restartAgent(nd *simNode) {
 	_ = nd.agent.Wait()
 	cmd := exec.Command(nd.agent.Path, nd.agent.Args[1:]...)
 	cmd.Stdout, cmd.Stderr = nd.agent.Stdout, nd.agent.Stderr
-	if err := harness.StartIn(nd.ns, cmd); err != nil {
+	if err := testkit.StartIn(nd.ns, cmd); err != nil {
 		c.t.Fatal(err)
 	}
 	nd.agent = cmd

@@ -15,7 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // cniRuntime is a libcni client running plugins inside one node.
@@ -31,12 +31,12 @@ func newRuntime(t *testing.T, n *node, c netConf) *cniRuntime {
 		t.Fatalf("parse conflist: %v", err)
 	}
 	return &cniRuntime{
-		cni:  libcni.NewCNIConfigWithCacheDir([]string{pluginDir}, t.TempDir(), &harness.NodeExec{Node: n.ns}),
+		cni:  libcni.NewCNIConfigWithCacheDir([]string{pluginDir}, t.TempDir(), &testkit.NodeExec{Node: n.ns}),
 		list: list,
 	}
 }
 
-func rtConf(id string, pod *harness.NS) *libcni.RuntimeConf {
+func rtConf(id string, pod *testkit.NS) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{
 		ContainerID: id,
 		NetNS:       pod.Path(),
@@ -55,7 +55,7 @@ func TestLibcniAddCheckDelDelPerVersion(t *testing.T) {
 	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {
 			n := newNode(t)
-			pod := newNS(t, "weirt-p-")
+			pod := testkit.NewTestNS(t, "weirt-p-")
 			c := n.conf("weirnet")
 			c.Version = v
 			rt := newRuntime(t, n, c)
@@ -94,7 +94,7 @@ func TestLibcniAddCheckDelDelPerVersion(t *testing.T) {
 // checkResult pins the shape of an ADD result: a host veth without sandbox,
 // the pod interface in the pod's sandbox, and each address with the
 // gateway of its family on the pod interface.
-func checkResult(t *testing.T, r *current.Result, pod *harness.NS) {
+func checkResult(t *testing.T, r *current.Result, pod *testkit.NS) {
 	t.Helper()
 	if len(r.Interfaces) != 2 {
 		t.Fatalf("result interfaces = %+v, want host veth and pod eth0", r.Interfaces)
@@ -131,9 +131,9 @@ func TestLibcniGCReleasesOnlyInvalidAttachments(t *testing.T) {
 	rt := newRuntime(t, n, c)
 
 	ips := map[string][]netip.Addr{}
-	pods := map[string]*harness.NS{}
+	pods := map[string]*testkit.NS{}
 	for _, id := range []string{"keep-1", "keep-2", "stale"} {
-		pods[id] = newNS(t, "weirt-p-")
+		pods[id] = testkit.NewTestNS(t, "weirt-p-")
 		res, err := rt.cni.AddNetworkList(ctxT(t), rt.list, rtConf(id, pods[id]))
 		if err != nil {
 			t.Fatalf("add %s: %v", id, err)
@@ -195,7 +195,7 @@ func TestLibcniStatus(t *testing.T) {
 	if err := rt.cni.GetStatusNetworkList(ctxT(t), rt.list); err != nil {
 		t.Fatalf("status of an empty node: %v", err)
 	}
-	pods := []*harness.NS{newNS(t, "weirt-p-"), newNS(t, "weirt-p-")}
+	pods := []*testkit.NS{testkit.NewTestNS(t, "weirt-p-"), testkit.NewTestNS(t, "weirt-p-")}
 	for i, p := range pods {
 		if _, err := rt.cni.AddNetworkList(ctxT(t), rt.list, rtConf(fmt.Sprintf("p%d", i), p)); err != nil {
 			t.Fatalf("add p%d: %v", i, err)

@@ -7,16 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // pluginDir holds the weir binary built for this run (the CNI_PATH).
@@ -25,9 +22,9 @@ var pluginDir string
 func weirBin() string { return filepath.Join(pluginDir, "weir") }
 
 func TestMain(m *testing.M) {
-	// A child this binary started through harness.WithoutNFTables becomes
+	// A child this binary started through testkit.WithoutNFTables becomes
 	// the real command here, with nf_tables out of its reach.
-	if err := harness.ExecIfAskedWithoutNFTables(); err != nil {
+	if err := testkit.ExecIfAskedWithoutNFTables(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -46,64 +43,24 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	pluginDir = dir
-	if err := buildWeir(weirBin()); err != nil {
+	if err := testkit.GoBuild(context.Background(), "github.com/weir-cni/weir/cmd/weir", weirBin()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
 }
 
-// buildWeir builds ./cmd/weir the way `make build` does.
-func buildWeir(out string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.Command(goBin, "build", "-o", out, "github.com/weir-cni/weir/cmd/weir")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build weir: %w\n%s", err, b)
-	}
-	return nil
-}
-
 // node is a namespace playing a Kubernetes node, with its own IPAM data dir.
 type node struct {
 	t       *testing.T
-	ns      *harness.NS
+	ns      *testkit.NS
 	dataDir string
 }
 
 func newNode(t *testing.T) *node {
 	t.Helper()
-	n := &node{t: t, ns: newNS(t, "weirt-n-"), dataDir: t.TempDir()}
+	n := &node{t: t, ns: testkit.NewTestNS(t, "weirt-n-"), dataDir: t.TempDir()}
 	return n
-}
-
-func newNS(t *testing.T, prefix string) *harness.NS {
-	t.Helper()
-	n, err := harness.NewNS(prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Delete(); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return n
-}
-
-// startEchos serves a harness echo on each port in netns until the test ends.
-func startEchos(t *testing.T, netns ns.NetNS, ports ...int) {
-	t.Helper()
-	for _, port := range ports {
-		e, err := harness.StartEcho(netns, port)
-		if err != nil {
-			t.Fatalf("echo on port %d: %v", port, err)
-		}
-		t.Cleanup(func() { _ = e.Close() })
-	}
 }
 
 // netConf describes one weir network for a test.
@@ -180,7 +137,7 @@ func (n *node) conf(name string) netConf {
 }
 
 // exec runs weir in the node for one call.
-func (n *node) exec(call harness.Call) harness.Outcome {
+func (n *node) exec(call testkit.Call) testkit.Outcome {
 	n.t.Helper()
 	if call.IfName == "" && call.Command != "VERSION" && call.Command != "STATUS" && call.Command != "GC" {
 		call.IfName = "eth0"
@@ -198,7 +155,7 @@ func (n *node) exec(call harness.Call) harness.Outcome {
 }
 
 // mustOK fails the test unless the plugin succeeded.
-func mustOK(t *testing.T, what string, o harness.Outcome) {
+func mustOK(t *testing.T, what string, o testkit.Outcome) {
 	t.Helper()
 	if o.Err != nil || o.ExitCode != 0 {
 		t.Fatalf("%s: failed: code %d %q %q (stderr %q)", what, codeOf(o.Err), msgOf(o.Err), detailsOf(o.Err), o.Stderr)
@@ -229,7 +186,7 @@ func detailsOf(e *types.Error) string {
 // allocated returns what the IPAM store of network name holds.
 func (n *node) allocated(name string) []string {
 	n.t.Helper()
-	as, err := harness.Allocated(harness.Store(n.dataDir, name))
+	as, err := testkit.Allocated(testkit.Store(n.dataDir, name))
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -243,7 +200,7 @@ func (n *node) allocated(name string) []string {
 // weirLinks returns the host veths weir made in the node.
 func (n *node) weirLinks() []string {
 	n.t.Helper()
-	ls, err := harness.WeirLinks(n.ns)
+	ls, err := testkit.WeirLinks(n.ns)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -253,7 +210,7 @@ func (n *node) weirLinks() []string {
 // links returns every link of the node.
 func (n *node) links() []string {
 	n.t.Helper()
-	ls, err := harness.Links(n.ns)
+	ls, err := testkit.Links(n.ns)
 	if err != nil {
 		n.t.Fatal(err)
 	}

@@ -12,10 +12,10 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
-// whoamiPort serves harness.Whoami in the pods and the external namespace.
+// whoamiPort serves testkit.Whoami in the pods and the external namespace.
 const whoamiPort = 7070
 
 // remotePod4 stands for a pod on another node: inside the cluster CIDRs
@@ -52,8 +52,8 @@ func newMasqCluster(t *testing.T, opts ...clusterOption) *cluster {
 	if err != nil {
 		t.Fatalf("route %s to the external namespace: %v", remotePod4, err)
 	}
-	for _, where := range []*harness.NS{c.ext, c.pods["default/a"].netns, c.pods["default/b"].netns} {
-		w, err := harness.StartWhoami(where, whoamiPort)
+	for _, where := range []*testkit.NS{c.ext, c.pods["default/a"].netns, c.pods["default/b"].netns} {
+		w, err := testkit.StartWhoami(where, whoamiPort)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +85,7 @@ func checkMasquerade(t *testing.T, c *cluster) {
 		srcNS, src := c.endpoint(tc.from, tc.v6)
 		_, dst := c.endpoint(tc.to, tc.v6)
 		_, want := c.endpoint(tc.seen, tc.v6)
-		got, err := harness.AskWhoami(srcNS, src, dst, whoamiPort)
+		got, err := testkit.AskWhoami(srcNS, src, dst, whoamiPort)
 		if err != nil {
 			t.Errorf("%s: %s -> %s: %v", tc.name, src, dst, err)
 			continue
@@ -156,7 +156,7 @@ func runInNode(t *testing.T, c *cluster, name string, args ...string) string {
 	cmd := exec.Command(name, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := harness.RunIn(c.node, cmd); err != nil {
+	if err := testkit.RunIn(c.node, cmd); err != nil {
 		t.Fatalf("%s %s in the node: %v: %s", name, strings.Join(args, " "), err, errb.String())
 	}
 	return out.String()

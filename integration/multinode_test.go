@@ -17,19 +17,18 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weir-cni/weir/agentapi"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/weir-cni/weir/integration/harness"
 	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // simNode is one simulated node: its namespace on the underlay, its pod
 // ranges and its agent.
 type simNode struct {
 	name     string
-	ns       *harness.NS
+	ns       *testkit.NS
 	addr4    string
 	addr6    string
 	cidr4    string
@@ -47,7 +46,7 @@ type simCluster struct {
 	// kc, when set, is the API server the agents follow; objects are
 	// registered there instead of in the manifests directory.
 	kc        *kube.Cluster
-	underlay  *harness.NS
+	underlay  *testkit.NS
 	nodes     []*simNode
 	manifests string
 	pods      map[string]*tpod
@@ -76,9 +75,9 @@ func (c *simCluster) wire(n int) {
 }
 
 // newUnderlay makes the namespace holding the bridge the nodes plug into.
-func newUnderlay(t *testing.T) *harness.NS {
+func newUnderlay(t *testing.T) *testkit.NS {
 	t.Helper()
-	u := newNS(t, "weirmu")
+	u := testkit.NewTestNS(t, "weirmu")
 	err := u.Do(func(ns.NetNS) error {
 		// No multicast snooping: with no MLD querier on this wire, a
 		// snooping bridge may drop the neighbour solicitations IPv6 needs.
@@ -96,10 +95,10 @@ func newUnderlay(t *testing.T) *harness.NS {
 }
 
 // delCall is the CNI DEL of pod p on node nd.
-func delCall(nd *simNode, p *tpod) harness.Call {
+func delCall(nd *simNode, p *tpod) testkit.Call {
 	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weirmn","type":"weir","ipam":{"ranges":[{"subnet":%q},{"subnet":%q}],"dataDir":%q}}`,
 		nd.cidr4, nd.cidr6, filepath.Join(nd.dataDir, "ipam"))
-	return harness.Call{Command: "DEL", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
+	return testkit.Call{Command: "DEL", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
 		Path: pluginDir, Conf: []byte(conf)}
 }
 
@@ -108,7 +107,7 @@ func (c *simCluster) addNode(i int) {
 	nd := &simNode{name: fmt.Sprintf("node-%d", i), addr4: fmt.Sprintf("192.168.60.%d", i), addr6: fmt.Sprintf("fd00:60::%d", i),
 		cidr4: fmt.Sprintf("10.200.%d.0/24", i), cidr6: fmt.Sprintf("fd00:200:%d::/64", i), dataDir: t.TempDir()}
 	nd.sock = filepath.Join(nd.dataDir, "run", "agent.sock") // a directory of its own, as the agent requires
-	nd.ns = newNS(t, "weirmn")
+	nd.ns = testkit.NewTestNS(t, "weirmn")
 	port := fmt.Sprintf("n%d", i)
 	err := nd.ns.Do(func(ns.NetNS) error {
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: port, PeerNamespace: netlink.NsFd(int(c.underlay.Fd()))}
@@ -173,7 +172,7 @@ func (c *simCluster) addPod(nd *simNode, p *tpod) {
 			t.Fatalf("create pod %s/%s: %v", p.ns, p.name, err)
 		}
 	}
-	p.netns = newNS(t, "weirmp")
+	p.netns = testkit.NewTestNS(t, "weirmp")
 	wait := `"agentWait":"0s","failClosed":false,` // pods wired before the agents start
 	if c.kc != nil {
 		wait = `"agentWait":"10s","failClosed":true,`
@@ -193,7 +192,7 @@ func (c *simCluster) addPod(nd *simNode, p *tpod) {
 			t.Fatalf("pod %s/%s status: %v", p.ns, p.name, err)
 		}
 	}
-	startEchos(t, p.netns, 8080, 9090)
+	testkit.ServeEcho(t, p.netns, 8080, 9090)
 	l, _ := json.Marshal(p.labels)
 	var ips []string
 	for _, ip := range p.ips {
@@ -242,7 +241,7 @@ func (c *simCluster) startAgents() {
 			nd.agent.Args = append(nd.agent.Args, "--manifests", c.manifests, "--manifests-poll", "50ms")
 		}
 		nd.agent.Stdout, nd.agent.Stderr = logf, logf
-		if err := harness.StartIn(nd.ns, nd.agent); err != nil {
+		if err := testkit.StartIn(nd.ns, nd.agent); err != nil {
 			c.t.Fatal(err)
 		}
 		c.t.Cleanup(func() {
@@ -262,11 +261,7 @@ func (c *simCluster) syncs() []int {
 	out := make([]int, len(c.nodes))
 	for i, nd := range c.nodes {
 		out[i] = -1
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := agentapi.Call(ctx, nd.sock, agentapi.Request{Op: agentapi.OpStatus})
-		cancel()
-		var st agentStatus
-		if err == nil && json.Unmarshal(resp.Result, &st) == nil && st.Synced && st.LastError == "" {
+		if st, err := testkit.Status(context.Background(), nd.sock); err == nil && st.Synced && st.LastError == "" {
 			out[i] = st.Syncs
 		}
 	}
@@ -314,7 +309,7 @@ func (c *simCluster) probeAll(t *testing.T, probes []probe) {
 // try runs one pod-to-pod probe: nil when the echo came back.
 func (c *simCluster) try(p probe) error {
 	src, dst := c.pods[p.from], c.pods[p.to]
-	return harness.Exchange(src.netns, family(src.ips, p.v6), family(dst.ips, p.v6), p.proto, p.port, probeWait)
+	return testkit.Exchange(src.netns, family(src.ips, p.v6), family(dst.ips, p.v6), p.proto, p.port, probeWait)
 }
 
 func family(ips []string, v6 bool) netip.Addr {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/weir-cni/weir/examples"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // policyPods is the cluster every policy case runs against. Addresses are
@@ -228,7 +229,7 @@ spec:
 }
 
 // waitError waits until the agent reports a sync error.
-func (c *cluster) waitError() agentStatus {
+func (c *cluster) waitError() testkit.AgentStatus {
 	c.t.Helper()
 	for range 300 {
 		if st, err := c.status(); err == nil && st.LastError != "" {
@@ -237,7 +238,7 @@ func (c *cluster) waitError() agentStatus {
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.t.Fatal("agent never reported the broken manifest")
-	return agentStatus{}
+	return testkit.AgentStatus{}
 }
 
 func TestOddPoliciesAreEnforcedOrReported(t *testing.T) {

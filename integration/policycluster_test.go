@@ -18,9 +18,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weir-cni/weir/agentapi"
-	"github.com/weir-cni/weir/dataplane"
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // The simulated node of the policy tests: one node namespace running the
@@ -55,12 +53,7 @@ func weirAgentBin(t *testing.T) string {
 	t.Helper()
 	agentOnce.Do(func() {
 		agentPath = filepath.Join(pluginDir, "weir-agent")
-		cmd := exec.Command("go", "build", "-o", agentPath, "./cmd/weir-agent")
-		cmd.Dir = ".."
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = fmt.Errorf("build weir-agent: %v: %s", err, out)
-		}
+		agentErr = testkit.GoBuild(context.Background(), "github.com/weir-cni/weir/cmd/weir-agent", agentPath)
 	})
 	if agentErr != nil {
 		t.Fatal(agentErr)
@@ -74,13 +67,13 @@ type tpod struct {
 	labels   map[string]string
 	ips      []string
 	ports    []cport
-	netns    *harness.NS
+	netns    *testkit.NS
 }
 
 // addCall is the CNI ADD of p, as the runtime makes it: pod name and
 // namespace, and the addresses the test wants, in CNI_ARGS.
-func (p *tpod) addCall(conf []byte) harness.Call {
-	return harness.Call{Command: "ADD", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
+func (p *tpod) addCall(conf []byte) testkit.Call {
+	return testkit.Call{Command: "ADD", ContainerID: "ctr-" + p.ns + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
 		Args: "K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name + ";IP=" + strings.Join(p.ips, ","),
 		Path: pluginDir, Conf: conf}
 }
@@ -92,8 +85,8 @@ type cport struct {
 
 type cluster struct {
 	t      *testing.T
-	node   *harness.NS
-	ext    *harness.NS
+	node   *testkit.NS
+	ext    *testkit.NS
 	pods   map[string]*tpod
 	nsLbls map[string]map[string]string
 	dir    string
@@ -134,8 +127,8 @@ func newPolicyCluster(t *testing.T, pods []*tpod, nsLabels map[string]map[string
 		o(c)
 	}
 	c.sock = filepath.Join(c.dir, "run", "agent.sock") // a directory of its own, as the agent requires
-	c.node = newNS(t, "weirpn")
-	c.ext = newNS(t, "weirpx")
+	c.node = testkit.NewTestNS(t, "weirpn")
+	c.ext = testkit.NewTestNS(t, "weirpx")
 	if err := c.node.AddAddrs(nodeAddr4 + "/32"); err != nil {
 		t.Fatal(err)
 	}
@@ -146,8 +139,8 @@ func newPolicyCluster(t *testing.T, pods []*tpod, nsLabels map[string]map[string
 	for _, p := range pods {
 		c.addPod(p)
 	}
-	for _, target := range []*harness.NS{c.ext, c.node} {
-		startEchos(t, target, probePorts...)
+	for _, target := range []*testkit.NS{c.ext, c.node} {
+		testkit.ServeEcho(t, target, probePorts...)
 	}
 	c.writeBase()
 	c.startAgent()
@@ -291,12 +284,12 @@ func (c *cluster) netconf() []byte {
 // servers on every probe port.
 func (c *cluster) addPod(p *tpod) {
 	t := c.t
-	p.netns = newNS(t, "weirpp")
+	p.netns = testkit.NewTestNS(t, "weirpp")
 	out, err := p.addCall(c.netconf()).Exec(context.Background(), c.node, weirBin())
 	if err != nil || out.Err != nil {
 		t.Fatalf("ADD %s/%s: %v %v", p.ns, p.name, err, out.Err)
 	}
-	startEchos(t, p.netns, probePorts...)
+	testkit.ServeEcho(t, p.netns, probePorts...)
 	c.pods[p.ns+"/"+p.name] = p
 }
 
@@ -363,7 +356,7 @@ func (c *cluster) spawnAgent() {
 	}
 	c.agent.Args = append(c.agent.Args, c.agentArgs...)
 	if c.noNFTables {
-		if err := harness.WithoutNFTables(c.agent); err != nil {
+		if err := testkit.WithoutNFTables(c.agent); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -373,7 +366,7 @@ func (c *cluster) spawnAgent() {
 	}
 	defer logf.Close()
 	c.agent.Stdout, c.agent.Stderr = logf, logf
-	if err := harness.StartIn(c.node, c.agent); err != nil {
+	if err := testkit.StartIn(c.node, c.agent); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -386,28 +379,12 @@ func (c *cluster) stopAgent() {
 	}
 }
 
-type agentStatus struct {
-	Synced            bool
-	Syncs             int
-	LastError         string
-	Problems          []string
-	DataplaneProblems []dataplane.Problem
-}
-
-func (c *cluster) status() (agentStatus, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	resp, err := agentapi.Call(ctx, c.sock, agentapi.Request{Op: agentapi.OpStatus})
-	if err != nil {
-		return agentStatus{}, err
-	}
-	var st agentStatus
-	err = json.Unmarshal(resp.Result, &st)
-	return st, err
+func (c *cluster) status() (testkit.AgentStatus, error) {
+	return testkit.Status(context.Background(), c.sock)
 }
 
 // waitSynced waits until the agent has synced more than after times.
-func (c *cluster) waitSynced(after int) agentStatus {
+func (c *cluster) waitSynced(after int) testkit.AgentStatus {
 	c.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -424,7 +401,7 @@ func (c *cluster) waitSynced(after int) agentStatus {
 
 // setPolicies replaces the policy manifest and waits for the agent to
 // apply it.
-func (c *cluster) setPolicies(yaml string) agentStatus {
+func (c *cluster) setPolicies(yaml string) testkit.AgentStatus {
 	c.t.Helper()
 	before, err := c.status()
 	if err != nil {

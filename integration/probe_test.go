@@ -9,7 +9,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // probe is one connection attempt between two endpoints (see endpoint)
@@ -72,9 +72,9 @@ func (c *cluster) run(probes []probe) {
 		_, sides[i].dst = c.endpoint(p.to, p.v6)
 	}
 	errs := make([]error, len(probes))
-	harness.Parallel(len(probes), 24, func(i int) {
+	testkit.Parallel(len(probes), 24, func(i int) {
 		s, p := sides[i], probes[i]
-		errs[i] = harness.Exchange(s.srcNS, s.src, s.dst, p.proto, p.port, probeWait)
+		errs[i] = testkit.Exchange(s.srcNS, s.src, s.dst, p.proto, p.port, probeWait)
 	})
 	for i, p := range probes {
 		if got := errs[i] == nil; got != p.want {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 const isolateSec = `
@@ -51,7 +51,7 @@ func (h *hammer) run(stop <-chan struct{}, netns ns.NetNS, src, dst netip.Addr, 
 			default:
 			}
 			h.attempts.Add(1)
-			c, err := harness.DialFrom(netns, src, dst, "tcp", port, 50*time.Millisecond)
+			c, err := testkit.DialFrom(netns, src, dst, "tcp", port, 50*time.Millisecond)
 			var oe *net.OpError
 			if err == nil {
 				h.leaks.Add(1)
@@ -87,8 +87,8 @@ status: {phase: Pending}
 	c.waitSynced(before.Syncs)
 
 	p := &tpod{ns: "sec", name: "newpod", ips: []string{"172.17.0.50", "fd00:17::50"}}
-	p.netns = newNS(t, "weirpr")
-	startEchos(t, p.netns, 80, 8080)
+	p.netns = testkit.NewTestNS(t, "weirpr")
+	testkit.ServeEcho(t, p.netns, 80, 8080)
 	client := c.pods["prod/client"]
 	newIP, clientIP := netip.MustParseAddr("172.17.0.50"), netip.MustParseAddr("172.17.0.20")
 	stop := make(chan struct{})

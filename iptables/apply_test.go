@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/internal/synth"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -162,7 +163,7 @@ func TestApplyRoundTrip(t *testing.T) {
 // restore) and a sync after one pod goes away or comes back (only the
 // chains that changed are rewritten). Compile is not included.
 func BenchmarkApply(b *testing.B) {
-	s := bigSnapshot(10000, 1000, 100)
+	s := synth.Cluster(synth.Big)
 	rs := policy.Compile(s)
 	s.Pods = s.Pods[1:]
 	less := policy.Compile(s)

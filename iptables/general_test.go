@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -112,7 +113,7 @@ func TestGeneralModelMatchesNFTTrace(t *testing.T) {
 						if got != want && fails < 5 {
 							fails++
 							t.Errorf("%s: iptables %s, nftables %s\nnft:\n%s\niptables:\n%s", packetString(p),
-								verdictName(got), verdictName(want), ruleset.JoinSteps(ws, "\n"), strings.Join(gs, "\n"))
+								fixtures.VerdictName(got), fixtures.VerdictName(want), ruleset.JoinSteps(ws, "\n"), strings.Join(gs, "\n"))
 						}
 					}
 				}

@@ -3,16 +3,13 @@
 package iptables
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/policy"
 )
 
@@ -38,27 +35,14 @@ type topology struct {
 	nameStart string
 }
 
-func run(t testing.TB, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
+// run is testkit.Run.
+var run = testkit.Run
 
 // addNetns creates a uniquely named netns and deletes it when the test ends,
 // failed or not.
 func addNetns(t testing.TB, prefix string) (name, path string) {
-	t.Helper()
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	name = "weirt-ipt-" + prefix + "-" + hex.EncodeToString(b)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name, filepath.Join("/var/run/netns", name)
+	n := testkit.NewTestNS(t, "weirt-ipt-"+prefix+"-")
+	return n.Name, n.Path()
 }
 
 // newTopology makes a node namespace with forwarding on and IPv4's
@@ -80,12 +64,8 @@ func newTopology(t testing.TB, tag string) *topology {
 func (tp *topology) addHost(t testing.TB, key string, ips ...string) *host {
 	t.Helper()
 	tp.nextVeth++
-	name, path := addNetns(t, fmt.Sprintf("%s%d", tp.nameStart, tp.nextVeth))
-	netns, err := ns.GetNS(path)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = netns.Close() })
+	netns := testkit.NewTestNS(t, fmt.Sprintf("weirt-ipt-%s%d-", tp.nameStart, tp.nextVeth))
+	name := netns.Name
 	// Named like the plugin's host ends, so the anti-spoofing check
 	// (policy.DefaultPodInterfacePrefix) applies to every host here.
 	veth := fmt.Sprintf("%s%d", policy.DefaultPodInterfacePrefix, tp.nextVeth)

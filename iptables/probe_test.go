@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // probeTimeout is how long a probe waits before calling a connection
@@ -18,16 +18,7 @@ const probeTimeout = 1500 * time.Millisecond
 
 // serve runs a TCP and UDP echo server on every port, on all addresses of
 // the host's namespace, until the test ends.
-func serve(t testing.TB, h *host, ports []int) {
-	t.Helper()
-	for _, p := range ports {
-		e, err := harness.StartEcho(h.netns, p)
-		if err != nil {
-			t.Fatalf("serve port %d in %s: %v", p, h.name, err)
-		}
-		t.Cleanup(func() { _ = e.Close() })
-	}
-}
+func serve(t testing.TB, h *host, ports []int) { testkit.ServeEcho(t, h.netns, ports...) }
 
 // probe is one connection attempt.
 type probe struct {
@@ -56,9 +47,9 @@ func runProbes(t testing.TB, tp *topology, probes []probe) []bool {
 	}
 	got := make([]bool, len(probes))
 	errs := make([]error, len(probes))
-	harness.Parallel(len(probes), 16, func(i int) {
+	testkit.Parallel(len(probes), 16, func(i int) {
 		p := probes[i]
-		errs[i] = harness.Exchange(from[i].netns, netip.Addr{}, dst[i], p.proto, p.port, probeTimeout)
+		errs[i] = testkit.Exchange(from[i].netns, netip.Addr{}, dst[i], p.proto, p.port, probeTimeout)
 	})
 	for i, err := range errs {
 		var ne net.Error

@@ -5,92 +5,23 @@ import (
 	"flag"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
-	"sigs.k8s.io/yaml"
-
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/internal/textdiff"
-	"github.com/weir-cni/weir/nsgroup"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
-// scenario is a snapshot plus the verdicts its ruleset must give; the same
-// format as the compiler's scenarios (policy/testdata/compile).
-type scenario struct {
-	policy.Snapshot
-	Traces []traceCase `json:"traces"`
-}
-
-type traceCase struct {
-	Name  string     `json:"name"`
-	Src   netip.Addr `json:"src"`
-	Dst   netip.Addr `json:"dst"`
-	Proto string     `json:"proto"`
-	Port  uint16     `json:"port"`
-	State string     `json:"state"`
-	Want  string     `json:"want"`
-	// InVethOf and OutVethOf, when set, name the namespace of the pod
-	// whose host veth (named with the default pod interface prefix, in
-	// that namespace's link group) the packet comes in on or leaves by.
-	InVethOf  string `json:"inVethOf"`
-	OutVethOf string `json:"outVethOf"`
-}
-
-// traceVeth names the host veth of a trace's pod, as the plugin names them.
-const traceVeth = policy.DefaultPodInterfacePrefix + "0123456789a"
-
-func loadScenario(t testing.TB, path string) scenario {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s scenario
-	if err := yaml.Unmarshal(data, &s); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return s
-}
-
-func (tc traceCase) packet(t testing.TB) ruleset.Packet {
-	t.Helper()
-	p := ruleset.Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
-	switch tc.Proto {
-	case "", "tcp":
-		p.Proto = ruleset.ProtoTCP
-	case "udp":
-		p.Proto = ruleset.ProtoUDP
-	case "sctp":
-		p.Proto = ruleset.ProtoSCTP
-	default:
-		t.Fatalf("unknown proto %q", tc.Proto)
-	}
-	if tc.InVethOf != "" {
-		p.InIface, p.InGroup = traceVeth, nsgroup.Of(tc.InVethOf)
-	}
-	if tc.OutVethOf != "" {
-		p.OutIface, p.OutGroup = traceVeth, nsgroup.Of(tc.OutVethOf)
-	}
-	switch tc.State {
-	case "", "new":
-		p.CtState = ruleset.CtNew
-	case "established":
-		p.CtState = ruleset.CtEstablished
-	case "invalid":
-		p.CtState = ruleset.CtInvalid
-	default:
-		t.Fatalf("unknown state %q", tc.State)
-	}
-	return p
-}
+// loadScenario reads a scenario file: ours (testdata/*.yaml) or the
+// compiler's (policy/testdata/compile).
+var loadScenario = fixtures.LoadScenario[policy.Snapshot]
 
 func glob(t *testing.T, pattern string) []string {
 	t.Helper()
@@ -99,10 +30,6 @@ func glob(t *testing.T, pattern string) []string {
 		t.Fatal(err)
 	}
 	return files
-}
-
-func verdictName(v ruleset.VerdictKind) string {
-	return map[ruleset.VerdictKind]string{ruleset.VerdictAccept: "accept", ruleset.VerdictDrop: "drop"}[v]
 }
 
 // TestRenderGolden pins the iptables and ip6tables text of every scenario
@@ -132,9 +59,9 @@ func TestRenderedVerdicts(t *testing.T) {
 		r := renderBoth(rs)
 		for _, tc := range s.Traces {
 			t.Run(filepath.Base(file)+"/"+tc.Name, func(t *testing.T) {
-				v, steps, _ := r.trace(tc.packet(t))
-				if got := verdictName(v); got != tc.Want {
-					t.Errorf("%s: got %s, want %s\n%s", packetString(tc.packet(t)), got, tc.Want, strings.Join(steps, "\n"))
+				v, steps, _ := r.trace(tc.Packet(t, policy.DefaultPodInterfacePrefix))
+				if got := fixtures.VerdictName(v); got != tc.Want {
+					t.Errorf("%s: got %s, want %s\n%s", packetString(tc.Packet(t, policy.DefaultPodInterfacePrefix)), got, tc.Want, strings.Join(steps, "\n"))
 				}
 			})
 		}
@@ -164,7 +91,7 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 				if got != want && fails < 5 {
 					fails++
 					t.Errorf("%s: iptables %s, nftables %s\nnft:\n%s\niptables:\n%s", packetString(p),
-						verdictName(got), verdictName(want), ruleset.JoinSteps(wsteps, "\n"), strings.Join(gsteps, "\n"))
+						fixtures.VerdictName(got), fixtures.VerdictName(want), ruleset.JoinSteps(wsteps, "\n"), strings.Join(gsteps, "\n"))
 				}
 				// The same named counters count the packet (see Counters).
 				wc := tracedCounters(wsteps)
@@ -180,7 +107,7 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 					unclassified++
 				}
 			}
-			if len(s.Policies) > 0 && counted == 0 {
+			if len(s.Snapshot.Policies) > 0 && counted == 0 {
 				t.Errorf("no packet counted into any of the %d counters", len(rs.Counters))
 			}
 			t.Logf("%d packets compared, %d counted", len(pkts), counted)
@@ -194,10 +121,10 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 // packets builds the packets of the differential test: addresses are the
 // pods', the node's, the traces', and both ends of every address range in
 // the ruleset plus their neighbours; ports likewise.
-func packets(rs ruleset.Ruleset, s scenario) []ruleset.Packet {
+func packets(rs ruleset.Ruleset, s fixtures.Scenario[policy.Snapshot]) []ruleset.Packet {
 	addrs := map[netip.Addr]bool{}
 	ports := map[uint16]bool{1: true, 80: true, 65535: true}
-	for _, p := range s.Pods {
+	for _, p := range s.Snapshot.Pods {
 		for _, ip := range p.IPs {
 			addrs[ip.Unmap()] = true
 		}
@@ -205,7 +132,7 @@ func packets(rs ruleset.Ruleset, s scenario) []ruleset.Packet {
 			ports[uint16(cp.Port)] = true
 		}
 	}
-	for _, a := range s.Node.Addrs {
+	for _, a := range s.Snapshot.Node.Addrs {
 		addrs[a.Unmap()] = true
 	}
 	for _, tc := range s.Traces {
@@ -283,7 +210,7 @@ type veth struct {
 // group sets, in the default group and in a group no namespace has, and
 // an interface outside the pod prefix in a listed group.
 func vethVariants(rs ruleset.Ruleset) []veth {
-	const pod = policy.DefaultPodInterfacePrefix + "0123456789a"
+	pod := fixtures.TraceVeth(policy.DefaultPodInterfacePrefix)
 	out := []veth{{}, {pod, 0}, {pod, 7}}
 	for _, set := range rs.Sets {
 		if len(set.Key) != 1 || set.Key[0] != ruleset.TypeGroup {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,7 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
-	"github.com/weir-cni/weir/internal/netnstest"
+	"github.com/weir-cni/weir/internal/fixtures"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
@@ -26,20 +26,9 @@ import (
 // part of the NetworkPolicy API.
 const scenarios = "../policy/testdata/compile/*.yaml"
 
-// loadSnapshot reads the snapshot of one scenario (its trace cases are
-// the compiler's tests).
-func loadSnapshot(t testing.TB, path string) policy.Snapshot {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s policy.Snapshot
-	if err := yaml.Unmarshal(data, &s); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return s
-}
+// loadScenario reads one scenario (its trace cases are the compiler's
+// tests).
+var loadScenario = fixtures.LoadScenario[policy.Snapshot]
 
 // TestRoundTrip applies every scenario's ruleset through netlink in a fresh
 // namespace and checks that `nft list table inet weir` prints the rendered
@@ -48,9 +37,8 @@ func loadSnapshot(t testing.TB, path string) policy.Snapshot {
 // of each is checked too. The rendered text is also loaded with `nft -f` into
 // a second namespace to prove it is valid nft input that lists the same.
 func TestRoundTrip(t *testing.T) {
-	ns, path := netnstest.New(t)
-	textNs, _ := netnstest.New(t)
-	a, err := NewNetlinkApplier(path)
+	ns, textNs := testkit.NewTestNS(t, "weirt-nft-"), testkit.NewTestNS(t, "weirt-nft-")
+	a, err := NewNetlinkApplier(ns.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +51,7 @@ func TestRoundTrip(t *testing.T) {
 		for _, file := range files {
 			name := fmt.Sprintf("%s/incremental=%v", strings.TrimSuffix(filepath.Base(file), ".yaml"), incremental)
 			t.Run(name, func(t *testing.T) {
-				r := policy.Compile(loadSnapshot(t, file))
+				r := policy.Compile(loadScenario(t, file).Snapshot)
 				if incremental {
 					_, err = a.Apply(context.Background(), r)
 				} else {
@@ -72,16 +60,16 @@ func TestRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatalf("apply: %v", err)
 				}
-				want := netnstest.Normalize(r.String())
-				got := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName))
+				want := testkit.NormalizeNft(r.String())
+				got := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName))
 				if got != want {
 					t.Errorf("kernel listing differs from rendered text:\n%s", textdiff.Lines(want, got))
 				}
 				if incremental {
 					return
 				}
-				netnstest.Nft(t, textNs, "table inet weir\ndelete table inet weir\n"+r.String(), "-f", "-")
-				if got := netnstest.Normalize(netnstest.Nft(t, textNs, "", "list", "table", "inet", ruleset.TableName)); got != want {
+				testkit.Nft(t, textNs, "table inet weir\ndelete table inet weir\n"+r.String(), "-f", "-")
+				if got := testkit.NormalizeNft(testkit.Nft(t, textNs, "", "list", "table", "inet", ruleset.TableName)); got != want {
 					t.Errorf("nft -f of rendered text lists differently:\n%s", textdiff.Lines(want, got))
 				}
 			})
@@ -92,13 +80,13 @@ func TestRoundTrip(t *testing.T) {
 // TestDiffIsSmall pins that pod churn only changes elements and a policy
 // change only touches that policy's objects, and that the kernel follows.
 func TestDiffIsSmall(t *testing.T) {
-	ns, path := netnstest.New(t)
-	a, err := NewNetlinkApplier(path)
+	ns := testkit.NewTestNS(t, "weirt-nft-")
+	a, err := NewNetlinkApplier(ns.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	base := loadSnapshot(t, filepath.Join(filepath.Dir(scenarios), "talk-policies.yaml"))
+	base := loadScenario(t, filepath.Join(filepath.Dir(scenarios), "talk-policies.yaml")).Snapshot
 	if _, err := a.Apply(context.Background(), policy.Compile(base)); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +99,7 @@ func TestDiffIsSmall(t *testing.T) {
 	if _, err := a.Apply(context.Background(), policy.Compile(newPod)); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)), netnstest.Normalize(policy.Compile(newPod).String()); got != want {
+	if got, want := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)), testkit.NormalizeNft(policy.Compile(newPod).String()); got != want {
 		t.Errorf("after pod add:\n%s", textdiff.Lines(want, got))
 	}
 }
@@ -122,7 +110,7 @@ func TestDiffIsSmall(t *testing.T) {
 // must stay paired across chunks (the peers of a rule allowing every pod)
 // and a verdict map (ingress-pods4).
 func TestLargeSetReadBack(t *testing.T) {
-	_, path := netnstest.New(t)
+	path := testkit.NewTestNS(t, "weirt-nft-").Path()
 	a, err := NewNetlinkApplier(path)
 	if err != nil {
 		t.Fatal(err)
@@ -174,8 +162,8 @@ func TestLargeSetReadBack(t *testing.T) {
 // replies the kernel still sends after the error do not confuse the next
 // batch.
 func TestRejectedBatch(t *testing.T) {
-	ns, path := netnstest.New(t)
-	a, err := NewNetlinkApplier(path)
+	ns := testkit.NewTestNS(t, "weirt-nft-")
+	a, err := NewNetlinkApplier(ns.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,16 +215,16 @@ func TestRejectedBatch(t *testing.T) {
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.message) {
 				t.Fatalf("apply bad ruleset: got %v, want %v in %q", err, tc.want, tc.message)
 			}
-			want := netnstest.Normalize(before.String())
-			if got := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
+			want := testkit.NormalizeNft(before.String())
+			if got := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
 				t.Errorf("rejected batch changed the table:\n%s", textdiff.Lines(want, got))
 			}
 			after := good(i + 100)
 			if err := a.ApplyFull(context.Background(), after); err != nil {
 				t.Fatalf("apply after a rejected batch: %v", err)
 			}
-			want = netnstest.Normalize(after.String())
-			if got := netnstest.Normalize(netnstest.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
+			want = testkit.NormalizeNft(after.String())
+			if got := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName)); got != want {
 				t.Errorf("table after a rejected batch:\n%s", textdiff.Lines(want, got))
 			}
 		})

@@ -124,18 +124,26 @@ func TestFailClosedByDefault(t *testing.T) {
 func (e *env) nothingLeft() {
 	t := e.t
 	t.Helper()
+	e.nothingLeftOnNode()
+	_ = e.pod.Do(func(ns.NetNS) error {
+		if _, err := netlink.LinkByName("eth0"); err == nil {
+			t.Error("pod eth0 leaked")
+		}
+		return nil
+	})
+}
+
+// nothingLeftOnNode fails the test if the attachment left an address or
+// a host veth behind.
+func (e *env) nothingLeftOnNode() {
+	t := e.t
+	t.Helper()
 	if r := e.reserved(); len(r) != 0 {
 		t.Errorf("addresses leaked: %v", r)
 	}
 	_ = e.inNode(func() error {
 		if _, err := netlink.LinkByName(HostVethName("weir", "ctr1", "eth0")); err == nil {
 			t.Error("host veth leaked")
-		}
-		return nil
-	})
-	_ = e.pod.Do(func(ns.NetNS) error {
-		if _, err := netlink.LinkByName("eth0"); err == nil {
-			t.Error("pod eth0 leaked")
 		}
 		return nil
 	})

@@ -14,11 +14,11 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
 	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/conf"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/ipam"
 )
 
@@ -34,16 +34,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	node, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { node.Close(); _ = testutils.UnmountNS(node) })
-	pod, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pod.Close(); _ = testutils.UnmountNS(pod) })
+	node, pod := testkit.NewTestNS(t, "weirt-pn-"), testkit.NewTestNS(t, "weirt-pp-")
 	confirm := func(agentapi.Request) *agentapi.Response { return &agentapi.Response{} }
 	return &env{t: t, node: node, pod: pod, dataDir: t.TempDir(), agentSock: fakeAgent(t, func(agentapi.Request) {}, confirm)}
 }
@@ -199,15 +190,7 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 	if err == nil {
 		t.Fatal("ADD succeeded over an existing eth0")
 	}
-	if r := e.reserved(); len(r) != 0 {
-		t.Errorf("addresses leaked: %v", r)
-	}
-	_ = e.inNode(func() error {
-		if _, err := netlink.LinkByName(HostVethName("weir", "ctr1", "eth0")); err == nil {
-			t.Error("host veth leaked")
-		}
-		return nil
-	})
+	e.nothingLeftOnNode()
 }
 
 func TestDuplicateAddKeepsFirstAttachment(t *testing.T) {

@@ -1,32 +1,32 @@
 //go:build integration
 
-package policy
+package policy_test
 
 import (
 	"context"
 	"testing"
 
-	"github.com/weir-cni/weir/internal/netnstest"
+	"github.com/weir-cni/weir/internal/synth"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
-// BenchmarkFullSync: Compile + one-transaction apply of 10,000 pods on 100
-// nodes (100 local) and 1,000 policies, replacing the table each round.
-func BenchmarkFullSync(b *testing.B) { benchFull(b, 100) }
+// BenchmarkFullSync: Compile + one-transaction apply of the big cluster
+// (100 local pods), replacing the table each round.
+func BenchmarkFullSync(b *testing.B) { benchFullOf(b, synth.Cluster(synth.Big)) }
 
-// BenchmarkFullSyncDense is the same cluster on 10 nodes: 1,000 local pods,
-// so nearly every policy selects a local pod and is rendered.
-func BenchmarkFullSyncDense(b *testing.B) { benchFull(b, 10) }
+// BenchmarkFullSyncDense is the dense cluster: 1,000 local pods, so every
+// policy selects a local pod and is rendered.
+func BenchmarkFullSyncDense(b *testing.B) { benchFullOf(b, synth.Cluster(synth.Dense)) }
 
 // BenchmarkFullSyncWide is the policy of the finding — one rule of 1,000
 // ports × 1,000 podSelector peers (dual-stack) — compiled and applied.
-func BenchmarkFullSyncWide(b *testing.B) { benchFullOf(b, wideSnapshot(1, 1000, 1000)) }
+func BenchmarkFullSyncWide(b *testing.B) { benchFullOf(b, policy.WideSnapshot(1, 1000, 1000)) }
 
-func benchFull(b *testing.B, nodes int) { benchFullOf(b, bigSnapshot(10000, 1000, nodes)) }
-
-func benchFullOf(b *testing.B, s Snapshot) {
-	_, path := netnstest.New(b)
+func benchFullOf(b *testing.B, s policy.Snapshot) {
+	path := testkit.NewTestNS(b, "weirt-nft-").Path()
 	a, err := nft.NewNetlinkApplier(path)
 	if err != nil {
 		b.Fatal(err)
@@ -36,7 +36,7 @@ func benchFullOf(b *testing.B, s Snapshot) {
 	p := newPhases("compile", "apply")
 	for b.Loop() {
 		p.start()
-		r = Compile(s)
+		r = policy.Compile(s)
 		p.lap()
 		if err := a.ApplyFull(context.Background(), r); err != nil {
 			b.Fatal(err)
@@ -52,16 +52,16 @@ func benchFullOf(b *testing.B, s Snapshot) {
 // benchChange applies base, then alternates one Compiler between two
 // snapshots, each round costing Compiler.Compile + Diff + apply of one
 // change.
-func benchChange(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
-	_, path := netnstest.New(b)
+func benchChange(b *testing.B, change func(testing.TB, policy.Snapshot) policy.Snapshot) {
+	path := testkit.NewTestNS(b, "weirt-nft-").Path()
 	a, err := nft.NewNetlinkApplier(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer a.Close()
-	base := bigSnapshot(10000, 1000, 100)
-	snaps := []Snapshot{change(b, base), base}
-	x := NewCompiler()
+	base := synth.Cluster(synth.Big)
+	snaps := []policy.Snapshot{change(b, base), base}
+	x := policy.NewCompiler()
 	last := x.Compile(base) // what a holds
 	if _, err := a.Apply(context.Background(), last); err != nil {
 		b.Fatal(err)

@@ -1,4 +1,4 @@
-package policy
+package policy_test
 
 import (
 	"fmt"
@@ -9,88 +9,33 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weir-cni/weir/ruleset"
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weir-cni/weir/internal/fixtures"
+	"github.com/weir-cni/weir/internal/synth"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
 )
 
-// bigSnapshot builds a cluster of `pods` pods in pods/100 namespaces on
-// `nodes` nodes (the local node n1 gets pods/nodes of them), with `policies`
-// policies spread evenly over the namespaces. Each policy selects one app label, allows ingress from the next
-// app of its namespace and from namespaces of its team on TCP 80 and the
-// named port http, and egress to an ipBlock with an except on UDP 53.
-func bigSnapshot(pods, policies, nodes int) Snapshot {
-	s := Snapshot{
-		Node:         Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.0.1")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}},
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-	}
-	nss := max(pods/100, 1)
-	for n := 0; n < nss; n++ {
-		s.Namespaces = append(s.Namespaces, Namespace{Name: fmt.Sprint("ns", n), Labels: map[string]string{"team": fmt.Sprint("t", n%10)}})
-	}
-	for i := 0; i < pods; i++ {
-		node := fmt.Sprint("n", 1+int((uint32(i)*2654435761)>>8)%nodes)
-		s.Pods = append(s.Pods, Pod{
-			Namespace: fmt.Sprint("ns", i%nss), Name: fmt.Sprint("pod", i), Node: node,
-			Labels: map[string]string{"app": fmt.Sprint("app", (i/nss)%10)},
-			IPs:    []netip.Addr{netip.AddrFrom4([4]byte{10, byte(i % 10), byte(i >> 8), byte(i)})},
-			Ports:  []ContainerPort{{Name: "http", Protocol: "TCP", Port: int32(8000 + i%10)}},
-		})
-	}
-	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
-	for j := 0; j < policies; j++ {
-		ns := fmt.Sprint("ns", j%nss)
-		app := (j / nss) % 10
-		s.Policies = append(s.Policies, &networkingv1.NetworkPolicy{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprint("pol", j)},
-			Spec: networkingv1.NetworkPolicySpec{
-				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("app", app)}},
-				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
-				Ingress: []networkingv1.NetworkPolicyIngressRule{{
-					From: []networkingv1.NetworkPolicyPeer{
-						{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("app", (app+1)%10)}}},
-						{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprint("t", j%10)}},
-							PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "app0"}}},
-					},
-					Ports: []networkingv1.NetworkPolicyPort{
-						{Protocol: &tcp, Port: ptr(intstr.FromInt32(80))},
-						{Protocol: &tcp, Port: ptr(intstr.FromString("http"))},
-					},
-				}},
-				Egress: []networkingv1.NetworkPolicyEgressRule{{
-					To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "172.16.0.0/12", Except: []string{fmt.Sprintf("172.16.%d.0/24", j%256)}}}},
-					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: ptr(intstr.FromInt32(53))}},
-				}},
-			},
-		})
-	}
-	return s
-}
-
-func ptr[T any](v T) *T { return &v }
-
-// BenchmarkCompile measures a full Compile of 10,000 pods and 1,000
-// policies (100 local pods).
+// BenchmarkCompile measures a full Compile of the big cluster.
 func BenchmarkCompile(b *testing.B) {
-	s := bigSnapshot(10000, 1000, 100)
+	s := synth.Cluster(synth.Big)
 	var r ruleset.Ruleset
 	c0 := cpuTime()
 	for b.Loop() {
-		r = Compile(s)
+		r = policy.Compile(s)
 	}
 	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
 	b.ReportMetric(float64(len(r.Chains)), "chains")
 	b.ReportMetric(float64(len(r.Sets)), "sets")
 }
 
-// BenchmarkCompileDense is the same cluster on 10 nodes: 1,000 local pods.
+// BenchmarkCompileDense is the dense cluster: 1,000 local pods.
 func BenchmarkCompileDense(b *testing.B) {
-	s := bigSnapshot(10000, 1000, 10)
+	s := synth.Cluster(synth.Dense)
 	c0 := cpuTime()
 	for b.Loop() {
-		Compile(s)
+		policy.Compile(s)
 	}
 	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
 }
@@ -105,13 +50,13 @@ func BenchmarkCompilerOnePolicy(b *testing.B) { benchCompiler(b, editOnePolicy) 
 // BenchmarkCompilerNoChange is a sync that finds nothing changed: the
 // fixed cost of comparing 10,000 pods and 1,000 policies.
 func BenchmarkCompilerNoChange(b *testing.B) {
-	benchCompiler(b, func(tb testing.TB, s Snapshot) Snapshot { return s })
+	benchCompiler(b, func(tb testing.TB, s policy.Snapshot) policy.Snapshot { return s })
 }
 
 // BenchmarkCompilerNewObjects is a sync where nothing changed but every
 // policy is a new object (an agent that reads its manifests again).
 func BenchmarkCompilerNewObjects(b *testing.B) {
-	benchCompiler(b, func(_ testing.TB, s Snapshot) Snapshot {
+	benchCompiler(b, func(_ testing.TB, s policy.Snapshot) policy.Snapshot {
 		s.Policies = slices.Clone(s.Policies)
 		for i, p := range s.Policies {
 			s.Policies[i] = p.DeepCopy()
@@ -120,10 +65,10 @@ func BenchmarkCompilerNewObjects(b *testing.B) {
 	})
 }
 
-func benchCompiler(b *testing.B, change func(testing.TB, Snapshot) Snapshot) {
-	base := bigSnapshot(10000, 1000, 100)
-	snaps := []Snapshot{change(b, base), base}
-	x := NewCompiler()
+func benchCompiler(b *testing.B, change func(testing.TB, policy.Snapshot) policy.Snapshot) {
+	base := synth.Cluster(synth.Big)
+	snaps := []policy.Snapshot{change(b, base), base}
+	x := policy.NewCompiler()
 	last := x.Compile(base)
 	p := newPhases("compile", "diff")
 	i := 0
@@ -174,16 +119,16 @@ func (p *phases) report(b *testing.B) {
 }
 
 // addOnePod adds a local pod selected by policies.
-func addOnePod(_ testing.TB, s Snapshot) Snapshot {
-	s.Pods = append(slices.Clone(s.Pods), Pod{
-		Namespace: "ns3", Name: "new", Node: "n1", Labels: map[string]string{"app": "app3"},
+func addOnePod(_ testing.TB, s policy.Snapshot) policy.Snapshot {
+	s.Pods = append(slices.Clone(s.Pods), policy.Pod{
+		Namespace: "ns3", Name: "new", Node: s.Node.Name, Labels: map[string]string{"app": "app3"},
 		IPs: []netip.Addr{netip.MustParseAddr("10.200.0.1")},
 	})
 	return s
 }
 
 // relabelOnePod changes the labels of the first local pod.
-func relabelOnePod(tb testing.TB, s Snapshot) Snapshot {
+func relabelOnePod(tb testing.TB, s policy.Snapshot) policy.Snapshot {
 	s.Pods = slices.Clone(s.Pods)
 	for i, p := range s.Pods {
 		if p.Node == s.Node.Name {
@@ -197,13 +142,13 @@ func relabelOnePod(tb testing.TB, s Snapshot) Snapshot {
 
 // editOnePolicy changes a port of the first policy that selects a local
 // pod.
-func editOnePolicy(tb testing.TB, s Snapshot) Snapshot {
+func editOnePolicy(tb testing.TB, s policy.Snapshot) policy.Snapshot {
 	s.Policies = slices.Clone(s.Policies)
-	r := Compile(s)
+	r := policy.Compile(s)
 	for i, p := range s.Policies {
-		if _, ok := r.Chain(policyChainName(dirIngress, policyKey(p))); ok {
+		if _, ok := policy.IngressChain(r, p); ok {
 			p = p.DeepCopy()
-			p.Spec.Ingress[0].Ports[0].Port = ptr(intstr.FromInt32(81))
+			p.Spec.Ingress[0].Ports[0].Port = fixtures.Port(81)
 			s.Policies[i] = p
 			return s
 		}
@@ -214,23 +159,25 @@ func editOnePolicy(tb testing.TB, s Snapshot) Snapshot {
 
 // TestBigSnapshotIsolatesLocalPods keeps the benchmark input meaningful.
 func TestBigSnapshotIsolatesLocalPods(t *testing.T) {
-	s := bigSnapshot(1000, 100, 10)
+	s := synth.Cluster(synth.Options{Pods: 1000, Policies: 100, Local: 1})
 	local := 0
 	for _, p := range s.Pods {
 		if p.Node == s.Node.Name {
 			local++
 		}
 	}
-	r := Compile(s)
+	r := policy.Compile(s)
 	if len(r.Problems) != 0 {
 		t.Fatalf("problems: %v", r.Problems)
 	}
-	m, _ := r.Set(mapIngress4)
+	m, _ := r.Set(policy.MapIngress4)
 	if len(m.Elems) != local || local == 0 {
 		t.Errorf("ingress map has %d local pods, want %d", len(m.Elems), local)
 	}
-	if _, ok := r.Chain(policyChainName(dirIngress, "ns0/pol0")); !ok {
-		t.Errorf("policy ns0/pol0 selects local pods but has no chain")
+	if p := s.Policies[0]; p.Spec.PodSelector.MatchLabels["app"] != "app0" {
+		t.Errorf("policy %s/%s does not select app0, the local pods' app", p.Namespace, p.Name)
+	} else if _, ok := policy.IngressChain(r, p); !ok {
+		t.Errorf("policy %s/%s selects local pods but has no chain", p.Namespace, p.Name)
 	}
 }
 
@@ -274,8 +221,8 @@ var wideShapes = []struct{ rules, ports, peers int }{
 func BenchmarkCompileWide(b *testing.B) {
 	for _, sh := range wideShapes {
 		b.Run(fmt.Sprintf("rules=%d/ports=%d/peers=%d", sh.rules, sh.ports, sh.peers), func(b *testing.B) {
-			wide := wideSnapshot(sh.rules, sh.ports, sh.peers)
-			base := wideSnapshot(sh.rules, sh.ports, sh.peers)
+			wide := policy.WideSnapshot(sh.rules, sh.ports, sh.peers)
+			base := policy.WideSnapshot(sh.rules, sh.ports, sh.peers)
 			var split []networkingv1.NetworkPolicyIngressRule
 			for _, r := range wide.Policies[0].Spec.Ingress {
 				split = append(split, networkingv1.NetworkPolicyIngressRule{Ports: r.Ports},
@@ -290,15 +237,15 @@ func BenchmarkCompileWide(b *testing.B) {
 			for b.Loop() {
 				runtime.ReadMemStats(&m0)
 				c0 := cpuTime()
-				r = Compile(wide)
+				r = policy.Compile(wide)
 				c1 := cpuTime()
 				runtime.ReadMemStats(&m1)
 				c2 := cpuTime()
-				Compile(base)
+				policy.Compile(base)
 				wideCPU, baseCPU = wideCPU+c1-c0, baseCPU+cpuTime()-c2
 				alloc += m1.TotalAlloc - m0.TotalAlloc
 			}
-			if p := Compile(base).Problems; len(r.Problems)+len(p) != 0 {
+			if p := policy.Compile(base).Problems; len(r.Problems)+len(p) != 0 {
 				b.Fatalf("problems: %v %v", r.Problems, p)
 			}
 			rules := 0

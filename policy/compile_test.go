@@ -3,89 +3,20 @@ package policy
 import (
 	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"sigs.k8s.io/yaml"
-
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/internal/textdiff"
-	"github.com/weir-cni/weir/nsgroup"
 	"github.com/weir-cni/weir/ruleset"
+	"sigs.k8s.io/yaml"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
-// scenario is one testdata/compile/*.yaml file: a snapshot plus the verdicts
-// its ruleset must give.
-type scenario struct {
-	Snapshot
-	Traces []traceCase `json:"traces"`
-}
-
-type traceCase struct {
-	Name  string     `json:"name"`
-	Src   netip.Addr `json:"src"`
-	Dst   netip.Addr `json:"dst"`
-	Proto string     `json:"proto"` // tcp (default), udp, sctp
-	Port  uint16     `json:"port"`
-	State string     `json:"state"` // new (default), established, invalid
-	Want  string     `json:"want"`  // accept or drop
-	// InVethOf and OutVethOf, when set, name the namespace of the pod
-	// whose host veth (named with the default pod interface prefix, in
-	// that namespace's link group) the packet comes in on or leaves by.
-	InVethOf  string `json:"inVethOf"`
-	OutVethOf string `json:"outVethOf"`
-}
-
-// traceVeth names the host veth of a trace's pod, as the plugin names them.
-const traceVeth = DefaultPodInterfacePrefix + "0123456789a"
-
-func loadScenario(t testing.TB, path string) scenario {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s scenario
-	if err := yaml.UnmarshalStrict(data, &s); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return s
-}
-
-func (tc traceCase) packet(t *testing.T) ruleset.Packet {
-	t.Helper()
-	p := ruleset.Packet{Src: tc.Src, Dst: tc.Dst, DPort: tc.Port}
-	switch tc.Proto {
-	case "", "tcp":
-		p.Proto = ruleset.ProtoTCP
-	case "udp":
-		p.Proto = ruleset.ProtoUDP
-	case "sctp":
-		p.Proto = ruleset.ProtoSCTP
-	default:
-		t.Fatalf("unknown proto %q", tc.Proto)
-	}
-	if tc.InVethOf != "" {
-		p.InIface, p.InGroup = traceVeth, nsgroup.Of(tc.InVethOf)
-	}
-	if tc.OutVethOf != "" {
-		p.OutIface, p.OutGroup = traceVeth, nsgroup.Of(tc.OutVethOf)
-	}
-	switch tc.State {
-	case "", "new":
-		p.CtState = ruleset.CtNew
-	case "established":
-		p.CtState = ruleset.CtEstablished
-	case "invalid":
-		p.CtState = ruleset.CtInvalid
-	default:
-		t.Fatalf("unknown state %q", tc.State)
-	}
-	return p
-}
+// loadScenario reads one testdata/compile/*.yaml file.
+var loadScenario = fixtures.LoadScenario[Snapshot]
 
 // golden is what a scenario's .nft file holds: the rendered ruleset, then
 // the problems as nft comments.
@@ -130,8 +61,8 @@ func TestTraceVerdicts(t *testing.T) {
 		}
 		for _, tc := range s.Traces {
 			t.Run(name+"/"+tc.Name, func(t *testing.T) {
-				v, reasons := ruleset.Trace(r, tc.packet(t))
-				got := map[ruleset.VerdictKind]string{ruleset.VerdictAccept: "accept", ruleset.VerdictDrop: "drop"}[v]
+				v, reasons := ruleset.Trace(r, tc.Packet(t, DefaultPodInterfacePrefix))
+				got := fixtures.VerdictName(v)
 				if got != tc.Want {
 					t.Errorf("%s -> %s %s/%d: got %s, want %s\n%s", tc.Src, tc.Dst, tc.Proto, tc.Port, got, tc.Want, ruleset.JoinSteps(reasons, "\n"))
 				}

@@ -5,19 +5,16 @@ package policy
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/examples"
-	"github.com/weir-cni/weir/internal/netnstest"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -65,16 +62,16 @@ type kpod struct {
 	gw    string // node side address of its veth
 	addr6 string // optional IPv6 address/prefix, gateway ::1 of it
 	gw6   string
-	ns    string
-	path  string
+	netns *testkit.NS
 }
 
 // TestKernelAgreesWithTrace wires pods around a node namespace, applies the
 // compiled ruleset there through netlink, and checks that real TCP and UDP
 // probes are allowed or dropped exactly as Trace says, and as expected.
 func TestKernelAgreesWithTrace(t *testing.T) {
-	node, nodePath := netnstest.New(t)
-	run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+	n := testkit.NewTestNS(t, "weirt-pol-")
+	node, nodePath := n.Name, n.Path()
+	testkit.Run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
 		"net.ipv6.conf.default.accept_dad=0")
 	pods := []*kpod{
 		{pod: Pod{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}}, addr: "10.0.0.10/24", gw: "10.0.0.1/24",
@@ -97,7 +94,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			{Name: "other"}},
 	}
 	for i, p := range pods {
-		p.ns, p.path = netnstest.New(t)
+		p.netns = testkit.NewTestNS(t, "weirt-pod-")
 		wire(t, node, p, i)
 		p.pod.Node = "n1"
 		p.pod.IPs = []netip.Addr{netip.MustParsePrefix(p.addr).Addr()}
@@ -224,14 +221,15 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 // the second Apply fails this test: it deletes and re-creates the table,
 // so every counter restarts from zero.)
 func TestCountersSurvivePolicyEdit(t *testing.T) {
-	node, nodePath := netnstest.New(t)
-	run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	n := testkit.NewTestNS(t, "weirt-pol-")
+	node, nodePath := n.Name, n.Path()
+	testkit.Run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	client := &kpod{pod: Pod{Namespace: "default", Name: "client"}, addr: "10.0.1.10/24", gw: "10.0.1.1/24"}
 	web := &kpod{pod: Pod{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}},
 		addr: "10.0.2.10/24", gw: "10.0.2.1/24"}
 	snap := Snapshot{Node: Node{Name: "n1"}, Namespaces: []Namespace{{Name: "default"}}}
 	for i, p := range []*kpod{client, web} {
-		p.ns, p.path = netnstest.New(t)
+		p.netns = testkit.NewTestNS(t, "weirt-pod-")
 		wire(t, node, p, i)
 		p.pod.Node = "n1"
 		p.pod.IPs = []netip.Addr{netip.MustParsePrefix(p.addr).Addr()}
@@ -294,109 +292,38 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%v: %v: %s", args, err, out)
-	}
-}
-
 // wire links a pod namespace to the node namespace with a veth: the node
 // side is the pod's gateway, so every pod-to-pod packet is forwarded.
 func wire(t *testing.T, node string, p *kpod, i int) {
 	// No duplicate address detection: a tentative link-local address would
 	// stall neighbour discovery for the first IPv6 probes.
-	run(t, "ip", "netns", "exec", p.ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+	testkit.Run(t, "ip", "netns", "exec", p.netns.Name, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
 	host := fmt.Sprintf("veth%d", i)
-	run(t, "ip", "-n", node, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.ns)
-	run(t, "ip", "-n", node, "addr", "add", p.gw, "dev", host)
-	run(t, "ip", "-n", node, "link", "set", host, "up")
-	run(t, "ip", "-n", p.ns, "addr", "add", p.addr, "dev", "eth0")
-	run(t, "ip", "-n", p.ns, "link", "set", "eth0", "up")
-	run(t, "ip", "-n", p.ns, "link", "set", "lo", "up")
-	run(t, "ip", "-n", p.ns, "route", "add", "default", "via", strings.Split(p.gw, "/")[0])
+	testkit.Run(t, "ip", "-n", node, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.netns.Name)
+	testkit.Run(t, "ip", "-n", node, "addr", "add", p.gw, "dev", host)
+	testkit.Run(t, "ip", "-n", node, "link", "set", host, "up")
+	testkit.Run(t, "ip", "-n", p.netns.Name, "addr", "add", p.addr, "dev", "eth0")
+	testkit.Run(t, "ip", "-n", p.netns.Name, "link", "set", "eth0", "up")
+	testkit.Run(t, "ip", "-n", p.netns.Name, "link", "set", "lo", "up")
+	testkit.Run(t, "ip", "-n", p.netns.Name, "route", "add", "default", "via", strings.Split(p.gw, "/")[0])
 	if p.addr6 != "" {
-		run(t, "ip", "-n", node, "addr", "add", p.gw6, "dev", host, "nodad")
-		run(t, "ip", "-n", p.ns, "addr", "add", p.addr6, "dev", "eth0", "nodad")
-		run(t, "ip", "-n", p.ns, "-6", "route", "add", "default", "via", strings.Split(p.gw6, "/")[0])
+		testkit.Run(t, "ip", "-n", node, "addr", "add", p.gw6, "dev", host, "nodad")
+		testkit.Run(t, "ip", "-n", p.netns.Name, "addr", "add", p.addr6, "dev", "eth0", "nodad")
+		testkit.Run(t, "ip", "-n", p.netns.Name, "-6", "route", "add", "default", "via", strings.Split(p.gw6, "/")[0])
 	}
 }
 
-// probe opens a TCP connection (or sends a UDP datagram and waits for the
-// echo) from src to dst and reports whether it got through.
+// probe serves an echo on port in dst and reports whether a TCP or UDP
+// exchange from src to it got through.
 func probe(t *testing.T, src, dst *kpod, to netip.Addr, proto string, port int) ruleset.VerdictKind {
 	t.Helper()
-	dstNS, err := ns.GetNS(dst.path)
+	e, err := testkit.StartEcho(dst.netns, port)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("serve port %d in %s: %v", port, dst.netns.Name, err)
 	}
-	defer dstNS.Close()
-	srcNS, err := ns.GetNS(src.path)
-	if err != nil {
-		t.Fatal(err)
+	defer e.Close()
+	if testkit.Exchange(src.netns, netip.Addr{}, to, proto, port, probeTimeout) != nil {
+		return ruleset.VerdictDrop
 	}
-	defer srcNS.Close()
-	addr := net.JoinHostPort(to.String(), fmt.Sprint(port))
-	var closeServer func()
-	err = dstNS.Do(func(ns.NetNS) error {
-		if proto == "tcp" {
-			l, err := net.Listen("tcp", addr)
-			if err != nil {
-				return err
-			}
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
-			closeServer = func() { l.Close() }
-			return nil
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return err
-		}
-		go func() {
-			buf := make([]byte, 64)
-			for {
-				n, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				_, _ = pc.WriteTo(buf[:n], from)
-			}
-		}()
-		closeServer = func() { pc.Close() }
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("listen %s %s: %v", proto, addr, err)
-	}
-	defer closeServer()
-	verdict := ruleset.VerdictDrop
-	_ = srcNS.Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout(proto, addr, probeTimeout)
-		if err != nil {
-			return nil
-		}
-		defer c.Close()
-		if proto == "tcp" {
-			verdict = ruleset.VerdictAccept
-			return nil
-		}
-		_ = c.SetDeadline(time.Now().Add(probeTimeout))
-		if _, err := c.Write([]byte("ping")); err != nil {
-			return nil
-		}
-		buf := make([]byte, 8)
-		if _, err := c.Read(buf); err == nil {
-			verdict = ruleset.VerdictAccept
-		}
-		return nil
-	})
-	return verdict
+	return ruleset.VerdictAccept
 }

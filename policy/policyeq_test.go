@@ -8,6 +8,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weir-cni/weir/internal/fixtures"
 )
 
 // TestSameSpecKnowsEveryField fails when a type sameSpec compares gains a
@@ -45,7 +47,7 @@ func TestSameSpecSeesEveryChange(t *testing.T) {
 					{Key: "team", Operator: metav1.LabelSelectorOpIn, Values: []string{"x", "y"}}}}},
 			{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"10.1.0.0/16"}}},
 		}
-		ports := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr(intstr.FromInt32(80)), EndPort: ptr(int32(90))}}
+		ports := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: fixtures.Port(80), EndPort: fixtures.Ptr(int32(90))}}
 		return &networkingv1.NetworkPolicy{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"},
 			Spec: networkingv1.NetworkPolicySpec{
@@ -66,8 +68,8 @@ func TestSameSpecSeesEveryChange(t *testing.T) {
 		"ingress rule":     func(p *networkingv1.NetworkPolicy) { p.Spec.Ingress = append(p.Spec.Ingress, p.Spec.Ingress[0]) },
 		"egress rule":      func(p *networkingv1.NetworkPolicy) { p.Spec.Egress = nil },
 		"port protocol":    func(p *networkingv1.NetworkPolicy) { p.Spec.Ingress[0].Ports[0].Protocol = &udp },
-		"port number":      func(p *networkingv1.NetworkPolicy) { p.Spec.Ingress[0].Ports[0].Port = ptr(intstr.FromInt32(81)) },
-		"port name":        func(p *networkingv1.NetworkPolicy) { p.Spec.Egress[0].Ports[0].Port = ptr(intstr.FromString("80")) },
+		"port number":      func(p *networkingv1.NetworkPolicy) { p.Spec.Ingress[0].Ports[0].Port = fixtures.Port(81) },
+		"port name":        func(p *networkingv1.NetworkPolicy) { p.Spec.Egress[0].Ports[0].Port = fixtures.Named("80") },
 		"endPort":          func(p *networkingv1.NetworkPolicy) { p.Spec.Egress[0].Ports[0].EndPort = nil },
 		"peer podSelector": func(p *networkingv1.NetworkPolicy) { p.Spec.Ingress[0].From[0].PodSelector.MatchLabels["app"] = "b" },
 		"peer nsSelector value": func(p *networkingv1.NetworkPolicy) {

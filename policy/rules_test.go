@@ -10,8 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -26,7 +26,7 @@ func wideRules(rules, ports, peers int) []networkingv1.NetworkPolicyIngressRule 
 	out := make([]networkingv1.NetworkPolicyIngressRule, rules)
 	for r := range out {
 		for i := r; i < r+ports; i++ {
-			out[r].Ports = append(out[r].Ports, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: ptr(intstr.FromInt32(int32(1001 + 2*i)))})
+			out[r].Ports = append(out[r].Ports, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: fixtures.Port(int32(1001 + 2*i))})
 		}
 		for i := r; i < r+peers; i++ {
 			out[r].From = append(out[r].From, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("peer", i)}}})

@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -288,7 +288,7 @@ func warmup(ctx context.Context, cfgs []*config, cf *config, d time.Duration) er
 	if _, err := switchTo(ctx, cfgs, cf); err != nil {
 		return err
 	}
-	_, err := harness.ProbeTCP(cf.bed.client, netip.MustParseAddr(serverIP), deniedPort)
+	_, err := testkit.ProbeTCP(cf.bed.client, netip.MustParseAddr(serverIP), deniedPort)
 	switch {
 	case cf.enforces && err == nil:
 		return fmt.Errorf("%s: client -> server port %d got through, but no policy allows it", cf.name, deniedPort)

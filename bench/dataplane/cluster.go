@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // cluster is a node namespace and the two pods the plugin wired into it.
@@ -19,9 +17,9 @@ import (
 type cluster struct {
 	dir            string // temp dir: IPAM data
 	plugin         string
-	node           *harness.NS
-	server, client *harness.NS
-	echo           *harness.Echo // on deniedPort in the server pod
+	node           *testkit.NS
+	server, client *testkit.NS
+	echo           *testkit.Echo // on deniedPort in the server pod
 }
 
 // newCluster builds a node and its two pods with the plugin binary at
@@ -36,7 +34,7 @@ func newCluster(ctx context.Context, pluginBin string) (c *cluster, err error) {
 	if c.dir, err = os.MkdirTemp("", "weir-dataplane-"); err != nil {
 		return c, err
 	}
-	if c.node, err = harness.NewNS("weirdp-n-"); err != nil {
+	if c.node, err = testkit.NewNS("weirdp-n-"); err != nil {
 		return c, err
 	}
 	if err = c.node.AddAddrs(nodeAddr + "/32"); err != nil {
@@ -48,7 +46,7 @@ func newCluster(ctx context.Context, pluginBin string) (c *cluster, err error) {
 	if c.client, err = c.addPod(ctx, "weirdp-c-", clientNS, "bench-client", clientIP); err != nil {
 		return c, err
 	}
-	if c.echo, err = harness.StartEcho(c.server, deniedPort); err != nil {
+	if c.echo, err = testkit.StartEcho(c.server, deniedPort); err != nil {
 		return c, fmt.Errorf("echo on port %d: %w", deniedPort, err)
 	}
 	return c, nil
@@ -67,15 +65,9 @@ func plugin(ctx context.Context, bin, dir string) (string, error) {
 		}
 		return abs, nil
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	out := filepath.Join(dir, "weir")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "github.com/weir-cni/weir/cmd/weir")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build weir (run from the module, or pass -weir): %w\n%s", err, b)
+	if err := testkit.GoBuild(ctx, "github.com/weir-cni/weir/cmd/weir", out); err != nil {
+		return "", fmt.Errorf("%w (run from the module, or pass -weir)", err)
 	}
 	return out, nil
 }
@@ -97,12 +89,12 @@ func (c *cluster) netconf() []byte {
 
 // addPod creates a pod namespace and runs the plugin's ADD for it inside
 // the node namespace, asking for ip.
-func (c *cluster) addPod(ctx context.Context, prefix, namespace, name, ip string) (*harness.NS, error) {
-	pod, err := harness.NewNS(prefix)
+func (c *cluster) addPod(ctx context.Context, prefix, namespace, name, ip string) (*testkit.NS, error) {
+	pod, err := testkit.NewNS(prefix)
 	if err != nil {
 		return nil, err
 	}
-	call := harness.Call{Command: "ADD", ContainerID: "dataplane-" + name, Netns: pod.Path(), IfName: "eth0",
+	call := testkit.Call{Command: "ADD", ContainerID: "dataplane-" + name, Netns: pod.Path(), IfName: "eth0",
 		Args: "K8S_POD_NAMESPACE=" + namespace + ";K8S_POD_NAME=" + name + ";IP=" + ip,
 		Path: filepath.Dir(c.plugin), Conf: c.netconf()}
 	out, err := call.Exec(ctx, c.node, c.plugin)
@@ -121,7 +113,7 @@ func (c *cluster) Close() error {
 	if c.echo != nil {
 		errs = append(errs, c.echo.Close())
 	}
-	for _, n := range []*harness.NS{c.client, c.server, c.node} {
+	for _, n := range []*testkit.NS{c.client, c.server, c.node} {
 		if n != nil {
 			errs = append(errs, n.Delete())
 		}

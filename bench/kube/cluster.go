@@ -2,119 +2,78 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"time"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
-	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/internal/synth"
 )
 
-const (
-	nodeName   = "bench-node"
-	namespaces = 100
-	apps       = 50
-)
+const nodeName = synth.NodeName
 
-// podIP spreads pods over 100 nodes' /16s in runs of 7, so each node holds
-// pods of many namespaces and apps; node 0 is the one under test.
-func podIP(i int) (string, string) {
-	n, k := (i/7)%100, (i/700)*7+i%7
-	return fmt.Sprintf("10.%d.%d.%d", n, k/250, k%250+1), fmt.Sprintf("node-%d", n)
+// target is the local pod whose labels the benchmark toggles: app=app0
+// puts it in the egress-pods4 map (policies app0-* isolate its egress);
+// any other app takes it out (it is role=backend, which tier-* do not
+// select). Ingress does not do: monitoring-* isolate every pod's.
+type target struct {
+	namespace, name string
+	labels          map[string]string
+	ip              netip.Addr
 }
 
-// populate registers nodes, namespaces, pods (with IPs, as after CNI ADD)
-// and policies. It returns the namespace/name of a local pod whose labels
-// the benchmark toggles.
-func populate(ctx context.Context, kc *kube.Cluster, o options) ([2]string, error) {
+// populate registers the node, the namespaces, the pods (with IPs, as
+// after CNI ADD) and the policies of synth.Cluster, 100 of its pods on
+// the node. It returns the pod the benchmark toggles.
+func populate(ctx context.Context, kc *kube.Cluster, o options) (target, error) {
 	c := kc.Client
-	if _, err := kube.CreateNode(ctx, c, nodeName, []string{"10.0.0.0/16"}, "192.168.77.1"); err != nil {
-		return [2]string{}, err
+	s := synth.Cluster(synth.Options{Pods: o.pods, Policies: o.policies, Local: 1})
+	objs := synth.ObjectsOf(s)
+	if _, err := kube.CreateNode(ctx, c, nodeName, objs.Node.Spec.PodCIDRs, synth.NodeAddr); err != nil {
+		return target{}, err
 	}
-	for i := 0; i < namespaces; i++ {
-		labels := map[string]string{"team": fmt.Sprint("t", i%10), "env": []string{"prod", "dev"}[i%2]}
-		if _, err := kube.CreateNamespace(ctx, c, fmt.Sprintf("ns%d", i), labels); err != nil {
-			return [2]string{}, err
+	for _, ns := range objs.Namespaces {
+		if _, err := kube.CreateNamespace(ctx, c, ns.Name, ns.Labels); err != nil {
+			return target{}, err
 		}
 	}
-	err := kube.Parallel(ctx, o.pods, 32, func(ctx context.Context, i int) error {
-		ip, node := podIP(i)
-		if node == "node-0" {
-			node = nodeName
+	err := kube.Parallel(ctx, len(objs.Pods), 32, func(ctx context.Context, i int) error {
+		p := objs.Pods[i]
+		var ips []string
+		for _, ip := range p.Status.PodIPs {
+			ips = append(ips, ip.IP)
 		}
-		_, err := kube.CreatePod(ctx, c, kube.Pod{Namespace: fmt.Sprintf("ns%d", i%namespaces), Name: fmt.Sprintf("p%d", i),
-			Node: node, Labels: map[string]string{"app": fmt.Sprint("a", (i/namespaces)%apps), "tier": fmt.Sprint(i % 3)},
-			IPs: []string{ip}, Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}})
+		_, err := kube.CreatePod(ctx, c, kube.Pod{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName,
+			Labels: p.Labels, IPs: ips, Ports: p.Spec.Containers[0].Ports})
 		return err
 	})
 	if err != nil {
-		return [2]string{}, fmt.Errorf("pods: %w", err)
+		return target{}, fmt.Errorf("pods: %w", err)
 	}
-	err = kube.Parallel(ctx, o.policies, 32, func(ctx context.Context, i int) error {
-		_, err := kube.CreatePolicy(ctx, c, benchPolicy(i))
+	err = kube.Parallel(ctx, len(objs.Policies), 32, func(ctx context.Context, i int) error {
+		_, err := kube.CreatePolicy(ctx, c, objs.Policies[i])
 		return err
 	})
 	if err != nil {
-		return [2]string{}, fmt.Errorf("policies: %w", err)
+		return target{}, fmt.Errorf("policies: %w", err)
 	}
-	// Pod 0 is local (node-0 range) in ns0 with app=a0.
-	return [2]string{"ns0", "p0"}, nil
-}
-
-// benchPolicy is policy i: it selects one app of one namespace and admits
-// another app from namespaces of one team, an ipBlock with an except, on a
-// named and a ranged port.
-func benchPolicy(i int) *networkingv1.NetworkPolicy {
-	tcp := corev1.ProtocolTCP
-	http := intstr.FromString("http")
-	p9000 := intstr.FromInt32(9000)
-	end := int32(9100)
-	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("ns%d", i%namespaces), Name: fmt.Sprintf("pol%d", i)},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("a", (i/namespaces)%apps)}},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: []networkingv1.NetworkPolicyPeer{
-					{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprint("t", i%10)}},
-						PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("a", (i+1)%apps)}}},
-					{IPBlock: &networkingv1.IPBlock{CIDR: fmt.Sprintf("172.%d.0.0/16", 16+i%16), Except: []string{fmt.Sprintf("172.%d.1.0/24", 16+i%16)}}},
-				},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &http}, {Protocol: &tcp, Port: &p9000, EndPort: &end}},
-			}},
-		},
-	}
-}
-
-func waitSynced(ctx context.Context, sock string, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := agentapi.Call(cctx, sock, agentapi.Request{Op: agentapi.OpStatus})
-		cancel()
-		var st struct{ Synced bool }
-		if err == nil && json.Unmarshal(resp.Result, &st) == nil && st.Synced {
-			return nil
+	for _, p := range s.Pods {
+		if p.Node == nodeName && p.Labels["app"] == "app0" && p.Labels["role"] == "backend" {
+			return target{namespace: p.Namespace, name: p.Name, labels: p.Labels, ip: p.IPs[0]}, nil
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("agent not synced after %v", limit)
+	return target{}, fmt.Errorf("no local app0 backend pod among %d pods", len(s.Pods))
 }
 
-// labelChanges flips the local pod's app label between a selected and an
+// labelChanges flips the target pod's app label between a selected and an
 // unselected value and times each API write until the pod's address enters
-// or leaves the ingress-isolation map in the node's kernel.
-func labelChanges(ctx context.Context, kc *kube.Cluster, nodePath string, pod [2]string, n int) ([]time.Duration, error) {
+// or leaves the egress-isolation map in the node's kernel.
+func labelChanges(ctx context.Context, kc *kube.Cluster, nodePath string, pod target, n int) ([]time.Duration, error) {
 	fd, err := unix.Open(nodePath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -130,9 +89,9 @@ func labelChanges(ctx context.Context, kc *kube.Cluster, nodePath string, pod [2
 	}
 	defer func() { _ = conn.CloseLasting() }()
 	table := &nftables.Table{Name: "weir", Family: nftables.TableFamilyINet}
-	ip := netip.MustParseAddr("10.0.0.1")
+	ip := pod.ip
 	present := func() (bool, error) {
-		set, err := conn.GetSetByName(table, "ingress-pods4")
+		set, err := conn.GetSetByName(table, "egress-pods4")
 		if err != nil {
 			return false, err
 		}
@@ -152,22 +111,23 @@ func labelChanges(ctx context.Context, kc *kube.Cluster, nodePath string, pod [2
 		return nil, err
 	}
 	if !was {
-		return nil, fmt.Errorf("pod %s/%s (%s) is not isolated at start", pod[0], pod[1], ip)
+		return nil, fmt.Errorf("pod %s/%s (%s) is not isolated at start", pod.namespace, pod.name, ip)
 	}
 	var out []time.Duration
 	for i := 0; i < n; i++ {
 		app := "unselected"
 		if i%2 == 1 {
-			app = "a0"
+			app = "app0"
 		}
-		want := app == "a0"
-		p, err := kc.Client.CoreV1().Pods(pod[0]).Get(ctx, pod[1], metav1.GetOptions{})
+		want := app == "app0"
+		p, err := kc.Client.CoreV1().Pods(pod.namespace).Get(ctx, pod.name, metav1.GetOptions{})
 		if err != nil {
 			return nil, err
 		}
-		p.Labels = map[string]string{"app": app, "tier": "0"}
+		p.Labels = maps.Clone(pod.labels)
+		p.Labels["app"] = app
 		t0 := time.Now() // the write itself
-		if _, err := kc.Client.CoreV1().Pods(pod[0]).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		if _, err := kc.Client.CoreV1().Pods(pod.namespace).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
 			return nil, err
 		}
 		for {

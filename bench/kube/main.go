@@ -12,16 +12,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/weir-cni/weir/integration/harness"
 	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 type options struct {
@@ -41,11 +39,10 @@ func run() int {
 	flag.BoolVar(&o.build, "build-k8s", false, "build etcd and kube-apiserver if missing (~30 min the first time)")
 	flag.BoolVar(&o.verbose, "v", false, "print the agent's last sync log lines (read/compile/apply split)")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "kube bench: run as root (it creates a network namespace)")
+	ctx, stop, ok := testkit.RootContext("kube bench")
+	if !ok {
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := bench(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "kube bench:", err)
@@ -62,10 +59,8 @@ func bench(ctx context.Context, o options) (err error) {
 	defer os.RemoveAll(tmp)
 	if o.agent == "" {
 		o.agent = filepath.Join(tmp, "weir-agent")
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", o.agent, "./cmd/weir-agent")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build weir-agent: %v: %s", err, out)
+		if err := testkit.GoBuild(ctx, "github.com/weir-cni/weir/cmd/weir-agent", o.agent); err != nil {
+			return err
 		}
 	}
 	kc, err := kube.Start(ctx, kube.Options{Build: o.build})
@@ -73,7 +68,7 @@ func bench(ctx context.Context, o options) (err error) {
 		return err
 	}
 	defer kc.Stop()
-	node, err := harness.NewNS("weirkb")
+	node, err := testkit.NewNS("weirkb")
 	if err != nil {
 		return err
 	}
@@ -100,7 +95,7 @@ func bench(ctx context.Context, o options) (err error) {
 	agent := exec.Command(o.agent, "--node-name", nodeName, "--kubeconfig", kcfg, "--socket", sock,
 		"--cluster-cidr", "10.0.0.0/8", "--node-routes=false", "--http-addr", "")
 	agent.Stdout, agent.Stderr = logf, logf
-	if err := harness.StartIn(node, agent); err != nil {
+	if err := testkit.StartIn(node, agent); err != nil {
 		return err
 	}
 	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
@@ -112,7 +107,7 @@ func bench(ctx context.Context, o options) (err error) {
 		}
 	}()
 	start = time.Now()
-	if err := waitSynced(ctx, sock, 5*time.Minute); err != nil {
+	if _, err := testkit.WaitSynced(ctx, sock, 5*time.Minute); err != nil {
 		return err
 	}
 	fmt.Printf("agent first sync (caches + compile + apply): %v\n", time.Since(start).Round(time.Millisecond))

@@ -15,16 +15,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // pod is one demo pod: a Kubernetes namespace/name, its labels, the port it
@@ -37,10 +35,10 @@ type pod struct {
 	// request are the addresses asked of the plugin (IP= in CNI_ARGS), so
 	// pods land inside and outside the policies' ipBlocks.
 	request []string
-	netns   *harness.NS
+	netns   *testkit.NS
 	ips     []netip.Addr
 	hostIf  string
-	echo    *harness.Echo
+	echo    *testkit.Echo
 }
 
 func (p *pod) id() string { return p.namespace + "/" + p.name }
@@ -49,7 +47,7 @@ func (p *pod) id() string { return p.namespace + "/" + p.name }
 type demo struct {
 	plugin  string
 	dataDir string
-	node    *harness.NS
+	node    *testkit.NS
 	pods    []*pod
 	ext     *external
 	agent   *exec.Cmd
@@ -62,11 +60,10 @@ func run() int {
 	agent := flag.String("agent", "bin/weir-agent", "weir-agent binary (empty: skip the policy part)")
 	hold := flag.Bool("hold", false, "keep the namespaces until Ctrl-C, to look around with `ip netns exec`")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "weir-demo: run as root (it creates network namespaces)")
+	ctx, stop, ok := testkit.RootContext("weir-demo")
+	if !ok {
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	prod, dev, myproject := map[string]string{"purpose": "production"}, map[string]string{"purpose": "dev"}, map[string]string{"project": "myproject"}
@@ -134,26 +131,26 @@ func (d *demo) setup(ctx context.Context, plugin string) error {
 	if d.dataDir, err = os.MkdirTemp("", "weir-demo-"); err != nil {
 		return err
 	}
-	if d.node, err = harness.NewNS("weir-demo-node-"); err != nil {
+	if d.node, err = testkit.NewNS("weir-demo-node-"); err != nil {
 		return err
 	}
 	fmt.Printf("node namespace %s, pods wired by %s\n\n", d.node.Name, d.plugin)
 	for _, p := range d.pods {
-		if p.netns, err = harness.NewNS("weir-demo-" + p.name + "-"); err != nil {
+		if p.netns, err = testkit.NewNS("weir-demo-" + p.name + "-"); err != nil {
 			return err
 		}
 		if err := d.add(ctx, p); err != nil {
 			return err
 		}
-		if p.echo, err = harness.StartEcho(p.netns, p.port); err != nil {
+		if p.echo, err = testkit.StartEcho(p.netns, p.port); err != nil {
 			return fmt.Errorf("echo server in %s: %w", p.id(), err)
 		}
 	}
 	return d.linkExternal()
 }
 
-func (d *demo) call(cmd string, p *pod) harness.Call {
-	return harness.Call{
+func (d *demo) call(cmd string, p *pod) testkit.Call {
+	return testkit.Call{
 		Command: cmd, ContainerID: "demo-" + p.namespace + "-" + p.name, Netns: p.netns.Path(), IfName: "eth0",
 		Path: filepath.Dir(d.plugin), Conf: d.netconf(),
 		Args: "K8S_POD_NAMESPACE=" + p.namespace + ";K8S_POD_NAME=" + p.name + ";IP=" + strings.Join(p.request, ","),
@@ -223,7 +220,7 @@ func (d *demo) printMatrix(v6 bool) {
 			case from == to:
 				row = append(row, "-")
 			default:
-				_, err := harness.ProbeTCP(from.netns, to.addr(v6), to.port)
+				_, err := testkit.ProbeTCP(from.netns, to.addr(v6), to.port)
 				row = append(row, mark(err))
 			}
 		}

@@ -17,9 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weir-cni/weir/agentapi"
-	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/examples"
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // talkPolicies are the two policies of the talk weir started from.
@@ -35,8 +34,8 @@ const (
 
 // external is a host outside the cluster, behind the node.
 type external struct {
-	netns *harness.NS
-	echos []*harness.Echo
+	netns *testkit.NS
+	echos []*testkit.Echo
 }
 
 // withPolicies starts weir-agent in the node with the pods and the talk
@@ -62,7 +61,7 @@ func (d *demo) withPolicies(ctx context.Context, agentBin string) error {
 	}
 	defer logf.Close()
 	d.agent.Stdout, d.agent.Stderr = logf, logf
-	if err := harness.StartIn(d.node, d.agent); err != nil {
+	if err := testkit.StartIn(d.node, d.agent); err != nil {
 		return fmt.Errorf("start weir-agent: %w", err)
 	}
 	if err := waitSynced(ctx, sock); err != nil {
@@ -106,29 +105,17 @@ func (d *demo) manifest() []byte {
 	return b
 }
 
+// waitSynced waits for the agent's first sync and prints the policy and
+// dataplane problems it reports.
 func waitSynced(ctx context.Context, sock string) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := agentapi.Call(cctx, sock, agentapi.Request{Op: agentapi.OpStatus})
-		cancel()
-		var st struct {
-			Synced            bool
-			Problems          []string
-			DataplaneProblems []dataplane.Problem
-		}
-		if err == nil && json.Unmarshal(resp.Result, &st) == nil && st.Synced {
-			for _, p := range st.Problems {
-				fmt.Println("policy problem:", p)
-			}
-			for _, p := range st.DataplaneProblems {
-				fmt.Println("dataplane problem:", p)
-			}
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
+	st, err := testkit.WaitSynced(ctx, sock, 20*time.Second)
+	for _, p := range st.Problems {
+		fmt.Println("policy problem:", p)
 	}
-	return fmt.Errorf("weir-agent did not sync within 20s")
+	for _, p := range st.DataplaneProblems {
+		fmt.Println("dataplane problem:", p)
+	}
+	return err
 }
 
 // explainAll asks the agent, for every pair of the matrix and the external
@@ -207,7 +194,7 @@ func (d *demo) find(ns, name string) *pod {
 // linkExternal joins an "external" namespace to the node, routes the
 // external addresses through it and serves TCP 5978 there.
 func (d *demo) linkExternal() error {
-	n, err := harness.NewNS("weir-demo-ext-")
+	n, err := testkit.NewNS("weir-demo-ext-")
 	if err != nil {
 		return err
 	}
@@ -262,7 +249,7 @@ func (d *demo) linkExternal() error {
 	if err != nil {
 		return fmt.Errorf("external side: %w", err)
 	}
-	e, err := harness.StartEcho(n, 5978)
+	e, err := testkit.StartEcho(n, 5978)
 	if err != nil {
 		return err
 	}
@@ -274,7 +261,7 @@ func (d *demo) linkExternal() error {
 func (d *demo) printExternal() {
 	db := d.find("default", "db")
 	for _, a := range []string{extInside, extOther} {
-		_, err := harness.ProbeTCP(db.netns, netip.MustParseAddr(a), 5978)
+		_, err := testkit.ProbeTCP(db.netns, netip.MustParseAddr(a), 5978)
 		fmt.Printf("default/db -> external %s:5978  %s\n", a, mark(err))
 	}
 }

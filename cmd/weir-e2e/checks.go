@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weir-cni/weir/integration/cluster"
+	"github.com/weir-cni/weir/internal/fixtures"
 )
 
 // Namespaces of weir's own checks: a holds an isolated server, b its
@@ -170,40 +171,38 @@ func (k *checker) cleanup(ctx context.Context) error {
 
 const agnhost = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 
+// serverPod is an agnhost pod on node serving HTTP on 8080 (the named
+// port http) and UDP on 8081, ready once it accepts TCP on 8080.
 func serverPod(ns, name string, labels map[string]string, node string) *corev1.Pod {
 	probe := &corev1.Probe{
 		ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}},
 		PeriodSeconds: 2,
 	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-		Spec: corev1.PodSpec{
-			NodeName:                      node,
-			TerminationGracePeriodSeconds: ptr(int64(1)),
-			Containers: []corev1.Container{{
-				Name: "srv", Image: agnhost, ImagePullPolicy: corev1.PullNever,
-				Args:           []string{"netexec", "--http-port=8080", "--udp-port=8081"},
-				Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-				ReadinessProbe: probe, LivenessProbe: probe,
-			}},
-		},
-	}
+	return agnhostPod(ns, name, labels, node, corev1.Container{Name: "srv",
+		Args:           []string{"netexec", "--http-port=8080", "--udp-port=8081"},
+		Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		ReadinessProbe: probe, LivenessProbe: probe,
+	})
 }
 
+// idlePod is an agnhost pod on node that only sleeps.
 func idlePod(ns, name string, labels map[string]string, node string) *corev1.Pod {
+	return agnhostPod(ns, name, labels, node, corev1.Container{Name: "c", Args: []string{"pause"}})
+}
+
+// agnhostPod is a pod on node running c in the agnhost image (loaded on
+// the nodes, never pulled).
+func agnhostPod(ns, name string, labels map[string]string, node string, c corev1.Container) *corev1.Pod {
+	c.Image, c.ImagePullPolicy = agnhost, corev1.PullNever
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
 		Spec: corev1.PodSpec{
 			NodeName:                      node,
-			TerminationGracePeriodSeconds: ptr(int64(1)),
-			Containers: []corev1.Container{{
-				Name: "c", Image: agnhost, ImagePullPolicy: corev1.PullNever, Args: []string{"pause"},
-			}},
+			TerminationGracePeriodSeconds: fixtures.Ptr(int64(1)),
+			Containers:                    []corev1.Container{c},
 		},
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // waitRunning waits for the pod to run and be ready; it returns its IP.
 func (k *checker) waitRunning(ctx context.Context, ns, name string, timeout time.Duration) (string, error) {

@@ -4,38 +4,40 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/weir-cni/weir/internal/synth"
 )
 
-// benchObjects is snapshottest.Cluster(n) as Objects.
-func benchObjects(n int) Objects {
-	nodes, namespaces, pods := snapshottest.Cluster(n)
-	return Objects{Nodes: nodes, Namespaces: namespaces, Pods: pods}
+// benchObjects is the benchmarks' cluster (synth.Big: 10,000 pods, 1,000
+// policies, 100 of the pods on synth.NodeName) as API objects.
+func benchObjects() Objects {
+	o := synth.ObjectsOf(synth.Cluster(synth.Big))
+	return Objects{Nodes: []*corev1.Node{o.Node}, Namespaces: o.Namespaces, Pods: o.Pods, Policies: o.Policies}
 }
 
 func BenchmarkBuildSnapshot10k(b *testing.B) {
-	o := benchObjects(10000)
+	o := benchObjects()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		Build("n1", nil, o)
+		Build(synth.NodeName, nil, o)
 	}
 }
 
 // BenchmarkViewOneChange10k is the view taking one pod update (as an
 // informer event hands it over) and producing the snapshot, at 10,000 pods.
 func BenchmarkViewOneChange10k(b *testing.B) {
-	o := benchObjects(10000)
+	o := benchObjects()
 	v := NewView()
 	v.Apply(Changes{Full: true, Objects: o})
-	v.Snapshot("n1", nil)
+	v.Snapshot(synth.NodeName, nil)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		p := o.Pods[i%len(o.Pods)].DeepCopy()
 		p.Labels["tier"] = fmt.Sprint(i)
 		v.Apply(Changes{Pods: map[string]*corev1.Pod{cache.NewObjectName(p.Namespace, p.Name).String(): p}})
-		v.Snapshot("n1", nil)
+		v.Snapshot(synth.NodeName, nil)
 	}
 }
 
@@ -44,12 +46,12 @@ func BenchmarkViewOneChange10k(b *testing.B) {
 // before, its cheapest case (a manifest directory re-parses every file, so
 // none of its pods take that shortcut).
 func BenchmarkViewFullListing10k(b *testing.B) {
-	o := benchObjects(10000)
+	o := benchObjects()
 	v := NewView()
 	v.Apply(Changes{Full: true, Objects: o})
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		v.Apply(Changes{Full: true, Objects: o})
-		v.Snapshot("n1", nil)
+		v.Snapshot(synth.NodeName, nil)
 	}
 }

@@ -1,18 +1,15 @@
 package snapshot
 
 import (
-	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
+	"github.com/weir-cni/weir/internal/fixtures"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
-// pod and node build the objects of these tests.
-var (
-	pod  = snapshottest.Pod
-	node = snapshottest.Node
-)
+// pod and node build the objects of these tests (fixtures.Pod,
+// fixtures.Node).
+var pod, node = fixtures.Pod, fixtures.Node
 
 // store is a cluster as an informer cache holds it. Every write replaces
 // the object (caches never modify one in place) and records the key as a
@@ -33,47 +30,37 @@ func (s *store) clearChanges() {
 		Policies: map[string]*networkingv1.NetworkPolicy{}, Nodes: map[string]*corev1.Node{}}
 }
 
-func (s *store) putPod(p *corev1.Pod) {
-	k := cache.NewObjectName(p.Namespace, p.Name).String()
-	s.o["pod"][k], s.changed.Pods[k] = p, p
+// put stores obj as key k of kind and records the change in changed.
+func put[T any](s *store, kind, k string, changed map[string]*T, obj *T) {
+	s.o[kind][k], changed[k] = obj, obj
 }
 
-func (s *store) delPod(ns, name string) {
-	k := cache.NewObjectName(ns, name).String()
-	delete(s.o["pod"], k)
-	s.changed.Pods[k] = nil
+// del removes key k of kind and records the deletion in changed.
+func del[T any](s *store, kind, k string, changed map[string]*T) {
+	delete(s.o[kind], k)
+	changed[k] = nil
 }
+
+func objKey(ns, name string) string { return cache.NewObjectName(ns, name).String() }
+
+func (s *store) putPod(p *corev1.Pod)   { put(s, "pod", objKey(p.Namespace, p.Name), s.changed.Pods, p) }
+func (s *store) delPod(ns, name string) { del(s, "pod", objKey(ns, name), s.changed.Pods) }
 
 func (s *store) putNS(name string, labels map[string]string) {
-	n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	s.o["ns"][name], s.changed.Namespaces[name] = n, n
+	put(s, "ns", name, s.changed.Namespaces, fixtures.Namespace(name, labels))
 }
+func (s *store) delNS(name string) { del(s, "ns", name, s.changed.Namespaces) }
 
-func (s *store) delNS(name string) {
-	delete(s.o["ns"], name)
-	s.changed.Namespaces[name] = nil
-}
-
-func (s *store) putNode(n *corev1.Node) { s.o["node"][n.Name], s.changed.Nodes[n.Name] = n, n }
-
-func (s *store) delNode(name string) {
-	delete(s.o["node"], name)
-	s.changed.Nodes[name] = nil
-}
+func (s *store) putNode(n *corev1.Node) { put(s, "node", n.Name, s.changed.Nodes, n) }
+func (s *store) delNode(name string)    { del(s, "node", name, s.changed.Nodes) }
 
 func (s *store) putPolicy(p *networkingv1.NetworkPolicy) {
-	k := cache.NewObjectName(p.Namespace, p.Name).String()
-	s.o["pol"][k], s.changed.Policies[k] = p, p
+	put(s, "pol", objKey(p.Namespace, p.Name), s.changed.Policies, p)
 }
-
-func (s *store) delPolicy(ns, name string) {
-	k := cache.NewObjectName(ns, name).String()
-	delete(s.o["pol"], k)
-	s.changed.Policies[k] = nil
-}
+func (s *store) delPolicy(ns, name string) { del(s, "pol", objKey(ns, name), s.changed.Policies) }
 
 func (s *store) getPod(ns, name string) *corev1.Pod {
-	p, _ := s.o["pod"][cache.NewObjectName(ns, name).String()].(*corev1.Pod)
+	p, _ := s.o["pod"][objKey(ns, name)].(*corev1.Pod)
 	return p
 }
 

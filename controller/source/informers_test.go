@@ -20,14 +20,12 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
+	"github.com/weir-cni/weir/internal/fixtures"
 )
 
-// pod and node build the objects of these tests.
-var (
-	pod  = snapshottest.Pod
-	node = snapshottest.Node
-)
+// pod and node build the objects of these tests (fixtures.Pod,
+// fixtures.Node).
+var pod, node = fixtures.Pod, fixtures.Node
 
 var managed = []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}
 

@@ -13,6 +13,7 @@ import (
 	"github.com/weir-cni/weir/controller/snapshot"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -101,17 +102,11 @@ func addObject(data []byte, o *snapshot.Objects) error {
 	case *corev1.Namespace:
 		o.Namespaces = append(o.Namespaces, v)
 	case *corev1.Pod:
-		if v.Namespace == "" {
-			v.Namespace = "default"
-		}
-		o.Pods = append(o.Pods, v)
+		o.Pods = append(o.Pods, inDefault(v))
 	case *corev1.Node:
 		o.Nodes = append(o.Nodes, v)
 	case *networkingv1.NetworkPolicy:
-		if v.Namespace == "" {
-			v.Namespace = "default"
-		}
-		o.Policies = append(o.Policies, v)
+		o.Policies = append(o.Policies, inDefault(v))
 	case *corev1.List:
 		for i, item := range v.Items {
 			if err := addObject(item.Raw, o); err != nil {
@@ -122,4 +117,13 @@ func addObject(data []byte, o *snapshot.Objects) error {
 		return fmt.Errorf("unsupported kind %s", gvk.Kind)
 	}
 	return nil
+}
+
+// inDefault puts a namespaced object that names no namespace in
+// "default", as kubectl apply would.
+func inDefault[T metav1.Object](obj T) T {
+	if obj.GetNamespace() == "" {
+		obj.SetNamespace(metav1.NamespaceDefault)
+	}
+	return obj
 }

@@ -5,14 +5,11 @@ package kube
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // helperEnv makes the test binary, re-executed inside a namespace, act as
@@ -163,22 +162,13 @@ func clientIn(t *testing.T, netnsPath, kubeconfig string) (string, error) {
 	return stdout.String(), nil
 }
 
-// newRawNS makes a namespace with `ip netns add` alone (loopback down), so
+// newRawNS makes a namespace with its loopback down, so
 // the test also pins that KubeconfigFor brings loopback up.
 func newRawNS(t *testing.T) string {
 	t.Helper()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := "weirt-kube-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v: %s", name, err, out)
-		}
-	})
-	return filepath.Join("/var/run/netns", name)
+	n := testkit.NewTestNS(t, "weirt-kube-")
+	testkit.Run(t, "ip", "-n", n.Name, "link", "set", "lo", "down")
+	return n.Path()
 }
 
 func TestRelayFromInsideNetns(t *testing.T) {

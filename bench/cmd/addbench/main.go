@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/weir-cni/weir/integration/harness"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 func main() { os.Exit(run()) }
@@ -59,7 +59,7 @@ func bench(ctx context.Context, weirBin, refDir string, rounds, pods int, versio
 	if err != nil {
 		return err
 	}
-	node, err := harness.NewNS("weirb-n-")
+	node, err := testkit.NewNS("weirb-n-")
 	if err != nil {
 		return err
 	}
@@ -144,15 +144,15 @@ func plugins(weirBin, refDir, version string) (ps []*plugin, cleanup func(), err
 
 // round creates n pod namespaces (untimed), ADDs them all, then DELs them
 // all, timing each plugin run.
-func round(ctx context.Context, node *harness.NS, p *plugin, n int, tag string, record bool) error {
-	pods := make([]*harness.NS, 0, n)
+func round(ctx context.Context, node *testkit.NS, p *plugin, n int, tag string, record bool) error {
+	pods := make([]*testkit.NS, 0, n)
 	defer func() {
 		for _, pod := range pods {
 			pod.Delete()
 		}
 	}()
 	for range n {
-		pod, err := harness.NewNS("weirb-p-")
+		pod, err := testkit.NewNS("weirb-p-")
 		if err != nil {
 			return err
 		}
@@ -163,7 +163,7 @@ func round(ctx context.Context, node *harness.NS, p *plugin, n int, tag string, 
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			call := harness.Call{Command: cmd, ContainerID: fmt.Sprintf("%s-%s-%d", p.name, tag, i),
+			call := testkit.Call{Command: cmd, ContainerID: fmt.Sprintf("%s-%s-%d", p.name, tag, i),
 				Netns: pod.Path(), IfName: "eth0", Path: p.path, Conf: p.conf}
 			start := time.Now()
 			o, err := call.Exec(ctx, node, p.bin)

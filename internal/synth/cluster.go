@@ -1,0 +1,198 @@
+package synth
+
+import (
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weir-cni/weir/internal/fixtures"
+	"github.com/weir-cni/weir/policy"
+)
+
+// The node a generated cluster is seen from owns NodeCIDR; other nodes own
+// 10.N.0.0/16.
+const (
+	NodeName    = "bench-node"
+	NodeAddr    = "192.168.77.1"
+	NodeCIDR    = "10.0.0.0/16"
+	ClusterCIDR = "10.0.0.0/8"
+)
+
+// Options size a generated cluster.
+type Options struct {
+	Pods, Policies int
+	// Namespaces the pods and policies are spread over: pods/100 and at
+	// least 3 when 0.
+	Namespaces int
+	// Local is how many of each namespace's first pods run on NodeName;
+	// up to 10, they have one app label each, so that every app<K>-*
+	// policy (below) selects a local pod and is compiled.
+	Local int
+	// TierPort is a named port the tier-* policies allow besides TCP 5432,
+	// one no generated pod has: the caller adds the pods that do. None
+	// when empty.
+	TierPort string
+}
+
+// The benchmarks' sizes: 10,000 pods and 1,000 policies on a node with 100
+// local pods (one per namespace), or 1,000 in the dense variant (ten per
+// namespace, one per app label, so that every policy is compiled).
+var (
+	Big   = Options{Pods: 10000, Policies: 1000, Local: 1}
+	Dense = Options{Pods: 10000, Policies: 1000, Local: 10}
+)
+
+// Cluster is the cluster of the benchmarks (a busy node: 10,000 pods and
+// 1,000 policies at full size). Namespaces ns<N> are labelled with a team
+// (two neighbouring namespaces, one production and one staging, share a
+// team) and a purpose; a last namespace, monitoring, has a few pods and no
+// policy. Pods have an app and a role label and the named ports http,
+// metrics and dns. Policies are spread over the namespaces, ten shapes per
+// namespace:
+//
+//   - app<K>-<j> (K = 0..7) select app=app<K>: ingress from role=frontend
+//     pods of their namespace on TCP 80 and the named port http, from
+//     app=app<K+1> pods of their team's production namespaces on TCP
+//     9000-9100, from 172.16.0.0/12 minus one /24 on TCP 443; egress
+//     (except K = 3 and 7, ingress-only) to 10.0.0.0/8 minus one /16 on UDP
+//     and TCP 53 and to role=db pods of their namespace on TCP 5432;
+//   - monitoring-<j> selects every pod ({}): ingress from namespaces with
+//     purpose In (monitoring) on the named port metrics;
+//   - tier-<j> selects role In (db, frontend): ingress from role=frontend
+//     pods of the production namespaces of their team and the next, egress
+//     to role=db pods of those of their team and the previous, both on TCP
+//     5432 and TierPort, plus egress to 172.16.0.0/12 on TCP 443.
+//
+// Local pods have addresses from 10.0.1.0 up; the others are spread over
+// 99 other nodes.
+func Cluster(o Options) policy.Snapshot {
+	s := policy.Snapshot{
+		Node: policy.Node{Name: NodeName, Addrs: []netip.Addr{netip.MustParseAddr(NodeAddr)},
+			PodCIDRs: []netip.Prefix{netip.MustParsePrefix(NodeCIDR)}},
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix(ClusterCIDR)},
+	}
+	nss := o.Namespaces
+	if nss == 0 {
+		nss = max(o.Pods/100, 3)
+	}
+	for n := range nss {
+		purpose := "production"
+		if n%2 == 1 {
+			purpose = "staging"
+		}
+		s.Namespaces = append(s.Namespaces, policy.Namespace{Name: fmt.Sprint("ns", n),
+			Labels: map[string]string{"team": fmt.Sprint("t", team(n)), "purpose": purpose}})
+	}
+	s.Namespaces = append(s.Namespaces, policy.Namespace{Name: "monitoring", Labels: map[string]string{"purpose": "monitoring"}})
+	for i := range o.Pods {
+		s.Pods = append(s.Pods, pod(i, nss, i/nss < o.Local))
+	}
+	for j := range o.Policies {
+		s.Policies = append(s.Policies, netpol(j, j%nss, (j/nss)%10, o.TierPort))
+	}
+	return s
+}
+
+// pod is generated pod i of a cluster of nss namespaces.
+func pod(i, nss int, local bool) policy.Pod {
+	p := policy.Pod{
+		Namespace: fmt.Sprint("ns", i%nss), Name: fmt.Sprint("pod", i),
+		Labels: map[string]string{"app": fmt.Sprint("app", (i/nss)%10), "role": []string{"frontend", "backend", "db"}[i%3]},
+		Ports: []policy.ContainerPort{{Name: "http", Protocol: "TCP", Port: 8080},
+			{Name: "metrics", Protocol: "TCP", Port: 9090}, {Name: "dns", Protocol: "UDP", Port: 53}},
+	}
+	if i%97 == 96 && !local {
+		p.Namespace = "monitoring"
+	}
+	if local {
+		p.Node = NodeName
+		k := i + 256 // 10.0.1.0 and up
+		p.IPs = []netip.Addr{netip.AddrFrom4([4]byte{10, 0, byte(k >> 8), byte(k)})}
+	} else {
+		n, k := 1+i%99, i/99
+		p.Node = fmt.Sprint("node", n)
+		p.IPs = []netip.Addr{netip.AddrFrom4([4]byte{10, byte(n), byte(k >> 8), byte(k)})}
+	}
+	return p
+}
+
+var tcp, udp = corev1.ProtocolTCP, corev1.ProtocolUDP
+
+// netpol is policy j, of shape k, in namespace ns<n>.
+func netpol(j, n, k int, tierPort string) *networkingv1.NetworkPolicy {
+	ns, t := fmt.Sprint("ns", n), team(n)
+	meta := func(name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%04d", name, j)}
+	}
+	both := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
+	switch k {
+	case 9:
+		return &networkingv1.NetworkPolicy{ObjectMeta: meta("monitoring"), Spec: networkingv1.NetworkPolicySpec{
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: fixtures.In("purpose", "monitoring")}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: fixtures.Named("metrics")}},
+			}},
+		}}
+	case 8:
+		benchPorts := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: fixtures.Port(5432)}}
+		if tierPort != "" {
+			benchPorts = append(benchPorts, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: fixtures.Named(tierPort)})
+		}
+		return &networkingv1.NetworkPolicy{ObjectMeta: meta("tier"), Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: *fixtures.In("role", "db", "frontend"),
+			PolicyTypes: both,
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: teams(t, t+1), PodSelector: fixtures.Match("role", "frontend")}},
+				Ports: benchPorts,
+			}},
+			Egress: []networkingv1.NetworkPolicyEgressRule{
+				{To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: teams(t, t+9), PodSelector: fixtures.Match("role", "db")}}, Ports: benchPorts},
+				{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "172.16.0.0/12"}}},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: fixtures.Port(443)}}},
+			},
+		}}
+	}
+	p := &networkingv1.NetworkPolicy{ObjectMeta: meta(fmt.Sprint("app", k)), Spec: networkingv1.NetworkPolicySpec{
+		PodSelector: *fixtures.Match("app", fmt.Sprint("app", k)),
+		PolicyTypes: both,
+		Ingress: []networkingv1.NetworkPolicyIngressRule{
+			{From: []networkingv1.NetworkPolicyPeer{{PodSelector: fixtures.Match("role", "frontend")}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: fixtures.Port(80)}, {Protocol: &tcp, Port: fixtures.Named("http")}}},
+			{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: teams(t), PodSelector: fixtures.Match("app", fmt.Sprint("app", (k+1)%10))}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: fixtures.Port(9000), EndPort: fixtures.Ptr(int32(9100))}}},
+			{From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "172.16.0.0/12", Except: []string{fmt.Sprintf("172.16.%d.0/24", j%256)}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: fixtures.Port(443)}}},
+		},
+		Egress: []networkingv1.NetworkPolicyEgressRule{
+			{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{fmt.Sprintf("10.%d.0.0/16", 1+j%99)}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: fixtures.Port(53)}, {Protocol: &tcp, Port: fixtures.Port(53)}}},
+			{To: []networkingv1.NetworkPolicyPeer{{PodSelector: fixtures.Match("role", "db")}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: fixtures.Port(5432)}}},
+		},
+	}}
+	if k%4 == 3 {
+		p.Spec.PolicyTypes = p.Spec.PolicyTypes[:1]
+		p.Spec.Egress = nil
+	}
+	return p
+}
+
+// team is the team of namespace n: two neighbouring namespaces, one in
+// production and one in staging, share a team.
+func team(n int) int { return (n / 2) % 10 }
+
+// teams selects the production namespaces of some teams (mod 10):
+// matchLabels and matchExpressions together.
+func teams(ts ...int) *metav1.LabelSelector {
+	var vs []string
+	for _, t := range ts {
+		vs = append(vs, fmt.Sprint("t", t%10))
+	}
+	sel := fixtures.In("team", vs...)
+	sel.MatchLabels = map[string]string{"purpose": "production"}
+	return sel
+}
