@@ -67,17 +67,17 @@ fuzz:
 bench: build tools
 	@[ "$$(id -u)" = 0 ] || { echo "make bench: run as root"; exit 1; }
 	@echo "== plugin ADD/DEL: weir vs bridge + host-local"
-	$(GO) build -o $(BIN)/addbench ./bench/cmd/addbench
-	$(BIN)/addbench -weir $(BIN)/weir -ref $(TOOLS_BIN)
+	$(GO) build -o $(BIN)/bench-cni-add ./cmd/bench-cni-add
+	$(BIN)/bench-cni-add -weir $(BIN)/weir -ref $(TOOLS_BIN)
 	@echo "== ruleset compile and apply: 10,000 pods / 1,000 policies, full sync and one change; worst-shaped policies"
 	$(GO) test -tags integration -run XXX -bench . -benchtime 8x ./policy
 	@echo "== datapath: throughput, latency, connection rate with the table vs none (and iptables)"
-	$(GO) build -o $(BIN)/dataplane ./bench/dataplane
-	$(BIN)/dataplane -weir $(BIN)/weir -iptables -breakdown
+	$(GO) build -o $(BIN)/bench-datapath ./cmd/bench-datapath
+	$(BIN)/bench-datapath -weir $(BIN)/weir -iptables -breakdown
 	@echo "== agent against a real kube-apiserver: API write -> kernel latency, RSS"
 	hack/build-k8s.sh
-	$(GO) build -o $(BIN)/kubebench ./bench/kube
-	$(BIN)/kubebench -agent $(BIN)/weir-agent
+	$(GO) build -o $(BIN)/bench-api-to-kernel ./cmd/bench-api-to-kernel
+	$(BIN)/bench-api-to-kernel -agent $(BIN)/weir-agent
 
 demo: build
 	@[ "$$(id -u)" = 0 ] || { echo "make demo: run as root"; exit 1; }

@@ -1,4 +1,4 @@
-// Command kube measures weir-agent against a real kube-apiserver (started
+// Command bench-api-to-kernel measures weir-agent against a real kube-apiserver (started
 // by the integration/kube harness on loopback): the time from one API write
 // (a pod label change) to the kernel holding its effect, with 10,000 pods
 // and 1,000 policies in the cluster, and the agent's resident memory. Run
@@ -45,14 +45,14 @@ func run() int {
 	}
 	defer stop()
 	if err := bench(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "kube bench:", err)
+		fmt.Fprintln(os.Stderr, "bench-api-to-kernel:", err)
 		return 1
 	}
 	return 0
 }
 
 func bench(ctx context.Context, o options) (err error) {
-	tmp, err := os.MkdirTemp("", "weir-kubebench-")
+	tmp, err := os.MkdirTemp("", "weir-bench-api-to-kernel-")
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-// Command dataplane measures what weir's NetworkPolicy enforcement costs the
+// Command bench-datapath measures what weir's NetworkPolicy enforcement costs the
 // data path between two pods: single-stream TCP throughput, request/response
 // latency (64-byte ping-pong on one connection) and new-connection rate
 // (connect, request, response, close), with client and server threads
@@ -81,7 +81,7 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := bench(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "dataplane:", err)
+		fmt.Fprintln(os.Stderr, "bench-datapath:", err)
 		return 1
 	}
 	return 0

@@ -1,4 +1,4 @@
-// Command addbench measures the time per pod of CNI ADD and DEL for weir
+// Command bench-cni-add measures the time per pod of CNI ADD and DEL for weir
 // and for the reference plugins bridge + host-local, driven the same way
 // (direct exec with the same CNI environment, from inside one node network
 // namespace), in interleaved A/B rounds. It needs root. It touches the
@@ -44,7 +44,7 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := bench(ctx, *weir, *ref, *rounds, *pods, *version); err != nil {
-		fmt.Fprintln(os.Stderr, "addbench:", err)
+		fmt.Fprintln(os.Stderr, "bench-cni-add:", err)
 		return 1
 	}
 	return 0
@@ -65,7 +65,7 @@ func bench(ctx context.Context, weirBin, refDir string, rounds, pods int, versio
 	}
 	defer node.Delete()
 
-	fmt.Printf("addbench: %d rounds x %d pods per plugin, interleaved, cniVersion %s, node netns %s\n",
+	fmt.Printf("bench-cni-add: %d rounds x %d pods per plugin, interleaved, cniVersion %s, node netns %s\n",
 		rounds, pods, version, node.Name)
 	for _, p := range ps {
 		fmt.Printf("  %-10s %s\n", p.name, p.conf)
