@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Snapshot is everything Compile needs to know about the cluster, as seen
@@ -19,6 +20,13 @@ type Snapshot struct {
 	// Pods of every node: peers may live anywhere.
 	Pods     []Pod
 	Policies []*networkingv1.NetworkPolicy
+	// ClusterPolicies are the cluster's ClusterNetworkPolicies, both tiers
+	// (see cluster.go).
+	ClusterPolicies []*cnpv1beta1.ClusterNetworkPolicy
+	// Nodes are every node of the cluster, this one included, with what
+	// the nodes peers of ClusterNetworkPolicy egress rules match: their
+	// labels and addresses.
+	Nodes []PeerNode
 	// LogDenied, when its Group is set, logs the packets isolation drops
 	// (see DeniedLog).
 	LogDenied DeniedLog
@@ -46,6 +54,15 @@ type Node struct {
 	Addrs []netip.Addr
 	// PodCIDRs are this node's pod ranges.
 	PodCIDRs []netip.Prefix
+}
+
+// PeerNode is a node as a ClusterNetworkPolicy nodes peer sees it: its
+// labels, and the addresses of its status (every IP address the node
+// reports, InternalIP and ExternalIP alike).
+type PeerNode struct {
+	Name   string
+	Labels map[string]string
+	Addrs  []netip.Addr
 }
 
 // Namespace is a namespace and its labels.
