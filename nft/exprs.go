@@ -154,6 +154,8 @@ func kernelVerdict(v ruleset.Verdict) *expr.Verdict {
 		return &expr.Verdict{Kind: expr.VerdictJump, Chain: v.Chain}
 	case ruleset.VerdictDrop:
 		return &expr.Verdict{Kind: expr.VerdictDrop}
+	case ruleset.VerdictReturn:
+		return &expr.Verdict{Kind: expr.VerdictReturn}
 	default:
 		return &expr.Verdict{Kind: expr.VerdictAccept}
 	}
@@ -169,6 +171,8 @@ func kernelChain(c ruleset.Chain) *nftables.Chain {
 			hook = nftables.ChainHookPostrouting
 		case ruleset.HookPrerouting:
 			hook = nftables.ChainHookPrerouting
+		case ruleset.HookInput:
+			hook = nftables.ChainHookInput
 		}
 		policy := nftables.ChainPolicyAccept
 		kc.Hooknum = hook
@@ -219,6 +223,17 @@ func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) boo
 				&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true, FlagPRESENT: true},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}})
 			continue
+		case ruleset.MatchMark:
+			op := expr.CmpOpEq
+			if m.Negate {
+				op = expr.CmpOpNeq
+			}
+			bits := binaryutil.NativeEndian.PutUint32(m.Mark)
+			exprs = append(exprs,
+				&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: bits, Xor: []byte{0, 0, 0, 0}},
+				&expr.Cmp{Op: op, Register: 1, Data: bits})
+			continue
 		}
 		if m.ID != 0 {
 			exprs = append(exprs, idExprs(m, &fam, interval(m.Set))...)
@@ -235,6 +250,13 @@ func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) boo
 			exprs = append(exprs, &expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Unit: expr.LimitTimeSecond, Burst: 5})
 		}
 		exprs = append(exprs, &expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP, Group: l.Group, Data: []byte(l.Prefix)})
+	}
+	if m := r.Mark; m != nil {
+		exprs = append(exprs,
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(^m.Mask), Xor: binaryutil.NativeEndian.PutUint32(m.Value)},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
 	}
 	switch v := r.Verdict; {
 	case r.Log != nil && v.Kind == ruleset.VerdictNone:

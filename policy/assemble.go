@@ -23,6 +23,7 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	for name, es := range x.dispatch() {
 		elems[name] = es
 	}
+	x.tierDispatch(elems)
 	elems[setGroupsIn], elems[setGroupsEg] = x.nsGroups[0], x.nsGroups[1]
 	var r ruleset.Ruleset
 	sets := make([]ruleset.Set, 0, len(skeletonSets)+4)
@@ -43,12 +44,18 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 		switch ch.Name {
 		case chainEgress:
 			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirEgress)...)
+			chain.Rules = append(chain.Rules, vmapRule(mapBaselineEgress4, ruleset.FieldIPSaddr), vmapRule(mapBaselineEgress6, ruleset.FieldIP6Saddr))
 		case chainIngress:
 			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirIngress)...)
+			chain.Rules = append(chain.Rules, vmapRule(mapBaselineIngress4, ruleset.FieldIPDaddr), vmapRule(mapBaselineIngress6, ruleset.FieldIP6Daddr))
 		}
 		chains = append(chains, chain)
 	}
+	chains = append(chains, inputChain(x.ifPrefix))
 	for _, ch := range x.selChains {
+		chains = append(chains, ch)
+	}
+	for _, ch := range x.tierChains {
 		chains = append(chains, ch)
 	}
 	sets, chains = x.masquerade(sets, chains)
@@ -96,6 +103,9 @@ func (x *Compiler) policyPart() {
 	x.polCounters = merge(keptCounters, counters, counterName)
 	x.polProblems = nil
 	for _, ps := range x.polOrder {
+		x.polProblems = append(x.polProblems, ps.out.problems...)
+	}
+	for _, ps := range x.cpOrder {
 		x.polProblems = append(x.polProblems, ps.out.problems...)
 	}
 	slices.Sort(x.polProblems)

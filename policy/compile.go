@@ -41,6 +41,7 @@ type policyBuilder struct {
 	chains   map[string]*ruleset.Chain
 	problems []string
 	selected [2][]*podRec
+	pass     [2]bool // Admin Pass rules, per direction
 	// elems counts the elements of the groups the rules use; over is set
 	// once they pass MaxPolicyElements (see limits.go).
 	elems int
@@ -88,9 +89,9 @@ func (c *policyBuilder) addChain(ch ruleset.Chain) {
 // output sorts what the policy built; the result is shared by the rulesets
 // of later calls and never modified.
 func (c *policyBuilder) output() policyOut {
-	out := policyOut{problems: c.problems, selected: c.selected}
+	out := policyOut{problems: c.problems, selected: c.selected, pass: c.pass}
 	if c.dry {
-		out.selected = [2][]*podRec{}
+		out.selected, out.pass = [2][]*podRec{}, [2]bool{}
 		return out
 	}
 	for _, g := range c.groups {
@@ -199,18 +200,16 @@ func (c *policyBuilder) policyRules(p *networkingv1.NetworkPolicy, d direction, 
 	var rules []ruleset.Rule
 	if d == dirIngress {
 		for i, r := range p.Spec.Ingress {
-			rules = append(rules, c.compileRule(ruleInput{
-				dir: d, key: c.ps.key, hash: c.ps.hash, ns: p.Namespace, name: p.Name, index: i,
-				peers: r.From, ports: r.Ports, selected: selected, selector: skey,
-			})...)
+			in := c.npRule(p, d, i, selected, skey)
+			in.peers, in.ports = r.From, r.Ports
+			rules = append(rules, c.compileRule(in)...)
 		}
 		return rules
 	}
 	for i, r := range p.Spec.Egress {
-		rules = append(rules, c.compileRule(ruleInput{
-			dir: d, key: c.ps.key, hash: c.ps.hash, ns: p.Namespace, name: p.Name, index: i,
-			peers: r.To, ports: r.Ports, selected: selected, selector: skey,
-		})...)
+		in := c.npRule(p, d, i, selected, skey)
+		in.peers, in.ports = r.To, r.Ports
+		rules = append(rules, c.compileRule(in)...)
 	}
 	return rules
 }

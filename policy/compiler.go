@@ -9,6 +9,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Compiler compiles snapshots one after the other, keeping what it learnt
@@ -58,12 +59,20 @@ type Compiler struct {
 	allUsers    map[*policyState]struct{} // policies that use every pod
 	portUsers   map[*policyState]struct{} // policies with named ports
 
-	policies  map[podID]*policyState
-	polOrder  []*policyState // sorted by key
-	fam       [2]bool
-	dirty     map[*policyState]struct{}
-	selChains map[string]ruleset.Chain // selection chains of the last call, by name
-	selMemo   map[string]ruleset.Chain // selection chains by identity
+	policies map[podID]*policyState
+	polOrder []*policyState // sorted by key
+	// ClusterNetworkPolicies by name, and in evaluation order; the
+	// cluster's nodes (sorted by name) and the policies with nodes peers.
+	cpolicies  map[string]*policyState
+	cpOrder    []*policyState
+	nodes      []PeerNode
+	nodeUsers  map[*policyState]struct{}
+	passMark   uint32
+	tierChains map[string]ruleset.Chain // tier selection chains of the last call, by name
+	fam        [2]bool
+	dirty      map[*policyState]struct{}
+	selChains  map[string]ruleset.Chain // selection chains of the last call, by name
+	selMemo    map[string]ruleset.Chain // selection chains by identity
 	// Every policy's chains, counters and problems, sorted; polStale when
 	// a policy changed since.
 	polChains   []ruleset.Chain
@@ -94,6 +103,7 @@ type policyState struct {
 	hash string // ruleset.Hash8(key)
 	src  *networkingv1.NetworkPolicy
 	pol  *networkingv1.NetworkPolicy // src with its namespace defaulted
+	cnp  *cnp.ClusterNetworkPolicy   // or the ClusterNetworkPolicy it is
 	gen  uint64
 	out  policyOut
 	// The cached results the last compilation used.
@@ -109,8 +119,11 @@ type policyOut struct {
 	counters []ruleset.Counter // sorted by name
 	problems []string
 	// selected lists the local pods the policy isolates, per direction
-	// (0 ingress, 1 egress).
+	// (0 ingress, 1 egress); for a ClusterNetworkPolicy, those its subject
+	// holds, for the directions it has rules for.
 	selected [2][]*podRec
+	// pass tells, per direction, that an Admin tier policy has Pass rules.
+	pass [2]bool
 }
 
 // NewCompiler returns a Compiler that has seen nothing yet: its first
@@ -139,6 +152,9 @@ func (x *Compiler) reset(node string) {
 		allUsers:    map[*policyState]struct{}{},
 		portUsers:   map[*policyState]struct{}{},
 		policies:    map[podID]*policyState{},
+		cpolicies:   map[string]*policyState{},
+		nodeUsers:   map[*policyState]struct{}{},
+		tierChains:  map[string]ruleset.Chain{},
 		dirty:       map[*policyState]struct{}{},
 		selChains:   map[string]ruleset.Chain{},
 		selMemo:     map[string]ruleset.Chain{},
@@ -186,9 +202,25 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	x.syncPods(s.Pods)
 	x.refreshNamespaces()
 	x.syncPolicies(s.Policies)
+	passMark := s.TierPassMark
+	if passMark == 0 {
+		passMark = DefaultTierPassMark
+	}
+	if passMark != x.passMark {
+		x.passMark = passMark
+		for _, ps := range x.cpolicies {
+			x.dirty[ps] = struct{}{}
+		}
+		clear(x.tierChains)
+	}
+	x.syncNodes(s.Nodes)
+	x.syncClusterPolicies(s.ClusterPolicies)
 	if fam := x.families(); first || fam != x.fam {
 		x.fam = fam // the sets a rule gets depend on it
 		for _, ps := range x.policies {
+			x.dirty[ps] = struct{}{}
+		}
+		for _, ps := range x.cpolicies {
 			x.dirty[ps] = struct{}{}
 		}
 	}
@@ -213,7 +245,11 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 func (x *Compiler) compile(ps *policyState) {
 	x.unregister(ps)
 	c := &policyBuilder{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*ruleset.Chain{}}
-	c.compilePolicy(ps.pol)
+	if ps.cnp != nil {
+		c.compileClusterPolicy(ps.cnp)
+	} else {
+		c.compilePolicy(ps.pol)
+	}
 	x.replaced = append(x.replaced, ps.out)
 	x.changed[ps] = struct{}{}
 	ps.out = c.output()

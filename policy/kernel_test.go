@@ -69,10 +69,8 @@ type kpod struct {
 // compiled ruleset there through netlink, and checks that real TCP and UDP
 // probes are allowed or dropped exactly as Trace says, and as expected.
 func TestKernelAgreesWithTrace(t *testing.T) {
-	n := testkit.NewTestNS(t, "weirt-pol-")
+	n := routerNS(t, "weirt-pol-")
 	node, nodePath := n.Name, n.Path()
-	testkit.Run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
-		"net.ipv6.conf.default.accept_dad=0")
 	pods := []*kpod{
 		{pod: Pod{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}}, addr: "10.0.0.10/24", gw: "10.0.0.1/24",
 			addr6: "fd00:0::10/64", gw6: "fd00:0::1/64"},
@@ -93,18 +91,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		Namespaces: []Namespace{{Name: "default"}, {Name: "prod", Labels: map[string]string{"purpose": "production"}},
 			{Name: "other"}},
 	}
-	for i, p := range pods {
-		p.netns = testkit.NewTestNS(t, "weirt-pod-")
-		wire(t, node, p, i)
-		p.pod.Node = "n1"
-		p.pod.IPs = []netip.Addr{netip.MustParsePrefix(p.addr).Addr()}
-		if p.addr6 != "" {
-			p.pod.IPs = append(p.pod.IPs, netip.MustParsePrefix(p.addr6).Addr())
-		}
-		if p.pod.Namespace != "ext" { // "external" hosts are not pods
-			snap.Pods = append(snap.Pods, p.pod)
-		}
-	}
+	snap.Pods = wireAll(t, node, pods)
 	for _, doc := range strings.Split(kernelPolicies, "\n---\n") {
 		var p networkingv1.NetworkPolicy
 		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
@@ -178,19 +165,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			if tc.proto == "udp" {
 				pkt.Proto = ruleset.ProtoUDP
 			}
-			traced, reasons := ruleset.Trace(r, pkt)
-			for _, s := range reasons {
-				if s.Rule.Counter != "" {
-					counted[s.Rule.Counter] = true
-				}
-			}
-			if traced != tc.want {
-				t.Errorf("trace says %v, want %v\n%s", traced, tc.want, ruleset.JoinSteps(reasons, "\n"))
-			}
-			got := probe(t, src, dst, pkt.Dst, tc.proto, tc.port)
-			if got != tc.want {
-				t.Errorf("kernel says %v, want %v; trace:\n%s", got, tc.want, ruleset.JoinSteps(reasons, "\n"))
-			}
+			traceAndProbe(t, r, src, dst, pkt, tc.proto, tc.want, counted)
 		})
 	}
 	// Every rule that decided a probe counted it; no other counter moved.
@@ -290,6 +265,53 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 	if got := full[counter].Packets; got != 0 {
 		t.Errorf("counter %s holds %d packets after a full replacement, want 0", counter, got)
 	}
+}
+
+// traceAndProbe checks that Trace and a real probe from src to dst both
+// give want for pkt (whose destination port is probed over proto), and
+// records in counted the counters of the rules that decided.
+func traceAndProbe(t *testing.T, r ruleset.Ruleset, src, dst *kpod, pkt ruleset.Packet, proto string, want ruleset.VerdictKind, counted map[string]bool) {
+	t.Helper()
+	traced, steps := ruleset.Trace(r, pkt)
+	for _, s := range steps {
+		if s.Rule.Counter != "" {
+			counted[s.Rule.Counter] = true
+		}
+	}
+	if traced != want {
+		t.Errorf("trace says %v, want %v\n%s", traced, want, ruleset.JoinSteps(steps, "\n"))
+	}
+	if got := probe(t, src, dst, pkt.Dst, proto, int(pkt.DPort)); got != want {
+		t.Errorf("kernel says %v, want %v; trace:\n%s", got, want, ruleset.JoinSteps(steps, "\n"))
+	}
+}
+
+// routerNS is a fresh node namespace that forwards IPv4 and IPv6.
+func routerNS(t *testing.T, prefix string) *testkit.NS {
+	n := testkit.NewTestNS(t, prefix)
+	testkit.Run(t, "ip", "netns", "exec", n.Name, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+		"net.ipv6.conf.default.accept_dad=0")
+	return n
+}
+
+// wireAll gives each of pods a namespace wired to node (see wire), on node
+// n1, and returns them as the snapshot's pods: all but those of namespace
+// "ext", which stand for hosts outside the cluster.
+func wireAll(t *testing.T, node string, pods []*kpod) []Pod {
+	var out []Pod
+	for i, p := range pods {
+		p.netns = testkit.NewTestNS(t, "weirt-pod-")
+		wire(t, node, p, i)
+		p.pod.Node = "n1"
+		p.pod.IPs = []netip.Addr{netip.MustParsePrefix(p.addr).Addr()}
+		if p.addr6 != "" {
+			p.pod.IPs = append(p.pod.IPs, netip.MustParsePrefix(p.addr6).Addr())
+		}
+		if p.pod.Namespace != "ext" {
+			out = append(out, p.pod)
+		}
+	}
+	return out
 }
 
 // wire links a pod namespace to the node namespace with a veth: the node

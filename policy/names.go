@@ -71,6 +71,7 @@ const (
 	chainIngress = "forward-ingress" // base chain: destination pod's ingress
 	chainMasq    = "postrouting-masq"
 	chainSpoof   = "prerouting-spoof" // base chain: drops spoofed pod sources (spoof.go)
+	chainInput   = "input-egress"     // base chain: local pods to their node, Admin tier (cluster.go)
 
 	setNodeAddrs4 = "node-addrs4" // the node's own addresses
 	setNodeAddrs6 = "node-addrs6"
@@ -80,23 +81,32 @@ const (
 	mapEgress6    = "egress-pods6"
 	mapIngress4   = "ingress-pods4" // local pod IP : jump sel-in-...
 	mapIngress6   = "ingress-pods6"
-	setPodCIDRs4  = "pod-cidrs4" // this node's pod CIDRs
-	setPodCIDRs6  = "pod-cidrs6"
-	setCluster4   = "cluster-cidrs4" // every pod CIDR of the cluster
-	setCluster6   = "cluster-cidrs6"
-	setPeers4     = "peers4" // id . pod address of selector peers
-	setPeers6     = "peers6"
-	setBlocks4    = "blocks4" // id . address range of ipBlock peers
-	setBlocks6    = "blocks6"
-	setNamed4     = "named4" // id . destination address . protocol . port
-	setNamed6     = "named6"
-	setPorts      = "ports"     // id . protocol . port range of rules with many ports
-	setUnrouted4  = "unrouted4" // sources the anti-spoofing check lets pass
-	setUnrouted6  = "unrouted6"
-	setLocalPods4 = "local-pods4" // addresses of the local pods the agent classified
-	setLocalPods6 = "local-pods6"
-	setGroupsIn   = "ingress-groups" // link groups of namespaces with an ingress policy
-	setGroupsEg   = "egress-groups"  // link groups of namespaces with an egress policy
+	// The tiers' pod maps: local pod IP : jump adm-eg-... (cluster.go).
+	mapAdminEgress4     = "admin-egress-pods4"
+	mapAdminEgress6     = "admin-egress-pods6"
+	mapAdminIngress4    = "admin-ingress-pods4"
+	mapAdminIngress6    = "admin-ingress-pods6"
+	mapBaselineEgress4  = "baseline-egress-pods4"
+	mapBaselineEgress6  = "baseline-egress-pods6"
+	mapBaselineIngress4 = "baseline-ingress-pods4"
+	mapBaselineIngress6 = "baseline-ingress-pods6"
+	setPodCIDRs4        = "pod-cidrs4" // this node's pod CIDRs
+	setPodCIDRs6        = "pod-cidrs6"
+	setCluster4         = "cluster-cidrs4" // every pod CIDR of the cluster
+	setCluster6         = "cluster-cidrs6"
+	setPeers4           = "peers4" // id . pod address of selector peers
+	setPeers6           = "peers6"
+	setBlocks4          = "blocks4" // id . address range of ipBlock peers
+	setBlocks6          = "blocks6"
+	setNamed4           = "named4" // id . destination address . protocol . port
+	setNamed6           = "named6"
+	setPorts            = "ports"     // id . protocol . port range of rules with many ports
+	setUnrouted4        = "unrouted4" // sources the anti-spoofing check lets pass
+	setUnrouted6        = "unrouted6"
+	setLocalPods4       = "local-pods4" // addresses of the local pods the agent classified
+	setLocalPods6       = "local-pods6"
+	setGroupsIn         = "ingress-groups" // link groups of namespaces with an ingress policy
+	setGroupsEg         = "egress-groups"  // link groups of namespaces with an egress policy
 
 	counterDeniedIn = "denied-ingress" // packets isolation dropped
 	counterDeniedEg = "denied-egress"
@@ -121,6 +131,7 @@ const (
 
 	prefixPolicy    = "pol-" // pol-in-HASH-ns/name
 	prefixSelection = "sel-" // sel-in-HASH-ns
+	prefixCluster   = "cnp-" // cnp-adm-in-HASH-name
 
 	// maxReadable bounds the readable namespace/name part of a name so that
 	// every name stays under the kernel's 256-byte limit.
@@ -136,10 +147,12 @@ var skeleton = []ruleset.Chain{
 		Rules: []ruleset.Rule{
 			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
 			ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
-			lookupRule(ownerNode(ruleset.Egress), setNodeAddrs4, ruleset.FieldIPDaddr),
-			lookupRule(ownerNode(ruleset.Egress), setNodeAddrs6, ruleset.FieldIP6Daddr),
 			lookupRule(ownerSelf, setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
 			lookupRule(ownerSelf, setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
+			vmapRule(mapAdminEgress4, ruleset.FieldIPSaddr),
+			vmapRule(mapAdminEgress6, ruleset.FieldIP6Saddr),
+			lookupRule(ownerNode(ruleset.Egress), setNodeAddrs4, ruleset.FieldIPDaddr),
+			lookupRule(ownerNode(ruleset.Egress), setNodeAddrs6, ruleset.FieldIP6Daddr),
 			vmapRule(mapEgress4, ruleset.FieldIPSaddr),
 			vmapRule(mapEgress6, ruleset.FieldIP6Saddr),
 		},
@@ -150,10 +163,12 @@ var skeleton = []ruleset.Chain{
 		Rules: []ruleset.Rule{
 			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
 			ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
-			lookupRule(ownerNode(ruleset.Ingress), setNodeAddrs4, ruleset.FieldIPSaddr),
-			lookupRule(ownerNode(ruleset.Ingress), setNodeAddrs6, ruleset.FieldIP6Saddr),
 			lookupRule(ownerSelf, setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
 			lookupRule(ownerSelf, setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
+			vmapRule(mapAdminIngress4, ruleset.FieldIPDaddr),
+			vmapRule(mapAdminIngress6, ruleset.FieldIP6Daddr),
+			lookupRule(ownerNode(ruleset.Ingress), setNodeAddrs4, ruleset.FieldIPSaddr),
+			lookupRule(ownerNode(ruleset.Ingress), setNodeAddrs6, ruleset.FieldIP6Saddr),
 			vmapRule(mapIngress4, ruleset.FieldIPDaddr),
 			vmapRule(mapIngress6, ruleset.FieldIP6Daddr),
 		},
@@ -170,6 +185,14 @@ var skeletonSets = []ruleset.Set{
 	{Name: mapEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "egress-isolated local pods"},
 	{Name: mapIngress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "ingress-isolated local pods"},
 	{Name: mapIngress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "ingress-isolated local pods"},
+	{Name: mapAdminEgress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Admin tier egress rules"},
+	{Name: mapAdminEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Admin tier egress rules"},
+	{Name: mapAdminIngress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Admin tier ingress rules"},
+	{Name: mapAdminIngress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Admin tier ingress rules"},
+	{Name: mapBaselineEgress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Baseline tier egress rules"},
+	{Name: mapBaselineEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Baseline tier egress rules"},
+	{Name: mapBaselineIngress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Baseline tier ingress rules"},
+	{Name: mapBaselineIngress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Baseline tier ingress rules"},
 	{Name: setPeers4, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Comment: "selector peers by rule id"},
 	{Name: setPeers6, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv6}, Comment: "selector peers by rule id"},
 	{Name: setBlocks4, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Interval: true, Comment: "ipBlock peers by rule id"},

@@ -13,15 +13,30 @@ import (
 // ruleInput is one ingress or egress rule of one policy.
 type ruleInput struct {
 	dir      direction
-	key      string // namespace/name
-	hash     string // ruleset.Hash8(key)
-	ns       string
-	name     string // the policy's name
-	index    int
+	ns       string // the namespace of a podSelector-only peer
 	peers    []networkingv1.NetworkPolicyPeer
 	ports    []networkingv1.NetworkPolicyPort
 	selected []*podRec // local pods the policy selects
-	selector string    // the policy's podSelector key
+	// localDef is the definition of the selected pods (the group of the
+	// names of ingress named ports resolves against them).
+	localDef string
+	// owner, counter, verdict and mark are what each nft rule of the rule
+	// carries: a NetworkPolicy rule accepts; a ClusterNetworkPolicy rule
+	// does what its action says (cluster.go).
+	owner   ruleset.Owner
+	counter string
+	verdict ruleset.Verdict
+	mark    *ruleset.MarkSet
+}
+
+// npRule is the input of rule index of NetworkPolicy p for direction d.
+func (c *policyBuilder) npRule(p *networkingv1.NetworkPolicy, d direction, index int, selected []*podRec, skey string) ruleInput {
+	return ruleInput{
+		dir: d, ns: p.Namespace, selected: selected, localDef: defKey("local", p.Namespace, skey),
+		owner:   ruleset.Owner{Kind: ruleset.OwnerPolicyRule, Namespace: p.Namespace, Policy: p.Name, Direction: d.long(), Rule: index},
+		counter: policyCounterName(d, c.ps.hash, c.ps.key, index),
+		verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept},
+	}
 }
 
 // family holds the per-family fields and shared set names.
@@ -60,8 +75,7 @@ var families = []family{
 // A rule thus has at most (maxInlinePorts + 1) × 2 rules per family.
 // An invalid peer or port makes the rule allow nothing and is reported.
 func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
-	owner := ruleset.Owner{Kind: ruleset.OwnerPolicyRule, Namespace: in.ns, Policy: in.name, Direction: in.dir.long(), Rule: in.index}
-	where := owner.String()
+	where := in.owner.String()
 	ps, err := parsePorts(in.ports)
 	if err != nil {
 		c.problem("%s: %v (rule allows nothing)", where, err)
@@ -94,13 +108,12 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 		alts = c.peerAlternatives(in.dir, resolved, fams)
 	}
 	var out []ruleset.Rule
-	counter := policyCounterName(in.dir, in.hash, in.key, in.index)
 	add := func(ms ...[]ruleset.Match) {
 		var all []ruleset.Match
 		for _, m := range ms {
 			all = append(all, m...)
 		}
-		out = append(out, ruleset.Rule{Matches: all, Counter: counter, Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}, Owner: owner})
+		out = append(out, ruleset.Rule{Matches: all, Counter: in.counter, Mark: in.mark, Verdict: in.verdict, Owner: in.owner})
 	}
 	withPeers := func(pm []ruleset.Match) {
 		if !hasPeers {
@@ -131,7 +144,7 @@ func (c *policyBuilder) namedPortRules(in ruleInput, where string, named []named
 	// dst lists the pods the names resolve against: called only when the
 	// group is not computed yet in this Compile, so a memo hit lists none.
 	// bound is at least the pods dst lists.
-	dst, dstDef, bound := func() []*podRec { return in.selected }, defKey("local", in.ns, in.selector), len(in.selected)
+	dst, dstDef, bound := func() []*podRec { return in.selected }, in.localDef, len(in.selected)
 	if in.dir == dirEgress {
 		dst, dstDef, bound = resolved.pods, resolved.podsDef(), resolved.podBound()
 		if !hasPeers {

@@ -218,6 +218,7 @@ func (x *Compiler) unregister(ps *policyState) {
 	ps.entries, ps.nsEntries = ps.entries[:0], ps.nsEntries[:0]
 	delete(x.allUsers, ps)
 	delete(x.portUsers, ps)
+	delete(x.nodeUsers, ps)
 }
 
 // sweep drops the cached results no policy uses any more.

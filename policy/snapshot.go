@@ -30,6 +30,9 @@ type Snapshot struct {
 	// LogDenied, when its Group is set, logs the packets isolation drops
 	// (see DeniedLog).
 	LogDenied DeniedLog
+	// TierPassMark is the packet mark bit of an Admin tier Pass (see
+	// cluster.go); 0 means DefaultTierPassMark.
+	TierPassMark uint32
 	// PodInterfacePrefix starts the name of the host-side veth of every
 	// local pod (the plugin's hostInterfacePrefix): packets coming in on
 	// such an interface must carry a source address routed back through

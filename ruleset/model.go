@@ -79,6 +79,7 @@ type Hook string
 // Hooks weir uses.
 const (
 	HookPrerouting  Hook = "prerouting"
+	HookInput       Hook = "input"
 	HookForward     Hook = "forward"
 	HookPostrouting Hook = "postrouting"
 )
@@ -105,7 +106,9 @@ type Rule struct {
 	Counter string
 	// Log, when set, logs the packet (through NFLOG) and goes on; such a
 	// rule has no verdict.
-	Log     *Log
+	Log *Log
+	// Mark, when set, rewrites the packet's mark before the verdict.
+	Mark    *MarkSet
 	Verdict Verdict
 	// Owner says what put the rule there; the rule's comment is rendered
 	// from it (Owner.String).
@@ -115,6 +118,13 @@ type Rule struct {
 // CounterValue is what a named counter has counted.
 type CounterValue struct {
 	Packets, Bytes uint64
+}
+
+// MarkSet rewrites the packet mark: the bits of Mask take the values of
+// Value (mark = mark &^ Mask | Value; Value has no bit outside Mask).
+// iptables' MARK --set-xmark Value/Mask does the same.
+type MarkSet struct {
+	Mask, Value uint32
 }
 
 // Log sends a packet to an NFLOG group with a prefix, at most Rate packets
@@ -166,6 +176,9 @@ const (
 	// MatchOifname tests that the output interface's name starts with
 	// IfPrefix (`oifname "weir*"`), or not when Negate.
 	MatchOifname
+	// MatchMark tests that every bit of Mark is set in the packet mark
+	// (`meta mark & 0x00800000 == 0x00800000`), or not when Negate.
+	MatchMark
 )
 
 // Conntrack states, as the kernel's bit values.
@@ -195,6 +208,9 @@ type Match struct {
 	// IfPrefix is the interface name prefix of MatchIifname and
 	// MatchOifname.
 	IfPrefix string
+
+	// Mark holds the bits MatchMark tests.
+	Mark uint32
 }
 
 // VerdictKind is what a rule or map element does with a packet.
@@ -211,6 +227,9 @@ const (
 	VerdictMasquerade
 	// VerdictVMap looks Fields up in the verdict map Map.
 	VerdictVMap
+	// VerdictReturn ends the chain: evaluation goes on after the rule that
+	// jumped to it (in a base chain: the chain's policy).
+	VerdictReturn
 )
 
 // Verdict is the action of a rule or the value of a map element.

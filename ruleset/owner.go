@@ -1,6 +1,10 @@
 package ruleset
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
 
 // Direction is the direction of traffic a rule polices, named as
 // NetworkPolicy names it.
@@ -43,12 +47,26 @@ const (
 	// OwnerMasquerade is the masquerading of pods' packets leaving the
 	// cluster.
 	OwnerMasquerade
+	// OwnerPass ends the Admin tier of a packet a ClusterNetworkPolicy
+	// rule passed (Action Pass) to NetworkPolicy and the Baseline tier.
+	OwnerPass
+)
+
+// Tier is the tier of a ClusterNetworkPolicy, as the API names it; the
+// empty Tier is NetworkPolicy's.
+type Tier string
+
+// Tiers, in the order a packet meets them: Admin, NetworkPolicy, Baseline.
+const (
+	TierNetworkPolicy Tier = ""
+	TierAdmin         Tier = "Admin"
+	TierBaseline      Tier = "Baseline"
 )
 
 // String names the kind: "policy", "policy-rule", "isolation", and so on;
 // "none" for OwnerNone.
 func (k OwnerKind) String() string {
-	names := [...]string{"none", "policy", "policy-rule", "isolation", "unclassified", "spoof", "node", "self", "masquerade"}
+	names := [...]string{"none", "policy", "policy-rule", "isolation", "unclassified", "spoof", "node", "self", "masquerade", "pass"}
 	if k < 0 || int(k) >= len(names) {
 		return "kind " + strconv.Itoa(int(k))
 	}
@@ -61,8 +79,11 @@ func (k OwnerKind) String() string {
 // fields. The zero Owner is OwnerNone.
 type Owner struct {
 	Kind OwnerKind
+	// Tier is the tier of a ClusterNetworkPolicy (OwnerPolicy,
+	// OwnerPolicyRule, OwnerPass); TierNetworkPolicy for a NetworkPolicy.
+	Tier Tier
 	// Namespace and Policy name the NetworkPolicy (OwnerPolicy,
-	// OwnerPolicyRule).
+	// OwnerPolicyRule); a ClusterNetworkPolicy has no Namespace.
 	Namespace, Policy string
 	// Direction is set for every kind but OwnerSpoof, OwnerSelf,
 	// OwnerMasquerade and OwnerNone.
@@ -70,15 +91,53 @@ type Owner struct {
 	// Rule is the index of the rule in the policy's spec.ingress or
 	// spec.egress (OwnerPolicyRule); 0 for the other kinds.
 	Rule int
+	// RuleName and Action are a ClusterNetworkPolicy rule's name (empty
+	// when unset) and action (Accept, Deny, Pass), OwnerPolicyRule only.
+	RuleName, Action string
 }
 
-// PolicyKey is the policy's namespace/name (OwnerPolicy, OwnerPolicyRule).
-func (o Owner) PolicyKey() string { return o.Namespace + "/" + o.Policy }
+// PolicyKey is the policy's namespace/name (OwnerPolicy, OwnerPolicyRule)
+// or, for a ClusterNetworkPolicy, its name.
+func (o Owner) PolicyKey() string {
+	if o.Tier != TierNetworkPolicy {
+		return o.Policy
+	}
+	return o.Namespace + "/" + o.Policy
+}
 
-// String is the rule's comment: "ns/name ingress rule 0" for a policy
+// cluster names a ClusterNetworkPolicy with its tier: "Admin cnp/name".
+func (o Owner) cluster() string { return string(o.Tier) + " cnp/" + o.Policy }
+
+// maxComment is the longest comment nft reads back (NFTNL_UDATA_COMMENT_MAXLEN);
+// the kernel keeps at most 256 bytes of a rule's user data.
+const maxComment = 128
+
+// String is the rule's comment, at most maxComment bytes: "ns/name ingress rule 0" for a policy
 // rule, "ns/name" for the jump to a policy's chain, a short description
 // for weir's own rules, and nothing for OwnerNone.
 func (o Owner) String() string {
+	s := o.comment()
+	if len(s) <= maxComment {
+		return s
+	}
+	s = s[:maxComment]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func (o Owner) comment() string {
+	switch {
+	case o.Kind == OwnerPolicy && o.Tier != TierNetworkPolicy:
+		return o.cluster()
+	case o.Kind == OwnerPolicyRule && o.Tier != TierNetworkPolicy:
+		s := o.cluster() + " " + string(o.Direction) + " rule " + strconv.Itoa(o.Rule)
+		if o.RuleName != "" {
+			s += " '" + commentSafe(o.RuleName) + "'"
+		}
+		return s + ": " + o.Action
+	}
 	switch o.Kind {
 	case OwnerPolicy:
 		return o.PolicyKey()
@@ -99,6 +158,8 @@ func (o Owner) String() string {
 		return "pod to itself"
 	case OwnerMasquerade:
 		return "pods to outside the cluster"
+	case OwnerPass:
+		return string(o.Direction) + " passed by the Admin tier"
 	}
 	return ""
 }
@@ -108,4 +169,15 @@ func (o Owner) String() string {
 type Counter struct {
 	Name  string
 	Owner Owner
+}
+
+// commentSafe replaces what an nft comment cannot hold (double quotes,
+// backslashes, control characters) with '_'.
+func commentSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, s)
 }

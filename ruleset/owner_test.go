@@ -3,6 +3,7 @@ package ruleset
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -23,6 +24,16 @@ func TestOwnerComments(t *testing.T) {
 		{Owner{Kind: OwnerNode, Direction: Ingress}, "node to its local pod"},
 		{Owner{Kind: OwnerSelf}, "pod to itself"},
 		{Owner{Kind: OwnerMasquerade}, "pods to outside the cluster"},
+		{Owner{Kind: OwnerPolicy, Tier: TierAdmin, Policy: "mon", Direction: Ingress}, "Admin cnp/mon"},
+		{Owner{Kind: OwnerPolicyRule, Tier: TierBaseline, Policy: "dflt", Direction: Egress, Rule: 1, Action: "Deny"},
+			"Baseline cnp/dflt egress rule 1: Deny"},
+		{Owner{Kind: OwnerPolicyRule, Tier: TierAdmin, Policy: "mon", Direction: Ingress, RuleName: "only prometheus", Action: "Pass"},
+			`Admin cnp/mon ingress rule 0 'only prometheus': Pass`},
+		{Owner{Kind: OwnerPolicyRule, Tier: TierAdmin, Policy: "mon", Direction: Ingress, RuleName: `a "b" \ c`, Action: "Deny"},
+			`Admin cnp/mon ingress rule 0 'a _b_ _ c': Deny`},
+		{Owner{Kind: OwnerPolicyRule, Namespace: "ns", Policy: strings.Repeat("é", 100), Direction: Egress},
+			"ns/" + strings.Repeat("é", 62)},
+		{Owner{Kind: OwnerPass, Tier: TierAdmin, Direction: Egress}, "egress passed by the Admin tier"},
 	}
 	for _, tc := range cases {
 		if got := tc.owner.String(); got != tc.want {

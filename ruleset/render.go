@@ -218,6 +218,9 @@ func (r Rule) String() string {
 		}
 		parts = append(parts, fmt.Sprintf("log prefix %q group %d", l.Prefix, l.Group))
 	}
+	if m := r.Mark; m != nil {
+		parts = append(parts, m.String())
+	}
 	if r.Log == nil || r.Verdict.Kind != VerdictNone {
 		parts = append(parts, r.Verdict.String())
 	}
@@ -250,6 +253,12 @@ func (m Match) String() string {
 		return fmt.Sprintf("%s %q", name, m.IfPrefix+"*")
 	case MatchRPFail:
 		return "fib saddr . iif oif missing"
+	case MatchMark:
+		op := "=="
+		if m.Negate {
+			op = "!="
+		}
+		return fmt.Sprintf("meta mark & 0x%08x %s 0x%08x", m.Mark, op, m.Mark)
 	}
 	op := ""
 	if m.Negate {
@@ -300,6 +309,20 @@ func (v Verdict) String() string {
 		return "masquerade"
 	case VerdictVMap:
 		return fieldsString(v.Fields) + " vmap @" + v.Map
+	case VerdictReturn:
+		return "return"
 	}
 	return "continue"
+}
+
+// String prints the statement as nft lists it: an or when the bits are
+// set, an and when they are cleared, both otherwise.
+func (m MarkSet) String() string {
+	switch {
+	case m.Value == m.Mask:
+		return fmt.Sprintf("meta mark set meta mark | 0x%08x", m.Value)
+	case m.Value == 0:
+		return fmt.Sprintf("meta mark set meta mark & 0x%08x", ^m.Mask)
+	}
+	return fmt.Sprintf("meta mark set meta mark & 0x%08x | 0x%08x", ^m.Mask, m.Value)
 }

@@ -20,6 +20,11 @@ type Packet struct {
 	// without them is of a packet between two hosts weir does not wire.
 	InIface, OutIface string
 	InGroup, OutGroup uint32
+	// Mark is the packet mark it arrives with.
+	Mark uint32
+	// ToHost is a packet to one of the node's own addresses: it meets the
+	// input hook's base chains instead of the forward hook's.
+	ToHost bool
 }
 
 // IP protocol numbers of the protocols NetworkPolicy knows, for
@@ -84,23 +89,28 @@ func (s Step) String() string {
 	return s.Chain + ": " + s.Rule.String()
 }
 
-// Trace walks the forward-hook base chains of r in priority order, as the
-// kernel would for p, and returns VerdictAccept or VerdictDrop with the
-// steps that decided, in order. An accept ends one base chain only; a drop
-// is final; a base chain that falls through accepts (policy accept).
+// Trace walks the forward-hook base chains of r (the input hook's when
+// p.ToHost) in priority order, as the kernel would for p, and returns
+// VerdictAccept or VerdictDrop with the steps that decided, in order. An
+// accept ends one base chain only; a drop is final; a base chain that
+// falls through or returns accepts (policy accept).
 func Trace(r Ruleset, p Packet) (VerdictKind, []Step) {
 	if p.CtState == 0 {
 		p.CtState = CtNew
 	}
 	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
+	hook := HookForward
+	if p.ToHost {
+		hook = HookInput
+	}
 	var base []Chain
 	for _, c := range r.Chains {
-		if c.Base != nil && c.Base.Hook == HookForward {
+		if c.Base != nil && c.Base.Type == "filter" && c.Base.Hook == hook {
 			base = append(base, c)
 		}
 	}
 	sort.SliceStable(base, func(i, j int) bool { return base[i].Base.Priority < base[j].Base.Priority })
-	t := tracer{r: r, p: p}
+	t := tracer{r: r, p: p, mark: p.Mark}
 	for _, c := range base {
 		v := t.chain(c, 0)
 		if v == VerdictDrop {
@@ -116,6 +126,7 @@ func Trace(r Ruleset, p Packet) (VerdictKind, []Step) {
 type tracer struct {
 	r     Ruleset
 	p     Packet
+	mark  uint32 // the packet mark, as rules rewrite it
 	steps []Step
 }
 
@@ -143,9 +154,14 @@ func (t *tracer) chain(c Chain, depth int) VerdictKind {
 			v = e.Verdict
 		}
 		t.steps = append(t.steps, Step{Kind: StepRule, Chain: c.Name, Index: i, Rule: rule, Owner: rule.Owner, Verdict: v})
+		if m := rule.Mark; m != nil {
+			t.mark = t.mark&^m.Mask | m.Value
+		}
 		switch v.Kind {
 		case VerdictAccept, VerdictDrop:
 			return v.Kind
+		case VerdictReturn:
+			return VerdictNone
 		case VerdictJump:
 			target, ok := t.r.Chain(v.Chain)
 			if !ok {
@@ -182,6 +198,8 @@ func (t *tracer) matches(ms []Match) bool {
 			// A Packet has no route: the test (prerouting only) never
 			// matches in a trace of the forward hook.
 			ok = false
+		case MatchMark:
+			ok = (t.mark&m.Mark == m.Mark) != m.Negate
 		}
 		if !ok {
 			return false

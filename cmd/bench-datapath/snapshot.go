@@ -57,4 +57,3 @@ func realPods() []policy.Pod {
 			IPs:    []netip.Addr{netip.MustParseAddr(clientIP)}},
 	}
 }
-

@@ -25,6 +25,9 @@ type Random struct {
 	// manyPorts is added, half the time, to the number of ports of a
 	// rule: policy's inline limit, so that rules also use its ports set.
 	manyPorts int
+	// Valid, when set, makes only input the API accepts: no invalid
+	// selector, no unknown protocol (the random draws stay the same).
+	Valid bool
 }
 
 // NewRandom returns a generator seeded with seed; manyPorts is the port
@@ -60,6 +63,10 @@ func (g *Random) Snapshot() policy.Snapshot {
 	}
 	for i := 0; i < 8; i++ {
 		s.Policies = append(s.Policies, g.policy())
+	}
+	s.Nodes = g.nodes()
+	for i := 0; i < 5; i++ {
+		s.ClusterPolicies = append(s.ClusterPolicies, g.clusterPolicy())
 	}
 	return s
 }
@@ -128,7 +135,7 @@ func (g *Random) selector() *metav1.LabelSelector {
 		}
 		return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{e}}
 	case 2:
-		if g.r.Intn(4) == 0 { // invalid: reported, fails closed
+		if g.r.Intn(4) == 0 && !g.Valid { // invalid: reported, fails closed
 			return &metav1.LabelSelector{MatchLabels: map[string]string{"app": "bad value!"}}
 		}
 	}
@@ -183,7 +190,7 @@ func (g *Random) policyPorts() []networkingv1.NetworkPolicyPort {
 		case 1:
 			p.Port, p.EndPort = fixtures.Port(1000), fixtures.Ptr(int32(1000+g.r.Intn(100)))
 		case 2:
-			if g.r.Intn(5) == 0 {
+			if g.r.Intn(5) == 0 && !g.Valid {
 				bad := corev1.Protocol("ICMP")
 				p.Protocol = &bad
 			}
@@ -228,6 +235,8 @@ func (g *Random) Mutate(s policy.Snapshot) (policy.Snapshot, string) {
 	s.Pods = slices.Clone(s.Pods)
 	s.Namespaces = slices.Clone(s.Namespaces)
 	s.Policies = slices.Clone(s.Policies)
+	s.ClusterPolicies = slices.Clone(s.ClusterPolicies)
+	s.Nodes = slices.Clone(s.Nodes)
 	pod := func() *policy.Pod {
 		if len(s.Pods) == 0 {
 			s.Pods = append(s.Pods, g.pod())
@@ -235,7 +244,7 @@ func (g *Random) Mutate(s policy.Snapshot) (policy.Snapshot, string) {
 		return &s.Pods[g.r.Intn(len(s.Pods))]
 	}
 	what := "nothing"
-	switch n := g.r.Intn(100); {
+	switch n := g.r.Intn(112); {
 	case n < 15:
 		s.Pods, what = append(s.Pods, g.pod()), "add pod"
 	case n < 25 && len(s.Pods) > 0:
@@ -284,6 +293,8 @@ func (g *Random) Mutate(s policy.Snapshot) (policy.Snapshot, string) {
 		s.Node.Name, what = g.pick([]string{"n1", "n2"}), "node name"
 	case n < 99: // group 0 logs nothing, whatever the rate
 		s.LogDenied, what = policy.DeniedLog{Group: uint16(g.r.Intn(3)), Rate: uint32(10 * g.r.Intn(2))}, "log denied"
+	case n >= 100:
+		what = g.mutateCluster(&s, n-100)
 	}
 	return s, what
 }
