@@ -328,6 +328,7 @@ func (c *policyBuilder) clusterRule(p *cnp.ClusterNetworkPolicy, tier ruleset.Ti
 		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictAccept}
 	case action == cnp.ClusterNetworkPolicyRuleActionDeny:
 		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictDrop}
+		in.log = c.x.deniedLog(in.counter)
 	case action == cnp.ClusterNetworkPolicyRuleActionPass && tier == ruleset.TierBaseline:
 		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictAccept} // to the default: allow
 	case action == cnp.ClusterNetworkPolicyRuleActionPass:
@@ -574,6 +575,21 @@ func (x *Compiler) tierSelectionChain(t ruleset.Tier, d direction, list []*polic
 	}
 	x.tierChains[name] = ch
 	return name
+}
+
+// deniedLog is the log statement of a Deny rule whose counter is counter,
+// when denied packets are logged: the prefix names the counter, whose
+// owner names the rule.
+func (x *Compiler) deniedLog(counter string) *ruleset.Log {
+	l := x.logDenied
+	if l.Group == 0 {
+		return nil
+	}
+	prefix := DeniedPrefix + counter
+	if len(prefix) > maxLogPrefix {
+		prefix = prefix[:maxLogPrefix]
+	}
+	return &ruleset.Log{Prefix: prefix, Group: l.Group, Rate: l.Rate}
 }
 
 // inputChain takes the packets local pods send to their node's own

@@ -206,7 +206,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	if passMark == 0 {
 		passMark = DefaultTierPassMark
 	}
-	if passMark != x.passMark {
+	if passMark != x.passMark || !logSame { // Pass rules mark, Deny rules log
 		x.passMark = passMark
 		for _, ps := range x.cpolicies {
 			x.dirty[ps] = struct{}{}

@@ -27,6 +27,7 @@ type ruleInput struct {
 	counter string
 	verdict ruleset.Verdict
 	mark    *ruleset.MarkSet
+	log     *ruleset.Log
 }
 
 // npRule is the input of rule index of NetworkPolicy p for direction d.
@@ -113,7 +114,7 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 		for _, m := range ms {
 			all = append(all, m...)
 		}
-		out = append(out, ruleset.Rule{Matches: all, Counter: in.counter, Mark: in.mark, Verdict: in.verdict, Owner: in.owner})
+		out = append(out, ruleset.Rule{Matches: all, Counter: in.counter, Log: in.log, Mark: in.mark, Verdict: in.verdict, Owner: in.owner})
 	}
 	withPeers := func(pm []ruleset.Match) {
 		if !hasPeers {
