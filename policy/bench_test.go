@@ -30,6 +30,24 @@ func BenchmarkCompile(b *testing.B) {
 	b.ReportMetric(float64(len(r.Sets)), "sets")
 }
 
+// BenchmarkCompileTiers is the big cluster with 1,000
+// ClusterNetworkPolicies of both tiers (synth.Options.ClusterPolicies).
+func BenchmarkCompileTiers(b *testing.B) {
+	o := synth.Big
+	o.ClusterPolicies = 1000
+	s := synth.Cluster(o)
+	var r ruleset.Ruleset
+	c0 := cpuTime()
+	for b.Loop() {
+		r = policy.Compile(s)
+	}
+	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
+	b.ReportMetric(float64(len(r.Chains)), "chains")
+	if len(r.Problems) > 0 {
+		b.Fatalf("problems: %v", r.Problems)
+	}
+}
+
 // BenchmarkCompileDense is the dense cluster: 1,000 local pods.
 func BenchmarkCompileDense(b *testing.B) {
 	s := synth.Cluster(synth.Dense)
