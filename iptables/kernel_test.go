@@ -289,8 +289,9 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 			}
 			counts := map[string]uint64{} // what the policy rules should count
 			for _, p := range sc.probes {
+				proto, _ := ruleset.ProtoNumber(p.proto)
 				pkt := ruleset.Packet{Src: pick(nodes[0].tp.hosts[p.from], p.v6), Dst: pick(nodes[0].tp.hosts[p.to], p.v6),
-					Proto: map[string]uint8{"tcp": ruleset.ProtoTCP, "udp": ruleset.ProtoUDP}[p.proto], DPort: uint16(p.port)}
+					Proto: proto, DPort: uint16(p.port)}
 				v, steps := ruleset.Trace(rs, pkt)
 				if (v == ruleset.VerdictAccept) != p.want {
 					t.Errorf("ruleset.Trace disagrees with the expected matrix on %s", describe(p))

@@ -174,10 +174,8 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			if tc.v6 {
 				fam = 1
 			}
-			pkt := ruleset.Packet{Src: src.pod.IPs[fam], Dst: dst.pod.IPs[fam], Proto: ruleset.ProtoTCP, DPort: uint16(tc.port)}
-			if tc.proto == "udp" {
-				pkt.Proto = ruleset.ProtoUDP
-			}
+			proto, _ := ruleset.ProtoNumber(tc.proto)
+			pkt := ruleset.Packet{Src: src.pod.IPs[fam], Dst: dst.pod.IPs[fam], Proto: proto, DPort: uint16(tc.port)}
 			traced, reasons := ruleset.Trace(r, pkt)
 			for _, s := range reasons {
 				if s.Rule.Counter != "" {
