@@ -10,11 +10,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/internal/testkit"
 )
 
@@ -32,16 +31,6 @@ func newKubeSimCluster(t *testing.T, n int, nsLabels map[string]map[string]strin
 	c := &simCluster{t: t, kc: kc, manifests: t.TempDir()}
 	c.wire(n)
 	return c
-}
-
-// policy decodes a NetworkPolicy written as YAML.
-func policy(t *testing.T, y string) *networkingv1.NetworkPolicy {
-	t.Helper()
-	np := &networkingv1.NetworkPolicy{}
-	if err := yaml.UnmarshalStrict([]byte(y), np); err != nil {
-		t.Fatal(err)
-	}
-	return np
 }
 
 // eventually retries the probes until they all hold or the deadline passes
@@ -93,7 +82,7 @@ func TestKubeAgentsEnforceAcrossNodes(t *testing.T) {
 		c.eventually(t, []probe{tcp("a/client", "b/server", 8080, true), udp("c/other", "a/client", 9090, true),
 			v6(tcp("a/client", "b/server", 8080, true)), tcp("b/server", "c/other", 9090, true)})
 	})
-	if _, err := kube.CreatePolicy(ctx, client, policy(t, serverFromClient)); err != nil {
+	if _, err := kube.CreatePolicy(ctx, client, fixtures.Policy(t, serverFromClient)); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("policy holds across nodes, TCP and UDP", func(t *testing.T) {
@@ -120,7 +109,7 @@ func TestKubeAgentsEnforceAcrossNodes(t *testing.T) {
 		c.eventually(t, []probe{tcp("c/other", "b/server", 8080, false)})
 	})
 	t.Run("policy edited", func(t *testing.T) {
-		spec := policy(t, serverFromClient).Spec
+		spec := fixtures.Policy(t, serverFromClient).Spec
 		spec.Ingress[0].From = nil // every peer
 		spec.Ingress[0].Ports = spec.Ingress[0].Ports[:1]
 		if err := kube.UpdatePolicy(ctx, client, "b", "server-from-client", spec); err != nil {
@@ -143,7 +132,7 @@ func TestKubePodIPReuseTakesTheNewPodsPolicy(t *testing.T) {
 	c.waitAllSynced([]int{0, 0})
 	c.addPod(c.nodes[0], &tpod{ns: "a", name: "client", labels: map[string]string{"app": "client"}, ips: []string{"10.200.1.10", "fd00:200:1::10"}})
 	c.addPod(c.nodes[1], &tpod{ns: "b", name: "old", labels: map[string]string{"app": "open"}, ips: []string{"10.200.2.20", "fd00:200:2::20"}})
-	if _, err := kube.CreatePolicy(ctx, c.kc.Client, policy(t, `
+	if _, err := kube.CreatePolicy(ctx, c.kc.Client, fixtures.Policy(t, `
 metadata: {name: lock, namespace: b}
 spec:
   podSelector: {matchLabels: {app: locked}}
@@ -198,7 +187,7 @@ spec:
   - from: [{podSelector: {matchLabels: {app: server}}},
            {namespaceSelector: {}, podSelector: {matchLabels: {app: marker}}}]
 `} {
-		if _, err := kube.CreatePolicy(ctx, client, policy(t, y)); err != nil {
+		if _, err := kube.CreatePolicy(ctx, client, fixtures.Policy(t, y)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -263,7 +252,7 @@ func (c *simCluster) restartAgent(nd *simNode) {
 func TestKubeOutagesNeverOpenTheNode(t *testing.T) {
 	ctx := context.Background()
 	c := newKubeSimCluster(t, 2, map[string]map[string]string{"a": {}, "b": {}})
-	if _, err := kube.CreatePolicy(ctx, c.kc.Client, policy(t, `
+	if _, err := kube.CreatePolicy(ctx, c.kc.Client, fixtures.Policy(t, `
 metadata: {name: only-client, namespace: b}
 spec:
   podSelector: {}

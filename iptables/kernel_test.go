@@ -9,11 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	networkingv1 "k8s.io/api/networking/v1"
-	"sigs.k8s.io/yaml"
-
 	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/examples"
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
@@ -59,16 +57,7 @@ func kernelSnapshot(t testing.TB, policies string) policy.Snapshot {
 		}
 		s.Pods = append(s.Pods, p)
 	}
-	for _, doc := range strings.Split(policies, "\n---\n") {
-		if strings.TrimSpace(doc) == "" {
-			continue
-		}
-		var p networkingv1.NetworkPolicy
-		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
-			t.Fatalf("policy: %v", err)
-		}
-		s.Policies = append(s.Policies, &p)
-	}
+	s.Policies = fixtures.Policies(t, policies)
 	return s
 }
 
