@@ -6,10 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/weir-cni/weir/internal/testkit"
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 // Codes weir answers with. 1, 4, 6, 7, 8, 11 are the spec's; 100 is
@@ -248,11 +248,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 				t.Errorf("code = %d (%s: %s), want %d", o.Err.Code, o.Err.Msg, o.Err.Details, tc.wantCode)
 			}
 			text := o.Err.Msg + " " + o.Err.Details
-			for _, w := range tc.wantMsg {
-				if !strings.Contains(text, w) {
-					t.Errorf("error %q does not mention %q", text, w)
-				}
-			}
+			textdiff.Mentions(t, "error", text, tc.wantMsg...)
 			if got := n.allocated("weirnet"); !slices.Equal(got, storeBefore) {
 				t.Errorf("store changed: before %v, after %v", storeBefore, got)
 			}
