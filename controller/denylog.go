@@ -176,7 +176,7 @@ func parsePacket(b []byte) (packetInfo, error) {
 		return p, fmt.Errorf("IP version %d", b[0]>>4)
 	}
 	p.proto = ruleset.ProtoName(proto)
-	if proto != ruleset.ProtoTCP && proto != ruleset.ProtoUDP && proto != ruleset.ProtoSCTP {
+	if _, ports := ruleset.ProtoNumber(p.proto); !ports {
 		return p, nil
 	}
 	if len(l4) >= 4 {

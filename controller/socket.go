@@ -322,13 +322,11 @@ func resolve(s policy.Snapshot, ref, other string) (netip.Addr, error) {
 }
 
 func protoNumber(s string) (uint8, error) {
-	switch strings.ToUpper(s) {
-	case "", "TCP":
+	if s == "" {
 		return ruleset.ProtoTCP, nil
-	case "UDP":
-		return ruleset.ProtoUDP, nil
-	case "SCTP":
-		return ruleset.ProtoSCTP, nil
+	}
+	if n, ok := ruleset.ProtoNumber(s); ok {
+		return n, nil
 	}
 	return 0, fmt.Errorf("protocol %q: want TCP, UDP or SCTP", s)
 }

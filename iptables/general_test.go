@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -92,29 +91,21 @@ func generalRuleset() ruleset.Ruleset {
 // TestGeneralModelMatchesNFTTrace checks every construct against ruleset.Trace
 // on every combination of interesting packets.
 func TestGeneralModelMatchesNFTTrace(t *testing.T) {
-	rs := generalRuleset()
-	r := renderBoth(rs)
+	d := newDifferential(t, generalRuleset())
 	var addrs []netip.Addr
 	for _, s := range []string{"10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6",
 		"10.0.0.8", "10.0.0.9", "10.0.0.10", "10.0.0.127", "10.0.0.128", "10.0.1.4", "10.0.1.5", "10.0.1.6",
 		"10.0.2.2", "10.0.2.3", "10.0.2.9", "10.0.2.10"} {
 		addrs = append(addrs, netip.MustParseAddr(s))
 	}
-	n, fails := 0, 0
+	n := 0
 	for _, src := range addrs {
 		for _, dst := range addrs {
 			for _, port := range []uint16{7, 22, 53, 79, 80, 81, 82, 999, 1000, 2000, 2001} {
 				for _, proto := range []uint8{ruleset.ProtoTCP, ruleset.ProtoUDP, ruleset.ProtoSCTP} {
 					for _, st := range []uint32{ruleset.CtNew, ruleset.CtEstablished, ruleset.CtInvalid} {
-						p := ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st}
 						n++
-						want, ws := ruleset.Trace(rs, p)
-						got, gs, _ := r.trace(p)
-						if got != want && fails < 5 {
-							fails++
-							t.Errorf("%s: iptables %s, nftables %s\nnft:\n%s\niptables:\n%s", packetString(p),
-								fixtures.VerdictName(got), fixtures.VerdictName(want), ruleset.JoinSteps(ws, "\n"), strings.Join(gs, "\n"))
-						}
+						d.compare(ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st})
 					}
 				}
 			}

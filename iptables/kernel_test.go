@@ -9,11 +9,10 @@ import (
 	"strings"
 	"testing"
 
-	networkingv1 "k8s.io/api/networking/v1"
-	"sigs.k8s.io/yaml"
-
 	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/examples"
+	"github.com/weir-cni/weir/internal/fixtures"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
@@ -59,16 +58,7 @@ func kernelSnapshot(t testing.TB, policies string) policy.Snapshot {
 		}
 		s.Pods = append(s.Pods, p)
 	}
-	for _, doc := range strings.Split(policies, "\n---\n") {
-		if strings.TrimSpace(doc) == "" {
-			continue
-		}
-		var p networkingv1.NetworkPolicy
-		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
-			t.Fatalf("policy: %v", err)
-		}
-		s.Policies = append(s.Policies, &p)
-	}
+	s.Policies = fixtures.Policies(t, policies)
 	return s
 }
 
@@ -77,40 +67,40 @@ func kernelSnapshot(t testing.TB, policies string) policy.Snapshot {
 var kernelScenarios = []struct {
 	name     string
 	policies string
-	probes   []probe
+	probes   []testkit.Probe
 }{
-	{"no policy allows everything", "", []probe{
-		{from: "dev", to: "web", proto: "tcp", port: 80, want: true},
-		{from: "dev", to: "web", v6: true, proto: "udp", port: 53, want: true},
-		{from: "ext-except", to: "db", proto: "tcp", port: 6379, want: true},
+	{"no policy allows everything", "", []testkit.Probe{
+		{From: "dev", To: "web", Proto: "tcp", Port: 80, Want: true},
+		{From: "dev", To: "web", V6: true, Proto: "udp", Port: 53, Want: true},
+		{From: "ext-except", To: "db", Proto: "tcp", Port: 6379, Want: true},
 	}},
 	{"deny-all ingress in default", `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {namespace: default, name: deny-all}
 spec: {podSelector: {}}
-`, []probe{
-		{from: "dev", to: "web", proto: "tcp", port: 80, want: false},
-		{from: "prod", to: "db", v6: true, proto: "tcp", port: 6379, want: false},
-		{from: "frontend", to: "db", proto: "udp", port: 53, want: false},
-		{from: "web", to: "dev", proto: "tcp", port: 80, want: true},
-		{from: "db", to: "prod", v6: true, proto: "udp", port: 53, want: true},
+`, []testkit.Probe{
+		{From: "dev", To: "web", Proto: "tcp", Port: 80, Want: false},
+		{From: "prod", To: "db", V6: true, Proto: "tcp", Port: 6379, Want: false},
+		{From: "frontend", To: "db", Proto: "udp", Port: 53, Want: false},
+		{From: "web", To: "dev", Proto: "tcp", Port: 80, Want: true},
+		{From: "db", To: "prod", V6: true, Proto: "udp", Port: 53, Want: true},
 	}},
-	{"the talk's policies", examples.TalkPolicies, []probe{
-		{from: "prod", to: "web", proto: "tcp", port: 80, want: true},
-		{from: "prod", to: "web", v6: true, proto: "udp", port: 53, want: true},
-		{from: "dev", to: "web", proto: "tcp", port: 80, want: false},
-		{from: "frontend", to: "db", proto: "tcp", port: 6379, want: true},
-		{from: "frontend", to: "db", v6: true, proto: "tcp", port: 6379, want: true},
-		{from: "frontend", to: "db", proto: "tcp", port: 6380, want: false},
-		{from: "frontend", to: "db", proto: "udp", port: 6379, want: false},
-		{from: "ext-ok", to: "db", proto: "tcp", port: 6379, want: true},
-		{from: "ext-except", to: "db", proto: "tcp", port: 6379, want: false},
-		{from: "dev", to: "db", proto: "tcp", port: 6379, want: false},
-		{from: "db", to: "dev", proto: "tcp", port: 5978, want: true},
-		{from: "db", to: "dev", proto: "tcp", port: 80, want: false},
-		{from: "db", to: "ext-ok", proto: "tcp", port: 5978, want: false},
-		{from: "db", to: "dev", v6: true, proto: "tcp", port: 5978, want: false},
+	{"the talk's policies", examples.TalkPolicies, []testkit.Probe{
+		{From: "prod", To: "web", Proto: "tcp", Port: 80, Want: true},
+		{From: "prod", To: "web", V6: true, Proto: "udp", Port: 53, Want: true},
+		{From: "dev", To: "web", Proto: "tcp", Port: 80, Want: false},
+		{From: "frontend", To: "db", Proto: "tcp", Port: 6379, Want: true},
+		{From: "frontend", To: "db", V6: true, Proto: "tcp", Port: 6379, Want: true},
+		{From: "frontend", To: "db", Proto: "tcp", Port: 6380, Want: false},
+		{From: "frontend", To: "db", Proto: "udp", Port: 6379, Want: false},
+		{From: "ext-ok", To: "db", Proto: "tcp", Port: 6379, Want: true},
+		{From: "ext-except", To: "db", Proto: "tcp", Port: 6379, Want: false},
+		{From: "dev", To: "db", Proto: "tcp", Port: 6379, Want: false},
+		{From: "db", To: "dev", Proto: "tcp", Port: 5978, Want: true},
+		{From: "db", To: "dev", Proto: "tcp", Port: 80, Want: false},
+		{From: "db", To: "ext-ok", Proto: "tcp", Port: 5978, Want: false},
+		{From: "db", To: "dev", V6: true, Proto: "tcp", Port: 5978, Want: false},
 	}},
 	{"egress restricted to udp 53 of db", `
 apiVersion: networking.k8s.io/v1
@@ -122,13 +112,13 @@ spec:
   egress:
   - to: [{namespaceSelector: {matchLabels: {project: myproject}}, podSelector: {matchLabels: {role: db}}}]
     ports: [{protocol: UDP, port: 53}]
-`, []probe{
-		{from: "dev", to: "db", proto: "udp", port: 53, want: true},
-		{from: "dev", to: "db", v6: true, proto: "udp", port: 53, want: true},
-		{from: "dev", to: "db", proto: "tcp", port: 53, want: false},
-		{from: "dev", to: "web", proto: "udp", port: 53, want: false},
-		{from: "dev", to: "ext-ok", proto: "udp", port: 53, want: false},
-		{from: "web", to: "dev", proto: "tcp", port: 80, want: true},
+`, []testkit.Probe{
+		{From: "dev", To: "db", Proto: "udp", Port: 53, Want: true},
+		{From: "dev", To: "db", V6: true, Proto: "udp", Port: 53, Want: true},
+		{From: "dev", To: "db", Proto: "tcp", Port: 53, Want: false},
+		{From: "dev", To: "web", Proto: "udp", Port: 53, Want: false},
+		{From: "dev", To: "ext-ok", Proto: "udp", Port: 53, Want: false},
+		{From: "web", To: "dev", Proto: "tcp", Port: 80, Want: true},
 	}},
 	{"one rule of many ports and many peers", `
 apiVersion: networking.k8s.io/v1
@@ -149,20 +139,20 @@ spec:
     - port: 6379
     - {port: 8000, endPort: 8010}
     - {protocol: SCTP, port: 80}
-`, []probe{
-		{from: "prod", to: "db", proto: "tcp", port: 6379, want: true},
-		{from: "prod", to: "db", v6: true, proto: "tcp", port: 6379, want: true},
-		{from: "frontend", to: "db", v6: true, proto: "tcp", port: 80, want: true},
-		{from: "frontend", to: "db", proto: "udp", port: 53, want: true},
-		{from: "frontend", to: "db", v6: true, proto: "udp", port: 53, want: true},
-		{from: "frontend", to: "db", proto: "tcp", port: 6380, want: false},
-		{from: "frontend", to: "db", v6: true, proto: "tcp", port: 6380, want: false},
-		{from: "frontend", to: "db", proto: "udp", port: 80, want: false},
-		{from: "dev", to: "db", proto: "tcp", port: 6379, want: false},
-		{from: "dev", to: "db", v6: true, proto: "tcp", port: 80, want: false},
-		{from: "web", to: "db", proto: "tcp", port: 80, want: false},
-		{from: "ext-ok", to: "db", proto: "tcp", port: 5978, want: true},
-		{from: "ext-except", to: "db", proto: "tcp", port: 5978, want: false},
+`, []testkit.Probe{
+		{From: "prod", To: "db", Proto: "tcp", Port: 6379, Want: true},
+		{From: "prod", To: "db", V6: true, Proto: "tcp", Port: 6379, Want: true},
+		{From: "frontend", To: "db", V6: true, Proto: "tcp", Port: 80, Want: true},
+		{From: "frontend", To: "db", Proto: "udp", Port: 53, Want: true},
+		{From: "frontend", To: "db", V6: true, Proto: "udp", Port: 53, Want: true},
+		{From: "frontend", To: "db", Proto: "tcp", Port: 6380, Want: false},
+		{From: "frontend", To: "db", V6: true, Proto: "tcp", Port: 6380, Want: false},
+		{From: "frontend", To: "db", Proto: "udp", Port: 80, Want: false},
+		{From: "dev", To: "db", Proto: "tcp", Port: 6379, Want: false},
+		{From: "dev", To: "db", V6: true, Proto: "tcp", Port: 80, Want: false},
+		{From: "web", To: "db", Proto: "tcp", Port: 80, Want: false},
+		{From: "ext-ok", To: "db", Proto: "tcp", Port: 5978, Want: true},
+		{From: "ext-except", To: "db", Proto: "tcp", Port: 5978, Want: false},
 	}},
 }
 
@@ -289,13 +279,14 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 			}
 			counts := map[string]uint64{} // what the policy rules should count
 			for _, p := range sc.probes {
-				pkt := ruleset.Packet{Src: pick(nodes[0].tp.hosts[p.from], p.v6), Dst: pick(nodes[0].tp.hosts[p.to], p.v6),
-					Proto: map[string]uint8{"tcp": ruleset.ProtoTCP, "udp": ruleset.ProtoUDP}[p.proto], DPort: uint16(p.port)}
+				proto, _ := ruleset.ProtoNumber(p.Proto)
+				pkt := ruleset.Packet{Src: pick(nodes[0].tp.hosts[p.From], p.V6), Dst: pick(nodes[0].tp.hosts[p.To], p.V6),
+					Proto: proto, DPort: uint16(p.Port)}
 				v, steps := ruleset.Trace(rs, pkt)
-				if (v == ruleset.VerdictAccept) != p.want {
-					t.Errorf("ruleset.Trace disagrees with the expected matrix on %s", describe(p))
+				if (v == ruleset.VerdictAccept) != p.Want {
+					t.Errorf("ruleset.Trace disagrees with the expected matrix on %s", p)
 				}
-				if p.want {
+				if p.Want {
 					for _, c := range tracedCounters(steps) {
 						counts[c]++
 					}
@@ -312,8 +303,8 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 			for _, n := range nodes {
 				got := runProbes(t, n.tp, sc.probes)
 				for i, p := range sc.probes {
-					if got[i] != p.want {
-						t.Errorf("%s: %s: got allowed=%v, want %v", n.b.name, describe(p), got[i], p.want)
+					if got[i] != p.Want {
+						t.Errorf("%s: %s: got allowed=%v, want %v", n.b.name, p, got[i], p.Want)
 					}
 				}
 				after = append(after, n.b.counted(t))
@@ -324,12 +315,4 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 	if policyCounted == 0 {
 		t.Error("no policy rule counted a packet in any scenario")
 	}
-}
-
-func describe(p probe) string {
-	fam := "ipv4"
-	if p.v6 {
-		fam = "ipv6"
-	}
-	return fmt.Sprintf("%s -> %s %s %s/%d", p.from, p.to, fam, p.proto, p.port)
 }

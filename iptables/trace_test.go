@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"testing"
 
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -174,4 +176,41 @@ func (r rendered) trace(p ruleset.Packet) (v ruleset.VerdictKind, steps, counted
 func packetString(p ruleset.Packet) string {
 	return fmt.Sprintf("%s -> %s %s/%d %s in %s/%d out %s/%d", p.Src, p.Dst, ruleset.ProtoName(p.Proto), p.DPort, ctStates(p.CtState),
 		p.InIface, p.InGroup, p.OutIface, p.OutGroup)
+}
+
+// differential traces packets through both the rendered chains and
+// ruleset.Trace on the ruleset they come from, reporting the first five
+// disagreements of a test.
+type differential struct {
+	t     *testing.T
+	rs    ruleset.Ruleset
+	r     rendered
+	fails int
+}
+
+func newDifferential(t *testing.T, rs ruleset.Ruleset) *differential {
+	return &differential{t: t, rs: rs, r: renderBoth(rs)}
+}
+
+// compare reports p if the two verdicts differ, and returns the nftables
+// steps, the iptables steps and the counters iptables counted p into.
+func (d *differential) compare(p ruleset.Packet) (want []ruleset.Step, got, counted []string) {
+	d.t.Helper()
+	wv, want := ruleset.Trace(d.rs, p)
+	gv, got, counted := d.r.trace(p)
+	if gv != wv {
+		d.errorf(p, want, got, "iptables %s, nftables %s", fixtures.VerdictName(gv), fixtures.VerdictName(wv))
+	}
+	return want, got, counted
+}
+
+// errorf reports a disagreement on p with both traces, up to five a test.
+func (d *differential) errorf(p ruleset.Packet, want []ruleset.Step, got []string, format string, args ...any) {
+	d.t.Helper()
+	if d.fails >= 5 {
+		return
+	}
+	d.fails++
+	d.t.Errorf("%s: %s\nnft:\n%s\niptables:\n%s", packetString(p), fmt.Sprintf(format, args...),
+		ruleset.JoinSteps(want, "\n"), strings.Join(got, "\n"))
 }

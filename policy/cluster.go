@@ -521,28 +521,15 @@ func (x *Compiler) tierDispatch(out map[string][]ruleset.Elem) {
 			name := x.tierSelectionChain(k.tier, [2]direction{dirIngress, dirEgress}[k.d], list)
 			for _, ip := range p.IPs {
 				ip = ip.Unmap()
-				mp := tierMap(k.tier, k.d, ip.Is4())
+				f := families[0]
+				if !ip.Is4() {
+					f = families[1]
+				}
+				mp := f.tierMap(k.tier, [2]direction{dirIngress, dirEgress}[k.d])
 				out[mp] = append(out[mp], ruleset.Elem{Key: []ruleset.Range{single(ip)}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}})
 			}
 		}
 	}
-}
-
-// tierMap names the pod map of a tier, direction (0 ingress, 1 egress)
-// and family.
-func tierMap(t ruleset.Tier, d int, v4 bool) string {
-	maps := [2][2][2]string{
-		{{mapAdminIngress6, mapAdminIngress4}, {mapAdminEgress6, mapAdminEgress4}},
-		{{mapBaselineIngress6, mapBaselineIngress4}, {mapBaselineEgress6, mapBaselineEgress4}},
-	}
-	ti, fi := 0, 0
-	if t == ruleset.TierBaseline {
-		ti = 1
-	}
-	if v4 {
-		fi = 1
-	}
-	return maps[ti][d][fi]
 }
 
 // tierSelectionChain returns the name of the chain of list, the policies
@@ -592,6 +579,17 @@ func (x *Compiler) deniedLog(counter string) *ruleset.Log {
 	return &ruleset.Log{Prefix: prefix, Group: l.Group, Rate: l.Rate}
 }
 
+// baselineRules end the forward base chain of direction d: the Baseline
+// tier's pod map of each family.
+func baselineRules(d direction) []ruleset.Rule {
+	var out []ruleset.Rule
+	for _, f := range families {
+		pod, _ := f.ends(d)
+		out = append(out, vmapRule(f.tierMap(ruleset.TierBaseline, d), pod))
+	}
+	return out
+}
+
 // inputChain takes the packets local pods send to their node's own
 // addresses (the input hook) through the Admin tier; what it does not
 // decide is accepted, as NetworkPolicy always allows a pod its node.
@@ -602,13 +600,13 @@ func inputChain(ifPrefix string) ruleset.Chain {
 		r.Matches = []ruleset.Match{fromPod}
 		return r
 	}
-	return ruleset.Chain{
-		Name: chainInput,
-		Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookInput, Priority: ruleset.PriorityFilter},
-		Rules: []ruleset.Rule{
-			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
-			vmap(mapAdminEgress4, ruleset.FieldIPSaddr),
-			vmap(mapAdminEgress6, ruleset.FieldIP6Saddr),
-		},
+	ch := ruleset.Chain{
+		Name:  chainInput,
+		Base:  &ruleset.Base{Type: "filter", Hook: ruleset.HookInput, Priority: ruleset.PriorityFilter},
+		Rules: []ruleset.Rule{ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept)},
 	}
+	for _, f := range families {
+		ch.Rules = append(ch.Rules, vmap(f.tierMap(ruleset.TierAdmin, dirEgress), f.saddr))
+	}
+	return ch
 }
