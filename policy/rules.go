@@ -50,10 +50,10 @@ type family struct {
 	egressPods, ingressPods string // the forward chains' pod maps
 	// The tiers' pod maps, by tier (Admin, Baseline) and direction
 	// (ingress, egress): see cluster.go.
-	tierPods [2][2]string
-	podCIDRs, cluster       string // the masquerade chain's sets
-	localPods               string // the classified local pods (unclassified.go)
-	unrouted                string // the sources spoof.go lets pass
+	tierPods          [2][2]string
+	podCIDRs, cluster string // the masquerade chain's sets
+	localPods         string // the classified local pods (unclassified.go)
+	unrouted          string // the sources spoof.go lets pass
 }
 
 var families = []family{
