@@ -111,20 +111,11 @@ func (x *Compiler) syncClusterPolicies(list []*cnp.ClusterNetworkPolicy) {
 		if p == nil {
 			continue
 		}
-		ps := x.cpolicies[p.Name]
-		switch {
-		case ps == nil:
-			key := clusterKeyPrefix + p.Name
-			ps = &policyState{key: key, hash: ruleset.Hash8(key)}
-			x.cpolicies[p.Name] = ps
-			changed = true
-		case ps.gen != x.gen && sameClusterPolicy(ps.cnp, p):
-			ps.gen = x.gen
-			seen++
+		ps, created, unchanged := visit(x, x.cpolicies, p.Name, func() string { return clusterKeyPrefix + p.Name },
+			func(ps *policyState) bool { return sameClusterPolicy(ps.cnp, p) }, &seen)
+		changed = changed || created
+		if unchanged {
 			continue
-		}
-		if ps.gen != x.gen {
-			seen++
 		}
 		if ps.cnp == nil || ps.cnp.Spec.Tier != p.Spec.Tier || ps.cnp.Spec.Priority != p.Spec.Priority {
 			changed = true // the order changes
