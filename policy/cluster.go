@@ -538,6 +538,12 @@ func (x *Compiler) tierSelectionChain(t ruleset.Tier, d direction, list []*polic
 	}
 	ch := ruleset.Chain{Name: name}
 	for _, ps := range list {
+		if ps.out.pass[dirIndex(d)] { // a packet comes in with the bit clear, whoever set it
+			ch.Rules = append(ch.Rules, ruleset.Rule{Mark: &ruleset.MarkSet{Mask: x.passMark}})
+			break
+		}
+	}
+	for _, ps := range list {
 		ch.Rules = append(ch.Rules, ruleset.Rule{
 			Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: clusterChainName(t, d, ps.hash, ps.cnp.Name)},
 			Owner:   ruleset.Owner{Kind: ruleset.OwnerPolicy, Tier: t, Policy: ps.cnp.Name, Direction: d.long()},
@@ -592,10 +598,12 @@ func inputChain(ifPrefix string) ruleset.Chain {
 		return r
 	}
 	ch := ruleset.Chain{
-		Name:  chainInput,
-		Base:  &ruleset.Base{Type: "filter", Hook: ruleset.HookInput, Priority: ruleset.PriorityFilter},
-		Rules: []ruleset.Rule{ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept)},
+		Name: chainInput,
+		Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookInput, Priority: ruleset.PriorityFilter},
 	}
+	established := ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept)
+	established.Matches = append([]ruleset.Match{fromPod}, established.Matches...)
+	ch.Rules = append(ch.Rules, established) // pods' only: the node's own traffic is none of weir's business
 	for _, f := range families {
 		ch.Rules = append(ch.Rules, vmap(f.tierMap(ruleset.TierAdmin, dirEgress), f.saddr))
 	}

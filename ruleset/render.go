@@ -233,7 +233,7 @@ func (r Rule) String() string {
 	if m := r.Mark; m != nil {
 		parts = append(parts, m.String())
 	}
-	if r.Log == nil || r.Verdict.Kind != VerdictNone {
+	if r.Log == nil && r.Mark == nil || r.Verdict.Kind != VerdictNone {
 		parts = append(parts, r.Verdict.String())
 	}
 	if c := r.Owner.String(); c != "" {
