@@ -4,8 +4,9 @@
 # NAME-VERSION. With no argument it builds what the API-server tests
 # (integration/kube) start: etcd and kube-apiserver. hack/e2e.sh asks for
 # `all`: those plus kubelet, kube-controller-manager, kube-scheduler,
-# kube-proxy, kubectl, e2e.test (the upstream e2e suite) and agnhost (the
-# e2e tests' server image). It is idempotent: a binary already in the cache
+# kube-proxy, kubectl, e2e.test (the upstream e2e suite), agnhost (the
+# e2e tests' server image) and cnp-conformance.test (the ClusterNetworkPolicy
+# conformance suite of sigs.k8s.io/network-policy-api). It is idempotent: a binary already in the cache
 # is not rebuilt, so only the first run on a machine pays. Measured on 2
 # cores: cold (empty Go build cache) etcd 2-5 min, kube-apiserver 20-50 min
 # (1.4 GB of modules, 5.5 GB of build cache), each further binary 5-8 min;
@@ -21,6 +22,10 @@
 # Environment: WEIR_CACHE (cache root), ETCD_VERSION, K8S_VERSION,
 # WEIR_BUILD_JOBS (go build -p; default: the go default).
 set -eu
+
+# weir's own go.mod: the network-policy-api version and the k8s.io/*
+# versions the conformance suite is built against.
+GOMOD=$(cd "$(dirname "$0")/.." && pwd)/go.mod
 
 ETCD_VERSION=${ETCD_VERSION:-v3.7.3}
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
@@ -54,7 +59,7 @@ finish() {
 build() {
 	start=$(date +%s)
 	case $3 in
-	*/e2e.test-*) (cd "$1" && go test -c -mod=mod $PFLAG -ldflags="${4:-}" -o "$3.tmp" "$2") ;;
+	*/e2e.test-* | */cnp-conformance.test-*) (cd "$1" && go test -c -mod=mod $PFLAG -ldflags="${4:-}" -o "$3.tmp" "$2") ;;
 	*) (cd "$1" && go build -mod=mod $PFLAG -ldflags="${4:-}" -o "$3.tmp" "$2") ;;
 	esac
 	mv "$3.tmp" "$3"
@@ -121,18 +126,55 @@ k8s() {
 	echo "$out"
 }
 
+# modversion MODULE: MODULE's version in weir's go.mod.
+modversion() {
+	awk -v m="$1" '($1 == "require" ? $2 : $1) == m { print ($1 == "require" ? $3 : $2); exit }' "$GOMOD"
+}
+
+# cnpconformance: the test binary of sigs.k8s.io/network-policy-api's
+# conformance package at the version weir's go.mod requires, with k8s.io/*
+# at weir's versions (apiextensions-apiserver, which weir does not use, at
+# k8s.io/api's). Its own wrapper module keeps controller-runtime and the
+# rest of the suite's dependencies out of weir's go.mod. No go mod tidy:
+# the main module imports nothing of the suite, so tidy would drop the
+# pins; go test -mod=mod adds the rest at the versions the graph names.
+cnpconformance() {
+	v=$(modversion sigs.k8s.io/network-policy-api)
+	if [ -z "$v" ]; then
+		log "sigs.k8s.io/network-policy-api is not in $GOMOD"
+		exit 1
+	fi
+	out=$BIN/cnp-conformance.test-$v
+	if [ ! -x "$out" ]; then
+		dir=$CACHE/cnpbuild-$v
+		wrapper "$dir" weircnpbuild sigs.k8s.io/network-policy-api/conformance
+		printf '\nrequire sigs.k8s.io/network-policy-api %s\n' "$v" >>"$dir/go.mod.new"
+		awk '($1 == "require" ? $2 : $1) ~ /^k8s\.io\// {
+			print "require", ($1 == "require" ? $2 " " $3 : $1 " " $2) }' "$GOMOD" >>"$dir/go.mod.new"
+		printf 'require k8s.io/apiextensions-apiserver %s\n' "$(modversion k8s.io/api)" >>"$dir/go.mod.new"
+		mv "$dir/go.mod.new" "$dir/go.mod"
+		log "building the network-policy-api $v conformance suite in $dir"
+		build "$dir" sigs.k8s.io/network-policy-api/conformance "$out"
+	fi
+	echo "$out"
+}
+
 mkdir -p "$BIN"
 [ $# -gt 0 ] || set -- etcd kube-apiserver
-[ "$*" = all ] && set -- etcd $K8S_COMPONENTS
+[ "$*" = all ] && set -- etcd $K8S_COMPONENTS cnp-conformance.test
 for c in "$@"; do
-	case " etcd $K8S_COMPONENTS " in
+	case " etcd $K8S_COMPONENTS cnp-conformance.test " in
 	*" $c "*) ;;
 	*)
-		log "unknown component $c (etcd $K8S_COMPONENTS, or all)"
+		log "unknown component $c (etcd $K8S_COMPONENTS cnp-conformance.test, or all)"
 		exit 2
 		;;
 	esac
 done
 for c in "$@"; do
-	if [ "$c" = etcd ]; then etcd; else k8s "$c"; fi
+	case $c in
+	etcd) etcd ;;
+	cnp-conformance.test) cnpconformance ;;
+	*) k8s "$c" ;;
+	esac
 done

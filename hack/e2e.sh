@@ -8,6 +8,9 @@
 # the Pods networking and Service specs and weir's own checks, prints a
 # results table, tears everything down and compares the machine's own
 # namespaces with their state before. Exits non-zero if anything failed.
+# With the upstream suites it runs the ClusterNetworkPolicy conformance
+# suite of sigs.k8s.io/network-policy-api (at the version weir's go.mod
+# requires; its experimental CRD applied from the module as it is).
 #
 #   --keep   leave the cluster up and print how to reach it
 #   --down   remove a kept cluster
@@ -76,7 +79,12 @@ fi
 ginkgo_flag=()
 [ -x "$ginkgo" ] && ginkgo_flag=(-ginkgo "$PWD/$ginkgo")
 
+# The ClusterNetworkPolicy conformance suite (built above) and the CRD
+# from the same module, as the module cache holds it.
+cnp_test=$(hack/build-k8s.sh cnp-conformance.test)
+cnp_crd=$(go list -m -f '{{.Dir}}' sigs.k8s.io/network-policy-api)/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml
+
 build=$(($(date +%s) - start))
 exec bin/weir-e2e run -build-seconds "$build" -k8s-version "$K8S_VERSION" \
 	-coredns "$coredns" -weir-bin "$PWD/bin" -cni-bin "$PWD/bin/tools" -manifest "$PWD/deploy/weir.yaml" \
-	"${ginkgo_flag[@]}" "${args[@]}"
+	-cnp-test "$cnp_test" -cnp-crd "$cnp_crd" "${ginkgo_flag[@]}" "${args[@]}"

@@ -42,18 +42,8 @@ type checker struct {
 // weirChecks runs weir's own checks in the cluster: each one a case of
 // the result.
 func weirChecks(ctx context.Context, c *cluster.Cluster, o options, runDir string, logf func(string, ...any)) cluster.Result {
-	start := time.Now()
 	k := &checker{c: c, o: o, logf: logf}
-	res := cluster.Result{Suite: cluster.Suite{Name: "weir"}}
-	if err := k.setup(ctx); err != nil {
-		res.Err = fmt.Errorf("set up: %w", err)
-		res.Duration = time.Since(start)
-		return res
-	}
-	checks := []struct {
-		name string
-		f    func(context.Context) error
-	}{
+	return runChecks(ctx, "weir", runDir, logf, k.setup, k.cleanup, []check{
 		{"kubelet readiness and liveness probes reach a pod under default-deny", k.probesUnderDefaultDeny},
 		{"a policy applies to a Service's backend after kube-proxy's DNAT", k.policyAfterDNAT},
 		{"a new pod's first packets are already filtered (CNI ADD waits for the agent)", k.firstPacketFiltered},
@@ -62,6 +52,25 @@ func weirChecks(ctx context.Context, c *cluster.Cluster, o options, runDir strin
 		{"weirctl status and explain inside the agent's pod", k.weirctl},
 		{"the agent's /metrics is scraped", k.metrics},
 		{"a rolling update of the weir DaemonSet lets nothing through against policy", k.rollingUpdate},
+	})
+}
+
+// check is one of weir's own checks: a case of its suite.
+type check struct {
+	name string
+	f    func(context.Context) error
+}
+
+// runChecks sets up, runs every check in order (one failing does not stop
+// the next), writes runDir/<suite>/checks.tsv and cleans up.
+func runChecks(ctx context.Context, suite, runDir string, logf func(string, ...any),
+	setup, cleanup func(context.Context) error, checks []check) cluster.Result {
+	start := time.Now()
+	res := cluster.Result{Suite: cluster.Suite{Name: suite}}
+	if err := setup(ctx); err != nil {
+		res.Err = fmt.Errorf("set up: %w", err)
+		res.Duration = time.Since(start)
+		return res
 	}
 	var report strings.Builder
 	for _, ch := range checks {
@@ -76,9 +85,9 @@ func weirChecks(ctx context.Context, c *cluster.Cluster, o options, runDir strin
 		fmt.Fprintf(&report, "%s\t%s\t%s\n", cs.State, ch.name, cs.Message)
 		res.Cases = append(res.Cases, cs)
 	}
-	_ = os.MkdirAll(filepath.Join(runDir, "weir"), 0o755)
-	_ = os.WriteFile(filepath.Join(runDir, "weir", "checks.tsv"), []byte(report.String()), 0o644)
-	_ = k.cleanup(context.Background())
+	_ = os.MkdirAll(filepath.Join(runDir, suite), 0o755)
+	_ = os.WriteFile(filepath.Join(runDir, suite, "checks.tsv"), []byte(report.String()), 0o644)
+	_ = cleanup(context.Background())
 	res.Duration = time.Since(start)
 	return res
 }

@@ -5,7 +5,7 @@
 // weir's own checks against it, prints a results table and tears the
 // cluster down. hack/e2e.sh builds what it needs and calls it.
 //
-//	weir-e2e run [-keep] [-suites netpol,pods,services,weir]
+//	weir-e2e run [-keep] [-suites netpol,cnp,pods,services,weir,weir-cnp]
 //	weir-e2e down
 package main
 
@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -28,9 +29,12 @@ func main() { os.Exit(run()) }
 type options struct {
 	dir, k8sBin, k8sVersion, weirBin, cniBin, ginkgo, manifest string
 	coredns                                                    string
-	suites                                                     string
-	workers, procs, buildSeconds                               int
-	keep                                                       bool
+	// cnpTest is network-policy-api's conformance test binary, cnpCRD
+	// its experimental ClusterNetworkPolicy CRD.
+	cnpTest, cnpCRD              string
+	suites                       string
+	workers, procs, buildSeconds int
+	keep                         bool
 }
 
 func run() int {
@@ -49,7 +53,9 @@ func run() int {
 	fs.StringVar(&o.coredns, "coredns", filepath.Join(cache, "bin", "coredns-v1.15.0"), "coredns binary for the cluster's DNS add-on")
 	fs.StringVar(&o.ginkgo, "ginkgo", "", "ginkgo CLI, to run the netpol specs in parallel (empty: serially)")
 	fs.StringVar(&o.manifest, "manifest", "deploy/weir.yaml", "the manifest a user applies")
-	fs.StringVar(&o.suites, "suites", "netpol,pods,services,weir", "suites to run (comma-separated; none: just bring the cluster up)")
+	fs.StringVar(&o.cnpTest, "cnp-test", "", "network-policy-api conformance test binary (hack/build-k8s.sh cnp-conformance.test), for the cnp suite")
+	fs.StringVar(&o.cnpCRD, "cnp-crd", "", "experimental ClusterNetworkPolicy CRD of network-policy-api, applied before weir is installed (needed by the cnp and weir-cnp suites)")
+	fs.StringVar(&o.suites, "suites", "netpol,cnp,pods,services,weir,weir-cnp", "suites to run (comma-separated; none: just bring the cluster up)")
 	fs.IntVar(&o.workers, "workers", 2, "worker nodes")
 	fs.IntVar(&o.procs, "procs", 3, "parallel ginkgo processes for the netpol suite (with -ginkgo)")
 	fs.IntVar(&o.buildSeconds, "build-seconds", -1, "time hack/e2e.sh spent building, for the results table")
@@ -93,18 +99,39 @@ func (o options) binaries() (cluster.Binaries, error) {
 		Kubectl:           o.k8s("kubectl"),
 		CNIBin:            o.cniBin,
 	}
+	need := []string{b.Etcd, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.KubeProxy, b.Kubectl,
+		o.k8s("e2e.test"), o.k8s("agnhost"), filepath.Join(o.cniBin, "loopback"), o.coredns}
+	if o.wants("cnp") {
+		need = append(need, o.cnpTest)
+	}
+	if o.wants("cnp") || o.wants("weir-cnp") {
+		need = append(need, o.cnpCRD)
+	}
 	var missing []string
-	for _, p := range []string{b.Etcd, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.KubeProxy, b.Kubectl,
-		o.k8s("e2e.test"), o.k8s("agnhost"), filepath.Join(o.cniBin, "loopback"), o.coredns} {
-		if _, err := os.Stat(p); err != nil {
+	for _, p := range need {
+		if _, err := os.Stat(p); p == "" || err != nil {
 			missing = append(missing, p)
 		}
 	}
 	if len(missing) > 0 {
-		return b, fmt.Errorf("missing binaries (run hack/build-k8s.sh all and make build): %s", strings.Join(missing, ", "))
+		return b, fmt.Errorf("missing files (run hack/build-k8s.sh all and make build; hack/e2e.sh passes -cnp-test and -cnp-crd): %q", missing)
 	}
 	return b, nil
 }
+
+// selected returns the suites -suites names, in order.
+func (o options) selected() []string {
+	var out []string
+	for _, name := range strings.Split(o.suites, ",") {
+		if name = strings.TrimSpace(name); name != "" && name != "none" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// wants reports whether -suites names suite.
+func (o options) wants(suite string) bool { return slices.Contains(o.selected(), suite) }
 
 // down removes a kept cluster and compares the machine with its state
 // before the cluster came up.

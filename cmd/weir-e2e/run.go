@@ -27,7 +27,7 @@ func suites(o options) map[string]cluster.Suite {
 	if !sctpAvailable() {
 		for _, s := range []*cluster.Suite{&netpol, &pods} {
 			s.Skip = `SCTPConnectivity`
-			s.SkipReason = "this kernel has no SCTP (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) fails)"
+			s.SkipReason = noSCTP
 		}
 	}
 	return map[string]cluster.Suite{
@@ -43,6 +43,9 @@ func suites(o options) map[string]cluster.Suite {
 // affinity.
 const servicesFocus = `\[sig-network\] Services should (serve a basic endpoint from pods|serve multiport endpoints from pods|be able to create a functioning NodePort service|have session affinity work for service with type clusterIP|have session affinity work for NodePort service|be able to switch session affinity for service with type clusterIP|be able to switch session affinity for NodePort service|have session affinity timeout work for service with type clusterIP|have session affinity timeout work for NodePort service|be able to update service type to NodePort listening on same port number but different protocols|preserve source pod IP for traffic thru service cluster IP|be able to change the type from ClusterIP to NodePort|allow pods to hairpin back to themselves through services|serve endpoints on same port and different protocols|provide secure master service|release NodePorts on delete)`
 const servicesSkip = `ExternalName|LoadBalancer|\[Disruptive\]|\[Serial\]`
+
+// noSCTP is why the SCTP specs and tests are skipped on this kernel.
+const noSCTP = "this kernel has no SCTP (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) fails)"
 
 func sctpAvailable() bool {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_SCTP)
@@ -106,6 +109,7 @@ func runAll(ctx context.Context, o options, logf func(string, ...any)) int {
 	failed := timed("images", func() error {
 		images, err = cluster.BuildImages(filepath.Join(o.dir, "images"), cluster.ImageSources{
 			Pause: filepath.Join(o.weirBin, "pause"), Agnhost: o.k8s("agnhost"), WeirBin: o.weirBin, CoreDNS: o.coredns,
+			NoSCTP: !sctpAvailable(),
 		})
 		return err
 	}) != nil
@@ -115,6 +119,11 @@ func runAll(ctx context.Context, o options, logf func(string, ...any)) int {
 			return err
 		}) != nil
 	}
+	// The CRD comes first, as on a cluster where the agent finds the
+	// ClusterNetworkPolicy API served from its start.
+	if !failed && o.cnpCRD != "" {
+		failed = timed("ClusterNetworkPolicy CRD (experimental)", func() error { return c.ApplyCRD(ctx, o.cnpCRD) }) != nil
+	}
 	if !failed {
 		failed = timed("install weir", func() error { return c.Install(ctx, o.manifest) }) != nil
 	}
@@ -122,36 +131,22 @@ func runAll(ctx context.Context, o options, logf func(string, ...any)) int {
 		failed = timed("DNS add-on (CoreDNS)", func() error { return c.InstallDNS(ctx) }) != nil
 	}
 	if !failed {
-		all := suites(o)
-		for _, name := range strings.Split(o.suites, ",") {
-			name = strings.TrimSpace(name)
-			switch {
-			case name == "" || name == "none":
+		for _, name := range o.selected() {
+			run := suiteRunner(ctx, c, o, runDir, logf, name)
+			if run == nil {
+				logf("unknown suite %q", name)
+				failed = true
 				continue
-			case name == "weir":
-				var r cluster.Result
-				_ = timed("suite weir", func() error {
-					r = weirChecks(ctx, c, o, runDir, logf)
-					return r.Err
-				})
-				results = append(results, r)
-			default:
-				s, ok := all[name]
-				if !ok {
-					logf("unknown suite %q", name)
-					failed = true
-					continue
-				}
-				var r cluster.Result
-				_ = timed("suite "+name, func() error {
-					r = c.E2E(ctx, o.k8s("e2e.test"), o.ginkgo, runDir, s, nil)
-					if r.Err == nil && r.Count("failed") > 0 {
-						return fmt.Errorf("%d failed", r.Count("failed"))
-					}
-					return r.Err
-				})
-				results = append(results, r)
 			}
+			var r cluster.Result
+			_ = timed("suite "+name, func() error {
+				r = run()
+				if r.Err == nil && r.Count("failed") > 0 {
+					return fmt.Errorf("%d failed", r.Count("failed"))
+				}
+				return r.Err
+			})
+			results = append(results, r)
 		}
 	}
 	for _, r := range results {
@@ -179,6 +174,25 @@ func runAll(ctx context.Context, o options, logf func(string, ...any)) int {
 		return 1
 	}
 	return 0
+}
+
+// suiteRunner returns how to run the suite called name, nil if there is
+// none: an upstream e2e focus, the ClusterNetworkPolicy conformance suite
+// or weir's own checks.
+func suiteRunner(ctx context.Context, c *cluster.Cluster, o options, runDir string, logf func(string, ...any), name string) func() cluster.Result {
+	switch name {
+	case "cnp":
+		return func() cluster.Result { return cnpConformance(ctx, c, o, runDir, logf) }
+	case "weir":
+		return func() cluster.Result { return weirChecks(ctx, c, o, runDir, logf) }
+	case "weir-cnp":
+		return func() cluster.Result { return cnpChecks(ctx, c, o, runDir, logf) }
+	}
+	s, ok := suites(o)[name]
+	if !ok {
+		return nil
+	}
+	return func() cluster.Result { return c.E2E(ctx, o.k8s("e2e.test"), o.ginkgo, runDir, s, nil) }
 }
 
 func printKept(o options, c *cluster.Cluster) {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	_ "embed"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +21,9 @@ const (
 	// CoreDNSImage is the DNS add-on's image, built from CoreDNS's Go
 	// module at that version.
 	CoreDNSImage = "registry.k8s.io/coredns/coredns:v1.15.0"
+	// ConformanceAgnhostImage is the agnhost the network-policy-api
+	// conformance suite's pods ask for: the same image under a second name.
+	ConformanceAgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.45"
 )
 
 // ImageSources are the local binaries the images are built from.
@@ -32,28 +36,32 @@ type ImageSources struct {
 	WeirBin string
 	// CoreDNS is the coredns binary (github.com/coredns/coredns).
 	CoreDNS string
+	// NoSCTP says the kernel has no SCTP: the agnhost image's /agnhost is
+	// then agnhost.sh, which runs a porter serving only SCTP as pause.
+	NoSCTP bool
 }
 
 // BuildImages writes the four images as docker-archive tarballs into dir
 // and returns their paths. Nothing is pulled: every file comes from this
-// machine. agnhost's upstream image also carries a shell, curl and
-// OpenBSD netcat, which the e2e suites exec in its containers; they are
-// taken from this machine's Debian packages (busybox-static, dash, bash,
-// curl, netcat-openbsd) with the shared libraries they load.
+// machine. The agnhost image carries two names, the e2e suites' and the
+// conformance suite's. agnhost's upstream image also carries a shell, curl
+// and OpenBSD netcat, which the e2e suites exec in its containers; they
+// are taken from this machine's Debian packages (busybox-static, dash,
+// bash, curl, netcat-openbsd) with the shared libraries they load.
 func BuildImages(dir string, src ImageSources) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("make %s: %w", dir, err)
 	}
 	var out []string
-	write := func(name, ref string, files []image.File, cfg image.Config) error {
+	write := func(name string, refs []string, files []image.File, cfg image.Config) error {
 		p := filepath.Join(dir, name+".tar")
-		if err := image.Write(p, ref, files, cfg); err != nil {
+		if err := image.Write(p, refs, files, cfg); err != nil {
 			return err
 		}
 		out = append(out, p)
 		return nil
 	}
-	if err := write("pause", PauseImage, []image.File{{Path: "/pause", Src: src.Pause, Mode: 0o755}},
+	if err := write("pause", []string{PauseImage}, []image.File{{Path: "/pause", Src: src.Pause, Mode: 0o755}},
 		image.Config{Entrypoint: []string{"/pause"}}); err != nil {
 		return nil, err
 	}
@@ -61,13 +69,13 @@ func BuildImages(dir string, src ImageSources) ([]string, error) {
 	for _, b := range []string{"weir", "weir-agent", "weirctl", "weir-install"} {
 		weir = append(weir, image.File{Path: "/usr/local/bin/" + b, Src: filepath.Join(src.WeirBin, b), Mode: 0o755})
 	}
-	if err := write("weir", WeirImage, weir, image.Config{
+	if err := write("weir", []string{WeirImage}, weir, image.Config{
 		Entrypoint: []string{"/usr/local/bin/weir-agent"},
 		Env:        []string{"PATH=/usr/local/bin"},
 	}); err != nil {
 		return nil, err
 	}
-	if err := write("coredns", CoreDNSImage, []image.File{{Path: "/coredns", Src: src.CoreDNS, Mode: 0o755}},
+	if err := write("coredns", []string{CoreDNSImage}, []image.File{{Path: "/coredns", Src: src.CoreDNS, Mode: 0o755}},
 		image.Config{Entrypoint: []string{"/coredns"}}); err != nil {
 		return nil, err
 	}
@@ -75,14 +83,36 @@ func BuildImages(dir string, src ImageSources) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	files := append([]image.File{{Path: "/agnhost", Src: src.Agnhost, Mode: 0o755}}, userland...)
-	if err := write("agnhost", AgnhostImage, files, image.Config{
+	// Upstream's image runs `agnhost pause` when a container names no
+	// command: the conformance suite's client containers rely on it.
+	files := append(agnhostBinaries(src), userland...)
+	if err := write("agnhost", []string{AgnhostImage, ConformanceAgnhostImage}, files, image.Config{
 		Entrypoint: []string{"/agnhost"},
+		Cmd:        []string{"pause"},
 		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 	}); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+//go:embed agnhost.sh
+var agnhostWrapper []byte
+
+// agnhostReal is where the image keeps the real agnhost when /agnhost is
+// agnhost.sh; its name stays agnhost, as ps shows it.
+const agnhostReal = "/usr/lib/agnhost/agnhost"
+
+// agnhostBinaries is /agnhost: the binary itself, or on a kernel without
+// SCTP agnhost.sh in front of it.
+func agnhostBinaries(src ImageSources) []image.File {
+	if !src.NoSCTP {
+		return []image.File{{Path: "/agnhost", Src: src.Agnhost, Mode: 0o755}}
+	}
+	return []image.File{
+		{Path: "/agnhost", Data: agnhostWrapper, Mode: 0o755},
+		{Path: agnhostReal, Src: src.Agnhost, Mode: 0o755},
+	}
 }
 
 // agnhostUserland is busybox's applets in /bin, dash as /bin/sh, bash,

@@ -31,6 +31,19 @@ func (c *Cluster) Install(ctx context.Context, manifest string) error {
 	return c.WaitReady(ctx, 5*time.Minute)
 }
 
+// ApplyCRD applies a CustomResourceDefinition manifest as it is
+// (server-side, so the object does not also carry a copy of itself in a
+// last-applied annotation) and waits until it is Established.
+func (c *Cluster) ApplyCRD(ctx context.Context, manifest string) error {
+	out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", manifest)
+	if err != nil {
+		return err
+	}
+	c.logf("kubectl apply --server-side -f %s: %s", manifest, strings.TrimSpace(out))
+	_, err = c.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=1m", "-f", manifest)
+	return err
+}
+
 //go:embed coredns.yaml
 var corednsManifest []byte
 

@@ -101,22 +101,7 @@ func (c *Cluster) E2E(ctx context.Context, e2eBin, ginkgoBin, dir string, s Suit
 	} else {
 		argv = c.CPArgv(e2eBin, flags...)
 	}
-	logf, err := os.Create(filepath.Join(out, "e2e.log"))
-	if err != nil {
-		res.Err = err
-		return res
-	}
-	defer logf.Close()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Dir = out
-	if stdout != nil {
-		cmd.Stdout = io.MultiWriter(logf, stdout)
-	} else {
-		cmd.Stdout = logf
-	}
-	cmd.Stderr = cmd.Stdout
-	c.logf("suite %s: %s", s.Name, strings.Join(argv, " "))
-	runErr := cmd.Run()
+	runErr := c.runSuite(ctx, s.Name, argv, nil, out, filepath.Join(out, "e2e.log"), stdout)
 	res.Duration = time.Since(start)
 	cases, err := readJUnit(out)
 	if err != nil {
@@ -128,6 +113,26 @@ func (c *Cluster) E2E(ctx context.Context, e2eBin, ginkgoBin, dir string, s Suit
 		res.Err = fmt.Errorf("no spec matched %q (e2e exit: %v)", s.Focus, runErr)
 	}
 	return res
+}
+
+// runSuite runs a suite's command line in dir, with env added to the
+// environment, writing its output to logPath (and to stdout when set).
+func (c *Cluster) runSuite(ctx context.Context, name string, argv, env []string, dir, logPath string, stdout io.Writer) error {
+	log, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = log
+	if stdout != nil {
+		cmd.Stdout = io.MultiWriter(log, stdout)
+	}
+	cmd.Stderr = cmd.Stdout
+	c.logf("suite %s: %s", name, strings.Join(argv, " "))
+	return cmd.Run()
 }
 
 type junitSuites struct {

@@ -13,10 +13,10 @@ import (
 )
 
 // writeArchive writes img as a docker-archive whose manifest.json names it
-// repoTag. go-containerregistry's tarball.Write would spell a Docker Hub
+// by each of repoTags. go-containerregistry's tarball.Write would spell a Docker Hub
 // name index.docker.io/library/NAME:TAG; this writes the familiar form
 // `docker save` writes instead.
-func writeArchive(path, repoTag string, img v1.Image) (err error) {
+func writeArchive(path string, repoTags []string, img v1.Image) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -27,7 +27,7 @@ func writeArchive(path, repoTag string, img v1.Image) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	if err := writeTar(tmp, repoTag, img); err != nil {
+	if err := writeTar(tmp, repoTags, img); err != nil {
 		return err
 	}
 	if err := tmp.Chmod(0o644); err != nil { // CreateTemp makes it 0600
@@ -40,7 +40,7 @@ func writeArchive(path, repoTag string, img v1.Image) (err error) {
 }
 
 // writeTar writes the config, the layers and manifest.json, in that order.
-func writeTar(w io.Writer, repoTag string, img v1.Image) error {
+func writeTar(w io.Writer, repoTags []string, img v1.Image) error {
 	tw := tar.NewWriter(w)
 	cfgName, err := img.ConfigName()
 	if err != nil {
@@ -50,7 +50,7 @@ func writeTar(w io.Writer, repoTag string, img v1.Image) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	desc := tarball.Descriptor{Config: cfgName.Hex + ".json", RepoTags: []string{repoTag}}
+	desc := tarball.Descriptor{Config: cfgName.Hex + ".json", RepoTags: repoTags}
 	if err := writeEntry(tw, desc.Config, cfg); err != nil {
 		return err
 	}

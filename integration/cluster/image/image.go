@@ -20,21 +20,29 @@ type Config struct {
 }
 
 // Write writes to path a docker-archive holding one linux/amd64 image
-// named ref ("weir:dev", "registry.k8s.io/pause:3.10.2") with a single
-// layer of files; parent directories are created 0755. The same arguments
-// always give the same bytes. The archive is written to a temporary file
-// next to path and renamed, so path never holds half an image.
-func Write(path, ref string, files []File, cfg Config) error {
-	tag, err := repoTag(ref)
-	if err != nil {
-		return err
+// named by every one of refs ("weir:dev", "registry.k8s.io/pause:3.10.2";
+// an import creates each name, all sharing the image) with a single layer
+// of files; parent directories are created 0755. The same arguments always
+// give the same bytes. The archive is written to a temporary file next to
+// path and renamed, so path never holds half an image.
+func Write(path string, refs []string, files []File, cfg Config) error {
+	if len(refs) == 0 {
+		return fmt.Errorf("write image %s: no name", path)
+	}
+	tags := make([]string, len(refs))
+	for i, ref := range refs {
+		tag, err := repoTag(ref)
+		if err != nil {
+			return err
+		}
+		tags[i] = tag
 	}
 	img, err := build(files, cfg)
 	if err != nil {
-		return fmt.Errorf("build image %s: %w", ref, err)
+		return fmt.Errorf("build image %s: %w", refs[0], err)
 	}
-	if err := writeArchive(path, tag, img); err != nil {
-		return fmt.Errorf("write image %s: %w", ref, err)
+	if err := writeArchive(path, tags, img); err != nil {
+		return fmt.Errorf("write image %s: %w", refs[0], err)
 	}
 	return nil
 }

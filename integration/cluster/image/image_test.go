@@ -39,7 +39,7 @@ func TestWriteReadsBackAsTheImageDescribed(t *testing.T) {
 		Env:        []string{"PATH=/usr/local/bin"},
 		WorkingDir: "/",
 	}
-	if err := Write(out, "weir:dev", files, cfg); err != nil {
+	if err := Write(out, []string{"weir:dev"}, files, cfg); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 
@@ -103,7 +103,7 @@ func TestWriteNamesTheImageInFamiliarFormForImport(t *testing.T) {
 		"weir":                         "weir:latest",
 	} {
 		out := filepath.Join(t.TempDir(), "img.tar")
-		if err := Write(out, ref, []File{{Path: "/pause", Data: []byte("x"), Mode: 0o755}}, Config{}); err != nil {
+		if err := Write(out, []string{ref}, []File{{Path: "/pause", Data: []byte("x"), Mode: 0o755}}, Config{}); err != nil {
 			t.Fatalf("Write %s: %v", ref, err)
 		}
 		var m tarball.Manifest
@@ -116,13 +116,31 @@ func TestWriteNamesTheImageInFamiliarFormForImport(t *testing.T) {
 	}
 }
 
+func TestWriteNamesTheImageByEveryRef(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "img.tar")
+	refs := []string{"registry.k8s.io/e2e-test-images/agnhost:2.66.1", "registry.k8s.io/e2e-test-images/agnhost:2.45"}
+	if err := Write(out, refs, []File{{Path: "/agnhost", Data: []byte("x"), Mode: 0o755}}, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	var m tarball.Manifest
+	if err := json.Unmarshal(archiveFile(t, out, "manifest.json"), &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m) != 1 || !slices.Equal(m[0].RepoTags, refs) {
+		t.Errorf("manifest.json = %+v, want one image named %v", m, refs)
+	}
+	if err := Write(out, nil, nil, Config{}); err == nil {
+		t.Error("Write with no name succeeded")
+	}
+}
+
 func TestWriteIsReproducible(t *testing.T) {
 	dir := t.TempDir()
 	files := []File{{Path: "/a/b", Data: []byte("b")}, {Path: "/a/c", Data: []byte("c")}}
 	var archives [2][]byte
 	for i := range archives {
 		out := filepath.Join(dir, "img.tar")
-		if err := Write(out, "weir:dev", files, Config{Cmd: []string{"/a/b"}}); err != nil {
+		if err := Write(out, []string{"weir:dev"}, files, Config{Cmd: []string{"/a/b"}}); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(out)
@@ -160,7 +178,7 @@ func TestWriteRefusesBadInputAndLeavesNoArchive(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := Write(filepath.Join(dir, "img.tar"), tt.ref, tt.files, Config{}); err == nil {
+			if err := Write(filepath.Join(dir, "img.tar"), []string{tt.ref}, tt.files, Config{}); err == nil {
 				t.Fatal("Write succeeded")
 			}
 			if left, _ := os.ReadDir(dir); len(left) != 0 {
@@ -171,7 +189,7 @@ func TestWriteRefusesBadInputAndLeavesNoArchive(t *testing.T) {
 }
 
 func TestWriteReportsAMissingSourceAsNotExist(t *testing.T) {
-	err := Write(filepath.Join(t.TempDir(), "img.tar"), "weir:dev", []File{{Path: "/weir", Src: "/nonexistent/weir"}}, Config{})
+	err := Write(filepath.Join(t.TempDir(), "img.tar"), []string{"weir:dev"}, []File{{Path: "/weir", Src: "/nonexistent/weir"}}, Config{})
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Write = %v, want an fs.ErrNotExist", err)
 	}
