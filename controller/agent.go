@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/dataplane"
@@ -76,6 +77,14 @@ type Agent struct {
 	// (see RemoveStale) and reports what it removed.
 	RemoveStale func(context.Context) ([]string, error)
 	staleDone   bool
+	// ClusterPolicyStatus, when set, is told after each applied ruleset
+	// the ClusterNetworkPolicies it was compiled from and their problems
+	// (see ClusterPolicyProblems).
+	ClusterPolicyStatus ClusterPolicyReporter
+	// ClusterPolicyProblems returns, after a compile, the compiler's
+	// problems per ClusterNetworkPolicy, by name; a policy absent from the
+	// map has none. Nil: no policy has any.
+	ClusterPolicyProblems func(*policy.Compiler) map[string][]string
 
 	// sockMaxConns and sockReadTimeout override the socket's limits
 	// (maxSocketConns, requestReadTimeout) in tests.
@@ -256,6 +265,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	for _, p := range dpProblems {
 		a.Log.Warn("dataplane problem: left out of the kernel", problemAttrs(p)...)
 	}
+	a.reportClusterPolicies(snap.ClusterPolicies)
 	var rerrs []error
 	for _, r := range a.Reconcilers {
 		if err := r.Reconcile(objs); err != nil {
@@ -286,6 +296,19 @@ func (a *Agent) sync(ctx context.Context) error {
 		return fmt.Errorf("node state: %w", err)
 	}
 	return nil
+}
+
+// reportClusterPolicies tells ClusterPolicyStatus, if set, the
+// ClusterNetworkPolicies the compiler was just given and their problems.
+func (a *Agent) reportClusterPolicies(policies []*cnpv1beta1.ClusterNetworkPolicy) {
+	if a.ClusterPolicyStatus == nil {
+		return
+	}
+	var problems map[string][]string
+	if a.ClusterPolicyProblems != nil {
+		problems = a.ClusterPolicyProblems(a.compiler)
+	}
+	a.ClusterPolicyStatus.Report(policies, problems)
 }
 
 // problemAttrs are the log attributes of a dataplane problem: its policy

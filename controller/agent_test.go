@@ -107,7 +107,13 @@ func startAgent(t *testing.T, src snapshot.Source, app dataplane.Applier) (*Agen
 
 func waitFor(t *testing.T, what string, f func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	waitWithin(t, 5*time.Second, what, f)
+}
+
+// waitWithin is waitFor with another timeout.
+func waitWithin(t *testing.T, timeout time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for !f() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

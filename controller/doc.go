@@ -9,5 +9,7 @@
 //
 // It touches the kernel (the ruleset through its appliers, node routes, the
 // NFLOG group of denied packets) and the node's files (CNI config, socket);
-// it talks to the API server only to authorize metrics scrapes.
+// it talks to the API server to authorize metrics scrapes and, from the
+// one agent a Lease elects (see Lease), to write the Accepted condition of
+// ClusterNetworkPolicies (see ClusterPolicyStatus).
 package controller

@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -26,7 +27,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	for _, obj := range objects(t) {
 		kinds[obj.GetObjectKind().GroupVersionKind().Kind] = true
 	}
-	for _, k := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"} {
+	for _, k := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet"} {
 		if !kinds[k] {
 			t.Errorf("weir.yaml lacks a %s", k)
 		}
@@ -165,4 +166,76 @@ func daemonSet(t *testing.T) *appsv1.DaemonSet {
 	}
 	t.Fatal("no DaemonSet in weir.yaml")
 	return nil
+}
+
+// only returns the one object of type T in weir.yaml.
+func only[T runtime.Object](t *testing.T) T {
+	t.Helper()
+	var found []T
+	for _, obj := range objects(t) {
+		if o, ok := obj.(T); ok {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		var zero T
+		t.Fatalf("weir.yaml has %d objects of type %T, want 1", len(found), zero)
+	}
+	return found[0]
+}
+
+// TestRBACCoversClusterPolicies pins what the agent may do for
+// ClusterNetworkPolicies: follow them, write their status, and hold the
+// Lease that elects the writer, in its own namespace (which it learns from
+// POD_NAMESPACE); nothing more on Leases.
+func TestRBACCoversClusterPolicies(t *testing.T) {
+	ds := daemonSet(t)
+	cr := only[*rbacv1.ClusterRole](t)
+	for res, verbs := range map[string][]string{
+		"clusternetworkpolicies":        {"get", "list", "watch"},
+		"clusternetworkpolicies/status": {"get", "update", "patch"},
+	} {
+		if !allows(cr.Rules, "policy.networking.k8s.io", res, "", verbs...) {
+			t.Errorf("ClusterRole %s does not allow %v on %s", cr.Name, verbs, res)
+		}
+	}
+	role, rb := only[*rbacv1.Role](t), only[*rbacv1.RoleBinding](t)
+	if role.Namespace != ds.Namespace || rb.Namespace != ds.Namespace {
+		t.Errorf("Role in %q and RoleBinding in %q, want the agent's namespace %q", role.Namespace, rb.Namespace, ds.Namespace)
+	}
+	if !allows(role.Rules, "coordination.k8s.io", "leases", "weir-cnp-status", "get", "create", "update") {
+		t.Errorf("Role %s does not allow get, create and update on the Lease weir-cnp-status", role.Name)
+	}
+	if allows(role.Rules, "coordination.k8s.io", "leases", "another-lease", "update") {
+		t.Errorf("Role %s may update any Lease", role.Name)
+	}
+	if rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != role.Name || len(rb.Subjects) != 1 ||
+		rb.Subjects[0].Kind != "ServiceAccount" || rb.Subjects[0].Name != ds.Spec.Template.Spec.ServiceAccountName ||
+		rb.Subjects[0].Namespace != ds.Namespace {
+		t.Errorf("RoleBinding %+v does not bind Role %s to the agent's service account", rb, role.Name)
+	}
+	var env *corev1.EnvVar
+	for i, e := range ds.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "POD_NAMESPACE" {
+			env = &ds.Spec.Template.Spec.Containers[0].Env[i]
+		}
+	}
+	if env == nil || env.ValueFrom == nil || env.ValueFrom.FieldRef == nil || env.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+		t.Errorf("agent env POD_NAMESPACE = %+v, want the pod's metadata.namespace", env)
+	}
+}
+
+// allows reports whether rules grant every verb on resource of group
+// (name "" asks for the resource in general, which a rule limited to
+// resourceNames does not grant).
+func allows(rules []rbacv1.PolicyRule, group, resource, name string, verbs ...string) bool {
+	for _, verb := range verbs {
+		if !slices.ContainsFunc(rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Contains(r.APIGroups, group) && slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb) &&
+				(len(r.ResourceNames) == 0 || name != "" && slices.Contains(r.ResourceNames, name))
+		}) {
+			return false
+		}
+	}
+	return true
 }

@@ -21,10 +21,12 @@ import (
 	"syscall"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/controller"
@@ -38,7 +40,7 @@ func main() { os.Exit(run()) }
 func run() int {
 	var (
 		nodeName     = flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
-		manifests    = flag.String("manifests", "", "read Namespaces, Pods, Nodes and NetworkPolicies from this directory of YAML/JSON manifests instead of an API server")
+		manifests    = flag.String("manifests", "", "read Namespaces, Pods, Nodes, NetworkPolicies and ClusterNetworkPolicies from this directory of YAML/JSON manifests instead of an API server")
 		kubeconfig   = flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the API server (default $KUBECONFIG; empty: in-cluster config)")
 		qps          = flag.Float64("kube-api-qps", 50, "client-side rate limit towards the API server")
 		clusterCIDRs = flag.String("cluster-cidr", "", "comma-separated pod CIDRs of the whole cluster; traffic from local pods to anything else is masqueraded")
@@ -59,6 +61,9 @@ func run() int {
 		denyRate     = flag.Uint("log-denied-rate", 10, "with --log-denied-group: most packets logged per second per pod selection (kernel rate limit; 0: unlimited)")
 		passMark     = flag.Uint("tier-pass-mark", uint(policy.DefaultTierPassMark), "the packet mark bit an Admin tier ClusterNetworkPolicy Pass rule sets and weir clears at once, before the packet leaves its chains; choose a bit no other program on the node tests")
 		ifPrefix     = flag.String("host-interface-prefix", conf.DefaultHostPrefix, "name prefix of the pods' host-side veths (the plugin's hostInterfacePrefix, also written to the CNI config): packets coming in on them with a source not routed back through them are dropped")
+		crdRecheck   = flag.Duration("crd-recheck-interval", 30*time.Second, "how often to ask the API server whether it serves ClusterNetworkPolicies (their CRD may be installed or removed while the agent runs)")
+		cnpStatus    = flag.Bool("cnp-status", true, "write the Accepted condition of each ClusterNetworkPolicy; one agent writes, elected with the Lease "+controller.ClusterPolicyStatusLease+" in --lease-namespace (never with --manifests)")
+		leaseNS      = flag.String("lease-namespace", envOr("POD_NAMESPACE", metav1.NamespaceSystem), "namespace of the agents' Leases (default $POD_NAMESPACE, else kube-system)")
 	)
 	flag.Parse()
 	log := newLogger(*logLevel)
@@ -84,7 +89,7 @@ func run() int {
 		return 1
 	}
 	defer applier.Close()
-	source, client, err := newSource(*manifests, *poll, *kubeconfig, float32(*qps), log)
+	source, api, err := newSource(*manifests, *poll, *kubeconfig, float32(*qps), *crdRecheck, log)
 	if err != nil {
 		log.Error("cluster state source", "err", err)
 		return 1
@@ -105,7 +110,7 @@ func run() int {
 		RemoveStale:        func(ctx context.Context) ([]string, error) { return controller.RemoveStale(ctx, applier) },
 	}
 	if *metricsAuth == "kube" {
-		agent.MetricsAuth = &controller.KubeAuth{Client: client}
+		agent.MetricsAuth = &controller.KubeAuth{Client: api.client}
 	} else if *httpAddr != "" && !loopback(*httpAddr) {
 		log.Warn("/metrics is served beyond loopback without authentication; consider --metrics-auth=kube", "http-addr", *httpAddr)
 	}
@@ -118,7 +123,14 @@ func run() int {
 			DataDir: *dataDir, AgentSocket: *socket, FailOpen: !*failClosed, CNIVersion: *cniVersion, HostIfPrefix: *ifPrefix})
 	}
 	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "kubeconfig", *kubeconfig, "backend", used, "socket", *socket)
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	if api != nil && *cnpStatus {
+		w := &controller.ClusterPolicyStatus{Client: api.cnp, Latest: api.source.ClusterPolicy, Log: log,
+			Lease: &controller.Lease{Client: api.client, Namespace: *leaseNS, Name: controller.ClusterPolicyStatusLease,
+				Identity: *nodeName, Log: log}}
+		agent.ClusterPolicyStatus = w
+		go func() { errc <- w.Run(ctx) }()
+	}
 	go func() { errc <- agent.ServeSocket(ctx, *socket) }()
 	if *httpAddr != "" {
 		go func() { errc <- agent.ServeHTTP(ctx, *httpAddr) }()
@@ -181,9 +193,18 @@ func validate(node, manifests, cniVersion, metricsAuth, ifPrefix string, denyGro
 	return errors.Join(errs...)
 }
 
+// apiServer is what the agent uses of the API server: its clients, and
+// the source that follows it.
+type apiServer struct {
+	client kubernetes.Interface
+	cnp    cnpclient.Interface
+	source *source.KubeSource
+}
+
 // newSource returns the manifests source when a directory is given, and
-// the API-server source otherwise.
-func newSource(manifests string, poll time.Duration, kubeconfig string, qps float32, log *slog.Logger) (snapshot.Source, kubernetes.Interface, error) {
+// the API-server source otherwise, with the API server's clients.
+func newSource(manifests string, poll time.Duration, kubeconfig string, qps float32, crdRecheck time.Duration,
+	log *slog.Logger) (snapshot.Source, *apiServer, error) {
 	if manifests != "" {
 		return &source.DirSource{Dir: manifests, Interval: poll}, nil, nil
 	}
@@ -203,11 +224,32 @@ func newSource(manifests string, poll time.Duration, kubeconfig string, qps floa
 	if err != nil {
 		return nil, nil, fmt.Errorf("api client: %w", err)
 	}
+	cnp, err := cnpclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("clusternetworkpolicy api client: %w", err)
+	}
 	src := source.NewKubeSource(client, 0)
+	src.ClusterPolicies, src.CRDRecheck = cnp, crdRecheck
 	src.OnWatchError = func(resource string, err error) {
 		log.Warn("list/watch failed; retrying, kernel keeps the last ruleset", "resource", resource, "err", err)
 	}
-	return src, client, nil
+	src.OnClusterPoliciesServed = func(served bool) {
+		if served {
+			log.Info("the API server serves ClusterNetworkPolicies: enforcing them")
+			return
+		}
+		log.Warn("the API server does not serve ClusterNetworkPolicies (policy.networking.k8s.io/v1beta1; install the CRD of network-policy-api v0.3.0): enforcing NetworkPolicy only until it does",
+			"recheck", crdRecheck)
+	}
+	return src, &apiServer{client: client, cnp: cnp, source: src}, nil
+}
+
+// envOr returns the environment variable key, or def when it is empty.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 // loopback reports whether a listen address binds loopback only.

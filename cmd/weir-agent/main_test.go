@@ -63,3 +63,16 @@ func TestLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseNamespaceDefault: the Lease lives in the agent's own namespace
+// ($POD_NAMESPACE, from the downward API), else in kube-system.
+func TestLeaseNamespaceDefault(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "")
+	if got := envOr("POD_NAMESPACE", "kube-system"); got != "kube-system" {
+		t.Errorf("without POD_NAMESPACE: %q, want kube-system", got)
+	}
+	t.Setenv("POD_NAMESPACE", "weir")
+	if got := envOr("POD_NAMESPACE", "kube-system"); got != "weir" {
+		t.Errorf("with POD_NAMESPACE=weir: %q, want weir", got)
+	}
+}

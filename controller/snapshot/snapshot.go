@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"sort"
@@ -19,7 +20,8 @@ import (
 // address, and a pod being deleted that holds one of its addresses is left
 // out. Two pods of the same kind that share an address both stay, as
 // before this rule. Pods keep the source's order (policy.Compile does not depend on
-// it); namespaces and policies are sorted. The agent keeps the same
+// it); namespaces, policies, ClusterNetworkPolicies and nodes are sorted
+// (by namespace and name, or name). The agent keeps the same
 // snapshot up to date from changes (see View); this full conversion is
 // what that must equal.
 func Build(nodeName string, clusterCIDRs []netip.Prefix, o Objects) policy.Snapshot {
@@ -59,16 +61,40 @@ func Build(nodeName string, clusterCIDRs []netip.Prefix, o Objects) policy.Snaps
 			known[p.Namespace] = true
 		}
 	}
-	s.Policies = append(s.Policies, o.Policies...)
 	sort.Slice(s.Namespaces, func(i, j int) bool { return s.Namespaces[i].Name < s.Namespaces[j].Name })
-	sort.Slice(s.Policies, func(i, j int) bool {
-		a, b := s.Policies[i], s.Policies[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		return a.Name < b.Name
-	})
+	s.Policies = slices.SortedFunc(slices.Values(o.Policies), byKey)
+	s.ClusterPolicies = slices.SortedFunc(slices.Values(o.ClusterPolicies), byKey)
+	s.Nodes = peerNodes(slices.SortedFunc(slices.Values(o.Nodes), byKey))
 	return s
+}
+
+// byKey orders objects as their cache keys: by namespace, then name.
+func byKey[T named](a, b T) int {
+	return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
+}
+
+// peerNodes converts nodes, in their order, for the nodes peers of
+// ClusterNetworkPolicies (see peerNode); nil when there are none.
+func peerNodes(nodes []*corev1.Node) []policy.PeerNode {
+	var out []policy.PeerNode
+	for _, n := range nodes {
+		out = append(out, peerNode(n))
+	}
+	return out
+}
+
+// peerNode is what a nodes peer matches of n: its labels and every
+// address of its status that is an IP (InternalIP, ExternalIP, or any
+// other type that holds one), sorted, each once.
+func peerNode(n *corev1.Node) policy.PeerNode {
+	var addrs []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			addrs = append(addrs, ip.Unmap())
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	return policy.PeerNode{Name: n.Name, Labels: n.Labels, Addrs: slices.Compact(addrs)}
 }
 
 // namespace copies labels and adds kubernetes.io/metadata.name, which the

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/policy"
@@ -184,5 +185,60 @@ func TestReusedAddressGoesToThePodNotBeingDeleted(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBuildClusterPoliciesAndPeerNodes pins what ClusterNetworkPolicies
+// get of the cluster: every policy, sorted by name, and every node, sorted
+// by name, with its labels and each IP address of its status once, sorted
+// (hostnames are no addresses; IPv4-mapped IPv6 is IPv4).
+func TestBuildClusterPoliciesAndPeerNodes(t *testing.T) {
+	n1 := node("n1", nil, "192.168.0.1")
+	n1.Labels = map[string]string{"zone": "a"}
+	n1.Status.Addresses = append(n1.Status.Addresses, nodeAddrList(corev1.NodeHostName, "n1.example",
+		corev1.NodeExternalIP, "203.0.113.1", corev1.NodeInternalIP, "fd00::1", corev1.NodeExternalIP, "192.168.0.1",
+		corev1.NodeInternalDNS, "::ffff:10.0.0.1")...)
+	n0 := node("n0", nil)
+	o := Objects{
+		Nodes:           []*corev1.Node{n1, n0},
+		ClusterPolicies: []*cnpv1beta1.ClusterNetworkPolicy{cnp("b", cnpv1beta1.AdminTier, 1, 1), cnp("a", cnpv1beta1.BaselineTier, 9, 1)},
+	}
+	s := Build("n1", nil, o)
+	want := []policy.PeerNode{
+		{Name: "n0"},
+		{Name: "n1", Labels: map[string]string{"zone": "a"}, Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.1"),
+			netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("fd00::1")}},
+	}
+	if !reflect.DeepEqual(s.Nodes, want) {
+		t.Errorf("nodes %+v, want %+v", s.Nodes, want)
+	}
+	if len(s.ClusterPolicies) != 2 || s.ClusterPolicies[0].Name != "a" || s.ClusterPolicies[1].Name != "b" {
+		t.Errorf("cluster policies %v, want a, b", s.ClusterPolicies)
+	}
+	if want := []netip.Addr{netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("203.0.113.1"),
+		netip.MustParseAddr("fd00::1"), netip.MustParseAddr("192.168.0.1")}; !reflect.DeepEqual(s.Node.Addrs, want) {
+		t.Errorf("local node addresses %v, want its InternalIP and ExternalIP in order, as before: %v", s.Node.Addrs, want)
+	}
+}
+
+// TestViewKeepsPeerNodesThroughHeartbeats: a node update that changes
+// nothing its peers see (a status heartbeat replaces the object) leaves
+// the snapshot's node slice as it was, so the compiler sees no change;
+// a label change replaces it.
+func TestViewKeepsPeerNodesThroughHeartbeats(t *testing.T) {
+	s, incr, full := newStore(), NewView(), NewView()
+	s.putNode(testNode("n1", "10.1.0.0/24", "192.168.0.1"))
+	s.putNode(testNode("n2", "10.1.1.0/24", "192.168.0.2"))
+	before := snapshotOf(t, "nodes", s, incr, full)
+	first := incr.Snapshot("n1", cidrs).Nodes
+	s.putNode(withNode(s.getNode("n2"), func(n *corev1.Node) { n.ResourceVersion = "7" }))
+	snapshotOf(t, "heartbeat", s, incr, full)
+	if got := incr.Snapshot("n1", cidrs).Nodes; &got[0] != &first[0] {
+		t.Error("a heartbeat replaced the snapshot's node slice")
+	}
+	s.putNode(withNode(s.getNode("n2"), func(n *corev1.Node) { n.Labels = map[string]string{"zone": "b"} }))
+	after := snapshotOf(t, "relabel", s, incr, full)
+	if got := incr.Snapshot("n1", cidrs).Nodes; &got[0] == &first[0] || reflect.DeepEqual(before.Nodes, after.Nodes) {
+		t.Error("a label change kept the snapshot's node slice")
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Objects is the raw cluster state a source collected.
@@ -13,6 +14,9 @@ type Objects struct {
 	Namespaces []*corev1.Namespace
 	Pods       []*corev1.Pod
 	Policies   []*networkingv1.NetworkPolicy
+	// ClusterPolicies are the ClusterNetworkPolicies (cluster-scoped,
+	// keyed by name); none when the API server does not serve them.
+	ClusterPolicies []*cnpv1beta1.ClusterNetworkPolicy
 }
 
 // Changes is what a source saw change since the previous Changes call:
@@ -27,6 +31,8 @@ type Changes struct {
 	Namespaces map[string]*corev1.Namespace
 	Policies   map[string]*networkingv1.NetworkPolicy
 	Nodes      map[string]*corev1.Node
+	// ClusterPolicies are keyed by name (they are cluster-scoped).
+	ClusterPolicies map[string]*cnpv1beta1.ClusterNetworkPolicy
 }
 
 // Source yields the current cluster objects. Sources only signal changes;

@@ -1,13 +1,17 @@
 package snapshot
 
 import (
+	"maps"
 	"net/netip"
+	"reflect"
+	"slices"
 	"sort"
 
 	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // View is the cluster as the snapshot needs it, kept up to date by changes
@@ -44,8 +48,12 @@ type View struct {
 	policies  map[string]*networkingv1.NetworkPolicy
 	polList   []*networkingv1.NetworkPolicy
 	polStale  bool
+	cnps      map[string]*cnpv1beta1.ClusterNetworkPolicy
+	cnpList   []*cnpv1beta1.ClusterNetworkPolicy
+	cnpStale  bool
 	nodes     map[string]*corev1.Node
 	nodeList  []*corev1.Node
+	peerList  []policy.PeerNode // nodeList converted (see peerNodes)
 	nodeStale bool
 }
 
@@ -70,6 +78,7 @@ func NewView() *View {
 		live:       map[netip.Addr]int{},
 		dying:      map[netip.Addr]map[*podSlot]struct{}{},
 		policies:   map[string]*networkingv1.NetworkPolicy{},
+		cnps:       map[string]*cnpv1beta1.ClusterNetworkPolicy{},
 		nodes:      map[string]*corev1.Node{},
 	}
 }
@@ -91,6 +100,9 @@ func (v *View) Apply(c Changes) (gone map[string]*corev1.Pod) {
 	}
 	for key, p := range c.Policies {
 		setObj(v.policies, key, p, &v.polStale)
+	}
+	for key, p := range c.ClusterPolicies {
+		setObj(v.cnps, key, p, &v.cnpStale)
 	}
 	for key, n := range c.Nodes {
 		setObj(v.nodes, key, n, &v.nodeStale)
@@ -126,6 +138,7 @@ func (v *View) reset(o Objects) (gone map[string]*corev1.Pod) {
 	}
 	resetObjs(v.namespaces, o.Namespaces, &v.nsStale)
 	resetObjs(v.policies, o.Policies, &v.polStale)
+	resetObjs(v.cnps, o.ClusterPolicies, &v.cnpStale)
 	resetObjs(v.nodes, o.Nodes, &v.nodeStale)
 	return gone
 }
@@ -254,7 +267,10 @@ func resetObjs[T named](m map[string]T, list []T, stale *bool) {
 // the next apply or reset.
 func (v *View) Snapshot(nodeName string, clusterCIDRs []netip.Prefix) policy.Snapshot {
 	s := policy.Snapshot{Node: policy.Node{Name: nodeName}, ClusterCIDRs: clusterCIDRs,
-		Namespaces: v.namespaceList(), Pods: v.list, Policies: v.policyList()}
+		Namespaces: v.namespaceList(), Pods: v.list,
+		Policies:        sortedObjs(v.policies, &v.polList, &v.polStale),
+		ClusterPolicies: sortedObjs(v.cnps, &v.cnpList, &v.cnpStale)}
+	_, s.Nodes = v.nodeLists()
 	if n := v.nodes[nodeName]; n != nil {
 		s.Node.Addrs = nodeAddrs(n)
 		s.Node.PodCIDRs = ParsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR)
@@ -296,40 +312,35 @@ func (v *View) BuildNamespaces(delta map[string]int) []policy.Namespace {
 	return out
 }
 
-// policyList is every policy, sorted by namespace and name.
-func (v *View) policyList() []*networkingv1.NetworkPolicy {
-	if !v.polStale {
-		return v.polList
+// sortedObjs returns *list, first rebuilt from m in key order (see
+// byKey) when *stale.
+func sortedObjs[T named](m map[string]T, list *[]T, stale *bool) []T {
+	if *stale {
+		*stale = false
+		*list = slices.SortedFunc(maps.Values(m), byKey)
 	}
-	v.polStale = false
-	out := make([]*networkingv1.NetworkPolicy, 0, len(v.policies))
-	for _, p := range v.policies {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
+	return *list
+}
+
+// nodeLists returns the view's nodes sorted by name, and the same nodes
+// as the snapshot's peer nodes. Node updates that change nothing peers see
+// (a status heartbeat, a new pod CIDR) keep the peer slice as it was.
+func (v *View) nodeLists() ([]*corev1.Node, []policy.PeerNode) {
+	if v.nodeStale {
+		nodes := sortedObjs(v.nodes, &v.nodeList, &v.nodeStale)
+		if peers := peerNodes(nodes); !reflect.DeepEqual(peers, v.peerList) {
+			v.peerList = peers
 		}
-		return a.Name < b.Name
-	})
-	v.polList = out
-	return out
+	}
+	return v.nodeList, v.peerList
 }
 
 // Objects returns what the reconcilers read: the view's nodes, sorted by
 // name. The other kinds are left empty: no reconciler reads them, and
 // listing them would cost what the view saves.
 func (v *View) Objects() Objects {
-	if v.nodeStale {
-		v.nodeStale = false
-		v.nodeList = make([]*corev1.Node, 0, len(v.nodes))
-		for _, n := range v.nodes {
-			v.nodeList = append(v.nodeList, n)
-		}
-		sort.Slice(v.nodeList, func(i, j int) bool { return v.nodeList[i].Name < v.nodeList[j].Name })
-	}
-	return Objects{Nodes: v.nodeList}
+	nodes, _ := v.nodeLists()
+	return Objects{Nodes: nodes}
 }
 
 // Pod returns the source's pod key, whether or not the snapshot holds it.

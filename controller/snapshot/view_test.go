@@ -12,6 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
+	"github.com/weir-cni/weir/internal/fixtures"
 )
 
 var cidrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
@@ -66,6 +69,29 @@ func withLabels(p *corev1.Pod, labels map[string]string) *corev1.Pod {
 func testNode(name, cidr, addr string) *corev1.Node {
 	n := node(name, []string{cidr}, addr)
 	return n
+}
+
+// withNode returns a copy of n changed by edit, as an update replaces it.
+func withNode(n *corev1.Node, edit func(*corev1.Node)) *corev1.Node {
+	c := n.DeepCopy()
+	edit(c)
+	return c
+}
+
+// nodeAddrList lists node status addresses from type, address pairs.
+func nodeAddrList(pairs ...any) []corev1.NodeAddress {
+	var out []corev1.NodeAddress
+	for i := 0; i+1 < len(pairs); i += 2 {
+		out = append(out, corev1.NodeAddress{Type: pairs[i].(corev1.NodeAddressType), Address: pairs[i+1].(string)})
+	}
+	return out
+}
+
+// cnp is a ClusterNetworkPolicy at generation gen.
+func cnp(name string, tier cnpv1beta1.Tier, priority int32, gen int64) *cnpv1beta1.ClusterNetworkPolicy {
+	p := fixtures.ClusterPolicy(name, tier, priority)
+	p.Generation = gen
+	return p
 }
 
 func TestViewMatchesFullRelist(t *testing.T) {
@@ -147,6 +173,29 @@ func TestViewMatchesFullRelist(t *testing.T) {
 			s.putPolicy(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "allow"}})
 		}},
 		{"policy deleted", func(s *store) { s.delPolicy("a", "deny") }},
+		{"cluster policies added", func(s *store) {
+			s.putCNP(cnp("zz-baseline", cnpv1beta1.BaselineTier, 5, 1))
+			s.putCNP(cnp("admin", cnpv1beta1.AdminTier, 10, 1))
+		}},
+		{"cluster policy updated", func(s *store) { s.putCNP(cnp("admin", cnpv1beta1.AdminTier, 3, 2)) }},
+		{"other node relabelled", func(s *store) {
+			s.putNode(withNode(s.getNode("n2"), func(n *corev1.Node) { n.Labels = map[string]string{"zone": "b"} }))
+		}},
+		{"node reports more addresses: ExternalIP, a hostname, a repeated and a mapped one", func(s *store) {
+			s.putNode(withNode(s.getNode("n2"), func(n *corev1.Node) {
+				n.Status.Addresses = append(n.Status.Addresses, nodeAddrList(corev1.NodeExternalIP, "203.0.113.2",
+					corev1.NodeHostName, "n2", corev1.NodeExternalIP, "192.168.0.2",
+					corev1.NodeInternalIP, "::ffff:10.9.9.9", corev1.NodeInternalIP, "fd00::2")...)
+			}))
+		}},
+		{"node heartbeat changes nothing peers see", func(s *store) {
+			s.putNode(withNode(s.getNode("n2"), func(n *corev1.Node) { n.ResourceVersion = "2" }))
+		}},
+		{"node labels removed", func(s *store) {
+			s.putNode(withNode(s.getNode("n2"), func(n *corev1.Node) { n.Labels = nil }))
+		}},
+		{"cluster policy deleted", func(s *store) { s.delCNP("zz-baseline") }},
+		{"delete of a cluster policy never seen", func(s *store) { s.delCNP("ghost") }},
 		{"several changes in one batch", func(s *store) {
 			s.delPod("a", "p4")
 			s.putPod(pod("a", "p4", "n1", map[string]string{"app": "x"}, "10.1.0.4"))
@@ -156,7 +205,7 @@ func TestViewMatchesFullRelist(t *testing.T) {
 			s.delNS("d")
 		}},
 		{"everything deleted", func(s *store) {
-			for _, kind := range []string{"pod", "ns", "pol", "node"} {
+			for _, kind := range []string{"pod", "ns", "pol", "node", "cnp"} {
 				for k, v := range s.o[kind] {
 					switch o := v.(type) {
 					case *corev1.Pod:
@@ -167,6 +216,8 @@ func TestViewMatchesFullRelist(t *testing.T) {
 						s.delPolicy(o.Namespace, o.Name)
 					case *corev1.Node:
 						s.delNode(k)
+					case *cnpv1beta1.ClusterNetworkPolicy:
+						s.delCNP(k)
 					}
 				}
 			}
@@ -188,7 +239,7 @@ func TestViewRandomChangesMatchFullRelist(t *testing.T) {
 	for batch := 0; batch < 300; batch++ {
 		for n := r.Intn(4) + 1; n > 0; n-- {
 			ns, name := nss[r.Intn(len(nss))], fmt.Sprint("p", r.Intn(40))
-			switch op := r.Intn(10); {
+			switch op := r.Intn(12); {
 			case op < 4: // add or replace a pod, sometimes without an address or finished
 				p := pod(ns, name, fmt.Sprint("n", 1+r.Intn(2)), map[string]string{"app": fmt.Sprint(r.Intn(3))},
 					fmt.Sprintf("10.2.%d.%d", r.Intn(4), r.Intn(250)+1))
@@ -213,12 +264,33 @@ func TestViewRandomChangesMatchFullRelist(t *testing.T) {
 				} else {
 					s.putNode(testNode("n1", fmt.Sprintf("10.2.%d.0/24", r.Intn(4)), fmt.Sprintf("192.168.1.%d", r.Intn(9)+1)))
 				}
-			default:
+			case op < 10:
 				if r.Intn(3) == 0 {
 					s.delPolicy(ns, "pol")
 				} else {
 					s.putPolicy(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pol"}})
 				}
+			case op < 11: // a cluster policy added, changed or deleted
+				name := fmt.Sprint("cnp", r.Intn(5))
+				if r.Intn(3) == 0 {
+					s.delCNP(name)
+				} else {
+					s.putCNP(cnp(name, []cnpv1beta1.Tier{cnpv1beta1.AdminTier, cnpv1beta1.BaselineTier}[r.Intn(2)],
+						int32(r.Intn(4)), int64(batch)))
+				}
+			default: // another node added, relabelled, readdressed or deleted
+				name := fmt.Sprint("n", 2+r.Intn(2))
+				if r.Intn(4) == 0 {
+					s.delNode(name)
+					continue
+				}
+				n := testNode(name, "10.3.0.0/24", fmt.Sprintf("192.168.2.%d", r.Intn(3)+1))
+				n.Labels = map[string]string{"zone": fmt.Sprint(r.Intn(2))}
+				if r.Intn(2) == 0 {
+					n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP,
+						Address: fmt.Sprintf("192.168.2.%d", r.Intn(3)+1)})
+				}
+				s.putNode(n)
 			}
 		}
 		checkView(t, fmt.Sprint("batch ", batch), s, incr, full)
@@ -237,7 +309,7 @@ func TestViewRandomDeletionsAndReusedAddressesMatchFullRelist(t *testing.T) {
 	for batch := 0; batch < 400; batch++ {
 		for n := r.Intn(4) + 1; n > 0; n-- {
 			ns, name := []string{"a", "b"}[r.Intn(2)], fmt.Sprint("p", r.Intn(24))
-			switch op := r.Intn(10); {
+			switch op := r.Intn(12); {
 			case op < 3: // a new pod, or the same one recreated
 				ips := []string{fmt.Sprintf("10.2.0.%d", r.Intn(8)+1)}
 				if r.Intn(4) == 0 {

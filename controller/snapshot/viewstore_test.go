@@ -5,6 +5,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // pod and node build the objects of these tests (fixtures.Pod,
@@ -20,14 +21,15 @@ type store struct {
 }
 
 func newStore() *store {
-	s := &store{o: map[string]map[string]any{"pod": {}, "ns": {}, "pol": {}, "node": {}}}
+	s := &store{o: map[string]map[string]any{"pod": {}, "ns": {}, "pol": {}, "node": {}, "cnp": {}}}
 	s.clearChanges()
 	return s
 }
 
 func (s *store) clearChanges() {
 	s.changed = Changes{Pods: map[string]*corev1.Pod{}, Namespaces: map[string]*corev1.Namespace{},
-		Policies: map[string]*networkingv1.NetworkPolicy{}, Nodes: map[string]*corev1.Node{}}
+		Policies: map[string]*networkingv1.NetworkPolicy{}, Nodes: map[string]*corev1.Node{},
+		ClusterPolicies: map[string]*cnpv1beta1.ClusterNetworkPolicy{}}
 }
 
 // put stores obj as key k of kind and records the change in changed.
@@ -59,6 +61,16 @@ func (s *store) putPolicy(p *networkingv1.NetworkPolicy) {
 }
 func (s *store) delPolicy(ns, name string) { del(s, "pol", objKey(ns, name), s.changed.Policies) }
 
+func (s *store) putCNP(p *cnpv1beta1.ClusterNetworkPolicy) {
+	put(s, "cnp", p.Name, s.changed.ClusterPolicies, p)
+}
+func (s *store) delCNP(name string) { del(s, "cnp", name, s.changed.ClusterPolicies) }
+
+func (s *store) getNode(name string) *corev1.Node {
+	n, _ := s.o["node"][name].(*corev1.Node)
+	return n
+}
+
 func (s *store) getPod(ns, name string) *corev1.Pod {
 	p, _ := s.o["pod"][objKey(ns, name)].(*corev1.Pod)
 	return p
@@ -79,6 +91,9 @@ func (s *store) objects() Objects {
 	}
 	for _, v := range s.o["node"] {
 		o.Nodes = append(o.Nodes, v.(*corev1.Node))
+	}
+	for _, v := range s.o["cnp"] {
+		o.ClusterPolicies = append(o.ClusterPolicies, v.(*cnpv1beta1.ClusterNetworkPolicy))
 	}
 	return o
 }

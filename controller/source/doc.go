@@ -1,6 +1,7 @@
 // Package source holds where the agent reads the cluster from. KubeSource
 // follows the API server with shared informers for Pods, Namespaces,
-// NetworkPolicies and Nodes, and reports what changed; DirSource reads a
+// NetworkPolicies, Nodes and, while the API server serves them,
+// ClusterNetworkPolicies, and reports what changed; DirSource reads a
 // directory of manifests (ReadManifests) and polls it for edits.
 //
 // Both implement snapshot.Source and hand over snapshot.Objects; the agent

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
 // ErrNotSynced is returned by KubeSource.Objects before the caches have
@@ -26,7 +29,8 @@ import (
 var ErrNotSynced = errors.New("informer caches not synced")
 
 // KubeSource is a snapshot.Source following the API server with shared informers for
-// Pods (all namespaces), Namespaces, NetworkPolicies and Nodes. The caches
+// Pods (all namespaces), Namespaces, NetworkPolicies, Nodes and, when
+// ClusterPolicies is set, ClusterNetworkPolicies. The caches
 // hold only what the agent uses (see StripForCache). Event handlers only
 // note which keys changed and kick, for changes that matter (see relevant);
 // the agent's worker reads the changed objects from the caches (Changes),
@@ -35,6 +39,7 @@ var ErrNotSynced = errors.New("informer caches not synced")
 type KubeSource struct {
 	client  kubernetes.Interface
 	factory informers.SharedInformerFactory
+	resync  time.Duration
 
 	pods       cache.SharedIndexInformer
 	namespaces cache.SharedIndexInformer
@@ -58,13 +63,28 @@ type KubeSource struct {
 	// connections are retried inside the reflector and never reach it, so
 	// it is not an API-server-reachability signal.
 	OnWatchError func(resource string, err error)
+
+	// ClusterPolicies, if set before Run, is the client KubeSource follows
+	// ClusterNetworkPolicies with, if and while the API server serves them
+	// (see clusterpolicies.go). Unset: Objects and Changes hold none.
+	ClusterPolicies cnpclient.Interface
+	// CRDRecheck is how often Run asks the API server whether it serves
+	// ClusterNetworkPolicies (default 30s).
+	CRDRecheck time.Duration
+	// OnClusterPoliciesServed, if set before Run, is told whether the API
+	// server serves ClusterNetworkPolicies: once at start, then at every
+	// change. Use it for logs.
+	OnClusterPoliciesServed func(served bool)
+	// cnp is the running ClusterNetworkPolicy informer, nil when there is
+	// none.
+	cnp atomic.Pointer[cnpWatch]
 }
 
 // NewKubeSource makes the informers (resync 0 disables periodic resyncs,
 // which this source would ignore anyway: they change nothing).
 func NewKubeSource(client kubernetes.Interface, resync time.Duration) *KubeSource {
 	f := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithTransform(StripForCache))
-	s := &KubeSource{client: client, factory: f}
+	s := &KubeSource{client: client, factory: f, resync: resync}
 	pods, nss, nps, nodes := f.Core().V1().Pods(), f.Core().V1().Namespaces(),
 		f.Networking().V1().NetworkPolicies(), f.Core().V1().Nodes()
 	s.pods, s.podLister = pods.Informer(), pods.Lister()
@@ -79,8 +99,10 @@ func (s *KubeSource) Synced() bool { return s.synced.Load() }
 
 // Run starts the informers, waits for every cache to sync, kicks once, and
 // then kicks on every relevant add, update or delete until ctx ends. Events
-// before the sync do not kick: the first kick covers them. Run may be called
-// once.
+// before the sync do not kick: the first kick covers them. With
+// ClusterPolicies set, the caches include ClusterNetworkPolicies when the
+// API server serves them, and Run keeps checking whether it does (see
+// clusterpolicies.go). Run may be called once.
 func (s *KubeSource) Run(ctx context.Context, kick func()) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("kube source: Run called twice")
@@ -94,24 +116,17 @@ func (s *KubeSource) Run(ctx context.Context, kick func()) error {
 		{"pods", kindPods, s.pods}, {"namespaces", kindNamespaces, s.namespaces},
 		{"networkpolicies", kindPolicies, s.policies}, {"nodes", kindNodes, s.nodes},
 	} {
-		res, inf := r.res, r.inf
-		reg, err := inf.AddEventHandler(s.handler(r.kind, kick))
+		reg, err := s.addHandlers(r.res, r.inf, s.handler(r.kind, &s.synced, kick))
 		if err != nil {
-			return fmt.Errorf("add %s event handler: %w", res, err)
+			return err
 		}
 		handlersSynced = append(handlersSynced, reg.HasSynced)
-		if s.OnWatchError != nil {
-			report := s.OnWatchError
-			err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-				report(res, err)
-			})
-			if err != nil {
-				return fmt.Errorf("set %s watch error handler: %w", res, err)
-			}
-		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	var bg sync.WaitGroup
 	defer s.factory.Shutdown() // after cancel: it waits for the informers to stop
+	defer s.stopClusterPolicies()
+	defer bg.Wait()
 	defer cancel()
 	s.factory.Start(ctx.Done())
 	// Wait for the stores and for the handlers to have seen the initial
@@ -130,25 +145,53 @@ func (s *KubeSource) Run(ctx context.Context, kick func()) error {
 		}
 		return fmt.Errorf("sync event handlers: %w", ErrNotSynced)
 	}
+	if s.ClusterPolicies != nil {
+		served := s.initClusterPolicies(ctx, kick)
+		if ctx.Err() != nil {
+			return nil
+		}
+		bg.Go(func() { s.followClusterPolicies(ctx, kick, served) })
+	}
 	s.synced.Store(true)
 	kick()
 	<-ctx.Done()
 	return nil
 }
 
+// addHandlers adds handler to inf and, when OnWatchError is set, reports
+// inf's failed lists and watches of resource to it. Call it before inf
+// starts.
+func (s *KubeSource) addHandlers(resource string, inf cache.SharedIndexInformer,
+	handler cache.ResourceEventHandler) (cache.ResourceEventHandlerRegistration, error) {
+	reg, err := inf.AddEventHandler(handler)
+	if err != nil {
+		return nil, fmt.Errorf("add %s event handler: %w", resource, err)
+	}
+	if s.OnWatchError != nil {
+		report := s.OnWatchError
+		err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+			report(resource, err)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("set %s watch error handler: %w", resource, err)
+		}
+	}
+	return reg, nil
+}
+
 // handler marks every change of kind for Changes and kicks for the ones
-// that matter (see relevant). Before the caches have synced it does
-// nothing: the first Changes lists everything.
-func (s *KubeSource) handler(kind int, kick func()) cache.ResourceEventHandlerFuncs {
+// that matter (see relevant). Until live is set (the caches have synced)
+// it does nothing: the first Changes lists everything.
+func (s *KubeSource) handler(kind int, live *atomic.Bool, kick func()) cache.ResourceEventHandlerFuncs {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if s.synced.Load() {
+			if live.Load() {
 				s.changes.mark(kind, obj)
 				kick()
 			}
 		},
 		UpdateFunc: func(oldObj, newObj any) {
-			if s.synced.Load() {
+			if live.Load() {
 				s.changes.mark(kind, newObj)
 				if relevant(oldObj, newObj) {
 					kick()
@@ -156,7 +199,7 @@ func (s *KubeSource) handler(kind int, kick func()) cache.ResourceEventHandlerFu
 			}
 		},
 		DeleteFunc: func(obj any) {
-			if s.synced.Load() {
+			if live.Load() {
 				s.changes.mark(kind, obj)
 				if unwrapTombstone(obj) != nil {
 					kick()
@@ -186,6 +229,11 @@ func (s *KubeSource) Objects() (snapshot.Objects, error) {
 	}
 	if o.Policies, err = s.policyLister.List(everything); err != nil {
 		return snapshot.Objects{}, fmt.Errorf("list networkpolicies: %w", err)
+	}
+	if w := s.cnp.Load(); w != nil {
+		if o.ClusterPolicies, err = w.lister.List(everything); err != nil {
+			return snapshot.Objects{}, fmt.Errorf("list clusternetworkpolicies: %w", err)
+		}
 	}
 	return o, nil
 }
@@ -237,7 +285,7 @@ func unwrapTombstone(obj any) metav1.Object {
 		obj = t.Obj
 	}
 	switch o := obj.(type) {
-	case *corev1.Pod, *corev1.Namespace, *corev1.Node, *networkingv1.NetworkPolicy:
+	case *corev1.Pod, *corev1.Namespace, *corev1.Node, *networkingv1.NetworkPolicy, *cnpv1beta1.ClusterNetworkPolicy:
 		return o.(metav1.Object)
 	}
 	return nil

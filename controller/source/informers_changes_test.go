@@ -36,50 +36,14 @@ func TestKubeSourceChangesMatchFullRelist(t *testing.T) {
 	defer stop()
 	ctx := context.Background()
 	waitKick(t, kicks, "sync")
-	for r, ch := range started {
-		select {
-		case <-ch:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("informer for %s never watched", r)
-		}
-	}
+	waitWatches(t, started)
 	v := snapshot.NewView()
 	c, err := src.Changes()
 	if err != nil || !c.Full {
 		t.Fatalf("first Changes: full = %v, err = %v; want a full listing", c.Full, err)
 	}
 	v.Apply(c)
-
-	// converge feeds Changes to the view until it equals a full listing.
-	converge := func(step string) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			c, err := src.Changes()
-			if err != nil {
-				t.Fatalf("%s: Changes: %v", step, err)
-			}
-			if c.Full {
-				t.Fatalf("%s: Changes listed everything again", step)
-			}
-			v.Apply(c)
-			o, err := src.Objects()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, want := snapshottest.Canonical(v.Snapshot("n1", nil)), snapshottest.Canonical(snapshot.Build("n1", nil, o))
-			if reflect.DeepEqual(got, want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: view fed by Changes: %s", step, snapshottest.DescribeDiff(got, want))
-			}
-			select {
-			case <-kicks:
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}
+	converge := func(step string) { convergeView(t, step, src, v, kicks, false) }
 	pods := client.CoreV1().Pods("ns1")
 	steps := []struct {
 		name string
@@ -104,7 +68,7 @@ func TestKubeSourceChangesMatchFullRelist(t *testing.T) {
 			if err := src.pods.GetIndexer().Delete(p); err != nil {
 				return err
 			}
-			src.handler(kindPods, func() { kicks <- struct{}{} }).OnDelete(
+			src.handler(kindPods, &src.synced, func() { kicks <- struct{}{} }).OnDelete(
 				cache.DeletedFinalStateUnknown{Key: "ns1/new", Obj: p})
 			return nil
 		}},
@@ -132,5 +96,40 @@ func TestKubeSourceChangesMatchFullRelist(t *testing.T) {
 			t.Fatalf("%s: %v", st.name, err)
 		}
 		converge(st.name)
+	}
+}
+
+// convergeView feeds src's Changes to v until v's snapshot equals that of
+// a full listing of src. Changes must not list everything again, unless
+// full says it is due: then one of them must.
+func convergeView(t *testing.T, step string, src *KubeSource, v *snapshot.View, kicks <-chan struct{}, full bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	listed := false
+	for {
+		c, err := src.Changes()
+		if err != nil {
+			t.Fatalf("%s: Changes: %v", step, err)
+		}
+		if c.Full && !full {
+			t.Fatalf("%s: Changes listed everything again", step)
+		}
+		listed = listed || c.Full
+		v.Apply(c)
+		o, err := src.Objects()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want := snapshottest.Canonical(v.Snapshot("n1", nil)), snapshottest.Canonical(snapshot.Build("n1", nil, o))
+		if reflect.DeepEqual(got, want) && listed == full {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: view fed by Changes (full listing seen: %v): %s", step, listed, snapshottest.DescribeDiff(got, want))
+		}
+		select {
+		case <-kicks:
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }

@@ -164,11 +164,15 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 
 func intstrPort(p int32) intstr.IntOrString { return intstr.FromInt32(p) }
 
-// runSource starts a KubeSource on client and stops it at cleanup.
-func runSource(t *testing.T, client kubernetes.Interface) *snapshotWaiter {
+// runSource starts a KubeSource on client, configured by configure, and
+// stops it at cleanup.
+func runSource(t *testing.T, client kubernetes.Interface, configure ...func(*KubeSource)) *snapshotWaiter {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	src := NewKubeSource(client, 0)
+	for _, f := range configure {
+		f(src)
+	}
 	w := &snapshotWaiter{t: t, src: src, kicks: make(chan struct{}, 1)}
 	done := make(chan error, 1)
 	go func() {

@@ -9,22 +9,25 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // lastApplied is kubectl's copy of the whole object: large and unused.
 const lastApplied = corev1.LastAppliedConfigAnnotation
 
 // StripForCache is the informers' transform: it returns a slim copy of a
-// Pod, Node, Namespace or NetworkPolicy holding only what the agent uses,
-// so a node's cache of every pod in the cluster stays small. Everywhere:
-// managedFields and kubectl's last-applied annotation go. Pods keep their
-// metadata (labels, uid, deletion timestamp), spec.nodeName, hostNetwork and
-// the name and ports of each (init) container, and status phase, podIP(s)
-// and hostIP(s); annotations and owner references go. Nodes keep labels,
-// spec.podCIDR(s) and status.addresses (heartbeats and images go).
-// Namespaces keep metadata and status.phase. Policies keep their spec.
-// Other values (tombstones included) pass unchanged. It is idempotent, as
-// client-go requires.
+// Pod, Node, Namespace, NetworkPolicy or ClusterNetworkPolicy holding only
+// what the agent uses, so a node's cache of every pod in the cluster stays
+// small. Everywhere: managedFields and kubectl's last-applied annotation
+// go. Pods keep their metadata (labels, uid, deletion timestamp),
+// spec.nodeName, hostNetwork and the name and ports of each (init)
+// container, and status phase, podIP(s) and hostIP(s); annotations and
+// owner references go. Nodes keep labels, spec.podCIDR(s) and
+// status.addresses (heartbeats and images go). Namespaces keep metadata
+// and status.phase. Policies keep their spec; ClusterNetworkPolicies their
+// spec and status (the status writer reads and updates its condition
+// there). Other values (tombstones included) pass unchanged. It is
+// idempotent, as client-go requires.
 func StripForCache(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
@@ -39,6 +42,9 @@ func StripForCache(obj any) (any, error) {
 			Status: corev1.NamespaceStatus{Phase: o.Status.Phase}}, nil
 	case *networkingv1.NetworkPolicy:
 		return &networkingv1.NetworkPolicy{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, true), Spec: o.Spec}, nil
+	case *cnpv1beta1.ClusterNetworkPolicy:
+		return &cnpv1beta1.ClusterNetworkPolicy{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, true),
+			Spec: o.Spec, Status: o.Status}, nil
 	}
 	return obj, nil
 }
@@ -117,6 +123,10 @@ func relevant(oldObj, newObj any) bool {
 			!reflect.DeepEqual(o.Status.Addresses, n.Status.Addresses)
 	case *networkingv1.NetworkPolicy:
 		n, ok := newObj.(*networkingv1.NetworkPolicy)
+		return !ok || !reflect.DeepEqual(o.Spec, n.Spec)
+	case *cnpv1beta1.ClusterNetworkPolicy:
+		// A status write (the agents' own) changes nothing enforced.
+		n, ok := newObj.(*cnpv1beta1.ClusterNetworkPolicy)
 		return !ok || !reflect.DeepEqual(o.Spec, n.Spec)
 	}
 	return true

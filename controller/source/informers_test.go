@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/weir-cni/weir/internal/fixtures"
 )
@@ -55,6 +56,18 @@ func fullPod() *corev1.Pod {
 			ContainerStatuses: []corev1.ContainerStatus{{Name: "main", Ready: true}},
 		},
 	}
+}
+
+// fullCNP is a ClusterNetworkPolicy with one rule and the Accepted
+// condition, as its cache holds it.
+func fullCNP() *cnpv1beta1.ClusterNetworkPolicy {
+	p := fixtures.ClusterPolicy("admin", cnpv1beta1.AdminTier, 3)
+	p.UID, p.ResourceVersion, p.Generation = "c1", "1", 4
+	p.Spec.Ingress = []cnpv1beta1.ClusterNetworkPolicyIngressRule{{Name: "deny-all",
+		Action: cnpv1beta1.ClusterNetworkPolicyRuleActionDeny,
+		From:   []cnpv1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{}}}}}
+	p.Status.Conditions = []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", ObservedGeneration: 4}}
+	return p
 }
 
 func TestStripForCache(t *testing.T) {
@@ -123,6 +136,20 @@ func TestStripForCache(t *testing.T) {
 				Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
 			},
 		},
+		{
+			name: "cluster policy keeps spec, status and generation; loses managedFields and last-applied",
+			in: func() *cnpv1beta1.ClusterNetworkPolicy {
+				p := fullCNP()
+				p.Annotations = map[string]string{lastApplied: "{...}", "note": "x"}
+				p.ManagedFields, p.Labels = managed, map[string]string{"team": "sec"}
+				return p
+			}(),
+			want: func() *cnpv1beta1.ClusterNetworkPolicy {
+				p := fullCNP()
+				p.Annotations, p.Labels = map[string]string{"note": "x"}, map[string]string{"team": "sec"}
+				return p
+			}(),
+		},
 		{name: "tombstone passes unchanged", in: tombstone, want: tombstone},
 	}
 	for _, tt := range tests {
@@ -186,12 +213,26 @@ func TestRelevant(t *testing.T) {
 		edit(n)
 		return n
 	}
+	cnpWith := func(edit func(*cnpv1beta1.ClusterNetworkPolicy)) *cnpv1beta1.ClusterNetworkPolicy {
+		p := fullCNP()
+		p.ResourceVersion = "2"
+		edit(p)
+		return p
+	}
 	now := metav1.Now()
 	tests := []struct {
 		name     string
 		old, new any
 		want     bool
 	}{
+		{"cluster policy: spec change", fullCNP(), cnpWith(func(p *cnpv1beta1.ClusterNetworkPolicy) { p.Spec.Priority = 7 }), true},
+		{"cluster policy: status-only change (a status write) ignored", fullCNP(), cnpWith(func(p *cnpv1beta1.ClusterNetworkPolicy) {
+			p.Status.Conditions = nil
+		}), false},
+		{"cluster policy: label-only change ignored", fullCNP(), cnpWith(func(p *cnpv1beta1.ClusterNetworkPolicy) {
+			p.Labels = map[string]string{"x": "y"}
+		}), false},
+		{"cluster policy: deletion started", fullCNP(), cnpWith(func(p *cnpv1beta1.ClusterNetworkPolicy) { p.DeletionTimestamp = &now }), true},
 		{"resync with the same resourceVersion is ignored", base, base, false},
 		{"pod: new resourceVersion, nothing used changed", base, pod(func(*corev1.Pod) {}), false},
 		{"pod: label change", base, pod(func(p *corev1.Pod) { p.Labels = map[string]string{"app": "db"} }), true},
@@ -226,7 +267,7 @@ func TestRelevant(t *testing.T) {
 }
 
 func TestUnwrapTombstone(t *testing.T) {
-	p := fullPod()
+	p, cnp := fullPod(), fullCNP()
 	tests := []struct {
 		name string
 		in   any
@@ -234,6 +275,7 @@ func TestUnwrapTombstone(t *testing.T) {
 	}{
 		{"plain object", p, p},
 		{"tombstone yields the last known object", cache.DeletedFinalStateUnknown{Key: "ns1/web", Obj: p}, p},
+		{"tombstone of a cluster policy", cache.DeletedFinalStateUnknown{Key: "admin", Obj: cnp}, cnp},
 		{"tombstone of an unknown kind yields nil", cache.DeletedFinalStateUnknown{Key: "x", Obj: "junk"}, nil},
 		{"unknown kind yields nil", 42, nil},
 	}
@@ -257,8 +299,13 @@ func TestUnwrapTombstone(t *testing.T) {
 // the fake has no resourceVersions, so an event written between the
 // informer's list and its watch would be lost, and tests wait for the watch.
 func watchStarted(c *fake.Clientset) map[string]chan struct{} {
+	return watchesStarted(&c.Fake, "pods", "namespaces", "networkpolicies", "nodes")
+}
+
+// watchesStarted is watchStarted for any fake clientset and resources.
+func watchesStarted(c *k8stesting.Fake, resources ...string) map[string]chan struct{} {
 	started := map[string]chan struct{}{}
-	for _, r := range []string{"pods", "namespaces", "networkpolicies", "nodes"} {
+	for _, r := range resources {
 		started[r] = make(chan struct{})
 	}
 	c.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) {
@@ -272,6 +319,18 @@ func watchStarted(c *fake.Clientset) map[string]chan struct{} {
 		return false, nil, nil
 	})
 	return started
+}
+
+// waitWatches waits until every informer of started watches.
+func waitWatches(t *testing.T, started map[string]chan struct{}) {
+	t.Helper()
+	for r, ch := range started {
+		select {
+		case <-ch:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("informer for %s never watched", r)
+		}
+	}
 }
 
 func waitKick(t *testing.T, kicks <-chan struct{}, what string) {
@@ -330,13 +389,7 @@ func TestKubeSourceRun(t *testing.T) {
 	if o.Pods[0].ManagedFields != nil || o.Pods[0].Spec.Containers[0].Image != "" {
 		t.Errorf("cached pod was not stripped: %+v", o.Pods[0])
 	}
-	for r, ch := range started {
-		select {
-		case <-ch:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("informer for %s never watched", r)
-		}
-	}
+	waitWatches(t, started)
 
 	pods := client.CoreV1().Pods("ns1")
 	// A status-only change (a readiness flip) must not kick; the label

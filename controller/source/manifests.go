@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 var (
@@ -27,13 +29,19 @@ var (
 func init() {
 	_ = corev1.AddToScheme(scheme)
 	_ = networkingv1.AddToScheme(scheme)
+	_ = cnpv1beta1.Install(scheme)
+	// The CRD serves v1alpha2 with v1beta1's schema and no conversion:
+	// its documents decode, as strictly, into the v1beta1 type.
+	scheme.AddKnownTypeWithName(cnpv1alpha2.SchemeGroupVersion.WithKind("ClusterNetworkPolicy"), &cnpv1beta1.ClusterNetworkPolicy{})
 }
 
 // ReadManifests reads every *.yaml, *.yml and *.json file in dir (not
 // recursive), each holding one or more documents (YAML "---" separated, or
-// a List). It knows Namespaces, Pods, Nodes and NetworkPolicies; any other
-// kind, an unknown field, or a document that does not decode is an error
-// naming file and document, so a typo never silently drops a policy.
+// a List). It knows Namespaces, Pods, Nodes, NetworkPolicies and
+// ClusterNetworkPolicies (policy.networking.k8s.io v1beta1, or v1alpha2,
+// read as v1beta1); any other kind, an unknown field, or a document that
+// does not decode is an error naming file and document, so a typo never
+// silently drops a policy.
 func ReadManifests(dir string) (snapshot.Objects, error) {
 	var o snapshot.Objects
 	files, err := manifestFiles(dir)
@@ -94,7 +102,7 @@ func addObject(data []byte, o *snapshot.Objects) error {
 	obj, gvk, err := codecs.UniversalDeserializer().Decode(data, nil, nil)
 	if err != nil {
 		if runtime.IsNotRegisteredError(err) {
-			return fmt.Errorf("unsupported kind (want Namespace, Pod, Node, NetworkPolicy or a List of them): %w", err)
+			return fmt.Errorf("unsupported kind (want Namespace, Pod, Node, NetworkPolicy, ClusterNetworkPolicy or a List of them): %w", err)
 		}
 		return err
 	}
@@ -107,6 +115,12 @@ func addObject(data []byte, o *snapshot.Objects) error {
 		o.Nodes = append(o.Nodes, v)
 	case *networkingv1.NetworkPolicy:
 		o.Policies = append(o.Policies, inDefault(v))
+	case *cnpv1beta1.ClusterNetworkPolicy:
+		// Cluster-scoped: the API server drops a namespace, and the
+		// version read is v1beta1's whatever the document said.
+		v.Namespace = ""
+		v.APIVersion = cnpv1beta1.GroupVersion.String()
+		o.ClusterPolicies = append(o.ClusterPolicies, v)
 	case *corev1.List:
 		for i, item := range v.Items {
 			if err := addObject(item.Raw, o); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/policy"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 func TestReadManifestsBuildsSnapshot(t *testing.T) {
@@ -45,6 +46,26 @@ func TestReadManifestsBuildsSnapshot(t *testing.T) {
 	if len(s.Policies) != 1 || s.Policies[0].Namespace != "default" || s.Policies[0].Name != "web-allow-prod" {
 		t.Errorf("policies = %v", s.Policies)
 	}
+	wantCNPs := []struct {
+		name     string
+		tier     cnpv1beta1.Tier
+		priority int32
+		ingress  int
+		egress   int
+	}{{"baseline-isolate", cnpv1beta1.BaselineTier, 0, 1, 0}, {"deny-metadata", cnpv1beta1.AdminTier, 10, 0, 1}}
+	if len(s.ClusterPolicies) != len(wantCNPs) {
+		t.Fatalf("%d cluster policies, want %d", len(s.ClusterPolicies), len(wantCNPs))
+	}
+	for i, w := range wantCNPs {
+		p := s.ClusterPolicies[i]
+		if p.Name != w.name || p.Namespace != "" || p.APIVersion != cnpv1beta1.GroupVersion.String() || p.Spec.Tier != w.tier ||
+			p.Spec.Priority != w.priority || len(p.Spec.Ingress) != w.ingress || len(p.Spec.Egress) != w.egress {
+			t.Errorf("cluster policy %d = %s/%s %s %+v, want %+v (cluster-scoped, v1beta1)", i, p.Namespace, p.Name, p.APIVersion, p.Spec, w)
+		}
+	}
+	if r := s.ClusterPolicies[0].Spec.Ingress[0].Protocols[0].TCP.DestinationPort.Range; r == nil || r.Start != 8000 || r.End != 9000 {
+		t.Errorf("v1alpha2 port range = %+v, want 8000-9000", r)
+	}
 }
 
 func TestReadManifestsRejectsBadInput(t *testing.T) {
@@ -52,6 +73,12 @@ func TestReadManifestsRejectsBadInput(t *testing.T) {
 		{"unknown kind", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n", "unsupported kind"},
 		{"unknown field (typo)", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelectr: {}}\n", "podSelectr"},
 		{"broken yaml", "apiVersion: v1\nkind: [\n", "document 1"},
+		{"unknown field in a ClusterNetworkPolicy", "apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n" +
+			"metadata: {name: p}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}}, ingres: []}\n", "ingres"},
+		{"unknown field in a v1alpha2 ClusterNetworkPolicy", "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n" +
+			"metadata: {name: p}\nspec: {tier: Admin, priority: 1, subjekt: {namespaces: {}}}\n", "subjekt"},
+		{"ClusterNetworkPolicy of a version the CRD does not serve", "apiVersion: policy.networking.k8s.io/v1alpha1\n" +
+			"kind: ClusterNetworkPolicy\nmetadata: {name: p}\n", "unsupported kind"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

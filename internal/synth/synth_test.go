@@ -15,8 +15,9 @@ import (
 
 // TestObjectsAreTheCluster: the agent's conversion of ObjectsOf gives the
 // cluster back, so benchmarks of either form measure the same cluster.
-// (The agent adds each namespace's kubernetes.io/metadata.name label and
-// sorts namespaces and policies.)
+// (The agent adds each namespace's kubernetes.io/metadata.name label,
+// sorts namespaces and policies, and lists the node, labels and addresses,
+// for the nodes peers of ClusterNetworkPolicies.)
 func TestObjectsAreTheCluster(t *testing.T) {
 	s := synth.Cluster(synth.Options{Pods: 1000, Policies: 100, Local: 2})
 	o := synth.ObjectsOf(s)
@@ -30,6 +31,7 @@ func TestObjectsAreTheCluster(t *testing.T) {
 		a, b := s.Policies[i], s.Policies[j]
 		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
 	})
+	s.Nodes = []policy.PeerNode{{Name: s.Node.Name, Addrs: s.Node.Addrs}}
 	if !reflect.DeepEqual(got, s) {
 		t.Error("snapshot.Build(ObjectsOf(s)) differs from s")
 	}

@@ -29,6 +29,12 @@ func Canonical(s policy.Snapshot) policy.Snapshot {
 	if len(s.Policies) == 0 {
 		s.Policies = nil
 	}
+	if len(s.ClusterPolicies) == 0 {
+		s.ClusterPolicies = nil
+	}
+	if len(s.Nodes) == 0 {
+		s.Nodes = nil
+	}
 	return s
 }
 
@@ -44,6 +50,12 @@ func DescribeDiff(got, want policy.Snapshot) string {
 	if !reflect.DeepEqual(got.Policies, want.Policies) {
 		return fmt.Sprintf("%d policies, want %d", len(got.Policies), len(want.Policies))
 	}
+	if !reflect.DeepEqual(got.ClusterPolicies, want.ClusterPolicies) {
+		return fmt.Sprintf("cluster policies %v, want %v", names(got.ClusterPolicies), names(want.ClusterPolicies))
+	}
+	if !reflect.DeepEqual(got.Nodes, want.Nodes) {
+		return fmt.Sprintf("nodes %+v, want %+v", got.Nodes, want.Nodes)
+	}
 	if len(got.Pods) != len(want.Pods) {
 		return fmt.Sprintf("%d pods, want %d", len(got.Pods), len(want.Pods))
 	}
@@ -53,4 +65,16 @@ func DescribeDiff(got, want policy.Snapshot) string {
 		}
 	}
 	return "snapshots differ"
+}
+
+// names lists the objects' names and generations, for a failure message.
+func names[T interface {
+	GetName() string
+	GetGeneration() int64
+}](objs []T) []string {
+	out := make([]string, len(objs))
+	for i, o := range objs {
+		out[i] = fmt.Sprintf("%s@%d", o.GetName(), o.GetGeneration())
+	}
+	return out
 }
