@@ -79,12 +79,8 @@ type Agent struct {
 	staleDone   bool
 	// ClusterPolicyStatus, when set, is told after each applied ruleset
 	// the ClusterNetworkPolicies it was compiled from and their problems
-	// (see ClusterPolicyProblems).
+	// (policy.Compiler.ClusterPolicyProblems).
 	ClusterPolicyStatus ClusterPolicyReporter
-	// ClusterPolicyProblems returns, after a compile, the compiler's
-	// problems per ClusterNetworkPolicy, by name; a policy absent from the
-	// map has none. Nil: no policy has any.
-	ClusterPolicyProblems func(*policy.Compiler) map[string][]string
 
 	// sockMaxConns and sockReadTimeout override the socket's limits
 	// (maxSocketConns, requestReadTimeout) in tests.
@@ -304,11 +300,7 @@ func (a *Agent) reportClusterPolicies(policies []*cnpv1beta1.ClusterNetworkPolic
 	if a.ClusterPolicyStatus == nil {
 		return
 	}
-	var problems map[string][]string
-	if a.ClusterPolicyProblems != nil {
-		problems = a.ClusterPolicyProblems(a.compiler)
-	}
-	a.ClusterPolicyStatus.Report(policies, problems)
+	a.ClusterPolicyStatus.Report(policies, a.compiler.ClusterPolicyProblems())
 }
 
 // problemAttrs are the log attributes of a dataplane problem: its policy

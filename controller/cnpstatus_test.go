@@ -23,7 +23,6 @@ import (
 
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/internal/fixtures"
-	"github.com/weir-cni/weir/policy"
 )
 
 func TestAcceptedCondition(t *testing.T) {
@@ -273,19 +272,17 @@ func (r *recReporter) Report(policies []*cnpv1beta1.ClusterNetworkPolicy, proble
 
 // TestAgentReportsClusterPolicies: after each applied ruleset the agent
 // reports the snapshot's ClusterNetworkPolicies, with the problems its
-// compiler has for them.
+// compiler has for them (here: a domainNames peer, not enforced).
 func TestAgentReportsClusterPolicies(t *testing.T) {
-	policies := []*cnpv1beta1.ClusterNetworkPolicy{cnpAt("b", 1), cnpAt("a", 1)}
+	withDomains := cnpAt("a", 1)
+	withDomains.Spec.Egress = []cnpv1beta1.ClusterNetworkPolicyEgressRule{{Action: cnpv1beta1.ClusterNetworkPolicyRuleActionAccept,
+		To: []cnpv1beta1.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnpv1beta1.DomainName{"api.example.com"}}}}}
+	policies := []*cnpv1beta1.ClusterNetworkPolicy{cnpAt("b", 1), withDomains}
 	rep := &recReporter{}
-	problems := map[string][]string{"a": {"rule 0: not enforced"}}
+	problems := map[string][]string{"a": {"Admin cnp/a egress rule 0: Accept: peer 0: domainNames peers are not enforced by this weir " +
+		"(they allow nothing; the rule's other peers are enforced)"}}
 	a := &Agent{Node: "n1", Source: &memSource{objs: snapshot.Objects{ClusterPolicies: policies}}, Applier: &recApplier{},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ClusterPolicyStatus: rep,
-		ClusterPolicyProblems: func(c *policy.Compiler) map[string][]string {
-			if c == nil {
-				t.Error("ClusterPolicyProblems got no compiler")
-			}
-			return problems
-		}}
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ClusterPolicyStatus: rep}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = a.Run(ctx); close(done) }()
