@@ -47,7 +47,7 @@ func TestApplyReturnsTranslationProblems(t *testing.T) {
 	}
 	want := []dataplane.Problem{
 		{Policy: "shop/web", Direction: "ingress", Rule: 1,
-			Message: fmt.Sprintf("rule %q: a log rule with lookups or a verdict is not translated", logAccept.String())},
+			Message: fmt.Sprintf("rule %q: a log rule with lookups, a verdict or a mark is not translated", logAccept.String())},
 		{Message: "missing chain missing (drops)"},
 		{Message: "base chain route: type route hook output has no iptables equivalent (skipped)"},
 	}

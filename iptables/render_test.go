@@ -70,11 +70,14 @@ func TestRenderedVerdicts(t *testing.T) {
 
 // TestRenderedMatchesNFTTrace is the differential test: for many packets
 // per scenario (every pair of interesting addresses, interesting ports,
-// three protocols, three conntrack states), the rendered iptables chains
+// three protocols, three conntrack states, forwarded or to the host, with
+// or without the marks the ruleset uses), the rendered iptables chains
 // give the verdict ruleset.Trace gives on the nftables ruleset.
 func TestRenderedMatchesNFTTrace(t *testing.T) {
 	files := append(glob(t, "testdata/*.yaml"), glob(t, "../policy/testdata/compile/*.yaml")...)
 	unclassified := 0 // packets the default verdict of unclassified pods dropped
+	hostDropped := 0  // packets to the host that the input hook dropped
+	marked := 0       // packets a rule marked (an Admin tier Pass)
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			s := loadScenario(t, file)
@@ -106,6 +109,12 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 				if slices.Contains(wc, policy.CounterUnclassifiedIngress) || slices.Contains(wc, policy.CounterUnclassifiedEgress) {
 					unclassified++
 				}
+				if p.ToHost && want == ruleset.VerdictDrop {
+					hostDropped++
+				}
+				if slices.ContainsFunc(wsteps, func(s ruleset.Step) bool { return s.Rule.Mark != nil }) {
+					marked++
+				}
 			}
 			if len(s.Snapshot.Policies) > 0 && counted == 0 {
 				t.Errorf("no packet counted into any of the %d counters", len(rs.Counters))
@@ -115,6 +124,9 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 	}
 	if unclassified == 0 {
 		t.Error("no packet of an unclassified pod was compared")
+	}
+	if hostDropped == 0 || marked == 0 {
+		t.Errorf("%d packets to the host dropped, %d packets marked: want some of each", hostDropped, marked)
 	}
 }
 
@@ -169,34 +181,52 @@ func packets(rs ruleset.Ruleset, s fixtures.Scenario[policy.Snapshot]) []ruleset
 	delete(ports, 0)
 	as := sortedKeys(addrs, func(a, b netip.Addr) bool { return a.Less(b) })
 	ps := sortedKeys(ports, func(a, b uint16) bool { return a < b })
-	vs := vethVariants(rs)
+	vs, ms := vethVariants(rs), markVariants(rs)
 	k := 0
-	var out []ruleset.Packet
+	var fwd, host []ruleset.Packet
 	for _, src := range as {
 		for _, dst := range as {
 			if !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
 				continue
 			}
+			// To one of the node's addresses: forwarded (as a trace without
+			// a route would be) and to the host (the input hook).
+			hosts := []bool{false}
+			if slices.Contains(s.Snapshot.Node.Addrs, dst) {
+				hosts = append(hosts, true)
+			}
 			for _, port := range ps {
 				for _, proto := range []uint8{ruleset.ProtoTCP, ruleset.ProtoUDP, ruleset.ProtoSCTP} {
 					for _, st := range []uint32{ruleset.CtNew, ruleset.CtEstablished, ruleset.CtInvalid} {
-						in, o := vs[k%len(vs)], vs[k/len(vs)%len(vs)]
-						k++
-						out = append(out, ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st,
-							InIface: in.name, InGroup: in.group, OutIface: o.name, OutGroup: o.group})
+						for _, toHost := range hosts {
+							in, o := vs[k%len(vs)], vs[k/len(vs)%len(vs)]
+							mark := ms[k/len(vs)/len(vs)%len(ms)]
+							k++
+							p := ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port, CtState: st,
+								InIface: in.name, InGroup: in.group, OutIface: o.name, OutGroup: o.group, Mark: mark, ToHost: toHost}
+							if toHost {
+								host = append(host, p)
+							} else {
+								fwd = append(fwd, p)
+							}
+						}
 					}
 				}
 			}
 		}
 	}
 	// Keep the run short: a fixed-seed sample of big products.
-	const maxPackets = 8000
-	if len(out) > maxPackets {
+	return append(sample(fwd, 8000), sample(host, 1000)...)
+}
+
+// sample returns at most n of pkts, a fixed-seed sample.
+func sample(pkts []ruleset.Packet, n int) []ruleset.Packet {
+	if len(pkts) > n {
 		rng := rand.New(rand.NewPCG(1, 2))
-		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-		out = out[:maxPackets]
+		rng.Shuffle(len(pkts), func(i, j int) { pkts[i], pkts[j] = pkts[j], pkts[i] })
+		pkts = pkts[:n]
 	}
-	return out
+	return pkts
 }
 
 // veth is an interface a differential packet comes in on or leaves by.
@@ -222,6 +252,26 @@ func vethVariants(rs ruleset.Ruleset) []veth {
 		}
 	}
 	return out
+}
+
+// markVariants are the marks packets arrive with, in turn: none, and each
+// bit a rule of rs tests or sets alone (a packet may come with a bit weir
+// uses already set by another program).
+func markVariants(rs ruleset.Ruleset) []uint32 {
+	bits := map[uint32]bool{}
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			for _, m := range r.Matches {
+				if m.Kind == ruleset.MatchMark {
+					bits[m.Mark] = true
+				}
+			}
+			if r.Mark != nil {
+				bits[r.Mark.Mask] = true
+			}
+		}
+	}
+	return append([]uint32{0}, sortedKeys(bits, func(a, b uint32) bool { return a < b })...)
 }
 
 func sortedKeys[K comparable](m map[K]bool, less func(a, b K) bool) []K {

@@ -10,23 +10,28 @@ import (
 )
 
 // traceFamily walks the rendered filter table of one family as the kernel
-// would for a forwarded packet: FORWARD (policy ACCEPT) holds only weir's
-// jump. -j returns to the caller when the target falls through or RETURNs;
-// -g replaces the current chain, so falling through returns to the chain
-// that made the last -j. It returns the verdict, the rules the packet
-// matched and the named counters it counted into, in order.
+// would for a forwarded packet, or for one to the host (p.ToHost): FORWARD
+// or INPUT (policy ACCEPT) holds only weir's jump. -j returns to the caller
+// when the target falls through or RETURNs; -g replaces the current chain,
+// so falling through returns to the chain that made the last -j. MARK
+// rewrites the packet mark and goes on. It returns the verdict, the rules
+// the packet matched and the named counters it counted into, in order.
 func traceFamily(r *familyRules, p ruleset.Packet) (v ruleset.VerdictKind, steps, counted []string) {
 	if p.CtState == 0 {
 		p.CtState = ruleset.CtNew
 	}
-	tr := &ipTracer{p: p}
+	builtin := "FORWARD"
+	if p.ToHost {
+		builtin = "INPUT"
+	}
+	tr := &ipTracer{p: p, mark: p.Mark}
 	for _, t := range r.tables {
 		if t.name != "filter" {
 			continue
 		}
 		tr.t = t
 		for _, j := range t.jumps {
-			if j.builtin != "FORWARD" {
+			if j.builtin != builtin {
 				continue
 			}
 			if v := tr.chain(j.target, 0); v == ruleset.VerdictDrop || v == ruleset.VerdictAccept {
@@ -34,7 +39,7 @@ func traceFamily(r *familyRules, p ruleset.Packet) (v ruleset.VerdictKind, steps
 			}
 		}
 	}
-	return ruleset.VerdictAccept, append(tr.steps, "FORWARD: policy ACCEPT"), tr.counted
+	return ruleset.VerdictAccept, append(tr.steps, builtin+": policy ACCEPT"), tr.counted
 }
 
 // tracedCounters lists the named counters the rules of a ruleset.Trace
@@ -52,6 +57,7 @@ func tracedCounters(steps []ruleset.Step) []string {
 type ipTracer struct {
 	t       *table
 	p       ruleset.Packet
+	mark    uint32 // the packet mark, as MARK rules rewrite it
 	steps   []string
 	counted []string // the named counters of the rules in steps
 }
@@ -77,6 +83,10 @@ func (tr *ipTracer) chain(name string, depth int) ruleset.VerdictKind {
 		}
 		if r.nflog != nil {
 			continue // NFLOG logs and goes on
+		}
+		if m := r.setMark; m != nil {
+			tr.mark = tr.mark&^m.Mask | m.Value
+			continue // MARK goes on
 		}
 		switch r.target {
 		case targetAccept:
@@ -124,6 +134,11 @@ func (tr *ipTracer) matches(r rule) bool {
 	}
 	if r.ctStates != "" && !strings.Contains(","+r.ctStates+",", ","+ctStates(p.CtState)+",") {
 		return false
+	}
+	for _, m := range r.marks {
+		if (tr.mark&m.bits == m.bits) == m.negate {
+			return false
+		}
 	}
 	return ifaceMatches(r.iif, r.notIif, p.InIface) && ifaceMatches(r.oif, r.notOif, p.OutIface) &&
 		groupMatches(r.srcGroup, p.InGroup) && groupMatches(r.dstGroup, p.OutGroup)
