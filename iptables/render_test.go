@@ -50,7 +50,8 @@ func TestRenderGolden(t *testing.T) {
 }
 
 // TestRenderedVerdicts walks the expected packets of every scenario (ours
-// and nft's compile scenarios) through the rendered iptables chains.
+// and nft's compile scenarios) through the rendered iptables chains, and
+// through ruleset.Trace (which the compiler's tests do for theirs only).
 func TestRenderedVerdicts(t *testing.T) {
 	files := append(glob(t, "testdata/*.yaml"), glob(t, "../policy/testdata/compile/*.yaml")...)
 	for _, file := range files {
@@ -59,9 +60,13 @@ func TestRenderedVerdicts(t *testing.T) {
 		r := renderBoth(rs)
 		for _, tc := range s.Traces {
 			t.Run(filepath.Base(file)+"/"+tc.Name, func(t *testing.T) {
-				v, steps, _ := r.trace(tc.Packet(t, policy.DefaultPodInterfacePrefix))
+				p := tc.Packet(t, policy.DefaultPodInterfacePrefix)
+				v, steps, _ := r.trace(p)
 				if got := fixtures.VerdictName(v); got != tc.Want {
-					t.Errorf("%s: got %s, want %s\n%s", packetString(tc.Packet(t, policy.DefaultPodInterfacePrefix)), got, tc.Want, strings.Join(steps, "\n"))
+					t.Errorf("%s: got %s, want %s\n%s", packetString(p), got, tc.Want, strings.Join(steps, "\n"))
+				}
+				if v, steps := ruleset.Trace(rs, p); fixtures.VerdictName(v) != tc.Want {
+					t.Errorf("%s: ruleset.Trace gives %s, want %s\n%s", packetString(p), fixtures.VerdictName(v), tc.Want, ruleset.JoinSteps(steps, "\n"))
 				}
 			})
 		}
