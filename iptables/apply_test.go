@@ -22,12 +22,13 @@ type weirState map[string][]string
 
 // parseSave reads iptables-save (or Render) text into per-chain rule lists,
 // keyed "table chain". Quotes are dropped: iptables-save quotes comments
-// only when they need it.
+// only when they need it, and escapes single quotes in them (a
+// ClusterNetworkPolicy rule's name), which Render does not.
 func parseSave(text string, withBuiltins bool) weirState {
 	st := weirState{}
 	tbl := ""
 	for _, l := range strings.Split(text, "\n") {
-		l = strings.ReplaceAll(strings.TrimSpace(l), `"`, "")
+		l = strings.NewReplacer(`"`, "", `\'`, "'").Replace(strings.TrimSpace(l))
 		switch {
 		case strings.HasPrefix(l, "*"):
 			tbl = l[1:]
