@@ -74,6 +74,8 @@ bench: build tools
 	@echo "== datapath: throughput, latency, connection rate with the table vs none (and iptables)"
 	$(GO) build -o $(BIN)/bench-datapath ./cmd/bench-datapath
 	$(BIN)/bench-datapath -weir $(BIN)/weir -iptables -breakdown
+	@echo "== datapath with 1,000 ClusterNetworkPolicies (both tiers) besides the 1,000 NetworkPolicies"
+	$(BIN)/bench-datapath -weir $(BIN)/weir -cluster-policies 1000 -breakdown
 	@echo "== agent against a real kube-apiserver: API write -> kernel latency, RSS"
 	hack/build-k8s.sh
 	$(GO) build -o $(BIN)/bench-api-to-kernel ./cmd/bench-api-to-kernel

@@ -35,9 +35,14 @@ type ExplainOwner struct {
 	// Kind is "policy" (a selection chain's jump to one policy's chain),
 	// "policy-rule", "isolation" (no policy selecting the pod allowed),
 	// "unclassified" (a pod the agent has not classified), "spoof",
-	// "node", "self" or "masquerade".
+	// "node", "self", "masquerade" or "pass" (the Admin tier passed the
+	// packet on).
 	Kind string `json:"kind"`
-	// Namespace and Policy name the NetworkPolicy (policy, policy-rule).
+	// Tier is "Admin" or "Baseline" for a ClusterNetworkPolicy (policy,
+	// policy-rule, pass); empty for a NetworkPolicy.
+	Tier string `json:"tier,omitempty"`
+	// Namespace and Policy name the NetworkPolicy (policy, policy-rule);
+	// a ClusterNetworkPolicy has no namespace.
 	Namespace string `json:"namespace,omitempty"`
 	Policy    string `json:"policy,omitempty"`
 	// Direction is "ingress" or "egress", for the kinds that have one.
@@ -45,6 +50,10 @@ type ExplainOwner struct {
 	// Rule is the index of the rule in the policy's spec.ingress or
 	// spec.egress (policy-rule only).
 	Rule *int `json:"rule,omitempty"`
+	// RuleName and Action are a ClusterNetworkPolicy rule's name (when
+	// set) and action: Accept, Deny or Pass (policy-rule only).
+	RuleName string `json:"ruleName,omitempty"`
+	Action   string `json:"action,omitempty"`
 	// Text is the owner as the rule's comment says it.
 	Text string `json:"text"`
 }

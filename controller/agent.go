@@ -65,6 +65,9 @@ type Agent struct {
 	// PodInterfacePrefix starts the name of the pods' host-side veths
 	// (see policy.Snapshot.PodInterfacePrefix; empty: the default).
 	PodInterfacePrefix string
+	// TierPassMark is the mark bit of an Admin tier Pass (see
+	// policy.Snapshot.TierPassMark; 0: the default).
+	TierPassMark uint32
 	// JumpCheckInterval is how often a dataplane.JumpKeeper Applier is asked to put
 	// weir's jumps back on top of the built-in chains; 0: never.
 	JumpCheckInterval time.Duration
@@ -233,6 +236,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	}
 	snap.LogDenied = a.LogDenied
 	snap.PodInterfacePrefix = a.PodInterfacePrefix
+	snap.TierPassMark = a.TierPassMark
 	rs := a.compiler.Compile(snap)
 	compiled := time.Now()
 	dpProblems, err := a.apply(ctx, rs)

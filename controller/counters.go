@@ -67,7 +67,7 @@ type ruleCounters struct {
 	ruleset func() ruleset.Ruleset
 	log     *slog.Logger
 
-	packets, bytes, denied, spoofed, unclassified *prometheus.Desc
+	packets, bytes, clusterPackets, clusterBytes, denied, spoofed, unclassified *prometheus.Desc
 }
 
 func newRuleCounters(read readCounters, ruleset func() ruleset.Ruleset, log *slog.Logger) *ruleCounters {
@@ -79,6 +79,11 @@ func newRuleCounters(read readCounters, ruleset func() ruleset.Ruleset, log *slo
 			[]string{"policy", "direction", "rule"}, nil),
 		bytes: prometheus.NewDesc("weir_policy_rule_bytes_total",
 			"Bytes of the packets a policy rule accepted.", []string{"policy", "direction", "rule"}, nil),
+		clusterPackets: prometheus.NewDesc("weir_cluster_policy_rule_packets_total",
+			"Packets a ClusterNetworkPolicy rule decided (accepted, denied or passed): the first packet of each connection.",
+			clusterRuleLabels, nil),
+		clusterBytes: prometheus.NewDesc("weir_cluster_policy_rule_bytes_total",
+			"Bytes of the packets a ClusterNetworkPolicy rule decided.", clusterRuleLabels, nil),
 		denied: prometheus.NewDesc("weir_denied_packets_total",
 			"Packets dropped because no policy selecting the pod allowed them.", []string{"direction"}, nil),
 		spoofed: prometheus.NewDesc("weir_spoofed_packets_total",
@@ -89,9 +94,16 @@ func newRuleCounters(read readCounters, ruleset func() ruleset.Ruleset, log *slo
 	}
 }
 
+// clusterRuleLabels label the counters of ClusterNetworkPolicy rules:
+// rule is the index in the policy's ingress or egress list, rule_name its
+// name (empty when unset).
+var clusterRuleLabels = []string{"tier", "policy", "direction", "rule", "rule_name", "action"}
+
 func (c *ruleCounters) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.packets
 	ch <- c.bytes
+	ch <- c.clusterPackets
+	ch <- c.clusterBytes
 	ch <- c.denied
 	ch <- c.spoofed
 	ch <- c.unclassified
@@ -117,6 +129,12 @@ func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 		case ruleset.OwnerUnclassified:
 			ch <- prometheus.MustNewConstMetric(c.unclassified, prometheus.CounterValue, float64(v.Packets), string(o.Direction))
 		case ruleset.OwnerPolicyRule:
+			if o.Tier != ruleset.TierNetworkPolicy {
+				labels := []string{string(o.Tier), o.Policy, string(o.Direction), strconv.Itoa(o.Rule), o.RuleName, o.Action}
+				ch <- prometheus.MustNewConstMetric(c.clusterPackets, prometheus.CounterValue, float64(v.Packets), labels...)
+				ch <- prometheus.MustNewConstMetric(c.clusterBytes, prometheus.CounterValue, float64(v.Bytes), labels...)
+				continue
+			}
 			labels := []string{o.PolicyKey(), string(o.Direction), strconv.Itoa(o.Rule)}
 			ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v.Packets), labels...)
 			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(v.Bytes), labels...)

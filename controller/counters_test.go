@@ -210,3 +210,106 @@ func TestDeniedLoggerNamesThePolicies(t *testing.T) {
 		t.Errorf("unknown prefix gives chain %s, policies %v", chain, policies)
 	}
 }
+
+// clusterRuleset compiles an Admin and a Baseline ClusterNetworkPolicy
+// holding a local pod, with denied packets logged.
+func clusterRuleset(t *testing.T) ruleset.Ruleset {
+	t.Helper()
+	s := policy.Snapshot{Node: policy.Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.1.1")}}, LogDenied: policy.DeniedLog{Group: 5},
+		Namespaces: []policy.Namespace{{Name: "default"}, {Name: "dev", Labels: map[string]string{"team": "dev"}}},
+		Pods: []policy.Pod{
+			{Namespace: "default", Name: "web", Node: "n1", Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}},
+			{Namespace: "dev", Name: "tool", Node: "n2", IPs: []netip.Addr{netip.MustParseAddr("10.0.2.5")}},
+		}}
+	err := yaml.Unmarshal([]byte(`
+- metadata: {name: guard}
+  spec: {tier: Admin, priority: 3, subject: {namespaces: {}},
+    ingress: [{name: no dev, action: Deny, from: [{namespaces: {matchLabels: {team: dev}}}]}]}
+- metadata: {name: base}
+  spec: {tier: Baseline, priority: 1, subject: {namespaces: {}},
+    egress: [{action: Accept, to: [{networks: [10.9.0.0/16]}]}]}`), &s.ClusterPolicies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policy.Compile(s)
+}
+
+// TestClusterRuleCountersNameTierPolicyRuleAndAction pins the series of a
+// ClusterNetworkPolicy rule's counter: labelled with its tier, policy,
+// direction, index, name and action.
+func TestClusterRuleCountersNameTierPolicyRuleAndAction(t *testing.T) {
+	r := clusterRuleset(t)
+	values := fakeCounters{}
+	for _, c := range r.Counters {
+		if strings.HasPrefix(c.Name, "cnp-") {
+			values[c.Name] = ruleset.CounterValue{Packets: 4, Bytes: 400}
+		}
+	}
+	if len(values) != 2 {
+		t.Fatalf("want 2 cluster rule counters, have %v", r.Counters)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newRuleCounters(values.Counters, func() ruleset.Ruleset { return r }, slog.Default()))
+	want := "# HELP weir_cluster_policy_rule_packets_total Packets a ClusterNetworkPolicy rule decided (accepted, denied or passed): the first packet of each connection.\n" +
+		"# TYPE weir_cluster_policy_rule_packets_total counter\n" +
+		"weir_cluster_policy_rule_packets_total{action=\"Accept\",direction=\"egress\",policy=\"base\",rule=\"0\",rule_name=\"\",tier=\"Baseline\"} 4\n" +
+		"weir_cluster_policy_rule_packets_total{action=\"Deny\",direction=\"ingress\",policy=\"guard\",rule=\"0\",rule_name=\"no dev\",tier=\"Admin\"} 4\n"
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "weir_cluster_policy_rule_packets_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestDeniedLoggerNamesTheClusterRule pins the context of a packet a
+// ClusterNetworkPolicy Deny rule dropped: its log prefix names the rule's
+// counter (whole, or cut as iptables cuts it), whose owner is the rule.
+func TestDeniedLoggerNamesTheClusterRule(t *testing.T) {
+	r := clusterRuleset(t)
+	d := DeniedLogger{Ruleset: func() ruleset.Ruleset { return r }}
+	var prefix string
+	for _, ch := range r.Chains {
+		for _, rule := range ch.Rules {
+			if rule.Log != nil && rule.Verdict.Kind == ruleset.VerdictDrop {
+				prefix = strings.TrimPrefix(rule.Log.Prefix, policy.DeniedPrefix)
+			}
+		}
+	}
+	if prefix == "" {
+		t.Fatal("no Deny rule logs")
+	}
+	for _, p := range []string{prefix, prefix[:len(prefix)-4]} {
+		o, ok := d.clusterRule(p)
+		if !ok || o.Tier != ruleset.TierAdmin || o.Policy != "guard" || o.Direction != ruleset.Ingress || o.RuleName != "no dev" || o.Action != "Deny" {
+			t.Errorf("prefix %q names %+v (%v)", p, o, ok)
+		}
+	}
+	if o, ok := d.clusterRule("sel-in-NOSUCH"); ok {
+		t.Errorf("unknown prefix names %+v", o)
+	}
+}
+
+// TestExplainNamesTheClusterRule pins what explain says of a packet a
+// ClusterNetworkPolicy rule decided: the tier, the policy, the rule by
+// index and name, and the action; and that a pod's packet to its own node
+// is traced through the input hook.
+func TestExplainNamesTheClusterRule(t *testing.T) {
+	r := clusterRuleset(t)
+	s := policy.Snapshot{Node: policy.Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.1.1")}},
+		Pods: []policy.Pod{{Namespace: "default", Name: "web", Node: "n1", IPs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}}}}
+	p := explainPacket(s, netip.MustParseAddr("10.0.2.5"), netip.MustParseAddr("10.0.0.10"), ruleset.ProtoTCP, 80)
+	v, steps := ruleset.Trace(r, p)
+	if v != ruleset.VerdictDrop || len(steps) == 0 {
+		t.Fatalf("trace: %v %s", v, ruleset.JoinSteps(steps, "\n"))
+	}
+	last := explainStep(steps[len(steps)-1])
+	o := last.Owner
+	if o == nil || o.Kind != "policy-rule" || o.Tier != "Admin" || o.Policy != "guard" || o.Namespace != "" || o.Direction != "ingress" ||
+		o.Rule == nil || *o.Rule != 0 || o.RuleName != "no dev" || o.Action != "Deny" || last.Verdict != "drop" {
+		t.Errorf("deciding step %+v, owner %+v", last, o)
+	}
+	if p := explainPacket(s, netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("192.168.1.1"), ruleset.ProtoTCP, 10250); !p.ToHost || p.InIface == "" {
+		t.Errorf("pod to its node: %+v, want a packet to the host from a pod interface", p)
+	}
+	if p := explainPacket(s, netip.MustParseAddr("10.0.2.5"), netip.MustParseAddr("192.168.1.1"), ruleset.ProtoTCP, 10250); p.ToHost {
+		t.Errorf("remote pod to the node: %+v, want a forwarded packet", p)
+	}
+}

@@ -51,6 +51,32 @@ func (d *DeniedLogger) policies(prefix string) (string, []string) {
 	return c.Name, out
 }
 
+// clusterRule returns the owner of the counter a log prefix names: a
+// ClusterNetworkPolicy Deny rule logs with its counter's name (iptables
+// cuts prefixes: then the first counter it starts).
+func (d *DeniedLogger) clusterRule(prefix string) (ruleset.Owner, bool) {
+	cs := d.Ruleset().Counters
+	i := sort.Search(len(cs), func(i int) bool { return cs[i].Name >= prefix })
+	if i == len(cs) || !strings.HasPrefix(cs[i].Name, prefix) {
+		return ruleset.Owner{}, false
+	}
+	o := cs[i].Owner
+	return o, o.Kind == ruleset.OwnerPolicyRule && o.Tier != ruleset.TierNetworkPolicy
+}
+
+// logClusterDenial logs a packet a ClusterNetworkPolicy rule denied.
+func (d *DeniedLogger) logClusterDenial(o ruleset.Owner, payload []byte) {
+	p, err := parsePacket(payload)
+	if err != nil {
+		d.Log.Debug("denied packet not understood", "rule", o.String(), "err", err)
+		return
+	}
+	d.logged.Add(1)
+	d.Log.Info("denied packet", "direction", string(o.Direction), "src", p.src, "dst", p.dst,
+		"proto", p.proto, "dport", p.dport, "tier", string(o.Tier), "clusterNetworkPolicy", o.Policy,
+		"rule", o.Rule, "ruleName", o.RuleName)
+}
+
 // Logged is the number of denied packets logged so far.
 func (d *DeniedLogger) Logged() uint64 { return d.logged.Load() }
 
@@ -92,7 +118,12 @@ func (d *DeniedLogger) handle(a nflog.Attribute) {
 	if a.Prefix == nil || !strings.HasPrefix(*a.Prefix, policy.DeniedPrefix) || a.Payload == nil {
 		return
 	}
-	chain, policies := d.policies(strings.TrimPrefix(*a.Prefix, policy.DeniedPrefix))
+	name := strings.TrimPrefix(*a.Prefix, policy.DeniedPrefix)
+	if o, ok := d.clusterRule(name); ok {
+		d.logClusterDenial(o, *a.Payload)
+		return
+	}
+	chain, policies := d.policies(name)
 	p, err := parsePacket(*a.Payload)
 	if err != nil {
 		d.Log.Debug("denied packet not understood", "selection", chain, "err", err)
@@ -145,7 +176,7 @@ func parsePacket(b []byte) (packetInfo, error) {
 		return p, fmt.Errorf("IP version %d", b[0]>>4)
 	}
 	p.proto = ruleset.ProtoName(proto)
-	if proto != ruleset.ProtoTCP && proto != ruleset.ProtoUDP && proto != ruleset.ProtoSCTP {
+	if _, ports := ruleset.ProtoNumber(p.proto); !ports {
 		return p, nil
 	}
 	if len(l4) >= 4 {

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -237,7 +238,7 @@ func (a *Agent) explain(req agentapi.Request) (agentapi.Explanation, error) {
 	if req.Port < 0 || req.Port > 65535 {
 		return agentapi.Explanation{}, fmt.Errorf("port %d out of range", req.Port)
 	}
-	v, steps := ruleset.Trace(rs, ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: uint16(req.Port)})
+	v, steps := ruleset.Trace(rs, explainPacket(snap, src, dst, proto, uint16(req.Port)))
 	e := agentapi.Explanation{Allowed: v == ruleset.VerdictAccept, Src: src.String(), Dst: dst.String(), Steps: make([]agentapi.ExplainStep, len(steps))}
 	for i, s := range steps {
 		e.Steps[i] = explainStep(s)
@@ -245,12 +246,33 @@ func (a *Agent) explain(req agentapi.Request) (agentapi.Explanation, error) {
 	return e, nil
 }
 
+// explainPacket is the packet explain traces: from a local pod to its
+// node's own address, one the node receives (input hook) on the pod's
+// interface; any other, one it forwards.
+func explainPacket(s policy.Snapshot, src, dst netip.Addr, proto uint8, port uint16) ruleset.Packet {
+	p := ruleset.Packet{Src: src, Dst: dst, Proto: proto, DPort: port}
+	if !slices.Contains(s.Node.Addrs, dst) {
+		return p
+	}
+	for _, pod := range s.Pods {
+		if pod.Node == s.Node.Name && !pod.HostNetwork && slices.Contains(pod.IPs, src) {
+			prefix := s.PodInterfacePrefix
+			if prefix == "" {
+				prefix = policy.DefaultPodInterfacePrefix
+			}
+			p.ToHost, p.InIface = true, prefix+"0"
+			break
+		}
+	}
+	return p
+}
+
 // explainStep is a step of a trace as explain answers it.
 func explainStep(s ruleset.Step) agentapi.ExplainStep {
 	out := agentapi.ExplainStep{Chain: s.Chain, Rule: s.Index, Verdict: s.Verdict.String(), Text: s.String()}
 	if o := s.Owner; o.Kind != ruleset.OwnerNone {
-		out.Owner = &agentapi.ExplainOwner{Kind: o.Kind.String(), Namespace: o.Namespace, Policy: o.Policy,
-			Direction: string(o.Direction), Text: o.String()}
+		out.Owner = &agentapi.ExplainOwner{Kind: o.Kind.String(), Tier: string(o.Tier), Namespace: o.Namespace, Policy: o.Policy,
+			Direction: string(o.Direction), RuleName: o.RuleName, Action: o.Action, Text: o.String()}
 		if o.Kind == ruleset.OwnerPolicyRule {
 			out.Owner.Rule = &o.Rule
 		}
@@ -300,13 +322,11 @@ func resolve(s policy.Snapshot, ref, other string) (netip.Addr, error) {
 }
 
 func protoNumber(s string) (uint8, error) {
-	switch strings.ToUpper(s) {
-	case "", "TCP":
+	if s == "" {
 		return ruleset.ProtoTCP, nil
-	case "UDP":
-		return ruleset.ProtoUDP, nil
-	case "SCTP":
-		return ruleset.ProtoSCTP, nil
+	}
+	if n, ok := ruleset.ProtoNumber(s); ok {
+		return n, nil
 	}
 	return 0, fmt.Errorf("protocol %q: want TCP, UDP or SCTP", s)
 }

@@ -17,47 +17,26 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 func TestManifestsDecodeStrictly(t *testing.T) {
-	data, err := os.ReadFile("weir.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	kinds := map[string]bool{}
-	var ds *appsv1.DaemonSet
-	for {
-		var raw runtime.RawExtension
-		if err := dec.Decode(&raw); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			t.Fatal(err)
-		}
-		obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(raw.Raw, nil, nil)
-		if err != nil {
-			t.Fatalf("decode: %v", err)
-		}
-		kinds[gvk.Kind] = true
-		if d, ok := obj.(*appsv1.DaemonSet); ok {
-			ds = d
-		}
+	for _, obj := range objects(t) {
+		kinds[obj.GetObjectKind().GroupVersionKind().Kind] = true
 	}
 	for _, k := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"} {
 		if !kinds[k] {
 			t.Errorf("weir.yaml lacks a %s", k)
 		}
 	}
-	if ds == nil || !ds.Spec.Template.Spec.HostNetwork {
+	ds := daemonSet(t)
+	if !ds.Spec.Template.Spec.HostNetwork {
 		t.Fatal("the agent must run with hostNetwork")
 	}
 	args := strings.Join(ds.Spec.Template.Spec.Containers[0].Command, " ")
-	for _, want := range []string{"--cni-conf=", "--cluster-cidr="} {
-		if !strings.Contains(args, want) {
-			t.Errorf("agent command %q lacks %s", args, want)
-		}
-	}
+	textdiff.Mentions(t, "agent command", args, "--cni-conf=", "--cluster-cidr=")
 }
 
 // TestAgentWritesAFailClosedConfig pins that the shipped agent writes a
@@ -150,24 +129,40 @@ func TestInstallerNeedsNoShell(t *testing.T) {
 	}
 }
 
-func daemonSet(t *testing.T) *appsv1.DaemonSet {
+// objects decodes every document of weir.yaml as the API type it claims
+// to be, failing the test on any that does not decode.
+func objects(t *testing.T) []runtime.Object {
 	t.Helper()
 	data, err := os.ReadFile("weir.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []runtime.Object
 	for {
 		var raw runtime.RawExtension
 		if err := dec.Decode(&raw); err != nil {
-			t.Fatalf("no DaemonSet in weir.yaml: %v", err)
+			if errors.Is(err, io.EOF) {
+				return out
+			}
+			t.Fatal(err)
 		}
 		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(raw.Raw, nil, nil)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
+		out = append(out, obj)
+	}
+}
+
+// daemonSet is the first DaemonSet of weir.yaml.
+func daemonSet(t *testing.T) *appsv1.DaemonSet {
+	t.Helper()
+	for _, obj := range objects(t) {
 		if d, ok := obj.(*appsv1.DaemonSet); ok {
 			return d
 		}
 	}
+	t.Fatal("no DaemonSet in weir.yaml")
+	return nil
 }

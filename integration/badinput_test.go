@@ -6,10 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/weir-cni/weir/internal/testkit"
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 // Codes weir answers with. 1, 4, 6, 7, 8, 11 are the spec's; 100 is
@@ -49,75 +49,45 @@ func TestBadInputFailsCleanly(t *testing.T) {
 			wantCode: codeDecodingFailure, wantMsg: []string{"unexpected end of JSON"},
 		},
 		{
-			name: "unknown cniVersion is incompatible",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				c := s.base
-				c.Version = "9.9.9"
-				return add(s, c.single())
-			},
+			name:     "unknown cniVersion is incompatible",
+			prepare:  withConf(func(c *netConf) { c.Version = "9.9.9" }),
 			wantCode: codeIncompatibleVersion, wantMsg: []string{"9.9.9"},
 		},
 		{
-			name: "cniVersion 0.2.0 is not supported",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				c := s.base
-				c.Version = "0.2.0"
-				return add(s, c.single())
-			},
+			name:     "cniVersion 0.2.0 is not supported",
+			prepare:  withConf(func(c *netConf) { c.Version = "0.2.0" }),
 			wantCode: codeIncompatibleVersion, wantMsg: []string{"0.2.0"},
 		},
 		{
-			name: "subnet that is not a CIDR",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				c := s.base
-				c.Ranges = subnets("10.244.1.0/33")
-				return add(s, c.single())
-			},
+			name:     "subnet that is not a CIDR",
+			prepare:  withConf(func(c *netConf) { c.Ranges = subnets("10.244.1.0/33") }),
 			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[0].subnet", "10.244.1.0/33"},
 		},
 		{
-			name: "subnet with host bits set",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				c := s.base
-				c.Ranges = subnets("10.244.1.5/24")
-				return add(s, c.single())
-			},
+			name:     "subnet with host bits set",
+			prepare:  withConf(func(c *netConf) { c.Ranges = subnets("10.244.1.5/24") }),
 			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[0].subnet", "10.244.1.0/24"},
 		},
 		{
-			name: "overlapping ranges",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				c := s.base
-				c.Ranges = subnets("10.244.0.0/16", "10.244.1.0/24")
-				return add(s, c.single())
-			},
+			name:     "overlapping ranges",
+			prepare:  withConf(func(c *netConf) { c.Ranges = subnets("10.244.0.0/16", "10.244.1.0/24") }),
 			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[1]", "overlaps"},
 		},
 		{
 			name: "rangeStart outside its subnet",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				c := s.base
+			prepare: withConf(func(c *netConf) {
 				c.Ranges = []map[string]string{{"subnet": "10.244.1.0/24", "rangeStart": "10.244.2.10"}}
-				return add(s, c.single())
-			},
+			}),
 			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[0].rangeStart", "10.244.2.10"},
 		},
 		{
-			name: "rangeStart that is not an address",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				c := s.base
-				c.Ranges = []map[string]string{{"subnet": "10.244.1.0/24", "rangeStart": "ten"}}
-				return add(s, c.single())
-			},
+			name:     "rangeStart that is not an address",
+			prepare:  withConf(func(c *netConf) { c.Ranges = []map[string]string{{"subnet": "10.244.1.0/24", "rangeStart": "ten"}} }),
 			wantCode: codeInvalidConfig, wantMsg: []string{"ipam.ranges[0].rangeStart", "ten"},
 		},
 		{
-			name: "requested IP outside every range",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				call := add(s, s.base.single())
-				call.Args = "IP=10.9.9.9"
-				return call
-			},
+			name:     "requested IP outside every range",
+			prepare:  withCall(func(c *testkit.Call) { c.Args = "IP=10.9.9.9" }),
 			wantCode: codeInvalidConfig, wantMsg: []string{"10.9.9.9"},
 		},
 		{
@@ -143,21 +113,13 @@ func TestBadInputFailsCleanly(t *testing.T) {
 			wantCode: codeTryAgainLater, wantMsg: []string{"in use"},
 		},
 		{
-			name: "missing CNI_NETNS",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				call := add(s, s.base.single())
-				call.Omit = []string{"CNI_NETNS"}
-				return call
-			},
+			name:     "missing CNI_NETNS",
+			prepare:  withCall(func(c *testkit.Call) { c.Omit = []string{"CNI_NETNS"} }),
 			wantCode: codeInvalidEnv, wantMsg: []string{"CNI_NETNS"},
 		},
 		{
-			name: "netns path that does not exist",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				call := add(s, s.base.single())
-				call.Netns = "/var/run/netns/weirt-does-not-exist"
-				return call
-			},
+			name:     "netns path that does not exist",
+			prepare:  withCall(func(c *testkit.Call) { c.Netns = "/var/run/netns/weirt-does-not-exist" }),
 			wantCode: codeInvalidNetNS, wantMsg: []string{"/var/run/netns/weirt-does-not-exist"},
 		},
 		{
@@ -174,48 +136,28 @@ func TestBadInputFailsCleanly(t *testing.T) {
 			wantCode: codeInvalidNetNS, wantMsg: []string{"plain-file"},
 		},
 		{
-			name: "netns path that is a mount namespace",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				call := add(s, s.base.single())
-				call.Netns = "/proc/self/ns/mnt"
-				return call
-			},
+			name:     "netns path that is a mount namespace",
+			prepare:  withCall(func(c *testkit.Call) { c.Netns = "/proc/self/ns/mnt" }),
 			wantCode: codeInvalidNetNS, wantMsg: []string{"/proc/self/ns/mnt", "not a network namespace"},
 		},
 		{
-			name: "netns path that is a procfs file but no namespace",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				call := add(s, s.base.single())
-				call.Netns = "/proc/self/status"
-				return call
-			},
+			name:     "netns path that is a procfs file but no namespace",
+			prepare:  withCall(func(c *testkit.Call) { c.Netns = "/proc/self/status" }),
 			wantCode: codeInvalidNetNS, wantMsg: []string{"/proc/self/status", "not a network namespace"},
 		},
 		{
-			name: "missing CNI_CONTAINERID",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				call := add(s, s.base.single())
-				call.Omit = []string{"CNI_CONTAINERID"}
-				return call
-			},
+			name:     "missing CNI_CONTAINERID",
+			prepare:  withCall(func(c *testkit.Call) { c.Omit = []string{"CNI_CONTAINERID"} }),
 			wantCode: codeInvalidEnv, wantMsg: []string{"CNI_CONTAINERID"},
 		},
 		{
-			name: "missing CNI_IFNAME",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				call := add(s, s.base.single())
-				call.Omit = []string{"CNI_IFNAME"}
-				return call
-			},
+			name:     "missing CNI_IFNAME",
+			prepare:  withCall(func(c *testkit.Call) { c.Omit = []string{"CNI_IFNAME"} }),
 			wantCode: codeInvalidEnv, wantMsg: []string{"CNI_IFNAME"},
 		},
 		{
-			name: "CNI_ARGS entry without a value",
-			prepare: func(t *testing.T, s setup) testkit.Call {
-				call := add(s, s.base.single())
-				call.Args = "K8S_POD_NAME"
-				return call
-			},
+			name:     "CNI_ARGS entry without a value",
+			prepare:  withCall(func(c *testkit.Call) { c.Args = "K8S_POD_NAME" }),
 			wantCode: codeInvalidEnv, wantMsg: []string{"CNI_ARGS", "K8S_POD_NAME"},
 		},
 		{
@@ -248,11 +190,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 				t.Errorf("code = %d (%s: %s), want %d", o.Err.Code, o.Err.Msg, o.Err.Details, tc.wantCode)
 			}
 			text := o.Err.Msg + " " + o.Err.Details
-			for _, w := range tc.wantMsg {
-				if !strings.Contains(text, w) {
-					t.Errorf("error %q does not mention %q", text, w)
-				}
-			}
+			textdiff.Mentions(t, "error", text, tc.wantMsg...)
 			if got := n.allocated("weirnet"); !slices.Equal(got, storeBefore) {
 				t.Errorf("store changed: before %v, after %v", storeBefore, got)
 			}
@@ -263,6 +201,24 @@ func TestBadInputFailsCleanly(t *testing.T) {
 				t.Errorf("pod links changed:\nbefore %v\nafter  %v", podBefore, got)
 			}
 		})
+	}
+}
+
+// withConf prepares an ADD of the base network changed by edit.
+func withConf(edit func(*netConf)) func(*testing.T, setup) testkit.Call {
+	return func(_ *testing.T, s setup) testkit.Call {
+		c := s.base
+		edit(&c)
+		return add(s, c.single())
+	}
+}
+
+// withCall prepares an ADD of the base network, the call changed by edit.
+func withCall(edit func(*testkit.Call)) func(*testing.T, setup) testkit.Call {
+	return func(_ *testing.T, s setup) testkit.Call {
+		call := add(s, s.base.single())
+		edit(&call)
+		return call
 	}
 }
 

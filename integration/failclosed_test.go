@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/weir-cni/weir/internal/testkit"
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 // withoutAgent is a network whose plugin would ask an agent at a socket
@@ -46,11 +46,7 @@ func TestAgentAbsentFailsClosedByDefault(t *testing.T) {
 		t.Errorf("ADD: exit %d, code %d (%s: %s); want code %d", o.ExitCode, o.Err.Code, o.Err.Msg, o.Err.Details, codeTryAgainLater)
 	}
 	text := o.Err.Msg + " " + o.Err.Details
-	for _, w := range []string{"fail-closed", "not running", `"failClosed": false`} {
-		if !strings.Contains(text, w) {
-			t.Errorf("error %q does not mention %q", text, w)
-		}
-	}
+	textdiff.Mentions(t, "error", text, "fail-closed", "not running", `"failClosed": false`)
 	check := func(when string) {
 		t.Helper()
 		if got := n.allocated("weirnet"); !slices.Equal(got, storeBefore) {
@@ -82,9 +78,5 @@ func TestFailOpenOptInLogsEveryFallback(t *testing.T) {
 		t.Errorf("pod not wired: addresses %v, links %v", n.allocated("weirnet"), n.weirLinks())
 	}
 	log := string(o.Stderr)
-	for _, w := range []string{"level=WARN", "without the agent's confirmation", "pod=ns1/web", "containerID=ctr-fo", "not running"} {
-		if !strings.Contains(log, w) {
-			t.Errorf("stderr lacks %q:\n%s", w, log)
-		}
-	}
+	textdiff.Mentions(t, "stderr", log, "level=WARN", "without the agent's confirmation", "pod=ns1/web", "containerID=ctr-fo", "not running")
 }

@@ -10,11 +10,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/internal/testkit"
 )
 
@@ -34,26 +33,16 @@ func newKubeSimCluster(t *testing.T, n int, nsLabels map[string]map[string]strin
 	return c
 }
 
-// policy decodes a NetworkPolicy written as YAML.
-func policy(t *testing.T, y string) *networkingv1.NetworkPolicy {
-	t.Helper()
-	np := &networkingv1.NetworkPolicy{}
-	if err := yaml.UnmarshalStrict([]byte(y), np); err != nil {
-		t.Fatal(err)
-	}
-	return np
-}
-
 // eventually retries the probes until they all hold or the deadline passes
 // (API changes reach the agents asynchronously), then reports the last
 // mismatches.
-func (c *simCluster) eventually(t *testing.T, probes []probe) {
+func (c *simCluster) eventually(t *testing.T, probes []testkit.Probe) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var bad []probe
+		var bad []testkit.Probe
 		for _, p := range probes {
-			if err := c.try(p); (err == nil) != p.want {
+			if err := c.try(p); (err == nil) != p.Want {
 				bad = append(bad, p)
 			}
 		}
@@ -62,7 +51,7 @@ func (c *simCluster) eventually(t *testing.T, probes []probe) {
 		}
 		if time.Now().After(deadline) {
 			for _, p := range bad {
-				t.Errorf("%s: still not allowed=%v after 10s", p, p.want)
+				t.Errorf("%s: still not allowed=%v after 10s", p, p.Want)
 			}
 			return
 		}
@@ -90,14 +79,14 @@ func TestKubeAgentsEnforceAcrossNodes(t *testing.T) {
 	client := c.kc.Client
 
 	t.Run("cross-node traffic through the agents' routes", func(t *testing.T) {
-		c.eventually(t, []probe{tcp("a/client", "b/server", 8080, true), udp("c/other", "a/client", 9090, true),
+		c.eventually(t, []testkit.Probe{tcp("a/client", "b/server", 8080, true), udp("c/other", "a/client", 9090, true),
 			v6(tcp("a/client", "b/server", 8080, true)), tcp("b/server", "c/other", 9090, true)})
 	})
-	if _, err := kube.CreatePolicy(ctx, client, policy(t, serverFromClient)); err != nil {
+	if _, err := kube.CreatePolicy(ctx, client, fixtures.Policy(t, serverFromClient)); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("policy holds across nodes, TCP and UDP", func(t *testing.T) {
-		c.eventually(t, []probe{
+		c.eventually(t, []testkit.Probe{
 			tcp("a/client", "b/server", 8080, true), udp("a/client", "b/server", 8080, true), v6(tcp("a/client", "b/server", 8080, true)),
 			tcp("c/other", "b/server", 8080, false), udp("c/other", "b/server", 8080, false),
 			tcp("a/client", "b/server", 9090, false), tcp("b/server", "a/client", 9090, true),
@@ -107,32 +96,32 @@ func TestKubeAgentsEnforceAcrossNodes(t *testing.T) {
 		if err := kube.SetPodLabels(ctx, client, "c", "other", map[string]string{"app": "client"}); err != nil {
 			t.Fatal(err)
 		}
-		c.eventually(t, []probe{tcp("c/other", "b/server", 8080, true)})
+		c.eventually(t, []testkit.Probe{tcp("c/other", "b/server", 8080, true)})
 		if err := kube.SetPodLabels(ctx, client, "a", "client", map[string]string{"app": "nobody"}); err != nil {
 			t.Fatal(err)
 		}
-		c.eventually(t, []probe{tcp("a/client", "b/server", 8080, false), tcp("c/other", "b/server", 8080, true)})
+		c.eventually(t, []testkit.Probe{tcp("a/client", "b/server", 8080, false), tcp("c/other", "b/server", 8080, true)})
 	})
 	t.Run("namespace label change", func(t *testing.T) {
 		if err := kube.SetNamespaceLabels(ctx, client, "c", map[string]string{"env": "untrusted"}); err != nil {
 			t.Fatal(err)
 		}
-		c.eventually(t, []probe{tcp("c/other", "b/server", 8080, false)})
+		c.eventually(t, []testkit.Probe{tcp("c/other", "b/server", 8080, false)})
 	})
 	t.Run("policy edited", func(t *testing.T) {
-		spec := policy(t, serverFromClient).Spec
+		spec := fixtures.Policy(t, serverFromClient).Spec
 		spec.Ingress[0].From = nil // every peer
 		spec.Ingress[0].Ports = spec.Ingress[0].Ports[:1]
 		if err := kube.UpdatePolicy(ctx, client, "b", "server-from-client", spec); err != nil {
 			t.Fatal(err)
 		}
-		c.eventually(t, []probe{tcp("c/other", "b/server", 8080, true), udp("c/other", "b/server", 8080, false), tcp("a/client", "b/server", 9090, false)})
+		c.eventually(t, []testkit.Probe{tcp("c/other", "b/server", 8080, true), udp("c/other", "b/server", 8080, false), tcp("a/client", "b/server", 9090, false)})
 	})
 	t.Run("policy deleted", func(t *testing.T) {
 		if err := kube.DeletePolicy(ctx, client, "b", "server-from-client"); err != nil {
 			t.Fatal(err)
 		}
-		c.eventually(t, []probe{udp("c/other", "b/server", 8080, true), tcp("a/client", "b/server", 9090, true)})
+		c.eventually(t, []testkit.Probe{udp("c/other", "b/server", 8080, true), tcp("a/client", "b/server", 9090, true)})
 	})
 }
 
@@ -143,7 +132,7 @@ func TestKubePodIPReuseTakesTheNewPodsPolicy(t *testing.T) {
 	c.waitAllSynced([]int{0, 0})
 	c.addPod(c.nodes[0], &tpod{ns: "a", name: "client", labels: map[string]string{"app": "client"}, ips: []string{"10.200.1.10", "fd00:200:1::10"}})
 	c.addPod(c.nodes[1], &tpod{ns: "b", name: "old", labels: map[string]string{"app": "open"}, ips: []string{"10.200.2.20", "fd00:200:2::20"}})
-	if _, err := kube.CreatePolicy(ctx, c.kc.Client, policy(t, `
+	if _, err := kube.CreatePolicy(ctx, c.kc.Client, fixtures.Policy(t, `
 metadata: {name: lock, namespace: b}
 spec:
   podSelector: {matchLabels: {app: locked}}
@@ -151,7 +140,7 @@ spec:
 `)); err != nil {
 		t.Fatal(err)
 	}
-	c.eventually(t, []probe{tcp("a/client", "b/old", 8080, true)})
+	c.eventually(t, []testkit.Probe{tcp("a/client", "b/old", 8080, true)})
 
 	// The old pod goes away; a new, locked pod gets the very same address.
 	if err := kube.DeletePod(ctx, c.kc.Client, "b", "old"); err != nil {
@@ -163,7 +152,7 @@ spec:
 		t.Fatalf("DEL: %v %v", err, out.Err)
 	}
 	c.addPod(c.nodes[1], &tpod{ns: "b", name: "new", labels: map[string]string{"app": "locked"}, ips: []string{"10.200.2.20", "fd00:200:2::20"}})
-	c.eventually(t, []probe{tcp("a/client", "b/new", 8080, false), v6(tcp("a/client", "b/new", 8080, false))})
+	c.eventually(t, []testkit.Probe{tcp("a/client", "b/new", 8080, false), v6(tcp("a/client", "b/new", 8080, false))})
 }
 
 // TestKubePodBeingDeletedStaysIsolated deletes a pod with a grace period.
@@ -198,11 +187,11 @@ spec:
   - from: [{podSelector: {matchLabels: {app: server}}},
            {namespaceSelector: {}, podSelector: {matchLabels: {app: marker}}}]
 `} {
-		if _, err := kube.CreatePolicy(ctx, client, policy(t, y)); err != nil {
+		if _, err := kube.CreatePolicy(ctx, client, fixtures.Policy(t, y)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	isolated := []probe{
+	isolated := []testkit.Probe{
 		tcp("a/client", "b/server", 8080, true), tcp("b/db", "b/server", 8080, false), // server's ingress
 		tcp("b/server", "b/db", 8080, true), v6(tcp("b/server", "b/db", 8080, true)), // server a peer of db
 		tcp("a/client", "b/db", 8080, false),
@@ -224,7 +213,7 @@ spec:
 	if err := kube.SetPodLabels(ctx, client, "a", "other", map[string]string{"app": "marker"}); err != nil {
 		t.Fatal(err)
 	}
-	c.eventually(t, []probe{tcp("a/other", "b/server", 8080, true), tcp("a/other", "b/db", 8080, true)})
+	c.eventually(t, []testkit.Probe{tcp("a/other", "b/server", 8080, true), tcp("a/other", "b/db", 8080, true)})
 	t.Run("being deleted: still isolated, still a peer", func(t *testing.T) {
 		c.probeAll(t, isolated)
 	})
@@ -243,7 +232,7 @@ spec:
 		// in namespace b's link group, so its address is an unclassified
 		// pod's and b's default deny (b has Ingress policies) holds it,
 		// even against the marker server-ingress admitted.
-		c.eventually(t, []probe{tcp("b/server", "b/db", 8080, false), tcp("b/db", "b/server", 8080, false),
+		c.eventually(t, []testkit.Probe{tcp("b/server", "b/db", 8080, false), tcp("b/db", "b/server", 8080, false),
 			tcp("a/other", "b/server", 8080, false)})
 	})
 }
@@ -263,7 +252,7 @@ func (c *simCluster) restartAgent(nd *simNode) {
 func TestKubeOutagesNeverOpenTheNode(t *testing.T) {
 	ctx := context.Background()
 	c := newKubeSimCluster(t, 2, map[string]map[string]string{"a": {}, "b": {}})
-	if _, err := kube.CreatePolicy(ctx, c.kc.Client, policy(t, `
+	if _, err := kube.CreatePolicy(ctx, c.kc.Client, fixtures.Policy(t, `
 metadata: {name: only-client, namespace: b}
 spec:
   podSelector: {}
@@ -291,7 +280,7 @@ spec:
 	c.addPod(c.nodes[0], &tpod{ns: "a", name: "client", labels: map[string]string{"app": "client"}, ips: []string{"10.200.1.10", "fd00:200:1::10"}})
 	c.addPod(c.nodes[0], &tpod{ns: "a", name: "other", labels: map[string]string{"app": "other"}, ips: []string{"10.200.1.11", "fd00:200:1::11"}})
 	c.addPod(c.nodes[1], &tpod{ns: "b", name: "server", labels: map[string]string{"app": "server"}, ips: []string{"10.200.2.10", "fd00:200:2::10"}})
-	c.eventually(t, []probe{tcp("a/client", "b/server", 8080, true), tcp("a/other", "b/server", 8080, false)})
+	c.eventually(t, []testkit.Probe{tcp("a/client", "b/server", 8080, true), tcp("a/other", "b/server", 8080, false)})
 
 	other, server := c.pods["a/other"], c.pods["b/server"]
 	hammerDenied := func() (chan struct{}, *hammer) {
@@ -305,7 +294,7 @@ spec:
 		if err := c.kc.StopAPIServer(); err != nil {
 			t.Fatal(err)
 		}
-		c.probeAll(t, []probe{tcp("a/client", "b/server", 8080, true), tcp("a/other", "b/server", 8080, false)})
+		c.probeAll(t, []testkit.Probe{tcp("a/client", "b/server", 8080, true), tcp("a/other", "b/server", 8080, false)})
 		time.Sleep(2 * time.Second)
 		if err := c.kc.StartAPIServer(ctx); err != nil {
 			t.Fatal(err)
@@ -320,11 +309,11 @@ spec:
 		if err := kube.SetPodLabels(ctx, c.kc.Client, "a", "other", map[string]string{"app": "client"}); err != nil {
 			t.Fatal(err)
 		}
-		c.eventually(t, []probe{tcp("a/other", "b/server", 8080, true)})
+		c.eventually(t, []testkit.Probe{tcp("a/other", "b/server", 8080, true)})
 		if err := kube.SetPodLabels(ctx, c.kc.Client, "a", "other", map[string]string{"app": "other"}); err != nil {
 			t.Fatal(err)
 		}
-		c.eventually(t, []probe{tcp("a/other", "b/server", 8080, false)})
+		c.eventually(t, []testkit.Probe{tcp("a/other", "b/server", 8080, false)})
 	})
 	t.Run("agents killed and restarted in a loop", func(t *testing.T) {
 		stop, h := hammerDenied()
@@ -341,6 +330,6 @@ spec:
 		if n := h.leaks.Load(); n != 0 {
 			t.Errorf("%d denied connections got through while agents crashed", n)
 		}
-		c.probeAll(t, []probe{tcp("a/client", "b/server", 8080, true)})
+		c.probeAll(t, []testkit.Probe{tcp("a/client", "b/server", 8080, true)})
 	})
 }

@@ -134,7 +134,7 @@ func TestAutoBackendFallsBackToIPTablesLegacy(t *testing.T) {
 	t.Run("policy is enforced through iptables-legacy", func(t *testing.T) {
 		c.t = t
 		c.setPolicies(denyAllDefault)
-		c.run([]probe{
+		c.run([]testkit.Probe{
 			tcp("default/a", "default/b", 8080, false),
 			v6(tcp("default/a", "default/b", 8080, false)),
 			tcp("ext:10.0.0.5", "default/b", 8080, false),
@@ -142,7 +142,7 @@ func TestAutoBackendFallsBackToIPTablesLegacy(t *testing.T) {
 			tcp("default/b", "ext:10.0.0.5", 80, true),
 		})
 		c.setPolicies("")
-		c.run([]probe{tcp("default/a", "default/b", 8080, true)})
+		c.run([]testkit.Probe{tcp("default/a", "default/b", 8080, true)})
 	})
 	t.Run("masquerade through iptables-legacy", func(t *testing.T) {
 		c.t = t

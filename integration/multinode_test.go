@@ -296,22 +296,23 @@ func (c *simCluster) setPolicies(yaml string) {
 }
 
 // probeAll checks every probe (pods only) and reports mismatches.
-func (c *simCluster) probeAll(t *testing.T, probes []probe) {
+func (c *simCluster) probeAll(t *testing.T, probes []testkit.Probe) {
 	t.Helper()
 	for _, p := range probes {
 		err := c.try(p)
-		if (err == nil) != p.want {
-			t.Errorf("%s: allowed=%v, want %v (%v)", p, err == nil, p.want, err)
+		if (err == nil) != p.Want {
+			t.Errorf("%s: allowed=%v, want %v (%v)", p, err == nil, p.Want, err)
 		}
 	}
 }
 
 // try runs one pod-to-pod probe: nil when the echo came back.
-func (c *simCluster) try(p probe) error {
-	src, dst := c.pods[p.from], c.pods[p.to]
-	return testkit.Exchange(src.netns, family(src.ips, p.v6), family(dst.ips, p.v6), p.proto, p.port, probeWait)
+func (c *simCluster) try(p testkit.Probe) error {
+	src, dst := c.pods[p.From], c.pods[p.To]
+	return testkit.Exchange(src.netns, family(src.ips, p.V6), family(dst.ips, p.V6), p.Proto, p.Port, probeWait)
 }
 
+// family is the first address of ips of the family v6 says, or none.
 func family(ips []string, v6 bool) netip.Addr {
 	for _, s := range ips {
 		if a := netip.MustParseAddr(s); a.Is6() == v6 {
@@ -334,7 +335,7 @@ func TestMultiNodeRoutesAndPolicies(t *testing.T) {
 	t.Run("cross-node traffic flows through the agents' routes", func(t *testing.T) {
 		// eventually: the first packets between fresh nodes wait on
 		// neighbour discovery across the underlay.
-		c.eventually(t, []probe{
+		c.eventually(t, []testkit.Probe{
 			tcp("a/client", "b/server", 8080, true), udp("a/client", "b/server", 8080, true),
 			tcp("c/other", "b/server", 8080, true), tcp("b/server", "c/other", 9090, true),
 			v6(tcp("a/client", "b/server", 8080, true)), v6(udp("c/other", "a/client", 9090, true)),
@@ -360,7 +361,7 @@ spec:
   egress:
   - to: [{namespaceSelector: {}, podSelector: {matchLabels: {app: server}}}]
 `)
-		c.probeAll(t, []probe{
+		c.probeAll(t, []testkit.Probe{
 			tcp("a/client", "b/server", 8080, true), udp("a/client", "b/server", 8080, true),
 			v6(tcp("a/client", "b/server", 8080, true)),
 			tcp("a/client", "b/server", 9090, false), // ingress port

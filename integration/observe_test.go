@@ -20,6 +20,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/weir-cni/weir/agentapi"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // TestDeniedPacketsAreLoggedAndCounted runs the agent with denied-packet
@@ -48,9 +49,9 @@ spec:
   podSelector: {matchLabels: {app: web}}
   ingress: [{ports: [{port: 80}]}]
 `)
-	c.run([]probe{
-		{from: "default/client", to: "default/web", proto: "tcp", port: 80, want: true},
-		{from: "default/client", to: "default/web", proto: "tcp", port: 6379, want: false},
+	c.run([]testkit.Probe{
+		{From: "default/client", To: "default/web", Proto: "tcp", Port: 80, Want: true},
+		{From: "default/client", To: "default/web", Proto: "tcp", Port: 6379, Want: false},
 	})
 
 	logPath := filepath.Join(c.dir, "agent.log")

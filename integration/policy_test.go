@@ -50,15 +50,15 @@ metadata: {name: deny-all, namespace: default}
 spec: {podSelector: {}, ingress: []}
 `
 
-func tcp(from, to string, port int, want bool) probe {
-	return probe{from: from, to: to, proto: "tcp", port: port, want: want}
+func tcp(from, to string, port int, want bool) testkit.Probe {
+	return testkit.Probe{From: from, To: to, Proto: "tcp", Port: port, Want: want}
 }
 
-func udp(from, to string, port int, want bool) probe {
-	return probe{from: from, to: to, proto: "udp", port: port, want: want}
+func udp(from, to string, port int, want bool) testkit.Probe {
+	return testkit.Probe{From: from, To: to, Proto: "udp", Port: port, Want: want}
 }
 
-func v6(p probe) probe { p.v6 = true; return p }
+func v6(p testkit.Probe) testkit.Probe { p.V6 = true; return p }
 
 // TestPolicyVerdictsInKernel runs every case through the agent on both
 // backends: the same matrix must hold for nftables and iptables.
@@ -74,9 +74,9 @@ func policyVerdicts(t *testing.T, backend string) {
 	cases := []struct {
 		name     string
 		policies string
-		probes   []probe
+		probes   []testkit.Probe
 	}{
-		{"no policy: every pod reachable", "", []probe{
+		{"no policy: every pod reachable", "", []testkit.Probe{
 			tcp("dev/client", "default/web", 8080, true),
 			tcp("default/other", "default/db", 6379, true),
 			udp("prod/client", "default/web", 5353, true),
@@ -86,7 +86,7 @@ func policyVerdicts(t *testing.T, backend string) {
 			v6(tcp("ext:fd00:e::5", "default/web", 8080, true)),
 			v6(tcp("node", "default/web", 8080, true)),
 		}},
-		{"talk policies (web-allow-prod, test-network-policy)", talkPolicies, []probe{
+		{"talk policies (web-allow-prod, test-network-policy)", talkPolicies, []testkit.Probe{
 			// web-allow-prod: only namespaces labelled purpose=production.
 			tcp("prod/client", "default/web", 8080, true),
 			udp("prod/client", "default/web", 5353, true),
@@ -117,7 +117,7 @@ func policyVerdicts(t *testing.T, backend string) {
 			// A pod the policies do not select is untouched.
 			tcp("default/other", "prod/client", 80, true),
 		}},
-		{"deny all ingress in a namespace", denyAllDefault, []probe{
+		{"deny all ingress in a namespace", denyAllDefault, []testkit.Probe{
 			tcp("prod/client", "default/web", 8080, false),
 			tcp("default/web", "default/db", 6379, false),
 			v6(tcp("prod/client", "default/db", 6379, false)),
@@ -132,7 +132,7 @@ metadata: {name: deny-egress, namespace: prod}
 spec:
   podSelector: {}
   policyTypes: [Egress]
-`, []probe{
+`, []testkit.Probe{
 			tcp("prod/client", "default/web", 8080, false),
 			udp("prod/client", "ext:10.0.0.5", 5978, false),
 			tcp("prod/client", "node", 80, true),
@@ -157,7 +157,7 @@ spec:
   podSelector: {matchLabels: {app: web}}
   ingress:
   - ports: [{port: http}]
-`, []probe{
+`, []testkit.Probe{
 			tcp("dev/client", "default/web", 8080, true), // http is 8080 on web
 			tcp("dev/client", "default/web", 9001, false),
 			udp("dev/client", "default/web", 9001, true),
@@ -177,7 +177,7 @@ spec:
   - from:
     - namespaceSelector: {matchLabels: {purpose: production}}
       podSelector: {matchLabels: {app: client}}
-`, []probe{
+`, []testkit.Probe{
 			tcp("prod/client", "default/web", 8080, true),
 			tcp("prod/web2", "default/web", 8080, false),
 			tcp("dev/client", "default/web", 8080, false),
@@ -193,7 +193,7 @@ spec:
     - namespaceSelector: {}
       podSelector:
         matchExpressions: [{key: app, operator: Exists}]
-`, []probe{
+`, []testkit.Probe{
 			tcp("prod/client", "default/web", 8080, true),
 			tcp("dev/client", "default/web", 8080, true),
 			tcp("myproject/client", "default/web", 8080, false),
@@ -209,7 +209,7 @@ spec:
   ingress:
   - from:
     - ipBlock: {cidr: "fd00:e::/64", except: ["fd00:e::5/128"]}
-`, []probe{
+`, []testkit.Probe{
 			v6(tcp("ext:fd00:e::6", "default/web", 8080, true)),
 			v6(tcp("ext:fd00:e::5", "default/web", 8080, false)),
 			v6(tcp("prod/client", "default/web", 8080, false)),
@@ -263,7 +263,7 @@ spec:
 		if !strings.Contains(joined, "ICMP") || !strings.Contains(joined, "no-such-port") {
 			t.Errorf("problems not reported: %q", joined)
 		}
-		c.run([]probe{
+		c.run([]testkit.Probe{
 			// The except outside its cidr removes nothing: the block still admits 172.17.0.0/24.
 			tcp("prod/client", "default/web", 8080, true),
 			// The ICMP rule and the unresolvable named port admit nothing; web stays isolated.
@@ -281,7 +281,7 @@ spec:
 		if !strings.Contains(st.LastError, "podSelectr") || st.Syncs != before.Syncs {
 			t.Errorf("status after broken manifest = %+v", st)
 		}
-		c.run([]probe{
+		c.run([]testkit.Probe{
 			tcp("prod/client", "default/web", 8080, false),
 			tcp("node", "default/web", 8080, true),
 		})
@@ -291,6 +291,6 @@ spec:
 		// Fixing the file resumes syncing.
 		c.writeManifest("policies.yaml", "")
 		c.waitSynced(st.Syncs)
-		c.run([]probe{tcp("prod/client", "default/web", 8080, true)})
+		c.run([]testkit.Probe{tcp("prod/client", "default/web", 8080, true)})
 	})
 }

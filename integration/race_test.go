@@ -118,9 +118,9 @@ status: {phase: Pending}
 	// Positive controls: the pod is wired (its node reaches it), and the
 	// same probe gets through once policy allows it.
 	c.pods["sec/newpod"] = p
-	c.run([]probe{tcp("node", "sec/newpod", 8080, true)})
+	c.run([]testkit.Probe{tcp("node", "sec/newpod", 8080, true)})
 	c.setPolicies("")
-	c.run([]probe{tcp("prod/client", "sec/newpod", 8080, true), tcp("sec/newpod", "prod/client", 80, true)})
+	c.run([]testkit.Probe{tcp("prod/client", "sec/newpod", 8080, true), tcp("sec/newpod", "prod/client", 80, true)})
 }
 
 func TestAgentCrashLoopNeverOpensTheNode(t *testing.T) {
@@ -144,5 +144,5 @@ func TestAgentCrashLoopNeverOpensTheNode(t *testing.T) {
 	if n := h.leaks.Load(); n != 0 {
 		t.Errorf("%d connections got through against policy while the agent crashed and restarted", n)
 	}
-	c.run([]probe{tcp("node", "default/web", 8080, true), tcp("prod/client", "default/web", 8080, false)})
+	c.run([]testkit.Probe{tcp("node", "default/web", 8080, true), tcp("prod/client", "default/web", 8080, false)})
 }

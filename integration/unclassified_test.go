@@ -2,7 +2,11 @@
 
 package integration
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/weir-cni/weir/internal/testkit"
+)
 
 // unclassifiedPolicies isolate default/db for ingress (a pod the agent
 // does not know may be a db) and every prod pod for egress.
@@ -40,7 +44,7 @@ func TestFailOpenPodTakesItsNamespacesDefaultDeny(t *testing.T) {
 			} {
 				c.addPod(p) // not written to the manifests: the agent does not know it
 			}
-			c.run([]probe{
+			c.run([]testkit.Probe{
 				tcp("myproject/client", "default/late", 8080, false),
 				v6(udp("myproject/client", "default/late", 5353, false)),
 				tcp("default/late", "myproject/client", 8080, true), // default does not isolate egress
@@ -67,7 +71,7 @@ func TestFailOpenPodTakesItsNamespacesDefaultDeny(t *testing.T) {
 			}
 			c.writeBase()
 			c.waitSynced(before.Syncs)
-			c.run([]probe{
+			c.run([]testkit.Probe{
 				tcp("myproject/client", "default/late", 8080, true),
 				v6(udp("myproject/client", "default/late", 5353, true)),
 				tcp("prod/late", "myproject/client", 8080, false), // no-egress selects it now

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/weir-cni/weir/examples"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -114,7 +115,7 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 	ctx := context.Background()
 	snap := kernelSnapshot(t, examples.TalkPolicies)
 	rs := policy.Compile(snap)
-	allowed := probe{from: "prod", to: "web", proto: "tcp", port: 80, want: true}
+	allowed := testkit.Probe{From: "prod", To: "web", Proto: "tcp", Port: 80, Want: true}
 	pkt := ruleset.Packet{Src: pick(tp.hosts["prod"], false), Dst: pick(tp.hosts["web"], false), Proto: ruleset.ProtoTCP, DPort: 80}
 	v, steps := ruleset.Trace(rs, pkt)
 	counters := tracedCounters(steps)
@@ -134,7 +135,7 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 	if _, err := a.Apply(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
-	if got := runProbes(t, tp, []probe{allowed}); !got[0] {
+	if got := runProbes(t, tp, []testkit.Probe{allowed}); !got[0] {
 		t.Fatal("prod -> web:80 was dropped")
 	}
 	if n := packets(); n != 1 {
@@ -158,7 +159,7 @@ func TestCountersRestartWhenTheirChainIsRewritten(t *testing.T) {
 		t.Errorf("%s counted %d packets after the pods it matches changed, want 0 (its chain rewritten)", name, n)
 	}
 
-	if got := runProbes(t, tp, []probe{allowed}); !got[0] {
+	if got := runProbes(t, tp, []testkit.Probe{allowed}); !got[0] {
 		t.Fatal("prod -> web:80 was dropped")
 	}
 	for a.fams[0].applies%fullEvery != fullEvery-1 {

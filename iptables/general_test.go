@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -190,20 +189,10 @@ func markRules() ([]ruleset.Set, []ruleset.Chain) {
 // on every combination of interesting packets: the same verdict, and the
 // same named counters.
 func TestGeneralModelMatchesNFTTrace(t *testing.T) {
-	rs := generalRuleset()
-	r := renderBoth(rs)
+	d := newDifferential(t, generalRuleset())
 	pkts := generalPackets()
-	fails := 0
 	for _, p := range pkts {
-		want, ws := ruleset.Trace(rs, p)
-		got, gs, gc := r.trace(p)
-		wc := tracedCounters(ws)
-		if (got != want || !slices.Equal(gc, wc)) && fails < 5 {
-			fails++
-			t.Errorf("%s mark %#x to host %v: iptables %s counted %q, nftables %s counted %q\nnft:\n%s\niptables:\n%s",
-				packetString(p), p.Mark, p.ToHost, fixtures.VerdictName(got), gc, fixtures.VerdictName(want), wc,
-				ruleset.JoinSteps(ws, "\n"), strings.Join(gs, "\n"))
-		}
+		d.compare(p)
 	}
 	t.Logf("%d packets compared", len(pkts))
 }

@@ -9,12 +9,10 @@ import (
 	"strings"
 	"testing"
 
-	networkingv1 "k8s.io/api/networking/v1"
-	"sigs.k8s.io/yaml"
-
 	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/examples"
 	"github.com/weir-cni/weir/internal/fixtures"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
@@ -68,16 +66,7 @@ func kernelSnapshot(t testing.TB, policies string) policy.Snapshot {
 		}
 		s.Pods = append(s.Pods, p)
 	}
-	for _, doc := range strings.Split(policies, "\n---\n") {
-		if strings.TrimSpace(doc) == "" {
-			continue
-		}
-		var p networkingv1.NetworkPolicy
-		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
-			t.Fatalf("policy: %v", err)
-		}
-		s.Policies = append(s.Policies, &p)
-	}
+	s.Policies = fixtures.Policies(t, policies)
 	return s
 }
 
@@ -90,7 +79,7 @@ type kernelScenario struct {
 	// scenario, when set, is a scenario file whose NetworkPolicies and
 	// ClusterNetworkPolicies are applied to the kernel test's hosts.
 	scenario string
-	probes   []probe
+	probes   []testkit.Probe
 }
 
 // snapshot is the snapshot of the kernel test's hosts and sc's policies.
@@ -106,38 +95,38 @@ func (sc kernelScenario) snapshot(t testing.TB) policy.Snapshot {
 // kernelScenarios run in order on the same namespaces, so each Apply also
 // replaces the previous scenario's ruleset.
 var kernelScenarios = []kernelScenario{
-	{name: "no policy allows everything", probes: []probe{
-		{from: "dev", to: "web", proto: "tcp", port: 80, want: true},
-		{from: "dev", to: "web", v6: true, proto: "udp", port: 53, want: true},
-		{from: "ext-except", to: "db", proto: "tcp", port: 6379, want: true},
+	{name: "no policy allows everything", probes: []testkit.Probe{
+		{From: "dev", To: "web", Proto: "tcp", Port: 80, Want: true},
+		{From: "dev", To: "web", V6: true, Proto: "udp", Port: 53, Want: true},
+		{From: "ext-except", To: "db", Proto: "tcp", Port: 6379, Want: true},
 	}},
 	{name: "deny-all ingress in default", policies: `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {namespace: default, name: deny-all}
 spec: {podSelector: {}}
-`, probes: []probe{
-		{from: "dev", to: "web", proto: "tcp", port: 80, want: false},
-		{from: "prod", to: "db", v6: true, proto: "tcp", port: 6379, want: false},
-		{from: "frontend", to: "db", proto: "udp", port: 53, want: false},
-		{from: "web", to: "dev", proto: "tcp", port: 80, want: true},
-		{from: "db", to: "prod", v6: true, proto: "udp", port: 53, want: true},
+`, probes: []testkit.Probe{
+		{From: "dev", To: "web", Proto: "tcp", Port: 80, Want: false},
+		{From: "prod", To: "db", V6: true, Proto: "tcp", Port: 6379, Want: false},
+		{From: "frontend", To: "db", Proto: "udp", Port: 53, Want: false},
+		{From: "web", To: "dev", Proto: "tcp", Port: 80, Want: true},
+		{From: "db", To: "prod", V6: true, Proto: "udp", Port: 53, Want: true},
 	}},
-	{name: "the talk's policies", policies: examples.TalkPolicies, probes: []probe{
-		{from: "prod", to: "web", proto: "tcp", port: 80, want: true},
-		{from: "prod", to: "web", v6: true, proto: "udp", port: 53, want: true},
-		{from: "dev", to: "web", proto: "tcp", port: 80, want: false},
-		{from: "frontend", to: "db", proto: "tcp", port: 6379, want: true},
-		{from: "frontend", to: "db", v6: true, proto: "tcp", port: 6379, want: true},
-		{from: "frontend", to: "db", proto: "tcp", port: 6380, want: false},
-		{from: "frontend", to: "db", proto: "udp", port: 6379, want: false},
-		{from: "ext-ok", to: "db", proto: "tcp", port: 6379, want: true},
-		{from: "ext-except", to: "db", proto: "tcp", port: 6379, want: false},
-		{from: "dev", to: "db", proto: "tcp", port: 6379, want: false},
-		{from: "db", to: "dev", proto: "tcp", port: 5978, want: true},
-		{from: "db", to: "dev", proto: "tcp", port: 80, want: false},
-		{from: "db", to: "ext-ok", proto: "tcp", port: 5978, want: false},
-		{from: "db", to: "dev", v6: true, proto: "tcp", port: 5978, want: false},
+	{name: "the talk's policies", policies: examples.TalkPolicies, probes: []testkit.Probe{
+		{From: "prod", To: "web", Proto: "tcp", Port: 80, Want: true},
+		{From: "prod", To: "web", V6: true, Proto: "udp", Port: 53, Want: true},
+		{From: "dev", To: "web", Proto: "tcp", Port: 80, Want: false},
+		{From: "frontend", To: "db", Proto: "tcp", Port: 6379, Want: true},
+		{From: "frontend", To: "db", V6: true, Proto: "tcp", Port: 6379, Want: true},
+		{From: "frontend", To: "db", Proto: "tcp", Port: 6380, Want: false},
+		{From: "frontend", To: "db", Proto: "udp", Port: 6379, Want: false},
+		{From: "ext-ok", To: "db", Proto: "tcp", Port: 6379, Want: true},
+		{From: "ext-except", To: "db", Proto: "tcp", Port: 6379, Want: false},
+		{From: "dev", To: "db", Proto: "tcp", Port: 6379, Want: false},
+		{From: "db", To: "dev", Proto: "tcp", Port: 5978, Want: true},
+		{From: "db", To: "dev", Proto: "tcp", Port: 80, Want: false},
+		{From: "db", To: "ext-ok", Proto: "tcp", Port: 5978, Want: false},
+		{From: "db", To: "dev", V6: true, Proto: "tcp", Port: 5978, Want: false},
 	}},
 	{name: "egress restricted to udp 53 of db", policies: `
 apiVersion: networking.k8s.io/v1
@@ -149,32 +138,32 @@ spec:
   egress:
   - to: [{namespaceSelector: {matchLabels: {project: myproject}}, podSelector: {matchLabels: {role: db}}}]
     ports: [{protocol: UDP, port: 53}]
-`, probes: []probe{
-		{from: "dev", to: "db", proto: "udp", port: 53, want: true},
-		{from: "dev", to: "db", v6: true, proto: "udp", port: 53, want: true},
-		{from: "dev", to: "db", proto: "tcp", port: 53, want: false},
-		{from: "dev", to: "web", proto: "udp", port: 53, want: false},
-		{from: "dev", to: "ext-ok", proto: "udp", port: 53, want: false},
-		{from: "web", to: "dev", proto: "tcp", port: 80, want: true},
+`, probes: []testkit.Probe{
+		{From: "dev", To: "db", Proto: "udp", Port: 53, Want: true},
+		{From: "dev", To: "db", V6: true, Proto: "udp", Port: 53, Want: true},
+		{From: "dev", To: "db", Proto: "tcp", Port: 53, Want: false},
+		{From: "dev", To: "web", Proto: "udp", Port: 53, Want: false},
+		{From: "dev", To: "ext-ok", Proto: "udp", Port: 53, Want: false},
+		{From: "web", To: "dev", Proto: "tcp", Port: 80, Want: true},
 	}},
-	{name: "cluster network policy tiers", scenario: "testdata/tiers-dualstack.yaml", probes: []probe{
-		{from: "dev", to: "web", proto: "tcp", port: 80, want: false}, // Admin Deny over a NetworkPolicy allow
-		{from: "dev", to: "web", v6: true, proto: "tcp", port: 80, want: false},
-		{from: "dev", to: "web", proto: "udp", port: 53, want: true},   // the NetworkPolicy allows the rest
-		{from: "prod", to: "db", proto: "tcp", port: 6379, want: true}, // Admin Pass to a NetworkPolicy allow
-		{from: "prod", to: "db", v6: true, proto: "tcp", port: 6379, want: true},
-		{from: "prod", to: "db", proto: "tcp", port: 80, want: false},       // Admin Pass to a NetworkPolicy deny
-		{from: "dev", to: "db", proto: "tcp", port: 6379, want: false},      // the same Pass peer, not allowed by it
-		{from: "frontend", to: "db", proto: "tcp", port: 6379, want: false}, // Admin Deny after the Pass rule
-		{from: "dev", to: "frontend", proto: "tcp", port: 5978, want: true}, // Baseline Accept before Baseline Deny
-		{from: "dev", to: "frontend", proto: "tcp", port: 80, want: false},  // Baseline Deny: no NetworkPolicy selects
-		{from: "dev", to: "frontend", v6: true, proto: "udp", port: 53, want: false},
-		{from: "web", to: "frontend", proto: "tcp", port: 80, want: true}, // Baseline lets other peers through
-		{from: "dev", to: "prod", proto: "tcp", port: 5978, want: false},  // Baseline Accept under a default deny
-		{from: "dev", to: "node", proto: "tcp", port: 10250, want: false}, // Admin egress Deny to its node (INPUT)
-		{from: "dev", to: "node", proto: "tcp", port: 80, want: true},     // its node's other ports
-		{from: "web", to: "node", proto: "tcp", port: 10250, want: true},  // pods the policy does not hold
-		{from: "dev", to: "ext-ok", proto: "tcp", port: 80, want: true},   // Admin egress Accept to a network
+	{name: "cluster network policy tiers", scenario: "testdata/tiers-dualstack.yaml", probes: []testkit.Probe{
+		{From: "dev", To: "web", Proto: "tcp", Port: 80, Want: false}, // Admin Deny over a NetworkPolicy allow
+		{From: "dev", To: "web", V6: true, Proto: "tcp", Port: 80, Want: false},
+		{From: "dev", To: "web", Proto: "udp", Port: 53, Want: true},   // the NetworkPolicy allows the rest
+		{From: "prod", To: "db", Proto: "tcp", Port: 6379, Want: true}, // Admin Pass to a NetworkPolicy allow
+		{From: "prod", To: "db", V6: true, Proto: "tcp", Port: 6379, Want: true},
+		{From: "prod", To: "db", Proto: "tcp", Port: 80, Want: false},       // Admin Pass to a NetworkPolicy deny
+		{From: "dev", To: "db", Proto: "tcp", Port: 6379, Want: false},      // the same Pass peer, not allowed by it
+		{From: "frontend", To: "db", Proto: "tcp", Port: 6379, Want: false}, // Admin Deny after the Pass rule
+		{From: "dev", To: "frontend", Proto: "tcp", Port: 5978, Want: true}, // Baseline Accept before Baseline Deny
+		{From: "dev", To: "frontend", Proto: "tcp", Port: 80, Want: false},  // Baseline Deny: no NetworkPolicy selects
+		{From: "dev", To: "frontend", V6: true, Proto: "udp", Port: 53, Want: false},
+		{From: "web", To: "frontend", Proto: "tcp", Port: 80, Want: true}, // Baseline lets other peers through
+		{From: "dev", To: "prod", Proto: "tcp", Port: 5978, Want: false},  // Baseline Accept under a default deny
+		{From: "dev", To: "node", Proto: "tcp", Port: 10250, Want: false}, // Admin egress Deny to its node (INPUT)
+		{From: "dev", To: "node", Proto: "tcp", Port: 80, Want: true},     // its node's other ports
+		{From: "web", To: "node", Proto: "tcp", Port: 10250, Want: true},  // pods the policy does not hold
+		{From: "dev", To: "ext-ok", Proto: "tcp", Port: 80, Want: true},   // Admin egress Accept to a network
 	}},
 	{name: "one rule of many ports and many peers", policies: `
 apiVersion: networking.k8s.io/v1
@@ -195,20 +184,20 @@ spec:
     - port: 6379
     - {port: 8000, endPort: 8010}
     - {protocol: SCTP, port: 80}
-`, probes: []probe{
-		{from: "prod", to: "db", proto: "tcp", port: 6379, want: true},
-		{from: "prod", to: "db", v6: true, proto: "tcp", port: 6379, want: true},
-		{from: "frontend", to: "db", v6: true, proto: "tcp", port: 80, want: true},
-		{from: "frontend", to: "db", proto: "udp", port: 53, want: true},
-		{from: "frontend", to: "db", v6: true, proto: "udp", port: 53, want: true},
-		{from: "frontend", to: "db", proto: "tcp", port: 6380, want: false},
-		{from: "frontend", to: "db", v6: true, proto: "tcp", port: 6380, want: false},
-		{from: "frontend", to: "db", proto: "udp", port: 80, want: false},
-		{from: "dev", to: "db", proto: "tcp", port: 6379, want: false},
-		{from: "dev", to: "db", v6: true, proto: "tcp", port: 80, want: false},
-		{from: "web", to: "db", proto: "tcp", port: 80, want: false},
-		{from: "ext-ok", to: "db", proto: "tcp", port: 5978, want: true},
-		{from: "ext-except", to: "db", proto: "tcp", port: 5978, want: false},
+`, probes: []testkit.Probe{
+		{From: "prod", To: "db", Proto: "tcp", Port: 6379, Want: true},
+		{From: "prod", To: "db", V6: true, Proto: "tcp", Port: 6379, Want: true},
+		{From: "frontend", To: "db", V6: true, Proto: "tcp", Port: 80, Want: true},
+		{From: "frontend", To: "db", Proto: "udp", Port: 53, Want: true},
+		{From: "frontend", To: "db", V6: true, Proto: "udp", Port: 53, Want: true},
+		{From: "frontend", To: "db", Proto: "tcp", Port: 6380, Want: false},
+		{From: "frontend", To: "db", V6: true, Proto: "tcp", Port: 6380, Want: false},
+		{From: "frontend", To: "db", Proto: "udp", Port: 80, Want: false},
+		{From: "dev", To: "db", Proto: "tcp", Port: 6379, Want: false},
+		{From: "dev", To: "db", V6: true, Proto: "tcp", Port: 80, Want: false},
+		{From: "web", To: "db", Proto: "tcp", Port: 80, Want: false},
+		{From: "ext-ok", To: "db", Proto: "tcp", Port: 5978, Want: true},
+		{From: "ext-except", To: "db", Proto: "tcp", Port: 5978, Want: false},
 	}},
 }
 
@@ -359,16 +348,17 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 			}
 			counts := probeCounts{map[string]uint64{}, map[string]uint64{}} // what the rules should count
 			for _, p := range sc.probes {
-				pkt := ruleset.Packet{Src: pick(nodes[0].tp.hosts[p.from], p.v6), Dst: pick(nodes[0].tp.hosts[p.to], p.v6),
-					Proto: map[string]uint8{"tcp": ruleset.ProtoTCP, "udp": ruleset.ProtoUDP}[p.proto], DPort: uint16(p.port)}
-				if p.to == "node" { // from a pod's veth to the host: the input hook
+				proto, _ := ruleset.ProtoNumber(p.Proto)
+				pkt := ruleset.Packet{Src: pick(nodes[0].tp.hosts[p.From], p.V6), Dst: pick(nodes[0].tp.hosts[p.To], p.V6),
+					Proto: proto, DPort: uint16(p.Port)}
+				if p.To == "node" { // from a pod's veth to the host: the input hook
 					pkt.ToHost, pkt.InIface = true, fixtures.TraceVeth(policy.DefaultPodInterfacePrefix)
 				}
 				v, steps := ruleset.Trace(rs, pkt)
-				if (v == ruleset.VerdictAccept) != p.want {
-					t.Errorf("ruleset.Trace disagrees with the expected matrix on %s", describe(p))
+				if (v == ruleset.VerdictAccept) != p.Want {
+					t.Errorf("ruleset.Trace disagrees with the expected matrix on %s", p)
 				}
-				counts.add(steps, p.want)
+				counts.add(steps, p.Want)
 			}
 			var names []string
 			var before, after []map[string]ruleset.CounterValue
@@ -381,8 +371,8 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 			for _, n := range nodes {
 				got := runProbes(t, n.tp, sc.probes)
 				for i, p := range sc.probes {
-					if got[i] != p.want {
-						t.Errorf("%s: %s: got allowed=%v, want %v", n.b.name, describe(p), got[i], p.want)
+					if got[i] != p.Want {
+						t.Errorf("%s: %s: got allowed=%v, want %v", n.b.name, p, got[i], p.Want)
 					}
 				}
 				after = append(after, n.b.counted(t))
@@ -393,12 +383,4 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 	if policyCounted == 0 {
 		t.Error("no policy rule counted a packet in any scenario")
 	}
-}
-
-func describe(p probe) string {
-	fam := "ipv4"
-	if p.v6 {
-		fam = "ipv6"
-	}
-	return fmt.Sprintf("%s -> %s %s %s/%d", p.from, p.to, fam, p.proto, p.port)
 }

@@ -20,36 +20,27 @@ const probeTimeout = 1500 * time.Millisecond
 // the host's namespace, until the test ends.
 func serve(t testing.TB, h *host, ports []int) { testkit.ServeEcho(t, h.netns, ports...) }
 
-// probe is one connection attempt.
-type probe struct {
-	from, to string // host keys
-	v6       bool
-	proto    string // tcp or udp
-	port     int
-	want     bool // allowed
-}
-
 // runProbes runs every probe concurrently and returns whether each got
 // through, in order: a probe is allowed when its TCP or UDP round trip to
 // the echo server succeeds (from whichever source address routing picks),
 // denied when it times out. Any other failure fails the test.
-func runProbes(t testing.TB, tp *topology, probes []probe) []bool {
+func runProbes(t testing.TB, tp *topology, probes []testkit.Probe) []bool {
 	t.Helper()
 	from := make([]*host, len(probes))
 	dst := make([]netip.Addr, len(probes))
 	for i, p := range probes {
-		from[i] = tp.hosts[p.from]
-		to := tp.hosts[p.to]
+		from[i] = tp.hosts[p.From]
+		to := tp.hosts[p.To]
 		if from[i] == nil || to == nil {
 			t.Fatalf("probe %+v: unknown host", p)
 		}
-		dst[i] = pick(to, p.v6)
+		dst[i] = pick(to, p.V6)
 	}
 	got := make([]bool, len(probes))
 	errs := make([]error, len(probes))
 	testkit.Parallel(len(probes), 16, func(i int) {
 		p := probes[i]
-		errs[i] = testkit.Exchange(from[i].netns, netip.Addr{}, dst[i], p.proto, p.port, probeTimeout)
+		errs[i] = testkit.Exchange(from[i].netns, netip.Addr{}, dst[i], p.Proto, p.Port, probeTimeout)
 	})
 	for i, err := range errs {
 		var ne net.Error

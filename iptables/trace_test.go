@@ -3,9 +3,12 @@ package iptables
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"testing"
 
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -187,6 +190,47 @@ func (r rendered) trace(p ruleset.Packet) (v ruleset.VerdictKind, steps, counted
 }
 
 func packetString(p ruleset.Packet) string {
-	return fmt.Sprintf("%s -> %s %s/%d %s in %s/%d out %s/%d", p.Src, p.Dst, ruleset.ProtoName(p.Proto), p.DPort, ctStates(p.CtState),
-		p.InIface, p.InGroup, p.OutIface, p.OutGroup)
+	return fmt.Sprintf("%s -> %s %s/%d %s in %s/%d out %s/%d mark %#x to host %v", p.Src, p.Dst, ruleset.ProtoName(p.Proto), p.DPort,
+		ctStates(p.CtState), p.InIface, p.InGroup, p.OutIface, p.OutGroup, p.Mark, p.ToHost)
+}
+
+// differential traces packets through both the rendered chains and
+// ruleset.Trace on the ruleset they come from, reporting the first five
+// disagreements of a test.
+type differential struct {
+	t     *testing.T
+	rs    ruleset.Ruleset
+	r     rendered
+	fails int
+}
+
+func newDifferential(t *testing.T, rs ruleset.Ruleset) *differential {
+	return &differential{t: t, rs: rs, r: renderBoth(rs)}
+}
+
+// compare reports p if the two verdicts or the named counters that count
+// it differ, and returns the nftables verdict and steps.
+func (d *differential) compare(p ruleset.Packet) (ruleset.VerdictKind, []ruleset.Step) {
+	d.t.Helper()
+	wv, want := ruleset.Trace(d.rs, p)
+	gv, got, gc := d.r.trace(p)
+	wc := tracedCounters(want)
+	switch {
+	case gv != wv:
+		d.errorf(p, want, got, "iptables %s, nftables %s", fixtures.VerdictName(gv), fixtures.VerdictName(wv))
+	case !slices.Equal(wc, gc):
+		d.errorf(p, want, got, "counted into %q by iptables, %q by nftables", gc, wc)
+	}
+	return wv, want
+}
+
+// errorf reports a disagreement on p with both traces, up to five a test.
+func (d *differential) errorf(p ruleset.Packet, want []ruleset.Step, got []string, format string, args ...any) {
+	d.t.Helper()
+	if d.fails >= 5 {
+		return
+	}
+	d.fails++
+	d.t.Errorf("%s: %s\nnft:\n%s\niptables:\n%s", packetString(p), fmt.Sprintf(format, args...),
+		ruleset.JoinSteps(want, "\n"), strings.Join(got, "\n"))
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/nsgroup"
 	"github.com/weir-cni/weir/policy"
 )
@@ -61,11 +62,11 @@ func unclassifiedSnapshot(t *testing.T, classified bool) policy.Snapshot {
 }
 
 // both is a probe over IPv4 and IPv6, TCP and UDP.
-func both(from, to string, want bool) []probe {
-	var out []probe
+func both(from, to string, want bool) []testkit.Probe {
+	var out []testkit.Probe
 	for _, v6 := range []bool{false, true} {
 		for _, proto := range []string{"tcp", "udp"} {
-			out = append(out, probe{from: from, to: to, v6: v6, proto: proto, port: 80, want: want})
+			out = append(out, testkit.Probe{From: from, To: to, V6: v6, Proto: proto, Port: 80, Want: want})
 		}
 	}
 	return out
@@ -94,7 +95,7 @@ func TestUnclassifiedPodsTakeTheirNamespacesDefaultDeny(t *testing.T) {
 				t.Fatalf("apply: %v", err)
 			}
 			before := b.counted(t)
-			var probes []probe
+			var probes []testkit.Probe
 			probes = append(probes, both("tool", "shop-new", false)...) // shop isolates ingress
 			probes = append(probes, both("shop-new", "tool", true)...)  // but not egress
 			probes = append(probes, both("prod-new", "tool", false)...) // prod isolates egress
@@ -103,8 +104,8 @@ func TestUnclassifiedPodsTakeTheirNamespacesDefaultDeny(t *testing.T) {
 			probes = append(probes, both("dev-new", "tool", true)...)
 			got := runProbes(t, tp, probes)
 			for k, p := range probes {
-				if got[k] != p.want {
-					t.Errorf("%s: got allowed=%v, want %v", describe(p), got[k], p.want)
+				if got[k] != p.Want {
+					t.Errorf("%s: got allowed=%v, want %v", p, got[k], p.Want)
 				}
 			}
 			after := b.counted(t)
@@ -120,8 +121,8 @@ func TestUnclassifiedPodsTakeTheirNamespacesDefaultDeny(t *testing.T) {
 			probes = append(both("tool", "shop-new", true), both("prod-new", "tool", false)...)
 			got = runProbes(t, tp, probes)
 			for k, p := range probes {
-				if got[k] != p.want {
-					t.Errorf("after classification: %s: got allowed=%v, want %v", describe(p), got[k], p.want)
+				if got[k] != p.Want {
+					t.Errorf("after classification: %s: got allowed=%v, want %v", p, got[k], p.Want)
 				}
 			}
 		})

@@ -259,7 +259,7 @@ func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) boo
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
 	}
 	switch v := r.Verdict; {
-	case r.Log != nil && v.Kind == ruleset.VerdictNone:
+	case (r.Log != nil || r.Mark != nil) && v.Kind == ruleset.VerdictNone:
 	case v.Kind == ruleset.VerdictVMap:
 		exprs = append(exprs, loadFields(v.Fields, &fam, false, 0)...)
 		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: v.Map})

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weir-cni/weir/agentapi"
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 // fakeAgent answers pod-added requests with answer(req); each request is
@@ -162,11 +163,7 @@ func TestFailOpenOptInWiresThePodAndLogsTheFallback(t *testing.T) {
 				t.Fatalf("fail-open ADD: %v", err)
 			}
 			log := e.log.String()
-			for _, want := range []string{"level=WARN", "without", "pod=ns1/web", "containerID=ctr1", tc.want} {
-				if !strings.Contains(log, want) {
-					t.Errorf("fallback log lacks %q:\n%s", want, log)
-				}
-			}
+			textdiff.Mentions(t, "fallback log", log, "level=WARN", "without", "pod=ns1/web", "containerID=ctr1", tc.want)
 		})
 	}
 }

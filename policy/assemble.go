@@ -44,10 +44,10 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 		switch ch.Name {
 		case chainEgress:
 			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirEgress)...)
-			chain.Rules = append(chain.Rules, vmapRule(mapBaselineEgress4, ruleset.FieldIPSaddr), vmapRule(mapBaselineEgress6, ruleset.FieldIP6Saddr))
+			chain.Rules = append(chain.Rules, baselineRules(dirEgress)...)
 		case chainIngress:
 			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirIngress)...)
-			chain.Rules = append(chain.Rules, vmapRule(mapBaselineIngress4, ruleset.FieldIPDaddr), vmapRule(mapBaselineIngress6, ruleset.FieldIP6Daddr))
+			chain.Rules = append(chain.Rules, baselineRules(dirIngress)...)
 		}
 		chains = append(chains, chain)
 	}
@@ -282,28 +282,20 @@ func (x *Compiler) masquerade(sets []ruleset.Set, chains []ruleset.Chain) ([]rul
 		cluster[p.Addr().Is4()] = append(cluster[p.Addr().Is4()], p.Masked())
 	}
 	ch := ruleset.Chain{Name: chainMasq, Base: &ruleset.Base{Type: "nat", Hook: ruleset.HookPostrouting, Priority: ruleset.PrioritySrcNAT}}
-	fams := []struct {
-		v4                 bool
-		podSet, clusterSet string
-		typ                ruleset.Type
-		saddr, daddr       ruleset.Field
-	}{
-		{true, setPodCIDRs4, setCluster4, ruleset.TypeIPv4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr},
-		{false, setPodCIDRs6, setCluster6, ruleset.TypeIPv6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr},
-	}
-	for _, f := range fams {
-		if len(pod[f.v4]) == 0 || len(cluster[f.v4]) == 0 {
+	for _, f := range families {
+		v4 := f.typ == ruleset.TypeIPv4
+		if len(pod[v4]) == 0 || len(cluster[v4]) == 0 {
 			continue
 		}
 		sets = append(sets,
-			ruleset.Set{Name: f.podSet, Key: []ruleset.Type{f.typ}, Interval: true, Comment: "pod CIDRs of this node",
-				Elems: ruleset.SortElems(intervalElems(unionIntervals(prefixIntervals(pod[f.v4]))))},
-			ruleset.Set{Name: f.clusterSet, Key: []ruleset.Type{f.typ}, Interval: true, Comment: "pod CIDRs of the cluster",
-				Elems: ruleset.SortElems(intervalElems(unionIntervals(prefixIntervals(cluster[f.v4]))))})
+			ruleset.Set{Name: f.podCIDRs, Key: []ruleset.Type{f.typ}, Interval: true, Comment: "pod CIDRs of this node",
+				Elems: ruleset.SortElems(intervalElems(unionIntervals(prefixIntervals(pod[v4]))))},
+			ruleset.Set{Name: f.cluster, Key: []ruleset.Type{f.typ}, Interval: true, Comment: "pod CIDRs of the cluster",
+				Elems: ruleset.SortElems(intervalElems(unionIntervals(prefixIntervals(cluster[v4]))))})
 		ch.Rules = append(ch.Rules, ruleset.Rule{
 			Matches: []ruleset.Match{
-				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.saddr}, Set: f.podSet},
-				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.daddr}, Set: f.clusterSet, Negate: true},
+				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.saddr}, Set: f.podCIDRs},
+				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.daddr}, Set: f.cluster, Negate: true},
 			},
 			Verdict: ruleset.Verdict{Kind: ruleset.VerdictMasquerade},
 			Owner:   ruleset.Owner{Kind: ruleset.OwnerMasquerade},

@@ -21,6 +21,14 @@ func BenchmarkFullSync(b *testing.B) { benchFullOf(b, synth.Cluster(synth.Big)) 
 // policy selects a local pod and is rendered.
 func BenchmarkFullSyncDense(b *testing.B) { benchFullOf(b, synth.Cluster(synth.Dense)) }
 
+// tiers is the big cluster with 1,000 ClusterNetworkPolicies of both
+// tiers besides its 1,000 NetworkPolicies.
+var tiers = synth.Options{Pods: 10000, Policies: 1000, Local: 1, ClusterPolicies: 1000}
+
+// BenchmarkFullSyncTiers is the big cluster with 1,000
+// ClusterNetworkPolicies: compare with BenchmarkFullSync of the same run.
+func BenchmarkFullSyncTiers(b *testing.B) { benchFullOf(b, synth.Cluster(tiers)) }
+
 // BenchmarkFullSyncWide is the policy of the finding — one rule of 1,000
 // ports × 1,000 podSelector peers (dual-stack) — compiled and applied.
 func BenchmarkFullSyncWide(b *testing.B) { benchFullOf(b, policy.WideSnapshot(1, 1000, 1000)) }

@@ -19,7 +19,13 @@ import (
 
 // BenchmarkCompile measures a full Compile of the big cluster.
 func BenchmarkCompile(b *testing.B) {
-	s := synth.Cluster(synth.Big)
+	r := benchCompile(b, synth.Cluster(synth.Big))
+	b.ReportMetric(float64(len(r.Sets)), "sets")
+}
+
+// benchCompile measures full Compiles of s and reports their CPU time and
+// the chains of the result.
+func benchCompile(b *testing.B, s policy.Snapshot) ruleset.Ruleset {
 	var r ruleset.Ruleset
 	c0 := cpuTime()
 	for b.Loop() {
@@ -27,7 +33,17 @@ func BenchmarkCompile(b *testing.B) {
 	}
 	b.ReportMetric(ms(cpuTime()-c0)/float64(b.N), "cpu-ms")
 	b.ReportMetric(float64(len(r.Chains)), "chains")
-	b.ReportMetric(float64(len(r.Sets)), "sets")
+	return r
+}
+
+// BenchmarkCompileTiers is the big cluster with 1,000
+// ClusterNetworkPolicies of both tiers (synth.Options.ClusterPolicies).
+func BenchmarkCompileTiers(b *testing.B) {
+	o := synth.Big
+	o.ClusterPolicies = 1000
+	if r := benchCompile(b, synth.Cluster(o)); len(r.Problems) > 0 {
+		b.Fatalf("problems: %v", r.Problems)
+	}
 }
 
 // BenchmarkCompileDense is the dense cluster: 1,000 local pods.

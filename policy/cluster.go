@@ -111,20 +111,11 @@ func (x *Compiler) syncClusterPolicies(list []*cnp.ClusterNetworkPolicy) {
 		if p == nil {
 			continue
 		}
-		ps := x.cpolicies[p.Name]
-		switch {
-		case ps == nil:
-			key := clusterKeyPrefix + p.Name
-			ps = &policyState{key: key, hash: ruleset.Hash8(key)}
-			x.cpolicies[p.Name] = ps
-			changed = true
-		case ps.gen != x.gen && sameClusterPolicy(ps.cnp, p):
-			ps.gen = x.gen
-			seen++
+		ps, created, unchanged := visit(x, x.cpolicies, p.Name, func() string { return clusterKeyPrefix + p.Name },
+			func(ps *policyState) bool { return sameClusterPolicy(ps.cnp, p) }, &seen)
+		changed = changed || created
+		if unchanged {
 			continue
-		}
-		if ps.gen != x.gen {
-			seen++
 		}
 		if ps.cnp == nil || ps.cnp.Spec.Tier != p.Spec.Tier || ps.cnp.Spec.Priority != p.Spec.Priority {
 			changed = true // the order changes
@@ -328,6 +319,7 @@ func (c *policyBuilder) clusterRule(p *cnp.ClusterNetworkPolicy, tier ruleset.Ti
 		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictAccept}
 	case action == cnp.ClusterNetworkPolicyRuleActionDeny:
 		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictDrop}
+		in.log = c.x.deniedLog(in.counter)
 	case action == cnp.ClusterNetworkPolicyRuleActionPass && tier == ruleset.TierBaseline:
 		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictAccept} // to the default: allow
 	case action == cnp.ClusterNetworkPolicyRuleActionPass:
@@ -520,28 +512,15 @@ func (x *Compiler) tierDispatch(out map[string][]ruleset.Elem) {
 			name := x.tierSelectionChain(k.tier, [2]direction{dirIngress, dirEgress}[k.d], list)
 			for _, ip := range p.IPs {
 				ip = ip.Unmap()
-				mp := tierMap(k.tier, k.d, ip.Is4())
+				f := families[0]
+				if !ip.Is4() {
+					f = families[1]
+				}
+				mp := f.tierMap(k.tier, [2]direction{dirIngress, dirEgress}[k.d])
 				out[mp] = append(out[mp], ruleset.Elem{Key: []ruleset.Range{single(ip)}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}})
 			}
 		}
 	}
-}
-
-// tierMap names the pod map of a tier, direction (0 ingress, 1 egress)
-// and family.
-func tierMap(t ruleset.Tier, d int, v4 bool) string {
-	maps := [2][2][2]string{
-		{{mapAdminIngress6, mapAdminIngress4}, {mapAdminEgress6, mapAdminEgress4}},
-		{{mapBaselineIngress6, mapBaselineIngress4}, {mapBaselineEgress6, mapBaselineEgress4}},
-	}
-	ti, fi := 0, 0
-	if t == ruleset.TierBaseline {
-		ti = 1
-	}
-	if v4 {
-		fi = 1
-	}
-	return maps[ti][d][fi]
 }
 
 // tierSelectionChain returns the name of the chain of list, the policies
@@ -558,6 +537,12 @@ func (x *Compiler) tierSelectionChain(t ruleset.Tier, d direction, list []*polic
 		return name
 	}
 	ch := ruleset.Chain{Name: name}
+	for _, ps := range list {
+		if ps.out.pass[dirIndex(d)] { // a packet comes in with the bit clear, whoever set it
+			ch.Rules = append(ch.Rules, ruleset.Rule{Mark: &ruleset.MarkSet{Mask: x.passMark}})
+			break
+		}
+	}
 	for _, ps := range list {
 		ch.Rules = append(ch.Rules, ruleset.Rule{
 			Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: clusterChainName(t, d, ps.hash, ps.cnp.Name)},
@@ -576,6 +561,32 @@ func (x *Compiler) tierSelectionChain(t ruleset.Tier, d direction, list []*polic
 	return name
 }
 
+// deniedLog is the log statement of a Deny rule whose counter is counter,
+// when denied packets are logged: the prefix names the counter, whose
+// owner names the rule.
+func (x *Compiler) deniedLog(counter string) *ruleset.Log {
+	l := x.logDenied
+	if l.Group == 0 {
+		return nil
+	}
+	prefix := DeniedPrefix + counter
+	if len(prefix) > maxLogPrefix {
+		prefix = prefix[:maxLogPrefix]
+	}
+	return &ruleset.Log{Prefix: prefix, Group: l.Group, Rate: l.Rate}
+}
+
+// baselineRules end the forward base chain of direction d: the Baseline
+// tier's pod map of each family.
+func baselineRules(d direction) []ruleset.Rule {
+	var out []ruleset.Rule
+	for _, f := range families {
+		pod, _ := f.ends(d)
+		out = append(out, vmapRule(f.tierMap(ruleset.TierBaseline, d), pod))
+	}
+	return out
+}
+
 // inputChain takes the packets local pods send to their node's own
 // addresses (the input hook) through the Admin tier; what it does not
 // decide is accepted, as NetworkPolicy always allows a pod its node.
@@ -586,13 +597,15 @@ func inputChain(ifPrefix string) ruleset.Chain {
 		r.Matches = []ruleset.Match{fromPod}
 		return r
 	}
-	return ruleset.Chain{
+	ch := ruleset.Chain{
 		Name: chainInput,
 		Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookInput, Priority: ruleset.PriorityFilter},
-		Rules: []ruleset.Rule{
-			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
-			vmap(mapAdminEgress4, ruleset.FieldIPSaddr),
-			vmap(mapAdminEgress6, ruleset.FieldIP6Saddr),
-		},
 	}
+	established := ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept)
+	established.Matches = append([]ruleset.Match{fromPod}, established.Matches...)
+	ch.Rules = append(ch.Rules, established) // pods' only: the node's own traffic is none of weir's business
+	for _, f := range families {
+		ch.Rules = append(ch.Rules, vmap(f.tierMap(ruleset.TierAdmin, dirEgress), f.saddr))
+	}
+	return ch
 }

@@ -206,7 +206,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	if passMark == 0 {
 		passMark = DefaultTierPassMark
 	}
-	if passMark != x.passMark {
+	if passMark != x.passMark || !logSame { // Pass rules mark, Deny rules log
 		x.passMark = passMark
 		for _, ps := range x.cpolicies {
 			x.dirty[ps] = struct{}{}
@@ -352,6 +352,29 @@ func (x *Compiler) syncPods(pods []Pod) {
 	x.spare, x.order = x.order, order
 }
 
+// visit returns the state of a policy listed in this Compile: m's under
+// id, or a new one of key key() (created). A policy listed for the first
+// time in this Compile counts into *seen; unchanged tells that same says
+// it compiles as before, and it was listed once only.
+func visit[K comparable](x *Compiler, m map[K]*policyState, id K, key func() string, same func(*policyState) bool, seen *int) (ps *policyState, created, unchanged bool) {
+	ps = m[id]
+	switch {
+	case ps == nil:
+		k := key()
+		ps = &policyState{key: k, hash: ruleset.Hash8(k)}
+		m[id] = ps
+		created = true
+	case ps.gen != x.gen && same(ps):
+		ps.gen = x.gen
+		*seen++
+		return ps, false, true
+	}
+	if ps.gen != x.gen {
+		*seen++
+	}
+	return ps, created, false
+}
+
 // syncPolicies records which policies are new, changed or gone.
 func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 	seen, added := 0, false
@@ -363,21 +386,11 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 		if ns == "" {
 			ns = metav1.NamespaceDefault // as the API server and kubectl do
 		}
-		id := podID{ns, p.Name}
-		ps := x.policies[id]
-		switch {
-		case ps == nil:
-			key := ns + "/" + p.Name
-			ps = &policyState{key: key, hash: ruleset.Hash8(key)}
-			x.policies[id] = ps
-			added = true
-		case ps.gen != x.gen && samePolicy(ps.src, p):
-			ps.gen = x.gen
-			seen++
+		ps, created, unchanged := visit(x, x.policies, podID{ns, p.Name}, func() string { return ns + "/" + p.Name },
+			func(ps *policyState) bool { return samePolicy(ps.src, p) }, &seen)
+		added = added || created
+		if unchanged {
 			continue
-		}
-		if ps.gen != x.gen {
-			seen++
 		}
 		ps.gen, ps.src, ps.pol = x.gen, p, p
 		if p.Namespace == "" {

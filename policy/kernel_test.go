@@ -11,9 +11,9 @@ import (
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/weir-cni/weir/examples"
+	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/ruleset"
@@ -92,13 +92,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			{Name: "other"}},
 	}
 	snap.Pods = wireAll(t, node, pods)
-	for _, doc := range strings.Split(kernelPolicies, "\n---\n") {
-		var p networkingv1.NetworkPolicy
-		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
-			t.Fatal(err)
-		}
-		snap.Policies = append(snap.Policies, &p)
-	}
+	snap.Policies = fixtures.Policies(t, kernelPolicies)
 	r := Compile(snap)
 	a, err := nft.NewNetlinkApplier(nodePath)
 	if err != nil {
@@ -161,10 +155,8 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			if tc.v6 {
 				fam = 1
 			}
-			pkt := ruleset.Packet{Src: src.pod.IPs[fam], Dst: dst.pod.IPs[fam], Proto: ruleset.ProtoTCP, DPort: uint16(tc.port)}
-			if tc.proto == "udp" {
-				pkt.Proto = ruleset.ProtoUDP
-			}
+			proto, _ := ruleset.ProtoNumber(tc.proto)
+			pkt := ruleset.Packet{Src: src.pod.IPs[fam], Dst: dst.pod.IPs[fam], Proto: proto, DPort: uint16(tc.port)}
 			traceAndProbe(t, r, src, dst, pkt, tc.proto, tc.want, counted)
 		})
 	}
@@ -211,12 +203,7 @@ func TestCountersSurvivePolicyEdit(t *testing.T) {
 		snap.Pods = append(snap.Pods, p.pod)
 	}
 	policy := func(ports string) *networkingv1.NetworkPolicy {
-		var p networkingv1.NetworkPolicy
-		doc := `{metadata: {name: web, namespace: default}, spec: {podSelector: {matchLabels: {app: web}}, ingress: [{ports: ` + ports + `}]}}`
-		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
-			t.Fatal(err)
-		}
-		return &p
+		return fixtures.Policy(t, `{metadata: {name: web, namespace: default}, spec: {podSelector: {matchLabels: {app: web}}, ingress: [{ports: `+ports+`}]}}`)
 	}
 	snap.Policies = []*networkingv1.NetworkPolicy{policy(`[{port: 80}]`)}
 	a, err := nft.NewNetlinkApplier(nodePath)

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -141,38 +142,35 @@ const (
 // skeleton is the fixed part of the ruleset: base chains and their rules
 // before the per-pod dispatch. It is data; Compile appends the dispatch.
 var skeleton = []ruleset.Chain{
-	{
-		Name: chainEgress,
-		Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: ruleset.PriorityFilter},
-		Rules: []ruleset.Rule{
-			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
-			ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
-			lookupRule(ownerSelf, setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
-			lookupRule(ownerSelf, setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
-			vmapRule(mapAdminEgress4, ruleset.FieldIPSaddr),
-			vmapRule(mapAdminEgress6, ruleset.FieldIP6Saddr),
-			lookupRule(ownerNode(ruleset.Egress), setNodeAddrs4, ruleset.FieldIPDaddr),
-			lookupRule(ownerNode(ruleset.Egress), setNodeAddrs6, ruleset.FieldIP6Daddr),
-			vmapRule(mapEgress4, ruleset.FieldIPSaddr),
-			vmapRule(mapEgress6, ruleset.FieldIP6Saddr),
-		},
-	},
-	{
-		Name: chainIngress,
-		Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: ruleset.PriorityFilter + 1},
-		Rules: []ruleset.Rule{
-			ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
-			ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
-			lookupRule(ownerSelf, setSelf4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr),
-			lookupRule(ownerSelf, setSelf6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr),
-			vmapRule(mapAdminIngress4, ruleset.FieldIPDaddr),
-			vmapRule(mapAdminIngress6, ruleset.FieldIP6Daddr),
-			lookupRule(ownerNode(ruleset.Ingress), setNodeAddrs4, ruleset.FieldIPSaddr),
-			lookupRule(ownerNode(ruleset.Ingress), setNodeAddrs6, ruleset.FieldIP6Saddr),
-			vmapRule(mapIngress4, ruleset.FieldIPDaddr),
-			vmapRule(mapIngress6, ruleset.FieldIP6Daddr),
-		},
-	},
+	forwardChain(chainEgress, dirEgress, ruleset.PriorityFilter),
+	forwardChain(chainIngress, dirIngress, ruleset.PriorityFilter+1),
+}
+
+// forwardChain is the forward base chain of direction d, up to
+// NetworkPolicy's dispatch: established and related packets pass, invalid
+// ones drop, a pod may always talk to itself, the Admin tier's pod map of
+// each family sends the pod on to its Admin selection (cluster.go), the
+// pod the chain classifies may talk to its own node, and NetworkPolicy's
+// pod map of each family sends it on to its selection chain. Each step
+// comes for both families before the next.
+func forwardChain(name string, d direction, priority int) ruleset.Chain {
+	var self, admin, node, dispatch []ruleset.Rule
+	for _, f := range families {
+		pod, other := f.ends(d)
+		self = append(self, lookupRule(ownerSelf, f.self, f.saddr, f.daddr))
+		admin = append(admin, vmapRule(f.tierMap(ruleset.TierAdmin, d), pod))
+		node = append(node, lookupRule(ownerNode(d.long()), f.nodeAddrs, other))
+		dispatch = append(dispatch, vmapRule(f.podMap(d), pod))
+	}
+	conntrack := []ruleset.Rule{
+		ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
+		ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
+	}
+	return ruleset.Chain{
+		Name:  name,
+		Base:  &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: priority},
+		Rules: slices.Concat(conntrack, self, admin, node, dispatch),
+	}
 }
 
 // skeletonSets are the fixed sets and maps; Compile fills their elements.

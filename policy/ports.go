@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/weir-cni/weir/ruleset"
 	corev1 "k8s.io/api/core/v1"
@@ -41,13 +42,9 @@ func protoNumber(p *corev1.Protocol) (uint8, error) {
 	if p == nil {
 		return ruleset.ProtoTCP, nil // the API's default
 	}
-	switch *p {
-	case corev1.ProtocolTCP:
-		return ruleset.ProtoTCP, nil
-	case corev1.ProtocolUDP:
-		return ruleset.ProtoUDP, nil
-	case corev1.ProtocolSCTP:
-		return ruleset.ProtoSCTP, nil
+	// The API spells protocols in capitals only: TCP, never tcp.
+	if n, ok := ruleset.ProtoNumber(string(*p)); ok && string(*p) == strings.ToUpper(string(*p)) {
+		return n, nil
 	}
 	return 0, fmt.Errorf("unknown protocol %q", *p)
 }

@@ -27,6 +27,7 @@ type ruleInput struct {
 	counter string
 	verdict ruleset.Verdict
 	mark    *ruleset.MarkSet
+	log     *ruleset.Log
 }
 
 // npRule is the input of rule index of NetworkPolicy p for direction d.
@@ -39,16 +40,60 @@ func (c *policyBuilder) npRule(p *networkingv1.NetworkPolicy, d direction, index
 	}
 }
 
-// family holds the per-family fields and shared set names.
+// family holds the per-family fields and the names of the sets and maps
+// weir keeps once per family.
 type family struct {
-	typ                  ruleset.Type
-	saddr, daddr         ruleset.Field
-	peers, blocks, named string // the shared sets of this family
+	typ                     ruleset.Type
+	saddr, daddr            ruleset.Field
+	peers, blocks, named    string // the shared sets of policy rules
+	nodeAddrs, self         string // the forward chains' node and self sets
+	egressPods, ingressPods string // the forward chains' pod maps
+	// The tiers' pod maps, by tier (Admin, Baseline) and direction
+	// (ingress, egress): see cluster.go.
+	tierPods          [2][2]string
+	podCIDRs, cluster string // the masquerade chain's sets
+	localPods         string // the classified local pods (unclassified.go)
+	unrouted          string // the sources spoof.go lets pass
 }
 
 var families = []family{
-	{ruleset.TypeIPv4, ruleset.FieldIPSaddr, ruleset.FieldIPDaddr, setPeers4, setBlocks4, setNamed4},
-	{ruleset.TypeIPv6, ruleset.FieldIP6Saddr, ruleset.FieldIP6Daddr, setPeers6, setBlocks6, setNamed6},
+	{typ: ruleset.TypeIPv4, saddr: ruleset.FieldIPSaddr, daddr: ruleset.FieldIPDaddr,
+		peers: setPeers4, blocks: setBlocks4, named: setNamed4, nodeAddrs: setNodeAddrs4, self: setSelf4,
+		egressPods: mapEgress4, ingressPods: mapIngress4, podCIDRs: setPodCIDRs4, cluster: setCluster4,
+		localPods: setLocalPods4, unrouted: setUnrouted4,
+		tierPods: [2][2]string{{mapAdminIngress4, mapAdminEgress4}, {mapBaselineIngress4, mapBaselineEgress4}}},
+	{typ: ruleset.TypeIPv6, saddr: ruleset.FieldIP6Saddr, daddr: ruleset.FieldIP6Daddr,
+		peers: setPeers6, blocks: setBlocks6, named: setNamed6, nodeAddrs: setNodeAddrs6, self: setSelf6,
+		egressPods: mapEgress6, ingressPods: mapIngress6, podCIDRs: setPodCIDRs6, cluster: setCluster6,
+		localPods: setLocalPods6, unrouted: setUnrouted6,
+		tierPods: [2][2]string{{mapAdminIngress6, mapAdminEgress6}, {mapBaselineIngress6, mapBaselineEgress6}}},
+}
+
+// ends returns the address fields of f for the pod a chain of direction d
+// is about (the source for egress, the destination for ingress) and for
+// the other end of the packet.
+func (f family) ends(d direction) (pod, other ruleset.Field) {
+	if d == dirEgress {
+		return f.saddr, f.daddr
+	}
+	return f.daddr, f.saddr
+}
+
+// podMap is f's map of the local pods isolated for direction d.
+func (f family) podMap(d direction) string {
+	if d == dirEgress {
+		return f.egressPods
+	}
+	return f.ingressPods
+}
+
+// tierMap is f's map of the local pods tier t holds for direction d.
+func (f family) tierMap(t ruleset.Tier, d direction) string {
+	i := 0
+	if t == ruleset.TierBaseline {
+		i = 1
+	}
+	return f.tierPods[i][dirIndex(d)]
 }
 
 // compileRule turns one rule into nft rules and the groups of the shared
@@ -113,7 +158,7 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 		for _, m := range ms {
 			all = append(all, m...)
 		}
-		out = append(out, ruleset.Rule{Matches: all, Counter: in.counter, Mark: in.mark, Verdict: in.verdict, Owner: in.owner})
+		out = append(out, ruleset.Rule{Matches: all, Counter: in.counter, Log: in.log, Mark: in.mark, Verdict: in.verdict, Owner: in.owner})
 	}
 	withPeers := func(pm []ruleset.Match) {
 		if !hasPeers {
@@ -186,10 +231,7 @@ func (c *policyBuilder) namedPortRules(in ruleInput, where string, named []named
 func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []family) [][][]ruleset.Match {
 	out := make([][][]ruleset.Match, len(fams))
 	for i, f := range fams {
-		field := f.saddr
-		if dir == dirEgress {
-			field = f.daddr
-		}
+		_, field := f.ends(dir)
 		if len(resolved.selectors) > 0 {
 			v4 := f.typ == ruleset.TypeIPv4
 			id := c.group(f.peers, resolved.unionDef(), resolved.podBound(), func() []ruleset.Elem { return podElems(resolved.pods(), v4) })

@@ -172,3 +172,29 @@ func TestUnionGroupChurn(t *testing.T) {
 		prev = got
 	}
 }
+
+// TestProtoNumberTakesTheAPISpelling pins that a port's protocol is read
+// as the API spells it: in capitals, TCP when absent.
+func TestProtoNumberTakesTheAPISpelling(t *testing.T) {
+	for _, tc := range []struct {
+		proto string // "" for none
+		want  uint8
+		ok    bool
+	}{
+		{"", ruleset.ProtoTCP, true},
+		{"TCP", ruleset.ProtoTCP, true},
+		{"UDP", ruleset.ProtoUDP, true},
+		{"SCTP", ruleset.ProtoSCTP, true},
+		{"tcp", 0, false},
+		{"ICMP", 0, false},
+	} {
+		var p *corev1.Protocol
+		if tc.proto != "" {
+			p = fixtures.Ptr(corev1.Protocol(tc.proto))
+		}
+		got, err := protoNumber(p)
+		if got != tc.want || (err == nil) != tc.ok {
+			t.Errorf("protoNumber(%q) = %d, %v; want %d, ok %v", tc.proto, got, err, tc.want, tc.ok)
+		}
+	}
+}

@@ -55,14 +55,11 @@ func spoof(prefix string, sets []ruleset.Set, chains []ruleset.Chain) ([]ruleset
 		ruleset.Set{Name: setUnrouted6, Key: []ruleset.Type{ruleset.TypeIPv6}, Interval: true, Comment: "sources the kernel never routes",
 			Elems: intervalElems(prefixIntervals(v6))})
 	ch := ruleset.Chain{Name: chainSpoof, Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookPrerouting, Priority: ruleset.PriorityRaw}}
-	for _, f := range []struct {
-		set   string
-		saddr ruleset.Field
-	}{{setUnrouted4, ruleset.FieldIPSaddr}, {setUnrouted6, ruleset.FieldIP6Saddr}} {
+	for _, f := range families {
 		ch.Rules = append(ch.Rules, ruleset.Rule{
 			Matches: []ruleset.Match{
 				{Kind: ruleset.MatchIifname, IfPrefix: prefix},
-				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.saddr}, Set: f.set, Negate: true},
+				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.saddr}, Set: f.unrouted, Negate: true},
 				{Kind: ruleset.MatchRPFail},
 			},
 			Counter: CounterSpoofed,

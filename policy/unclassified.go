@@ -47,18 +47,17 @@ import (
 func unclassifiedRules(prefix string, d direction) []ruleset.Rule {
 	iface := ruleset.Match{Kind: ruleset.MatchOifname, IfPrefix: prefix}
 	groups := ruleset.Match{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{ruleset.FieldOifgroup}, Set: setGroupsIn}
-	addr := [2]ruleset.Field{ruleset.FieldIPDaddr, ruleset.FieldIP6Daddr}
 	counter := CounterUnclassifiedIngress
 	if d == dirEgress {
 		iface = ruleset.Match{Kind: ruleset.MatchIifname, IfPrefix: prefix}
 		groups = ruleset.Match{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{ruleset.FieldIifgroup}, Set: setGroupsEg}
-		addr = [2]ruleset.Field{ruleset.FieldIPSaddr, ruleset.FieldIP6Saddr}
 		counter = CounterUnclassifiedEgress
 	}
 	var out []ruleset.Rule
-	for i, set := range []string{setLocalPods4, setLocalPods6} {
+	for _, f := range families {
+		pod, _ := f.ends(d)
 		out = append(out, ruleset.Rule{
-			Matches: []ruleset.Match{iface, groups, {Kind: ruleset.MatchLookup, Fields: []ruleset.Field{addr[i]}, Set: set, Negate: true}},
+			Matches: []ruleset.Match{iface, groups, {Kind: ruleset.MatchLookup, Fields: []ruleset.Field{pod}, Set: f.localPods, Negate: true}},
 			Counter: counter,
 			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
 			Owner:   ownerUnclassified(d),

@@ -104,10 +104,11 @@ type Rule struct {
 	Matches []Match
 	// Counter names the counter the rule's packets count into, if any.
 	Counter string
-	// Log, when set, logs the packet (through NFLOG) and goes on; such a
-	// rule has no verdict.
+	// Log, when set, logs the packet (through NFLOG), then the verdict
+	// applies; a log rule may have none (the packet goes on).
 	Log *Log
-	// Mark, when set, rewrites the packet's mark before the verdict.
+	// Mark, when set, rewrites the packet's mark before the verdict; a
+	// mark rule may have none (the packet goes on).
 	Mark    *MarkSet
 	Verdict Verdict
 	// Owner says what put the rule there; the rule's comment is rendered

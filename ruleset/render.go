@@ -146,6 +146,18 @@ func ProtoName(n uint8) string {
 	return fmt.Sprint(n)
 }
 
+// ProtoNumber is the number of a protocol NetworkPolicy knows, named as
+// ProtoName names it, in any case (tcp, UDP, Sctp); ok is false for any
+// other name.
+func ProtoNumber(name string) (n uint8, ok bool) {
+	for _, p := range []uint8{ProtoTCP, ProtoUDP, ProtoSCTP} {
+		if strings.EqualFold(name, ProtoName(p)) {
+			return p, true
+		}
+	}
+	return 0, false
+}
+
 // LastAddr is the last address of p.
 func LastAddr(p netip.Prefix) netip.Addr {
 	b := p.Addr().AsSlice()
@@ -221,7 +233,7 @@ func (r Rule) String() string {
 	if m := r.Mark; m != nil {
 		parts = append(parts, m.String())
 	}
-	if r.Log == nil || r.Verdict.Kind != VerdictNone {
+	if r.Log == nil && r.Mark == nil || r.Verdict.Kind != VerdictNone {
 		parts = append(parts, r.Verdict.String())
 	}
 	if c := r.Owner.String(); c != "" {

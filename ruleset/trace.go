@@ -142,8 +142,8 @@ func (t *tracer) chain(c Chain, depth int) VerdictKind {
 		return VerdictDrop
 	}
 	for i, rule := range c.Rules {
-		if rule.Log != nil || !t.matches(rule.Matches) {
-			continue // a log rule decides nothing
+		if rule.Log != nil && rule.Verdict.Kind == VerdictNone || !t.matches(rule.Matches) {
+			continue // a log rule without a verdict decides nothing
 		}
 		if m := rule.Mark; m != nil { // the statement runs before a map lookup
 			t.mark = t.mark&^m.Mask | m.Value

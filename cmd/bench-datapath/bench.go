@@ -62,12 +62,12 @@ func bench(ctx context.Context, o options) (err error) {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	fmt.Printf("bench-datapath: %d pods, %d policies; %d rounds of %s per measurement; client cpu %d, server cpu %d (%d cpus, GOMAXPROCS %d); load average %s\n",
-		o.pods, o.policies, o.rounds, o.duration, o.clientCPU, o.serverCPU, runtime.NumCPU(), runtime.GOMAXPROCS(0), loadavg())
+	fmt.Printf("bench-datapath: %d pods, %d policies, %d cluster policies; %d rounds of %s per measurement; client cpu %d, server cpu %d (%d cpus, GOMAXPROCS %d); load average %s\n",
+		o.pods, o.policies, o.clusterPolicies, o.rounds, o.duration, o.clientCPU, o.serverCPU, runtime.NumCPU(), runtime.GOMAXPROCS(0), loadavg())
 	defer func() {
 		fmt.Printf("load average at the end: %s (other work on these cpus widens the spread)\n", loadavg())
 	}()
-	snap := snapshot(o.pods, o.policies)
+	snap := snapshot(o.pods, o.policies, o.clusterPolicies)
 	local := 0
 	for _, p := range snap.Pods {
 		if p.Node == snap.Node.Name {

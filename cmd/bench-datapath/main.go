@@ -52,6 +52,7 @@ type options struct {
 	rounds               int
 	duration             time.Duration
 	pods, policies       int
+	clusterPolicies      int
 	iptables             bool
 	fullApply            bool
 	breakdown            bool
@@ -66,6 +67,7 @@ func run() int {
 	flag.DurationVar(&o.duration, "duration", time.Second, "length of each measurement (three per round)")
 	flag.IntVar(&o.pods, "pods", 10000, "pods in the cluster")
 	flag.IntVar(&o.policies, "policies", 1000, "NetworkPolicies in the cluster")
+	flag.IntVar(&o.clusterPolicies, "cluster-policies", 0, "ClusterNetworkPolicies in the cluster, both tiers (synth.Options.ClusterPolicies: each real pod is held by one in a hundred)")
 	flag.BoolVar(&o.iptables, "iptables", false, "also measure the iptables backend")
 	flag.BoolVar(&o.fullApply, "full-apply", false, "baseline with no table at all: delete the table before each baseline round and apply it whole before each nft round (slow with large tables)")
 	flag.BoolVar(&o.breakdown, "breakdown", false, "also measure nft-bare (weir's table compiled without policies: conntrack, NAT, the skeleton) and conntrack (one stateful rule), to split the cost of the table into conntrack, weir's skeleton and the policy walk (implies full applies)")

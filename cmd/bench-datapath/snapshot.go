@@ -38,8 +38,11 @@ const (
 // monitoring-* and tier-*; the client (ns2, app2, frontend) for egress by
 // app2-* and tier-*. Only tier-* allows client -> server on testPort, and
 // it sorts last, so a new connection walks the other policies first.
-func snapshot(pods, policies int) policy.Snapshot {
-	s := synth.Cluster(synth.Options{Pods: max(pods-2, 0), Policies: policies, Namespaces: max(pods/100, 3), Local: 10, TierPort: "bench"})
+// With clusterPolicies, the server and the client are each held by one
+// in a hundred of them, which a new connection walks before.
+func snapshot(pods, policies, clusterPolicies int) policy.Snapshot {
+	s := synth.Cluster(synth.Options{Pods: max(pods-2, 0), Policies: policies, Namespaces: max(pods/100, 3), Local: 10, TierPort: "bench",
+		ClusterPolicies: clusterPolicies})
 	s.Pods = append(realPods(), s.Pods...)
 	return s
 }

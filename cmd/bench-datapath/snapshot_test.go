@@ -16,15 +16,20 @@ func TestSnapshotMakesEveryNewConnectionWalkThePolicy(t *testing.T) {
 	for _, tc := range []struct {
 		name            string
 		pods, policies  int
+		clusterPolicies int
 		ingress, egress []string
 	}{
-		{"small cluster", 1000, 100,
+		{"small cluster", 1000, 100, 0,
 			[]string{"ns0/app0-0000", "ns0/monitoring-0090", "ns0/tier-0080"}, []string{"ns2/app2-0022", "ns2/tier-0082"}},
-		{"benchmark size", 10000, 1000,
+		{"benchmark size", 10000, 1000, 0,
 			[]string{"ns0/app0-0000", "ns0/monitoring-0900", "ns0/tier-0800"}, []string{"ns2/app2-0202", "ns2/tier-0802"}},
+		{"with cluster policies", 10000, 1000, 1000,
+			[]string{"cnp-0000", "cnp-0100", "cnp-0400", "cnp-0500", "cnp-0800", "cnp-0900",
+				"ns0/app0-0000", "ns0/monitoring-0900", "ns0/tier-0800"},
+			[]string{"cnp-0021", "cnp-0321", "cnp-0421", "cnp-0721", "cnp-0821", "ns2/app2-0202", "ns2/tier-0802"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rs := policy.Compile(snapshot(tc.pods, tc.policies))
+			rs := policy.Compile(snapshot(tc.pods, tc.policies, tc.clusterPolicies))
 			p, err := checkPath(rs)
 			if err != nil {
 				t.Fatal(err)
@@ -51,7 +56,7 @@ func TestSnapshotMakesEveryNewConnectionWalkThePolicy(t *testing.T) {
 // TestCheckPathRejectsAClusterWithoutTheAllowingPolicy: with too few
 // policies for the tier-* shape, nothing allows the test connection.
 func TestCheckPathRejectsAClusterWithoutTheAllowingPolicy(t *testing.T) {
-	_, err := checkPath(policy.Compile(snapshot(1000, 80)))
+	_, err := checkPath(policy.Compile(snapshot(1000, 80, 0)))
 	if err == nil || !strings.Contains(err.Error(), "not accepted") {
 		t.Fatalf("checkPath = %v, want a 'not accepted' error", err)
 	}

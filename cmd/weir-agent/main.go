@@ -57,6 +57,7 @@ func run() int {
 		denyGroup    = flag.Uint("log-denied-group", 0, "log packets that isolation drops: send them to this NFLOG group (1-65535) and log each with its policies; 0: off")
 		jumpCheck    = flag.Duration("jump-check-interval", controller.DefaultJumpCheckInterval, "iptables backend: how often to check that weir's jumps are still first in the built-in chains (kube-proxy prepends its own) and move them back; 0: only on sync")
 		denyRate     = flag.Uint("log-denied-rate", 10, "with --log-denied-group: most packets logged per second per pod selection (kernel rate limit; 0: unlimited)")
+		passMark     = flag.Uint("tier-pass-mark", uint(policy.DefaultTierPassMark), "the packet mark bit an Admin tier ClusterNetworkPolicy Pass rule sets and weir clears at once, before the packet leaves its chains; choose a bit no other program on the node tests")
 		ifPrefix     = flag.String("host-interface-prefix", conf.DefaultHostPrefix, "name prefix of the pods' host-side veths (the plugin's hostInterfacePrefix, also written to the CNI config): packets coming in on them with a source not routed back through them are dropped")
 	)
 	flag.Parse()
@@ -64,6 +65,10 @@ func run() int {
 	klog.SetSlogLogger(log)
 	if err := validate(*nodeName, *manifests, *cniVersion, *metricsAuth, *ifPrefix, *denyGroup, *denyRate); err != nil {
 		log.Error("bad flags", "err", err)
+		return 2
+	}
+	if m := *passMark; m == 0 || m > math.MaxUint32 || m&(m-1) != 0 {
+		log.Error("bad flags", "err", fmt.Errorf("--tier-pass-mark %#x: want one bit of a 32-bit mark", m))
 		return 2
 	}
 	cidrs, err := parseCIDRs(*clusterCIDRs)
@@ -95,6 +100,7 @@ func run() int {
 		LogDenied:    policy.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
 
 		PodInterfacePrefix: *ifPrefix,
+		TierPassMark:       uint32(*passMark),
 		JumpCheckInterval:  *jumpCheck,
 		RemoveStale:        func(ctx context.Context) ([]string, error) { return controller.RemoveStale(ctx, applier) },
 	}

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -117,21 +116,19 @@ func stripAddrVolatile(ls []string) []string {
 
 // SaveHost writes a snapshot to path.
 func SaveHost(path string, h HostState) error {
-	b, err := json.MarshalIndent(h, "", "  ")
-	if err != nil {
-		return err
+	if err := writeJSON(path, h, 0o644); err != nil {
+		return fmt.Errorf("host snapshot: %w", err)
 	}
-	return os.WriteFile(path, b, 0o644)
+	return nil
 }
 
 // LoadHost reads a snapshot written by SaveHost.
 func LoadHost(path string) (HostState, error) {
 	var h HostState
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return h, fmt.Errorf("read host snapshot: %w", err)
+	if err := readJSON(path, &h); err != nil {
+		return h, fmt.Errorf("host snapshot: %w", err)
 	}
-	return h, json.Unmarshal(b, &h)
+	return h, nil
 }
 
 // RestoreSysctls writes back the kubelet-tuned sysctls of before.

@@ -44,15 +44,12 @@ const stateFile = "state.json"
 
 func loadState(dir string) (*State, error) {
 	s := &State{Holders: map[string]int{}, path: filepath.Join(dir, stateFile)}
-	b, err := os.ReadFile(s.path)
+	err := readJSON(s.path, s)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read cluster state: %w", err)
-	}
-	if err := json.Unmarshal(b, s); err != nil {
-		return nil, fmt.Errorf("parse cluster state %s: %w", s.path, err)
+		return nil, fmt.Errorf("cluster state: %w", err)
 	}
 	if s.Holders == nil {
 		s.Holders = map[string]int{}
@@ -65,16 +62,37 @@ func (s *State) update(f func(*State)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f(s)
-	b, err := json.MarshalIndent(s, "", "  ")
+	if err := writeJSON(s.path, s, 0o600); err != nil {
+		return fmt.Errorf("cluster state: %w", err)
+	}
+	return nil
+}
+
+// readJSON decodes the JSON file at path into v.
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("encode cluster state: %w", err)
+		return fmt.Errorf("read: %w", err)
 	}
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write cluster state: %w", err)
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
 	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("write cluster state: %w", err)
+	return nil
+}
+
+// writeJSON writes v to path as indented JSON, through a temporary file
+// renamed over path, so that a reader never sees half of it.
+func writeJSON(path string, v any, perm os.FileMode) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, perm); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
 	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/policy"
 )
@@ -35,6 +37,9 @@ type Options struct {
 	// one no generated pod has: the caller adds the pods that do. None
 	// when empty.
 	TierPort string
+	// ClusterPolicies is the number of ClusterNetworkPolicies (see
+	// clusterPolicy); with any, the snapshot also lists 100 nodes.
+	ClusterPolicies int
 }
 
 // The benchmarks' sizes: 10,000 pods and 1,000 policies on a node with 100
@@ -92,6 +97,12 @@ func Cluster(o Options) policy.Snapshot {
 	}
 	for j := range o.Policies {
 		s.Policies = append(s.Policies, netpol(j, j%nss, (j/nss)%10, o.TierPort))
+	}
+	if o.ClusterPolicies > 0 {
+		s.Nodes = nodes()
+	}
+	for j := range o.ClusterPolicies {
+		s.ClusterPolicies = append(s.ClusterPolicies, clusterPolicy(j))
 	}
 	return s
 }
@@ -195,4 +206,65 @@ func teams(ts ...int) *metav1.LabelSelector {
 	sel := fixtures.In("team", vs...)
 	sel.MatchLabels = map[string]string{"purpose": "production"}
 	return sel
+}
+
+// nodes are the generated cluster's nodes: NodeName and node1 to node99,
+// every other one labelled role=infra, the others role=worker.
+func nodes() []policy.PeerNode {
+	out := make([]policy.PeerNode, 0, 100)
+	for n := range 100 {
+		name := fmt.Sprint("node", n)
+		if n == 0 {
+			name = NodeName
+		}
+		role := "worker"
+		if n%2 == 1 {
+			role = "infra"
+		}
+		out = append(out, policy.PeerNode{Name: name, Labels: map[string]string{"role": role},
+			Addrs: []netip.Addr{netip.AddrFrom4([4]byte{192, 168, 77, byte(n + 1)})}})
+	}
+	return out
+}
+
+// clusterPolicy is ClusterNetworkPolicy j. Its subject is the pods of one
+// app label in the namespaces of one team, (j mod 10, j/10 mod 10), so a
+// pod is held by one policy in a hundred (ten of a thousand); its shape
+// cycles every hundred policies through:
+//
+//   - 0: Admin, ingress Deny from staging namespaces on TCP 22, egress Deny
+//     to 169.254.169.254/32;
+//   - 1: Admin, ingress Pass from the pods of its team, then Deny from
+//     staging namespaces on TCP 23;
+//   - 2: Baseline, ingress Deny from staging namespaces, egress Accept to
+//     10.0.0.0/8 on TCP 443;
+//   - 3: Admin, egress Deny to role=infra nodes on TCP 10250.
+func clusterPolicy(j int) *cnp.ClusterNetworkPolicy {
+	t, k := j%10, (j/10)%10
+	p := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cnp-%04d", j)},
+		Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: int32(j % 1000),
+			Subject: cnp.ClusterNetworkPolicySubject{Pods: &cnp.NamespacedPod{
+				NamespaceSelector: *fixtures.Match("team", fmt.Sprint("t", t)), PodSelector: *fixtures.Match("app", fmt.Sprint("app", k))}}}}
+	staging := []cnp.ClusterNetworkPolicyIngressPeer{{Namespaces: fixtures.Match("purpose", "staging")}}
+	tcpPort := func(n int32) []cnp.ClusterNetworkPolicyProtocol {
+		return []cnp.ClusterNetworkPolicyProtocol{{TCP: &cnp.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnp.Port{Number: n}}}}
+	}
+	deny, accept, pass := cnp.ClusterNetworkPolicyRuleActionDeny, cnp.ClusterNetworkPolicyRuleActionAccept, cnp.ClusterNetworkPolicyRuleActionPass
+	switch (j / 100) % 4 {
+	case 0:
+		p.Spec.Ingress = []cnp.ClusterNetworkPolicyIngressRule{{Action: deny, From: staging, Protocols: tcpPort(22)}}
+		p.Spec.Egress = []cnp.ClusterNetworkPolicyEgressRule{{Action: deny, To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{"169.254.169.254/32"}}}}}
+	case 1:
+		p.Spec.Ingress = []cnp.ClusterNetworkPolicyIngressRule{
+			{Action: pass, From: []cnp.ClusterNetworkPolicyIngressPeer{{Namespaces: fixtures.Match("team", fmt.Sprint("t", t))}}},
+			{Action: deny, From: staging, Protocols: tcpPort(23)}}
+	case 2:
+		p.Spec.Tier = cnp.BaselineTier
+		p.Spec.Ingress = []cnp.ClusterNetworkPolicyIngressRule{{Action: deny, From: staging}}
+		p.Spec.Egress = []cnp.ClusterNetworkPolicyEgressRule{{Action: accept, To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{"10.0.0.0/8"}}}, Protocols: tcpPort(443)}}
+	default:
+		p.Spec.Egress = []cnp.ClusterNetworkPolicyEgressRule{{Action: deny,
+			To: []cnp.ClusterNetworkPolicyEgressPeer{{Nodes: fixtures.Match("role", "infra")}}, Protocols: tcpPort(10250)}}
+	}
+	return p
 }

@@ -16,6 +16,25 @@ import (
 // ProbeTimeout bounds every probe exchange.
 const ProbeTimeout = 2 * time.Second
 
+// Probe is one connection attempt between two endpoints, named as the
+// test names them (a pod, a host, the node), and whether it should get
+// through.
+type Probe struct {
+	From, To string
+	Proto    string // tcp or udp
+	Port     int
+	V6       bool
+	Want     bool // allowed
+}
+
+func (p Probe) String() string {
+	fam := "v4"
+	if p.V6 {
+		fam = "v6"
+	}
+	return fmt.Sprintf("%s -> %s %s/%d (%s)", p.From, p.To, p.Proto, p.Port, fam)
+}
+
 // Echo is a TCP and UDP echo server bound inside a namespace.
 type Echo struct {
 	tcp  net.Listener

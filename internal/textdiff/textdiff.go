@@ -1,5 +1,6 @@
 // Package textdiff compares test output with expected text: a small
-// line-oriented diff for failure messages, and golden files.
+// line-oriented diff for failure messages, golden files, and the pieces
+// an output must mention.
 package textdiff
 
 import (
@@ -44,5 +45,16 @@ func Golden(t testing.TB, path, got string, update bool) {
 	}
 	if got != string(want) {
 		t.Errorf("output differs from %s (run with -update and review):\n%s", path, Lines(string(want), got))
+	}
+}
+
+// Mentions reports each of wants that text, the output called what in the
+// message, does not contain.
+func Mentions(t testing.TB, what, text string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(text, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, text)
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package textdiff
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -31,4 +33,26 @@ func TestGolden(t *testing.T) {
 	if b, _ := os.ReadFile(path); string(b) != "a\nb\n" {
 		t.Errorf("golden file holds %q", b)
 	}
+}
+
+// TestMentions pins that Mentions fails for each missing text and only
+// for those.
+func TestMentions(t *testing.T) {
+	var rec recorder
+	Mentions(&rec, "log", "level=WARN pod=a", "level=WARN", "pod=b", "pod=a", "x")
+	if len(rec.errors) != 2 || !strings.Contains(rec.errors[0], `log lacks "pod=b"`) || !strings.Contains(rec.errors[1], `log lacks "x"`) {
+		t.Errorf("errors %q, want two, of pod=b and x", rec.errors)
+	}
+}
+
+// recorder is a testing.TB that keeps its errors.
+type recorder struct {
+	testing.TB
+	errors []string
+}
+
+func (r *recorder) Helper() {}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
 }
