@@ -73,9 +73,9 @@ func build(rs ruleset.Ruleset, v6 bool) *familyRules {
 // starts with (hoisted), then a jump to each base chain in priority order.
 // Base chain i accepts by jumping to its pass chain, which runs base chains
 // i+1... and then ACCEPTs. A hook whose base chains accept every packet
-// (nothing left in them once empty maps are skipped, and only accepts
-// hoisted: the input hook without Admin tier egress policies) gets no
-// chain and no jump: it costs nothing, and the built-in chain decides.
+// (nothing left in them once empty maps are skipped but accepts: the input
+// hook without Admin tier egress policies) gets no chain and no jump: it
+// costs nothing, and the built-in chain decides.
 func (b *builder) hook(t *table, builtin string, bases []ruleset.Chain) {
 	before := len(t.chains)
 	defer func() {
@@ -118,17 +118,30 @@ func (b *builder) hook(t *table, builtin string, bases []ruleset.Chain) {
 }
 
 // acceptsAll tells whether the chains of one hook, from t.chains[first]
-// (its top chain) on, accept every packet: its base chains are empty, and
-// the top chain's hoisted rules all accept, counting nothing.
+// (its top chain) on, accept every packet: every rule of the top chain
+// before its jumps and of each base chain accepts (a base chain's accept
+// goes to its pass chain), counting nothing, and falling off accepts too.
 func acceptsAll(t *table, first int, bases []ruleset.Chain) bool {
-	for _, c := range bases {
-		if len(t.byName[chainName(c.Name)].rules) > 0 {
+	top := t.chains[first]
+	if !onlyAccepts(top.rules[:len(top.rules)-len(bases)], targetAccept) {
+		return false
+	}
+	for i, c := range bases {
+		accept := targetAccept
+		if i < len(bases)-1 {
+			accept = chainName(c.Name + "-pass")
+		}
+		if !onlyAccepts(t.byName[chainName(c.Name)].rules, accept) {
 			return false
 		}
 	}
-	top := t.chains[first]
-	for _, r := range top.rules[:len(top.rules)-len(bases)] {
-		if r.target != targetAccept || r.counter != "" {
+	return true
+}
+
+// onlyAccepts tells whether every rule goes to accept, counting nothing.
+func onlyAccepts(rules []rule, accept string) bool {
+	for _, r := range rules {
+		if r.target != accept || r.counter != "" || r.nflog != nil || r.setMark != nil {
 			return false
 		}
 	}
