@@ -36,19 +36,21 @@
 // elements no rule at all. Nothing is ever a cross product, and the verdicts
 // are exactly those of the nftables ruleset.
 //
-// Marks and returns (the ClusterNetworkPolicy tiers). A mark test is -m mark
-// --mark BITS/BITS. A rule that sets the mark and takes a verdict goes to an
-// action chain, -j MARK --set-xmark VALUE/MASK and then the verdict, so the
-// verdict applies to exactly the packets the rule matched whatever mark they
-// came with, and the rule counts once. A return is RETURN, or falling off an
+// Marks, logs and returns (the ClusterNetworkPolicy tiers). A mark test is
+// -m mark --mark BITS/BITS. A rule that logs or sets the mark and takes a
+// verdict goes to an action chain: -j NFLOG (under -m limit, which holds
+// back the log only), -j MARK --set-xmark VALUE/MASK, and then the verdict,
+// so the verdict applies to exactly the packets the rule matched whatever
+// mark they came with or whatever the log's rate (a logged Deny drops every
+// packet), and the rule counts once. A return is RETURN, or falling off an
 // action chain entered with -g. A rule that may return from its chain
 // (an Admin tier Pass after lookups, a map holding a return) enters its
 // lookup chains with -g, so that RETURN leaves the rule's chain; the rules
 // after it move to a rest chain those lookups go (-g) to on a miss.
 //
 // Problems. What the translation cannot express (a base chain of a type
-// or hook iptables lacks, a log rule with lookups or a verdict, a match
-// kind it does not know, a jump to a missing chain) is left out, and Apply returns it as dataplane.Problem
+// or hook iptables lacks, a match kind it does not know, a jump to a
+// missing chain) is left out, and Apply returns it as dataplane.Problem
 // values, once for both families, naming the policy rule when the rule's
 // comment does; the compiler writes none of these today.
 //

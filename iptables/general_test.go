@@ -3,6 +3,7 @@ package iptables
 import (
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -47,9 +48,9 @@ func portM(proto uint8, lo, hi uint16) ruleset.Match {
 // generalRuleset uses every construct of the model, beyond what Compile
 // emits today: three base chains on one hook, negated lookups, two lookups
 // AND-ed, a verdict map with accept, drop, continue and jump elements, a
-// chain reached from two base chains, and chains that fall through; and
-// the constructs of the tiers (see markRules) on the forward and input
-// hooks.
+// chain reached from two base chains, and chains that fall through; the
+// constructs of the tiers (see markRules) on the forward and input hooks;
+// and log rules (see logRules).
 func generalRuleset() ruleset.Ruleset {
 	fwd := func(prio int) *ruleset.Base {
 		return &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: prio}
@@ -105,6 +106,7 @@ func generalRuleset() ruleset.Ruleset {
 	sets, chains := markRules()
 	rs.Sets = append(rs.Sets, sets...)
 	rs.Chains = append(rs.Chains, chains...)
+	rs.Chains = append(rs.Chains, logRules()...)
 	slices.SortFunc(rs.Chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	return rs
 }
@@ -183,6 +185,35 @@ func markRules() ([]ruleset.Set, []ruleset.Chain) {
 		}},
 	}
 	return sets, chains
+}
+
+// logRules are log statements alone (inline, after a lookup) and before
+// a verdict: a drop and an accept inline and after lookups (a Deny rule of
+// a ClusterNetworkPolicy when denied packets are logged), a jump after a
+// mark, a verdict map, a return after a mark; each log rate-limited or
+// not. They run first on the forward hook.
+func logRules() []ruleset.Chain {
+	log := func(n int, rate uint32) *ruleset.Log {
+		return &ruleset.Log{Prefix: "log-" + strconv.Itoa(n), Group: uint16(n), Rate: rate}
+	}
+	daddrA := lk("a", false, ruleset.FieldIPDaddr)
+	return []ruleset.Chain{
+		{Name: "lg", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: -20}, Rules: []ruleset.Rule{
+			{Matches: []ruleset.Match{portM(ruleset.ProtoTCP, 7, 7)}, Log: log(1, 10), Verdict: dropV, Counter: "log-drop"},
+			{Matches: []ruleset.Match{lk("c", false, ruleset.FieldIPSaddr), lk("b", false, portsM...)}, Log: log(2, 0), Verdict: acceptV, Counter: "log-accept"},
+			{Matches: []ruleset.Match{lk("a", true, ruleset.FieldIPSaddr), portM(ruleset.ProtoTCP, 999, 999)}, Log: log(3, 10)},
+			{Matches: []ruleset.Match{daddrA, portM(ruleset.ProtoUDP, 2000, 2000)}, Log: log(4, 10), Mark: setM(0x2, 0x2), Verdict: jumpV("logged")},
+			{Matches: []ruleset.Match{markM(0x2, false)}, Log: log(5, 0)},
+			{Matches: []ruleset.Match{daddrA, portM(ruleset.ProtoTCP, 22, 22)}, Log: log(6, 10), Mark: setM(0x4, 0x4)},
+			{Matches: []ruleset.Match{portM(ruleset.ProtoUDP, 1000, 1000)}, Log: log(7, 10),
+				Verdict: ruleset.Verdict{Kind: ruleset.VerdictVMap, Map: "rm", Fields: []ruleset.Field{ruleset.FieldIPDaddr}}},
+			{Matches: []ruleset.Match{markM(0x200, false), portM(ruleset.ProtoTCP, 81, 81)}, Log: log(8, 10), Mark: setM(0x200, 0), Verdict: returnV, Counter: "log-return"},
+			{Matches: []ruleset.Match{daddrA, lk("b", false, portsM...)}, Log: log(9, 10), Verdict: dropV, Counter: "log-drop-lookups"},
+		}},
+		{Name: "logged", Rules: []ruleset.Rule{
+			{Matches: []ruleset.Match{markM(0x2, false), lk("c", false, ruleset.FieldIPSaddr)}, Log: log(10, 10), Verdict: dropV, Counter: "logged-drop"},
+		}},
+	}
 }
 
 // TestGeneralModelMatchesNFTTrace checks every construct against ruleset.Trace

@@ -77,12 +77,11 @@ func TestRenderedVerdicts(t *testing.T) {
 // per scenario (every pair of interesting addresses, interesting ports,
 // three protocols, three conntrack states, forwarded or to the host, with
 // or without the marks the ruleset uses), the rendered iptables chains
-// give the verdict ruleset.Trace gives on the nftables ruleset.
+// give the verdict ruleset.Trace gives on the nftables ruleset, and count
+// the packet into the same named counters.
 func TestRenderedMatchesNFTTrace(t *testing.T) {
 	files := append(glob(t, "testdata/*.yaml"), glob(t, "../policy/testdata/compile/*.yaml")...)
-	unclassified := 0 // packets the default verdict of unclassified pods dropped
-	hostDropped := 0  // packets to the host that the input hook dropped
-	marked := 0       // packets a rule marked (an Admin tier Pass)
+	var met shapes
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			s := loadScenario(t, file)
@@ -94,20 +93,11 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 			}
 			counted := 0
 			for _, p := range pkts {
-				want, wsteps := d.compare(p)
-				wc := tracedCounters(wsteps)
-				if len(wc) > 0 {
+				v, steps := d.compare(p)
+				if len(tracedCounters(steps)) > 0 {
 					counted++
 				}
-				if slices.Contains(wc, policy.CounterUnclassifiedIngress) || slices.Contains(wc, policy.CounterUnclassifiedEgress) {
-					unclassified++
-				}
-				if p.ToHost && want == ruleset.VerdictDrop {
-					hostDropped++
-				}
-				if slices.ContainsFunc(wsteps, func(s ruleset.Step) bool { return s.Rule.Mark != nil }) {
-					marked++
-				}
+				met.add(p, v, steps)
 			}
 			if len(s.Snapshot.Policies) > 0 && counted == 0 {
 				t.Errorf("no packet counted into any of the %d counters", len(rs.Counters))
@@ -115,11 +105,44 @@ func TestRenderedMatchesNFTTrace(t *testing.T) {
 			t.Logf("%d packets compared, %d counted", len(pkts), counted)
 		})
 	}
-	if unclassified == 0 {
-		t.Error("no packet of an unclassified pod was compared")
+	if met.unclassified == 0 || met.hostDropped == 0 || met.passed == 0 || met.cleared == 0 || met.loggedDeny == 0 {
+		t.Errorf("want some of each: %+v", met)
 	}
-	if hostDropped == 0 || marked == 0 {
-		t.Errorf("%d packets to the host dropped, %d packets marked: want some of each", hostDropped, marked)
+	t.Logf("packets that met each shape: %+v", met)
+}
+
+// shapes counts the packets of the differential test that met each shape
+// of the compiler's rules a scenario may lack.
+type shapes struct {
+	unclassified int // the default verdict of unclassified pods dropped it
+	hostDropped  int // to the host, the input hook dropped it
+	passed       int // a rule marked it and returned (an Admin tier Pass)
+	cleared      int // it came with a bit a mark rule without a verdict cleared (the Admin selection chain's first rule)
+	loggedDeny   int // a rule logged and dropped it (a ClusterNetworkPolicy Deny, denied packets logged)
+}
+
+// add counts packet p, given verdict v after steps.
+func (m *shapes) add(p ruleset.Packet, v ruleset.VerdictKind, steps []ruleset.Step) {
+	wc := tracedCounters(steps)
+	if slices.Contains(wc, policy.CounterUnclassifiedIngress) || slices.Contains(wc, policy.CounterUnclassifiedEgress) {
+		m.unclassified++
+	}
+	if p.ToHost && v == ruleset.VerdictDrop {
+		m.hostDropped++
+	}
+	has := func(f func(r ruleset.Rule) bool) bool {
+		return slices.ContainsFunc(steps, func(s ruleset.Step) bool { return f(s.Rule) })
+	}
+	if has(func(r ruleset.Rule) bool { return r.Mark != nil && r.Verdict.Kind == ruleset.VerdictReturn }) {
+		m.passed++
+	}
+	if has(func(r ruleset.Rule) bool {
+		return r.Mark != nil && r.Verdict.Kind == ruleset.VerdictNone && p.Mark&r.Mark.Mask&^r.Mark.Value != 0
+	}) {
+		m.cleared++
+	}
+	if has(func(r ruleset.Rule) bool { return r.Log != nil && r.Verdict.Kind == ruleset.VerdictDrop }) {
+		m.loggedDeny++
 	}
 }
 

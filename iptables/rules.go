@@ -59,26 +59,22 @@ func (b *builder) rules(t *table, ch *chain, rules []ruleset.Rule, from int, ctx
 // element going (-g) to the chain of the next lookup, the last carrying
 // the verdict. A packet that misses a lookup goes on after this rule,
 // exactly like a failed match; a negated lookup goes on at any element and
-// on to the next lookup otherwise. A rule that marks the packet and then
-// takes a verdict goes to an action chain that does both (see target). It
-// returns the rest chain the rules after r go to, if r needs one (see
-// exit).
+// on to the next lookup otherwise. A rule that logs or marks the packet
+// and then takes a verdict goes to an action chain that does all (see
+// target). It returns the rest chain the rules after r go to, if r needs
+// one (see exit).
 func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) *chain {
 	head, lookups, ok := b.matches(r)
-	v := r.Verdict
+	v, st := r.Verdict, statements{log: r.Log, mark: r.Mark}
 	switch {
 	case !ok, v.Kind == ruleset.VerdictVMap && !b.fieldsOK(v.Fields):
 		return nil
-	case r.Log != nil:
-		b.logRule(ch, r, head, lookups)
-		return nil
-	case v.Kind == ruleset.VerdictVMap && r.Counter == "" && r.Mark == nil && b.emptyMap(v.Map):
+	case v.Kind == ruleset.VerdictVMap && r.Counter == "" && st.none() && b.emptyMap(v.Map):
 		return nil // decides nothing: costs nothing
-	case len(lookups) == 0 && v.Kind == ruleset.VerdictNone:
-		if r.Mark != nil { // a mark alone goes on with the next rule
-			head.setMark = r.Mark
-			ch.rules = append(ch.rules, head)
-		}
+	case len(lookups) == 0 && v.Kind == ruleset.VerdictNone && st.none():
+		return nil
+	case len(lookups) == 0 && v.Kind == ruleset.VerdictNone && (st.log == nil || st.mark == nil):
+		ch.rules = append(ch.rules, st.inline(head)) // one statement goes on with the next rule
 		return nil
 	}
 	at := site{t: t, parent: ch.name, k: k, ctx: ctx}
@@ -92,7 +88,7 @@ func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) *
 		}
 	}
 	if len(lookups) == 0 {
-		head.target, head.goTo = b.target(at, v, r.Mark, e)
+		head.target, head.goTo = b.target(at, v, st, e)
 		head.goTo = head.goTo && e.own // -j: the chain returns after the rule
 		ch.rules = append(ch.rules, head)
 	} else {
@@ -175,18 +171,40 @@ func (b *builder) matches(r ruleset.Rule) (head rule, lookups []lookup, ok bool)
 	return head, lookups, true
 }
 
-// logRule writes a log rule: NFLOG with the inline matches. A log rule
-// with lookups, a verdict or a mark is a problem.
-func (b *builder) logRule(ch *chain, r ruleset.Rule, head rule, lookups []lookup) {
-	if len(lookups) > 0 || r.Verdict.Kind != ruleset.VerdictNone || r.Mark != nil {
-		b.problem(dataplane.RuleProblem(r, "a log rule with lookups, a verdict or a mark is not translated"))
-		return
+// statements are what a rule does before its verdict, in the order nft
+// runs them: log, then set the mark.
+type statements struct {
+	log  *ruleset.Log
+	mark *ruleset.MarkSet
+}
+
+func (st statements) none() bool { return st.log == nil && st.mark == nil }
+
+// inline returns r doing the one statement of st: NFLOG, under the log's
+// rate limit, or MARK. Both go on with the next rule.
+func (st statements) inline(r rule) rule {
+	if l := st.log; l != nil {
+		r.nflog = &nflog{group: l.Group, prefix: l.Prefix}
+		if l.Rate > 0 {
+			r.limit = strconv.FormatUint(uint64(l.Rate), 10) + "/sec"
+		}
+		return r
 	}
-	head.nflog = &nflog{group: r.Log.Group, prefix: r.Log.Prefix}
-	if r.Log.Rate > 0 {
-		head.limit = strconv.FormatUint(uint64(r.Log.Rate), 10) + "/sec"
+	r.setMark = st.mark
+	return r
+}
+
+// rules are the rules of an action chain doing st, matching every packet.
+// The log's rate limit holds back the log only, never what follows it.
+func (st statements) rules() []rule {
+	var out []rule
+	if st.log != nil {
+		out = append(out, statements{log: st.log}.inline(rule{}))
 	}
-	ch.rules = append(ch.rules, head)
+	if st.mark != nil {
+		out = append(out, statements{mark: st.mark}.inline(rule{}))
+	}
+	return out
 }
 
 // lookupChains writes the head of rule r into ch and the chains of its
@@ -208,7 +226,7 @@ func (b *builder) lookupChains(at site, ch *chain, head rule, lookups []lookup, 
 		if j+1 < len(lookups) {
 			next.target = subs[j+1].name
 		} else {
-			next.target, next.goTo = b.target(at, r.Verdict, r.Mark, e)
+			next.target, next.goTo = b.target(at, r.Verdict, statements{log: r.Log, mark: r.Mark}, e)
 			next.counter = r.Counter
 		}
 		for _, el := range l.elems {
@@ -278,17 +296,19 @@ func (b *builder) fresh(t *table, set, fallback string) string {
 
 // target returns how a rule in one of the chains the rule at enters (a
 // lookup's, its map's, an action's: they are entered by -g) reaches
-// verdict v after setting mark: the target, and whether it is a goto. A
-// jump is a goto, so that the jumped-to chain falling through goes on
-// after the rule, as in nftables.
+// verdict v after the statements st: the target, and whether it is a
+// goto. A jump is a goto, so that the jumped-to chain falling through goes
+// on after the rule, as in nftables.
 //
-// A mark and a verdict take two iptables rules, MARK being no verdict:
-// they go to an action chain holding both, so that the verdict applies to
-// exactly the packets the rule matched (a second rule matching the mark
-// would also take packets that came with it), and the rule counts once.
-func (b *builder) target(at site, v ruleset.Verdict, mark *ruleset.MarkSet, e exit) (string, bool) {
-	if mark != nil {
-		return b.markChain(at, v, mark, e), true
+// A log or a mark and a verdict take several iptables rules, NFLOG and
+// MARK being no verdicts: they go to an action chain holding them all, so
+// that the verdict applies to exactly the packets the rule matched (a
+// second rule matching the mark would also take packets that came with
+// it; a rate-limited NFLOG rule holding the verdict would let the packets
+// over the rate go on), and the rule counts once.
+func (b *builder) target(at site, v ruleset.Verdict, st statements, e exit) (string, bool) {
+	if !st.none() {
+		return b.actionChain(at, v, st, e), true
 	}
 	switch v.Kind {
 	case ruleset.VerdictAccept:
@@ -310,19 +330,26 @@ func (b *builder) target(at site, v ruleset.Verdict, mark *ruleset.MarkSet, e ex
 	return targetReturn, false
 }
 
-// markChain returns the action chain that sets mark and then reaches v.
-// A mark without a verdict of its own (one that goes on, or returns where
-// RETURN does) is one MARK rule: one chain per mark serves every rule.
-func (b *builder) markChain(at site, v ruleset.Verdict, mark *ruleset.MarkSet, e exit) string {
-	target, goTo := b.target(at, v, nil, e)
-	set := rule{setMark: mark}
-	if target == targetReturn {
-		c := at.t.chain(fmt.Sprintf("%smark-%08x-%08x", Prefix, mark.Value, mark.Mask))
-		c.rules = []rule{set}
-		return c.name
+// actionChain returns the action chain that runs st and then reaches v.
+// Statements without a verdict of their own (that go on, or return where
+// RETURN does) are the chain's only rules: one chain per mark serves every
+// rule that only marks.
+func (b *builder) actionChain(at site, v ruleset.Verdict, st statements, e exit) string {
+	target, goTo := b.target(at, v, statements{}, e)
+	step := "mark"
+	if st.log != nil {
+		step = "log"
 	}
-	c := at.t.chain(subName(at.parent, at.k, "mark"))
-	c.rules = []rule{set, {target: target, goTo: goTo}}
+	name := subName(at.parent, at.k, step)
+	rules := st.rules()
+	switch {
+	case target != targetReturn:
+		rules = append(rules, rule{target: target, goTo: goTo})
+	case st.log == nil:
+		name = fmt.Sprintf("%smark-%08x-%08x", Prefix, st.mark.Value, st.mark.Mask)
+	}
+	c := at.t.chain(name)
+	c.rules = rules
 	return c.name
 }
 
@@ -348,7 +375,7 @@ func (b *builder) vmap(at site, v ruleset.Verdict, e exit) string {
 		if len(el.Key) != len(v.Fields) {
 			continue
 		}
-		target, goTo := b.target(at, el.Verdict, nil, e)
+		target, goTo := b.target(at, el.Verdict, statements{}, e)
 		for _, r := range elemRules(m, v.Fields, el) {
 			r.target, r.goTo = target, goTo
 			mc.rules = append(mc.rules, r)
