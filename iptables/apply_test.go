@@ -47,9 +47,10 @@ func parseSave(text string, withBuiltins bool) weirState {
 	return st
 }
 
-func save(t *testing.T, nsName, bin string) string {
+// save runs bin (an iptables-save) with args in netns nsName.
+func save(t *testing.T, nsName, bin string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", nsName, bin).CombinedOutput()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", nsName, bin}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v: %s", bin, err, out)
 	}

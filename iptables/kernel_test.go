@@ -76,8 +76,9 @@ type kernelScenario struct {
 	name string
 	// policies are NetworkPolicies as YAML documents.
 	policies string
-	// scenario, when set, is a scenario file whose NetworkPolicies and
-	// ClusterNetworkPolicies are applied to the kernel test's hosts.
+	// scenario, when set, is a scenario file whose NetworkPolicies,
+	// ClusterNetworkPolicies and denied-packet logging are applied to the
+	// kernel test's hosts.
 	scenario string
 	probes   []testkit.Probe
 }
@@ -87,7 +88,7 @@ func (sc kernelScenario) snapshot(t testing.TB) policy.Snapshot {
 	s := kernelSnapshot(t, sc.policies)
 	if sc.scenario != "" {
 		f := loadScenario(t, sc.scenario).Snapshot
-		s.Policies, s.ClusterPolicies = f.Policies, f.ClusterPolicies
+		s.Policies, s.ClusterPolicies, s.LogDenied = f.Policies, f.ClusterPolicies, f.LogDenied
 	}
 	return s
 }
@@ -164,6 +165,19 @@ spec:
 		{From: "dev", To: "node", Proto: "tcp", Port: 80, Want: true},     // its node's other ports
 		{From: "web", To: "node", Proto: "tcp", Port: 10250, Want: true},  // pods the policy does not hold
 		{From: "dev", To: "ext-ok", Proto: "tcp", Port: 80, Want: true},   // Admin egress Accept to a network
+	}},
+	{name: "cluster network policy deny rules logged", scenario: loggedScenario, probes: []testkit.Probe{
+		{From: "frontend", To: "web", Proto: "tcp", Port: 80, Want: false}, // Admin Deny of a one-pod peer
+		{From: "frontend", To: "web", V6: true, Proto: "udp", Port: 53, Want: false},
+		{From: "prod", To: "db", Proto: "tcp", Port: 6379, Want: true},      // Admin Pass to a NetworkPolicy allow
+		{From: "frontend", To: "db", Proto: "tcp", Port: 6379, Want: false}, // Admin Deny of every pod after the Pass
+		{From: "frontend", To: "db", V6: true, Proto: "udp", Port: 6379, Want: false},
+		{From: "dev", To: "db", Proto: "tcp", Port: 80, Want: false},      // Pass, then NetworkPolicy isolation
+		{From: "dev", To: "web", Proto: "tcp", Port: 80, Want: false},     // Baseline Deny
+		{From: "prod", To: "web", Proto: "tcp", Port: 80, Want: true},     // Baseline lets other peers through
+		{From: "dev", To: "node", Proto: "udp", Port: 10250, Want: false}, // Admin egress Deny to its node (INPUT)
+		{From: "dev", To: "node", Proto: "tcp", Port: 80, Want: true},
+		{From: "web", To: "prod", Proto: "tcp", Port: 80, Want: false}, // NetworkPolicy isolation
 	}},
 	{name: "one rule of many ports and many peers", policies: `
 apiVersion: networking.k8s.io/v1
@@ -317,13 +331,38 @@ func compareCounters(t *testing.T, rs ruleset.Ruleset, names []string, before, a
 	return total
 }
 
+// kernelTopology is a node namespace with the kernel test's hosts and the
+// node's own address ("node", which serves the kubelet's port too), each
+// serving kernelPorts.
+func kernelTopology(t *testing.T, tag string) *topology {
+	tp := newTopology(t, tag)
+	for _, h := range kernelHosts {
+		serve(t, tp.addHost(t, h.key, h.ips...), kernelPorts)
+	}
+	serve(t, tp.addNode(t, "node", kernelNodeAddr), append([]int{10250}, kernelPorts...))
+	return tp
+}
+
+// packet is the first packet of probe p for ruleset.Trace: a pod's packet
+// to the "node" host comes in on a pod's veth to the host (the input
+// hook).
+func (tp *topology) packet(p testkit.Probe) ruleset.Packet {
+	proto, _ := ruleset.ProtoNumber(p.Proto)
+	pkt := ruleset.Packet{Src: pick(tp.hosts[p.From], p.V6), Dst: pick(tp.hosts[p.To], p.V6), Proto: proto, DPort: uint16(p.Port)}
+	if p.To == "node" {
+		pkt.ToHost, pkt.InIface = true, fixtures.TraceVeth(policy.DefaultPodInterfacePrefix)
+	}
+	return pkt
+}
+
 // TestBackendsGiveSameVerdicts wires the same hosts to three node
 // namespaces, programs one with nftables and the others with this package
 // (nf_tables and legacy flavours), and checks that real TCP and UDP probes
 // give the expected matrix — the same for every backend and for ruleset.Trace —
 // through a sequence of scenarios, one with the ClusterNetworkPolicies of
 // both tiers of testdata/tiers-dualstack.yaml and pods' packets to their
-// node (filter INPUT), which the next scenario removes.
+// node (filter INPUT), then those of testdata/tiers-logged.yaml with
+// denied packets logged, which the next scenario removes.
 func TestBackendsGiveSameVerdicts(t *testing.T) {
 	type node struct {
 		tp *topology
@@ -331,11 +370,7 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 	}
 	var nodes []node
 	for i, kind := range backendKinds {
-		tp := newTopology(t, fmt.Sprintf("k%d", i))
-		for _, h := range kernelHosts {
-			serve(t, tp.addHost(t, h.key, h.ips...), kernelPorts)
-		}
-		serve(t, tp.addNode(t, "node", kernelNodeAddr), append([]int{10250}, kernelPorts...))
+		tp := kernelTopology(t, fmt.Sprintf("k%d", i))
 		nodes = append(nodes, node{tp, kindBackend(t, tp, kind)})
 	}
 	ctx := context.Background()
@@ -348,13 +383,7 @@ func TestBackendsGiveSameVerdicts(t *testing.T) {
 			}
 			counts := probeCounts{map[string]uint64{}, map[string]uint64{}} // what the rules should count
 			for _, p := range sc.probes {
-				proto, _ := ruleset.ProtoNumber(p.Proto)
-				pkt := ruleset.Packet{Src: pick(nodes[0].tp.hosts[p.From], p.V6), Dst: pick(nodes[0].tp.hosts[p.To], p.V6),
-					Proto: proto, DPort: uint16(p.Port)}
-				if p.To == "node" { // from a pod's veth to the host: the input hook
-					pkt.ToHost, pkt.InIface = true, fixtures.TraceVeth(policy.DefaultPodInterfacePrefix)
-				}
-				v, steps := ruleset.Trace(rs, pkt)
+				v, steps := ruleset.Trace(rs, nodes[0].tp.packet(p))
 				if (v == ruleset.VerdictAccept) != p.Want {
 					t.Errorf("ruleset.Trace disagrees with the expected matrix on %s", p)
 				}
