@@ -22,12 +22,13 @@ type weirState map[string][]string
 
 // parseSave reads iptables-save (or Render) text into per-chain rule lists,
 // keyed "table chain". Quotes are dropped: iptables-save quotes comments
-// only when they need it.
+// only when they need it, and escapes single quotes in them (a
+// ClusterNetworkPolicy rule's name), which Render does not.
 func parseSave(text string, withBuiltins bool) weirState {
 	st := weirState{}
 	tbl := ""
 	for _, l := range strings.Split(text, "\n") {
-		l = strings.ReplaceAll(strings.TrimSpace(l), `"`, "")
+		l = strings.NewReplacer(`"`, "", `\'`, "'").Replace(strings.TrimSpace(l))
 		switch {
 		case strings.HasPrefix(l, "*"):
 			tbl = l[1:]
@@ -46,9 +47,10 @@ func parseSave(text string, withBuiltins bool) weirState {
 	return st
 }
 
-func save(t *testing.T, nsName, bin string) string {
+// save runs bin (an iptables-save) with args in netns nsName.
+func save(t *testing.T, nsName, bin string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", nsName, bin).CombinedOutput()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", nsName, bin}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v: %s", bin, err, out)
 	}

@@ -14,7 +14,9 @@
 //
 // Layout. Every chain weir owns is named WEIR-...; built-in chains get one
 // jump each, at position 1, into a top chain (filter FORWARD -> WEIR-FORWARD,
-// nat POSTROUTING -> WEIR-POSTROUTING). Built-in chains are never flushed
+// filter INPUT -> WEIR-INPUT, nat POSTROUTING -> WEIR-POSTROUTING). A hook
+// whose base chains would accept every packet (the input hook with no
+// Admin tier egress policy) gets no chain and no jump. Built-in chains are never flushed
 // and chains weir did not create are never touched. nftables base chains of
 // one hook become jumps from the top chain, in priority order. An nftables
 // accept ends one base chain only; here it jumps to a "pass" chain that runs
@@ -30,12 +32,25 @@
 // port ranges as -p PROTO --dport LO:HI). Several lookups AND-ed in one rule
 // become a chain of such chains: each element of the first set goes (-g) to
 // the chain of the next set, and the last one carries the verdict; a verdict
-// map becomes one rule per key going to its target chain. Nothing is ever a
-// cross product, and the verdicts are exactly those of the nftables ruleset.
+// map becomes one rule per key going to its target chain, and a map without
+// elements no rule at all. Nothing is ever a cross product, and the verdicts
+// are exactly those of the nftables ruleset.
+//
+// Marks, logs and returns (the ClusterNetworkPolicy tiers). A mark test is
+// -m mark --mark BITS/BITS. A rule that logs or sets the mark and takes a
+// verdict goes to an action chain: -j NFLOG (under -m limit, which holds
+// back the log only), -j MARK --set-xmark VALUE/MASK, and then the verdict,
+// so the verdict applies to exactly the packets the rule matched whatever
+// mark they came with or whatever the log's rate (a logged Deny drops every
+// packet), and the rule counts once. A return is RETURN, or falling off an
+// action chain entered with -g. A rule that may return from its chain
+// (an Admin tier Pass after lookups, a map holding a return) enters its
+// lookup chains with -g, so that RETURN leaves the rule's chain; the rules
+// after it move to a rest chain those lookups go (-g) to on a miss.
 //
 // Problems. What the translation cannot express (a base chain of a type
-// or hook iptables lacks, a log rule with lookups or a verdict, a match
-// kind it does not know, a jump to a missing chain) is left out, and Apply returns it as dataplane.Problem
+// or hook iptables lacks, a match kind it does not know, a jump to a
+// missing chain) is left out, and Apply returns it as dataplane.Problem
 // values, once for both families, naming the policy rule when the rule's
 // comment does; the compiler writes none of these today.
 //

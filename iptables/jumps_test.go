@@ -8,9 +8,10 @@ import (
 
 func TestMisplacedJumps(t *testing.T) {
 	applied := map[string]map[string]string{
-		"filter": {"WEIR-FORWARD": "", "WEIR-OUTPUT": "", "WEIR-x": ""},
+		"filter": {"WEIR-INPUT": "", "WEIR-FORWARD": "", "WEIR-OUTPUT": "", "WEIR-x": ""},
 		"nat":    {"WEIR-POSTROUTING": ""},
 	}
+	in := jump{builtin: "INPUT", target: "WEIR-INPUT"}
 	fwd := jump{builtin: "FORWARD", target: "WEIR-FORWARD"}
 	post := jump{builtin: "POSTROUTING", target: "WEIR-POSTROUTING"}
 	out := jump{builtin: "OUTPUT", target: "WEIR-OUTPUT"}
@@ -20,19 +21,22 @@ func TestMisplacedJumps(t *testing.T) {
 		want   map[string]edits
 	}{
 		{"jumps first: nothing to do", map[string][]string{
+			"filter INPUT":    {"-P INPUT ACCEPT", "-A INPUT -j WEIR-INPUT", "-A INPUT -j KUBE-FIREWALL"},
 			"filter FORWARD":  {"-P FORWARD ACCEPT", "-A FORWARD -j WEIR-FORWARD", "-A FORWARD -j KUBE-FORWARD"},
 			"filter OUTPUT":   {"-P OUTPUT ACCEPT", "-A OUTPUT -j WEIR-OUTPUT"},
 			"nat POSTROUTING": {"-P POSTROUTING ACCEPT", "-A POSTROUTING -j WEIR-POSTROUTING"},
 		}, map[string]edits{}},
 		{"rule prepended above the jump: jump moves back", map[string][]string{
+			"filter INPUT":    {"-P INPUT ACCEPT", "-A INPUT -j KUBE-FIREWALL", "-A INPUT -j WEIR-INPUT"},
 			"filter FORWARD":  {"-P FORWARD ACCEPT", "-A FORWARD -j KUBE-FORWARD", "-A FORWARD -j WEIR-FORWARD"},
 			"filter OUTPUT":   {"-P OUTPUT ACCEPT", "-A OUTPUT -j WEIR-OUTPUT"},
 			"nat POSTROUTING": {"-P POSTROUTING ACCEPT", "-A POSTROUTING -j KUBE-POSTROUTING", "-A POSTROUTING -j WEIR-POSTROUTING"},
 		}, map[string]edits{
-			"filter": {delJump: []jump{fwd}, addJump: []jump{fwd}},
+			"filter": {delJump: []jump{in, fwd}, addJump: []jump{in, fwd}},
 			"nat":    {delJump: []jump{post}, addJump: []jump{post}},
 		}},
 		{"deleted jump is inserted again", map[string][]string{
+			"filter INPUT":    {"-P INPUT ACCEPT", "-A INPUT -j WEIR-INPUT"},
 			"filter FORWARD":  {"-P FORWARD ACCEPT", "-A FORWARD -j WEIR-FORWARD"},
 			"filter OUTPUT":   {"-P OUTPUT ACCEPT"},
 			"nat POSTROUTING": {"-P POSTROUTING ACCEPT", "-A POSTROUTING -j WEIR-POSTROUTING"},
@@ -59,7 +63,7 @@ func TestMisplacedJumps(t *testing.T) {
 				t.Errorf("edits %+v, want %+v", got, tc.want)
 			}
 			// Only the built-in chains weir hooks are read.
-			if want := []string{"filter FORWARD", "filter OUTPUT", "nat POSTROUTING"}; !reflect.DeepEqual(listed, want) {
+			if want := []string{"filter INPUT", "filter FORWARD", "filter OUTPUT", "nat POSTROUTING"}; !reflect.DeepEqual(listed, want) {
 				t.Errorf("listed %v, want %v", listed, want)
 			}
 		})

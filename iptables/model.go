@@ -86,16 +86,28 @@ type rule struct {
 	// rpfail matches packets failing the strict reverse-path test
 	// (-m rpfilter --invert: raw and mangle PREROUTING only).
 	rpfail bool
+	// marks are -m mark tests of the packet mark, all of which must hold.
+	marks []markTest
 	// limit is a -m limit rate ("10/sec", default burst 5) before the target.
 	limit  string
 	target string
 	goTo   bool
 	// nflog holds the NFLOG target's options (target NFLOG).
 	nflog *nflog
+	// setMark, when set, makes the target MARK --set-xmark Value/Mask: it
+	// rewrites the packet mark and goes on with the next rule.
+	setMark *ruleset.MarkSet
 	// counter is the model's named counter (ruleset.Rule.Counter) that this
 	// rule's packets count into. It is not rendered: iptables counts every
 	// rule, and Counters sums the rules of each name.
 	counter string
+}
+
+// markTest is ruleset.MatchMark: every bit of bits set in the packet mark
+// (-m mark --mark BITS/BITS), or not when negate.
+type markTest struct {
+	bits   uint32
+	negate bool
 }
 
 // nflog is the NFLOG target's group and prefix.
@@ -146,6 +158,13 @@ func (r rule) args() []string {
 	if r.ctStates != "" {
 		a = append(a, "-m", "conntrack", "--ctstate", r.ctStates)
 	}
+	for _, m := range r.marks {
+		a = append(a, "-m", "mark")
+		if m.negate {
+			a = append(a, "!")
+		}
+		a = append(a, "--mark", hexMask(m.bits, m.bits))
+	}
 	if r.rpfail {
 		a = append(a, "-m", "rpfilter", "--invert")
 	}
@@ -162,12 +181,20 @@ func (r rule) args() []string {
 		}
 		return append(a, "-j", "NFLOG", "--nflog-prefix", quote(p), "--nflog-group", strconv.Itoa(int(r.nflog.group)))
 	}
+	if m := r.setMark; m != nil {
+		return append(a, "-j", "MARK", "--set-xmark", hexMask(m.Value, m.Mask))
+	}
 	if r.goTo {
 		a = append(a, "-g", r.target)
 	} else {
 		a = append(a, "-j", r.target)
 	}
 	return a
+}
+
+// hexMask spells VALUE/MASK as iptables-save prints marks.
+func hexMask(value, mask uint32) string {
+	return "0x" + strconv.FormatUint(uint64(value), 16) + "/0x" + strconv.FormatUint(uint64(mask), 16)
 }
 
 // appendMatch appends `-m module` and those of its options (flag, value

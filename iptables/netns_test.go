@@ -103,3 +103,19 @@ func (tp *topology) addHost(t testing.TB, key string, ips ...string) *host {
 	tp.hosts[key] = h
 	return h
 }
+
+// addNode makes the node namespace a host too: addr on its loopback, one
+// of the node's own addresses, so that pods' packets to it meet the input
+// hook.
+func (tp *topology) addNode(t testing.TB, key, addr string) *host {
+	t.Helper()
+	run(t, "ip", "-n", tp.node, "addr", "add", addr+"/32", "dev", "lo")
+	netns, err := ns.GetNS(tp.nodePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netns.Close() })
+	h := &host{name: tp.node, netns: netns, ips: []netip.Addr{netip.MustParseAddr(addr)}}
+	tp.hosts[key] = h
+	return h
+}

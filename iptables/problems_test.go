@@ -29,13 +29,13 @@ func TestApplyReturnsTranslationProblems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logAccept := ruleset.Rule{Log: &ruleset.Log{Prefix: "web", Group: 1}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept},
+	unknown := ruleset.Rule{Matches: []ruleset.Match{{Kind: ruleset.MatchMark + 100}}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept},
 		Owner: ruleset.Owner{Kind: ruleset.OwnerPolicyRule, Namespace: "shop", Policy: "web", Direction: ruleset.Ingress, Rule: 1}}
 	rs := ruleset.Ruleset{
 		Problems: []string{"the compiler's own problem"},
 		Chains: []ruleset.Chain{
 			{Name: "forward", Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookForward}, Rules: []ruleset.Rule{
-				logAccept,
+				unknown,
 				{Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: "missing"}},
 			}},
 			{Name: "route", Base: &ruleset.Base{Type: "route", Hook: "output"}},
@@ -47,7 +47,7 @@ func TestApplyReturnsTranslationProblems(t *testing.T) {
 	}
 	want := []dataplane.Problem{
 		{Policy: "shop/web", Direction: "ingress", Rule: 1,
-			Message: fmt.Sprintf("rule %q: a log rule with lookups or a verdict is not translated", logAccept.String())},
+			Message: fmt.Sprintf("rule %q: unknown match kind %d (rule skipped)", unknown.String(), ruleset.MatchMark+100)},
 		{Message: "missing chain missing (drops)"},
 		{Message: "base chain route: type route hook output has no iptables equivalent (skipped)"},
 	}

@@ -19,16 +19,93 @@ type lookup struct {
 	elems  []rule
 }
 
+// site is where one model rule is translated: its table, the iptables
+// chain the rule goes in, the rule's index in its model chain, and what
+// accept means there (see builder.contexts).
+type site struct {
+	t      *table
+	parent string
+	k      int
+	ctx    string
+}
+
+// exit says how the chains a rule enters (its lookups, its map, its
+// action) end. Usually the rule enters them with -j, and RETURN or
+// falling off goes on after the rule. A rule that may return from its
+// chain (ruleset.VerdictReturn, or a verdict map holding one) enters them
+// with -g instead (own), so that RETURN leaves the rule's chain as nft's
+// return does; packets that go on after such a rule then go (-g) to rest,
+// the chain holding the rules that follow it.
+type exit struct {
+	own  bool
+	rest string
+}
+
+// rules translates the model rules of one chain into ch; the first is
+// number from of the model chain. When a rule may return from the chain,
+// the rules after it go to its rest chain.
+func (b *builder) rules(t *table, ch *chain, rules []ruleset.Rule, from int, ctx string) {
+	for i, r := range rules {
+		if rest := b.rule(t, ch, from+i, r, ctx); rest != nil {
+			b.rules(t, rest, rules[i+1:], from+i+1, ctx)
+			return
+		}
+	}
+}
+
 // rule translates rule r, number k of chain ch, whose accept means ctx.
-// Inline matches (conntrack state, a one-element set) stay in the rule; each
-// other lookup becomes a chain with one rule per element going (-g) to the
-// chain of the next lookup, the last carrying the verdict. A packet that
-// misses a lookup falls back to ch, after this rule, exactly like a failed
-// match; a negated lookup RETURNs on any element and goes on otherwise.
-func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
-	head := rule{comment: r.Owner.String(), counter: r.Counter}
+// Inline matches (conntrack state, interfaces, marks, a one-element set)
+// stay in the rule; each other lookup becomes a chain with one rule per
+// element going (-g) to the chain of the next lookup, the last carrying
+// the verdict. A packet that misses a lookup goes on after this rule,
+// exactly like a failed match; a negated lookup goes on at any element and
+// on to the next lookup otherwise. A rule that logs or marks the packet
+// and then takes a verdict goes to an action chain that does all (see
+// target). It returns the rest chain the rules after r go to, if r needs
+// one (see exit).
+func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) *chain {
+	head, lookups, ok := b.matches(r)
+	v, st := r.Verdict, statements{log: r.Log, mark: r.Mark}
+	switch {
+	case !ok, v.Kind == ruleset.VerdictVMap && !b.fieldsOK(v.Fields):
+		return nil
+	case v.Kind == ruleset.VerdictVMap && r.Counter == "" && st.none() && b.emptyMap(v.Map):
+		return nil // decides nothing: costs nothing
+	case len(lookups) == 0 && v.Kind == ruleset.VerdictNone && st.none():
+		return nil
+	case len(lookups) == 0 && v.Kind == ruleset.VerdictNone && (st.log == nil || st.mark == nil):
+		ch.rules = append(ch.rules, st.inline(head)) // one statement goes on with the next rule
+		return nil
+	}
+	at := site{t: t, parent: ch.name, k: k, ctx: ctx}
+	var e exit
+	var rest *chain
+	if b.returns(v) {
+		e.own = true
+		if len(lookups) > 0 || v.Kind == ruleset.VerdictVMap {
+			rest = t.chain(subName(ch.name, k, "rest"))
+			e.rest = rest.name
+		}
+	}
+	if len(lookups) == 0 {
+		head.target, head.goTo = b.target(at, v, st, e)
+		head.goTo = head.goTo && e.own // -j: the chain returns after the rule
+		ch.rules = append(ch.rules, head)
+	} else {
+		b.lookupChains(at, ch, head, lookups, r, e)
+	}
+	if rest != nil {
+		ch.rules = append(ch.rules, rule{target: rest.name, goTo: true})
+	}
+	return rest
+}
+
+// matches returns the inline matches of r as a rule without a target, and
+// its other lookups; ok is false when r never matches in this family (or
+// holds a match it does not know, a problem).
+func (b *builder) matches(r ruleset.Rule) (head rule, lookups []lookup, ok bool) {
+	head = rule{comment: r.Owner.String(), counter: r.Counter}
 	ct := ^uint32(0)
-	var lookups []lookup
 	for _, m := range r.Matches {
 		switch m.Kind {
 		case ruleset.MatchCtState:
@@ -45,6 +122,14 @@ func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
 			// reverse-path lookup, which fails for local sources too.
 			head.rpfail = true
 			continue
+		case ruleset.MatchMark:
+			if m.Mark == 0 && m.Negate {
+				return head, nil, false // every bit of none is always set
+			}
+			if m.Mark != 0 {
+				head.marks = append(head.marks, markTest{bits: m.Mark, negate: m.Negate})
+			}
+			continue
 		}
 		var elems []rule
 		switch m.Kind {
@@ -52,17 +137,17 @@ func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
 			elems = portRules(m)
 		case ruleset.MatchLookup:
 			if !b.fieldsOK(m.Fields) {
-				return // the other family's rule
+				return head, nil, false // the other family's rule
 			}
 			s, _ := b.rs.Set(m.Set)
 			elems = setRules(s, m.ID, m.Fields)
 		default:
 			b.problem(dataplane.RuleProblem(r, fmt.Sprintf("unknown match kind %d (rule skipped)", m.Kind)))
-			return
+			return head, nil, false
 		}
 		switch {
 		case len(elems) == 0 && !m.Negate:
-			return // never matches
+			return head, nil, false // never matches
 		case len(elems) == 0:
 			continue // always matches
 		case len(elems) == 1 && !m.Negate:
@@ -78,63 +163,109 @@ func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) {
 		lookups = append(lookups, lookup{set: set, negate: m.Negate, elems: elems})
 	}
 	if ct == 0 {
-		return // no state satisfies every conntrack match
+		return head, nil, false // no state satisfies every conntrack match
 	}
 	if ct != ^uint32(0) {
 		head.ctStates = ctStates(ct)
 	}
-	v := r.Verdict
-	if v.Kind == ruleset.VerdictVMap && !b.fieldsOK(v.Fields) {
-		return
-	}
-	if r.Log != nil {
-		if len(lookups) > 0 || v.Kind != ruleset.VerdictNone {
-			b.problem(dataplane.RuleProblem(r, "a log rule with lookups or a verdict is not translated"))
-			return
+	return head, lookups, true
+}
+
+// statements are what a rule does before its verdict, in the order nft
+// runs them: log, then set the mark.
+type statements struct {
+	log  *ruleset.Log
+	mark *ruleset.MarkSet
+}
+
+func (st statements) none() bool { return st.log == nil && st.mark == nil }
+
+// inline returns r doing the one statement of st: NFLOG, under the log's
+// rate limit, or MARK. Both go on with the next rule.
+func (st statements) inline(r rule) rule {
+	if l := st.log; l != nil {
+		r.nflog = &nflog{group: l.Group, prefix: l.Prefix}
+		if l.Rate > 0 {
+			r.limit = strconv.FormatUint(uint64(l.Rate), 10) + "/sec"
 		}
-		head.nflog = &nflog{group: r.Log.Group, prefix: r.Log.Prefix}
-		if r.Log.Rate > 0 {
-			head.limit = strconv.FormatUint(uint64(r.Log.Rate), 10) + "/sec"
-		}
-		ch.rules = append(ch.rules, head)
-		return
+		return r
 	}
-	if len(lookups) == 0 {
-		if v.Kind == ruleset.VerdictNone {
-			return
-		}
-		head.target, head.goTo = b.verdict(t, ch.name, k, v, ctx, false)
-		ch.rules = append(ch.rules, head)
-		return
+	r.setMark = st.mark
+	return r
+}
+
+// rules are the rules of an action chain doing st, matching every packet.
+// The log's rate limit holds back the log only, never what follows it.
+func (st statements) rules() []rule {
+	var out []rule
+	if st.log != nil {
+		out = append(out, statements{log: st.log}.inline(rule{}))
 	}
+	if st.mark != nil {
+		out = append(out, statements{mark: st.mark}.inline(rule{}))
+	}
+	return out
+}
+
+// lookupChains writes the head of rule r into ch and the chains of its
+// lookups. The rules that reach the verdict, in the last lookup's chain,
+// count for r; the head only enters the lookups.
+func (b *builder) lookupChains(at site, ch *chain, head rule, lookups []lookup, r ruleset.Rule, e exit) {
 	subs := make([]*chain, len(lookups))
 	for j, l := range lookups {
-		subs[j] = t.chain(b.fresh(t, l.set, subName(ch.name, k, strconv.Itoa(j))))
+		subs[j] = at.t.chain(b.fresh(at.t, l.set, subName(ch.name, at.k, strconv.Itoa(j))))
 	}
-	// The head only enters the lookups; the rules that reach the verdict,
-	// in the last lookup's chain, count for r.
-	head.target, head.counter = subs[0].name, ""
+	head.target, head.goTo, head.counter = subs[0].name, e.own, ""
 	ch.rules = append(ch.rules, head)
+	goOn := rule{target: targetReturn}
+	if e.own {
+		goOn = rule{target: e.rest, goTo: true}
+	}
 	for j, l := range lookups {
-		target, goTo, counter := "", true, ""
+		next := rule{goTo: true}
 		if j+1 < len(lookups) {
-			target = subs[j+1].name
+			next.target = subs[j+1].name
 		} else {
-			target, goTo = b.verdict(t, ch.name, k, v, ctx, true)
-			counter = r.Counter
+			next.target, next.goTo = b.target(at, r.Verdict, statements{log: r.Log, mark: r.Mark}, e)
+			next.counter = r.Counter
 		}
-		for _, e := range l.elems {
+		for _, el := range l.elems {
 			if l.negate {
-				e.target = targetReturn
+				el.target, el.goTo = goOn.target, goOn.goTo
 			} else {
-				e.target, e.goTo, e.counter = target, goTo, counter
+				el.target, el.goTo, el.counter = next.target, next.goTo, next.counter
 			}
-			subs[j].rules = append(subs[j].rules, e)
+			subs[j].rules = append(subs[j].rules, el)
 		}
-		if l.negate {
-			subs[j].rules = append(subs[j].rules, rule{target: target, goTo: goTo, counter: counter})
+		switch {
+		case l.negate:
+			subs[j].rules = append(subs[j].rules, next)
+		case e.own:
+			subs[j].rules = append(subs[j].rules, goOn)
 		}
 	}
+}
+
+// returns tells whether verdict v may return from the rule's chain.
+func (b *builder) returns(v ruleset.Verdict) bool {
+	switch v.Kind {
+	case ruleset.VerdictReturn:
+		return true
+	case ruleset.VerdictVMap:
+		m, _ := b.rs.Set(v.Map)
+		for _, e := range m.Elems {
+			if e.Verdict.Kind == ruleset.VerdictReturn {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// emptyMap tells whether the verdict map name has no element.
+func (b *builder) emptyMap(name string) bool {
+	m, _ := b.rs.Set(name)
+	return len(m.Elems) == 0
 }
 
 // portRules is the one rule matching a MatchPort: protocol, and the port
@@ -163,39 +294,95 @@ func (b *builder) fresh(t *table, set, fallback string) string {
 	return fallback
 }
 
-// verdict returns the target of a verdict. viaSub says the rule sits in a
-// lookup chain: a jump is then a goto, so that the jumped-to chain falling
-// through resumes the original chain after the rule, as in nftables.
-func (b *builder) verdict(t *table, parent string, k int, v ruleset.Verdict, ctx string, viaSub bool) (string, bool) {
+// target returns how a rule in one of the chains the rule at enters (a
+// lookup's, its map's, an action's: they are entered by -g) reaches
+// verdict v after the statements st: the target, and whether it is a
+// goto. A jump is a goto, so that the jumped-to chain falling through goes
+// on after the rule, as in nftables.
+//
+// A log or a mark and a verdict take several iptables rules, NFLOG and
+// MARK being no verdicts: they go to an action chain holding them all, so
+// that the verdict applies to exactly the packets the rule matched (a
+// second rule matching the mark would also take packets that came with
+// it; a rate-limited NFLOG rule holding the verdict would let the packets
+// over the rate go on), and the rule counts once.
+func (b *builder) target(at site, v ruleset.Verdict, st statements, e exit) (string, bool) {
+	if !st.none() {
+		return b.actionChain(at, v, st, e), true
+	}
 	switch v.Kind {
 	case ruleset.VerdictAccept:
-		return ctx, false
+		return at.ctx, false
 	case ruleset.VerdictDrop:
 		return targetDrop, false
 	case ruleset.VerdictMasquerade:
 		return targetMasquerade, false
+	case ruleset.VerdictReturn:
+		return targetReturn, false // e.own: leaves the rule's chain
 	case ruleset.VerdictJump:
-		return b.instance(t, v.Chain, ctx), viaSub
+		return b.jumpTarget(at, v.Chain, e), true
 	case ruleset.VerdictVMap:
-		return b.vmap(t, parent, k, v, ctx), viaSub
+		return b.vmap(at, v, e), true
+	}
+	if e.own { // no verdict: go on after the rule
+		return e.rest, true
 	}
 	return targetReturn, false
 }
 
+// actionChain returns the action chain that runs st and then reaches v.
+// Statements without a verdict of their own (that go on, or return where
+// RETURN does) are the chain's only rules: one chain per mark serves every
+// rule that only marks.
+func (b *builder) actionChain(at site, v ruleset.Verdict, st statements, e exit) string {
+	target, goTo := b.target(at, v, statements{}, e)
+	step := "mark"
+	if st.log != nil {
+		step = "log"
+	}
+	name := subName(at.parent, at.k, step)
+	rules := st.rules()
+	switch {
+	case target != targetReturn:
+		rules = append(rules, rule{target: target, goTo: goTo})
+	case st.log == nil:
+		name = fmt.Sprintf("%smark-%08x-%08x", Prefix, st.mark.Value, st.mark.Mask)
+	}
+	c := at.t.chain(name)
+	c.rules = rules
+	return c.name
+}
+
+// jumpTarget returns the chain a jump to model chain name goes to. Where
+// the rule's chains return from the rule's own chain (e.own), the jump
+// goes through a chain that jumps (-j) and then goes on after the rule.
+func (b *builder) jumpTarget(at site, name string, e exit) string {
+	c := b.instance(at.t, name, at.ctx)
+	if !e.own {
+		return c
+	}
+	then := at.t.chain(chainName(c + " then " + e.rest))
+	then.rules = []rule{{target: c}, {target: e.rest, goTo: true}}
+	return then.name
+}
+
 // vmap writes a verdict map as a chain of one rule per key, each going to
 // its element's verdict.
-func (b *builder) vmap(t *table, parent string, k int, v ruleset.Verdict, ctx string) string {
+func (b *builder) vmap(at site, v ruleset.Verdict, e exit) string {
 	m, _ := b.rs.Set(v.Map)
-	mc := t.chain(b.fresh(t, v.Map, subName(parent, k, "map")))
-	for _, e := range m.Elems {
-		if len(e.Key) != len(v.Fields) {
+	mc := at.t.chain(b.fresh(at.t, v.Map, subName(at.parent, at.k, "map")))
+	for _, el := range m.Elems {
+		if len(el.Key) != len(v.Fields) {
 			continue
 		}
-		target, goTo := b.verdict(t, parent, k, e.Verdict, ctx, true)
-		for _, r := range elemRules(m, v.Fields, e) {
+		target, goTo := b.target(at, el.Verdict, statements{}, e)
+		for _, r := range elemRules(m, v.Fields, el) {
 			r.target, r.goTo = target, goTo
 			mc.rules = append(mc.rules, r)
 		}
+	}
+	if e.own {
+		mc.rules = append(mc.rules, rule{target: e.rest, goTo: true})
 	}
 	return mc.name
 }

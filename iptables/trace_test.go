@@ -3,6 +3,7 @@ package iptables
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,23 +13,28 @@ import (
 )
 
 // traceFamily walks the rendered filter table of one family as the kernel
-// would for a forwarded packet: FORWARD (policy ACCEPT) holds only weir's
-// jump. -j returns to the caller when the target falls through or RETURNs;
-// -g replaces the current chain, so falling through returns to the chain
-// that made the last -j. It returns the verdict, the rules the packet
-// matched and the named counters it counted into, in order.
+// would for a forwarded packet, or for one to the host (p.ToHost): FORWARD
+// or INPUT (policy ACCEPT) holds only weir's jump. -j returns to the caller
+// when the target falls through or RETURNs; -g replaces the current chain,
+// so falling through returns to the chain that made the last -j. MARK
+// rewrites the packet mark and goes on. It returns the verdict, the rules
+// the packet matched and the named counters it counted into, in order.
 func traceFamily(r *familyRules, p ruleset.Packet) (v ruleset.VerdictKind, steps, counted []string) {
 	if p.CtState == 0 {
 		p.CtState = ruleset.CtNew
 	}
-	tr := &ipTracer{p: p}
+	builtin := "FORWARD"
+	if p.ToHost {
+		builtin = "INPUT"
+	}
+	tr := &ipTracer{p: p, mark: p.Mark}
 	for _, t := range r.tables {
 		if t.name != "filter" {
 			continue
 		}
 		tr.t = t
 		for _, j := range t.jumps {
-			if j.builtin != "FORWARD" {
+			if j.builtin != builtin {
 				continue
 			}
 			if v := tr.chain(j.target, 0); v == ruleset.VerdictDrop || v == ruleset.VerdictAccept {
@@ -36,7 +42,7 @@ func traceFamily(r *familyRules, p ruleset.Packet) (v ruleset.VerdictKind, steps
 			}
 		}
 	}
-	return ruleset.VerdictAccept, append(tr.steps, "FORWARD: policy ACCEPT"), tr.counted
+	return ruleset.VerdictAccept, append(tr.steps, builtin+": policy ACCEPT"), tr.counted
 }
 
 // tracedCounters lists the named counters the rules of a ruleset.Trace
@@ -54,6 +60,7 @@ func tracedCounters(steps []ruleset.Step) []string {
 type ipTracer struct {
 	t       *table
 	p       ruleset.Packet
+	mark    uint32 // the packet mark, as MARK rules rewrite it
 	steps   []string
 	counted []string // the named counters of the rules in steps
 }
@@ -79,6 +86,10 @@ func (tr *ipTracer) chain(name string, depth int) ruleset.VerdictKind {
 		}
 		if r.nflog != nil {
 			continue // NFLOG logs and goes on
+		}
+		if m := r.setMark; m != nil {
+			tr.mark = tr.mark&^m.Mask | m.Value
+			continue // MARK goes on
 		}
 		switch r.target {
 		case targetAccept:
@@ -127,6 +138,11 @@ func (tr *ipTracer) matches(r rule) bool {
 	if r.ctStates != "" && !strings.Contains(","+r.ctStates+",", ","+ctStates(p.CtState)+",") {
 		return false
 	}
+	for _, m := range r.marks {
+		if (tr.mark&m.bits == m.bits) == m.negate {
+			return false
+		}
+	}
 	return ifaceMatches(r.iif, r.notIif, p.InIface) && ifaceMatches(r.oif, r.notOif, p.OutIface) &&
 		groupMatches(r.srcGroup, p.InGroup) && groupMatches(r.dstGroup, p.OutGroup)
 }
@@ -174,8 +190,8 @@ func (r rendered) trace(p ruleset.Packet) (v ruleset.VerdictKind, steps, counted
 }
 
 func packetString(p ruleset.Packet) string {
-	return fmt.Sprintf("%s -> %s %s/%d %s in %s/%d out %s/%d", p.Src, p.Dst, ruleset.ProtoName(p.Proto), p.DPort, ctStates(p.CtState),
-		p.InIface, p.InGroup, p.OutIface, p.OutGroup)
+	return fmt.Sprintf("%s -> %s %s/%d %s in %s/%d out %s/%d mark %#x to host %v", p.Src, p.Dst, ruleset.ProtoName(p.Proto), p.DPort,
+		ctStates(p.CtState), p.InIface, p.InGroup, p.OutIface, p.OutGroup, p.Mark, p.ToHost)
 }
 
 // differential traces packets through both the rendered chains and
@@ -192,16 +208,20 @@ func newDifferential(t *testing.T, rs ruleset.Ruleset) *differential {
 	return &differential{t: t, rs: rs, r: renderBoth(rs)}
 }
 
-// compare reports p if the two verdicts differ, and returns the nftables
-// steps, the iptables steps and the counters iptables counted p into.
-func (d *differential) compare(p ruleset.Packet) (want []ruleset.Step, got, counted []string) {
+// compare reports p if the two verdicts or the named counters that count
+// it differ, and returns the nftables verdict and steps.
+func (d *differential) compare(p ruleset.Packet) (ruleset.VerdictKind, []ruleset.Step) {
 	d.t.Helper()
 	wv, want := ruleset.Trace(d.rs, p)
-	gv, got, counted := d.r.trace(p)
-	if gv != wv {
+	gv, got, gc := d.r.trace(p)
+	wc := tracedCounters(want)
+	switch {
+	case gv != wv:
 		d.errorf(p, want, got, "iptables %s, nftables %s", fixtures.VerdictName(gv), fixtures.VerdictName(wv))
+	case !slices.Equal(wc, gc):
+		d.errorf(p, want, got, "counted into %q by iptables, %q by nftables", gc, wc)
 	}
-	return want, got, counted
+	return wv, want
 }
 
 // errorf reports a disagreement on p with both traces, up to five a test.

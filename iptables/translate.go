@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/weir-cni/weir/dataplane"
@@ -17,7 +18,7 @@ var hooks = []struct {
 	builtin string
 }{
 	{"filter", ruleset.HookPrerouting, "raw", "PREROUTING"},
-	{"filter", "input", "filter", "INPUT"},
+	{"filter", ruleset.HookInput, "filter", "INPUT"},
 	{"filter", ruleset.HookForward, "filter", "FORWARD"},
 	{"filter", "output", "filter", "OUTPUT"},
 	{"nat", "prerouting", "nat", "PREROUTING"},
@@ -59,6 +60,7 @@ func build(rs ruleset.Ruleset, v6 bool) *familyRules {
 		}
 		b.hook(t, h.builtin, bases)
 	}
+	b.out.tables = slices.DeleteFunc(b.out.tables, func(t *table) bool { return len(t.chains) == 0 })
 	for _, c := range rs.Chains {
 		if c.Base != nil && !b.emitted[c.Name] {
 			b.problem(dataplane.Problem{Message: fmt.Sprintf("base chain %s: type %s hook %s has no iptables equivalent (skipped)", c.Name, c.Base.Type, c.Base.Hook)})
@@ -70,8 +72,20 @@ func build(rs ruleset.Ruleset, v6 bool) *familyRules {
 // hook writes the top chain of one built-in chain: the rules every base chain
 // starts with (hoisted), then a jump to each base chain in priority order.
 // Base chain i accepts by jumping to its pass chain, which runs base chains
-// i+1... and then ACCEPTs.
+// i+1... and then ACCEPTs. A hook whose base chains accept every packet
+// (nothing left in them once empty maps are skipped but accepts: the input
+// hook without Admin tier egress policies) gets no chain and no jump: it
+// costs nothing, and the built-in chain decides.
 func (b *builder) hook(t *table, builtin string, bases []ruleset.Chain) {
+	before := len(t.chains)
+	defer func() {
+		if acceptsAll(t, before, bases) {
+			for _, c := range t.chains[before:] {
+				delete(t.byName, c.name)
+			}
+			t.chains, t.jumps = t.chains[:before], t.jumps[:len(t.jumps)-1]
+		}
+	}()
 	top := t.chain(Prefix + builtin)
 	t.jumps = append(t.jumps, jump{builtin: builtin, target: top.name})
 	prefix := commonPrefix(bases)
@@ -91,10 +105,7 @@ func (b *builder) hook(t *table, builtin string, bases []ruleset.Chain) {
 	}
 	for i, c := range bases {
 		b.emitted[c.Name] = true
-		ch := t.chain(chainName(c.Name))
-		for k, r := range c.Rules[prefix:] {
-			b.rule(t, ch, k+prefix, r, ctx[i])
-		}
+		b.rules(t, t.chain(chainName(c.Name)), c.Rules[prefix:], prefix, ctx[i])
 		if i == len(bases)-1 {
 			continue
 		}
@@ -104,6 +115,37 @@ func (b *builder) hook(t *table, builtin string, bases []ruleset.Chain) {
 		}
 		pass.rules = append(pass.rules, rule{target: targetAccept})
 	}
+}
+
+// acceptsAll tells whether the chains of one hook, from t.chains[first]
+// (its top chain) on, accept every packet: every rule of the top chain
+// before its jumps and of each base chain accepts (a base chain's accept
+// goes to its pass chain), counting nothing, and falling off accepts too.
+func acceptsAll(t *table, first int, bases []ruleset.Chain) bool {
+	top := t.chains[first]
+	if !onlyAccepts(top.rules[:len(top.rules)-len(bases)], targetAccept) {
+		return false
+	}
+	for i, c := range bases {
+		accept := targetAccept
+		if i < len(bases)-1 {
+			accept = chainName(c.Name + "-pass")
+		}
+		if !onlyAccepts(t.byName[chainName(c.Name)].rules, accept) {
+			return false
+		}
+	}
+	return true
+}
+
+// onlyAccepts tells whether every rule goes to accept, counting nothing.
+func onlyAccepts(rules []rule, accept string) bool {
+	for _, r := range rules {
+		if r.target != accept || r.counter != "" || r.nflog != nil || r.setMark != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // commonPrefix counts the leading rules every base chain shares that test
@@ -168,9 +210,7 @@ func (b *builder) instance(t *table, name, ctx string) string {
 	}
 	ch := t.chain(ipt)
 	if c, ok := b.rs.Chain(name); ok {
-		for k, r := range c.Rules {
-			b.rule(t, ch, k, r, ctx)
-		}
+		b.rules(t, ch, c.Rules, 0, ctx)
 	} else {
 		b.problem(dataplane.Problem{Message: "missing chain " + name + " (drops)"})
 		ch.rules = append(ch.rules, rule{target: targetDrop})

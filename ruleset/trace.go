@@ -145,6 +145,9 @@ func (t *tracer) chain(c Chain, depth int) VerdictKind {
 		if rule.Log != nil && rule.Verdict.Kind == VerdictNone || !t.matches(rule.Matches) {
 			continue // a log rule without a verdict decides nothing
 		}
+		if m := rule.Mark; m != nil { // the statement runs before a map lookup
+			t.mark = t.mark&^m.Mask | m.Value
+		}
 		v := rule.Verdict
 		if v.Kind == VerdictVMap {
 			e, ok := t.lookup(v.Map, 0, v.Fields)
@@ -154,9 +157,6 @@ func (t *tracer) chain(c Chain, depth int) VerdictKind {
 			v = e.Verdict
 		}
 		t.steps = append(t.steps, Step{Kind: StepRule, Chain: c.Name, Index: i, Rule: rule, Owner: rule.Owner, Verdict: v})
-		if m := rule.Mark; m != nil {
-			t.mark = t.mark&^m.Mask | m.Value
-		}
 		switch v.Kind {
 		case VerdictAccept, VerdictDrop:
 			return v.Kind
