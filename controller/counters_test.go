@@ -268,7 +268,7 @@ func TestDeniedLoggerNamesTheClusterRule(t *testing.T) {
 	var prefix string
 	for _, ch := range r.Chains {
 		for _, rule := range ch.Rules {
-			if rule.Log != nil && rule.Verdict.Kind == ruleset.VerdictDrop {
+			if rule.Log != nil && rule.Owner.Action == "Deny" {
 				prefix = strings.TrimPrefix(rule.Log.Prefix, policy.DeniedPrefix)
 			}
 		}

@@ -27,7 +27,7 @@ const loggedScenario = "testdata/tiers-logged.yaml"
 const floodSize = 40
 
 // TestLoggedDenyDrops applies loggedScenario's policies to the kernel
-// test's hosts with both flavours of iptables and floods each shape of
+// test's hosts with nftables and both flavours of iptables and floods each shape of
 // logged Deny rule (an inline match, a lookup chain, the input hook, the
 // Baseline tier) with floodSize UDP datagrams, which the NetworkPolicies
 // would accept without the Deny: no datagram gets through, the rule's
@@ -43,40 +43,67 @@ func TestLoggedDenyDrops(t *testing.T) {
 	}
 	rs := policy.Compile(kernelScenario{scenario: loggedScenario}.snapshot(t))
 	for i, flavour := range []struct {
-		mode Mode
-		name string // of the iptables-NAME-save commands
-	}{{ModeNFT, "nft"}, {ModeLegacy, "legacy"}} {
-		m := flavour.mode
-		t.Run(flavour.name, func(t *testing.T) {
+		name string // of the iptables-NAME-save commands; "" for nftables
+		b    func(*testing.T, *topology) backend
+	}{
+		{"", nftBackend},
+		{"nft", func(t *testing.T, tp *topology) backend { return iptBackend(t, tp, ModeNFT) }},
+		{"legacy", func(t *testing.T, tp *topology) backend { return iptBackend(t, tp, ModeLegacy) }},
+	} {
+		name := "iptables-" + flavour.name
+		if flavour.name == "" {
+			name = "nftables"
+		}
+		t.Run(name, func(t *testing.T) {
 			tp := kernelTopology(t, fmt.Sprintf("ld%d", i))
-			b := iptBackend(t, tp, m)
+			b := flavour.b(t, tp)
 			if err := b.apply(context.Background(), rs); err != nil {
 				t.Fatal(err)
 			}
 			for _, p := range floods {
 				v, steps := ruleset.Trace(rs, tp.packet(p))
-				last := steps[len(steps)-1].Rule
-				if v != ruleset.VerdictDrop || last.Log == nil || last.Counter == "" {
-					t.Fatalf("%s: ruleset.Trace: %s by %q, want a drop by a logged Deny rule", p, fixtures.VerdictName(v), last.String())
+				last := steps[len(steps)-1]
+				log := loggingRule(rs, last)
+				if v != ruleset.VerdictDrop || log == nil || last.Rule.Counter == "" {
+					t.Fatalf("%s: ruleset.Trace: %s by %q, want a drop by a logged Deny rule", p, fixtures.VerdictName(v), last.Rule.String())
 				}
-				bin := "iptables-" + flavour.name + "-save"
-				if p.V6 {
-					bin = "ip6" + bin[2:]
+				counter := last.Rule.Counter
+				logged := func() uint64 { return 0 }
+				if flavour.name != "" {
+					bin := "iptables-" + flavour.name + "-save"
+					if p.V6 {
+						bin = "ip6" + bin[2:]
+					}
+					logged = func() uint64 { return nflogCount(t, save(t, tp.node, bin, "-c"), log.Prefix) }
 				}
-				logged := func() uint64 { return nflogCount(t, save(t, tp.node, bin, "-c"), last.Log.Prefix) }
-				counted, loggedBefore := b.counted(t)[last.Counter].Packets, logged()
+				counted, loggedBefore := b.counted(t)[counter].Packets, logged()
 				if n := flood(t, tp, p); n > 0 {
 					t.Errorf("%s: %d of %d datagrams got through", p, n, floodSize)
 				}
-				if d := b.counted(t)[last.Counter].Packets - counted; d != floodSize {
-					t.Errorf("%s: %s counted %d datagrams, want %d", p, last.Counter, d, floodSize)
+				if d := b.counted(t)[counter].Packets - counted; d != floodSize {
+					t.Errorf("%s: %s counted %d datagrams, want %d", p, counter, d, floodSize)
 				}
-				if d := logged() - loggedBefore; d == 0 || d >= floodSize {
+				if d := logged() - loggedBefore; flavour.name != "" && (d == 0 || d >= floodSize) {
 					t.Errorf("%s: %d of %d datagrams logged, want some, under the rate limit", p, d, floodSize)
 				}
 			}
 		})
 	}
+}
+
+// loggingRule returns the log of the rule the step is: the log rule of the
+// same owner and matches just before it in its chain, nil when there is
+// none.
+func loggingRule(rs ruleset.Ruleset, s ruleset.Step) *ruleset.Log {
+	ch, ok := rs.Chain(s.Chain)
+	if !ok || s.Index == 0 {
+		return nil
+	}
+	prev := ch.Rules[s.Index-1]
+	if prev.Log == nil || prev.Verdict.Kind != ruleset.VerdictNone || prev.Owner != s.Rule.Owner {
+		return nil
+	}
+	return prev.Log
 }
 
 // flood sends floodSize datagrams of probe p at once and returns how many

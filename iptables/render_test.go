@@ -118,7 +118,7 @@ type shapes struct {
 	hostDropped  int // to the host, the input hook dropped it
 	passed       int // a rule marked it and returned (an Admin tier Pass)
 	cleared      int // it came with a bit a mark rule without a verdict cleared (the Admin selection chain's first rule)
-	loggedDeny   int // a rule logged and dropped it (a ClusterNetworkPolicy Deny, denied packets logged)
+	loggedDeny   int // a ClusterNetworkPolicy Deny rule dropped it (its log rule, when denied packets are logged, comes first)
 }
 
 // add counts packet p, given verdict v after steps.
@@ -141,7 +141,7 @@ func (m *shapes) add(p ruleset.Packet, v ruleset.VerdictKind, steps []ruleset.St
 	}) {
 		m.cleared++
 	}
-	if has(func(r ruleset.Rule) bool { return r.Log != nil && r.Verdict.Kind == ruleset.VerdictDrop }) {
+	if has(func(r ruleset.Rule) bool { return r.Owner.Action == "Deny" && r.Verdict.Kind == ruleset.VerdictDrop }) {
 		m.loggedDeny++
 	}
 }

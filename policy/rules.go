@@ -158,7 +158,12 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 		for _, m := range ms {
 			all = append(all, m...)
 		}
-		out = append(out, ruleset.Rule{Matches: all, Counter: in.counter, Log: in.log, Mark: in.mark, Verdict: in.verdict, Owner: in.owner})
+		if in.log != nil {
+			// A rule of its own: its limit ends the rule once over the
+			// rate, which must never skip the verdict.
+			out = append(out, ruleset.Rule{Matches: all, Log: in.log, Owner: in.owner})
+		}
+		out = append(out, ruleset.Rule{Matches: all, Counter: in.counter, Mark: in.mark, Verdict: in.verdict, Owner: in.owner})
 	}
 	withPeers := func(pm []ruleset.Match) {
 		if !hasPeers {
