@@ -123,15 +123,8 @@ func (x *Compiler) syncClusterPolicies(list []*cnp.ClusterNetworkPolicy) {
 		ps.gen, ps.cnp = x.gen, p
 		x.dirty[ps] = struct{}{}
 	}
-	if seen < len(x.cpolicies) {
-		for name, ps := range x.cpolicies {
-			if ps.gen != x.gen {
-				x.unregister(ps)
-				delete(x.cpolicies, name)
-				x.replaced = append(x.replaced, ps.out)
-				changed = true
-			}
-		}
+	if seen < len(x.cpolicies) && sweepPolicies(x, x.cpolicies) {
+		changed = true
 	}
 	if changed {
 		x.polStale = true

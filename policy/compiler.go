@@ -375,6 +375,21 @@ func visit[K comparable](x *Compiler, m map[K]*policyState, id K, key func() str
 	return ps, created, false
 }
 
+// sweepPolicies forgets the policies of m this Compile did not list, and
+// tells whether there were any.
+func sweepPolicies[K comparable](x *Compiler, m map[K]*policyState) bool {
+	removed := false
+	for id, ps := range m {
+		if ps.gen != x.gen {
+			x.unregister(ps)
+			delete(m, id)
+			x.replaced = append(x.replaced, ps.out)
+			removed = true
+		}
+	}
+	return removed
+}
+
 // syncPolicies records which policies are new, changed or gone.
 func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 	seen, added := 0, false
@@ -399,17 +414,7 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 		}
 		x.dirty[ps] = struct{}{}
 	}
-	removed := false
-	if seen < len(x.policies) {
-		for id, ps := range x.policies {
-			if ps.gen != x.gen {
-				x.unregister(ps)
-				delete(x.policies, id)
-				x.replaced = append(x.replaced, ps.out)
-				removed = true
-			}
-		}
-	}
+	removed := seen < len(x.policies) && sweepPolicies(x, x.policies)
 	if added || removed {
 		x.polStale = true
 		x.polOrder = x.polOrder[:0]
