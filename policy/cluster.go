@@ -323,6 +323,7 @@ func (c *policyBuilder) clusterRule(p *cnp.ClusterNetworkPolicy, tier ruleset.Ti
 		return ruleInput{}, false
 	}
 	failClosed := action != cnp.ClusterNetworkPolicyRuleActionAccept
+	in.failClosed = failClosed
 	all, ok := false, true
 	for j, peer := range peers {
 		list, note, known := c.clusterPeerList(peer)
@@ -384,7 +385,7 @@ func (c *policyBuilder) clusterPeerList(p clusterPeer) ([]networkingv1.NetworkPo
 	case p.nodes != nil:
 		list, err := c.nodePeers(p.nodes)
 		if err != nil {
-			return nil, fmt.Sprintf("nodes: %v (matches nothing)", err), true
+			return nil, fmt.Sprintf("nodes: %v", err), false
 		}
 		return list, "", true
 	case p.domains > 0:

@@ -28,6 +28,9 @@ type ruleInput struct {
 	verdict ruleset.Verdict
 	mark    *ruleset.MarkSet
 	log     *ruleset.Log
+	// failClosed makes an invalid peer or port act on everything rather
+	// than nothing (a ClusterNetworkPolicy Deny or Pass).
+	failClosed bool
 }
 
 // npRule is the input of rule index of NetworkPolicy p for direction d.
@@ -118,22 +121,32 @@ func (f family) tierMap(t ruleset.Tier, d direction) string {
 //   - no ports: no port match.
 //
 // A rule thus has at most (maxInlinePorts + 1) × 2 rules per family.
-// An invalid peer or port makes the rule allow nothing and is reported.
+// An invalid peer or port is reported and fails closed: the rule allows
+// nothing, or, when in.failClosed (a ClusterNetworkPolicy Deny or Pass),
+// acts on every peer or port.
 func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 	where := in.owner.String()
 	ps, err := parsePorts(in.ports)
 	if err != nil {
-		c.problem("%s: %v (rule allows nothing)", where, err)
-		return nil
+		if !in.failClosed {
+			c.problem("%s: %v (rule allows nothing)", where, err)
+			return nil
+		}
+		c.problem("%s: %v (the rule acts on every port)", where, err)
+		ps = rulePorts{all: true}
 	}
 	hasPeers := len(in.peers) > 0
 	var resolved peers
 	if hasPeers {
 		var notes []string
 		resolved, notes, err = c.resolvePeers(in.ns, in.peers)
-		if err != nil {
+		switch {
+		case err != nil && !in.failClosed:
 			c.problem("%s: %v (rule allows nothing)", where, err)
 			return nil
+		case err != nil:
+			c.problem("%s: %v (the rule acts on every peer)", where, err)
+			hasPeers, in.peers = false, nil
 		}
 		for _, n := range notes {
 			c.problem("%s: %s", where, n)
