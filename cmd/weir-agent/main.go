@@ -72,8 +72,8 @@ func run() int {
 		log.Error("bad flags", "err", err)
 		return 2
 	}
-	if m := *passMark; m == 0 || m > math.MaxUint32 || m&(m-1) != 0 {
-		log.Error("bad flags", "err", fmt.Errorf("--tier-pass-mark %#x: want one bit of a 32-bit mark", m))
+	if err := checkPassMark(*passMark); err != nil {
+		log.Error("bad flags", "err", err)
 		return 2
 	}
 	cidrs, err := parseCIDRs(*clusterCIDRs)
@@ -158,6 +158,15 @@ func run() int {
 // ifPrefixRE is what --host-interface-prefix accepts: the plugin allows at
 // most 6 characters, and the rules quote the prefix as it is.
 var ifPrefixRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,6}$`)
+
+// checkPassMark accepts one bit of a 32-bit packet mark for
+// --tier-pass-mark.
+func checkPassMark(m uint) error {
+	if m == 0 || m > math.MaxUint32 || m&(m-1) != 0 {
+		return fmt.Errorf("--tier-pass-mark %#x: want one bit of a 32-bit mark", m)
+	}
+	return nil
+}
 
 func validate(node, manifests, cniVersion, metricsAuth, ifPrefix string, denyGroup, denyRate uint) error {
 	var errs []error

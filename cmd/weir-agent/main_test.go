@@ -53,6 +53,16 @@ func TestValidateFlags(t *testing.T) {
 	}
 }
 
+// TestCheckPassMark pins what --tier-pass-mark accepts: exactly one bit
+// of a 32-bit mark.
+func TestCheckPassMark(t *testing.T) {
+	for m, ok := range map[uint]bool{0x00800000: true, 1: true, 1 << 31: true, 0: false, 3: false, 0x00800001: false, 1 << 32: false} {
+		if err := checkPassMark(m); (err == nil) != ok {
+			t.Errorf("checkPassMark(%#x) = %v, want ok=%v", m, err, ok)
+		}
+	}
+}
+
 func TestLoopback(t *testing.T) {
 	for addr, want := range map[string]bool{
 		"127.0.0.1:9765": true, "[::1]:9765": true, "localhost:9765": true,
