@@ -215,6 +215,147 @@ spec:
 			v6(tcp("prod/client", "default/web", 8080, false)),
 			tcp("prod/client", "default/web", 8080, false),
 		}},
+		{"ClusterNetworkPolicy: Admin Deny beats a NetworkPolicy allow, Admin Accept beats its deny", denyAllDefault + `---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-all, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{namespaceSelector: {}}], ports: [{port: 8080}]}]
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: no-dev-to-web}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+  ingress: [{name: dev stays out, action: Deny, from: [{namespaces: {matchLabels: {purpose: dev}}}]}]
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: myproject-to-db}
+spec:
+  tier: Admin
+  priority: 20
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: db}}}}
+  ingress: [{action: Accept, from: [{namespaces: {matchLabels: {project: myproject}}}], protocols: [{tcp: {destinationPort: {number: 6379}}}]}]
+`, []testkit.Probe{
+			tcp("prod/client", "default/web", 8080, true), // the NetworkPolicy allows
+			tcp("dev/client", "default/web", 8080, false), // Admin Deny first
+			v6(tcp("dev/client", "default/web", 8080, false)),
+			udp("dev/client", "default/web", 5353, false),
+			tcp("myproject/client", "default/db", 6379, true), // Admin Accept over deny-all
+			v6(tcp("myproject/client", "default/db", 6379, true)),
+			tcp("myproject/client", "default/db", 80, false), // not its port: deny-all
+			tcp("prod/client", "default/db", 6379, false),
+			tcp("node", "default/web", 8080, true),
+		}},
+		{"ClusterNetworkPolicy: Admin Pass hands over to NetworkPolicy; Baseline Deny only where none selects", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-prod, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {purpose: production}}}]}]
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: web-gate}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+  ingress:
+  - {name: prod decides by NetworkPolicy, action: Pass, from: [{namespaces: {matchLabels: {purpose: production}}}]}
+  - {action: Deny, from: [{namespaces: {}}]}
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: baseline-deny}
+spec:
+  tier: Baseline
+  priority: 0
+  subject: {namespaces: {}}
+  ingress: [{action: Deny, from: [{namespaces: {}}]}]
+`, []testkit.Probe{
+			tcp("prod/client", "default/web", 8080, true), // Pass, then the NetworkPolicy allows
+			v6(tcp("prod/client", "default/web", 8080, true)),
+			tcp("dev/client", "default/web", 8080, false),   // Admin Deny after the Pass rule
+			tcp("prod/client", "prod/web2", 9001, false),    // Pass, no NetworkPolicy: Baseline Deny
+			tcp("prod/client", "default/db", 6379, false),   // no NetworkPolicy selects db: Baseline Deny
+			tcp("ext:10.0.1.5", "default/db", 6379, true),   // not a peer of the Baseline rule
+			tcp("ext:10.0.1.5", "default/web", 8080, false), // web is isolated by its NetworkPolicy
+			tcp("node", "default/db", 6379, true),
+		}},
+		{"ClusterNetworkPolicy: Baseline Accept does not open a NetworkPolicy default deny", denyAllDefault + `---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: baseline}
+spec:
+  tier: Baseline
+  priority: 3
+  subject: {namespaces: {}}
+  ingress:
+  - {action: Accept, from: [{namespaces: {}}]}
+  - {action: Deny, from: [{networks: [0.0.0.0/0, "::/0"]}]}
+`, []testkit.Probe{
+			tcp("prod/client", "default/web", 8080, false), // selected by deny-all: Baseline never runs
+			tcp("prod/client", "dev/client", 80, true),     // Baseline Accept
+			tcp("ext:10.0.1.5", "dev/client", 80, false),   // Baseline Deny
+			v6(tcp("ext:fd00:e::5", "dev/client", 80, false)),
+			tcp("node", "dev/client", 80, true), // the node is always allowed
+		}},
+		{"ClusterNetworkPolicy: Admin egress to networks, nodes, a named port and a UDP range", `
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: egress}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {namespaces: {}}
+  egress:
+  - {action: Deny, to: [{networks: [10.0.0.0/24, "fd00:e::5/128"]}]}
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: dev-no-node-http}
+spec:
+  tier: Admin
+  priority: 2
+  subject: {namespaces: {matchLabels: {purpose: dev}}}
+  egress:
+  - {action: Deny, to: [{nodes: {}}], protocols: [{tcp: {destinationPort: {number: 80}}}]}
+  - {action: Deny, to: [{namespaces: {}}], protocols: [{udp: {destinationPort: {range: {start: 5000, end: 6000}}}}]}
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: prod-no-http}
+spec:
+  tier: Admin
+  priority: 3
+  subject: {namespaces: {matchLabels: {purpose: production}}}
+  egress:
+  - action: Deny
+    to: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}]
+    protocols: [{destinationNamedPort: http}]
+`, []testkit.Probe{
+			tcp("default/db", "ext:10.0.0.5", 5978, false),
+			tcp("default/db", "ext:10.0.1.5", 5978, true),
+			v6(tcp("default/db", "ext:fd00:e::5", 80, false)),
+			v6(tcp("default/db", "ext:fd00:e::6", 80, true)),
+			tcp("dev/client", "node", 80, false), // the node's own address, over the input hook
+			v6(tcp("dev/client", "node", 80, false)),
+			tcp("dev/client", "node", 8080, true),
+			tcp("prod/client", "node", 80, true),
+			udp("dev/client", "default/web", 5353, false),
+			tcp("dev/client", "default/web", 8080, true),
+			tcp("prod/client", "default/web", 8080, false), // http is 8080 on web
+			tcp("prod/client", "prod/web2", 9001, false),   // and 9001 on web2
+			tcp("prod/client", "prod/web2", 8080, true),
+			udp("prod/client", "default/web", 5353, true),
+			tcp("prod/client", "default/db", 6379, true),
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

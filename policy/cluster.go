@@ -206,6 +206,11 @@ func (c *policyBuilder) compileClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 		return
 	}
 	c.dry = len(selected) == 0
+	tooBig := clusterItems(&p.Spec) > MaxPolicyItems
+	if tooBig {
+		c.problem("%s: more than %d rules, peers, networks and ports, the most weir gives one policy (only its first Deny or Pass "+
+			"rule of each direction is applied, to every peer and port)", where, MaxPolicyItems)
+	}
 	for _, d := range []direction{dirIngress, dirEgress} {
 		n := len(p.Spec.Ingress)
 		if d == dirEgress {
@@ -215,27 +220,86 @@ func (c *policyBuilder) compileClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 			continue
 		}
 		chain := ruleset.Chain{Name: clusterChainName(tier, d, c.ps.hash, p.Name)}
+		if !tooBig {
+			for i := 0; i < n; i++ {
+				in, ok := c.clusterRule(p, tier, d, i)
+				if !ok {
+					continue
+				}
+				in.selected, in.localDef = selected, def
+				if in.mark != nil {
+					c.pass[dirIndex(d)] = true
+				}
+				chain.Rules = append(chain.Rules, c.compileRule(in)...)
+			}
+		}
+		c.addChain(chain)
+		c.selected[dirIndex(d)] = selected
+	}
+	if c.over {
+		c.problem("%s: its rules need more than %d set elements, the most weir gives one policy (only its first Deny or Pass "+
+			"rule of each direction is applied, to every peer and port)", where, elementCap)
+	}
+	if tooBig || c.over {
+		c.failClosedPolicy(p, tier, selected, def)
+	}
+}
+
+// failClosedPolicy replaces what a ClusterNetworkPolicy too big to compile
+// built by what it fails closed to, never a part of it: its Accept rules
+// allow nothing and its first Deny or Pass rule of each direction acts on
+// every peer and port (the rules after it are never reached).
+func (c *policyBuilder) failClosedPolicy(p *cnp.ClusterNetworkPolicy, tier ruleset.Tier, selected []*podRec, def string) {
+	clear(c.groups)
+	c.over = false
+	for _, d := range []direction{dirIngress, dirEgress} {
+		ch := c.chains[clusterChainName(tier, d, c.ps.hash, p.Name)]
+		if ch == nil {
+			continue
+		}
+		ch.Rules = nil
+		c.pass[dirIndex(d)] = false
+		n := len(p.Spec.Ingress)
+		if d == dirEgress {
+			n = len(p.Spec.Egress)
+		}
 		for i := 0; i < n; i++ {
-			in, ok := c.clusterRule(p, tier, d, i)
-			if !ok {
+			in, ok := c.clusterAction(p, tier, d, i)
+			if !ok || !in.failClosed {
 				continue
 			}
 			in.selected, in.localDef = selected, def
 			if in.mark != nil {
 				c.pass[dirIndex(d)] = true
 			}
-			chain.Rules = append(chain.Rules, c.compileRule(in)...)
-		}
-		c.addChain(chain)
-		c.selected[dirIndex(d)] = selected
-	}
-	if c.over {
-		c.problem("%s: its rules need more than %d set elements, the most weir gives one policy (not applied)", where, elementCap)
-		clear(c.groups)
-		for _, ch := range c.chains {
-			ch.Rules = nil
+			ch.Rules = c.compileRule(in)
+			break
 		}
 	}
+}
+
+// actionOf is the action of rule i of p for direction d.
+func actionOf(p *cnp.ClusterNetworkPolicy, d direction, i int) cnp.ClusterNetworkPolicyRuleAction {
+	if d == dirIngress {
+		return p.Spec.Ingress[i].Action
+	}
+	return p.Spec.Egress[i].Action
+}
+
+// clusterItems counts the rules, peers, networks, domain names and ports
+// of a ClusterNetworkPolicy spec, as policyItems does for NetworkPolicy.
+func clusterItems(s *cnp.ClusterNetworkPolicySpec) int {
+	n := 0
+	for _, r := range s.Ingress {
+		n += 1 + len(r.From) + len(r.Protocols)
+	}
+	for _, r := range s.Egress {
+		n += 1 + len(r.Protocols)
+		for _, t := range r.To {
+			n += 1 + len(t.Networks) + len(t.DomainNames)
+		}
+	}
+	return n
 }
 
 func dirIndex(d direction) int {
@@ -282,49 +346,29 @@ func (c *policyBuilder) clusterSubject(s cnp.ClusterNetworkPolicySubject) ([]*po
 // and ports in NetworkPolicy's form; false when the rule matches nothing.
 func (c *policyBuilder) clusterRule(p *cnp.ClusterNetworkPolicy, tier ruleset.Tier, d direction, i int) (ruleInput, bool) {
 	var (
-		name   string
-		action cnp.ClusterNetworkPolicyRuleAction
 		protos []cnp.ClusterNetworkPolicyProtocol
 		peers  []clusterPeer
 	)
 	if d == dirIngress {
 		r := p.Spec.Ingress[i]
-		name, action, protos = r.Name, r.Action, r.Protocols
+		protos = r.Protocols
 		for _, f := range r.From {
 			peers = append(peers, clusterPeer{namespaces: f.Namespaces, pods: f.Pods})
 		}
 	} else {
 		r := p.Spec.Egress[i]
-		name, action, protos = r.Name, r.Action, r.Protocols
+		protos = r.Protocols
 		for _, t := range r.To {
 			peers = append(peers, clusterPeer{namespaces: t.Namespaces, pods: t.Pods, nodes: t.Nodes, networks: t.Networks, domains: len(t.DomainNames)})
 		}
 	}
-	in := ruleInput{
-		dir: d,
-		owner: ruleset.Owner{Kind: ruleset.OwnerPolicyRule, Tier: tier, Policy: p.Name, Direction: d.long(), Rule: i,
-			RuleName: name, Action: string(action)},
-		counter: clusterCounterName(tier, d, c.ps.hash, p.Name, i),
-	}
-	where := in.owner.String()
-	switch {
-	case action == cnp.ClusterNetworkPolicyRuleActionAccept:
-		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictAccept}
-	case action == cnp.ClusterNetworkPolicyRuleActionDeny:
-		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictDrop}
-		in.log = c.x.deniedLog(in.counter)
-	case action == cnp.ClusterNetworkPolicyRuleActionPass && tier == ruleset.TierBaseline:
-		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictAccept} // to the default: allow
-	case action == cnp.ClusterNetworkPolicyRuleActionPass:
-		m := c.x.passMark
-		in.verdict, in.mark = ruleset.Verdict{Kind: ruleset.VerdictReturn}, &ruleset.MarkSet{Mask: m, Value: m}
-	default:
-		c.problem("%s: unknown action %q (rule ignored)", where, action)
+	in, ok := c.clusterAction(p, tier, d, i)
+	if !ok {
 		return ruleInput{}, false
 	}
-	failClosed := action != cnp.ClusterNetworkPolicyRuleActionAccept
-	in.failClosed = failClosed
-	all, ok := false, true
+	where := in.owner.String()
+	failClosed := in.failClosed
+	all := false
 	for j, peer := range peers {
 		list, note, known := c.clusterPeerList(peer)
 		if note != "" {
@@ -356,6 +400,43 @@ func (c *policyBuilder) clusterRule(p *cnp.ClusterNetworkPolicy, tier ruleset.Ti
 	}
 	in.ports = ports
 	return in, ok
+}
+
+// clusterAction is the input of rule i of p for direction d with its
+// owner, counter and verdict but no peer or port yet: it matches
+// everything. False when the action is unknown (reported; the rule is
+// ignored).
+func (c *policyBuilder) clusterAction(p *cnp.ClusterNetworkPolicy, tier ruleset.Tier, d direction, i int) (ruleInput, bool) {
+	name := ""
+	if d == dirIngress {
+		name = p.Spec.Ingress[i].Name
+	} else {
+		name = p.Spec.Egress[i].Name
+	}
+	action := actionOf(p, d, i)
+	in := ruleInput{
+		dir: d,
+		owner: ruleset.Owner{Kind: ruleset.OwnerPolicyRule, Tier: tier, Policy: p.Name, Direction: d.long(), Rule: i,
+			RuleName: name, Action: string(action)},
+		counter:    clusterCounterName(tier, d, c.ps.hash, p.Name, i),
+		failClosed: action != cnp.ClusterNetworkPolicyRuleActionAccept,
+	}
+	switch {
+	case action == cnp.ClusterNetworkPolicyRuleActionAccept:
+		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictAccept}
+	case action == cnp.ClusterNetworkPolicyRuleActionDeny:
+		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictDrop}
+		in.log = c.x.deniedLog(in.counter)
+	case action == cnp.ClusterNetworkPolicyRuleActionPass && tier == ruleset.TierBaseline:
+		in.verdict = ruleset.Verdict{Kind: ruleset.VerdictAccept} // to the default: allow
+	case action == cnp.ClusterNetworkPolicyRuleActionPass:
+		m := c.x.passMark
+		in.verdict, in.mark = ruleset.Verdict{Kind: ruleset.VerdictReturn}, &ruleset.MarkSet{Mask: m, Value: m}
+	default:
+		c.problem("%s: unknown action %q (rule ignored)", in.owner.String(), action)
+		return ruleInput{}, false
+	}
+	return in, true
 }
 
 // clusterPeer is one peer of a rule, ingress or egress.

@@ -9,6 +9,7 @@ import (
 	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // withAllowAll adds a second policy selecting srv that allows TCP 1001
@@ -93,4 +94,125 @@ func TestPolicyOverElementCapIsNotApplied(t *testing.T) {
 	}
 	r = x.Compile(s)
 	checkDropped(t, r, "more than 100 set elements")
+}
+
+// overCapCluster is wideSnapshot's srv and peers under an Admin
+// ClusterNetworkPolicy whose ingress accepts peer0, then denies from every
+// peer pod, then accepts everything; and whose egress passes 10.9.0.0/16
+// to NetworkPolicy and accepts every pod. A NetworkPolicy denies srv's
+// egress.
+func overCapCluster(peers int) Snapshot {
+	s := wideSnapshot(1, 1, peers)
+	srv := metav1.LabelSelector{MatchLabels: map[string]string{"app": "srv"}}
+	s.Policies = []*networkingv1.NetworkPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny-egress"},
+		Spec:       networkingv1.NetworkPolicySpec{PodSelector: srv, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}},
+	}}
+	pod := func(app string) cnp.ClusterNetworkPolicyIngressPeer {
+		return cnp.ClusterNetworkPolicyIngressPeer{Pods: &cnp.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}}}
+	}
+	var all []cnp.ClusterNetworkPolicyIngressPeer
+	for i := range peers {
+		all = append(all, pod(fmt.Sprint("peer", i)))
+	}
+	s.ClusterPolicies = []*cnp.ClusterNetworkPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "wide"},
+		Spec: cnp.ClusterNetworkPolicySpec{
+			Tier: cnp.AdminTier, Priority: 1,
+			Subject: cnp.ClusterNetworkPolicySubject{Pods: &cnp.NamespacedPod{PodSelector: srv}},
+			Ingress: []cnp.ClusterNetworkPolicyIngressRule{
+				{Action: cnp.ClusterNetworkPolicyRuleActionAccept, From: []cnp.ClusterNetworkPolicyIngressPeer{pod("peer0")}},
+				{Action: cnp.ClusterNetworkPolicyRuleActionDeny, From: all},
+				{Action: cnp.ClusterNetworkPolicyRuleActionAccept, From: []cnp.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{}}}},
+			},
+			Egress: []cnp.ClusterNetworkPolicyEgressRule{
+				{Action: cnp.ClusterNetworkPolicyRuleActionPass, To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{"10.9.0.0/16"}}}},
+				{Action: cnp.ClusterNetworkPolicyRuleActionAccept, To: []cnp.ClusterNetworkPolicyEgressPeer{{Namespaces: &metav1.LabelSelector{}}}},
+			},
+		},
+	}}
+	return s
+}
+
+// checkVerdicts traces TCP port 80 packets between the addresses.
+func checkVerdicts(t *testing.T, r ruleset.Ruleset, want map[[2]string]ruleset.VerdictKind) {
+	t.Helper()
+	for ends, v := range want {
+		p := ruleset.Packet{Src: netip.MustParseAddr(ends[0]), Dst: netip.MustParseAddr(ends[1]), Proto: ruleset.ProtoTCP, DPort: 80}
+		if got, why := ruleset.Trace(r, p); got != v {
+			t.Errorf("%s -> %s: %v, want %v\n%s", ends[0], ends[1], got, v, ruleset.JoinSteps(why, "\n"))
+		}
+	}
+}
+
+// TestClusterPolicyOverElementCapFailsClosed: a ClusterNetworkPolicy over
+// the element cap is never applied in part and never fails open: its
+// Accept rules allow nothing and its first Deny or Pass rule of each
+// direction acts on every peer and port. Before, every rule went, so its
+// Deny let everything through.
+func TestClusterPolicyOverElementCapFailsClosed(t *testing.T) {
+	const srv, peer0, peer5, outside = "10.0.0.1", "10.1.0.0", "10.1.0.5", "10.9.0.1"
+	r := Compile(overCapCluster(40))
+	if len(r.Problems) != 0 {
+		t.Fatalf("problems under the cap: %v", r.Problems)
+	}
+	checkVerdicts(t, r, map[[2]string]ruleset.VerdictKind{
+		{peer0, srv}:   ruleset.VerdictAccept, // rule 0
+		{peer5, srv}:   ruleset.VerdictDrop,   // rule 1
+		{srv, peer5}:   ruleset.VerdictAccept, // egress rule 1 over the NetworkPolicy
+		{srv, outside}: ruleset.VerdictDrop,   // passed to the NetworkPolicy
+	})
+
+	defer func(old int) { elementCap = old }(elementCap)
+	elementCap = 50 // rule 1 looks up 80 addresses
+	x := NewCompiler()
+	r = x.Compile(overCapCluster(40))
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "more than 50 set elements") ||
+		!strings.Contains(r.Problems[0], "first Deny or Pass") {
+		t.Fatalf("problems %q", r.Problems)
+	}
+	checkVerdicts(t, r, map[[2]string]ruleset.VerdictKind{
+		{peer0, srv}:   ruleset.VerdictDrop, // rule 1 on every peer: rule 0 allows nothing
+		{peer5, srv}:   ruleset.VerdictDrop,
+		{srv, peer5}:   ruleset.VerdictDrop, // egress rule 0 passes everything to the NetworkPolicy
+		{srv, outside}: ruleset.VerdictDrop,
+	})
+	for _, name := range []string{setPeers4, setPeers6, setBlocks4} {
+		if s, _ := r.Set(name); len(s.Elems) != 0 {
+			t.Errorf("set %s holds %d elements of a policy not applied", name, len(s.Elems))
+		}
+	}
+	if want := Compile(overCapCluster(40)); r.String() != want.String() {
+		t.Errorf("incremental Compile differs from Compile")
+	}
+}
+
+// TestClusterPolicyOverItemCapFailsClosed: a ClusterNetworkPolicy of more
+// rules, peers, networks and ports than MaxPolicyItems is not compiled;
+// its first Deny acts on everything.
+func TestClusterPolicyOverItemCapFailsClosed(t *testing.T) {
+	s := overCapCluster(2)
+	p := s.ClusterPolicies[0]
+	var nets []cnp.CIDR
+	for i := range 100 {
+		nets = append(nets, cnp.CIDR(fmt.Sprintf("10.8.%d.0/24", i)))
+	}
+	p.Spec.Ingress = nil
+	p.Spec.Egress = nil
+	for range MaxPolicyItems / 102 {
+		p.Spec.Egress = append(p.Spec.Egress, cnp.ClusterNetworkPolicyEgressRule{Action: cnp.ClusterNetworkPolicyRuleActionDeny,
+			To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: nets}}})
+	}
+	s.Policies = nil
+	if r := Compile(s); len(r.Problems) != 0 {
+		t.Fatalf("problems under the cap: %v", r.Problems)
+	} else {
+		checkVerdicts(t, r, map[[2]string]ruleset.VerdictKind{{"10.0.0.1", "10.1.0.1"}: ruleset.VerdictAccept, {"10.0.0.1", "10.8.3.1"}: ruleset.VerdictDrop})
+	}
+	p.Spec.Egress = append(p.Spec.Egress, p.Spec.Egress[0])
+	r := Compile(s)
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], fmt.Sprintf("more than %d rules", MaxPolicyItems)) {
+		t.Fatalf("problems %q", r.Problems)
+	}
+	checkVerdicts(t, r, map[[2]string]ruleset.VerdictKind{{"10.0.0.1", "10.1.0.1"}: ruleset.VerdictDrop, {"10.0.0.1", "10.8.3.1"}: ruleset.VerdictDrop})
 }
