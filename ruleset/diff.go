@@ -138,9 +138,10 @@ func sortedByName(r Ruleset) bool {
 	return true
 }
 
-// elems records the element changes of a set that stays.
+// elems records the element changes of a set that stays; a Dynamic
+// set's elements are the data plane's.
 func (c *Changes) elems(o, s Set) {
-	if sameElems(o.Elems, s.Elems) {
+	if s.Dynamic || sameElems(o.Elems, s.Elems) {
 		return
 	}
 	del, add := elemDiff(o.Elems, s.Elems)
@@ -182,7 +183,8 @@ func byName(r Ruleset) Ruleset {
 func compareCounters(a, b Counter) int { return strings.Compare(a.Name, b.Name) }
 
 func sameSetDef(a, b Set) bool {
-	return a.Interval == b.Interval && a.Map == b.Map && a.Comment == b.Comment && slices.Equal(a.Key, b.Key)
+	return a.Interval == b.Interval && a.Map == b.Map && a.Comment == b.Comment && slices.Equal(a.Key, b.Key) &&
+		a.Timeout == b.Timeout && a.Size == b.Size && a.Dynamic == b.Dynamic
 }
 
 func sameRules(a, b []Rule) bool {

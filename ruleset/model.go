@@ -25,6 +25,9 @@ type Ruleset struct {
 	// selectors, CIDRs, protocols, named ports nobody defines), sorted. Each
 	// affected rule fails closed: it allows nothing.
 	Problems []string
+	// DNS lists the ClusterNetworkPolicy egress rules with domainNames
+	// peers, for the DNS proxy that fills their Dynamic sets (see DNSRule).
+	DNS []DNSRule
 }
 
 // Type is the data type of one field of a set key.
@@ -53,7 +56,18 @@ type Set struct {
 	Key      []Type
 	Interval bool
 	// Map makes the set a verdict map (`type K : verdict`).
-	Map     bool
+	Map bool
+	// Timeout lets each element carry a timeout after which the kernel
+	// removes it (`flags timeout`).
+	Timeout bool
+	// Size, when not 0, is the most elements the kernel lets the set hold
+	// (`size N`): an add beyond it fails.
+	Size uint32
+	// Dynamic makes the set's elements the data plane's, not the
+	// compiler's: a Ruleset lists none, Diff never adds or deletes any,
+	// String prints none, Trace finds none, and an applier rebuilding the
+	// table keeps those the kernel holds (see DNSRule).
+	Dynamic bool
 	Comment string
 	// Elems is sorted by key bytes.
 	Elems []Elem
@@ -109,7 +123,11 @@ type Rule struct {
 	Log *Log
 	// Mark, when set, rewrites the packet's mark before the verdict; a
 	// mark rule may have none (the packet goes on).
-	Mark    *MarkSet
+	Mark *MarkSet
+	// TProxy, when set, hands the packet to a local socket (after Mark):
+	// the verdict applies when a socket takes it; with none listening the
+	// rule stops there and the packet goes on with the next rule.
+	TProxy  *TProxy
 	Verdict Verdict
 	// Owner says what put the rule there; the rule's comment is rendered
 	// from it (Owner.String).
@@ -126,6 +144,17 @@ type CounterValue struct {
 // iptables' MARK --set-xmark Value/Mask does the same.
 type MarkSet struct {
 	Mask, Value uint32
+}
+
+// TProxy delivers a packet to the local socket listening on Port (on any
+// local address, with IP_TRANSPARENT), the packet keeping its destination
+// address and port (`tproxy ip to :PORT`, `tproxy ip6 to :PORT`): the
+// transparent proxy reads the original destination from its socket. The
+// packet must also be routed to the host (a policy route for its mark):
+// the agent adds it.
+type TProxy struct {
+	IPv6 bool
+	Port uint16
 }
 
 // Log sends a packet to an NFLOG group with a prefix, at most Rate packets

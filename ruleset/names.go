@@ -10,9 +10,12 @@ const TableName = "weir"
 
 // The base chain priorities nft names (`priority filter + 1`).
 const (
-	PriorityRaw    = -300
-	PriorityFilter = 0
-	PrioritySrcNAT = 100
+	PriorityRaw      = -300
+	PriorityMangle   = -150
+	PriorityDstNAT   = -100
+	PriorityFilter   = 0
+	PrioritySecurity = 50
+	PrioritySrcNAT   = 100
 )
 
 // Hash8 is a short, stable, name-safe digest (kube-proxy style), for the

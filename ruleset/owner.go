@@ -50,6 +50,13 @@ const (
 	// OwnerPass ends the Admin tier of a packet a ClusterNetworkPolicy
 	// rule passed (Action Pass) to NetworkPolicy and the Baseline tier.
 	OwnerPass
+	// OwnerDNSProxy is the steering of a local pod's DNS query to the DNS
+	// proxy: the check of the pod's policy of Direction first, when
+	// Direction is set; else the delivery to the proxy.
+	OwnerDNSProxy
+	// OwnerDNSProxyDown is the drop of a DNS query to the proxy when no
+	// proxy listens: DNS fails rather than bypass the proxy.
+	OwnerDNSProxyDown
 )
 
 // Tier is the tier of a ClusterNetworkPolicy, as the API names it; the
@@ -66,7 +73,8 @@ const (
 // String names the kind: "policy", "policy-rule", "isolation", and so on;
 // "none" for OwnerNone.
 func (k OwnerKind) String() string {
-	names := [...]string{"none", "policy", "policy-rule", "isolation", "unclassified", "spoof", "node", "self", "masquerade", "pass"}
+	names := [...]string{"none", "policy", "policy-rule", "isolation", "unclassified", "spoof", "node", "self", "masquerade", "pass",
+		"dns-proxy", "dns-proxy-down"}
 	if k < 0 || int(k) >= len(names) {
 		return "kind " + strconv.Itoa(int(k))
 	}
@@ -86,7 +94,8 @@ type Owner struct {
 	// OwnerPolicyRule); a ClusterNetworkPolicy has no Namespace.
 	Namespace, Policy string
 	// Direction is set for every kind but OwnerSpoof, OwnerSelf,
-	// OwnerMasquerade and OwnerNone.
+	// OwnerMasquerade, OwnerDNSProxyDown and OwnerNone (OwnerDNSProxy:
+	// see there).
 	Direction Direction
 	// Rule is the index of the rule in the policy's spec.ingress or
 	// spec.egress (OwnerPolicyRule); 0 for the other kinds.
@@ -160,6 +169,13 @@ func (o Owner) comment() string {
 		return "pods to outside the cluster"
 	case OwnerPass:
 		return string(o.Direction) + " passed by the Admin tier"
+	case OwnerDNSProxy:
+		if o.Direction != "" {
+			return "DNS query to the proxy: " + string(o.Direction) + " policy first"
+		}
+		return "DNS query to the proxy"
+	case OwnerDNSProxyDown:
+		return "DNS proxy not listening: query dropped"
 	}
 	return ""
 }

@@ -34,6 +34,9 @@ func TestOwnerComments(t *testing.T) {
 		{Owner{Kind: OwnerPolicyRule, Namespace: "ns", Policy: strings.Repeat("é", 100), Direction: Egress},
 			"ns/" + strings.Repeat("é", 62)},
 		{Owner{Kind: OwnerPass, Tier: TierAdmin, Direction: Egress}, "egress passed by the Admin tier"},
+		{Owner{Kind: OwnerDNSProxy}, "DNS query to the proxy"},
+		{Owner{Kind: OwnerDNSProxy, Direction: Egress}, "DNS query to the proxy: egress policy first"},
+		{Owner{Kind: OwnerDNSProxyDown}, "DNS proxy not listening: query dropped"},
 	}
 	for _, tc := range cases {
 		if got := tc.owner.String(); got != tc.want {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -58,13 +59,16 @@ func (s Set) render(b *strings.Builder) {
 		b.WriteString(" : verdict")
 	}
 	b.WriteString("\n")
-	if s.Interval {
-		b.WriteString("\t\tflags interval\n")
+	if s.Size > 0 {
+		fmt.Fprintf(b, "\t\tsize %d\n", s.Size)
+	}
+	if flags := s.flags(); flags != "" {
+		b.WriteString("\t\tflags " + flags + "\n")
 	}
 	if s.Comment != "" {
 		fmt.Fprintf(b, "\t\tcomment %q\n", s.Comment)
 	}
-	if len(s.Elems) > 0 {
+	if len(s.Elems) > 0 && !s.Dynamic {
 		parts := make([]string, 0, len(s.Elems))
 		for _, e := range s.Elems {
 			parts = append(parts, s.elemString(e))
@@ -72,6 +76,18 @@ func (s Set) render(b *strings.Builder) {
 		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(parts, ", "))
 	}
 	b.WriteString("\t}\n")
+}
+
+// flags are the set's flags as nft lists them.
+func (s Set) flags() string {
+	var out []string
+	if s.Interval {
+		out = append(out, "interval")
+	}
+	if s.Timeout {
+		out = append(out, "timeout")
+	}
+	return strings.Join(out, ",")
 }
 
 func (s Set) typeString() string {
@@ -197,22 +213,39 @@ func (c Chain) render(b *strings.Builder) {
 	b.WriteString("\t}\n")
 }
 
-// priorityString names a priority the way nft prints it.
+// stdPriorities are the priorities nft names, and the hooks it names
+// them in (none: every hook).
+var stdPriorities = []struct {
+	name  string
+	value int
+	hooks []Hook
+}{
+	{"raw", PriorityRaw, nil},
+	{"mangle", PriorityMangle, nil},
+	{"dstnat", PriorityDstNAT, []Hook{HookPrerouting, "output"}},
+	{"filter", PriorityFilter, nil},
+	{"security", PrioritySecurity, nil},
+	{"srcnat", PrioritySrcNAT, []Hook{HookPostrouting, HookInput}},
+}
+
+// priorityString names a priority the way nft prints it: a standard
+// priority of the hook within 10 of it, plus or minus the difference;
+// else the number.
 func (b Base) priorityString() string {
-	name, base := "filter", PriorityFilter
-	switch {
-	case b.Type == "nat" && b.Hook == HookPostrouting:
-		name, base = "srcnat", PrioritySrcNAT
-	case b.Hook == HookPrerouting && b.Priority < PriorityFilter:
-		name, base = "raw", PriorityRaw
+	for _, p := range stdPriorities {
+		d := b.Priority - p.value
+		if d < -10 || d > 10 || p.hooks != nil && !slices.Contains(p.hooks, b.Hook) {
+			continue
+		}
+		switch {
+		case d > 0:
+			return fmt.Sprintf("%s + %d", p.name, d)
+		case d < 0:
+			return fmt.Sprintf("%s - %d", p.name, -d)
+		}
+		return p.name
 	}
-	switch d := b.Priority - base; {
-	case d > 0:
-		return fmt.Sprintf("%s + %d", name, d)
-	case d < 0:
-		return fmt.Sprintf("%s - %d", name, -d)
-	}
-	return name
+	return strconv.Itoa(b.Priority)
 }
 
 // String prints one rule as nft does.
@@ -232,6 +265,9 @@ func (r Rule) String() string {
 	}
 	if m := r.Mark; m != nil {
 		parts = append(parts, m.String())
+	}
+	if tp := r.TProxy; tp != nil {
+		parts = append(parts, tp.String())
 	}
 	if r.Log == nil && r.Mark == nil || r.Verdict.Kind != VerdictNone {
 		parts = append(parts, r.Verdict.String())
@@ -337,4 +373,13 @@ func (m MarkSet) String() string {
 		return fmt.Sprintf("meta mark set meta mark & 0x%08x", ^m.Mask)
 	}
 	return fmt.Sprintf("meta mark set meta mark & 0x%08x | 0x%08x", ^m.Mask, m.Value)
+}
+
+// String prints the statement as nft lists it.
+func (t TProxy) String() string {
+	family := "ip"
+	if t.IPv6 {
+		family = "ip6"
+	}
+	return fmt.Sprintf("tproxy %s to :%d", family, t.Port)
 }

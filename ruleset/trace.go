@@ -25,6 +25,10 @@ type Packet struct {
 	// ToHost is a packet to one of the node's own addresses: it meets the
 	// input hook's base chains instead of the forward hook's.
 	ToHost bool
+	// ProxyDown says no socket listens on the port of the TProxy rules:
+	// such a rule stops after its mark, and the packet goes on with the
+	// next rule (see Rule.TProxy).
+	ProxyDown bool
 }
 
 // IP protocol numbers of the protocols NetworkPolicy knows, for
@@ -53,6 +57,10 @@ const (
 	StepDepthExceeded
 	// StepMissingChain is a jump to a chain the ruleset lacks: drop.
 	StepMissingChain
+	// StepTProxy is the delivery of the packet to the local socket a
+	// TProxy rule chose, once the input hook accepted it: the trace's
+	// last step.
+	StepTProxy
 )
 
 // Step is one step of a trace: a rule that matched, a base chain's policy,
@@ -82,6 +90,8 @@ func (s Step) String() string {
 		return s.Chain + ": jump depth exceeded, drop"
 	case StepMissingChain:
 		return "missing chain " + s.Chain + ", drop"
+	case StepTProxy:
+		return fmt.Sprintf("%s: delivered to the local socket on port %d (tproxy)", s.Chain, s.Rule.TProxy.Port)
 	}
 	if s.Rule.Verdict.Kind == VerdictVMap {
 		return fmt.Sprintf("%s: %s -> %s", s.Chain, s.Rule, s.Verdict)
@@ -89,38 +99,60 @@ func (s Step) String() string {
 	return s.Chain + ": " + s.Rule.String()
 }
 
-// Trace walks the forward-hook base chains of r (the input hook's when
-// p.ToHost) in priority order, as the kernel would for p, and returns
-// VerdictAccept or VerdictDrop with the steps that decided, in order. An
-// accept ends one base chain only; a drop is final; a base chain that
-// falls through or returns accepts (policy accept).
+// Trace walks the base chains of r as the kernel would for p, and returns
+// VerdictAccept or VerdictDrop with the steps that decided, in order: the
+// prerouting hook's (where routing has not chosen the output interface
+// yet), then the forward hook's, or the input hook's when p.ToHost or a
+// TProxy rule took the packet, each hook's in priority order. An accept
+// ends one base chain only; a drop is final; a base chain that falls
+// through or returns accepts (policy accept, a step for the forward and
+// input hooks only). A packet a TProxy rule took ends with a StepTProxy
+// step: it is delivered to the local socket. Dynamic sets hold nothing
+// to Trace.
 func Trace(r Ruleset, p Packet) (VerdictKind, []Step) {
 	if p.CtState == 0 {
 		p.CtState = CtNew
 	}
 	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
+	t := tracer{r: r, p: p, mark: p.Mark}
+	t.p.OutIface, t.p.OutGroup = "", 0
+	if t.hook(HookPrerouting) == VerdictDrop {
+		return VerdictDrop, t.steps
+	}
+	t.p.OutIface, t.p.OutGroup = p.OutIface, p.OutGroup
 	hook := HookForward
-	if p.ToHost {
+	if p.ToHost || t.proxied.Rule.TProxy != nil {
 		hook = HookInput
 	}
+	if t.hook(hook) == VerdictDrop {
+		return VerdictDrop, t.steps
+	}
+	if t.proxied.Rule.TProxy != nil {
+		t.steps = append(t.steps, t.proxied)
+	}
+	return VerdictAccept, t.steps
+}
+
+// hook walks the filter base chains of hook h in priority order:
+// VerdictDrop when one drops the packet.
+func (t *tracer) hook(h Hook) VerdictKind {
 	var base []Chain
-	for _, c := range r.Chains {
-		if c.Base != nil && c.Base.Type == "filter" && c.Base.Hook == hook {
+	for _, c := range t.r.Chains {
+		if c.Base != nil && c.Base.Type == "filter" && c.Base.Hook == h {
 			base = append(base, c)
 		}
 	}
 	sort.SliceStable(base, func(i, j int) bool { return base[i].Base.Priority < base[j].Base.Priority })
-	t := tracer{r: r, p: p, mark: p.Mark}
 	for _, c := range base {
 		v := t.chain(c, 0)
 		if v == VerdictDrop {
-			return VerdictDrop, t.steps
+			return VerdictDrop
 		}
-		if v == VerdictNone {
+		if v == VerdictNone && h != HookPrerouting {
 			t.end(StepPolicy, c.Name, VerdictAccept)
 		}
 	}
-	return VerdictAccept, t.steps
+	return VerdictAccept
 }
 
 type tracer struct {
@@ -128,6 +160,9 @@ type tracer struct {
 	p     Packet
 	mark  uint32 // the packet mark, as rules rewrite it
 	steps []Step
+	// proxied is the StepTProxy step of the TProxy rule that took the
+	// packet, if one did (its Rule.TProxy is set then).
+	proxied Step
 }
 
 // end records a step that is no rule.
@@ -147,6 +182,12 @@ func (t *tracer) chain(c Chain, depth int) VerdictKind {
 		}
 		if m := rule.Mark; m != nil { // the statement runs before a map lookup
 			t.mark = t.mark&^m.Mask | m.Value
+		}
+		if rule.TProxy != nil {
+			if t.p.ProxyDown {
+				continue // no socket: the rule stops, its mark stays
+			}
+			t.proxied = Step{Kind: StepTProxy, Chain: c.Name, Index: -1, Rule: rule, Owner: rule.Owner, Verdict: Verdict{Kind: VerdictAccept}}
 		}
 		v := rule.Verdict
 		if v.Kind == VerdictVMap {
@@ -195,8 +236,7 @@ func (t *tracer) matches(ms []Match) bool {
 		case MatchOifname:
 			ok = t.p.OutIface != "" && strings.HasPrefix(t.p.OutIface, m.IfPrefix) != m.Negate
 		case MatchRPFail:
-			// A Packet has no route: the test (prerouting only) never
-			// matches in a trace of the forward hook.
+			// A Packet has no route: the test never matches in a trace.
 			ok = false
 		case MatchMark:
 			ok = (t.mark&m.Mark == m.Mark) != m.Negate
@@ -251,7 +291,7 @@ func (t *tracer) lookup(set string, id uint32, fs []Field) (Elem, bool) {
 		key = append([]string{IDBytes(id)}, key...)
 	}
 	s, ok := t.r.Set(set)
-	if !ok || len(s.Key) != len(key) {
+	if !ok || s.Dynamic || len(s.Key) != len(key) {
 		return Elem{}, false
 	}
 	for _, e := range s.Elems {
