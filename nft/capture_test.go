@@ -2,15 +2,20 @@ package nft
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // recorder is a batchConn that keeps the batches sent on it and answers
@@ -85,6 +90,10 @@ func recordingApplier(t *testing.T, r *recorder) *NetlinkApplier {
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.learned = func(context.Context, []ruleset.Set) (map[string][]nftables.SetElement, error) {
+		t.Error("the recording applier read the kernel's learned elements")
+		return nil, nil
+	}
 	return a
 }
 
@@ -156,34 +165,84 @@ func messageContent(t *testing.T, typ uint16, attrs map[uint16][]byte) string {
 	case unix.NFT_MSG_DELRULE:
 		return str(attrs[unix.NFTA_RULE_CHAIN]) + " (all rules)"
 	case unix.NFT_MSG_NEWSET:
-		s := str(attrs[unix.NFTA_SET_NAME])
-		if userdata.Get(attrs[unix.NFTA_SET_USERDATA], userdata.NFTNL_UDATA_SET_KEY_TYPEOF) != nil {
-			s += " (typeof)"
-		}
-		return s
+		return str(attrs[unix.NFTA_SET_NAME]) + setNotes(t, attrs)
 	case unix.NFT_MSG_DELSET:
 		return str(attrs[unix.NFTA_SET_NAME])
 	case unix.NFT_MSG_NEWSETELEM, unix.NFT_MSG_DELSETELEM:
-		return fmt.Sprintf("%s (%d elements)", str(attrs[unix.NFTA_SET_ELEM_LIST_SET]), nested(t, attrs[unix.NFTA_SET_ELEM_LIST_ELEMENTS]))
+		return fmt.Sprintf("%s (%d elements%s)", str(attrs[unix.NFTA_SET_ELEM_LIST_SET]), nested(t, attrs[unix.NFTA_SET_ELEM_LIST_ELEMENTS]),
+			elemTimeouts(t, attrs[unix.NFTA_SET_ELEM_LIST_ELEMENTS]))
 	case unix.NFT_MSG_NEWOBJ, unix.NFT_MSG_DELOBJ:
 		return str(attrs[unix.NFTA_OBJ_NAME])
 	}
 	return ""
 }
 
-// attributes decodes the attributes of an nf_tables message (after its
-// 4-byte nfgenmsg header), by type.
-func attributes(t *testing.T, m netlink.Message) map[uint16][]byte {
+// setNotes describes what a NEWSET declares beyond its name, when it
+// does: a typeof key, element timeouts, a size.
+func setNotes(t *testing.T, attrs map[uint16][]byte) string {
 	t.Helper()
-	attrs, err := netlink.UnmarshalAttributes(m.Data[4:])
+	var notes []string
+	if userdata.Get(attrs[unix.NFTA_SET_USERDATA], userdata.NFTNL_UDATA_SET_KEY_TYPEOF) != nil {
+		notes = append(notes, "typeof")
+	}
+	if f := attrs[unix.NFTA_SET_FLAGS]; len(f) == 4 && binary.BigEndian.Uint32(f)&unix.NFT_SET_TIMEOUT != 0 {
+		notes = append(notes, "timeout")
+	}
+	if desc := attrs[unix.NFTA_SET_DESC]; desc != nil {
+		for typ, v := range decode(t, desc) {
+			if typ == unix.NFTA_SET_DESC_SIZE {
+				notes = append(notes, fmt.Sprint("size ", binary.BigEndian.Uint32(v)))
+			}
+		}
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(notes, ", ") + ")"
+}
+
+// elemTimeouts lists the timeouts of the elements of a list, when one
+// has any: "-" for an element without.
+func elemTimeouts(t *testing.T, list []byte) string {
+	t.Helper()
+	attrs, err := netlink.UnmarshalAttributes(list)
 	if err != nil {
-		t.Fatalf("decode message: %v", err)
+		t.Fatalf("decode elements: %v", err)
+	}
+	var out []string
+	any := false
+	for _, a := range attrs {
+		timeout := "-"
+		if v := decode(t, a.Data)[unix.NFTA_SET_ELEM_TIMEOUT]; v != nil {
+			timeout, any = (time.Duration(binary.BigEndian.Uint64(v)) * time.Millisecond).String(), true
+		}
+		out = append(out, timeout)
+	}
+	if !any {
+		return ""
+	}
+	return ", timeouts " + strings.Join(out, " ")
+}
+
+// decode decodes nested attributes by type.
+func decode(t *testing.T, b []byte) map[uint16][]byte {
+	t.Helper()
+	attrs, err := netlink.UnmarshalAttributes(b)
+	if err != nil {
+		t.Fatalf("decode nested attributes: %v", err)
 	}
 	out := map[uint16][]byte{}
 	for _, a := range attrs {
 		out[a.Type&^unix.NLA_F_NESTED] = a.Data
 	}
 	return out
+}
+
+// attributes decodes the attributes of an nf_tables message (after its
+// 4-byte nfgenmsg header), by type.
+func attributes(t *testing.T, m netlink.Message) map[uint16][]byte {
+	t.Helper()
+	return decode(t, m.Data[4:])
 }
 
 // nested counts the attributes nested in b.

@@ -15,7 +15,11 @@
 //   - batch.go: the socket the batches go out on and the kernel's answer;
 //   - workarounds.go: every workaround for google/nftables, with the
 //     version it works around and the upstream change that would remove it;
-//   - probe.go: whether the kernel has nf_tables, and removing the table.
+//   - probe.go: whether the kernel has nf_tables, and removing the table;
+//   - learned.go: the elements of the Dynamic sets a full apply carries
+//     over (read through the query connection);
+//   - learner.go: Learner, which adds and removes the elements of the
+//     Dynamic sets the DNS proxy fills, on a socket of its own.
 //
 // The netlink layer is tested without root: the batches are captured
 // through batchConn and compared with golden files (testdata/batches,

@@ -41,6 +41,8 @@ func kernelSet(s ruleset.Set) *nftables.Set {
 		Name:         s.Name,
 		Interval:     s.Interval,
 		IsMap:        s.Map,
+		HasTimeout:   s.Timeout,
+		Size:         s.Size,
 		Comment:      s.Comment,
 		KeyByteOrder: binaryutil.BigEndian,
 	}
@@ -258,6 +260,9 @@ func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) boo
 				Mask: binaryutil.NativeEndian.PutUint32(^m.Mask), Xor: binaryutil.NativeEndian.PutUint32(m.Value)},
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
 	}
+	if tp := r.TProxy; tp != nil {
+		exprs = append(exprs, tproxyExprs(*tp)...)
+	}
 	switch v := r.Verdict; {
 	case (r.Log != nil || r.Mark != nil) && v.Kind == ruleset.VerdictNone:
 	case v.Kind == ruleset.VerdictVMap:
@@ -385,4 +390,18 @@ func portExprs(m ruleset.Match) []expr.Any {
 	return append(out,
 		&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: from},
 		&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(m.PortTo)})
+}
+
+// tproxyExprs is what nft generates for `tproxy ip to :PORT` (ip6): the
+// port, big-endian, into reg 1, then the statement reading it. Its nfproto
+// and l4proto dependencies are the rule's matches.
+func tproxyExprs(tp ruleset.TProxy) []expr.Any {
+	family := byte(unix.NFPROTO_IPV4)
+	if tp.IPv6 {
+		family = unix.NFPROTO_IPV6
+	}
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(tp.Port)},
+		&expr.TProxy{Family: family, TableFamily: byte(nftables.TableFamilyINet), RegPort: 1},
+	}
 }

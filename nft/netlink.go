@@ -33,6 +33,13 @@ type NetlinkApplier struct {
 	// flush writes it into their NEWSET messages (patchTypeof).
 	typeofs map[string][]byte
 	last    *ruleset.Ruleset
+	// gate orders learns (Learner, read-locked) and full applies
+	// (write-locked from the read of the learned elements to the commit),
+	// so that no learn lands in a table a full apply then replaces.
+	gate sync.RWMutex
+	// learned reads the elements the kernel holds of a ruleset's Dynamic
+	// sets (readLearned; the tests' recorders give their own).
+	learned func(ctx context.Context, dynamic []ruleset.Set) (map[string][]nftables.SetElement, error)
 
 	fd int // netns file descriptor, -1 for the current namespace
 	// qmu serializes the queries and guards conn and qsock: conn is nil
@@ -74,6 +81,7 @@ func NewNetlinkApplier(netnsPath string) (*NetlinkApplier, error) {
 // namespace of fd (which it owns from then on).
 func newApplier(fd int, send batchConn) (*NetlinkApplier, error) {
 	a := &NetlinkApplier{fd: fd, send: send}
+	a.learned = a.readLearned
 	var err error
 	if a.enc, err = newEncoder(func(b []netlink.Message) { a.batch = b }); err != nil {
 		return nil, errors.Join(fmt.Errorf("nftables encoder: %w", err), a.Close())
@@ -199,10 +207,28 @@ func (a *NetlinkApplier) apply(ctx context.Context, r ruleset.Ruleset) error {
 // ApplyFull replaces the table's content with r in one transaction: the
 // batch adds the table (so the delete cannot fail), deletes it and builds
 // it again. The kernel switches from the old ruleset to the new one at
-// commit; no packet ever sees an empty table. ctx bounds the wait for the
-// kernel's answer.
+// commit; no packet ever sees an empty table. The elements the kernel
+// holds of r's Dynamic sets (a set of the same name and key type) are
+// read first and added again in the same transaction, each with the time
+// it had left as its timeout: learned addresses survive a full apply and
+// a restart of the agent. ctx bounds the wait for the kernel's answers.
 func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error {
 	a.last = nil
+	a.gate.Lock()
+	defer a.gate.Unlock()
+	var dynamic []ruleset.Set
+	for _, s := range r.Sets {
+		if s.Dynamic {
+			dynamic = append(dynamic, s)
+		}
+	}
+	var learned map[string][]nftables.SetElement
+	if len(dynamic) > 0 {
+		var err error
+		if learned, err = a.learned(ctx, dynamic); err != nil {
+			return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
+		}
+	}
 	a.enc.AddTable(weirTable)
 	a.enc.DelTable(weirTable)
 	a.enc.AddTable(weirTable)
@@ -215,7 +241,11 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 		chains[c.Name] = a.enc.AddChain(kernelChain(c))
 	}
 	for _, s := range r.Sets {
-		if err := a.addSet(s); err != nil {
+		err := a.addSet(s)
+		if els := learned[s.Name]; err == nil && len(els) > 0 {
+			err = a.sendElems(kernelSet(s), els, a.enc.SetAddElements)
+		}
+		if err != nil {
 			a.discard()
 			return err
 		}
