@@ -7,9 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/weir-cni/weir/dataplane"
+	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -63,5 +66,39 @@ func TestApplyReturnsTranslationProblems(t *testing.T) {
 	}
 	if bytes.Contains(text, []byte("problem")) {
 		t.Errorf("restore input carries problems:\n%s", text)
+	}
+}
+
+// TestDomainNamesAreReported pins what this backend does with domainNames
+// rules: a problem for each (their names allow nothing), and the DNS
+// steering's base chains left out and reported, so that DNS queries go to
+// their resolver as before.
+func TestDomainNamesAreReported(t *testing.T) {
+	rs := policy.Compile(loadScenario(t, "../policy/testdata/compile/domain-names.yaml").Snapshot)
+	if len(rs.DNS) == 0 {
+		t.Fatal("the scenario has no domainNames rule")
+	}
+	r := build(rs, false)
+	for _, d := range rs.DNS {
+		want := dataplane.Problem{Policy: d.Owner.Policy, Direction: "egress", Rule: d.Owner.Rule,
+			Message: "domainNames are enforced by the nftables backend only; this rule's domainNames allow nothing"}
+		if !slices.Contains(r.problems, want) {
+			t.Errorf("no problem for %s: %v", d.Owner, r.problems)
+		}
+	}
+	steering := 0
+	for _, c := range rs.Chains {
+		if c.Base != nil && !placed(c) {
+			steering++
+			if !slices.ContainsFunc(r.problems, func(p dataplane.Problem) bool { return strings.HasPrefix(p.Message, "base chain "+c.Name+":") }) {
+				t.Errorf("base chain %s left out unreported", c.Name)
+			}
+		}
+	}
+	if steering != 3 || len(r.problems) != len(rs.DNS)+steering {
+		t.Errorf("%d steering chains, problems %v", steering, r.problems)
+	}
+	if text := r.text(nil); strings.Contains(text, "WEIR-dns") {
+		t.Errorf("steering in the rendered chains:\n%s", text)
 	}
 }

@@ -64,6 +64,10 @@ func (b *builder) rules(t *table, ch *chain, rules []ruleset.Rule, from int, ctx
 // target). It returns the rest chain the rules after r go to, if r needs
 // one (see exit).
 func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) *chain {
+	if r.TProxy != nil {
+		b.problem(dataplane.RuleProblem(r, "tproxy has no equivalent here (rule skipped)"))
+		return nil
+	}
 	head, lookups, ok := b.matches(r)
 	v, st := r.Verdict, statements{log: r.Log, mark: r.Mark}
 	switch {

@@ -37,14 +37,32 @@ type builder struct {
 	emitted  map[string]bool
 }
 
+// priorityConntrack is the priority of conntrack in the prerouting hook:
+// the raw table runs before it, and iptables has no table to filter
+// prerouting packets after it.
+const priorityConntrack = -200
+
+// placed tells whether the translation places base chain c: the
+// prerouting filter chains after conntrack (the DNS steering of
+// domainNames rules) have no iptables equivalent and are left out.
+func placed(c ruleset.Chain) bool {
+	return c.Base != nil && (c.Base.Type != "filter" || c.Base.Hook != ruleset.HookPrerouting || c.Base.Priority < priorityConntrack)
+}
+
 // build translates rs into the chains of one family. It is pure.
+// domainNames rules (rs.DNS) are reported: nothing steers DNS queries to
+// the proxy here, so their names allow nothing.
 func build(rs ruleset.Ruleset, v6 bool) *familyRules {
 	b := &builder{rs: rs, v6: v6, out: &familyRules{v6: v6}, contexts: map[string]map[string]bool{}, emitted: map[string]bool{}}
+	for _, d := range rs.DNS {
+		b.problem(dataplane.Problem{Policy: d.Owner.PolicyKey(), Direction: string(d.Owner.Direction), Rule: d.Owner.Rule,
+			Message: "domainNames are enforced by the nftables backend only; this rule's domainNames allow nothing"})
+	}
 	tables := map[string]*table{}
 	for _, h := range hooks {
 		var bases []ruleset.Chain
 		for _, c := range rs.Chains {
-			if c.Base != nil && c.Base.Type == h.typ && c.Base.Hook == h.hook {
+			if c.Base != nil && c.Base.Type == h.typ && c.Base.Hook == h.hook && placed(c) {
 				bases = append(bases, c)
 			}
 		}
@@ -62,7 +80,12 @@ func build(rs ruleset.Ruleset, v6 bool) *familyRules {
 	}
 	b.out.tables = slices.DeleteFunc(b.out.tables, func(t *table) bool { return len(t.chains) == 0 })
 	for _, c := range rs.Chains {
-		if c.Base != nil && !b.emitted[c.Name] {
+		switch {
+		case c.Base == nil || b.emitted[c.Name]:
+		case !placed(c):
+			b.problem(dataplane.Problem{Message: fmt.Sprintf("base chain %s: type %s hook %s priority %d, after conntrack, has no iptables equivalent (skipped)",
+				c.Name, c.Base.Type, c.Base.Hook, c.Base.Priority)})
+		default:
 			b.problem(dataplane.Problem{Message: fmt.Sprintf("base chain %s: type %s hook %s has no iptables equivalent (skipped)", c.Name, c.Base.Type, c.Base.Hook)})
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/weir-cni/weir/ruleset"
 )
 
-// This file puts the ruleset together: the skeleton, the node and pod sets
+// This file puts the ruleset together: the base chains, the node and pod sets
 // and maps, the selection chains, the default verdict of unclassified pods,
 // masquerading, anti-spoofing and every policy's objects.
 // All of it but the policies' objects is rebuilt on every call: it is small
@@ -37,20 +37,8 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 		}
 		sets = append(sets, set)
 	}
-	chains := make([]ruleset.Chain, 0, len(skeleton)+1+len(x.selChains))
-	for _, ch := range skeleton {
-		chain := ch
-		chain.Rules = slices.Clone(ch.Rules)
-		switch ch.Name {
-		case chainEgress:
-			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirEgress)...)
-			chain.Rules = append(chain.Rules, baselineRules(dirEgress)...)
-		case chainIngress:
-			chain.Rules = append(chain.Rules, unclassifiedRules(x.ifPrefix, dirIngress)...)
-			chain.Rules = append(chain.Rules, baselineRules(dirIngress)...)
-		}
-		chains = append(chains, chain)
-	}
+	chains := make([]ruleset.Chain, 0, 3+len(x.selChains)+len(x.tierChains))
+	chains = append(chains, forwardChains(x.ifPrefix)...)
 	chains = append(chains, inputChain(x.ifPrefix))
 	for _, ch := range x.selChains {
 		chains = append(chains, ch)
@@ -60,10 +48,11 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	}
 	sets, chains = x.masquerade(sets, chains)
 	sets, chains = spoof(x.ifPrefix, sets, chains)
+	sets, chains, r.DNS = x.dnsPart(sets, chains)
 	slices.SortFunc(sets, func(a, b ruleset.Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
-	r.Counters = merge(fixedCounters, x.polCounters, counterName)
+	r.Counters = merge(merge(fixedCounters, dnsCounters(r.DNS), counterName), x.polCounters, counterName)
 	r.Chains = merge(chains, x.polChains, func(c ruleset.Chain) string { return c.Name })
 	r.Problems = x.polProblems
 	return r

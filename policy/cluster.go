@@ -251,7 +251,7 @@ func (c *policyBuilder) compileClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 // every peer and port (the rules after it are never reached).
 func (c *policyBuilder) failClosedPolicy(p *cnp.ClusterNetworkPolicy, tier ruleset.Tier, selected []*podRec, def string) {
 	clear(c.groups)
-	c.over = false
+	c.over, c.dns = false, nil
 	for _, d := range []direction{dirIngress, dirEgress} {
 		ch := c.chains[clusterChainName(tier, d, c.ps.hash, p.Name)]
 		if ch == nil {
@@ -359,7 +359,7 @@ func (c *policyBuilder) clusterRule(p *cnp.ClusterNetworkPolicy, tier ruleset.Ti
 		r := p.Spec.Egress[i]
 		protos = r.Protocols
 		for _, t := range r.To {
-			peers = append(peers, clusterPeer{namespaces: t.Namespaces, pods: t.Pods, nodes: t.Nodes, networks: t.Networks, domains: len(t.DomainNames)})
+			peers = append(peers, clusterPeer{namespaces: t.Namespaces, pods: t.Pods, nodes: t.Nodes, networks: t.Networks, domains: t.DomainNames})
 		}
 	}
 	in, ok := c.clusterAction(p, tier, d, i)
@@ -370,6 +370,10 @@ func (c *policyBuilder) clusterRule(p *cnp.ClusterNetworkPolicy, tier ruleset.Ti
 	failClosed := in.failClosed
 	all := false
 	for j, peer := range peers {
+		if peer.onlyDomains() {
+			in.domains = append(in.domains, c.domainNames(where, j, peer.domains, !failClosed)...)
+			continue
+		}
 		list, note, known := c.clusterPeerList(peer)
 		if note != "" {
 			c.problem("%s: peer %d: %s", where, j, note)
@@ -383,7 +387,9 @@ func (c *policyBuilder) clusterRule(p *cnp.ClusterNetworkPolicy, tier ruleset.Ti
 		}
 		in.peers = append(in.peers, list...)
 	}
-	if !all && len(in.peers) == 0 {
+	slices.Sort(in.domains)
+	in.domains = slices.Compact(in.domains)
+	if !all && len(in.peers) == 0 && len(in.domains) == 0 {
 		ok = false // its peers resolve to nothing: it matches nothing
 	}
 	if all {
@@ -445,7 +451,12 @@ type clusterPeer struct {
 	pods       *cnp.NamespacedPod
 	nodes      *metav1.LabelSelector
 	networks   []cnp.CIDR
-	domains    int
+	domains    []cnp.DomainName
+}
+
+// onlyDomains tells whether the peer sets domainNames and nothing else.
+func (p clusterPeer) onlyDomains() bool {
+	return len(p.domains) > 0 && p.namespaces == nil && p.pods == nil && p.nodes == nil && len(p.networks) == 0
 }
 
 // clusterPeerList returns a peer in NetworkPolicy's form (nodes become
@@ -469,8 +480,6 @@ func (c *policyBuilder) clusterPeerList(p clusterPeer) ([]networkingv1.NetworkPo
 			return nil, fmt.Sprintf("nodes: %v", err), false
 		}
 		return list, "", true
-	case p.domains > 0:
-		return nil, "domainNames peers are not enforced by this weir (they allow nothing; the rule's other peers are enforced)", true
 	}
 	return nil, "", false
 }

@@ -42,6 +42,10 @@ type policyBuilder struct {
 	problems []string
 	selected [2][]*podRec
 	pass     [2]bool // Admin Pass rules, per direction
+	// dns are the rules with domainNames peers; specKey is the policy's
+	// spec as JSON, once one needs it (dns.go).
+	dns     []dnsOut
+	specKey string
 	// elems counts the elements of the groups the rules use; over is set
 	// once they pass MaxPolicyElements (see limits.go).
 	elems int
@@ -89,9 +93,9 @@ func (c *policyBuilder) addChain(ch ruleset.Chain) {
 // output sorts what the policy built; the result is shared by the rulesets
 // of later calls and never modified.
 func (c *policyBuilder) output() policyOut {
-	out := policyOut{problems: c.problems, selected: c.selected, pass: c.pass}
+	out := policyOut{problems: c.problems, selected: c.selected, pass: c.pass, dns: c.dns}
 	if c.dry {
-		out.selected, out.pass = [2][]*podRec{}, [2]bool{}
+		out.selected, out.pass, out.dns = [2][]*podRec{}, [2]bool{}, nil
 		return out
 	}
 	for _, g := range c.groups {

@@ -62,7 +62,7 @@ func TestTraceVerdicts(t *testing.T) {
 		for _, tc := range s.Traces {
 			t.Run(name+"/"+tc.Name, func(t *testing.T) {
 				v, reasons := ruleset.Trace(r, tc.Packet(t, DefaultPodInterfacePrefix))
-				got := fixtures.VerdictName(v)
+				got := fixtures.Outcome(v, reasons)
 				if got != tc.Want {
 					t.Errorf("%s -> %s %s/%d: got %s, want %s\n%s", tc.Src, tc.Dst, tc.Proto, tc.Port, got, tc.Want, ruleset.JoinSteps(reasons, "\n"))
 				}

@@ -68,6 +68,7 @@ type Compiler struct {
 	nodes      []PeerNode
 	nodeUsers  map[*policyState]struct{}
 	passMark   uint32
+	dnsOpt     dnsOptions
 	tierChains map[string]ruleset.Chain // tier selection chains of the last call, by name
 	fam        [2]bool
 	dirty      map[*policyState]struct{}
@@ -124,6 +125,8 @@ type policyOut struct {
 	selected [2][]*podRec
 	// pass tells, per direction, that an Admin tier policy has Pass rules.
 	pass [2]bool
+	// dns are the rules of a ClusterNetworkPolicy with domainNames peers.
+	dns []dnsOut
 }
 
 // NewCompiler returns a Compiler that has seen nothing yet: its first
@@ -213,6 +216,9 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 		}
 		clear(x.tierChains)
 	}
+	dnsOpt := dnsOptionsOf(s)
+	dnsSame := !first && dnsOpt == x.dnsOpt
+	x.dnsOpt = dnsOpt
 	x.syncNodes(s.Nodes)
 	x.syncClusterPolicies(s.ClusterPolicies)
 	if fam := x.families(); first || fam != x.fam {
@@ -234,7 +240,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	}
 	if x.polStale {
 		x.sweep()
-	} else if nodeSame && logSame && ifSame && !x.podsChanged && len(x.nsChanged) == 0 {
+	} else if nodeSame && logSame && ifSame && dnsSame && !x.podsChanged && len(x.nsChanged) == 0 {
 		return x.last // nothing changed
 	}
 	x.last = x.ruleset()

@@ -16,6 +16,12 @@ import (
 // through one Compiler and checks every result against a fresh Compile of
 // the same snapshot: the incremental path must never drift.
 func TestCompilerMatchesCompile(t *testing.T) {
+	withDNS := 0 // steps whose ruleset has domainNames rules
+	defer func() {
+		if withDNS == 0 && !t.Failed() {
+			t.Error("no random step had a domainNames rule")
+		}
+	}()
 	for seed := int64(1); seed <= 5; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			g := synth.NewRandom(seed, policy.MaxInlinePorts)
@@ -34,6 +40,9 @@ func TestCompilerMatchesCompile(t *testing.T) {
 				}
 				if !reflect.DeepEqual(got, want) {
 					t.Fatalf("step %d (%s): ruleset differs from Compile (text equal)", step, what)
+				}
+				if len(got.DNS) > 0 {
+					withDNS++
 				}
 				if a, b := policy.CacheKeys(x), policy.CacheKeys(fresh); !reflect.DeepEqual(a, b) {
 					t.Fatalf("step %d (%s): cached selectors differ from a fresh Compiler's (leak?):\n%v\n%v", step, what, a, b)

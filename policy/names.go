@@ -24,7 +24,10 @@ import (
 //	                                      unclassified pod ... drop
 //
 // Before those, prerouting-spoof (priority raw) drops packets from a pod
-// interface whose source address is not that pod's (spoof.go).
+// interface whose source address is not that pod's (spoof.go), and, with
+// ClusterNetworkPolicy domainNames rules, dns-egress, dns-ingress and
+// dns-steer (after DNAT) check the DNS queries of those rules' pods and
+// hand them to the DNS proxy (dns.go).
 //
 // An accept in forward-egress only ends that base chain: the packet then meets
 // forward-ingress, so the source's egress AND the destination's ingress must
@@ -139,21 +142,39 @@ const (
 	maxReadable = 160
 )
 
-// skeleton is the fixed part of the ruleset: base chains and their rules
-// before the per-pod dispatch. It is data; Compile appends the dispatch.
-var skeleton = []ruleset.Chain{
-	forwardChain(chainEgress, dirEgress, ruleset.PriorityFilter),
-	forwardChain(chainIngress, dirIngress, ruleset.PriorityFilter+1),
+// forwardChains are the forward base chains, for pod interfaces named
+// prefix*.
+func forwardChains(prefix string) []ruleset.Chain {
+	return []ruleset.Chain{
+		forwardChain(chainEgress, dirEgress, ruleset.PriorityFilter, prefix),
+		forwardChain(chainIngress, dirIngress, ruleset.PriorityFilter+1, prefix),
+	}
 }
 
-// forwardChain is the forward base chain of direction d, up to
-// NetworkPolicy's dispatch: established and related packets pass, invalid
-// ones drop, a pod may always talk to itself, the Admin tier's pod map of
-// each family sends the pod on to its Admin selection (cluster.go), the
-// pod the chain classifies may talk to its own node, and NetworkPolicy's
-// pod map of each family sends it on to its selection chain. Each step
-// comes for both families before the next.
-func forwardChain(name string, d direction, priority int) ruleset.Chain {
+// forwardChain is the forward base chain of direction d: established and
+// related packets pass, invalid ones drop, then its body (forwardBody).
+func forwardChain(name string, d direction, priority int, prefix string) ruleset.Chain {
+	conntrack := []ruleset.Rule{
+		ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
+		ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
+	}
+	return ruleset.Chain{
+		Name:  name,
+		Base:  &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: priority},
+		Rules: slices.Concat(conntrack, forwardBody(d, prefix)),
+	}
+}
+
+// forwardBody is the policy check of a new packet for direction d, for
+// pod interfaces named prefix*: a pod may always talk to itself, the
+// Admin tier's pod map of each family sends the pod on to its Admin
+// selection (cluster.go), the pod the check is about may talk to its own
+// node, NetworkPolicy's pod map of each family sends it on to its
+// selection chain, the default verdict of unclassified pods
+// (unclassified.go), then the Baseline tier's pod maps. Each step comes
+// for both families before the next. The forward chains and the check of
+// DNS queries before the proxy (dns.go) hold it.
+func forwardBody(d direction, prefix string) []ruleset.Rule {
 	var self, admin, node, dispatch []ruleset.Rule
 	for _, f := range families {
 		pod, other := f.ends(d)
@@ -162,15 +183,7 @@ func forwardChain(name string, d direction, priority int) ruleset.Chain {
 		node = append(node, lookupRule(ownerNode(d.long()), f.nodeAddrs, other))
 		dispatch = append(dispatch, vmapRule(f.podMap(d), pod))
 	}
-	conntrack := []ruleset.Rule{
-		ctRule(ruleset.CtEstablished|ruleset.CtRelated, ruleset.VerdictAccept),
-		ctRule(ruleset.CtInvalid, ruleset.VerdictDrop),
-	}
-	return ruleset.Chain{
-		Name:  name,
-		Base:  &ruleset.Base{Type: "filter", Hook: ruleset.HookForward, Priority: priority},
-		Rules: slices.Concat(conntrack, self, admin, node, dispatch),
-	}
+	return slices.Concat(self, admin, node, dispatch, unclassifiedRules(prefix, d), baselineRules(d))
 }
 
 // skeletonSets are the fixed sets and maps; Compile fills their elements.

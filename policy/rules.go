@@ -31,6 +31,8 @@ type ruleInput struct {
 	// failClosed makes an invalid peer or port act on everything rather
 	// than nothing (a ClusterNetworkPolicy Deny or Pass).
 	failClosed bool
+	// domains are the names of the rule's domainNames peers (dns.go).
+	domains []string
 }
 
 // npRule is the input of rule index of NetworkPolicy p for direction d.
@@ -57,18 +59,19 @@ type family struct {
 	podCIDRs, cluster string // the masquerade chain's sets
 	localPods         string // the classified local pods (unclassified.go)
 	unrouted          string // the sources spoof.go lets pass
+	dnsPods           string // the local pods of domainNames rules (dns.go)
 }
 
 var families = []family{
 	{typ: ruleset.TypeIPv4, saddr: ruleset.FieldIPSaddr, daddr: ruleset.FieldIPDaddr,
 		peers: setPeers4, blocks: setBlocks4, named: setNamed4, nodeAddrs: setNodeAddrs4, self: setSelf4,
 		egressPods: mapEgress4, ingressPods: mapIngress4, podCIDRs: setPodCIDRs4, cluster: setCluster4,
-		localPods: setLocalPods4, unrouted: setUnrouted4,
+		localPods: setLocalPods4, unrouted: setUnrouted4, dnsPods: setDNSPods4,
 		tierPods: [2][2]string{{mapAdminIngress4, mapAdminEgress4}, {mapBaselineIngress4, mapBaselineEgress4}}},
 	{typ: ruleset.TypeIPv6, saddr: ruleset.FieldIP6Saddr, daddr: ruleset.FieldIP6Daddr,
 		peers: setPeers6, blocks: setBlocks6, named: setNamed6, nodeAddrs: setNodeAddrs6, self: setSelf6,
 		egressPods: mapEgress6, ingressPods: mapIngress6, podCIDRs: setPodCIDRs6, cluster: setCluster6,
-		localPods: setLocalPods6, unrouted: setUnrouted6,
+		localPods: setLocalPods6, unrouted: setUnrouted6, dnsPods: setDNSPods6,
 		tierPods: [2][2]string{{mapAdminIngress6, mapAdminEgress6}, {mapBaselineIngress6, mapBaselineEgress6}}},
 }
 
@@ -135,7 +138,7 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 		c.problem("%s: %v (the rule acts on every port)", where, err)
 		ps = rulePorts{all: true}
 	}
-	hasPeers := len(in.peers) > 0
+	hasPeers := len(in.peers) > 0 || len(in.domains) > 0
 	var resolved peers
 	if hasPeers {
 		var notes []string
@@ -164,6 +167,9 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 	var alts [][][]ruleset.Match
 	if hasPeers && (ps.all || len(ps.numeric) > 0 || len(ps.named) > 0 && in.dir == dirIngress) {
 		alts = c.peerAlternatives(in.dir, resolved, fams)
+		if len(in.domains) > 0 {
+			c.dnsAlternatives(in, fams, alts)
+		}
 	}
 	var out []ruleset.Rule
 	add := func(ms ...[]ruleset.Match) {

@@ -33,6 +33,13 @@ type Snapshot struct {
 	// TierPassMark is the packet mark bit of an Admin tier Pass (see
 	// cluster.go); 0 means DefaultTierPassMark.
 	TierPassMark uint32
+	// DNSMark is the packet mark bit of a DNS query steered to the DNS
+	// proxy, DNSProxyPort the port the proxy listens on, DNSSetSize the
+	// most addresses one domainNames rule learns (see dns.go); 0 means
+	// DefaultDNSMark, DefaultDNSProxyPort, DefaultDNSSetSize.
+	DNSMark      uint32
+	DNSProxyPort uint16
+	DNSSetSize   uint32
 	// PodInterfacePrefix starts the name of the host-side veth of every
 	// local pod (the plugin's hostInterfacePrefix): packets coming in on
 	// such an interface must carry a source address routed back through

@@ -60,9 +60,11 @@ func (g *Random) fillClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 		r := cnp.ClusterNetworkPolicyEgressRule{Action: g.action(), Protocols: g.clusterProtocols(named)}
 		for j := 1 + g.r.Intn(2); j > 0; j-- {
 			var peer cnp.ClusterNetworkPolicyEgressPeer
-			switch k := g.r.Intn(4); {
+			switch k := g.r.Intn(5); {
 			case k < 2 || named:
 				peer.Namespaces, peer.Pods = g.namespacesOrPods()
+			case k == 4 && (r.Action == cnp.ClusterNetworkPolicyRuleActionAccept || !g.Valid): // Accept only (the API's rule)
+				peer.DomainNames = g.domainNames()
 			case k == 2:
 				peer.Networks = []cnp.CIDR{cnp.CIDR(g.pick([]string{"10.1.0.0/16", "10.2.0.0/24", "0.0.0.0/0", "fd00::/8", "192.168.0.2/32"}))}
 			default:
@@ -75,6 +77,20 @@ func (g *Random) fillClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 		}
 		p.Spec.Egress = append(p.Spec.Egress, r)
 	}
+}
+
+// domainNames are one to three names of a domainNames peer, exact and
+// wildcard, in any case; with a name the API refuses unless g.Valid.
+func (g *Random) domainNames() []cnp.DomainName {
+	names := []string{"api.example.com", "*.cdn.example.com", "Example.ORG.", "*.example.net"}
+	if !g.Valid {
+		names = append(names, "not a name")
+	}
+	var out []cnp.DomainName
+	for i := 1 + g.r.Intn(3); i > 0; i-- {
+		out = append(out, cnp.DomainName(g.pick(names)))
+	}
+	return out
 }
 
 func (g *Random) action() cnp.ClusterNetworkPolicyRuleAction {
