@@ -94,18 +94,8 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 	snap.Pods = wireAll(t, node, pods)
 	snap.Policies = fixtures.Policies(t, kernelPolicies)
 	r := Compile(snap)
-	a, err := nft.NewNetlinkApplier(nodePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	if _, err := a.Apply(context.Background(), r); err != nil {
-		t.Fatal(err)
-	}
-	by := map[string]*kpod{}
-	for _, p := range pods {
-		by[p.pod.Name] = p
-	}
+	a := applyIn(t, nodePath, r)
+	by := byName(pods)
 	cases := []struct {
 		from, to string
 		proto    string
@@ -271,6 +261,30 @@ func traceAndProbe(t *testing.T, r ruleset.Ruleset, src, dst *kpod, pkt ruleset.
 	if got := probe(t, src, dst, pkt.Dst, proto, int(pkt.DPort)); got != want {
 		t.Errorf("kernel says %v, want %v; trace:\n%s", got, want, ruleset.JoinSteps(steps, "\n"))
 	}
+}
+
+// applyIn applies r in the namespace at path through a new applier,
+// closed when the test ends.
+func applyIn(t *testing.T, path string, r ruleset.Ruleset) *nft.NetlinkApplier {
+	t.Helper()
+	a, err := nft.NewNetlinkApplier(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	if _, err := a.Apply(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// byName indexes pods by name.
+func byName(pods []*kpod) map[string]*kpod {
+	by := map[string]*kpod{}
+	for _, p := range pods {
+		by[p.pod.Name] = p
+	}
+	return by
 }
 
 // routerNS is a fresh node namespace that forwards IPv4 and IPv6.
