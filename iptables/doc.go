@@ -52,7 +52,11 @@
 // or hook iptables lacks, a match kind it does not know, a jump to a
 // missing chain) is left out, and Apply returns it as dataplane.Problem
 // values, once for both families, naming the policy rule when the rule's
-// comment does; the compiler writes none of these today.
+// comment does. Of the compiler's output, only the DNS steering of
+// ClusterNetworkPolicy domainNames rules is left out (prerouting filter
+// chains after conntrack, where iptables has no table to filter in): DNS
+// queries go to their resolver as before, and each domainNames rule is
+// reported, its names allowing nothing (no proxy fills its sets).
 //
 // Apply. New picks the flavour (legacy or nf_tables) of the host's iptables
 // command, or the one asked for, and the matching iptables-MODE-restore
