@@ -83,6 +83,23 @@ func TestDynamicSetBatches(t *testing.T) {
 	}
 }
 
+// TestApplyChangesLeavesDynamicElements pins that changes naming elements
+// of a Dynamic set (Diff makes none) send nothing for them.
+func TestApplyChangesLeavesDynamicElements(t *testing.T) {
+	r := &recorder{}
+	a := recordingApplier(t, r)
+	rs := dnsBatchRuleset("10.0.0.1")
+	learned := ruleset.Elem{Key: []ruleset.Range{point("10.0.0.1"), point("1.2.3.4")}}
+	ch := ruleset.Changes{AddElems: []ruleset.SetElems{{Set: "dns4-X", Elems: []ruleset.Elem{learned}}},
+		DelElems: []ruleset.SetElems{{Set: "dns4-X", Elems: []ruleset.Elem{learned}}}}
+	if err := a.ApplyChanges(context.Background(), rs, ch); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.batches) != 0 {
+		t.Errorf("sent %s", describeBatches(t, r, 0))
+	}
+}
+
 // TestCarriedKeepsTheLongestLived pins which held elements a full apply
 // adds again to a set of a smaller size: those with the most time left.
 func TestCarriedKeepsTheLongestLived(t *testing.T) {

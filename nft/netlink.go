@@ -331,11 +331,15 @@ func (a *NetlinkApplier) addSet(s ruleset.Set) error {
 	return a.sendElems(ks, kernelElems(s, s.Elems), a.enc.SetAddElements)
 }
 
-// elems adds or deletes elements of a set that r defines.
+// elems adds or deletes elements of a set that r defines; none of a
+// Dynamic set, whose elements are the Learner's.
 func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, op func(*nftables.Set, []nftables.SetElement) error) error {
 	s, ok := r.Set(e.Set)
 	if !ok {
 		return fmt.Errorf("set %s: not in ruleset", e.Set)
+	}
+	if s.Dynamic {
+		return nil
 	}
 	return a.sendElems(kernelSet(s), kernelElems(s, e.Elems), op)
 }
