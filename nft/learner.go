@@ -66,8 +66,9 @@ func (l *Learner) Close() error {
 // wraps ErrSetFull when the set is full.
 //
 // The batch adds the element, deletes it and adds it again: a kernel
-// before Linux 6.10 leaves the timeout of an element that is there as it
-// was, and the delete cannot fail once the element is there.
+// without element timeout updates (older than 2024's) leaves the timeout
+// of an element that is there as it was, and the delete cannot fail once
+// the element is there.
 func (l *Learner) Learn(set string, pod, addr netip.Addr, ttl time.Duration) error {
 	if ttl < time.Millisecond {
 		return fmt.Errorf("learn %s . %s in set %s: timeout %v under the kernel's millisecond", pod, addr, set, ttl)
