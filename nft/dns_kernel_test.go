@@ -10,8 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/nftables"
 
 	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/internal/textdiff"
@@ -51,6 +54,21 @@ func testApplier(t *testing.T) (*testkit.NS, *NetlinkApplier) {
 	}
 	t.Cleanup(func() { _ = a.Close() })
 	return ns, a
+}
+
+// applyAndLearn applies r whole through a and opens a Learner, closed
+// when the test ends.
+func applyAndLearn(t *testing.T, a *NetlinkApplier, r ruleset.Ruleset) *Learner {
+	t.Helper()
+	if err := a.ApplyFull(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.NewLearner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
 }
 
 // listing is `nft list table inet weir`, normalized.
@@ -134,14 +152,7 @@ func TestLearnerAndFullApply(t *testing.T) {
 // makes room.
 func TestLearnerSetFull(t *testing.T) {
 	_, a := testApplier(t)
-	if err := a.ApplyFull(context.Background(), dnsKernelRuleset(4)); err != nil {
-		t.Fatal(err)
-	}
-	l, err := a.NewLearner()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := applyAndLearn(t, a, dnsKernelRuleset(4))
 	pod := netip.MustParseAddr("10.0.0.1")
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{1, 2, 3, byte(i)}) }
 	for i := range 4 {
@@ -169,5 +180,53 @@ func TestLearnerSetFull(t *testing.T) {
 	}
 	if err := l.Learn("dns4-X", pod, netip.MustParseAddr("::1"), time.Minute); err == nil {
 		t.Error("learn of a pair of two families succeeded")
+	}
+}
+
+// TestLearnsSurviveConcurrentFullApplies learns from several goroutines
+// while full applies replace the table, and checks that every learned
+// element is there at the end: a learn waits for a full apply in flight,
+// which carries over what was learned before it.
+func TestLearnsSurviveConcurrentFullApplies(t *testing.T) {
+	_, a := testApplier(t)
+	r := dnsKernelRuleset(4096)
+	ctx := context.Background()
+	l := applyAndLearn(t, a, r)
+	pod := netip.MustParseAddr("10.0.0.1")
+	const workers, each = 4, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				errs <- l.Learn("dns4-X", pod, netip.AddrFrom4([4]byte{1, 2, byte(w), byte(i)}), time.Minute)
+			}
+		})
+	}
+	for range 5 {
+		if err := a.ApplyFull(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.ApplyFull(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := nftables.New(nftables.WithNetNSFd(a.fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := conn.GetSetByName(weirTable, "dns4-X")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if els, err := conn.GetSetElements(set); err != nil || len(els) != workers*each {
+		t.Errorf("%d elements after concurrent learns and full applies (%v), want %d", len(els), err, workers*each)
 	}
 }
