@@ -1,6 +1,7 @@
 package dnsproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -182,13 +183,17 @@ func roundTrip(ctx context.Context, c net.Conn, query []byte) ([]byte, error) {
 	if _, err := co.Write(query); err != nil {
 		return nil, fmt.Errorf("send to %s: %w", c.RemoteAddr(), err)
 	}
-	buf := make([]byte, dns.MaxMsgSize)
-	n, err := co.Read(buf)
+	buf := answerBufs.Get().(*[]byte)
+	defer answerBufs.Put(buf)
+	n, err := co.Read(*buf)
 	if err != nil {
 		return nil, fmt.Errorf("read from %s: %w", c.RemoteAddr(), err)
 	}
-	return buf[:n], nil
+	return bytes.Clone((*buf)[:n]), nil
 }
+
+// answerBufs hold the largest answer a resolver may send.
+var answerBufs = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
 
 // serveTCP serves the connections l accepts, each on a goroutine of its
 // own, until l closes.

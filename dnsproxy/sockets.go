@@ -16,8 +16,10 @@ import (
 // listenConfig makes the proxy's listening sockets: transparent (they take
 // the connections and datagrams tproxy steers to them, addressed to
 // others) and, for UDP, reporting each datagram's original destination.
-// They reuse their address, like the reply sockets that bind the original
-// destination beside them.
+// They reuse their address (as Go's TCP listeners do anyway), so that a
+// reply socket may bind an original destination on the proxy's own port:
+// a query sent to the proxy directly, as tests do, redirected by
+// Config.Upstream.
 var listenConfig = net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
 	return setOpts(c, network, true)
 }}
