@@ -180,11 +180,16 @@ func (p *Proxy) handle(ctx context.Context, transport string, pod netip.Addr, qu
 		p.cfg.Log.Debug("dns proxy: no answer from the resolver", "pod", pod, "name", q.Question[0].Name, "err", err)
 		return p.drop(dropUpstream)
 	}
+	// A truncated UDP answer goes to the pod as it is (the pod asks again
+	// over TCP), though cut inside a record; nothing is learned from that.
 	a := new(dns.Msg)
-	if err := a.Unpack(raw); err != nil || !a.Response || a.Id != q.Id {
+	err = a.Unpack(raw)
+	if !a.Response || a.Id != q.Id || err != nil && !a.Truncated {
 		return p.drop(dropBadAnswer)
 	}
-	p.learn(pod, q.Question[0].Name, a)
+	if err == nil {
+		p.learn(pod, q.Question[0].Name, a)
+	}
 	if err := reply(raw); err != nil {
 		p.cfg.Log.Debug("dns proxy: answer not delivered", "pod", pod, "err", err)
 		return p.drop(dropReply)

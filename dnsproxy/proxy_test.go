@@ -1,6 +1,7 @@
 package dnsproxy
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"testing"
@@ -145,6 +146,39 @@ func TestDropped(t *testing.T) {
 		}
 		_ = conn.Close()
 		waitCount(t, c.name, p.metrics.dropped.WithLabelValues(c.reason), before+1)
+	}
+}
+
+// TestTruncatedPassed: a truncated UDP answer cut inside a record reaches
+// the pod as the resolver sent it; nothing is learned from it.
+func TestTruncatedPassed(t *testing.T) {
+	l := &fakeLearner{}
+	_, port := startProxy(t, Config{Learner: l}, startUpstream(t))
+	conn, err := net.Dial("udp", netip.AddrPortFrom(pod4, uint16(port)).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	q := new(dns.Msg).SetQuestion(cutName, dns.TypeA)
+	b, _ := q.Pack()
+	if _, err := conn.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 1024)
+	n, err := conn.Read(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cutAnswer(t, q)
+	if new(dns.Msg).Unpack(want) == nil {
+		t.Fatal("the cut answer unpacks")
+	}
+	if !bytes.Equal(got[:n], want) {
+		t.Errorf("got %x, want the resolver's %x", got[:n], want)
+	}
+	if calls := l.take(); calls != nil {
+		t.Errorf("learned %+v from a cut answer", calls)
 	}
 }
 

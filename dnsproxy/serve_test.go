@@ -16,13 +16,32 @@ import (
 // slowAnswer is how long the test resolvers take to answer slow.example.com.
 const slowAnswer = 1500 * time.Millisecond
 
+// cutName is a name the test resolvers answer with a truncated answer cut
+// inside its last record (cutAnswer).
+const cutName = "cut.cdn.example.com."
+
+func cutAnswer(t testing.TB, q *dns.Msg) []byte {
+	a := new(dns.Msg).SetReply(q)
+	a.Truncated = true
+	a.Answer = rrs(t, cutName+" 30 IN A 198.51.100.11", cutName+" 30 IN A 198.51.100.12")
+	b, err := a.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b[:len(b)-2]
+}
+
 // startUpstream runs a test resolver answering from testZone on UDP and
 // TCP at one loopback port until the test ends.
 func startUpstream(t testing.TB) netip.AddrPort {
 	t.Helper()
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		if dns.CanonicalName(q.Question[0].Name) == "slow.example.com." {
+		switch dns.CanonicalName(q.Question[0].Name) {
+		case "slow.example.com.":
 			time.Sleep(slowAnswer)
+		case cutName:
+			_, _ = w.Write(cutAnswer(t, q))
+			return
 		}
 		_ = w.WriteMsg(zoneAnswer(t, q))
 	})
