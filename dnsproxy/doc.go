@@ -7,6 +7,9 @@
 // into the rule's kernel sets (pod . address, with the answer's TTL as
 // timeout) through a Learner. So the pod's first connection after the
 // lookup is already allowed, and an address no answer gave stays denied.
+// A pod learns the addresses of the family it asked from (its IPv4 address
+// the A records, its IPv6 address the AAAA records): a rule's pods are
+// addresses, and which addresses are one pod's it does not say.
 //
 // Layer: it imports package ruleset (for rule owners) and
 // github.com/miekg/dns for every DNS message; it knows no dataplane. The

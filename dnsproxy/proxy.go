@@ -45,7 +45,9 @@ type Config struct {
 	MaxMessage int
 	// Learner writes the learned pairs into the kernel's sets.
 	Learner Learner
-	// Registerer, when not nil, gets the proxy's metrics.
+	// Registerer, when not nil, gets the proxy's metrics (weir_dns_*:
+	// queries, learned and expired pairs, drops by reason, set-full and
+	// learn failures, added latency).
 	Registerer prometheus.Registerer
 	// Log gets set-full and failure reports; nil is slog.Default().
 	Log *slog.Logger
@@ -223,9 +225,10 @@ func (p *Proxy) learn(pod netip.Addr, qname string, a *dns.Msg) {
 		if final == "" {
 			final, addrs = addresses(a.Answer, name)
 		}
+		set := r.set(pod)
 		for _, f := range addrs {
-			if f.addr.Is4() == pod.Is4() {
-				p.learnOne(r, pod, Learned{Owner: r.Owner, Set: r.set(pod), Name: bare(name), Answer: bare(final), Addr: f.addr}, f.ttl)
+			if f.addr.Is4() == pod.Is4() && set != "" {
+				p.learnOne(r, pod, Learned{Owner: r.Owner, Set: set, Name: bare(name), Answer: bare(final), Addr: f.addr}, f.ttl)
 			}
 		}
 	}

@@ -27,9 +27,9 @@ const (
 
 // Serve runs the proxy until ctx ends: it listens on Config.Port (UDP and
 // TCP, on every IPv4 and, when the kernel has IPv6, every IPv6 address),
-// answers the queries steered to it, and expires its index every
-// expiryPeriod. It returns nil when ctx ended, or the error that stopped a
-// listener (the others stop with it).
+// answers the queries steered to it, and expires its index every second.
+// It returns nil when ctx ended, or the error that stopped a listener (the
+// others stop with it).
 func (p *Proxy) Serve(ctx context.Context) error {
 	udp, tcp, err := p.listen(ctx)
 	if err != nil {
