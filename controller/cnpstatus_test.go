@@ -272,15 +272,15 @@ func (r *recReporter) Report(policies []*cnpv1beta1.ClusterNetworkPolicy, proble
 
 // TestAgentReportsClusterPolicies: after each applied ruleset the agent
 // reports the snapshot's ClusterNetworkPolicies, with the problems its
-// compiler has for them (here: a domainNames peer, not enforced).
+// compiler has for them (here: a domainNames peer in a Deny rule, which
+// the API allows in Accept rules only).
 func TestAgentReportsClusterPolicies(t *testing.T) {
 	withDomains := cnpAt("a", 1)
-	withDomains.Spec.Egress = []cnpv1beta1.ClusterNetworkPolicyEgressRule{{Action: cnpv1beta1.ClusterNetworkPolicyRuleActionAccept,
+	withDomains.Spec.Egress = []cnpv1beta1.ClusterNetworkPolicyEgressRule{{Action: cnpv1beta1.ClusterNetworkPolicyRuleActionDeny,
 		To: []cnpv1beta1.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnpv1beta1.DomainName{"api.example.com"}}}}}
 	policies := []*cnpv1beta1.ClusterNetworkPolicy{cnpAt("b", 1), withDomains}
 	rep := &recReporter{}
-	problems := map[string][]string{"a": {"Admin cnp/a egress rule 0: Accept: peer 0: domainNames peers are not enforced by this weir " +
-		"(they allow nothing; the rule's other peers are enforced)"}}
+	problems := map[string][]string{"a": {"Admin cnp/a egress rule 0: Deny: peer 0: domainNames peers are allowed in Accept rules only (matches nothing)"}}
 	a := &Agent{Node: "n1", Source: &memSource{objs: snapshot.Objects{ClusterPolicies: policies}}, Applier: &recApplier{},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ClusterPolicyStatus: rep}
 	ctx, cancel := context.WithCancel(context.Background())

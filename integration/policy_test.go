@@ -297,14 +297,15 @@ spec:
   priority: 3
   subject: {namespaces: {}}
   ingress:
-  - {action: Accept, from: [{namespaces: {}}]}
-  - {action: Deny, from: [{networks: [0.0.0.0/0, "::/0"]}]}
+  - {action: Accept, from: [{namespaces: {matchLabels: {purpose: production}}}]}
+  - {action: Deny, from: [{namespaces: {}}]}
 `, []testkit.Probe{
-			tcp("prod/client", "default/web", 8080, false), // selected by deny-all: Baseline never runs
-			tcp("prod/client", "dev/client", 80, true),     // Baseline Accept
-			tcp("ext:10.0.1.5", "dev/client", 80, false),   // Baseline Deny
-			v6(tcp("ext:fd00:e::5", "dev/client", 80, false)),
-			tcp("node", "dev/client", 80, true), // the node is always allowed
+			tcp("prod/client", "default/web", 8080, false),   // selected by deny-all: Baseline never runs
+			tcp("prod/client", "dev/client", 80, true),       // Baseline Accept
+			tcp("myproject/client", "dev/client", 80, false), // Baseline Deny
+			v6(tcp("myproject/client", "dev/client", 80, false)),
+			tcp("ext:10.0.1.5", "dev/client", 80, true), // not a peer of either rule
+			tcp("node", "dev/client", 80, true),         // the node is always allowed
 		}},
 		{"ClusterNetworkPolicy: Admin egress to networks, nodes, a named port and a UDP range", `
 apiVersion: policy.networking.k8s.io/v1beta1
