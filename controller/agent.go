@@ -69,6 +69,14 @@ type Agent struct {
 	// TierPassMark is the mark bit of an Admin tier Pass (see
 	// policy.Snapshot.TierPassMark; 0: the default).
 	TierPassMark uint32
+	// DNSMark, DNSProxyPort and DNSSetSize shape the domainNames
+	// steering (see policy.Snapshot; 0: the defaults).
+	DNSMark      uint32
+	DNSProxyPort uint16
+	DNSSetSize   uint32
+	// DNSRules, if set, is given the ruleset's domainNames rules after
+	// each applied sync (the DNS proxy's SetRules).
+	DNSRules func([]ruleset.DNSRule) error
 	// JumpCheckInterval is how often a dataplane.JumpKeeper Applier is asked to put
 	// weir's jumps back on top of the built-in chains; 0: never.
 	JumpCheckInterval time.Duration
@@ -242,6 +250,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	snap.LogDenied = a.LogDenied
 	snap.PodInterfacePrefix = a.PodInterfacePrefix
 	snap.TierPassMark = a.TierPassMark
+	snap.DNSMark, snap.DNSProxyPort, snap.DNSSetSize = a.DNSMark, a.DNSProxyPort, a.DNSSetSize
 	rs := a.compiler.Compile(snap)
 	compiled := time.Now()
 	dpProblems, err := a.apply(ctx, rs)
@@ -263,6 +272,11 @@ func (a *Agent) sync(ctx context.Context) error {
 	}
 	a.reportClusterPolicies(snap.ClusterPolicies)
 	var rerrs []error
+	if a.DNSRules != nil {
+		if err := a.DNSRules(rs.DNS); err != nil {
+			rerrs = append(rerrs, fmt.Errorf("dns proxy rules: %w", err))
+		}
+	}
 	for _, r := range a.Reconcilers {
 		if err := r.Reconcile(objs); err != nil {
 			rerrs = append(rerrs, err)

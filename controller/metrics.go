@@ -156,3 +156,7 @@ func (a *Agent) Handler() http.Handler {
 	})
 	return mux
 }
+
+// Registerer is where other parts of the agent (the DNS proxy) register
+// their metrics, served on /metrics with the agent's.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }

@@ -32,6 +32,7 @@ import (
 	"github.com/weir-cni/weir/controller"
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/controller/source"
+	"github.com/weir-cni/weir/dnsproxy"
 	"github.com/weir-cni/weir/policy"
 )
 
@@ -63,6 +64,13 @@ func run() int {
 		ifPrefix     = flag.String("host-interface-prefix", conf.DefaultHostPrefix, "name prefix of the pods' host-side veths (the plugin's hostInterfacePrefix, also written to the CNI config): packets coming in on them with a source not routed back through them are dropped")
 		crdRecheck   = flag.Duration("crd-recheck-interval", 30*time.Second, "how often to ask the API server whether it serves ClusterNetworkPolicies (their CRD may be installed or removed while the agent runs)")
 		cnpStatus    = flag.Bool("cnp-status", true, "write the Accepted condition of each ClusterNetworkPolicy; one agent writes, elected with the Lease "+controller.ClusterPolicyStatusLease+" in --lease-namespace (never with --manifests)")
+		dnsProxy     = flag.Bool("dns-proxy", true, "nftables backend: run the DNS proxy that enforces ClusterNetworkPolicy domainNames peers (pods those rules select have their DNS steered to it); false: such rules allow nothing and their pods' DNS fails (it is never let past the proxy)")
+		dnsPort      = flag.Uint("dns-proxy-port", dnsproxy.DefaultPort, "port of the DNS proxy's transparent listeners")
+		dnsMark      = flag.Uint("dns-mark", uint(policy.DefaultDNSMark), "the packet mark bit of DNS queries steered to the proxy; choose a bit no other program on the node tests")
+		dnsTable     = flag.Int("dns-route-table", 15353, "routing table of the local route that delivers steered DNS queries to the proxy")
+		dnsMinTTL    = flag.Duration("dns-min-ttl", dnsproxy.DefaultMinTTL, "least time a learned address stays allowed")
+		dnsMaxTTL    = flag.Duration("dns-max-ttl", dnsproxy.DefaultMaxTTL, "most time a learned address stays allowed without a new answer")
+		dnsMaxAddrs  = flag.Uint("dns-max-addresses", uint(policy.DefaultDNSSetSize), "most learned pod . address pairs per domainNames rule and family; past it new answers are counted and logged, their addresses stay denied")
 		leaseNS      = flag.String("lease-namespace", envOr("POD_NAMESPACE", metav1.NamespaceSystem), "namespace of the agents' Leases (default $POD_NAMESPACE, else kube-system)")
 	)
 	flag.Parse()
@@ -72,7 +80,7 @@ func run() int {
 		log.Error("bad flags", "err", err)
 		return 2
 	}
-	if err := checkPassMark(*passMark); err != nil {
+	if err := errors.Join(checkMark("--tier-pass-mark", *passMark), checkMark("--dns-mark", *dnsMark), checkDNS(*passMark, *dnsMark, *dnsPort, *dnsMaxAddrs)); err != nil {
 		log.Error("bad flags", "err", err)
 		return 2
 	}
@@ -106,6 +114,9 @@ func run() int {
 
 		PodInterfacePrefix: *ifPrefix,
 		TierPassMark:       uint32(*passMark),
+		DNSMark:            uint32(*dnsMark),
+		DNSProxyPort:       uint16(*dnsPort),
+		DNSSetSize:         uint32(*dnsMaxAddrs),
 		JumpCheckInterval:  *jumpCheck,
 		RemoveStale:        func(ctx context.Context) ([]string, error) { return controller.RemoveStale(ctx, applier) },
 	}
@@ -130,6 +141,17 @@ func run() int {
 				Identity: *nodeName, Log: log}}
 		agent.ClusterPolicyStatus = w
 		go func() { errc <- w.Run(ctx) }()
+	}
+	if *dnsProxy {
+		p, err := startDNSProxy(ctx, applier, dnsproxy.Config{Port: int(*dnsPort), MinTTL: *dnsMinTTL, MaxTTL: *dnsMaxTTL,
+			Registerer: agent.Metrics.Registerer(), Log: log}, uint32(*dnsMark), *dnsTable, errc)
+		if err != nil {
+			log.Error("dns proxy", "err", err)
+			return 1
+		}
+		if p != nil {
+			agent.DNSRules = p.setRules
+		}
 	}
 	go func() { errc <- agent.ServeSocket(ctx, *socket) }()
 	if *httpAddr != "" {
@@ -159,13 +181,27 @@ func run() int {
 // most 6 characters, and the rules quote the prefix as it is.
 var ifPrefixRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,6}$`)
 
-// checkPassMark accepts one bit of a 32-bit packet mark for
-// --tier-pass-mark.
-func checkPassMark(m uint) error {
+// checkMark accepts one bit of a 32-bit packet mark for flag name.
+func checkMark(name string, m uint) error {
 	if m == 0 || m > math.MaxUint32 || m&(m-1) != 0 {
-		return fmt.Errorf("--tier-pass-mark %#x: want one bit of a 32-bit mark", m)
+		return fmt.Errorf("%s %#x: want one bit of a 32-bit mark", name, m)
 	}
 	return nil
+}
+
+// checkDNS checks the DNS proxy's flags against each other.
+func checkDNS(passMark, dnsMark, port, maxAddrs uint) error {
+	var errs []error
+	if passMark == dnsMark {
+		errs = append(errs, fmt.Errorf("--dns-mark %#x is --tier-pass-mark's bit", dnsMark))
+	}
+	if port == 0 || port > math.MaxUint16 {
+		errs = append(errs, fmt.Errorf("--dns-proxy-port %d: want 1-65535", port))
+	}
+	if maxAddrs == 0 || maxAddrs > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("--dns-max-addresses %d: want 1-%d", maxAddrs, uint32(math.MaxUint32)))
+	}
+	return errors.Join(errs...)
 }
 
 func validate(node, manifests, cniVersion, metricsAuth, ifPrefix string, denyGroup, denyRate uint) error {

@@ -57,8 +57,8 @@ func TestValidateFlags(t *testing.T) {
 // of a 32-bit mark.
 func TestCheckPassMark(t *testing.T) {
 	for m, ok := range map[uint]bool{0x00800000: true, 1: true, 1 << 31: true, 0: false, 3: false, 0x00800001: false, 1 << 32: false} {
-		if err := checkPassMark(m); (err == nil) != ok {
-			t.Errorf("checkPassMark(%#x) = %v, want ok=%v", m, err, ok)
+		if err := checkMark("--tier-pass-mark", m); (err == nil) != ok {
+			t.Errorf("checkMark(%#x) = %v, want ok=%v", m, err, ok)
 		}
 	}
 }

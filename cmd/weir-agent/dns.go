@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/weir-cni/weir/controller"
+	"github.com/weir-cni/weir/dataplane"
+	"github.com/weir-cni/weir/dnsproxy"
+	"github.com/weir-cni/weir/nft"
+	"github.com/weir-cni/weir/ruleset"
+)
+
+// dnsProxy is the running DNS proxy of domainNames rules.
+type dnsProxy struct{ p *dnsproxy.Proxy }
+
+// startDNSProxy starts the DNS proxy when the backend is nftables (the
+// iptables backend reports domainNames rules and steers nothing; nil
+// then): the policy route of steered queries, a learner on the applier's
+// table, the proxy's listeners. Serve's end is sent to errc.
+func startDNSProxy(ctx context.Context, applier dataplane.Applier, cfg dnsproxy.Config, mark uint32, table int, errc chan<- error) (*dnsProxy, error) {
+	a, ok := applier.(*nft.NetlinkApplier)
+	if !ok {
+		return nil, nil
+	}
+	if err := controller.DNSRoute(mark, table); err != nil {
+		return nil, err
+	}
+	l, err := a.NewLearner()
+	if err != nil {
+		return nil, fmt.Errorf("learner: %w", err)
+	}
+	cfg.Learner = l
+	p, err := dnsproxy.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		err := p.Serve(ctx)
+		if err != nil {
+			err = fmt.Errorf("dns proxy: %w", err)
+		}
+		errc <- err
+		_ = l.Close()
+	}()
+	return &dnsProxy{p: p}, nil
+}
+
+// setRules hands the proxy the ruleset's domainNames rules.
+func (d *dnsProxy) setRules(rules []ruleset.DNSRule) error {
+	out := make([]dnsproxy.Rule, len(rules))
+	for i, r := range rules {
+		out[i] = dnsproxy.Rule{Owner: r.Owner, Set4: r.Set4, Set6: r.Set6, Names: r.Names, Pods: r.Pods}
+	}
+	return d.p.SetRules(out)
+}
