@@ -307,6 +307,30 @@ spec:
 			tcp("ext:10.0.1.5", "dev/client", 80, true), // not a peer of either rule
 			tcp("node", "dev/client", 80, true),         // the node is always allowed
 		}},
+		{"ClusterNetworkPolicy: Baseline Deny to nodes covers a pod's own node unless a NetworkPolicy isolates its egress", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-open, namespace: prod}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{}]
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: no-nodes}
+spec:
+  tier: Baseline
+  priority: 1
+  subject: {namespaces: {}}
+  egress: [{action: Deny, to: [{nodes: {}}]}]
+`, []testkit.Probe{
+			tcp("dev/client", "node", 80, false), // the input hook meets the Baseline tier
+			v6(tcp("dev/client", "node", 8080, false)),
+			udp("dev/client", "node", 5353, false),
+			tcp("prod/client", "node", 80, true), // a NetworkPolicy selects it: Baseline never runs
+			tcp("dev/client", "default/web", 8080, true),
+		}},
 		{"ClusterNetworkPolicy: Admin egress to networks, nodes, a named port and a UDP range", `
 apiVersion: policy.networking.k8s.io/v1beta1
 kind: ClusterNetworkPolicy

@@ -590,6 +590,12 @@ func (x *Compiler) tierDispatch(out map[string][]ruleset.Elem) {
 			}
 		}
 	}
+	npEgress := map[*podRec]bool{} // NetworkPolicy allows these pods their node
+	for _, ps := range x.polOrder {
+		for _, p := range ps.out.selected[dirIndex(dirEgress)] {
+			npEgress[p] = true
+		}
+	}
 	x.tierChains = make(map[string]ruleset.Chain, len(x.tierChains))
 	for p, m := range by {
 		for k, list := range m {
@@ -601,7 +607,11 @@ func (x *Compiler) tierDispatch(out map[string][]ruleset.Elem) {
 					f = families[1]
 				}
 				mp := f.tierMap(k.tier, [2]direction{dirIngress, dirEgress}[k.d])
-				out[mp] = append(out[mp], ruleset.Elem{Key: []ruleset.Range{single(ip)}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}})
+				e := ruleset.Elem{Key: []ruleset.Range{single(ip)}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}}
+				out[mp] = append(out[mp], e)
+				if k.tier == ruleset.TierBaseline && k.d == dirIndex(dirEgress) && !npEgress[p] {
+					out[f.baselineNode] = append(out[f.baselineNode], e)
+				}
 			}
 		}
 	}
@@ -690,6 +700,9 @@ func inputChain(ifPrefix string) ruleset.Chain {
 	ch.Rules = append(ch.Rules, established) // pods' only: the node's own traffic is none of weir's business
 	for _, f := range families {
 		ch.Rules = append(ch.Rules, vmap(f.tierMap(ruleset.TierAdmin, dirEgress), f.saddr))
+	}
+	for _, f := range families {
+		ch.Rules = append(ch.Rules, vmap(f.baselineNode, f.saddr))
 	}
 	return ch
 }

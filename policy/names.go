@@ -86,31 +86,35 @@ const (
 	mapIngress4   = "ingress-pods4" // local pod IP : jump sel-in-...
 	mapIngress6   = "ingress-pods6"
 	// The tiers' pod maps: local pod IP : jump adm-eg-... (cluster.go).
-	mapAdminEgress4     = "admin-egress-pods4"
-	mapAdminEgress6     = "admin-egress-pods6"
-	mapAdminIngress4    = "admin-ingress-pods4"
-	mapAdminIngress6    = "admin-ingress-pods6"
-	mapBaselineEgress4  = "baseline-egress-pods4"
-	mapBaselineEgress6  = "baseline-egress-pods6"
-	mapBaselineIngress4 = "baseline-ingress-pods4"
-	mapBaselineIngress6 = "baseline-ingress-pods6"
-	setPodCIDRs4        = "pod-cidrs4" // this node's pod CIDRs
-	setPodCIDRs6        = "pod-cidrs6"
-	setCluster4         = "cluster-cidrs4" // every pod CIDR of the cluster
-	setCluster6         = "cluster-cidrs6"
-	setPeers4           = "peers4" // id . pod address of selector peers
-	setPeers6           = "peers6"
-	setBlocks4          = "blocks4" // id . address range of ipBlock peers
-	setBlocks6          = "blocks6"
-	setNamed4           = "named4" // id . destination address . protocol . port
-	setNamed6           = "named6"
-	setPorts            = "ports"     // id . protocol . port range of rules with many ports
-	setUnrouted4        = "unrouted4" // sources the anti-spoofing check lets pass
-	setUnrouted6        = "unrouted6"
-	setLocalPods4       = "local-pods4" // addresses of the local pods the agent classified
-	setLocalPods6       = "local-pods6"
-	setGroupsIn         = "ingress-groups" // link groups of namespaces with an ingress policy
-	setGroupsEg         = "egress-groups"  // link groups of namespaces with an egress policy
+	mapAdminEgress4    = "admin-egress-pods4"
+	mapAdminEgress6    = "admin-egress-pods6"
+	mapAdminIngress4   = "admin-ingress-pods4"
+	mapAdminIngress6   = "admin-ingress-pods6"
+	mapBaselineEgress4 = "baseline-egress-pods4"
+	mapBaselineEgress6 = "baseline-egress-pods6"
+	// The Baseline tier's egress maps for the input hook: only the pods
+	// no NetworkPolicy isolates for egress (one that does allows the node).
+	mapBaselineNodeEgress4 = "baseline-node-egress-pods4"
+	mapBaselineNodeEgress6 = "baseline-node-egress-pods6"
+	mapBaselineIngress4    = "baseline-ingress-pods4"
+	mapBaselineIngress6    = "baseline-ingress-pods6"
+	setPodCIDRs4           = "pod-cidrs4" // this node's pod CIDRs
+	setPodCIDRs6           = "pod-cidrs6"
+	setCluster4            = "cluster-cidrs4" // every pod CIDR of the cluster
+	setCluster6            = "cluster-cidrs6"
+	setPeers4              = "peers4" // id . pod address of selector peers
+	setPeers6              = "peers6"
+	setBlocks4             = "blocks4" // id . address range of ipBlock peers
+	setBlocks6             = "blocks6"
+	setNamed4              = "named4" // id . destination address . protocol . port
+	setNamed6              = "named6"
+	setPorts               = "ports"     // id . protocol . port range of rules with many ports
+	setUnrouted4           = "unrouted4" // sources the anti-spoofing check lets pass
+	setUnrouted6           = "unrouted6"
+	setLocalPods4          = "local-pods4" // addresses of the local pods the agent classified
+	setLocalPods6          = "local-pods6"
+	setGroupsIn            = "ingress-groups" // link groups of namespaces with an ingress policy
+	setGroupsEg            = "egress-groups"  // link groups of namespaces with an egress policy
 
 	counterDeniedIn = "denied-ingress" // packets isolation dropped
 	counterDeniedEg = "denied-egress"
@@ -202,6 +206,8 @@ var skeletonSets = []ruleset.Set{
 	{Name: mapAdminIngress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Admin tier ingress rules"},
 	{Name: mapBaselineEgress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Baseline tier egress rules"},
 	{Name: mapBaselineEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Baseline tier egress rules"},
+	{Name: mapBaselineNodeEgress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Baseline tier egress rules, to their node"},
+	{Name: mapBaselineNodeEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Baseline tier egress rules, to their node"},
 	{Name: mapBaselineIngress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Baseline tier ingress rules"},
 	{Name: mapBaselineIngress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Baseline tier ingress rules"},
 	{Name: setPeers4, Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Comment: "selector peers by rule id"},

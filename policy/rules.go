@@ -56,6 +56,7 @@ type family struct {
 	// The tiers' pod maps, by tier (Admin, Baseline) and direction
 	// (ingress, egress): see cluster.go.
 	tierPods          [2][2]string
+	baselineNode      string // the Baseline tier's egress map of the input hook
 	podCIDRs, cluster string // the masquerade chain's sets
 	localPods         string // the classified local pods (unclassified.go)
 	unrouted          string // the sources spoof.go lets pass
@@ -67,12 +68,14 @@ var families = []family{
 		peers: setPeers4, blocks: setBlocks4, named: setNamed4, nodeAddrs: setNodeAddrs4, self: setSelf4,
 		egressPods: mapEgress4, ingressPods: mapIngress4, podCIDRs: setPodCIDRs4, cluster: setCluster4,
 		localPods: setLocalPods4, unrouted: setUnrouted4, dnsPods: setDNSPods4,
-		tierPods: [2][2]string{{mapAdminIngress4, mapAdminEgress4}, {mapBaselineIngress4, mapBaselineEgress4}}},
+		tierPods:     [2][2]string{{mapAdminIngress4, mapAdminEgress4}, {mapBaselineIngress4, mapBaselineEgress4}},
+		baselineNode: mapBaselineNodeEgress4},
 	{typ: ruleset.TypeIPv6, saddr: ruleset.FieldIP6Saddr, daddr: ruleset.FieldIP6Daddr,
 		peers: setPeers6, blocks: setBlocks6, named: setNamed6, nodeAddrs: setNodeAddrs6, self: setSelf6,
 		egressPods: mapEgress6, ingressPods: mapIngress6, podCIDRs: setPodCIDRs6, cluster: setCluster6,
 		localPods: setLocalPods6, unrouted: setUnrouted6, dnsPods: setDNSPods6,
-		tierPods: [2][2]string{{mapAdminIngress6, mapAdminEgress6}, {mapBaselineIngress6, mapBaselineEgress6}}},
+		tierPods:     [2][2]string{{mapAdminIngress6, mapAdminEgress6}, {mapBaselineIngress6, mapBaselineEgress6}},
+		baselineNode: mapBaselineNodeEgress6},
 }
 
 // ends returns the address fields of f for the pod a chain of direction d
