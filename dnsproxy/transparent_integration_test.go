@@ -270,26 +270,7 @@ func serveResolver(t *testing.T, n *testkit.NS) <-chan string {
 		}
 		_ = w.WriteMsg(a)
 	})
-	var servers []*dns.Server
-	err := n.Do(func(ns.NetNS) error {
-		pc, err := net.ListenPacket("udp", ":53")
-		if err != nil {
-			return err
-		}
-		l, err := net.Listen("tcp", ":53")
-		if err != nil {
-			return err
-		}
-		servers = []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: l, Handler: handler}}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("resolver: %v", err)
-	}
-	for _, s := range servers {
-		go func() { _ = s.ActivateAndServe() }()
-		t.Cleanup(func() { _ = s.Shutdown() })
-	}
+	testkit.ServeDNS(t, n, handler)
 	return seen
 }
 
