@@ -5,7 +5,7 @@
 // weir's own checks against it, prints a results table and tears the
 // cluster down. hack/e2e.sh builds what it needs and calls it.
 //
-//	weir-e2e run [-keep] [-suites netpol,cnp,pods,services,weir,weir-cnp]
+//	weir-e2e run [-keep] [-suites netpol,cnp,pods,services,weir,weir-cnp,weir-dns]
 //	weir-e2e down
 package main
 
@@ -54,8 +54,8 @@ func run() int {
 	fs.StringVar(&o.ginkgo, "ginkgo", "", "ginkgo CLI, to run the netpol specs in parallel (empty: serially)")
 	fs.StringVar(&o.manifest, "manifest", "deploy/weir.yaml", "the manifest a user applies")
 	fs.StringVar(&o.cnpTest, "cnp-test", "", "network-policy-api conformance test binary (hack/build-k8s.sh cnp-conformance.test), for the cnp suite")
-	fs.StringVar(&o.cnpCRD, "cnp-crd", "", "experimental ClusterNetworkPolicy CRD of network-policy-api, applied before weir is installed (needed by the cnp and weir-cnp suites)")
-	fs.StringVar(&o.suites, "suites", "netpol,cnp,pods,services,weir,weir-cnp", "suites to run (comma-separated; none: just bring the cluster up)")
+	fs.StringVar(&o.cnpCRD, "cnp-crd", "", "experimental ClusterNetworkPolicy CRD of network-policy-api, applied before weir is installed (needed by the cnp, weir-cnp and weir-dns suites)")
+	fs.StringVar(&o.suites, "suites", "netpol,cnp,pods,services,weir,weir-cnp,weir-dns", "suites to run (comma-separated; none: just bring the cluster up)")
 	fs.IntVar(&o.workers, "workers", 2, "worker nodes")
 	fs.IntVar(&o.procs, "procs", 3, "parallel ginkgo processes for the netpol suite (with -ginkgo)")
 	fs.IntVar(&o.buildSeconds, "build-seconds", -1, "time hack/e2e.sh spent building, for the results table")
@@ -104,7 +104,7 @@ func (o options) binaries() (cluster.Binaries, error) {
 	if o.wants("cnp") {
 		need = append(need, o.cnpTest)
 	}
-	if o.wants("cnp") || o.wants("weir-cnp") {
+	if o.wants("cnp") || o.wants("weir-cnp") || o.wants("weir-dns") {
 		need = append(need, o.cnpCRD)
 	}
 	var missing []string

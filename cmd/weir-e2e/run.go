@@ -187,6 +187,8 @@ func suiteRunner(ctx context.Context, c *cluster.Cluster, o options, runDir stri
 		return func() cluster.Result { return weirChecks(ctx, c, o, runDir, logf) }
 	case "weir-cnp":
 		return func() cluster.Result { return cnpChecks(ctx, c, o, runDir, logf) }
+	case "weir-dns":
+		return func() cluster.Result { return dnsChecks(ctx, c, o, runDir, logf) }
 	}
 	s, ok := suites(o)[name]
 	if !ok {
