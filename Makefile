@@ -78,6 +78,8 @@ bench: build tools
 	$(BIN)/bench-datapath -weir $(BIN)/weir -iptables -breakdown
 	@echo "== datapath with 1,000 ClusterNetworkPolicies (both tiers) besides the 1,000 NetworkPolicies"
 	$(BIN)/bench-datapath -weir $(BIN)/weir -cluster-policies 1000 -breakdown
+	@echo "== datapath with a domainNames rule holding 10,000 learned addresses; the test connection is allowed by its set"
+	$(BIN)/bench-datapath -weir $(BIN)/weir -learned 10000 -breakdown
 	@echo "== agent against a real kube-apiserver: API write -> kernel latency, RSS"
 	hack/build-k8s.sh
 	$(GO) build -o $(BIN)/bench-api-to-kernel ./cmd/bench-api-to-kernel
