@@ -71,11 +71,15 @@ bench: build tools
 	$(BIN)/bench-cni-add -weir $(BIN)/weir -ref $(TOOLS_BIN)
 	@echo "== ruleset compile and apply: 10,000 pods / 1,000 policies, full sync and one change; worst-shaped policies"
 	$(GO) test -tags integration -run XXX -bench . -benchtime 8x ./policy
+	@echo "== DNS proxy: added latency per answer (p50, p99) against direct lookups, learning into a fake set and into a kernel set"
+	$(GO) test -tags integration -run XXX -bench ProxyAddedLatency -benchtime 5000x ./dnsproxy
 	@echo "== datapath: throughput, latency, connection rate with the table vs none (and iptables)"
 	$(GO) build -o $(BIN)/bench-datapath ./cmd/bench-datapath
 	$(BIN)/bench-datapath -weir $(BIN)/weir -iptables -breakdown
 	@echo "== datapath with 1,000 ClusterNetworkPolicies (both tiers) besides the 1,000 NetworkPolicies"
 	$(BIN)/bench-datapath -weir $(BIN)/weir -cluster-policies 1000 -breakdown
+	@echo "== datapath with a domainNames rule holding 10,000 learned addresses; the test connection is allowed by its set"
+	$(BIN)/bench-datapath -weir $(BIN)/weir -learned 10000 -breakdown
 	@echo "== agent against a real kube-apiserver: API write -> kernel latency, RSS"
 	hack/build-k8s.sh
 	$(GO) build -o $(BIN)/bench-api-to-kernel ./cmd/bench-api-to-kernel

@@ -54,6 +54,12 @@ type nftBackend struct {
 	sync time.Duration
 	// hooks counts the base chains on switches on and off.
 	hooks int
+	// learner, when set, writes learned into the table after each full
+	// apply, which starts from an empty table (see fillChecked); learns
+	// are the times it took.
+	learner *nft.Learner
+	learned learned
+	learns  []time.Duration
 }
 
 func newNft(ctx context.Context, nodePath string, rs ruleset.Ruleset, full bool) (*nftBackend, error) {
@@ -89,7 +95,11 @@ func (b *nftBackend) on(ctx context.Context) (time.Duration, error) {
 	} else {
 		_, err = b.a.Apply(ctx, b.rs)
 	}
-	return time.Since(t0), err
+	took := time.Since(t0)
+	if err == nil && b.full && b.learner != nil {
+		err = b.learn()
+	}
+	return took, err
 }
 
 func (b *nftBackend) off(ctx context.Context) error {
@@ -102,7 +112,13 @@ func (b *nftBackend) off(ctx context.Context) error {
 	return checkNoBaseChains(b.path, isWeir)
 }
 
-func (b *nftBackend) Close() error { return b.a.Close() }
+func (b *nftBackend) Close() error {
+	var err error
+	if b.learner != nil {
+		err = b.learner.Close()
+	}
+	return errors.Join(err, b.a.Close())
+}
 
 func isWeir(t *nftables.Table) bool {
 	return t.Family == nftables.TableFamilyINet && t.Name == ruleset.TableName

@@ -62,12 +62,12 @@ func bench(ctx context.Context, o options) (err error) {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	fmt.Printf("bench-datapath: %d pods, %d policies, %d cluster policies; %d rounds of %s per measurement; client cpu %d, server cpu %d (%d cpus, GOMAXPROCS %d); load average %s\n",
-		o.pods, o.policies, o.clusterPolicies, o.rounds, o.duration, o.clientCPU, o.serverCPU, runtime.NumCPU(), runtime.GOMAXPROCS(0), loadavg())
+	fmt.Printf("bench-datapath: %d pods, %d policies, %d cluster policies, %d learned addresses; %d rounds of %s per measurement; client cpu %d, server cpu %d (%d cpus, GOMAXPROCS %d); load average %s\n",
+		o.pods, o.policies, o.clusterPolicies, o.learned, o.rounds, o.duration, o.clientCPU, o.serverCPU, runtime.NumCPU(), runtime.GOMAXPROCS(0), loadavg())
 	defer func() {
 		fmt.Printf("load average at the end: %s (other work on these cpus widens the spread)\n", loadavg())
 	}()
-	snap := snapshot(o.pods, o.policies, o.clusterPolicies)
+	snap := snapshot(o.pods, o.policies, o.clusterPolicies, o.learned)
 	local := 0
 	for _, p := range snap.Pods {
 		if p.Node == snap.Node.Name {
@@ -77,7 +77,11 @@ func bench(ctx context.Context, o options) (err error) {
 	t0 := time.Now()
 	rs := policy.Compile(snap)
 	compile := time.Since(t0)
-	p, err := checkPath(rs)
+	l, err := learnedPairs(rs, o.learned)
+	if err != nil {
+		return err
+	}
+	p, err := checkPath(rs, l)
 	if err != nil {
 		return fmt.Errorf("generated cluster does not exercise the policy: %w", err)
 	}
@@ -85,6 +89,10 @@ func bench(ctx context.Context, o options) (err error) {
 		local, len(rs.Chains), len(rs.Sets), elems(rs), ms(compile))
 	fmt.Printf("new connection %s -> %s:%d walks egress %s, ingress %s (the last of each allows); port %d is dropped\n",
 		clientIP, serverIP, testPort, strings.Join(p.egress, ", "), strings.Join(p.ingress, ", "), deniedPort)
+	if len(l.pairs) > 0 {
+		fmt.Printf("learned: %d pairs in set %s of %s's domainNames rule, over its %d local pods, client . server among them: the egress of the test connection is allowed by that set only (its next rule denies it)\n",
+			len(l.pairs), l.set, learnedPolicyName, l.pods)
+	}
 
 	tmp, err := os.MkdirTemp("", "weir-dataplane-")
 	if err != nil {
@@ -104,7 +112,7 @@ func bench(ctx context.Context, o options) (err error) {
 			}
 		}
 	}()
-	if cfgs, err = configs(ctx, plugin, snap, rs, o); err != nil {
+	if cfgs, err = configs(ctx, plugin, snap, rs, l, o); err != nil {
 		return err
 	}
 	fmt.Printf("full sync: compile %s", ms(compile))
@@ -129,11 +137,16 @@ func bench(ctx context.Context, o options) (err error) {
 		all[i] = &cf.samples
 	}
 	report(os.Stdout, all, o.verbose)
+	nb := cfgs[1].backend.(*nftBackend)
 	if o.fullApply {
 		fmt.Printf("\nnft: full apply before each round: median %s\n", ms(medianDuration(cfgs[1].applies)))
 	} else {
 		fmt.Printf("\nnft: switching on before each round (adding the %d base chains to the applied table, one incremental transaction): median %s\n",
-			cfgs[1].backend.(*nftBackend).hooks, ms(medianDuration(cfgs[1].applies)))
+			nb.hooks, ms(medianDuration(cfgs[1].applies)))
+	}
+	if len(nb.learns) > 0 {
+		fmt.Printf("nft: learning the %d pairs through the Learner (one transaction each; %s): median %s\n",
+			len(l.pairs), learnedWhen(o.fullApply), ms(medianDuration(nb.learns)))
 	}
 	return nil
 }
@@ -160,8 +173,8 @@ func rounds(ctx context.Context, cfgs []*config, o options) error {
 // first and, when asked and built in, iptables on a second one: applying
 // it takes far too long to switch it on and off between rounds. The
 // second node's baseline is printed to show the two nodes alike. rs is
-// snap compiled.
-func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs ruleset.Ruleset, o options) ([]*config, error) {
+// snap compiled, and l the pairs to learn into its table.
+func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs ruleset.Ruleset, l learned, o options) ([]*config, error) {
 	bed, err := newTestbed(ctx, plugin, o)
 	if err != nil {
 		return nil, err
@@ -196,8 +209,11 @@ func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs rulese
 	} else {
 		err = fmt.Errorf("nftables backend: %w", err)
 	}
+	if err == nil && len(l.pairs) > 0 {
+		err = nb.fillChecked(bed.cl, l)
+	}
 	if err == nil && o.breakdown {
-		s := snap
+		s := withoutLearned(snap)
 		s.Policies = nil
 		var bare *nftBackend
 		if bare, err = newNft(ctx, bed.node.Path(), policy.Compile(s), true); err == nil {

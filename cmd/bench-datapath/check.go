@@ -17,11 +17,19 @@ type path struct {
 
 // checkPath proves the benchmark measures what it claims: a new connection
 // client -> server on testPort is accepted by a policy rule reached through
-// both pods' selection chains, and one on deniedPort is dropped.
-func checkPath(rs ruleset.Ruleset) (path, error) {
+// both pods' selection chains, and one on deniedPort is dropped. With
+// learned pairs, it is traced with them in their set, and checkLearned
+// must pass too.
+func checkPath(rs ruleset.Ruleset, l learned) (path, error) {
 	var p path
 	if len(rs.Problems) > 0 {
 		return p, fmt.Errorf("ruleset has %d problems, first: %s", len(rs.Problems), rs.Problems[0])
+	}
+	if len(l.pairs) > 0 {
+		if err := checkLearned(rs, l); err != nil {
+			return p, err
+		}
+		rs = traced(rs, l)
 	}
 	pkt := ruleset.Packet{Src: netip.MustParseAddr(clientIP), Dst: netip.MustParseAddr(serverIP), Proto: ruleset.ProtoTCP, DPort: testPort}
 	v, steps := ruleset.Trace(rs, pkt)

@@ -9,6 +9,12 @@
 // by a policy rule, so every new connection walks the policy. Before
 // measuring, a probe shows that a port no policy allows is dropped.
 //
+// With -learned N, a ClusterNetworkPolicy with a domainNames rule holds
+// the client, and its learned-address set holds N pod . address pairs,
+// written through the agent's Learner (learned.go): the client's egress to
+// the server is allowed by the lookup of that set and nothing else, as a
+// trace and a probe before and after learning show.
+//
 // Configurations:
 //   - none: no netfilter hook in the node namespace. By default the table
 //     stays in the kernel with its base chains deleted (no hook, no
@@ -16,9 +22,10 @@
 //     takes seconds; -full-apply deletes the whole table instead and
 //     applies it whole before every nft round.
 //   - nft: the table with its base chains, added back incrementally.
-//   - nft-bare (with -breakdown): the same table compiled without
-//     policies — conntrack, NAT and the skeleton that any stateful
-//     enforcement pays — so that nft / nft-bare is the policy walk alone.
+//   - nft-bare (with -breakdown): the same table compiled without the
+//     NetworkPolicies and the -learned policy — conntrack, NAT and the
+//     skeleton that any stateful enforcement pays — so that nft / nft-bare
+//     is the policy walk alone.
 //     Two tables take turns in the namespace by full applies.
 //   - conntrack (with -breakdown): one forward chain whose only rule is
 //     `ct state established,related accept`, the floor of any stateful
@@ -53,6 +60,7 @@ type options struct {
 	duration             time.Duration
 	pods, policies       int
 	clusterPolicies      int
+	learned              int
 	iptables             bool
 	fullApply            bool
 	breakdown            bool
@@ -68,6 +76,7 @@ func run() int {
 	flag.IntVar(&o.pods, "pods", 10000, "pods in the cluster")
 	flag.IntVar(&o.policies, "policies", 1000, "NetworkPolicies in the cluster")
 	flag.IntVar(&o.clusterPolicies, "cluster-policies", 0, "ClusterNetworkPolicies in the cluster, both tiers (synth.Options.ClusterPolicies: each real pod is held by one in a hundred)")
+	flag.IntVar(&o.learned, "learned", 0, "addresses learned from DNS answers: adds a ClusterNetworkPolicy whose domainNames rule alone allows the client's egress to the server, and fills its set with this many pod . address pairs, client . server among them (see learned.go)")
 	flag.BoolVar(&o.iptables, "iptables", false, "also measure the iptables backend")
 	flag.BoolVar(&o.fullApply, "full-apply", false, "baseline with no table at all: delete the table before each baseline round and apply it whole before each nft round (slow with large tables)")
 	flag.BoolVar(&o.breakdown, "breakdown", false, "also measure nft-bare (weir's table compiled without policies: conntrack, NAT, the skeleton) and conntrack (one stateful rule), to split the cost of the table into conntrack, weir's skeleton and the policy walk (implies full applies)")
@@ -96,6 +105,12 @@ func (o options) validate() error {
 	}
 	if o.rounds < 1 || o.duration <= 0 {
 		errs = append(errs, errors.New("-rounds and -duration must be positive"))
+	}
+	if o.learned < 0 || o.learned > maxLearned {
+		errs = append(errs, fmt.Errorf("-learned %d: want 0-%d", o.learned, maxLearned))
+	}
+	if o.learned > 0 && o.iptables {
+		errs = append(errs, errors.New("-learned and -iptables: the iptables backend has no DNS proxy nor learned-address sets"))
 	}
 	if o.pods < 2 || o.policies < 10 {
 		errs = append(errs, errors.New("-pods must be at least 2 and -policies at least 10 (one of each shape per namespace)"))

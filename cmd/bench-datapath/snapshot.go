@@ -39,12 +39,14 @@ const (
 // app2-* and tier-*. Only tier-* allows client -> server on testPort, and
 // it sorts last, so a new connection walks the other policies first.
 // With clusterPolicies, the server and the client are each held by one
-// in a hundred of them, which a new connection walks before.
-func snapshot(pods, policies, clusterPolicies int) policy.Snapshot {
+// in a hundred of them, which a new connection walks before. With learned,
+// learnedPolicy comes last of those and allows the client's egress instead
+// of app2-* and tier-* (see learned.go).
+func snapshot(pods, policies, clusterPolicies, learned int) policy.Snapshot {
 	s := synth.Cluster(synth.Options{Pods: max(pods-2, 0), Policies: policies, Namespaces: max(pods/100, 3), Local: 10, TierPort: "bench",
 		ClusterPolicies: clusterPolicies})
 	s.Pods = append(realPods(), s.Pods...)
-	return s
+	return withLearned(s, learned)
 }
 
 // realPods are the two pods wired by the plugin.

@@ -29,8 +29,8 @@ func TestSnapshotMakesEveryNewConnectionWalkThePolicy(t *testing.T) {
 			[]string{"cnp-0021", "cnp-0321", "cnp-0421", "cnp-0721", "cnp-0821", "ns2/app2-0202", "ns2/tier-0802"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rs := policy.Compile(snapshot(tc.pods, tc.policies, tc.clusterPolicies))
-			p, err := checkPath(rs)
+			rs := policy.Compile(snapshot(tc.pods, tc.policies, tc.clusterPolicies, 0))
+			p, err := checkPath(rs, learned{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -56,7 +56,7 @@ func TestSnapshotMakesEveryNewConnectionWalkThePolicy(t *testing.T) {
 // TestCheckPathRejectsAClusterWithoutTheAllowingPolicy: with too few
 // policies for the tier-* shape, nothing allows the test connection.
 func TestCheckPathRejectsAClusterWithoutTheAllowingPolicy(t *testing.T) {
-	_, err := checkPath(policy.Compile(snapshot(1000, 80, 0)))
+	_, err := checkPath(policy.Compile(snapshot(1000, 80, 0, 0)), learned{})
 	if err == nil || !strings.Contains(err.Error(), "not accepted") {
 		t.Fatalf("checkPath = %v, want a 'not accepted' error", err)
 	}

@@ -242,6 +242,11 @@ func (c client) connRate(ctx context.Context, d time.Duration) (float64, error) 
 	return rate, err
 }
 
+// request makes one connection carrying one request and its response.
+func (c client) request() error {
+	return pinned(c.nsPath, c.cpu, func() error { return oneRequest(c.dst, make([]byte, msgSize)) })
+}
+
 func oneRequest(dst netip.Addr, msg []byte) error {
 	fd, err := dial(dst, testPort)
 	if err != nil {
