@@ -63,16 +63,8 @@ func cnpChecks(ctx context.Context, c *cluster.Cluster, o options, runDir string
 }
 
 func (k *cnpChecker) setup(ctx context.Context) error {
-	dyn, err := dynamic.NewForConfig(k.c.RestConfig)
-	if err != nil {
-		return fmt.Errorf("dynamic client: %w", err)
-	}
-	k.dyn = dyn
-	cs := k.c.Client.CoreV1()
-	for _, ns := range []string{nsCNPClient, nsCNPServer} {
-		if _, err := cs.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			return err
-		}
+	if err := k.begin(ctx, nsCNPClient, nsCNPServer); err != nil {
+		return err
 	}
 	near, far := k.c.Nodes[0].Name, k.c.Nodes[len(k.c.Nodes)-1].Name
 	pods := []*corev1.Pod{
@@ -80,12 +72,33 @@ func (k *cnpChecker) setup(ctx context.Context) error {
 		cnpServerPod("near", near), cnpServerPod("far", far),
 		cnpHostPod("host-near", near), cnpHostPod("host-far", far),
 	}
-	for _, p := range pods {
-		if _, err := cs.Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+	return k.startPods(ctx, pods, map[string]*string{"near": &k.near, "far": &k.far, "host-near": &k.hostNear, "host-far": &k.hostFar})
+}
+
+// begin makes the dynamic client of the ClusterNetworkPolicy API and
+// creates the checks' namespaces.
+func (k *cnpChecker) begin(ctx context.Context, namespaces ...string) error {
+	dyn, err := dynamic.NewForConfig(k.c.RestConfig)
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
+	k.dyn = dyn
+	for _, ns := range namespaces {
+		if _, err := k.c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			return err
 		}
 	}
-	ips := map[string]*string{"near": &k.near, "far": &k.far, "host-near": &k.hostNear, "host-far": &k.hostFar}
+	return nil
+}
+
+// startPods creates pods and waits for them to run and be ready; ips
+// gets the addresses of those it names.
+func (k *checker) startPods(ctx context.Context, pods []*corev1.Pod, ips map[string]*string) error {
+	for _, p := range pods {
+		if _, err := k.c.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+	}
 	for _, p := range pods {
 		ip, err := k.waitRunning(ctx, p.Namespace, p.Name, 2*time.Minute)
 		if err != nil {

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/dynamic"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/weir-cni/weir/integration/cluster"
@@ -56,16 +55,8 @@ func dnsChecks(ctx context.Context, c *cluster.Cluster, o options, runDir string
 }
 
 func (k *dnsChecker) setup(ctx context.Context) error {
-	dyn, err := dynamic.NewForConfig(k.c.RestConfig)
-	if err != nil {
-		return fmt.Errorf("dynamic client: %w", err)
-	}
-	k.dyn = dyn
-	cs := k.c.Client.CoreV1()
-	for _, ns := range []string{nsDNSClient, nsDNSServer, nsDNSResolver} {
-		if _, err := cs.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			return err
-		}
+	if err := k.begin(ctx, nsDNSClient, nsDNSServer, nsDNSResolver); err != nil {
+		return err
 	}
 	near, far := k.c.Nodes[0].Name, k.c.Nodes[len(k.c.Nodes)-1].Name
 	pods := []*corev1.Pod{
@@ -73,37 +64,16 @@ func (k *dnsChecker) setup(ctx context.Context) error {
 		idlePod(nsDNSClient, "other", map[string]string{"app": "other"}, near),
 		serverPod(nsDNSServer, "web0", nil, far), serverPod(nsDNSServer, "web1", nil, near), serverPod(nsDNSServer, "web2", nil, far),
 	}
-	ips := map[string]*string{"web0": &k.web[0], "web1": &k.web[1], "web2": &k.web[2]}
-	if err := k.startPods(ctx, pods, ips); err != nil {
+	if err := k.startPods(ctx, pods, map[string]*string{"web0": &k.web[0], "web1": &k.web[1], "web2": &k.web[2]}); err != nil {
 		return err
 	}
-	if _, err := cs.ConfigMaps(nsDNSResolver).Create(ctx, &corev1.ConfigMap{
+	if _, err := k.c.Client.CoreV1().ConfigMaps(nsDNSResolver).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "zone"},
 		Data:       map[string]string{"Corefile": resolverCorefile, "example.com.db": exampleZone(k.web)},
 	}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
 	return k.startPods(ctx, []*corev1.Pod{resolverPod(far)}, map[string]*string{"resolver": &k.resolver})
-}
-
-// startPods creates pods and waits for them to run; ips gets the
-// addresses of those it names.
-func (k *dnsChecker) startPods(ctx context.Context, pods []*corev1.Pod, ips map[string]*string) error {
-	for _, p := range pods {
-		if _, err := k.c.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			return err
-		}
-	}
-	for _, p := range pods {
-		ip, err := k.waitRunning(ctx, p.Namespace, p.Name, 2*time.Minute)
-		if err != nil {
-			return err
-		}
-		if dst := ips[p.Name]; dst != nil {
-			*dst = ip
-		}
-	}
-	return nil
 }
 
 func (k *dnsChecker) cleanup(ctx context.Context) error {
