@@ -1,5 +1,7 @@
 package agentapi
 
+import "time"
+
 // Explanation answers OpExplain: whether the ruleset the kernel holds lets
 // a new connection from Src to Dst through, and the steps that decided.
 type Explanation struct {
@@ -9,6 +11,29 @@ type Explanation struct {
 	// Steps are the rules the packet matched and the base chains it fell
 	// through, in the order the kernel meets them.
 	Steps []ExplainStep `json:"steps"`
+	// Learned are the DNS answers that let Src reach Dst through a
+	// ClusterNetworkPolicy domainNames rule and have not expired, one per
+	// rule set holding the pair, by set. The steps' lookups of these sets
+	// match: Allowed counts them.
+	Learned []ExplainLearned `json:"learned,omitempty"`
+}
+
+// ExplainLearned is one address a pod learned from a DNS answer (Dst,
+// learned by Src): which lookup let it in, and until when.
+type ExplainLearned struct {
+	// Set is the rule's learned-address set holding the pair, Owner the
+	// rule.
+	Set   string        `json:"set"`
+	Owner *ExplainOwner `json:"owner"`
+	// Name is the name the pod asked; Answer the owner name of the
+	// address record, at the end of the CNAME chain from Name (Name
+	// itself when there is none). Lower case, no trailing dot.
+	Name   string `json:"name"`
+	Answer string `json:"answer"`
+	// Learned is when the answer was learned (the pair's last refresh),
+	// Expires when the pair's timeout (the answer's TTL) runs out.
+	Learned time.Time `json:"learned"`
+	Expires time.Time `json:"expires"`
 }
 
 // ExplainStep is one step of an Explanation.

@@ -74,9 +74,10 @@ type Agent struct {
 	DNSMark      uint32
 	DNSProxyPort uint16
 	DNSSetSize   uint32
-	// DNSRules, if set, is given the ruleset's domainNames rules after
-	// each applied sync (the DNS proxy's SetRules).
-	DNSRules func([]ruleset.DNSRule) error
+	// DNSProxy, if set, is given the ruleset's domainNames rules after
+	// each applied sync, holds its answers during an apply that changes
+	// them (see holdDNS), and tells explain what pods learned.
+	DNSProxy DNSProxy
 	// JumpCheckInterval is how often a dataplane.JumpKeeper Applier is asked to put
 	// weir's jumps back on top of the built-in chains; 0: never.
 	JumpCheckInterval time.Duration
@@ -85,6 +86,9 @@ type Agent struct {
 	// (see RemoveStale) and reports what it removed.
 	RemoveStale func(context.Context) ([]string, error)
 	staleDone   bool
+	// dnsGiven are the domainNames rules last given to DNSProxy; only
+	// the worker uses them.
+	dnsGiven []ruleset.DNSRule
 	// ClusterPolicyStatus, when set, is told after each applied ruleset
 	// the ClusterNetworkPolicies it was compiled from and their problems
 	// (policy.Compiler.ClusterPolicyProblems).
@@ -253,11 +257,19 @@ func (a *Agent) sync(ctx context.Context) error {
 	snap.DNSMark, snap.DNSProxyPort, snap.DNSSetSize = a.DNSMark, a.DNSProxyPort, a.DNSSetSize
 	rs := a.compiler.Compile(snap)
 	compiled := time.Now()
+	held := a.holdDNS(ctx, rs.DNS)
 	dpProblems, err := a.apply(ctx, rs)
 	if err != nil {
+		if held {
+			a.DNSProxy.Release() // the kernel keeps the rules the proxy has
+		}
 		err = fmt.Errorf("apply ruleset: %w", err)
 		a.setErr(err)
 		return err
+	}
+	var rerrs []error
+	if err := a.setDNSRules(rs.DNS, held); err != nil {
+		rerrs = append(rerrs, fmt.Errorf("dns proxy rules: %w", err))
 	}
 	a.Metrics.observeSync(read.Sub(start), compiled.Sub(read), time.Since(compiled), firstEvent, rs)
 	if a.RemoveStale != nil && !a.staleDone {
@@ -271,12 +283,6 @@ func (a *Agent) sync(ctx context.Context) error {
 		a.Log.Warn("dataplane problem: left out of the kernel", problemAttrs(p)...)
 	}
 	a.reportClusterPolicies(snap.ClusterPolicies)
-	var rerrs []error
-	if a.DNSRules != nil {
-		if err := a.DNSRules(rs.DNS); err != nil {
-			rerrs = append(rerrs, fmt.Errorf("dns proxy rules: %w", err))
-		}
-	}
 	for _, r := range a.Reconcilers {
 		if err := r.Reconcile(objs); err != nil {
 			rerrs = append(rerrs, err)

@@ -98,11 +98,17 @@ func localNode() *corev1.Node {
 func startAgent(t *testing.T, src snapshot.Source, app dataplane.Applier) (*Agent, context.CancelFunc) {
 	t.Helper()
 	a := &Agent{Node: "n1", Source: src, Applier: app, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return a, runAgent(t, a)
+}
+
+// runAgent runs a until the test ends, or until the CancelFunc it returns.
+func runAgent(t *testing.T, a *Agent) context.CancelFunc {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = a.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return a, cancel
+	return cancel
 }
 
 func waitFor(t *testing.T, what string, f func() bool) {

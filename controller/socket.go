@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weir-cni/weir/agentapi"
+	"github.com/weir-cni/weir/dnsproxy"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -222,7 +223,8 @@ func (a *Agent) answer(ctx context.Context, req agentapi.Request) (any, error) {
 
 // explain traces a connection through the ruleset the kernel has. src and
 // dst are IP addresses or namespace/pod names, resolved in the snapshot
-// that ruleset was compiled from.
+// that ruleset was compiled from. The learned-address sets of domainNames
+// rules hold what the DNS proxy says src learned of dst.
 func (a *Agent) explain(req agentapi.Request) (agentapi.Explanation, error) {
 	a.mu.Lock()
 	rs, snap := a.rs, a.snap
@@ -238,8 +240,15 @@ func (a *Agent) explain(req agentapi.Request) (agentapi.Explanation, error) {
 	if req.Port < 0 || req.Port > 65535 {
 		return agentapi.Explanation{}, fmt.Errorf("port %d out of range", req.Port)
 	}
-	v, steps := ruleset.Trace(rs, explainPacket(snap, src, dst, proto, uint16(req.Port)))
-	e := agentapi.Explanation{Allowed: v == ruleset.VerdictAccept, Src: src.String(), Dst: dst.String(), Steps: make([]agentapi.ExplainStep, len(steps))}
+	var learned []dnsproxy.Learned
+	if a.DNSProxy != nil {
+		learned = a.DNSProxy.Explain(src, dst)
+	}
+	p := explainPacket(snap, src, dst, proto, uint16(req.Port))
+	p.Learned = learnedBy(src, dst, learned)
+	v, steps := ruleset.Trace(rs, p)
+	e := agentapi.Explanation{Allowed: v == ruleset.VerdictAccept, Src: src.String(), Dst: dst.String(), Steps: make([]agentapi.ExplainStep, len(steps)),
+		Learned: explainLearned(learned)}
 	for i, s := range steps {
 		e.Steps[i] = explainStep(s)
 	}
@@ -269,13 +278,18 @@ func explainPacket(s policy.Snapshot, src, dst netip.Addr, proto uint8, port uin
 
 // explainStep is a step of a trace as explain answers it.
 func explainStep(s ruleset.Step) agentapi.ExplainStep {
-	out := agentapi.ExplainStep{Chain: s.Chain, Rule: s.Index, Verdict: s.Verdict.String(), Text: s.String()}
-	if o := s.Owner; o.Kind != ruleset.OwnerNone {
-		out.Owner = &agentapi.ExplainOwner{Kind: o.Kind.String(), Tier: string(o.Tier), Namespace: o.Namespace, Policy: o.Policy,
-			Direction: string(o.Direction), RuleName: o.RuleName, Action: o.Action, Text: o.String()}
-		if o.Kind == ruleset.OwnerPolicyRule {
-			out.Owner.Rule = &o.Rule
-		}
+	return agentapi.ExplainStep{Chain: s.Chain, Rule: s.Index, Verdict: s.Verdict.String(), Text: s.String(), Owner: explainOwner(s.Owner)}
+}
+
+// explainOwner is a rule's owner as explain answers it; nil for OwnerNone.
+func explainOwner(o ruleset.Owner) *agentapi.ExplainOwner {
+	if o.Kind == ruleset.OwnerNone {
+		return nil
+	}
+	out := &agentapi.ExplainOwner{Kind: o.Kind.String(), Tier: string(o.Tier), Namespace: o.Namespace, Policy: o.Policy,
+		Direction: string(o.Direction), RuleName: o.RuleName, Action: o.Action, Text: o.String()}
+	if o.Kind == ruleset.OwnerPolicyRule {
+		out.Rule = &o.Rule
 	}
 	return out
 }

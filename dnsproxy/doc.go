@@ -15,6 +15,8 @@
 // github.com/miekg/dns for every DNS message; it knows no dataplane. The
 // nftables backend implements Learner over netlink, and the agent
 // (controller) runs the Proxy and hands it the ruleset's rules after every
-// sync (SetRules). It also keeps an index of what it learned, for weirctl
-// explain (Explain) and its metrics.
+// sync (SetRules); when they changed it holds the answers while it applies
+// the ruleset (Hold, Release), so that none is released learned under
+// rules the kernel no longer has. It also keeps an index of what it
+// learned, for weirctl explain (Explain) and its metrics.
 package dnsproxy

@@ -20,7 +20,9 @@ type Learned struct {
 	// itself when there is none). Both lower case, no trailing dot.
 	Name, Answer string
 	Addr         netip.Addr
-	Expires      time.Time
+	// At is when the answer was learned (the pair's last refresh),
+	// Expires when its timeout runs out.
+	At, Expires time.Time
 }
 
 // pair is an index key: one element of one set.

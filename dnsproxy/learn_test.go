@@ -117,7 +117,7 @@ func TestExplainAndExpiry(t *testing.T) {
 	p.now = func() time.Time { return now }
 	p.learn(pod4, "www.cdn.example.com", zoneAnswer(t, new(dns.Msg).SetQuestion("www.cdn.example.com.", dns.TypeA)))
 	want := []Learned{{Owner: testRules()[0].Owner, Set: "dns4-a", Name: "www.cdn.example.com", Answer: "e1.cdn.net",
-		Addr: ip("198.51.100.7"), Expires: now.Add(20 * time.Second)}}
+		Addr: ip("198.51.100.7"), At: now, Expires: now.Add(20 * time.Second)}}
 	if got := p.Explain(pod4, ip("198.51.100.7")); !slices.Equal(got, want) {
 		t.Fatalf("explain: got %+v, want %+v", got, want)
 	}

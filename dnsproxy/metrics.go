@@ -17,6 +17,7 @@ const (
 	dropUpstream   = "upstream"     // the resolver did not answer in time, or the exchange failed
 	dropBadAnswer  = "bad_answer"   // the resolver's answer does not unpack or does not answer the query
 	dropReply      = "reply_failed" // the answer could not be written to the pod
+	dropHeld       = "held"         // the answer was held (Proxy.Hold) past the upstream timeout
 )
 
 // metrics are the proxy's Prometheus metrics.
@@ -27,6 +28,7 @@ type metrics struct {
 	dropped      *prometheus.CounterVec
 	setFull      prometheus.Counter
 	learnErrors  prometheus.Counter
+	held         prometheus.Counter
 	addedLatency prometheus.Histogram
 }
 
@@ -44,6 +46,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "DNS messages the proxy dropped, by reason."}, []string{"reason"}),
 		setFull:     counter("weir_dns_set_full_total", "Addresses not learned because the rule's set was full: they stay denied."),
 		learnErrors: counter("weir_dns_learn_errors_total", "Addresses not learned because writing the set failed otherwise: they stay denied."),
+		held: counter("weir_dns_held_answers_total",
+			"Answers that waited, neither learned nor released, while the agent applied a ruleset whose domainNames rules changed."),
 		addedLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weir_dns_added_latency_seconds",
 			Help:    "Time the proxy added to a DNS answer: from the query's arrival to the answer's release, less the resolver's time.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16)}),
@@ -51,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.queries, m.learned, m.expired, m.dropped, m.setFull, m.learnErrors, m.addedLatency} {
+	for _, c := range []prometheus.Collector{m.queries, m.learned, m.expired, m.dropped, m.setFull, m.learnErrors, m.held, m.addedLatency} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register dns proxy metrics: %w", err)
 		}

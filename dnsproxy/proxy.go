@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 )
 
 // Defaults of Config's zero fields.
@@ -47,7 +48,7 @@ type Config struct {
 	Learner Learner
 	// Registerer, when not nil, gets the proxy's metrics (weir_dns_*:
 	// queries, learned and expired pairs, drops by reason, set-full and
-	// learn failures, added latency).
+	// learn failures, answers held, added latency).
 	Registerer prometheus.Registerer
 	// Log gets set-full and failure reports; nil is slog.Default().
 	Log *slog.Logger
@@ -82,23 +83,23 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
-}
-
 // Proxy is the transparent DNS proxy: Serve runs it, SetRules tells it the
-// ruleset's domainNames rules, Explain says what it learned. Its methods
-// are safe for concurrent use.
+// ruleset's domainNames rules (Hold and Release bracket the change),
+// Explain says what it learned. Its methods are safe for concurrent use.
 type Proxy struct {
 	cfg      Config
 	metrics  *metrics
 	now      func() time.Time
 	index    index
 	inFlight chan struct{}
+
+	// gate lets answers out: an answer takes one unit of it from before
+	// it is learned until it is written to its pod, a Hold all
+	// maxInFlight units (the most answers under way at once). holding
+	// says a Hold has them; holdMu guards it.
+	gate    *semaphore.Weighted
+	holdMu  sync.Mutex
+	holding bool
 
 	// mu guards rules. A query holds it for reading from matching its
 	// answer to the last Learn, so that SetRules, holding it for writing,
@@ -118,7 +119,44 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Proxy{cfg: cfg, metrics: m, now: time.Now, inFlight: make(chan struct{}, maxInFlight), rules: newRules(nil)}, nil
+	return &Proxy{cfg: cfg, metrics: m, now: time.Now, inFlight: make(chan struct{}, maxInFlight),
+		gate: semaphore.NewWeighted(maxInFlight), rules: newRules(nil)}, nil
+}
+
+// Hold stops the release of answers until Release: an answer that comes
+// from the resolver from now on waits, neither learned nor written to its
+// pod, until Release or the end of its upstream timeout (then it is
+// dropped and counted, and the pod asks again). Hold returns once the
+// answers already being learned or written are out, or with ctx's error,
+// holding nothing, when ctx ends first; holding already, it does nothing.
+//
+// The agent holds answers while it applies a ruleset whose domainNames
+// rules changed, and releases them after SetRules with those rules: so no
+// answer reaches a pod after the new sets and steering are in the kernel
+// that was learned under the old rules (into a set the apply deleted, or
+// not at all for a pod the old rules did not select).
+func (p *Proxy) Hold(ctx context.Context) error {
+	p.holdMu.Lock()
+	defer p.holdMu.Unlock()
+	if p.holding {
+		return nil
+	}
+	if err := p.gate.Acquire(ctx, maxInFlight); err != nil {
+		return fmt.Errorf("dns proxy: hold answers: %w", err)
+	}
+	p.holding = true
+	return nil
+}
+
+// Release lets the answers a Hold kept go on, learned under the rules the
+// proxy has now; without a Hold it does nothing.
+func (p *Proxy) Release() {
+	p.holdMu.Lock()
+	defer p.holdMu.Unlock()
+	if p.holding {
+		p.gate.Release(maxInFlight)
+		p.holding = false
+	}
 }
 
 // SetRules makes rs the rules answers are learned for. At once it forgets
@@ -161,8 +199,9 @@ type exchange func(ctx context.Context, query []byte) ([]byte, error)
 // handle answers one query of pod that arrived over transport ("udp" or
 // "tcp"): it checks the query, forwards it, learns from the answer what
 // the rules allow the pod, and only then writes the answer back through
-// reply. It returns false when it dropped the query (counted); an
-// oversized query is the caller's to see and count.
+// reply; learning and reply wait while the proxy is held (see Hold). It
+// returns false when it dropped the query (counted); an oversized query
+// is the caller's to see and count.
 func (p *Proxy) handle(ctx context.Context, transport string, pod netip.Addr, query []byte, forward exchange, reply func([]byte) error) bool {
 	start := time.Now()
 	q := new(dns.Msg)
@@ -189,6 +228,11 @@ func (p *Proxy) handle(ctx context.Context, transport string, pod netip.Addr, qu
 	if !a.Response || a.Id != q.Id || err != nil && !a.Truncated {
 		return p.drop(dropBadAnswer)
 	}
+	if !p.pass(ctx) {
+		p.cfg.Log.Debug("dns proxy: answer held past its upstream timeout", "pod", pod, "name", q.Question[0].Name)
+		return p.drop(dropHeld)
+	}
+	defer p.gate.Release(1)
 	if err == nil {
 		p.learn(pod, q.Question[0].Name, a)
 	}
@@ -198,6 +242,16 @@ func (p *Proxy) handle(ctx context.Context, transport string, pod netip.Addr, qu
 	}
 	p.metrics.addedLatency.Observe((time.Since(start) - upstream).Seconds())
 	return true
+}
+
+// pass takes a unit of the gate for one answer, waiting (counted) while
+// the proxy is held, until ctx ends: false then.
+func (p *Proxy) pass(ctx context.Context) bool {
+	if p.gate.TryAcquire(1) {
+		return true
+	}
+	p.metrics.held.Inc()
+	return p.gate.Acquire(ctx, 1) == nil
 }
 
 func (p *Proxy) drop(reason string) bool {
@@ -239,7 +293,8 @@ func (p *Proxy) learnOne(r *rule, pod netip.Addr, l Learned, ttl uint32) {
 	err := p.cfg.Learner.Learn(l.Set, pod, l.Addr, timeout)
 	switch {
 	case err == nil:
-		l.Expires = p.now().Add(timeout)
+		l.At = p.now()
+		l.Expires = l.At.Add(timeout)
 		p.index.put(pod, l)
 		p.metrics.learned.Inc()
 	case setFull(err):

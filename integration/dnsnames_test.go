@@ -3,9 +3,13 @@
 package integration
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -370,6 +374,7 @@ func TestDomainNamesEgress(t *testing.T) {
 		}},
 		{"a CNAME chain: its final address counts, for the pod that asked the allowed name", func(t *testing.T) {
 			addr := checkLookup(t, c1, "udp", "img.cdn.example.com", true)
+			explainLearned(t, c, addr)
 			checkConnect(t, c2, addr, false, "c2 asked nothing")
 			checkLookup(t, c2, "udp", "e7.edge.example.net", false) // the chain's end is not an allowed name
 		}},
@@ -411,6 +416,38 @@ func TestDomainNamesEgress(t *testing.T) {
 		if !t.Run(step.name, step.run) {
 			t.Logf("step %q failed", step.name)
 		}
+	}
+}
+
+// explainLearned: weirctl explain of c1 to addr, the end of the CNAME
+// chain of img.cdn.example.com c1 just looked up, is ALLOWED by the saas
+// rule's learned-address set and names the lookup; c2's, which asked
+// nothing, is DENIED and names none.
+func explainLearned(t *testing.T, c *cluster, addr netip.Addr) {
+	weirctl := filepath.Join(t.TempDir(), "weirctl")
+	if err := testkit.GoBuild(context.Background(), "github.com/weir-cni/weir/cmd/weirctl", weirctl); err != nil {
+		t.Fatal(err)
+	}
+	explain := func(src string) (string, int) {
+		out, err := exec.Command(weirctl, "--socket", c.sock, "explain", src, addr.String(), "80").CombinedOutput()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatalf("weirctl: %v", err)
+		}
+		if exit != nil {
+			return string(out), exit.ExitCode()
+		}
+		return string(out), 0
+	}
+	out, rc := explain("prod/c1")
+	t.Logf("weirctl explain prod/c1 %s 80:\n%s", addr, out)
+	lookup := regexp.MustCompile(`(?m)^  learned from DNS \(Admin cnp/saas egress rule 0 'saas names': Accept, set dns4-\w+\):\n` +
+		`    img\.cdn\.example\.com \(CNAME chain to e7\.edge\.example\.net\) answered ` + regexp.QuoteMeta(addr.String()) + ` at \S+, expires \S+ \(TTL 30s\)$`)
+	if rc != 0 || !strings.Contains(out, ": ALLOWED\n") || !regexp.MustCompile(`@dns4-\w+ .*accept`).MatchString(out) || !lookup.MatchString(out) {
+		t.Errorf("weirctl explain prod/c1 %s: exit %d, want 0, ALLOWED by the learned-address set and the lookup named:\n%s", addr, rc, out)
+	}
+	if out, rc := explain("prod/c2"); rc != 3 || !strings.Contains(out, ": DENIED\n") || strings.Contains(out, "learned from DNS") {
+		t.Errorf("weirctl explain prod/c2 %s: exit %d, want 3, DENIED with nothing learned:\n%s", addr, rc, out)
 	}
 }
 

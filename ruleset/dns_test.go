@@ -1,7 +1,9 @@
 package ruleset
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -109,8 +111,8 @@ func TestDiffLeavesDynamicElements(t *testing.T) {
 // TestTraceTProxy pins how Trace follows a packet a TProxy rule takes:
 // prerouting knows no output interface yet, the marked packet meets the
 // input hook (not the forward hook), and the trace ends delivered to the
-// socket; with no socket the rule stops and the next rule drops. Dynamic
-// sets hold nothing to Trace.
+// socket; with no socket the rule stops and the next rule drops. A
+// Dynamic set's Elems admit nothing (its elements are the data plane's).
 func TestTraceTProxy(t *testing.T) {
 	learned := []Elem{{Key: []Range{{"\x0a\x00\x00\x01", "\x0a\x00\x00\x01"}, {"\x01\x02\x03\x04", "\x01\x02\x03\x04"}}}}
 	r := dnsRuleset(learned)
@@ -130,5 +132,37 @@ func TestTraceTProxy(t *testing.T) {
 	other := Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("1.2.3.4"), Proto: ProtoTCP, DPort: 443}
 	if v, steps := Trace(r, other); v != VerdictDrop {
 		t.Errorf("a Dynamic set's element admitted a packet: %v\n%s", v, JoinSteps(steps, "\n"))
+	}
+}
+
+// TestTraceLearned pins how Trace sees a Dynamic set's elements: through
+// Packet.Learned, asked for the set and the lookup's addresses in the
+// order of its fields (pod, then learned address). A pair learned in the
+// set looked up accepts by that rule; one learned in another set, or
+// none, leaves the packet to the drop.
+func TestTraceLearned(t *testing.T) {
+	r := dnsRuleset(nil)
+	pod, addr := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("1.2.3.4")
+	var asked []string
+	holds := func(holding string) func(string, []netip.Addr) bool {
+		return func(set string, key []netip.Addr) bool {
+			asked = append(asked, fmt.Sprint(set, " ", key))
+			return set == holding && slices.Equal(key, []netip.Addr{pod, addr})
+		}
+	}
+	p := Packet{Src: pod, Dst: addr, Proto: ProtoTCP, DPort: 443, Learned: holds("learned")}
+	v, steps := Trace(r, p)
+	want := "fwd: ip saddr . ip daddr @learned accept"
+	if got := JoinSteps(steps, "\n"); v != VerdictAccept || got != want || steps[0].Index != 0 {
+		t.Errorf("learned pair: %v\n%s\nwant accept\n%s", v, got, want)
+	}
+	if !slices.Equal(asked, []string{"learned [10.0.0.1 1.2.3.4]"}) {
+		t.Errorf("Learned asked %q, want the set and the pair pod, address", asked)
+	}
+	for name, learned := range map[string]func(string, []netip.Addr) bool{"another set's pair": holds("other"), "no Learned": nil} {
+		p.Learned = learned
+		if v, steps := Trace(r, p); v != VerdictDrop {
+			t.Errorf("%s: %v\n%s\nwant drop", name, v, JoinSteps(steps, "\n"))
+		}
 	}
 }

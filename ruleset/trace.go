@@ -29,6 +29,13 @@ type Packet struct {
 	// such a rule stops after its mark, and the packet goes on with the
 	// next rule (see Rule.TProxy).
 	ProxyDown bool
+	// Learned, when set, holds the elements of the Dynamic sets, which
+	// the data plane fills, not the Ruleset: it says whether set holds
+	// key, the packet's addresses in the order of the lookup's fields
+	// (for the learned-address sets of domainNames rules, the pod's
+	// address then the learned one; see DNSRule). Nil: Dynamic sets are
+	// empty. A Dynamic set keyed by anything but addresses holds nothing.
+	Learned func(set string, key []netip.Addr) bool
 }
 
 // IP protocol numbers of the protocols NetworkPolicy knows, for
@@ -107,8 +114,8 @@ func (s Step) String() string {
 // ends one base chain only; a drop is final; a base chain that falls
 // through or returns accepts (policy accept, a step for the forward and
 // input hooks only). A packet a TProxy rule took ends with a StepTProxy
-// step: it is delivered to the local socket. Dynamic sets hold nothing
-// to Trace.
+// step: it is delivered to the local socket. Dynamic sets hold what
+// p.Learned says (nothing without it), never their Elems.
 func Trace(r Ruleset, p Packet) (VerdictKind, []Step) {
 	if p.CtState == 0 {
 		p.CtState = CtNew
@@ -291,8 +298,11 @@ func (t *tracer) lookup(set string, id uint32, fs []Field) (Elem, bool) {
 		key = append([]string{IDBytes(id)}, key...)
 	}
 	s, ok := t.r.Set(set)
-	if !ok || s.Dynamic || len(s.Key) != len(key) {
+	if !ok || len(s.Key) != len(key) {
 		return Elem{}, false
+	}
+	if s.Dynamic {
+		return Elem{}, id == 0 && !s.Map && t.learned(set, fs)
 	}
 	for _, e := range s.Elems {
 		if elemContains(e, key) {
@@ -300,6 +310,26 @@ func (t *tracer) lookup(set string, id uint32, fs []Field) (Elem, bool) {
 		}
 	}
 	return Elem{}, false
+}
+
+// learned says whether the Dynamic set holds the packet's addresses of
+// fields fs, as Packet.Learned tells.
+func (t *tracer) learned(set string, fs []Field) bool {
+	if t.p.Learned == nil {
+		return false
+	}
+	key := make([]netip.Addr, len(fs))
+	for i, f := range fs {
+		switch f {
+		case FieldIPSaddr, FieldIP6Saddr:
+			key[i] = t.p.Src
+		case FieldIPDaddr, FieldIP6Daddr:
+			key[i] = t.p.Dst
+		default:
+			return false
+		}
+	}
+	return t.p.Learned(set, key)
 }
 
 func elemContains(e Elem, key []string) bool {

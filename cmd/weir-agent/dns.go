@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/weir-cni/weir/controller"
 	"github.com/weir-cni/weir/dataplane"
@@ -11,8 +12,11 @@ import (
 	"github.com/weir-cni/weir/ruleset"
 )
 
-// dnsProxy is the running DNS proxy of domainNames rules.
+// dnsProxy is the running DNS proxy of domainNames rules: the agent's
+// controller.DNSProxy.
 type dnsProxy struct{ p *dnsproxy.Proxy }
+
+var _ controller.DNSProxy = (*dnsProxy)(nil)
 
 // startDNSProxy starts the DNS proxy when the backend is nftables (the
 // iptables backend reports domainNames rules and steers nothing; nil
@@ -46,8 +50,17 @@ func startDNSProxy(ctx context.Context, applier dataplane.Applier, cfg dnsproxy.
 	return &dnsProxy{p: p}, nil
 }
 
-// setRules hands the proxy the ruleset's domainNames rules.
-func (d *dnsProxy) setRules(rules []ruleset.DNSRule) error {
+// Hold holds the proxy's answers (dnsproxy.Proxy.Hold).
+func (d *dnsProxy) Hold(ctx context.Context) error { return d.p.Hold(ctx) }
+
+// Release ends a Hold.
+func (d *dnsProxy) Release() { d.p.Release() }
+
+// Explain says what pod learned of addr (dnsproxy.Proxy.Explain).
+func (d *dnsProxy) Explain(pod, addr netip.Addr) []dnsproxy.Learned { return d.p.Explain(pod, addr) }
+
+// SetRules hands the proxy the ruleset's domainNames rules.
+func (d *dnsProxy) SetRules(rules []ruleset.DNSRule) error {
 	out := make([]dnsproxy.Rule, len(rules))
 	for i, r := range rules {
 		out[i] = dnsproxy.Rule{Owner: r.Owner, Set4: r.Set4, Set6: r.Set6, Names: r.Names, Pods: r.Pods}

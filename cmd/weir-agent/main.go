@@ -150,7 +150,7 @@ func run() int {
 			return 1
 		}
 		if p != nil {
-			agent.DNSRules = p.setRules
+			agent.DNSProxy = p
 		}
 	}
 	go func() { errc <- agent.ServeSocket(ctx, *socket) }()

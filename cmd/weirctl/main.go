@@ -102,6 +102,22 @@ func request(args []string) (agentapi.Request, string, error) {
 	return agentapi.Request{}, "", fmt.Errorf("unknown command %q", args[0])
 }
 
+// printLearned prints a DNS answer that let the source reach dst: the
+// set and rule, the name asked (and the end of its CNAME chain), when it
+// was learned and when it expires, in UTC.
+func printLearned(w io.Writer, dst string, l agentapi.ExplainLearned) {
+	rule := l.Set
+	if l.Owner != nil {
+		rule = l.Owner.Text + ", set " + l.Set
+	}
+	name := l.Name
+	if l.Answer != l.Name {
+		name += " (CNAME chain to " + l.Answer + ")"
+	}
+	fmt.Fprintf(w, "  learned from DNS (%s):\n    %s answered %s at %s, expires %s (TTL %s)\n", rule, name, dst,
+		l.Learned.UTC().Format(time.RFC3339), l.Expires.UTC().Format(time.RFC3339), l.Expires.Sub(l.Learned).Round(time.Second))
+}
+
 func print(w io.Writer, op string, raw json.RawMessage) int {
 	switch op {
 	case agentapi.OpRules:
@@ -125,6 +141,9 @@ func print(w io.Writer, op string, raw json.RawMessage) int {
 		fmt.Fprintf(w, "%s -> %s: %s\n", e.Src, e.Dst, verdict)
 		for _, s := range e.Steps {
 			fmt.Fprintf(w, "  %s\n", s.Text)
+		}
+		for _, l := range e.Learned {
+			printLearned(w, e.Dst, l)
 		}
 		if !e.Allowed {
 			return 3
