@@ -72,7 +72,8 @@ func TestAgentWritesAFailClosedConfig(t *testing.T) {
 // TestContainersRunWithLeastPrivilege pins every container's
 // securityContext: no privilege escalation, a read-only root, the
 // runtime's default seccomp filter, every capability dropped but the
-// agent's NET_ADMIN and NET_RAW; and no host mount the agent does not use.
+// agent's NET_ADMIN, NET_RAW and NET_BIND_SERVICE (the DNS proxy's answers
+// from port 53); and no host mount the agent does not use.
 func TestContainersRunWithLeastPrivilege(t *testing.T) {
 	ds := daemonSet(t)
 	spec := ds.Spec.Template.Spec
@@ -101,7 +102,7 @@ func TestContainersRunWithLeastPrivilege(t *testing.T) {
 		}
 		want := []corev1.Capability{}
 		if c.Name == "agent" {
-			want = []corev1.Capability{"NET_ADMIN", "NET_RAW"}
+			want = []corev1.Capability{"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"}
 		}
 		if got := append([]corev1.Capability{}, sc.Capabilities.Add...); !slices.Equal(got, want) {
 			t.Errorf("%s: adds capabilities %v, want %v", c.Name, got, want)

@@ -108,3 +108,18 @@ func addrPort(a net.Addr) netip.AddrPort {
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
+
+// CheckReplyPrivileges binds a UDP socket the way an answer's is bound,
+// to port 53 of an address that is not the node's (192.0.2.53, TEST-NET-1;
+// nothing is sent), and reports what is missing: answering a pod from its
+// resolver's address and port needs CAP_NET_ADMIN or CAP_NET_RAW
+// (IP_TRANSPARENT) and CAP_NET_BIND_SERVICE (a port below 1024). Without
+// them every answer would be dropped after the resolver gave it.
+func CheckReplyPrivileges() error {
+	lc := net.ListenConfig{Control: replyDialer.Control}
+	conn, err := lc.ListenPacket(context.Background(), "udp4", "192.0.2.53:53")
+	if err != nil {
+		return fmt.Errorf("dns proxy: cannot bind an answer's socket to a resolver's address and port 53 (needs CAP_NET_ADMIN and CAP_NET_BIND_SERVICE): %w", err)
+	}
+	return conn.Close()
+}

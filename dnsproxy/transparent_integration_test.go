@@ -32,6 +32,13 @@ import (
 const childEnv = "WEIR_DNSPROXY_CHILD"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(privilegesEnv) != "" {
+		if err := CheckReplyPrivileges(); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if spec := os.Getenv(childEnv); spec != "" {
 		if err := runChild(spec); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -27,6 +27,9 @@ func startDNSProxy(ctx context.Context, applier dataplane.Applier, cfg dnsproxy.
 	if !ok {
 		return nil, nil
 	}
+	if err := dnsproxy.CheckReplyPrivileges(); err != nil {
+		return nil, err
+	}
 	if err := controller.DNSRoute(mark, table); err != nil {
 		return nil, err
 	}
