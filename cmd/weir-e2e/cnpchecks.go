@@ -181,15 +181,7 @@ const (
 func (k *cnpChecker) reach(ctx context.Context, p probe) string {
 	out, err := k.exec(ctx, nsCNPClient, "client", "/agnhost", "connect", "--protocol="+p.proto, "--timeout=3s",
 		net.JoinHostPort(p.host, fmt.Sprint(p.port)))
-	switch {
-	case err == nil:
-		return connected
-	case strings.Contains(out, "TIMEOUT"):
-		return dropped
-	case strings.Contains(out, "REFUSED"):
-		return "REFUSED"
-	}
-	return firstLines(out, 1)
+	return outcome(out, err)
 }
 
 // expect waits (20 s at most, as long as policy takes to reach the
