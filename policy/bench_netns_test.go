@@ -61,13 +61,16 @@ func benchFullOf(b *testing.B, s policy.Snapshot) {
 // snapshots, each round costing Compiler.Compile + Diff + apply of one
 // change.
 func benchChange(b *testing.B, change func(testing.TB, policy.Snapshot) policy.Snapshot) {
+	benchChangeOf(b, synth.Cluster(synth.Big), change)
+}
+
+func benchChangeOf(b *testing.B, base policy.Snapshot, change func(testing.TB, policy.Snapshot) policy.Snapshot) {
 	path := testkit.NewTestNS(b, "weirt-nft-").Path()
 	a, err := nft.NewNetlinkApplier(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer a.Close()
-	base := synth.Cluster(synth.Big)
 	snaps := []policy.Snapshot{change(b, base), base}
 	x := policy.NewCompiler()
 	last := x.Compile(base) // what a holds
@@ -98,3 +101,16 @@ func benchChange(b *testing.B, change func(testing.TB, policy.Snapshot) policy.S
 func BenchmarkChangeOnePod(b *testing.B)    { benchChange(b, addOnePod) }
 func BenchmarkChangeOneLabel(b *testing.B)  { benchChange(b, relabelOnePod) }
 func BenchmarkChangeOnePolicy(b *testing.B) { benchChange(b, editOnePolicy) }
+
+// The huge cluster (synth.Huge: 50,000 pods, 5,000 policies, 200 local
+// pods): a full sync, one kernel transaction, and one change of each kind;
+// the big cluster's lines above, of the same run, are their baseline.
+func BenchmarkFullSyncHuge(b *testing.B) { benchFullOf(b, synth.Cluster(synth.Huge)) }
+
+func BenchmarkChangeOnePodHuge(b *testing.B) { benchChangeOf(b, synth.Cluster(synth.Huge), addOnePod) }
+func BenchmarkChangeOneLabelHuge(b *testing.B) {
+	benchChangeOf(b, synth.Cluster(synth.Huge), relabelOnePod)
+}
+func BenchmarkChangeOnePolicyHuge(b *testing.B) {
+	benchChangeOf(b, synth.Cluster(synth.Huge), editOnePolicy)
+}

@@ -44,10 +44,13 @@ type Options struct {
 
 // The benchmarks' sizes: 10,000 pods and 1,000 policies on a node with 100
 // local pods (one per namespace), or 1,000 in the dense variant (ten per
-// namespace, one per app label, so that every policy is compiled).
+// namespace, one per app label, so that every policy is compiled); Huge is
+// a large cluster seen from one of its nodes: 50,000 pods and 5,000
+// policies over 100 namespaces, 200 local pods (two per namespace).
 var (
 	Big   = Options{Pods: 10000, Policies: 1000, Local: 1}
 	Dense = Options{Pods: 10000, Policies: 1000, Local: 10}
+	Huge  = Options{Pods: 50000, Policies: 5000, Namespaces: 100, Local: 2}
 )
 
 // Cluster is the cluster of the benchmarks (a busy node: 10,000 pods and

@@ -54,3 +54,22 @@ func TestClusterSizes(t *testing.T) {
 		t.Errorf("problems: %v", r.Problems)
 	}
 }
+
+// TestHugeSize pins the large cluster of the scale benchmarks: 50,000
+// pods with 200 on the node, 5,000 policies, and distinct pod addresses.
+func TestHugeSize(t *testing.T) {
+	s := synth.Cluster(synth.Huge)
+	local, addrs := 0, map[netip.Addr]bool{}
+	for _, p := range s.Pods {
+		if p.Node == synth.NodeName {
+			local++
+		}
+		for _, a := range p.IPs {
+			addrs[a] = true
+		}
+	}
+	if len(s.Pods) != 50000 || len(s.Policies) != 5000 || local != 200 || len(addrs) != len(s.Pods) {
+		t.Errorf("%d pods (%d local, %d addresses), %d policies; want 50000 (200, 50000), 5000",
+			len(s.Pods), local, len(addrs), len(s.Policies))
+	}
+}
