@@ -219,6 +219,7 @@ func sameElems(a, b []Elem) bool {
 // as a Ruleset holds them; others are sorted first). An element whose key
 // stays but whose verdict changes is deleted and added again.
 func elemDiff(old, new []Elem) (del, add []Elem) {
+	old, new = trimShared(old, new)
 	if !slices.IsSortedFunc(old, compareElems) {
 		old = SortElems(slices.Clone(old))
 	}
@@ -239,6 +240,29 @@ func elemDiff(old, new []Elem) (del, add []Elem) {
 		}
 	}
 	return append(del, old...), append(add, new...)
+}
+
+// trimShared drops the common head and tail of two element lists where
+// they are the same elements: the same key memory and verdict, as a
+// Compiler's rulesets share what did not change (a shared set is the
+// concatenation of its groups; a change touches one). Without repeated
+// keys an element in both lists is neither deleted nor added, whatever
+// the order, so dropping it changes nothing; the rest is compared by
+// content.
+func trimShared(old, new []Elem) ([]Elem, []Elem) {
+	for len(old) > 0 && len(new) > 0 && sameElem(old[0], new[0]) {
+		old, new = old[1:], new[1:]
+	}
+	for len(old) > 0 && len(new) > 0 && sameElem(old[len(old)-1], new[len(new)-1]) {
+		old, new = old[:len(old)-1], new[:len(new)-1]
+	}
+	return old, new
+}
+
+// sameElem tells whether a and b are the same element: the same key
+// memory and an equal verdict.
+func sameElem(a, b Elem) bool {
+	return len(a.Key) == len(b.Key) && len(a.Key) > 0 && &a.Key[0] == &b.Key[0] && sameVerdict(a.Verdict, b.Verdict)
 }
 
 func sameVerdict(a, b Verdict) bool {
