@@ -26,7 +26,7 @@ func TestReportRatios(t *testing.T) {
 		"conntrack 27.00 (1.35x / 0.90x)",
 		"nft 44.0 (1.10x / 1.10x)",
 		"nft 1800 (0.90x / 0.90x)",
-		"policy walk alone (nft / nft-bare): throughput 1.00x, latency p50 1.10x, latency p99 1.00x, conn rate 0.90x",
-		"weir beyond conntrack (nft / conntrack): throughput 0.37x, latency p50 1.10x, latency p99 1.00x, conn rate 0.90x",
-		"NAT and skeleton (nft-bare / conntrack): throughput 0.37x, latency p50 1.00x, latency p99 1.00x, conn rate 1.00x")
+		"policy walk alone (nft / nft-bare, 3 pairs): throughput 1.00x / 1.00x, latency p50 1.10x / 1.10x, latency p99 1.00x / 1.00x, conn rate 0.90x / 0.90x",
+		"weir beyond conntrack (nft / conntrack, 3 pairs): throughput 0.37x / 0.56x (target ≥ 0.97x), latency p50 1.10x / 1.10x (target ≤ 1.05x), latency p99 1.00x / 1.00x, conn rate 0.90x / 0.90x (target ≥ 0.95x)",
+		"NAT and skeleton (nft-bare / conntrack, 3 pairs): throughput 0.37x / 0.56x, latency p50 1.00x / 1.00x, latency p99 1.00x / 1.00x, conn rate 1.00x / 1.00x")
 }
