@@ -1,8 +1,16 @@
+// kube-router v2.1.0, the peer `bench-api-to-kernel -peer kube-router=<binary>`
+// measures beside weir-agent (make bench builds it into ~/.cache/weir/bin):
+//
+//	go build -o kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+//
+// Its own module, so that weir's go.mod never requires it. v2.1.0 has
+// reported security flaws: it is built only as a benchmark peer, run in a
+// throwaway network namespace, and never shipped.
 module github.com/weir-cni/weir/bench/kube-router
 
 go 1.26.0
 
-require github.com/cloudnativelabs/kube-router/v2 v2.1.0
+require github.com/cloudnativelabs/kube-router/v2 v2.1.0 // indirect
 
 require (
 	github.com/Azure/go-ansiterm v0.0.0-20261006220739-8c912ac31dd4 // indirect
@@ -107,3 +115,5 @@ require (
 	sigs.k8s.io/structured-merge-diff/v4 v4.4.1 // indirect
 	sigs.k8s.io/yaml v1.4.0 // indirect
 )
+
+tool github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
