@@ -153,8 +153,8 @@ func toggleApp(ctx context.Context, kc *kube.Cluster, pod target, n int, present
 				out = append(out, time.Since(t0))
 				break
 			}
-			if time.Since(t0) > 30*time.Second {
-				return nil, fmt.Errorf("change %d not in the kernel after 30s", i)
+			if time.Since(t0) > time.Minute { // kube-router (-peer) takes ~15s at 10,000 pods
+				return nil, fmt.Errorf("change %d not in the kernel after a minute", i)
 			}
 			time.Sleep(200 * time.Microsecond)
 		}

@@ -24,6 +24,7 @@ import (
 
 type options struct {
 	pods, policies, changes int
+	peerChanges             int
 	agent, peer             string
 	build, verbose          bool
 }
@@ -37,6 +38,7 @@ func run() int {
 	flag.IntVar(&o.changes, "changes", 40, "label changes to time")
 	flag.StringVar(&o.agent, "agent", "", "weir-agent binary (default: build ./cmd/weir-agent)")
 	flag.StringVar(&o.peer, "peer", "", "kube-router=<binary>: measure kube-router's firewall after the agent, same cluster (bench/kube-router builds it)")
+	flag.IntVar(&o.peerChanges, "peer-changes", 6, "label changes to time for the peer, twice (each is one full sync of kube-router's: ~15s at 10,000 pods)")
 	flag.BoolVar(&o.build, "build-k8s", false, "build etcd and kube-apiserver if missing (~30 min the first time)")
 	flag.BoolVar(&o.verbose, "v", false, "print the agent's last sync log lines (read/compile/apply split)")
 	flag.Parse()
@@ -138,7 +140,7 @@ func bench(ctx context.Context, o options) (err error) {
 	}
 	_ = agent.Process.Kill() // the peer runs alone, as the agent did
 	_ = agent.Wait()
-	err = comparePeer(ctx, kc, local, peerBin, o.changes, figures{firstSync, lat, rss})
+	err = comparePeer(ctx, kc, local, peerBin, o.peerChanges, figures{firstSync, lat, rss})
 	fmt.Printf("(load %s)\n", loadavg())
 	return err
 }

@@ -319,7 +319,7 @@ const syncEnd = "sync iptables took"
 // wait waits for the next full sync to end: one more than the last wait
 // saw.
 func (l *syncLog) wait() error {
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		if err := l.read(); err != nil {
 			return err
 		}
@@ -328,7 +328,7 @@ func (l *syncLog) wait() error {
 			return nil
 		}
 	}
-	return fmt.Errorf("kube-router: no full sync ended within 30s (%d so far)", l.ends)
+	return fmt.Errorf("kube-router: no full sync ended within a minute (%d so far)", l.ends)
 }
 
 // read counts the sync ends in the lines appended since the last read.
