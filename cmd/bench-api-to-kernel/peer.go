@@ -72,7 +72,7 @@ func routerArgs(kubeconfig string) []string {
 // comparePeer runs kube-router (bin) in a fresh node namespace against kc,
 // times its first sync and the target's label changes as toggleApp does
 // for weir, and prints its figures and their ratios to weir's.
-func comparePeer(ctx context.Context, kc *kube.Cluster, pod target, bin string, changes int, weir figures) (err error) {
+func comparePeer(ctx context.Context, kc *kube.Cluster, pod target, bin string, changes int, weir figures) error {
 	set, err := egressSet(ctx, kc, pod)
 	if err != nil {
 		return err
@@ -92,39 +92,69 @@ func comparePeer(ctx context.Context, kc *kube.Cluster, pod target, bin string, 
 		return err
 	}
 	defer k.close()
-
-	logPath := filepath.Join(filepath.Dir(kcfg), "kube-router.log")
-	logf, err := os.Create(logPath)
+	r, err := startRouter(node, bin, kcfg)
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	cmd := exec.Command(bin, routerArgs(kcfg)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	start := time.Now()
-	if err := testkit.StartIn(node, cmd); err != nil {
-		return err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() { _ = cmd.Process.Kill(); <-exited }()
-	defer func() {
-		if err != nil {
-			b, _ := os.ReadFile(logPath)
-			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			fmt.Fprintf(os.Stderr, "kube-router log tail:\n%s\n", strings.Join(lines[max(0, len(lines)-15):], "\n"))
-		}
-	}()
+	err = r.measure(ctx, kc, k, pod, set, changes, weir)
+	r.stop(err)
+	return err
+}
 
+// router is a running kube-router.
+type router struct {
+	cmd    *exec.Cmd
+	log    string
+	logf   *os.File
+	start  time.Time
+	exited chan struct{} // closed when it has exited, with waitErr
+	// waitErr is cmd.Wait's error, once exited is closed.
+	waitErr error
+}
+
+// startRouter starts bin in node, logging next to its kubeconfig.
+func startRouter(node *testkit.NS, bin, kubeconfig string) (*router, error) {
+	r := &router{log: filepath.Join(filepath.Dir(kubeconfig), "kube-router.log"), exited: make(chan struct{})}
+	var err error
+	if r.logf, err = os.Create(r.log); err != nil {
+		return nil, err
+	}
+	r.cmd = exec.Command(bin, routerArgs(kubeconfig)...)
+	r.cmd.Stdout, r.cmd.Stderr = r.logf, r.logf
+	r.start = time.Now()
+	if err := testkit.StartIn(node, r.cmd); err != nil {
+		r.logf.Close()
+		return nil, err
+	}
+	go func() { r.waitErr = r.cmd.Wait(); close(r.exited) }()
+	return r, nil
+}
+
+// stop kills kube-router and, when it failed with err, prints its log's
+// tail.
+func (r *router) stop(err error) {
+	_ = r.cmd.Process.Kill()
+	<-r.exited
+	_ = r.logf.Close()
+	if err != nil {
+		b, _ := os.ReadFile(r.log)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		fmt.Fprintf(os.Stderr, "kube-router log tail:\n%s\n", strings.Join(lines[max(0, len(lines)-15):], "\n"))
+	}
+}
+
+// measure times kube-router's first sync, then the target's label changes
+// twice: until the ipset follows, and until the iptables-restore of the
+// sync carrying it lands; then its RSS. It prints them and the ratios.
+func (r *router) measure(ctx context.Context, kc *kube.Cluster, k *iptables, pod target, set string, changes int, weir figures) error {
 	var kr figures
-	chains, err := k.waitFirstSync(set, pod.ip, exited, 5*time.Minute)
+	chains, err := k.waitFirstSync(set, pod.ip, r, 5*time.Minute)
 	if err != nil {
 		return err
 	}
-	kr.sync = time.Since(start)
+	kr.sync = time.Since(r.start)
 	fmt.Printf("kube-router first sync (caches + ipsets + iptables, %d pod chains): %v\n", chains, kr.sync.Round(time.Millisecond))
-
-	ends := &syncLog{path: logPath}
+	ends := &syncLog{path: r.log}
 	if err := ends.wait(); err != nil { // the first sync's ipset cleanup, after its iptables-restore
 		return err
 	}
@@ -140,10 +170,10 @@ func comparePeer(ctx context.Context, kc *kube.Cluster, pod target, bin string, 
 	}
 	slices.Sort(full)
 	printLatency("kube-router API write -> iptables (its full sync landed)", full)
-	if kr.rss, err = rssOf(cmd.Process.Pid); err != nil {
+	if kr.rss, err = rssOf(r.cmd.Process.Pid); err != nil {
 		return err
 	}
-	fmt.Printf("kube-router RSS: %.1f MiB\n", float64(kr.rss)/(1<<20))
+	fmt.Printf("kube-router RSS: %.1f MiB (its ipset and iptables children not counted)\n", float64(kr.rss)/(1<<20))
 	ratio := func(peer, own time.Duration) string { return fmt.Sprintf("%.1fx", float64(peer)/float64(own)) }
 	fmt.Printf("kube-router / weir: first sync %s, label change p50 %s (ipset) %s (iptables), p99 %s (ipset) %s (iptables), RSS %.1fx\n",
 		ratio(kr.sync, weir.sync), ratio(pct(kr.lat, 50), pct(weir.lat, 50)), ratio(pct(full, 50), pct(weir.lat, 50)),
@@ -253,12 +283,12 @@ func (k *iptables) podChains() ([]string, error) {
 
 // waitFirstSync waits until kube-router's first full sync is in the
 // kernel (pod chains exist, ip is in set) and returns its pod chain count.
-func (k *iptables) waitFirstSync(set string, ip netip.Addr, exited <-chan error, timeout time.Duration) (int, error) {
+func (k *iptables) waitFirstSync(set string, ip netip.Addr, r *router, timeout time.Duration) (int, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		select {
-		case err := <-exited:
-			return 0, fmt.Errorf("kube-router exited before its first sync: %v", err)
+		case <-r.exited:
+			return 0, fmt.Errorf("kube-router exited before its first sync: %v", r.waitErr)
 		default:
 		}
 		chains, err := k.podChains()
