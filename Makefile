@@ -23,7 +23,7 @@ FUZZ_TIME       ?= 20s
 help:
 	@echo "build        static binaries into bin/: $(CMDS)"
 	@echo "test         vet, unit tests, fuzz (conf), root netns integration tests"
-	@echo "bench        plugin ADD/DEL vs bridge+host-local, ruleset sync, datapath and API-to-kernel latency (root)"
+	@echo "bench        plugin ADD/DEL vs bridge+host-local, ruleset sync, datapath and API-to-kernel latency, beside kube-router (root)"
 	@echo "demo         wire 6 pods, print a connectivity matrix, enforce the talk policies, print it again with reasons (root)"
 	@echo "tools        install cnitool $(CNITOOL_VERSION), bridge and host-local $(PLUGINS_VERSION) into bin/tools"
 	@echo "clean        remove bin/"
