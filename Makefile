@@ -23,7 +23,7 @@ FUZZ_TIME       ?= 20s
 help:
 	@echo "build        static binaries into bin/: $(CMDS)"
 	@echo "test         vet, unit tests, fuzz (conf), root netns integration tests"
-	@echo "bench        plugin ADD/DEL vs bridge+host-local, ruleset sync, datapath and API-to-kernel latency (root)"
+	@echo "bench        plugin ADD/DEL vs bridge+host-local, ruleset sync, datapath and API-to-kernel latency, beside kube-router (root)"
 	@echo "demo         wire 6 pods, print a connectivity matrix, enforce the talk policies, print it again with reasons (root)"
 	@echo "tools        install cnitool $(CNITOOL_VERSION), bridge and host-local $(PLUGINS_VERSION) into bin/tools"
 	@echo "clean        remove bin/"
@@ -64,7 +64,7 @@ fuzz:
 	fi
 
 # Each benchmark prints its ratios against a baseline measured in the same run.
-bench: build tools
+bench: build tools $(KUBE_ROUTER)
 	@[ "$$(id -u)" = 0 ] || { echo "make bench: run as root"; exit 1; }
 	@echo "== plugin ADD/DEL: weir vs bridge + host-local"
 	$(GO) build -o $(BIN)/bench-cni-add ./cmd/bench-cni-add
@@ -80,10 +80,16 @@ bench: build tools
 	$(BIN)/bench-datapath -weir $(BIN)/weir -cluster-policies 1000 -breakdown
 	@echo "== datapath with a domainNames rule holding 10,000 learned addresses; the test connection is allowed by its set"
 	$(BIN)/bench-datapath -weir $(BIN)/weir -learned 10000 -breakdown
-	@echo "== agent against a real kube-apiserver: API write -> kernel latency, RSS"
+	@echo "== agent against a real kube-apiserver: API write -> kernel latency, RSS; then kube-router's firewall on the same cluster"
 	hack/build-k8s.sh
 	$(GO) build -o $(BIN)/bench-api-to-kernel ./cmd/bench-api-to-kernel
-	$(BIN)/bench-api-to-kernel -agent $(BIN)/weir-agent
+	$(BIN)/bench-api-to-kernel -agent $(BIN)/weir-agent -peer kube-router=$(KUBE_ROUTER)
+
+# The benchmark peer (bench/kube-router/go.mod: never shipped), built once
+# (about 4 minutes) into the cache hack/build-k8s.sh uses.
+KUBE_ROUTER := $(or $(WEIR_CACHE),$(HOME)/.cache/weir)/bin/kube-router-v2.1.0
+$(KUBE_ROUTER):
+	cd bench/kube-router && $(GO) build -trimpath -o $@ github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 
 demo: build
 	@[ "$$(id -u)" = 0 ] || { echo "make demo: run as root"; exit 1; }

@@ -10,6 +10,7 @@ have ip || need+=(iproute2)
 have nft || need+=(nftables)
 have iptables || need+=(iptables)
 have socat || need+=(socat)
+have ipset || need+=(ipset) # bench-api-to-kernel -peer kube-router
 have git || need+=(git)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 

@@ -48,8 +48,12 @@ func populate(ctx context.Context, kc *kube.Cluster, o options) (target, error) 
 		for _, ip := range p.Status.PodIPs {
 			ips = append(ips, ip.IP)
 		}
+		hostIP := "" // as the kubelet writes it; kube-router (-peer) finds its node's pods by it
+		if p.Spec.NodeName == nodeName {
+			hostIP = synth.NodeAddr
+		}
 		_, err := kube.CreatePod(ctx, c, kube.Pod{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName,
-			Labels: p.Labels, IPs: ips, Ports: p.Spec.Containers[0].Ports})
+			Labels: p.Labels, IPs: ips, Ports: p.Spec.Containers[0].Ports, HostIP: hostIP})
 		return err
 	})
 	if err != nil {
@@ -106,12 +110,22 @@ func labelChanges(ctx context.Context, kc *kube.Cluster, nodePath string, pod ta
 		}
 		return false, nil
 	}
+	return toggleApp(ctx, kc, pod, n, present, nil)
+}
+
+// toggleApp flips the target pod's app label between an unselected value
+// and app0, n times, and times each API write until present (the pod's
+// membership in the node's kernel state for the app0 policies) follows.
+// settle, if not nil, runs untimed after each change: it waits for the
+// rest of the sync that made present follow, so that the next write does
+// not queue behind it.
+func toggleApp(ctx context.Context, kc *kube.Cluster, pod target, n int, present func() (bool, error), settle func() error) ([]time.Duration, error) {
 	was, err := present()
 	if err != nil {
 		return nil, err
 	}
 	if !was {
-		return nil, fmt.Errorf("pod %s/%s (%s) is not isolated at start", pod.namespace, pod.name, ip)
+		return nil, fmt.Errorf("pod %s/%s (%s) is not isolated at start", pod.namespace, pod.name, pod.ip)
 	}
 	var out []time.Duration
 	for i := 0; i < n; i++ {
@@ -139,10 +153,15 @@ func labelChanges(ctx context.Context, kc *kube.Cluster, nodePath string, pod ta
 				out = append(out, time.Since(t0))
 				break
 			}
-			if time.Since(t0) > 30*time.Second {
-				return nil, fmt.Errorf("change %d not in the kernel after 30s", i)
+			if time.Since(t0) > time.Minute { // kube-router (-peer) takes ~15s at 10,000 pods
+				return nil, fmt.Errorf("change %d not in the kernel after a minute", i)
 			}
 			time.Sleep(200 * time.Microsecond)
+		}
+		if settle != nil {
+			if err := settle(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil

@@ -24,7 +24,8 @@ import (
 
 type options struct {
 	pods, policies, changes int
-	agent                   string
+	peerChanges             int
+	agent, peer             string
 	build, verbose          bool
 }
 
@@ -36,6 +37,8 @@ func run() int {
 	flag.IntVar(&o.policies, "policies", 1000, "NetworkPolicies in the cluster")
 	flag.IntVar(&o.changes, "changes", 40, "label changes to time")
 	flag.StringVar(&o.agent, "agent", "", "weir-agent binary (default: build ./cmd/weir-agent)")
+	flag.StringVar(&o.peer, "peer", "", "kube-router=<binary>: measure kube-router's firewall after the agent, same cluster (bench/kube-router builds it)")
+	flag.IntVar(&o.peerChanges, "peer-changes", 6, "label changes to time for the peer, twice (each is one full sync of kube-router's: ~15s at 10,000 pods)")
 	flag.BoolVar(&o.build, "build-k8s", false, "build etcd and kube-apiserver if missing (~30 min the first time)")
 	flag.BoolVar(&o.verbose, "v", false, "print the agent's last sync log lines (read/compile/apply split)")
 	flag.Parse()
@@ -60,6 +63,12 @@ func bench(ctx context.Context, o options) (err error) {
 	if o.agent == "" {
 		o.agent = filepath.Join(tmp, "weir-agent")
 		if err := testkit.GoBuild(ctx, "github.com/weir-cni/weir/cmd/weir-agent", o.agent); err != nil {
+			return err
+		}
+	}
+	var peerBin string
+	if o.peer != "" {
+		if peerBin, err = peerBinary(o.peer); err != nil {
 			return err
 		}
 	}
@@ -110,7 +119,8 @@ func bench(ctx context.Context, o options) (err error) {
 	if _, err := testkit.WaitSynced(ctx, sock, 5*time.Minute); err != nil {
 		return err
 	}
-	fmt.Printf("agent first sync (caches + compile + apply): %v\n", time.Since(start).Round(time.Millisecond))
+	firstSync := time.Since(start)
+	fmt.Printf("agent first sync (caches + compile + apply): %v\n", firstSync.Round(time.Millisecond))
 
 	lat, err := labelChanges(ctx, kc, node.Path(), local, o.changes)
 	if err != nil {
@@ -125,7 +135,14 @@ func bench(ctx context.Context, o options) (err error) {
 	}
 	fmt.Printf("agent RSS: %.1f MiB   target < 150 MB\n", float64(rss)/(1<<20))
 	fmt.Printf("(GOMAXPROCS %d, load %s)\n", runtime.GOMAXPROCS(0), loadavg())
-	return nil
+	if o.peer == "" {
+		return nil
+	}
+	_ = agent.Process.Kill() // the peer runs alone, as the agent did
+	_ = agent.Wait()
+	err = comparePeer(ctx, kc, local, peerBin, o.peerChanges, figures{firstSync, lat, rss})
+	fmt.Printf("(load %s)\n", loadavg())
+	return err
 }
 
 func pct(sorted []time.Duration, p int) time.Duration {
