@@ -28,6 +28,9 @@ type NetlinkApplier struct {
 	enc   *nftables.Conn    // encodes the batch: never touches a socket (newEncoder)
 	send  batchConn         // sends the batch
 	batch []netlink.Message // what enc's last Flush produced
+	// msgs holds the batch being built, in order: what enc encoded
+	// (takeEncoded) and the rules the applier encodes itself (ruleMessage).
+	msgs []netlink.Message
 	// typeofs holds the typeof user data (typeofUserdata) of the sets
 	// keyed by a rule id that the batch being built adds, by name:
 	// flush writes it into their NEWSET messages (patchTypeof).
@@ -140,25 +143,62 @@ func (a *NetlinkApplier) query(ctx context.Context, fn func(*nftables.Conn) erro
 	return err
 }
 
-// flush sends the messages queued on enc as one transaction, within ctx.
-func (a *NetlinkApplier) flush(ctx context.Context) error {
+// takeEncoded moves the messages queued on enc to the batch being built.
+func (a *NetlinkApplier) takeEncoded() error {
 	a.batch = nil
-	if err := a.enc.Flush(); err != nil {
+	err := a.enc.Flush()
+	if n := len(a.batch); err == nil && n >= 2 {
+		a.msgs = append(a.msgs, a.batch[1:n-1]...) // without enc's begin and end
+	}
+	a.batch = nil
+	if err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}
-	b, typeofs := a.batch, a.typeofs
-	a.batch, a.typeofs = nil, nil
+	return nil
+}
+
+// flush sends the batch built (and the messages still queued on enc) as
+// one transaction, within ctx.
+func (a *NetlinkApplier) flush(ctx context.Context) error {
+	if err := a.takeEncoded(); err != nil {
+		a.discard()
+		return err
+	}
+	b, typeofs := wrapBatch(a.msgs), a.typeofs
+	a.msgs, a.typeofs = nil, nil
 	if err := patchTypeof(b, typeofs); err != nil {
 		return err
 	}
 	return sendBatch(ctx, a.send, b)
 }
 
-// discard drops the messages queued on enc, so that a batch abandoned
-// half-built never reaches the kernel with the next one.
+// wrapBatch puts msgs between a batch begin and a batch end message, as
+// google/nftables' Flush does, and clears their sequence numbers: the
+// socket numbers the batch's messages in order (exchange finds the
+// acknowledged one by its place), and enc numbered each of its Flushes
+// on its own.
+func wrapBatch(msgs []netlink.Message) []netlink.Message {
+	for i := range msgs {
+		msgs[i].Header.Sequence = 0
+	}
+	mark := func(t uint16) netlink.Message {
+		return netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(t), Flags: netlink.Request},
+			Data:   []byte{0, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES},
+		}
+	}
+	b := make([]netlink.Message, 0, len(msgs)+2)
+	b = append(b, mark(unix.NFNL_MSG_BATCH_BEGIN))
+	b = append(b, msgs...)
+	return append(b, mark(unix.NFNL_MSG_BATCH_END))
+}
+
+// discard drops the batch being built and the messages queued on enc, so
+// that a batch abandoned half-built never reaches the kernel with the next
+// one.
 func (a *NetlinkApplier) discard() {
 	_ = a.enc.Flush()
-	a.batch, a.typeofs = nil, nil
+	a.batch, a.msgs, a.typeofs = nil, nil, nil
 }
 
 // Close releases the connections; the kernel keeps the ruleset.
@@ -251,7 +291,10 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 		}
 	}
 	for _, c := range r.Chains {
-		a.addRules(r, chains[c.Name], c.Rules)
+		if err := a.addRules(r, chains[c.Name], c.Rules); err != nil {
+			a.discard()
+			return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
+		}
 	}
 	if err := a.flush(ctx); err != nil {
 		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
@@ -292,10 +335,16 @@ func (a *NetlinkApplier) ApplyChanges(ctx context.Context, r ruleset.Ruleset, ch
 	for _, c := range ch.ReplaceChains {
 		kc := kernelChain(c)
 		a.enc.FlushChain(kc)
-		a.addRules(r, kc, c.Rules)
+		if err := a.addRules(r, kc, c.Rules); err != nil {
+			a.discard()
+			return err
+		}
 	}
 	for _, c := range ch.AddChains {
-		a.addRules(r, chains[c.Name], c.Rules)
+		if err := a.addRules(r, chains[c.Name], c.Rules); err != nil {
+			a.discard()
+			return err
+		}
 	}
 	for _, name := range ch.DelChains {
 		a.enc.FlushChain(&nftables.Chain{Table: weirTable, Name: name})
@@ -355,14 +404,23 @@ func (a *NetlinkApplier) sendElems(ks *nftables.Set, els []nftables.SetElement, 
 	return nil
 }
 
-func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules []ruleset.Rule) {
+// addRules adds rules to the batch, after what enc holds.
+func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules []ruleset.Rule) error {
+	if err := a.takeEncoded(); err != nil {
+		return err
+	}
 	interval := func(name string) bool {
 		s, _ := r.Set(name)
 		return s.Interval
 	}
 	for _, rule := range rules {
-		a.enc.AddRule(kernelRule(kc, rule, interval))
+		m, err := ruleMessage(kernelRule(kc, rule, interval))
+		if err != nil {
+			return fmt.Errorf("chain %s: %w", kc.Name, err)
+		}
+		a.msgs = append(a.msgs, m)
 	}
+	return nil
 }
 
 // Counters reads the table's named counters (see Ruleset.Counters), within

@@ -1,0 +1,89 @@
+package nft
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+
+	"github.com/weir-cni/weir/internal/synth"
+	"github.com/weir-cni/weir/policy"
+	"github.com/weir-cni/weir/ruleset"
+)
+
+// everyRuleKind is a chain with a rule of every kind kernelRule encodes
+// that compiled clusters may lack: logs (with and without a rate), marks,
+// tproxy, masquerade, the reverse-path test, interface names, negated
+// lookups, port ranges and protocols without ports, mark tests.
+func everyRuleKind() ruleset.Ruleset {
+	l4 := func(proto uint8, from, to uint16, all bool) ruleset.Match {
+		return ruleset.Match{Kind: ruleset.MatchPort, Proto: proto, PortFrom: from, PortTo: to, AllPorts: all}
+	}
+	return ruleset.Ruleset{
+		Sets: []ruleset.Set{
+			{Name: "ports", Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeProto, ruleset.TypePort}, Interval: true},
+			{Name: "local-pods6", Key: []ruleset.Type{ruleset.TypeIPv6}},
+		},
+		Chains: []ruleset.Chain{{Name: "all", Rules: []ruleset.Rule{
+			{Matches: []ruleset.Match{l4(6, 80, 80, false)}, Log: &ruleset.Log{Prefix: "weir ", Group: 3, Rate: 10}, Verdict: drop},
+			{Matches: []ruleset.Match{l4(17, 1000, 2000, false)}, Log: &ruleset.Log{Prefix: "x", Group: 1}},
+			{Matches: []ruleset.Match{l4(1, 0, 0, true)}, Mark: &ruleset.MarkSet{Mask: 0xff00, Value: 0x100}},
+			{Matches: []ruleset.Match{l4(6, 53, 53, false)}, Mark: &ruleset.MarkSet{Mask: 1, Value: 1}, TProxy: &ruleset.TProxy{IPv6: true, Port: 5353}, Verdict: accept},
+			{Verdict: ruleset.Verdict{Kind: ruleset.VerdictMasquerade}},
+			{Matches: []ruleset.Match{{Kind: ruleset.MatchRPFail}}, Verdict: drop},
+			{Matches: []ruleset.Match{{Kind: ruleset.MatchIifname, IfPrefix: "weir", Negate: true}, {Kind: ruleset.MatchOifname, IfPrefix: "eth0"}}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictReturn}},
+			{Matches: []ruleset.Match{{Kind: ruleset.MatchMark, Mark: 0x800000, Negate: true}, {Kind: ruleset.MatchLookup, Set: "local-pods6", Fields: []ruleset.Field{ruleset.FieldIP6Saddr}, Negate: true}}, Verdict: drop},
+			{Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Set: "ports", ID: 7, Fields: []ruleset.Field{ruleset.FieldL4Proto, ruleset.FieldTHDport}}}, Verdict: jump("x")},
+		}}},
+	}
+}
+
+// TestRuleMessageMatchesLibrary: ruleMessage encodes every rule of a dense
+// cluster, of one with ClusterNetworkPolicies, of the batch tests' table
+// and of everyRuleKind byte for byte as google/nftables' AddRule does.
+func TestRuleMessageMatchesLibrary(t *testing.T) {
+	tiers := synth.Dense
+	tiers.ClusterPolicies = 100
+	rulesets := map[string]ruleset.Ruleset{
+		"dense":   policy.Compile(synth.Cluster(synth.Dense)),
+		"tiers":   policy.Compile(synth.Cluster(tiers)),
+		"batch":   batchRuleset(),
+		"changed": changedRuleset(),
+		"kinds":   everyRuleKind(),
+	}
+	var got []netlink.Message
+	enc, err := newEncoder(func(b []netlink.Message) { got = b })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range rulesets {
+		interval := func(name string) bool {
+			s, _ := r.Set(name)
+			return s.Interval
+		}
+		n := 0
+		for _, c := range r.Chains {
+			kc := &nftables.Chain{Table: weirTable, Name: c.Name}
+			for _, rule := range c.Rules {
+				kr := kernelRule(kc, rule, interval)
+				m, err := ruleMessage(kr)
+				if err != nil {
+					t.Fatalf("%s: chain %s: %v", name, c.Name, err)
+				}
+				enc.AddRule(kr)
+				if err := enc.Flush(); err != nil || len(got) != 3 {
+					t.Fatalf("library batch: %d messages, %v", len(got), err)
+				}
+				want := got[1]
+				if m.Header.Type != want.Header.Type || m.Header.Flags != want.Header.Flags || !bytes.Equal(m.Data, want.Data) {
+					t.Fatalf("%s: chain %s rule %s:\n got %+v %x\nwant %+v %x", name, c.Name, rule.Owner, m.Header, m.Data, want.Header, want.Data)
+				}
+				n++
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s: no rules", name)
+		}
+	}
+}
