@@ -3,9 +3,11 @@ package nft
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weir-cni/weir/internal/synth"
 	"github.com/weir-cni/weir/policy"
@@ -85,5 +87,66 @@ func TestRuleMessageMatchesLibrary(t *testing.T) {
 		if n == 0 {
 			t.Errorf("%s: no rules", name)
 		}
+	}
+}
+
+// TestElemsMessageMatchesLibrary: elemsMessage encodes the elements of
+// every set of the rulesets of TestRuleMessageMatchesLibrary, of the
+// element cap's widest shapes and of a set with timeouts (learned
+// elements) byte for byte as google/nftables' SetAddElements and
+// SetDeleteElements do.
+func TestElemsMessageMatchesLibrary(t *testing.T) {
+	var sets []ruleset.Set
+	tiers := synth.Dense
+	tiers.ClusterPolicies = 100
+	for _, r := range []ruleset.Ruleset{policy.Compile(synth.Cluster(synth.Dense)), policy.Compile(synth.Cluster(tiers)), batchRuleset(), changedRuleset()} {
+		sets = append(sets, r.Sets...)
+	}
+	var got []netlink.Message
+	enc, err := newEncoder(func(b []netlink.Message) { got = b })
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(ks *nftables.Set, els []nftables.SetElement) {
+		t.Helper()
+		for _, typ := range []uint16{unix.NFT_MSG_NEWSETELEM, unix.NFT_MSG_DELSETELEM} {
+			m, err := elemsMessage(ks, els, typ)
+			if err != nil {
+				t.Fatalf("set %s: %v", ks.Name, err)
+			}
+			op := enc.SetAddElements
+			if typ == unix.NFT_MSG_DELSETELEM {
+				op = enc.SetDeleteElements
+			}
+			if err := op(ks, els); err != nil {
+				t.Fatal(err)
+			}
+			if err := enc.Flush(); err != nil || len(got) != 3 {
+				t.Fatalf("library batch: %d messages, %v", len(got), err)
+			}
+			if want := got[1]; m.Header.Type != want.Header.Type || m.Header.Flags != want.Header.Flags || !bytes.Equal(m.Data, want.Data) {
+				t.Fatalf("set %s, type %d:\n got %+v %x\nwant %+v %x", ks.Name, typ, m.Header, m.Data, want.Header, want.Data)
+			}
+		}
+	}
+	n := 0
+	for _, s := range append(sets, capSets...) {
+		els := kernelElems(s, s.Elems)
+		if len(s.Elems) == 0 {
+			els = capElems(s, 10)
+		}
+		ks := kernelSet(s)
+		ks.ID = uint32(n + 1)
+		for _, chunk := range chunkElems(els) {
+			check(ks, chunk)
+			n++
+		}
+	}
+	learned := ruleset.Set{Name: "dns4-X", Key: []ruleset.Type{ruleset.TypeIPv4, ruleset.TypeIPv4}, Timeout: true, Size: 10, Dynamic: true}
+	els := kernelElems(learned, []ruleset.Elem{{Key: []ruleset.Range{point("10.0.0.1"), point("1.2.3.4")}}})
+	els[0].Timeout = 90 * time.Second
+	check(kernelSet(learned), els)
+	if n < 50 {
+		t.Errorf("%d element messages compared", n)
 	}
 }

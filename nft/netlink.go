@@ -15,7 +15,7 @@ import (
 
 // This file touches the kernel: it writes rulesets through netlink, one
 // batch (one transaction) per Apply, encoded by github.com/google/nftables
-// and sent by sendBatch (batch.go).
+// (rules and set elements by encode.go) and sent by sendBatch (batch.go).
 
 var _ dataplane.Applier = (*NetlinkApplier)(nil)
 
@@ -283,7 +283,7 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 	for _, s := range r.Sets {
 		err := a.addSet(s)
 		if els := learned[s.Name]; err == nil && len(els) > 0 {
-			err = a.sendElems(kernelSet(s), els, a.enc.SetAddElements)
+			err = a.sendElems(kernelSet(s), els, unix.NFT_MSG_NEWSETELEM)
 		}
 		if err != nil {
 			a.discard()
@@ -321,13 +321,13 @@ func (a *NetlinkApplier) ApplyChanges(ctx context.Context, r ruleset.Ruleset, ch
 		}
 	}
 	for _, e := range ch.DelElems {
-		if err := a.elems(r, e, a.enc.SetDeleteElements); err != nil {
+		if err := a.elems(r, e, unix.NFT_MSG_DELSETELEM); err != nil {
 			a.discard()
 			return err
 		}
 	}
 	for _, e := range ch.AddElems {
-		if err := a.elems(r, e, a.enc.SetAddElements); err != nil {
+		if err := a.elems(r, e, unix.NFT_MSG_NEWSETELEM); err != nil {
 			a.discard()
 			return err
 		}
@@ -377,12 +377,12 @@ func (a *NetlinkApplier) addSet(s ruleset.Set) error {
 	if err := a.enc.AddSet(ks, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
 	}
-	return a.sendElems(ks, kernelElems(s, s.Elems), a.enc.SetAddElements)
+	return a.sendElems(ks, kernelElems(s, s.Elems), unix.NFT_MSG_NEWSETELEM)
 }
 
 // elems adds or deletes elements of a set that r defines; none of a
 // Dynamic set, whose elements are the Learner's.
-func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, op func(*nftables.Set, []nftables.SetElement) error) error {
+func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, typ uint16) error {
 	s, ok := r.Set(e.Set)
 	if !ok {
 		return fmt.Errorf("set %s: not in ruleset", e.Set)
@@ -390,16 +390,22 @@ func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, op func(*n
 	if s.Dynamic {
 		return nil
 	}
-	return a.sendElems(kernelSet(s), kernelElems(s, e.Elems), op)
+	return a.sendElems(kernelSet(s), kernelElems(s, e.Elems), typ)
 }
 
-// sendElems queues elements in messages of at most maxElemsPerMessage
-// (chunkElems).
-func (a *NetlinkApplier) sendElems(ks *nftables.Set, els []nftables.SetElement, op func(*nftables.Set, []nftables.SetElement) error) error {
+// sendElems adds to the batch, after what enc holds, messages of type typ
+// (NFT_MSG_NEWSETELEM or NFT_MSG_DELSETELEM) holding els, at most
+// maxElemsPerMessage each (chunkElems).
+func (a *NetlinkApplier) sendElems(ks *nftables.Set, els []nftables.SetElement, typ uint16) error {
+	if err := a.takeEncoded(); err != nil {
+		return err
+	}
 	for _, chunk := range chunkElems(els) {
-		if err := op(ks, chunk); err != nil {
+		m, err := elemsMessage(ks, chunk, typ)
+		if err != nil {
 			return fmt.Errorf("set %s elements: %w", ks.Name, err)
 		}
+		a.msgs = append(a.msgs, m)
 	}
 	return nil
 }
