@@ -23,8 +23,27 @@ import (
 // newRuleType is the header type of a NEWRULE message.
 const newRuleType = netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWRULE)
 
-// attrWriter appends netlink attributes to a buffer.
+// attrWriter appends netlink attributes to a buffer. The applier's keeps
+// appending the messages of a batch to one buffer, a chunk at a time
+// (reserve), each message a slice of it.
 type attrWriter struct{ b []byte }
+
+// arenaChunk is the size of the chunks an attrWriter encodes messages
+// into.
+const arenaChunk = 256 << 10
+
+// reserve makes room for n more bytes, in a new chunk when the current one
+// has less: the messages encoded so far keep the old one.
+func (w *attrWriter) reserve(n int) {
+	if cap(w.b)-len(w.b) < n {
+		w.b = make([]byte, 0, max(n, arenaChunk))
+	}
+}
+
+// message is the bytes appended since start, as a message's data.
+func (w *attrWriter) message(start int) []byte {
+	return w.b[start:len(w.b):len(w.b)]
+}
 
 // put appends attribute typ holding data, padded to 4 bytes.
 func (w *attrWriter) put(typ uint16, data []byte) {
@@ -78,8 +97,9 @@ func (w *attrWriter) value(typ uint16, data []byte) {
 // ruleMessage is the NEWRULE message google/nftables' AddRule queues for kr
 // (a rule without handle, position or compat expressions, as kernelRule
 // builds them).
-func ruleMessage(kr *nftables.Rule) (netlink.Message, error) {
-	w := attrWriter{b: make([]byte, 0, 512)}
+func ruleMessage(w *attrWriter, kr *nftables.Rule) (netlink.Message, error) {
+	w.reserve(2048)
+	start := len(w.b)
 	w.b = append(w.b, byte(kr.Table.Family), unix.NFNETLINK_V0, 0, 0)
 	w.str(unix.NFTA_RULE_TABLE, kr.Table.Name)
 	w.str(unix.NFTA_RULE_CHAIN, kr.Chain.Name)
@@ -100,7 +120,7 @@ func ruleMessage(kr *nftables.Rule) (netlink.Message, error) {
 			Type:  newRuleType,
 			Flags: netlink.Request | netlink.Acknowledge | netlink.Create | unix.NLM_F_ECHO | unix.NLM_F_APPEND,
 		},
-		Data: w.b,
+		Data: w.message(start),
 	}, nil
 }
 
@@ -214,12 +234,13 @@ func (w *attrWriter) marshalled(fam byte, e expr.Any) error {
 // NFT_MSG_NEWSETELEM) or SetDeleteElements (NFT_MSG_DELSETELEM) queues for
 // els, elements as kernelElems and the learner build them (keys, key ends,
 // interval ends, verdicts, timeouts).
-func elemsMessage(ks *nftables.Set, els []nftables.SetElement, typ uint16) (netlink.Message, error) {
+func elemsMessage(w *attrWriter, ks *nftables.Set, els []nftables.SetElement, typ uint16) (netlink.Message, error) {
 	size := 64 + len(ks.Name) + len(ks.Table.Name)
 	for _, e := range els {
 		size += elemSize(e) + 12 // and a timeout
 	}
-	w := attrWriter{b: make([]byte, 0, size)}
+	w.reserve(size)
+	start := len(w.b)
 	w.b = append(w.b, byte(ks.Table.Family), unix.NFNETLINK_V0, 0, 0)
 	w.str(unix.NFTA_SET_NAME, ks.Name)
 	w.u32(unix.NFTA_LOOKUP_SET_ID, ks.ID)
@@ -253,6 +274,6 @@ func elemsMessage(ks *nftables.Set, els []nftables.SetElement, typ uint16) (netl
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ),
 			Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
 		},
-		Data: w.b,
+		Data: w.message(start),
 	}, nil
 }

@@ -64,12 +64,16 @@ func TestRuleMessageMatchesLibrary(t *testing.T) {
 			s, _ := r.Set(name)
 			return s.Interval
 		}
-		n := 0
+		// One writer for the whole ruleset, as the applier's arena; the
+		// messages are compared once all are encoded.
+		var w attrWriter
+		var gotMsgs, wantMsgs []netlink.Message
+		var where []string
 		for _, c := range r.Chains {
 			kc := &nftables.Chain{Table: weirTable, Name: c.Name}
 			for _, rule := range c.Rules {
 				kr := kernelRule(kc, rule, interval)
-				m, err := ruleMessage(kr)
+				m, err := ruleMessage(&w, kr)
 				if err != nil {
 					t.Fatalf("%s: chain %s: %v", name, c.Name, err)
 				}
@@ -77,14 +81,16 @@ func TestRuleMessageMatchesLibrary(t *testing.T) {
 				if err := enc.Flush(); err != nil || len(got) != 3 {
 					t.Fatalf("library batch: %d messages, %v", len(got), err)
 				}
-				want := got[1]
-				if m.Header.Type != want.Header.Type || m.Header.Flags != want.Header.Flags || !bytes.Equal(m.Data, want.Data) {
-					t.Fatalf("%s: chain %s rule %s:\n got %+v %x\nwant %+v %x", name, c.Name, rule.Owner, m.Header, m.Data, want.Header, want.Data)
-				}
-				n++
+				gotMsgs, wantMsgs = append(gotMsgs, m), append(wantMsgs, got[1])
+				where = append(where, c.Name+" rule "+rule.Owner.String())
 			}
 		}
-		if n == 0 {
+		for i, m := range gotMsgs {
+			if want := wantMsgs[i]; m.Header.Type != want.Header.Type || m.Header.Flags != want.Header.Flags || !bytes.Equal(m.Data, want.Data) {
+				t.Fatalf("%s: chain %s:\n got %+v %x\nwant %+v %x", name, where[i], m.Header, m.Data, want.Header, want.Data)
+			}
+		}
+		if len(gotMsgs) == 0 {
 			t.Errorf("%s: no rules", name)
 		}
 	}
@@ -107,10 +113,11 @@ func TestElemsMessageMatchesLibrary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var arena attrWriter // shared, as the applier's
 	check := func(ks *nftables.Set, els []nftables.SetElement) {
 		t.Helper()
 		for _, typ := range []uint16{unix.NFT_MSG_NEWSETELEM, unix.NFT_MSG_DELSETELEM} {
-			m, err := elemsMessage(ks, els, typ)
+			m, err := elemsMessage(&arena, ks, els, typ)
 			if err != nil {
 				t.Fatalf("set %s: %v", ks.Name, err)
 			}

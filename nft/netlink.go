@@ -29,8 +29,10 @@ type NetlinkApplier struct {
 	send  batchConn         // sends the batch
 	batch []netlink.Message // what enc's last Flush produced
 	// msgs holds the batch being built, in order: what enc encoded
-	// (takeEncoded) and the rules the applier encodes itself (ruleMessage).
-	msgs []netlink.Message
+	// (takeEncoded) and the rules and elements the applier encodes itself
+	// (ruleMessage, elemsMessage), into arena.
+	msgs  []netlink.Message
+	arena attrWriter
 	// typeofs holds the typeof user data (typeofUserdata) of the sets
 	// keyed by a rule id that the batch being built adds, by name:
 	// flush writes it into their NEWSET messages (patchTypeof).
@@ -165,7 +167,7 @@ func (a *NetlinkApplier) flush(ctx context.Context) error {
 		return err
 	}
 	b, typeofs := wrapBatch(a.msgs), a.typeofs
-	a.msgs, a.typeofs = nil, nil
+	a.msgs, a.typeofs, a.arena = nil, nil, attrWriter{}
 	if err := patchTypeof(b, typeofs); err != nil {
 		return err
 	}
@@ -198,7 +200,7 @@ func wrapBatch(msgs []netlink.Message) []netlink.Message {
 // one.
 func (a *NetlinkApplier) discard() {
 	_ = a.enc.Flush()
-	a.batch, a.msgs, a.typeofs = nil, nil, nil
+	a.batch, a.msgs, a.typeofs, a.arena = nil, nil, nil, attrWriter{}
 }
 
 // Close releases the connections; the kernel keeps the ruleset.
@@ -401,7 +403,7 @@ func (a *NetlinkApplier) sendElems(ks *nftables.Set, els []nftables.SetElement, 
 		return err
 	}
 	for _, chunk := range chunkElems(els) {
-		m, err := elemsMessage(ks, chunk, typ)
+		m, err := elemsMessage(&a.arena, ks, chunk, typ)
 		if err != nil {
 			return fmt.Errorf("set %s elements: %w", ks.Name, err)
 		}
@@ -420,7 +422,7 @@ func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules [
 		return s.Interval
 	}
 	for _, rule := range rules {
-		m, err := ruleMessage(kernelRule(kc, rule, interval))
+		m, err := ruleMessage(&a.arena, kernelRule(kc, rule, interval))
 		if err != nil {
 			return fmt.Errorf("chain %s: %w", kc.Name, err)
 		}
