@@ -10,6 +10,8 @@
 // Files:
 //   - netlink.go: the applier, what each batch holds and in which order;
 //   - exprs.go: the ruleset as google/nftables values (pure);
+//   - encode.go: the rule and element messages, encoded as google/nftables
+//     encodes them, into shared buffers (pure);
 //   - typeof.go: the typeof user data nft keeps for the sets keyed by a
 //     rule id (pure);
 //   - batch.go: the socket the batches go out on and the kernel's answer;

@@ -189,8 +189,8 @@ func kernelChain(c ruleset.Chain) *nftables.Chain {
 // is an interval set (nft adds a byteorder step for meta l4proto there).
 func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) bool) *nftables.Rule {
 	var (
-		exprs []expr.Any
-		fam   byte // the nfproto already checked in this rule
+		exprs = make([]expr.Any, 0, 16) // a policy rule's eleven to thirteen, at once
+		fam   byte                      // the nfproto already checked in this rule
 	)
 	for _, m := range r.Matches {
 		if m.Kind == ruleset.MatchCtState {

@@ -15,7 +15,7 @@ import (
 
 // This file touches the kernel: it writes rulesets through netlink, one
 // batch (one transaction) per Apply, encoded by github.com/google/nftables
-// and sent by sendBatch (batch.go).
+// (rules and set elements by encode.go) and sent by sendBatch (batch.go).
 
 var _ dataplane.Applier = (*NetlinkApplier)(nil)
 
@@ -28,6 +28,11 @@ type NetlinkApplier struct {
 	enc   *nftables.Conn    // encodes the batch: never touches a socket (newEncoder)
 	send  batchConn         // sends the batch
 	batch []netlink.Message // what enc's last Flush produced
+	// msgs holds the batch being built, in order: what enc encoded
+	// (takeEncoded) and the rules and elements the applier encodes itself
+	// (ruleMessage, elemsMessage), into arena.
+	msgs  []netlink.Message
+	arena attrWriter
 	// typeofs holds the typeof user data (typeofUserdata) of the sets
 	// keyed by a rule id that the batch being built adds, by name:
 	// flush writes it into their NEWSET messages (patchTypeof).
@@ -140,25 +145,62 @@ func (a *NetlinkApplier) query(ctx context.Context, fn func(*nftables.Conn) erro
 	return err
 }
 
-// flush sends the messages queued on enc as one transaction, within ctx.
-func (a *NetlinkApplier) flush(ctx context.Context) error {
+// takeEncoded moves the messages queued on enc to the batch being built.
+func (a *NetlinkApplier) takeEncoded() error {
 	a.batch = nil
-	if err := a.enc.Flush(); err != nil {
+	err := a.enc.Flush()
+	if n := len(a.batch); err == nil && n >= 2 {
+		a.msgs = append(a.msgs, a.batch[1:n-1]...) // without enc's begin and end
+	}
+	a.batch = nil
+	if err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}
-	b, typeofs := a.batch, a.typeofs
-	a.batch, a.typeofs = nil, nil
+	return nil
+}
+
+// flush sends the batch built (and the messages still queued on enc) as
+// one transaction, within ctx.
+func (a *NetlinkApplier) flush(ctx context.Context) error {
+	if err := a.takeEncoded(); err != nil {
+		a.discard()
+		return err
+	}
+	b, typeofs := wrapBatch(a.msgs), a.typeofs
+	a.msgs, a.typeofs, a.arena = nil, nil, attrWriter{}
 	if err := patchTypeof(b, typeofs); err != nil {
 		return err
 	}
 	return sendBatch(ctx, a.send, b)
 }
 
-// discard drops the messages queued on enc, so that a batch abandoned
-// half-built never reaches the kernel with the next one.
+// wrapBatch puts msgs between a batch begin and a batch end message, as
+// google/nftables' Flush does, and clears their sequence numbers: the
+// socket numbers the batch's messages in order (exchange finds the
+// acknowledged one by its place), and enc numbered each of its Flushes
+// on its own.
+func wrapBatch(msgs []netlink.Message) []netlink.Message {
+	for i := range msgs {
+		msgs[i].Header.Sequence = 0
+	}
+	mark := func(t uint16) netlink.Message {
+		return netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(t), Flags: netlink.Request},
+			Data:   []byte{0, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES},
+		}
+	}
+	b := make([]netlink.Message, 0, len(msgs)+2)
+	b = append(b, mark(unix.NFNL_MSG_BATCH_BEGIN))
+	b = append(b, msgs...)
+	return append(b, mark(unix.NFNL_MSG_BATCH_END))
+}
+
+// discard drops the batch being built and the messages queued on enc, so
+// that a batch abandoned half-built never reaches the kernel with the next
+// one.
 func (a *NetlinkApplier) discard() {
 	_ = a.enc.Flush()
-	a.batch, a.typeofs = nil, nil
+	a.batch, a.msgs, a.typeofs, a.arena = nil, nil, nil, attrWriter{}
 }
 
 // Close releases the connections; the kernel keeps the ruleset.
@@ -243,7 +285,7 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 	for _, s := range r.Sets {
 		err := a.addSet(s)
 		if els := learned[s.Name]; err == nil && len(els) > 0 {
-			err = a.sendElems(kernelSet(s), els, a.enc.SetAddElements)
+			err = a.sendElems(kernelSet(s), els, unix.NFT_MSG_NEWSETELEM)
 		}
 		if err != nil {
 			a.discard()
@@ -251,7 +293,10 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 		}
 	}
 	for _, c := range r.Chains {
-		a.addRules(r, chains[c.Name], c.Rules)
+		if err := a.addRules(r, chains[c.Name], c.Rules); err != nil {
+			a.discard()
+			return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
+		}
 	}
 	if err := a.flush(ctx); err != nil {
 		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
@@ -278,13 +323,13 @@ func (a *NetlinkApplier) ApplyChanges(ctx context.Context, r ruleset.Ruleset, ch
 		}
 	}
 	for _, e := range ch.DelElems {
-		if err := a.elems(r, e, a.enc.SetDeleteElements); err != nil {
+		if err := a.elems(r, e, unix.NFT_MSG_DELSETELEM); err != nil {
 			a.discard()
 			return err
 		}
 	}
 	for _, e := range ch.AddElems {
-		if err := a.elems(r, e, a.enc.SetAddElements); err != nil {
+		if err := a.elems(r, e, unix.NFT_MSG_NEWSETELEM); err != nil {
 			a.discard()
 			return err
 		}
@@ -292,10 +337,16 @@ func (a *NetlinkApplier) ApplyChanges(ctx context.Context, r ruleset.Ruleset, ch
 	for _, c := range ch.ReplaceChains {
 		kc := kernelChain(c)
 		a.enc.FlushChain(kc)
-		a.addRules(r, kc, c.Rules)
+		if err := a.addRules(r, kc, c.Rules); err != nil {
+			a.discard()
+			return err
+		}
 	}
 	for _, c := range ch.AddChains {
-		a.addRules(r, chains[c.Name], c.Rules)
+		if err := a.addRules(r, chains[c.Name], c.Rules); err != nil {
+			a.discard()
+			return err
+		}
 	}
 	for _, name := range ch.DelChains {
 		a.enc.FlushChain(&nftables.Chain{Table: weirTable, Name: name})
@@ -328,12 +379,12 @@ func (a *NetlinkApplier) addSet(s ruleset.Set) error {
 	if err := a.enc.AddSet(ks, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
 	}
-	return a.sendElems(ks, kernelElems(s, s.Elems), a.enc.SetAddElements)
+	return a.sendElems(ks, kernelElems(s, s.Elems), unix.NFT_MSG_NEWSETELEM)
 }
 
 // elems adds or deletes elements of a set that r defines; none of a
 // Dynamic set, whose elements are the Learner's.
-func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, op func(*nftables.Set, []nftables.SetElement) error) error {
+func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, typ uint16) error {
 	s, ok := r.Set(e.Set)
 	if !ok {
 		return fmt.Errorf("set %s: not in ruleset", e.Set)
@@ -341,28 +392,43 @@ func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, op func(*n
 	if s.Dynamic {
 		return nil
 	}
-	return a.sendElems(kernelSet(s), kernelElems(s, e.Elems), op)
+	return a.sendElems(kernelSet(s), kernelElems(s, e.Elems), typ)
 }
 
-// sendElems queues elements in messages of at most maxElemsPerMessage
-// (chunkElems).
-func (a *NetlinkApplier) sendElems(ks *nftables.Set, els []nftables.SetElement, op func(*nftables.Set, []nftables.SetElement) error) error {
+// sendElems adds to the batch, after what enc holds, messages of type typ
+// (NFT_MSG_NEWSETELEM or NFT_MSG_DELSETELEM) holding els, at most
+// maxElemsPerMessage each (chunkElems).
+func (a *NetlinkApplier) sendElems(ks *nftables.Set, els []nftables.SetElement, typ uint16) error {
+	if err := a.takeEncoded(); err != nil {
+		return err
+	}
 	for _, chunk := range chunkElems(els) {
-		if err := op(ks, chunk); err != nil {
+		m, err := elemsMessage(&a.arena, ks, chunk, typ)
+		if err != nil {
 			return fmt.Errorf("set %s elements: %w", ks.Name, err)
 		}
+		a.msgs = append(a.msgs, m)
 	}
 	return nil
 }
 
-func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules []ruleset.Rule) {
+// addRules adds rules to the batch, after what enc holds.
+func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules []ruleset.Rule) error {
+	if err := a.takeEncoded(); err != nil {
+		return err
+	}
 	interval := func(name string) bool {
 		s, _ := r.Set(name)
 		return s.Interval
 	}
 	for _, rule := range rules {
-		a.enc.AddRule(kernelRule(kc, rule, interval))
+		m, err := ruleMessage(&a.arena, kernelRule(kc, rule, interval))
+		if err != nil {
+			return fmt.Errorf("chain %s: %w", kc.Name, err)
+		}
+		a.msgs = append(a.msgs, m)
 	}
+	return nil
 }
 
 // Counters reads the table's named counters (see Ruleset.Counters), within

@@ -201,14 +201,11 @@ func TestElementCap(t *testing.T) {
 	for _, s := range capSets {
 		els := capElems(s, 2*maxElemsPerMessage+1)
 		a := recordingApplier(t, &recorder{})
-		if err := a.sendElems(kernelSet(s), els, a.enc.SetAddElements); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.enc.Flush(); err != nil {
+		if err := a.sendElems(kernelSet(s), els, unix.NFT_MSG_NEWSETELEM); err != nil {
 			t.Fatal(err)
 		}
 		total := 0
-		for _, m := range a.batch[1 : len(a.batch)-1] {
+		for _, m := range a.msgs {
 			size, n, err := elemListBytes(m)
 			if err != nil || n > maxElemsPerMessage || size > maxElemListBytes {
 				t.Errorf("set %s: a message of %d elements, %d bytes (%v)", s.Name, n, size, err)
@@ -225,8 +222,8 @@ func TestElementCap(t *testing.T) {
 		if total != len(els) {
 			t.Errorf("set %s: messages decode to %d elements, want %d", s.Name, total, len(els))
 		}
-		if s.Map && len(a.batch)-2 <= 3 {
-			t.Errorf("set %s: %d messages; the long chain names should split it by bytes", s.Name, len(a.batch)-2)
+		if s.Map && len(a.msgs) <= 3 {
+			t.Errorf("set %s: %d messages; the long chain names should split it by bytes", s.Name, len(a.msgs))
 		}
 	}
 }

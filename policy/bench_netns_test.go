@@ -52,6 +52,7 @@ func benchFullOf(b *testing.B, s policy.Snapshot) {
 		p.lap()
 	}
 	p.report(b)
+	p.reportTotal(b)
 	b.ReportMetric(float64(len(r.Sets)), "sets")
 	b.ReportMetric(float64(len(r.Chains)), "chains")
 	b.ReportMetric(float64(elemCount(r)), "elems")

@@ -134,6 +134,16 @@ func (p *phases) report(b *testing.B) {
 	}
 }
 
+// reportTotal reports the sum of the phases' wall times, total-ms, beside
+// them.
+func (p *phases) reportTotal(b *testing.B) {
+	var t time.Duration
+	for _, w := range p.wall {
+		t += w
+	}
+	b.ReportMetric(ms(t)/float64(b.N), "total-ms")
+}
+
 // addOnePod adds a local pod selected by policies.
 func addOnePod(_ testing.TB, s policy.Snapshot) policy.Snapshot {
 	s.Pods = append(slices.Clone(s.Pods), policy.Pod{

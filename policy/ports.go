@@ -14,8 +14,12 @@ import (
 // maxInlinePorts is the most merged port ranges a rule matches inline
 // (`tcp dport 80`), one nft rule per range and peer alternative; a rule
 // with more looks them all up in the ports set, in one nft rule per peer
-// alternative.
-const maxInlinePorts = 4
+// alternative. One: two ranges inline cost two rules of some eleven
+// expressions each, where the lookup costs one rule of thirteen and two
+// elements that every rule with the same port list shares (TCP and UDP 53
+// is every DNS egress rule's), and the kernel's cost of a table grows with
+// its expressions.
+const maxInlinePorts = 1
 
 // portRange is a numeric port or endPort range of one protocol.
 type portRange struct {

@@ -176,7 +176,14 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 	}
 	var out []ruleset.Rule
 	add := func(ms ...[]ruleset.Match) {
-		var all []ruleset.Match
+		n := 0
+		for _, m := range ms {
+			n += len(m)
+		}
+		var all []ruleset.Match // nil when none
+		if n > 0 {
+			all = make([]ruleset.Match, 0, n)
+		}
 		for _, m := range ms {
 			all = append(all, m...)
 		}
