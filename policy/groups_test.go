@@ -107,3 +107,13 @@ func TestDefIDProbesPastCollisions(t *testing.T) {
 		t.Errorf("second call gave %d, want the same id %d", got, h+1)
 	}
 }
+
+// TestHashSize pins the size classes of the shared hash sets: at least
+// twice the elements, a power of two, never below minHashSize.
+func TestHashSize(t *testing.T) {
+	for n, want := range map[int]uint32{0: 1 << 16, 1: 1 << 16, 32768: 1 << 16, 32769: 1 << 17, 65536: 1 << 17, 100000: 1 << 18} {
+		if got := hashSize(n); got != want {
+			t.Errorf("hashSize(%d) = %d, want %d", n, got, want)
+		}
+	}
+}
