@@ -41,6 +41,17 @@ type Status struct {
 	// RefusedConns counts socket connections closed unserved because
 	// the agent was already serving its most at once.
 	RefusedConns int
+	// LastSyncTimes break the last applied sync down by phase.
+	LastSyncTimes SyncTimes
+}
+
+// SyncTimes are the moments of one sync: when the oldest change it
+// applied was signalled (zero for a sync no change started, such as a
+// retry), when it started, and when it had read the cluster's state,
+// compiled the ruleset and had the kernel hold it. They break the latency
+// from an API write to the kernel down (weirctl status, benchmarks).
+type SyncTimes struct {
+	FirstEvent, Start, Read, Compiled, Applied time.Time
 }
 
 // Agent compiles the snapshot of one node and applies it, from one worker.
@@ -267,11 +278,12 @@ func (a *Agent) sync(ctx context.Context) error {
 		a.setErr(err)
 		return err
 	}
+	applied := time.Now()
 	var rerrs []error
 	if err := a.setDNSRules(rs.DNS, held); err != nil {
 		rerrs = append(rerrs, fmt.Errorf("dns proxy rules: %w", err))
 	}
-	a.Metrics.observeSync(read.Sub(start), compiled.Sub(read), time.Since(compiled), firstEvent, rs)
+	a.Metrics.observeSync(read.Sub(start), compiled.Sub(read), applied.Sub(compiled), firstEvent, rs)
 	if a.RemoveStale != nil && !a.staleDone {
 		a.staleDone = true
 		a.removeStale(ctx)
@@ -303,10 +315,11 @@ func (a *Agent) sync(ctx context.Context) error {
 	a.rs, a.snap = rs, snap
 	a.st.Synced, a.st.LastSync, a.st.LastError = true, time.Now(), ""
 	a.st.Syncs++
+	a.st.LastSyncTimes = SyncTimes{FirstEvent: firstEvent, Start: start, Read: read, Compiled: compiled, Applied: applied}
 	a.st.Problems, a.st.DataplaneProblems = rs.Problems, dpProblems
 	a.mu.Unlock()
 	a.Log.Info("synced", "pods", len(snap.Pods), "policies", len(snap.Policies),
-		"read", read.Sub(start), "compile", compiled.Sub(read), "apply", time.Since(compiled))
+		"read", read.Sub(start), "compile", compiled.Sub(read), "apply", applied.Sub(compiled))
 	if err := errors.Join(rerrs...); err != nil {
 		a.setErr(err)
 		return fmt.Errorf("node state: %w", err)

@@ -1,8 +1,12 @@
 // Command bench-api-to-kernel measures weir-agent against a real kube-apiserver (started
-// by the integration/kube harness on loopback): the time from one API write
-// (a pod label change) to the kernel holding its effect, with 10,000 pods
-// and 1,000 policies in the cluster, and the agent's resident memory. Run
-// as root; everything happens in namespaces it creates and removes.
+// by the integration/kube harness on loopback), at one or more cluster
+// sizes (-sizes): the agent's first sync, its memory (RSS and the heap the
+// garbage collector keeps), and the time from one API write (a pod label
+// change, a policy added or deleted, a pod added or deleted) to the kernel
+// holding its effect, broken down by the agent's phases. With -baseline, a
+// second agent binary is measured first on the same cluster, for
+// before/after figures of one run. Run as root; everything happens in
+// namespaces it creates and removes.
 package main
 
 import (
@@ -11,34 +15,55 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"time"
 
-	"github.com/weir-cni/weir/integration/kube"
 	"github.com/weir-cni/weir/internal/testkit"
 )
 
+// size is one cluster the benchmark builds: pods and policies (synth.Cluster),
+// spread over namespaces (0: pods/100) with one local pod each, the
+// non-local pods over nodes other Node objects; and the targets it is held to.
+type size struct {
+	name                              string
+	pods, policies, nodes, namespaces int
+	rssTarget                         float64 // MiB
+	p99Target                         float64 // ms
+}
+
+var sizes = []size{
+	{name: "10k", pods: 10000, policies: 1000, nodes: 99, rssTarget: 64, p99Target: 10},
+	{name: "50k", pods: 50000, policies: 5000, nodes: 999, namespaces: 200, rssTarget: 256},
+}
+
 type options struct {
-	pods, policies, changes int
-	agent                   string
-	build, verbose          bool
+	sizes                 []size
+	changes, otherChanges int
+	agent, baseline       string
+	build, verbose        bool
 }
 
 func main() { os.Exit(run()) }
 
 func run() int {
 	var o options
-	flag.IntVar(&o.pods, "pods", 10000, "pods in the cluster")
-	flag.IntVar(&o.policies, "policies", 1000, "NetworkPolicies in the cluster")
-	flag.IntVar(&o.changes, "changes", 40, "label changes to time")
+	names := flag.String("sizes", "10k", "comma-separated cluster sizes: 10k (10,000 pods, 1,000 policies, 100 nodes, 100 local pods), 50k (50,000 pods, 5,000 policies, 1,000 nodes, 200 local pods)")
+	flag.IntVar(&o.changes, "changes", 40, "pod label changes to time")
+	flag.IntVar(&o.otherChanges, "other-changes", 10, "policy adds/deletes and pod adds/deletes to time (each)")
 	flag.StringVar(&o.agent, "agent", "", "weir-agent binary (default: build ./cmd/weir-agent)")
+	flag.StringVar(&o.baseline, "baseline", "", "another weir-agent binary to measure first on the same cluster (before/after)")
 	flag.BoolVar(&o.build, "build-k8s", false, "build etcd and kube-apiserver if missing (~30 min the first time)")
 	flag.BoolVar(&o.verbose, "v", false, "print the agent's last sync log lines (read/compile/apply split)")
 	flag.Parse()
+	for _, n := range strings.Split(*names, ",") {
+		i := slices.IndexFunc(sizes, func(s size) bool { return s.name == strings.TrimSpace(n) })
+		if i < 0 {
+			fmt.Fprintf(os.Stderr, "bench-api-to-kernel: unknown size %q (10k, 50k)\n", n)
+			return 2
+		}
+		o.sizes = append(o.sizes, sizes[i])
+	}
 	ctx, stop, ok := testkit.RootContext("kube bench")
 	if !ok {
 		return 1
@@ -51,86 +76,44 @@ func run() int {
 	return 0
 }
 
-func bench(ctx context.Context, o options) (err error) {
+func bench(ctx context.Context, o options) error {
 	tmp, err := os.MkdirTemp("", "weir-bench-api-to-kernel-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
 	if o.agent == "" {
-		o.agent = filepath.Join(tmp, "weir-agent")
+		o.agent = tmp + "/weir-agent"
 		if err := testkit.GoBuild(ctx, "github.com/weir-cni/weir/cmd/weir-agent", o.agent); err != nil {
 			return err
 		}
 	}
-	kc, err := kube.Start(ctx, kube.Options{Build: o.build})
-	if err != nil {
-		return err
+	agents := []struct{ label, bin string }{{"agent", o.agent}}
+	if o.baseline != "" {
+		agents = []struct{ label, bin string }{{"baseline", o.baseline}, {"agent", o.agent}}
 	}
-	defer kc.Stop()
-	node, err := testkit.NewNS("weirkb")
-	if err != nil {
-		return err
-	}
-	defer node.Delete()
-
-	start := time.Now()
-	local, err := populate(ctx, kc, o)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("cluster: %d pods, %d policies registered in %v\n", o.pods, o.policies, time.Since(start).Round(time.Millisecond))
-
-	kcfg, err := kc.KubeconfigFor(node.Path())
-	if err != nil {
-		return err
-	}
-	sock := filepath.Join(tmp, "agent.sock")
-	logPath := filepath.Join(tmp, "agent.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	agent := exec.Command(o.agent, "--node-name", nodeName, "--kubeconfig", kcfg, "--socket", sock,
-		"--cluster-cidr", "10.0.0.0/8", "--node-routes=false", "--http-addr", "")
-	agent.Stdout, agent.Stderr = logf, logf
-	if err := testkit.StartIn(node, agent); err != nil {
-		return err
-	}
-	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
-	defer func() {
-		if err != nil || o.verbose {
-			b, _ := os.ReadFile(logPath)
-			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			fmt.Fprintf(os.Stderr, "agent log tail:\n%s\n", strings.Join(lines[max(0, len(lines)-15):], "\n"))
+	for _, sz := range o.sizes {
+		cl, err := newCluster(ctx, sz, o.build)
+		if err != nil {
+			return err
 		}
-	}()
-	start = time.Now()
-	if _, err := testkit.WaitSynced(ctx, sock, 5*time.Minute); err != nil {
-		return err
+		for _, a := range agents {
+			if err = measure(ctx, cl, a.label, a.bin, tmp, o); err != nil {
+				break
+			}
+		}
+		cl.stop()
+		if err != nil {
+			return fmt.Errorf("%s: %w", sz.name, err)
+		}
 	}
-	fmt.Printf("agent first sync (caches + compile + apply): %v\n", time.Since(start).Round(time.Millisecond))
-
-	lat, err := labelChanges(ctx, kc, node.Path(), local, o.changes)
-	if err != nil {
-		return err
-	}
-	slices.Sort(lat)
-	fmt.Printf("API write -> kernel, one pod label change (%d samples): p50 %v  p99 %v  max %v   target p99 < 20ms\n",
-		len(lat), pct(lat, 50), pct(lat, 99), lat[len(lat)-1])
-	rss, err := rssOf(agent.Process.Pid)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("agent RSS: %.1f MiB   target < 150 MB\n", float64(rss)/(1<<20))
 	fmt.Printf("(GOMAXPROCS %d, load %s)\n", runtime.GOMAXPROCS(0), loadavg())
 	return nil
 }
 
-func pct(sorted []time.Duration, p int) time.Duration {
-	i := (len(sorted)*p + 99) / 100
-	return sorted[min(max(i-1, 0), len(sorted)-1)].Round(10 * time.Microsecond)
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 func rssOf(pid int) (int64, error) {
@@ -146,9 +129,4 @@ func rssOf(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }

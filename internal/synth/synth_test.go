@@ -1,6 +1,7 @@
 package synth_test
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"sort"
@@ -52,5 +53,38 @@ func TestClusterSizes(t *testing.T) {
 	}
 	if r := policy.Compile(s); len(r.Problems) != 0 {
 		t.Errorf("problems: %v", r.Problems)
+	}
+}
+
+// TestClusterNodes: pods spread over many nodes have distinct addresses,
+// each inside its node's OtherNodeCIDR, and the local ones in NodeCIDR.
+func TestClusterNodes(t *testing.T) {
+	for _, o := range []synth.Options{{Pods: 2000, Policies: 1, Local: 1}, {Pods: 50000, Policies: 1, Namespaces: 200, Local: 1, Nodes: 1000}} {
+		others := max(o.Nodes, 99)
+		s := synth.Cluster(o)
+		seen, local := map[netip.Addr]bool{}, 0
+		for _, p := range s.Pods {
+			if seen[p.IPs[0]] {
+				t.Fatalf("%+v: address %s twice", o, p.IPs[0])
+			}
+			seen[p.IPs[0]] = true
+			if p.Node == synth.NodeName {
+				local++
+				if !netip.MustParsePrefix(synth.NodeCIDR).Contains(p.IPs[0]) {
+					t.Errorf("%+v: local pod %s at %s", o, p.Name, p.IPs[0])
+				}
+				continue
+			}
+			var n int
+			if _, err := fmt.Sscanf(p.Node, "node%d", &n); err != nil || n < 1 || n > others {
+				t.Fatalf("%+v: pod %s on node %q", o, p.Name, p.Node)
+			}
+			if c := synth.OtherNodeCIDR(n, others); !c.Contains(p.IPs[0]) {
+				t.Fatalf("%+v: pod %s at %s, outside %s of %s", o, p.Name, p.IPs[0], c, p.Node)
+			}
+		}
+		if want := len(s.Namespaces) - 1; local != want {
+			t.Errorf("%+v: %d local pods, want %d", o, local, want)
+		}
 	}
 }
