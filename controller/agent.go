@@ -114,9 +114,12 @@ type Agent struct {
 	mu   sync.Mutex
 	st   Status
 	// rs is the last applied ruleset and snap the snapshot it was compiled
-	// from, published together; snap's pod slice is its own.
-	rs   ruleset.Ruleset
-	snap policy.Snapshot
+	// from, published together. snap's pod slice is snapPods, which the
+	// worker overwrites (holding snapMu) when it publishes the next.
+	rs       ruleset.Ruleset
+	snap     policy.Snapshot
+	snapMu   sync.RWMutex
+	snapPods []policy.Pod
 	// view is the cluster kept up to date from the source's changes, and
 	// overlayBuf the pod slice of the last snapshot with announcements;
 	// only the worker uses them.
@@ -164,6 +167,19 @@ func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.st
+}
+
+// published returns the last applied ruleset and the snapshot it was
+// compiled from, with a pod slice of the caller's own, and whether any
+// sync was applied yet.
+func (a *Agent) published() (ruleset.Ruleset, policy.Snapshot, bool) {
+	a.snapMu.RLock()
+	defer a.snapMu.RUnlock()
+	a.mu.Lock()
+	rs, snap, synced := a.rs, a.snap, a.st.Synced
+	a.mu.Unlock()
+	snap.Pods = slices.Clone(snap.Pods)
+	return rs, snap, synced
 }
 
 // Ruleset returns the last ruleset applied.
@@ -301,8 +317,14 @@ func (a *Agent) sync(ctx context.Context) error {
 		}
 	}
 	// The pod slice is the view's or the overlay buffer, which the next
-	// sync overwrites: explain gets its own copy.
-	snap.Pods = slices.Clone(snap.Pods)
+	// sync overwrites: the published snapshot gets a copy, into a buffer
+	// kept from sync to sync (a fresh clone was most of what a sync
+	// allocated), which explain and audit copy (see published).
+	a.snapMu.Lock()
+	defer a.snapMu.Unlock()
+	a.snapPods = append(a.snapPods[:0], snap.Pods...)
+	clear(a.snapPods[len(a.snapPods):cap(a.snapPods)]) // gone pods' labels and addresses
+	snap.Pods = a.snapPods
 	a.mu.Lock()
 	for _, key := range caughtUp {
 		if a.anns[key] == anns[key] { // not announced again since
