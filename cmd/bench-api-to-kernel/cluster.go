@@ -54,8 +54,12 @@ func newCluster(ctx context.Context, sz size, build bool) (_ *cluster, err error
 	if cl.target, err = populate(ctx, kc, sz); err != nil {
 		return nil, err
 	}
+	local := sz.namespaces // one local pod per namespace
+	if local == 0 {
+		local = sz.pods / 100
+	}
 	fmt.Printf("== %s: %d pods on %d nodes (%d local), %d policies registered in %v\n", sz.name, sz.pods, sz.nodes+1,
-		max(sz.namespaces, sz.pods/100), sz.policies, time.Since(start).Round(time.Millisecond))
+		local, sz.policies, time.Since(start).Round(time.Millisecond))
 	return cl, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -52,7 +53,7 @@ func run() int {
 	flag.IntVar(&o.changes, "changes", 40, "pod label changes to time")
 	flag.IntVar(&o.otherChanges, "other-changes", 10, "policy adds/deletes and pod adds/deletes to time (each)")
 	flag.StringVar(&o.agent, "agent", "", "weir-agent binary (default: build ./cmd/weir-agent)")
-	flag.StringVar(&o.baseline, "baseline", "", "another weir-agent binary to measure first on the same cluster (before/after)")
+	flag.StringVar(&o.baseline, "baseline", "", "comma-separated other weir-agent binaries (or scripts exec-ing one) to measure first, in order, on the same cluster (before/after)")
 	flag.BoolVar(&o.build, "build-k8s", false, "build etcd and kube-apiserver if missing (~30 min the first time)")
 	flag.BoolVar(&o.verbose, "v", false, "print the agent's last sync log lines (read/compile/apply split)")
 	flag.Parse()
@@ -88,10 +89,13 @@ func bench(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	agents := []struct{ label, bin string }{{"agent", o.agent}}
+	var agents []struct{ label, bin string }
 	if o.baseline != "" {
-		agents = []struct{ label, bin string }{{"baseline", o.baseline}, {"agent", o.agent}}
+		for _, b := range strings.Split(o.baseline, ",") {
+			agents = append(agents, struct{ label, bin string }{"baseline " + filepath.Base(b), b})
+		}
 	}
+	agents = append(agents, struct{ label, bin string }{"agent", o.agent})
 	for _, sz := range o.sizes {
 		cl, err := newCluster(ctx, sz, o.build)
 		if err != nil {

@@ -47,7 +47,7 @@ func measure(ctx context.Context, cl *cluster, label, bin, tmp string, o options
 	if err != nil {
 		return err
 	}
-	base := filepath.Join(tmp, cl.size.name+"-"+label)
+	base := filepath.Join(tmp, cl.size.name+"-"+strings.ReplaceAll(label, " ", "-"))
 	sock, logPath := base+".sock", base+".log"
 	logf, err := os.Create(logPath)
 	if err != nil {
