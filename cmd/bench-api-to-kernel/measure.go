@@ -158,6 +158,10 @@ func printSamples(pr func(string, ...any), what string, s []sample, target strin
 	totals := phase(s, func(s sample) time.Duration { return s.total })
 	pr("API write -> kernel, %s (%d samples): p50 %v  p99 %v  max %v%s", what, len(s),
 		pct(totals, 50), pct(totals, 99), totals[len(totals)-1].Round(10*time.Microsecond), target)
+	if !slices.ContainsFunc(s, func(s sample) bool { return s.apply > 0 }) {
+		pr("  p50 by phase: n/a (the agent does not report its sync times)")
+		return
+	}
 	p50 := func(f func(sample) time.Duration) time.Duration { return pct(phase(s, f), 50) }
 	pr("  p50 by phase: write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v",
 		p50(func(s sample) time.Duration { return s.watch }), p50(func(s sample) time.Duration { return s.queue }),
