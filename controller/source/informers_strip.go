@@ -23,7 +23,7 @@ const lastApplied = corev1.LastAppliedConfigAnnotation
 // spec.nodeName, hostNetwork, the named ports of their (init) containers
 // (in one unnamed container, see namedPorts), and status phase and
 // podIPs (podIP when podIPs is empty); annotations, owner references and
-// hostIPs go. Nodes keep labels, spec.podCIDR(s) and
+// hostIPs go; equal label sets are one map (see labelSets). Nodes keep labels, spec.podCIDR(s) and
 // status.addresses (heartbeats and images go). Namespaces keep metadata
 // and status.phase. Policies keep their spec; ClusterNetworkPolicies their
 // spec and status (the status writer reads and updates its condition
@@ -52,6 +52,7 @@ func StripForCache(obj any) (any, error) {
 
 func stripPod(o *corev1.Pod) *corev1.Pod {
 	p := &corev1.Pod{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, false)}
+	p.Labels = labelSets.shared(p.Labels)
 	p.Spec.NodeName, p.Spec.HostNetwork = o.Spec.NodeName, o.Spec.HostNetwork
 	p.Spec.Containers = namedPorts(o.Spec.InitContainers, o.Spec.Containers)
 	p.Status = corev1.PodStatus{Phase: o.Status.Phase, PodIPs: o.Status.PodIPs}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -499,5 +500,39 @@ func TestKubeSourceReportsListErrorsAndRetries(t *testing.T) {
 	waitKick(t, kicks, "sync after the failed list")
 	if o, err := src.Objects(); err != nil || len(o.Pods) != 1 {
 		t.Errorf("Objects after retry: %d pods, %v; want 1", len(o.Pods), err)
+	}
+}
+
+// TestStripForCacheSharesLabelSets: pods with equal labels get one map;
+// others keep their own.
+func TestStripForCacheSharesLabelSets(t *testing.T) {
+	strip := func(labels map[string]string) map[string]string {
+		p := fullPod()
+		p.Labels = labels
+		out, _ := StripForCache(p)
+		return out.(*corev1.Pod).Labels
+	}
+	a := strip(map[string]string{"app": "shared-test", "pod-template-hash": "1"})
+	b := strip(map[string]string{"pod-template-hash": "1", "app": "shared-test"})
+	c := strip(map[string]string{"app": "shared-test", "pod-template-hash": "2"})
+	if reflect.ValueOf(a).UnsafePointer() != reflect.ValueOf(b).UnsafePointer() {
+		t.Error("equal label sets are two maps")
+	}
+	if reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(c).UnsafePointer() || c["pod-template-hash"] != "2" {
+		t.Errorf("different label sets share a map: %v", c)
+	}
+}
+
+func TestLabelTableStartsOverWhenFull(t *testing.T) {
+	tab := labelTable{sets: map[string]map[string]string{}}
+	first := tab.shared(map[string]string{"n": "0"})
+	for i := 1; i <= maxLabelSets; i++ {
+		tab.shared(map[string]string{"n": strconv.Itoa(i)})
+	}
+	if len(tab.sets) > maxLabelSets {
+		t.Errorf("table holds %d sets, more than %d", len(tab.sets), maxLabelSets)
+	}
+	if again := tab.shared(map[string]string{"n": "0"}); reflect.ValueOf(again).UnsafePointer() == reflect.ValueOf(first).UnsafePointer() {
+		t.Error("the first set outlived the table's start-over")
 	}
 }
