@@ -1,9 +1,9 @@
 package source
 
 import (
-	"slices"
-	"strings"
 	"sync"
+
+	"github.com/weir-cni/weir/controller/snapshot"
 )
 
 // maxLabelSets bounds labelSets: past it the table starts over. Pods
@@ -29,7 +29,7 @@ func (t *labelTable) shared(l map[string]string) map[string]string {
 	if len(l) == 0 {
 		return l
 	}
-	key := labelsKey(l)
+	key := snapshot.LabelsKey(l)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s, ok := t.sets[key]; ok {
@@ -40,25 +40,4 @@ func (t *labelTable) shared(l map[string]string) map[string]string {
 	}
 	t.sets[key] = l
 	return l
-}
-
-// labelsKey is l as one string, its keys sorted; NUL separates keys and
-// values (neither may hold one).
-func labelsKey(l map[string]string) string {
-	keys := make([]string, 0, len(l))
-	n := 0
-	for k, v := range l {
-		keys = append(keys, k)
-		n += len(k) + len(v) + 2
-	}
-	slices.Sort(keys)
-	var b strings.Builder
-	b.Grow(n)
-	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(l[k])
-		b.WriteByte(0)
-	}
-	return b.String()
 }
