@@ -80,10 +80,10 @@ bench: build tools $(KUBE_ROUTER)
 	$(BIN)/bench-datapath -weir $(BIN)/weir -cluster-policies 1000 -breakdown
 	@echo "== datapath with a domainNames rule holding 10,000 learned addresses; the test connection is allowed by its set"
 	$(BIN)/bench-datapath -weir $(BIN)/weir -learned 10000 -breakdown
-	@echo "== agent against a real kube-apiserver: API write -> kernel latency, RSS; then kube-router's firewall on the same cluster"
+	@echo "== agent against a real kube-apiserver, 10,000 then 50,000 pods (~1 + ~5 min): API write -> kernel latency by phase, memory; then kube-router's firewall on the 10,000-pod cluster"
 	hack/build-k8s.sh
 	$(GO) build -o $(BIN)/bench-api-to-kernel ./cmd/bench-api-to-kernel
-	$(BIN)/bench-api-to-kernel -agent $(BIN)/weir-agent -peer kube-router=$(KUBE_ROUTER)
+	$(BIN)/bench-api-to-kernel -agent $(BIN)/weir-agent -sizes 10k,50k -peer kube-router=$(KUBE_ROUTER)
 
 # The benchmark peer (bench/kube-router/go.mod: never shipped), built once
 # (about 4 minutes) into the cache hack/build-k8s.sh uses.

@@ -41,6 +41,17 @@ type Status struct {
 	// RefusedConns counts socket connections closed unserved because
 	// the agent was already serving its most at once.
 	RefusedConns int
+	// LastSyncTimes break the last applied sync down by phase.
+	LastSyncTimes SyncTimes
+}
+
+// SyncTimes are the moments of one sync: when the oldest change it
+// applied was signalled (zero for a sync no change started, such as a
+// retry), when it started, and when it had read the cluster's state,
+// compiled the ruleset and had the kernel hold it. They break the latency
+// from an API write to the kernel down (weirctl status, benchmarks).
+type SyncTimes struct {
+	FirstEvent, Start, Read, Compiled, Applied time.Time
 }
 
 // Agent compiles the snapshot of one node and applies it, from one worker.
@@ -103,9 +114,12 @@ type Agent struct {
 	mu   sync.Mutex
 	st   Status
 	// rs is the last applied ruleset and snap the snapshot it was compiled
-	// from, published together; snap's pod slice is its own.
-	rs   ruleset.Ruleset
-	snap policy.Snapshot
+	// from, published together. snap's pod slice is snapPods, which the
+	// worker overwrites (holding snapMu) when it publishes the next.
+	rs       ruleset.Ruleset
+	snap     policy.Snapshot
+	snapMu   sync.RWMutex
+	snapPods []policy.Pod
 	// view is the cluster kept up to date from the source's changes, and
 	// overlayBuf the pod slice of the last snapshot with announcements;
 	// only the worker uses them.
@@ -153,6 +167,19 @@ func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.st
+}
+
+// published returns the last applied ruleset and the snapshot it was
+// compiled from, with a pod slice of the caller's own, and whether any
+// sync was applied yet.
+func (a *Agent) published() (ruleset.Ruleset, policy.Snapshot, bool) {
+	a.snapMu.RLock()
+	defer a.snapMu.RUnlock()
+	a.mu.Lock()
+	rs, snap, synced := a.rs, a.snap, a.st.Synced
+	a.mu.Unlock()
+	snap.Pods = slices.Clone(snap.Pods)
+	return rs, snap, synced
 }
 
 // Ruleset returns the last ruleset applied.
@@ -267,11 +294,12 @@ func (a *Agent) sync(ctx context.Context) error {
 		a.setErr(err)
 		return err
 	}
+	applied := time.Now()
 	var rerrs []error
 	if err := a.setDNSRules(rs.DNS, held); err != nil {
 		rerrs = append(rerrs, fmt.Errorf("dns proxy rules: %w", err))
 	}
-	a.Metrics.observeSync(read.Sub(start), compiled.Sub(read), time.Since(compiled), firstEvent, rs)
+	a.Metrics.observeSync(read.Sub(start), compiled.Sub(read), applied.Sub(compiled), firstEvent, rs)
 	if a.RemoveStale != nil && !a.staleDone {
 		a.staleDone = true
 		a.removeStale(ctx)
@@ -289,8 +317,14 @@ func (a *Agent) sync(ctx context.Context) error {
 		}
 	}
 	// The pod slice is the view's or the overlay buffer, which the next
-	// sync overwrites: explain gets its own copy.
-	snap.Pods = slices.Clone(snap.Pods)
+	// sync overwrites: the published snapshot gets a copy, into a buffer
+	// kept from sync to sync (a fresh clone was most of what a sync
+	// allocated), which explain and audit copy (see published).
+	a.snapMu.Lock()
+	defer a.snapMu.Unlock()
+	a.snapPods = append(a.snapPods[:0], snap.Pods...)
+	clear(a.snapPods[len(a.snapPods):cap(a.snapPods)]) // gone pods' labels and addresses
+	snap.Pods = a.snapPods
 	a.mu.Lock()
 	for _, key := range caughtUp {
 		if a.anns[key] == anns[key] { // not announced again since
@@ -303,10 +337,11 @@ func (a *Agent) sync(ctx context.Context) error {
 	a.rs, a.snap = rs, snap
 	a.st.Synced, a.st.LastSync, a.st.LastError = true, time.Now(), ""
 	a.st.Syncs++
+	a.st.LastSyncTimes = SyncTimes{FirstEvent: firstEvent, Start: start, Read: read, Compiled: compiled, Applied: applied}
 	a.st.Problems, a.st.DataplaneProblems = rs.Problems, dpProblems
 	a.mu.Unlock()
 	a.Log.Info("synced", "pods", len(snap.Pods), "policies", len(snap.Policies),
-		"read", read.Sub(start), "compile", compiled.Sub(read), "apply", time.Since(compiled))
+		"read", read.Sub(start), "compile", compiled.Sub(read), "apply", applied.Sub(compiled))
 	if err := errors.Join(rerrs...); err != nil {
 		a.setErr(err)
 		return fmt.Errorf("node state: %w", err)

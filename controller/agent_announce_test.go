@@ -14,9 +14,8 @@ import (
 
 // appliedSnapshot is the snapshot of the last applied ruleset.
 func appliedSnapshot(a *Agent) policy.Snapshot {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.snap
+	_, snap, _ := a.published()
+	return snap
 }
 
 // podIPsIn returns the addresses pod ns/name has in s, or nil.
@@ -208,14 +207,18 @@ func TestPublishedSnapshotStaysTheAppliedOne(t *testing.T) {
 	app.entered, app.gate = make(chan struct{}), make(chan struct{})
 	src.push(snapshot.Changes{Pods: map[string]*corev1.Pod{"ns1/web": pod("ns1", "web", "n1", nil, ip2.String())}})
 	<-app.entered // the next sync has read the change, and not applied it yet
-	a.mu.Lock()
-	rs, snap := a.rs, a.snap
-	a.mu.Unlock()
+	rs, snap, _ := a.published()
 	go func() {
 		for range app.entered {
 		}
 	}()
 	close(app.gate)
+	// The next published snapshot reuses the worker's pod buffer: the one
+	// taken before is the caller's own, and stays the applied one's.
+	waitFor(t, "the second sync published", func() bool {
+		got := podIPsIn(appliedSnapshot(a), "ns1", "web")
+		return len(got) == 1 && got[0] == ip2
+	})
 	if got := podIPsIn(snap, "ns1", "web"); len(got) != 1 || got[0] != ip1 {
 		t.Errorf("snapshot published with the applied ruleset has web at %v, want [%v] (the ruleset's)", got, ip1)
 	}

@@ -16,9 +16,7 @@ import (
 // audit answers weirctl audit from the snapshot the kernel's ruleset was
 // compiled from.
 func (a *Agent) audit() (agentapi.Audit, error) {
-	a.mu.Lock()
-	synced, snap := a.st.Synced, a.snap
-	a.mu.Unlock()
+	_, snap, synced := a.published()
 	if !synced {
 		return agentapi.Audit{}, errors.New("no ruleset applied yet: nothing to audit")
 	}

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -56,5 +58,10 @@ func TestReadyzAndMetricsFollowSyncs(t *testing.T) {
 	}
 	_, body := get(t, srv.URL+"/metrics")
 	textdiff.Mentions(t, "metrics", body, "weir_syncs_total 1", `weir_sync_duration_seconds_count{phase="apply"} 1`,
-		"weir_event_to_kernel_seconds_count 1", "weir_set_elements{", "weir_chains ")
+		"weir_event_to_kernel_seconds_count 1", "weir_set_elements{", "weir_chains ", "go_gc_heap_live_bytes ")
+	st := a.Status().LastSyncTimes
+	if times := []time.Time{st.FirstEvent, st.Start, st.Read, st.Compiled, st.Applied}; slices.ContainsFunc(times, time.Time.IsZero) ||
+		!slices.IsSortedFunc(times, time.Time.Compare) {
+		t.Errorf("last sync's times out of order or missing: %+v", st)
+	}
 }

@@ -226,9 +226,7 @@ func (a *Agent) answer(ctx context.Context, req agentapi.Request) (any, error) {
 // that ruleset was compiled from. The learned-address sets of domainNames
 // rules hold what the DNS proxy says src learned of dst.
 func (a *Agent) explain(req agentapi.Request) (agentapi.Explanation, error) {
-	a.mu.Lock()
-	rs, snap := a.rs, a.snap
-	a.mu.Unlock()
+	rs, snap, _ := a.published()
 	src, dst, err := resolvePair(snap, req.Src, req.Dst)
 	if err != nil {
 		return agentapi.Explanation{}, err

@@ -104,7 +104,7 @@ func BenchmarkChangeOneLabel(b *testing.B)  { benchChange(b, relabelOnePod) }
 func BenchmarkChangeOnePolicy(b *testing.B) { benchChange(b, editOnePolicy) }
 
 // The huge cluster (synth.Huge: 50,000 pods, 5,000 policies, 200 local
-// pods): a full sync, one kernel transaction, and one change of each kind;
+// pods, the others on 1,000 nodes): a full sync, one kernel transaction, and one change of each kind;
 // the big cluster's lines above, of the same run, are their baseline.
 func BenchmarkFullSyncHuge(b *testing.B) { benchFullOf(b, synth.Cluster(synth.Huge)) }
 

@@ -1,8 +1,14 @@
 // Command bench-api-to-kernel measures weir-agent against a real kube-apiserver (started
-// by the integration/kube harness on loopback): the time from one API write
-// (a pod label change) to the kernel holding its effect, with 10,000 pods
-// and 1,000 policies in the cluster, and the agent's resident memory. Run
-// as root; everything happens in namespaces it creates and removes.
+// by the integration/kube harness on loopback), at one or more cluster
+// sizes (-sizes): the agent's first sync, its memory (RSS and the heap the
+// garbage collector keeps), and the time from one API write (a pod label
+// change, a policy added or deleted, a pod added or deleted) to the kernel
+// holding its effect, broken down by the agent's phases. With -baseline, a
+// second agent binary is measured first on the same cluster, for
+// before/after figures of one run. With -peer, kube-router's firewall is
+// measured next on the same cluster (at the -peer-sizes), for ratios to
+// weir's figures of one run. Run as root; everything happens in
+// namespaces it creates and removes.
 package main
 
 import (
@@ -11,37 +17,60 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"time"
 
-	"github.com/weir-cni/weir/integration/kube"
 	"github.com/weir-cni/weir/internal/testkit"
 )
 
+// size is one cluster the benchmark builds: pods and policies (synth.Cluster),
+// spread over namespaces (0: pods/100) with one local pod each, the
+// non-local pods over nodes other Node objects; and the targets it is held to.
+type size struct {
+	name                              string
+	pods, policies, nodes, namespaces int
+	rssTarget                         float64 // MiB
+	p99Target                         float64 // ms
+}
+
+var sizes = []size{
+	{name: "10k", pods: 10000, policies: 1000, nodes: 99, rssTarget: 64, p99Target: 10},
+	{name: "50k", pods: 50000, policies: 5000, nodes: 999, namespaces: 200, rssTarget: 256},
+}
+
 type options struct {
-	pods, policies, changes int
-	peerChanges             int
-	agent, peer             string
-	build, verbose          bool
+	sizes, peerSizes      []size
+	changes, otherChanges int
+	peerChanges           int
+	agent, baseline, peer string
+	build, verbose        bool
 }
 
 func main() { os.Exit(run()) }
 
 func run() int {
 	var o options
-	flag.IntVar(&o.pods, "pods", 10000, "pods in the cluster")
-	flag.IntVar(&o.policies, "policies", 1000, "NetworkPolicies in the cluster")
-	flag.IntVar(&o.changes, "changes", 40, "label changes to time")
+	names := flag.String("sizes", "10k", "comma-separated cluster sizes: 10k (10,000 pods, 1,000 policies, 100 nodes, 100 local pods), 50k (50,000 pods, 5,000 policies, 1,000 nodes, 200 local pods)")
+	flag.IntVar(&o.changes, "changes", 40, "pod label changes to time")
+	flag.IntVar(&o.otherChanges, "other-changes", 10, "policy adds/deletes and pod adds/deletes to time (each)")
 	flag.StringVar(&o.agent, "agent", "", "weir-agent binary (default: build ./cmd/weir-agent)")
-	flag.StringVar(&o.peer, "peer", "", "kube-router=<binary>: measure kube-router's firewall after the agent, same cluster (bench/kube-router builds it)")
-	flag.IntVar(&o.peerChanges, "peer-changes", 6, "label changes to time for the peer, twice (each is one full sync of kube-router's: ~15s at 10,000 pods)")
+	flag.StringVar(&o.baseline, "baseline", "", "comma-separated other weir-agent binaries (or scripts exec-ing one) to measure first, in order, on the same cluster (before/after)")
+	flag.StringVar(&o.peer, "peer", "", "kube-router=<binary>: measure kube-router's firewall after the agents, same cluster (bench/kube-router builds it)")
+	peerNames := flag.String("peer-sizes", "10k", "comma-separated sizes at which the peer runs (each of its label changes is one full sync of kube-router's: ~15s at 10k, far slower at 50k)")
+	flag.IntVar(&o.peerChanges, "peer-changes", 6, "label changes to time for the peer (rounded up to even), twice")
 	flag.BoolVar(&o.build, "build-k8s", false, "build etcd and kube-apiserver if missing (~30 min the first time)")
 	flag.BoolVar(&o.verbose, "v", false, "print the agent's last sync log lines (read/compile/apply split)")
 	flag.Parse()
+	var err error
+	if o.sizes, err = parseSizes(*names); err == nil {
+		o.peerSizes, err = parseSizes(*peerNames)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-api-to-kernel:", err)
+		return 2
+	}
 	ctx, stop, ok := testkit.RootContext("kube bench")
 	if !ok {
 		return 1
@@ -54,14 +83,14 @@ func run() int {
 	return 0
 }
 
-func bench(ctx context.Context, o options) (err error) {
+func bench(ctx context.Context, o options) error {
 	tmp, err := os.MkdirTemp("", "weir-bench-api-to-kernel-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
 	if o.agent == "" {
-		o.agent = filepath.Join(tmp, "weir-agent")
+		o.agent = tmp + "/weir-agent"
 		if err := testkit.GoBuild(ctx, "github.com/weir-cni/weir/cmd/weir-agent", o.agent); err != nil {
 			return err
 		}
@@ -72,82 +101,59 @@ func bench(ctx context.Context, o options) (err error) {
 			return err
 		}
 	}
-	kc, err := kube.Start(ctx, kube.Options{Build: o.build})
-	if err != nil {
-		return err
-	}
-	defer kc.Stop()
-	node, err := testkit.NewNS("weirkb")
-	if err != nil {
-		return err
-	}
-	defer node.Delete()
-
-	start := time.Now()
-	local, err := populate(ctx, kc, o)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("cluster: %d pods, %d policies registered in %v\n", o.pods, o.policies, time.Since(start).Round(time.Millisecond))
-
-	kcfg, err := kc.KubeconfigFor(node.Path())
-	if err != nil {
-		return err
-	}
-	sock := filepath.Join(tmp, "agent.sock")
-	logPath := filepath.Join(tmp, "agent.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	agent := exec.Command(o.agent, "--node-name", nodeName, "--kubeconfig", kcfg, "--socket", sock,
-		"--cluster-cidr", "10.0.0.0/8", "--node-routes=false", "--http-addr", "")
-	agent.Stdout, agent.Stderr = logf, logf
-	if err := testkit.StartIn(node, agent); err != nil {
-		return err
-	}
-	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
-	defer func() {
-		if err != nil || o.verbose {
-			b, _ := os.ReadFile(logPath)
-			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			fmt.Fprintf(os.Stderr, "agent log tail:\n%s\n", strings.Join(lines[max(0, len(lines)-15):], "\n"))
+	var agents []struct{ label, bin string }
+	if o.baseline != "" {
+		for _, b := range strings.Split(o.baseline, ",") {
+			agents = append(agents, struct{ label, bin string }{"baseline " + filepath.Base(b), b})
 		}
-	}()
-	start = time.Now()
-	if _, err := testkit.WaitSynced(ctx, sock, 5*time.Minute); err != nil {
-		return err
 	}
-	firstSync := time.Since(start)
-	fmt.Printf("agent first sync (caches + compile + apply): %v\n", firstSync.Round(time.Millisecond))
-
-	lat, err := labelChanges(ctx, kc, node.Path(), local, o.changes)
-	if err != nil {
-		return err
+	agents = append(agents, struct{ label, bin string }{"agent", o.agent})
+	for _, sz := range o.sizes {
+		if err := benchSize(ctx, sz, agents, peerBin, tmp, o); err != nil {
+			return fmt.Errorf("%s: %w", sz.name, err)
+		}
 	}
-	slices.Sort(lat)
-	fmt.Printf("API write -> kernel, one pod label change (%d samples): p50 %v  p99 %v  max %v   target p99 < 20ms\n",
-		len(lat), pct(lat, 50), pct(lat, 99), lat[len(lat)-1])
-	rss, err := rssOf(agent.Process.Pid)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("agent RSS: %.1f MiB   target < 150 MB\n", float64(rss)/(1<<20))
 	fmt.Printf("(GOMAXPROCS %d, load %s)\n", runtime.GOMAXPROCS(0), loadavg())
-	if o.peer == "" {
-		return nil
-	}
-	_ = agent.Process.Kill() // the peer runs alone, as the agent did
-	_ = agent.Wait()
-	err = comparePeer(ctx, kc, local, peerBin, o.peerChanges, figures{firstSync, lat, rss})
-	fmt.Printf("(load %s)\n", loadavg())
-	return err
+	return nil
 }
 
-func pct(sorted []time.Duration, p int) time.Duration {
-	i := (len(sorted)*p + 99) / 100
-	return sorted[min(max(i-1, 0), len(sorted)-1)].Round(10 * time.Microsecond)
+// benchSize measures the agents, in order, on a cluster of size sz, then
+// (if peerBin is set and sz is one of -peer-sizes) the peer, alone, against
+// the last agent's figures.
+func benchSize(ctx context.Context, sz size, agents []struct{ label, bin string }, peerBin, tmp string, o options) error {
+	cl, err := newCluster(ctx, sz, o.build)
+	if err != nil {
+		return err
+	}
+	defer cl.stop()
+	var weir figures
+	for _, a := range agents {
+		if weir, err = measure(ctx, cl, a.label, a.bin, tmp, o); err != nil {
+			return err
+		}
+	}
+	if peerBin == "" || !slices.ContainsFunc(o.peerSizes, func(p size) bool { return p.name == sz.name }) {
+		return nil
+	}
+	return comparePeer(ctx, cl.kc, cl.target, peerBin, o.peerChanges, weir, printer(sz.name, "kube-router"))
+}
+
+// parseSizes looks up comma-separated size names.
+func parseSizes(names string) ([]size, error) {
+	var out []size
+	for _, n := range strings.Split(names, ",") {
+		i := slices.IndexFunc(sizes, func(s size) bool { return s.name == strings.TrimSpace(n) })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown size %q (10k, 50k)", n)
+		}
+		out = append(out, sizes[i])
+	}
+	return out, nil
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 func rssOf(pid int) (int64, error) {
@@ -163,9 +169,4 @@ func rssOf(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }

@@ -70,9 +70,9 @@ func routerArgs(kubeconfig string) []string {
 }
 
 // comparePeer runs kube-router (bin) in a fresh node namespace against kc,
-// times its first sync and the target's label changes as toggleApp does
-// for weir, and prints its figures and their ratios to weir's.
-func comparePeer(ctx context.Context, kc *kube.Cluster, pod target, bin string, changes int, weir figures) error {
+// times its first sync and the target's label changes as weir's were
+// timed, and prints (with pr) its figures and their ratios to weir's.
+func comparePeer(ctx context.Context, kc *kube.Cluster, pod target, bin string, changes int, weir figures, pr func(string, ...any)) error {
 	set, err := egressSet(ctx, kc, pod)
 	if err != nil {
 		return err
@@ -96,7 +96,7 @@ func comparePeer(ctx context.Context, kc *kube.Cluster, pod target, bin string, 
 	if err != nil {
 		return err
 	}
-	err = r.measure(ctx, kc, k, pod, set, changes, weir)
+	err = r.measure(ctx, kc, k, pod, set, changes, weir, pr)
 	r.stop(err)
 	return err
 }
@@ -146,14 +146,14 @@ func (r *router) stop(err error) {
 // measure times kube-router's first sync, then the target's label changes
 // twice: until the ipset follows, and until the iptables-restore of the
 // sync carrying it lands; then its RSS. It prints them and the ratios.
-func (r *router) measure(ctx context.Context, kc *kube.Cluster, k *iptables, pod target, set string, changes int, weir figures) error {
+func (r *router) measure(ctx context.Context, kc *kube.Cluster, k *iptables, pod target, set string, changes int, weir figures, pr func(string, ...any)) error {
 	var kr figures
 	chains, err := k.waitFirstSync(set, pod.ip, r, 5*time.Minute)
 	if err != nil {
 		return err
 	}
 	kr.sync = time.Since(r.start)
-	fmt.Printf("kube-router first sync (caches + ipsets + iptables, %d pod chains): %v\n", chains, kr.sync.Round(time.Millisecond))
+	pr("first sync (caches + ipsets + iptables, %d pod chains): %v", chains, kr.sync.Round(time.Millisecond))
 	ends := &syncLog{path: r.log}
 	if err := ends.wait(); err != nil { // the first sync's ipset cleanup, after its iptables-restore
 		return err
@@ -163,28 +163,66 @@ func (r *router) measure(ctx context.Context, kc *kube.Cluster, k *iptables, pod
 		return fmt.Errorf("kube-router, ipset: %w", err)
 	}
 	slices.Sort(kr.lat)
-	printLatency("kube-router API write -> ipset", kr.lat)
+	printLatency(pr, "API write -> ipset", kr.lat)
 	full, err := toggleApp(ctx, kc, pod, changes, k.syncedProbe(set, pod.ip), ends.wait)
 	if err != nil {
 		return fmt.Errorf("kube-router, iptables: %w", err)
 	}
 	slices.Sort(full)
-	printLatency("kube-router API write -> iptables (its full sync landed)", full)
+	printLatency(pr, "API write -> iptables (its full sync landed)", full)
 	if kr.rss, err = rssOf(r.cmd.Process.Pid); err != nil {
 		return err
 	}
-	fmt.Printf("kube-router RSS: %.1f MiB (its ipset and iptables children not counted)\n", float64(kr.rss)/(1<<20))
+	pr("RSS: %.1f MiB (its ipset and iptables children not counted)", float64(kr.rss)/(1<<20))
 	ratio := func(peer, own time.Duration) string { return fmt.Sprintf("%.1fx", float64(peer)/float64(own)) }
-	fmt.Printf("kube-router / weir: first sync %s, label change p50 %s (ipset) %s (iptables), p99 %s (ipset) %s (iptables), RSS %.1fx\n",
+	pr("kube-router / weir: first sync %s, label change p50 %s (ipset) %s (iptables), p99 %s (ipset) %s (iptables), RSS %.1fx",
 		ratio(kr.sync, weir.sync), ratio(pct(kr.lat, 50), pct(weir.lat, 50)), ratio(pct(full, 50), pct(weir.lat, 50)),
 		ratio(pct(kr.lat, 99), pct(weir.lat, 99)), ratio(pct(full, 99), pct(weir.lat, 99)), float64(kr.rss)/float64(weir.rss))
 	return nil
 }
 
 // printLatency prints the percentiles of sorted latencies.
-func printLatency(what string, lat []time.Duration) {
-	fmt.Printf("%s, one pod label change (%d samples): p50 %v  p99 %v  max %v\n",
+func printLatency(pr func(string, ...any), what string, lat []time.Duration) {
+	pr("%s, one pod label change (%d samples): p50 %v  p99 %v  max %v",
 		what, len(lat), pct(lat, 50), pct(lat, 99), lat[len(lat)-1].Round(10*time.Microsecond))
+}
+
+// toggleApp flips the target pod's app label between an unselected value
+// and app0, n times (rounded up to even, so that it ends selected), and
+// times each API write until present (the pod's membership in the node's
+// kernel state for the app0 policies) follows, for up to a minute:
+// kube-router takes ~15s at 10,000 pods. settle, if not nil, runs untimed
+// after each change: it waits for the rest of the sync that made present
+// follow, so that the next write does not queue behind it.
+func toggleApp(ctx context.Context, kc *kube.Cluster, pod target, n int, present func() (bool, error), settle func() error) ([]time.Duration, error) {
+	if was, err := present(); err != nil || !was {
+		return nil, fmt.Errorf("pod %s/%s (%s) is not isolated at start (%v)", pod.namespace, pod.name, pod.ip, err)
+	}
+	var out []time.Duration
+	for i := range n + n%2 {
+		app := "unselected"
+		if i%2 == 1 {
+			app = "app0"
+		}
+		update, err := relabel(ctx, kc, pod, app)
+		if err != nil {
+			return nil, err
+		}
+		t0 := time.Now() // the write itself
+		if err := update(ctx); err != nil {
+			return nil, err
+		}
+		if err := await(present, app == "app0", t0, time.Minute); err != nil {
+			return nil, fmt.Errorf("label change %d: %w", i, err)
+		}
+		out = append(out, time.Since(t0))
+		if settle != nil {
+			if err := settle(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
 }
 
 // egressSet names the ipset in which kube-router keeps the pods an app0

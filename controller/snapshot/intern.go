@@ -46,10 +46,10 @@ func (in *interned[T]) release(key string) {
 	}
 }
 
-// labelsKey is a canonical text of a label set ("" for none): keys
+// LabelsKey is a canonical text of a label set ("" for none): keys
 // sorted, each key and value preceded by its length, so that no two sets
 // share a text whatever bytes they hold (manifests are not validated).
-func labelsKey(l map[string]string) string {
+func LabelsKey(l map[string]string) string {
 	if len(l) == 0 {
 		return ""
 	}
@@ -104,7 +104,7 @@ type internKeys struct{ labels, ports string }
 func (pv *podValues) intern(p *policy.Pod) internKeys {
 	var k internKeys
 	if len(p.Labels) > 0 {
-		k.labels = labelsKey(p.Labels)
+		k.labels = LabelsKey(p.Labels)
 		p.Labels = pv.labels.get(k.labels, p.Labels)
 	}
 	if len(p.Ports) > 0 {

@@ -20,9 +20,10 @@ const lastApplied = corev1.LastAppliedConfigAnnotation
 // what the agent uses, so a node's cache of every pod in the cluster stays
 // small. Everywhere: managedFields and kubectl's last-applied annotation
 // go. Pods keep their metadata (labels, uid, deletion timestamp),
-// spec.nodeName, hostNetwork and the name and ports of each (init)
-// container, and status phase, podIP(s) and hostIP(s); annotations and
-// owner references go. Nodes keep labels, spec.podCIDR(s) and
+// spec.nodeName, hostNetwork, the named ports of their (init) containers
+// (in one unnamed container, see namedPorts), and status phase and
+// podIPs (podIP when podIPs is empty); annotations, owner references and
+// hostIPs go; equal label sets are one map (see labelSets). Nodes keep labels, spec.podCIDR(s) and
 // status.addresses (heartbeats and images go). Namespaces keep metadata
 // and status.phase. Policies keep their spec; ClusterNetworkPolicies their
 // spec and status (the status writer reads and updates its condition
@@ -51,30 +52,35 @@ func StripForCache(obj any) (any, error) {
 
 func stripPod(o *corev1.Pod) *corev1.Pod {
 	p := &corev1.Pod{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, false)}
+	p.Labels = labelSets.shared(p.Labels)
 	p.Spec.NodeName, p.Spec.HostNetwork = o.Spec.NodeName, o.Spec.HostNetwork
-	p.Spec.InitContainers = slimContainers(o.Spec.InitContainers)
-	p.Spec.Containers = slimContainers(o.Spec.Containers)
-	p.Status = corev1.PodStatus{
-		Phase:   o.Status.Phase,
-		PodIP:   o.Status.PodIP,
-		PodIPs:  o.Status.PodIPs,
-		HostIP:  o.Status.HostIP,
-		HostIPs: o.Status.HostIPs,
+	p.Spec.Containers = namedPorts(o.Spec.InitContainers, o.Spec.Containers)
+	p.Status = corev1.PodStatus{Phase: o.Status.Phase, PodIPs: o.Status.PodIPs}
+	if len(o.Status.PodIPs) == 0 {
+		p.Status.PodIP = o.Status.PodIP // podIPs has it otherwise
 	}
 	return p
 }
 
-// slimContainers keeps each container's name and ports (named ports
-// resolve against them).
-func slimContainers(cs []corev1.Container) []corev1.Container {
-	if len(cs) == 0 {
+// namedPorts is the named ports of every (init) container, held by one
+// unnamed container, or no container when there are none: named ports
+// are all the agent reads of containers (a policy's named port resolves
+// against the pod's), and each container costs 400 bytes.
+func namedPorts(lists ...[]corev1.Container) []corev1.Container {
+	var ports []corev1.ContainerPort
+	for _, cs := range lists {
+		for _, c := range cs {
+			for _, cp := range c.Ports {
+				if cp.Name != "" {
+					ports = append(ports, cp)
+				}
+			}
+		}
+	}
+	if ports == nil {
 		return nil
 	}
-	out := make([]corev1.Container, len(cs))
-	for i, c := range cs {
-		out[i] = corev1.Container{Name: c.Name, Ports: c.Ports}
-	}
-	return out
+	return []corev1.Container{{Ports: ports}}
 }
 
 // slimMeta drops managedFields and owner references, and the annotations

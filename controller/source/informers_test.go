@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -78,19 +79,29 @@ func TestStripForCache(t *testing.T) {
 		want any
 	}{
 		{
-			name: "pod keeps labels, node, container ports, IPs and phase; loses managedFields, annotations, owners, volumes, images, conditions",
+			name: "pod keeps labels, node, named container ports (in one container), podIPs and phase; loses managedFields, annotations, owners, volumes, images, conditions, hostIP",
 			in:   fullPod(),
 			want: &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Namespace: "ns1", Name: "web", UID: "u1", ResourceVersion: "7",
 					Labels: map[string]string{"app": "web"}},
 				Spec: corev1.PodSpec{
-					NodeName:       "n1",
-					InitContainers: []corev1.Container{{Name: "init", Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9090}}}},
-					Containers:     []corev1.Container{{Name: "main", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}},
+					NodeName: "n1",
+					Containers: []corev1.Container{{Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9090},
+						{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}},
 				},
-				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.5",
-					PodIPs: []corev1.PodIP{{IP: "10.0.0.5"}}, HostIP: "192.168.0.1"},
+				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: "10.0.0.5"}}},
 			},
+		},
+		{
+			name: "pod without named ports keeps no container; podIP stays when podIPs is empty",
+			in: &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "ns1", Name: "db"},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Ports: []corev1.ContainerPort{{ContainerPort: 5432}}},
+					{Name: "b"}}},
+				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.6"},
+			},
+			want: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns1", Name: "db"},
+				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.6"}},
 		},
 		{
 			name: "node keeps pod CIDRs and addresses; loses heartbeats and images",
@@ -241,7 +252,7 @@ func TestRelevant(t *testing.T) {
 		{"pod: phase to Succeeded", base, pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), true},
 		{"pod: deletion started", base, pod(func(p *corev1.Pod) { p.DeletionTimestamp = &now }), true},
 		{"pod: named port changed", base, pod(func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].ContainerPort = 8080 }), true},
-		{"pod: init container port changed", base, pod(func(p *corev1.Pod) { p.Spec.InitContainers[0].Ports = nil }), true},
+		{"pod: named port removed", base, pod(func(p *corev1.Pod) { p.Spec.Containers[0].Ports = p.Spec.Containers[0].Ports[1:] }), true},
 		{"pod: annotation-only change (stripped) is ignored", base, pod(func(p *corev1.Pod) { p.Annotations = map[string]string{"x": "y"} }), false},
 		{"pod: replaced by a new pod of that name", base, pod(func(p *corev1.Pod) { p.UID = "u2" }), true},
 		{"node: heartbeat (status conditions) ignored", node, nodeWith(func(n *corev1.Node) {
@@ -489,5 +500,39 @@ func TestKubeSourceReportsListErrorsAndRetries(t *testing.T) {
 	waitKick(t, kicks, "sync after the failed list")
 	if o, err := src.Objects(); err != nil || len(o.Pods) != 1 {
 		t.Errorf("Objects after retry: %d pods, %v; want 1", len(o.Pods), err)
+	}
+}
+
+// TestStripForCacheSharesLabelSets: pods with equal labels get one map;
+// others keep their own.
+func TestStripForCacheSharesLabelSets(t *testing.T) {
+	strip := func(labels map[string]string) map[string]string {
+		p := fullPod()
+		p.Labels = labels
+		out, _ := StripForCache(p)
+		return out.(*corev1.Pod).Labels
+	}
+	a := strip(map[string]string{"app": "shared-test", "pod-template-hash": "1"})
+	b := strip(map[string]string{"pod-template-hash": "1", "app": "shared-test"})
+	c := strip(map[string]string{"app": "shared-test", "pod-template-hash": "2"})
+	if reflect.ValueOf(a).UnsafePointer() != reflect.ValueOf(b).UnsafePointer() {
+		t.Error("equal label sets are two maps")
+	}
+	if reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(c).UnsafePointer() || c["pod-template-hash"] != "2" {
+		t.Errorf("different label sets share a map: %v", c)
+	}
+}
+
+func TestLabelTableStartsOverWhenFull(t *testing.T) {
+	tab := labelTable{sets: map[string]map[string]string{}}
+	first := tab.shared(map[string]string{"n": "0"})
+	for i := 1; i <= maxLabelSets; i++ {
+		tab.shared(map[string]string{"n": strconv.Itoa(i)})
+	}
+	if len(tab.sets) > maxLabelSets {
+		t.Errorf("table holds %d sets, more than %d", len(tab.sets), maxLabelSets)
+	}
+	if again := tab.shared(map[string]string{"n": "0"}); reflect.ValueOf(again).UnsafePointer() == reflect.ValueOf(first).UnsafePointer() {
+		t.Error("the first set outlived the table's start-over")
 	}
 }

@@ -40,17 +40,21 @@ type Options struct {
 	// ClusterPolicies is the number of ClusterNetworkPolicies (see
 	// clusterPolicy); with any, the snapshot also lists 100 nodes.
 	ClusterPolicies int
+	// Nodes is the number of other nodes the non-local pods are spread
+	// over: 99 when 0 (see OtherNodeCIDR).
+	Nodes int
 }
 
 // The benchmarks' sizes: 10,000 pods and 1,000 policies on a node with 100
 // local pods (one per namespace), or 1,000 in the dense variant (ten per
 // namespace, one per app label, so that every policy is compiled); Huge is
 // a large cluster seen from one of its nodes: 50,000 pods and 5,000
-// policies over 100 namespaces, 200 local pods (two per namespace).
+// policies over 100 namespaces, 200 local pods (two per namespace), the
+// others spread over 1,000 nodes.
 var (
 	Big   = Options{Pods: 10000, Policies: 1000, Local: 1}
 	Dense = Options{Pods: 10000, Policies: 1000, Local: 10}
-	Huge  = Options{Pods: 50000, Policies: 5000, Namespaces: 100, Local: 2}
+	Huge  = Options{Pods: 50000, Policies: 5000, Namespaces: 100, Local: 2, Nodes: 1000}
 )
 
 // Cluster is the cluster of the benchmarks (a busy node: 10,000 pods and
@@ -75,7 +79,8 @@ var (
 //     5432 and TierPort, plus egress to 172.16.0.0/12 on TCP 443.
 //
 // Local pods have addresses from 10.0.1.0 up; the others are spread over
-// 99 other nodes.
+// o.Nodes (default 99) other nodes, node1 to node<o.Nodes>, each with
+// addresses from its OtherNodeCIDR.
 func Cluster(o Options) policy.Snapshot {
 	s := policy.Snapshot{
 		Node: policy.Node{Name: NodeName, Addrs: []netip.Addr{netip.MustParseAddr(NodeAddr)},
@@ -95,8 +100,12 @@ func Cluster(o Options) policy.Snapshot {
 			Labels: map[string]string{"team": fmt.Sprint("t", team(n)), "purpose": purpose}})
 	}
 	s.Namespaces = append(s.Namespaces, policy.Namespace{Name: "monitoring", Labels: map[string]string{"purpose": "monitoring"}})
+	others := o.Nodes
+	if others == 0 {
+		others = 99
+	}
 	for i := range o.Pods {
-		s.Pods = append(s.Pods, pod(i, nss, i/nss < o.Local))
+		s.Pods = append(s.Pods, pod(i, nss, others, i/nss < o.Local))
 	}
 	for j := range o.Policies {
 		s.Policies = append(s.Policies, netpol(j, j%nss, (j/nss)%10, o.TierPort))
@@ -110,8 +119,9 @@ func Cluster(o Options) policy.Snapshot {
 	return s
 }
 
-// pod is generated pod i of a cluster of nss namespaces.
-func pod(i, nss int, local bool) policy.Pod {
+// pod is generated pod i of a cluster of nss namespaces and nodes other
+// nodes.
+func pod(i, nss, nodes int, local bool) policy.Pod {
 	p := policy.Pod{
 		Namespace: fmt.Sprint("ns", i%nss), Name: fmt.Sprint("pod", i),
 		Labels: map[string]string{"app": fmt.Sprint("app", (i/nss)%10), "role": []string{"frontend", "backend", "db"}[i%3]},
@@ -126,11 +136,25 @@ func pod(i, nss int, local bool) policy.Pod {
 		k := i + 256 // 10.0.1.0 and up
 		p.IPs = []netip.Addr{netip.AddrFrom4([4]byte{10, 0, byte(k >> 8), byte(k)})}
 	} else {
-		n, k := 1+i%99, i/99
+		n := 1 + i%nodes
 		p.Node = fmt.Sprint("node", n)
-		p.IPs = []netip.Addr{netip.AddrFrom4([4]byte{10, byte(n), byte(k >> 8), byte(k)})}
+		a := OtherNodeCIDR(n, nodes).Addr().As4()
+		k := i / nodes
+		a[2] |= byte(k >> 8)
+		a[3] = byte(k)
+		p.IPs = []netip.Addr{netip.AddrFrom4(a)}
 	}
 	return p
+}
+
+// OtherNodeCIDR is the pod range of node<n> (1 <= n <= nodes) in a cluster
+// of nodes other nodes: 10.<n>.0.0/16 up to 254 of them, 10.<1+n/256>.<n
+// mod 256>.0/24 for more (up to 256 pods a node then, 64,000 nodes).
+func OtherNodeCIDR(n, nodes int) netip.Prefix {
+	if nodes < 255 {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n), 0, 0}), 16)
+	}
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + n/256), byte(n), 0}), 24)
 }
 
 var tcp, udp = corev1.ProtocolTCP, corev1.ProtocolUDP

@@ -1,6 +1,7 @@
 package synth_test
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"sort"
@@ -56,20 +57,56 @@ func TestClusterSizes(t *testing.T) {
 }
 
 // TestHugeSize pins the large cluster of the scale benchmarks: 50,000
-// pods with 200 on the node, 5,000 policies, and distinct pod addresses.
+// pods with 200 on the node and the others on 1,000 nodes, 5,000
+// policies, and distinct pod addresses.
 func TestHugeSize(t *testing.T) {
 	s := synth.Cluster(synth.Huge)
-	local, addrs := 0, map[netip.Addr]bool{}
+	local, addrs, others := 0, map[netip.Addr]bool{}, map[string]bool{}
 	for _, p := range s.Pods {
 		if p.Node == synth.NodeName {
 			local++
+		} else {
+			others[p.Node] = true
 		}
 		for _, a := range p.IPs {
 			addrs[a] = true
 		}
 	}
-	if len(s.Pods) != 50000 || len(s.Policies) != 5000 || local != 200 || len(addrs) != len(s.Pods) {
-		t.Errorf("%d pods (%d local, %d addresses), %d policies; want 50000 (200, 50000), 5000",
-			len(s.Pods), local, len(addrs), len(s.Policies))
+	if len(s.Pods) != 50000 || len(s.Policies) != 5000 || local != 200 || len(others) != 1000 || len(addrs) != len(s.Pods) {
+		t.Errorf("%d pods (%d local, %d other nodes, %d addresses), %d policies; want 50000 (200, 1000, 50000), 5000",
+			len(s.Pods), local, len(others), len(addrs), len(s.Policies))
+	}
+}
+
+// TestClusterNodes: pods spread over many nodes have distinct addresses,
+// each inside its node's OtherNodeCIDR, and the local ones in NodeCIDR.
+func TestClusterNodes(t *testing.T) {
+	for _, o := range []synth.Options{{Pods: 2000, Policies: 1, Local: 1}, {Pods: 50000, Policies: 1, Namespaces: 200, Local: 1, Nodes: 1000}} {
+		others := max(o.Nodes, 99)
+		s := synth.Cluster(o)
+		seen, local := map[netip.Addr]bool{}, 0
+		for _, p := range s.Pods {
+			if seen[p.IPs[0]] {
+				t.Fatalf("%+v: address %s twice", o, p.IPs[0])
+			}
+			seen[p.IPs[0]] = true
+			if p.Node == synth.NodeName {
+				local++
+				if !netip.MustParsePrefix(synth.NodeCIDR).Contains(p.IPs[0]) {
+					t.Errorf("%+v: local pod %s at %s", o, p.Name, p.IPs[0])
+				}
+				continue
+			}
+			var n int
+			if _, err := fmt.Sscanf(p.Node, "node%d", &n); err != nil || n < 1 || n > others {
+				t.Fatalf("%+v: pod %s on node %q", o, p.Name, p.Node)
+			}
+			if c := synth.OtherNodeCIDR(n, others); !c.Contains(p.IPs[0]) {
+				t.Fatalf("%+v: pod %s at %s, outside %s of %s", o, p.Name, p.IPs[0], c, p.Node)
+			}
+		}
+		if want := len(s.Namespaces) - 1; local != want {
+			t.Errorf("%+v: %d local pods, want %d", o, local, want)
+		}
 	}
 }

@@ -19,6 +19,9 @@ type AgentStatus struct {
 	Problems  []string
 	// DataplaneProblems are what the backend could not express.
 	DataplaneProblems []dataplane.Problem
+	// LastSyncTimes are the phases of the last applied sync (see
+	// controller.SyncTimes).
+	LastSyncTimes struct{ FirstEvent, Start, Read, Compiled, Applied time.Time }
 }
 
 // Status asks the weir-agent listening on sock for its status, waiting a

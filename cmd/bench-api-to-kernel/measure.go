@@ -1,0 +1,415 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/internal/testkit"
+)
+
+// metricsAddr is where the agent serves /metrics, in the node namespace.
+const metricsAddr = "127.0.0.1:9765"
+
+// sample is one timed change: from the API write until the bench saw its
+// effect in the kernel, and the phases of the agent's sync that applied
+// it (zero when the agent did not report them).
+type sample struct {
+	total time.Duration
+	// watch is from the write to the agent's informer event (the API
+	// write's own round trip included); queue from that event to the
+	// sync's start; read, compile and apply the sync's phases; poll from
+	// the kernel having it to the bench seeing it.
+	watch, queue, read, compile, apply, poll time.Duration
+}
+
+// measure runs the agent bin on cl's node, prints its figures, each line
+// prefixed with label, and returns those a peer is compared to.
+func measure(ctx context.Context, cl *cluster, label, bin, tmp string, o options) (_ figures, err error) {
+	kcfg, err := cl.kc.KubeconfigFor(cl.node.Path())
+	if err != nil {
+		return figures{}, err
+	}
+	base := filepath.Join(tmp, cl.size.name+"-"+strings.ReplaceAll(label, " ", "-"))
+	sock, logPath := base+".sock", base+".log"
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return figures{}, err
+	}
+	defer logf.Close()
+	agent := exec.Command(bin, "--node-name", nodeName, "--kubeconfig", kcfg, "--socket", sock,
+		"--cluster-cidr", "10.0.0.0/8", "--node-routes=false", "--http-addr", metricsAddr)
+	agent.Stdout, agent.Stderr = logf, logf
+	start := time.Now()
+	if err := testkit.StartIn(cl.node, agent); err != nil {
+		return figures{}, err
+	}
+	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
+	defer func() {
+		if err != nil || o.verbose {
+			b, _ := os.ReadFile(logPath)
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			fmt.Fprintf(os.Stderr, "%s log tail:\n%s\n", label, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+		}
+	}()
+	if _, err := testkit.WaitSynced(ctx, sock, 5*time.Minute); err != nil {
+		return figures{}, err
+	}
+	f := figures{sync: time.Since(start)}
+	pr := printer(cl.size.name, label)
+	pr("agent first sync (caches + compile + apply): %v", f.sync.Round(time.Millisecond))
+	if _, err := printMemory(cl, agent.Process.Pid, "after first sync", pr); err != nil {
+		return figures{}, err
+	}
+	k, err := openKernel(cl.node.Path())
+	if err != nil {
+		return figures{}, err
+	}
+	defer k.close()
+	m := &meter{kc: cl.kc, k: k, sock: sock}
+	lat, err := m.labelChanges(ctx, cl.target, o.changes)
+	if err != nil {
+		return figures{}, err
+	}
+	printSamples(pr, "one pod label change", lat, p99Target(cl.size))
+	f.lat = phase(lat, func(s sample) time.Duration { return s.total })
+	if lat, err = m.policyChanges(ctx, cl.target, o.otherChanges); err != nil {
+		return figures{}, err
+	}
+	printSamples(pr, "one policy added or deleted", lat, "")
+	if lat, err = m.podChanges(ctx, cl.target, o.otherChanges); err != nil {
+		return figures{}, err
+	}
+	printSamples(pr, "one pod added (created, then its IP set) or deleted", lat, "")
+	f.rss, err = printMemory(cl, agent.Process.Pid, "after the changes", pr)
+	return f, err
+}
+
+// printer prints lines prefixed with the size and label of what they
+// measure.
+func printer(size, label string) func(string, ...any) {
+	return func(format string, a ...any) { fmt.Printf("["+size+" "+label+"] "+format+"\n", a...) }
+}
+
+// printMemory prints the agent's RSS, against the size's target, and the
+// heap its last garbage collection kept and the heap in use, from its
+// metrics; it returns the RSS.
+func printMemory(cl *cluster, pid int, when string, pr func(string, ...any)) (int64, error) {
+	rss, err := rssOf(pid)
+	if err != nil {
+		return 0, err
+	}
+	m, err := agentMetrics(cl.node)
+	if err != nil {
+		return 0, err
+	}
+	live := "n/a"
+	if v, ok := m["go_gc_heap_live_bytes"]; ok {
+		live = fmt.Sprintf("%.1f MiB", v/(1<<20))
+	}
+	pr("agent memory %s: RSS %.1f MiB   target < %g MiB;  heap live %s, in use %.1f MiB, GC goal %.1f MiB",
+		when, float64(rss)/(1<<20), cl.size.rssTarget, live, m["go_memstats_heap_inuse_bytes"]/(1<<20),
+		m["go_memstats_next_gc_bytes"]/(1<<20))
+	return rss, nil
+}
+
+// agentMetrics reads the agent's unlabelled metrics, over a connection
+// made in the node's namespace.
+func agentMetrics(node ns.NetNS) (map[string]float64, error) {
+	dial := func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = node.Do(func(ns.NetNS) error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial}}
+	resp, err := client.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return nil, fmt.Errorf("agent metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 || strings.HasPrefix(f[0], "#") || strings.Contains(f[0], "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			out[f[0]] = v
+		}
+	}
+	return out, sc.Err()
+}
+
+// printSamples prints the latency percentiles of samples and the median of
+// each phase.
+func printSamples(pr func(string, ...any), what string, s []sample, target string) {
+	totals := phase(s, func(s sample) time.Duration { return s.total })
+	pr("API write -> kernel, %s (%d samples): p50 %v  p99 %v  max %v%s", what, len(s),
+		pct(totals, 50), pct(totals, 99), totals[len(totals)-1].Round(10*time.Microsecond), target)
+	if !slices.ContainsFunc(s, func(s sample) bool { return s.apply > 0 }) {
+		pr("  p50 by phase: n/a (the agent does not report its sync times)")
+		return
+	}
+	p50 := func(f func(sample) time.Duration) time.Duration { return pct(phase(s, f), 50) }
+	pr("  p50 by phase: write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v",
+		p50(func(s sample) time.Duration { return s.watch }), p50(func(s sample) time.Duration { return s.queue }),
+		p50(func(s sample) time.Duration { return s.read }), p50(func(s sample) time.Duration { return s.compile }),
+		p50(func(s sample) time.Duration { return s.apply }), p50(func(s sample) time.Duration { return s.poll }))
+}
+
+// phase is one field of every sample, sorted.
+func phase(s []sample, f func(sample) time.Duration) []time.Duration {
+	out := make([]time.Duration, len(s))
+	for i := range s {
+		out[i] = f(s[i])
+	}
+	slices.Sort(out)
+	return out
+}
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100
+	return sorted[min(max(i-1, 0), len(sorted)-1)].Round(10 * time.Microsecond)
+}
+
+// kernel reads the egress-isolation map of the node's table.
+type kernel struct {
+	fd   int
+	conn *nftables.Conn
+}
+
+// openKernel opens one lasting netlink socket in the node's namespace.
+// With a socket opened per poll (the library's default), the first poll
+// after each "pod leaves the policy" commit took 7-18 ms, whereas the
+// kernel already held the change; that wait was counted as agent latency.
+func openKernel(nodePath string) (*kernel, error) {
+	fd, err := unix.Open(nodePath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := nftables.New(nftables.WithNetNSFd(fd), nftables.AsLasting())
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &kernel{fd: fd, conn: conn}, nil
+}
+
+func (k *kernel) close() {
+	_ = k.conn.CloseLasting()
+	_ = unix.Close(k.fd)
+}
+
+// isolated reports whether ip is in the egress-isolation map.
+func (k *kernel) isolated(ip netip.Addr) (bool, error) {
+	table := &nftables.Table{Name: "weir", Family: nftables.TableFamilyINet}
+	set, err := k.conn.GetSetByName(table, "egress-pods4")
+	if err != nil {
+		return false, err
+	}
+	els, err := k.conn.GetSetElements(set)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range els {
+		if a, ok := netip.AddrFromSlice(e.Key); ok && a == ip {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// meter times API writes until the kernel holds their effect.
+type meter struct {
+	kc   *kube.Cluster
+	k    *kernel
+	sock string
+}
+
+// timed runs write and waits until ip is (want) or is not in the
+// egress-isolation map, then asks the agent for the phases of the sync
+// that put it there.
+func (m *meter) timed(ctx context.Context, ip netip.Addr, want bool, write func(context.Context) error) (sample, error) {
+	t0 := time.Now() // the write itself
+	if err := write(ctx); err != nil {
+		return sample{}, err
+	}
+	isolated := func() (bool, error) { return m.k.isolated(ip) }
+	if err := await(isolated, want, t0, 30*time.Second); err != nil {
+		return sample{}, fmt.Errorf("%s: %w", ip, err)
+	}
+	seen := time.Now()
+	s := sample{total: seen.Sub(t0)}
+	// The agent publishes its status after the reconcilers, just after
+	// the kernel has the ruleset.
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		st, err := testkit.Status(ctx, m.sock)
+		if err != nil {
+			return sample{}, err
+		}
+		ts := st.LastSyncTimes
+		if ts.Applied.After(t0) && !ts.FirstEvent.IsZero() {
+			s.watch, s.queue = ts.FirstEvent.Sub(t0), ts.Start.Sub(ts.FirstEvent)
+			s.read, s.compile, s.apply = ts.Read.Sub(ts.Start), ts.Compiled.Sub(ts.Read), ts.Applied.Sub(ts.Compiled)
+			s.poll = seen.Sub(ts.Applied)
+			break
+		}
+	}
+	return s, nil
+}
+
+// labelChanges flips the target pod's app label between an unselected
+// value and app0, n times (rounded up to even, so it ends selected), and
+// times each until the pod's address leaves or enters the
+// egress-isolation map.
+func (m *meter) labelChanges(ctx context.Context, pod target, n int) ([]sample, error) {
+	if was, err := m.k.isolated(pod.ip); err != nil || !was {
+		return nil, fmt.Errorf("pod %s/%s (%s) is not isolated at start (%v)", pod.namespace, pod.name, pod.ip, err)
+	}
+	var out []sample
+	for i := range n + n%2 {
+		app := "unselected"
+		if i%2 == 1 {
+			app = "app0"
+		}
+		update, err := relabel(ctx, m.kc, pod, app)
+		if err != nil {
+			return nil, err
+		}
+		s, err := m.timed(ctx, pod.ip, app == "app0", update)
+		if err != nil {
+			return nil, fmt.Errorf("label change %d: %w", i, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// await polls present, from t0 on, until it reports want, for up to
+// timeout.
+func await(present func() (bool, error), want bool, t0 time.Time, timeout time.Duration) error {
+	for {
+		got, err := present()
+		if err != nil {
+			return err
+		}
+		if got == want {
+			return nil
+		}
+		if time.Since(t0) > timeout {
+			return fmt.Errorf("not in the kernel (present %v) after %v", want, timeout)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// relabel reads the target and returns the write that sets its app label
+// (the Update, which alone is timed).
+func relabel(ctx context.Context, kc *kube.Cluster, pod target, app string) (func(context.Context) error, error) {
+	p, err := kc.Client.CoreV1().Pods(pod.namespace).Get(ctx, pod.name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	p.Labels = maps.Clone(pod.labels)
+	p.Labels["app"] = app
+	return func(ctx context.Context) error {
+		_, err := kc.Client.CoreV1().Pods(pod.namespace).Update(ctx, p, metav1.UpdateOptions{})
+		return err
+	}, nil
+}
+
+// setApp sets the target's app label, untimed, and waits until the
+// kernel has it.
+func (m *meter) setApp(ctx context.Context, pod target, app string) error {
+	update, err := relabel(ctx, m.kc, pod, app)
+	if err != nil {
+		return err
+	}
+	_, err = m.timed(ctx, pod.ip, app == "app0", update)
+	return err
+}
+
+// policyChanges relabels the target out of the app0 policies, then adds
+// and deletes a policy isolating it (extraPolicy), n times each, and
+// labels it back.
+func (m *meter) policyChanges(ctx context.Context, pod target, n int) ([]sample, error) {
+	if err := m.setApp(ctx, pod, "unselected"); err != nil {
+		return nil, err
+	}
+	np := extraPolicy(pod)
+	var out []sample
+	for i := range n {
+		add, err := m.timed(ctx, pod.ip, true, func(ctx context.Context) error {
+			_, err := kube.CreatePolicy(ctx, m.kc.Client, np)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("policy add %d: %w", i, err)
+		}
+		del, err := m.timed(ctx, pod.ip, false, func(ctx context.Context) error {
+			return kube.DeletePolicy(ctx, m.kc.Client, np.Namespace, np.Name)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("policy delete %d: %w", i, err)
+		}
+		out = append(out, add, del)
+	}
+	return out, m.setApp(ctx, pod, "app0")
+}
+
+// podChanges creates a local app0 backend pod next to the target (with an
+// address, as after CNI ADD: a create and a status write) and deletes it,
+// n times each, timing each until its address enters or leaves the
+// egress-isolation map.
+func (m *meter) podChanges(ctx context.Context, pod target, n int) ([]sample, error) {
+	var out []sample
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{10, 0, 250, byte(i)})
+		name := fmt.Sprint("bench-add-", i)
+		add, err := m.timed(ctx, ip, true, func(ctx context.Context) error {
+			_, err := kube.CreatePod(ctx, m.kc.Client, kube.Pod{Namespace: pod.namespace, Name: name, Node: nodeName,
+				Labels: pod.labels, IPs: []string{ip.String()}})
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("pod add %d: %w", i, err)
+		}
+		del, err := m.timed(ctx, ip, false, func(ctx context.Context) error {
+			return kube.DeletePod(ctx, m.kc.Client, pod.namespace, name)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("pod delete %d: %w", i, err)
+		}
+		out = append(out, add, del)
+	}
+	return out, nil
+}
+
+// p99Target is the label-change latency target of sz, if it has one.
+func p99Target(sz size) string {
+	if sz.p99Target == 0 {
+		return ""
+	}
+	return fmt.Sprintf("   target p99 < %gms", sz.p99Target)
+}
