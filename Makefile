@@ -75,7 +75,7 @@ bench: build tools $(KUBE_ROUTER)
 	$(GO) test -tags integration -run XXX -bench ProxyAddedLatency -benchtime 5000x ./dnsproxy
 	@echo "== datapath: throughput, latency, connection rate with the table vs none, vs the conntrack floor (15 interleaved pairs) and iptables"
 	$(GO) build -o $(BIN)/bench-datapath ./cmd/bench-datapath
-	$(BIN)/bench-datapath -weir $(BIN)/weir -iptables -breakdown -rounds 15
+	$(BIN)/bench-datapath -weir $(BIN)/weir -iptables -breakdown -parts nat,spoof -rounds 15
 	@echo "== datapath with 1,000 ClusterNetworkPolicies (both tiers) besides the 1,000 NetworkPolicies"
 	$(BIN)/bench-datapath -weir $(BIN)/weir -cluster-policies 1000 -breakdown
 	@echo "== datapath with a domainNames rule holding 10,000 learned addresses; the test connection is allowed by its set"

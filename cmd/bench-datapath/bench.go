@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -232,6 +233,19 @@ func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs rulese
 			err = fmt.Errorf("conntrack-only table: %w", err)
 		}
 	}
+	for _, part := range o.parts {
+		if err != nil {
+			break
+		}
+		var pb *nftBackend
+		name := "conntrack+" + part
+		if pb, err = newNft(ctx, bed.node.Path(), withPart(rs, part), true); err == nil {
+			cfgs = append(cfgs, &config{backend: pb, samples: samples{name: name}, bed: bed,
+				setup: pb.sync, note: "the conntrack floor plus weir's " + part + " chain alone"})
+		} else {
+			err = fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	if ipt != nil {
 		cfgs = append(cfgs, ipt)
 		if ierr := <-iptc; ierr != nil {
@@ -255,6 +269,40 @@ func conntrackOnly() ruleset.Ruleset {
 			Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept},
 		}},
 	}}}
+}
+
+// parts name the base chains of weir's table -parts can add, one at a
+// time, to the conntrack floor.
+var parts = map[string]string{"nat": "postrouting-masq", "spoof": "prerouting-spoof"}
+
+// withPart is the conntrack floor plus the base chain of rs that parts
+// names for part, with the sets its rules look up and its counters.
+func withPart(rs ruleset.Ruleset, part string) ruleset.Ruleset {
+	out := conntrackOnly()
+	ch, ok := rs.Chain(parts[part])
+	if !ok {
+		return out
+	}
+	out.Chains = append(out.Chains, ch)
+	used := map[string]bool{}
+	for _, r := range ch.Rules {
+		for _, m := range r.Matches {
+			used[m.Set] = true
+		}
+		used["counter:"+r.Counter] = true
+	}
+	for _, s := range rs.Sets {
+		if used[s.Name] {
+			out.Sets = append(out.Sets, s)
+		}
+	}
+	for _, c := range rs.Counters {
+		if used["counter:"+c.Name] {
+			out.Counters = append(out.Counters, c)
+		}
+	}
+	slices.SortFunc(out.Chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // iptablesConfig builds the second testbed, measures it once without a

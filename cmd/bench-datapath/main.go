@@ -30,6 +30,11 @@
 //   - conntrack (with -breakdown): one forward chain whose only rule is
 //     `ct state established,related accept`, the floor of any stateful
 //     filtering in netfilter; nft / conntrack is what weir adds to it.
+//   - conntrack+nat, conntrack+spoof (with -parts nat,spoof): the floor
+//     plus one base chain of weir's table (the masquerade chain, which
+//     brings NAT into the namespace; the anti-spoofing chain, a FIB lookup
+//     per packet from a pod), to find which part of the skeleton costs
+//     what.
 //   - iptables (with -iptables, when the backend is built in: iptables.go):
 //     the same ruleset through iptables-restore, applied once on a second,
 //     identical node, because one apply takes about a minute.
@@ -48,6 +53,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -64,6 +70,7 @@ type options struct {
 	iptables             bool
 	fullApply            bool
 	breakdown            bool
+	parts                []string
 	clientCPU, serverCPU int
 	verbose              bool
 }
@@ -83,12 +90,24 @@ func run() int {
 	flag.IntVar(&o.clientCPU, "client-cpu", 0, "CPU the client thread is pinned to")
 	flag.IntVar(&o.serverCPU, "server-cpu", 1, "CPU the server thread is pinned to")
 	flag.BoolVar(&o.verbose, "v", false, "print every round's values")
+	partList := flag.String("parts", "", "comma-separated parts of weir's skeleton (nat, spoof) each measured alone on top of the conntrack floor, as conntrack+<part> (implies full applies)")
 	quick := flag.Bool("quick", false, "smoke run: 2 rounds of 0.3 s measurements")
 	flag.Parse()
 	if *quick {
 		o.rounds, o.duration = 2, 300*time.Millisecond
 	}
-	o.fullApply = o.fullApply || o.breakdown // two tables take turns only by full applies
+	for _, p := range strings.Split(*partList, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if _, ok := parts[p]; !ok {
+			fmt.Fprintf(os.Stderr, "bench-datapath: unknown part %q (nat, spoof)\n", p)
+			return 2
+		}
+		o.parts = append(o.parts, p)
+	}
+	// two tables take turns only by full applies
+	o.fullApply = o.fullApply || o.breakdown || len(o.parts) > 0
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := bench(ctx, o); err != nil {

@@ -112,18 +112,25 @@ func report(w io.Writer, all []*samples, verbose bool) {
 // median of the rounds' paired ratios: nft against nft-bare (the same
 // table compiled without policies) is the policy walk alone; nft and
 // nft-bare against conntrack (one stateful rule) are what weir adds to the
-// conntrack that any stateful filtering pays. nft / conntrack carries the
-// targets.
+// conntrack that any stateful filtering pays; each conntrack+<part>
+// against conntrack is that part of the skeleton alone (-parts). nft /
+// conntrack carries the targets.
 func splitCost(w io.Writer, all []*samples) {
 	byName := map[string]*samples{}
 	for _, s := range all {
 		byName[s.name] = s
 	}
-	for _, q := range []struct{ num, den, label string }{
+	splits := []struct{ num, den, label string }{
 		{"nft", "nft-bare", "policy walk alone"},
 		{"nft", "conntrack", "weir beyond conntrack"},
 		{"nft-bare", "conntrack", "NAT and skeleton"},
-	} {
+	}
+	for _, s := range all {
+		if part, ok := strings.CutPrefix(s.name, "conntrack+"); ok {
+			splits = append(splits, struct{ num, den, label string }{s.name, "conntrack", part + " chain alone"})
+		}
+	}
+	for _, q := range splits {
 		num, den := byName[q.num], byName[q.den]
 		if num == nil || den == nil {
 			continue

@@ -19,7 +19,8 @@ func TestReportRatios(t *testing.T) {
 	ct := &samples{name: "conntrack", gbps: []float64{9, 30, 27}, p50: []float64{40, 40, 40}, p99: []float64{80, 80, 80}, conns: []float64{1000, 2000, 3000}}
 
 	var b strings.Builder
-	report(&b, []*samples{none, nft, bare, ct}, false)
+	nat := &samples{name: "conntrack+nat", gbps: []float64{9, 30, 27}, p50: []float64{40, 40, 40}, p99: []float64{80, 80, 80}, conns: []float64{900, 1800, 2700}}
+	report(&b, []*samples{none, nft, bare, ct, nat}, false)
 	out := b.String()
 	textdiff.Mentions(t, "report", out,
 		"nft 10.00 (0.50x / 0.50x)",
@@ -28,5 +29,6 @@ func TestReportRatios(t *testing.T) {
 		"nft 1800 (0.90x / 0.90x)",
 		"policy walk alone (nft / nft-bare, 3 pairs): throughput 1.00x / 1.00x, latency p50 1.10x / 1.10x, latency p99 1.00x / 1.00x, conn rate 0.90x / 0.90x",
 		"weir beyond conntrack (nft / conntrack, 3 pairs): throughput 0.37x / 0.56x (target ≥ 0.97x), latency p50 1.10x / 1.10x (target ≤ 1.05x), latency p99 1.00x / 1.00x, conn rate 0.90x / 0.90x (target ≥ 0.95x)",
-		"NAT and skeleton (nft-bare / conntrack, 3 pairs): throughput 0.37x / 0.56x, latency p50 1.00x / 1.00x, latency p99 1.00x / 1.00x, conn rate 1.00x / 1.00x")
+		"NAT and skeleton (nft-bare / conntrack, 3 pairs): throughput 0.37x / 0.56x, latency p50 1.00x / 1.00x, latency p99 1.00x / 1.00x, conn rate 1.00x / 1.00x",
+		"nat chain alone (conntrack+nat / conntrack, 3 pairs): throughput 1.00x / 1.00x, latency p50 1.00x / 1.00x, latency p99 1.00x / 1.00x, conn rate 0.90x / 0.90x")
 }
