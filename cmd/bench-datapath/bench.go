@@ -237,9 +237,15 @@ func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs rulese
 		if err != nil {
 			break
 		}
-		var pb *nftBackend
-		name := "conntrack+" + part
-		if pb, err = newNft(ctx, bed.node.Path(), withPart(rs, part), true); err == nil {
+		var (
+			pb   *nftBackend
+			prs  ruleset.Ruleset
+			name = "conntrack+" + part
+		)
+		if prs, err = withPart(rs, part); err == nil {
+			pb, err = newNft(ctx, bed.node.Path(), prs, true)
+		}
+		if err == nil {
 			cfgs = append(cfgs, &config{backend: pb, samples: samples{name: name}, bed: bed,
 				setup: pb.sync, note: "the conntrack floor plus weir's " + part + " chain alone"})
 		} else {
@@ -276,33 +282,38 @@ func conntrackOnly() ruleset.Ruleset {
 var parts = map[string]string{"nat": "postrouting-masq", "spoof": "prerouting-spoof"}
 
 // withPart is the conntrack floor plus the base chain of rs that parts
-// names for part, with the sets its rules look up and its counters.
-func withPart(rs ruleset.Ruleset, part string) ruleset.Ruleset {
-	out := conntrackOnly()
+// names for part, with the sets its rules look up and its counters; an
+// error when rs has no such chain (the measurement would be the floor's).
+func withPart(rs ruleset.Ruleset, part string) (ruleset.Ruleset, error) {
 	ch, ok := rs.Chain(parts[part])
 	if !ok {
-		return out
+		return ruleset.Ruleset{}, fmt.Errorf("the table has no chain %s", parts[part])
 	}
+	out := conntrackOnly()
 	out.Chains = append(out.Chains, ch)
-	used := map[string]bool{}
+	sets, counters := map[string]bool{}, map[string]bool{}
 	for _, r := range ch.Rules {
 		for _, m := range r.Matches {
-			used[m.Set] = true
+			if m.Kind == ruleset.MatchLookup {
+				sets[m.Set] = true
+			}
 		}
-		used["counter:"+r.Counter] = true
+		if r.Counter != "" {
+			counters[r.Counter] = true
+		}
 	}
 	for _, s := range rs.Sets {
-		if used[s.Name] {
+		if sets[s.Name] {
 			out.Sets = append(out.Sets, s)
 		}
 	}
 	for _, c := range rs.Counters {
-		if used["counter:"+c.Name] {
+		if counters[c.Name] {
 			out.Counters = append(out.Counters, c)
 		}
 	}
 	slices.SortFunc(out.Chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	return out
+	return out, nil
 }
 
 // iptablesConfig builds the second testbed, measures it once without a

@@ -18,7 +18,10 @@ func TestWithPart(t *testing.T) {
 		"nat":   {[]string{"forward", "postrouting-masq"}, []string{"cluster-cidrs4", "pod-cidrs4"}, nil},
 		"spoof": {[]string{"forward", "prerouting-spoof"}, []string{"unrouted4", "unrouted6"}, []string{"spoofed"}},
 	} {
-		got := withPart(rs, part)
+		got, err := withPart(rs, part)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if names := chainNames(got); !slices.Equal(names, want.chains) {
 			t.Errorf("%s: chains %v, want %v", part, names, want.chains)
 		}
@@ -35,6 +38,16 @@ func TestWithPart(t *testing.T) {
 		if ch, _ := got.Chain(parts[part]); ch.Base == nil || len(ch.Rules) == 0 {
 			t.Errorf("%s: chain %s is not weir's base chain: %+v", part, parts[part], ch)
 		}
+	}
+}
+
+// TestWithPartWithoutTheChain: a table without the part's chain (no
+// cluster CIDR, no masquerade) is an error, not a floor measured twice.
+func TestWithPartWithoutTheChain(t *testing.T) {
+	s := synth.Cluster(synth.Options{Pods: 300, Policies: 30, Local: 1})
+	s.ClusterCIDRs = nil
+	if _, err := withPart(policy.Compile(s), "nat"); err == nil {
+		t.Error("no error for a table without postrouting-masq")
 	}
 }
 
