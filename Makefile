@@ -63,6 +63,11 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz=FuzzLoad -fuzztime=$(FUZZ_TIME) ./conf; \
 	fi
 
+# The benchmark peer (bench/kube-router/go.mod: never shipped), built once
+# (about 4 minutes) into the cache hack/build-k8s.sh uses. Defined before
+# bench, whose prerequisites make expands as it reads them.
+KUBE_ROUTER := $(or $(WEIR_CACHE),$(HOME)/.cache/weir)/bin/kube-router-v2.1.0
+
 # Each benchmark prints its ratios against a baseline measured in the same run.
 bench: build tools $(KUBE_ROUTER)
 	@[ "$$(id -u)" = 0 ] || { echo "make bench: run as root"; exit 1; }
@@ -85,9 +90,6 @@ bench: build tools $(KUBE_ROUTER)
 	$(GO) build -o $(BIN)/bench-api-to-kernel ./cmd/bench-api-to-kernel
 	$(BIN)/bench-api-to-kernel -agent $(BIN)/weir-agent -sizes 10k,50k -peer kube-router=$(KUBE_ROUTER)
 
-# The benchmark peer (bench/kube-router/go.mod: never shipped), built once
-# (about 4 minutes) into the cache hack/build-k8s.sh uses.
-KUBE_ROUTER := $(or $(WEIR_CACHE),$(HOME)/.cache/weir)/bin/kube-router-v2.1.0
 $(KUBE_ROUTER):
 	cd bench/kube-router && $(GO) build -trimpath -o $@ github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 
