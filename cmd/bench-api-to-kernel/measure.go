@@ -64,9 +64,7 @@ func measure(ctx context.Context, cl *cluster, label, bin, tmp string, o options
 	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
 	defer func() {
 		if err != nil || o.verbose {
-			b, _ := os.ReadFile(logPath)
-			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			fmt.Fprintf(os.Stderr, "%s log tail:\n%s\n", label, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+			fmt.Fprintf(os.Stderr, "%s log tail:\n%s\n", label, kube.Tail(logPath, 15))
 		}
 	}()
 	if _, err := testkit.WaitSynced(ctx, sock, 5*time.Minute); err != nil {
@@ -88,8 +86,7 @@ func measure(ctx context.Context, cl *cluster, label, bin, tmp string, o options
 	if err != nil {
 		return figures{}, err
 	}
-	printSamples(pr, "one pod label change", lat, p99Target(cl.size))
-	f.lat = phase(lat, func(s sample) time.Duration { return s.total })
+	f.lat = printSamples(pr, "one pod label change", lat, p99Target(cl.size))
 	if lat, err = m.policyChanges(ctx, cl.target, o.otherChanges); err != nil {
 		return figures{}, err
 	}
@@ -163,19 +160,28 @@ func agentMetrics(node ns.NetNS) (map[string]float64, error) {
 
 // printSamples prints the latency percentiles of samples and the median of
 // each phase.
-func printSamples(pr func(string, ...any), what string, s []sample, target string) {
+// It returns the sorted totals.
+func printSamples(pr func(string, ...any), what string, s []sample, target string) []time.Duration {
 	totals := phase(s, func(s sample) time.Duration { return s.total })
-	pr("API write -> kernel, %s (%d samples): p50 %v  p99 %v  max %v%s", what, len(s),
-		pct(totals, 50), pct(totals, 99), totals[len(totals)-1].Round(10*time.Microsecond), target)
-	if !slices.ContainsFunc(s, func(s sample) bool { return s.apply > 0 }) {
+	printLatency(pr, "API write -> kernel, "+what, totals, target)
+	// Phases only of the samples the agent reported its sync times for.
+	s = slices.DeleteFunc(slices.Clone(s), func(s sample) bool { return s.apply == 0 })
+	if len(s) == 0 {
 		pr("  p50 by phase: n/a (the agent does not report its sync times)")
-		return
+		return totals
 	}
 	p50 := func(f func(sample) time.Duration) time.Duration { return pct(phase(s, f), 50) }
-	pr("  p50 by phase: write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v",
+	pr("  p50 by phase (%d samples): write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v", len(s),
 		p50(func(s sample) time.Duration { return s.watch }), p50(func(s sample) time.Duration { return s.queue }),
 		p50(func(s sample) time.Duration { return s.read }), p50(func(s sample) time.Duration { return s.compile }),
 		p50(func(s sample) time.Duration { return s.apply }), p50(func(s sample) time.Duration { return s.poll }))
+	return totals
+}
+
+// printLatency prints the percentiles of sorted latencies.
+func printLatency(pr func(string, ...any), what string, lat []time.Duration, target string) {
+	pr("%s (%d samples): p50 %v  p99 %v  max %v%s", what, len(lat),
+		pct(lat, 50), pct(lat, 99), lat[len(lat)-1].Round(10*time.Microsecond), target)
 }
 
 // phase is one field of every sample, sorted.

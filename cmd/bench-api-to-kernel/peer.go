@@ -137,9 +137,7 @@ func (r *router) stop(err error) {
 	<-r.exited
 	_ = r.logf.Close()
 	if err != nil {
-		b, _ := os.ReadFile(r.log)
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		fmt.Fprintf(os.Stderr, "kube-router log tail:\n%s\n", strings.Join(lines[max(0, len(lines)-15):], "\n"))
+		fmt.Fprintf(os.Stderr, "kube-router log tail:\n%s\n", kube.Tail(r.log, 15))
 	}
 }
 
@@ -163,13 +161,13 @@ func (r *router) measure(ctx context.Context, kc *kube.Cluster, k *iptables, pod
 		return fmt.Errorf("kube-router, ipset: %w", err)
 	}
 	slices.Sort(kr.lat)
-	printLatency(pr, "API write -> ipset", kr.lat)
+	printLatency(pr, "API write -> ipset, one pod label change", kr.lat, "")
 	full, err := toggleApp(ctx, kc, pod, changes, k.syncedProbe(set, pod.ip), ends.wait)
 	if err != nil {
 		return fmt.Errorf("kube-router, iptables: %w", err)
 	}
 	slices.Sort(full)
-	printLatency(pr, "API write -> iptables (its full sync landed)", full)
+	printLatency(pr, "API write -> iptables (its full sync landed), one pod label change", full, "")
 	if kr.rss, err = rssOf(r.cmd.Process.Pid); err != nil {
 		return err
 	}
@@ -179,12 +177,6 @@ func (r *router) measure(ctx context.Context, kc *kube.Cluster, k *iptables, pod
 		ratio(kr.sync, weir.sync), ratio(pct(kr.lat, 50), pct(weir.lat, 50)), ratio(pct(full, 50), pct(weir.lat, 50)),
 		ratio(pct(kr.lat, 99), pct(weir.lat, 99)), ratio(pct(full, 99), pct(weir.lat, 99)), float64(kr.rss)/float64(weir.rss))
 	return nil
-}
-
-// printLatency prints the percentiles of sorted latencies.
-func printLatency(pr func(string, ...any), what string, lat []time.Duration) {
-	pr("%s, one pod label change (%d samples): p50 %v  p99 %v  max %v",
-		what, len(lat), pct(lat, 50), pct(lat, 99), lat[len(lat)-1].Round(10*time.Microsecond))
 }
 
 // toggleApp flips the target pod's app label between an unselected value

@@ -249,8 +249,8 @@ func (c *Cluster) Stop() error {
 
 // LogTail returns the last n lines of kube-apiserver's and etcd's logs.
 func (c *Cluster) LogTail(n int) string {
-	return "kube-apiserver:\n" + tail(filepath.Join(c.Dir, "kube-apiserver.log"), n) +
-		"\netcd:\n" + tail(filepath.Join(c.Dir, "etcd.log"), n)
+	return "kube-apiserver:\n" + Tail(filepath.Join(c.Dir, "kube-apiserver.log"), n) +
+		"\netcd:\n" + Tail(filepath.Join(c.Dir, "etcd.log"), n)
 }
 
 // waitHealthy polls url until it answers 200, p exits, or the start

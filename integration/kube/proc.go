@@ -79,11 +79,13 @@ func (p *proc) failure(why string) error {
 	if p.exited() {
 		status = fmt.Sprintf("exited: %v", p.err)
 	}
-	return fmt.Errorf("%s %s (%s); log %s ends:\n%s", p.name, why, status, p.log, tail(p.log, 25))
+	return fmt.Errorf("%s %s (%s); log %s ends:\n%s", p.name, why, status, p.log, Tail(p.log, 25))
 }
 
 // tail returns the last n lines of a file.
-func tail(path string, n int) string {
+// Tail returns the last n lines of the file at path, or why it could not
+// be read.
+func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
