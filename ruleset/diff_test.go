@@ -40,6 +40,17 @@ func TestElemDiffSharedMemory(t *testing.T) {
 			t.Errorf("%s: added %v, want %v", c.name, got, want)
 		}
 	}
+	// The shared head and tail are dropped before the content walk: one
+	// inserted element leaves it just that element to compare.
+	if o, n := trimShared(base, []Elem{base[0], base[1], elem(6, ""), base[2], base[3], base[4]}); len(o) != 0 || !slices.Equal(keys(n), []int{6}) {
+		t.Errorf("trimShared around an insert left %v and %v, want nothing and [6]", keys(o), keys(n))
+	}
+	if o, n := trimShared(base, slices.Clone(base)); len(o) != 0 || len(n) != 0 {
+		t.Errorf("trimShared of one list and its shared copy left %v and %v", keys(o), keys(n))
+	}
+	if o, _ := trimShared(base, []Elem{elem(1, ""), elem(2, ""), elem(3, ""), elem(4, ""), elem(5, "")}); len(o) != len(base) {
+		t.Errorf("trimShared dropped equal elements of other memory: %v left", keys(o))
+	}
 	old := []Elem{elem(1, "a"), elem(2, "a")}
 	new := slices.Clone(old)
 	new[1].Verdict = Verdict{Kind: VerdictJump, Chain: "b"} // same key memory
