@@ -69,6 +69,13 @@ func (w *attrWriter) u32(typ uint16, v uint32) {
 	w.b = binary.BigEndian.AppendUint32(w.b, v)
 }
 
+// u64 appends attribute typ holding v, big-endian.
+func (w *attrWriter) u64(typ uint16, v uint64) {
+	w.b = binary.NativeEndian.AppendUint16(w.b, unix.NLA_HDRLEN+8)
+	w.b = binary.NativeEndian.AppendUint16(w.b, typ)
+	w.b = binary.BigEndian.AppendUint64(w.b, v)
+}
+
 // begin starts nested attribute typ; end(begin's result) closes it.
 func (w *attrWriter) begin(typ uint16) int {
 	at := len(w.b)
@@ -242,9 +249,9 @@ func elemsMessage(w *attrWriter, ks *nftables.Set, els []nftables.SetElement, ty
 	w.reserve(size)
 	start := len(w.b)
 	w.b = append(w.b, byte(ks.Table.Family), unix.NFNETLINK_V0, 0, 0)
-	w.str(unix.NFTA_SET_NAME, ks.Name)
-	w.u32(unix.NFTA_LOOKUP_SET_ID, ks.ID)
-	w.str(unix.NFTA_SET_TABLE, ks.Table.Name)
+	w.str(unix.NFTA_SET_ELEM_LIST_SET, ks.Name)
+	w.u32(unix.NFTA_SET_ELEM_LIST_SET_ID, ks.ID)
+	w.str(unix.NFTA_SET_ELEM_LIST_TABLE, ks.Table.Name)
 	list := w.begin(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
 	for i, v := range els {
 		if len(v.Val) > 0 || v.Comment != "" {
@@ -259,9 +266,7 @@ func elemsMessage(w *attrWriter, ks *nftables.Set, els []nftables.SetElement, ty
 			w.value(nftables.NFTA_SET_ELEM_KEY_END, v.KeyEnd)
 		}
 		if ks.HasTimeout && v.Timeout != 0 {
-			w.b = binary.NativeEndian.AppendUint16(w.b, unix.NLA_HDRLEN+8)
-			w.b = binary.NativeEndian.AppendUint16(w.b, unix.NFTA_SET_ELEM_TIMEOUT)
-			w.b = binary.BigEndian.AppendUint64(w.b, uint64(v.Timeout.Milliseconds()))
+			w.u64(unix.NFTA_SET_ELEM_TIMEOUT, uint64(v.Timeout.Milliseconds()))
 		}
 		if vd := v.VerdictData; vd != nil {
 			w.verdict(unix.NFTA_SET_ELEM_DATA, vd)

@@ -145,9 +145,9 @@ func (a *NetlinkApplier) query(ctx context.Context, fn func(*nftables.Conn) erro
 	return err
 }
 
-// takeEncoded moves the messages queued on enc to the batch being built.
+// takeEncoded moves the messages queued on enc to the batch being built;
+// a.batch is only where enc's Flush leaves them.
 func (a *NetlinkApplier) takeEncoded() error {
-	a.batch = nil
 	err := a.enc.Flush()
 	if n := len(a.batch); err == nil && n >= 2 {
 		a.msgs = append(a.msgs, a.batch[1:n-1]...) // without enc's begin and end

@@ -126,7 +126,9 @@ func (f family) tierMap(t ruleset.Tier, d direction) string {
 //     checks the peer; toward an ipBlock a named port resolves to nothing);
 //   - no ports: no port match.
 //
-// A rule thus has at most (maxInlinePorts + 1) × 2 rules per family.
+// A rule thus has at most (maxInlinePorts + 1) × 2 rules per family: two
+// peer alternatives, each with its inline range (or its ports lookup) and
+// its named-port lookup.
 // An invalid peer or port is reported and fails closed: the rule allows
 // nothing, or, when in.failClosed (a ClusterNetworkPolicy Deny or Pass),
 // acts on every peer or port.
@@ -284,10 +286,9 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 }
 
 // portMatches returns the alternative matches of a rule's numeric ports:
-// one inline match per merged range when there are at most
-// maxInlinePorts (a compare or two each, cheaper than a lookup, and
-// readable), else one lookup of them all in the ports set, whose group
-// equal port lists of any policy share.
+// an inline match when they merge into at most maxInlinePorts ranges,
+// else one lookup of them all in the ports set, whose group equal port
+// lists of any policy share (see maxInlinePorts for why one).
 func (c *policyBuilder) portMatches(numeric []portRange) []ruleset.Match {
 	merged := mergePorts(numeric)
 	if len(merged) <= maxInlinePorts {
