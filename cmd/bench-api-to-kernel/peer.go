@@ -204,7 +204,9 @@ func toggleApp(ctx context.Context, kc *kube.Cluster, pod target, n int, present
 		if err := update(ctx); err != nil {
 			return nil, err
 		}
-		if err := await(present, app == "app0", t0, time.Minute); err != nil {
+		// Every 5 ms: kube-router takes seconds, and a probe of its
+		// chains is a dump of them all.
+		if err := await(present, app == "app0", t0, 5*time.Millisecond, time.Minute); err != nil {
 			return nil, fmt.Errorf("label change %d: %w", i, err)
 		}
 		out = append(out, time.Since(t0))

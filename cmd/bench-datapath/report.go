@@ -120,14 +120,18 @@ func splitCost(w io.Writer, all []*samples) {
 	for _, s := range all {
 		byName[s.name] = s
 	}
-	splits := []struct{ num, den, label string }{
-		{"nft", "nft-bare", "policy walk alone"},
-		{"nft", "conntrack", "weir beyond conntrack"},
-		{"nft-bare", "conntrack", "NAT and skeleton"},
+	type split struct {
+		num, den, label string
+		targets         bool // the line the metrics' targets are for
+	}
+	splits := []split{
+		{"nft", "nft-bare", "policy walk alone", false},
+		{"nft", "conntrack", "weir beyond conntrack", true},
+		{"nft-bare", "conntrack", "NAT and skeleton", false},
 	}
 	for _, s := range all {
 		if part, ok := strings.CutPrefix(s.name, "conntrack+"); ok {
-			splits = append(splits, struct{ num, den, label string }{s.name, "conntrack", part + " chain alone"})
+			splits = append(splits, split{s.name, "conntrack", part + " chain alone", false})
 		}
 	}
 	for _, q := range splits {
@@ -139,7 +143,7 @@ func splitCost(w io.Writer, all []*samples) {
 		for _, m := range metrics {
 			c := fmt.Sprintf("%s %.2fx / %.2fx", m.label, ratio(median(m.get(num)), median(m.get(den))),
 				median(paired(m.get(num), m.get(den))))
-			if q.den == "conntrack" && q.num == "nft" && m.target != "" {
+			if q.targets && m.target != "" {
 				c += " (target " + m.target + ")"
 			}
 			cells = append(cells, c)

@@ -104,6 +104,9 @@ func Cluster(o Options) policy.Snapshot {
 	if others == 0 {
 		others = 99
 	}
+	if perNode := (o.Pods + others - 1) / others; others >= 255 && perNode > 256 {
+		panic(fmt.Sprintf("synth: %d pods over %d nodes is %d a node, more than a /24 holds", o.Pods, others, perNode))
+	}
 	for i := range o.Pods {
 		s.Pods = append(s.Pods, pod(i, nss, others, i/nss < o.Local))
 	}

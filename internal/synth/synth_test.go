@@ -82,7 +82,10 @@ func TestHugeSize(t *testing.T) {
 // each inside its node's OtherNodeCIDR, and the local ones in NodeCIDR.
 func TestClusterNodes(t *testing.T) {
 	for _, o := range []synth.Options{{Pods: 2000, Policies: 1, Local: 1}, {Pods: 50000, Policies: 1, Namespaces: 200, Local: 1, Nodes: 1000}} {
-		others := max(o.Nodes, 99)
+		others := o.Nodes
+		if others == 0 {
+			others = 99 // Cluster's default
+		}
 		s := synth.Cluster(o)
 		seen, local := map[netip.Addr]bool{}, 0
 		for _, p := range s.Pods {
@@ -109,4 +112,15 @@ func TestClusterNodes(t *testing.T) {
 			t.Errorf("%+v: %d local pods, want %d", o, local, want)
 		}
 	}
+}
+
+// TestClusterRefusesOverfullNodes: a node of a /24 (255 other nodes or
+// more) holds at most 256 pods; more would spill into the next node's.
+func TestClusterRefusesOverfullNodes(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("no panic for 300 pods a node")
+		}
+	}()
+	synth.Cluster(synth.Options{Pods: 300 * 300, Policies: 1, Local: 1, Nodes: 300})
 }
