@@ -264,7 +264,7 @@ func (m *meter) timed(ctx context.Context, ip netip.Addr, want bool, write func(
 		return sample{}, err
 	}
 	isolated := func() (bool, error) { return m.k.isolated(ip) }
-	if err := await(isolated, want, t0, 200*time.Microsecond, 30*time.Second); err != nil {
+	if err := await(ctx, isolated, want, t0, 200*time.Microsecond, 30*time.Second); err != nil {
 		return sample{}, fmt.Errorf("%s: %w", ip, err)
 	}
 	seen := time.Now()
@@ -292,33 +292,49 @@ func (m *meter) timed(ctx context.Context, ip netip.Addr, want bool, write func(
 // times each until the pod's address leaves or enters the
 // egress-isolation map.
 func (m *meter) labelChanges(ctx context.Context, pod target, n int) ([]sample, error) {
-	if was, err := m.k.isolated(pod.ip); err != nil || !was {
-		return nil, fmt.Errorf("pod %s/%s (%s) is not isolated at start (%v)", pod.namespace, pod.name, pod.ip, err)
-	}
 	var out []sample
+	err := toggles(ctx, m.kc, pod, n, func() (bool, error) { return m.k.isolated(pod.ip) },
+		func(update func(context.Context) error, want bool) error {
+			s, err := m.timed(ctx, pod.ip, want, update)
+			out = append(out, s)
+			return err
+		})
+	return out, err
+}
+
+// toggles flips the target pod's app label between an unselected value and
+// app0, n times rounded up to even (so that it ends selected), once present
+// says it is isolated: step makes each write (update) and waits until the
+// kernel holds its effect (want: isolated again).
+func toggles(ctx context.Context, kc *kube.Cluster, pod target, n int, present func() (bool, error),
+	step func(update func(context.Context) error, want bool) error) error {
+	if was, err := present(); err != nil || !was {
+		return fmt.Errorf("pod %s/%s (%s) is not isolated at start (%v)", pod.namespace, pod.name, pod.ip, err)
+	}
 	for i := range n + n%2 {
 		app := "unselected"
 		if i%2 == 1 {
 			app = "app0"
 		}
-		update, err := relabel(ctx, m.kc, pod, app)
+		update, err := relabel(ctx, kc, pod, app)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		s, err := m.timed(ctx, pod.ip, app == "app0", update)
-		if err != nil {
-			return nil, fmt.Errorf("label change %d: %w", i, err)
+		if err := step(update, app == "app0"); err != nil {
+			return fmt.Errorf("label change %d: %w", i, err)
 		}
-		out = append(out, s)
 	}
-	return out, nil
+	return nil
 }
 
 // await polls present every interval, from t0 on, until it reports want,
 // for up to timeout. The interval is the bench's resolution and its load on
 // the CPUs the measured process shares.
-func await(present func() (bool, error), want bool, t0 time.Time, interval, timeout time.Duration) error {
+func await(ctx context.Context, present func() (bool, error), want bool, t0 time.Time, interval, timeout time.Duration) error {
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		got, err := present()
 		if err != nil {
 			return err

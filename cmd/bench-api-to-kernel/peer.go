@@ -187,36 +187,24 @@ func (r *router) measure(ctx context.Context, kc *kube.Cluster, k *iptables, pod
 // after each change: it waits for the rest of the sync that made present
 // follow, so that the next write does not queue behind it.
 func toggleApp(ctx context.Context, kc *kube.Cluster, pod target, n int, present func() (bool, error), settle func() error) ([]time.Duration, error) {
-	if was, err := present(); err != nil || !was {
-		return nil, fmt.Errorf("pod %s/%s (%s) is not isolated at start (%v)", pod.namespace, pod.name, pod.ip, err)
-	}
 	var out []time.Duration
-	for i := range n + n%2 {
-		app := "unselected"
-		if i%2 == 1 {
-			app = "app0"
-		}
-		update, err := relabel(ctx, kc, pod, app)
-		if err != nil {
-			return nil, err
-		}
+	err := toggles(ctx, kc, pod, n, present, func(update func(context.Context) error, want bool) error {
 		t0 := time.Now() // the write itself
 		if err := update(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		// Every 5 ms: kube-router takes seconds, and a probe of its
 		// chains is a dump of them all.
-		if err := await(present, app == "app0", t0, 5*time.Millisecond, time.Minute); err != nil {
-			return nil, fmt.Errorf("label change %d: %w", i, err)
+		if err := await(ctx, present, want, t0, 5*time.Millisecond, time.Minute); err != nil {
+			return err
 		}
 		out = append(out, time.Since(t0))
 		if settle != nil {
-			if err := settle(); err != nil {
-				return nil, err
-			}
+			return settle()
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // egressSet names the ipset in which kube-router keeps the pods an app0
