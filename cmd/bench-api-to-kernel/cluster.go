@@ -51,15 +51,12 @@ func newCluster(ctx context.Context, sz size, build bool) (_ *cluster, err error
 		return nil, err
 	}
 	start := time.Now()
-	if cl.target, err = populate(ctx, kc, sz); err != nil {
+	var local int
+	if cl.target, local, err = populate(ctx, kc, sz); err != nil {
 		return nil, err
 	}
-	local := sz.namespaces // one local pod per namespace
-	if local == 0 {
-		local = sz.pods / 100
-	}
-	fmt.Printf("== %s: %d pods on %d nodes (%d local), %d policies registered in %v\n", sz.name, sz.pods, sz.nodes+1,
-		local, sz.policies, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("== %s: %d pods on %d nodes (%d local), %d policies registered in %v\n", sz.name, sz.Pods, sz.Nodes+1,
+		local, sz.Policies, time.Since(start).Round(time.Millisecond))
 	return cl, nil
 }
 
@@ -71,27 +68,27 @@ func (cl *cluster) stop() {
 }
 
 // populate registers the nodes, the namespaces, the pods (with IPs, as
-// after CNI ADD) and the policies of synth.Cluster, one pod per namespace
-// on the node. It returns the pod the benchmark toggles.
-func populate(ctx context.Context, kc *kube.Cluster, sz size) (target, error) {
+// after CNI ADD) and the policies of synth.Cluster. It returns the pod the
+// benchmark toggles and how many pods run on the node.
+func populate(ctx context.Context, kc *kube.Cluster, sz size) (target, int, error) {
 	c := kc.Client
-	s := synth.Cluster(synth.Options{Pods: sz.pods, Policies: sz.policies, Namespaces: sz.namespaces, Local: 1, Nodes: sz.nodes})
+	s := synth.Cluster(sz.Options)
 	objs := synth.ObjectsOf(s)
 	if _, err := kube.CreateNode(ctx, c, nodeName, objs.Node.Spec.PodCIDRs, synth.NodeAddr); err != nil {
-		return target{}, err
+		return target{}, 0, err
 	}
-	err := kube.Parallel(ctx, sz.nodes, 32, func(ctx context.Context, i int) error {
+	err := kube.Parallel(ctx, sz.Nodes, 32, func(ctx context.Context, i int) error {
 		n := i + 1
-		_, err := kube.CreateNode(ctx, c, fmt.Sprint("node", n), []string{synth.OtherNodeCIDR(n, sz.nodes).String()},
+		_, err := kube.CreateNode(ctx, c, fmt.Sprint("node", n), []string{synth.OtherNodeCIDR(n, sz.Nodes).String()},
 			fmt.Sprintf("192.168.%d.%d", 78+n/256, n%256))
 		return err
 	})
 	if err != nil {
-		return target{}, fmt.Errorf("nodes: %w", err)
+		return target{}, 0, fmt.Errorf("nodes: %w", err)
 	}
 	for _, ns := range objs.Namespaces {
 		if _, err := kube.CreateNamespace(ctx, c, ns.Name, ns.Labels); err != nil {
-			return target{}, err
+			return target{}, 0, err
 		}
 	}
 	err = kube.Parallel(ctx, len(objs.Pods), 32, func(ctx context.Context, i int) error {
@@ -109,21 +106,30 @@ func populate(ctx context.Context, kc *kube.Cluster, sz size) (target, error) {
 		return err
 	})
 	if err != nil {
-		return target{}, fmt.Errorf("pods: %w", err)
+		return target{}, 0, fmt.Errorf("pods: %w", err)
 	}
 	err = kube.Parallel(ctx, len(objs.Policies), 32, func(ctx context.Context, i int) error {
 		_, err := kube.CreatePolicy(ctx, c, objs.Policies[i])
 		return err
 	})
 	if err != nil {
-		return target{}, fmt.Errorf("policies: %w", err)
+		return target{}, 0, fmt.Errorf("policies: %w", err)
 	}
+	var t *target
+	local := 0
 	for _, p := range s.Pods {
-		if p.Node == nodeName && p.Labels["app"] == "app0" && p.Labels["role"] == "backend" {
-			return target{namespace: p.Namespace, name: p.Name, labels: p.Labels, ip: p.IPs[0]}, nil
+		if p.Node != nodeName {
+			continue
+		}
+		local++
+		if t == nil && p.Labels["app"] == "app0" && p.Labels["role"] == "backend" {
+			t = &target{namespace: p.Namespace, name: p.Name, labels: p.Labels, ip: p.IPs[0]}
 		}
 	}
-	return target{}, fmt.Errorf("no local app0 backend pod among %d pods", len(s.Pods))
+	if t == nil {
+		return target{}, 0, fmt.Errorf("no local app0 backend pod among %d pods", len(s.Pods))
+	}
+	return *t, local, nil
 }
 
 // extraPolicy isolates the egress of the target's pods whose app is

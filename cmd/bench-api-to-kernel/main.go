@@ -22,22 +22,23 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/weir-cni/weir/internal/synth"
 	"github.com/weir-cni/weir/internal/testkit"
 )
 
-// size is one cluster the benchmark builds: pods and policies (synth.Cluster),
-// spread over namespaces (0: pods/100) with one local pod each, the
-// non-local pods over nodes other Node objects; and the targets it is held to.
+// size is one cluster the benchmark builds (synth.Cluster of its Options,
+// whose Nodes other Node objects the benchmark registers) and the targets
+// it is held to.
 type size struct {
-	name                              string
-	pods, policies, nodes, namespaces int
-	rssTarget                         float64 // MiB
-	p99Target                         float64 // ms
+	name string
+	synth.Options
+	rssTarget float64 // MiB
+	p99Target float64 // ms
 }
 
 var sizes = []size{
-	{name: "10k", pods: 10000, policies: 1000, nodes: 99, rssTarget: 64, p99Target: 10},
-	{name: "50k", pods: 50000, policies: 5000, nodes: 999, namespaces: 200, rssTarget: 256},
+	{name: "10k", Options: synth.Options{Pods: 10000, Policies: 1000, Local: 1, Nodes: 99}, rssTarget: 64, p99Target: 10},
+	{name: "50k", Options: synth.Options{Pods: 50000, Policies: 5000, Namespaces: 200, Local: 1, Nodes: 999}, rssTarget: 256},
 }
 
 type options struct {
