@@ -114,12 +114,10 @@ type Agent struct {
 	mu   sync.Mutex
 	st   Status
 	// rs is the last applied ruleset and snap the snapshot it was compiled
-	// from, published together. snap's pod slice is snapPods, which the
-	// worker overwrites (holding snapMu) when it publishes the next.
-	rs       ruleset.Ruleset
-	snap     policy.Snapshot
-	snapMu   sync.RWMutex
-	snapPods []policy.Pod
+	// from, published together (under mu). snap's pod slice is the
+	// worker's own, which it overwrites when it publishes the next.
+	rs   ruleset.Ruleset
+	snap policy.Snapshot
 	// view is the cluster kept up to date from the source's changes, and
 	// overlayBuf the pod slice of the last snapshot with announcements;
 	// only the worker uses them.
@@ -173,13 +171,11 @@ func (a *Agent) Status() Status {
 // compiled from, with a pod slice of the caller's own, and whether any
 // sync was applied yet.
 func (a *Agent) published() (ruleset.Ruleset, policy.Snapshot, bool) {
-	a.snapMu.RLock()
-	defer a.snapMu.RUnlock()
 	a.mu.Lock()
-	rs, snap, synced := a.rs, a.snap, a.st.Synced
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	snap := a.snap
 	snap.Pods = slices.Clone(snap.Pods)
-	return rs, snap, synced
+	return a.rs, snap, a.st.Synced
 }
 
 // Ruleset returns the last ruleset applied.
@@ -316,16 +312,14 @@ func (a *Agent) sync(ctx context.Context) error {
 			rerrs = append(rerrs, err)
 		}
 	}
-	// The pod slice is the view's or the overlay buffer, which the next
-	// sync overwrites: the published snapshot gets a copy, into a buffer
-	// kept from sync to sync (a fresh clone was most of what a sync
-	// allocated), which explain and audit copy (see published).
-	a.snapMu.Lock()
-	defer a.snapMu.Unlock()
-	a.snapPods = append(a.snapPods[:0], snap.Pods...)
-	clear(a.snapPods[len(a.snapPods):cap(a.snapPods)]) // gone pods' labels and addresses
-	snap.Pods = a.snapPods
 	a.mu.Lock()
+	// The pod slice is the view's or the overlay buffer, which the next
+	// sync overwrites: the published snapshot gets a copy, into the pod
+	// slice of the last one (a fresh clone was most of what a sync
+	// allocated), which explain and audit copy (see published).
+	pods := append(a.snap.Pods[:0], snap.Pods...)
+	clear(pods[len(pods):cap(pods)]) // gone pods' labels and addresses
+	snap.Pods = pods
 	for _, key := range caughtUp {
 		if a.anns[key] == anns[key] { // not announced again since
 			delete(a.anns, key)
