@@ -62,6 +62,24 @@ type batchSocket struct {
 // sequence number, and sends them all in one sendmsg. It returns msgs so
 // updated, as netlink.Conn's does.
 func (s *batchSocket) SendMessages(msgs []netlink.Message) ([]netlink.Message, error) {
+	buf := s.marshal(msgs)
+	var serr error
+	err := s.raw.Write(func(fd uintptr) bool {
+		_, serr = unix.SendmsgN(int(fd), buf, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
+		return serr != unix.EAGAIN
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sendmsg: %w", err)
+	}
+	return msgs, nil
+}
+
+// marshal numbers msgs as SendMessages does and encodes them into one
+// buffer of their exact size, each as netlink.Message.MarshalBinary would.
+func (s *batchSocket) marshal(msgs []netlink.Message) []byte {
 	size := 0
 	for i := range msgs {
 		h := &msgs[i].Header
@@ -83,18 +101,7 @@ func (s *batchSocket) SendMessages(msgs []netlink.Message) ([]netlink.Message, e
 		copy(buf[off+unix.NLMSG_HDRLEN:], m.Data)
 		off += int(m.Header.Length)
 	}
-	var serr error
-	err := s.raw.Write(func(fd uintptr) bool {
-		_, serr = unix.SendmsgN(int(fd), buf, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
-		return serr != unix.EAGAIN
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sendmsg: %w", err)
-	}
-	return msgs, nil
+	return buf
 }
 
 // nlmsgAlign rounds n up to the netlink alignment (NLMSG_ALIGN).

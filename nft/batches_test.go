@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/weir-cni/weir/internal/textdiff"
@@ -220,4 +222,33 @@ func TestApplyDeadlineComesFromTheContext(t *testing.T) {
 // ruleOwner owns a rule of policy ns/name's ingress.
 func ruleOwner(ns, name string, rule int) ruleset.Owner {
 	return ruleset.Owner{Kind: ruleset.OwnerPolicyRule, Namespace: ns, Policy: name, Direction: ruleset.Ingress, Rule: rule}
+}
+
+// TestBatchMarshalMatchesLibrary pins batchSocket's encoding of a batch:
+// each message numbered in turn (a number it has stays), padded to the
+// netlink alignment, byte for byte as netlink.Message.MarshalBinary
+// encodes it, one after the other.
+func TestBatchMarshalMatchesLibrary(t *testing.T) {
+	msgs := []netlink.Message{
+		{Header: netlink.Header{Type: 0x10, Flags: netlink.Request}, Data: []byte{0, 0, 0, 10}},
+		{Header: netlink.Header{Type: 0xa06, Flags: netlink.Request | netlink.Create}, Data: []byte{1, 2, 3, 4, 5}},
+		{Header: netlink.Header{Type: 0xa06, Flags: netlink.Request, Sequence: 77}, Data: []byte{6}},
+		{Header: netlink.Header{Type: 0x11, Flags: netlink.Request}},
+	}
+	s := &batchSocket{seq: 40}
+	got := s.marshal(msgs)
+	var want []byte
+	for _, m := range msgs {
+		b, err := m.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, b...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("batch\n% x\nwant (netlink.Message.MarshalBinary)\n% x", got, want)
+	}
+	if seqs := [4]uint32{msgs[0].Header.Sequence, msgs[1].Header.Sequence, msgs[2].Header.Sequence, msgs[3].Header.Sequence}; seqs != [4]uint32{41, 42, 77, 43} {
+		t.Errorf("sequence numbers %v, want 41 42 77 43", seqs)
+	}
 }
