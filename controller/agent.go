@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
+	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/dataplane"
 	"github.com/weir-cni/weir/policy"
@@ -42,16 +43,7 @@ type Status struct {
 	// the agent was already serving its most at once.
 	RefusedConns int
 	// LastSyncTimes break the last applied sync down by phase.
-	LastSyncTimes SyncTimes
-}
-
-// SyncTimes are the moments of one sync: when the oldest change it
-// applied was signalled (zero for a sync no change started, such as a
-// retry), when it started, and when it had read the cluster's state,
-// compiled the ruleset and had the kernel hold it. They break the latency
-// from an API write to the kernel down (weirctl status, benchmarks).
-type SyncTimes struct {
-	FirstEvent, Start, Read, Compiled, Applied time.Time
+	LastSyncTimes agentapi.SyncTimes
 }
 
 // Agent compiles the snapshot of one node and applies it, from one worker.
@@ -331,7 +323,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	a.rs, a.snap = rs, snap
 	a.st.Synced, a.st.LastSync, a.st.LastError = true, time.Now(), ""
 	a.st.Syncs++
-	a.st.LastSyncTimes = SyncTimes{FirstEvent: firstEvent, Start: start, Read: read, Compiled: compiled, Applied: applied}
+	a.st.LastSyncTimes = agentapi.SyncTimes{FirstEvent: firstEvent, Start: start, Read: read, Compiled: compiled, Applied: applied}
 	a.st.Problems, a.st.DataplaneProblems = rs.Problems, dpProblems
 	a.mu.Unlock()
 	a.Log.Info("synced", "pods", len(snap.Pods), "policies", len(snap.Policies),

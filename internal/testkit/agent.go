@@ -19,9 +19,8 @@ type AgentStatus struct {
 	Problems  []string
 	// DataplaneProblems are what the backend could not express.
 	DataplaneProblems []dataplane.Problem
-	// LastSyncTimes are the phases of the last applied sync (see
-	// controller.SyncTimes).
-	LastSyncTimes struct{ FirstEvent, Start, Read, Compiled, Applied time.Time }
+	// LastSyncTimes are the phases of the last applied sync.
+	LastSyncTimes agentapi.SyncTimes
 }
 
 // Status asks the weir-agent listening on sock for its status, waiting a
