@@ -31,6 +31,7 @@ import (
 // concurrent use.
 type Compiler struct {
 	gen       uint64
+	seq       uint64 // Seq of the last snapshot compiled
 	started   bool
 	node      Node
 	cluster   []netip.Prefix
@@ -202,7 +203,10 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	clear(x.groupMemo)
 	x.portsChanged, x.podsChanged = false, false
 	x.syncNamespaces(s.Namespaces)
-	x.syncPods(s.Pods)
+	if !x.syncPodDelta(s.Pods, s.PodDelta) {
+		x.syncPods(s.Pods)
+	}
+	x.seq = s.Seq
 	x.refreshNamespaces()
 	x.syncPolicies(s.Policies)
 	passMark := s.TierPassMark
@@ -346,6 +350,7 @@ func (x *Compiler) syncPods(pods []Pod) {
 			rec.gen = x.gen
 			seen++
 		}
+		rec.idx = len(order)
 		order = append(order, rec)
 	}
 	if seen < len(x.pods) {
@@ -356,6 +361,81 @@ func (x *Compiler) syncPods(pods []Pod) {
 		}
 	}
 	x.spare, x.order = x.order, order
+}
+
+// syncPodDelta brings the pod index up to date from d, the pods changed
+// since the last snapshot compiled, when podDeltaUsable says it can, and
+// tells whether it did.
+func (x *Compiler) syncPodDelta(pods []Pod, d *PodDelta) bool {
+	if !x.podDeltaUsable(pods, d) {
+		return false
+	}
+	for _, c := range d.Changed {
+		id := podID{c.Namespace, c.Name}
+		rec := x.pods[id]
+		switch {
+		case c.Index < 0:
+			if rec != nil {
+				x.removePod(rec)
+				x.unorder(rec)
+			}
+			continue
+		case rec == nil:
+			rec = &podRec{}
+			rec.set(&pods[c.Index], &slab{})
+			rec.local = rec.Node == x.node.Name && !rec.HostNetwork
+			x.pods[id] = rec
+			x.addPod(rec)
+			rec.idx = len(x.order)
+			x.order = append(x.order, rec)
+		case !rec.same(&pods[c.Index]):
+			x.updatePod(rec, &pods[c.Index])
+		}
+		rec.gen = x.gen
+	}
+	return true
+}
+
+// podDeltaUsable tells whether d can stand for comparing every pod of
+// pods: it must be relative to the last snapshot compiled, name the pods
+// found at the indexes it gives, list each pod once and account for the
+// number of pods. A last snapshot that held a pod twice needs the full
+// comparison.
+func (x *Compiler) podDeltaUsable(pods []Pod, d *PodDelta) bool {
+	if d == nil || d.Base == 0 || d.Base != x.seq || len(x.pods) == 0 || len(x.order) != len(x.pods) {
+		return false
+	}
+	n := len(x.pods)
+	listed := make(map[podID]bool, len(d.Changed))
+	for _, c := range d.Changed {
+		id := podID{c.Namespace, c.Name}
+		if c.Index >= len(pods) || c.Index >= 0 && (pods[c.Index].Namespace != c.Namespace || pods[c.Index].Name != c.Name) || listed[id] {
+			return false
+		}
+		listed[id] = true
+		_, known := x.pods[id]
+		switch {
+		case c.Index >= 0 && !known:
+			n++
+		case c.Index < 0 && known:
+			n--
+		}
+	}
+	return n == len(pods)
+}
+
+// unorder takes a removed pod out of x.order, the last pod taking its
+// place, so that x.order holds only known pods (syncPods trusts a pod of
+// x.order whose name matches).
+func (x *Compiler) unorder(rec *podRec) {
+	i, last := rec.idx, len(x.order)-1
+	if i > last || x.order[i] != rec {
+		return
+	}
+	x.order[i] = x.order[last]
+	x.order[i].idx = i
+	x.order[last] = nil
+	x.order = x.order[:last]
 }
 
 // visit returns the state of a policy listed in this Compile: m's under
