@@ -5,10 +5,12 @@ import (
 	"math/rand"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"testing"
 
 	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,12 +30,15 @@ func checkView(t *testing.T, step string, s *store, incr, full *View) {
 	o := s.objects()
 	full.Apply(Changes{Full: true, Objects: o})
 	want := snapshottest.Canonical(Build("n1", cidrs, o))
-	if got := snapshottest.Canonical(incr.Snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
+	si, sf := incr.Snapshot("n1", cidrs), full.Snapshot("n1", cidrs)
+	if got := snapshottest.Canonical(si); !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s: view fed by changes: %s", step, snapshottest.DescribeDiff(got, want))
 	}
-	if got := snapshottest.Canonical(full.Snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
+	if got := snapshottest.Canonical(sf); !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s: view reset from a listing: %s", step, snapshottest.DescribeDiff(got, want))
 	}
+	checkPodDelta(t, step+", changes", incr, si)
+	checkPodDelta(t, step+", listing", full, sf)
 	if got := incr.Objects().Nodes; len(got) != len(o.Nodes) {
 		t.Fatalf("%s: reconcilers get %d nodes, want %d", step, len(got), len(o.Nodes))
 	}
@@ -48,6 +53,53 @@ func checkView(t *testing.T, step string, s *store, incr, full *View) {
 		}
 		if refs := sharedRefs(&v.shared.ports); refs != ported {
 			t.Fatalf("%s: %d references to shared port lists, want %d", step, refs, ported)
+		}
+	}
+}
+
+// lastSnapshot is, per view that checkPodDelta saw, its last snapshot
+// (with a pod slice of its own).
+var lastSnapshot = map[*View]policy.Snapshot{}
+
+// checkPodDelta checks s's PodDelta against the last snapshot of v it
+// saw: when v made none since, the delta must be relative to it, name
+// each listed pod where s holds it (or -1), and list every pod added,
+// changed or removed since.
+func checkPodDelta(t *testing.T, step string, v *View, s policy.Snapshot) {
+	t.Helper()
+	prev, ok := lastSnapshot[v]
+	s.Pods = slices.Clone(s.Pods)
+	lastSnapshot[v] = s
+	if !ok {
+		t.Cleanup(func() { delete(lastSnapshot, v) })
+	}
+	d := s.PodDelta
+	switch {
+	case s.Seq == 0 || s.Seq == prev.Seq || ok && (d == nil || d.Base == 0):
+		t.Fatalf("%s: seq %d, delta %+v after seq %d", step, s.Seq, d, prev.Seq)
+	case !ok || d.Base != prev.Seq: // v made snapshots in between
+		return
+	}
+	listed := map[podName]int{}
+	for _, c := range d.Changed {
+		listed[podName{c.Namespace, c.Name}] = c.Index
+	}
+	was := map[podName]policy.Pod{}
+	for _, p := range prev.Pods {
+		was[podName{p.Namespace, p.Name}] = p
+	}
+	for i, p := range s.Pods {
+		n := podName{p.Namespace, p.Name}
+		if j, ok := listed[n]; ok && j != i {
+			t.Fatalf("%s: delta lists %v at %d, the snapshot holds it at %d", step, n, j, i)
+		} else if old, had := was[n]; !ok && (!had || !reflect.DeepEqual(old, p)) {
+			t.Fatalf("%s: delta leaves out %v, added or changed", step, n)
+		}
+		delete(was, n)
+	}
+	for n := range was {
+		if i, ok := listed[n]; !ok || i != -1 {
+			t.Fatalf("%s: delta lists removed %v at %d (listed %v)", step, n, i, ok)
 		}
 	}
 }
