@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/weir-cni/weir/ruleset"
@@ -113,18 +114,29 @@ func counterName(c ruleset.Counter) string { return c.Name }
 
 func compareCounters(a, b ruleset.Counter) int { return strings.Compare(a.Name, b.Name) }
 
-// merge merges two lists sorted by name into a new one.
+// merge merges two lists sorted by name into a new one, a's first on
+// equal names. Each element of the shorter list goes after the run of the
+// longer's that its name ends, found by binary search: merging a few
+// changed policies' objects into every policy's costs a copy, not a
+// comparison per object.
 func merge[T any](a, b []T, name func(T) string) []T {
 	out := make([]T, 0, len(a)+len(b))
-	for len(a) > 0 && len(b) > 0 {
-		if name(a[0]) <= name(b[0]) {
-			out, a = append(out, a[0]), a[1:]
-		} else {
-			out, b = append(out, b[0]), b[1:]
+	if len(a) < len(b) {
+		for _, e := range a {
+			n := name(e)
+			i := sort.Search(len(b), func(i int) bool { return name(b[i]) >= n })
+			out = append(append(out, b[:i]...), e)
+			b = b[i:]
 		}
+		return append(out, b...)
 	}
-	out = append(out, a...)
-	return append(out, b...)
+	for _, e := range b {
+		n := name(e)
+		i := sort.Search(len(a), func(i int) bool { return name(a[i]) > n })
+		out = append(append(out, a[:i]...), e)
+		a = a[i:]
+	}
+	return append(out, a...)
 }
 
 // nodeElems returns the elements of the node's addresses, of every local

@@ -29,7 +29,11 @@ type groupKey struct{ set, def string }
 type groupRec struct {
 	id    uint32
 	elems []ruleset.Elem // prefixed by the id, sorted
-	refs  int
+	// src is the latest output's list elems holds, as it came: another
+	// output with the same list (policies of one Compile call share a
+	// definition's) needs no comparison.
+	src  []ruleset.Elem
+	refs int
 }
 
 // defID returns the id of definition def: a hash of def, probing past ids
@@ -65,14 +69,18 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 		rec := x.groups[k]
 		switch {
 		case add && rec == nil:
-			x.groups[k] = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), refs: 1}
+			x.groups[k] = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), src: g.elems, refs: 1}
 			x.setStale[g.set] = true
 		case add:
 			rec.refs++
+			if sameSlice(rec.src, g.elems) {
+				continue
+			}
 			if !sameElemsPrefixed(rec.elems, g.elems) {
 				rec.elems = prefixElems(rec.id, g.elems)
 				x.setStale[g.set] = true
 			}
+			rec.src = g.elems
 		case rec != nil:
 			if rec.refs--; rec.refs == 0 {
 				delete(x.groups, k)
@@ -156,6 +164,12 @@ func elemWidth(elems []ruleset.Elem) int {
 		return 0
 	}
 	return len(elems[0].Key)
+}
+
+// sameSlice tells whether a and b are the same slice: same array, same
+// length.
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // sameElemsPrefixed tells whether prefixed holds exactly elems after its
