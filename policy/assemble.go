@@ -102,7 +102,10 @@ func (x *Compiler) policyPart() {
 		x.polProblems = append(x.polProblems, ps.out.problems...)
 	}
 	slices.Sort(x.polProblems)
-	x.nsGroups[0], x.nsGroups[1] = isolatingGroups(x.polOrder)
+	if x.groupsStale {
+		x.nsGroups[0], x.nsGroups[1] = isolatingGroups(x.polOrder)
+		x.groupsStale = false
+	}
 	x.polProblems = slices.Clip(x.polProblems) // shared by every ruleset: appends must copy
 	clear(x.replaced)
 	x.replaced = x.replaced[:0]

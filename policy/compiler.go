@@ -81,6 +81,9 @@ type Compiler struct {
 	polCounters []ruleset.Counter
 	polProblems []string
 	polStale    bool
+	// groupsStale is set when a NetworkPolicy came, went or changed the
+	// directions it isolates: nsGroups are to be rebuilt.
+	groupsStale bool
 	// nsGroups are the elements of the group sets, ingress and egress
 	// (see unclassified.go), rebuilt with the policies' part.
 	nsGroups [2][]ruleset.Elem
@@ -108,6 +111,8 @@ type policyState struct {
 	cnp  *cnp.ClusterNetworkPolicy   // or the ClusterNetworkPolicy it is
 	gen  uint64
 	out  policyOut
+	// types are the directions a NetworkPolicy isolates, as last compiled.
+	types [2]bool
 	// The cached results the last compilation used.
 	entries   []*podEntry
 	nsEntries []*nsEntry
@@ -259,6 +264,10 @@ func (x *Compiler) compile(ps *policyState) {
 		c.compileClusterPolicy(ps.cnp)
 	} else {
 		c.compilePolicy(ps.pol)
+		in, eg, _ := PolicyTypes(ps.pol)
+		if t := [2]bool{in, eg}; t != ps.types {
+			ps.types, x.groupsStale = t, true
+		}
 	}
 	x.replaced = append(x.replaced, ps.out)
 	x.changed[ps] = struct{}{}
@@ -502,7 +511,7 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 	}
 	removed := seen < len(x.policies) && sweepPolicies(x, x.policies)
 	if added || removed {
-		x.polStale = true
+		x.polStale, x.groupsStale = true, true
 		x.polOrder = x.polOrder[:0]
 		for _, ps := range x.policies {
 			x.polOrder = append(x.polOrder, ps)
