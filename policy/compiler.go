@@ -99,7 +99,7 @@ type Compiler struct {
 	groups    map[groupKey]*groupRec
 	setStale  map[string]bool
 	shared    map[string][]ruleset.Elem
-	groupMemo map[groupKey][]ruleset.Elem // elements computed in this Compile call
+	groupMemo map[groupKey]groupOut // groups computed in this Compile call
 }
 
 // policyState is one policy and its compiled objects.
@@ -173,7 +173,7 @@ func (x *Compiler) reset(node string) {
 		groups:      map[groupKey]*groupRec{},
 		setStale:    map[string]bool{},
 		shared:      map[string][]ruleset.Elem{},
-		groupMemo:   map[groupKey][]ruleset.Elem{},
+		groupMemo:   map[groupKey]groupOut{},
 	}
 }
 

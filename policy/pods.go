@@ -197,6 +197,7 @@ func (x *Compiler) reselect(p *podRec, wasPoliced bool) {
 			delete(e.members, p)
 		}
 		if was || now {
+			e.ver++
 			x.markUsers(e.users)
 		}
 	}
