@@ -57,7 +57,7 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
 	r.Counters = merge(merge(fixedCounters, dnsCounters(r.DNS), counterName), x.polCounters, counterName)
-	r.Chains = merge(chains, x.polChains, func(c ruleset.Chain) string { return c.Name })
+	r.Chains = merge(chains, x.polChains, chainName)
 	r.Problems = x.polProblems
 	return r
 }
@@ -66,13 +66,13 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 // the shared sets, after some policies changed: the objects of their last
 // outputs (x.replaced) leave, those of their new outputs (x.changed) join.
 func (x *Compiler) policyPart() {
-	goneChains, goneCounters := map[string]bool{}, map[string]bool{}
+	var goneChains, goneCounters []string
 	for _, out := range x.replaced {
 		for _, ch := range out.chains {
-			goneChains[ch.Name] = true
+			goneChains = append(goneChains, ch.Name)
 		}
 		for _, c := range out.counters {
-			goneCounters[c.Name] = true
+			goneCounters = append(goneCounters, c.Name)
 		}
 	}
 	var chains []ruleset.Chain
@@ -89,10 +89,10 @@ func (x *Compiler) policyPart() {
 	}
 	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	keptChains := slices.DeleteFunc(slices.Clone(x.polChains), func(ch ruleset.Chain) bool { return goneChains[ch.Name] })
-	x.polChains = merge(keptChains, chains, func(c ruleset.Chain) string { return c.Name })
+	keptChains := without(x.polChains, goneChains, chainName)
+	x.polChains = merge(keptChains, chains, chainName)
 	slices.SortFunc(counters, compareCounters)
-	keptCounters := slices.DeleteFunc(slices.Clone(x.polCounters), func(c ruleset.Counter) bool { return goneCounters[c.Name] })
+	keptCounters := without(x.polCounters, goneCounters, counterName)
 	x.polCounters = merge(keptCounters, counters, counterName)
 	x.polProblems = nil
 	for _, ps := range x.polOrder {
@@ -114,6 +114,25 @@ func (x *Compiler) policyPart() {
 }
 
 func counterName(c ruleset.Counter) string { return c.Name }
+
+func chainName(c ruleset.Chain) string { return c.Name }
+
+// without returns a copy of list, sorted by name, without the elements
+// named in gone (in any order). Each name is found by binary search: a
+// few changed policies' objects leave every policy's for the cost of a
+// copy.
+func without[T any](list []T, gone []string, name func(T) string) []T {
+	slices.Sort(gone)
+	out := make([]T, 0, len(list))
+	for _, g := range slices.Compact(gone) {
+		i := sort.Search(len(list), func(i int) bool { return name(list[i]) >= g })
+		out = append(out, list[:i]...)
+		for list = list[i:]; len(list) > 0 && name(list[0]) == g; {
+			list = list[1:]
+		}
+	}
+	return append(out, list...)
+}
 
 func compareCounters(a, b ruleset.Counter) int { return strings.Compare(a.Name, b.Name) }
 
