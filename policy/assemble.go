@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"sort"
@@ -219,8 +220,8 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	out := make(map[string][]ruleset.Elem, 4)
 	x.selChains = make(map[string]ruleset.Chain, len(x.selChains))
 	var id strings.Builder
-	for p, s := range by {
-		for d, list := range s {
+	for _, p := range sortedPods(by) {
+		for d, list := range by[p] {
 			if len(list) == 0 {
 				continue
 			}
@@ -247,6 +248,21 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 			}
 		}
 	}
+	return out
+}
+
+// sortedPods returns the pods of m sorted by namespace and name. Two
+// local pods may share an address (see snapshot.Build): a pod map's
+// element for it is then the first pod's (SortElems keeps the first of
+// equal keys), which must not depend on the order of a map.
+func sortedPods[V any](m map[*podRec]V) []*podRec {
+	out := make([]*podRec, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b *podRec) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
 	return out
 }
 
