@@ -17,6 +17,7 @@ import (
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/weir-cni/weir/internal/fixtures"
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 var cidrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
@@ -57,22 +58,34 @@ func checkView(t *testing.T, step string, s *store, incr, full *View) {
 	}
 }
 
-// lastSnapshot is, per view that checkPodDelta saw, its last snapshot
-// (with a pod slice of its own).
-var lastSnapshot = map[*View]policy.Snapshot{}
+// deltaCheck is, per view that checkPodDelta saw, its last snapshot
+// (with a pod slice of its own) and the Compiler that compiled it.
+type deltaCheck struct {
+	last policy.Snapshot
+	x    *policy.Compiler
+}
+
+var deltaChecks = map[*View]*deltaCheck{}
 
 // checkPodDelta checks s's PodDelta against the last snapshot of v it
 // saw: when v made none since, the delta must be relative to it, name
 // each listed pod where s holds it (or -1), and list every pod added,
-// changed or removed since.
+// changed or removed since. A Compiler given v's snapshots one after the
+// other must compile each as Compile does.
 func checkPodDelta(t *testing.T, step string, v *View, s policy.Snapshot) {
 	t.Helper()
-	prev, ok := lastSnapshot[v]
-	s.Pods = slices.Clone(s.Pods)
-	lastSnapshot[v] = s
+	dc, ok := deltaChecks[v]
 	if !ok {
-		t.Cleanup(func() { delete(lastSnapshot, v) })
+		dc = &deltaCheck{x: policy.NewCompiler()}
+		deltaChecks[v] = dc
+		t.Cleanup(func() { delete(deltaChecks, v) })
 	}
+	if got, want := dc.x.Compile(s).String(), policy.Compile(s).String(); got != want {
+		t.Fatalf("%s: the Compiler given the view's snapshots differs from Compile:\n%s", step, textdiff.Lines(want, got))
+	}
+	prev := dc.last
+	dc.last = s
+	dc.last.Pods = slices.Clone(s.Pods)
 	d := s.PodDelta
 	switch {
 	case s.Seq == 0 || s.Seq == prev.Seq || ok && (d == nil || d.Base == 0):
