@@ -57,7 +57,7 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	slices.SortFunc(sets, func(a, b ruleset.Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
-	r.Counters = merge(merge(fixedCounters, dnsCounters(r.DNS), counterName), x.polCounters, counterName)
+	r.Counters = merge(dnsCounters(r.DNS), x.polCounters, counterName)
 	r.Chains = merge(chains, x.polChains, chainName)
 	r.Problems = x.polProblems
 	return r
@@ -90,11 +90,9 @@ func (x *Compiler) policyPart() {
 	}
 	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	keptChains := without(x.polChains, goneChains, chainName)
-	x.polChains = merge(keptChains, chains, chainName)
+	x.polChains = replace(x.polChains, goneChains, chains, chainName)
 	slices.SortFunc(counters, compareCounters)
-	keptCounters := without(x.polCounters, goneCounters, counterName)
-	x.polCounters = merge(keptCounters, counters, counterName)
+	x.polCounters = replace(x.polCounters, goneCounters, counters, counterName)
 	x.polProblems = nil
 	for _, ps := range x.polOrder {
 		x.polProblems = append(x.polProblems, ps.out.problems...)
@@ -118,24 +116,35 @@ func counterName(c ruleset.Counter) string { return c.Name }
 
 func chainName(c ruleset.Chain) string { return c.Name }
 
-// without returns a copy of list, sorted by name, without the elements
-// named in gone (in any order). Each name is found by binary search: a
-// few changed policies' objects leave every policy's for the cost of a
-// copy.
-func without[T any](list []T, gone []string, name func(T) string) []T {
+func compareCounters(a, b ruleset.Counter) int { return strings.Compare(a.Name, b.Name) }
+
+// replace returns a copy of list, sorted by name, without the elements
+// named in gone (in any order) and with those of add (sorted by name)
+// merged in, list's first on equal names. Each name is found by binary
+// search: a few changed policies' objects replace theirs among every
+// policy's for the cost of one copy, not a comparison per object.
+func replace[T any](list []T, gone []string, add []T, name func(T) string) []T {
 	slices.Sort(gone)
-	out := make([]T, 0, len(list))
-	for _, g := range slices.Compact(gone) {
-		i := sort.Search(len(list), func(i int) bool { return name(list[i]) >= g })
-		out = append(out, list[:i]...)
-		for list = list[i:]; len(list) > 0 && name(list[0]) == g; {
-			list = list[1:]
+	gone = slices.Compact(gone)
+	out := make([]T, 0, len(list)+len(add))
+	for len(gone) > 0 || len(add) > 0 {
+		if len(gone) > 0 && (len(add) == 0 || gone[0] <= name(add[0])) {
+			g := gone[0]
+			i := sort.Search(len(list), func(i int) bool { return name(list[i]) >= g })
+			out = append(out, list[:i]...)
+			for list = list[i:]; len(list) > 0 && name(list[0]) == g; {
+				list = list[1:]
+			}
+			gone = gone[1:]
+			continue
 		}
+		n := name(add[0])
+		i := sort.Search(len(list), func(i int) bool { return name(list[i]) > n })
+		out = append(append(out, list[:i]...), add[0])
+		list, add = list[i:], add[1:]
 	}
 	return append(out, list...)
 }
-
-func compareCounters(a, b ruleset.Counter) int { return strings.Compare(a.Name, b.Name) }
 
 // merge merges two lists sorted by name into a new one, a's first on
 // equal names. Each element of the shorter list goes after the run of the

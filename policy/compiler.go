@@ -75,8 +75,8 @@ type Compiler struct {
 	dirty      map[*policyState]struct{}
 	selChains  map[string]ruleset.Chain // selection chains of the last call, by name
 	selMemo    map[string]ruleset.Chain // selection chains by identity
-	// Every policy's chains, counters and problems, sorted; polStale when
-	// a policy changed since.
+	// Every policy's chains, counters (with fixedCounters) and problems,
+	// sorted; polStale when a policy changed since.
 	polChains   []ruleset.Chain
 	polCounters []ruleset.Counter
 	polProblems []string
@@ -174,6 +174,7 @@ func (x *Compiler) reset(node string) {
 		setStale:    map[string]bool{},
 		shared:      map[string][]ruleset.Elem{},
 		groupMemo:   map[groupKey]groupOut{},
+		polCounters: slices.Clone(fixedCounters),
 	}
 }
 
