@@ -57,7 +57,10 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	slices.SortFunc(sets, func(a, b ruleset.Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
-	r.Counters = merge(dnsCounters(r.DNS), x.polCounters, counterName)
+	r.Counters = x.polCounters // shared by the rulesets: clipped
+	if dns := dnsCounters(r.DNS); dns != nil {
+		r.Counters = merge(dns, x.polCounters, counterName)
+	}
 	r.Chains = merge(chains, x.polChains, chainName)
 	r.Problems = x.polProblems
 	return r
@@ -92,7 +95,7 @@ func (x *Compiler) policyPart() {
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	x.polChains = replace(x.polChains, goneChains, chains, chainName)
 	slices.SortFunc(counters, compareCounters)
-	x.polCounters = replace(x.polCounters, goneCounters, counters, counterName)
+	x.polCounters = slices.Clip(replace(x.polCounters, goneCounters, counters, counterName))
 	x.polProblems = nil
 	for _, ps := range x.polOrder {
 		x.polProblems = append(x.polProblems, ps.out.problems...)

@@ -174,7 +174,7 @@ func (x *Compiler) reset(node string) {
 		setStale:    map[string]bool{},
 		shared:      map[string][]ruleset.Elem{},
 		groupMemo:   map[groupKey]groupOut{},
-		polCounters: slices.Clone(fixedCounters),
+		polCounters: slices.Clip(slices.Clone(fixedCounters)),
 	}
 }
 
