@@ -19,7 +19,10 @@ import (
 // against the selectors its namespace's policies use; only the policies
 // whose selected pods or peers changed are compiled again. A policy change
 // compiles that policy again. Everything else (node sets, pod maps,
-// selection chains) is cheap and rebuilt on every call.
+// selection chains) is cheap and rebuilt on every call. Finding the
+// changed pods costs a comparison of every pod, unless the snapshot's
+// PodDelta lists them relative to the last snapshot compiled (see
+// PodDelta).
 //
 // The Compiler keeps its own copy of every pod. It keeps the policy
 // pointers it is given and compares them by pointer first, then by content:
