@@ -28,11 +28,13 @@ type announcement struct {
 // addresses, or has the pod finished), so the agent can
 // forget them. Pods keep their places; s and v are not modified: when
 // anns is not empty the result's pods are written into buf, reused when it
-// is large enough.
+// is large enough, and the result has no Seq nor PodDelta (its pods are
+// not the view's).
 func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement, buf []policy.Pod) (policy.Snapshot, []string) {
 	if len(anns) == 0 {
 		return s, nil
 	}
+	s.Seq, s.PodDelta = 0, nil
 	owner := map[netip.Addr]bool{}
 	byID := make(map[[2]string]*announcement, len(anns)) // no key to build per pod
 	for _, a := range anns {

@@ -119,6 +119,9 @@ func TestOverlay(t *testing.T) {
 			if (len(done) > 0) != tc.wantDone {
 				t.Errorf("done = %v, want %v", done, tc.wantDone)
 			}
+			if len(tc.anns) > 0 && (out.Seq != 0 || out.PodDelta != nil) {
+				t.Errorf("overlaid pods keep the view's seq %d and delta %+v", out.Seq, out.PodDelta)
+			}
 			// The same as overlaying the source objects and converting them all.
 			ref, refDone := overlayObjects(tc.objs, tc.anns)
 			want := snapshottest.Canonical(snapshot.Build("n1", nil, ref))

@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/weir-cni/weir/ruleset"
@@ -55,8 +57,11 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	slices.SortFunc(sets, func(a, b ruleset.Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.Sets = sets
-	r.Counters = merge(merge(fixedCounters, dnsCounters(r.DNS), counterName), x.polCounters, counterName)
-	r.Chains = merge(chains, x.polChains, func(c ruleset.Chain) string { return c.Name })
+	r.Counters = x.polCounters // shared by the rulesets: clipped
+	if dns := dnsCounters(r.DNS); dns != nil {
+		r.Counters = merge(dns, x.polCounters, counterName)
+	}
+	r.Chains = merge(chains, x.polChains, chainName)
 	r.Problems = x.polProblems
 	return r
 }
@@ -65,13 +70,13 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 // the shared sets, after some policies changed: the objects of their last
 // outputs (x.replaced) leave, those of their new outputs (x.changed) join.
 func (x *Compiler) policyPart() {
-	goneChains, goneCounters := map[string]bool{}, map[string]bool{}
+	var goneChains, goneCounters []string
 	for _, out := range x.replaced {
 		for _, ch := range out.chains {
-			goneChains[ch.Name] = true
+			goneChains = append(goneChains, ch.Name)
 		}
 		for _, c := range out.counters {
-			goneCounters[c.Name] = true
+			goneCounters = append(goneCounters, c.Name)
 		}
 	}
 	var chains []ruleset.Chain
@@ -88,11 +93,9 @@ func (x *Compiler) policyPart() {
 	}
 	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	keptChains := slices.DeleteFunc(slices.Clone(x.polChains), func(ch ruleset.Chain) bool { return goneChains[ch.Name] })
-	x.polChains = merge(keptChains, chains, func(c ruleset.Chain) string { return c.Name })
+	x.polChains = replace(x.polChains, goneChains, chains, chainName)
 	slices.SortFunc(counters, compareCounters)
-	keptCounters := slices.DeleteFunc(slices.Clone(x.polCounters), func(c ruleset.Counter) bool { return goneCounters[c.Name] })
-	x.polCounters = merge(keptCounters, counters, counterName)
+	x.polCounters = slices.Clip(replace(x.polCounters, goneCounters, counters, counterName))
 	x.polProblems = nil
 	for _, ps := range x.polOrder {
 		x.polProblems = append(x.polProblems, ps.out.problems...)
@@ -101,7 +104,10 @@ func (x *Compiler) policyPart() {
 		x.polProblems = append(x.polProblems, ps.out.problems...)
 	}
 	slices.Sort(x.polProblems)
-	x.nsGroups[0], x.nsGroups[1] = isolatingGroups(x.polOrder)
+	if x.groupsStale {
+		x.nsGroups[0], x.nsGroups[1] = isolatingGroups(x.polOrder)
+		x.groupsStale = false
+	}
 	x.polProblems = slices.Clip(x.polProblems) // shared by every ruleset: appends must copy
 	clear(x.replaced)
 	x.replaced = x.replaced[:0]
@@ -111,20 +117,61 @@ func (x *Compiler) policyPart() {
 
 func counterName(c ruleset.Counter) string { return c.Name }
 
+func chainName(c ruleset.Chain) string { return c.Name }
+
 func compareCounters(a, b ruleset.Counter) int { return strings.Compare(a.Name, b.Name) }
 
-// merge merges two lists sorted by name into a new one.
+// replace returns a copy of list, sorted by name, without the elements
+// named in gone (in any order) and with those of add (sorted by name)
+// merged in, list's first on equal names. Each name is found by binary
+// search: a few changed policies' objects replace theirs among every
+// policy's for the cost of one copy, not a comparison per object.
+func replace[T any](list []T, gone []string, add []T, name func(T) string) []T {
+	slices.Sort(gone)
+	gone = slices.Compact(gone)
+	out := make([]T, 0, len(list)+len(add))
+	for len(gone) > 0 || len(add) > 0 {
+		if len(gone) > 0 && (len(add) == 0 || gone[0] <= name(add[0])) {
+			g := gone[0]
+			i := sort.Search(len(list), func(i int) bool { return name(list[i]) >= g })
+			out = append(out, list[:i]...)
+			for list = list[i:]; len(list) > 0 && name(list[0]) == g; {
+				list = list[1:]
+			}
+			gone = gone[1:]
+			continue
+		}
+		n := name(add[0])
+		i := sort.Search(len(list), func(i int) bool { return name(list[i]) > n })
+		out = append(append(out, list[:i]...), add[0])
+		list, add = list[i:], add[1:]
+	}
+	return append(out, list...)
+}
+
+// merge merges two lists sorted by name into a new one, a's first on
+// equal names. Each element of the shorter list goes after the run of the
+// longer's that its name ends, found by binary search: merging a few
+// changed policies' objects into every policy's costs a copy, not a
+// comparison per object.
 func merge[T any](a, b []T, name func(T) string) []T {
 	out := make([]T, 0, len(a)+len(b))
-	for len(a) > 0 && len(b) > 0 {
-		if name(a[0]) <= name(b[0]) {
-			out, a = append(out, a[0]), a[1:]
-		} else {
-			out, b = append(out, b[0]), b[1:]
+	if len(a) < len(b) {
+		for _, e := range a {
+			n := name(e)
+			i := sort.Search(len(b), func(i int) bool { return name(b[i]) >= n })
+			out = append(append(out, b[:i]...), e)
+			b = b[i:]
 		}
+		return append(out, b...)
 	}
-	out = append(out, a...)
-	return append(out, b...)
+	for _, e := range b {
+		n := name(e)
+		i := sort.Search(len(a), func(i int) bool { return name(a[i]) > n })
+		out = append(append(out, a[:i]...), e)
+		a = a[i:]
+	}
+	return append(out, a...)
 }
 
 // nodeElems returns the elements of the node's addresses, of every local
@@ -185,8 +232,8 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	out := make(map[string][]ruleset.Elem, 4)
 	x.selChains = make(map[string]ruleset.Chain, len(x.selChains))
 	var id strings.Builder
-	for p, s := range by {
-		for d, list := range s {
+	for _, p := range sortedPods(by) {
+		for d, list := range by[p] {
 			if len(list) == 0 {
 				continue
 			}
@@ -213,6 +260,21 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 			}
 		}
 	}
+	return out
+}
+
+// sortedPods returns the pods of m sorted by namespace and name. Two
+// local pods may share an address (see snapshot.Build): a pod map's
+// element for it is then the first pod's (SortElems keeps the first of
+// equal keys), which must not depend on the order of a map.
+func sortedPods[V any](m map[*podRec]V) []*podRec {
+	out := make([]*podRec, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b *podRec) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
 	return out
 }
 

@@ -72,7 +72,8 @@ func benchChangeOf(b *testing.B, base policy.Snapshot, change func(testing.TB, p
 		b.Fatal(err)
 	}
 	defer a.Close()
-	snaps := []policy.Snapshot{change(b, base), base}
+	snaps := sequenced(b, base, change)
+	base = snaps[1]
 	x := policy.NewCompiler()
 	last := x.Compile(base) // what a holds
 	if _, err := a.Apply(context.Background(), last); err != nil {

@@ -81,9 +81,19 @@ func BenchmarkCompilerNewObjects(b *testing.B) {
 	})
 }
 
+// The same changes at synth.Huge scale (50,000 pods, 5,000 policies):
+// compile and diff only, no kernel (see BenchmarkChange*Huge for apply).
+func BenchmarkCompilerOnePodHuge(b *testing.B)    { benchCompilerOf(b, synth.Huge, addOnePod) }
+func BenchmarkCompilerOneLabelHuge(b *testing.B)  { benchCompilerOf(b, synth.Huge, relabelOnePod) }
+func BenchmarkCompilerOnePolicyHuge(b *testing.B) { benchCompilerOf(b, synth.Huge, editOnePolicy) }
+
 func benchCompiler(b *testing.B, change func(testing.TB, policy.Snapshot) policy.Snapshot) {
-	base := synth.Cluster(synth.Big)
-	snaps := []policy.Snapshot{change(b, base), base}
+	benchCompilerOf(b, synth.Big, change)
+}
+
+func benchCompilerOf(b *testing.B, o synth.Options, change func(testing.TB, policy.Snapshot) policy.Snapshot) {
+	snaps := sequenced(b, synth.Cluster(o), change)
+	base := snaps[1]
 	x := policy.NewCompiler()
 	last := x.Compile(base)
 	p := newPhases("compile", "diff")
@@ -100,6 +110,16 @@ func benchCompiler(b *testing.B, change func(testing.TB, policy.Snapshot) policy
 		i++
 	}
 	p.report(b)
+}
+
+// sequenced returns the changed snapshot of base, then base, each with
+// a Seq and the PodDelta relative to the other, as the agent's view gives
+// them: the incremental benchmarks alternate the two.
+func sequenced(tb testing.TB, base policy.Snapshot, change func(testing.TB, policy.Snapshot) policy.Snapshot) []policy.Snapshot {
+	next := change(tb, base)
+	base.Seq, next.Seq = 1, 2
+	base.PodDelta, next.PodDelta = podDelta(next, base), podDelta(base, next)
+	return []policy.Snapshot{next, base}
 }
 
 // phases accumulates the wall and CPU time of each phase of a benchmark

@@ -597,8 +597,8 @@ func (x *Compiler) tierDispatch(out map[string][]ruleset.Elem) {
 		}
 	}
 	x.tierChains = make(map[string]ruleset.Chain, len(x.tierChains))
-	for p, m := range by {
-		for k, list := range m {
+	for _, p := range sortedPods(by) {
+		for k, list := range by[p] {
 			name := x.tierSelectionChain(k.tier, [2]direction{dirIngress, dirEgress}[k.d], list)
 			for _, ip := range p.IPs {
 				ip = ip.Unmap()

@@ -66,20 +66,33 @@ func (c *policyBuilder) problem(format string, args ...any) {
 // and a policy over the cap computes no more groups (it is dropped whole
 // when its rules are done).
 func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset.Elem) uint32 {
+	return c.groupFrom(set, def, bound, nil, elems)
+}
+
+// groupFrom is group for elements that depend on the members of the
+// cached results from alone: when the group in use was computed from the
+// same results, none of whose members changed since (see podEntry.ver),
+// its elements are taken again instead of computed.
+func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, elems func() []ruleset.Elem) uint32 {
 	k := groupKey{set, def}
 	if _, used := c.groups[k]; !used {
-		es, ok := c.x.groupMemo[k]
+		g, ok := c.x.groupMemo[k]
 		if ok {
-			bound = len(es)
+			bound = len(g.elems)
 		}
 		if !c.charge(bound) {
 			return 0
 		}
 		if !ok {
-			es = elems()
-			c.x.groupMemo[k] = es
+			g = groupOut{set: set, def: def, from: from, vers: versions(from)}
+			if rec := c.x.groups[k]; from != nil && rec != nil && rec.computedFrom(from, g.vers) {
+				g.elems = rec.src
+			} else {
+				g.elems = elems()
+			}
+			c.x.groupMemo[k] = g
 		}
-		c.groups[k] = groupOut{set: set, def: def, elems: es}
+		c.groups[k] = g
 	}
 	return c.x.defID(def)
 }

@@ -153,3 +153,23 @@ func TestCountersKeepTheirOwners(t *testing.T) {
 		t.Errorf("policy rules with a counter: %v, want 0 and 1", rules)
 	}
 }
+
+// TestCompileSharedAddressIsDeterministic compiles, again and again, two
+// local pods of two namespaces that share an address (two running pods
+// of one kind both keep it, see snapshot.Build), each isolated by its
+// namespace's policy: the pod map's element for the address must not
+// depend on the order of a map.
+func TestCompileSharedAddressIsDeterministic(t *testing.T) {
+	s := Snapshot{Node: Node{Name: "n1"}}
+	for _, ns := range []string{"a", "b", "c"} {
+		s.Namespaces = append(s.Namespaces, Namespace{Name: ns})
+		s.Pods = append(s.Pods, Pod{Namespace: ns, Name: "web", Node: "n1", IPs: []netip.Addr{netip.MustParseAddr("10.0.0.9")}})
+		s.Policies = append(s.Policies, fixtures.Policy(t, "{metadata: {namespace: "+ns+", name: deny}, spec: {podSelector: {}}}"))
+	}
+	want := Compile(s).String()
+	for range 30 {
+		if got := Compile(s).String(); got != want {
+			t.Fatalf("two Compiles of one snapshot differ:\n%s", textdiff.Lines(want, got))
+		}
+	}
+}

@@ -19,7 +19,10 @@ import (
 // against the selectors its namespace's policies use; only the policies
 // whose selected pods or peers changed are compiled again. A policy change
 // compiles that policy again. Everything else (node sets, pod maps,
-// selection chains) is cheap and rebuilt on every call.
+// selection chains) is cheap and rebuilt on every call. Finding the
+// changed pods costs a comparison of every pod, unless the snapshot's
+// PodDelta lists them relative to the last snapshot compiled (see
+// PodDelta).
 //
 // The Compiler keeps its own copy of every pod. It keeps the policy
 // pointers it is given and compares them by pointer first, then by content:
@@ -31,6 +34,7 @@ import (
 // concurrent use.
 type Compiler struct {
 	gen       uint64
+	seq       uint64 // Seq of the last snapshot compiled
 	started   bool
 	node      Node
 	cluster   []netip.Prefix
@@ -74,12 +78,15 @@ type Compiler struct {
 	dirty      map[*policyState]struct{}
 	selChains  map[string]ruleset.Chain // selection chains of the last call, by name
 	selMemo    map[string]ruleset.Chain // selection chains by identity
-	// Every policy's chains, counters and problems, sorted; polStale when
-	// a policy changed since.
+	// Every policy's chains, counters (with fixedCounters) and problems,
+	// sorted; polStale when a policy changed since.
 	polChains   []ruleset.Chain
 	polCounters []ruleset.Counter
 	polProblems []string
 	polStale    bool
+	// groupsStale is set when a NetworkPolicy came, went or changed the
+	// directions it isolates: nsGroups are to be rebuilt.
+	groupsStale bool
 	// nsGroups are the elements of the group sets, ingress and egress
 	// (see unclassified.go), rebuilt with the policies' part.
 	nsGroups [2][]ruleset.Elem
@@ -95,7 +102,7 @@ type Compiler struct {
 	groups    map[groupKey]*groupRec
 	setStale  map[string]bool
 	shared    map[string][]ruleset.Elem
-	groupMemo map[groupKey][]ruleset.Elem // elements computed in this Compile call
+	groupMemo map[groupKey]groupOut // groups computed in this Compile call
 }
 
 // policyState is one policy and its compiled objects.
@@ -107,6 +114,8 @@ type policyState struct {
 	cnp  *cnp.ClusterNetworkPolicy   // or the ClusterNetworkPolicy it is
 	gen  uint64
 	out  policyOut
+	// types are the directions a NetworkPolicy isolates, as last compiled.
+	types [2]bool
 	// The cached results the last compilation used.
 	entries   []*podEntry
 	nsEntries []*nsEntry
@@ -167,7 +176,8 @@ func (x *Compiler) reset(node string) {
 		groups:      map[groupKey]*groupRec{},
 		setStale:    map[string]bool{},
 		shared:      map[string][]ruleset.Elem{},
-		groupMemo:   map[groupKey][]ruleset.Elem{},
+		groupMemo:   map[groupKey]groupOut{},
+		polCounters: slices.Clip(slices.Clone(fixedCounters)),
 	}
 }
 
@@ -202,7 +212,10 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	clear(x.groupMemo)
 	x.portsChanged, x.podsChanged = false, false
 	x.syncNamespaces(s.Namespaces)
-	x.syncPods(s.Pods)
+	if !x.syncPodDelta(s.Pods, s.PodDelta) {
+		x.syncPods(s.Pods)
+	}
+	x.seq = s.Seq
 	x.refreshNamespaces()
 	x.syncPolicies(s.Policies)
 	passMark := s.TierPassMark
@@ -255,6 +268,10 @@ func (x *Compiler) compile(ps *policyState) {
 		c.compileClusterPolicy(ps.cnp)
 	} else {
 		c.compilePolicy(ps.pol)
+		in, eg, _ := PolicyTypes(ps.pol)
+		if t := [2]bool{in, eg}; t != ps.types {
+			ps.types, x.groupsStale = t, true
+		}
 	}
 	x.replaced = append(x.replaced, ps.out)
 	x.changed[ps] = struct{}{}
@@ -346,6 +363,7 @@ func (x *Compiler) syncPods(pods []Pod) {
 			rec.gen = x.gen
 			seen++
 		}
+		rec.idx = len(order)
 		order = append(order, rec)
 	}
 	if seen < len(x.pods) {
@@ -356,6 +374,81 @@ func (x *Compiler) syncPods(pods []Pod) {
 		}
 	}
 	x.spare, x.order = x.order, order
+}
+
+// syncPodDelta brings the pod index up to date from d, the pods changed
+// since the last snapshot compiled, when podDeltaUsable says it can, and
+// tells whether it did.
+func (x *Compiler) syncPodDelta(pods []Pod, d *PodDelta) bool {
+	if !x.podDeltaUsable(pods, d) {
+		return false
+	}
+	for _, c := range d.Changed {
+		id := podID{c.Namespace, c.Name}
+		rec := x.pods[id]
+		switch {
+		case c.Index < 0:
+			if rec != nil {
+				x.removePod(rec)
+				x.unorder(rec)
+			}
+			continue
+		case rec == nil:
+			rec = &podRec{}
+			rec.set(&pods[c.Index], &slab{})
+			rec.local = rec.Node == x.node.Name && !rec.HostNetwork
+			x.pods[id] = rec
+			x.addPod(rec)
+			rec.idx = len(x.order)
+			x.order = append(x.order, rec)
+		case !rec.same(&pods[c.Index]):
+			x.updatePod(rec, &pods[c.Index])
+		}
+		rec.gen = x.gen
+	}
+	return true
+}
+
+// podDeltaUsable tells whether d can stand for comparing every pod of
+// pods: it must be relative to the last snapshot compiled, name the pods
+// found at the indexes it gives, list each pod once and account for the
+// number of pods. A last snapshot that held a pod twice needs the full
+// comparison.
+func (x *Compiler) podDeltaUsable(pods []Pod, d *PodDelta) bool {
+	if d == nil || d.Base == 0 || d.Base != x.seq || len(x.pods) == 0 || len(x.order) != len(x.pods) {
+		return false
+	}
+	n := len(x.pods)
+	listed := make(map[podID]bool, len(d.Changed))
+	for _, c := range d.Changed {
+		id := podID{c.Namespace, c.Name}
+		if c.Index >= len(pods) || c.Index >= 0 && (pods[c.Index].Namespace != c.Namespace || pods[c.Index].Name != c.Name) || listed[id] {
+			return false
+		}
+		listed[id] = true
+		_, known := x.pods[id]
+		switch {
+		case c.Index >= 0 && !known:
+			n++
+		case c.Index < 0 && known:
+			n--
+		}
+	}
+	return n == len(pods)
+}
+
+// unorder takes a removed pod out of x.order, the last pod taking its
+// place, so that x.order holds only known pods (syncPods trusts a pod of
+// x.order whose name matches).
+func (x *Compiler) unorder(rec *podRec) {
+	i, last := rec.idx, len(x.order)-1
+	if i > last || x.order[i] != rec {
+		return
+	}
+	x.order[i] = x.order[last]
+	x.order[i].idx = i
+	x.order[last] = nil
+	x.order = x.order[:last]
 }
 
 // visit returns the state of a policy listed in this Compile: m's under
@@ -422,7 +515,7 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 	}
 	removed := seen < len(x.policies) && sweepPolicies(x, x.policies)
 	if added || removed {
-		x.polStale = true
+		x.polStale, x.groupsStale = true, true
 		x.polOrder = x.polOrder[:0]
 		for _, ps := range x.policies {
 			x.polOrder = append(x.polOrder, ps)

@@ -47,3 +47,7 @@ func CacheKeys(x *Compiler) []string {
 	slices.Sort(out)
 	return out
 }
+
+// PodDeltaUsable tells whether x's next Compile of s would take its pod
+// changes from s.PodDelta instead of comparing every pod.
+func PodDeltaUsable(x *Compiler, s Snapshot) bool { return x.podDeltaUsable(s.Pods, s.PodDelta) }

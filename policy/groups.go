@@ -20,6 +20,10 @@ import (
 type groupOut struct {
 	set, def string
 	elems    []ruleset.Elem
+	// from are the cached results elems were listed from, and vers their
+	// versions then; none for elements that depend on more.
+	from []*podEntry
+	vers []uint64
 }
 
 // groupKey identifies a group.
@@ -29,7 +33,31 @@ type groupKey struct{ set, def string }
 type groupRec struct {
 	id    uint32
 	elems []ruleset.Elem // prefixed by the id, sorted
-	refs  int
+	// src is the latest output's list elems holds, as it came: another
+	// output with the same list (policies of one Compile call share a
+	// definition's) needs no comparison.
+	src  []ruleset.Elem
+	from []*podEntry // and their versions: where src came from
+	vers []uint64
+	refs int
+}
+
+// computedFrom tells whether the group's elements were listed from the
+// cached results from, at versions vers.
+func (rec *groupRec) computedFrom(from []*podEntry, vers []uint64) bool {
+	return slices.Equal(rec.from, from) && slices.Equal(rec.vers, vers)
+}
+
+// versions returns the versions of entries.
+func versions(entries []*podEntry) []uint64 {
+	if entries == nil {
+		return nil
+	}
+	out := make([]uint64, len(entries))
+	for i, e := range entries {
+		out[i] = e.ver
+	}
+	return out
 }
 
 // defID returns the id of definition def: a hash of def, probing past ids
@@ -65,14 +93,18 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 		rec := x.groups[k]
 		switch {
 		case add && rec == nil:
-			x.groups[k] = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), refs: 1}
+			x.groups[k] = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), src: g.elems, from: g.from, vers: g.vers, refs: 1}
 			x.setStale[g.set] = true
 		case add:
 			rec.refs++
+			if sameSlice(rec.src, g.elems) {
+				continue
+			}
 			if !sameElemsPrefixed(rec.elems, g.elems) {
 				rec.elems = prefixElems(rec.id, g.elems)
 				x.setStale[g.set] = true
 			}
+			rec.src, rec.from, rec.vers = g.elems, g.from, g.vers
 		case rec != nil:
 			if rec.refs--; rec.refs == 0 {
 				delete(x.groups, k)
@@ -156,6 +188,12 @@ func elemWidth(elems []ruleset.Elem) int {
 		return 0
 	}
 	return len(elems[0].Key)
+}
+
+// sameSlice tells whether a and b are the same slice: same array, same
+// length.
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // sameElemsPrefixed tells whether prefixed holds exactly elems after its

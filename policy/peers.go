@@ -60,7 +60,11 @@ func pods(entries []*podEntry) []*podRec {
 
 // pods returns the pods any selector peer matches; as for pods(entries),
 // only a group not yet computed calls it.
-func (ps peers) pods() []*podRec {
+func (ps peers) pods() []*podRec { return pods(ps.entries()) }
+
+// entries returns the distinct cached results of the selector peers, in
+// order.
+func (ps peers) entries() []*podEntry {
 	var entries []*podEntry
 	seen := map[*podEntry]bool{} // equal namespaces of two selectors share an entry
 	for _, sp := range ps.selectors {
@@ -71,7 +75,7 @@ func (ps peers) pods() []*podRec {
 			}
 		}
 	}
-	return pods(entries)
+	return entries
 }
 
 // podBound is at least the number of pods the selector peers match (each

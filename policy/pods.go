@@ -24,8 +24,11 @@ type podRec struct {
 	// local is true for a pod of this node that is not hostNetwork: one
 	// weir polices.
 	local bool
-	// gen is the last Compile whose snapshot held the pod.
+	// gen is the last Compile whose snapshot held the pod (or, after a
+	// PodDelta, the last that changed it).
 	gen uint64
+	// idx is the pod's place in Compiler.order.
+	idx int
 	// The pod's elements in the self sets and pod maps, built once for its
 	// content (set clears them); rulesets share them.
 	selfElems []ruleset.Elem
@@ -194,6 +197,7 @@ func (x *Compiler) reselect(p *podRec, wasPoliced bool) {
 			delete(e.members, p)
 		}
 		if was || now {
+			e.ver++
 			x.markUsers(e.users)
 		}
 	}

@@ -270,7 +270,8 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 		_, field := f.ends(dir)
 		if len(resolved.selectors) > 0 {
 			v4 := f.typ == ruleset.TypeIPv4
-			id := c.group(f.peers, resolved.unionDef(), resolved.podBound(), func() []ruleset.Elem { return podElems(resolved.pods(), v4) })
+			from := resolved.entries()
+			id := c.groupFrom(f.peers, resolved.unionDef(), resolved.podBound(), from, func() []ruleset.Elem { return podElems(pods(from), v4) })
 			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: f.peers, ID: id}})
 		}
 		ivs := resolved.v4

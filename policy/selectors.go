@@ -25,6 +25,9 @@ type podEntry struct {
 	sel     labels.Selector
 	members map[*podRec]struct{}
 	users   map[*policyState]struct{}
+	// ver counts the changes of members: a pod joining, leaving, or
+	// changing while a member.
+	ver uint64
 }
 
 type entryID struct {

@@ -45,6 +45,32 @@ type Snapshot struct {
 	// such an interface must carry a source address routed back through
 	// it (see spoof.go). Empty means DefaultPodInterfacePrefix.
 	PodInterfacePrefix string
+	// Seq, when not 0, names this snapshot for the PodDelta of a later
+	// one. A producer gives every snapshot it makes a Seq that no other
+	// snapshot of the process had (nor will have).
+	Seq uint64
+	// PodDelta, when not nil, tells which pods changed since an earlier
+	// snapshot: a Compiler whose last snapshot was that one compares only
+	// those pods instead of every pod. Compile ignores it.
+	PodDelta *PodDelta
+}
+
+// PodDelta lists the pods that may differ between a snapshot and the one
+// whose Seq is Base: added, changed or removed. Every pod it does not list
+// must be, in content, what it was in snapshot Base (it may have moved
+// within the pod slice). A Compiler checks what it can cheaply (Base, the
+// names at the indexes, the number of pods) and compares every pod when a
+// check fails.
+type PodDelta struct {
+	Base    uint64
+	Changed []PodChange
+}
+
+// PodChange is a pod of a PodDelta: its namespace and name, and its index
+// in the snapshot's pod slice, or -1 when the snapshot no longer holds it.
+type PodChange struct {
+	Namespace, Name string
+	Index           int
 }
 
 // DeniedLog configures the logging of dropped packets: each isolated

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"sync/atomic"
 
 	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +29,10 @@ type View struct {
 	list  []policy.Pod        // the pods the snapshot holds, in a stable order
 	slots []*podSlot          // slots[i] is the pod of list[i]
 	gen   uint64              // reset generation
+	// seq is the Seq of the last snapshot (0 before the first); moved
+	// are the pods placed in or dropped from list since (see PodDelta).
+	seq   uint64
+	moved map[podName]struct{}
 	// shared holds one copy of each distinct label set and port list of
 	// the pods in list.
 	shared podValues
@@ -73,6 +78,7 @@ type podSlot struct {
 func NewView() *View {
 	return &View{
 		pods:       map[string]*podSlot{},
+		moved:      map[podName]struct{}{},
 		namespaces: map[string]*corev1.Namespace{},
 		nsPods:     map[string]int{},
 		live:       map[netip.Addr]int{},
@@ -176,6 +182,7 @@ func (v *View) setPod(key string, p *corev1.Pod) {
 // place puts np, the pod of s, in the snapshot: at s's place if it has
 // one (the key holds the namespace: it cannot change), or at the end.
 func (v *View) place(s *podSlot, np policy.Pod) {
+	v.moved[podName{np.Namespace, np.Name}] = struct{}{}
 	shared := v.shared.intern(&np)
 	if s.idx >= 0 {
 		v.shared.release(s.shared)
@@ -195,6 +202,7 @@ func (v *View) drop(s *podSlot) {
 		return
 	}
 	i, last := s.idx, len(v.list)-1
+	v.moved[podName{v.list[i].Namespace, v.list[i].Name}] = struct{}{}
 	v.countNS(v.list[i].Namespace, -1)
 	v.shared.release(s.shared)
 	s.shared = internKeys{}
@@ -275,7 +283,37 @@ func (v *View) Snapshot(nodeName string, clusterCIDRs []netip.Prefix) policy.Sna
 		s.Node.Addrs = nodeAddrs(n)
 		s.Node.PodCIDRs = ParsePrefixes(n.Spec.PodCIDRs, n.Spec.PodCIDR)
 	}
+	s.Seq, s.PodDelta = v.podDelta()
 	return s
+}
+
+// podName is a pod's namespace and name.
+type podName struct{ ns, name string }
+
+// seqs numbers the snapshots of every view of the process: a Compiler
+// given the snapshots of a new view never takes a delta for one of an
+// older view's.
+var seqs atomic.Uint64
+
+// podDelta numbers a new snapshot and returns, unless it is the view's
+// first, the pods placed or dropped since the last: where each is now, or
+// -1 (a pod that only moved, to fill a dropped pod's place, is not listed).
+func (v *View) podDelta() (uint64, *policy.PodDelta) {
+	seq := seqs.Add(1)
+	var d *policy.PodDelta
+	if v.seq != 0 {
+		d = &policy.PodDelta{Base: v.seq, Changed: make([]policy.PodChange, 0, len(v.moved))}
+		for n := range v.moved {
+			i := -1
+			if s := v.pods[cache.NewObjectName(n.ns, n.name).String()]; s != nil {
+				i = s.idx
+			}
+			d.Changed = append(d.Changed, policy.PodChange{Namespace: n.ns, Name: n.name, Index: i})
+		}
+	}
+	v.seq = seq
+	clear(v.moved)
+	return seq, d
 }
 
 // namespaceList is every namespace object plus, as Build does,

@@ -5,16 +5,19 @@ import (
 	"math/rand"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"testing"
 
 	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
+	"github.com/weir-cni/weir/policy"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/weir-cni/weir/internal/fixtures"
+	"github.com/weir-cni/weir/internal/textdiff"
 )
 
 var cidrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
@@ -28,12 +31,15 @@ func checkView(t *testing.T, step string, s *store, incr, full *View) {
 	o := s.objects()
 	full.Apply(Changes{Full: true, Objects: o})
 	want := snapshottest.Canonical(Build("n1", cidrs, o))
-	if got := snapshottest.Canonical(incr.Snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
+	si, sf := incr.Snapshot("n1", cidrs), full.Snapshot("n1", cidrs)
+	if got := snapshottest.Canonical(si); !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s: view fed by changes: %s", step, snapshottest.DescribeDiff(got, want))
 	}
-	if got := snapshottest.Canonical(full.Snapshot("n1", cidrs)); !reflect.DeepEqual(got, want) {
+	if got := snapshottest.Canonical(sf); !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s: view reset from a listing: %s", step, snapshottest.DescribeDiff(got, want))
 	}
+	checkPodDelta(t, step+", changes", incr, si)
+	checkPodDelta(t, step+", listing", full, sf)
 	if got := incr.Objects().Nodes; len(got) != len(o.Nodes) {
 		t.Fatalf("%s: reconcilers get %d nodes, want %d", step, len(got), len(o.Nodes))
 	}
@@ -48,6 +54,65 @@ func checkView(t *testing.T, step string, s *store, incr, full *View) {
 		}
 		if refs := sharedRefs(&v.shared.ports); refs != ported {
 			t.Fatalf("%s: %d references to shared port lists, want %d", step, refs, ported)
+		}
+	}
+}
+
+// deltaCheck is, per view that checkPodDelta saw, its last snapshot
+// (with a pod slice of its own) and the Compiler that compiled it.
+type deltaCheck struct {
+	last policy.Snapshot
+	x    *policy.Compiler
+}
+
+var deltaChecks = map[*View]*deltaCheck{}
+
+// checkPodDelta checks s's PodDelta against the last snapshot of v it
+// saw: when v made none since, the delta must be relative to it, name
+// each listed pod where s holds it (or -1), and list every pod added,
+// changed or removed since. A Compiler given v's snapshots one after the
+// other must compile each as Compile does.
+func checkPodDelta(t *testing.T, step string, v *View, s policy.Snapshot) {
+	t.Helper()
+	dc, ok := deltaChecks[v]
+	if !ok {
+		dc = &deltaCheck{x: policy.NewCompiler()}
+		deltaChecks[v] = dc
+		t.Cleanup(func() { delete(deltaChecks, v) })
+	}
+	if got, want := dc.x.Compile(s).String(), policy.Compile(s).String(); got != want {
+		t.Fatalf("%s: the Compiler given the view's snapshots differs from Compile:\n%s", step, textdiff.Lines(want, got))
+	}
+	prev := dc.last
+	dc.last = s
+	dc.last.Pods = slices.Clone(s.Pods)
+	d := s.PodDelta
+	switch {
+	case s.Seq == 0 || s.Seq == prev.Seq || ok && (d == nil || d.Base == 0):
+		t.Fatalf("%s: seq %d, delta %+v after seq %d", step, s.Seq, d, prev.Seq)
+	case !ok || d.Base != prev.Seq: // v made snapshots in between
+		return
+	}
+	listed := map[podName]int{}
+	for _, c := range d.Changed {
+		listed[podName{c.Namespace, c.Name}] = c.Index
+	}
+	was := map[podName]policy.Pod{}
+	for _, p := range prev.Pods {
+		was[podName{p.Namespace, p.Name}] = p
+	}
+	for i, p := range s.Pods {
+		n := podName{p.Namespace, p.Name}
+		if j, ok := listed[n]; ok && j != i {
+			t.Fatalf("%s: delta lists %v at %d, the snapshot holds it at %d", step, n, j, i)
+		} else if old, had := was[n]; !ok && (!had || !reflect.DeepEqual(old, p)) {
+			t.Fatalf("%s: delta leaves out %v, added or changed", step, n)
+		}
+		delete(was, n)
+	}
+	for n := range was {
+		if i, ok := listed[n]; !ok || i != -1 {
+			t.Fatalf("%s: delta lists removed %v at %d (listed %v)", step, n, i, ok)
 		}
 	}
 }

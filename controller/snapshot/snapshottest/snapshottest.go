@@ -12,9 +12,11 @@ import (
 	"github.com/weir-cni/weir/policy"
 )
 
-// Canonical sorts a snapshot's pods and makes empty slices nil, so that
-// snapshots that differ only in pod order compare equal.
+// Canonical sorts a snapshot's pods, makes empty slices nil and drops
+// its Seq and PodDelta, so that snapshots that differ only in pod order
+// compare equal.
 func Canonical(s policy.Snapshot) policy.Snapshot {
+	s.Seq, s.PodDelta = 0, nil
 	s.Pods = append([]policy.Pod(nil), s.Pods...)
 	sort.Slice(s.Pods, func(i, j int) bool {
 		a, b := s.Pods[i], s.Pods[j]
