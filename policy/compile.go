@@ -60,28 +60,32 @@ func (c *policyBuilder) problem(format string, args ...any) {
 
 // group records that the policy's rules look up the elements (sorted,
 // without id) of definition def in shared set set, and returns the
-// definition's id. elems computes them, once per Compile call: a
-// definition gives the same elements to every policy using it. bound is
-// at least their number: it is charged against the policy's cap first,
-// and a policy over the cap computes no more groups (it is dropped whole
-// when its rules are done).
-func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset.Elem) uint32 {
+// definition's id and the set holding its group: set, or its shard
+// (shardName) when set is split. elems computes them, once per Compile
+// call: a definition gives the same elements to every policy using it.
+// bound is at least their number: it is charged against the policy's cap
+// first, and a policy over the cap computes no more groups (it is dropped
+// whole when its rules are done).
+func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset.Elem) (uint32, string) {
 	k := groupKey{set, def}
-	if _, used := c.groups[k]; !used {
-		es, ok := c.x.groupMemo[k]
-		if ok {
-			bound = len(es)
-		}
-		if !c.charge(bound) {
-			return 0
-		}
-		if !ok {
-			es = elems()
-			c.x.groupMemo[k] = es
-		}
-		c.groups[k] = groupOut{set: set, def: def, elems: es}
+	if g, used := c.groups[k]; used {
+		return c.x.defID(def), g.set
 	}
-	return c.x.defID(def)
+	es, ok := c.x.groupMemo[k]
+	if ok {
+		bound = len(es)
+	}
+	if !c.charge(bound) {
+		return 0, set
+	}
+	if !ok {
+		es = elems()
+		c.x.groupMemo[k] = es
+	}
+	id := c.x.defID(def)
+	g := groupOut{set: shardName(set, id), def: def, elems: es}
+	c.groups[k] = g
+	return id, g.set
 }
 
 func (c *policyBuilder) addChain(ch ruleset.Chain) {
