@@ -252,30 +252,75 @@ func sameElems(a, b []Elem) bool {
 // stays but whose verdict changes is deleted and added again.
 func elemDiff(old, new []Elem) (del, add []Elem) {
 	old, new = trimShared(old, new)
+	if del, add, sorted := mergeElems(old, new); sorted {
+		return del, add
+	}
 	if !slices.IsSortedFunc(old, compareElems) {
 		old = SortElems(slices.Clone(old))
 	}
 	if !slices.IsSortedFunc(new, compareElems) {
 		new = SortElems(slices.Clone(new))
 	}
+	del, add, _ = mergeElems(old, new)
+	return del, add
+}
+
+// mergeElems walks two sorted element lists in step: del holds what only
+// old holds, add what only new holds, and both an element whose verdict
+// changed. It checks the order of each list as it goes, instead of a pass
+// of its own over each: false, and del and add meaningless, when one is
+// not sorted. A pair of one key memory (a Compiler's shared elements) is
+// not compared by content, and new's order is checked only where new's
+// element is taken alone: where old's is taken too, new's follows from
+// old's (every element new gave before came while old's head, at most
+// the current one, was at least that element).
+func mergeElems(old, new []Elem) (del, add []Elem, sorted bool) {
+	var lastOld, lastNew *Elem
 	for len(old) > 0 && len(new) > 0 {
-		if sameElem(old[0], new[0]) { // shared memory: no content to compare
+		o, n := &old[0], &new[0]
+		if sameElem(*o, *n) {
+			if !after(lastOld, o) {
+				return nil, nil, false
+			}
+			lastOld, lastNew = o, n
 			old, new = old[1:], new[1:]
 			continue
 		}
-		switch c := compareElems(old[0], new[0]); {
+		c := compareElems(*o, *n)
+		if c <= 0 && !after(lastOld, o) || c > 0 && !after(lastNew, n) {
+			return nil, nil, false
+		}
+		switch {
 		case c < 0:
-			del, old = append(del, old[0]), old[1:]
+			del, lastOld, old = append(del, *o), o, old[1:]
 		case c > 0:
-			add, new = append(add, new[0]), new[1:]
+			add, lastNew, new = append(add, *n), n, new[1:]
 		default:
-			if !sameVerdict(old[0].Verdict, new[0].Verdict) {
-				del, add = append(del, old[0]), append(add, new[0])
+			if !sameVerdict(o.Verdict, n.Verdict) {
+				del, add = append(del, *o), append(add, *n)
 			}
-			old, new = old[1:], new[1:]
+			lastOld, lastNew, old, new = o, n, old[1:], new[1:]
 		}
 	}
-	return append(del, old...), append(add, new...)
+	if !sortedAfter(lastOld, old) || !sortedAfter(lastNew, new) {
+		return nil, nil, false
+	}
+	return append(del, old...), append(add, new...), true
+}
+
+// after tells whether e may follow last (nil: e is first) in a sorted
+// list.
+func after(last, e *Elem) bool { return last == nil || compareElems(*last, *e) <= 0 }
+
+// sortedAfter tells whether es is sorted and may follow last.
+func sortedAfter(last *Elem, es []Elem) bool {
+	for i := range es {
+		if !after(last, &es[i]) {
+			return false
+		}
+		last = &es[i]
+	}
+	return true
 }
 
 // trimShared drops the common head and tail of two element lists where

@@ -3,6 +3,7 @@ package ruleset
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strings"
@@ -166,4 +167,78 @@ func lookupPath(v reflect.Value, path string) reflect.Value {
 		}
 	}
 	return v
+}
+
+// TestElemDiffMatchesSets checks elemDiff against set arithmetic on random
+// lists: sorted or shuffled, sharing key memory or not (a shuffled list
+// must be found out however its shared runs fall), some verdicts changed.
+func TestElemDiffMatchesSets(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	elem := func(k int, chain string) Elem {
+		key := fmt.Sprintf("\x0a\x00%c%c", byte(k>>8), byte(k))
+		return Elem{Key: []Range{{key, key}}, Verdict: Verdict{Kind: VerdictJump, Chain: chain}}
+	}
+	pool := make([]Elem, 64)
+	for i := range pool {
+		pool[i] = elem(i, "a")
+	}
+	pick := func() []Elem {
+		var out []Elem
+		for i, e := range pool {
+			switch r := rng.IntN(8); {
+			case r < 3: // absent
+			case r == 3:
+				out = append(out, elem(i, "a")) // equal, other memory
+			case r == 4:
+				out = append(out, elem(i, "b")) // another verdict
+			default:
+				out = append(out, e) // shared
+			}
+		}
+		if rng.IntN(4) == 0 {
+			i, j := rng.IntN(len(out)+1), rng.IntN(len(out)+1)
+			if i > j {
+				i, j = j, i
+			}
+			rng.Shuffle(j-i, func(a, b int) { out[i+a], out[i+b] = out[i+b], out[i+a] })
+		}
+		return out
+	}
+	index := func(es []Elem) map[string]string {
+		m := map[string]string{}
+		for _, e := range es {
+			m[e.Key[0].From] = e.Verdict.Chain
+		}
+		return m
+	}
+	names := func(es []Elem) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, fmt.Sprintf("%x:%s", e.Key[0].From, e.Verdict.Chain))
+		}
+		slices.Sort(out)
+		return out
+	}
+	for round := range 2000 {
+		old, new := pick(), pick()
+		mo, mn := index(old), index(new)
+		var wantDel, wantAdd []Elem
+		for _, e := range old {
+			if v, ok := mn[e.Key[0].From]; !ok || v != e.Verdict.Chain {
+				wantDel = append(wantDel, e)
+			}
+		}
+		for _, e := range new {
+			if v, ok := mo[e.Key[0].From]; !ok || v != e.Verdict.Chain {
+				wantAdd = append(wantAdd, e)
+			}
+		}
+		del, add := elemDiff(old, new)
+		if got, want := names(del), names(wantDel); !slices.Equal(got, want) {
+			t.Fatalf("round %d: deleted %v, want %v", round, got, want)
+		}
+		if got, want := names(add), names(wantAdd); !slices.Equal(got, want) {
+			t.Fatalf("round %d: added %v, want %v", round, got, want)
+		}
+	}
 }
