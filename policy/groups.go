@@ -54,8 +54,8 @@ func shardOf(id uint32) uint32 {
 	return (id * 0x9e3779b1) >> (32 - shardBits)
 }
 
-// sharded tells whether shared set name is split into shards: an interval
-// set keyed by a rule id.
+// sharded tells whether shared set name is split into shards: the
+// interval sets of skeletonSets keyed by a rule id.
 func sharded(name string) bool {
 	return name == setBlocks4 || name == setBlocks6 || name == setPorts
 }
@@ -75,7 +75,7 @@ func (x *Compiler) sharedSets(sk ruleset.Set) []ruleset.Set {
 	}
 	for n := 1; n < setShards; n++ {
 		shard := set
-		shard.Name = nthShard(sk.Name, n)
+		shard.Name, shard.Key = nthShard(sk.Name, n), slices.Clone(sk.Key)
 		if shard.Elems = x.sharedElems(shard.Name); len(shard.Elems) > 0 {
 			out = append(out, shard)
 		}

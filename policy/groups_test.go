@@ -139,6 +139,11 @@ func sharedElemCount(r ruleset.Ruleset, name string) int {
 // hold a group; and the groups of many definitions spread over the shards
 // (no shard holds more than twice its share).
 func TestIntervalSetsAreSharded(t *testing.T) {
+	for _, sk := range skeletonSets {
+		if want := sk.Interval && sk.Key[0] == ruleset.TypeID; sharded(sk.Name) != want {
+			t.Errorf("set %s: sharded %v, want %v (an interval set keyed by a rule id)", sk.Name, !want, want)
+		}
+	}
 	var policies []*networkingv1.NetworkPolicy
 	for i := range 256 {
 		p := fromApp(fmt.Sprint("p", i), "db")
