@@ -239,12 +239,7 @@ func TestRejectedBatch(t *testing.T) {
 // ApplyChanges is called itself: Apply would hide a rejected change
 // behind its full fallback.
 func TestShardComesAndGoes(t *testing.T) {
-	ns := testkit.NewTestNS(t, "weirt-nft-")
-	a, err := NewNetlinkApplier(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	ns, a := testApplier(t)
 	base := loadScenario(t, filepath.Join(filepath.Dir(scenarios), "ipblock-except.yaml")).Snapshot
 	r0 := policy.Compile(base)
 	if err := a.ApplyFull(context.Background(), r0); err != nil {
