@@ -28,15 +28,21 @@ const newRuleType = netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_M
 // (reserve), each message a slice of it.
 type attrWriter struct{ b []byte }
 
-// arenaChunk is the size of the chunks an attrWriter encodes messages
-// into.
-const arenaChunk = 256 << 10
+// arenaChunk is the largest chunk an attrWriter encodes messages into;
+// its chunks start at firstChunk and double: a change of a few elements
+// (the batch of a pod label change is a few KiB) allocates and clears no
+// more than it needs, a full sync ends up in chunks of arenaChunk.
+const (
+	arenaChunk = 256 << 10
+	firstChunk = 4 << 10
+)
 
 // reserve makes room for n more bytes, in a new chunk when the current one
 // has less: the messages encoded so far keep the old one.
 func (w *attrWriter) reserve(n int) {
 	if cap(w.b)-len(w.b) < n {
-		w.b = make([]byte, 0, max(n, arenaChunk))
+		size := min(max(2*cap(w.b), firstChunk), arenaChunk)
+		w.b = make([]byte, 0, max(n, size))
 	}
 }
 

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -155,5 +156,34 @@ func TestElemsMessageMatchesLibrary(t *testing.T) {
 	check(kernelSet(learned), els)
 	if n < 50 {
 		t.Errorf("%d element messages compared", n)
+	}
+}
+
+// TestArenaChunksGrow pins the chunks of an attrWriter: a small batch gets
+// a small first chunk, each further chunk doubles up to arenaChunk, a
+// message larger than that gets a chunk of its own size, and the bytes
+// written keep their chunk.
+func TestArenaChunksGrow(t *testing.T) {
+	var w attrWriter
+	var caps []int
+	var first []byte
+	for range 9 {
+		w.reserve(100)
+		if first == nil {
+			w.b = append(w.b, 1)
+			first = w.b[:1]
+		}
+		caps = append(caps, cap(w.b))
+		w.b = w.b[:cap(w.b)] // full: the next reserve takes a new chunk
+	}
+	want := []int{4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 256 << 10, 256 << 10}
+	if !slices.Equal(caps, want) {
+		t.Errorf("chunk sizes %v, want %v", caps, want)
+	}
+	if w.reserve(1 << 20); cap(w.b) != 1<<20 {
+		t.Errorf("a 1 MiB message got a chunk of %d bytes", cap(w.b))
+	}
+	if first[0] != 1 {
+		t.Error("a new chunk overwrote the bytes of an old one")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -228,5 +229,54 @@ func TestRejectedBatch(t *testing.T) {
 				t.Errorf("table after a rejected batch:\n%s", textdiff.Lines(want, got))
 			}
 		})
+	}
+}
+
+// TestShardComesAndGoes: a policy whose ipBlock group lands in a shard of
+// blocks4 that holds no group yet adds that set with its rules in one
+// incremental transaction, and deleting the policy deletes the set after
+// its rules; the kernel lists what the ruleset renders at each step.
+// ApplyChanges is called itself: Apply would hide a rejected change
+// behind its full fallback.
+func TestShardComesAndGoes(t *testing.T) {
+	ns, a := testApplier(t)
+	base := loadScenario(t, filepath.Join(filepath.Dir(scenarios), "ipblock-except.yaml")).Snapshot
+	r0 := policy.Compile(base)
+	if err := a.ApplyFull(context.Background(), r0); err != nil {
+		t.Fatal(err)
+	}
+	var with ruleset.Ruleset
+	var added string
+	for i := range 64 { // a CIDR whose group opens a shard
+		s := base
+		p := s.Policies[0].DeepCopy()
+		p.Name = "late"
+		p.Spec.Ingress[0].From = p.Spec.Ingress[0].From[:1]
+		p.Spec.Ingress[0].From[0].IPBlock.CIDR, p.Spec.Ingress[0].From[0].IPBlock.Except = fmt.Sprintf("198.18.%d.0/24", i), nil
+		s.Policies = append(s.Policies[:1:1], p)
+		with = policy.Compile(s)
+		if ch := ruleset.Diff(r0, with); len(ch.AddSets) == 1 && strings.HasPrefix(ch.AddSets[0].Name, "blocks4-") {
+			added = ch.AddSets[0].Name
+			break
+		}
+	}
+	if added == "" {
+		t.Fatal("no CIDR opened a shard")
+	}
+	for _, step := range []struct {
+		from, to ruleset.Ruleset
+		name     string
+	}{{r0, with, "policy added"}, {with, r0, "policy deleted"}} {
+		ch := ruleset.Diff(step.from, step.to)
+		if step.name == "policy deleted" && !slices.Equal(ch.DelSets, []string{added}) {
+			t.Errorf("%s: deletes sets %v, want [%s]", step.name, ch.DelSets, added)
+		}
+		if err := a.ApplyChanges(context.Background(), step.to, ch); err != nil {
+			t.Fatalf("%s (%s): %v", step.name, ch, err)
+		}
+		got := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "table", "inet", ruleset.TableName))
+		if want := testkit.NormalizeNft(step.to.String()); got != want {
+			t.Errorf("%s: kernel listing differs from rendered text:\n%s", step.name, textdiff.Lines(want, got))
+		}
 	}
 }

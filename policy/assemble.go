@@ -30,16 +30,13 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	var r ruleset.Ruleset
 	sets := make([]ruleset.Set, 0, len(skeletonSets)+4)
 	for _, sk := range skeletonSets {
+		if sk.Key[0] == ruleset.TypeID {
+			sets = append(sets, x.sharedSets(sk)...)
+			continue
+		}
 		set := sk
 		set.Key = slices.Clone(sk.Key)
-		if set.Key[0] == ruleset.TypeID {
-			set.Elems = x.sharedElems(set.Name)
-			if !set.Interval { // pipapo and rbtree sets take no size hint
-				set.Size = hashSize(len(set.Elems))
-			}
-		} else {
-			set.Elems = ruleset.SortElems(elems[set.Name])
-		}
+		set.Elems = ruleset.SortElems(elems[set.Name])
 		sets = append(sets, set)
 	}
 	chains := make([]ruleset.Chain, 0, 3+len(x.selChains)+len(x.tierChains))

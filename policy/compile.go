@@ -60,12 +60,13 @@ func (c *policyBuilder) problem(format string, args ...any) {
 
 // group records that the policy's rules look up the elements (sorted,
 // without id) of definition def in shared set set, and returns the
-// definition's id. elems computes them, once per Compile call: a
-// definition gives the same elements to every policy using it. bound is
-// at least their number: it is charged against the policy's cap first,
-// and a policy over the cap computes no more groups (it is dropped whole
-// when its rules are done).
-func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset.Elem) uint32 {
+// definition's id and the set holding its group: set, or its shard
+// (shardName) when set is split. elems computes them, once per Compile
+// call: a definition gives the same elements to every policy using it.
+// bound is at least their number: it is charged against the policy's cap
+// first, and a policy over the cap computes no more groups (it is dropped
+// whole when its rules are done).
+func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset.Elem) (uint32, string) {
 	return c.groupFrom(set, def, bound, nil, elems)
 }
 
@@ -73,28 +74,30 @@ func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset
 // cached results from alone: when the group in use was computed from the
 // same results, none of whose members changed since (see podEntry.ver),
 // its elements are taken again instead of computed.
-func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, elems func() []ruleset.Elem) uint32 {
+func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, elems func() []ruleset.Elem) (uint32, string) {
 	k := groupKey{set, def}
-	if _, used := c.groups[k]; !used {
-		g, ok := c.x.groupMemo[k]
-		if ok {
-			bound = len(g.elems)
-		}
-		if !c.charge(bound) {
-			return 0
-		}
-		if !ok {
-			g = groupOut{set: set, def: def, from: from, vers: versions(from)}
-			if rec := c.x.groups[k]; from != nil && rec != nil && rec.computedFrom(from, g.vers) {
-				g.elems = rec.src
-			} else {
-				g.elems = elems()
-			}
-			c.x.groupMemo[k] = g
-		}
-		c.groups[k] = g
+	if g, used := c.groups[k]; used {
+		return c.x.defID(def), g.set
 	}
-	return c.x.defID(def)
+	g, ok := c.x.groupMemo[k]
+	if ok {
+		bound = len(g.elems)
+	}
+	if !c.charge(bound) {
+		return 0, set
+	}
+	id := c.x.defID(def)
+	if !ok {
+		g = groupOut{set: shardName(set, id), def: def, from: from, vers: versions(from)}
+		if rec := c.x.groups[groupKey{g.set, def}]; from != nil && rec != nil && rec.computedFrom(from, g.vers) {
+			g.elems = rec.src
+		} else {
+			g.elems = elems()
+		}
+		c.x.groupMemo[k] = g
+	}
+	c.groups[k] = g
+	return id, g.set
 }
 
 func (c *policyBuilder) addChain(ch ruleset.Chain) {

@@ -15,6 +15,74 @@ import (
 // Compiler counts the policies using each group and rebuilds a shared set's
 // element list only when one of its groups changed.
 
+// setShards is the number of sets a shared interval set (blocks4/6,
+// ports) is split into, by id: the kernel keeps such a set (a
+// concatenation of ranges) in a pipapo set, which removes an element by
+// walking the set's ranges from the first (nft_pipapo_remove, ≈ 6 µs an
+// element: 2.4 ms at 400 ranges, in the commit of every change that
+// drops a group). Split, a removal walks one shard.
+const setShards = 1 << shardBits
+
+// shardBits is log2 of setShards.
+const shardBits = 4
+
+// shardName is the set holding the group of id in shared set set: set
+// itself when set is not split (a hash set removes in constant time) or
+// for shard 0, else set-N for shard N (shardOf). Shard 0 always exists, as
+// every skeleton set; the others only while they hold a group.
+func shardName(set string, id uint32) string {
+	if !sharded(set) {
+		return set
+	}
+	return nthShard(set, int(shardOf(id)))
+}
+
+// nthShard is the name of shard n of set.
+func nthShard(set string, n int) string {
+	if n == 0 {
+		return set
+	}
+	return set + "-" + strconv.Itoa(n)
+}
+
+// shardOf is the shard of id: the top bits of id times the golden ratio
+// (Fibonacci hashing), as every bit of the id moves them. The low bits of
+// an id, an FNV-1a hash, depend only on the low bits of its definition's
+// bytes: ids mod 16 put the dense benchmark's 300 ipBlock groups in 3
+// shards.
+func shardOf(id uint32) uint32 {
+	return (id * 0x9e3779b1) >> (32 - shardBits)
+}
+
+// sharded tells whether shared set name is split into shards: the
+// interval sets of skeletonSets keyed by a rule id.
+func sharded(name string) bool {
+	return name == setBlocks4 || name == setBlocks6 || name == setPorts
+}
+
+// sharedSets returns skeleton set sk (a shared set) with its elements:
+// the set itself and its shards that hold groups, if it is split.
+func (x *Compiler) sharedSets(sk ruleset.Set) []ruleset.Set {
+	set := sk
+	set.Key = slices.Clone(sk.Key)
+	set.Elems = x.sharedElems(sk.Name)
+	if !set.Interval { // pipapo and rbtree sets take no size hint
+		set.Size = hashSize(len(set.Elems))
+	}
+	out := []ruleset.Set{set}
+	if !sharded(sk.Name) {
+		return out
+	}
+	for n := 1; n < setShards; n++ {
+		shard := set
+		shard.Name, shard.Key = nthShard(sk.Name, n), slices.Clone(sk.Key)
+		if shard.Elems = x.sharedElems(shard.Name); len(shard.Elems) > 0 {
+			out = append(out, shard)
+		}
+	}
+	return out
+}
+
 // groupOut is one group a policy's rules look up: the elements of
 // definition def in shared set set, without the id prefix.
 type groupOut struct {

@@ -117,3 +117,89 @@ func TestHashSize(t *testing.T) {
 		}
 	}
 }
+
+// sharedElemCount counts the elements of shared set name in r, over its
+// shards when it is split.
+func sharedElemCount(r ruleset.Ruleset, name string) int {
+	n := 0
+	for i := range setShards {
+		if s, ok := r.Set(nthShard(name, i)); ok {
+			n += len(s.Elems)
+		}
+		if !sharded(name) {
+			break
+		}
+	}
+	return n
+}
+
+// TestIntervalSetsAreSharded pins the split of the shared interval sets:
+// a group lives in the shard of its id, which every lookup of it names;
+// shard 0 is the set itself and always there, the others only while they
+// hold a group; and the groups of many definitions spread over the shards
+// (no shard holds more than twice its share).
+func TestIntervalSetsAreSharded(t *testing.T) {
+	for _, sk := range skeletonSets {
+		if want := sk.Interval && sk.Key[0] == ruleset.TypeID; sharded(sk.Name) != want {
+			t.Errorf("set %s: sharded %v, want %v (an interval set keyed by a rule id)", sk.Name, !want, want)
+		}
+	}
+	var policies []*networkingv1.NetworkPolicy
+	for i := range 256 {
+		p := fromApp(fmt.Sprint("p", i), "db")
+		p.Spec.Ingress[0].From = []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: fmt.Sprintf("172.16.%d.0/24", i)}}}
+		policies = append(policies, p)
+	}
+	x := NewCompiler()
+	r := x.Compile(groupSnapshot(policies...))
+	counts := map[string]int{}
+	for _, c := range r.Chains {
+		for _, rule := range c.Rules {
+			for _, m := range rule.Matches {
+				if m.ID == 0 || !strings.HasPrefix(m.Set, setBlocks4) {
+					continue
+				}
+				if want := shardName(setBlocks4, m.ID); m.Set != want {
+					t.Errorf("rule %s looks id %d up in %s, want %s", rule.Owner, m.ID, m.Set, want)
+				}
+				s, ok := r.Set(m.Set)
+				if !ok || !slices.ContainsFunc(s.Elems, func(e ruleset.Elem) bool { return e.Key[0].From == ruleset.IDBytes(m.ID) }) {
+					t.Errorf("set %s (present %v) lacks the group of id %d", m.Set, ok, m.ID)
+				}
+				counts[m.Set]++
+			}
+		}
+	}
+	if len(counts) != setShards {
+		t.Errorf("256 groups use %d shards, want %d: %v", len(counts), setShards, counts)
+	}
+	for name, n := range counts {
+		if n > 2*256/setShards {
+			t.Errorf("shard %s holds %d of 256 groups", name, n)
+		}
+	}
+	r = x.Compile(groupSnapshot(policies[0]))
+	var id uint32
+	for _, c := range r.Chains {
+		for _, rule := range c.Rules {
+			for _, m := range rule.Matches {
+				if m.ID != 0 && strings.HasPrefix(m.Set, setBlocks4) {
+					id = m.ID
+				}
+			}
+		}
+	}
+	want := map[string]bool{setBlocks4: true, shardName(setBlocks4, id): true}
+	for i := range setShards {
+		name := nthShard(setBlocks4, i)
+		if _, ok := r.Set(name); ok != want[name] {
+			t.Errorf("with the group of id %d left, shard %s present=%v, want %v", id, name, ok, want[name])
+		}
+	}
+	if n := sharedElemCount(r, setBlocks4); n != 1 {
+		t.Errorf("one /24 left: the shards hold %d elements, want 1", n)
+	}
+	if _, ok := r.Set(setBlocks6); !ok {
+		t.Error("shard 0 of blocks6 (empty) is gone")
+	}
+}

@@ -39,8 +39,8 @@ func checkDropped(t *testing.T, r ruleset.Ruleset, problem string) {
 		t.Errorf("policy chain present=%v with %d rules, want present and empty", ok, len(ch.Rules))
 	}
 	for _, name := range []string{setPorts, setPeers4, setPeers6} {
-		if s, _ := r.Set(name); len(s.Elems) != 0 {
-			t.Errorf("set %s holds %d elements of a policy not applied", name, len(s.Elems))
+		if n := sharedElemCount(r, name); n != 0 {
+			t.Errorf("set %s holds %d elements of a policy not applied", name, n)
 		}
 	}
 	srv, peer := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.1.0.0") // pod peer0
@@ -178,8 +178,8 @@ func TestClusterPolicyOverElementCapFailsClosed(t *testing.T) {
 		{srv, outside}: ruleset.VerdictDrop,
 	})
 	for _, name := range []string{setPeers4, setPeers6, setBlocks4} {
-		if s, _ := r.Set(name); len(s.Elems) != 0 {
-			t.Errorf("set %s holds %d elements of a policy not applied", name, len(s.Elems))
+		if n := sharedElemCount(r, name); n != 0 {
+			t.Errorf("set %s holds %d elements of a policy not applied", name, n)
 		}
 	}
 	if want := Compile(overCapCluster(40)); r.String() != want.String() {

@@ -249,8 +249,8 @@ func (c *policyBuilder) namedPortRules(in ruleInput, where string, named []named
 			}
 			return ruleset.SortElems(v4)
 		}
-		id := c.group(f.named, def, bound, elems)
-		nm := []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.daddr, ruleset.FieldL4Proto, ruleset.FieldTHDport}, Set: f.named, ID: id}}
+		id, set := c.group(f.named, def, bound, elems)
+		nm := []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.daddr, ruleset.FieldL4Proto, ruleset.FieldTHDport}, Set: set, ID: id}}
 		if hasPeers && in.dir == dirIngress {
 			for _, alt := range alts[i] {
 				add(alt, nm)
@@ -271,16 +271,16 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 		if len(resolved.selectors) > 0 {
 			v4 := f.typ == ruleset.TypeIPv4
 			from := resolved.entries()
-			id := c.groupFrom(f.peers, resolved.unionDef(), resolved.podBound(), from, func() []ruleset.Elem { return podElems(pods(from), v4) })
-			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: f.peers, ID: id}})
+			id, set := c.groupFrom(f.peers, resolved.unionDef(), resolved.podBound(), from, func() []ruleset.Elem { return podElems(pods(from), v4) })
+			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: set, ID: id}})
 		}
 		ivs := resolved.v4
 		if f.typ == ruleset.TypeIPv6 {
 			ivs = resolved.v6
 		}
 		if len(ivs) > 0 {
-			id := c.group(f.blocks, blocksDef(ivs), len(ivs), func() []ruleset.Elem { return intervalElems(ivs) })
-			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: f.blocks, ID: id}})
+			id, set := c.group(f.blocks, blocksDef(ivs), len(ivs), func() []ruleset.Elem { return intervalElems(ivs) })
+			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: set, ID: id}})
 		}
 	}
 	return out
@@ -305,14 +305,14 @@ func (c *policyBuilder) portMatches(numeric []portRange) []ruleset.Match {
 		b.WriteString(ruleset.PortBytes(p.from))
 		b.WriteString(ruleset.PortBytes(p.to))
 	}
-	id := c.group(setPorts, defKey("ports", b.String()), len(merged), func() []ruleset.Elem {
+	id, set := c.group(setPorts, defKey("ports", b.String()), len(merged), func() []ruleset.Elem {
 		out := make([]ruleset.Elem, 0, len(merged))
 		for _, p := range merged {
 			out = append(out, p.elem())
 		}
 		return out // sorted: by protocol, then port
 	})
-	return []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{ruleset.FieldL4Proto, ruleset.FieldTHDport}, Set: setPorts, ID: id}}
+	return []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{ruleset.FieldL4Proto, ruleset.FieldTHDport}, Set: set, ID: id}}
 }
 
 // blocksDef is the definition of a group of ipBlock ranges: the ranges

@@ -86,9 +86,8 @@ func TestWideRuleStaysSmall(t *testing.T) {
 	}
 	want := map[string]int{setPorts: ports, setPeers4: peers, setPeers6: peers}
 	for name, n := range want {
-		s, _ := r.Set(name)
-		if len(s.Elems) != n {
-			t.Errorf("set %s has %d elements, want %d", name, len(s.Elems), n)
+		if got := sharedElemCount(r, name); got != n {
+			t.Errorf("set %s has %d elements, want %d", name, got, n)
 		}
 	}
 	// Allocation grows with the input (≈ 2,000 peer pods and 2,000

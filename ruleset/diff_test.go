@@ -1,8 +1,12 @@
 package ruleset
 
 import (
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -67,4 +71,174 @@ func keys(elems []Elem) []int {
 		out = append(out, int(k[len(k)-1]))
 	}
 	return out
+}
+
+// TestSameRuleSeesEveryField keeps sameRule in step with Rule: a rule
+// with every field set equals its deep copy, and differs from each copy
+// with one field (at any depth: matches, verdict, owner, log, mark,
+// tproxy) changed, a slice grown or a pointer cleared. A field added to
+// Rule or to what it holds fails here until sameRule compares it.
+func TestSameRuleSeesEveryField(t *testing.T) {
+	base := Rule{
+		Matches: []Match{{Kind: MatchLookup, CtStates: 1, Fields: []Field{FieldIPSaddr}, Set: "s", Negate: true, ID: 2,
+			Proto: 6, PortFrom: 80, PortTo: 81, AllPorts: true, IfPrefix: "weir", Mark: 4}},
+		Counter: "c",
+		Log:     &Log{Prefix: "p", Group: 1, Rate: 2},
+		Mark:    &MarkSet{Mask: 1, Value: 1},
+		TProxy:  &TProxy{IPv6: true, Port: 3},
+		Verdict: Verdict{Kind: VerdictVMap, Chain: "x", Map: "m", Fields: []Field{FieldIPDaddr}},
+		Owner: Owner{Kind: OwnerPolicyRule, Tier: TierAdmin, Namespace: "ns", Policy: "p", Direction: Ingress,
+			Rule: 1, RuleName: "r", Action: "Accept"},
+	}
+	copyRule := func() Rule {
+		var r Rule
+		b, err := json.Marshal(base)
+		if err == nil {
+			err = json.Unmarshal(b, &r)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if !sameRule(base, copyRule()) {
+		t.Fatal("a rule differs from its deep copy")
+	}
+	n := 0
+	var visit func(path string, v reflect.Value)
+	visit = func(path string, v reflect.Value) {
+		switch v.Kind() {
+		case reflect.Struct:
+			for i := range v.NumField() {
+				visit(path+"."+v.Type().Field(i).Name, v.Field(i))
+			}
+			return
+		case reflect.Pointer:
+			visit(path+"*", v.Elem())
+		case reflect.Slice:
+			if v.Len() > 0 {
+				visit(path+"[0]", v.Index(0))
+			}
+		}
+		n++
+		r := copyRule()
+		leaf := lookupPath(reflect.ValueOf(&r).Elem(), path)
+		switch leaf.Kind() {
+		case reflect.String:
+			leaf.SetString(leaf.String() + "x")
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			leaf.SetInt(leaf.Int() + 1)
+		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			leaf.SetUint(leaf.Uint() + 1)
+		case reflect.Bool:
+			leaf.SetBool(!leaf.Bool())
+		case reflect.Slice:
+			leaf.Set(reflect.Append(leaf, reflect.Zero(leaf.Type().Elem())))
+		case reflect.Pointer:
+			leaf.Set(reflect.Zero(leaf.Type()))
+		default:
+			t.Fatalf("%s: kind %s not handled", path, leaf.Kind())
+		}
+		if sameRule(base, r) {
+			t.Errorf("sameRule misses a change of %s", path)
+		}
+	}
+	visit("", reflect.ValueOf(base))
+	if n < 30 {
+		t.Errorf("visited %d fields, want every field of Rule", n)
+	}
+}
+
+// lookupPath finds the field at path (as TestSameRuleSeesEveryField
+// writes it: .Name, * and [0] steps) in v.
+func lookupPath(v reflect.Value, path string) reflect.Value {
+	for path != "" {
+		switch {
+		case strings.HasPrefix(path, "*"):
+			v, path = v.Elem(), path[1:]
+		case strings.HasPrefix(path, "[0]"):
+			v, path = v.Index(0), path[3:]
+		default:
+			name := path[1:]
+			if i := strings.IndexAny(name, ".*["); i >= 0 {
+				name = name[:i]
+			}
+			v, path = v.FieldByName(name), path[1+len(name):]
+		}
+	}
+	return v
+}
+
+// TestElemDiffMatchesSets checks elemDiff against set arithmetic on random
+// lists: sorted or shuffled, sharing key memory or not (a shuffled list
+// must be found out however its shared runs fall), some verdicts changed.
+func TestElemDiffMatchesSets(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	elem := func(k int, chain string) Elem {
+		key := fmt.Sprintf("\x0a\x00%c%c", byte(k>>8), byte(k))
+		return Elem{Key: []Range{{key, key}}, Verdict: Verdict{Kind: VerdictJump, Chain: chain}}
+	}
+	pool := make([]Elem, 64)
+	for i := range pool {
+		pool[i] = elem(i, "a")
+	}
+	pick := func() []Elem {
+		var out []Elem
+		for i, e := range pool {
+			switch r := rng.IntN(8); {
+			case r < 3: // absent
+			case r == 3:
+				out = append(out, elem(i, "a")) // equal, other memory
+			case r == 4:
+				out = append(out, elem(i, "b")) // another verdict
+			default:
+				out = append(out, e) // shared
+			}
+		}
+		if rng.IntN(4) == 0 {
+			i, j := rng.IntN(len(out)+1), rng.IntN(len(out)+1)
+			if i > j {
+				i, j = j, i
+			}
+			rng.Shuffle(j-i, func(a, b int) { out[i+a], out[i+b] = out[i+b], out[i+a] })
+		}
+		return out
+	}
+	index := func(es []Elem) map[string]string {
+		m := map[string]string{}
+		for _, e := range es {
+			m[e.Key[0].From] = e.Verdict.Chain
+		}
+		return m
+	}
+	names := func(es []Elem) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, fmt.Sprintf("%x:%s", e.Key[0].From, e.Verdict.Chain))
+		}
+		slices.Sort(out)
+		return out
+	}
+	for round := range 2000 {
+		old, new := pick(), pick()
+		mo, mn := index(old), index(new)
+		var wantDel, wantAdd []Elem
+		for _, e := range old {
+			if v, ok := mn[e.Key[0].From]; !ok || v != e.Verdict.Chain {
+				wantDel = append(wantDel, e)
+			}
+		}
+		for _, e := range new {
+			if v, ok := mo[e.Key[0].From]; !ok || v != e.Verdict.Chain {
+				wantAdd = append(wantAdd, e)
+			}
+		}
+		del, add := elemDiff(old, new)
+		if got, want := names(del), names(wantDel); !slices.Equal(got, want) {
+			t.Fatalf("round %d: deleted %v, want %v", round, got, want)
+		}
+		if got, want := names(add), names(wantAdd); !slices.Equal(got, want) {
+			t.Fatalf("round %d: added %v, want %v", round, got, want)
+		}
+	}
 }

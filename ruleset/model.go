@@ -320,12 +320,19 @@ func SortElems(es []Elem) []Elem {
 
 // compareElems orders elements as their ids compare: fields of one key
 // type have one length, so comparing field by field is comparing ids.
+//
+// Equal fields are skipped with ==, which finds shared memory (the id of
+// a group's elements is one string) without reading the bytes.
 func compareElems(a, b Elem) int {
 	for i := 0; i < len(a.Key) && i < len(b.Key); i++ {
-		if c := strings.Compare(a.Key[i].From, b.Key[i].From); c != 0 {
+		x, y := a.Key[i], b.Key[i]
+		if x == y {
+			continue
+		}
+		if c := strings.Compare(x.From, y.From); c != 0 {
 			return c
 		}
-		if c := strings.Compare(a.Key[i].To, b.Key[i].To); c != 0 {
+		if c := strings.Compare(x.To, y.To); c != 0 {
 			return c
 		}
 	}
