@@ -48,10 +48,14 @@ func Rounds(ctx context.Context, cfgs []*Config, rounds int, d time.Duration) er
 }
 
 // switchTo turns the other configurations of cf's node off, then cf on,
-// and returns how long cf took to apply.
+// and returns how long cf took to apply. A configuration that does not
+// enforce is turned off too, first (it is still on when it was the last
+// switched on in its node, as when its node holds configurations of
+// fewer rounds' turns than the others), so that the check that no table
+// of its node is hooked covers its own.
 func switchTo(ctx context.Context, cfgs []*Config, cf *Config) (time.Duration, error) {
 	for i := len(cfgs) - 1; i >= 0; i-- {
-		if cfgs[i] == cf || cfgs[i].Bed != cf.Bed {
+		if cfgs[i].Bed != cf.Bed || (cfgs[i] == cf && cf.Enforces) {
 			continue
 		}
 		if err := cfgs[i].Off(ctx); err != nil {
