@@ -93,10 +93,11 @@ func compareDatapath(ctx context.Context, cl *cluster, agentBin, routerBin, plug
 			return err
 		}
 	}
+	// The pods stay registered: the cluster is thrown away after this
+	// phase.
 	if err := registerPods(ctx, cl.kc); err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, unregisterPods(cl.kc)) }()
 
 	stopAgent, err := startAgent(ctx, cl.kc, weirBed.Node(), agentBin, tmp, cl.size.name)
 	if err != nil {
@@ -150,15 +151,6 @@ func registerPods(ctx context.Context, kc *kube.Cluster) error {
 	return nil
 }
 
-// unregisterPods deletes datapath.Pods from the API server.
-func unregisterPods(kc *kube.Cluster) error {
-	var errs []error
-	for _, p := range datapath.Pods() {
-		errs = append(errs, kube.DeletePod(context.Background(), kc.Client, p.Namespace, p.Name))
-	}
-	return errors.Join(errs...)
-}
-
 // startAgent runs weir-agent bin in node against kc and waits for its
 // first sync; stop kills it.
 func startAgent(ctx context.Context, kc *kube.Cluster, node *testkit.NS, bin, tmp, size string) (stop func(), err error) {
@@ -192,8 +184,9 @@ func startAgent(ctx context.Context, kc *kube.Cluster, node *testkit.NS, bin, tm
 }
 
 // startSyncedRouter runs kube-router bin in node against kc and waits for
-// its first full sync to end; it returns its log, followed from there on,
-// and stop, which kills it (printing its log's tail when err is set).
+// its first full sync to end, then for the syncs it queued meanwhile; it
+// returns its log, followed from there on, and stop, which kills it
+// (printing its log's tail when err is set).
 func startSyncedRouter(kc *kube.Cluster, node *testkit.NS, bin string, pr func(string, ...any)) (*syncLog, func(error), error) {
 	kcfg, err := kc.KubeconfigFor(node.Path())
 	if err != nil {
@@ -213,12 +206,17 @@ func startSyncedRouter(kc *kube.Cluster, node *testkit.NS, bin string, pr func(s
 		stop(err)
 		return nil, nil, err
 	}
+	first := time.Since(r.start)
+	if err := l.settle(3*time.Second, 2*time.Minute); err != nil {
+		stop(err)
+		return nil, nil, err
+	}
 	k, err := openIptables(node.Path())
 	if err == nil {
 		var chains []string
 		chains, err = k.podChains()
 		k.close()
-		pr("datapath: kube-router first sync %v, %d pod chains", time.Since(r.start).Round(time.Millisecond), len(chains))
+		pr("datapath: kube-router first sync %v, %d pod chains; %d full syncs before it settled", first.Round(time.Millisecond), len(chains), l.ends)
 	}
 	if err != nil {
 		stop(err)
