@@ -6,8 +6,10 @@ import (
 	"net/netip"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/weir-cni/weir/integration/kube"
 	"github.com/weir-cni/weir/internal/synth"
@@ -92,18 +94,7 @@ func populate(ctx context.Context, kc *kube.Cluster, sz size) (target, int, erro
 		}
 	}
 	err = kube.Parallel(ctx, len(objs.Pods), 32, func(ctx context.Context, i int) error {
-		p := objs.Pods[i]
-		var ips []string
-		for _, ip := range p.Status.PodIPs {
-			ips = append(ips, ip.IP)
-		}
-		hostIP := "" // as the kubelet writes it; kube-router (-peer) finds its node's pods by it
-		if p.Spec.NodeName == nodeName {
-			hostIP = synth.NodeAddr
-		}
-		_, err := kube.CreatePod(ctx, c, kube.Pod{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName,
-			Labels: p.Labels, IPs: ips, Ports: p.Spec.Containers[0].Ports, HostIP: hostIP})
-		return err
+		return createPod(ctx, c, objs.Pods[i])
 	})
 	if err != nil {
 		return target{}, 0, fmt.Errorf("pods: %w", err)
@@ -130,6 +121,23 @@ func populate(ctx context.Context, kc *kube.Cluster, sz size) (target, int, erro
 		return target{}, 0, fmt.Errorf("no local app0 backend pod among %d pods", len(s.Pods))
 	}
 	return *t, local, nil
+}
+
+// createPod registers p (a synth object) as after CNI ADD: with its IPs,
+// and, on the node, the node's address as its hostIP, as the kubelet
+// writes it; kube-router (-peer) finds its node's pods by it.
+func createPod(ctx context.Context, c kubernetes.Interface, p *corev1.Pod) error {
+	var ips []string
+	for _, ip := range p.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
+	hostIP := ""
+	if p.Spec.NodeName == nodeName {
+		hostIP = synth.NodeAddr
+	}
+	_, err := kube.CreatePod(ctx, c, kube.Pod{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName,
+		Labels: p.Labels, IPs: ips, Ports: p.Spec.Containers[0].Ports, HostIP: hostIP})
+	return err
 }
 
 // extraPolicy isolates the egress of the target's pods whose app is

@@ -7,7 +7,9 @@
 // second agent binary is measured first on the same cluster, for
 // before/after figures of one run. With -peer, kube-router's firewall is
 // measured next on the same cluster (at the -peer-sizes), for ratios to
-// weir's figures of one run. Run as root; everything happens in
+// weir's figures of one run: its sync and change latencies, then the data
+// path through it beside weir-agent's and the conntrack floor, in
+// interleaved rounds (datapath.go). Run as root; everything happens in
 // namespaces it creates and removes.
 package main
 
@@ -21,7 +23,9 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/weir-cni/weir/internal/datapath"
 	"github.com/weir-cni/weir/internal/synth"
 	"github.com/weir-cni/weir/internal/testkit"
 )
@@ -45,7 +49,10 @@ type options struct {
 	sizes, peerSizes      []size
 	changes, otherChanges int
 	peerChanges           int
+	peerRounds            int
+	peerDuration          time.Duration
 	agent, baseline, peer string
+	plugin                string
 	build, verbose        bool
 }
 
@@ -61,12 +68,18 @@ func run() int {
 	flag.StringVar(&o.peer, "peer", "", "kube-router=<binary>: measure kube-router's firewall after the agents, same cluster (bench/kube-router builds it)")
 	peerNames := flag.String("peer-sizes", "10k", "comma-separated sizes at which the peer runs (each of its label changes is one full sync of kube-router's: ~15s at 10k, far slower at 50k)")
 	flag.IntVar(&o.peerChanges, "peer-changes", 6, "label changes to time for the peer (rounded up to even), twice")
+	flag.IntVar(&o.peerRounds, "peer-datapath-rounds", 5, "interleaved datapath rounds (no table, conntrack floor, weir, kube-router) after the peer's latencies; 0 skips them")
+	flag.DurationVar(&o.peerDuration, "peer-datapath-duration", time.Second, "length of each datapath measurement (three per configuration and round)")
+	flag.StringVar(&o.plugin, "plugin", "", "weir plugin binary wiring the datapath pods (default: build ./cmd/weir)")
 	flag.BoolVar(&o.build, "build-k8s", false, "build etcd and kube-apiserver if missing (~30 min the first time)")
 	flag.BoolVar(&o.verbose, "v", false, "print the agent's last sync log lines (read/compile/apply split)")
 	flag.Parse()
 	var err error
 	if o.sizes, err = parseSizes(*names); err == nil {
 		o.peerSizes, err = parseSizes(*peerNames)
+	}
+	if err == nil {
+		err = o.validate()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-api-to-kernel:", err)
@@ -96,9 +109,14 @@ func bench(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	var peerBin string
+	var peerBin, plugin string
 	if o.peer != "" {
 		if peerBin, err = peerBinary(o.peer); err != nil {
+			return err
+		}
+	}
+	if peerBin != "" && o.peerRounds > 0 {
+		if plugin, err = datapath.Plugin(ctx, o.plugin, tmp); err != nil {
 			return err
 		}
 	}
@@ -110,7 +128,7 @@ func bench(ctx context.Context, o options) error {
 	}
 	agents = append(agents, struct{ label, bin string }{"agent", o.agent})
 	for _, sz := range o.sizes {
-		if err := benchSize(ctx, sz, agents, peerBin, tmp, o); err != nil {
+		if err := benchSize(ctx, sz, agents, peerBin, plugin, tmp, o); err != nil {
 			return fmt.Errorf("%s: %w", sz.name, err)
 		}
 	}
@@ -120,8 +138,9 @@ func bench(ctx context.Context, o options) error {
 
 // benchSize measures the agents, in order, on a cluster of size sz, then
 // (if peerBin is set and sz is one of -peer-sizes) the peer, alone, against
-// the last agent's figures.
-func benchSize(ctx context.Context, sz size, agents []struct{ label, bin string }, peerBin, tmp string, o options) error {
+// the last agent's figures, then the data path through both (plugin wires
+// its pods).
+func benchSize(ctx context.Context, sz size, agents []struct{ label, bin string }, peerBin, plugin, tmp string, o options) error {
 	cl, err := newCluster(ctx, sz, o.build)
 	if err != nil {
 		return err
@@ -136,7 +155,22 @@ func benchSize(ctx context.Context, sz size, agents []struct{ label, bin string 
 	if peerBin == "" || !slices.ContainsFunc(o.peerSizes, func(p size) bool { return p.name == sz.name }) {
 		return nil
 	}
-	return comparePeer(ctx, cl.kc, cl.target, peerBin, o.peerChanges, weir, printer(sz.name, "kube-router"))
+	if err := comparePeer(ctx, cl.kc, cl.target, peerBin, o.peerChanges, weir, printer(sz.name, "kube-router")); err != nil {
+		return err
+	}
+	if o.peerRounds == 0 {
+		return nil
+	}
+	return compareDatapath(ctx, cl, o.agent, peerBin, plugin, tmp, o, printer(sz.name, "kube-router"))
+}
+
+// validate rejects flag values no run can use.
+func (o options) validate() error {
+	if o.peerRounds < 0 || o.peerDuration <= 0 {
+		return fmt.Errorf("-peer-datapath-rounds %d, -peer-datapath-duration %v: want rounds >= 0 and a positive duration",
+			o.peerRounds, o.peerDuration)
+	}
+	return nil
 }
 
 // parseSizes looks up comma-separated size names.

@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weir-cni/weir/integration/kube"
+	"github.com/weir-cni/weir/internal/synth"
 	"github.com/weir-cni/weir/internal/testkit"
 )
 
@@ -54,9 +55,7 @@ func measure(ctx context.Context, cl *cluster, label, bin, tmp string, o options
 		return figures{}, err
 	}
 	defer logf.Close()
-	agent := exec.Command(bin, "--node-name", nodeName, "--kubeconfig", kcfg, "--socket", sock,
-		"--cluster-cidr", "10.0.0.0/8", "--node-routes=false", "--http-addr", metricsAddr)
-	agent.Stdout, agent.Stderr = logf, logf
+	agent := agentCmd(bin, kcfg, sock, logf)
 	start := time.Now()
 	if err := testkit.StartIn(cl.node, agent); err != nil {
 		return figures{}, err
@@ -97,6 +96,15 @@ func measure(ctx context.Context, cl *cluster, label, bin, tmp string, o options
 	printSamples(pr, "one pod added (created, then its IP set) or deleted", lat, "")
 	f.rss, err = printMemory(cl, agent.Process.Pid, "after the changes", pr)
 	return f, err
+}
+
+// agentCmd is weir-agent bin for the node, against the API server of
+// kubeconfig, answering on sock, logging to log.
+func agentCmd(bin, kubeconfig, sock string, log *os.File) *exec.Cmd {
+	agent := exec.Command(bin, "--node-name", nodeName, "--kubeconfig", kubeconfig, "--socket", sock,
+		"--cluster-cidr", synth.ClusterCIDR, "--node-routes=false", "--http-addr", metricsAddr)
+	agent.Stdout, agent.Stderr = log, log
+	return agent
 }
 
 // printer prints lines prefixed with the size and label of what they

@@ -359,12 +359,16 @@ type syncLog struct {
 	path    string
 	off     int64
 	partial []byte
+	starts  int // full syncs started, as of off
 	ends    int // full syncs ended, as of off
 	waited  int // ends wait has returned for
 }
 
-// syncEnd is what kube-router v2.1.0 logs (at -v 1) when a full sync ends.
-const syncEnd = "sync iptables took"
+// What kube-router v2.1.0 logs (at -v 1) when a full sync starts and ends.
+const (
+	syncStart = "Starting sync of iptables"
+	syncEnd   = "sync iptables took"
+)
 
 // wait waits for the next full sync to end: one more than the last wait
 // saw.
@@ -381,7 +385,29 @@ func (l *syncLog) wait() error {
 	return fmt.Errorf("kube-router: no full sync ended within a minute (%d so far)", l.ends)
 }
 
-// read counts the sync ends in the lines appended since the last read.
+// settle waits, for up to timeout, until every full sync that started has
+// ended and none started nor ended for quiet: kube-router queues one
+// more sync for the events its first one already covered.
+func (l *syncLog) settle(quiet, timeout time.Duration) error {
+	last := time.Now()
+	for deadline := last.Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		starts, ends := l.starts, l.ends
+		if err := l.read(); err != nil {
+			return err
+		}
+		if l.starts != starts || l.ends != ends {
+			last = time.Now()
+		}
+		if l.starts == l.ends && time.Since(last) >= quiet {
+			l.waited = l.ends
+			return nil
+		}
+	}
+	return fmt.Errorf("kube-router: its full syncs did not settle within %v (%d started, %d ended)", timeout, l.starts, l.ends)
+}
+
+// read counts the sync starts and ends in the lines appended since the
+// last read.
 func (l *syncLog) read() error {
 	f, err := os.Open(l.path)
 	if err != nil {
@@ -397,7 +423,10 @@ func (l *syncLog) read() error {
 	lines := strings.Split(string(append(l.partial, b[:n]...)), "\n")
 	l.partial = []byte(lines[len(lines)-1])
 	for _, line := range lines[:len(lines)-1] {
-		if strings.Contains(line, syncEnd) {
+		switch {
+		case strings.Contains(line, syncStart):
+			l.starts++
+		case strings.Contains(line, syncEnd):
 			l.ends++
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPeerBinaryRejectsBadSpecs(t *testing.T) {
@@ -64,5 +65,33 @@ func TestSyncLogCountsEndsAcrossReads(t *testing.T) {
 	}
 	if l.waited != 3 {
 		t.Errorf("waited for %d sync ends, want 3", l.waited)
+	}
+}
+
+// settle returns once every started sync has ended and the log stayed
+// quiet, and fails while a sync that started has not ended.
+func TestSyncLogSettle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kube-router.log")
+	write := func(s string) {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("I1206 Starting sync of iptables with version: 1\nI1206 sync iptables took 12s\nI1206 Starting sync of iptables with version: 2\n")
+	l := &syncLog{path: path}
+	if err := l.settle(10*time.Millisecond, 200*time.Millisecond); err == nil {
+		t.Fatalf("settle with a second sync running: nil error (%d started, %d ended)", l.starts, l.ends)
+	}
+	write("I1206 sync iptables took 13s\n")
+	if err := l.settle(10*time.Millisecond, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if l.starts != 2 || l.ends != 2 || l.waited != 2 {
+		t.Errorf("after settling: %d started, %d ended, %d waited for; want 2 each", l.starts, l.ends, l.waited)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/weir-cni/weir/internal/datapath"
 	"github.com/weir-cni/weir/iptables"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -21,7 +22,7 @@ type iptablesBackend struct {
 	applied bool
 }
 
-func newIptablesBackend(nodePath string, rs ruleset.Ruleset) (backend, error) {
+func newIptablesBackend(nodePath string, rs ruleset.Ruleset) (datapath.Backend, error) {
 	a, err := iptables.New(iptables.WithNetNS(nodePath), iptables.WithoutIPv6())
 	if err != nil {
 		return nil, err
@@ -29,7 +30,8 @@ func newIptablesBackend(nodePath string, rs ruleset.Ruleset) (backend, error) {
 	return &iptablesBackend{a: a, rs: rs}, nil
 }
 
-func (b *iptablesBackend) on(ctx context.Context) (time.Duration, error) {
+// On applies the ruleset the first time.
+func (b *iptablesBackend) On(ctx context.Context) (time.Duration, error) {
 	if b.applied {
 		return 0, nil
 	}
@@ -41,5 +43,8 @@ func (b *iptablesBackend) on(ctx context.Context) (time.Duration, error) {
 	return time.Since(t0), nil
 }
 
-func (b *iptablesBackend) off(context.Context) error { return nil }
-func (b *iptablesBackend) Close() error              { return nil }
+// Off does nothing: the ruleset stays on its node.
+func (b *iptablesBackend) Off(context.Context) error { return nil }
+
+// Close does nothing.
+func (b *iptablesBackend) Close() error { return nil }

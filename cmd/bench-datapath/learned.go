@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
+	"github.com/weir-cni/weir/internal/datapath"
 	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/nft"
 	"github.com/weir-cni/weir/policy"
@@ -173,38 +174,50 @@ func learnInto(l *nft.Learner, pairs learned) (time.Duration, error) {
 	return time.Since(t0), nil
 }
 
+// learning writes learned pairs into a table through the agent's Learner,
+// and records how long each fill took.
+type learning struct {
+	learner *nft.Learner
+	l       learned
+	took    []time.Duration
+}
+
 // fillChecked opens a Learner on b's table and fills it with l (see
 // learnInto), checking with b's table on that the client cannot reach
 // the server's testPort before and can after: in the kernel too, the
-// learned set alone lets the test connection through.
-func (b *nftBackend) fillChecked(cl client, l learned) error {
-	learner, err := b.a.NewLearner()
+// learned set alone lets the test connection through. b fills the table
+// again after each of its full applies.
+func fillChecked(b *datapath.Nft, cl datapath.Client, l learned) (*learning, error) {
+	learner, err := b.A.NewLearner()
 	if err != nil {
-		return fmt.Errorf("open a Learner on the node's table: %w", err)
+		return nil, fmt.Errorf("open a Learner on the node's table: %w", err)
 	}
-	b.learner, b.learned = learner, l
-	if err := cl.request(); err == nil {
-		return fmt.Errorf("client -> server port %d got through before any address was learned", testPort)
+	lr := &learning{learner: learner, l: l}
+	b.AfterFull = lr.learn
+	if err := cl.Request(); err == nil {
+		return lr, fmt.Errorf("client -> server port %d got through before any address was learned", testPort)
 	}
-	if err := b.learn(); err != nil {
-		return err
+	if err := lr.learn(); err != nil {
+		return lr, err
 	}
-	if err := cl.request(); err != nil {
-		return fmt.Errorf("client -> server port %d after learning client . server: %w", testPort, err)
+	if err := cl.Request(); err != nil {
+		return lr, fmt.Errorf("client -> server port %d after learning client . server: %w", testPort, err)
 	}
+	return lr, nil
+}
+
+// learn writes the pairs into the table, and records how long it took.
+func (lr *learning) learn() error {
+	took, err := learnInto(lr.learner, lr.l)
+	if err != nil {
+		return fmt.Errorf("learn %d pairs into set %s: %w", len(lr.l.pairs), lr.l.set, err)
+	}
+	lr.took = append(lr.took, took)
 	return nil
 }
 
-// learn writes b's learned pairs into its table, and records how long it
-// took.
-func (b *nftBackend) learn() error {
-	took, err := learnInto(b.learner, b.learned)
-	if err != nil {
-		return fmt.Errorf("learn %d pairs into set %s: %w", len(b.learned.pairs), b.learned.set, err)
-	}
-	b.learns = append(b.learns, took)
-	return nil
-}
+// Close closes the Learner.
+func (lr *learning) Close() error { return lr.learner.Close() }
 
 // learnedWhen says when the nft configuration learns its pairs.
 func learnedWhen(fullApply bool) string {

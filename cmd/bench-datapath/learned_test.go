@@ -87,10 +87,10 @@ func TestLearnedPathGoesThroughTheSet(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := strings.Join(p.egress, " "); got != tc.egress {
+			if got := strings.Join(p.Egress, " "); got != tc.egress {
 				t.Errorf("egress walks %s, want %s", got, tc.egress)
 			}
-			if got, want := strings.Join(p.ingress, " "), "ns0/app0-0000 ns0/monitoring-0900 ns0/tier-0800"; !strings.HasSuffix(got, want) {
+			if got, want := strings.Join(p.Ingress, " "), "ns0/app0-0000 ns0/monitoring-0900 ns0/tier-0800"; !strings.HasSuffix(got, want) {
 				t.Errorf("ingress walks %s, want it to end with %s", got, want)
 			}
 			l.pairs = l.pairs[1:]

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/internal/datapath"
 	"github.com/weir-cni/weir/internal/textdiff"
 )
 
@@ -11,16 +12,17 @@ import (
 // the median of the rounds' paired ratios (they differ when the machine
 // drifts between rounds), and the lines that split the cost.
 func TestReportRatios(t *testing.T) {
-	none := &samples{name: "none", gbps: []float64{10, 20, 30}, p50: []float64{40, 40, 40}, p99: []float64{80, 80, 80}, conns: []float64{1000, 2000, 3000}}
+	none := &datapath.Samples{Name: "none", Gbps: []float64{10, 20, 30}, P50: []float64{40, 40, 40}, P99: []float64{80, 80, 80}, Conns: []float64{1000, 2000, 3000}}
 	// Half the baseline in every round: both ratios 0.50x.
-	nft := &samples{name: "nft", gbps: []float64{5, 10, 15}, p50: []float64{44, 44, 44}, p99: []float64{80, 80, 80}, conns: []float64{900, 1800, 2700}}
-	bare := &samples{name: "nft-bare", gbps: []float64{5, 10, 15}, p50: []float64{40, 40, 40}, p99: []float64{80, 80, 80}, conns: []float64{1000, 2000, 3000}}
+	nft := &datapath.Samples{Name: "nft", Gbps: []float64{5, 10, 15}, P50: []float64{44, 44, 44}, P99: []float64{80, 80, 80}, Conns: []float64{900, 1800, 2700}}
+	bare := &datapath.Samples{Name: "nft-bare", Gbps: []float64{5, 10, 15}, P50: []float64{40, 40, 40}, P99: []float64{80, 80, 80}, Conns: []float64{1000, 2000, 3000}}
 	// Rounds of 0.9x, 1.5x and 0.9x: median 27 / 20 = 1.35x, paired 0.90x.
-	ct := &samples{name: "conntrack", gbps: []float64{9, 30, 27}, p50: []float64{40, 40, 40}, p99: []float64{80, 80, 80}, conns: []float64{1000, 2000, 3000}}
+	ct := &datapath.Samples{Name: "conntrack", Gbps: []float64{9, 30, 27}, P50: []float64{40, 40, 40}, P99: []float64{80, 80, 80}, Conns: []float64{1000, 2000, 3000}}
 
 	var b strings.Builder
-	nat := &samples{name: "conntrack+nat", gbps: []float64{9, 30, 27}, p50: []float64{40, 40, 40}, p99: []float64{80, 80, 80}, conns: []float64{900, 1800, 2700}}
-	report(&b, []*samples{none, nft, bare, ct, nat}, false)
+	nat := &datapath.Samples{Name: "conntrack+nat", Gbps: []float64{9, 30, 27}, P50: []float64{40, 40, 40}, P99: []float64{80, 80, 80}, Conns: []float64{900, 1800, 2700}}
+	all := []*datapath.Samples{none, nft, bare, ct, nat}
+	datapath.Report(&b, all, splits(all), false)
 	out := b.String()
 	textdiff.Mentions(t, "report", out,
 		"nft 10.00 (0.50x / 0.50x)",

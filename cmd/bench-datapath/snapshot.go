@@ -1,8 +1,7 @@
 package main
 
 import (
-	"net/netip"
-
+	"github.com/weir-cni/weir/internal/datapath"
 	"github.com/weir-cni/weir/internal/synth"
 	"github.com/weir-cni/weir/policy"
 )
@@ -15,18 +14,15 @@ import (
 // pod and therefore compiled).
 const (
 	nodeName = synth.NodeName
-	nodeAddr = synth.NodeAddr
-	nodeCIDR = synth.NodeCIDR
-
-	serverIP = "10.0.0.10"
-	clientIP = "10.0.0.11"
+	serverIP = datapath.ServerIP
+	clientIP = datapath.ClientIP
 	// serverNS and clientNS are production namespaces of the generated
 	// cluster (even index), so the generated policies apply to the real pods.
-	serverNS = "ns0"
-	clientNS = "ns2"
+	serverNS = datapath.ServerNS
+	clientNS = datapath.ClientNS
 
 	testPort   = 5201 // the server's container port named "bench": allowed only by policy
-	deniedPort = 5202 // served too, allowed by no policy
+	deniedPort = datapath.DeniedPort
 )
 
 // snapshot builds a cluster of pods pods (the server and the client among
@@ -49,16 +45,9 @@ func snapshot(pods, policies, clusterPolicies, learned int) policy.Snapshot {
 	return withLearned(s, learned)
 }
 
-// realPods are the two pods wired by the plugin.
+// realPods are the two pods wired by the plugin; the server's port named
+// "bench" is testPort.
 func realPods() []policy.Pod {
-	return []policy.Pod{
-		{Namespace: serverNS, Name: "bench-server", Node: nodeName,
-			Labels: map[string]string{"app": "app0", "role": "db"},
-			IPs:    []netip.Addr{netip.MustParseAddr(serverIP)},
-			Ports: []policy.ContainerPort{{Name: "bench", Protocol: "TCP", Port: testPort},
-				{Name: "http", Protocol: "TCP", Port: 8080}}},
-		{Namespace: clientNS, Name: "bench-client", Node: nodeName,
-			Labels: map[string]string{"app": "app2", "role": "frontend"},
-			IPs:    []netip.Addr{netip.MustParseAddr(clientIP)}},
-	}
+	return datapath.Pods(policy.ContainerPort{Name: "bench", Protocol: "TCP", Port: testPort},
+		policy.ContainerPort{Name: "http", Protocol: "TCP", Port: 8080})
 }

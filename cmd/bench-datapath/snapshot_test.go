@@ -3,7 +3,6 @@ package main
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/weir-cni/weir/policy"
 )
@@ -34,10 +33,10 @@ func TestSnapshotMakesEveryNewConnectionWalkThePolicy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, want := strings.Join(p.ingress, " "), strings.Join(tc.ingress, " "); got != want {
+			if got, want := strings.Join(p.Ingress, " "), strings.Join(tc.ingress, " "); got != want {
 				t.Errorf("ingress walks %s, want %s", got, want)
 			}
-			if got, want := strings.Join(p.egress, " "), strings.Join(tc.egress, " "); got != want {
+			if got, want := strings.Join(p.Egress, " "), strings.Join(tc.egress, " "); got != want {
 				t.Errorf("egress walks %s, want %s", got, want)
 			}
 			compiled := map[string]bool{}
@@ -60,39 +59,4 @@ func TestCheckPathRejectsAClusterWithoutTheAllowingPolicy(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not accepted") {
 		t.Fatalf("checkPath = %v, want a 'not accepted' error", err)
 	}
-}
-
-func TestStatistics(t *testing.T) {
-	us := func(v ...int) []time.Duration {
-		out := make([]time.Duration, len(v))
-		for i, x := range v {
-			out[i] = time.Duration(x) * time.Microsecond
-		}
-		return out
-	}
-	for _, tc := range []struct {
-		name string
-		got  float64
-		want float64
-	}{
-		{"median of an odd count is the middle value", median([]float64{3, 1, 2}), 2},
-		{"median of an even count averages the middle two", median([]float64{4, 1, 3, 2}), 2.5},
-		{"median of nothing is zero", median(nil), 0},
-		{"p50 of sorted samples", micros(percentile(us(1, 2, 3, 4, 5), 0.5)), 3},
-		{"p99 of 100 samples is the 99th", micros(percentile(us(seq(100)...), 0.99)), 99},
-		{"p99 of one sample is that sample", micros(percentile(us(7), 0.99)), 7},
-		{"ratio to a zero baseline is zero, not Inf", ratio(5, 0), 0},
-	} {
-		if tc.got != tc.want {
-			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
-		}
-	}
-}
-
-func seq(n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = i + 1
-	}
-	return out
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -23,6 +24,14 @@ type proc struct {
 
 // startProc starts bin in a new process group that dies with the test
 // process (Pdeathsig), appending its output to logPath.
+//
+// Pdeathsig fires when the thread that forked the child ends, not the
+// process: a goroutine that locks its thread and returns without unlocking
+// it ends that thread (the datapath benchmark's pinned threads do, in a
+// pod's namespace), which killed kube-apiserver or etcd mid-run whenever
+// the runtime had forked it from that thread. So the fork happens on a
+// thread locked to the goroutine that then waits for the child: no other
+// goroutine runs on it, and it ends only once the child has.
 func startProc(name, bin string, args []string, logPath string) (*proc, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -32,14 +41,21 @@ func startProc(name, bin string, args []string, logPath string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
 	return p, nil
 }
 

@@ -1,4 +1,4 @@
-package main
+package datapath
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The wire protocol on testPort: every connection starts with a msgSize
+// The wire protocol on the test port: every connection starts with a msgSize
 // message whose first byte says what the client measures.
 const (
 	msgSize      = 64
@@ -25,8 +25,8 @@ const (
 	warmupEchoes = 200
 )
 
-// server serves the benchmark protocol on one pinned thread.
-type server struct {
+// Server serves the benchmark protocol on one pinned thread.
+type Server struct {
 	stop atomic.Bool
 	done chan error
 	// failed counts connections that ended in an error (the client sees
@@ -34,15 +34,15 @@ type server struct {
 	failed atomic.Int64
 }
 
-// startServer listens on testPort in the namespace at nsPath, on a thread
+// StartServer listens on port in the namespace at nsPath, on a thread
 // pinned to cpu.
-func startServer(nsPath string, cpu int) (*server, error) {
-	s := &server{done: make(chan error, 1)}
+func StartServer(nsPath string, port, cpu int) (*Server, error) {
+	s := &Server{done: make(chan error, 1)}
 	ready := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		err := enter(nsPath, cpu, func() error {
-			lfd, err := listen(testPort, 100*time.Millisecond)
+			lfd, err := listen(port, 100*time.Millisecond)
 			ready <- err
 			if err != nil {
 				return err
@@ -64,12 +64,12 @@ func startServer(nsPath string, cpu int) (*server, error) {
 }
 
 // Close stops the server and waits for its thread.
-func (s *server) Close() error {
+func (s *Server) Close() error {
 	s.stop.Store(true)
 	return <-s.done
 }
 
-func (s *server) serve(lfd int) {
+func (s *Server) serve(lfd int) {
 	buf := make([]byte, streamChunk)
 	for !s.stop.Load() {
 		fd, ok, err := accept(lfd)
@@ -129,19 +129,20 @@ func handle(fd int, buf []byte) error {
 	return fmt.Errorf("unknown mode %q", msg[0])
 }
 
-// client runs measurements from the client pod on a pinned thread.
-type client struct {
-	nsPath string
-	cpu    int
-	dst    netip.Addr
+// Client runs measurements from the client pod on a pinned thread.
+type Client struct {
+	NSPath string
+	CPU    int
+	Dst    netip.Addr
+	Port   int
 }
 
-// stream sends as much as it can for d on one connection and returns
+// Stream sends as much as it can for d on one connection and returns
 // the goodput in Gbit/s, as counted by the server.
-func (c client) stream(ctx context.Context, d time.Duration) (float64, error) {
+func (c Client) Stream(ctx context.Context, d time.Duration) (float64, error) {
 	var gbps float64
-	err := pinned(c.nsPath, c.cpu, func() error {
-		fd, err := dial(c.dst, testPort)
+	err := pinned(c.NSPath, c.CPU, func() error {
+		fd, err := dial(c.Dst, c.Port)
 		if err != nil {
 			return err
 		}
@@ -172,13 +173,13 @@ func (c client) stream(ctx context.Context, d time.Duration) (float64, error) {
 	return gbps, err
 }
 
-// latency bounces one msgSize message back and forth on one connection for
+// Latency bounces one msgSize message back and forth on one connection for
 // d and returns the round-trip times, sorted, without the first ones
 // (warm-up: up to warmupEchoes, at most a quarter).
-func (c client) latency(ctx context.Context, d time.Duration) ([]time.Duration, error) {
+func (c Client) Latency(ctx context.Context, d time.Duration) ([]time.Duration, error) {
 	rtts := make([]time.Duration, 0, 1<<16)
-	err := pinned(c.nsPath, c.cpu, func() error {
-		fd, err := dial(c.dst, testPort)
+	err := pinned(c.NSPath, c.CPU, func() error {
+		fd, err := dial(c.Dst, c.Port)
 		if err != nil {
 			return err
 		}
@@ -217,13 +218,13 @@ func (c client) latency(ctx context.Context, d time.Duration) ([]time.Duration, 
 	return rtts, err
 }
 
-// connRate opens connections one after the other for d, each carrying one
+// ConnRate opens connections one after the other for d, each carrying one
 // request and its response, closed by the server first (HTTP/1.0 style, so
 // TIME_WAIT stays on the server and the client never runs out of ports),
 // and returns connections per second.
-func (c client) connRate(ctx context.Context, d time.Duration) (float64, error) {
+func (c Client) ConnRate(ctx context.Context, d time.Duration) (float64, error) {
 	var rate float64
-	err := pinned(c.nsPath, c.cpu, func() error {
+	err := pinned(c.NSPath, c.CPU, func() error {
 		msg := make([]byte, msgSize)
 		start := time.Now()
 		end := start.Add(d)
@@ -232,7 +233,7 @@ func (c client) connRate(ctx context.Context, d time.Duration) (float64, error) 
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if err := oneRequest(c.dst, msg); err != nil {
+			if err := c.oneRequest(msg); err != nil {
 				return fmt.Errorf("connection %d: %w", n, err)
 			}
 		}
@@ -242,13 +243,13 @@ func (c client) connRate(ctx context.Context, d time.Duration) (float64, error) 
 	return rate, err
 }
 
-// request makes one connection carrying one request and its response.
-func (c client) request() error {
-	return pinned(c.nsPath, c.cpu, func() error { return oneRequest(c.dst, make([]byte, msgSize)) })
+// Request makes one connection carrying one request and its response.
+func (c Client) Request() error {
+	return pinned(c.NSPath, c.CPU, func() error { return c.oneRequest(make([]byte, msgSize)) })
 }
 
-func oneRequest(dst netip.Addr, msg []byte) error {
-	fd, err := dial(dst, testPort)
+func (c Client) oneRequest(msg []byte) error {
+	fd, err := dial(c.Dst, c.Port)
 	if err != nil {
 		return err
 	}
