@@ -59,7 +59,7 @@ type View struct {
 
 // podSlot is one pod of the source and its place in the snapshot.
 type podSlot struct {
-	obj    *corev1.Pod
+	obj    *Pod
 	idx    int        // index in view.list; -1 when the snapshot leaves it out
 	gen    uint64     // the last reset that saw it
 	shared internKeys // what list[idx] holds of view.shared
@@ -85,7 +85,7 @@ func NewView() *View {
 
 // Apply brings the view up to date with c. It returns the keys of the
 // pods that c deletes, each with the pod the view had (nil if none).
-func (v *View) Apply(c Changes) (gone map[string]*corev1.Pod) {
+func (v *View) Apply(c Changes) (gone map[string]*Pod) {
 	if c.Full {
 		return v.reset(c.Objects)
 	}
@@ -110,9 +110,9 @@ func (v *View) Apply(c Changes) (gone map[string]*corev1.Pod) {
 	return gone
 }
 
-func addGone(gone map[string]*corev1.Pod, key string, p *corev1.Pod) map[string]*corev1.Pod {
+func addGone(gone map[string]*Pod, key string, p *Pod) map[string]*Pod {
 	if gone == nil {
-		gone = map[string]*corev1.Pod{}
+		gone = map[string]*Pod{}
 	}
 	gone[key] = p
 	return gone
@@ -121,7 +121,7 @@ func addGone(gone map[string]*corev1.Pod, key string, p *corev1.Pod) map[string]
 // reset makes the view hold exactly o. Objects that are the same pointers
 // as before cost a map lookup; pods that stay keep their place. It
 // returns the pods it removes, by key.
-func (v *View) reset(o Objects) (gone map[string]*corev1.Pod) {
+func (v *View) reset(o Objects) (gone map[string]*Pod) {
 	v.gen++
 	for _, p := range o.Pods {
 		key := cache.NewObjectName(p.Namespace, p.Name).String()
@@ -144,7 +144,7 @@ func (v *View) reset(o Objects) (gone map[string]*corev1.Pod) {
 }
 
 // setPod records pod key as p, or its removal when p is nil.
-func (v *View) setPod(key string, p *corev1.Pod) {
+func (v *View) setPod(key string, p *Pod) {
 	s := v.pods[key]
 	if p == nil {
 		if s != nil {
@@ -344,7 +344,7 @@ func (v *View) Objects() Objects {
 }
 
 // Pod returns the source's pod key, whether or not the snapshot holds it.
-func (v *View) Pod(key string) *corev1.Pod {
+func (v *View) Pod(key string) *Pod {
 	if s := v.pods[key]; s != nil {
 		return s.obj
 	}

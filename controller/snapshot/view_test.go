@@ -340,7 +340,7 @@ func TestViewRandomDeletionsAndReusedAddressesMatchFullRelist(t *testing.T) {
 			in[p.Namespace+"/"+p.Name] = true
 		}
 		for _, p := range s.objects().Pods {
-			if p.DeletionTimestamp == nil || p.Status.Phase == corev1.PodSucceeded {
+			if p.DeletionTimestamp == nil || p.Phase == corev1.PodSucceeded {
 				continue
 			}
 			if in[p.Namespace+"/"+p.Name] {

@@ -46,7 +46,6 @@ type KubeSource struct {
 	policies   cache.SharedIndexInformer
 	nodes      cache.SharedIndexInformer
 
-	podLister    corelisters.PodLister
 	nsLister     corelisters.NamespaceLister
 	policyLister networkinglisters.NetworkPolicyLister
 	nodeLister   corelisters.NodeLister
@@ -87,7 +86,7 @@ func NewKubeSource(client kubernetes.Interface, resync time.Duration) *KubeSourc
 	s := &KubeSource{client: client, factory: f, resync: resync}
 	pods, nss, nps, nodes := f.Core().V1().Pods(), f.Core().V1().Namespaces(),
 		f.Networking().V1().NetworkPolicies(), f.Core().V1().Nodes()
-	s.pods, s.podLister = pods.Informer(), pods.Lister()
+	s.pods = pods.Informer()
 	s.namespaces, s.nsLister = nss.Informer(), nss.Lister()
 	s.policies, s.policyLister = nps.Informer(), nps.Lister()
 	s.nodes, s.nodeLister = nodes.Informer(), nodes.Lister()
@@ -209,6 +208,18 @@ func (s *KubeSource) handler(kind int, live *atomic.Bool, kick func()) cache.Res
 	}
 }
 
+// cached lists inf's cache, which holds only T.
+func cached[T any](inf cache.SharedIndexInformer) []T {
+	objs := inf.GetStore().List()
+	out := make([]T, 0, len(objs))
+	for _, obj := range objs {
+		if t, ok := obj.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // Objects lists the caches. The slices are fresh; the objects are shared
 // with the cache and must not be modified.
 func (s *KubeSource) Objects() (snapshot.Objects, error) {
@@ -224,9 +235,7 @@ func (s *KubeSource) Objects() (snapshot.Objects, error) {
 	if o.Namespaces, err = s.nsLister.List(everything); err != nil {
 		return snapshot.Objects{}, fmt.Errorf("list namespaces: %w", err)
 	}
-	if o.Pods, err = s.podLister.List(everything); err != nil {
-		return snapshot.Objects{}, fmt.Errorf("list pods: %w", err)
-	}
+	o.Pods = cached[*snapshot.Pod](s.pods)
 	if o.Policies, err = s.policyLister.List(everything); err != nil {
 		return snapshot.Objects{}, fmt.Errorf("list networkpolicies: %w", err)
 	}
@@ -246,7 +255,7 @@ var (
 // GetPod returns a pod from the cache or, when the cache does not have it
 // yet (a pod being wired by CNI ADD may be newer than the last event), from
 // the API server. Do not modify the result.
-func (s *KubeSource) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+func (s *KubeSource) GetPod(ctx context.Context, namespace, name string) (*snapshot.Pod, error) {
 	return s.GetPodUID(ctx, namespace, name, "")
 }
 
@@ -254,14 +263,11 @@ func (s *KubeSource) GetPod(ctx context.Context, namespace, name string) (*corev
 // pod of the same name but another uid (the name was reused) sends the read
 // to the API server, and a mismatch there is a NotFound error. A pod read
 // from the API server is stripped like cached ones.
-func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid types.UID) (*corev1.Pod, error) {
+func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid types.UID) (*snapshot.Pod, error) {
 	if s.synced.Load() {
-		p, err := s.podLister.Pods(namespace).Get(name)
-		if err == nil && (uid == "" || p.UID == uid) {
+		obj, _, _ := s.pods.GetIndexer().GetByKey(cache.NewObjectName(namespace, name).String())
+		if p, ok := obj.(*snapshot.Pod); ok && (uid == "" || p.UID == uid) {
 			return p, nil
-		}
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("get pod %s/%s from cache: %w", namespace, name, err)
 		}
 	}
 	p, err := s.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
@@ -272,8 +278,7 @@ func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid 
 		return nil, fmt.Errorf("get pod %s/%s: uid %s, want %s: %w", namespace, name, p.UID, uid,
 			apierrors.NewNotFound(corev1.Resource("pods"), name))
 	}
-	out, _ := StripForCache(p)
-	return out.(*corev1.Pod), nil
+	return stripPod(p), nil
 }
 
 // unwrapTombstone returns the object of a delete event, looking inside a
@@ -285,7 +290,7 @@ func unwrapTombstone(obj any) metav1.Object {
 		obj = t.Obj
 	}
 	switch o := obj.(type) {
-	case *corev1.Pod, *corev1.Namespace, *corev1.Node, *networkingv1.NetworkPolicy, *cnpv1beta1.ClusterNetworkPolicy:
+	case *snapshot.Pod, *corev1.Namespace, *corev1.Node, *networkingv1.NetworkPolicy, *cnpv1beta1.ClusterNetworkPolicy:
 		return o.(metav1.Object)
 	}
 	return nil
