@@ -34,7 +34,8 @@ type Pod struct {
 	Ports []policy.ContainerPort
 }
 
-// NewPod returns what the agent keeps of p.
+// NewPod returns what the agent keeps of p. Pods with equal labels share
+// one map, and pods with equal named ports one slice (see sharedTable).
 func NewPod(p *corev1.Pod) *Pod {
 	out := &Pod{ObjectMeta: p.ObjectMeta, NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork,
 		Phase: p.Status.Phase}
@@ -59,6 +60,12 @@ func NewPod(p *corev1.Pod) *Pod {
 			}
 			out.Ports = append(out.Ports, policy.ContainerPort{Name: cp.Name, Protocol: proto, Port: cp.ContainerPort})
 		}
+	}
+	if len(out.Labels) > 0 {
+		out.Labels = labelSets.get(labelsKey(out.Labels), out.Labels)
+	}
+	if len(out.Ports) > 0 {
+		out.Ports = portLists.get(portsKey(out.Ports), out.Ports)
 	}
 	return out
 }

@@ -28,9 +28,6 @@ type View struct {
 	list  []policy.Pod        // the pods the snapshot holds, in a stable order
 	slots []*podSlot          // slots[i] is the pod of list[i]
 	gen   uint64              // reset generation
-	// shared holds one copy of each distinct label set and port list of
-	// the pods in list.
-	shared podValues
 	// live counts, per address, the pods of list that claim it (see
 	// claims); dying holds, per address, the pods that would yield it
 	// (see yields), in list or not. A pod of dying is in list when none of
@@ -59,10 +56,9 @@ type View struct {
 
 // podSlot is one pod of the source and its place in the snapshot.
 type podSlot struct {
-	obj    *Pod
-	idx    int        // index in view.list; -1 when the snapshot leaves it out
-	gen    uint64     // the last reset that saw it
-	shared internKeys // what list[idx] holds of view.shared
+	obj *Pod
+	idx int    // index in view.list; -1 when the snapshot leaves it out
+	gen uint64 // the last reset that saw it
 	// addrs are the addresses the pod counts in view.live, or holds in
 	// view.dying when dying; nil when neither.
 	addrs []netip.Addr
@@ -176,13 +172,10 @@ func (v *View) setPod(key string, p *Pod) {
 // place puts np, the pod of s, in the snapshot: at s's place if it has
 // one (the key holds the namespace: it cannot change), or at the end.
 func (v *View) place(s *podSlot, np policy.Pod) {
-	shared := v.shared.intern(&np)
 	if s.idx >= 0 {
-		v.shared.release(s.shared)
-		v.list[s.idx], s.shared = np, shared
+		v.list[s.idx] = np
 		return
 	}
-	s.shared = shared
 	s.idx = len(v.list)
 	v.list = append(v.list, np)
 	v.slots = append(v.slots, s)
@@ -196,8 +189,6 @@ func (v *View) drop(s *podSlot) {
 	}
 	i, last := s.idx, len(v.list)-1
 	v.countNS(v.list[i].Namespace, -1)
-	v.shared.release(s.shared)
-	s.shared = internKeys{}
 	v.list[i], v.slots[i] = v.list[last], v.slots[last]
 	v.slots[i].idx = i
 	v.list[last], v.slots[last] = policy.Pod{}, nil // let go of labels and slot

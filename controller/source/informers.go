@@ -278,7 +278,7 @@ func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid 
 		return nil, fmt.Errorf("get pod %s/%s: uid %s, want %s: %w", namespace, name, p.UID, uid,
 			apierrors.NewNotFound(corev1.Resource("pods"), name))
 	}
-	return stripPod(p), nil
+	return snapshot.NewPod(p), nil
 }
 
 // unwrapTombstone returns the object of a delete event, looking inside a

@@ -20,9 +20,9 @@ const lastApplied = corev1.LastAppliedConfigAnnotation
 // Pod, Node, Namespace, NetworkPolicy or ClusterNetworkPolicy holding only
 // what the agent uses, so a node's cache of every pod in the cluster stays
 // small. Everywhere: managedFields and kubectl's last-applied annotation
-// go. A Pod becomes a snapshot.Pod (see NewPod) whose equal label sets are
-// one map (see labelSets). Nodes keep labels, spec.podCIDR(s) and
-// status.addresses (heartbeats and images go). Namespaces keep metadata
+// go. A Pod becomes a snapshot.Pod (see snapshot.NewPod). Nodes keep
+// labels, spec.podCIDR(s) and status.addresses (heartbeats and images
+// go). Namespaces keep metadata
 // and status.phase. Policies keep their spec; ClusterNetworkPolicies their
 // spec and status (the status writer reads and updates its condition
 // there). Other values (tombstones included) pass unchanged. It is
@@ -30,7 +30,7 @@ const lastApplied = corev1.LastAppliedConfigAnnotation
 func StripForCache(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return stripPod(o), nil
+		return snapshot.NewPod(o), nil
 	case *corev1.Node:
 		n := &corev1.Node{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, false)}
 		n.Spec.PodCIDR, n.Spec.PodCIDRs = o.Spec.PodCIDR, o.Spec.PodCIDRs
@@ -46,12 +46,6 @@ func StripForCache(obj any) (any, error) {
 			Spec: o.Spec, Status: o.Status}, nil
 	}
 	return obj, nil
-}
-
-func stripPod(o *corev1.Pod) *snapshot.Pod {
-	p := snapshot.NewPod(o)
-	p.Labels = labelSets.shared(p.Labels)
-	return p
 }
 
 // slimMeta drops managedFields and owner references, and the annotations

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -204,7 +203,7 @@ func TestRelevant(t *testing.T) {
 		p := fullPod()
 		p.ResourceVersion = "8"
 		edit(p)
-		return stripPod(p)
+		return snapshot.NewPod(p)
 	}
 	base, _ := StripForCache(fullPod())
 	node := &corev1.Node{
@@ -286,7 +285,7 @@ func TestRelevant(t *testing.T) {
 }
 
 func TestUnwrapTombstone(t *testing.T) {
-	p, cnp := stripPod(fullPod()), fullCNP()
+	p, cnp := snapshot.NewPod(fullPod()), fullCNP()
 	tests := []struct {
 		name string
 		in   any
@@ -528,19 +527,5 @@ func TestStripForCacheSharesLabelSets(t *testing.T) {
 	}
 	if reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(c).UnsafePointer() || c["pod-template-hash"] != "2" {
 		t.Errorf("different label sets share a map: %v", c)
-	}
-}
-
-func TestLabelTableStartsOverWhenFull(t *testing.T) {
-	tab := labelTable{sets: map[string]map[string]string{}}
-	first := tab.shared(map[string]string{"n": "0"})
-	for i := 1; i <= maxLabelSets; i++ {
-		tab.shared(map[string]string{"n": strconv.Itoa(i)})
-	}
-	if len(tab.sets) > maxLabelSets {
-		t.Errorf("table holds %d sets, more than %d", len(tab.sets), maxLabelSets)
-	}
-	if again := tab.shared(map[string]string{"n": "0"}); reflect.ValueOf(again).UnsafePointer() == reflect.ValueOf(first).UnsafePointer() {
-		t.Error("the first set outlived the table's start-over")
 	}
 }
