@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
@@ -84,13 +85,19 @@ type KubeSource struct {
 func NewKubeSource(client kubernetes.Interface, resync time.Duration) *KubeSource {
 	f := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithTransform(StripForCache))
 	s := &KubeSource{client: client, factory: f, resync: resync}
-	pods, nss, nps, nodes := f.Core().V1().Pods(), f.Core().V1().Namespaces(),
-		f.Networking().V1().NetworkPolicies(), f.Core().V1().Nodes()
-	s.pods = pods.Informer()
+	nss, nps, nodes := f.Core().V1().Namespaces(), f.Networking().V1().NetworkPolicies(), f.Core().V1().Nodes()
+	s.pods = f.InformerFor(&corev1.Pod{}, newPodInformer)
 	s.namespaces, s.nsLister = nss.Informer(), nss.Lister()
 	s.policies, s.policyLister = nps.Informer(), nps.Lister()
 	s.nodes, s.nodeLister = nodes.Informer(), nodes.Lister()
 	return s
+}
+
+// newPodInformer is the factory's pod informer without its namespace
+// index: the pod cache is read by key only, and the index would hold
+// every pod's key once more.
+func newPodInformer(client kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+	return coreinformers.NewPodInformer(client, metav1.NamespaceAll, resync, cache.Indexers{})
 }
 
 // Synced reports whether every cache has synced.
@@ -281,16 +288,18 @@ func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid 
 	return snapshot.NewPod(p), nil
 }
 
-// unwrapTombstone returns the object of a delete event, looking inside a
-// DeletedFinalStateUnknown (the watch missed the delete and a relist found
-// the object gone), or nil when it is neither a known kind nor a tombstone
-// of one.
+// unwrapTombstone returns the object of an event (a pod's metadata, see
+// snapshot.Pod.GetObjectMeta), looking inside a DeletedFinalStateUnknown
+// (the watch missed the delete and a relist found the object gone), or nil
+// when it is neither a known kind nor a tombstone of one.
 func unwrapTombstone(obj any) metav1.Object {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
 	switch o := obj.(type) {
-	case *snapshot.Pod, *corev1.Namespace, *corev1.Node, *networkingv1.NetworkPolicy, *cnpv1beta1.ClusterNetworkPolicy:
+	case *snapshot.Pod:
+		return o.GetObjectMeta()
+	case *corev1.Namespace, *corev1.Node, *networkingv1.NetworkPolicy, *cnpv1beta1.ClusterNetworkPolicy:
 		return o.(metav1.Object)
 	}
 	return nil
