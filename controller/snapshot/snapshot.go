@@ -109,7 +109,10 @@ func namespace(name string, labels map[string]string) policy.Namespace {
 }
 
 // ConvertPod keeps what policy needs of a pod; the result shares p's
-// labels, addresses and ports. It reports false for a
+// labels and ports, and has a copy of its addresses: the compiler compares
+// every pod's addresses on every sync, and a view converts its pods in
+// their order, so the copies lie in consecutive memory, where the
+// informer left each pod's wherever it decoded it. It reports false for a
 // pod the snapshot leaves out whatever the other pods: one without an
 // address, or finished. A pod being deleted converts: until it finishes,
 // its containers run and use its addresses.
@@ -122,7 +125,7 @@ func ConvertPod(p *Pod) (policy.Pod, bool) {
 		Name:        p.Name,
 		Node:        p.NodeName,
 		Labels:      p.Labels,
-		IPs:         p.IPs,
+		IPs:         slices.Clone(p.IPs),
 		Ports:       p.Ports,
 		HostNetwork: p.HostNetwork,
 	}, true
