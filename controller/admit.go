@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/weir-cni/weir/controller/snapshot"
 )
 
 // errNotLocal marks an announcement the agent refuses. An announced
@@ -20,9 +20,9 @@ var errNotLocal = errors.New("announcement refused: not a pod of this node")
 // scheduled to node (when the agent knows where it runs: a cache may not
 // have seen its binding yet), and it must be announced with addresses,
 // all inside podCIDRs, the ranges the plugin of node hands out. Pure.
-func admitAnnouncement(node string, podCIDRs []netip.Prefix, pod *corev1.Pod, ips []netip.Addr) error {
+func admitAnnouncement(node string, podCIDRs []netip.Prefix, pod *snapshot.Pod, ips []netip.Addr) error {
 	name := pod.Namespace + "/" + pod.Name
-	if on := pod.Spec.NodeName; on != "" && on != node {
+	if on := pod.NodeName; on != "" && on != node {
 		return fmt.Errorf("pod %s runs on node %s, and this is node %s: %w", name, on, node, errNotLocal)
 	}
 	if len(ips) == 0 {

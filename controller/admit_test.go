@@ -51,7 +51,7 @@ func TestAnnouncementsOnlyOfThisNodesPodsAndRangesAreTaken(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{web, tc.pod}, Nodes: []*corev1.Node{tc.node}}}
+			src := &memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(web, tc.pod), Nodes: []*corev1.Node{tc.node}}}
 			app := &recApplier{}
 			a, _ := startAgent(t, src, app)
 			waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
@@ -84,7 +84,7 @@ func TestAnnouncementsOnlyOfThisNodesPodsAndRangesAreTaken(t *testing.T) {
 }
 
 func TestSocketTellsThePluginWhyAnAnnouncementIsRefused(t *testing.T) {
-	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "remote", "n2", nil)}, Nodes: []*corev1.Node{localNode()}}}
+	src := &memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "remote", "n2", nil)), Nodes: []*corev1.Node{localNode()}}}
 	a, _ := startAgent(t, src, &recApplier{})
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	serveSocket(t, a, sock)
@@ -124,7 +124,7 @@ func (l *lockedBuffer) String() string {
 // sees of pods the plugin could not have confirmed: each one is a warning
 // in the agent's log and counts in weir_pod_announcements_total.
 func TestUnconfirmedAnnouncementsAreLoggedAndCounted(t *testing.T) {
-	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil)}, Nodes: []*corev1.Node{localNode()}}}
+	src := &memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "web", "n1", nil)), Nodes: []*corev1.Node{localNode()}}}
 	var log lockedBuffer
 	a := &Agent{Node: "n1", Source: src, Applier: &recApplier{}, Metrics: NewMetrics(), Log: slog.New(slog.NewTextHandler(&log, nil))}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
@@ -366,7 +365,7 @@ func (a *Agent) apply(ctx context.Context, rs ruleset.Ruleset) ([]dataplane.Prob
 // the objects for the reconcilers. The snapshot's pod slice is the view's:
 // it stays valid until the next refresh. gone are the pods deleted since
 // the last refresh (see snapshot.View.Apply).
-func (a *Agent) refresh() (_ policy.Snapshot, _ snapshot.Objects, gone map[string]*corev1.Pod, _ error) {
+func (a *Agent) refresh() (_ policy.Snapshot, _ snapshot.Objects, gone map[string]*snapshot.Pod, _ error) {
 	var c snapshot.Changes
 	if cs, ok := a.Source.(snapshot.ChangeSource); ok {
 		var err error
@@ -391,7 +390,7 @@ func (a *Agent) refresh() (_ policy.Snapshot, _ snapshot.Objects, gone map[strin
 // key that is now gone (nil if the view never had one), may be announced:
 // a deletion of an older pod of the same name (a StatefulSet's, recreated)
 // does not end the announcement of its successor.
-func sameIncarnation(deleted, announced *corev1.Pod) bool {
+func sameIncarnation(deleted, announced *snapshot.Pod) bool {
 	return deleted == nil || announced == nil || deleted.UID == "" || announced.UID == "" ||
 		deleted.UID == announced.UID
 }
@@ -452,7 +451,7 @@ func (a *Agent) nodePodCIDRs(ctx context.Context) ([]netip.Prefix, error) {
 // lookupPod finds one pod: through the source's PodGetter (cache, then API
 // server) when it has one, so a plugin request costs no full listing;
 // otherwise in the source's objects.
-func (a *Agent) lookupPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+func (a *Agent) lookupPod(ctx context.Context, namespace, name string) (*snapshot.Pod, error) {
 	if g, ok := a.Source.(snapshot.PodGetter); ok {
 		pod, err := g.GetPod(ctx, namespace, name)
 		if err != nil {

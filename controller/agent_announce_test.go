@@ -60,7 +60,7 @@ func TestAnnouncedPodDeletedBeforeItsIPWasSeen(t *testing.T) {
 	ip := netip.MustParseAddr("10.244.1.9")
 	nodes := []*corev1.Node{localNode()}
 	listing := func() snapshot.Source {
-		return &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}
+		return &memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(web), Nodes: nodes}}
 	}
 	deleteListed := func(s snapshot.Source) {
 		m := s.(*memSource)
@@ -71,11 +71,11 @@ func TestAnnouncedPodDeletedBeforeItsIPWasSeen(t *testing.T) {
 		kick()
 	}
 	changes := func() snapshot.Source {
-		return &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}},
-			memSource: memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}}
+		return &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Pods: snapshot.NewPods(web), Nodes: nodes}}},
+			memSource: memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(web), Nodes: nodes}}}
 	}
 	deleteChanged := func(s snapshot.Source) {
-		s.(*lockedChangeSource).push(snapshot.Changes{Pods: map[string]*corev1.Pod{"ns1/web": nil}})
+		s.(*lockedChangeSource).push(snapshot.Changes{Pods: map[string]*snapshot.Pod{"ns1/web": nil}})
 	}
 	cases := []struct {
 		name   string
@@ -88,7 +88,7 @@ func TestAnnouncedPodDeletedBeforeItsIPWasSeen(t *testing.T) {
 		{"change source", changes, deleteChanged, false},
 		{"change source that never had the pod", func() snapshot.Source {
 			return &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Nodes: nodes}}},
-				memSource: memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{web}, Nodes: nodes}}}
+				memSource: memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(web), Nodes: nodes}}}
 		}, deleteChanged, false},
 		{"listing source, delete seen by a failed sync", listing, deleteListed, true},
 		{"change source, delete seen by a failed sync", changes, deleteChanged, true},
@@ -137,7 +137,7 @@ func TestDeleteOfAnOlderPodKeepsTheAnnouncement(t *testing.T) {
 	old.UID = "uid-old"
 	recreated := pod("ns1", "web-0", "n1", nil) // the cache has not seen it yet
 	recreated.UID = "uid-new"
-	src := &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Pods: []*corev1.Pod{old}, Nodes: []*corev1.Node{localNode()}}}}}
+	src := &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Pods: snapshot.NewPods(old), Nodes: []*corev1.Node{localNode()}}}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, &getterSource2{lockedChangeSource: src, pod: recreated}, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
@@ -146,7 +146,7 @@ func TestDeleteOfAnOlderPodKeepsTheAnnouncement(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, n := app.last()
-	src.push(snapshot.Changes{Pods: map[string]*corev1.Pod{"ns1/web-0": nil}}) // the old pod's delete
+	src.push(snapshot.Changes{Pods: map[string]*snapshot.Pod{"ns1/web-0": nil}}) // the old pod's delete
 	waitFor(t, "the sync after the delete", func() bool { _, m := app.last(); return m > n })
 	if got := podIPsIn(appliedSnapshot(a), "ns1", "web-0"); len(got) != 1 || got[0] != ip {
 		t.Errorf("recreated pod has %v after its predecessor's delete, want [%v]", got, ip)
@@ -159,16 +159,18 @@ type getterSource2 struct {
 	pod *corev1.Pod
 }
 
-func (g *getterSource2) GetPod(_ context.Context, ns, name string) (*corev1.Pod, error) {
+var _ snapshot.PodGetter = (*getterSource2)(nil)
+
+func (g *getterSource2) GetPod(_ context.Context, ns, name string) (*snapshot.Pod, error) {
 	if g.pod.Namespace == ns && g.pod.Name == name {
-		return g.pod, nil
+		return snapshot.NewPod(g.pod), nil
 	}
 	return nil, errors.New("not found")
 }
 
 func TestReannouncementWhileSyncingIsKept(t *testing.T) {
 	ip1, ip2 := netip.MustParseAddr("10.244.1.9"), netip.MustParseAddr("10.244.1.10")
-	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil, ip1.String())}, Nodes: []*corev1.Node{localNode()}}}
+	src := &memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "web", "n1", nil, ip1.String())), Nodes: []*corev1.Node{localNode()}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
@@ -199,13 +201,13 @@ func TestReannouncementWhileSyncingIsKept(t *testing.T) {
 func TestPublishedSnapshotStaysTheAppliedOne(t *testing.T) {
 	ip1, ip2 := netip.MustParseAddr("10.244.1.9"), netip.MustParseAddr("10.244.1.10")
 	web := pod("ns1", "web", "n1", nil, ip1.String())
-	src := &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Pods: []*corev1.Pod{web}}}}}
+	src := &lockedChangeSource{queued: []snapshot.Changes{{Full: true, Objects: snapshot.Objects{Pods: snapshot.NewPods(web)}}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n == 1 })
 
 	app.entered, app.gate = make(chan struct{}), make(chan struct{})
-	src.push(snapshot.Changes{Pods: map[string]*corev1.Pod{"ns1/web": pod("ns1", "web", "n1", nil, ip2.String())}})
+	src.push(snapshot.Changes{Pods: map[string]*snapshot.Pod{"ns1/web": snapshot.NewPod(pod("ns1", "web", "n1", nil, ip2.String()))}})
 	<-app.entered // the next sync has read the change, and not applied it yet
 	rs, snap, _ := a.published()
 	go func() {

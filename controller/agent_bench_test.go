@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"testing"
 
 	"github.com/weir-cni/weir/controller/snapshot"
@@ -55,11 +56,12 @@ func BenchmarkAgentSyncOneLabel10k(b *testing.B) {
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				p := o.Pods[7].DeepCopy()
+				p := new(*o.Pods[7])
+				p.Labels = maps.Clone(p.Labels)
 				p.Labels["tier"] = fmt.Sprint(i)
 				o.Pods[7] = p
 				src.objs = o
-				src.next = snapshot.Changes{Pods: map[string]*corev1.Pod{cache.NewObjectName(p.Namespace, p.Name).String(): p}}
+				src.next = snapshot.Changes{Pods: map[string]*snapshot.Pod{cache.NewObjectName(p.Namespace, p.Name).String(): p}}
 				if err := a.sync(context.Background()); err != nil {
 					b.Fatal(err)
 				}
@@ -72,5 +74,5 @@ func BenchmarkAgentSyncOneLabel10k(b *testing.B) {
 // policies, 100 of the pods on synth.NodeName) as API objects.
 func benchObjects() snapshot.Objects {
 	o := synth.ObjectsOf(synth.Cluster(synth.Big))
-	return snapshot.Objects{Nodes: []*corev1.Node{o.Node}, Namespaces: o.Namespaces, Pods: o.Pods, Policies: o.Policies}
+	return snapshot.Objects{Nodes: []*corev1.Node{o.Node}, Namespaces: o.Namespaces, Pods: snapshot.NewPods(o.Pods...), Policies: o.Policies}
 }

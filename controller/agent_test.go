@@ -129,7 +129,7 @@ func waitWithin(t *testing.T, timeout time.Duration, what string, f func() bool)
 }
 
 func TestAnnounceReturnsOnlyAfterApply(t *testing.T) {
-	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", map[string]string{"app": "web"})},
+	src := &memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "web", "n1", map[string]string{"app": "web"})),
 		Nodes: []*corev1.Node{localNode()}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
@@ -173,7 +173,7 @@ func TestAnnounceUnknownPodFails(t *testing.T) {
 }
 
 func TestAnnounceTimesOutWhenApplyFails(t *testing.T) {
-	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "web", "n1", nil)}, Nodes: []*corev1.Node{localNode()}}}
+	src := &memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "web", "n1", nil)), Nodes: []*corev1.Node{localNode()}}}
 	a, _ := startAgent(t, src, &recApplier{fail: errors.New("kernel says no")})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -193,6 +193,8 @@ type getterSource struct {
 	lists int
 }
 
+var _ snapshot.PodGetter = (*getterSource)(nil)
+
 func (g *getterSource) Objects() (snapshot.Objects, error) {
 	g.mu.Lock()
 	g.lists++
@@ -200,9 +202,9 @@ func (g *getterSource) Objects() (snapshot.Objects, error) {
 	return g.memSource.Objects()
 }
 
-func (g *getterSource) GetPod(_ context.Context, ns, name string) (*corev1.Pod, error) {
+func (g *getterSource) GetPod(_ context.Context, ns, name string) (*snapshot.Pod, error) {
 	if g.pod != nil && g.pod.Namespace == ns && g.pod.Name == name {
-		return g.pod, nil
+		return snapshot.NewPod(g.pod), nil
 	}
 	return nil, errors.New("not found")
 }

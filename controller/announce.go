@@ -17,7 +17,7 @@ type announcement struct {
 	namespace, name string
 	ips             []netip.Addr
 	// pod is the object the source had (or fetched) when announced.
-	pod *corev1.Pod
+	pod *snapshot.Pod
 }
 
 // overlay returns s, the snapshot v built, with announced addresses
@@ -112,23 +112,8 @@ func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement,
 	return s, done
 }
 
-func podIPs(p *corev1.Pod) []netip.Addr {
-	var out []netip.Addr
-	for _, ip := range p.Status.PodIPs {
-		if a, err := netip.ParseAddr(ip.IP); err == nil {
-			out = append(out, a.Unmap())
-		}
-	}
-	if len(out) == 0 && p.Status.PodIP != "" {
-		if a, err := netip.ParseAddr(p.Status.PodIP); err == nil {
-			out = append(out, a.Unmap())
-		}
-	}
-	return out
-}
-
-func hasAll(p *corev1.Pod, ips []netip.Addr) bool {
-	return containsAll(podIPs(p), ips)
+func hasAll(p *snapshot.Pod, ips []netip.Addr) bool {
+	return containsAll(p.IPs, ips)
 }
 
 func containsAll(have, want []netip.Addr) bool {
@@ -158,25 +143,18 @@ func claimsAny(ips []netip.Addr, owner map[netip.Addr]bool) bool {
 	return false
 }
 
-// withIPs returns a copy of p whose status carries ips and phase Running.
-func withIPs(p *corev1.Pod, ips []netip.Addr) *corev1.Pod {
-	c := p.DeepCopy()
-	c.Status.PodIPs = nil
-	for _, ip := range ips {
-		c.Status.PodIPs = append(c.Status.PodIPs, corev1.PodIP{IP: ip.String()})
+// withIPs returns a copy of p that has ips and phase Running.
+func withIPs(p *snapshot.Pod, ips []netip.Addr) *snapshot.Pod {
+	c := *p
+	c.IPs = unmapped(ips)
+	if c.Phase == "" || c.Phase == corev1.PodPending {
+		c.Phase = corev1.PodRunning
 	}
-	c.Status.PodIP = ""
-	if len(ips) > 0 {
-		c.Status.PodIP = ips[0].String()
-	}
-	if c.Status.Phase == "" || c.Status.Phase == corev1.PodPending {
-		c.Status.Phase = corev1.PodRunning
-	}
-	return c
+	return &c
 }
 
 // findPod returns the pod ns/name from objs.
-func findPod(objs snapshot.Objects, ns, name string) *corev1.Pod {
+func findPod(objs snapshot.Objects, ns, name string) *snapshot.Pod {
 	for _, p := range objs.Pods {
 		if p.Namespace == ns && p.Name == name {
 			return p

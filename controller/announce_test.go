@@ -40,7 +40,7 @@ func overlayObjects(objs snapshot.Objects, anns map[string]*announcement) (snaps
 			}
 			continue
 		}
-		if !claimsAny(podIPs(p), owner) {
+		if !claimsAny(p.IPs, owner) {
 			out.Pods = append(out.Pods, p)
 		}
 	}
@@ -63,7 +63,7 @@ func TestOverlay(t *testing.T) {
 	finishedNoIP.Status.Phase = corev1.PodSucceeded
 	ann := func(ns string) map[string]*announcement {
 		return map[string]*announcement{ns + "/new": {namespace: ns, name: "new", ips: []netip.Addr{ip},
-			pod: pod(ns, "new", "n1", map[string]string{"v": "2"})}}
+			pod: snapshot.NewPod(pod(ns, "new", "n1", map[string]string{"v": "2"}))}}
 	}
 	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns1"}}
 	cases := []struct {
@@ -73,27 +73,27 @@ func TestOverlay(t *testing.T) {
 		wantPods map[string]string // name -> first IP ("" none)
 		wantDone bool
 	}{
-		{"cache has the pod without IP yet", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil)}}, ann("ns1"),
+		{"cache has the pod without IP yet", snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "new", "n1", nil))}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
-		{"cache has the pod with an older address", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", map[string]string{"v": "1"}, "10.244.1.5")}},
+		{"cache has the pod with an older address", snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "new", "n1", map[string]string{"v": "1"}, "10.244.1.5"))},
 			ann("ns1"), map[string]string{"new": "10.244.1.9"}, false},
 		{"cache does not have the pod at all", snapshot.Objects{}, ann("ns1"), map[string]string{"new": "10.244.1.9"}, false},
-		{"reused address drops the stale pod", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, ann("ns1"),
+		{"reused address drops the stale pod", snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "old", "n1", nil, "10.244.1.9"))}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
 		{"stale pod dropped from a namespace that has no object", snapshot.Objects{Namespaces: []*corev1.Namespace{nsObj},
-			Pods: []*corev1.Pod{pod("ns2", "old", "n1", nil, "10.244.1.9")}}, ann("ns1"),
+			Pods: snapshot.NewPods(pod("ns2", "old", "n1", nil, "10.244.1.9"))}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
 		{"announced pod in a namespace that has no object", snapshot.Objects{Namespaces: []*corev1.Namespace{nsObj}}, ann("ns3"),
 			map[string]string{"new": "10.244.1.9"}, false},
-		{"cache caught up", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "new", "n1", nil, "10.244.1.9")}}, ann("ns1"),
+		{"cache caught up", snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "new", "n1", nil, "10.244.1.9"))}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, true},
-		{"cache caught up with a pod being deleted, which keeps its address", snapshot.Objects{Pods: []*corev1.Pod{deleting}}, ann("ns1"),
+		{"cache caught up with a pod being deleted, which keeps its address", snapshot.Objects{Pods: snapshot.NewPods(deleting)}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, true},
-		{"pod being deleted before its IP was seen runs with the announced one", snapshot.Objects{Pods: []*corev1.Pod{deletingNoIP}}, ann("ns1"),
+		{"pod being deleted before its IP was seen runs with the announced one", snapshot.Objects{Pods: snapshot.NewPods(deletingNoIP)}, ann("ns1"),
 			map[string]string{"new": "10.244.1.9"}, false},
-		{"pod finished before its IP was seen", snapshot.Objects{Pods: []*corev1.Pod{finishedNoIP}}, ann("ns1"),
+		{"pod finished before its IP was seen", snapshot.Objects{Pods: snapshot.NewPods(finishedNoIP)}, ann("ns1"),
 			map[string]string{}, true},
-		{"no announcements", snapshot.Objects{Pods: []*corev1.Pod{pod("ns1", "old", "n1", nil, "10.244.1.9")}}, nil,
+		{"no announcements", snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "old", "n1", nil, "10.244.1.9"))}, nil,
 			map[string]string{"old": "10.244.1.9"}, false},
 	}
 	for _, tc := range cases {

@@ -115,7 +115,7 @@ spec:
 func dnsWorld(t *testing.T) snapshot.Objects {
 	return snapshot.Objects{Nodes: []*corev1.Node{localNode()},
 		Namespaces:      []*corev1.Namespace{fixtures.Namespace("shop", map[string]string{"kubernetes.io/metadata.name": "shop"})},
-		Pods:            []*corev1.Pod{pod("shop", "web", "n1", map[string]string{"app": "web"}, "10.244.1.5")},
+		Pods:            snapshot.NewPods(pod("shop", "web", "n1", map[string]string{"app": "web"}, "10.244.1.5")),
 		ClusterPolicies: []*cnpv1beta1.ClusterNetworkPolicy{webOut(t)}}
 }
 
@@ -143,7 +143,7 @@ func TestDNSProxyHeldWhileItsRulesChange(t *testing.T) {
 		t.Errorf("sync with the same rules: %q, want %q", got, want)
 	}
 	src.mu.Lock()
-	src.objs.Pods = append(slices.Clone(src.objs.Pods), pod("shop", "web2", "n1", map[string]string{"app": "web"}, "10.244.1.6"))
+	src.objs.Pods = append(slices.Clone(src.objs.Pods), snapshot.NewPod(pod("shop", "web2", "n1", map[string]string{"app": "web"}, "10.244.1.6")))
 	src.mu.Unlock()
 	a.Kick()
 	if got, want := ev.take(t, 4), []string{"hold", "apply", "rules [10.244.1.5 10.244.1.6]", "release"}; !slices.Equal(got, want) {

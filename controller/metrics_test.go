@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/internal/textdiff"
 )
@@ -31,7 +29,7 @@ func get(t *testing.T, url string) (int, string) {
 
 func TestReadyzAndMetricsFollowSyncs(t *testing.T) {
 	app := &recApplier{fail: errors.New("no kernel")}
-	a := &Agent{Node: "n1", Source: &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{pod("ns", "p", "n1", nil, "10.0.0.1")}}},
+	a := &Agent{Node: "n1", Source: &memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(pod("ns", "p", "n1", nil, "10.0.0.1"))}},
 		Applier: app, Metrics: NewMetrics(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -36,7 +35,7 @@ func TestSocketAnswersFromTheAppliedRuleset(t *testing.T) {
 			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
 				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}}}},
 		}}
-	src := &memSource{objs: snapshot.Objects{Pods: []*corev1.Pod{web, client, other}, Policies: []*networkingv1.NetworkPolicy{np}}}
+	src := &memSource{objs: snapshot.Objects{Pods: snapshot.NewPods(web, client, other), Policies: []*networkingv1.NetworkPolicy{np}}}
 	app := &recApplier{}
 	a, _ := startAgent(t, src, app)
 	waitFor(t, "first sync", func() bool { _, n := app.last(); return n >= 1 })

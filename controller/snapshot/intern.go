@@ -1,55 +1,62 @@
 package snapshot
 
 import (
+	"maps"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/weir-cni/weir/policy"
 )
 
-// interned shares one copy of a value among the pods that hold equal ones.
-// Pods of one workload have the same labels and container ports, so a
-// cluster of 10,000 pods holds a few hundred distinct label sets. The
-// compiler compares every pod's labels and ports on every sync: shared
-// copies stay in the CPU's caches, and strings that are the same memory
-// compare without being read.
-type interned[T any] struct {
-	byKey map[string]*internedValue[T]
+// maxShared bounds a sharedTable: past it the table starts over. Pods
+// keep the values they were given (they are never modified); only new
+// pods stop sharing with older ones until the table fills again. Values
+// that stop being used (a Deployment's pod-template-hash after a rollout)
+// thus cost at most the table.
+const maxShared = 1 << 16
+
+// sharedTable holds one copy of each distinct value that NewPod met. Pods
+// of one workload have the same labels and container ports, so a cluster
+// of 10,000 pods holds a few hundred distinct label sets, and a copy of a
+// few labels costs ≈300 bytes a pod. The compiler compares every pod's
+// labels and ports on every sync: shared copies stay in the CPU's caches,
+// and strings that are the same memory compare without being read. Safe
+// for concurrent use (informers of several sources may strip at once).
+type sharedTable[T any] struct {
+	mu    sync.Mutex
+	byKey map[string]T
+	// clone copies a value the table keeps, so that it shares nothing
+	// with the caller's.
+	clone func(T) T
 }
 
-type internedValue[T any] struct {
-	v    T
-	refs int
-}
+// Each pod's labels and named ports.
+var (
+	labelSets = sharedTable[map[string]string]{clone: maps.Clone[map[string]string]}
+	portLists = sharedTable[[]policy.ContainerPort]{clone: slices.Clone[[]policy.ContainerPort]}
+)
 
-// get returns the shared copy of the value whose key is key, making it
-// from v when there is none, and counts a reference to it.
-func (in *interned[T]) get(key string, v T) T {
-	if in.byKey == nil {
-		in.byKey = map[string]*internedValue[T]{}
+// get returns the table's value whose key is key, adding a copy of v
+// when there is none. The result must not be modified.
+func (t *sharedTable[T]) get(key string, v T) T {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s, ok := t.byKey[key]; ok {
+		return s
 	}
-	e := in.byKey[key]
-	if e == nil {
-		e = &internedValue[T]{v: v}
-		in.byKey[key] = e
+	if t.byKey == nil || len(t.byKey) >= maxShared {
+		t.byKey = map[string]T{}
 	}
-	e.refs++
-	return e.v
+	v = t.clone(v)
+	t.byKey[key] = v
+	return v
 }
 
-// release drops a reference got under key.
-func (in *interned[T]) release(key string) {
-	if e := in.byKey[key]; e != nil {
-		if e.refs--; e.refs <= 0 {
-			delete(in.byKey, key)
-		}
-	}
-}
-
-// LabelsKey is a canonical text of a label set ("" for none): keys
+// labelsKey is a canonical text of a label set ("" for none): keys
 // sorted, each key and value preceded by its length, so that no two sets
 // share a text whatever bytes they hold (manifests are not validated).
-func LabelsKey(l map[string]string) string {
+func labelsKey(l map[string]string) string {
 	if len(l) == 0 {
 		return ""
 	}
@@ -88,37 +95,4 @@ func appendField(b []byte, s string) []byte {
 	b = strconv.AppendInt(b, int64(len(s)), 10)
 	b = append(b, ':')
 	return append(b, s...)
-}
-
-// podValues interns the labels and ports of the view's pods.
-type podValues struct {
-	labels interned[map[string]string]
-	ports  interned[[]policy.ContainerPort]
-}
-
-// internKeys are the keys a pod's shared values were got under.
-type internKeys struct{ labels, ports string }
-
-// intern replaces p's labels and ports with shared copies and returns the
-// keys to release them with. Empty values stay as they are.
-func (pv *podValues) intern(p *policy.Pod) internKeys {
-	var k internKeys
-	if len(p.Labels) > 0 {
-		k.labels = LabelsKey(p.Labels)
-		p.Labels = pv.labels.get(k.labels, p.Labels)
-	}
-	if len(p.Ports) > 0 {
-		k.ports = portsKey(p.Ports)
-		p.Ports = pv.ports.get(k.ports, p.Ports)
-	}
-	return k
-}
-
-func (pv *podValues) release(k internKeys) {
-	if k.labels != "" {
-		pv.labels.release(k.labels)
-	}
-	if k.ports != "" {
-		pv.ports.release(k.ports)
-	}
 }

@@ -108,49 +108,27 @@ func namespace(name string, labels map[string]string) policy.Namespace {
 	return policy.Namespace{Name: name, Labels: l}
 }
 
-// ConvertPod keeps what policy needs of a pod. It reports false for a
+// ConvertPod keeps what policy needs of a pod; the result shares p's
+// labels and ports, and has a copy of its addresses: the compiler compares
+// every pod's addresses on every sync, and a view converts its pods in
+// their order, so the copies lie in consecutive memory, where the
+// informer left each pod's wherever it decoded it. It reports false for a
 // pod the snapshot leaves out whatever the other pods: one without an
 // address, or finished. A pod being deleted converts: until it finishes,
 // its containers run and use its addresses.
-func ConvertPod(p *corev1.Pod) (policy.Pod, bool) {
-	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+func ConvertPod(p *Pod) (policy.Pod, bool) {
+	if p.Phase == corev1.PodSucceeded || p.Phase == corev1.PodFailed || len(p.IPs) == 0 {
 		return policy.Pod{}, false
 	}
-	var ips []string
-	for _, ip := range p.Status.PodIPs {
-		ips = append(ips, ip.IP)
-	}
-	if len(ips) == 0 && p.Status.PodIP != "" {
-		ips = append(ips, p.Status.PodIP)
-	}
-	out := policy.Pod{
+	return policy.Pod{
 		Namespace:   p.Namespace,
 		Name:        p.Name,
-		Node:        p.Spec.NodeName,
+		Node:        p.NodeName,
 		Labels:      p.Labels,
-		HostNetwork: p.Spec.HostNetwork,
-	}
-	for _, s := range ips {
-		if a, err := netip.ParseAddr(s); err == nil {
-			out.IPs = append(out.IPs, a.Unmap())
-		}
-	}
-	if len(out.IPs) == 0 {
-		return policy.Pod{}, false
-	}
-	for _, c := range slices.Concat(p.Spec.InitContainers, p.Spec.Containers) {
-		for _, cp := range c.Ports {
-			if cp.Name == "" {
-				continue
-			}
-			proto := string(cp.Protocol)
-			if proto == "" {
-				proto = string(corev1.ProtocolTCP)
-			}
-			out.Ports = append(out.Ports, policy.ContainerPort{Name: cp.Name, Protocol: proto, Port: cp.ContainerPort})
-		}
-	}
-	return out, true
+		IPs:         slices.Clone(p.IPs),
+		Ports:       p.Ports,
+		HostNetwork: p.HostNetwork,
+	}, true
 }
 
 // yields reports whether p gives up its addresses to a pod that claims
@@ -159,14 +137,14 @@ func ConvertPod(p *corev1.Pod) (policy.Pod, bool) {
 // deleted and has one of them got it after that, while the source still
 // showed p: p no longer runs with it. hostNetwork pods neither yield nor
 // claim: their addresses are the node's, shared by design.
-func yields(p *corev1.Pod) bool {
-	return p.DeletionTimestamp != nil && !p.Spec.HostNetwork
+func yields(p *Pod) bool {
+	return p.DeletionTimestamp != nil && !p.HostNetwork
 }
 
 // claims reports whether p, when it converts, wins its addresses from pods
 // that yield them: it is not being deleted.
-func claims(p *corev1.Pod) bool {
-	return p.DeletionTimestamp == nil && !p.Spec.HostNetwork
+func claims(p *Pod) bool {
+	return p.DeletionTimestamp == nil && !p.HostNetwork
 }
 
 // nodeAddrs returns the node's InternalIP and ExternalIP addresses.

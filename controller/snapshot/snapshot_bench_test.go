@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"fmt"
+	"maps"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,7 +15,7 @@ import (
 // policies, 100 of the pods on synth.NodeName) as API objects.
 func benchObjects() Objects {
 	o := synth.ObjectsOf(synth.Cluster(synth.Big))
-	return Objects{Nodes: []*corev1.Node{o.Node}, Namespaces: o.Namespaces, Pods: o.Pods, Policies: o.Policies}
+	return Objects{Nodes: []*corev1.Node{o.Node}, Namespaces: o.Namespaces, Pods: NewPods(o.Pods...), Policies: o.Policies}
 }
 
 func BenchmarkBuildSnapshot10k(b *testing.B) {
@@ -34,9 +35,10 @@ func BenchmarkViewOneChange10k(b *testing.B) {
 	v.Snapshot(synth.NodeName, nil)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		p := o.Pods[i%len(o.Pods)].DeepCopy()
+		p := *o.Pods[i%len(o.Pods)]
+		p.Labels = maps.Clone(p.Labels)
 		p.Labels["tier"] = fmt.Sprint(i)
-		v.Apply(Changes{Pods: map[string]*corev1.Pod{cache.NewObjectName(p.Namespace, p.Name).String(): p}})
+		v.Apply(Changes{Pods: map[string]*Pod{cache.NewObjectName(p.Namespace, p.Name).String(): &p}})
 		v.Snapshot(synth.NodeName, nil)
 	}
 }

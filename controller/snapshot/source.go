@@ -12,7 +12,7 @@ import (
 type Objects struct {
 	Nodes      []*corev1.Node
 	Namespaces []*corev1.Namespace
-	Pods       []*corev1.Pod
+	Pods       []*Pod
 	Policies   []*networkingv1.NetworkPolicy
 	// ClusterPolicies are the ClusterNetworkPolicies (cluster-scoped,
 	// keyed by name); none when the API server does not serve them.
@@ -27,7 +27,7 @@ type Objects struct {
 type Changes struct {
 	Full       bool
 	Objects    Objects
-	Pods       map[string]*corev1.Pod
+	Pods       map[string]*Pod
 	Namespaces map[string]*corev1.Namespace
 	Policies   map[string]*networkingv1.NetworkPolicy
 	Nodes      map[string]*corev1.Node
@@ -60,5 +60,5 @@ type ChangeSource interface {
 // PodGetter is implemented by sources that can fetch one pod directly when
 // their cache is behind (the API server source).
 type PodGetter interface {
-	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+	GetPod(ctx context.Context, namespace, name string) (*Pod, error)
 }

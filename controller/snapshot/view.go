@@ -33,9 +33,6 @@ type View struct {
 	// are the pods placed in or dropped from list since (see PodDelta).
 	seq   uint64
 	moved map[podName]struct{}
-	// shared holds one copy of each distinct label set and port list of
-	// the pods in list.
-	shared podValues
 	// live counts, per address, the pods of list that claim it (see
 	// claims); dying holds, per address, the pods that would yield it
 	// (see yields), in list or not. A pod of dying is in list when none of
@@ -64,10 +61,9 @@ type View struct {
 
 // podSlot is one pod of the source and its place in the snapshot.
 type podSlot struct {
-	obj    *corev1.Pod
-	idx    int        // index in view.list; -1 when the snapshot leaves it out
-	gen    uint64     // the last reset that saw it
-	shared internKeys // what list[idx] holds of view.shared
+	obj *Pod
+	idx int    // index in view.list; -1 when the snapshot leaves it out
+	gen uint64 // the last reset that saw it
 	// addrs are the addresses the pod counts in view.live, or holds in
 	// view.dying when dying; nil when neither.
 	addrs []netip.Addr
@@ -91,7 +87,7 @@ func NewView() *View {
 
 // Apply brings the view up to date with c. It returns the keys of the
 // pods that c deletes, each with the pod the view had (nil if none).
-func (v *View) Apply(c Changes) (gone map[string]*corev1.Pod) {
+func (v *View) Apply(c Changes) (gone map[string]*Pod) {
 	if c.Full {
 		return v.reset(c.Objects)
 	}
@@ -116,9 +112,9 @@ func (v *View) Apply(c Changes) (gone map[string]*corev1.Pod) {
 	return gone
 }
 
-func addGone(gone map[string]*corev1.Pod, key string, p *corev1.Pod) map[string]*corev1.Pod {
+func addGone(gone map[string]*Pod, key string, p *Pod) map[string]*Pod {
 	if gone == nil {
-		gone = map[string]*corev1.Pod{}
+		gone = map[string]*Pod{}
 	}
 	gone[key] = p
 	return gone
@@ -127,7 +123,7 @@ func addGone(gone map[string]*corev1.Pod, key string, p *corev1.Pod) map[string]
 // reset makes the view hold exactly o. Objects that are the same pointers
 // as before cost a map lookup; pods that stay keep their place. It
 // returns the pods it removes, by key.
-func (v *View) reset(o Objects) (gone map[string]*corev1.Pod) {
+func (v *View) reset(o Objects) (gone map[string]*Pod) {
 	v.gen++
 	for _, p := range o.Pods {
 		key := cache.NewObjectName(p.Namespace, p.Name).String()
@@ -150,7 +146,7 @@ func (v *View) reset(o Objects) (gone map[string]*corev1.Pod) {
 }
 
 // setPod records pod key as p, or its removal when p is nil.
-func (v *View) setPod(key string, p *corev1.Pod) {
+func (v *View) setPod(key string, p *Pod) {
 	s := v.pods[key]
 	if p == nil {
 		if s != nil {
@@ -183,13 +179,10 @@ func (v *View) setPod(key string, p *corev1.Pod) {
 // one (the key holds the namespace: it cannot change), or at the end.
 func (v *View) place(s *podSlot, np policy.Pod) {
 	v.moved[podName{np.Namespace, np.Name}] = struct{}{}
-	shared := v.shared.intern(&np)
 	if s.idx >= 0 {
-		v.shared.release(s.shared)
-		v.list[s.idx], s.shared = np, shared
+		v.list[s.idx] = np
 		return
 	}
-	s.shared = shared
 	s.idx = len(v.list)
 	v.list = append(v.list, np)
 	v.slots = append(v.slots, s)
@@ -204,8 +197,6 @@ func (v *View) drop(s *podSlot) {
 	i, last := s.idx, len(v.list)-1
 	v.moved[podName{v.list[i].Namespace, v.list[i].Name}] = struct{}{}
 	v.countNS(v.list[i].Namespace, -1)
-	v.shared.release(s.shared)
-	s.shared = internKeys{}
 	v.list[i], v.slots[i] = v.list[last], v.slots[last]
 	v.slots[i].idx = i
 	v.list[last], v.slots[last] = policy.Pod{}, nil // let go of labels and slot
@@ -382,7 +373,7 @@ func (v *View) Objects() Objects {
 }
 
 // Pod returns the source's pod key, whether or not the snapshot holds it.
-func (v *View) Pod(key string) *corev1.Pod {
+func (v *View) Pod(key string) *Pod {
 	if s := v.pods[key]; s != nil {
 		return s.obj
 	}

@@ -43,19 +43,6 @@ func checkView(t *testing.T, step string, s *store, incr, full *View) {
 	if got := incr.Objects().Nodes; len(got) != len(o.Nodes) {
 		t.Fatalf("%s: reconcilers get %d nodes, want %d", step, len(got), len(o.Nodes))
 	}
-	for _, v := range []*View{incr, full} {
-		labelled, ported := 0, 0
-		for _, p := range v.list {
-			labelled += min(len(p.Labels), 1)
-			ported += min(len(p.Ports), 1)
-		}
-		if refs := sharedRefs(&v.shared.labels); refs != labelled {
-			t.Fatalf("%s: %d references to shared label sets, want %d (one per labelled pod)", step, refs, labelled)
-		}
-		if refs := sharedRefs(&v.shared.ports); refs != ported {
-			t.Fatalf("%s: %d references to shared port lists, want %d", step, refs, ported)
-		}
-	}
 }
 
 // deltaCheck is, per view that checkPodDelta saw, its last snapshot
@@ -115,14 +102,6 @@ func checkPodDelta(t *testing.T, step string, v *View, s policy.Snapshot) {
 			t.Fatalf("%s: delta lists removed %v at %d (listed %v)", step, n, i, ok)
 		}
 	}
-}
-
-func sharedRefs[T any](in *interned[T]) int {
-	n := 0
-	for _, e := range in.byKey {
-		n += e.refs
-	}
-	return n
 }
 
 func withLabels(p *corev1.Pod, labels map[string]string) *corev1.Pod {
@@ -405,7 +384,7 @@ func TestViewRandomDeletionsAndReusedAddressesMatchFullRelist(t *testing.T) {
 			in[p.Namespace+"/"+p.Name] = true
 		}
 		for _, p := range s.objects().Pods {
-			if p.DeletionTimestamp == nil || p.Status.Phase == corev1.PodSucceeded {
+			if p.DeletionTimestamp == nil || p.Phase == corev1.PodSucceeded {
 				continue
 			}
 			if in[p.Namespace+"/"+p.Name] {
@@ -419,24 +398,6 @@ func TestViewRandomDeletionsAndReusedAddressesMatchFullRelist(t *testing.T) {
 		t.Errorf("pods being deleted: %d kept, %d left out for a reused address over every batch; want some of each", kept, outlived)
 	}
 	t.Logf("pods being deleted: %d kept, %d left out over every batch", kept, outlived)
-}
-
-func TestViewSharesEqualLabels(t *testing.T) {
-	s, v := newStore(), NewView()
-	s.putPod(pod("a", "p1", "n1", map[string]string{"app": "web", "tier": "1"}, "10.4.0.1"))
-	s.putPod(pod("b", "p2", "n1", map[string]string{"tier": "1", "app": "web"}, "10.4.0.2"))
-	s.putPod(pod("a", "p3", "n1", map[string]string{"app": "web"}, "10.4.0.3"))
-	v.Apply(s.changed)
-	l := map[string]map[string]string{}
-	for _, p := range v.list {
-		l[p.Name] = p.Labels
-	}
-	if reflect.ValueOf(l["p1"]).UnsafePointer() != reflect.ValueOf(l["p2"]).UnsafePointer() {
-		t.Error("pods with equal labels hold two maps")
-	}
-	if reflect.ValueOf(l["p1"]).UnsafePointer() == reflect.ValueOf(l["p3"]).UnsafePointer() {
-		t.Error("pods with different labels share a map")
-	}
 }
 
 func TestViewKeepsPodOrder(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/weir-cni/weir/policy"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // This file keeps the view's index of pod addresses, which decides the
@@ -17,7 +16,7 @@ import (
 // reindex records the addresses of np, the pod p of s, in live or dying
 // in place of what s had there, and reports whether the snapshot holds
 // it: false for a pod that yields an address some pod claims.
-func (v *View) reindex(s *podSlot, np policy.Pod, p *corev1.Pod) bool {
+func (v *View) reindex(s *podSlot, np policy.Pod, p *Pod) bool {
 	if s.addrs != nil && (s.dying && yields(p) || !s.dying && claims(p)) && slices.Equal(s.addrs, np.IPs) {
 		s.addrs = np.IPs // the usual update: same addresses, same kind
 		return !s.dying || !v.outLived(s)

@@ -14,20 +14,21 @@ var pod, node = fixtures.Pod, fixtures.Node
 
 // store is a cluster as an informer cache holds it. Every write replaces
 // the object (caches never modify one in place) and records the key as a
-// source's Changes would.
+// source's Changes would. Pods are held as the cache holds them (Pod),
+// and as written (corev1.Pod, under kind "api pod") for tests to change.
 type store struct {
 	o       map[string]map[string]any // kind -> key -> object
 	changed Changes
 }
 
 func newStore() *store {
-	s := &store{o: map[string]map[string]any{"pod": {}, "ns": {}, "pol": {}, "node": {}, "cnp": {}}}
+	s := &store{o: map[string]map[string]any{"pod": {}, "api pod": {}, "ns": {}, "pol": {}, "node": {}, "cnp": {}}}
 	s.clearChanges()
 	return s
 }
 
 func (s *store) clearChanges() {
-	s.changed = Changes{Pods: map[string]*corev1.Pod{}, Namespaces: map[string]*corev1.Namespace{},
+	s.changed = Changes{Pods: map[string]*Pod{}, Namespaces: map[string]*corev1.Namespace{},
 		Policies: map[string]*networkingv1.NetworkPolicy{}, Nodes: map[string]*corev1.Node{},
 		ClusterPolicies: map[string]*cnpv1beta1.ClusterNetworkPolicy{}}
 }
@@ -45,8 +46,16 @@ func del[T any](s *store, kind, k string, changed map[string]*T) {
 
 func objKey(ns, name string) string { return cache.NewObjectName(ns, name).String() }
 
-func (s *store) putPod(p *corev1.Pod)   { put(s, "pod", objKey(p.Namespace, p.Name), s.changed.Pods, p) }
-func (s *store) delPod(ns, name string) { del(s, "pod", objKey(ns, name), s.changed.Pods) }
+func (s *store) putPod(p *corev1.Pod) {
+	k := objKey(p.Namespace, p.Name)
+	s.o["api pod"][k] = p
+	put(s, "pod", k, s.changed.Pods, NewPod(p))
+}
+
+func (s *store) delPod(ns, name string) {
+	delete(s.o["api pod"], objKey(ns, name))
+	del(s, "pod", objKey(ns, name), s.changed.Pods)
+}
 
 func (s *store) putNS(name string, labels map[string]string) {
 	put(s, "ns", name, s.changed.Namespaces, fixtures.Namespace(name, labels))
@@ -72,7 +81,7 @@ func (s *store) getNode(name string) *corev1.Node {
 }
 
 func (s *store) getPod(ns, name string) *corev1.Pod {
-	p, _ := s.o["pod"][objKey(ns, name)].(*corev1.Pod)
+	p, _ := s.o["api pod"][objKey(ns, name)].(*corev1.Pod)
 	return p
 }
 
@@ -81,7 +90,7 @@ func (s *store) getPod(ns, name string) *corev1.Pod {
 func (s *store) objects() Objects {
 	var o Objects
 	for _, v := range s.o["pod"] {
-		o.Pods = append(o.Pods, v.(*corev1.Pod))
+		o.Pods = append(o.Pods, v.(*Pod))
 	}
 	for _, v := range s.o["ns"] {
 		o.Namespaces = append(o.Namespaces, v.(*corev1.Namespace))

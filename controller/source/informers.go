@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
@@ -46,7 +47,6 @@ type KubeSource struct {
 	policies   cache.SharedIndexInformer
 	nodes      cache.SharedIndexInformer
 
-	podLister    corelisters.PodLister
 	nsLister     corelisters.NamespaceLister
 	policyLister networkinglisters.NetworkPolicyLister
 	nodeLister   corelisters.NodeLister
@@ -85,13 +85,19 @@ type KubeSource struct {
 func NewKubeSource(client kubernetes.Interface, resync time.Duration) *KubeSource {
 	f := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithTransform(StripForCache))
 	s := &KubeSource{client: client, factory: f, resync: resync}
-	pods, nss, nps, nodes := f.Core().V1().Pods(), f.Core().V1().Namespaces(),
-		f.Networking().V1().NetworkPolicies(), f.Core().V1().Nodes()
-	s.pods, s.podLister = pods.Informer(), pods.Lister()
+	nss, nps, nodes := f.Core().V1().Namespaces(), f.Networking().V1().NetworkPolicies(), f.Core().V1().Nodes()
+	s.pods = f.InformerFor(&corev1.Pod{}, newPodInformer)
 	s.namespaces, s.nsLister = nss.Informer(), nss.Lister()
 	s.policies, s.policyLister = nps.Informer(), nps.Lister()
 	s.nodes, s.nodeLister = nodes.Informer(), nodes.Lister()
 	return s
+}
+
+// newPodInformer is the factory's pod informer without its namespace
+// index: the pod cache is read by key only, and the index would hold
+// every pod's key once more.
+func newPodInformer(client kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+	return coreinformers.NewPodInformer(client, metav1.NamespaceAll, resync, cache.Indexers{})
 }
 
 // Synced reports whether every cache has synced.
@@ -209,6 +215,18 @@ func (s *KubeSource) handler(kind int, live *atomic.Bool, kick func()) cache.Res
 	}
 }
 
+// cached lists inf's cache, which holds only T.
+func cached[T any](inf cache.SharedIndexInformer) []T {
+	objs := inf.GetStore().List()
+	out := make([]T, 0, len(objs))
+	for _, obj := range objs {
+		if t, ok := obj.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // Objects lists the caches. The slices are fresh; the objects are shared
 // with the cache and must not be modified.
 func (s *KubeSource) Objects() (snapshot.Objects, error) {
@@ -224,9 +242,7 @@ func (s *KubeSource) Objects() (snapshot.Objects, error) {
 	if o.Namespaces, err = s.nsLister.List(everything); err != nil {
 		return snapshot.Objects{}, fmt.Errorf("list namespaces: %w", err)
 	}
-	if o.Pods, err = s.podLister.List(everything); err != nil {
-		return snapshot.Objects{}, fmt.Errorf("list pods: %w", err)
-	}
+	o.Pods = cached[*snapshot.Pod](s.pods)
 	if o.Policies, err = s.policyLister.List(everything); err != nil {
 		return snapshot.Objects{}, fmt.Errorf("list networkpolicies: %w", err)
 	}
@@ -246,7 +262,7 @@ var (
 // GetPod returns a pod from the cache or, when the cache does not have it
 // yet (a pod being wired by CNI ADD may be newer than the last event), from
 // the API server. Do not modify the result.
-func (s *KubeSource) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+func (s *KubeSource) GetPod(ctx context.Context, namespace, name string) (*snapshot.Pod, error) {
 	return s.GetPodUID(ctx, namespace, name, "")
 }
 
@@ -254,14 +270,11 @@ func (s *KubeSource) GetPod(ctx context.Context, namespace, name string) (*corev
 // pod of the same name but another uid (the name was reused) sends the read
 // to the API server, and a mismatch there is a NotFound error. A pod read
 // from the API server is stripped like cached ones.
-func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid types.UID) (*corev1.Pod, error) {
+func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid types.UID) (*snapshot.Pod, error) {
 	if s.synced.Load() {
-		p, err := s.podLister.Pods(namespace).Get(name)
-		if err == nil && (uid == "" || p.UID == uid) {
+		obj, _, _ := s.pods.GetIndexer().GetByKey(cache.NewObjectName(namespace, name).String())
+		if p, ok := obj.(*snapshot.Pod); ok && (uid == "" || p.UID == uid) {
 			return p, nil
-		}
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("get pod %s/%s from cache: %w", namespace, name, err)
 		}
 	}
 	p, err := s.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
@@ -272,20 +285,21 @@ func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid 
 		return nil, fmt.Errorf("get pod %s/%s: uid %s, want %s: %w", namespace, name, p.UID, uid,
 			apierrors.NewNotFound(corev1.Resource("pods"), name))
 	}
-	out, _ := StripForCache(p)
-	return out.(*corev1.Pod), nil
+	return snapshot.NewPod(p), nil
 }
 
-// unwrapTombstone returns the object of a delete event, looking inside a
-// DeletedFinalStateUnknown (the watch missed the delete and a relist found
-// the object gone), or nil when it is neither a known kind nor a tombstone
-// of one.
+// unwrapTombstone returns the object of an event (a pod's metadata, see
+// snapshot.Pod.GetObjectMeta), looking inside a DeletedFinalStateUnknown
+// (the watch missed the delete and a relist found the object gone), or nil
+// when it is neither a known kind nor a tombstone of one.
 func unwrapTombstone(obj any) metav1.Object {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
 	switch o := obj.(type) {
-	case *corev1.Pod, *corev1.Namespace, *corev1.Node, *networkingv1.NetworkPolicy, *cnpv1beta1.ClusterNetworkPolicy:
+	case *snapshot.Pod:
+		return o.GetObjectMeta()
+	case *corev1.Namespace, *corev1.Node, *networkingv1.NetworkPolicy, *cnpv1beta1.ClusterNetworkPolicy:
 		return o.(metav1.Object)
 	}
 	return nil

@@ -90,7 +90,7 @@ func (s *KubeSource) Changes() (snapshot.Changes, error) {
 		cnps = w.informer
 	}
 	return snapshot.Changes{
-		Pods:            current[*corev1.Pod](s.pods, d[kindPods]),
+		Pods:            current[*snapshot.Pod](s.pods, d[kindPods]),
 		Namespaces:      current[*corev1.Namespace](s.namespaces, d[kindNamespaces]),
 		Policies:        current[*networkingv1.NetworkPolicy](s.policies, d[kindPolicies]),
 		Nodes:           current[*corev1.Node](s.nodes, d[kindNodes]),

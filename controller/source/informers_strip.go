@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 
+	"github.com/weir-cni/weir/controller/snapshot"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,12 +20,9 @@ const lastApplied = corev1.LastAppliedConfigAnnotation
 // Pod, Node, Namespace, NetworkPolicy or ClusterNetworkPolicy holding only
 // what the agent uses, so a node's cache of every pod in the cluster stays
 // small. Everywhere: managedFields and kubectl's last-applied annotation
-// go. Pods keep their metadata (labels, uid, deletion timestamp),
-// spec.nodeName, hostNetwork, the named ports of their (init) containers
-// (in one unnamed container, see namedPorts), and status phase and
-// podIPs (podIP when podIPs is empty); annotations, owner references and
-// hostIPs go; equal label sets are one map (see labelSets). Nodes keep labels, spec.podCIDR(s) and
-// status.addresses (heartbeats and images go). Namespaces keep metadata
+// go. A Pod becomes a snapshot.Pod (see snapshot.NewPod). Nodes keep
+// labels, spec.podCIDR(s) and status.addresses (heartbeats and images
+// go). Namespaces keep metadata
 // and status.phase. Policies keep their spec; ClusterNetworkPolicies their
 // spec and status (the status writer reads and updates its condition
 // there). Other values (tombstones included) pass unchanged. It is
@@ -32,7 +30,7 @@ const lastApplied = corev1.LastAppliedConfigAnnotation
 func StripForCache(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return stripPod(o), nil
+		return snapshot.NewPod(o), nil
 	case *corev1.Node:
 		n := &corev1.Node{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, false)}
 		n.Spec.PodCIDR, n.Spec.PodCIDRs = o.Spec.PodCIDR, o.Spec.PodCIDRs
@@ -48,39 +46,6 @@ func StripForCache(obj any) (any, error) {
 			Spec: o.Spec, Status: o.Status}, nil
 	}
 	return obj, nil
-}
-
-func stripPod(o *corev1.Pod) *corev1.Pod {
-	p := &corev1.Pod{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta, false)}
-	p.Labels = labelSets.shared(p.Labels)
-	p.Spec.NodeName, p.Spec.HostNetwork = o.Spec.NodeName, o.Spec.HostNetwork
-	p.Spec.Containers = namedPorts(o.Spec.InitContainers, o.Spec.Containers)
-	p.Status = corev1.PodStatus{Phase: o.Status.Phase, PodIPs: o.Status.PodIPs}
-	if len(o.Status.PodIPs) == 0 {
-		p.Status.PodIP = o.Status.PodIP // podIPs has it otherwise
-	}
-	return p
-}
-
-// namedPorts is the named ports of every (init) container, held by one
-// unnamed container, or no container when there are none: named ports
-// are all the agent reads of containers (a policy's named port resolves
-// against the pod's), and each container costs 400 bytes.
-func namedPorts(lists ...[]corev1.Container) []corev1.Container {
-	var ports []corev1.ContainerPort
-	for _, cs := range lists {
-		for _, c := range cs {
-			for _, cp := range c.Ports {
-				if cp.Name != "" {
-					ports = append(ports, cp)
-				}
-			}
-		}
-	}
-	if ports == nil {
-		return nil
-	}
-	return []corev1.Container{{Ports: ports}}
 }
 
 // slimMeta drops managedFields and owner references, and the annotations
@@ -116,8 +81,8 @@ func relevant(oldObj, newObj any) bool {
 		return true
 	}
 	switch o := oldObj.(type) {
-	case *corev1.Pod:
-		n, ok := newObj.(*corev1.Pod)
+	case *snapshot.Pod:
+		n, ok := newObj.(*snapshot.Pod)
 		return !ok || podChanged(o, n)
 	case *corev1.Namespace:
 		n, ok := newObj.(*corev1.Namespace)
@@ -140,21 +105,10 @@ func relevant(oldObj, newObj any) bool {
 
 // podChanged compares what the snapshot takes from a pod, plus its node and
 // hostNetwork (which decide where it is enforced) and phase.
-func podChanged(o, n *corev1.Pod) bool {
-	if o.UID != n.UID || o.Spec.NodeName != n.Spec.NodeName || o.Spec.HostNetwork != n.Spec.HostNetwork ||
-		o.Status.Phase != n.Status.Phase || o.Status.PodIP != n.Status.PodIP ||
-		!maps.Equal(o.Labels, n.Labels) || !reflect.DeepEqual(o.Status.PodIPs, n.Status.PodIPs) {
-		return true
-	}
-	return !reflect.DeepEqual(containerPorts(o), containerPorts(n))
-}
-
-func containerPorts(p *corev1.Pod) [][]corev1.ContainerPort {
-	var out [][]corev1.ContainerPort
-	for _, c := range slices.Concat(p.Spec.InitContainers, p.Spec.Containers) {
-		out = append(out, c.Ports)
-	}
-	return out
+func podChanged(o, n *snapshot.Pod) bool {
+	return o.UID != n.UID || o.NodeName != n.NodeName || o.HostNetwork != n.HostNetwork ||
+		o.Phase != n.Phase || !maps.Equal(o.Labels, n.Labels) || !slices.Equal(o.IPs, n.IPs) ||
+		!slices.Equal(o.Ports, n.Ports)
 }
 
 var _ cache.TransformFunc = StripForCache

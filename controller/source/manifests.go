@@ -110,7 +110,7 @@ func addObject(data []byte, o *snapshot.Objects) error {
 	case *corev1.Namespace:
 		o.Namespaces = append(o.Namespaces, v)
 	case *corev1.Pod:
-		o.Pods = append(o.Pods, inDefault(v))
+		o.Pods = append(o.Pods, snapshot.NewPod(inDefault(v)))
 	case *corev1.Node:
 		o.Nodes = append(o.Nodes, v)
 	case *networkingv1.NetworkPolicy:

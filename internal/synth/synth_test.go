@@ -23,7 +23,7 @@ func TestObjectsAreTheCluster(t *testing.T) {
 	s := synth.Cluster(synth.Options{Pods: 1000, Policies: 100, Local: 2})
 	o := synth.ObjectsOf(s)
 	got := snapshot.Build(synth.NodeName, []netip.Prefix{netip.MustParsePrefix(synth.ClusterCIDR)},
-		snapshot.Objects{Nodes: []*corev1.Node{o.Node}, Namespaces: o.Namespaces, Pods: o.Pods, Policies: o.Policies})
+		snapshot.Objects{Nodes: []*corev1.Node{o.Node}, Namespaces: o.Namespaces, Pods: snapshot.NewPods(o.Pods...), Policies: o.Policies})
 	for _, ns := range s.Namespaces {
 		ns.Labels[corev1.LabelMetadataName] = ns.Name
 	}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync/atomic"
+)
+
+// headroomFloor is the least memory the limit leaves above the live heap:
+// a sync's garbage (≈1 MiB a label change at 10,000 pods, a full listing's
+// decoding at start) fits in it many times, so a small heap is collected
+// as Go's GOGC alone would collect it.
+const headroomFloor = 32 << 20
+
+// checkHeadroom checks --heap-headroom: 0 (off) or a positive fraction.
+func checkHeadroom(frac float64) error {
+	if frac < 0 || math.IsNaN(frac) || math.IsInf(frac, 0) {
+		return fmt.Errorf("--heap-headroom %g: want 0 (off) or a positive fraction of the live heap", frac)
+	}
+	return nil
+}
+
+// memoryLimit is the Go memory limit for a live heap of live bytes: live
+// plus the larger of headroomFloor and frac of live. GOGC=100 leaves a
+// heap as large again as the live one before it collects; a node's caches
+// of a large cluster make that hundreds of MiB that only hold garbage.
+func memoryLimit(live uint64, frac float64) int64 {
+	return int64(live + max(headroomFloor, uint64(float64(live)*frac)))
+}
+
+// followLiveHeap sets the memory limit (see memoryLimit) after every
+// garbage collection, from the live heap that collection found, until
+// stop is called. The limit is soft: the collector runs sooner as the
+// heap nears it, and lets the heap past it rather than thrash.
+func followLiveHeap(frac float64) (stop func()) {
+	var stopped atomic.Bool
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	var arm func()
+	arm = func() {
+		// The finalizer of an object nothing references runs after the
+		// collection that frees it: once per cycle, re-armed each time.
+		runtime.SetFinalizer(new([32]byte), func(*[32]byte) {
+			if stopped.Load() {
+				return
+			}
+			metrics.Read(live)
+			debug.SetMemoryLimit(memoryLimit(live[0].Value.Uint64(), frac))
+			arm()
+		})
+	}
+	arm()
+	return func() { stopped.Store(true) }
+}
