@@ -72,11 +72,12 @@ import (
 // policy that gains or loses its last local pod), and a policy change
 // rewrites only its own chains and its definitions' elements.
 const (
-	chainEgress  = "forward-egress"  // base chain: source pod's egress
-	chainIngress = "forward-ingress" // base chain: destination pod's ingress
-	chainMasq    = "postrouting-masq"
-	chainSpoof   = "prerouting-spoof" // base chain: drops spoofed pod sources (spoof.go)
-	chainInput   = "input-egress"     // base chain: local pods to their node, Admin tier (cluster.go)
+	chainEgress    = "forward-egress"  // base chain: source pod's egress
+	chainIngress   = "forward-ingress" // base chain: destination pod's ingress
+	chainMasq      = "postrouting-masq"
+	chainSpoof     = "prerouting-spoof" // base chain: drops spoofed pod sources (spoof.go)
+	chainSpoofDrop = "spoof-drop"       // the spoof check's exemptions, then its drop
+	chainInput     = "input-egress"     // base chain: local pods to their node, Admin tier (cluster.go)
 
 	setNodeAddrs4 = "node-addrs4" // the node's own addresses
 	setNodeAddrs6 = "node-addrs6"

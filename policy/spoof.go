@@ -17,8 +17,21 @@ import (
 // from a source that interface does not own:
 //
 //	chain prerouting-spoof { type filter hook prerouting priority raw
-//	  iifname "weir*" ip saddr != @unrouted4 fib saddr . iif oif missing counter name "spoofed" drop
-//	  iifname "weir*" ip6 saddr != @unrouted6 fib saddr . iif oif missing counter name "spoofed" drop
+//	  iifname "weir*" fib saddr . iif oif missing jump spoof-drop
+//	chain spoof-drop {
+//	  ip saddr @unrouted4 return
+//	  ip6 saddr @unrouted6 return
+//	  counter name "spoofed" drop
+//
+// The test every packet from a pod pays is one rule of an interface name
+// and a FIB lookup, for both families (the inet fib expression reads the
+// family of the packet): the exemptions below, a set lookup each, are
+// looked at only for the few packets that fail it, in spoof-drop. Checking
+// them first, per family, cost every packet a family test, an address
+// load and a set lookup, and the other family's rule its interface name
+// again: perf on bench-datapath's connection phase put that chain's own
+// work at about twice the NAT bindings', and this one's at under half of
+// it. The drops are the same.
 //
 // Which sources a pod owns is read from the routing table, not from a map
 // of interface to addresses: the plugin routes each pod address (/32,
@@ -54,18 +67,21 @@ func spoof(prefix string, sets []ruleset.Set, chains []ruleset.Chain) ([]ruleset
 			Elems: []ruleset.Elem{{Key: []ruleset.Range{single(netip.IPv4Unspecified())}}}},
 		ruleset.Set{Name: setUnrouted6, Key: []ruleset.Type{ruleset.TypeIPv6}, Interval: true, Comment: "sources the kernel never routes",
 			Elems: intervalElems(prefixIntervals(v6))})
-	ch := ruleset.Chain{Name: chainSpoof, Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookPrerouting, Priority: ruleset.PriorityRaw}}
+	owner := ruleset.Owner{Kind: ruleset.OwnerSpoof}
+	check := ruleset.Chain{Name: chainSpoof, Base: &ruleset.Base{Type: "filter", Hook: ruleset.HookPrerouting, Priority: ruleset.PriorityRaw},
+		Rules: []ruleset.Rule{{
+			Matches: []ruleset.Match{{Kind: ruleset.MatchIifname, IfPrefix: prefix}, {Kind: ruleset.MatchRPFail}},
+			Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: chainSpoofDrop},
+			Owner:   owner,
+		}}}
+	drop := ruleset.Chain{Name: chainSpoofDrop}
 	for _, f := range families {
-		ch.Rules = append(ch.Rules, ruleset.Rule{
-			Matches: []ruleset.Match{
-				{Kind: ruleset.MatchIifname, IfPrefix: prefix},
-				{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.saddr}, Set: f.unrouted, Negate: true},
-				{Kind: ruleset.MatchRPFail},
-			},
-			Counter: CounterSpoofed,
-			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
-			Owner:   ruleset.Owner{Kind: ruleset.OwnerSpoof},
+		drop.Rules = append(drop.Rules, ruleset.Rule{
+			Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{f.saddr}, Set: f.unrouted}},
+			Verdict: ruleset.Verdict{Kind: ruleset.VerdictReturn},
+			Owner:   owner,
 		})
 	}
-	return sets, append(chains, ch)
+	drop.Rules = append(drop.Rules, ruleset.Rule{Counter: CounterSpoofed, Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop}, Owner: owner})
+	return sets, append(chains, check, drop)
 }

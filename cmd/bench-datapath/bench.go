@@ -210,24 +210,34 @@ func configs(ctx context.Context, plugin string, snap policy.Snapshot, rs rulese
 var parts = map[string]string{"nat": "postrouting-masq", "spoof": "prerouting-spoof"}
 
 // withPart is the conntrack floor plus the base chain of rs that parts
-// names for part, with the sets its rules look up and its counters; an
-// error when rs has no such chain (the measurement would be the floor's).
+// names for part and the chains it jumps to, with the sets their rules look
+// up and their counters; an error when rs has no such chain (the
+// measurement would be the floor's).
 func withPart(rs ruleset.Ruleset, part string) (ruleset.Ruleset, error) {
 	ch, ok := rs.Chain(parts[part])
 	if !ok {
 		return ruleset.Ruleset{}, fmt.Errorf("the table has no chain %s", parts[part])
 	}
 	out := datapath.ConntrackOnly()
-	out.Chains = append(out.Chains, ch)
 	sets, counters := map[string]bool{}, map[string]bool{}
-	for _, r := range ch.Rules {
-		for _, m := range r.Matches {
-			if m.Kind == ruleset.MatchLookup {
-				sets[m.Set] = true
+	for todo := []ruleset.Chain{ch}; len(todo) > 0; todo = todo[1:] {
+		out.Chains = append(out.Chains, todo[0])
+		for _, r := range todo[0].Rules {
+			for _, m := range r.Matches {
+				if m.Kind == ruleset.MatchLookup {
+					sets[m.Set] = true
+				}
 			}
-		}
-		if r.Counter != "" {
-			counters[r.Counter] = true
+			if r.Counter != "" {
+				counters[r.Counter] = true
+			}
+			if r.Verdict.Kind == ruleset.VerdictJump {
+				next, ok := rs.Chain(r.Verdict.Chain)
+				if !ok {
+					return ruleset.Ruleset{}, fmt.Errorf("chain %s jumps to missing chain %s", todo[0].Name, r.Verdict.Chain)
+				}
+				todo = append(todo, next)
+			}
 		}
 	}
 	for _, s := range rs.Sets {

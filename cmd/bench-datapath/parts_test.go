@@ -10,13 +10,13 @@ import (
 )
 
 // TestWithPart pins what -parts measures: the conntrack floor plus one
-// base chain of weir's table, with exactly the sets and counters its rules
-// use, and nothing of the rest.
+// base chain of weir's table and the chains it jumps to, with exactly the
+// sets and counters their rules use, and nothing of the rest.
 func TestWithPart(t *testing.T) {
 	rs := policy.Compile(synth.Cluster(synth.Options{Pods: 300, Policies: 30, Local: 1}))
 	for part, want := range map[string]struct{ chains, sets, counters []string }{
 		"nat":   {[]string{"forward", "postrouting-masq"}, []string{"cluster-cidrs4", "pod-cidrs4"}, nil},
-		"spoof": {[]string{"forward", "prerouting-spoof"}, []string{"unrouted4", "unrouted6"}, []string{"spoofed"}},
+		"spoof": {[]string{"forward", "prerouting-spoof", "spoof-drop"}, []string{"unrouted4", "unrouted6"}, []string{"spoofed"}},
 	} {
 		got, err := withPart(rs, part)
 		if err != nil {
