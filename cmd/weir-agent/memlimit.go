@@ -15,10 +15,16 @@ import (
 // as Go's GOGC alone would collect it.
 const headroomFloor = 32 << 20
 
-// checkHeadroom checks --heap-headroom: 0 (off) or a positive fraction.
+// maxHeadroom bounds --heap-headroom: a limit of more than the live heap
+// and ten times it again is no limit (GOGC=100 already collects at twice
+// the live heap), and larger fractions would overflow memoryLimit.
+const maxHeadroom = 10
+
+// checkHeadroom checks --heap-headroom: 0 (off) or a positive fraction of
+// at most maxHeadroom.
 func checkHeadroom(frac float64) error {
-	if frac < 0 || math.IsNaN(frac) || math.IsInf(frac, 0) {
-		return fmt.Errorf("--heap-headroom %g: want 0 (off) or a positive fraction of the live heap", frac)
+	if frac < 0 || frac > maxHeadroom || math.IsNaN(frac) {
+		return fmt.Errorf("--heap-headroom %g: want 0 (off) or a fraction of the live heap up to %d", frac, maxHeadroom)
 	}
 	return nil
 }

@@ -26,12 +26,12 @@ func TestMemoryLimit(t *testing.T) {
 }
 
 func TestCheckHeadroom(t *testing.T) {
-	for _, f := range []float64{0, 0.5, 2} {
+	for _, f := range []float64{0, 0.5, 2, maxHeadroom} {
 		if err := checkHeadroom(f); err != nil {
 			t.Errorf("checkHeadroom(%g) = %v, want ok", f, err)
 		}
 	}
-	for _, f := range []float64{-0.1, math.NaN(), math.Inf(1)} {
+	for _, f := range []float64{-0.1, 10.5, 1e300, math.NaN(), math.Inf(1)} {
 		if err := checkHeadroom(f); err == nil {
 			t.Errorf("checkHeadroom(%g) = nil, want an error", f)
 		}

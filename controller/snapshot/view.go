@@ -25,10 +25,14 @@ import (
 // The pod slice is reused from sync to sync: a snapshot stays valid only
 // until the next apply or reset. Not safe for concurrent use.
 type View struct {
-	pods  map[string]*podSlot // every pod of the source, by key
-	list  []policy.Pod        // the pods the snapshot holds, in a stable order
-	slots []*podSlot          // slots[i] is the pod of list[i]
-	gen   uint64              // reset generation
+	pods map[string]*podSlot // every pod of the source, by key
+	// list holds the snapshot's pods in a stable order. Only place and
+	// drop write it: they record each pod they write in moved, which the
+	// snapshots' PodDelta lists, and a Compiler trusts a delta to name
+	// every pod that changed.
+	list  []policy.Pod
+	slots []*podSlot // slots[i] is the pod of list[i]
+	gen   uint64     // reset generation
 	// seq is the Seq of the last snapshot (0 before the first); moved
 	// are the pods placed in or dropped from list since (see PodDelta).
 	seq   uint64
