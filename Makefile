@@ -85,10 +85,10 @@ bench: build tools $(KUBE_ROUTER)
 	$(BIN)/bench-datapath -weir $(BIN)/weir -cluster-policies 1000 -breakdown
 	@echo "== datapath with a domainNames rule holding 10,000 learned addresses; the test connection is allowed by its set"
 	$(BIN)/bench-datapath -weir $(BIN)/weir -learned 10000 -breakdown
-	@echo "== agent against a real kube-apiserver, 10,000 then 50,000 pods (~1 + ~5 min): API write -> kernel latency by phase, memory; then kube-router's firewall on the 10,000-pod cluster, its sync and changes, then its datapath beside weir's and the conntrack floor (5 interleaved rounds)"
+	@echo "== agent against a real kube-apiserver, 10,000 then 50,000 pods (~1 + ~5 min): API write -> kernel latency by phase, memory; then kube-router's firewall on the 10,000-pod cluster, its sync and changes, then its datapath beside weir's and the conntrack floor (15 interleaved rounds)"
 	hack/build-k8s.sh
 	$(GO) build -o $(BIN)/bench-api-to-kernel ./cmd/bench-api-to-kernel
-	$(BIN)/bench-api-to-kernel -agent $(BIN)/weir-agent -plugin $(BIN)/weir -sizes 10k,50k -peer kube-router=$(KUBE_ROUTER)
+	$(BIN)/bench-api-to-kernel -agent $(BIN)/weir-agent -plugin $(BIN)/weir -sizes 10k,50k -peer kube-router=$(KUBE_ROUTER) -peer-datapath-rounds 15
 
 $(KUBE_ROUTER):
 	cd bench/kube-router && $(GO) build -trimpath -o $@ github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
