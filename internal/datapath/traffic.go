@@ -137,16 +137,24 @@ type Client struct {
 	Port   int
 }
 
-// Stream sends as much as it can for d on one connection and returns
-// the goodput in Gbit/s, as counted by the server.
-func (c Client) Stream(ctx context.Context, d time.Duration) (float64, error) {
-	var gbps float64
-	err := pinned(c.NSPath, c.CPU, func() error {
+// onConn runs f on one new connection to the server, from a thread
+// pinned to the client's CPU in its namespace, and closes it after.
+func (c Client) onConn(f func(fd int) error) error {
+	return pinned(c.NSPath, c.CPU, func() error {
 		fd, err := dial(c.Dst, c.Port)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
+		return f(fd)
+	})
+}
+
+// Stream sends as much as it can for d on one connection and returns
+// the goodput in Gbit/s, as counted by the server.
+func (c Client) Stream(ctx context.Context, d time.Duration) (float64, error) {
+	var gbps float64
+	err := c.onConn(func(fd int) error {
 		buf := make([]byte, streamChunk)
 		buf[0] = modeStream
 		start := time.Now()
@@ -178,12 +186,7 @@ func (c Client) Stream(ctx context.Context, d time.Duration) (float64, error) {
 // (warm-up: up to warmupEchoes, at most a quarter).
 func (c Client) Latency(ctx context.Context, d time.Duration) ([]time.Duration, error) {
 	rtts := make([]time.Duration, 0, 1<<16)
-	err := pinned(c.NSPath, c.CPU, func() error {
-		fd, err := dial(c.Dst, c.Port)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
+	err := c.onConn(func(fd int) error {
 		msg := make([]byte, msgSize)
 		msg[0] = modeLatency
 		if err := writeAll(fd, msg); err != nil {
