@@ -309,7 +309,7 @@ func (c *simCluster) probeAll(t *testing.T, probes []testkit.Probe) {
 // try runs one pod-to-pod probe: nil when the echo came back.
 func (c *simCluster) try(p testkit.Probe) error {
 	src, dst := c.pods[p.From], c.pods[p.To]
-	return testkit.Exchange(src.netns, family(src.ips, p.V6), family(dst.ips, p.V6), p.Proto, p.Port, probeWait)
+	return testkit.Exchange(src.netns, family(src.ips, p.V6), family(dst.ips, p.V6), p.Proto, p.Port, probeTimeout(p))
 }
 
 // family is the first address of ips of the family v6 says, or none.

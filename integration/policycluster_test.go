@@ -33,7 +33,20 @@ const (
 	extLink6  = "fd00:50::2"
 	policyNet = "weirpol"
 	probeWait = time.Second
+	// allowWait is how long a probe that should pass may take: its echo
+	// returns at once on a healthy machine, so only a loaded one waits
+	// (the 1 s of probeWait timed allowed probes out at load 10-14).
+	allowWait = 5 * time.Second
 )
+
+// probeTimeout is how long p may take: a denied probe passes by timing
+// out, so it keeps probeWait; an allowed one returns as soon as it passes.
+func probeTimeout(p testkit.Probe) time.Duration {
+	if p.Want {
+		return allowWait
+	}
+	return probeWait
+}
 
 // probePorts are the ports every pod, the node and the external namespace
 // serve an echo on.

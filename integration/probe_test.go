@@ -52,7 +52,7 @@ func (c *cluster) run(probes []testkit.Probe) {
 	errs := make([]error, len(probes))
 	testkit.Parallel(len(probes), 24, func(i int) {
 		s, p := sides[i], probes[i]
-		errs[i] = testkit.Exchange(s.srcNS, s.src, s.dst, p.Proto, p.Port, probeWait)
+		errs[i] = testkit.Exchange(s.srcNS, s.src, s.dst, p.Proto, p.Port, probeTimeout(p))
 	})
 	for i, p := range probes {
 		if got := errs[i] == nil; got != p.Want {
