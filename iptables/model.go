@@ -103,6 +103,15 @@ type rule struct {
 	counter string
 }
 
+// leaves reports whether every packet that reaches r leaves its chain
+// there: r goes (-g) to its target and matches every packet (a comment
+// matches all), so no rule after it is reached.
+func (r rule) leaves() bool {
+	matches := r.src + r.dst + r.srcRange + r.dstRange + r.proto + r.dport + r.ctStates +
+		r.iif + r.oif + r.srcGroup + r.dstGroup + r.limit
+	return r.goTo && matches == "" && !r.rpfail && len(r.marks) == 0
+}
+
 // markTest is ruleset.MatchMark: every bit of bits set in the packet mark
 // (-m mark --mark BITS/BITS), or not when negate.
 type markTest struct {

@@ -98,7 +98,7 @@ func (b *builder) rule(t *table, ch *chain, k int, r ruleset.Rule, ctx string) *
 	} else {
 		b.lookupChains(at, ch, head, lookups, r, e)
 	}
-	if rest != nil {
+	if rest != nil && !ch.rules[len(ch.rules)-1].leaves() {
 		ch.rules = append(ch.rules, rule{target: rest.name, goTo: true})
 	}
 	return rest
