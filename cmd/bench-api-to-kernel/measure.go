@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -183,6 +184,12 @@ func printSamples(pr func(string, ...any), what string, s []sample, target strin
 		p50(func(s sample) time.Duration { return s.watch }), p50(func(s sample) time.Duration { return s.queue }),
 		p50(func(s sample) time.Duration { return s.read }), p50(func(s sample) time.Duration { return s.compile }),
 		p50(func(s sample) time.Duration { return s.apply }), p50(func(s sample) time.Duration { return s.poll }))
+	// The tail is a few samples: name where the slowest ones spent theirs.
+	slices.SortFunc(s, func(a, b sample) int { return cmp.Compare(b.total, a.total) })
+	for i, x := range s[:min(3, len(s))] {
+		pr("  slowest #%d %v: write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v", i+1,
+			x.total.Round(10*time.Microsecond), x.watch, x.queue, x.read, x.compile, x.apply, x.poll)
+	}
 	return totals
 }
 
