@@ -18,7 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
-	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+
+	"github.com/weir-cni/weir/controller/kube"
 )
 
 // The condition weir writes to each ClusterNetworkPolicy's status. The API
@@ -82,7 +83,7 @@ func cutUTF8(s string, n int) string {
 // Recheck, what others changed, and retries what failed.
 type ClusterPolicyStatus struct {
 	// Client writes the status subresource.
-	Client cnpclient.Interface
+	Client kube.StatusWriter[*cnpv1beta1.ClusterNetworkPolicy]
 	// Latest returns the informer's latest copy of a policy, nil when it
 	// has none (source.KubeSource.ClusterPolicy): what a write starts
 	// from, again after a conflict.
@@ -220,7 +221,7 @@ func (w *ClusterPolicyStatus) write(ctx context.Context, name string, want wante
 		}
 		upd := cur.DeepCopy()
 		upd.Status.Conditions = conds
-		out, err := w.Client.PolicyV1beta1().ClusterNetworkPolicies().UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+		out, err := w.Client.UpdateStatus(ctx, upd, metav1.UpdateOptions{})
 		if err != nil {
 			return err
 		}

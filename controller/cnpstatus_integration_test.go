@@ -14,11 +14,11 @@ import (
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
+	kubeclient "github.com/weir-cni/weir/controller/kube"
 	"github.com/weir-cni/weir/controller/source"
 	"github.com/weir-cni/weir/integration/kube"
 	"github.com/weir-cni/weir/internal/fixtures"
@@ -28,16 +28,18 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // cnpSource is a KubeSource following ClusterNetworkPolicies (the CRD
 // rechecked every 200ms).
-func cnpSource(c *kube.Cluster) *source.KubeSource {
-	src := source.NewKubeSource(c.Client, 0)
-	src.ClusterPolicies, src.CRDRecheck = cnpclient.NewForConfigOrDie(c.RestConfig), 200*time.Millisecond
+func cnpSource(t *testing.T, c *kube.Cluster) *source.KubeSource {
+	t.Helper()
+	client := agentClient(t, c.RestConfig)
+	src := source.NewKubeSource(client, 0)
+	src.ClusterPolicies, src.CRDRecheck = client.ClusterNetworkPolicies(), 200*time.Millisecond
 	return src
 }
 
 // startSource runs a cnpSource until the test ends.
 func startSource(t *testing.T, c *kube.Cluster) *source.KubeSource {
 	t.Helper()
-	src := cnpSource(c)
+	src := cnpSource(t, c)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = src.Run(ctx, func() {}); close(done) }()
@@ -53,7 +55,7 @@ func TestAgentPicksUpClusterPoliciesOnceTheCRDExists(t *testing.T) {
 	c := kube.StartT(t, kube.Options{})
 	ctx := context.Background()
 	rep := &recReporter{}
-	a := &Agent{Node: "n1", Source: cnpSource(c), Applier: &recApplier{}, Log: quiet, ClusterPolicyStatus: rep}
+	a := &Agent{Node: "n1", Source: cnpSource(t, c), Applier: &recApplier{}, Log: quiet, ClusterPolicyStatus: rep}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { _ = a.Run(runCtx); close(done) }()
@@ -90,9 +92,8 @@ func TestAgentPicksUpClusterPoliciesOnceTheCRDExists(t *testing.T) {
 // statusWrites counts a client's status writes to ClusterNetworkPolicies.
 type statusWrites struct{ n atomic.Int32 }
 
-// client is a ClusterNetworkPolicy client on cfg that counts its status
-// writes.
-func (s *statusWrites) client(t *testing.T, cfg *rest.Config) cnpclient.Interface {
+// client is the agent's client on cfg, counting its status writes.
+func (s *statusWrites) client(t *testing.T, cfg *rest.Config) *kubeclient.Client {
 	t.Helper()
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
@@ -104,7 +105,17 @@ func (s *statusWrites) client(t *testing.T, cfg *rest.Config) cnpclient.Interfac
 			return rt.RoundTrip(req)
 		})
 	})
-	return cnpclient.NewForConfigOrDie(cfg)
+	return agentClient(t, cfg)
+}
+
+// agentClient is the agent's API client on cfg.
+func agentClient(t *testing.T, cfg *rest.Config) *kubeclient.Client {
+	t.Helper()
+	c, err := kubeclient.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
@@ -123,9 +134,9 @@ type statusWriter struct {
 func startWriter(t *testing.T, c *kube.Cluster, src *source.KubeSource, identity string) *statusWriter {
 	t.Helper()
 	w := &statusWriter{}
-	w.ClusterPolicyStatus = &ClusterPolicyStatus{Client: w.writes.client(t, c.RestConfig), Latest: src.ClusterPolicy, Log: quiet,
-		Recheck: 300 * time.Millisecond,
-		Lease: &Lease{Client: kubernetes.NewForConfigOrDie(c.RestConfig), Namespace: "kube-system", Name: ClusterPolicyStatusLease,
+	w.ClusterPolicyStatus = &ClusterPolicyStatus{Client: w.writes.client(t, c.RestConfig).ClusterNetworkPolicyStatus(),
+		Latest: src.ClusterPolicy, Log: quiet, Recheck: 300 * time.Millisecond,
+		Lease: &Lease{Client: agentClient(t, c.RestConfig).Leases("kube-system"), Namespace: "kube-system", Name: ClusterPolicyStatusLease,
 			Identity: identity, LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond,
 			Log: quiet}}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -52,7 +52,7 @@ type statusFixture struct {
 func newStatusFixture(t *testing.T, objs ...runtime.Object) *statusFixture {
 	t.Helper()
 	f := &statusFixture{client: cnpfake.NewSimpleClientset(objs...)}
-	f.w = &ClusterPolicyStatus{Client: f.client, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	f.w = &ClusterPolicyStatus{Client: f.client.PolicyV1beta1().ClusterNetworkPolicies(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Latest: func(name string) *cnpv1beta1.ClusterNetworkPolicy {
 			p, err := f.client.PolicyV1beta1().ClusterNetworkPolicies().Get(context.Background(), name, metav1.GetOptions{})
 			if err != nil {

@@ -4,20 +4,26 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/weir-cni/weir/controller/kube"
 )
 
 // Lease elects, among the agents of a cluster, the one that does a
-// cluster-wide task: client-go's leader election on a coordination.k8s.io
-// Lease.
+// cluster-wide task, on a coordination.k8s.io Lease, the way client-go's
+// leader election does (whose package links client-go's whole Clientset;
+// see package kube): an agent takes the Lease when it is free, released,
+// or has not been renewed for its duration as this agent observed it
+// (never comparing clocks), renews it every RetryPeriod, and gives up
+// leading when no renewal succeeded for RenewDeadline.
 type Lease struct {
-	Client kubernetes.Interface
+	// Client reads and writes the Leases of Namespace.
+	Client kube.LeaseClient
 	// Namespace and Name locate the Lease.
 	Namespace, Name string
 	// Identity names this agent in the Lease; unique per agent (its
@@ -28,8 +34,10 @@ type Lease struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	Log                                       *slog.Logger
 
-	// leading is held while lead runs: one lead at a time, none after Run.
-	leading sync.Mutex
+	// observed is the Lease's spec when last read or written, first seen
+	// at observedAt (this agent's clock).
+	observed   coordinationv1.LeaseSpec
+	observedAt time.Time
 }
 
 // Run takes part in the election until ctx ends. Each time this agent wins
@@ -38,49 +46,159 @@ type Lease struct {
 // holds it, so another agent takes over without waiting for it to expire,
 // and returns once lead has returned.
 func (l *Lease) Run(ctx context.Context, lead func(context.Context)) error {
-	log := l.Log
-	if log == nil {
-		log = slog.Default()
+	if l.Client == nil || l.Name == "" || l.Identity == "" {
+		return fmt.Errorf("lease %s/%s: client, name and identity are required", l.Namespace, l.Name)
 	}
-	lease := l.Namespace + "/" + l.Name
-	cfg := leaderelection.LeaderElectionConfig{
-		Lock: &resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Namespace: l.Namespace, Name: l.Name},
-			Client:     l.Client.CoordinationV1(),
-			LockConfig: resourcelock.ResourceLockConfig{Identity: l.Identity},
-		},
-		Name:            l.Name,
-		LeaseDuration:   orDefault(l.LeaseDuration, 15*time.Second),
-		RenewDeadline:   orDefault(l.RenewDeadline, 10*time.Second),
-		RetryPeriod:     orDefault(l.RetryPeriod, 2*time.Second),
-		ReleaseOnCancel: true,
-		Callbacks: leaderelection.LeaderCallbacks{
-			// client-go starts this in a goroutine and does not wait for
-			// it: leading keeps it from overlapping the next one, or Run's
-			// return.
-			OnStartedLeading: func(ctx context.Context) {
-				l.leading.Lock()
-				defer l.leading.Unlock()
-				if ctx.Err() != nil {
-					return
-				}
-				log.Info("holding the lease", "lease", lease, "identity", l.Identity)
-				lead(ctx)
-				log.Info("no longer holding the lease", "lease", lease, "identity", l.Identity)
-			},
-			OnStoppedLeading: func() {},
-		},
+	for l.acquire(ctx) {
+		l.hold(ctx, lead)
 	}
-	for ctx.Err() == nil {
-		le, err := leaderelection.NewLeaderElector(cfg)
-		if err != nil {
-			return fmt.Errorf("leader election on lease %s: %w", lease, err)
-		}
-		le.Run(ctx) // returns when the Lease is lost, or ctx ends
-	}
-	l.leading.Lock() // a running lead has returned
-	defer l.leading.Unlock()
 	return nil
+}
+
+func (l *Lease) log() *slog.Logger {
+	if l.Log != nil {
+		return l.Log
+	}
+	return slog.Default()
+}
+
+func (l *Lease) key() string { return l.Namespace + "/" + l.Name }
+
+// acquire tries every RetryPeriod until this agent holds the Lease (true)
+// or ctx ends (false).
+func (l *Lease) acquire(ctx context.Context) bool {
+	t := time.NewTicker(orDefault(l.RetryPeriod, 2*time.Second))
+	defer t.Stop()
+	for ctx.Err() == nil {
+		if l.tryHold(ctx) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	return false
+}
+
+// hold runs lead while it renews the Lease, until a renewal deadline
+// passes or ctx ends; then it ends lead's context, waits for lead, and,
+// when ctx ended, releases the Lease.
+func (l *Lease) hold(ctx context.Context, lead func(context.Context)) {
+	leadCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	l.log().Info("holding the lease", "lease", l.key(), "identity", l.Identity)
+	go func() {
+		defer close(done)
+		lead(leadCtx)
+	}()
+	l.renew(leadCtx)
+	cancel()
+	<-done
+	l.log().Info("no longer holding the lease", "lease", l.key(), "identity", l.Identity)
+	if ctx.Err() != nil {
+		l.release()
+	}
+}
+
+// renew renews the Lease every RetryPeriod until ctx ends or no renewal
+// succeeded for RenewDeadline.
+func (l *Lease) renew(ctx context.Context) {
+	deadline := orDefault(l.RenewDeadline, 10*time.Second)
+	t := time.NewTicker(orDefault(l.RetryPeriod, 2*time.Second))
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		switch {
+		case l.tryHold(ctx):
+			last = time.Now()
+		case ctx.Err() != nil:
+			return
+		case time.Since(last) >= deadline:
+			l.log().Warn("lease not renewed in time: giving it up", "lease", l.key(), "renew-deadline", deadline)
+			return
+		}
+	}
+}
+
+// tryHold takes or renews the Lease, if it is free, released, held by
+// this agent, or expired; it reports whether this agent holds it now.
+func (l *Lease) tryHold(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, orDefault(l.RenewDeadline, 10*time.Second))
+	defer cancel()
+	now := time.Now()
+	cur, err := l.Client.Get(ctx, l.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		created, err := l.Client.Create(ctx, l.taken(&coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: l.Namespace, Name: l.Name}}, now), metav1.CreateOptions{})
+		return l.wrote(created, err, now)
+	}
+	if err != nil {
+		l.log().Debug("read lease", "lease", l.key(), "err", err)
+		return false
+	}
+	if !apiequality.Semantic.DeepEqual(cur.Spec, l.observed) {
+		l.observed, l.observedAt = cur.Spec, now
+	}
+	if holder := deref(cur.Spec.HolderIdentity); holder != "" && holder != l.Identity {
+		expires := l.observedAt.Add(time.Duration(deref(cur.Spec.LeaseDurationSeconds)) * time.Second)
+		if now.Before(expires) {
+			return false
+		}
+	}
+	updated, err := l.Client.Update(ctx, l.taken(cur.DeepCopy(), now), metav1.UpdateOptions{})
+	return l.wrote(updated, err, now)
+}
+
+// taken is lease held by this agent, renewed at now: acquired now, one
+// more transition, when another held it.
+func (l *Lease) taken(lease *coordinationv1.Lease, now time.Time) *coordinationv1.Lease {
+	t := metav1.NewMicroTime(now)
+	s := &lease.Spec
+	if deref(s.HolderIdentity) != l.Identity {
+		if s.HolderIdentity != nil {
+			s.LeaseTransitions = ptr(deref(s.LeaseTransitions) + 1)
+		}
+		s.HolderIdentity, s.AcquireTime = ptr(l.Identity), &t
+	}
+	s.LeaseDurationSeconds = ptr(int32(orDefault(l.LeaseDuration, 15*time.Second) / time.Second))
+	s.RenewTime = &t
+	return lease
+}
+
+// wrote notes the Lease a write returned; it reports whether the write
+// succeeded.
+func (l *Lease) wrote(lease *coordinationv1.Lease, err error, now time.Time) bool {
+	if err != nil {
+		l.log().Debug("write lease", "lease", l.key(), "err", err)
+		return false
+	}
+	l.observed, l.observedAt = lease.Spec, now
+	return true
+}
+
+// release frees the Lease if this agent holds it (as client-go does: no
+// holder, a one-second duration), so another agent takes it at its next
+// try.
+func (l *Lease) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), orDefault(l.RenewDeadline, 10*time.Second))
+	defer cancel()
+	cur, err := l.Client.Get(ctx, l.Name, metav1.GetOptions{})
+	if err != nil || deref(cur.Spec.HolderIdentity) != l.Identity {
+		return
+	}
+	upd := cur.DeepCopy()
+	t := metav1.NewMicroTime(time.Now())
+	upd.Spec.HolderIdentity, upd.Spec.LeaseDurationSeconds = ptr(""), ptr(int32(1))
+	upd.Spec.AcquireTime, upd.Spec.RenewTime = &t, &t
+	if _, err := l.Client.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		l.log().Warn("release lease", "lease", l.key(), "err", err)
+	}
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -88,4 +206,15 @@ func orDefault(d, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// deref is *p, or T's zero value when p is nil.
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
 }

@@ -12,7 +12,8 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/weir-cni/weir/controller/kube"
 )
 
 // KubeAuth guards HTTP endpoints the way kube-rbac-proxy does, for an agent
@@ -25,7 +26,9 @@ import (
 // create on tokenreviews and subjectaccessreviews (the built-in
 // system:auth-delegator ClusterRole).
 type KubeAuth struct {
-	Client kubernetes.Interface
+	// Tokens and Access create the reviews.
+	Tokens kube.Creator[*authnv1.TokenReview]
+	Access kube.Creator[*authzv1.SubjectAccessReview]
 	TTL    time.Duration // default one minute
 	// Timeout bounds one review (default 5s); an API server that does
 	// not answer means 503, never access.
@@ -105,7 +108,7 @@ func (k *KubeAuth) review(ctx context.Context, token, verb, path string) (authAn
 }
 
 func (k *KubeAuth) ask(ctx context.Context, token, verb, path string) (authAnswer, error) {
-	tr, err := k.Client.AuthenticationV1().TokenReviews().Create(ctx,
+	tr, err := k.Tokens.Create(ctx,
 		&authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 	if err != nil {
 		return authAnswer{}, fmt.Errorf("token review: %w", err)
@@ -118,7 +121,7 @@ func (k *KubeAuth) ask(ctx context.Context, token, verb, path string) (authAnswe
 	for k, v := range u.Extra {
 		extra[k] = authzv1.ExtraValue(v)
 	}
-	sar, err := k.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{
+	sar, err := k.Access.Create(ctx, &authzv1.SubjectAccessReview{
 		Spec: authzv1.SubjectAccessReviewSpec{
 			User: u.Username, UID: u.UID, Groups: u.Groups, Extra: extra,
 			NonResourceAttributes: &authzv1.NonResourceAttributes{Path: path, Verb: verb},

@@ -16,8 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
+	kubeclient "github.com/weir-cni/weir/controller/kube"
 	"github.com/weir-cni/weir/integration/kube"
 )
 
@@ -75,13 +75,13 @@ func TestKubeAuthGuardsMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agentClient, err := kubernetes.NewForConfig(cfg)
+	agentClient, err := kubeclient.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	now := time.Now()
-	auth := &KubeAuth{Client: agentClient, now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }}
+	auth := &KubeAuth{Tokens: agentClient.TokenReviews(), Access: agentClient.SubjectAccessReviews(), now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }}
 	a := &Agent{Metrics: NewMetrics(), MetricsAuth: auth}
 	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()

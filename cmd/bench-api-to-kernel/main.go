@@ -15,7 +15,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -192,16 +191,33 @@ func loadavg() string {
 }
 
 func rssOf(pid int) (int64, error) {
+	m, err := procStatus(pid, "VmRSS")
+	return m["VmRSS"], err
+}
+
+// procStatus reads the named sizes (kB lines such as VmRSS or RssAnon) of
+// /proc/pid/status, in bytes; it fails if one is missing.
+func procStatus(pid int, names ...string) (map[string]int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	out := map[string]int64{}
 	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
-			return kb * 1024, nil
+		name, rest, ok := strings.Cut(l, ":")
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		var kb int64
+		if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err != nil {
+			return nil, fmt.Errorf("/proc/%d/status %s: %w", pid, name, err)
+		}
+		out[name] = kb * 1024
+	}
+	for _, n := range names {
+		if _, ok := out[n]; !ok {
+			return nil, fmt.Errorf("/proc/%d/status: no %s", pid, n)
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return out, nil
 }

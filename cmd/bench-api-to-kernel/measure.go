@@ -118,10 +118,11 @@ func printer(size, label string) func(string, ...any) {
 // heap its last garbage collection kept and the heap in use, from its
 // metrics; it returns the RSS.
 func printMemory(cl *cluster, pid int, when string, pr func(string, ...any)) (int64, error) {
-	rss, err := rssOf(pid)
+	st, err := procStatus(pid, "VmRSS", "RssAnon", "RssFile", "RssShmem")
 	if err != nil {
 		return 0, err
 	}
+	rss := st["VmRSS"]
 	m, err := agentMetrics(cl.node)
 	if err != nil {
 		return 0, err
@@ -130,9 +131,10 @@ func printMemory(cl *cluster, pid int, when string, pr func(string, ...any)) (in
 	if v, ok := m["go_gc_heap_live_bytes"]; ok {
 		live = fmt.Sprintf("%.1f MiB", v/(1<<20))
 	}
-	pr("agent memory %s: RSS %.1f MiB   target < %g MiB;  heap live %s, in use %.1f MiB, GC goal %.1f MiB",
-		when, float64(rss)/(1<<20), cl.size.rssTarget, live, m["go_memstats_heap_inuse_bytes"]/(1<<20),
-		m["go_memstats_next_gc_bytes"]/(1<<20))
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+	pr("agent memory %s: RSS %.1f MiB (anon %.1f, file %.1f, shmem %.1f)   target < %g MiB;  heap live %s, in use %.1f MiB, GC goal %.1f MiB",
+		when, mib(rss), mib(st["RssAnon"]), mib(st["RssFile"]), mib(st["RssShmem"]), cl.size.rssTarget, live,
+		m["go_memstats_heap_inuse_bytes"]/(1<<20), m["go_memstats_next_gc_bytes"]/(1<<20))
 	return rss, nil
 }
 

@@ -22,14 +22,13 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
-	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/weir-cni/weir/conf"
 	"github.com/weir-cni/weir/controller"
+	"github.com/weir-cni/weir/controller/kube"
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/controller/source"
 	"github.com/weir-cni/weir/dnsproxy"
@@ -72,6 +71,7 @@ func run() int {
 		dnsMaxTTL    = flag.Duration("dns-max-ttl", dnsproxy.DefaultMaxTTL, "most time a learned address stays allowed without a new answer")
 		dnsMaxAddrs  = flag.Uint("dns-max-addresses", uint(policy.DefaultDNSSetSize), "most learned pod . address pairs per domainNames rule and family; past it new answers are counted and logged, their addresses stay denied")
 		leaseNS      = flag.String("lease-namespace", envOr("POD_NAMESPACE", metav1.NamespaceSystem), "namespace of the agents' Leases (default $POD_NAMESPACE, else kube-system)")
+		gcPercent    = flag.Int("gc-percent", defaultGCPercent, "Go's GOGC for the agent: collect when the heap has grown this percent over the live heap (Go's default, 100, doubles a large cluster's caches and compiler state; lower costs CPU); $GOGC, when set, wins")
 		headroom     = flag.Float64("heap-headroom", 0, "after each garbage collection, set Go's memory limit to the live heap plus this fraction of it (at least 32 MiB), so that a large cluster's caches do not double the heap; it costs sync latency (collections come sooner and overlap compiles: 0.5 at 50,000 pods took RSS 299 -> 213 MiB and label change p50 47 -> 77 ms); 0: off (GOGC alone), as it is when GOMEMLIMIT is set")
 	)
 	flag.Parse()
@@ -82,7 +82,8 @@ func run() int {
 		return 2
 	}
 	if err := errors.Join(checkMark("--tier-pass-mark", *passMark), checkMark("--dns-mark", *dnsMark),
-		checkDNS(*passMark, *dnsMark, *dnsPort, *dnsMaxAddrs), checkHeadroom(*headroom)); err != nil {
+		checkDNS(*passMark, *dnsMark, *dnsPort, *dnsMaxAddrs), checkHeadroom(*headroom),
+		checkGCPercent(*gcPercent)); err != nil {
 		log.Error("bad flags", "err", err)
 		return 2
 	}
@@ -91,6 +92,7 @@ func run() int {
 		log.Error("bad --cluster-cidr", "err", err)
 		return 2
 	}
+	setGCPercent(*gcPercent, os.Getenv("GOGC"))
 	if *headroom > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		defer followLiveHeap(*headroom)()
 	}
@@ -126,7 +128,7 @@ func run() int {
 		RemoveStale:        func(ctx context.Context) ([]string, error) { return controller.RemoveStale(ctx, applier) },
 	}
 	if *metricsAuth == "kube" {
-		agent.MetricsAuth = &controller.KubeAuth{Client: api.client}
+		agent.MetricsAuth = &controller.KubeAuth{Tokens: api.client.TokenReviews(), Access: api.client.SubjectAccessReviews()}
 	} else if *httpAddr != "" && !loopback(*httpAddr) {
 		log.Warn("/metrics is served beyond loopback without authentication; consider --metrics-auth=kube", "http-addr", *httpAddr)
 	}
@@ -141,8 +143,8 @@ func run() int {
 	log.Info("weir-agent starting", "node", *nodeName, "manifests", *manifests, "kubeconfig", *kubeconfig, "backend", used, "socket", *socket)
 	errc := make(chan error, 4)
 	if api != nil && *cnpStatus {
-		w := &controller.ClusterPolicyStatus{Client: api.cnp, Latest: api.source.ClusterPolicy, Log: log,
-			Lease: &controller.Lease{Client: api.client, Namespace: *leaseNS, Name: controller.ClusterPolicyStatusLease,
+		w := &controller.ClusterPolicyStatus{Client: api.client.ClusterNetworkPolicyStatus(), Latest: api.source.ClusterPolicy,
+			Log: log, Lease: &controller.Lease{Client: api.client.Leases(*leaseNS), Namespace: *leaseNS, Name: controller.ClusterPolicyStatusLease,
 				Identity: *nodeName, Log: log}}
 		agent.ClusterPolicyStatus = w
 		go func() { errc <- w.Run(ctx) }()
@@ -243,11 +245,10 @@ func validate(node, manifests, cniVersion, metricsAuth, ifPrefix string, denyGro
 	return errors.Join(errs...)
 }
 
-// apiServer is what the agent uses of the API server: its clients, and
+// apiServer is what the agent uses of the API server: its client, and
 // the source that follows it.
 type apiServer struct {
-	client kubernetes.Interface
-	cnp    cnpclient.Interface
+	client *kube.Client
 	source *source.KubeSource
 }
 
@@ -270,16 +271,12 @@ func newSource(manifests string, poll time.Duration, kubeconfig string, qps floa
 	}
 	cfg.QPS, cfg.Burst = qps, int(2*qps)
 	cfg.UserAgent = "weir-agent"
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kube.NewForConfig(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("api client: %w", err)
-	}
-	cnp, err := cnpclient.NewForConfig(cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("clusternetworkpolicy api client: %w", err)
+		return nil, nil, err
 	}
 	src := source.NewKubeSource(client, 0)
-	src.ClusterPolicies, src.CRDRecheck = cnp, crdRecheck
+	src.ClusterPolicies, src.CRDRecheck = client.ClusterNetworkPolicies(), crdRecheck
 	src.OnWatchError = func(resource string, err error) {
 		log.Warn("list/watch failed; retrying, kernel keeps the last ruleset", "resource", resource, "err", err)
 	}
@@ -291,7 +288,7 @@ func newSource(manifests string, poll time.Duration, kubeconfig string, qps floa
 		log.Warn("the API server does not serve ClusterNetworkPolicies (policy.networking.k8s.io/v1beta1; install the CRD of network-policy-api v0.3.0): enforcing NetworkPolicy only until it does",
 			"recheck", crdRecheck)
 	}
-	return src, &apiServer{client: client, cnp: cnp, source: src}, nil
+	return src, &apiServer{client: client, source: src}, nil
 }
 
 // envOr returns the environment variable key, or def when it is empty.

@@ -9,6 +9,31 @@ import (
 	"sync/atomic"
 )
 
+// defaultGCPercent is the agent's GOGC unless $GOGC is set: Go's 100
+// lets the heap grow to twice the live one (the caches and the compiler's
+// state) before it collects. At 50,000 pods / 5,000 policies (live heap
+// ≈135 MiB) 50 took RSS after the API bench's changes 296 -> 249 MiB for a
+// label change p50 of 24.9 ms instead of 23.7 (25: 210 MiB, 33.7 ms).
+const defaultGCPercent = 50
+
+// checkGCPercent checks --gc-percent: a positive GOGC.
+func checkGCPercent(p int) error {
+	if p < 1 {
+		return fmt.Errorf("--gc-percent %d: want a positive GOGC (set GOGC=off in the environment to turn collection off)", p)
+	}
+	return nil
+}
+
+// setGCPercent sets GOGC to p unless the environment's GOGC (env) is set,
+// which wins as it does for any Go program. It reports whether it set it.
+func setGCPercent(p int, env string) bool {
+	if env != "" {
+		return false
+	}
+	debug.SetGCPercent(p)
+	return true
+}
+
 // headroomFloor is the least memory the limit leaves above the live heap:
 // a sync's garbage (≈1 MiB a label change at 10,000 pods, a full listing's
 // decoding at start) fits in it many times, so a small heap is collected

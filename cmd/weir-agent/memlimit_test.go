@@ -66,3 +66,34 @@ func TestFollowLiveHeapSetsTheLimitAfterCollections(t *testing.T) {
 		t.Errorf("limit %d MiB set after stop", got>>20)
 	}
 }
+
+func TestCheckGCPercent(t *testing.T) {
+	for _, p := range []int{1, defaultGCPercent, 100, 400} {
+		if err := checkGCPercent(p); err != nil {
+			t.Errorf("checkGCPercent(%d) = %v, want ok", p, err)
+		}
+	}
+	for _, p := range []int{0, -1, math.MinInt} {
+		if err := checkGCPercent(p); err == nil {
+			t.Errorf("checkGCPercent(%d) = nil, want an error", p)
+		}
+	}
+}
+
+// TestSetGCPercent: the flag's GOGC is the runtime's, unless the
+// environment set GOGC.
+func TestSetGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	if !setGCPercent(37, "") {
+		t.Fatal("setGCPercent(37, \"\") did not set GOGC")
+	}
+	if got := debug.SetGCPercent(100); got != 37 {
+		t.Errorf("GOGC %d after setGCPercent(37, \"\"), want 37", got)
+	}
+	if setGCPercent(37, "200") {
+		t.Error("setGCPercent(37, \"200\") set GOGC over the environment's")
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC %d after setGCPercent(37, \"200\"), want 100 (untouched)", got)
+	}
+}

@@ -10,19 +10,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/tools/cache"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
-	cnpinformers "sigs.k8s.io/network-policy-api/pkg/client/informers/externalversions"
-	cnplisters "sigs.k8s.io/network-policy-api/pkg/client/listers/apis/v1beta1"
 )
 
 // ClusterNetworkPolicies come from a CRD, which a cluster may not have,
 // may install after the agent started, or may remove. KubeSource asks the
 // API server's discovery whether it serves them: at start, before it
 // reports the caches synced (retrying until the server answers), and then
-// every CRDRecheck. While it does, an informer of the module's generated
-// clientset follows them; when that changes, the informer starts (and is
+// every CRDRecheck. While it does, an informer on ClusterPolicies follows
+// them; when that changes, the informer starts (and is
 // synced before its objects count) or stops, and the next Changes is a
 // full listing, with or without them.
 
@@ -34,11 +31,11 @@ const defaultCRDRecheck = 30 * time.Second
 
 // cnpWatch is one run of the ClusterNetworkPolicy informer.
 type cnpWatch struct {
-	factory  cnpinformers.SharedInformerFactory
 	informer cache.SharedIndexInformer
-	lister   cnplisters.ClusterNetworkPolicyLister
 	reg      cache.ResourceEventHandlerRegistration
 	cancel   context.CancelFunc
+	// done is closed when the informer has stopped.
+	done chan struct{}
 	// live is set once the watch is KubeSource's: its events count.
 	live atomic.Bool
 }
@@ -47,7 +44,7 @@ type cnpWatch struct {
 func (w *cnpWatch) stop() {
 	w.live.Store(false)
 	w.cancel()
-	w.factory.Shutdown()
+	<-w.done
 }
 
 // ClusterPolicy returns the cached ClusterNetworkPolicy name, nil when the
@@ -58,10 +55,8 @@ func (s *KubeSource) ClusterPolicy(name string) *cnpv1beta1.ClusterNetworkPolicy
 	if w == nil {
 		return nil
 	}
-	p, err := w.lister.Get(name)
-	if err != nil {
-		return nil
-	}
+	obj, _, _ := w.informer.GetIndexer().GetByKey(name)
+	p, _ := obj.(*cnpv1beta1.ClusterNetworkPolicy)
 	return p
 }
 
@@ -76,8 +71,7 @@ func (s *KubeSource) crdRecheck() time.Duration {
 // ClusterNetworkPolicies (v1beta1); an error means it did not answer.
 func (s *KubeSource) servesClusterPolicies(ctx context.Context) (bool, error) {
 	gv := cnpv1beta1.GroupVersion.String()
-	list, err := discovery.ToDiscoveryInterfaceWithContext(s.ClusterPolicies.Discovery()).
-		ServerResourcesForGroupVersionWithContext(ctx, gv)
+	list, err := s.ClusterPolicies.ServerResources(ctx, gv)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
@@ -144,9 +138,8 @@ func (s *KubeSource) followClusterPolicies(ctx context.Context, kick func(), ser
 // served; then the watch is KubeSource's. It reports whether it is.
 func (s *KubeSource) startClusterPolicies(ctx context.Context, kick func()) bool {
 	wctx, cancel := context.WithCancel(ctx)
-	f := cnpinformers.NewSharedInformerFactoryWithOptions(s.ClusterPolicies, s.resync, cnpinformers.WithTransform(StripForCache))
-	cnps := f.Policy().V1beta1().ClusterNetworkPolicies()
-	w := &cnpWatch{factory: f, informer: cnps.Informer(), lister: cnps.Lister(), cancel: cancel}
+	w := &cnpWatch{cancel: cancel, done: make(chan struct{}),
+		informer: newInformer(s.ClusterPolicies, s.ClusterPolicies, &cnpv1beta1.ClusterNetworkPolicy{}, s.resync)}
 	reg, err := s.addHandlers(clusterPoliciesResource, w.informer, s.handler(kindClusterPolicies, &w.live, kick))
 	if err != nil {
 		cancel()
@@ -154,7 +147,10 @@ func (s *KubeSource) startClusterPolicies(ctx context.Context, kick func()) bool
 		return false
 	}
 	w.reg = reg
-	f.Start(wctx.Done())
+	go func() {
+		defer close(w.done)
+		w.informer.RunWithContext(wctx)
+	}()
 	if !s.syncWatch(ctx, w) {
 		w.stop()
 		return false

@@ -12,19 +12,27 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
+	kubeclient "github.com/weir-cni/weir/controller/kube"
 	"github.com/weir-cni/weir/integration/kube"
 	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/policy"
 )
 
-// followCNPs has a KubeSource follow client's ClusterNetworkPolicies,
-// rechecking the CRD every 200ms.
-func followCNPs(client cnpclient.Interface) func(*KubeSource) {
-	return func(s *KubeSource) { s.ClusterPolicies, s.CRDRecheck = client, 200*time.Millisecond }
+// followCNPs has a KubeSource follow ClusterNetworkPolicies with the
+// agent's client of cfg, rechecking the CRD every 200ms.
+func followCNPs(t *testing.T, cfg *rest.Config) func(*KubeSource) {
+	client, err := kubeclient.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(s *KubeSource) {
+		s.ClusterPolicies, s.CRDRecheck = client.ClusterNetworkPolicies(), 200*time.Millisecond
+	}
 }
 
 // cnpNamed reports, for waitFor, whether the snapshot's cluster policies
@@ -53,7 +61,7 @@ func TestKubeSourceClusterPoliciesAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	cnps := cnpclient.NewForConfigOrDie(c.RestConfig)
-	w := runSource(t, c.Client, followCNPs(cnps))
+	w := runSource(t, c.RestConfig, followCNPs(t, c.RestConfig))
 	api := cnps.PolicyV1beta1().ClusterNetworkPolicies()
 	if _, err := kube.CreateNode(ctx, c.Client, "n1", []string{"10.244.1.0/24"}, "192.168.77.11"); err != nil {
 		t.Fatal(err)
@@ -117,7 +125,7 @@ func TestKubeSourceCRDInstalledAfterStart(t *testing.T) {
 	c := kube.StartT(t, kube.Options{})
 	ctx := context.Background()
 	served := make(chan bool, 10)
-	w := runSource(t, c.Client, followCNPs(cnpclient.NewForConfigOrDie(c.RestConfig)), func(s *KubeSource) {
+	w := runSource(t, c.RestConfig, followCNPs(t, c.RestConfig), func(s *KubeSource) {
 		s.OnClusterPoliciesServed = func(b bool) { served <- b }
 	})
 	w.waitFor("sync without the CRD", cnpNamed(nil))

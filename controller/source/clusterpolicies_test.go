@@ -18,6 +18,7 @@ import (
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	cnpfake "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned/fake"
 
+	"github.com/weir-cni/weir/controller/kube/kubetest"
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/internal/fixtures"
 )
@@ -71,8 +72,9 @@ func (l *servedLog) equal(want ...bool) bool {
 // cnpSource is a KubeSource following crd's ClusterNetworkPolicies,
 // rechecking the CRD every few milliseconds.
 func cnpSource(crd *crdServer, served *servedLog) *KubeSource {
-	src := NewKubeSource(fake.NewClientset(node("n1", []string{"10.0.0.0/24"}, "192.168.0.1")), 0)
-	src.ClusterPolicies, src.CRDRecheck, src.OnClusterPoliciesServed = crd.client, 20*time.Millisecond, served.add
+	src := NewKubeSource(kubetest.Clientset(fake.NewClientset(node("n1", []string{"10.0.0.0/24"}, "192.168.0.1"))), 0)
+	src.ClusterPolicies = kubetest.ClusterPolicies(crd.client)
+	src.CRDRecheck, src.OnClusterPoliciesServed = 20*time.Millisecond, served.add
 	return src
 }
 

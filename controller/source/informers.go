@@ -8,21 +8,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weir-cni/weir/controller/kube"
 	"github.com/weir-cni/weir/controller/snapshot"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	"k8s.io/client-go/kubernetes"
-	corelisters "k8s.io/client-go/listers/core/v1"
-	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
-	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
 // ErrNotSynced is returned by KubeSource.Objects before the caches have
@@ -38,18 +33,13 @@ var ErrNotSynced = errors.New("informer caches not synced")
 // so reading a sync's input costs per change, not per object in the
 // cluster (compiling it still visits every pod).
 type KubeSource struct {
-	client  kubernetes.Interface
-	factory informers.SharedInformerFactory
-	resync  time.Duration
+	client kube.Interface
+	resync time.Duration
 
 	pods       cache.SharedIndexInformer
 	namespaces cache.SharedIndexInformer
 	policies   cache.SharedIndexInformer
 	nodes      cache.SharedIndexInformer
-
-	nsLister     corelisters.NamespaceLister
-	policyLister networkinglisters.NetworkPolicyLister
-	nodeLister   corelisters.NodeLister
 
 	synced  atomic.Bool
 	started atomic.Bool
@@ -67,7 +57,7 @@ type KubeSource struct {
 	// ClusterPolicies, if set before Run, is the client KubeSource follows
 	// ClusterNetworkPolicies with, if and while the API server serves them
 	// (see clusterpolicies.go). Unset: Objects and Changes hold none.
-	ClusterPolicies cnpclient.Interface
+	ClusterPolicies kube.ClusterPolicies
 	// CRDRecheck is how often Run asks the API server whether it serves
 	// ClusterNetworkPolicies (default 30s).
 	CRDRecheck time.Duration
@@ -82,22 +72,31 @@ type KubeSource struct {
 
 // NewKubeSource makes the informers (resync 0 disables periodic resyncs,
 // which this source would ignore anyway: they change nothing).
-func NewKubeSource(client kubernetes.Interface, resync time.Duration) *KubeSource {
-	f := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithTransform(StripForCache))
-	s := &KubeSource{client: client, factory: f, resync: resync}
-	nss, nps, nodes := f.Core().V1().Namespaces(), f.Networking().V1().NetworkPolicies(), f.Core().V1().Nodes()
-	s.pods = f.InformerFor(&corev1.Pod{}, newPodInformer)
-	s.namespaces, s.nsLister = nss.Informer(), nss.Lister()
-	s.policies, s.policyLister = nps.Informer(), nps.Lister()
-	s.nodes, s.nodeLister = nodes.Informer(), nodes.Lister()
-	return s
+func NewKubeSource(client kube.Interface, resync time.Duration) *KubeSource {
+	return &KubeSource{client: client, resync: resync,
+		pods:       newInformer(client.Pods(metav1.NamespaceAll), client, &corev1.Pod{}, resync),
+		namespaces: newInformer(client.Namespaces(), client, &corev1.Namespace{}, resync),
+		policies:   newInformer(client.NetworkPolicies(metav1.NamespaceAll), client, &networkingv1.NetworkPolicy{}, resync),
+		nodes:      newInformer(client.Nodes(), client, &corev1.Node{}, resync),
+	}
 }
 
-// newPodInformer is the factory's pod informer without its namespace
-// index: the pod cache is read by key only, and the index would hold
-// every pod's key once more.
-func newPodInformer(client kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-	return coreinformers.NewPodInformer(client, metav1.NamespaceAll, resync, cache.Indexers{})
+// newInformer is an informer of lw's objects (of obj's type) caching them
+// stripped (see StripForCache), without indexes: the caches are read by
+// key or listed whole, and a namespace index would hold every key once
+// more. client tells the reflector whether the API supports watch-list
+// (client-go's fakes do not).
+func newInformer[L runtime.Object](lw kube.Lister[L], client any, obj runtime.Object,
+	resync time.Duration) cache.SharedIndexInformer {
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			return lw.List(ctx, opts)
+		},
+		WatchFuncWithContext: lw.Watch,
+	}, client), obj, resync, cache.Indexers{})
+	// Only a started informer refuses a transform.
+	_ = inf.SetTransform(StripForCache)
+	return inf
 }
 
 // Synced reports whether every cache has synced.
@@ -129,27 +128,22 @@ func (s *KubeSource) Run(ctx context.Context, kick func()) error {
 		handlersSynced = append(handlersSynced, reg.HasSynced)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	var bg sync.WaitGroup
-	defer s.factory.Shutdown() // after cancel: it waits for the informers to stop
+	var bg, informers sync.WaitGroup
+	defer informers.Wait() // after cancel: the informers stop
 	defer s.stopClusterPolicies()
 	defer bg.Wait()
 	defer cancel()
-	s.factory.Start(ctx.Done())
+	for _, inf := range []cache.SharedIndexInformer{s.pods, s.namespaces, s.policies, s.nodes} {
+		informers.Go(func() { inf.RunWithContext(ctx) })
+		handlersSynced = append(handlersSynced, inf.HasSynced)
+	}
 	// Wait for the stores and for the handlers to have seen the initial
 	// lists (those events do not kick), then kick once for all of them.
-	for typ, ok := range s.factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("sync %v cache: %w", typ, ErrNotSynced)
-		}
-	}
 	if !cache.WaitForCacheSync(ctx.Done(), handlersSynced...) {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("sync event handlers: %w", ErrNotSynced)
+		return fmt.Errorf("sync caches and event handlers: %w", ErrNotSynced)
 	}
 	if s.ClusterPolicies != nil {
 		served := s.initClusterPolicies(ctx, kick)
@@ -233,23 +227,14 @@ func (s *KubeSource) Objects() (snapshot.Objects, error) {
 	if !s.synced.Load() {
 		return snapshot.Objects{}, ErrNotSynced
 	}
-	var o snapshot.Objects
-	var err error
-	everything := labels.Everything()
-	if o.Nodes, err = s.nodeLister.List(everything); err != nil {
-		return snapshot.Objects{}, fmt.Errorf("list nodes: %w", err)
-	}
-	if o.Namespaces, err = s.nsLister.List(everything); err != nil {
-		return snapshot.Objects{}, fmt.Errorf("list namespaces: %w", err)
-	}
-	o.Pods = cached[*snapshot.Pod](s.pods)
-	if o.Policies, err = s.policyLister.List(everything); err != nil {
-		return snapshot.Objects{}, fmt.Errorf("list networkpolicies: %w", err)
+	o := snapshot.Objects{
+		Nodes:      cached[*corev1.Node](s.nodes),
+		Namespaces: cached[*corev1.Namespace](s.namespaces),
+		Pods:       cached[*snapshot.Pod](s.pods),
+		Policies:   cached[*networkingv1.NetworkPolicy](s.policies),
 	}
 	if w := s.cnp.Load(); w != nil {
-		if o.ClusterPolicies, err = w.lister.List(everything); err != nil {
-			return snapshot.Objects{}, fmt.Errorf("list clusternetworkpolicies: %w", err)
-		}
+		o.ClusterPolicies = cached[*cnpv1beta1.ClusterNetworkPolicy](w.informer)
 	}
 	return o, nil
 }
@@ -277,7 +262,7 @@ func (s *KubeSource) GetPodUID(ctx context.Context, namespace, name string, uid 
 			return p, nil
 		}
 	}
-	p, err := s.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	p, err := s.client.Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("get pod %s/%s: %w", namespace, name, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weir-cni/weir/controller/kube/kubetest"
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/controller/snapshot/snapshottest"
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +29,7 @@ func TestKubeSourceChangesMatchFullRelist(t *testing.T) {
 		pod("ns1", "db", "n2", map[string]string{"app": "db"}, "10.0.1.5"),
 	)
 	started := watchStarted(client)
-	src := NewKubeSource(client, 0)
+	src := NewKubeSource(kubetest.Clientset(client), 0)
 	if _, err := src.Changes(); !errors.Is(err, ErrNotSynced) {
 		t.Fatalf("Changes before sync: err = %v, want ErrNotSynced", err)
 	}

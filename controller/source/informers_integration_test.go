@@ -16,9 +16,9 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	kubeclient "github.com/weir-cni/weir/controller/kube"
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/integration/kube"
 	"github.com/weir-cni/weir/policy"
@@ -75,7 +75,7 @@ func snapNS(s policy.Snapshot, name string) *policy.Namespace {
 func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	c := kube.StartT(t, kube.Options{})
 	ctx := context.Background()
-	w := runSource(t, c.Client)
+	w := runSource(t, c.RestConfig)
 	src := w.src
 
 	if _, err := kube.CreateNamespace(ctx, c.Client, "inf", map[string]string{"team": "a"}); err != nil {
@@ -164,10 +164,14 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 
 func intstrPort(p int32) intstr.IntOrString { return intstr.FromInt32(p) }
 
-// runSource starts a KubeSource on client, configured by configure, and
-// stops it at cleanup.
-func runSource(t *testing.T, client kubernetes.Interface, configure ...func(*KubeSource)) *snapshotWaiter {
+// runSource starts a KubeSource on the agent's client of cfg, configured
+// by configure, and stops it at cleanup.
+func runSource(t *testing.T, cfg *rest.Config, configure ...func(*KubeSource)) *snapshotWaiter {
 	t.Helper()
+	client, err := kubeclient.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	src := NewKubeSource(client, 0)
 	for _, f := range configure {
@@ -202,7 +206,7 @@ func TestKubeSourceKeepsStateThroughAPIServerOutage(t *testing.T) {
 		Labels: map[string]string{"app": "a"}, IPs: []string{"10.244.1.7"}}); err != nil {
 		t.Fatal(err)
 	}
-	w := runSource(t, c.Client)
+	w := runSource(t, c.RestConfig)
 	w.waitFor("pod before the outage", func(s policy.Snapshot) string {
 		if snapPod(s, "out", "a") == nil {
 			return "pod out/a missing"
@@ -268,11 +272,7 @@ func TestKubeSourceStartedBeforeAPIServer(t *testing.T) {
 			return resp, err
 		})
 	})
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := runSource(t, client)
+	w := runSource(t, cfg)
 	// Once every informer has failed a request, the source must still have
 	// neither kicked nor offered a (partial) view.
 	seen := map[string]bool{}

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
+	"github.com/weir-cni/weir/controller/kube/kubetest"
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/policy"
@@ -384,7 +385,7 @@ func TestKubeSourceRun(t *testing.T) {
 	}
 	client := fake.NewClientset(objs...)
 	started := watchStarted(client)
-	src := NewKubeSource(client, 0)
+	src := NewKubeSource(kubetest.Clientset(client), 0)
 	if _, err := src.Objects(); !errors.Is(err, ErrNotSynced) {
 		t.Fatalf("Objects before sync: err = %v, want ErrNotSynced", err)
 	}
@@ -446,7 +447,7 @@ func TestKubeSourceRun(t *testing.T) {
 
 func TestKubeSourceGetPod(t *testing.T) {
 	client := fake.NewClientset(fullPod())
-	src := NewKubeSource(client, 0) // never run: the cache is empty
+	src := NewKubeSource(kubetest.Clientset(client), 0) // never run: the cache is empty
 	tests := []struct {
 		name     string
 		pod, uid string
@@ -485,7 +486,7 @@ func TestKubeSourceReportsListErrorsAndRetries(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	src := NewKubeSource(client, 0)
+	src := NewKubeSource(kubetest.Clientset(client), 0)
 	reported := make(chan string, 10)
 	src.OnWatchError = func(resource string, err error) { reported <- resource + ": " + err.Error() }
 	ctx, cancel := context.WithCancel(context.Background())

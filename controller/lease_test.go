@@ -1,0 +1,116 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+// leaseRun is one agent's Lease.Run on a fake API server: leading reports
+// each lead's start, lost each end of its context.
+type leaseRun struct {
+	leading, lost chan struct{}
+	stop          func()
+}
+
+func runLease(t *testing.T, cs *fake.Clientset, identity string) *leaseRun {
+	t.Helper()
+	l := &Lease{Client: cs.CoordinationV1().Leases("kube-system"), Namespace: "kube-system", Name: "test",
+		Identity: identity, LeaseDuration: time.Second, RenewDeadline: 300 * time.Millisecond,
+		RetryPeriod: 50 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	r := &leaseRun{leading: make(chan struct{}, 10), lost: make(chan struct{}, 10)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := l.Run(ctx, func(ctx context.Context) {
+			r.leading <- struct{}{}
+			<-ctx.Done()
+			r.lost <- struct{}{}
+		}); err != nil {
+			t.Errorf("%s: Run: %v", identity, err)
+		}
+	}()
+	r.stop = func() { cancel(); <-done }
+	t.Cleanup(r.stop)
+	return r
+}
+
+func holder(t *testing.T, cs *fake.Clientset) *coordinationv1.Lease {
+	t.Helper()
+	l, err := cs.CoordinationV1().Leases("kube-system").Get(context.Background(), "test", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func within(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// TestLeaseOneLeaderHandsOverOnStop: of two agents one leads; the other
+// does not while the Lease is renewed; when the leader stops it releases
+// the Lease and the other takes it at once (long before it would expire).
+func TestLeaseOneLeaderHandsOverOnStop(t *testing.T) {
+	cs := fake.NewClientset()
+	a := runLease(t, cs, "a")
+	within(t, a.leading, "a leading")
+	b := runLease(t, cs, "b")
+	select {
+	case <-b.leading:
+		t.Fatal("b leads while a renews the lease")
+	case <-time.After(1500 * time.Millisecond): // longer than the lease's duration
+	}
+	if h := holder(t, cs).Spec.HolderIdentity; h == nil || *h != "a" {
+		t.Fatalf("holder %v, want a", h)
+	}
+	a.stop()
+	within(t, a.lost, "a's lead ending")
+	within(t, b.leading, "b leading")
+	l := holder(t, cs)
+	if *l.Spec.HolderIdentity != "b" || l.Spec.LeaseTransitions == nil || *l.Spec.LeaseTransitions != 1 {
+		t.Errorf("lease holder %q transitions %d, want b after 1", *l.Spec.HolderIdentity, deref(l.Spec.LeaseTransitions))
+	}
+}
+
+// TestLeaseTakesExpiredLease: a Lease its holder stopped renewing is taken
+// once its duration passed since this agent first saw it unchanged.
+func TestLeaseTakesExpiredLease(t *testing.T) {
+	now := metav1.NewMicroTime(time.Now())
+	cs := fake.NewClientset(&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "test",
+		ResourceVersion: "1"}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr("gone"),
+		LeaseDurationSeconds: ptr(int32(1)), RenewTime: &now, AcquireTime: &now}})
+	start := time.Now()
+	b := runLease(t, cs, "b")
+	within(t, b.leading, "b leading")
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("b took a live lease after %v, before its 1s duration", d)
+	}
+}
+
+// TestLeaseLostWhenRenewalsFail: when the API server refuses renewals for
+// RenewDeadline, the lead's context ends.
+func TestLeaseLostWhenRenewalsFail(t *testing.T) {
+	cs := fake.NewClientset()
+	a := runLease(t, cs, "a")
+	within(t, a.leading, "a leading")
+	cs.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("refused")
+	})
+	within(t, a.lost, "a's lead ending")
+}
