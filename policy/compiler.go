@@ -100,9 +100,11 @@ type Compiler struct {
 	idOwner   map[uint32]string
 	idTouched []string // definitions whose id may have lost its last user
 	groups    map[groupKey]*groupRec
-	setStale  map[string]bool
-	shared    map[string][]ruleset.Elem
-	groupMemo map[groupKey]groupOut // groups computed in this Compile call
+	// shardGroups counts the groups of each shard of a shared set.
+	shardGroups map[string]int
+	setStale    map[string]bool
+	shared      map[string][]ruleset.Elem
+	groupMemo   map[groupKey]groupOut // groups computed in this Compile call
 }
 
 // policyState is one policy and its compiled objects.
@@ -174,6 +176,7 @@ func (x *Compiler) reset(node string) {
 		ids:         map[string]uint32{},
 		idOwner:     map[uint32]string{},
 		groups:      map[groupKey]*groupRec{},
+		shardGroups: map[string]int{},
 		setStale:    map[string]bool{},
 		shared:      map[string][]ruleset.Elem{},
 		groupMemo:   map[groupKey]groupOut{},
