@@ -74,14 +74,17 @@ func (x *Compiler) sharedSets(sk ruleset.Set) []ruleset.Set {
 }
 
 // groupOut is one group a policy's rules look up: the elements of
-// definition def in shared set set, without the id prefix.
+// definition def in shared set set (a shard of shared set base), without
+// the id prefix.
 type groupOut struct {
-	set, def string
-	elems    []ruleset.Elem
+	set, base, def string
+	elems          []ruleset.Elem
 	// from are the cached results elems were listed from, and vers their
-	// versions then; none for elements that depend on more.
+	// versions then; none for elements that depend on more. list lists
+	// the elements again from them.
 	from []*podEntry
 	vers []uint64
+	list func() []ruleset.Elem
 }
 
 // groupKey identifies a group.
@@ -111,9 +114,13 @@ func versions(entries []*podEntry) []uint64 {
 	if entries == nil {
 		return nil
 	}
-	out := make([]uint64, len(entries))
-	for i, e := range entries {
-		out[i] = e.ver
+	return versionsInto(make([]uint64, 0, len(entries)), entries)
+}
+
+// versionsInto appends the versions of entries to out.
+func versionsInto(out []uint64, entries []*podEntry) []uint64 {
+	for _, e := range entries {
+		out = append(out, e.ver)
 	}
 	return out
 }

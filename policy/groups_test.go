@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -218,5 +219,40 @@ func testSharding(t *testing.T, name, empty string, elems int, peer func(int) ne
 	}
 	if _, ok := r.Set(empty); !ok {
 		t.Errorf("shard 0 of %s (empty) is gone", empty)
+	}
+}
+
+// TestPeerChangeKeepsRules pins refreshPeers: a pod joining a policy's
+// peers changes the elements of its group only; the policy is not
+// compiled again, its chain keeps its rules (the same memory), and the
+// result is Compile's. A pod joining its selection compiles it again.
+func TestPeerChangeKeepsRules(t *testing.T) {
+	p := fromApp("a", "db")
+	s := groupSnapshot(p)
+	x := NewCompiler()
+	before, _ := x.Compile(s).Chain(policyChainName(dirIngress, policyKey(p)))
+	relabel := func(i int, app string) {
+		s.Pods = slices.Clone(s.Pods)
+		s.Pods[i].Labels = map[string]string{"app": app}
+	}
+	relabel(3, "db") // cache joins the peers
+	r := x.Compile(s)
+	if want := Compile(s); r.String() != want.String() {
+		t.Fatalf("Compiler differs from Compile:\n%s", textdiff.Lines(want.String(), r.String()))
+	}
+	if n := sharedElemCount(r, setPeers4); n != 3 {
+		t.Errorf("peers4 holds %d elements, want the 3 db pods", n)
+	}
+	after, _ := r.Chain(policyChainName(dirIngress, policyKey(p)))
+	if len(after.Rules) == 0 || &after.Rules[0] != &before.Rules[0] {
+		t.Errorf("a peer change compiled the policy again (its rules are new)")
+	}
+	relabel(3, "web") // joins the selection
+	r = x.Compile(s)
+	if want := Compile(s); r.String() != want.String() {
+		t.Fatalf("Compiler differs from Compile:\n%s", textdiff.Lines(want.String(), r.String()))
+	}
+	if again, _ := r.Chain(policyChainName(dirIngress, policyKey(p))); &again.Rules[0] == &after.Rules[0] {
+		t.Errorf("a selection change did not compile the policy again")
 	}
 }
