@@ -94,9 +94,6 @@ func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, 
 	id := c.x.defID(def)
 	if !ok {
 		g = groupOut{set: shardName(set, id), base: set, def: def, from: from, vers: versions(from)}
-		if from != nil {
-			g.list = elems
-		}
 		if rec := c.x.groups[groupKey{g.set, def}]; from != nil && rec != nil && rec.computedFrom(from, g.vers) {
 			g.elems = rec.src
 		} else {

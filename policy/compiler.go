@@ -283,7 +283,10 @@ func (x *Compiler) compile(ps *policyState) {
 	x.replaced = append(x.replaced, ps.out)
 	x.changed[ps] = struct{}{}
 	ps.out = out
-	ps.vers = versionsInto(ps.vers[:0], ps.entries)
+	ps.vers = ps.vers[:0]
+	if ps.peerOnly {
+		ps.vers = versionsInto(ps.vers, ps.entries)
+	}
 	x.polStale = true
 }
 
@@ -360,7 +363,7 @@ func (x *Compiler) relist(g groupOut) groupOut {
 	if rec := x.groups[groupKey{g.set, g.def}]; rec != nil && rec.computedFrom(g.from, vers) {
 		g.elems = rec.src
 	} else {
-		g.elems = g.list()
+		g.elems = peerElems(g.base, g.from)
 	}
 	x.groupMemo[k] = g
 	return g

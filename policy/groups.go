@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"hash/fnv"
 	"slices"
 	"strconv"
@@ -79,12 +80,11 @@ func (x *Compiler) sharedSets(sk ruleset.Set) []ruleset.Set {
 type groupOut struct {
 	set, base, def string
 	elems          []ruleset.Elem
-	// from are the cached results elems were listed from, and vers their
-	// versions then; none for elements that depend on more. list lists
-	// the elements again from them.
+	// from are the cached results elems were listed from (peerElems),
+	// and vers their versions then; none for elements that depend on
+	// more.
 	from []*podEntry
 	vers []uint64
-	list func() []ruleset.Elem
 }
 
 // groupKey identifies a group.
@@ -202,40 +202,42 @@ func (x *Compiler) releaseIDs() {
 	x.idTouched = x.idTouched[:0]
 }
 
-// sharedElems returns the elements of shared set name, rebuilt when one of
-// its groups changed: groups in id order, each sorted, which is the order
-// of key bytes since the id comes first.
+// sharedElems returns the elements of shared set (or shard) name,
+// rebuilding first every shared set one of whose groups changed.
 func (x *Compiler) sharedElems(name string) []ruleset.Elem {
-	if !x.setStale[name] {
-		return x.shared[name]
+	if len(x.setStale) > 0 {
+		x.rebuildShared()
 	}
-	var recs []*groupRec
-	n := 0
+	return x.shared[name]
+}
+
+// rebuildShared rebuilds the element lists of the stale shared sets, in
+// one pass over the groups (a full compile finds every shard stale): its
+// groups in id order, each sorted, which is the order of key bytes since
+// the id comes first.
+func (x *Compiler) rebuildShared() {
+	recs := make(map[string][]*groupRec, len(x.setStale))
 	for k, rec := range x.groups {
-		if k.set == name {
-			recs = append(recs, rec)
+		if x.setStale[k.set] {
+			recs[k.set] = append(recs[k.set], rec)
+		}
+	}
+	for name := range x.setStale {
+		list, n := recs[name], 0
+		slices.SortFunc(list, func(a, b *groupRec) int { return cmp.Compare(a.id, b.id) })
+		for _, rec := range list {
 			n += len(rec.elems)
 		}
-	}
-	slices.SortFunc(recs, func(a, b *groupRec) int {
-		switch {
-		case a.id < b.id:
-			return -1
-		case a.id > b.id:
-			return 1
+		var out []ruleset.Elem // nil when empty, as in a fresh Compiler
+		if n > 0 {
+			out = make([]ruleset.Elem, 0, n)
 		}
-		return 0
-	})
-	var out []ruleset.Elem // nil when empty, as in a fresh Compiler
-	if n > 0 {
-		out = make([]ruleset.Elem, 0, n)
+		for _, rec := range list {
+			out = append(out, rec.elems...)
+		}
+		x.shared[name] = out
 	}
-	for _, rec := range recs {
-		out = append(out, rec.elems...)
-	}
-	x.shared[name] = out
-	delete(x.setStale, name)
-	return out
+	clear(x.setStale)
 }
 
 // prefixElems returns elems (sorted) with id as a first field.
