@@ -355,17 +355,18 @@ func (x *Compiler) masquerade(sets []ruleset.Set, chains []ruleset.Chain) ([]rul
 	return sets, append(chains, ch)
 }
 
-// minHashSize is the least size of a shared hash set (see hashSize).
-const minHashSize = 1 << 16
+// minHashSize is the least size of a shard of a shared hash set (see
+// hashSize): the shards of one set together start at 65,536.
+const minHashSize = (1 << 16) / setShards
 
-// hashSize is the size a shared hash set is declared with for n elements:
-// the power of two at least 2n, and at least minHashSize. The kernel sizes
-// a hash set's table from it once, instead of growing it again and again
-// while a full sync inserts its elements (a fifth less kernel time for the
-// 24,000 elements of the dense benchmark). A set never nears its size, the
-// most elements it may hold; a set crossing a class (32,768 elements, then
-// each power of two) changes definition, which Diff turns into one full
-// apply.
+// hashSize is the size a shard of a shared hash set is declared with for
+// n elements: the power of two at least 2n, and at least minHashSize. The
+// kernel sizes a hash set's table from it once, instead of growing it
+// again and again while a full sync inserts its elements (a fifth less
+// kernel time for the 24,000 elements of the dense benchmark). A shard
+// never nears its size, the most elements it may hold; a shard crossing a
+// class (2,048 elements, then each power of two) changes definition, which
+// Diff turns into one full apply.
 func hashSize(n int) uint32 {
 	size := uint32(minHashSize)
 	for size < uint32(2*n) {

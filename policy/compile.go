@@ -47,9 +47,11 @@ type policyBuilder struct {
 	dns     []dnsOut
 	specKey string
 	// elems counts the elements of the groups the rules use; over is set
-	// once they pass MaxPolicyElements (see limits.go).
-	elems int
-	over  bool
+	// once they pass MaxPolicyElements (see limits.go). podElems is the
+	// part of elems charged for groups of selector peers' pods.
+	elems    int
+	podElems int
+	over     bool
 }
 
 func policyKey(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }
@@ -86,9 +88,12 @@ func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, 
 	if !c.charge(bound) {
 		return 0, set
 	}
+	if from != nil {
+		c.podElems += bound
+	}
 	id := c.x.defID(def)
 	if !ok {
-		g = groupOut{set: shardName(set, id), def: def, from: from, vers: versions(from)}
+		g = groupOut{set: shardName(set, id), base: set, def: def, from: from, vers: versions(from)}
 		if rec := c.x.groups[groupKey{g.set, def}]; from != nil && rec != nil && rec.computedFrom(from, g.vers) {
 			g.elems = rec.src
 		} else {

@@ -100,9 +100,11 @@ type Compiler struct {
 	idOwner   map[uint32]string
 	idTouched []string // definitions whose id may have lost its last user
 	groups    map[groupKey]*groupRec
-	setStale  map[string]bool
-	shared    map[string][]ruleset.Elem
-	groupMemo map[groupKey]groupOut // groups computed in this Compile call
+	// shardGroups counts the groups of each shard of a shared set.
+	shardGroups map[string]int
+	setStale    map[string]bool
+	shared      map[string][]ruleset.Elem
+	groupMemo   map[groupKey]groupOut // groups computed in this Compile call
 }
 
 // policyState is one policy and its compiled objects.
@@ -119,6 +121,16 @@ type policyState struct {
 	// The cached results the last compilation used.
 	entries   []*podEntry
 	nsEntries []*nsEntry
+	// peerOnly tells that the last compilation's output depends on the
+	// members of its non-local cached results only through the elements
+	// of its groups of peers' pods (see refreshPeers); then compiled is
+	// the spec it compiled, fam the families then, vers the versions of
+	// entries and fixed the elements charged for its other groups.
+	peerOnly bool
+	compiled *networkingv1.NetworkPolicy
+	fam      [2]bool
+	vers     []uint64
+	fixed    int
 }
 
 // policyOut is what one policy adds to the ruleset: nothing but problems
@@ -174,6 +186,7 @@ func (x *Compiler) reset(node string) {
 		ids:         map[string]uint32{},
 		idOwner:     map[uint32]string{},
 		groups:      map[groupKey]*groupRec{},
+		shardGroups: map[string]int{},
 		setStale:    map[string]bool{},
 		shared:      map[string][]ruleset.Elem{},
 		groupMemo:   map[groupKey]groupOut{},
@@ -260,8 +273,25 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	return x.last
 }
 
-// compile compiles one policy again.
+// compile compiles one policy again, or only lists the pods of its peer
+// groups again when that is all that changed (refreshPeers).
 func (x *Compiler) compile(ps *policyState) {
+	out, ok := x.refreshPeers(ps)
+	if !ok {
+		out = x.compileWhole(ps)
+	}
+	x.replaced = append(x.replaced, ps.out)
+	x.changed[ps] = struct{}{}
+	ps.out = out
+	ps.vers = ps.vers[:0]
+	if ps.peerOnly {
+		ps.vers = versionsInto(ps.vers, ps.entries)
+	}
+	x.polStale = true
+}
+
+// compileWhole compiles one policy from its spec.
+func (x *Compiler) compileWhole(ps *policyState) policyOut {
 	x.unregister(ps)
 	c := &policyBuilder{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*ruleset.Chain{}}
 	if ps.cnp != nil {
@@ -273,10 +303,70 @@ func (x *Compiler) compile(ps *policyState) {
 			ps.types, x.groupsStale = t, true
 		}
 	}
-	x.replaced = append(x.replaced, ps.out)
-	x.changed[ps] = struct{}{}
-	ps.out = c.output()
-	x.polStale = true
+	_, allPods := x.allUsers[ps]
+	_, ports := x.portUsers[ps]
+	ps.peerOnly = ps.cnp == nil && !c.over && !allPods && !ports
+	ps.compiled, ps.fam, ps.fixed = ps.src, x.fam, c.elems-c.podElems
+	return c.output()
+}
+
+// refreshPeers returns the output of ps compiled again when only the
+// members of cached results it uses as peers changed since its last
+// compilation: its last output with the elements of the groups listed
+// from those results listed again. Its rules stay: they name groups by
+// definition, never by members. That holds when ps is a NetworkPolicy
+// that compiled within its element cap, with the same spec and address
+// families, no namespace changed (namespace selectors' results stay), no
+// local cached result (its selection) changed, it uses neither every pod
+// nor named ports (whose groups depend on pods' ports), and the groups'
+// pods, counted as compiling charges them at most, still fit its cap.
+func (x *Compiler) refreshPeers(ps *policyState) (policyOut, bool) {
+	if !ps.peerOnly || ps.src != ps.compiled || ps.fam != x.fam || len(x.nsChanged) > 0 || len(ps.vers) != len(ps.entries) {
+		return policyOut{}, false
+	}
+	for i, e := range ps.entries {
+		if e.local && e.ver != ps.vers[i] {
+			return policyOut{}, false
+		}
+	}
+	bound := ps.fixed
+	for _, g := range ps.out.groups {
+		for _, e := range g.from {
+			bound += len(e.members)
+		}
+	}
+	if bound > elementCap {
+		return policyOut{}, false
+	}
+	out := ps.out
+	out.groups = slices.Clone(out.groups)
+	for i := range out.groups {
+		if g := &out.groups[i]; g.from != nil {
+			*g = x.relist(*g)
+		}
+	}
+	return out, true
+}
+
+// relist returns g with its elements listed again when the members of
+// the cached results they came from changed, as groupFrom would.
+func (x *Compiler) relist(g groupOut) groupOut {
+	k := groupKey{g.base, g.def}
+	if m, ok := x.groupMemo[k]; ok {
+		return m
+	}
+	vers := versions(g.from)
+	if slices.Equal(vers, g.vers) {
+		return g
+	}
+	g.vers = vers
+	if rec := x.groups[groupKey{g.set, g.def}]; rec != nil && rec.computedFrom(g.from, vers) {
+		g.elems = rec.src
+	} else {
+		g.elems = peerElems(g.base, g.from)
+	}
+	x.groupMemo[k] = g
+	return g
 }
 
 // syncNamespaces records namespace labels and which namespaces changed.

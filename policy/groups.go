@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"hash/fnv"
 	"slices"
 	"strconv"
@@ -15,25 +16,25 @@ import (
 // Compiler counts the policies using each group and rebuilds a shared set's
 // element list only when one of its groups changed.
 
-// setShards is the number of sets a shared interval set (blocks4/6,
-// ports) is split into, by id: the kernel keeps such a set (a
-// concatenation of ranges) in a pipapo set, which removes an element by
-// walking the set's ranges from the first (nft_pipapo_remove, ≈ 6 µs an
-// element: 2.4 ms at 400 ranges, in the commit of every change that
-// drops a group). Split, a removal walks one shard.
+// setShards is the number of sets each shared set is split into, by id.
+// An interval set (blocks4/6, ports) is a pipapo set in the kernel, which
+// removes an element by walking the set's ranges from the first
+// (nft_pipapo_remove, ≈ 6 µs an element: 2.4 ms at 400 ranges, in the
+// commit of every change that drops a group): split, a removal walks one
+// shard. A hash set (peers4/6, named4/6) removes in constant time, but the
+// Compiler rebuilds the element list of a set one of whose groups changed
+// and Diff compares it again: at 50,000 pods peers4 holds 71,000 elements,
+// a copy of 6 MB for one pod's change. Split, a change rebuilds one shard.
 const setShards = 1 << shardBits
 
 // shardBits is log2 of setShards.
 const shardBits = 4
 
 // shardName is the set holding the group of id in shared set set: set
-// itself when set is not split (a hash set removes in constant time) or
-// for shard 0, else set-N for shard N (shardOf). Shard 0 always exists, as
-// every skeleton set; the others only while they hold a group.
+// itself for shard 0, else set-N for shard N (shardOf). Shard 0 always
+// exists, as every skeleton set; the others only while they hold a group,
+// empty or not (its rules look it up).
 func shardName(set string, id uint32) string {
-	if !sharded(set) {
-		return set
-	}
 	return nthShard(set, int(shardOf(id)))
 }
 
@@ -54,42 +55,34 @@ func shardOf(id uint32) uint32 {
 	return (id * 0x9e3779b1) >> (32 - shardBits)
 }
 
-// sharded tells whether shared set name is split into shards: the
-// interval sets of skeletonSets keyed by a rule id.
-func sharded(name string) bool {
-	return name == setBlocks4 || name == setBlocks6 || name == setPorts
-}
-
 // sharedSets returns skeleton set sk (a shared set) with its elements:
-// the set itself and its shards that hold groups, if it is split.
+// the set itself (shard 0) and its other shards that hold groups.
 func (x *Compiler) sharedSets(sk ruleset.Set) []ruleset.Set {
-	set := sk
-	set.Key = slices.Clone(sk.Key)
-	set.Elems = x.sharedElems(sk.Name)
-	if !set.Interval { // pipapo and rbtree sets take no size hint
-		set.Size = hashSize(len(set.Elems))
-	}
-	out := []ruleset.Set{set}
-	if !sharded(sk.Name) {
-		return out
-	}
-	for n := 1; n < setShards; n++ {
-		shard := set
+	var out []ruleset.Set
+	for n := range setShards {
+		shard := sk
 		shard.Name, shard.Key = nthShard(sk.Name, n), slices.Clone(sk.Key)
-		if shard.Elems = x.sharedElems(shard.Name); len(shard.Elems) > 0 {
-			out = append(out, shard)
+		if n > 0 && x.shardGroups[shard.Name] == 0 {
+			continue
 		}
+		shard.Elems = x.sharedElems(shard.Name)
+		if !shard.Interval { // pipapo and rbtree sets take no size hint
+			shard.Size = hashSize(len(shard.Elems))
+		}
+		out = append(out, shard)
 	}
 	return out
 }
 
 // groupOut is one group a policy's rules look up: the elements of
-// definition def in shared set set, without the id prefix.
+// definition def in shared set set (a shard of shared set base), without
+// the id prefix.
 type groupOut struct {
-	set, def string
-	elems    []ruleset.Elem
-	// from are the cached results elems were listed from, and vers their
-	// versions then; none for elements that depend on more.
+	set, base, def string
+	elems          []ruleset.Elem
+	// from are the cached results elems were listed from (peerElems),
+	// and vers their versions then; none for elements that depend on
+	// more.
 	from []*podEntry
 	vers []uint64
 }
@@ -121,9 +114,13 @@ func versions(entries []*podEntry) []uint64 {
 	if entries == nil {
 		return nil
 	}
-	out := make([]uint64, len(entries))
-	for i, e := range entries {
-		out[i] = e.ver
+	return versionsInto(make([]uint64, 0, len(entries)), entries)
+}
+
+// versionsInto appends the versions of entries to out.
+func versionsInto(out []uint64, entries []*podEntry) []uint64 {
+	for _, e := range entries {
+		out = append(out, e.ver)
 	}
 	return out
 }
@@ -163,6 +160,7 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 		case add && rec == nil:
 			x.groups[k] = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), src: g.elems, from: g.from, vers: g.vers, refs: 1}
 			x.setStale[g.set] = true
+			x.shardGroups[g.set]++
 		case add:
 			rec.refs++
 			if sameSlice(rec.src, g.elems) {
@@ -177,6 +175,9 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 			if rec.refs--; rec.refs == 0 {
 				delete(x.groups, k)
 				x.setStale[g.set] = true
+				if x.shardGroups[g.set]--; x.shardGroups[g.set] == 0 {
+					delete(x.shardGroups, g.set)
+				}
 				x.idTouched = append(x.idTouched, g.def)
 			}
 		}
@@ -201,40 +202,42 @@ func (x *Compiler) releaseIDs() {
 	x.idTouched = x.idTouched[:0]
 }
 
-// sharedElems returns the elements of shared set name, rebuilt when one of
-// its groups changed: groups in id order, each sorted, which is the order
-// of key bytes since the id comes first.
+// sharedElems returns the elements of shared set (or shard) name,
+// rebuilding first every shared set one of whose groups changed.
 func (x *Compiler) sharedElems(name string) []ruleset.Elem {
-	if !x.setStale[name] {
-		return x.shared[name]
+	if len(x.setStale) > 0 {
+		x.rebuildShared()
 	}
-	var recs []*groupRec
-	n := 0
+	return x.shared[name]
+}
+
+// rebuildShared rebuilds the element lists of the stale shared sets, in
+// one pass over the groups (a full compile finds every shard stale): its
+// groups in id order, each sorted, which is the order of key bytes since
+// the id comes first.
+func (x *Compiler) rebuildShared() {
+	recs := make(map[string][]*groupRec, len(x.setStale))
 	for k, rec := range x.groups {
-		if k.set == name {
-			recs = append(recs, rec)
+		if x.setStale[k.set] {
+			recs[k.set] = append(recs[k.set], rec)
+		}
+	}
+	for name := range x.setStale {
+		list, n := recs[name], 0
+		slices.SortFunc(list, func(a, b *groupRec) int { return cmp.Compare(a.id, b.id) })
+		for _, rec := range list {
 			n += len(rec.elems)
 		}
-	}
-	slices.SortFunc(recs, func(a, b *groupRec) int {
-		switch {
-		case a.id < b.id:
-			return -1
-		case a.id > b.id:
-			return 1
+		var out []ruleset.Elem // nil when empty, as in a fresh Compiler
+		if n > 0 {
+			out = make([]ruleset.Elem, 0, n)
 		}
-		return 0
-	})
-	var out []ruleset.Elem // nil when empty, as in a fresh Compiler
-	if n > 0 {
-		out = make([]ruleset.Elem, 0, n)
+		for _, rec := range list {
+			out = append(out, rec.elems...)
+		}
+		x.shared[name] = out
 	}
-	for _, rec := range recs {
-		out = append(out, rec.elems...)
-	}
-	x.shared[name] = out
-	delete(x.setStale, name)
-	return out
+	clear(x.setStale)
 }
 
 // prefixElems returns elems (sorted) with id as a first field.

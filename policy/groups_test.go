@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,13 +36,19 @@ func groupSnapshot(policies ...*networkingv1.NetworkPolicy) Snapshot {
 	return s
 }
 
-// lookupIDs returns the ids of every lookup of set in r's rules.
+// inShared tells whether set is shared set name or one of its shards.
+func inShared(set, name string) bool {
+	return set == name || strings.HasPrefix(set, name+"-")
+}
+
+// lookupIDs returns the ids of every lookup of shared set set (any shard)
+// in r's rules.
 func lookupIDs(r ruleset.Ruleset, set string) []uint32 {
 	var out []uint32
 	for _, c := range r.Chains {
 		for _, rule := range c.Rules {
 			for _, m := range rule.Matches {
-				if m.Set == set && m.ID != 0 {
+				if inShared(m.Set, set) && m.ID != 0 {
 					out = append(out, m.ID)
 				}
 			}
@@ -60,23 +67,21 @@ func TestSharedGroups(t *testing.T) {
 	if len(ids) != 2 || ids[0] != ids[1] {
 		t.Fatalf("two policies with equal peers look up ids %v, want one id twice", ids)
 	}
-	peers, _ := r.Set(setPeers4)
-	if len(peers.Elems) != 2 {
-		t.Fatalf("peers4 holds %d elements, want the 2 db pods once:\n%s", len(peers.Elems), r)
+	if n := sharedElemCount(r, setPeers4); n != 2 {
+		t.Fatalf("peers4 holds %d elements, want the 2 db pods once:\n%s", n, r)
 	}
 	id := ids[0]
 
 	r = x.Compile(groupSnapshot(fromApp("b", "db"), fromApp("c", "cache")))
-	if peers, _ := r.Set(setPeers4); len(peers.Elems) != 3 {
-		t.Errorf("after deleting one user: peers4 holds %d elements, want 2 db + 1 cache:\n%s", len(peers.Elems), r)
+	if n := sharedElemCount(r, setPeers4); n != 3 {
+		t.Errorf("after deleting one user: peers4 holds %d elements, want 2 db + 1 cache:\n%s", n, r)
 	}
 	if got := lookupIDs(r, setPeers4); !slices.Contains(got, id) {
 		t.Errorf("the db peers changed id: %v, want %d kept", got, id)
 	}
 
 	r = x.Compile(groupSnapshot(fromApp("c", "cache")))
-	peers, _ = r.Set(setPeers4)
-	if len(peers.Elems) != 1 || strings.Contains(r.String(), fmt.Sprint(id)) {
+	if sharedElemCount(r, setPeers4) != 1 || strings.Contains(r.String(), fmt.Sprint(id)) {
 		t.Errorf("after deleting the last user the db group must be gone:\n%s", r)
 	}
 	if _, ok := x.ids[fromDef(x, id)]; ok {
@@ -111,7 +116,7 @@ func TestDefIDProbesPastCollisions(t *testing.T) {
 // TestHashSize pins the size classes of the shared hash sets: at least
 // twice the elements, a power of two, never below minHashSize.
 func TestHashSize(t *testing.T) {
-	for n, want := range map[int]uint32{0: 1 << 16, 1: 1 << 16, 32768: 1 << 16, 32769: 1 << 17, 65536: 1 << 17, 100000: 1 << 18} {
+	for n, want := range map[int]uint32{0: 1 << 12, 1: 1 << 12, 2048: 1 << 12, 2049: 1 << 13, 4096: 1 << 13, 100000: 1 << 18} {
 		if got := hashSize(n); got != want {
 			t.Errorf("hashSize(%d) = %d, want %d", n, got, want)
 		}
@@ -119,35 +124,48 @@ func TestHashSize(t *testing.T) {
 }
 
 // sharedElemCount counts the elements of shared set name in r, over its
-// shards when it is split.
+// shards.
 func sharedElemCount(r ruleset.Ruleset, name string) int {
 	n := 0
 	for i := range setShards {
 		if s, ok := r.Set(nthShard(name, i)); ok {
 			n += len(s.Elems)
 		}
-		if !sharded(name) {
-			break
-		}
 	}
 	return n
 }
 
-// TestIntervalSetsAreSharded pins the split of the shared interval sets:
-// a group lives in the shard of its id, which every lookup of it names;
-// shard 0 is the set itself and always there, the others only while they
-// hold a group; and the groups of many definitions spread over the shards
-// (no shard holds more than twice its share).
-func TestIntervalSetsAreSharded(t *testing.T) {
-	for _, sk := range skeletonSets {
-		if want := sk.Interval && sk.Key[0] == ruleset.TypeID; sharded(sk.Name) != want {
-			t.Errorf("set %s: sharded %v, want %v (an interval set keyed by a rule id)", sk.Name, !want, want)
-		}
-	}
+// TestSharedSetsAreSharded pins the split of the shared sets, interval
+// (blocks4) and hash (peers4): a group lives in the shard of its id, which
+// every lookup of it names; shard 0 is the set itself and always there,
+// the others only while they hold a group; and the groups of many
+// definitions spread over the shards (no shard holds more than twice its
+// share).
+func TestSharedSetsAreSharded(t *testing.T) {
+	t.Run(setBlocks4, func(t *testing.T) {
+		testSharding(t, setBlocks4, setBlocks6, 1, func(i int) networkingv1.NetworkPolicyPeer {
+			return networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: fmt.Sprintf("172.16.%d.0/24", i)}}
+		})
+	})
+	t.Run(setPeers4, func(t *testing.T) {
+		testSharding(t, setPeers4, setPeers6, 2, func(i int) networkingv1.NetworkPolicyPeer {
+			// The db pod, each time by another selector: 256 definitions.
+			return networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{
+				MatchLabels:      map[string]string{"app": "db"},
+				MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "x", Operator: metav1.LabelSelectorOpNotIn, Values: []string{fmt.Sprint(i)}}},
+			}}
+		})
+	})
+}
+
+// testSharding checks the split of shared set name with 256 policies
+// whose peers, peer(i), are 256 definitions of elems elements each;
+// empty names the set of the other family, which none of them uses.
+func testSharding(t *testing.T, name, empty string, elems int, peer func(int) networkingv1.NetworkPolicyPeer) {
 	var policies []*networkingv1.NetworkPolicy
 	for i := range 256 {
 		p := fromApp(fmt.Sprint("p", i), "db")
-		p.Spec.Ingress[0].From = []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: fmt.Sprintf("172.16.%d.0/24", i)}}}
+		p.Spec.Ingress[0].From = []networkingv1.NetworkPolicyPeer{peer(i)}
 		policies = append(policies, p)
 	}
 	x := NewCompiler()
@@ -156,10 +174,10 @@ func TestIntervalSetsAreSharded(t *testing.T) {
 	for _, c := range r.Chains {
 		for _, rule := range c.Rules {
 			for _, m := range rule.Matches {
-				if m.ID == 0 || !strings.HasPrefix(m.Set, setBlocks4) {
+				if m.ID == 0 || !strings.HasPrefix(m.Set, name) {
 					continue
 				}
-				if want := shardName(setBlocks4, m.ID); m.Set != want {
+				if want := shardName(name, m.ID); m.Set != want {
 					t.Errorf("rule %s looks id %d up in %s, want %s", rule.Owner, m.ID, m.Set, want)
 				}
 				s, ok := r.Set(m.Set)
@@ -183,23 +201,58 @@ func TestIntervalSetsAreSharded(t *testing.T) {
 	for _, c := range r.Chains {
 		for _, rule := range c.Rules {
 			for _, m := range rule.Matches {
-				if m.ID != 0 && strings.HasPrefix(m.Set, setBlocks4) {
+				if m.ID != 0 && strings.HasPrefix(m.Set, name) {
 					id = m.ID
 				}
 			}
 		}
 	}
-	want := map[string]bool{setBlocks4: true, shardName(setBlocks4, id): true}
+	want := map[string]bool{name: true, shardName(name, id): true}
 	for i := range setShards {
-		name := nthShard(setBlocks4, i)
-		if _, ok := r.Set(name); ok != want[name] {
-			t.Errorf("with the group of id %d left, shard %s present=%v, want %v", id, name, ok, want[name])
+		shard := nthShard(name, i)
+		if _, ok := r.Set(shard); ok != want[shard] {
+			t.Errorf("with the group of id %d left, shard %s present=%v, want %v", id, shard, ok, want[shard])
 		}
 	}
-	if n := sharedElemCount(r, setBlocks4); n != 1 {
-		t.Errorf("one /24 left: the shards hold %d elements, want 1", n)
+	if n := sharedElemCount(r, name); n != elems {
+		t.Errorf("one group left: the shards hold %d elements, want %d", n, elems)
 	}
-	if _, ok := r.Set(setBlocks6); !ok {
-		t.Error("shard 0 of blocks6 (empty) is gone")
+	if _, ok := r.Set(empty); !ok {
+		t.Errorf("shard 0 of %s (empty) is gone", empty)
+	}
+}
+
+// TestPeerChangeKeepsRules pins refreshPeers: a pod joining a policy's
+// peers changes the elements of its group only; the policy is not
+// compiled again, its chain keeps its rules (the same memory), and the
+// result is Compile's. A pod joining its selection compiles it again.
+func TestPeerChangeKeepsRules(t *testing.T) {
+	p := fromApp("a", "db")
+	s := groupSnapshot(p)
+	x := NewCompiler()
+	before, _ := x.Compile(s).Chain(policyChainName(dirIngress, policyKey(p)))
+	relabel := func(i int, app string) {
+		s.Pods = slices.Clone(s.Pods)
+		s.Pods[i].Labels = map[string]string{"app": app}
+	}
+	relabel(3, "db") // cache joins the peers
+	r := x.Compile(s)
+	if want := Compile(s); r.String() != want.String() {
+		t.Fatalf("Compiler differs from Compile:\n%s", textdiff.Lines(want.String(), r.String()))
+	}
+	if n := sharedElemCount(r, setPeers4); n != 3 {
+		t.Errorf("peers4 holds %d elements, want the 3 db pods", n)
+	}
+	after, _ := r.Chain(policyChainName(dirIngress, policyKey(p)))
+	if len(after.Rules) == 0 || &after.Rules[0] != &before.Rules[0] {
+		t.Errorf("a peer change compiled the policy again (its rules are new)")
+	}
+	relabel(3, "web") // joins the selection
+	r = x.Compile(s)
+	if want := Compile(s); r.String() != want.String() {
+		t.Fatalf("Compiler differs from Compile:\n%s", textdiff.Lines(want.String(), r.String()))
+	}
+	if again, _ := r.Chain(policyChainName(dirIngress, policyKey(p))); &again.Rules[0] == &after.Rules[0] {
+		t.Errorf("a selection change did not compile the policy again")
 	}
 }

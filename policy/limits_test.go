@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -215,4 +216,37 @@ func TestClusterPolicyOverItemCapFailsClosed(t *testing.T) {
 		t.Fatalf("problems %q", r.Problems)
 	}
 	checkVerdicts(t, r, map[[2]string]ruleset.VerdictKind{{"10.0.0.1", "10.1.0.1"}: ruleset.VerdictDrop, {"10.0.0.1", "10.8.3.1"}: ruleset.VerdictDrop})
+}
+
+// TestPeerChurnThroughElementCap grows a policy's peer pods one at a time
+// through the element cap, then shrinks them again: a Compiler that only
+// lists a policy's peer groups again (refreshPeers) must still count the
+// policy's other elements (its 60 ports) and drop it exactly where Compile
+// does.
+func TestPeerChurnThroughElementCap(t *testing.T) {
+	defer func(old int) { elementCap = old }(elementCap)
+	elementCap = 100
+	s := withAllowAll(wideSnapshot(2, 30, 30))
+	x := NewCompiler()
+	dropped := 0
+	step := func(n int) {
+		small := s
+		small.Pods = s.Pods[:n]
+		got, want := x.Compile(small), Compile(small)
+		if got.String() != want.String() {
+			t.Fatalf("%d pods: Compiler differs from Compile:\n%s", n, textdiff.Lines(want.String(), got.String()))
+		}
+		if len(want.Problems) > 0 {
+			dropped++
+		}
+	}
+	for n := 2; n <= len(s.Pods); n++ {
+		step(n)
+	}
+	for n := len(s.Pods) - 1; n >= 2; n-- {
+		step(n)
+	}
+	if dropped == 0 || dropped == 2*(len(s.Pods)-1)-1 {
+		t.Errorf("the policy was dropped at %d steps: the cap is never or always crossed", dropped)
+	}
 }

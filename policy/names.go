@@ -48,8 +48,7 @@ import (
 // numeric ports than maxInlinePorts; interval). A rule is thus one nft
 // rule per peer kind and family, whatever its peers and ports: a policy's
 // rules and elements grow as its peers + ports, never as their product.
-// The interval sets (blocks4/6, ports) are split by id into shards
-// (groups.go: setShards). Each set is keyed by a rule id
+// Each shared set is split by id into shards (groups.go: setShards). Each set is keyed by a rule id
 // first: a rule loads its id as a constant (`numgen random mod 1 offset ID`,
 // the only constant nft both prints and parses inside a concatenation) and
 // looks up `ID . ip saddr`. The id names a *definition* — a union of

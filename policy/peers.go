@@ -164,6 +164,13 @@ func (c *policyBuilder) resolvePeers(ns string, list []networkingv1.NetworkPolic
 	return out, notes, nil
 }
 
+// peerElems returns the elements of a group of selector peers in shared
+// set set (peers4 or peers6): the addresses of the family of set of the
+// pods of from.
+func peerElems(set string, from []*podEntry) []ruleset.Elem {
+	return podElems(pods(from), set == setPeers4)
+}
+
 // podElems returns the addresses of pods of family v4 (or v6) as sorted,
 // distinct single-address elements.
 func podElems(pods []*podRec, v4 bool) []ruleset.Elem {

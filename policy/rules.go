@@ -269,9 +269,8 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 	for i, f := range fams {
 		_, field := f.ends(dir)
 		if len(resolved.selectors) > 0 {
-			v4 := f.typ == ruleset.TypeIPv4
 			from := resolved.entries()
-			id, set := c.groupFrom(f.peers, resolved.unionDef(), resolved.podBound(), from, func() []ruleset.Elem { return podElems(pods(from), v4) })
+			id, set := c.groupFrom(f.peers, resolved.unionDef(), resolved.podBound(), from, func() []ruleset.Elem { return peerElems(f.peers, from) })
 			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: set, ID: id}})
 		}
 		ivs := resolved.v4
