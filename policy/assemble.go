@@ -208,7 +208,9 @@ func familySet(a netip.Addr, v4, v6 string) string {
 
 // dispatch returns the elements of the pod maps: each isolated local pod
 // jumps to the chain of the policies that select it, which tries each
-// policy and ends in drop. It leaves those chains in x.selChains.
+// policy (the base chain then drops: isolationRule), or to the chain of
+// its only policy when denied packets are not logged (the log rule ends a
+// selection chain). It leaves the selection chains in x.selChains.
 func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	type selection [2][]*policyState
 	by := make(map[*podRec]*selection, len(x.local))
@@ -234,14 +236,7 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 			if len(list) == 0 {
 				continue
 			}
-			id.Reset()
-			id.WriteString(string(dirs[d]))
-			id.WriteString(p.Namespace)
-			for _, ps := range list {
-				id.WriteByte(0)
-				id.WriteString(ps.key)
-			}
-			name := x.selectionChain(id.String(), dirs[d], p.Namespace, list)
+			name := x.selectionTarget(&id, dirs[d], p.Namespace, list)
 			if j := &p.jump[d]; j.chain != name || j.elems == nil {
 				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
 				for _, ip := range p.IPs {
@@ -275,6 +270,25 @@ func sortedPods[V any](m map[*podRec]V) []*podRec {
 	return out
 }
 
+// selectionTarget returns the name of the chain the pod map elements of
+// pods in namespace ns that list selects for direction d jump to: the
+// chain of list's only policy, unless denied packets are logged, or else
+// list's selection chain. id is scratch space for the selection's
+// identity.
+func (x *Compiler) selectionTarget(id *strings.Builder, d direction, ns string, list []*policyState) string {
+	if len(list) == 1 && x.logDenied.Group == 0 {
+		return policyChainNameHash(d, list[0].hash, list[0].key)
+	}
+	id.Reset()
+	id.WriteString(string(d))
+	id.WriteString(ns)
+	for _, ps := range list {
+		id.WriteByte(0)
+		id.WriteString(ps.key)
+	}
+	return x.selectionChain(id.String(), d, ns, list)
+}
+
 // selectionChain returns the name of the selection chain of list (whose
 // identity is id) and keeps the chain in x.selChains. Chains are memoized
 // by id: their content depends on it alone.
@@ -299,15 +313,6 @@ func (x *Compiler) selectionChain(id string, d direction, ns string, list []*pol
 			}
 			ch.Rules = append(ch.Rules, ruleset.Rule{Log: &ruleset.Log{Prefix: prefix, Group: l.Group, Rate: l.Rate}})
 		}
-		counter := counterDeniedIn
-		if d == dirEgress {
-			counter = counterDeniedEg
-		}
-		ch.Rules = append(ch.Rules, ruleset.Rule{
-			Counter: counter,
-			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
-			Owner:   ownerIsolation(d),
-		})
 		if len(x.selMemo) >= maxParsed {
 			clear(x.selMemo)
 		}
