@@ -206,11 +206,12 @@ func familySet(a netip.Addr, v4, v6 string) string {
 	return v6
 }
 
-// dispatch returns the elements of the pod maps: each isolated local pod
-// jumps to the chain of the policies that select it, which tries each
-// policy (the base chain then drops: isolationRule), or to the chain of
-// its only policy when denied packets are not logged (the log rule ends a
-// selection chain). It leaves the selection chains in x.selChains.
+// dispatch returns the elements of the pod maps and of the sets of their
+// keys: each isolated local pod jumps to the chain of the policies that
+// select it, which tries each policy (the base chain then drops:
+// isolationRule), or to the chain of its only policy when denied packets
+// are not logged (the log rule ends a selection chain). It leaves the
+// selection chains in x.selChains.
 func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	type selection [2][]*policyState
 	by := make(map[*podRec]*selection, len(x.local))
@@ -227,6 +228,7 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 		}
 	}
 	maps := [2][2]string{{mapIngress4, mapIngress6}, {mapEgress4, mapEgress6}}
+	isolated := [2][2]string{{setIngressIsolated4, setIngressIsolated6}, {setEgressIsolated4, setEgressIsolated6}}
 	dirs := [2]direction{dirIngress, dirEgress}
 	out := make(map[string][]ruleset.Elem, 4)
 	x.selChains = make(map[string]ruleset.Chain, len(x.selChains))
@@ -244,11 +246,12 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 				}
 			}
 			for _, e := range p.jump[d].elems {
-				m := maps[d][0]
+				f := 0
 				if len(e.Key[0].From) == 16 {
-					m = maps[d][1]
+					f = 1
 				}
-				out[m] = append(out[m], e)
+				out[maps[d][f]] = append(out[maps[d][f]], e)
+				out[isolated[d][f]] = append(out[isolated[d][f]], ruleset.Elem{Key: e.Key})
 			}
 		}
 	}

@@ -89,6 +89,13 @@ const (
 	mapEgress6    = "egress-pods6"
 	mapIngress4   = "ingress-pods4" // local pod IP : jump sel-in-...
 	mapIngress6   = "ingress-pods6"
+	// The keys of the pod maps, which the isolation drops look up: a
+	// lookup in a verdict map would have the kernel validate the chains
+	// its elements jump to once more on every commit that validates.
+	setEgressIsolated4  = "egress-isolated4"
+	setEgressIsolated6  = "egress-isolated6"
+	setIngressIsolated4 = "ingress-isolated4"
+	setIngressIsolated6 = "ingress-isolated6"
 	// The tiers' pod maps: local pod IP : jump adm-eg-... (cluster.go).
 	mapAdminEgress4    = "admin-egress-pods4"
 	mapAdminEgress6    = "admin-egress-pods6"
@@ -191,25 +198,26 @@ func forwardBody(d direction, prefix string) []ruleset.Rule {
 		admin = append(admin, vmapRule(f.tierMap(ruleset.TierAdmin, d), pod))
 		node = append(node, lookupRule(ownerNode(d.long()), f.nodeAddrs, other))
 		dispatch = append(dispatch, vmapRule(f.podMap(d), pod))
-		isolated = append(isolated, isolationRule(f.podMap(d), d, pod))
+		isolated = append(isolated, isolationRule(f.isolated(d), d, pod))
 	}
 	return slices.Concat(self, admin, node, dispatch, isolated, unclassifiedRules(prefix, d), baselineRules(d))
 }
 
-// isolationRule drops the packets of the isolated local pods (the keys of
-// pod map m, looked up by field pod) that no policy of theirs accepted:
+// isolationRule drops the packets of the isolated local pods (set, the
+// keys of a pod map, looked up by field pod) that no policy of theirs
+// accepted:
 // the chain a pod's map element jumps to (its selection chain, or the
 // chain of its only policy) returns here when none does. Dropping once
 // here, not at the end of every selection chain, spares the kernel a rule
 // per selection and lets a pod selected by one policy jump straight to
 // that policy's chain.
-func isolationRule(m string, d direction, pod ruleset.Field) ruleset.Rule {
+func isolationRule(set string, d direction, pod ruleset.Field) ruleset.Rule {
 	counter := counterDeniedIn
 	if d == dirEgress {
 		counter = counterDeniedEg
 	}
 	return ruleset.Rule{
-		Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{pod}, Set: m}},
+		Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{pod}, Set: set}},
 		Counter: counter,
 		Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
 		Owner:   ownerIsolation(d),
@@ -226,6 +234,10 @@ var skeletonSets = []ruleset.Set{
 	{Name: mapEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "egress-isolated local pods"},
 	{Name: mapIngress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "ingress-isolated local pods"},
 	{Name: mapIngress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "ingress-isolated local pods"},
+	{Name: setEgressIsolated4, Key: []ruleset.Type{ruleset.TypeIPv4}, Comment: "egress-isolated local pods"},
+	{Name: setEgressIsolated6, Key: []ruleset.Type{ruleset.TypeIPv6}, Comment: "egress-isolated local pods"},
+	{Name: setIngressIsolated4, Key: []ruleset.Type{ruleset.TypeIPv4}, Comment: "ingress-isolated local pods"},
+	{Name: setIngressIsolated6, Key: []ruleset.Type{ruleset.TypeIPv6}, Comment: "ingress-isolated local pods"},
 	{Name: mapAdminEgress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Admin tier egress rules"},
 	{Name: mapAdminEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Admin tier egress rules"},
 	{Name: mapAdminIngress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Admin tier ingress rules"},
