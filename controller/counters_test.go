@@ -28,7 +28,14 @@ func (f fakeCounters) Counters(context.Context) (map[string]ruleset.CounterValue
 // pod.
 func countedRuleset(t *testing.T) ruleset.Ruleset {
 	t.Helper()
-	s := policy.Snapshot{Node: policy.Node{Name: "n1"}, Pods: []policy.Pod{
+	return countedRulesetLogging(t, policy.DeniedLog{})
+}
+
+// countedRulesetLogging is countedRuleset with denied packets logged as
+// log says.
+func countedRulesetLogging(t *testing.T, log policy.DeniedLog) ruleset.Ruleset {
+	t.Helper()
+	s := policy.Snapshot{Node: policy.Node{Name: "n1"}, LogDenied: log, Pods: []policy.Pod{
 		{Namespace: "default", Name: "web", Node: "n1", Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}},
 	}}
 	err := yaml.Unmarshal([]byte(`[{metadata: {namespace: default, name: web}, spec: {podSelector: {matchLabels: {app: web}},
@@ -190,9 +197,10 @@ func TestParsePacket(t *testing.T) {
 
 // TestDeniedLoggerNamesThePolicies pins the context of a denied packet:
 // the selection chain its prefix names (whole, or cut as iptables cuts
-// it) and the policies that chain tries.
+// it) and the policies that chain tries. Denied packets are logged: a pod
+// one policy selects then has a selection chain too, which logs.
 func TestDeniedLoggerNamesThePolicies(t *testing.T) {
-	r := countedRuleset(t)
+	r := countedRulesetLogging(t, policy.DeniedLog{Group: 5})
 	d := DeniedLogger{Ruleset: func() ruleset.Ruleset { return r }}
 	var sel string
 	for _, c := range r.Chains {

@@ -22,8 +22,8 @@ import (
 // selection chain) and logs each one with its policy context.
 
 // DeniedLogger logs denied packets, explained with the policies of the
-// selection chain that dropped them in the ruleset Ruleset returns (the
-// last applied one); Run reads the NFLOG group.
+// selection chain that logged them before their drop in the ruleset
+// Ruleset returns (the last applied one); Run reads the NFLOG group.
 type DeniedLogger struct {
 	Group   uint16
 	Log     *slog.Logger

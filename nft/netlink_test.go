@@ -164,6 +164,42 @@ func TestLargeSetReadBack(t *testing.T) {
 	}
 }
 
+// TestHashSetFullToItsSize pins that a shared hash set declared with as
+// many elements as its size (the last count of a size class) loads, and
+// that one element more, a new class, goes through Diff's full apply: the
+// kernel refuses elements beyond a hash set's size.
+func TestHashSetFullToItsSize(t *testing.T) {
+	ns := testkit.NewTestNS(t, "weirt-nft-")
+	a, err := NewNetlinkApplier(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	snap := policy.Snapshot{Node: policy.Node{Name: "n1"}}
+	if err := yaml.Unmarshal([]byte(`[{metadata: {namespace: default, name: all}, spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {}}]}]}}]`), &snap.Policies); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1024, 1025, 1024} {
+		// One local pod, so that the policy is rendered; the others remote.
+		snap.Pods = []policy.Pod{{Namespace: "default", Name: "local", Node: "n1", IPs: []netip.Addr{netip.MustParseAddr("10.2.0.1")}}}
+		for i := range n - 1 {
+			ip := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+			snap.Pods = append(snap.Pods, policy.Pod{Namespace: "default", Name: fmt.Sprint("p", i), Node: "n2", IPs: []netip.Addr{ip}})
+		}
+		r := policy.Compile(snap)
+		s, _ := r.Set("peers4")
+		if len(s.Elems) != n || s.Size < uint32(n) || s.Size >= uint32(2*n) {
+			t.Fatalf("%d peers: peers4 has %d elements, size %d; want %d in the power of two at least that", n, len(s.Elems), s.Size, n)
+		}
+		if _, err := a.Apply(context.Background(), r); err != nil {
+			t.Fatalf("%d peers: %v", n, err)
+		}
+		if got, want := testkit.NormalizeNft(testkit.Nft(t, ns, "", "list", "set", "inet", ruleset.TableName, "peers4")), s.Size; !strings.Contains(got, fmt.Sprintf("size %d\n", want)) {
+			t.Errorf("%d peers: kernel lists\n%.300s\nwant size %d", n, got, want)
+		}
+	}
+}
+
 // TestRejectedBatch pins how the applier reports a batch the kernel refuses
 // (it asks for one acknowledgement per batch, see sendBatch): the error
 // names the failing message, the table keeps its previous content, and the

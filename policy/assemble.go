@@ -206,9 +206,12 @@ func familySet(a netip.Addr, v4, v6 string) string {
 	return v6
 }
 
-// dispatch returns the elements of the pod maps: each isolated local pod
-// jumps to the chain of the policies that select it, which tries each
-// policy and ends in drop. It leaves those chains in x.selChains.
+// dispatch returns the elements of the pod maps and of the sets of their
+// keys: each isolated local pod jumps to the chain of the policies that
+// select it, which tries each policy (the base chain then drops:
+// isolationRule), or to the chain of its only policy when denied packets
+// are not logged (the log rule ends a selection chain). It leaves the
+// selection chains in x.selChains.
 func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	type selection [2][]*policyState
 	by := make(map[*podRec]*selection, len(x.local))
@@ -225,6 +228,7 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 		}
 	}
 	maps := [2][2]string{{mapIngress4, mapIngress6}, {mapEgress4, mapEgress6}}
+	isolated := [2][2]string{{setIngressIsolated4, setIngressIsolated6}, {setEgressIsolated4, setEgressIsolated6}}
 	dirs := [2]direction{dirIngress, dirEgress}
 	out := make(map[string][]ruleset.Elem, 4)
 	x.selChains = make(map[string]ruleset.Chain, len(x.selChains))
@@ -234,14 +238,7 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 			if len(list) == 0 {
 				continue
 			}
-			id.Reset()
-			id.WriteString(string(dirs[d]))
-			id.WriteString(p.Namespace)
-			for _, ps := range list {
-				id.WriteByte(0)
-				id.WriteString(ps.key)
-			}
-			name := x.selectionChain(id.String(), dirs[d], p.Namespace, list)
+			name := x.selectionTarget(&id, dirs[d], p.Namespace, list)
 			if j := &p.jump[d]; j.chain != name || j.elems == nil {
 				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
 				for _, ip := range p.IPs {
@@ -249,11 +246,12 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 				}
 			}
 			for _, e := range p.jump[d].elems {
-				m := maps[d][0]
+				f := 0
 				if len(e.Key[0].From) == 16 {
-					m = maps[d][1]
+					f = 1
 				}
-				out[m] = append(out[m], e)
+				out[maps[d][f]] = append(out[maps[d][f]], e)
+				out[isolated[d][f]] = append(out[isolated[d][f]], ruleset.Elem{Key: e.Key})
 			}
 		}
 	}
@@ -273,6 +271,25 @@ func sortedPods[V any](m map[*podRec]V) []*podRec {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	return out
+}
+
+// selectionTarget returns the name of the chain the pod map elements of
+// pods in namespace ns that list selects for direction d jump to: the
+// chain of list's only policy, unless denied packets are logged, or else
+// list's selection chain. id is scratch space for the selection's
+// identity.
+func (x *Compiler) selectionTarget(id *strings.Builder, d direction, ns string, list []*policyState) string {
+	if len(list) == 1 && x.logDenied.Group == 0 {
+		return policyChainNameHash(d, list[0].hash, list[0].key)
+	}
+	id.Reset()
+	id.WriteString(string(d))
+	id.WriteString(ns)
+	for _, ps := range list {
+		id.WriteByte(0)
+		id.WriteString(ps.key)
+	}
+	return x.selectionChain(id.String(), d, ns, list)
 }
 
 // selectionChain returns the name of the selection chain of list (whose
@@ -299,15 +316,6 @@ func (x *Compiler) selectionChain(id string, d direction, ns string, list []*pol
 			}
 			ch.Rules = append(ch.Rules, ruleset.Rule{Log: &ruleset.Log{Prefix: prefix, Group: l.Group, Rate: l.Rate}})
 		}
-		counter := counterDeniedIn
-		if d == dirEgress {
-			counter = counterDeniedEg
-		}
-		ch.Rules = append(ch.Rules, ruleset.Rule{
-			Counter: counter,
-			Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
-			Owner:   ownerIsolation(d),
-		})
 		if len(x.selMemo) >= maxParsed {
 			clear(x.selMemo)
 		}
@@ -355,21 +363,23 @@ func (x *Compiler) masquerade(sets []ruleset.Set, chains []ruleset.Chain) ([]rul
 	return sets, append(chains, ch)
 }
 
-// minHashSize is the least size of a shard of a shared hash set (see
-// hashSize): the shards of one set together start at 65,536.
-const minHashSize = (1 << 16) / setShards
+// minHashSize is the least size of a shared hash set (see hashSize).
+const minHashSize = 1 << 10
 
-// hashSize is the size a shard of a shared hash set is declared with for
-// n elements: the power of two at least 2n, and at least minHashSize. The
-// kernel sizes a hash set's table from it once, instead of growing it
-// again and again while a full sync inserts its elements (a fifth less
-// kernel time for the 24,000 elements of the dense benchmark). A shard
-// never nears its size, the most elements it may hold; a shard crossing a
-// class (2,048 elements, then each power of two) changes definition, which
-// Diff turns into one full apply.
+// hashSize is the size a shared hash set is declared with for n elements:
+// the power of two at least n, and at least minHashSize. The kernel sizes
+// a hash set's table from it once, instead of growing it again and again
+// while a full sync inserts its elements (a fifth less kernel time for the
+// 24,000 elements of the dense benchmark), with more buckets than its size
+// (a power of two at least 4/3 of it). It zeroes that table on every full
+// sync, so the size follows the elements instead of a high floor: each of
+// the four hash sets took 1 MiB under a floor of 65,536, the dense
+// benchmark's four now take 0.7 MiB in all. A set holds
+// at most its size; a set crossing a class (1,024 elements, then each
+// power of two) changes definition, which Diff turns into one full apply.
 func hashSize(n int) uint32 {
 	size := uint32(minHashSize)
-	for size < uint32(2*n) {
+	for size < uint32(n) {
 		size <<= 1
 	}
 	return size

@@ -114,9 +114,9 @@ func TestDefIDProbesPastCollisions(t *testing.T) {
 }
 
 // TestHashSize pins the size classes of the shared hash sets: at least
-// twice the elements, a power of two, never below minHashSize.
+// the elements, a power of two, never below minHashSize.
 func TestHashSize(t *testing.T) {
-	for n, want := range map[int]uint32{0: 1 << 12, 1: 1 << 12, 2048: 1 << 12, 2049: 1 << 13, 4096: 1 << 13, 100000: 1 << 18} {
+	for n, want := range map[int]uint32{0: 1 << 10, 1: 1 << 10, 1024: 1 << 10, 1025: 1 << 11, 17268: 1 << 15, 65536: 1 << 16, 65537: 1 << 17, 100000: 1 << 17} {
 		if got := hashSize(n); got != want {
 			t.Errorf("hashSize(%d) = %d, want %d", n, got, want)
 		}

@@ -172,6 +172,87 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 	}
 }
 
+// TestKernelIsolatesSinglePolicyPods pins the isolation of pods one policy
+// selects, whose pod map elements jump straight to that policy's chain: what
+// the policy does not allow, the base chain drops (denied-ingress,
+// denied-egress), dual-stack, and a pod two policies select is isolated
+// by its selection chain the same way.
+func TestKernelIsolatesSinglePolicyPods(t *testing.T) {
+	n := routerNS(t, "weirt-pol-")
+	pods := []*kpod{
+		{pod: Pod{Namespace: "default", Name: "client", Labels: map[string]string{"app": "client"}},
+			addr: "10.0.1.10/24", gw: "10.0.1.1/24", addr6: "fd00:1::10/64", gw6: "fd00:1::1/64"},
+		{pod: Pod{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}},
+			addr: "10.0.2.10/24", gw: "10.0.2.1/24", addr6: "fd00:2::10/64", gw6: "fd00:2::1/64"},
+		{pod: Pod{Namespace: "default", Name: "api", Labels: map[string]string{"app": "api", "tier": "back"}},
+			addr: "10.0.3.10/24", gw: "10.0.3.1/24"},
+		{pod: Pod{Namespace: "default", Name: "other"}, addr: "10.0.4.10/24", gw: "10.0.4.1/24"},
+	}
+	snap := Snapshot{Node: Node{Name: "n1"}, Namespaces: []Namespace{{Name: "default"}}}
+	snap.Pods = wireAll(t, n.Name, pods)
+	snap.Policies = fixtures.Policies(t, `
+{metadata: {name: web-in, namespace: default}, spec: {podSelector: {matchLabels: {app: web}}, ingress: [{ports: [{port: 80}]}]}}
+---
+{metadata: {name: client-eg, namespace: default}, spec: {podSelector: {matchLabels: {app: client}}, policyTypes: [Egress],
+  egress: [{ports: [{port: 80}, {port: 82}]}]}}
+---
+{metadata: {name: api-80, namespace: default}, spec: {podSelector: {matchLabels: {app: api}}, ingress: [{ports: [{port: 80}]}]}}
+---
+{metadata: {name: back-81, namespace: default}, spec: {podSelector: {matchLabels: {tier: back}}, ingress: [{ports: [{port: 81}]}]}}
+`)
+	r := Compile(snap)
+	sels := 0
+	for _, c := range r.Chains {
+		if strings.HasPrefix(c.Name, prefixSelection) {
+			sels++
+		}
+	}
+	if sels != 1 {
+		t.Fatalf("%d selection chains, want 1 (api's): the pods one policy selects need none", sels)
+	}
+	a := applyIn(t, n.Path(), r)
+	by := byName(pods)
+	cases := []struct {
+		from, to string
+		port     int
+		want     ruleset.VerdictKind
+		v6       bool
+	}{
+		{"client", "web", 80, ruleset.VerdictAccept, false},
+		{"client", "web", 80, ruleset.VerdictAccept, true},
+		{"client", "web", 82, ruleset.VerdictDrop, false}, // egress allows, web's ingress does not
+		{"client", "web", 82, ruleset.VerdictDrop, true},
+		{"other", "web", 81, ruleset.VerdictDrop, false},
+		{"client", "other", 81, ruleset.VerdictDrop, false}, // client's egress does not allow
+		{"client", "other", 82, ruleset.VerdictAccept, false},
+		{"other", "api", 80, ruleset.VerdictAccept, false}, // two policies: each allows its port
+		{"other", "api", 81, ruleset.VerdictAccept, false},
+		{"other", "api", 82, ruleset.VerdictDrop, false},
+		{"web", "other", 81, ruleset.VerdictAccept, false}, // web is not egress-isolated
+	}
+	counted := map[string]bool{}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s to %s tcp/%d v6=%v", tc.from, tc.to, tc.port, tc.v6), func(t *testing.T) {
+			src, dst := by[tc.from], by[tc.to]
+			fam := 0
+			if tc.v6 {
+				fam = 1
+			}
+			pkt := ruleset.Packet{Src: src.pod.IPs[fam], Dst: dst.pod.IPs[fam], Proto: 6, DPort: uint16(tc.port)}
+			traceAndProbe(t, r, src, dst, pkt, "tcp", tc.want, counted)
+		})
+	}
+	values, err := a.Counters(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{counterDeniedIn, counterDeniedEg} {
+		if !counted[name] || values[name].Packets == 0 {
+			t.Errorf("counter %s: decided a probe %v, counted %d packets; want both", name, counted[name], values[name].Packets)
+		}
+	}
+}
+
 // TestCountersSurvivePolicyEdit pins that editing a policy keeps the
 // counters of its rules on the kernel: Apply replaces the policy's chain
 // but not the named counters its rules count into. (ApplyFull in place of

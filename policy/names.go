@@ -35,9 +35,11 @@ import (
 //
 // The pod maps send an isolated local pod to the chain of its *selection*: the
 // sorted set of policies of its namespace that select it for that direction
-// (sel-in-HASH-ns). That chain jumps to each policy's chain (pol-in-HASH-ns/name)
-// and ends in drop; a policy chain accepts on a match and falls through
-// otherwise. A rule's few numeric ports (up to maxInlinePorts ranges) are
+// (sel-in-HASH-ns), or straight to the chain of its policy when a single
+// policy selects it (and denied packets are not logged). A selection chain
+// jumps to each policy's chain (pol-in-HASH-ns/name); a policy chain
+// accepts on a match and falls through otherwise; the base chain drops what
+// returns (isolationRule). A rule's few numeric ports (up to maxInlinePorts ranges) are
 // inline matches (`tcp dport 80`).
 //
 // Peers and ports live in seven shared sets, whatever the number of
@@ -86,6 +88,13 @@ const (
 	mapEgress6    = "egress-pods6"
 	mapIngress4   = "ingress-pods4" // local pod IP : jump sel-in-...
 	mapIngress6   = "ingress-pods6"
+	// The keys of the pod maps, which the isolation drops look up: a
+	// lookup in a verdict map would have the kernel validate the chains
+	// its elements jump to once more on every commit that validates.
+	setEgressIsolated4  = "egress-isolated4"
+	setEgressIsolated6  = "egress-isolated6"
+	setIngressIsolated4 = "ingress-isolated4"
+	setIngressIsolated6 = "ingress-isolated6"
 	// The tiers' pod maps: local pod IP : jump adm-eg-... (cluster.go).
 	mapAdminEgress4    = "admin-egress-pods4"
 	mapAdminEgress6    = "admin-egress-pods6"
@@ -175,20 +184,43 @@ func forwardChain(name string, d direction, priority int, prefix string) ruleset
 // Admin tier's pod map of each family sends the pod on to its Admin
 // selection (cluster.go), the pod the check is about may talk to its own
 // node, NetworkPolicy's pod map of each family sends it on to its
-// selection chain, the default verdict of unclassified pods
+// selection chain, which returns to the isolation drop (isolationRule),
+// the default verdict of unclassified pods
 // (unclassified.go), then the Baseline tier's pod maps. Each step comes
 // for both families before the next. The forward chains and the check of
 // DNS queries before the proxy (dns.go) hold it.
 func forwardBody(d direction, prefix string) []ruleset.Rule {
-	var self, admin, node, dispatch []ruleset.Rule
+	var self, admin, node, dispatch, isolated []ruleset.Rule
 	for _, f := range families {
 		pod, other := f.ends(d)
 		self = append(self, lookupRule(ownerSelf, f.self, f.saddr, f.daddr))
 		admin = append(admin, vmapRule(f.tierMap(ruleset.TierAdmin, d), pod))
 		node = append(node, lookupRule(ownerNode(d.long()), f.nodeAddrs, other))
 		dispatch = append(dispatch, vmapRule(f.podMap(d), pod))
+		isolated = append(isolated, isolationRule(f.isolated(d), d, pod))
 	}
-	return slices.Concat(self, admin, node, dispatch, unclassifiedRules(prefix, d), baselineRules(d))
+	return slices.Concat(self, admin, node, dispatch, isolated, unclassifiedRules(prefix, d), baselineRules(d))
+}
+
+// isolationRule drops the packets of the isolated local pods (set, the
+// keys of a pod map, looked up by field pod) that no policy of theirs
+// accepted:
+// the chain a pod's map element jumps to (its selection chain, or the
+// chain of its only policy) returns here when none does. Dropping once
+// here, not at the end of every selection chain, spares the kernel a rule
+// per selection and lets a pod selected by one policy jump straight to
+// that policy's chain.
+func isolationRule(set string, d direction, pod ruleset.Field) ruleset.Rule {
+	counter := counterDeniedIn
+	if d == dirEgress {
+		counter = counterDeniedEg
+	}
+	return ruleset.Rule{
+		Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{pod}, Set: set}},
+		Counter: counter,
+		Verdict: ruleset.Verdict{Kind: ruleset.VerdictDrop},
+		Owner:   ownerIsolation(d),
+	}
 }
 
 // skeletonSets are the fixed sets and maps; Compile fills their elements.
@@ -201,6 +233,10 @@ var skeletonSets = []ruleset.Set{
 	{Name: mapEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "egress-isolated local pods"},
 	{Name: mapIngress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "ingress-isolated local pods"},
 	{Name: mapIngress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "ingress-isolated local pods"},
+	{Name: setEgressIsolated4, Key: []ruleset.Type{ruleset.TypeIPv4}, Comment: "egress-isolated local pods"},
+	{Name: setEgressIsolated6, Key: []ruleset.Type{ruleset.TypeIPv6}, Comment: "egress-isolated local pods"},
+	{Name: setIngressIsolated4, Key: []ruleset.Type{ruleset.TypeIPv4}, Comment: "ingress-isolated local pods"},
+	{Name: setIngressIsolated6, Key: []ruleset.Type{ruleset.TypeIPv6}, Comment: "ingress-isolated local pods"},
 	{Name: mapAdminEgress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Admin tier egress rules"},
 	{Name: mapAdminEgress6, Key: []ruleset.Type{ruleset.TypeIPv6}, Map: true, Comment: "local pods of Admin tier egress rules"},
 	{Name: mapAdminIngress4, Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Comment: "local pods of Admin tier ingress rules"},

@@ -53,6 +53,9 @@ type family struct {
 	peers, blocks, named    string // the shared sets of policy rules
 	nodeAddrs, self         string // the forward chains' node and self sets
 	egressPods, ingressPods string // the forward chains' pod maps
+	// The same pods as plain sets, which the isolation drops look up
+	// (isolationRule).
+	egressIsolated, ingressIsolated string
 	// The tiers' pod maps, by tier (Admin, Baseline) and direction
 	// (ingress, egress): see cluster.go.
 	tierPods          [2][2]string
@@ -66,13 +69,13 @@ type family struct {
 var families = []family{
 	{typ: ruleset.TypeIPv4, saddr: ruleset.FieldIPSaddr, daddr: ruleset.FieldIPDaddr,
 		peers: setPeers4, blocks: setBlocks4, named: setNamed4, nodeAddrs: setNodeAddrs4, self: setSelf4,
-		egressPods: mapEgress4, ingressPods: mapIngress4, podCIDRs: setPodCIDRs4, cluster: setCluster4,
+		egressPods: mapEgress4, ingressPods: mapIngress4, egressIsolated: setEgressIsolated4, ingressIsolated: setIngressIsolated4, podCIDRs: setPodCIDRs4, cluster: setCluster4,
 		localPods: setLocalPods4, unrouted: setUnrouted4, dnsPods: setDNSPods4,
 		tierPods:     [2][2]string{{mapAdminIngress4, mapAdminEgress4}, {mapBaselineIngress4, mapBaselineEgress4}},
 		baselineNode: mapBaselineNodeEgress4},
 	{typ: ruleset.TypeIPv6, saddr: ruleset.FieldIP6Saddr, daddr: ruleset.FieldIP6Daddr,
 		peers: setPeers6, blocks: setBlocks6, named: setNamed6, nodeAddrs: setNodeAddrs6, self: setSelf6,
-		egressPods: mapEgress6, ingressPods: mapIngress6, podCIDRs: setPodCIDRs6, cluster: setCluster6,
+		egressPods: mapEgress6, ingressPods: mapIngress6, egressIsolated: setEgressIsolated6, ingressIsolated: setIngressIsolated6, podCIDRs: setPodCIDRs6, cluster: setCluster6,
 		localPods: setLocalPods6, unrouted: setUnrouted6, dnsPods: setDNSPods6,
 		tierPods:     [2][2]string{{mapAdminIngress6, mapAdminEgress6}, {mapBaselineIngress6, mapBaselineEgress6}},
 		baselineNode: mapBaselineNodeEgress6},
@@ -94,6 +97,15 @@ func (f family) podMap(d direction) string {
 		return f.egressPods
 	}
 	return f.ingressPods
+}
+
+// isolated is f's set of the local pods isolated for direction d: the keys
+// of podMap(d).
+func (f family) isolated(d direction) string {
+	if d == dirEgress {
+		return f.egressIsolated
+	}
+	return f.ingressIsolated
 }
 
 // tierMap is f's map of the local pods tier t holds for direction d.

@@ -76,7 +76,9 @@ type PodChange struct {
 // DeniedLog configures the logging of dropped packets: each isolated
 // pod's drop is preceded by a rule sending the packet to NFLOG group
 // Group, at most Rate packets a second per selection chain, with the
-// prefix DeniedPrefix + the selection chain's name. Off when Group is 0.
+// prefix DeniedPrefix + the selection chain's name (every isolated pod
+// then has a selection chain, even when one policy selects it). Off when
+// Group is 0.
 type DeniedLog struct {
 	Group uint16
 	Rate  uint32

@@ -30,8 +30,9 @@ const (
 	// OwnerPolicyRule is one rule of a policy: number Rule of its
 	// spec.ingress or spec.egress (Direction).
 	OwnerPolicyRule
-	// OwnerIsolation is the drop that ends a selection chain: no policy
-	// selecting the pod for Direction allowed the packet.
+	// OwnerIsolation is the drop of an isolated pod's packet after its
+	// selection chain returned: no policy selecting the pod for Direction
+	// allowed the packet.
 	OwnerIsolation
 	// OwnerUnclassified is the drop of the packets of pods the agent has
 	// not classified, in namespaces with a policy of Direction.

@@ -1,0 +1,96 @@
+package policy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/weir-cni/weir/internal/fixtures"
+	"github.com/weir-cni/weir/ruleset"
+)
+
+// selectionSnapshot has a pod one policy selects (web), a pod two select
+// (api), both for ingress, and denied packets logged as log says.
+func selectionSnapshot(t *testing.T, log DeniedLog) Snapshot {
+	t.Helper()
+	pod := func(name, ip string, labels map[string]string) Pod {
+		return Pod{Namespace: "default", Name: name, Node: "n1", Labels: labels, IPs: []netip.Addr{netip.MustParseAddr(ip)}}
+	}
+	return Snapshot{
+		Node: Node{Name: "n1"}, LogDenied: log, Namespaces: []Namespace{{Name: "default"}},
+		Pods: []Pod{pod("web", "10.0.1.10", map[string]string{"app": "web"}), pod("api", "10.0.1.11", map[string]string{"app": "api", "tier": "back"})},
+		Policies: fixtures.Policies(t, `
+{metadata: {name: web-80, namespace: default}, spec: {podSelector: {matchLabels: {app: web}}, ingress: [{ports: [{port: 80}]}]}}
+---
+{metadata: {name: api-80, namespace: default}, spec: {podSelector: {matchLabels: {app: api}}, ingress: [{ports: [{port: 80}]}]}}
+---
+{metadata: {name: back-81, namespace: default}, spec: {podSelector: {matchLabels: {tier: back}}, ingress: [{ports: [{port: 81}]}]}}
+`),
+	}
+}
+
+// TestSelectionChainsOnlyWhereNeeded pins the dispatch of isolated pods: a
+// pod one policy selects jumps straight to that policy's chain, a pod two
+// select to a selection chain of two jumps, no selection chain drops (the
+// base chain does, once), and with denied packets logged every pod has a
+// selection chain, ending in its log rule.
+func TestSelectionChainsOnlyWhereNeeded(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		log        DeniedLog
+		web        string // the chain web's element jumps to, by prefix
+		selections int
+		rules      int // in the selection chains
+	}{
+		{"not logged", DeniedLog{}, "pol-in-", 1, 2},
+		{"logged", DeniedLog{Group: 5}, "sel-in-", 2, 2 + 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Compile(selectionSnapshot(t, tc.log))
+			m, _ := r.Set(mapIngress4)
+			jumps := map[string]string{}
+			for _, e := range m.Elems {
+				jumps[string(e.Key[0].From)] = e.Verdict.Chain
+			}
+			if web := jumps[string(netip.MustParseAddr("10.0.1.10").AsSlice())]; !strings.HasPrefix(web, tc.web) {
+				t.Errorf("web jumps to %q, want a chain %s*", web, tc.web)
+			}
+			if api := jumps[string(netip.MustParseAddr("10.0.1.11").AsSlice())]; !strings.HasPrefix(api, prefixSelection) {
+				t.Errorf("api jumps to %q, want its selection chain", api)
+			}
+			selections, rules := 0, 0
+			for _, c := range r.Chains {
+				if !strings.HasPrefix(c.Name, prefixSelection) {
+					continue
+				}
+				selections++
+				rules += len(c.Rules)
+				for _, rl := range c.Rules {
+					if rl.Verdict.Kind == ruleset.VerdictDrop {
+						t.Errorf("selection chain %s drops: %v", c.Name, rl)
+					}
+				}
+			}
+			if selections != tc.selections || rules != tc.rules {
+				t.Errorf("%d selection chains of %d rules, want %d of %d", selections, rules, tc.selections, tc.rules)
+			}
+			ch, _ := r.Chain(chainIngress)
+			drops := 0
+			for _, rl := range ch.Rules {
+				if rl.Owner.Kind != ruleset.OwnerIsolation || rl.Verdict.Kind != ruleset.VerdictDrop || rl.Counter != counterDeniedIn {
+					continue
+				}
+				drops++
+				// A plain set of the map's keys: a lookup in the verdict map
+				// would have the kernel validate its jumps twice per commit.
+				set, _ := r.Set(rl.Matches[0].Set)
+				if set.Map || len(set.Elems) != len(jumps) && set.Name == setIngressIsolated4 {
+					t.Errorf("isolation drop looks up %s (map %v, %d elements), want the %d keys of %s as a set", set.Name, set.Map, len(set.Elems), len(jumps), mapIngress4)
+				}
+			}
+			if drops != len(families) {
+				t.Errorf("%s has %d isolation drops, want one per family", chainIngress, drops)
+			}
+		})
+	}
+}
