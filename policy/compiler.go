@@ -102,9 +102,12 @@ type Compiler struct {
 	groups    map[groupKey]*groupRec
 	// shardGroups counts the groups of each shard of a shared set.
 	shardGroups map[string]int
-	setStale    map[string]bool
-	shared      map[string][]ruleset.Elem
-	groupMemo   map[groupKey]groupOut // groups computed in this Compile call
+	// hashSizes is the size each shard of a shared hash set was last
+	// declared with (see shardSize).
+	hashSizes map[string]uint32
+	setStale  map[string]bool
+	shared    map[string][]ruleset.Elem
+	groupMemo map[groupKey]groupOut // groups computed in this Compile call
 }
 
 // policyState is one policy and its compiled objects.
@@ -187,6 +190,7 @@ func (x *Compiler) reset(node string) {
 		idOwner:     map[uint32]string{},
 		groups:      map[groupKey]*groupRec{},
 		shardGroups: map[string]int{},
+		hashSizes:   map[string]uint32{},
 		setStale:    map[string]bool{},
 		shared:      map[string][]ruleset.Elem{},
 		groupMemo:   map[groupKey]groupOut{},

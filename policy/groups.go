@@ -67,11 +67,26 @@ func (x *Compiler) sharedSets(sk ruleset.Set) []ruleset.Set {
 		}
 		shard.Elems = x.sharedElems(shard.Name)
 		if !shard.Interval { // pipapo and rbtree sets take no size hint
-			shard.Size = hashSize(len(shard.Elems))
+			shard.Size = x.shardSize(shard.Name, len(shard.Elems))
 		}
 		out = append(out, shard)
 	}
 	return out
+}
+
+// shardSize is the size shard name of a shared hash set is declared with
+// for n elements: hashSize(n), except that a shard keeps a larger size it
+// was declared with while n fills more than a quarter of it. A new size is
+// a new definition, which Diff turns into a full apply: without the band,
+// one pod coming and going at a class boundary would cost a full apply
+// each time. Growth is never held back (a set holds at most its size).
+func (x *Compiler) shardSize(name string, n int) uint32 {
+	want := hashSize(n)
+	if have := x.hashSizes[name]; have > want && uint64(n) > uint64(have)/4 {
+		return have
+	}
+	x.hashSizes[name] = want
+	return want
 }
 
 // groupOut is one group a policy's rules look up: the elements of
@@ -177,6 +192,7 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 				x.setStale[g.set] = true
 				if x.shardGroups[g.set]--; x.shardGroups[g.set] == 0 {
 					delete(x.shardGroups, g.set)
+					delete(x.hashSizes, g.set)
 				}
 				x.idTouched = append(x.idTouched, g.def)
 			}

@@ -256,3 +256,55 @@ func TestPeerChangeKeepsRules(t *testing.T) {
 		t.Errorf("a selection change did not compile the policy again")
 	}
 }
+
+// TestShardSizeHoldsItsClass: a shard of a shared hash set grows its size
+// class at once, keeps it while a pod comes and goes across the boundary
+// (no new definition, so no full apply), and falls back to its class once
+// its elements fill no more than a quarter of the size.
+func TestShardSizeHoldsItsClass(t *testing.T) {
+	x := NewCompiler()
+	compile := func(dbPods int) (ruleset.Ruleset, uint32) {
+		t.Helper()
+		s := groupSnapshot(fromApp("p", "db")) // two db pods of its own
+		for i := range dbPods - 2 {
+			s.Pods = append(s.Pods, Pod{Namespace: "default", Name: fmt.Sprint("db", i), Node: "n2",
+				Labels: map[string]string{"app": "db"}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})}})
+		}
+		r := x.Compile(s)
+		ids := lookupIDs(r, setPeers4)
+		if len(ids) != 1 {
+			t.Fatalf("%d lookups of %s, want 1", len(ids), setPeers4)
+		}
+		set, ok := r.Set(shardName(setPeers4, ids[0]))
+		if !ok || len(set.Elems) != dbPods {
+			t.Fatalf("shard of the db group: present %v, %d elements, want %d", ok, len(set.Elems), dbPods)
+		}
+		return r, set.Size
+	}
+	prev, size := compile(1024)
+	if size != 1024 {
+		t.Fatalf("1,024 elements: size %d, want 1,024", size)
+	}
+	for i, step := range []struct {
+		pods int
+		size uint32
+		full bool
+	}{
+		{1025, 2048, true}, // grows at once
+		{1024, 2048, false},
+		{1025, 2048, false},
+		{1024, 2048, false},
+		{513, 2048, false}, // still more than a quarter
+		{512, 1024, true},  // a quarter: back to its class
+		{1024, 1024, false},
+	} {
+		r, size := compile(step.pods)
+		if size != step.size {
+			t.Errorf("step %d, %d elements: size %d, want %d", i, step.pods, size, step.size)
+		}
+		if ch := ruleset.Diff(prev, r); ch.Full != step.full {
+			t.Errorf("step %d, %d elements: full apply %v (%s), want %v", i, step.pods, ch.Full, ch.Reason, step.full)
+		}
+		prev = r
+	}
+}
