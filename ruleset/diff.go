@@ -61,11 +61,26 @@ func (c Changes) String() string {
 }
 
 // Diff computes the changes from old to new. It is pure and sorted.
+//
+// Its lists are walked in step as they come, checking their order on
+// the way (Compile makes them sorted by name); only when one is not are
+// they sorted and walked again.
 func Diff(old, new Ruleset) Changes {
-	old, new = byName(old), byName(new)
+	if c, sorted := diffSorted(old, new); sorted {
+		return c
+	}
+	c, _ := diffSorted(byName(old), byName(new))
+	return c
+}
+
+// diffSorted is Diff of two rulesets whose sets, chains and counters are
+// sorted by name without repeats: false, and the changes meaningless,
+// when one list is not. Lists of any order are walked whole (Diff walks
+// them again sorted, repeats and all).
+func diffSorted(old, new Ruleset) (Changes, bool) {
 	var c Changes
 	reason := ""
-	walk(old.Sets, new.Sets, func(s Set) string { return s.Name },
+	setsSorted := walk(old.Sets, new.Sets, func(s Set) string { return s.Name },
 		func(o Set) { c.DelSets = append(c.DelSets, o.Name) },
 		func(s Set) { c.AddSets = append(c.AddSets, s) },
 		func(o, s Set) bool {
@@ -76,8 +91,9 @@ func Diff(old, new Ruleset) Changes {
 			c.elems(o, s)
 			return true
 		})
+	chainsSorted := true
 	if reason == "" {
-		walk(old.Chains, new.Chains, func(ch Chain) string { return ch.Name },
+		chainsSorted = walk(old.Chains, new.Chains, func(ch Chain) string { return ch.Name },
 			func(o Chain) { c.DelChains = append(c.DelChains, o.Name) },
 			func(ch Chain) { c.AddChains = append(c.AddChains, ch) },
 			func(o, ch Chain) bool {
@@ -89,13 +105,15 @@ func Diff(old, new Ruleset) Changes {
 			})
 	}
 	if reason != "" {
-		return Changes{Full: true, Reason: reason}
+		// The walk stopped early: the reason is the first in name order
+		// only if the lists are sorted.
+		return Changes{Full: true, Reason: reason}, sortedByName(old) && sortedByName(new)
 	}
-	walk(old.Counters, new.Counters, func(c Counter) string { return c.Name },
+	countersSorted := walk(old.Counters, new.Counters, func(c Counter) string { return c.Name },
 		func(o Counter) { c.DelCounters = append(c.DelCounters, o.Name) },
 		func(n Counter) { c.AddCounters = append(c.AddCounters, n.Name) },
 		func(Counter, Counter) bool { return true })
-	return c
+	return c, setsSorted && chainsSorted && countersSorted
 }
 
 // walk visits two lists sorted by name in step: gone gets what only old
@@ -103,37 +121,54 @@ func Diff(old, new Ruleset) Changes {
 // it returns false.
 // Equal names are tested first: a Compiler's rulesets share their names'
 // memory, which makes that test cheap, and most names are in both.
-func walk[T any](old, new []T, name func(T) string, gone, added func(T), both func(o, n T) bool) {
+//
+// It checks the order of each list as it goes, as mergeElems does: false,
+// and what it visited meaningless, when one is not sorted without
+// repeats (when both stopped it, the rest is not checked). New's order is checked only where
+// new's item is taken alone: a pair's name follows every name new gave
+// before, as each was below old's head of its time, at most the current
+// one.
+func walk[T any](old, new []T, name func(T) string, gone, added func(T), both func(o, n T) bool) bool {
+	var lastOld, lastNew string
+	tookOld, tookNew, sorted := false, false, true
 	for len(old) > 0 || len(new) > 0 {
 		switch {
 		case len(old) > 0 && len(new) > 0 && name(old[0]) == name(new[0]):
+			n := name(old[0])
+			sorted = sorted && (!tookOld || lastOld < n)
 			if !both(old[0], new[0]) {
-				return
+				return sorted
 			}
+			lastOld, lastNew, tookOld, tookNew = n, n, true, true
 			old, new = old[1:], new[1:]
 		case len(new) == 0 || len(old) > 0 && name(old[0]) < name(new[0]):
+			n := name(old[0])
+			sorted = sorted && (!tookOld || lastOld < n)
 			gone(old[0])
+			lastOld, tookOld = n, true
 			old = old[1:]
 		default:
+			n := name(new[0])
+			sorted = sorted && (!tookNew || lastNew < n)
 			added(new[0])
+			lastNew, tookNew = n, true
 			new = new[1:]
 		}
 	}
+	return sorted
 }
 
-// sortedByName tells whether r's sets and chains are sorted by name
-// without repeats, as Compile makes them.
+// sortedByName tells whether r's sets, chains and counters are sorted
+// by name without repeats, as Compile makes them.
 func sortedByName(r Ruleset) bool {
-	if !slices.IsSortedFunc(r.Counters, compareCounters) {
-		return false
-	}
-	for i := 1; i < len(r.Sets); i++ {
-		if r.Sets[i-1].Name >= r.Sets[i].Name {
-			return false
-		}
-	}
-	for i := 1; i < len(r.Chains); i++ {
-		if r.Chains[i-1].Name >= r.Chains[i].Name {
+	return sortedNames(r.Sets, func(s Set) string { return s.Name }) &&
+		sortedNames(r.Chains, func(c Chain) string { return c.Name }) &&
+		sortedNames(r.Counters, func(c Counter) string { return c.Name })
+}
+
+func sortedNames[T any](list []T, name func(T) string) bool {
+	for i := 1; i < len(list); i++ {
+		if name(list[i-1]) >= name(list[i]) {
 			return false
 		}
 	}
@@ -167,12 +202,9 @@ func (c *Changes) chain(o, ch Chain) bool {
 	return true
 }
 
-// byName returns r with its sets and chains sorted by name, as Compile
-// makes them; r itself is not modified.
+// byName returns r with its sets, chains and counters sorted by name, as
+// Compile makes them; r itself is not modified.
 func byName(r Ruleset) Ruleset {
-	if sortedByName(r) {
-		return r
-	}
 	r.Sets = slices.Clone(r.Sets)
 	r.Chains = slices.Clone(r.Chains)
 	r.Counters = slices.Clone(r.Counters)

@@ -242,3 +242,122 @@ func TestElemDiffMatchesSets(t *testing.T) {
 		}
 	}
 }
+
+// TestDiffOfAnyOrder checks Diff, which walks the lists as they come and
+// sorts them only when the walk finds them out of order, against a diff
+// by name lookup: sorted, shuffled and with a neighbour swapped, sets,
+// chains and counters come and go, change rules, elements or (a set, a
+// base chain) their definition. Sorted lists take the walk alone.
+func TestDiffOfAnyOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	key := func(i int) []Range { k := string([]byte{10, 0, 0, byte(i)}); return []Range{{k, k}} }
+	pick := func() Ruleset {
+		var r Ruleset
+		for i := range 12 {
+			name := fmt.Sprintf("n%02d", i)
+			if rng.IntN(3) == 0 {
+				continue
+			}
+			s := Set{Name: name, Key: []Type{TypeIPv4}, Elems: []Elem{{Key: key(rng.IntN(3))}}}
+			if rng.IntN(20) == 0 {
+				s.Interval = true
+			}
+			r.Sets = append(r.Sets, s)
+			ch := Chain{Name: name, Rules: []Rule{{Verdict: Verdict{Kind: VerdictKind(1 + rng.IntN(2))}}}}
+			if i == 0 {
+				ch.Base = &Base{Type: "filter", Hook: HookInput, Priority: rng.IntN(20) / 19}
+			}
+			r.Chains = append(r.Chains, ch)
+			r.Counters = append(r.Counters, Counter{Name: name})
+		}
+		disorder := func(n int, swap func(i, j int)) {
+			switch rng.IntN(4) {
+			case 0:
+				rng.Shuffle(n, swap)
+			case 1:
+				if n > 1 {
+					i := rng.IntN(n - 1)
+					swap(i, i+1)
+				}
+			}
+		}
+		disorder(len(r.Sets), func(i, j int) { r.Sets[i], r.Sets[j] = r.Sets[j], r.Sets[i] })
+		disorder(len(r.Chains), func(i, j int) { r.Chains[i], r.Chains[j] = r.Chains[j], r.Chains[i] })
+		disorder(len(r.Counters), func(i, j int) { r.Counters[i], r.Counters[j] = r.Counters[j], r.Counters[i] })
+		return r
+	}
+	for round := range 5000 {
+		old, new := pick(), pick()
+		got, want := Diff(old, new), diffByLookup(old, new)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("round %d: Diff\n%+v\nwant\n%+v\nold %+v\nnew %+v", round, got, want, old, new)
+		}
+		if _, fast := diffSorted(old, new); fast != (sortedByName(old) && sortedByName(new)) {
+			t.Fatalf("round %d: the walk alone took %v, sorted %v and %v", round, fast, sortedByName(old), sortedByName(new))
+		}
+	}
+}
+
+// diffByLookup is Diff by name lookup, for rulesets without repeated
+// names.
+func diffByLookup(old, new Ruleset) Changes {
+	old, new = byName(old), byName(new)
+	var c Changes
+	sets, chains, counters := map[string]Set{}, map[string]Chain{}, map[string]bool{}
+	for _, s := range new.Sets {
+		sets[s.Name] = s
+	}
+	for _, ch := range new.Chains {
+		chains[ch.Name] = ch
+	}
+	for _, n := range new.Counters {
+		counters[n.Name] = true
+	}
+	for _, o := range old.Sets {
+		s, ok := sets[o.Name]
+		switch {
+		case !ok:
+			c.DelSets = append(c.DelSets, o.Name)
+		case !reflect.DeepEqual(o.Key, s.Key) || o.Interval != s.Interval:
+			return Changes{Full: true, Reason: "set " + s.Name + " changed definition"}
+		case !reflect.DeepEqual(o.Elems, s.Elems):
+			c.DelElems = append(c.DelElems, SetElems{Set: s.Name, Elems: o.Elems})
+			c.AddElems = append(c.AddElems, SetElems{Set: s.Name, Elems: s.Elems})
+		}
+		delete(sets, o.Name)
+	}
+	for _, s := range new.Sets {
+		if _, ok := sets[s.Name]; ok {
+			c.AddSets = append(c.AddSets, s)
+		}
+	}
+	for _, o := range old.Chains {
+		ch, ok := chains[o.Name]
+		switch {
+		case !ok:
+			c.DelChains = append(c.DelChains, o.Name)
+		case !reflect.DeepEqual(o.Base, ch.Base):
+			return Changes{Full: true, Reason: "base chain " + ch.Name + " changed"}
+		case !reflect.DeepEqual(o.Rules, ch.Rules):
+			c.ReplaceChains = append(c.ReplaceChains, ch)
+		}
+		delete(chains, o.Name)
+	}
+	for _, ch := range new.Chains {
+		if _, ok := chains[ch.Name]; ok {
+			c.AddChains = append(c.AddChains, ch)
+		}
+	}
+	for _, o := range old.Counters {
+		if !counters[o.Name] {
+			c.DelCounters = append(c.DelCounters, o.Name)
+		}
+		delete(counters, o.Name)
+	}
+	for _, n := range new.Counters {
+		if counters[n.Name] {
+			c.AddCounters = append(c.AddCounters, n.Name)
+		}
+	}
+	return c
+}
