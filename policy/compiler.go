@@ -100,8 +100,10 @@ type Compiler struct {
 	idOwner   map[uint32]string
 	idTouched []string // definitions whose id may have lost its last user
 	groups    map[groupKey]*groupRec
-	// shardGroups counts the groups of each shard of a shared set.
-	shardGroups map[string]int
+	// setGroups holds the groups of each shared set or shard, defGroups
+	// counts the groups of each definition.
+	setGroups map[string]map[*groupRec]struct{}
+	defGroups map[string]int
 	// hashSizes is the size each shard of a shared hash set was last
 	// declared with (see shardSize).
 	hashSizes map[string]uint32
@@ -189,7 +191,8 @@ func (x *Compiler) reset(node string) {
 		ids:         map[string]uint32{},
 		idOwner:     map[uint32]string{},
 		groups:      map[groupKey]*groupRec{},
-		shardGroups: map[string]int{},
+		setGroups:   map[string]map[*groupRec]struct{}{},
+		defGroups:   map[string]int{},
 		hashSizes:   map[string]uint32{},
 		setStale:    map[string]bool{},
 		shared:      map[string][]ruleset.Elem{},

@@ -62,7 +62,7 @@ func (x *Compiler) sharedSets(sk ruleset.Set) []ruleset.Set {
 	for n := range setShards {
 		shard := sk
 		shard.Name, shard.Key = nthShard(sk.Name, n), slices.Clone(sk.Key)
-		if n > 0 && x.shardGroups[shard.Name] == 0 {
+		if n > 0 && len(x.setGroups[shard.Name]) == 0 {
 			continue
 		}
 		shard.Elems = x.sharedElems(shard.Name)
@@ -173,9 +173,14 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 		rec := x.groups[k]
 		switch {
 		case add && rec == nil:
-			x.groups[k] = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), src: g.elems, from: g.from, vers: g.vers, refs: 1}
+			rec = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), src: g.elems, from: g.from, vers: g.vers, refs: 1}
+			x.groups[k] = rec
 			x.setStale[g.set] = true
-			x.shardGroups[g.set]++
+			if x.setGroups[g.set] == nil {
+				x.setGroups[g.set] = map[*groupRec]struct{}{}
+			}
+			x.setGroups[g.set][rec] = struct{}{}
+			x.defGroups[g.def]++
 		case add:
 			rec.refs++
 			if sameSlice(rec.src, g.elems) {
@@ -190,9 +195,12 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 			if rec.refs--; rec.refs == 0 {
 				delete(x.groups, k)
 				x.setStale[g.set] = true
-				if x.shardGroups[g.set]--; x.shardGroups[g.set] == 0 {
-					delete(x.shardGroups, g.set)
+				if delete(x.setGroups[g.set], rec); len(x.setGroups[g.set]) == 0 {
+					delete(x.setGroups, g.set)
 					delete(x.hashSizes, g.set)
+				}
+				if x.defGroups[g.def]--; x.defGroups[g.def] == 0 {
+					delete(x.defGroups, g.def)
 				}
 				x.idTouched = append(x.idTouched, g.def)
 			}
@@ -205,12 +213,8 @@ func (x *Compiler) releaseIDs() {
 	if len(x.idTouched) == 0 {
 		return
 	}
-	used := make(map[string]bool, len(x.idTouched))
-	for k := range x.groups {
-		used[k.def] = true
-	}
 	for _, def := range x.idTouched {
-		if id, ok := x.ids[def]; ok && !used[def] {
+		if id, ok := x.ids[def]; ok && x.defGroups[def] == 0 {
 			delete(x.ids, def)
 			delete(x.idOwner, id)
 		}
@@ -227,19 +231,15 @@ func (x *Compiler) sharedElems(name string) []ruleset.Elem {
 	return x.shared[name]
 }
 
-// rebuildShared rebuilds the element lists of the stale shared sets, in
-// one pass over the groups (a full compile finds every shard stale): its
-// groups in id order, each sorted, which is the order of key bytes since
-// the id comes first.
+// rebuildShared rebuilds the element lists of the stale shared sets:
+// their groups in id order, each sorted, which is the order of key bytes
+// since the id comes first.
 func (x *Compiler) rebuildShared() {
-	recs := make(map[string][]*groupRec, len(x.setStale))
-	for k, rec := range x.groups {
-		if x.setStale[k.set] {
-			recs[k.set] = append(recs[k.set], rec)
-		}
-	}
 	for name := range x.setStale {
-		list, n := recs[name], 0
+		list, n := make([]*groupRec, 0, len(x.setGroups[name])), 0
+		for rec := range x.setGroups[name] {
+			list = append(list, rec)
+		}
 		slices.SortFunc(list, func(a, b *groupRec) int { return cmp.Compare(a.id, b.id) })
 		for _, rec := range list {
 			n += len(rec.elems)
