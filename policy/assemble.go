@@ -68,6 +68,7 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 // outputs (x.replaced) leave, those of their new outputs (x.changed) join.
 func (x *Compiler) policyPart() {
 	var goneChains, goneCounters []string
+	var goneCounterList []ruleset.Counter
 	for _, out := range x.replaced {
 		for _, ch := range out.chains {
 			goneChains = append(goneChains, ch.Name)
@@ -75,6 +76,7 @@ func (x *Compiler) policyPart() {
 		for _, c := range out.counters {
 			goneCounters = append(goneCounters, c.Name)
 		}
+		goneCounterList = append(goneCounterList, out.counters...)
 	}
 	var chains []ruleset.Chain
 	var counters []ruleset.Counter
@@ -92,7 +94,11 @@ func (x *Compiler) policyPart() {
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	x.polChains = replace(x.polChains, goneChains, chains, chainName)
 	slices.SortFunc(counters, compareCounters)
-	x.polCounters = slices.Clip(replace(x.polCounters, goneCounters, counters, counterName))
+	if slices.SortFunc(goneCounterList, compareCounters); !slices.Equal(goneCounterList, counters) {
+		// Otherwise the list stays, the same memory: Diff finds the
+		// counters unchanged without comparing them.
+		x.polCounters = slices.Clip(replace(x.polCounters, goneCounters, counters, counterName))
+	}
 	x.polProblems = nil
 	for _, ps := range x.polOrder {
 		x.polProblems = append(x.polProblems, ps.out.problems...)

@@ -292,6 +292,9 @@ func TestDiffOfAnyOrder(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("round %d: Diff\n%+v\nwant\n%+v\nold %+v\nnew %+v", round, got, want, old, new)
 		}
+		if got := Diff(old, old); !reflect.DeepEqual(got, Changes{}) {
+			t.Fatalf("round %d: Diff of a ruleset and itself: %+v", round, got)
+		}
 		if _, fast := diffSorted(old, new); fast != (sortedByName(old) && sortedByName(new)) {
 			t.Fatalf("round %d: the walk alone took %v, sorted %v and %v", round, fast, sortedByName(old), sortedByName(new))
 		}
