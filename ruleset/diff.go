@@ -61,26 +61,13 @@ func (c Changes) String() string {
 }
 
 // Diff computes the changes from old to new. It is pure and sorted.
-//
-// Its lists are walked in step as they come, checking their order on
-// the way (Compile makes them sorted by name); only when one is not are
-// they sorted and walked again.
 func Diff(old, new Ruleset) Changes {
-	if c, sorted := diffSorted(old, new); sorted {
-		return c
+	if !sortedPair(old, new) {
+		old, new = byName(old), byName(new)
 	}
-	c, _ := diffSorted(byName(old), byName(new))
-	return c
-}
-
-// diffSorted is Diff of two rulesets whose sets, chains and counters are
-// sorted by name without repeats: false, and the changes meaningless,
-// when one list is not. Lists of any order are walked whole (Diff walks
-// them again sorted, repeats and all).
-func diffSorted(old, new Ruleset) (Changes, bool) {
 	var c Changes
 	reason := ""
-	setsSorted := walk(old.Sets, new.Sets, func(s Set) string { return s.Name },
+	walk(old.Sets, new.Sets, func(s Set) string { return s.Name },
 		func(o Set) { c.DelSets = append(c.DelSets, o.Name) },
 		func(s Set) { c.AddSets = append(c.AddSets, s) },
 		func(o, s Set) bool {
@@ -91,9 +78,8 @@ func diffSorted(old, new Ruleset) (Changes, bool) {
 			c.elems(o, s)
 			return true
 		})
-	chainsSorted := true
 	if reason == "" {
-		chainsSorted = walk(old.Chains, new.Chains, func(ch Chain) string { return ch.Name },
+		walk(old.Chains, new.Chains, func(ch Chain) string { return ch.Name },
 			func(o Chain) { c.DelChains = append(c.DelChains, o.Name) },
 			func(ch Chain) { c.AddChains = append(c.AddChains, ch) },
 			func(o, ch Chain) bool {
@@ -105,15 +91,13 @@ func diffSorted(old, new Ruleset) (Changes, bool) {
 			})
 	}
 	if reason != "" {
-		// The walk stopped early: the reason is the first in name order
-		// only if the lists are sorted.
-		return Changes{Full: true, Reason: reason}, sortedByName(old) && sortedByName(new)
+		return Changes{Full: true, Reason: reason}
 	}
-	countersSorted := walk(old.Counters, new.Counters, func(c Counter) string { return c.Name },
+	walk(old.Counters, new.Counters, func(c Counter) string { return c.Name },
 		func(o Counter) { c.DelCounters = append(c.DelCounters, o.Name) },
 		func(n Counter) { c.AddCounters = append(c.AddCounters, n.Name) },
 		func(Counter, Counter) bool { return true })
-	return c, setsSorted && chainsSorted && countersSorted
+	return c
 }
 
 // walk visits two lists sorted by name in step: gone gets what only old
@@ -123,60 +107,57 @@ func diffSorted(old, new Ruleset) (Changes, bool) {
 // memory, which makes that test cheap, and most names are in both.
 //
 // One list given twice (a Compiler's rulesets share what did not change)
-// is neither walked nor checked: nothing comes or goes, and both finds
-// nothing to record when given an item and itself (sets and chains keep
-// their definition and content).
-//
-// It checks the order of each list as it goes, as mergeElems does: false,
-// and what it visited meaningless, when one is not sorted without
-// repeats (when both stopped it, the rest is not checked). New's order is checked only where
-// new's item is taken alone: a pair's name follows every name new gave
-// before, as each was below old's head of its time, at most the current
-// one.
-func walk[T any](old, new []T, name func(T) string, gone, added func(T), both func(o, n T) bool) bool {
-	if len(old) == len(new) && (len(old) == 0 || &old[0] == &new[0]) {
-		return true // one list: each item pairs with itself, in any order
+// is not walked: nothing comes or goes, and both finds nothing to record
+// when given an item and itself (sets and chains keep their definition
+// and content).
+func walk[T any](old, new []T, name func(T) string, gone, added func(T), both func(o, n T) bool) {
+	if sameList(old, new) {
+		return
 	}
-	var lastOld, lastNew string
-	tookOld, tookNew, sorted := false, false, true
 	for len(old) > 0 || len(new) > 0 {
 		switch {
 		case len(old) > 0 && len(new) > 0 && name(old[0]) == name(new[0]):
-			n := name(old[0])
-			sorted = sorted && (!tookOld || lastOld < n)
 			if !both(old[0], new[0]) {
-				return sorted
+				return
 			}
-			lastOld, lastNew, tookOld, tookNew = n, n, true, true
 			old, new = old[1:], new[1:]
 		case len(new) == 0 || len(old) > 0 && name(old[0]) < name(new[0]):
-			n := name(old[0])
-			sorted = sorted && (!tookOld || lastOld < n)
 			gone(old[0])
-			lastOld, tookOld = n, true
 			old = old[1:]
 		default:
-			n := name(new[0])
-			sorted = sorted && (!tookNew || lastNew < n)
 			added(new[0])
-			lastNew, tookNew = n, true
 			new = new[1:]
 		}
 	}
-	return sorted
 }
 
-// sortedByName tells whether r's sets, chains and counters are sorted
-// by name without repeats, as Compile makes them.
-func sortedByName(r Ruleset) bool {
-	return sortedNames(r.Sets, func(s Set) string { return s.Name }) &&
-		sortedNames(r.Chains, func(c Chain) string { return c.Name }) &&
-		sortedNames(r.Counters, func(c Counter) string { return c.Name })
+// sameList tells whether a and b are one list: the same memory and
+// length.
+func sameList[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
-func sortedNames[T any](list []T, name func(T) string) bool {
+// sortedPair tells whether the sets, chains and counters of old and new
+// are sorted by name without repeats, as Compile makes them. A list both
+// share is not checked: walk skips it, whatever its order. The checks are
+// passes of their own: folded into walk, whose steps depend on the
+// comparisons, they cost more (the names' memory is read one name at a
+// time instead of several at once).
+func sortedPair(old, new Ruleset) bool {
+	return sortedBoth(old.Sets, new.Sets, func(s *Set) string { return s.Name }) &&
+		sortedBoth(old.Chains, new.Chains, func(c *Chain) string { return c.Name }) &&
+		sortedBoth(old.Counters, new.Counters, func(c *Counter) string { return c.Name })
+}
+
+// sortedBoth tells whether a and b are one list or both sorted by name
+// without repeats (name takes a pointer: items are not copied).
+func sortedBoth[T any](a, b []T, name func(*T) string) bool {
+	return sameList(a, b) || sortedNames(a, name) && sortedNames(b, name)
+}
+
+func sortedNames[T any](list []T, name func(*T) string) bool {
 	for i := 1; i < len(list); i++ {
-		if name(list[i-1]) >= name(list[i]) {
+		if name(&list[i-1]) >= name(&list[i]) {
 			return false
 		}
 	}
