@@ -163,9 +163,12 @@ func TestOverlayPodDeltaMatchesCompile(t *testing.T) {
 				p := c.newPod()
 				c.pods[p.Namespace+"/"+p.Name] = p
 			}
+			full := func() snapshot.Changes { // a listing of the source, as without informers
+				return snapshot.Changes{Full: true, Objects: snapshot.Objects{Nodes: nodes, Namespaces: []*corev1.Namespace{fixtures.Namespace("ns0", nil)},
+					Pods: slices.Collect(maps.Values(c.pods)), Policies: policies}}
+			}
 			v := snapshot.NewView()
-			v.Apply(snapshot.Changes{Full: true, Objects: snapshot.Objects{Nodes: nodes, Namespaces: []*corev1.Namespace{fixtures.Namespace("ns0", nil)},
-				Pods: slices.Collect(maps.Values(c.pods)), Policies: policies}})
+			v.Apply(full())
 			var o overlayer
 			x := policy.NewCompiler()
 			var prev policy.Snapshot
@@ -177,7 +180,11 @@ func TestOverlayPodDeltaMatchesCompile(t *testing.T) {
 					for range 1 + c.r.IntN(3) {
 						did = append(did, c.change(ch))
 					}
-					v.Apply(snapshot.Changes{Pods: ch})
+					if c.r.IntN(10) == 0 {
+						v.Apply(full())
+					} else {
+						v.Apply(snapshot.Changes{Pods: ch})
+					}
 				}
 				s, done := o.overlay(v.Snapshot("n1", nil), v, c.anns)
 				for _, key := range done {
