@@ -115,47 +115,53 @@ func (o *overlayer) changes(vd *policy.PodDelta, v *snapshot.View, over map[podN
 // result (-1 for a pod dropped), and the indexes in s of the pods dropped,
 // in order. Pods keep their order; s and v are not modified: the result's
 // pods are written into buf, reused when it is large enough, and it has no
-// Seq nor PodDelta (its pods are not the view's; see overlayer).
+// Seq nor PodDelta (its pods are not the view's; see overlayer). Beyond
+// the copy of the pod slice, it reads every pod's addresses once and
+// finds the announced pods through v.
 func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement, buf []policy.Pod) (_ policy.Snapshot, done []string, over map[podName]int, dropped []int) {
-	owner := map[netip.Addr]bool{}
-	byID := make(map[podName]*announcement, len(anns)) // no key to build per pod
-	for _, a := range anns {
-		for _, ip := range a.ips {
-			owner[ip.Unmap()] = true
+	s.Seq, s.PodDelta = 0, nil
+	var owned addrSet
+	held := map[int]*announcement{} // announced pods of s, by index
+	for key, a := range anns {
+		owned.add(a.ips)
+		if i := v.Index(key); i >= 0 {
+			held[i] = a
 		}
-		byID[podName{a.namespace, a.name}] = a
+	}
+	for i := range s.Pods {
+		if owned.anyOf(s.Pods[i].IPs) && held[i] == nil {
+			dropped = append(dropped, i)
+		}
 	}
 	pods := buf[:0]
 	if cap(buf) < len(s.Pods)+len(anns) {
 		pods = make([]policy.Pod, 0, len(s.Pods)+len(anns)+len(s.Pods)/8)
 	}
-	s.Seq, s.PodDelta = 0, nil
-	over = make(map[podName]int, len(anns))
+	over = make(map[podName]int, len(anns)+len(dropped))
 	delta := map[string]int{} // pods per namespace, relative to s
-	for i, p := range s.Pods {
-		n := podName{p.Namespace, p.Name}
-		a := byID[n]
-		switch {
-		case a != nil:
-			// p's addresses are its source pod's (see snapshot.ConvertPod).
-			if containsAll(p.IPs, a.ips) {
-				done = append(done, n.key())
-			} else {
-				p.IPs = unmapped(a.ips)
-				over[n] = len(pods)
-			}
-			pods = append(pods, p)
-		case claimsAny(p.IPs, owner):
-			delta[p.Namespace]--
-			over[n] = -1
-			dropped = append(dropped, i)
-		default:
-			pods = append(pods, p)
+	from := 0
+	for _, i := range dropped {
+		p := &s.Pods[i]
+		delta[p.Namespace]--
+		over[podName{p.Namespace, p.Name}] = -1
+		pods = append(pods, s.Pods[from:i]...)
+		from = i + 1
+	}
+	pods = append(pods, s.Pods[from:]...)
+	for i, a := range held {
+		j := i - sort.SearchInts(dropped, i)
+		p := &pods[j]
+		// p's addresses are its source pod's (see snapshot.ConvertPod).
+		if containsAll(p.IPs, a.ips) {
+			done = append(done, podName{p.Namespace, p.Name}.key())
+		} else {
+			p.IPs = unmapped(a.ips)
+			over[podName{p.Namespace, p.Name}] = j
 		}
 	}
 	keys := make([]string, 0, len(anns))
 	for key := range anns {
-		if v.Index(key) < 0 { // not in s: the loop above saw the others
+		if v.Index(key) < 0 { // not in s: held has the others
 			keys = append(keys, key)
 		}
 	}
@@ -218,9 +224,38 @@ func unmapped(ips []netip.Addr) []netip.Addr {
 	return out
 }
 
-func claimsAny(ips []netip.Addr, owner map[netip.Addr]bool) bool {
+// addrSet is the set of announced addresses, unmapped: a slice while it
+// is small (overlay checks every pod against it), a map beyond.
+type addrSet struct {
+	few  []netip.Addr
+	many map[netip.Addr]bool
+}
+
+// maxFewAddrs is the most addresses an addrSet keeps in its slice.
+const maxFewAddrs = 8
+
+func (s *addrSet) add(ips []netip.Addr) {
 	for _, ip := range ips {
-		if owner[ip] {
+		ip = ip.Unmap()
+		switch {
+		case s.many != nil:
+			s.many[ip] = true
+		case slices.Contains(s.few, ip):
+		case len(s.few) < maxFewAddrs:
+			s.few = append(s.few, ip)
+		default:
+			s.many = map[netip.Addr]bool{ip: true}
+			for _, a := range s.few {
+				s.many[a] = true
+			}
+		}
+	}
+}
+
+// anyOf tells whether s holds one of ips.
+func (s *addrSet) anyOf(ips []netip.Addr) bool {
+	for _, ip := range ips {
+		if s.many != nil && s.many[ip] || s.many == nil && slices.Contains(s.few, ip) {
 			return true
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/weir-cni/weir/controller/snapshot"
@@ -40,7 +41,7 @@ func overlayObjects(objs snapshot.Objects, anns map[string]*announcement) (snaps
 			}
 			continue
 		}
-		if !claimsAny(p.IPs, owner) {
+		if !slices.ContainsFunc(p.IPs, func(ip netip.Addr) bool { return owner[ip] }) {
 			out.Pods = append(out.Pods, p)
 		}
 	}
