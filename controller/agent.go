@@ -110,10 +110,10 @@ type Agent struct {
 	rs   ruleset.Ruleset
 	snap policy.Snapshot
 	// view is the cluster kept up to date from the source's changes, and
-	// overlayBuf the pod slice of the last snapshot with announcements;
-	// only the worker uses them.
-	view       *snapshot.View
-	overlayBuf []policy.Pod
+	// overlays puts announcements on its snapshots; only the worker uses
+	// them.
+	view     *snapshot.View
+	overlays overlayer
 	// anns are pods announced by the plugin, by namespace/name.
 	anns map[string]*announcement
 	// podCIDRs are this node's pod ranges as the last refresh of the view
@@ -258,10 +258,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	}
 	anns := maps.Clone(a.anns) // announcements are never modified, only replaced
 	a.mu.Unlock()
-	snap, caughtUp := overlay(snap, a.view, anns, a.overlayBuf)
-	if len(anns) > 0 {
-		a.overlayBuf = snap.Pods
-	}
+	snap, caughtUp := a.overlays.overlay(snap, a.view, anns)
 	if a.compiler == nil {
 		a.compiler = policy.NewCompiler()
 	}

@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -226,5 +228,46 @@ func TestPublishedSnapshotStaysTheAppliedOne(t *testing.T) {
 	}
 	if !strings.Contains(rs.String(), ip1.String()) {
 		t.Errorf("applied ruleset lacks %v:\n%s", ip1, rs.String())
+	}
+}
+
+// TestAnnouncedPodSyncsTakePodDeltas runs the worker's syncs around a new
+// local pod: announced while the source has it without an address, then
+// caught up, then another pod changed. The Compiler must take every
+// sync's PodDelta but the first's, and apply the announced address.
+func TestAnnouncedPodSyncsTakePodDeltas(t *testing.T) {
+	o := snapshot.Objects{Nodes: []*corev1.Node{localNode()},
+		Pods: snapshot.NewPods(pod("ns1", "db", "n1", map[string]string{"app": "db"}, "10.244.1.2"), pod("ns1", "api", "n2", nil, "10.244.2.2"))}
+	src := &changeSource{memSource: memSource{objs: o}, next: snapshot.Changes{Full: true, Objects: o}}
+	a := &Agent{Node: "n1", Source: src, Applier: &nopApplier{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	a.init()
+	sync := func(what string, ch snapshot.Changes) {
+		t.Helper()
+		src.next = ch
+		if err := a.sync(context.Background()); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !a.compiler.UsedPodDelta() {
+			t.Errorf("%s: the Compiler compared every pod", what)
+		}
+	}
+	if err := a.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr("10.244.1.9")
+	web := snapshot.NewPod(pod("ns1", "web", "n1", nil))
+	a.mu.Lock()
+	a.anns["ns1/web"] = &announcement{namespace: "ns1", name: "web", ips: []netip.Addr{ip}, pod: web}
+	a.mu.Unlock()
+	sync("announced", snapshot.Changes{Pods: map[string]*snapshot.Pod{"ns1/web": web}})
+	if got := podIPsIn(appliedSnapshot(a), "ns1", "web"); len(got) != 1 || got[0] != ip {
+		t.Fatalf("announced pod has %v, want [%v]", got, ip)
+	}
+	caught := *web
+	caught.IPs = []netip.Addr{ip}
+	sync("caught up", snapshot.Changes{Pods: map[string]*snapshot.Pod{"ns1/web": &caught}})
+	sync("done", snapshot.Changes{Pods: map[string]*snapshot.Pod{"ns1/db": snapshot.NewPod(pod("ns1", "db", "n1", map[string]string{"app": "db2"}, "10.244.1.2"))}})
+	if len(a.anns) != 0 {
+		t.Errorf("announcements left: %v", a.anns)
 	}
 }

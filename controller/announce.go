@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -20,65 +21,153 @@ type announcement struct {
 	pod *snapshot.Pod
 }
 
-// overlay returns s, the snapshot v built, with announced addresses
+// overlayer overlays announcements on the view's snapshots (see overlay)
+// and numbers what it returns so that a Compiler given every snapshot it
+// returns, overlaid or not, takes each one's PodDelta: the pods the view's
+// delta lists, plus those the overlay changed in the last snapshot
+// returned and in this one.
+type overlayer struct {
+	buf []policy.Pod // pods of the last overlaid snapshot
+	// last is the Seq of the last snapshot returned, viewSeq the Seq of
+	// the view's snapshot it was made from, and over the pods where the
+	// two may differ (none when they are the same snapshot).
+	last, viewSeq uint64
+	over          []podName
+}
+
+// podName is a pod's namespace and name.
+type podName struct{ ns, name string }
+
+func (n podName) key() string { return cache.NewObjectName(n.ns, n.name).String() }
+
+// overlay returns s, the last snapshot v built, with anns applied as the
+// function overlay does, and the announcements the source caught up with.
+// The result has s's pods and Seq when the announcements change none of
+// its pods; else it has a new Seq and its pods are o's buffer, which the
+// next call overwrites. Its PodDelta is relative to the last snapshot o returned,
+// or nil when v's delta does not follow the snapshot that one was made
+// from.
+func (o *overlayer) overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement) (policy.Snapshot, []string) {
+	viewSeq, vd := s.Seq, s.PodDelta
+	chained := vd != nil && o.viewSeq != 0 && vd.Base == o.viewSeq
+	out, done := s, []string(nil)
+	var over map[podName]int
+	var dropped []int
+	if len(anns) > 0 {
+		var ov policy.Snapshot
+		ov, done, over, dropped = overlay(s, v, anns, o.buf)
+		o.buf = ov.Pods
+		if len(over) > 0 {
+			out = ov
+			out.Seq = snapshot.NewSeq()
+		}
+	}
+	if o.last != o.viewSeq || len(over) > 0 { // else s and its delta stand
+		out.PodDelta = nil
+		if chained {
+			out.PodDelta = &policy.PodDelta{Base: o.last, Changed: o.changes(vd, v, over, dropped)}
+		}
+	}
+	o.last, o.viewSeq = out.Seq, viewSeq
+	o.over = o.over[:0]
+	for n := range over {
+		o.over = append(o.over, n)
+	}
+	return out, done
+}
+
+// changes lists the pods that may differ between the last snapshot
+// returned and the one being returned, made from the view's snapshot whose
+// delta is vd and overlaid with over (see overlay): vd's pods, the pods
+// the last overlay changed and those this one does, at their indexes in
+// the new pod slice.
+func (o *overlayer) changes(vd *policy.PodDelta, v *snapshot.View, over map[podName]int, dropped []int) []policy.PodChange {
+	at := func(i int) int { // index in the view's pods -> in the overlaid ones
+		if i < 0 {
+			return -1
+		}
+		return i - sort.SearchInts(dropped, i) // no pod at i is dropped: over lists those
+	}
+	idx := make(map[podName]int, len(vd.Changed)+len(o.over)+len(over))
+	for _, c := range vd.Changed {
+		idx[podName{c.Namespace, c.Name}] = at(c.Index)
+	}
+	for _, n := range o.over {
+		if _, ok := idx[n]; !ok {
+			idx[n] = at(v.Index(n.key()))
+		}
+	}
+	maps.Copy(idx, over)
+	changed := make([]policy.PodChange, 0, len(idx))
+	for n, i := range idx {
+		changed = append(changed, policy.PodChange{Namespace: n.ns, Name: n.name, Index: i})
+	}
+	return changed
+}
+
+// overlay returns s, the last snapshot v built, with announced addresses
 // applied: an announced pod gets its addresses even if the source has not
 // seen them yet, and no other pod keeps an announced address (it was
 // reused after a delete the source has not caught up with). It also
 // reports which announcements the source has caught up with (it has the
-// addresses, or has the pod finished), so the agent can
-// forget them. Pods keep their places; s and v are not modified: when
-// anns is not empty the result's pods are written into buf, reused when it
-// is large enough, and the result has no Seq nor PodDelta (its pods are
-// not the view's).
-func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement, buf []policy.Pod) (policy.Snapshot, []string) {
-	if len(anns) == 0 {
-		return s, nil
-	}
+// addresses, or has the pod finished), so the agent can forget them, the
+// pods whose content may differ from s's with their indexes in the
+// result (-1 for a pod dropped), and the indexes in s of the pods dropped,
+// in order. Pods keep their order; s and v are not modified: the result's
+// pods are written into buf, reused when it is large enough, and it has no
+// Seq nor PodDelta (its pods are not the view's; see overlayer). Beyond
+// the copy of the pod slice, it reads every pod's addresses once and
+// finds the announced pods through v.
+func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement, buf []policy.Pod) (_ policy.Snapshot, done []string, over map[podName]int, dropped []int) {
 	s.Seq, s.PodDelta = 0, nil
-	owner := map[netip.Addr]bool{}
-	byID := make(map[[2]string]*announcement, len(anns)) // no key to build per pod
-	for _, a := range anns {
-		for _, ip := range a.ips {
-			owner[ip] = true
+	var owned addrSet
+	held := map[int]*announcement{} // announced pods of s, by index
+	for key, a := range anns {
+		owned.add(a.ips)
+		if i := v.Index(key); i >= 0 {
+			held[i] = a
 		}
-		byID[[2]string{a.namespace, a.name}] = a
+	}
+	for i := range s.Pods {
+		if owned.anyOf(s.Pods[i].IPs) && held[i] == nil {
+			dropped = append(dropped, i)
+		}
 	}
 	pods := buf[:0]
 	if cap(buf) < len(s.Pods)+len(anns) {
 		pods = make([]policy.Pod, 0, len(s.Pods)+len(anns)+len(s.Pods)/8)
 	}
+	over = make(map[podName]int, len(anns)+len(dropped))
 	delta := map[string]int{} // pods per namespace, relative to s
-	seen := map[string]bool{}
-	var done []string
-	for _, p := range s.Pods {
-		a := byID[[2]string{p.Namespace, p.Name}]
-		switch {
-		case a != nil:
-			// p's addresses are its source pod's (see snapshot.ConvertPod).
-			key := cache.NewObjectName(p.Namespace, p.Name).String()
-			seen[key] = true
-			if containsAll(p.IPs, a.ips) {
-				done = append(done, key)
-			} else {
-				p.IPs = unmapped(a.ips)
-			}
-			pods = append(pods, p)
-		case claimsAny(p.IPs, owner):
-			delta[p.Namespace]--
-		default:
-			pods = append(pods, p)
+	from := 0
+	for _, i := range dropped {
+		p := &s.Pods[i]
+		delta[p.Namespace]--
+		over[podName{p.Namespace, p.Name}] = -1
+		pods = append(pods, s.Pods[from:i]...)
+		from = i + 1
+	}
+	pods = append(pods, s.Pods[from:]...)
+	for i, a := range held {
+		j := i - sort.SearchInts(dropped, i)
+		p := &pods[j]
+		// p's addresses are its source pod's (see snapshot.ConvertPod).
+		if containsAll(p.IPs, a.ips) {
+			done = append(done, podName{p.Namespace, p.Name}.key())
+		} else {
+			p.IPs = unmapped(a.ips)
+			over[podName{p.Namespace, p.Name}] = j
 		}
 	}
 	keys := make([]string, 0, len(anns))
 	for key := range anns {
-		keys = append(keys, key)
+		if v.Index(key) < 0 { // not in s: held has the others
+			keys = append(keys, key)
+		}
 	}
 	sort.Strings(keys) // a stable order for the pods appended
 	for _, key := range keys {
 		a := anns[key]
-		if seen[key] {
-			continue
-		}
 		base := v.Pod(key) // in the source, but left out of the snapshot
 		if base != nil && hasAll(base, a.ips) {
 			done = append(done, key) // the snapshot leaves it out for another reason
@@ -94,6 +183,7 @@ func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement,
 		np, ok := snapshot.ConvertPod(withIPs(base, a.ips))
 		switch {
 		case ok:
+			over[podName{np.Namespace, np.Name}] = len(pods)
 			pods = append(pods, np)
 			delta[np.Namespace]++
 		case inView:
@@ -109,7 +199,7 @@ func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement,
 			break
 		}
 	}
-	return s, done
+	return s, done, over, dropped
 }
 
 func hasAll(p *snapshot.Pod, ips []netip.Addr) bool {
@@ -134,9 +224,38 @@ func unmapped(ips []netip.Addr) []netip.Addr {
 	return out
 }
 
-func claimsAny(ips []netip.Addr, owner map[netip.Addr]bool) bool {
+// addrSet is the set of announced addresses, unmapped: a slice while it
+// is small (overlay checks every pod against it), a map beyond.
+type addrSet struct {
+	few  []netip.Addr
+	many map[netip.Addr]bool
+}
+
+// maxFewAddrs is the most addresses an addrSet keeps in its slice.
+const maxFewAddrs = 8
+
+func (s *addrSet) add(ips []netip.Addr) {
 	for _, ip := range ips {
-		if owner[ip] {
+		ip = ip.Unmap()
+		switch {
+		case s.many != nil:
+			s.many[ip] = true
+		case slices.Contains(s.few, ip):
+		case len(s.few) < maxFewAddrs:
+			s.few = append(s.few, ip)
+		default:
+			s.many = map[netip.Addr]bool{ip: true}
+			for _, a := range s.few {
+				s.many[a] = true
+			}
+		}
+	}
+}
+
+// anyOf tells whether s holds one of ips.
+func (s *addrSet) anyOf(ips []netip.Addr) bool {
+	for _, ip := range ips {
+		if s.many != nil && s.many[ip] || s.many == nil && slices.Contains(s.few, ip) {
 			return true
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/weir-cni/weir/controller/snapshot"
@@ -40,7 +41,7 @@ func overlayObjects(objs snapshot.Objects, anns map[string]*announcement) (snaps
 			}
 			continue
 		}
-		if !claimsAny(p.IPs, owner) {
+		if !slices.ContainsFunc(p.IPs, func(ip netip.Addr) bool { return owner[ip] }) {
 			out.Pods = append(out.Pods, p)
 		}
 	}
@@ -102,7 +103,7 @@ func TestOverlay(t *testing.T) {
 			v.Apply(snapshot.Changes{Full: true, Objects: tc.objs})
 			base := v.Snapshot("n1", nil)
 			before := fmt.Sprint(base.Pods)
-			out, done := overlay(base, v, tc.anns, nil)
+			out, done, _, _ := overlay(base, v, tc.anns, nil)
 			if fmt.Sprint(v.Snapshot("n1", nil).Pods) != before {
 				t.Errorf("overlay modified the view's pods")
 			}
@@ -133,7 +134,7 @@ func TestOverlay(t *testing.T) {
 			}
 			// A reused buffer holding another snapshot's pods gives the same.
 			buf := append(make([]policy.Pod, 0, 16), policy.Pod{Namespace: "junk", Name: "junk"})
-			if again, _ := overlay(base, v, tc.anns, buf); !reflect.DeepEqual(snapshottest.Canonical(again), snapshottest.Canonical(out)) {
+			if again, _, _, _ := overlay(base, v, tc.anns, buf); !reflect.DeepEqual(snapshottest.Canonical(again), snapshottest.Canonical(out)) {
 				t.Errorf("overlay into a used buffer = %+v, want %+v", again.Pods, out.Pods)
 			}
 		})

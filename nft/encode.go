@@ -107,6 +107,51 @@ func (w *attrWriter) value(typ uint16, data []byte) {
 	w.end(at)
 }
 
+// counterMessage is the NEWOBJ message google/nftables' AddObj queues for
+// kernelCounter(name): a counter at zero.
+func counterMessage(w *attrWriter, name string) netlink.Message {
+	w.reserve(96 + len(name))
+	start := w.header()
+	w.str(unix.NFTA_OBJ_TABLE, weirTable.Name)
+	w.str(unix.NFTA_OBJ_NAME, name)
+	w.u32(unix.NFTA_OBJ_TYPE, unix.NFT_OBJECT_COUNTER)
+	data := w.begin(unix.NFTA_OBJ_DATA)
+	w.u64(unix.NFTA_COUNTER_BYTES, 0)
+	w.u64(unix.NFTA_COUNTER_PACKETS, 0)
+	w.end(data)
+	return w.request(start, unix.NFT_MSG_NEWOBJ)
+}
+
+// chainMessage is the NEWCHAIN message google/nftables' AddChain queues
+// for kernelChain of a regular chain (one without a hook) named name.
+func chainMessage(w *attrWriter, name string) netlink.Message {
+	w.reserve(32 + len(name))
+	start := w.header()
+	w.str(unix.NFTA_CHAIN_TABLE, weirTable.Name)
+	w.str(unix.NFTA_CHAIN_NAME, name)
+	return w.request(start, unix.NFT_MSG_NEWCHAIN)
+}
+
+// header appends the nfgenmsg of a message of the table's family and
+// returns where the message starts.
+func (w *attrWriter) header() int {
+	start := len(w.b)
+	w.b = append(w.b, byte(weirTable.Family), unix.NFNETLINK_V0, 0, 0)
+	return start
+}
+
+// request is the message of type typ whose data was appended since start,
+// with the flags google/nftables gives a request that creates an object.
+func (w *attrWriter) request(start int, typ uint16) netlink.Message {
+	return netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ),
+			Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
+		},
+		Data: w.message(start),
+	}
+}
+
 // ruleMessage is the NEWRULE message google/nftables' AddRule queues for kr
 // (a rule without handle, position or compat expressions, as kernelRule
 // builds them).
@@ -280,11 +325,5 @@ func elemsMessage(w *attrWriter, ks *nftables.Set, els []nftables.SetElement, ty
 		w.end(item)
 	}
 	w.end(list)
-	return netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ),
-			Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
-		},
-		Data: w.message(start),
-	}, nil
+	return w.request(start, typ), nil
 }

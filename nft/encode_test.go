@@ -44,7 +44,8 @@ func everyRuleKind() ruleset.Ruleset {
 
 // TestRuleMessageMatchesLibrary: ruleMessage encodes every rule of a dense
 // cluster, of one with ClusterNetworkPolicies, of the batch tests' table
-// and of everyRuleKind byte for byte as google/nftables' AddRule does.
+// and of everyRuleKind, built in turn from one exprBuf, byte for byte as
+// google/nftables' AddRule does each rule built on its own.
 func TestRuleMessageMatchesLibrary(t *testing.T) {
 	tiers := synth.Dense
 	tiers.ClusterPolicies = 100
@@ -65,20 +66,21 @@ func TestRuleMessageMatchesLibrary(t *testing.T) {
 			s, _ := r.Set(name)
 			return s.Interval
 		}
-		// One writer for the whole ruleset, as the applier's arena; the
-		// messages are compared once all are encoded.
+		// One writer and one exprBuf for the whole ruleset, as the
+		// applier's; the messages are compared once all are encoded, with
+		// the library's of rules built afresh.
 		var w attrWriter
+		var b exprBuf
 		var gotMsgs, wantMsgs []netlink.Message
 		var where []string
 		for _, c := range r.Chains {
 			kc := &nftables.Chain{Table: weirTable, Name: c.Name}
 			for _, rule := range c.Rules {
-				kr := kernelRule(kc, rule, interval)
-				m, err := ruleMessage(&w, kr)
+				m, err := ruleMessage(&w, b.rule(kc, rule, interval))
 				if err != nil {
 					t.Fatalf("%s: chain %s: %v", name, c.Name, err)
 				}
-				enc.AddRule(kr)
+				enc.AddRule(kernelRule(kc, rule, interval))
 				if err := enc.Flush(); err != nil || len(got) != 3 {
 					t.Fatalf("library batch: %d messages, %v", len(got), err)
 				}
@@ -185,5 +187,48 @@ func TestArenaChunksGrow(t *testing.T) {
 	}
 	if first[0] != 1 {
 		t.Error("a new chunk overwrote the bytes of an old one")
+	}
+}
+
+// TestCounterAndChainMessagesMatchLibrary: counterMessage and chainMessage
+// encode every counter and every regular chain of the dense cluster and of
+// the batch tests' tables byte for byte as google/nftables' AddObj and
+// AddChain do.
+func TestCounterAndChainMessagesMatchLibrary(t *testing.T) {
+	var got []netlink.Message
+	enc, err := newEncoder(func(b []netlink.Message) { got = b })
+	if err != nil {
+		t.Fatal(err)
+	}
+	library := func() netlink.Message {
+		t.Helper()
+		if err := enc.Flush(); err != nil || len(got) != 3 {
+			t.Fatalf("library batch: %d messages, %v", len(got), err)
+		}
+		return got[1]
+	}
+	var w attrWriter // shared, as the applier's
+	var mine, want []netlink.Message
+	for _, r := range []ruleset.Ruleset{policy.Compile(synth.Cluster(synth.Dense)), batchRuleset(), changedRuleset()} {
+		for _, c := range r.Counters {
+			mine = append(mine, counterMessage(&w, c.Name))
+			enc.AddObj(kernelCounter(c.Name))
+			want = append(want, library())
+		}
+		for _, c := range r.Chains {
+			if c.Base == nil {
+				mine = append(mine, chainMessage(&w, c.Name))
+				enc.AddChain(kernelChain(c))
+				want = append(want, library())
+			}
+		}
+	}
+	if len(mine) < 1000 {
+		t.Fatalf("%d messages compared", len(mine))
+	}
+	for i, m := range mine {
+		if w := want[i]; m.Header.Type != w.Header.Type || m.Header.Flags != w.Header.Flags || !bytes.Equal(m.Data, w.Data) {
+			t.Fatalf("message %d:\n got %+v %x\nwant %+v %x", i, m.Header, m.Data, w.Header, w.Data)
+		}
 	}
 }

@@ -83,22 +83,28 @@ func kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
 	for _, t := range s.Key {
 		size += (t.Size() + 3) &^ 3 // the padded size bounds the unpadded one
 	}
-	// One buffer for every key: a full sync encodes tens of thousands.
+	// One buffer for every key, one for every verdict: a full sync
+	// encodes tens of thousands.
 	arena := make([]byte, 0, 3*size*len(elems))
-	for _, e := range elems {
+	var verdicts []expr.Verdict
+	if s.Map {
+		verdicts = make([]expr.Verdict, len(elems))
+	}
+	for i, e := range elems {
 		start := len(arena)
-		for i, k := range e.Key {
-			arena = appendField(arena, k.From, concat, hostID && i == 0)
+		for j, k := range e.Key {
+			arena = appendField(arena, k.From, concat, hostID && j == 0)
 		}
 		from := arena[start:len(arena):len(arena)]
 		start = len(arena)
-		for i, k := range e.Key {
-			arena = appendField(arena, k.To, concat, hostID && i == 0)
+		for j, k := range e.Key {
+			arena = appendField(arena, k.To, concat, hostID && j == 0)
 		}
 		to := arena[start:len(arena):len(arena)]
 		el := nftables.SetElement{Key: from}
 		if s.Map {
-			el.VerdictData = kernelVerdict(e.Verdict)
+			verdicts[i] = kernelVerdict(e.Verdict)
+			el.VerdictData = &verdicts[i]
 		}
 		switch {
 		case s.Interval && concat:
@@ -122,7 +128,7 @@ func kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
 // in host byte order when host (a 4-byte id).
 func appendField(b []byte, v string, pad, host bool) []byte {
 	if host {
-		return append(b, binaryutil.NativeEndian.PutUint32(binary.BigEndian.Uint32([]byte(v)))...)
+		return binary.NativeEndian.AppendUint32(b, uint32(v[0])<<24|uint32(v[1])<<16|uint32(v[2])<<8|uint32(v[3]))
 	}
 	b = append(b, v...)
 	if pad {
@@ -150,16 +156,16 @@ func kernelCounter(name string) *nftables.CounterObj {
 	return &nftables.CounterObj{Table: weirTable, Name: name}
 }
 
-func kernelVerdict(v ruleset.Verdict) *expr.Verdict {
+func kernelVerdict(v ruleset.Verdict) expr.Verdict {
 	switch v.Kind {
 	case ruleset.VerdictJump:
-		return &expr.Verdict{Kind: expr.VerdictJump, Chain: v.Chain}
+		return expr.Verdict{Kind: expr.VerdictJump, Chain: v.Chain}
 	case ruleset.VerdictDrop:
-		return &expr.Verdict{Kind: expr.VerdictDrop}
+		return expr.Verdict{Kind: expr.VerdictDrop}
 	case ruleset.VerdictReturn:
-		return &expr.Verdict{Kind: expr.VerdictReturn}
+		return expr.Verdict{Kind: expr.VerdictReturn}
 	default:
-		return &expr.Verdict{Kind: expr.VerdictAccept}
+		return expr.Verdict{Kind: expr.VerdictAccept}
 	}
 }
 
@@ -188,9 +194,74 @@ func kernelChain(c ruleset.Chain) *nftables.Chain {
 // kernelRule compiles one rule to expressions. interval tells whether a set
 // is an interval set (nft adds a byteorder step for meta l4proto there).
 func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) bool) *nftables.Rule {
+	return new(exprBuf).rule(chain, r, interval)
+}
+
+// exprBuf holds the expressions of the rule being encoded, of the kinds a
+// policy rule is made of: rule builds each rule from it anew, reusing what
+// the rule before held, so that the applier, which encodes each rule
+// before it builds the next, allocates a full sync's hundred thousand
+// expressions once. The rule it returns is valid until the next call.
+type exprBuf struct {
+	kr        nftables.Rule
+	exprs     []expr.Any
+	meta      slab[expr.Meta]
+	cmp       slab[expr.Cmp]
+	payload   slab[expr.Payload]
+	numgen    slab[expr.Numgen]
+	byteorder slab[expr.Byteorder]
+	lookup    slab[expr.Lookup]
+	objref    slab[expr.Objref]
+	verdict   slab[expr.Verdict]
+	data      []byte // the expressions' data bytes
+	userdata  []byte
+}
+
+// slab hands out values of T, reused once reset.
+type slab[T any] struct {
+	items []T
+	n     int
+}
+
+// put returns a pointer to a copy of v, valid until reset.
+func (s *slab[T]) put(v T) *T {
+	if s.n < len(s.items) {
+		s.items[s.n] = v
+	} else {
+		s.items = append(s.items, v) // the pointers given before keep the old array
+	}
+	s.n++
+	return &s.items[s.n-1]
+}
+
+func (s *slab[T]) reset() { s.n = 0 }
+
+// bytes returns a copy of v, valid until the next reset.
+func (b *exprBuf) bytes(v ...byte) []byte {
+	start := len(b.data)
+	b.data = append(b.data, v...) // the slices given before keep the old array
+	return b.data[start:len(b.data):len(b.data)]
+}
+
+func (b *exprBuf) reset() {
+	b.exprs = b.exprs[:0]
+	b.meta.reset()
+	b.cmp.reset()
+	b.payload.reset()
+	b.numgen.reset()
+	b.byteorder.reset()
+	b.lookup.reset()
+	b.objref.reset()
+	b.verdict.reset()
+	b.data = b.data[:0]
+}
+
+// rule compiles one rule to expressions (see kernelRule).
+func (b *exprBuf) rule(chain *nftables.Chain, r ruleset.Rule, interval func(string) bool) *nftables.Rule {
+	b.reset()
 	var (
-		exprs = make([]expr.Any, 0, 16) // a policy rule's eleven to thirteen, at once
-		fam   byte                      // the nfproto already checked in this rule
+		exprs = b.exprs
+		fam   byte // the nfproto already checked in this rule
 	)
 	for _, m := range r.Matches {
 		if m.Kind == ruleset.MatchCtState {
@@ -204,7 +275,7 @@ func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) boo
 		}
 		switch m.Kind {
 		case ruleset.MatchPort:
-			exprs = append(exprs, portExprs(m)...)
+			exprs = b.portExprs(exprs, m)
 			continue
 		case ruleset.MatchIifname, ruleset.MatchOifname:
 			op := expr.CmpOpEq
@@ -238,14 +309,14 @@ func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) boo
 			continue
 		}
 		if m.ID != 0 {
-			exprs = append(exprs, idExprs(m, &fam, interval(m.Set))...)
+			exprs = b.idExprs(exprs, m, &fam, interval(m.Set))
 		} else {
-			exprs = append(exprs, loadFields(m.Fields, &fam, interval(m.Set), 0)...)
+			exprs = b.loadFields(exprs, m.Fields, &fam, interval(m.Set), 0)
 		}
-		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: m.Set, Invert: m.Negate})
+		exprs = append(exprs, b.lookup.put(expr.Lookup{SourceRegister: 1, SetName: m.Set, Invert: m.Negate}))
 	}
 	if r.Counter != "" {
-		exprs = append(exprs, &expr.Objref{Type: unix.NFT_OBJECT_COUNTER, Name: r.Counter})
+		exprs = append(exprs, b.objref.put(expr.Objref{Type: unix.NFT_OBJECT_COUNTER, Name: r.Counter}))
 	}
 	if l := r.Log; l != nil {
 		if l.Rate > 0 {
@@ -266,37 +337,38 @@ func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) boo
 	switch v := r.Verdict; {
 	case (r.Log != nil || r.Mark != nil) && v.Kind == ruleset.VerdictNone:
 	case v.Kind == ruleset.VerdictVMap:
-		exprs = append(exprs, loadFields(v.Fields, &fam, false, 0)...)
-		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: v.Map})
+		exprs = b.loadFields(exprs, v.Fields, &fam, false, 0)
+		exprs = append(exprs, b.lookup.put(expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: v.Map}))
 	case v.Kind == ruleset.VerdictMasquerade:
 		exprs = append(exprs, &expr.Masq{})
 	default:
-		exprs = append(exprs, kernelVerdict(v))
+		exprs = append(exprs, b.verdict.put(kernelVerdict(v)))
 	}
-	kr := &nftables.Rule{Table: weirTable, Chain: chain, Exprs: exprs}
+	b.exprs = exprs
+	b.kr = nftables.Rule{Table: weirTable, Chain: chain, Exprs: exprs}
 	if c := r.Owner.String(); c != "" {
-		kr.UserData = userdata.AppendString(nil, userdata.TypeComment, c)
+		b.userdata = userdata.AppendString(b.userdata[:0], userdata.TypeComment, c)
+		b.kr.UserData = b.userdata
 	}
-	return kr
+	return &b.kr
 }
 
 // idExprs loads `numgen random mod 1 offset ID . fields` as nft does: the
 // nfproto check of the fields first, the id (always ID) into reg 1, turned
 // big-endian for an interval set, then the fields from the next 32-bit
 // register.
-func idExprs(m ruleset.Match, fam *byte, interval bool) []expr.Any {
-	var out []expr.Any
+func (b *exprBuf) idExprs(out []expr.Any, m ruleset.Match, fam *byte, interval bool) []expr.Any {
 	for _, f := range m.Fields {
 		if fieldFamily(f) != unix.NFPROTO_UNSPEC {
-			out = nfprotoCheck(out, f, fam) // loadFields then finds it done
+			out = b.nfprotoCheck(out, f, fam) // loadFields then finds it done
 			break
 		}
 	}
-	out = append(out, &expr.Numgen{Register: 1, Modulus: 1, Type: unix.NFT_NG_RANDOM, Offset: m.ID})
+	out = append(out, b.numgen.put(expr.Numgen{Register: 1, Modulus: 1, Type: unix.NFT_NG_RANDOM, Offset: m.ID}))
 	if interval {
-		out = append(out, &expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4})
+		out = append(out, b.byteorder.put(expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4}))
 	}
-	return append(out, loadFields(m.Fields, fam, interval, 1)...)
+	return b.loadFields(out, m.Fields, fam, interval, 1)
 }
 
 // fieldFamily is the nfproto an address field implies, NFPROTO_UNSPEC for
@@ -314,23 +386,22 @@ func fieldFamily(f ruleset.Field) byte {
 // nfprotoCheck appends the `meta nfproto` check that field f implies in an
 // inet table, unless f implies none or *fam (the family the rule already
 // checked) is that one; it records the family in *fam.
-func nfprotoCheck(out []expr.Any, f ruleset.Field, fam *byte) []expr.Any {
+func (b *exprBuf) nfprotoCheck(out []expr.Any, f ruleset.Field, fam *byte) []expr.Any {
 	want := fieldFamily(f)
 	if want == unix.NFPROTO_UNSPEC || *fam == want {
 		return out
 	}
 	*fam = want
 	return append(out,
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{want}})
+		b.meta.put(expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}),
+		b.cmp.put(expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b.bytes(want)}))
 }
 
 // loadFields loads a concatenation into registers starting at reg 1 (the
 // 32-bit registers 8, 9, ... after the first), or at 32-bit register 8 +
 // word when word > 0, adding the nfproto check that `ip`/`ip6` fields
 // imply in an inet table.
-func loadFields(fs []ruleset.Field, fam *byte, interval bool, word uint32) []expr.Any {
-	var out []expr.Any
+func (b *exprBuf) loadFields(out []expr.Any, fs []ruleset.Field, fam *byte, interval bool, word uint32) []expr.Any {
 	concat := len(fs) > 1 || word > 0
 	for _, f := range fs {
 		reg := uint32(1)
@@ -348,24 +419,24 @@ func loadFields(fs []ruleset.Field, fam *byte, interval bool, word uint32) []exp
 			case ruleset.FieldIP6Daddr:
 				off, n = 24, 16
 			}
-			out = nfprotoCheck(out, f, fam)
-			out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
+			out = b.nfprotoCheck(out, f, fam)
+			out = append(out, b.payload.put(expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}))
 			word += n / 4
 		case ruleset.FieldL4Proto:
-			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg})
+			out = append(out, b.meta.put(expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg}))
 			if interval && concat {
-				out = append(out, &expr.Byteorder{SourceRegister: reg, DestRegister: reg, Op: expr.ByteorderHton, Len: 1, Size: 2})
+				out = append(out, b.byteorder.put(expr.Byteorder{SourceRegister: reg, DestRegister: reg, Op: expr.ByteorderHton, Len: 1, Size: 2}))
 			}
 			word++
 		case ruleset.FieldTHDport:
-			out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+			out = append(out, b.payload.put(expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}))
 			word++
 		case ruleset.FieldIifgroup, ruleset.FieldOifgroup:
 			key := expr.MetaKeyIIFGROUP
 			if f == ruleset.FieldOifgroup {
 				key = expr.MetaKeyOIFGROUP
 			}
-			out = append(out, &expr.Meta{Key: key, Register: reg})
+			out = append(out, b.meta.put(expr.Meta{Key: key, Register: reg}))
 			word++
 		}
 	}
@@ -374,22 +445,21 @@ func loadFields(fs []ruleset.Field, fam *byte, interval bool, word uint32) []exp
 
 // portExprs is what nft generates for `tcp dport 80` / `tcp dport 1-2` /
 // `meta l4proto udp` in an inet table.
-func portExprs(m ruleset.Match) []expr.Any {
-	out := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.Proto}},
-	}
+func (b *exprBuf) portExprs(out []expr.Any, m ruleset.Match) []expr.Any {
+	out = append(out,
+		b.meta.put(expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}),
+		b.cmp.put(expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b.bytes(m.Proto)}))
 	if m.AllPorts {
 		return out
 	}
-	out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
-	from := binaryutil.BigEndian.PutUint16(m.PortFrom)
+	out = append(out, b.payload.put(expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}))
+	from := b.bytes(byte(m.PortFrom>>8), byte(m.PortFrom))
 	if m.PortFrom == m.PortTo {
-		return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: from})
+		return append(out, b.cmp.put(expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: from}))
 	}
 	return append(out,
-		&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: from},
-		&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(m.PortTo)})
+		b.cmp.put(expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: from}),
+		b.cmp.put(expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: b.bytes(byte(m.PortTo>>8), byte(m.PortTo))}))
 }
 
 // tproxyExprs is what nft generates for `tproxy ip to :PORT` (ip6): the

@@ -33,6 +33,7 @@ type NetlinkApplier struct {
 	// (ruleMessage, elemsMessage), into arena.
 	msgs  []netlink.Message
 	arena attrWriter
+	exprs exprBuf // the rule being encoded
 	// typeofs holds the typeof user data (typeofUserdata) of the sets
 	// keyed by a rule id that the batch being built adds, by name:
 	// flush writes it into their NEWSET messages (patchTypeof).
@@ -271,16 +272,25 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 			return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
 		}
 	}
+	a.msgs = make([]netlink.Message, 0, fullBatchLen(r))
 	a.enc.AddTable(weirTable)
 	a.enc.DelTable(weirTable)
 	a.enc.AddTable(weirTable)
 	for _, c := range r.Counters { // rules count into them
-		a.enc.AddObj(kernelCounter(c.Name))
+		if err := a.addCounter(c.Name); err != nil {
+			a.discard()
+			return err
+		}
 	}
 	// Chains first: map elements jump to them. Then sets: rules look them up.
 	chains := make(map[string]*nftables.Chain, len(r.Chains))
 	for _, c := range r.Chains {
-		chains[c.Name] = a.enc.AddChain(kernelChain(c))
+		kc, err := a.addChain(c)
+		if err != nil {
+			a.discard()
+			return err
+		}
+		chains[c.Name] = kc
 	}
 	for _, s := range r.Sets {
 		err := a.addSet(s)
@@ -305,16 +315,35 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 	return nil
 }
 
+// fullBatchLen is about the number of messages of the full apply of r:
+// its table, counters, chains, rules and sets, each set in a message or
+// two.
+func fullBatchLen(r ruleset.Ruleset) int {
+	n := 3 + len(r.Counters) + len(r.Chains) + 2*len(r.Sets)
+	for _, c := range r.Chains {
+		n += len(c.Rules)
+	}
+	return n
+}
+
 // ApplyChanges sends ch (computed against the last applied ruleset) in one
 // transaction; r is the resulting ruleset. ctx bounds the wait for the
 // kernel's answer.
 func (a *NetlinkApplier) ApplyChanges(ctx context.Context, r ruleset.Ruleset, ch ruleset.Changes) error {
 	for _, name := range ch.AddCounters {
-		a.enc.AddObj(kernelCounter(name))
+		if err := a.addCounter(name); err != nil {
+			a.discard()
+			return err
+		}
 	}
 	chains := map[string]*nftables.Chain{}
 	for _, c := range ch.AddChains {
-		chains[c.Name] = a.enc.AddChain(kernelChain(c))
+		kc, err := a.addChain(c)
+		if err != nil {
+			a.discard()
+			return err
+		}
+		chains[c.Name] = kc
 	}
 	for _, s := range ch.AddSets {
 		if err := a.addSet(s); err != nil {
@@ -366,6 +395,30 @@ func (a *NetlinkApplier) ApplyChanges(ctx context.Context, r ruleset.Ruleset, ch
 	}
 	a.last = &r
 	return nil
+}
+
+// addCounter adds the named counter name (at zero) to the batch, after
+// what enc holds.
+func (a *NetlinkApplier) addCounter(name string) error {
+	if err := a.takeEncoded(); err != nil {
+		return err
+	}
+	a.msgs = append(a.msgs, counterMessage(&a.arena, name))
+	return nil
+}
+
+// addChain adds chain c (without its rules) to the batch: a base chain
+// through enc, a regular one, after what enc holds, encoded here.
+func (a *NetlinkApplier) addChain(c ruleset.Chain) (*nftables.Chain, error) {
+	kc := kernelChain(c)
+	if c.Base != nil {
+		return a.enc.AddChain(kc), nil
+	}
+	if err := a.takeEncoded(); err != nil {
+		return nil, err
+	}
+	a.msgs = append(a.msgs, chainMessage(&a.arena, c.Name))
+	return kc, nil
 }
 
 func (a *NetlinkApplier) addSet(s ruleset.Set) error {
@@ -422,7 +475,7 @@ func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules [
 		return s.Interval
 	}
 	for _, rule := range rules {
-		m, err := ruleMessage(&a.arena, kernelRule(kc, rule, interval))
+		m, err := ruleMessage(&a.arena, a.exprs.rule(kc, rule, interval))
 		if err != nil {
 			return fmt.Errorf("chain %s: %w", kc.Name, err)
 		}

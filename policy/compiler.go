@@ -35,6 +35,7 @@ import (
 type Compiler struct {
 	gen       uint64
 	seq       uint64 // Seq of the last snapshot compiled
+	usedDelta bool   // the last Compile took its snapshot's PodDelta
 	started   bool
 	node      Node
 	cluster   []netip.Prefix
@@ -232,7 +233,8 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	clear(x.groupMemo)
 	x.portsChanged, x.podsChanged = false, false
 	x.syncNamespaces(s.Namespaces)
-	if !x.syncPodDelta(s.Pods, s.PodDelta) {
+	x.usedDelta = x.syncPodDelta(s.Pods, s.PodDelta)
+	if !x.usedDelta {
 		x.syncPods(s.Pods)
 	}
 	x.seq = s.Seq
@@ -472,6 +474,10 @@ func (x *Compiler) syncPods(pods []Pod) {
 	}
 	x.spare, x.order = x.order, order
 }
+
+// UsedPodDelta tells whether the last Compile found the changed pods from
+// its snapshot's PodDelta rather than by comparing every pod.
+func (x *Compiler) UsedPodDelta() bool { return x.usedDelta }
 
 // syncPodDelta brings the pod index up to date from d, the pods changed
 // since the last snapshot compiled, when podDeltaUsable says it can, and

@@ -301,11 +301,19 @@ func sameElemsPrefixed(prefixed, elems []ruleset.Elem) bool {
 // defKey joins the parts of a definition into its key, each prefixed by
 // its length so that no two part lists give one key.
 func defKey(kind string, parts ...string) string {
-	var b strings.Builder
+	size := len(kind)
+	for _, p := range parts {
+		size += len(p) + 2 + 20 // a space, a colon and at most 20 digits
+	}
+	var (
+		b   strings.Builder
+		num [20]byte
+	)
+	b.Grow(size) // the key's one allocation
 	b.WriteString(kind)
 	for _, p := range parts {
 		b.WriteByte(' ')
-		b.WriteString(strconv.Itoa(len(p)))
+		b.Write(strconv.AppendInt(num[:0], int64(len(p)), 10))
 		b.WriteByte(':')
 		b.WriteString(p)
 	}

@@ -308,3 +308,28 @@ func TestShardSizeHoldsItsClass(t *testing.T) {
 		prev = r
 	}
 }
+
+// TestDefKeys pins the keys of definitions: each part prefixed by its
+// length (two part lists never give one key), a selector's labels sorted,
+// an ipBlock union its bounds' bytes.
+func TestDefKeys(t *testing.T) {
+	long := strings.Repeat("x", 1234)
+	sel := &metav1.LabelSelector{
+		MatchLabels:      map[string]string{"b": "2", "a": "1"},
+		MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "k", Operator: metav1.LabelSelectorOpIn, Values: []string{"v", "w"}}},
+	}
+	ivs := []interval{{netip.MustParseAddr("10.0.0.0"), netip.MustParseAddr("10.0.0.255")}, {netip.MustParseAddr("::1"), netip.MustParseAddr("::2")}}
+	for _, tc := range []struct{ got, want string }{
+		{defKey("ns", "a", "bc"), "ns 1:a 2:bc"},
+		{defKey("ns", "", "a b"), "ns 0: 3:a b"},
+		{defKey("x", long), "x 1234:" + long},
+		{defKey("pods"), "pods"},
+		{selectorKey(sel), "a\x011\x00b\x012\x00\x02k\x01In\x01v\x01w\x00"},
+		{selectorKey(&metav1.LabelSelector{}), ""},
+		{blocksDef(ivs), "blocks 40:\x0a\x00\x00\x00\x0a\x00\x00\xff" + string(netip.MustParseAddr("::1").AsSlice()) + string(netip.MustParseAddr("::2").AsSlice())},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("key %q, want %q", tc.got, tc.want)
+		}
+	}
+}

@@ -352,13 +352,19 @@ func single(a netip.Addr) ruleset.Range {
 
 // addrBytes is a.AsSlice() as a string, with one allocation.
 func addrBytes(a netip.Addr) string {
+	var b [16]byte
+	return string(appendAddr(b[:0], a))
+}
+
+// appendAddr appends a.AsSlice() to b.
+func appendAddr(b []byte, a netip.Addr) []byte {
 	switch {
 	case !a.IsValid():
-		return ""
+		return b
 	case a.Is4():
-		b := a.As4()
-		return string(b[:])
+		x := a.As4()
+		return append(b, x[:]...)
 	}
-	b := a.As16()
-	return string(b[:])
+	x := a.As16()
+	return append(b, x[:]...)
 }

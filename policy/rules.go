@@ -330,12 +330,11 @@ func (c *policyBuilder) portMatches(numeric []portRange) []ruleset.Match {
 // themselves (the bytes of their elements' keys), so equal ipBlocks share
 // one group whatever their policy.
 func blocksDef(ivs []interval) string {
-	var b strings.Builder
+	b := make([]byte, 0, 32*len(ivs))
 	for _, iv := range ivs {
-		b.WriteString(addrBytes(iv.lo))
-		b.WriteString(addrBytes(iv.hi))
+		b = appendAddr(appendAddr(b, iv.lo), iv.hi)
 	}
-	return defKey("blocks", b.String())
+	return defKey("blocks", string(b))
 }
 
 // namedPortProblems reports the named ports no pod defines.

@@ -63,9 +63,18 @@ func selectorKey(ls *metav1.LabelSelector) string {
 	}
 	var b strings.Builder
 	keys := make([]string, 0, len(ls.MatchLabels))
-	for k := range ls.MatchLabels {
+	size := 0
+	for k, v := range ls.MatchLabels {
 		keys = append(keys, k)
+		size += len(k) + len(v) + 2
 	}
+	for _, e := range ls.MatchExpressions {
+		size += len(e.Key) + len(e.Operator) + 3
+		for _, v := range e.Values {
+			size += len(v) + 1
+		}
+	}
+	b.Grow(size) // the key's one allocation
 	sort.Strings(keys)
 	for _, k := range keys {
 		b.WriteString(k)

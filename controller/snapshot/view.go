@@ -290,11 +290,15 @@ type podName struct{ ns, name string }
 // older view's.
 var seqs atomic.Uint64
 
+// NewSeq returns a Seq that no snapshot of the process had nor will have,
+// for a snapshot derived from a view's (see policy.Snapshot.Seq).
+func NewSeq() uint64 { return seqs.Add(1) }
+
 // podDelta numbers a new snapshot and returns, unless it is the view's
 // first, the pods placed or dropped since the last: where each is now, or
 // -1 (a pod that only moved, to fill a dropped pod's place, is not listed).
 func (v *View) podDelta() (uint64, *policy.PodDelta) {
-	seq := seqs.Add(1)
+	seq := NewSeq()
 	var d *policy.PodDelta
 	if v.seq != 0 {
 		d = &policy.PodDelta{Base: v.seq, Changed: make([]policy.PodChange, 0, len(v.moved))}
@@ -374,6 +378,16 @@ func (v *View) nodeLists() ([]*corev1.Node, []policy.PeerNode) {
 func (v *View) Objects() Objects {
 	nodes, _ := v.nodeLists()
 	return Objects{Nodes: nodes}
+}
+
+// Index returns the index of pod key in the pod slice of the last
+// snapshot, or -1 when the snapshot leaves the pod out or the source has
+// no such pod. It holds until the next apply or reset.
+func (v *View) Index(key string) int {
+	if s := v.pods[key]; s != nil {
+		return s.idx
+	}
+	return -1
 }
 
 // Pod returns the source's pod key, whether or not the snapshot holds it.
