@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"regexp"
 	"time"
 
@@ -143,8 +144,9 @@ func (a *Agent) ServeHTTP(ctx context.Context, addr string) error {
 	return nil
 }
 
-// Handler serves /metrics, /healthz (the process is alive) and /readyz (the
-// first ruleset is in the kernel and the last sync did not fail).
+// Handler serves /metrics, /healthz (the process is alive), /readyz (the
+// first ruleset is in the kernel and the last sync did not fail) and, with
+// Pprof, /debug/pprof/.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	if a.Metrics != nil {
@@ -153,6 +155,9 @@ func (a *Agent) Handler() http.Handler {
 			h = a.MetricsAuth.Wrap(h)
 		}
 		mux.Handle("/metrics", h)
+	}
+	if a.Pprof {
+		a.handlePprof(mux)
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -169,3 +174,20 @@ func (a *Agent) Handler() http.Handler {
 // Registerer is where other parts of the agent (the DNS proxy) register
 // their metrics, served on /metrics with the agent's.
 func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
+
+// handlePprof serves net/http/pprof's handlers on mux under /debug/pprof/,
+// each behind MetricsAuth when it is set (a profile shows as much of the
+// agent as its metrics, and costs CPU).
+func (a *Agent) handlePprof(mux *http.ServeMux) {
+	wrap := func(h http.Handler) http.Handler {
+		if a.MetricsAuth != nil {
+			return a.MetricsAuth.Wrap(h)
+		}
+		return h
+	}
+	mux.Handle("/debug/pprof/", wrap(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", wrap(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", wrap(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", wrap(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", wrap(http.HandlerFunc(pprof.Trace)))
+}
