@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"net/netip"
 	"slices"
 
 	"github.com/weir-cni/weir/ruleset"
@@ -29,10 +28,16 @@ type podRec struct {
 	gen uint64
 	// idx is the pod's place in Compiler.order.
 	idx int
-	// The pod's elements in the self sets and pod maps, built once for its
-	// content (set clears them); rulesets share them.
-	selfElems []ruleset.Elem
-	jump      [2]jumpElems // per direction
+	// elems are a local pod's elements in the self sets and pod maps,
+	// built once for its content (set clears them); rulesets share them.
+	// Nil for the other pods, most of them.
+	elems *localElems
+}
+
+// localElems are a local pod's elements in the self sets and pod maps.
+type localElems struct {
+	self []ruleset.Elem
+	jump [2]jumpElems // per direction
 }
 
 // jumpElems are a pod's elements in a pod map: each of its addresses jumps
@@ -47,13 +52,13 @@ type podID struct{ ns, name string }
 
 type labelPair struct{ k, v string }
 
-// set makes r a copy of p, taking its slices from sl.
+// set makes r a copy of p, taking its label pairs from sl. It shares p's
+// IPs and Ports: the snapshot's pods are not modified afterwards (see
+// Compiler).
 func (r *podRec) set(p *Pod, sl *slab) {
 	r.Pod = *p
 	r.Labels = nil
-	r.selfElems, r.jump = nil, [2]jumpElems{}
-	r.IPs = append(sl.ips(len(p.IPs)), p.IPs...)
-	r.Ports = append(sl.ports(len(p.Ports)), p.Ports...)
+	r.elems = nil
 	r.pairs = sl.pairs(len(p.Labels))
 	for k, v := range p.Labels {
 		r.pairs = append(r.pairs, labelPair{k, v})
@@ -64,20 +69,15 @@ func (r *podRec) set(p *Pod, sl *slab) {
 // full Compile copies every pod). Its zero value allocates one by one.
 type slab struct {
 	recs   []podRec
-	addrs  []netip.Addr
-	cports []ContainerPort
 	labels []labelPair
 }
 
 func newSlab(pods []Pod) *slab {
-	var ips, ports, labels int
+	labels := 0
 	for i := range pods {
-		ips += len(pods[i].IPs)
-		ports += len(pods[i].Ports)
 		labels += len(pods[i].Labels)
 	}
-	return &slab{recs: make([]podRec, len(pods)), addrs: make([]netip.Addr, 0, ips),
-		cports: make([]ContainerPort, 0, ports), labels: make([]labelPair, 0, labels)}
+	return &slab{recs: make([]podRec, len(pods)), labels: make([]labelPair, 0, labels)}
 }
 
 // take returns an empty slice of capacity n cut from *from, or a new one
@@ -94,9 +94,7 @@ func take[T any](from *[]T, n int) []T {
 	return f[len(f) : len(f) : len(f)+n]
 }
 
-func (s *slab) ips(n int) []netip.Addr      { return take(&s.addrs, n) }
-func (s *slab) ports(n int) []ContainerPort { return take(&s.cports, n) }
-func (s *slab) pairs(n int) []labelPair     { return take(&s.labels, n) }
+func (s *slab) pairs(n int) []labelPair { return take(&s.labels, n) }
 
 func (s *slab) rec() *podRec {
 	if len(s.recs) == 0 {
@@ -261,4 +259,12 @@ func (x *Compiler) countLocal(p *podRec, d int) {
 		x.localByNS[p.Namespace] = map[*podRec]struct{}{}
 	}
 	x.localByNS[p.Namespace][p] = struct{}{}
+}
+
+// localElems returns the element cache of a local pod, made on first use.
+func (r *podRec) localElems() *localElems {
+	if r.elems == nil {
+		r.elems = &localElems{}
+	}
+	return r.elems
 }
