@@ -366,9 +366,9 @@ func (x *Compiler) relist(g groupOut) groupOut {
 	}
 	g.vers = vers
 	if rec := x.groups[groupKey{g.set, g.def}]; rec != nil && rec.computedFrom(g.from, vers) {
-		g.elems = rec.src
+		g.elems = rec.elems
 	} else {
-		g.elems = peerElems(g.base, g.from)
+		g.elems = prefixElems(g.id, peerElems(g.base, g.from))
 	}
 	x.groupMemo[k] = g
 	return g
