@@ -98,7 +98,7 @@ func kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
 		to := arena[start:len(arena):len(arena)]
 		el := nftables.SetElement{Key: from}
 		if s.Map {
-			el.VerdictData = kernelVerdict(e.Verdict)
+			el.VerdictData = kernelVerdict(e.MapVerdict())
 		}
 		switch {
 		case s.Interval && concat:

@@ -243,8 +243,9 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 			j := &p.localElems().jump[d]
 			if j.chain != name || j.elems == nil {
 				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
+				jump := &ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}
 				for _, ip := range p.IPs {
-					j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}})
+					j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: jump})
 				}
 			}
 			for _, e := range j.elems {
