@@ -3,6 +3,7 @@ package snapshot
 import (
 	"fmt"
 	"maps"
+	"runtime"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,4 +57,37 @@ func BenchmarkViewFullListing10k(b *testing.B) {
 		v.Apply(Changes{Full: true, Objects: o})
 		v.Snapshot(synth.NodeName, nil)
 	}
+}
+
+// BenchmarkViewHeap10k reports the heap a view keeps after its first
+// listing and snapshot of the benchmarks' cluster, view-MB (the pods and
+// policies it holds not counted), and after 100 pod updates, changed-MB.
+// Run it with -benchtime 1x.
+func BenchmarkViewHeap10k(b *testing.B) {
+	o := benchObjects()
+	var first, changed float64
+	for b.Loop() {
+		base := liveHeap()
+		v := NewView()
+		v.Apply(Changes{Full: true, Objects: o})
+		v.Snapshot(synth.NodeName, nil)
+		first += float64(liveHeap() - base)
+		for i := range 100 {
+			p := *o.Pods[i]
+			v.Apply(Changes{Pods: map[string]*Pod{cache.NewObjectName(p.Namespace, p.Name).String(): &p}})
+			v.Snapshot(synth.NodeName, nil)
+		}
+		changed += float64(liveHeap() - base)
+		runtime.KeepAlive(v)
+	}
+	b.ReportMetric(first/float64(b.N)/(1<<20), "view-MB")
+	b.ReportMetric(changed/float64(b.N)/(1<<20), "changed-MB")
+}
+
+// liveHeap is the heap in use after a garbage collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
