@@ -13,6 +13,7 @@ import (
 
 	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/internal/synth"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -321,25 +322,17 @@ func BenchmarkCompilerHeap(b *testing.B) {
 	}
 	var full, changed float64
 	for b.Loop() {
-		base := liveHeap()
+		base := testkit.LiveHeap()
 		x := policy.NewCompiler()
 		r := x.Compile(s)
-		full += float64(liveHeap() - base)
+		full += float64(testkit.LiveHeap() - base)
 		for i := range 20 {
 			r = x.Compile(snaps[i%3][i/3%2])
 		}
-		changed += float64(liveHeap() - base)
+		changed += float64(testkit.LiveHeap() - base)
 		runtime.KeepAlive(x)
 		runtime.KeepAlive(r)
 	}
 	b.ReportMetric(full/float64(b.N)/(1<<20), "compiler-MB")
 	b.ReportMetric(changed/float64(b.N)/(1<<20), "changed-MB")
-}
-
-// liveHeap is the heap in use after a garbage collection.
-func liveHeap() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weir-cni/weir/internal/synth"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // benchObjects is the benchmarks' cluster (synth.Big: 10,000 pods, 1,000
@@ -67,27 +68,19 @@ func BenchmarkViewHeap10k(b *testing.B) {
 	o := benchObjects()
 	var first, changed float64
 	for b.Loop() {
-		base := liveHeap()
+		base := testkit.LiveHeap()
 		v := NewView()
 		v.Apply(Changes{Full: true, Objects: o})
 		v.Snapshot(synth.NodeName, nil)
-		first += float64(liveHeap() - base)
+		first += float64(testkit.LiveHeap() - base)
 		for i := range 100 {
 			p := *o.Pods[i]
 			v.Apply(Changes{Pods: map[string]*Pod{cache.NewObjectName(p.Namespace, p.Name).String(): &p}})
 			v.Snapshot(synth.NodeName, nil)
 		}
-		changed += float64(liveHeap() - base)
+		changed += float64(testkit.LiveHeap() - base)
 		runtime.KeepAlive(v)
 	}
 	b.ReportMetric(first/float64(b.N)/(1<<20), "view-MB")
 	b.ReportMetric(changed/float64(b.N)/(1<<20), "changed-MB")
-}
-
-// liveHeap is the heap in use after a garbage collection.
-func liveHeap() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
