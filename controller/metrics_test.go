@@ -82,7 +82,13 @@ func TestPprofOptIn(t *testing.T) {
 	a.MetricsAuth = &KubeAuth{}
 	guarded := httptest.NewServer(a.Handler())
 	defer guarded.Close()
-	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/profile", "/debug/pprof/cmdline", "/debug/pprof/symbol", "/debug/pprof/trace"} {
+	if code, _ := get(t, on.URL+"/debug/pprof/nonesuch"); code != http.StatusNotFound {
+		t.Errorf("with Pprof: GET /debug/pprof/nonesuch = %d, want 404", code)
+	}
+	if code, body := get(t, on.URL+"/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) == 0 {
+		t.Errorf("with Pprof: GET /debug/pprof/profile = %d, %d bytes, want 200 and a CPU profile", code, len(body))
+	}
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/profile", "/debug/pprof/goroutine"} {
 		if code, _ := get(t, guarded.URL+path); code != http.StatusUnauthorized {
 			t.Errorf("with MetricsAuth, no token: GET %s = %d, want 401", path, code)
 		}
