@@ -447,7 +447,7 @@ func (x *Compiler) syncPods(pods []Pod) {
 		switch {
 		case rec == nil:
 			rec = sl.rec()
-			rec.set(p, sl)
+			rec.set(p)
 			rec.local = rec.Node == x.node.Name && !rec.HostNetwork
 			x.pods[podID{p.Namespace, p.Name}] = rec
 			x.addPod(rec)
@@ -490,7 +490,7 @@ func (x *Compiler) syncPodDelta(pods []Pod, d *PodDelta) bool {
 			continue
 		case rec == nil:
 			rec = &podRec{}
-			rec.set(&pods[c.Index], &slab{})
+			rec.set(&pods[c.Index])
 			rec.local = rec.Node == x.node.Name && !rec.HostNetwork
 			x.pods[id] = rec
 			x.addPod(rec)
