@@ -24,11 +24,12 @@ import (
 // PodDelta lists them relative to the last snapshot compiled (see
 // PodDelta).
 //
-// The Compiler keeps its own copy of every pod but for the IPs and Ports
-// slices, which it shares. It keeps the policy pointers it is given and
-// compares them by pointer first, then by content: like objects of an
-// informer cache, a policy given to Compile, and the IPs and Ports of a
-// pod, must not be modified afterwards (give a modified copy instead).
+// The Compiler keeps its own copy of every pod but for its Labels map and
+// IPs and Ports slices, which it shares. It keeps the policy pointers it
+// is given and compares them by pointer first, then by content: like
+// objects of an informer cache, a policy given to Compile, and the Labels,
+// IPs and Ports of a pod, must not be modified afterwards (give a modified
+// copy instead).
 //
 // The Rulesets it returns share their unchanged sets and chains with the
 // previous ones: treat them as read-only. A Compiler is not safe for
