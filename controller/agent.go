@@ -62,6 +62,9 @@ type Agent struct {
 	// MetricsAuth, when set, guards /metrics (not /healthz and /readyz,
 	// which the kubelet probes without credentials).
 	MetricsAuth *KubeAuth
+	// Pprof serves Go's profiles (net/http/pprof) under /debug/pprof/
+	// beside /metrics, behind MetricsAuth when it is set.
+	Pprof bool
 	// LogDenied, when its Group is set, has isolation drops logged to
 	// NFLOG (see DeniedLogger).
 	LogDenied policy.DeniedLog

@@ -63,3 +63,34 @@ func TestReadyzAndMetricsFollowSyncs(t *testing.T) {
 		t.Errorf("last sync's times out of order or missing: %+v", st)
 	}
 }
+
+// TestPprofOptIn: /debug/pprof/ is served only with Agent.Pprof, and then
+// behind MetricsAuth like /metrics.
+func TestPprofOptIn(t *testing.T) {
+	a := &Agent{Metrics: NewMetrics()}
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	if code, _ := get(t, srv.URL+"/debug/pprof/heap"); code != http.StatusNotFound {
+		t.Errorf("without Pprof: GET /debug/pprof/heap = %d, want 404", code)
+	}
+	a.Pprof = true
+	on := httptest.NewServer(a.Handler())
+	defer on.Close()
+	if code, body := get(t, on.URL+"/debug/pprof/heap?debug=1"); code != http.StatusOK || !strings.Contains(body, "heap profile:") {
+		t.Errorf("with Pprof: GET /debug/pprof/heap = %d %.60q, want 200 and a heap profile", code, body)
+	}
+	a.MetricsAuth = &KubeAuth{}
+	guarded := httptest.NewServer(a.Handler())
+	defer guarded.Close()
+	if code, _ := get(t, on.URL+"/debug/pprof/nonesuch"); code != http.StatusNotFound {
+		t.Errorf("with Pprof: GET /debug/pprof/nonesuch = %d, want 404", code)
+	}
+	if code, body := get(t, on.URL+"/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) == 0 {
+		t.Errorf("with Pprof: GET /debug/pprof/profile = %d, %d bytes, want 200 and a CPU profile", code, len(body))
+	}
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/profile", "/debug/pprof/goroutine"} {
+		if code, _ := get(t, guarded.URL+path); code != http.StatusUnauthorized {
+			t.Errorf("with MetricsAuth, no token: GET %s = %d, want 401", path, code)
+		}
+	}
+}

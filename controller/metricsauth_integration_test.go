@@ -82,7 +82,7 @@ func TestKubeAuthGuardsMetrics(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	auth := &KubeAuth{Tokens: agentClient.TokenReviews(), Access: agentClient.SubjectAccessReviews(), now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }}
-	a := &Agent{Metrics: NewMetrics(), MetricsAuth: auth}
+	a := &Agent{Metrics: NewMetrics(), MetricsAuth: auth, Pprof: true}
 	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()
 
@@ -110,6 +110,8 @@ func TestKubeAuthGuardsMetrics(t *testing.T) {
 		{"an account without the role", "/metrics", token("stranger"), http.StatusForbidden},
 		{"the scraper", "/metrics", scraper, http.StatusOK},
 		{"health without a token", "/healthz", "", http.StatusOK},
+		{"profiles without a token", "/debug/pprof/heap", "", http.StatusUnauthorized},
+		{"the scraper on profiles, which its role lacks", "/debug/pprof/heap", scraper, http.StatusForbidden},
 	} {
 		code, body := get(tc.path, tc.token)
 		if code != tc.want {

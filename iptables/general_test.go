@@ -67,11 +67,11 @@ func generalRuleset() ruleset.Ruleset {
 			}},
 			{Name: "c", Key: []ruleset.Type{ruleset.TypeIPv4}, Elems: []ruleset.Elem{{Key: []ruleset.Range{one(ip4("10.0.0.9"))}}}},
 			{Name: "m", Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Elems: []ruleset.Elem{
-				{Key: []ruleset.Range{one(ip4("10.0.0.1"))}, Verdict: acceptV},
-				{Key: []ruleset.Range{one(ip4("10.0.0.2"))}, Verdict: dropV},
-				{Key: []ruleset.Range{one(ip4("10.0.0.3"))}, Verdict: jumpV("shared")},
+				{Key: []ruleset.Range{one(ip4("10.0.0.1"))}, Verdict: &acceptV},
+				{Key: []ruleset.Range{one(ip4("10.0.0.2"))}, Verdict: &dropV},
+				{Key: []ruleset.Range{one(ip4("10.0.0.3"))}, Verdict: new(jumpV("shared"))},
 				{Key: []ruleset.Range{one(ip4("10.0.0.4"))}},
-				{Key: []ruleset.Range{one(ip4("10.0.0.5"))}, Verdict: jumpV("through")},
+				{Key: []ruleset.Range{one(ip4("10.0.0.5"))}, Verdict: new(jumpV("through"))},
 			}},
 		},
 		Chains: []ruleset.Chain{
@@ -122,11 +122,11 @@ func generalRuleset() ruleset.Ruleset {
 func markRules() ([]ruleset.Set, []ruleset.Chain) {
 	v4 := func(s string) []ruleset.Range { return []ruleset.Range{one(ip4(s))} }
 	sets := []ruleset.Set{{Name: "rm", Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Elems: []ruleset.Elem{
-		{Key: v4("10.0.0.6"), Verdict: returnV},
-		{Key: v4("10.0.0.8"), Verdict: jumpV("pol3")},
-		{Key: v4("10.0.0.9"), Verdict: dropV},
+		{Key: v4("10.0.0.6"), Verdict: &returnV},
+		{Key: v4("10.0.0.8"), Verdict: new(jumpV("pol3"))},
+		{Key: v4("10.0.0.9"), Verdict: &dropV},
 		{Key: v4("10.0.0.10")},
-		{Key: v4("10.0.1.5"), Verdict: acceptV},
+		{Key: v4("10.0.1.5"), Verdict: &acceptV},
 	}}}
 	saddrA, daddrA := lk("a", false, ruleset.FieldIPSaddr), lk("a", false, ruleset.FieldIPDaddr)
 	vmapRM := func(f ruleset.Field) ruleset.Verdict {

@@ -258,7 +258,7 @@ func (b *builder) returns(v ruleset.Verdict) bool {
 	case ruleset.VerdictVMap:
 		m, _ := b.rs.Set(v.Map)
 		for _, e := range m.Elems {
-			if e.Verdict.Kind == ruleset.VerdictReturn {
+			if e.MapVerdict().Kind == ruleset.VerdictReturn {
 				return true
 			}
 		}
@@ -379,7 +379,7 @@ func (b *builder) vmap(at site, v ruleset.Verdict, e exit) string {
 		if len(el.Key) != len(v.Fields) {
 			continue
 		}
-		target, goTo := b.target(at, el.Verdict, statements{}, e)
+		target, goTo := b.target(at, el.MapVerdict(), statements{}, e)
 		for _, r := range elemRules(m, v.Fields, el) {
 			r.target, r.goTo = target, goTo
 			mc.rules = append(mc.rules, r)

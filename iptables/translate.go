@@ -213,8 +213,8 @@ func (b *builder) reach(name, ctx string, depth int) {
 		case ruleset.VerdictVMap:
 			m, _ := b.rs.Set(r.Verdict.Map)
 			for _, e := range m.Elems {
-				if e.Verdict.Kind == ruleset.VerdictJump {
-					b.reach(e.Verdict.Chain, ctx, depth+1)
+				if v := e.MapVerdict(); v.Kind == ruleset.VerdictJump {
+					b.reach(v.Chain, ctx, depth+1)
 				}
 			}
 		}

@@ -44,6 +44,12 @@ func jump(chain string) ruleset.Verdict {
 	return ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: chain}
 }
 
+// jumpTo is jump as a map element's verdict.
+func jumpTo(chain string) *ruleset.Verdict {
+	v := jump(chain)
+	return &v
+}
+
 // batchRuleset is a small table with every kind of object the applier
 // writes: named counters, a base chain, regular chains, a verdict map, an
 // interval set, a set keyed by rule id (typeof) and a set of 1,500
@@ -61,7 +67,7 @@ func batchRuleset() ruleset.Ruleset {
 				{Key: []ruleset.Range{{From: string([]byte{10, 1, 0, 0}), To: string([]byte{10, 1, 255, 255})}}},
 			}},
 			{Name: "ingress-pods4", Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Elems: []ruleset.Elem{
-				{Key: []ruleset.Range{point("10.0.0.1")}, Verdict: jump("pol-a")},
+				{Key: []ruleset.Range{point("10.0.0.1")}, Verdict: jumpTo("pol-a")},
 			}},
 			{Name: "peers4", Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Comment: "selector peers by rule id", Elems: []ruleset.Elem{
 				{Key: []ruleset.Range{ruleID(1), point("10.0.0.2")}},
@@ -94,8 +100,8 @@ func changedRuleset() ruleset.Ruleset {
 	r.Sets = []ruleset.Set{
 		r.Sets[0], // big4
 		{Name: "ingress-pods4", Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Elems: []ruleset.Elem{
-			{Key: []ruleset.Range{point("10.0.0.1")}, Verdict: jump("pol-a")},
-			{Key: []ruleset.Range{point("10.0.0.5")}, Verdict: jump("pol-b")},
+			{Key: []ruleset.Range{point("10.0.0.1")}, Verdict: jumpTo("pol-a")},
+			{Key: []ruleset.Range{point("10.0.0.5")}, Verdict: jumpTo("pol-b")},
 		}},
 		{Name: "peers4", Key: []ruleset.Type{ruleset.TypeID, ruleset.TypeIPv4}, Comment: "selector peers by rule id", Elems: []ruleset.Elem{
 			{Key: []ruleset.Range{ruleID(1), point("10.0.0.2")}},

@@ -103,7 +103,7 @@ func kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
 		to := arena[start:len(arena):len(arena)]
 		el := nftables.SetElement{Key: from}
 		if s.Map {
-			verdicts[i] = kernelVerdict(e.Verdict)
+			verdicts[i] = kernelVerdict(e.MapVerdict())
 			el.VerdictData = &verdicts[i]
 		}
 		switch {

@@ -147,7 +147,7 @@ func capElems(s ruleset.Set, n int) []nftables.SetElement {
 			e.Key = []ruleset.Range{ruleID(7), ip, {From: "\x06", To: "\x06"}, {From: ruleset.PortBytes(80), To: ruleset.PortBytes(90)}}
 		}
 		if s.Map {
-			e.Verdict = jump(longChain)
+			e.Verdict = jumpTo(longChain)
 		}
 		s.Elems = append(s.Elems, e)
 	}

@@ -187,13 +187,14 @@ func (x *Compiler) nodeElems() map[string][]ruleset.Elem {
 		out[name] = append(out[name], ruleset.Elem{Key: []ruleset.Range{single(a)}})
 	}
 	for p := range x.local {
-		if p.selfElems == nil {
+		le := p.localElems()
+		if le.self == nil {
 			for _, ip := range p.IPs {
 				k := single(ip.Unmap())
-				p.selfElems = append(p.selfElems, ruleset.Elem{Key: []ruleset.Range{k, k}})
+				le.self = append(le.self, ruleset.Elem{Key: []ruleset.Range{k, k}})
 			}
 		}
-		for _, e := range p.selfElems {
+		for _, e := range le.self {
 			self, local := setSelf6, setLocalPods6
 			if len(e.Key[0].From) == 4 {
 				self, local = setSelf4, setLocalPods4
@@ -245,13 +246,15 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 				continue
 			}
 			name := x.selectionTarget(&id, dirs[d], p.Namespace, list)
-			if j := &p.jump[d]; j.chain != name || j.elems == nil {
+			j := &p.localElems().jump[d]
+			if j.chain != name || j.elems == nil {
 				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
+				jump := &ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}
 				for _, ip := range p.IPs {
-					j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}})
+					j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: jump})
 				}
 			}
-			for _, e := range p.jump[d].elems {
+			for _, e := range j.elems {
 				f := 0
 				if len(e.Key[0].From) == 16 {
 					f = 1

@@ -13,6 +13,7 @@ import (
 
 	"github.com/weir-cni/weir/internal/fixtures"
 	"github.com/weir-cni/weir/internal/synth"
+	"github.com/weir-cni/weir/internal/testkit"
 	"github.com/weir-cni/weir/policy"
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -305,4 +306,33 @@ func BenchmarkCompileWide(b *testing.B) {
 			b.ReportMetric(float64(elemCount(r)), "elements")
 		})
 	}
+}
+
+// BenchmarkCompilerHeap reports the heap a Compiler keeps (what the
+// garbage collector cannot free: the Compiler and its last ruleset) after
+// a full Compile of the big cluster, compiler-MB, and after 20 changes
+// (a label, a pod and a policy, back and forth), changed-MB. Run it with
+// -benchtime 1x; a heap profile (-memprofile with -memprofilerate 1)
+// names what holds it.
+func BenchmarkCompilerHeap(b *testing.B) {
+	s := synth.Cluster(synth.Big)
+	var snaps [][]policy.Snapshot
+	for _, change := range []func(testing.TB, policy.Snapshot) policy.Snapshot{relabelOnePod, addOnePod, editOnePolicy} {
+		snaps = append(snaps, sequenced(b, s, change))
+	}
+	var full, changed float64
+	for b.Loop() {
+		base := testkit.LiveHeap()
+		x := policy.NewCompiler()
+		r := x.Compile(s)
+		full += float64(testkit.LiveHeap() - base)
+		for i := range 20 {
+			r = x.Compile(snaps[i%3][i/3%2])
+		}
+		changed += float64(testkit.LiveHeap() - base)
+		runtime.KeepAlive(x)
+		runtime.KeepAlive(r)
+	}
+	b.ReportMetric(full/float64(b.N)/(1<<20), "compiler-MB")
+	b.ReportMetric(changed/float64(b.N)/(1<<20), "changed-MB")
 }

@@ -600,6 +600,7 @@ func (x *Compiler) tierDispatch(out map[string][]ruleset.Elem) {
 	for _, p := range sortedPods(by) {
 		for k, list := range by[p] {
 			name := x.tierSelectionChain(k.tier, [2]direction{dirIngress, dirEgress}[k.d], list)
+			jump := &ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}
 			for _, ip := range p.IPs {
 				ip = ip.Unmap()
 				f := families[0]
@@ -607,7 +608,7 @@ func (x *Compiler) tierDispatch(out map[string][]ruleset.Elem) {
 					f = families[1]
 				}
 				mp := f.tierMap(k.tier, [2]direction{dirIngress, dirEgress}[k.d])
-				e := ruleset.Elem{Key: []ruleset.Range{single(ip)}, Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}}
+				e := ruleset.Elem{Key: []ruleset.Range{single(ip)}, Verdict: jump}
 				out[mp] = append(out[mp], e)
 				if k.tier == ruleset.TierBaseline && k.d == dirIndex(dirEgress) && !npEgress[p] {
 					out[f.baselineNode] = append(out[f.baselineNode], e)

@@ -93,11 +93,11 @@ func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, 
 	}
 	id := c.x.defID(def)
 	if !ok {
-		g = groupOut{set: shardName(set, id), base: set, def: def, from: from, vers: versions(from)}
+		g = groupOut{set: shardName(set, id), base: set, def: def, id: id, from: from, vers: versions(from)}
 		if rec := c.x.groups[groupKey{g.set, def}]; from != nil && rec != nil && rec.computedFrom(from, g.vers) {
-			g.elems = rec.src
+			g.elems = rec.elems
 		} else {
-			g.elems = elems()
+			g.elems = prefixElems(id, elems())
 		}
 		c.x.groupMemo[k] = g
 	}

@@ -24,10 +24,12 @@ import (
 // PodDelta lists them relative to the last snapshot compiled (see
 // PodDelta).
 //
-// The Compiler keeps its own copy of every pod. It keeps the policy
-// pointers it is given and compares them by pointer first, then by content:
-// like objects of an informer cache, a policy given to Compile must not be
-// modified afterwards (give a modified copy instead).
+// The Compiler keeps its own copy of every pod but for its Labels map and
+// IPs and Ports slices, which it shares. It keeps the policy pointers it
+// is given and compares them by pointer first, then by content: like
+// objects of an informer cache, a policy given to Compile, and the Labels,
+// IPs and Ports of a pod, must not be modified afterwards (give a modified
+// copy instead).
 //
 // The Rulesets it returns share their unchanged sets and chains with the
 // previous ones: treat them as read-only. A Compiler is not safe for
@@ -370,9 +372,9 @@ func (x *Compiler) relist(g groupOut) groupOut {
 	}
 	g.vers = vers
 	if rec := x.groups[groupKey{g.set, g.def}]; rec != nil && rec.computedFrom(g.from, vers) {
-		g.elems = rec.src
+		g.elems = rec.elems
 	} else {
-		g.elems = peerElems(g.base, g.from)
+		g.elems = prefixElems(g.id, peerElems(g.base, g.from))
 	}
 	x.groupMemo[k] = g
 	return g
@@ -451,7 +453,7 @@ func (x *Compiler) syncPods(pods []Pod) {
 		switch {
 		case rec == nil:
 			rec = sl.rec()
-			rec.set(p, sl)
+			rec.set(p)
 			rec.local = rec.Node == x.node.Name && !rec.HostNetwork
 			x.pods[podID{p.Namespace, p.Name}] = rec
 			x.addPod(rec)
@@ -498,7 +500,7 @@ func (x *Compiler) syncPodDelta(pods []Pod, d *PodDelta) bool {
 			continue
 		case rec == nil:
 			rec = &podRec{}
-			rec.set(&pods[c.Index], &slab{})
+			rec.set(&pods[c.Index])
 			rec.local = rec.Node == x.node.Name && !rec.HostNetwork
 			x.pods[id] = rec
 			x.addPod(rec)

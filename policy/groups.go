@@ -90,10 +90,11 @@ func (x *Compiler) shardSize(name string, n int) uint32 {
 }
 
 // groupOut is one group a policy's rules look up: the elements of
-// definition def in shared set set (a shard of shared set base), without
-// the id prefix.
+// definition def in shared set set (a shard of shared set base), prefixed
+// by the definition's id.
 type groupOut struct {
 	set, base, def string
+	id             uint32
 	elems          []ruleset.Elem
 	// from are the cached results elems were listed from (peerElems),
 	// and vers their versions then; none for elements that depend on
@@ -107,15 +108,14 @@ type groupKey struct{ set, def string }
 
 // groupRec is a group in use.
 type groupRec struct {
-	id    uint32
-	elems []ruleset.Elem // prefixed by the id, sorted
-	// src is the latest output's list elems holds, as it came: another
-	// output with the same list (policies of one Compile call share a
-	// definition's) needs no comparison.
-	src  []ruleset.Elem
-	from []*podEntry // and their versions: where src came from
-	vers []uint64
-	refs int
+	id uint32
+	// elems are the latest output's elements (prefixed by the id, sorted):
+	// another output with the same list (policies of one Compile call
+	// share a definition's) needs no comparison.
+	elems []ruleset.Elem
+	from  []*podEntry // and their versions: where elems came from
+	vers  []uint64
+	refs  int
 }
 
 // computedFrom tells whether the group's elements were listed from the
@@ -166,14 +166,16 @@ func (x *Compiler) defID(def string) uint32 {
 }
 
 // useGroups counts the groups of a new policy output in (add) or of a
-// replaced one out, keeping the elements of the newest output.
+// replaced one out. A new output whose group holds the elements of the
+// group in use takes that list (the shared sets hold its keys), else the
+// group takes the output's.
 func (x *Compiler) useGroups(gs []groupOut, add bool) {
-	for _, g := range gs {
+	for i, g := range gs {
 		k := groupKey{g.set, g.def}
 		rec := x.groups[k]
 		switch {
 		case add && rec == nil:
-			rec = &groupRec{id: x.ids[g.def], elems: prefixElems(x.ids[g.def], g.elems), src: g.elems, from: g.from, vers: g.vers, refs: 1}
+			rec = &groupRec{id: g.id, elems: g.elems, from: g.from, vers: g.vers, refs: 1}
 			x.groups[k] = rec
 			x.setStale[g.set] = true
 			if x.setGroups[g.set] == nil {
@@ -183,14 +185,16 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 			x.defGroups[g.def]++
 		case add:
 			rec.refs++
-			if sameSlice(rec.src, g.elems) {
+			if sameSlice(rec.elems, g.elems) {
 				continue
 			}
-			if !sameElemsPrefixed(rec.elems, g.elems) {
-				rec.elems = prefixElems(rec.id, g.elems)
+			if slices.EqualFunc(rec.elems, g.elems, sameKey) {
+				gs[i].elems = rec.elems
+			} else {
+				rec.elems = g.elems
 				x.setStale[g.set] = true
 			}
-			rec.src, rec.from, rec.vers = g.elems, g.from, g.vers
+			rec.from, rec.vers = g.from, g.vers
 		case rec != nil:
 			if rec.refs--; rec.refs == 0 {
 				delete(x.groups, k)
@@ -283,20 +287,8 @@ func sameSlice[T any](a, b []T) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
-// sameElemsPrefixed tells whether prefixed holds exactly elems after its
-// id field.
-func sameElemsPrefixed(prefixed, elems []ruleset.Elem) bool {
-	if len(prefixed) != len(elems) {
-		return false
-	}
-	for i, e := range elems {
-		p := prefixed[i].Key
-		if len(p) != len(e.Key)+1 || !slices.Equal(p[1:], e.Key) {
-			return false
-		}
-	}
-	return true
-}
+// sameKey tells whether the set elements a and b have the same key.
+func sameKey(a, b ruleset.Elem) bool { return slices.Equal(a.Key, b.Key) }
 
 // defKey joins the parts of a definition into its key, each prefixed by
 // its length so that no two part lists give one key.

@@ -1,7 +1,7 @@
 package policy
 
 import (
-	"net/netip"
+	"maps"
 	"slices"
 
 	"github.com/weir-cni/weir/ruleset"
@@ -16,11 +16,10 @@ import (
 
 // podRec is the Compiler's own copy of one pod.
 type podRec struct {
-	Pod // Labels is nil: pairs holds them
-	// pairs are the pod's labels as a slice: comparing a pod by looking its
-	// labels up costs less than iterating a map, and a selector matches
-	// a few pairs faster than a map (podRec is its labels.Labels).
-	pairs []labelPair
+	// Pod's Labels, IPs and Ports are the snapshot's (podRec is its
+	// labels.Labels): the source's pods with equal labels share one map
+	// (snapshot.NewPod), and a copy would cost 88 bytes a pod.
+	Pod
 	// local is true for a pod of this node that is not hostNetwork: one
 	// weir polices.
 	local bool
@@ -29,10 +28,16 @@ type podRec struct {
 	gen uint64
 	// idx is the pod's place in Compiler.order.
 	idx int
-	// The pod's elements in the self sets and pod maps, built once for its
-	// content (set clears them); rulesets share them.
-	selfElems []ruleset.Elem
-	jump      [2]jumpElems // per direction
+	// elems are a local pod's elements in the self sets and pod maps,
+	// built once for its content (set clears them); rulesets share them.
+	// Nil for the other pods, most of them.
+	elems *localElems
+}
+
+// localElems are a local pod's elements in the self sets and pod maps.
+type localElems struct {
+	self []ruleset.Elem
+	jump [2]jumpElems // per direction
 }
 
 // jumpElems are a pod's elements in a pod map: each of its addresses jumps
@@ -45,58 +50,22 @@ type jumpElems struct {
 // podID identifies a pod or a policy: namespace and name.
 type podID struct{ ns, name string }
 
-type labelPair struct{ k, v string }
-
-// set makes r a copy of p, taking its slices from sl.
-func (r *podRec) set(p *Pod, sl *slab) {
+// set makes r a copy of p. It shares p's Labels, IPs and Ports: the
+// snapshot's pods are not modified afterwards (see Compiler).
+func (r *podRec) set(p *Pod) {
 	r.Pod = *p
-	r.Labels = nil
-	r.selfElems, r.jump = nil, [2]jumpElems{}
-	r.IPs = append(sl.ips(len(p.IPs)), p.IPs...)
-	r.Ports = append(sl.ports(len(p.Ports)), p.Ports...)
-	r.pairs = sl.pairs(len(p.Labels))
-	for k, v := range p.Labels {
-		r.pairs = append(r.pairs, labelPair{k, v})
-	}
+	r.elems = nil
 }
 
-// slab hands out the memory of many pod copies from a few allocations (a
+// slab hands out the memory of many pod copies from one allocation (a
 // full Compile copies every pod). Its zero value allocates one by one.
 type slab struct {
-	recs   []podRec
-	addrs  []netip.Addr
-	cports []ContainerPort
-	labels []labelPair
+	recs []podRec
 }
 
 func newSlab(pods []Pod) *slab {
-	var ips, ports, labels int
-	for i := range pods {
-		ips += len(pods[i].IPs)
-		ports += len(pods[i].Ports)
-		labels += len(pods[i].Labels)
-	}
-	return &slab{recs: make([]podRec, len(pods)), addrs: make([]netip.Addr, 0, ips),
-		cports: make([]ContainerPort, 0, ports), labels: make([]labelPair, 0, labels)}
+	return &slab{recs: make([]podRec, len(pods))}
 }
-
-// take returns an empty slice of capacity n cut from *from, or a new one
-// when *from has no room left.
-func take[T any](from *[]T, n int) []T {
-	if n == 0 {
-		return nil
-	}
-	f := *from
-	if cap(f)-len(f) < n {
-		return make([]T, 0, n)
-	}
-	*from = f[:len(f)+n]
-	return f[len(f) : len(f) : len(f)+n]
-}
-
-func (s *slab) ips(n int) []netip.Addr      { return take(&s.addrs, n) }
-func (s *slab) ports(n int) []ContainerPort { return take(&s.cports, n) }
-func (s *slab) pairs(n int) []labelPair     { return take(&s.labels, n) }
 
 func (s *slab) rec() *podRec {
 	if len(s.recs) == 0 {
@@ -119,26 +88,14 @@ func (r *podRec) Get(k string) string {
 }
 
 func (r *podRec) Lookup(k string) (string, bool) {
-	for _, l := range r.pairs {
-		if l.k == k {
-			return l.v, true
-		}
-	}
-	return "", false
+	v, ok := r.Labels[k]
+	return v, ok
 }
 
 // same tells whether p, of the same namespace and name, is what r holds.
 func (r *podRec) same(p *Pod) bool {
-	if r.Node != p.Node || r.HostNetwork != p.HostNetwork || len(r.pairs) != len(p.Labels) ||
-		!slices.Equal(r.IPs, p.IPs) || !slices.Equal(r.Ports, p.Ports) {
-		return false
-	}
-	for _, l := range r.pairs {
-		if v, ok := p.Labels[l.k]; !ok || v != l.v {
-			return false
-		}
-	}
-	return true
+	return r.Node == p.Node && r.HostNetwork == p.HostNetwork && maps.Equal(r.Labels, p.Labels) &&
+		slices.Equal(r.IPs, p.IPs) && slices.Equal(r.Ports, p.Ports)
 }
 
 // addPod indexes a new pod.
@@ -158,7 +115,7 @@ func (x *Compiler) addPod(p *podRec) {
 func (x *Compiler) removePod(p *podRec) {
 	wasPoliced := !p.HostNetwork
 	x.count(p, -1)
-	p.HostNetwork, p.pairs, p.local = true, nil, false // matches no selector any more
+	p.HostNetwork, p.Labels, p.local = true, nil, false // matches no selector any more
 	x.reselect(p, wasPoliced)
 	delete(x.pods, podID{p.Namespace, p.Name})
 	delete(x.byNS[p.Namespace], p)
@@ -172,7 +129,7 @@ func (x *Compiler) removePod(p *podRec) {
 func (x *Compiler) updatePod(p *podRec, to *Pod) {
 	x.count(p, -1)
 	wasPoliced := !p.HostNetwork
-	p.set(to, &slab{})
+	p.set(to)
 	p.local = p.Node == x.node.Name && !p.HostNetwork
 	x.count(p, 1)
 	x.reselect(p, wasPoliced)
@@ -232,8 +189,8 @@ func (x *Compiler) count(p *podRec, d int) {
 			x.ports[np] = n + d
 		}
 	}
-	for _, l := range p.pairs {
-		lk := labelKey{p.Namespace, l.k, l.v}
+	for k, v := range p.Labels {
+		lk := labelKey{p.Namespace, k, v}
 		if d > 0 {
 			if x.labelIdx[lk] == nil {
 				x.labelIdx[lk] = map[*podRec]struct{}{}
@@ -261,4 +218,12 @@ func (x *Compiler) countLocal(p *podRec, d int) {
 		x.localByNS[p.Namespace] = map[*podRec]struct{}{}
 	}
 	x.localByNS[p.Namespace][p] = struct{}{}
+}
+
+// localElems returns the element cache of a local pod, made on first use.
+func (r *podRec) localElems() *localElems {
+	if r.elems == nil {
+		r.elems = &localElems{}
+	}
+	return r.elems
 }

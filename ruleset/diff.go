@@ -256,7 +256,7 @@ func sameElems(a, b []Elem) bool {
 		return true // shared: a Compiler reuses what did not change
 	}
 	for i := range a {
-		if len(a[i].Key) != len(b[i].Key) || a[i].Verdict.Kind != b[i].Verdict.Kind || a[i].Verdict.Chain != b[i].Verdict.Chain {
+		if len(a[i].Key) != len(b[i].Key) || !sameElemVerdict(a[i], b[i]) {
 			return false
 		}
 		for j := range a[i].Key {
@@ -317,7 +317,7 @@ func mergeElems(old, new []Elem) (del, add []Elem, sorted bool) {
 		case c > 0:
 			add, lastNew, new = append(add, *n), n, new[1:]
 		default:
-			if !sameVerdict(o.Verdict, n.Verdict) {
+			if !sameElemVerdict(*o, *n) {
 				del, add = append(del, *o), append(add, *n)
 			}
 			lastOld, lastNew, old, new = o, n, old[1:], new[1:]
@@ -364,7 +364,12 @@ func trimShared(old, new []Elem) ([]Elem, []Elem) {
 // sameElem tells whether a and b are the same element: the same key
 // memory and an equal verdict.
 func sameElem(a, b Elem) bool {
-	return len(a.Key) == len(b.Key) && len(a.Key) > 0 && &a.Key[0] == &b.Key[0] && sameVerdict(a.Verdict, b.Verdict)
+	return len(a.Key) == len(b.Key) && len(a.Key) > 0 && &a.Key[0] == &b.Key[0] && sameElemVerdict(a, b)
+}
+
+// sameElemVerdict tells whether a and b have equal map verdicts.
+func sameElemVerdict(a, b Elem) bool {
+	return a.Verdict == b.Verdict || sameVerdict(a.MapVerdict(), b.MapVerdict())
 }
 
 func sameVerdict(a, b Verdict) bool {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // TestElemDiffSharedMemory pins elemDiff when two lists share element
@@ -20,7 +21,7 @@ func TestElemDiffSharedMemory(t *testing.T) {
 		k := fmt.Sprintf("\x0a\x00\x00%c", byte(i))
 		e := Elem{Key: []Range{{k, k}}}
 		if chain != "" {
-			e.Verdict = Verdict{Kind: VerdictJump, Chain: chain}
+			e.Verdict = &Verdict{Kind: VerdictJump, Chain: chain}
 		}
 		return e
 	}
@@ -57,7 +58,7 @@ func TestElemDiffSharedMemory(t *testing.T) {
 	}
 	old := []Elem{elem(1, "a"), elem(2, "a")}
 	new := slices.Clone(old)
-	new[1].Verdict = Verdict{Kind: VerdictJump, Chain: "b"} // same key memory
+	new[1].Verdict = &Verdict{Kind: VerdictJump, Chain: "b"} // same key memory
 	if del, add := elemDiff(old, new); !slices.Equal(keys(del), []int{2}) || !slices.Equal(keys(add), []int{2}) || add[0].Verdict.Chain != "b" {
 		t.Errorf("verdict change of a shared key: deleted %v, added %v", del, add)
 	}
@@ -176,7 +177,7 @@ func TestElemDiffMatchesSets(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	elem := func(k int, chain string) Elem {
 		key := fmt.Sprintf("\x0a\x00%c%c", byte(k>>8), byte(k))
-		return Elem{Key: []Range{{key, key}}, Verdict: Verdict{Kind: VerdictJump, Chain: chain}}
+		return Elem{Key: []Range{{key, key}}, Verdict: &Verdict{Kind: VerdictJump, Chain: chain}}
 	}
 	pool := make([]Elem, 64)
 	for i := range pool {
@@ -361,4 +362,16 @@ func diffByLookup(old, new Ruleset) Changes {
 		}
 	}
 	return c
+}
+
+// TestElemIsSmall: a set element holds its map verdict by pointer, as the
+// shared sets hold tens of thousands of elements that have none (88 bytes
+// an element with the verdict inline).
+func TestElemIsSmall(t *testing.T) {
+	if n := unsafe.Sizeof(Elem{}); n > 32 {
+		t.Errorf("Elem is %d bytes, want at most 32", n)
+	}
+	if v := (Elem{}).MapVerdict(); v.Kind != VerdictNone {
+		t.Errorf("MapVerdict of an element without one = %v, want none", v)
+	}
 }

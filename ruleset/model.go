@@ -77,8 +77,19 @@ type Set struct {
 // value has From == To.
 type Elem struct {
 	Key []Range
-	// Verdict is the element's value in a verdict map.
-	Verdict Verdict
+	// Verdict is the element's value in a verdict map, nil in a set: a
+	// pointer, as sets hold far more elements than maps (an element is
+	// 32 bytes, not 88). Elements may share one.
+	Verdict *Verdict
+}
+
+// MapVerdict is the element's value in a verdict map: *e.Verdict, or no
+// verdict when it has none.
+func (e Elem) MapVerdict() Verdict {
+	if e.Verdict == nil {
+		return Verdict{}
+	}
+	return *e.Verdict
 }
 
 // Range is a closed range of one key field, as big-endian bytes in strings so

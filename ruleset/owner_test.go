@@ -56,7 +56,7 @@ func TestTraceSteps(t *testing.T) {
 		Verdict: Verdict{Kind: VerdictAccept}, Owner: owner}
 	r := Ruleset{
 		Sets: []Set{{Name: "pods", Key: []Type{TypeIPv4}, Map: true,
-			Elems: []Elem{{Key: []Range{{pod, pod}}, Verdict: Verdict{Kind: VerdictJump, Chain: "pol"}}}}},
+			Elems: []Elem{{Key: []Range{{pod, pod}}, Verdict: &Verdict{Kind: VerdictJump, Chain: "pol"}}}}},
 		Chains: []Chain{
 			{Name: "eg", Base: &Base{Type: "filter", Hook: HookForward}},
 			{Name: "in", Base: &Base{Type: "filter", Hook: HookForward, Priority: 1}, Rules: []Rule{

@@ -113,7 +113,7 @@ func (s Set) elemString(e Elem) string {
 	}
 	out := strings.Join(parts, " . ")
 	if s.Map {
-		out += " : " + e.Verdict.String()
+		out += " : " + e.MapVerdict().String()
 	}
 	return out
 }

@@ -202,7 +202,7 @@ func (t *tracer) chain(c Chain, depth int) VerdictKind {
 			if !ok {
 				continue
 			}
-			v = e.Verdict
+			v = e.MapVerdict()
 		}
 		t.steps = append(t.steps, Step{Kind: StepRule, Chain: c.Name, Index: i, Rule: rule, Owner: rule.Owner, Verdict: v})
 		switch v.Kind {

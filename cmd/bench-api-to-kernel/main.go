@@ -52,6 +52,7 @@ type options struct {
 	peerDuration          time.Duration
 	agent, baseline, peer string
 	plugin                string
+	heapProfiles          string
 	build, verbose        bool
 }
 
@@ -71,6 +72,7 @@ func run() int {
 	flag.DurationVar(&o.peerDuration, "peer-datapath-duration", time.Second, "length of each datapath measurement (three per configuration and round)")
 	flag.StringVar(&o.plugin, "plugin", "", "weir plugin binary wiring the datapath pods (default: build ./cmd/weir)")
 	flag.BoolVar(&o.build, "build-k8s", false, "build etcd and kube-apiserver if missing (~30 min the first time)")
+	flag.StringVar(&o.heapProfiles, "heap-profiles", "", "run -agent (not the baselines) with --pprof and save its heap profiles, after the first sync and after the changes, in this directory as <size>-first-sync.pb.gz and <size>-changes.pb.gz (go tool pprof reads them)")
 	flag.BoolVar(&o.verbose, "v", false, "print the agent's last sync log lines (read/compile/apply split)")
 	flag.Parse()
 	var err error

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -57,6 +58,11 @@ func measure(ctx context.Context, cl *cluster, label, bin, tmp string, o options
 	}
 	defer logf.Close()
 	agent := agentCmd(bin, kcfg, sock, logf)
+	profiles := ""
+	if label == "agent" && o.heapProfiles != "" {
+		profiles = o.heapProfiles
+		agent.Args = append(agent.Args, "--pprof")
+	}
 	start := time.Now()
 	if err := testkit.StartIn(cl.node, agent); err != nil {
 		return figures{}, err
@@ -74,6 +80,9 @@ func measure(ctx context.Context, cl *cluster, label, bin, tmp string, o options
 	pr := printer(cl.size.name, label)
 	pr("agent first sync (caches + compile + apply): %v", f.sync.Round(time.Millisecond))
 	if _, err := printMemory(cl, agent.Process.Pid, "after first sync", pr); err != nil {
+		return figures{}, err
+	}
+	if err := saveHeapProfile(cl, profiles, "first-sync", pr); err != nil {
 		return figures{}, err
 	}
 	k, err := openKernel(cl.node.Path())
@@ -95,8 +104,37 @@ func measure(ctx context.Context, cl *cluster, label, bin, tmp string, o options
 		return figures{}, err
 	}
 	printSamples(pr, "one pod added (created, then its IP set) or deleted", lat, "")
-	f.rss, err = printMemory(cl, agent.Process.Pid, "after the changes", pr)
-	return f, err
+	if f.rss, err = printMemory(cl, agent.Process.Pid, "after the changes", pr); err != nil {
+		return f, err
+	}
+	return f, saveHeapProfile(cl, profiles, "changes", pr)
+}
+
+// saveHeapProfile saves the agent's heap profile (after a collection) in
+// dir as <size>-<when>.pb.gz; nothing when dir is empty.
+func saveHeapProfile(cl *cluster, dir, when string, pr func(string, ...any)) error {
+	if dir == "" {
+		return nil
+	}
+	resp, err := agentGet(cl.node, "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("agent heap profile: %s", resp.Status)
+	}
+	path := filepath.Join(dir, cl.size.name+"-"+when+".pb.gz")
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("agent heap profile: %w", err)
+	}
+	pr("heap profile %s: %s", when, path)
+	return f.Close()
 }
 
 // agentCmd is weir-agent bin for the node, against the API server of
@@ -141,18 +179,9 @@ func printMemory(cl *cluster, pid int, when string, pr func(string, ...any)) (in
 // agentMetrics reads the agent's unlabelled metrics, over a connection
 // made in the node's namespace.
 func agentMetrics(node ns.NetNS) (map[string]float64, error) {
-	dial := func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = node.Do(func(ns.NetNS) error {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial}}
-	resp, err := client.Get("http://" + metricsAddr + "/metrics")
+	resp, err := agentGet(node, "/metrics")
 	if err != nil {
-		return nil, fmt.Errorf("agent metrics: %w", err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	out := map[string]float64{}
@@ -167,6 +196,25 @@ func agentMetrics(node ns.NetNS) (map[string]float64, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// agentGet gets path from the agent's HTTP server, over a connection made
+// in the node's namespace.
+func agentGet(node ns.NetNS, path string) (*http.Response, error) {
+	dial := func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = node.Do(func(ns.NetNS) error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: dial}}
+	resp, err := client.Get("http://" + metricsAddr + path)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w", path, err)
+	}
+	return resp, nil
 }
 
 // printSamples prints the latency percentiles of samples and the median of

@@ -54,6 +54,7 @@ func run() int {
 		cniVersion   = flag.String("cni-version", controller.DefaultCNIVersion, "cniVersion of the written CNI config: "+strings.Join(conf.SupportedVersions, ", ")+"; 1.1.0 enables STATUS and GC on runtimes that support it (containerd 1.6/1.7 reject it)")
 		dataDir      = flag.String("ipam-data-dir", "", "ipam.dataDir for the written CNI config (default: the plugin's)")
 		httpAddr     = flag.String("http-addr", "127.0.0.1:9765", "serve /metrics, /healthz and /readyz here; empty: off")
+		pprofOn      = flag.Bool("pprof", false, "also serve Go's profiles (heap, CPU, goroutines) under /debug/pprof/ on --http-addr, behind --metrics-auth like /metrics")
 		metricsAuth  = flag.String("metrics-auth", "none", "none, or kube: /metrics asks for a bearer token the API server accepts (TokenReview) and whose user may get the path (SubjectAccessReview), as kube-rbac-proxy does; use it when --http-addr is not loopback")
 		failClosed   = flag.Bool("fail-closed", true, "written CNI config: the plugin refuses (CNI error 11, the runtime retries) pods the agent did not confirm in time; --fail-closed=false wires them anyway and logs each")
 		denyGroup    = flag.Uint("log-denied-group", 0, "log packets that isolation drops: send them to this NFLOG group (1-65535) and log each with its policies; 0: off")
@@ -117,6 +118,7 @@ func run() int {
 		Log:          log,
 		MinInterval:  *minInterval,
 		Metrics:      controller.NewMetrics(),
+		Pprof:        *pprofOn,
 		LogDenied:    policy.DeniedLog{Group: uint16(*denyGroup), Rate: uint32(*denyRate)},
 
 		PodInterfacePrefix: *ifPrefix,

@@ -3,12 +3,14 @@ package snapshot
 import (
 	"fmt"
 	"maps"
+	"runtime"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weir-cni/weir/internal/synth"
+	"github.com/weir-cni/weir/internal/testkit"
 )
 
 // benchObjects is the benchmarks' cluster (synth.Big: 10,000 pods, 1,000
@@ -56,4 +58,29 @@ func BenchmarkViewFullListing10k(b *testing.B) {
 		v.Apply(Changes{Full: true, Objects: o})
 		v.Snapshot(synth.NodeName, nil)
 	}
+}
+
+// BenchmarkViewHeap10k reports the heap a view keeps after its first
+// listing and snapshot of the benchmarks' cluster, view-MB (the pods and
+// policies it holds not counted), and after 100 pod updates, changed-MB.
+// Run it with -benchtime 1x.
+func BenchmarkViewHeap10k(b *testing.B) {
+	o := benchObjects()
+	var first, changed float64
+	for b.Loop() {
+		base := testkit.LiveHeap()
+		v := NewView()
+		v.Apply(Changes{Full: true, Objects: o})
+		v.Snapshot(synth.NodeName, nil)
+		first += float64(testkit.LiveHeap() - base)
+		for i := range 100 {
+			p := *o.Pods[i]
+			v.Apply(Changes{Pods: map[string]*Pod{cache.NewObjectName(p.Namespace, p.Name).String(): &p}})
+			v.Snapshot(synth.NodeName, nil)
+		}
+		changed += float64(testkit.LiveHeap() - base)
+		runtime.KeepAlive(v)
+	}
+	b.ReportMetric(first/float64(b.N)/(1<<20), "view-MB")
+	b.ReportMetric(changed/float64(b.N)/(1<<20), "changed-MB")
 }

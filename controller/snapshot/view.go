@@ -311,9 +311,18 @@ func (v *View) podDelta() (uint64, *policy.PodDelta) {
 		}
 	}
 	v.seq = seq
-	clear(v.moved)
+	if len(v.moved) > movedKept {
+		v.moved = map[podName]struct{}{} // a cleared map keeps its size
+	} else {
+		clear(v.moved)
+	}
 	return seq, d
 }
+
+// movedKept is the most pods moved between two snapshots whose map the
+// view clears and keeps: a larger one (the first listing moves every pod:
+// 0.8 MB at 10,000 pods) goes.
+const movedKept = 256
 
 // namespaceList is every namespace object plus, as Build does,
 // the namespaces of snapshot pods that have no object; sorted by name.
