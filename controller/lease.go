@@ -70,7 +70,7 @@ func (l *Lease) acquire(ctx context.Context) bool {
 	t := time.NewTicker(orDefault(l.RetryPeriod, 2*time.Second))
 	defer t.Stop()
 	for ctx.Err() == nil {
-		if l.tryHold(ctx) {
+		if l.tryHold(ctx, time.Now().Add(orDefault(l.RenewDeadline, 10*time.Second))) {
 			return true
 		}
 		select {
@@ -101,8 +101,10 @@ func (l *Lease) hold(ctx context.Context, lead func(context.Context)) {
 	}
 }
 
-// renew renews the Lease every RetryPeriod until ctx ends or no renewal
-// succeeded for RenewDeadline.
+// renew renews the Lease every RetryPeriod until ctx ends, no renewal
+// succeeded for RenewDeadline (an attempt never runs past it: a slow API
+// server cannot keep this agent leading after another may have taken the
+// Lease), or the Lease names another holder.
 func (l *Lease) renew(ctx context.Context) {
 	deadline := orDefault(l.RenewDeadline, 10*time.Second)
 	t := time.NewTicker(orDefault(l.RetryPeriod, 2*time.Second))
@@ -115,9 +117,12 @@ func (l *Lease) renew(ctx context.Context) {
 		case <-t.C:
 		}
 		switch {
-		case l.tryHold(ctx):
+		case l.tryHold(ctx, last.Add(deadline)):
 			last = time.Now()
 		case ctx.Err() != nil:
+			return
+		case l.heldByOther():
+			l.log().Warn("lease taken by another agent: giving it up", "lease", l.key(), "holder", deref(l.observed.HolderIdentity))
 			return
 		case time.Since(last) >= deadline:
 			l.log().Warn("lease not renewed in time: giving it up", "lease", l.key(), "renew-deadline", deadline)
@@ -126,10 +131,17 @@ func (l *Lease) renew(ctx context.Context) {
 	}
 }
 
+// heldByOther tells whether the Lease as last read names another holder.
+func (l *Lease) heldByOther() bool {
+	holder := deref(l.observed.HolderIdentity)
+	return holder != "" && holder != l.Identity
+}
+
 // tryHold takes or renews the Lease, if it is free, released, held by
-// this agent, or expired; it reports whether this agent holds it now.
-func (l *Lease) tryHold(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, orDefault(l.RenewDeadline, 10*time.Second))
+// this agent, or expired, giving up at until; it reports whether this
+// agent holds it now.
+func (l *Lease) tryHold(ctx context.Context, until time.Time) bool {
+	ctx, cancel := context.WithDeadline(ctx, until)
 	defer cancel()
 	now := time.Now()
 	cur, err := l.Client.Get(ctx, l.Name, metav1.GetOptions{})
@@ -145,7 +157,7 @@ func (l *Lease) tryHold(ctx context.Context) bool {
 	if !apiequality.Semantic.DeepEqual(cur.Spec, l.observed) {
 		l.observed, l.observedAt = cur.Spec, now
 	}
-	if holder := deref(cur.Spec.HolderIdentity); holder != "" && holder != l.Identity {
+	if l.heldByOther() {
 		expires := l.observedAt.Add(time.Duration(deref(cur.Spec.LeaseDurationSeconds)) * time.Second)
 		if now.Before(expires) {
 			return false

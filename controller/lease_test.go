@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/weir-cni/weir/controller/kube"
 )
 
 // leaseRun is one agent's Lease.Run on a fake API server: leading reports
@@ -24,9 +27,15 @@ type leaseRun struct {
 
 func runLease(t *testing.T, cs *fake.Clientset, identity string) *leaseRun {
 	t.Helper()
-	l := &Lease{Client: cs.CoordinationV1().Leases("kube-system"), Namespace: "kube-system", Name: "test",
-		Identity: identity, LeaseDuration: time.Second, RenewDeadline: 300 * time.Millisecond,
-		RetryPeriod: 50 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return runLeaseOf(t, &Lease{Client: cs.CoordinationV1().Leases("kube-system"), Identity: identity,
+		LeaseDuration: time.Second, RenewDeadline: 300 * time.Millisecond, RetryPeriod: 50 * time.Millisecond})
+}
+
+// runLeaseOf runs l (its Namespace, Name and Log set here).
+func runLeaseOf(t *testing.T, l *Lease) *leaseRun {
+	t.Helper()
+	identity := l.Identity
+	l.Namespace, l.Name, l.Log = "kube-system", "test", slog.New(slog.NewTextHandler(io.Discard, nil))
 	r := &leaseRun{leading: make(chan struct{}, 10), lost: make(chan struct{}, 10)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -113,4 +122,72 @@ func TestLeaseLostWhenRenewalsFail(t *testing.T) {
 		return true, nil, errors.New("refused")
 	})
 	within(t, a.lost, "a's lead ending")
+}
+
+// slowLeases is a Lease client whose updates, once slowFrom is set and
+// passed, fail at once until then and afterwards hang until their
+// context ends; renewed is when an update last succeeded.
+type slowLeases struct {
+	kube.LeaseClient
+	mu       sync.Mutex
+	slowFrom time.Time
+	renewed  time.Time
+}
+
+func (c *slowLeases) Update(ctx context.Context, l *coordinationv1.Lease, o metav1.UpdateOptions) (*coordinationv1.Lease, error) {
+	c.mu.Lock()
+	from := c.slowFrom
+	c.mu.Unlock()
+	switch {
+	case from.IsZero():
+		out, err := c.LeaseClient.Update(ctx, l, o)
+		if err == nil {
+			c.mu.Lock()
+			c.renewed = time.Now()
+			c.mu.Unlock()
+		}
+		return out, err
+	case time.Now().Before(from):
+		return nil, errors.New("refused")
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestLeaseRenewalNeverOverrunsItsDeadline: renewals that fail fast and
+// then one that hangs end the lead RenewDeadline after the last renewal,
+// not a whole RenewDeadline after the hanging attempt started (by then
+// another agent may hold the Lease).
+func TestLeaseRenewalNeverOverrunsItsDeadline(t *testing.T) {
+	const deadline = 2 * time.Second
+	c := &slowLeases{LeaseClient: fake.NewClientset().CoordinationV1().Leases("kube-system")}
+	a := runLeaseOf(t, &Lease{Client: c, Identity: "a", LeaseDuration: 3 * time.Second, RenewDeadline: deadline,
+		RetryPeriod: 100 * time.Millisecond})
+	within(t, a.leading, "a leading")
+	time.Sleep(300 * time.Millisecond) // a renewal or two
+	c.mu.Lock()
+	last := c.renewed
+	c.slowFrom = last.Add(deadline * 3 / 4) // the attempt after this hangs
+	c.mu.Unlock()
+	within(t, a.lost, "a's lead ending")
+	// Without the deadline, the hanging attempt ends 1.75 deadlines
+	// after the last renewal.
+	if late := time.Since(last); late > deadline*3/2 {
+		t.Errorf("the lead ended %v after the last renewal, want about the renew deadline %v", late, deadline)
+	}
+}
+
+// TestLeaseLostToAnotherHolder: a leader that reads another holder in the
+// Lease stops leading at once, not at its renew deadline.
+func TestLeaseLostToAnotherHolder(t *testing.T) {
+	cs := fake.NewClientset()
+	a := runLeaseOf(t, &Lease{Client: cs.CoordinationV1().Leases("kube-system"), Identity: "a",
+		LeaseDuration: time.Minute, RenewDeadline: 30 * time.Second, RetryPeriod: 50 * time.Millisecond})
+	within(t, a.leading, "a leading")
+	l := holder(t, cs)
+	l.Spec.HolderIdentity = ptr("b")
+	if _, err := cs.CoordinationV1().Leases("kube-system").Update(context.Background(), l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	within(t, a.lost, "a's lead ending (within 10 s, its renew deadline is 30 s)")
 }
