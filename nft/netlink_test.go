@@ -179,6 +179,7 @@ func TestHashSetFullToItsSize(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(`[{metadata: {namespace: default, name: all}, spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {}}]}]}}]`), &snap.Policies); err != nil {
 		t.Fatal(err)
 	}
+	var prev ruleset.Ruleset
 	for _, n := range []int{1024, 1025, 1024} {
 		// One local pod, so that the policy is rendered; the others remote.
 		snap.Pods = []policy.Pod{{Namespace: "default", Name: "local", Node: "n1", IPs: []netip.Addr{netip.MustParseAddr("10.2.0.1")}}}
@@ -196,6 +197,12 @@ func TestHashSetFullToItsSize(t *testing.T) {
 		if len(s.Elems) != n || s.Size < uint32(n) || s.Size >= uint32(2*n) {
 			t.Fatalf("%d peers: shard %q of peers4 has %d elements, size %d; want %d in the power of two at least that", n, s.Name, len(s.Elems), s.Size, n)
 		}
+		// Apply falls back to a full apply when the kernel refuses changes:
+		// Diff itself must call for it at each new class.
+		if ch := ruleset.Diff(prev, r); prev.Sets != nil && !ch.Full {
+			t.Fatalf("%d peers: Diff from the previous class is not a full apply", n)
+		}
+		prev = r
 		if _, err := a.Apply(context.Background(), r); err != nil {
 			t.Fatalf("%d peers: %v", n, err)
 		}

@@ -78,7 +78,8 @@ func NewPod(p *corev1.Pod) *Pod {
 }
 
 // GetObjectMeta returns p's metadata as client-go's caches read it (see
-// meta.Accessor): a copy, which writes do not reach.
+// meta.Accessor): a new ObjectMeta, which shares p's Labels map (with every
+// pod of the same labels) and DeletionTimestamp: read it, never write it.
 func (p *Pod) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name, UID: p.UID, ResourceVersion: p.ResourceVersion,
 		Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp}
