@@ -78,8 +78,12 @@ func (x *Compiler) policyPart() {
 		}
 		goneCounterList = append(goneCounterList, out.counters...)
 	}
-	var chains []ruleset.Chain
-	var counters []ruleset.Counter
+	nc, nk := 0, 0
+	for ps := range x.changed {
+		nc, nk = nc+len(ps.out.chains), nk+len(ps.out.counters)
+	}
+	chains := make([]ruleset.Chain, 0, nc)
+	counters := make([]ruleset.Counter, 0, nk)
 	for ps := range x.changed {
 		if ps.gen == x.gen { // not removed since
 			chains = append(chains, ps.out.chains...)

@@ -250,7 +250,7 @@ func (c *policyBuilder) compileClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 // allow nothing and its first Deny or Pass rule of each direction acts on
 // every peer and port (the rules after it are never reached).
 func (c *policyBuilder) failClosedPolicy(p *cnp.ClusterNetworkPolicy, tier ruleset.Tier, selected []*podRec, def string) {
-	clear(c.groups)
+	c.groups.reset()
 	c.over, c.dns = false, nil
 	for _, d := range []direction{dirIngress, dirEgress} {
 		ch := c.chains[clusterChainName(tier, d, c.ps.hash, p.Name)]

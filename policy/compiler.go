@@ -304,7 +304,7 @@ func (x *Compiler) compile(ps *policyState) {
 // compileWhole compiles one policy from its spec.
 func (x *Compiler) compileWhole(ps *policyState) policyOut {
 	x.unregister(ps)
-	c := &policyBuilder{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*ruleset.Chain{}}
+	c := &policyBuilder{x: x, ps: ps, chains: map[string]*ruleset.Chain{}}
 	if ps.cnp != nil {
 		c.compileClusterPolicy(ps.cnp)
 	} else {

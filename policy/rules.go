@@ -278,12 +278,30 @@ func (c *policyBuilder) namedPortRules(in ruleInput, where string, named []named
 // one of the union of its ipBlocks of that family; each if any.
 func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []family) [][][]ruleset.Match {
 	out := make([][][]ruleset.Match, len(fams))
+	// At most two lookups a family, each a one-match alternative of one
+	// field: their slices share three arrays, capped so that an append
+	// copies.
+	alts := make([][]ruleset.Match, 0, 2*len(fams))
+	ms := make([]ruleset.Match, 0, 2*len(fams))
+	fields := make([]ruleset.Field, 0, 2*len(fams))
+	lookup := func(field ruleset.Field, set string, id uint32) {
+		n := len(ms)
+		fields = append(fields, field)
+		ms = append(ms, ruleset.Match{Kind: ruleset.MatchLookup, Fields: fields[n : n+1 : n+1], Set: set, ID: id})
+		alts = append(alts, ms[n:n+1:n+1])
+	}
+	var from []*podEntry // the same for every family
+	var def string
+	var bound int
+	if len(resolved.selectors) > 0 {
+		from, def, bound = resolved.entries(), resolved.unionDef(), resolved.podBound()
+	}
 	for i, f := range fams {
 		_, field := f.ends(dir)
+		first := len(alts)
 		if len(resolved.selectors) > 0 {
-			from := resolved.entries()
-			id, set := c.groupFrom(f.peers, resolved.unionDef(), resolved.podBound(), from, func() []ruleset.Elem { return peerElems(f.peers, from) })
-			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: set, ID: id}})
+			id, set := c.groupFrom(f.peers, def, bound, from, func() []ruleset.Elem { return peerElems(f.peers, from) })
+			lookup(field, set, id)
 		}
 		ivs := resolved.v4
 		if f.typ == ruleset.TypeIPv6 {
@@ -291,7 +309,10 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 		}
 		if len(ivs) > 0 {
 			id, set := c.group(f.blocks, blocksDef(ivs), len(ivs), func() []ruleset.Elem { return intervalElems(ivs) })
-			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: set, ID: id}})
+			lookup(field, set, id)
+		}
+		if len(alts) > first {
+			out[i] = alts[first:len(alts):len(alts)]
 		}
 	}
 	return out
@@ -350,26 +371,29 @@ func (c *policyBuilder) namedPortProblems(where string, named []namedPort) {
 // cluster uses, plus those its ipBlocks name. It depends on the policy and
 // the cluster's families only, never on which pods exist.
 func (c *policyBuilder) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family {
-	on := map[ruleset.Type]bool{ruleset.TypeIPv4: c.x.fam[0], ruleset.TypeIPv6: c.x.fam[1]}
+	v4, v6 := c.x.fam[0], c.x.fam[1]
 	for _, p := range list {
 		if p.IPBlock == nil {
 			continue
 		}
 		if pfx, err := netip.ParsePrefix(p.IPBlock.CIDR); err == nil && unmapPrefix(pfx).IsValid() {
 			if unmapPrefix(pfx).Addr().Is4() {
-				on[ruleset.TypeIPv4] = true
+				v4 = true
 			} else {
-				on[ruleset.TypeIPv6] = true
+				v6 = true
 			}
 		}
 	}
-	var out []family
-	for _, f := range families {
-		if on[f.typ] {
-			out = append(out, f)
-		}
+	// A part of families, shared by every caller: read only.
+	switch {
+	case v4 && v6:
+		return families[:2:2]
+	case v4:
+		return families[:1:1]
+	case v6:
+		return families[1:2:2]
 	}
-	return out
+	return nil
 }
 
 // policeablePods returns a function listing every pod that can be a peer:
