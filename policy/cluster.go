@@ -323,19 +323,19 @@ func (c *policyBuilder) clusterSubject(s cnp.ClusterNetworkPolicySubject) ([]*po
 	default:
 		return nil, "", fmt.Errorf("neither namespaces nor pods is set")
 	}
-	nsKey, nsSel, err := c.x.selector(nsLS)
+	nsKey, nsSel, err := c.selector(nsLS)
 	if err != nil {
 		return nil, "", fmt.Errorf("namespace selector: %w", err)
 	}
 	podKey, podSel := "", labels.Everything()
 	if podLS != nil {
-		if podKey, podSel, err = c.x.selector(podLS); err != nil {
+		if podKey, podSel, err = c.selector(podLS); err != nil {
 			return nil, "", fmt.Errorf("pod selector: %w", err)
 		}
 	}
 	var out []*podRec
-	for _, ns := range c.x.nsEntry(c.ps, nsKey, nsSel).members {
-		for pod := range c.x.podEntry(c.ps, ns, podKey, podSel, true).members {
+	for _, ns := range c.nsEntry(nsKey, nsSel).members {
+		for pod := range c.podEntry(ns, podKey, podSel, true).members {
 			out = append(out, pod)
 		}
 	}
@@ -487,11 +487,11 @@ func (c *policyBuilder) clusterPeerList(p clusterPeer) ([]networkingv1.NetworkPo
 // nodePeers returns the addresses of the nodes sel matches, as ipBlocks.
 // The policy is compiled again whenever a node changes.
 func (c *policyBuilder) nodePeers(ls *metav1.LabelSelector) ([]networkingv1.NetworkPolicyPeer, error) {
-	_, sel, err := c.x.selector(ls)
+	_, sel, err := c.selector(ls)
 	if err != nil {
 		return nil, err
 	}
-	c.x.nodeUsers[c.ps] = struct{}{}
+	c.uses(c.x.nodeUsers)
 	var addrs []netip.Addr
 	for _, n := range c.x.nodes {
 		if sel.Matches(labels.Set(n.Labels)) {

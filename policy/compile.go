@@ -79,9 +79,9 @@ func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset
 func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, elems func() []ruleset.Elem) (uint32, string) {
 	k := groupKey{set, def}
 	if g := c.groups.find(k); g != nil {
-		return c.x.defID(def), g.set
+		return c.defID(def), g.set
 	}
-	g, ok := c.x.groupMemo[k]
+	g, ok := c.memo(k)
 	if ok {
 		bound = len(g.elems)
 	}
@@ -91,7 +91,7 @@ func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, 
 	if from != nil {
 		c.podElems += bound
 	}
-	id := c.x.defID(def)
+	id := c.defID(def)
 	if !ok {
 		g = groupOut{set: shardName(set, id), base: set, def: def, id: id, from: from, vers: versions(from)}
 		if rec := c.x.groups[groupKey{g.set, def}]; from != nil && rec != nil && rec.computedFrom(from, g.vers) {
@@ -99,7 +99,7 @@ func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, 
 		} else {
 			g.elems = prefixElems(id, elems())
 		}
-		c.x.groupMemo[k] = g
+		g = c.keepMemo(k, g)
 	}
 	c.groups.add(k, g)
 	return id, g.set
@@ -224,7 +224,7 @@ func PolicyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool, unknown [
 func (c *policyBuilder) compilePolicy(p *networkingv1.NetworkPolicy) {
 	key := c.ps.key
 	ingress, egress := c.policyTypes(p)
-	skey, selector, err := c.x.selector(&p.Spec.PodSelector)
+	skey, selector, err := c.selector(&p.Spec.PodSelector)
 	valid := err == nil
 	if !valid {
 		c.problem("%s: podSelector: %v (selects every pod of %s, allows nothing)", key, err, p.Namespace)
@@ -237,7 +237,7 @@ func (c *policyBuilder) compilePolicy(p *networkingv1.NetworkPolicy) {
 		tooBig = true
 	}
 	var selected []*podRec
-	for pod := range c.x.podEntry(c.ps, p.Namespace, skey, selector, true).members {
+	for pod := range c.podEntry(p.Namespace, skey, selector, true).members {
 		selected = append(selected, pod)
 	}
 	c.dry = len(selected) == 0

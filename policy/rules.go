@@ -400,7 +400,7 @@ func (c *policyBuilder) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []fa
 // not hostNetwork. The policy is compiled again whenever any pod changes,
 // from now on, whether or not the list is ever made.
 func (c *policyBuilder) policeablePods() func() []*podRec {
-	c.x.allUsers[c.ps] = struct{}{}
+	c.uses(c.x.allUsers)
 	return func() []*podRec {
 		out := make([]*podRec, 0, len(c.x.pods))
 		for _, p := range c.x.pods {
@@ -415,6 +415,6 @@ func (c *policyBuilder) policeablePods() func() []*podRec {
 // definedPorts tells which (name, protocol) some pod's containerPorts
 // define. The policy is compiled again when that changes.
 func (c *policyBuilder) definedPorts() map[namedPort]int {
-	c.x.portUsers[c.ps] = struct{}{}
+	c.uses(c.x.portUsers)
 	return c.x.ports
 }
