@@ -230,7 +230,7 @@ func (c *policyBuilder) compileClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 				if in.mark != nil {
 					c.pass[dirIndex(d)] = true
 				}
-				chain.Rules = append(chain.Rules, c.compileRule(in)...)
+				chain.Rules = c.compileRule(chain.Rules, in)
 			}
 		}
 		c.addChain(chain)
@@ -272,7 +272,7 @@ func (c *policyBuilder) failClosedPolicy(p *cnp.ClusterNetworkPolicy, tier rules
 			if in.mark != nil {
 				c.pass[dirIndex(d)] = true
 			}
-			ch.Rules = c.compileRule(in)
+			ch.Rules = c.compileRule(nil, in)
 			break
 		}
 	}

@@ -273,14 +273,14 @@ func (c *policyBuilder) policyRules(p *networkingv1.NetworkPolicy, d direction, 
 		for i, r := range p.Spec.Ingress {
 			in := c.npRule(p, d, i, selected, skey)
 			in.peers, in.ports = r.From, r.Ports
-			rules = append(rules, c.compileRule(in)...)
+			rules = c.compileRule(rules, in)
 		}
 		return rules
 	}
 	for i, r := range p.Spec.Egress {
 		in := c.npRule(p, d, i, selected, skey)
 		in.peers, in.ports = r.To, r.Ports
-		rules = append(rules, c.compileRule(in)...)
+		rules = c.compileRule(rules, in)
 	}
 	return rules
 }

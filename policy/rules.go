@@ -143,14 +143,14 @@ func (f family) tierMap(t ruleset.Tier, d direction) string {
 // its named-port lookup.
 // An invalid peer or port is reported and fails closed: the rule allows
 // nothing, or, when in.failClosed (a ClusterNetworkPolicy Deny or Pass),
-// acts on every peer or port.
-func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
+// acts on every peer or port. The rules are appended to out.
+func (c *policyBuilder) compileRule(out []ruleset.Rule, in ruleInput) []ruleset.Rule {
 	where := in.owner.String()
 	ps, err := parsePorts(in.ports)
 	if err != nil {
 		if !in.failClosed {
 			c.problem("%s: %v (rule allows nothing)", where, err)
-			return nil
+			return out
 		}
 		c.problem("%s: %v (the rule acts on every port)", where, err)
 		ps = rulePorts{all: true}
@@ -163,7 +163,7 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 		switch {
 		case err != nil && !in.failClosed:
 			c.problem("%s: %v (rule allows nothing)", where, err)
-			return nil
+			return out
 		case err != nil:
 			c.problem("%s: %v (the rule acts on every peer)", where, err)
 			hasPeers, in.peers = false, nil
@@ -174,7 +174,7 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 	}
 	if c.dry { // a policy of no local pod is only checked
 		c.namedPortProblems(where, ps.named)
-		return nil
+		return out
 	}
 	fams := c.ruleFamilies(in.peers)
 	// alts[i] are the alternative peer lookups of fams[i]: any of them
@@ -188,7 +188,6 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 			c.dnsAlternatives(in, fams, alts)
 		}
 	}
-	var out []ruleset.Rule
 	add := func(ms ...[]ruleset.Match) {
 		n := 0
 		for _, m := range ms {
@@ -277,12 +276,11 @@ func (c *policyBuilder) namedPortRules(in ruleInput, where string, named []named
 // lookups of a rule with peers: one of the union of its selector peers,
 // one of the union of its ipBlocks of that family; each if any.
 func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []family) [][][]ruleset.Match {
-	out := make([][][]ruleset.Match, len(fams))
 	// At most two lookups a family, each a one-match alternative of one
-	// field: their slices share three arrays, capped so that an append
-	// copies.
-	alts := make([][]ruleset.Match, 0, 2*len(fams))
-	ms := make([]ruleset.Match, 0, 2*len(fams))
+	// field: their slices share the arrays of one peerLookups (but for
+	// the fields, which the rules keep), capped so that an append copies.
+	l := new(peerLookups)
+	out, alts, ms := l.out[:len(fams)], l.alts[:0], l.ms[:0]
 	fields := make([]ruleset.Field, 0, 2*len(fams))
 	lookup := func(field ruleset.Field, set string, id uint32) {
 		n := len(ms)
@@ -316,6 +314,13 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 		}
 	}
 	return out
+}
+
+// peerLookups holds what peerAlternatives returns for the two families.
+type peerLookups struct {
+	out  [2][][]ruleset.Match
+	alts [4][]ruleset.Match
+	ms   [4]ruleset.Match
 }
 
 // portMatches returns the alternative matches of a rule's numeric ports:
