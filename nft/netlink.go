@@ -292,22 +292,31 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 		}
 		chains[c.Name] = kc
 	}
+	// The rules are encoded beside the sets, on a goroutine of their own,
+	// into an arena of their own: they only read r and the chains.
+	encoded := make(chan encodedRules, 1)
+	go func() { encoded <- a.encodeRules(r, chains) }()
 	for _, s := range r.Sets {
 		err := a.addSet(s)
 		if els := learned[s.Name]; err == nil && len(els) > 0 {
 			err = a.sendElems(kernelSet(s), els, unix.NFT_MSG_NEWSETELEM)
 		}
 		if err != nil {
+			<-encoded
 			a.discard()
 			return err
 		}
 	}
-	for _, c := range r.Chains {
-		if err := a.addRules(r, chains[c.Name], c.Rules); err != nil {
-			a.discard()
-			return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
-		}
+	rules := <-encoded
+	err := rules.err
+	if err == nil {
+		err = a.takeEncoded()
 	}
+	if err != nil {
+		a.discard()
+		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
+	}
+	a.msgs = append(a.msgs, rules.msgs...)
 	if err := a.flush(ctx); err != nil {
 		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
 	}
@@ -470,18 +479,50 @@ func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules [
 	if err := a.takeEncoded(); err != nil {
 		return err
 	}
+	var err error
+	a.msgs, err = a.appendRules(a.msgs, &a.arena, r, kc, rules)
+	return err
+}
+
+// appendRules appends the messages of rules, of chain kc of r, encoded
+// into w, to msgs.
+func (a *NetlinkApplier) appendRules(msgs []netlink.Message, w *attrWriter, r ruleset.Ruleset, kc *nftables.Chain, rules []ruleset.Rule) ([]netlink.Message, error) {
 	interval := func(name string) bool {
 		s, _ := r.Set(name)
 		return s.Interval
 	}
 	for _, rule := range rules {
-		m, err := ruleMessage(&a.arena, a.exprs.rule(kc, rule, interval))
+		m, err := ruleMessage(w, a.exprs.rule(kc, rule, interval))
 		if err != nil {
-			return fmt.Errorf("chain %s: %w", kc.Name, err)
+			return msgs, fmt.Errorf("chain %s: %w", kc.Name, err)
 		}
-		a.msgs = append(a.msgs, m)
+		msgs = append(msgs, m)
 	}
-	return nil
+	return msgs, nil
+}
+
+// encodedRules are the messages of a ruleset's rules (encodeRules).
+type encodedRules struct {
+	msgs []netlink.Message
+	err  error
+}
+
+// encodeRules encodes the rules of every chain of r, in order, into an
+// arena of their own; chains holds the chains by name. It uses a.exprs and
+// nothing else of a: ApplyFull encodes the sets meanwhile.
+func (a *NetlinkApplier) encodeRules(r ruleset.Ruleset, chains map[string]*nftables.Chain) encodedRules {
+	n := 0
+	for _, c := range r.Chains {
+		n += len(c.Rules)
+	}
+	var w attrWriter
+	out := encodedRules{msgs: make([]netlink.Message, 0, n)}
+	for _, c := range r.Chains {
+		if out.msgs, out.err = a.appendRules(out.msgs, &w, r, chains[c.Name], c.Rules); out.err != nil {
+			return out
+		}
+	}
+	return out
 }
 
 // Counters reads the table's named counters (see Ruleset.Counters), within
