@@ -31,9 +31,10 @@ type NetlinkApplier struct {
 	// msgs holds the batch being built, in order: what enc encoded
 	// (takeEncoded) and the rules and elements the applier encodes itself
 	// (ruleMessage, elemsMessage), into arena.
-	msgs  []netlink.Message
-	arena attrWriter
-	exprs exprBuf // the rule being encoded
+	msgs    []netlink.Message
+	arena   attrWriter
+	exprs   exprBuf // the rule being encoded
+	elemBuf elemBuf // the kernel elements of the set being encoded
 	// typeofs holds the typeof user data (typeofUserdata) of the sets
 	// keyed by a rule id that the batch being built adds, by name:
 	// flush writes it into their NEWSET messages (patchTypeof).
@@ -168,7 +169,7 @@ func (a *NetlinkApplier) flush(ctx context.Context) error {
 		return err
 	}
 	b, typeofs := wrapBatch(a.msgs), a.typeofs
-	a.msgs, a.typeofs, a.arena = nil, nil, attrWriter{}
+	a.msgs, a.typeofs, a.arena, a.elemBuf = nil, nil, attrWriter{}, elemBuf{}
 	if err := patchTypeof(b, typeofs); err != nil {
 		return err
 	}
@@ -201,7 +202,7 @@ func wrapBatch(msgs []netlink.Message) []netlink.Message {
 // one.
 func (a *NetlinkApplier) discard() {
 	_ = a.enc.Flush()
-	a.batch, a.msgs, a.typeofs, a.arena = nil, nil, nil, attrWriter{}
+	a.batch, a.msgs, a.typeofs, a.arena, a.elemBuf = nil, nil, nil, attrWriter{}, elemBuf{}
 }
 
 // Close releases the connections; the kernel keeps the ruleset.
@@ -441,7 +442,7 @@ func (a *NetlinkApplier) addSet(s ruleset.Set) error {
 	if err := a.enc.AddSet(ks, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
 	}
-	return a.sendElems(ks, kernelElems(s, s.Elems), unix.NFT_MSG_NEWSETELEM)
+	return a.sendElems(ks, a.elemBuf.kernelElems(s, s.Elems), unix.NFT_MSG_NEWSETELEM)
 }
 
 // elems adds or deletes elements of a set that r defines; none of a
@@ -454,7 +455,7 @@ func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, typ uint16
 	if s.Dynamic {
 		return nil
 	}
-	return a.sendElems(kernelSet(s), kernelElems(s, e.Elems), typ)
+	return a.sendElems(kernelSet(s), a.elemBuf.kernelElems(s, e.Elems), typ)
 }
 
 // sendElems adds to the batch, after what enc holds, messages of type typ
