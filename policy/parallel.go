@@ -4,19 +4,16 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 )
 
 // This file compiles policies at once: each policy's rules, chains and
 // groups are its own, built from the snapshot's pods and the Compiler's
 // indexes, which no policy changes. What the policies share (the parsed
-// selectors, the cached results and their users, the definitions' ids, the
-// groups computed in this call, and which policies use every pod, named
-// ports or nodes) a policyBuilder reads and fills under x.mu, through the
-// methods below. The output does not depend on the order: a cached result
-// or a group is the same whoever computes it first.
+// selectors, the cached results and their users: see selectors.go; the
+// definitions' ids, the groups computed in this call, and which policies
+// use every pod, named ports or nodes: below) a policyBuilder reads and
+// fills under x.mu. The output does not depend on the order: a cached
+// result or a group is the same whoever computes it first.
 
 // compileWholes compiles every policy of list whole, on up to GOMAXPROCS
 // goroutines, and returns their outputs in list's order.
@@ -43,27 +40,6 @@ func (x *Compiler) compileWholes(list []*policyState) []policyOut {
 	}
 	wg.Wait()
 	return outs
-}
-
-// selector is Compiler.selector under x.mu.
-func (c *policyBuilder) selector(ls *metav1.LabelSelector) (string, labels.Selector, error) {
-	c.x.mu.Lock()
-	defer c.x.mu.Unlock()
-	return c.x.selector(ls)
-}
-
-// podEntry is Compiler.podEntry for the policy, under x.mu.
-func (c *policyBuilder) podEntry(ns, key string, sel labels.Selector, local bool) *podEntry {
-	c.x.mu.Lock()
-	defer c.x.mu.Unlock()
-	return c.x.podEntry(c.ps, ns, key, sel, local)
-}
-
-// nsEntry is Compiler.nsEntry for the policy, under x.mu.
-func (c *policyBuilder) nsEntry(key string, sel labels.Selector) *nsEntry {
-	c.x.mu.Lock()
-	defer c.x.mu.Unlock()
-	return c.x.nsEntry(c.ps, key, sel)
 }
 
 // defID is Compiler.defID under x.mu.
