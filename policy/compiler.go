@@ -342,9 +342,7 @@ func (x *Compiler) refreshPeers(ps *policyState) (policyOut, bool) {
 	}
 	bound := ps.fixed
 	for _, g := range ps.out.groups {
-		for _, e := range g.from {
-			bound += len(e.members)
-		}
+		bound += membersBound(g.from)
 	}
 	if bound > elementCap {
 		return policyOut{}, false

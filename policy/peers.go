@@ -78,14 +78,18 @@ func (ps peers) entries() []*podEntry {
 	return entries
 }
 
-// podBound is at least the number of pods the selector peers match (each
-// entry's pods counted, a pod of two entries twice), without listing them.
-func (ps peers) podBound() int {
+// podBound is at least the number of pods the selector peers match (the
+// pods of each distinct cached result counted, a pod of two results
+// twice), without listing them. It counts as refreshPeers does: a result
+// two selectors share counts once.
+func (ps peers) podBound() int { return membersBound(ps.entries()) }
+
+// membersBound is the number of members of entries, each entry counted
+// once per place in the list.
+func membersBound(entries []*podEntry) int {
 	n := 0
-	for _, sp := range ps.selectors {
-		for _, e := range sp.entries {
-			n += len(e.members)
-		}
+	for _, e := range entries {
+		n += len(e.members)
 	}
 	return n
 }
