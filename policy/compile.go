@@ -94,11 +94,7 @@ func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, 
 	id := c.x.defID(def)
 	if !ok {
 		g = groupOut{set: shardName(set, id), base: set, def: def, id: id, from: from, vers: versions(from)}
-		if rec := c.x.groups[groupKey{g.set, def}]; from != nil && rec != nil && rec.computedFrom(from, g.vers) {
-			g.elems = rec.elems
-		} else {
-			g.elems = prefixElems(id, elems())
-		}
+		g.elems = c.x.groupElems(g, elems)
 		c.x.groupMemo[k] = g
 	}
 	c.groups[k] = g

@@ -369,11 +369,7 @@ func (x *Compiler) relist(g groupOut) groupOut {
 		return g
 	}
 	g.vers = vers
-	if rec := x.groups[groupKey{g.set, g.def}]; rec != nil && rec.computedFrom(g.from, vers) {
-		g.elems = rec.elems
-	} else {
-		g.elems = prefixElems(g.id, peerElems(g.base, g.from))
-	}
+	g.elems = x.groupElems(g, func() []ruleset.Elem { return peerElems(g.base, g.from) })
 	x.groupMemo[k] = g
 	return g
 }

@@ -333,3 +333,38 @@ func TestDefKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestEqualGroupKeepsItsList: a peer pod changing without changing the
+// addresses of its group (a label the selector ignores) lists the group
+// again, finds the elements the group in use holds, and hands that list
+// to every policy using it through the memo, so useGroups compares the
+// elements once per group, not once per policy; the group then records
+// the versions it was listed at.
+func TestEqualGroupKeepsItsList(t *testing.T) {
+	s := groupSnapshot(fromApp("a", "db"), fromApp("b", "db"))
+	x := NewCompiler()
+	x.Compile(s)
+	s.Pods = slices.Clone(s.Pods)
+	s.Pods[1].Labels = map[string]string{"app": "db", "tier": "back"}
+	r := x.Compile(s)
+	if want := Compile(s); r.String() != want.String() {
+		t.Fatalf("Compiler differs from Compile:\n%s", textdiff.Lines(want.String(), r.String()))
+	}
+	n := 0
+	for k, m := range x.groupMemo {
+		rec := x.groups[groupKey{m.set, m.def}]
+		if rec == nil || m.from == nil {
+			continue
+		}
+		n++
+		if !sameSlice(m.elems, rec.elems) {
+			t.Errorf("group %v: the memo holds a list of its own, not the group's", k)
+		}
+		if !rec.computedFrom(m.from, versions(m.from)) {
+			t.Errorf("group %v: recorded versions %v, want the latest %v", k, rec.vers, versions(m.from))
+		}
+	}
+	if n == 0 {
+		t.Fatal("no peer group listed again")
+	}
+}
