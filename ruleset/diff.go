@@ -2,7 +2,6 @@ package ruleset
 
 import (
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 )
@@ -183,7 +182,7 @@ func (c *Changes) elems(o, s Set) {
 // be changed in place (its base changed).
 func (c *Changes) chain(o, ch Chain) bool {
 	switch {
-	case !reflect.DeepEqual(o.Base, ch.Base):
+	case !samePointee(o.Base, ch.Base): // reflect.DeepEqual costs a tenth of a µs a chain
 		return false
 	case !sameRules(o.Rules, ch.Rules):
 		c.ReplaceChains = append(c.ReplaceChains, ch)
