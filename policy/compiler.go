@@ -68,6 +68,13 @@ type Compiler struct {
 
 	policies map[podID]*policyState
 	polOrder []*policyState // sorted by key
+	// polList is the last snapshot's list of NetworkPolicies and
+	// polListed their states, in its order (nil for a nil policy);
+	// polSpare is the memory of the previous ones, reused.
+	polList        []*networkingv1.NetworkPolicy
+	polListed      []*policyState
+	polSpare       []*networkingv1.NetworkPolicy
+	polListedSpare []*policyState
 	// ClusterNetworkPolicies by name, and in evaluation order; the
 	// cluster's nodes (sorted by name) and the policies with nodes peers.
 	cpolicies  map[string]*policyState
@@ -588,10 +595,20 @@ func sweepPolicies[K comparable](x *Compiler, m map[K]*policyState) bool {
 	return removed
 }
 
-// syncPolicies records which policies are new, changed or gone.
+// syncPolicies records which policies are new, changed or gone. A policy
+// object found at its place in the last snapshot's list, as most are,
+// is known without looking its name up.
 func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 	seen, added := 0, false
-	for _, p := range list {
+	srcs, states := x.polSpare[:0], x.polListedSpare[:0]
+	for i, p := range list {
+		if ps := x.listedAt(i, p); ps != nil {
+			ps.gen = x.gen
+			seen++
+			srcs, states = append(srcs, p), append(states, ps)
+			continue
+		}
+		srcs, states = append(srcs, p), append(states, nil)
 		if p == nil {
 			continue
 		}
@@ -601,6 +618,7 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 		}
 		ps, created, unchanged := visit(x, x.policies, podID{ns, p.Name}, func() string { return ns + "/" + p.Name },
 			func(ps *policyState) bool { return samePolicy(ps.src, p) }, &seen)
+		states[len(states)-1] = ps
 		added = added || created
 		if unchanged {
 			continue
@@ -612,6 +630,10 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 		}
 		x.dirty[ps] = struct{}{}
 	}
+	clear(x.polList) // the previous lists' pointers are not kept alive
+	clear(x.polListed)
+	x.polSpare, x.polListedSpare = x.polList, x.polListed
+	x.polList, x.polListed = srcs, states
 	removed := seen < len(x.policies) && sweepPolicies(x, x.policies)
 	if added || removed {
 		x.polStale, x.groupsStale = true, true
@@ -621,6 +643,20 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 		}
 		sort.Slice(x.polOrder, func(i, j int) bool { return x.polOrder[i].key < x.polOrder[j].key })
 	}
+}
+
+// listedAt returns the state of policy p, found at index i of the
+// snapshot's list, when the last snapshot listed the same object there
+// and p is not listed yet in this Compile; else nil. Such a policy is
+// unchanged: its state holds that object.
+func (x *Compiler) listedAt(i int, p *networkingv1.NetworkPolicy) *policyState {
+	if p == nil || i >= len(x.polList) || x.polList[i] != p {
+		return nil
+	}
+	if ps := x.polListed[i]; ps != nil && ps.src == p && ps.gen != x.gen {
+		return ps
+	}
+	return nil
 }
 
 // families tells which address families the cluster uses (pod addresses,
