@@ -13,20 +13,20 @@ import (
 // This file puts the ruleset together: the base chains, the node and pod sets
 // and maps, the selection chains, the default verdict of unclassified pods,
 // masquerading, anti-spoofing and every policy's objects.
-// All of it but the policies' objects is rebuilt on every call: it is small
-// (it grows with the local pods, not the cluster).
+// All of it but the policies' objects and the local part is rebuilt on
+// every call: it is small. The local part (the node and pod sets and
+// maps, the selection chains) grows with the local pods and the policies
+// selecting them; it is rebuilt when one of those changed (localStale).
 
 // ruleset assembles the ruleset from the current state.
 func (x *Compiler) ruleset() ruleset.Ruleset {
 	if x.polStale {
 		x.policyPart()
 	}
-	elems := x.nodeElems()
-	for name, es := range x.dispatch() {
-		elems[name] = es
+	if x.localStale {
+		x.localPart()
+		x.localStale = false
 	}
-	x.tierDispatch(elems)
-	elems[setGroupsIn], elems[setGroupsEg] = x.nsGroups[0], x.nsGroups[1]
 	var r ruleset.Ruleset
 	sets := make([]ruleset.Set, 0, len(skeletonSets)+4)
 	for _, sk := range skeletonSets {
@@ -36,18 +36,19 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 		}
 		set := sk
 		set.Key = slices.Clone(sk.Key)
-		set.Elems = ruleset.SortElems(elems[set.Name])
+		switch set.Name {
+		case setGroupsIn:
+			set.Elems = ruleset.SortElems(x.nsGroups[0])
+		case setGroupsEg:
+			set.Elems = ruleset.SortElems(x.nsGroups[1])
+		default:
+			set.Elems = x.localSets[set.Name]
+		}
 		sets = append(sets, set)
 	}
-	chains := make([]ruleset.Chain, 0, 3+len(x.selChains)+len(x.tierChains))
+	chains := make([]ruleset.Chain, 0, 8)
 	chains = append(chains, forwardChains(x.ifPrefix)...)
 	chains = append(chains, inputChain(x.ifPrefix))
-	for _, ch := range x.selChains {
-		chains = append(chains, ch)
-	}
-	for _, ch := range x.tierChains {
-		chains = append(chains, ch)
-	}
 	sets, chains = x.masquerade(sets, chains)
 	sets, chains = spoof(x.ifPrefix, sets, chains)
 	sets, chains, r.DNS = x.dnsPart(sets, chains)
@@ -58,9 +59,33 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	if dns := dnsCounters(r.DNS); dns != nil {
 		r.Counters = merge(dns, x.polCounters, counterName)
 	}
-	r.Chains = merge(chains, x.polChains, chainName)
+	r.Chains = merge(merge(chains, x.localChains, chainName), x.polChains, chainName)
 	r.Problems = x.polProblems
 	return r
+}
+
+// localPart rebuilds the local part: the elements of the node's and the
+// local pods' sets and maps, sorted, by set name (x.localSets), and the
+// selection chains, sorted by name (x.localChains).
+func (x *Compiler) localPart() {
+	elems := x.nodeElems()
+	for name, es := range x.dispatch() {
+		elems[name] = es
+	}
+	x.tierDispatch(elems)
+	for name, es := range elems {
+		elems[name] = ruleset.SortElems(es)
+	}
+	x.localSets = elems
+	chains := make([]ruleset.Chain, 0, len(x.selChains)+len(x.tierChains))
+	for _, ch := range x.selChains {
+		chains = append(chains, ch)
+	}
+	for _, ch := range x.tierChains {
+		chains = append(chains, ch)
+	}
+	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
+	x.localChains = chains
 }
 
 // policyPart updates the sorted chains of every policy, and the groups of

@@ -100,9 +100,16 @@ type Compiler struct {
 	// nsGroups are the elements of the group sets, ingress and egress
 	// (see unclassified.go), rebuilt with the policies' part.
 	nsGroups [2][]ruleset.Elem
-	last     ruleset.Ruleset           // the last result
-	replaced []policyOut               // outputs replaced since
-	changed  map[*policyState]struct{} // policies compiled since
+	// localSets and localChains are the local part of the last result
+	// (see localPart), to be rebuilt when localStale: the node's
+	// addresses, a local pod, the pods a policy selects or the
+	// selection chains' content changed.
+	localSets   map[string][]ruleset.Elem
+	localChains []ruleset.Chain
+	localStale  bool
+	last        ruleset.Ruleset           // the last result
+	replaced    []policyOut               // outputs replaced since
+	changed     map[*policyState]struct{} // policies compiled since
 
 	// The shared sets: definition ids, the groups in use, and each shared
 	// set's elements (rebuilt when setStale).
@@ -208,6 +215,7 @@ func (x *Compiler) reset(node string) {
 		shared:      map[string][]ruleset.Elem{},
 		groupMemo:   map[groupKey]groupOut{},
 		polCounters: slices.Clip(slices.Clone(fixedCounters)),
+		localStale:  true,
 	}
 }
 
@@ -226,6 +234,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	if !logSame {
 		x.logDenied = s.LogDenied
 		clear(x.selMemo) // selection chains end with the log rule
+		x.localStale = true
 	}
 	ifPrefix := s.PodInterfacePrefix
 	if ifPrefix == "" {
@@ -234,6 +243,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	ifSame := !first && x.ifPrefix == ifPrefix
 	x.ifPrefix = ifPrefix
 	if !nodeSame {
+		x.localStale = true // the node's addresses
 		x.node = Node{Name: s.Node.Name, Addrs: slices.Clone(s.Node.Addrs), PodCIDRs: slices.Clone(s.Node.PodCIDRs)}
 		x.cluster = slices.Clone(s.ClusterCIDRs)
 	}
@@ -254,7 +264,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 		passMark = DefaultTierPassMark
 	}
 	if passMark != x.passMark || !logSame { // Pass rules mark, Deny rules log
-		x.passMark = passMark
+		x.passMark, x.localStale = passMark, true
 		for _, ps := range x.cpolicies {
 			x.dirty[ps] = struct{}{}
 		}
@@ -300,12 +310,21 @@ func (x *Compiler) compile(ps *policyState) {
 	}
 	x.replaced = append(x.replaced, ps.out)
 	x.changed[ps] = struct{}{}
+	if ps.cnp != nil || !sameSelection(ps.out, out) {
+		x.localStale = true
+	}
 	ps.out = out
 	ps.vers = ps.vers[:0]
 	if ps.peerOnly {
 		ps.vers = versionsInto(ps.vers, ps.entries)
 	}
 	x.polStale = true
+}
+
+// sameSelection tells whether two outputs of a NetworkPolicy select the
+// same local pods, in each direction: its place in the local part stays.
+func sameSelection(a, b policyOut) bool {
+	return slices.Equal(a.selected[0], b.selected[0]) && slices.Equal(a.selected[1], b.selected[1])
 }
 
 // compileWhole compiles one policy from its spec.
@@ -589,7 +608,7 @@ func sweepPolicies[K comparable](x *Compiler, m map[K]*policyState) bool {
 			x.unregister(ps)
 			delete(m, id)
 			x.replaced = append(x.replaced, ps.out)
-			removed = true
+			removed, x.localStale = true, true
 		}
 	}
 	return removed

@@ -206,6 +206,7 @@ func (x *Compiler) count(p *podRec, d int) {
 }
 
 func (x *Compiler) countLocal(p *podRec, d int) {
+	x.localStale = true
 	if d < 0 {
 		delete(x.local, p)
 		if delete(x.localByNS[p.Namespace], p); len(x.localByNS[p.Namespace]) == 0 {
