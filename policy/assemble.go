@@ -270,8 +270,8 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 			if len(list) == 0 {
 				continue
 			}
-			name := x.selectionTarget(&id, dirs[d], p.Namespace, list)
 			j := &p.localElems().jump[d]
+			name := x.podTarget(j, &id, dirs[d], p.Namespace, list)
 			if j.chain != name || j.elems == nil {
 				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
 				jump := &ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}
@@ -290,6 +290,25 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 		}
 	}
 	return out
+}
+
+// podTarget is selectionTarget for a pod whose pod map elements are j:
+// the target j holds when the pod's selection is the one j was made for,
+// its selection chain kept in x.selChains again, without building the
+// selection's identity.
+func (x *Compiler) podTarget(j *jumpElems, id *strings.Builder, d direction, ns string, list []*policyState) string {
+	if j.elems != nil && slices.Equal(j.sel, list) {
+		if j.selChain != nil {
+			x.selChains[j.chain] = *j.selChain
+		}
+		return j.chain
+	}
+	name := x.selectionTarget(id, d, ns, list)
+	j.sel, j.selChain = list, nil
+	if ch, ok := x.selChains[name]; ok {
+		j.selChain = &ch
+	}
+	return name
 }
 
 // sortedPods returns the pods of m sorted by namespace and name. Two

@@ -235,6 +235,11 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 		x.logDenied = s.LogDenied
 		clear(x.selMemo) // selection chains end with the log rule
 		x.localStale = true
+		for p := range x.local { // and a pod's target depends on it
+			if p.elems != nil {
+				p.elems.jump = [2]jumpElems{}
+			}
+		}
 	}
 	ifPrefix := s.PodInterfacePrefix
 	if ifPrefix == "" {

@@ -41,10 +41,13 @@ type localElems struct {
 }
 
 // jumpElems are a pod's elements in a pod map: each of its addresses jumps
-// to chain.
+// to chain, the target of the selection sel (see selectionTarget), whose
+// selection chain is selChain when chain is one.
 type jumpElems struct {
-	chain string
-	elems []ruleset.Elem
+	chain    string
+	elems    []ruleset.Elem
+	sel      []*policyState
+	selChain *ruleset.Chain
 }
 
 // podID identifies a pod or a policy: namespace and name.
