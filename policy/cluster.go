@@ -335,7 +335,7 @@ func (c *policyBuilder) clusterSubject(s cnp.ClusterNetworkPolicySubject) ([]*po
 	}
 	var out []*podRec
 	for _, ns := range c.x.nsEntry(c.ps, nsKey, nsSel).members {
-		for pod := range c.x.podEntry(c.ps, ns, podKey, podSel, true).members {
+		for _, pod := range c.x.podEntry(c.ps, ns, podKey, podSel, true).list {
 			out = append(out, pod)
 		}
 	}

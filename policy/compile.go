@@ -186,10 +186,7 @@ func (c *policyBuilder) compilePolicy(p *networkingv1.NetworkPolicy) {
 			"the pods it selects are isolated and it allows nothing)", key, n, MaxPolicyItems)
 		tooBig = true
 	}
-	var selected []*podRec
-	for pod := range c.x.podEntry(c.ps, p.Namespace, skey, selector, true).members {
-		selected = append(selected, pod)
-	}
+	selected := slices.Clone(c.x.podEntry(c.ps, p.Namespace, skey, selector, true).list)
 	c.dry = len(selected) == 0
 	dirs := []struct {
 		on  bool

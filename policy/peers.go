@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -39,16 +40,12 @@ type selectorPeer struct {
 // memory stays O(distinct pods) however many selectors overlap.
 func pods(entries []*podEntry) []*podRec {
 	if len(entries) == 1 {
-		out := make([]*podRec, 0, len(entries[0].members))
-		for p := range entries[0].members {
-			out = append(out, p)
-		}
-		return out
+		return entries[0].list // read only
 	}
 	seen := map[*podRec]struct{}{}
 	var out []*podRec
 	for _, e := range entries {
-		for p := range e.members {
+		for _, p := range e.list {
 			if _, dup := seen[p]; !dup {
 				seen[p] = struct{}{}
 				out = append(out, p)
@@ -176,22 +173,53 @@ func peerElems(set string, from []*podEntry) []ruleset.Elem {
 }
 
 // podElems returns the addresses of pods of family v4 (or v6) as sorted,
-// distinct single-address elements.
+// distinct single-address elements. IPv4 addresses sort as integers, and
+// the keys of every element are one string.
 func podElems(pods []*podRec, v4 bool) []ruleset.Elem {
-	addrs := make([]netip.Addr, 0, len(pods))
+	if !v4 {
+		addrs := make([]netip.Addr, 0, len(pods))
+		for _, p := range pods {
+			for _, ip := range p.IPs {
+				if ip = ip.Unmap(); !ip.Is4() {
+					addrs = append(addrs, ip)
+				}
+			}
+		}
+		slices.SortFunc(addrs, netip.Addr.Compare)
+		addrs = slices.Compact(addrs)
+		buf := make([]byte, 0, 16*len(addrs))
+		for _, a := range addrs {
+			buf = appendAddr(buf, a)
+		}
+		return singleElems(string(buf), 16)
+	}
+	addrs := make([]uint32, 0, len(pods))
 	for _, p := range pods {
 		for _, ip := range p.IPs {
-			if ip = ip.Unmap(); ip.Is4() == v4 {
-				addrs = append(addrs, ip)
+			if ip = ip.Unmap(); ip.Is4() {
+				a := ip.As4()
+				addrs = append(addrs, binary.BigEndian.Uint32(a[:]))
 			}
 		}
 	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
+	slices.Sort(addrs)
 	addrs = slices.Compact(addrs)
-	out := make([]ruleset.Elem, len(addrs))
-	keys := make([]ruleset.Range, len(addrs)) // one allocation for every key
-	for i, a := range addrs {
-		keys[i] = single(a)
+	buf := make([]byte, 0, 4*len(addrs))
+	for _, a := range addrs {
+		buf = binary.BigEndian.AppendUint32(buf, a)
+	}
+	return singleElems(string(buf), 4)
+}
+
+// singleElems returns the single-address elements of the addresses of
+// width bytes that all holds one after the other.
+func singleElems(all string, width int) []ruleset.Elem {
+	n := len(all) / width
+	out := make([]ruleset.Elem, n)
+	keys := make([]ruleset.Range, n) // one allocation for every key
+	for i := range n {
+		a := all[i*width : (i+1)*width]
+		keys[i] = ruleset.Range{From: a, To: a}
 		out[i] = ruleset.Elem{Key: keys[i : i+1 : i+1]}
 	}
 	return out

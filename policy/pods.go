@@ -152,9 +152,9 @@ func (x *Compiler) reselect(p *podRec, wasPoliced bool) {
 		now := e.matches(p)
 		switch {
 		case now && !was:
-			e.members[p] = struct{}{}
+			e.join(p)
 		case was && !now:
-			delete(e.members, p)
+			e.leave(p)
 		}
 		if was || now {
 			e.ver++
