@@ -105,15 +105,18 @@ func (x *Compiler) policyPart() {
 	}
 	var chains []ruleset.Chain
 	var counters []ruleset.Counter
+	problems := false // some output that comes or goes has problems
 	for ps := range x.changed {
 		if ps.gen == x.gen { // not removed since
 			chains = append(chains, ps.out.chains...)
 			counters = append(counters, ps.out.counters...)
 			x.useGroups(ps.out.groups, true)
+			problems = problems || len(ps.out.problems) > 0
 		}
 	}
 	for _, out := range x.replaced {
 		x.useGroups(out.groups, false)
+		problems = problems || len(out.problems) > 0
 	}
 	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
@@ -124,19 +127,21 @@ func (x *Compiler) policyPart() {
 		// counters unchanged without comparing them.
 		x.polCounters = slices.Clip(replace(x.polCounters, goneCounters, counters, counterName))
 	}
-	x.polProblems = nil
-	for _, ps := range x.polOrder {
-		x.polProblems = append(x.polProblems, ps.out.problems...)
+	if problems { // else every policy's problems stay
+		x.polProblems = nil
+		for _, ps := range x.polOrder {
+			x.polProblems = append(x.polProblems, ps.out.problems...)
+		}
+		for _, ps := range x.cpOrder {
+			x.polProblems = append(x.polProblems, ps.out.problems...)
+		}
+		slices.Sort(x.polProblems)
+		x.polProblems = slices.Clip(x.polProblems) // shared by every ruleset: appends must copy
 	}
-	for _, ps := range x.cpOrder {
-		x.polProblems = append(x.polProblems, ps.out.problems...)
-	}
-	slices.Sort(x.polProblems)
 	if x.groupsStale {
 		x.nsGroups[0], x.nsGroups[1] = isolatingGroups(x.polOrder)
 		x.groupsStale = false
 	}
-	x.polProblems = slices.Clip(x.polProblems) // shared by every ruleset: appends must copy
 	clear(x.replaced)
 	x.replaced = x.replaced[:0]
 	clear(x.changed)
