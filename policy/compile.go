@@ -69,14 +69,16 @@ func (c *policyBuilder) problem(format string, args ...any) {
 // first, and a policy over the cap computes no more groups (it is dropped
 // whole when its rules are done).
 func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset.Elem) (uint32, string) {
-	return c.groupFrom(set, def, bound, nil, elems)
+	return c.groupFrom(set, def, bound, nil, func(id uint32) []ruleset.Elem { return prefixElems(id, elems()) })
 }
 
 // groupFrom is group for elements that depend on the members of the
 // cached results from alone: when the group in use was computed from the
 // same results, none of whose members changed since (see podEntry.ver),
-// its elements are taken again instead of computed.
-func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, elems func() []ruleset.Elem) (uint32, string) {
+// its elements are taken again instead of computed. Its elems computes
+// the elements prefixed by the id it is given (peerElems does it in one
+// pass).
+func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, elems func(id uint32) []ruleset.Elem) (uint32, string) {
 	k := groupKey{set, def}
 	if g, used := c.groups[k]; used {
 		return c.x.defID(def), g.set

@@ -125,17 +125,17 @@ func (rec *groupRec) computedFrom(from []*podEntry, vers []uint64) bool {
 }
 
 // groupElems returns the elements of group g (set, def, id, from and
-// vers filled in), listed by elems and prefixed by the id, unless the
-// group in use holds them already: its list when it was listed from
-// g.from at g.vers, or when it holds the same keys. The memo hands that
-// list to every policy of the Compile call using the group, which
-// useGroups then takes without comparing the elements again.
-func (x *Compiler) groupElems(g groupOut, elems func() []ruleset.Elem) []ruleset.Elem {
+// vers filled in), listed by elems (prefixed by the id it is given),
+// unless the group in use holds them already: its list when it was
+// listed from g.from at g.vers, or when it holds the same keys. The memo
+// hands that list to every policy of the Compile call using the group,
+// which useGroups then takes without comparing the elements again.
+func (x *Compiler) groupElems(g groupOut, elems func(id uint32) []ruleset.Elem) []ruleset.Elem {
 	rec := x.groups[groupKey{g.set, g.def}]
 	if rec != nil && g.from != nil && rec.computedFrom(g.from, g.vers) {
 		return rec.elems
 	}
-	out := prefixElems(g.id, elems())
+	out := elems(g.id)
 	if rec != nil && slices.EqualFunc(rec.elems, out, sameKey) {
 		return rec.elems
 	}

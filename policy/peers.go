@@ -166,16 +166,41 @@ func (c *policyBuilder) resolvePeers(ns string, list []networkingv1.NetworkPolic
 }
 
 // peerElems returns the elements of a group of selector peers in shared
-// set set (peers4 or peers6): the addresses of the family of set of the
-// pods of from.
-func peerElems(set string, from []*podEntry) []ruleset.Elem {
-	return podElems(pods(from), set == setPeers4)
+// set set (peers4 or peers6), prefixed by its id id: the addresses of the
+// family of set of the pods of from.
+func peerElems(id uint32, set string, from []*podEntry) []ruleset.Elem {
+	all, width := podAddrs(pods(from), set == setPeers4)
+	idr := ruleset.IDBytes(id)
+	n := len(all) / width
+	out := make([]ruleset.Elem, n)
+	keys := make([]ruleset.Range, 2*n) // one allocation for every key
+	for i := range n {
+		a := all[i*width : (i+1)*width]
+		keys[2*i], keys[2*i+1] = ruleset.Range{From: idr, To: idr}, ruleset.Range{From: a, To: a}
+		out[i] = ruleset.Elem{Key: keys[2*i : 2*i+2 : 2*i+2]}
+	}
+	return out
 }
 
 // podElems returns the addresses of pods of family v4 (or v6) as sorted,
-// distinct single-address elements. IPv4 addresses sort as integers, and
-// the keys of every element are one string.
+// distinct single-address elements.
 func podElems(pods []*podRec, v4 bool) []ruleset.Elem {
+	all, width := podAddrs(pods, v4)
+	n := len(all) / width
+	out := make([]ruleset.Elem, n)
+	keys := make([]ruleset.Range, n) // one allocation for every key
+	for i := range n {
+		a := all[i*width : (i+1)*width]
+		keys[i] = ruleset.Range{From: a, To: a}
+		out[i] = ruleset.Elem{Key: keys[i : i+1 : i+1]}
+	}
+	return out
+}
+
+// podAddrs returns the addresses of pods of family v4 (or v6), sorted and
+// distinct, one after the other in one string, and their width in bytes.
+// IPv4 addresses sort as integers.
+func podAddrs(pods []*podRec, v4 bool) (string, int) {
 	if !v4 {
 		addrs := make([]netip.Addr, 0, len(pods))
 		for _, p := range pods {
@@ -191,7 +216,7 @@ func podElems(pods []*podRec, v4 bool) []ruleset.Elem {
 		for _, a := range addrs {
 			buf = appendAddr(buf, a)
 		}
-		return singleElems(string(buf), 16)
+		return string(buf), 16
 	}
 	addrs := make([]uint32, 0, len(pods))
 	for _, p := range pods {
@@ -208,21 +233,7 @@ func podElems(pods []*podRec, v4 bool) []ruleset.Elem {
 	for _, a := range addrs {
 		buf = binary.BigEndian.AppendUint32(buf, a)
 	}
-	return singleElems(string(buf), 4)
-}
-
-// singleElems returns the single-address elements of the addresses of
-// width bytes that all holds one after the other.
-func singleElems(all string, width int) []ruleset.Elem {
-	n := len(all) / width
-	out := make([]ruleset.Elem, n)
-	keys := make([]ruleset.Range, n) // one allocation for every key
-	for i := range n {
-		a := all[i*width : (i+1)*width]
-		keys[i] = ruleset.Range{From: a, To: a}
-		out[i] = ruleset.Elem{Key: keys[i : i+1 : i+1]}
-	}
-	return out
+	return string(buf), 4
 }
 
 // selectPeerPods returns the cached pods a selector peer matches (none

@@ -20,9 +20,9 @@ import (
 type podEntry struct {
 	ns string
 	// local entries hold local pods only: a policy's own selection.
-	local   bool
-	key     string
-	sel     labels.Selector
+	local bool
+	key   string
+	sel   labels.Selector
 	// members are the pods the selector matches, in no order, each
 	// indexed by its place in list: listing the pods of an entry again
 	// walks a slice, not a map.
