@@ -91,6 +91,8 @@ func (x *Compiler) localPart() {
 // policyPart updates the sorted chains of every policy, and the groups of
 // the shared sets, after some policies changed: the objects of their last
 // outputs (x.replaced) leave, those of their new outputs (x.changed) join.
+// A policy whose peer groups only were listed again keeps its chains and
+// counters where they are: only its groups leave and join.
 func (x *Compiler) policyPart() {
 	var goneChains, goneCounters []string
 	var goneCounterList []ruleset.Counter
@@ -106,13 +108,16 @@ func (x *Compiler) policyPart() {
 	var chains []ruleset.Chain
 	var counters []ruleset.Counter
 	problems := false // some output that comes or goes has problems
-	for ps := range x.changed {
-		if ps.gen == x.gen { // not removed since
+	for ps, whole := range x.changed {
+		if ps.gen != x.gen { // removed since
+			continue
+		}
+		if whole {
 			chains = append(chains, ps.out.chains...)
 			counters = append(counters, ps.out.counters...)
-			x.useGroups(ps.out.groups, true)
 			problems = problems || len(ps.out.problems) > 0
 		}
+		x.useGroups(ps.out.groups, true)
 	}
 	for _, out := range x.replaced {
 		x.useGroups(out.groups, false)
@@ -120,7 +125,9 @@ func (x *Compiler) policyPart() {
 	}
 	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	x.polChains = replace(x.polChains, goneChains, chains, chainName)
+	if len(goneChains)+len(chains) > 0 {
+		x.polChains = replace(x.polChains, goneChains, chains, chainName)
+	}
 	slices.SortFunc(counters, compareCounters)
 	if slices.SortFunc(goneCounterList, compareCounters); !slices.Equal(goneCounterList, counters) {
 		// Otherwise the list stays, the same memory: Diff finds the

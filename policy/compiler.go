@@ -107,9 +107,12 @@ type Compiler struct {
 	localSets   map[string][]ruleset.Elem
 	localChains []ruleset.Chain
 	localStale  bool
-	last        ruleset.Ruleset           // the last result
-	replaced    []policyOut               // outputs replaced since
-	changed     map[*policyState]struct{} // policies compiled since
+	last        ruleset.Ruleset // the last result
+	replaced    []policyOut     // outputs replaced since
+	// changed are the policies compiled since: true for those compiled
+	// whole, false for those whose peer groups only were listed again
+	// (their chains, counters and problems stay).
+	changed map[*policyState]bool
 
 	// The shared sets: definition ids, the groups in use, and each shared
 	// set's elements (rebuilt when setStale).
@@ -204,7 +207,7 @@ func (x *Compiler) reset(node string) {
 		dirty:       map[*policyState]struct{}{},
 		selChains:   map[string]ruleset.Chain{},
 		selMemo:     map[string]ruleset.Chain{},
-		changed:     map[*policyState]struct{}{},
+		changed:     map[*policyState]bool{},
 		ids:         map[string]uint32{},
 		idOwner:     map[uint32]string{},
 		groups:      map[groupKey]*groupRec{},
@@ -309,12 +312,14 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 // compile compiles one policy again, or only lists the pods of its peer
 // groups again when that is all that changed (refreshPeers).
 func (x *Compiler) compile(ps *policyState) {
-	out, ok := x.refreshPeers(ps)
-	if !ok {
+	out, refreshed := x.refreshPeers(ps)
+	if refreshed { // only the groups of the last output leave
+		x.replaced = append(x.replaced, policyOut{groups: ps.out.groups})
+	} else {
 		out = x.compileWhole(ps)
+		x.replaced = append(x.replaced, ps.out)
 	}
-	x.replaced = append(x.replaced, ps.out)
-	x.changed[ps] = struct{}{}
+	x.changed[ps] = x.changed[ps] || !refreshed
 	if ps.cnp != nil || !sameSelection(ps.out, out) {
 		x.localStale = true
 	}

@@ -224,13 +224,15 @@ func testSharding(t *testing.T, name, empty string, elems int, peer func(int) ne
 
 // TestPeerChangeKeepsRules pins refreshPeers: a pod joining a policy's
 // peers changes the elements of its group only; the policy is not
-// compiled again, its chain keeps its rules (the same memory), and the
-// result is Compile's. A pod joining its selection compiles it again.
+// compiled again, its chain keeps its rules (the same memory), the lists
+// of every policy's chains and counters stay, and the result is
+// Compile's. A pod joining its selection compiles it again.
 func TestPeerChangeKeepsRules(t *testing.T) {
 	p := fromApp("a", "db")
 	s := groupSnapshot(p)
 	x := NewCompiler()
 	before, _ := x.Compile(s).Chain(policyChainName(dirIngress, policyKey(p)))
+	chains, counters := x.polChains, x.polCounters
 	relabel := func(i int, app string) {
 		s.Pods = slices.Clone(s.Pods)
 		s.Pods[i].Labels = map[string]string{"app": app}
@@ -246,6 +248,9 @@ func TestPeerChangeKeepsRules(t *testing.T) {
 	after, _ := r.Chain(policyChainName(dirIngress, policyKey(p)))
 	if len(after.Rules) == 0 || &after.Rules[0] != &before.Rules[0] {
 		t.Errorf("a peer change compiled the policy again (its rules are new)")
+	}
+	if !sameSlice(x.polChains, chains) || !sameSlice(x.polCounters, counters) {
+		t.Errorf("a peer change rebuilt the lists of every policy's chains and counters")
 	}
 	relabel(3, "web") // joins the selection
 	r = x.Compile(s)
