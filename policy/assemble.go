@@ -23,6 +23,7 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	if x.polStale {
 		x.policyPart()
 	}
+	x.moveSelections()
 	if x.localStale {
 		x.localPart()
 		x.localStale = false
@@ -257,20 +258,7 @@ func familySet(a netip.Addr, v4, v6 string) string {
 // are not logged (the log rule ends a selection chain). It leaves the
 // selection chains in x.selChains.
 func (x *Compiler) dispatch() map[string][]ruleset.Elem {
-	type selection [2][]*policyState
-	by := make(map[*podRec]*selection, len(x.local))
-	for _, ps := range x.polOrder { // sorted: a selection lists its policies in order
-		for d, pods := range ps.out.selected {
-			for _, p := range pods {
-				s := by[p]
-				if s == nil {
-					s = &selection{}
-					by[p] = s
-				}
-				s[d] = append(s[d], ps)
-			}
-		}
-	}
+	by := x.podSel // sorted: a selection lists its policies in order
 	maps := [2][2]string{{mapIngress4, mapIngress6}, {mapEgress4, mapEgress6}}
 	isolated := [2][2]string{{setIngressIsolated4, setIngressIsolated6}, {setEgressIsolated4, setEgressIsolated6}}
 	dirs := [2]direction{dirIngress, dirEgress}
@@ -302,6 +290,61 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 		}
 	}
 	return out
+}
+
+// podSelection is the NetworkPolicies selecting a local pod, per direction,
+// sorted by key.
+type podSelection [2][]*policyState
+
+// selMove is a NetworkPolicy's change of selection: the local pods it
+// selected (from) and selects (to), per direction.
+type selMove struct {
+	ps       *policyState
+	from, to [2][]*podRec
+}
+
+// moveSelections brings x.podSel up to date with the selections that
+// changed since (x.selMoves). A pod's lists are replaced, never modified:
+// its targets keep the lists they were made for (jumpElems.sel).
+func (x *Compiler) moveSelections() {
+	for _, m := range x.selMoves {
+		for d := range m.from {
+			for _, p := range m.from[d] {
+				x.unselect(p, d, m.ps)
+			}
+			for _, p := range m.to[d] {
+				x.selectPod(p, d, m.ps)
+			}
+		}
+	}
+	clear(x.selMoves)
+	x.selMoves = x.selMoves[:0]
+}
+
+// unselect takes ps out of the policies selecting p for direction d.
+func (x *Compiler) unselect(p *podRec, d int, ps *policyState) {
+	s := x.podSel[p]
+	if s == nil {
+		return
+	}
+	if i := slices.Index(s[d], ps); i >= 0 {
+		s[d] = slices.Concat(s[d][:i], s[d][i+1:])
+	}
+	if len(s[0])+len(s[1]) == 0 {
+		delete(x.podSel, p)
+	}
+}
+
+// selectPod adds ps, in key order, to the policies selecting p for
+// direction d.
+func (x *Compiler) selectPod(p *podRec, d int, ps *policyState) {
+	s := x.podSel[p]
+	if s == nil {
+		s = &podSelection{}
+		x.podSel[p] = s
+	}
+	i, _ := slices.BinarySearchFunc(s[d], ps.key, func(q *policyState, key string) int { return strings.Compare(q.key, key) })
+	s[d] = slices.Concat(s[d][:i], []*policyState{ps}, s[d][i:])
 }
 
 // podTarget is selectionTarget for a pod whose pod map elements are j:

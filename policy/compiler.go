@@ -107,8 +107,13 @@ type Compiler struct {
 	localSets   map[string][]ruleset.Elem
 	localChains []ruleset.Chain
 	localStale  bool
-	last        ruleset.Ruleset // the last result
-	replaced    []policyOut     // outputs replaced since
+	// podSel holds the NetworkPolicies selecting each local pod some
+	// selects, the dispatch's input, kept up to date from the selections
+	// that changed (selMoves) instead of gathered from every policy.
+	podSel   map[*podRec]*podSelection
+	selMoves []selMove
+	last     ruleset.Ruleset // the last result
+	replaced []policyOut     // outputs replaced since
 	// changed are the policies compiled since: true for those compiled
 	// whole, false for those whose peer groups only were listed again
 	// (their chains, counters and problems stay).
@@ -219,6 +224,7 @@ func (x *Compiler) reset(node string) {
 		groupMemo:   map[groupKey]groupOut{},
 		polCounters: slices.Clip(slices.Clone(fixedCounters)),
 		localStale:  true,
+		podSel:      map[*podRec]*podSelection{},
 	}
 }
 
@@ -320,8 +326,12 @@ func (x *Compiler) compile(ps *policyState) {
 		x.replaced = append(x.replaced, ps.out)
 	}
 	x.changed[ps] = x.changed[ps] || !refreshed
-	if ps.cnp != nil || !sameSelection(ps.out, out) {
+	switch {
+	case ps.cnp != nil:
 		x.localStale = true
+	case !sameSelection(ps.out, out):
+		x.localStale = true
+		x.selMoves = append(x.selMoves, selMove{ps: ps, from: ps.out.selected, to: out.selected})
 	}
 	ps.out = out
 	ps.vers = ps.vers[:0]
@@ -619,6 +629,9 @@ func sweepPolicies[K comparable](x *Compiler, m map[K]*policyState) bool {
 			delete(m, id)
 			x.replaced = append(x.replaced, ps.out)
 			removed, x.localStale = true, true
+			if ps.cnp == nil {
+				x.selMoves = append(x.selMoves, selMove{ps: ps, from: ps.out.selected})
+			}
 		}
 	}
 	return removed
