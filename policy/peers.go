@@ -167,9 +167,16 @@ func (c *policyBuilder) resolvePeers(ns string, list []networkingv1.NetworkPolic
 
 // peerElems returns the elements of a group of selector peers in shared
 // set set (peers4 or peers6), prefixed by its id id: the addresses of the
-// family of set of the pods of from.
+// family of set of the pods of from. A pod two results hold is listed
+// twice, its addresses once (podAddrs drops repeats): no map of the pods
+// seen, and the addresses listed are at most what the policy's element
+// cap was charged (membersBound).
 func peerElems(id uint32, set string, from []*podEntry) []ruleset.Elem {
-	all, width := podAddrs(pods(from), set == setPeers4)
+	lists := make([][]*podRec, len(from))
+	for i, e := range from {
+		lists[i] = e.list
+	}
+	all, width := podAddrs(set == setPeers4, lists...)
 	idr := ruleset.IDBytes(id)
 	n := len(all) / width
 	out := make([]ruleset.Elem, n)
@@ -185,7 +192,7 @@ func peerElems(id uint32, set string, from []*podEntry) []ruleset.Elem {
 // podElems returns the addresses of pods of family v4 (or v6) as sorted,
 // distinct single-address elements.
 func podElems(pods []*podRec, v4 bool) []ruleset.Elem {
-	all, width := podAddrs(pods, v4)
+	all, width := podAddrs(v4, pods)
 	n := len(all) / width
 	out := make([]ruleset.Elem, n)
 	keys := make([]ruleset.Range, n) // one allocation for every key
@@ -197,16 +204,22 @@ func podElems(pods []*podRec, v4 bool) []ruleset.Elem {
 	return out
 }
 
-// podAddrs returns the addresses of pods of family v4 (or v6), sorted and
-// distinct, one after the other in one string, and their width in bytes.
-// IPv4 addresses sort as integers.
-func podAddrs(pods []*podRec, v4 bool) (string, int) {
+// podAddrs returns the addresses of family v4 (or v6) of the pods of
+// lists, sorted and distinct, one after the other in one string, and their
+// width in bytes. IPv4 addresses sort as integers.
+func podAddrs(v4 bool, lists ...[]*podRec) (string, int) {
+	n := 0
+	for _, pods := range lists {
+		n += len(pods)
+	}
 	if !v4 {
-		addrs := make([]netip.Addr, 0, len(pods))
-		for _, p := range pods {
-			for _, ip := range p.IPs {
-				if ip = ip.Unmap(); !ip.Is4() {
-					addrs = append(addrs, ip)
+		addrs := make([]netip.Addr, 0, n)
+		for _, pods := range lists {
+			for _, p := range pods {
+				for _, ip := range p.IPs {
+					if ip = ip.Unmap(); !ip.Is4() {
+						addrs = append(addrs, ip)
+					}
 				}
 			}
 		}
@@ -218,12 +231,14 @@ func podAddrs(pods []*podRec, v4 bool) (string, int) {
 		}
 		return string(buf), 16
 	}
-	addrs := make([]uint32, 0, len(pods))
-	for _, p := range pods {
-		for _, ip := range p.IPs {
-			if ip = ip.Unmap(); ip.Is4() {
-				a := ip.As4()
-				addrs = append(addrs, binary.BigEndian.Uint32(a[:]))
+	addrs := make([]uint32, 0, n)
+	for _, pods := range lists {
+		for _, p := range pods {
+			for _, ip := range p.IPs {
+				if ip = ip.Unmap(); ip.Is4() {
+					a := ip.As4()
+					addrs = append(addrs, binary.BigEndian.Uint32(a[:]))
+				}
 			}
 		}
 	}
