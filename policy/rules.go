@@ -292,13 +292,14 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 	var def string
 	var bound int
 	if len(resolved.selectors) > 0 {
-		from, def, bound = resolved.entries(), resolved.unionDef(), resolved.podBound()
+		from, def = resolved.entries(), resolved.unionDef()
+		bound = membersBound(from)
 	}
 	for i, f := range fams {
 		_, field := f.ends(dir)
 		first := len(alts)
 		if len(resolved.selectors) > 0 {
-			id, set := c.groupFrom(f.peers, def, bound, from, func() []ruleset.Elem { return peerElems(f.peers, from) })
+			id, set := c.groupFrom(f.peers, def, bound, from, func(id uint32) []ruleset.Elem { return peerElems(id, f.peers, from) })
 			lookup(field, set, id)
 		}
 		ivs := resolved.v4
