@@ -146,7 +146,7 @@ func run() int {
 	errc := make(chan error, 4)
 	if api != nil && *cnpStatus {
 		w := &controller.ClusterPolicyStatus{Client: api.client.ClusterNetworkPolicyStatus(), Latest: api.source.ClusterPolicy,
-			Log: log, Lease: &controller.Lease{Client: api.client.Leases(*leaseNS), Namespace: *leaseNS, Name: controller.ClusterPolicyStatusLease,
+			Log: log, Lease: &controller.Lease{Leases: api.client.Leases, Namespace: *leaseNS, Name: controller.ClusterPolicyStatusLease,
 				Identity: *nodeName, Log: log}}
 		agent.ClusterPolicyStatus = w
 		go func() { errc <- w.Run(ctx) }()
