@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,11 +125,15 @@ func TestLeaseTakesExpiredLease(t *testing.T) {
 // RenewDeadline, the lead's context ends.
 func TestLeaseLostWhenRenewalsFail(t *testing.T) {
 	cs := fake.NewClientset()
+	var refuse atomic.Bool
+	// Installed before the agent runs: the fake's reactor chain is not
+	// safe to change while it is read.
+	cs.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return refuse.Load(), nil, errors.New("refused")
+	})
 	a := runLease(t, cs, "a")
 	within(t, a.leading, "a leading")
-	cs.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, errors.New("refused")
-	})
+	refuse.Store(true)
 	within(t, a.lost, "a's lead ending")
 }
 
