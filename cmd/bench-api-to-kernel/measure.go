@@ -39,7 +39,7 @@ type sample struct {
 	// watch is from the write to the agent's informer event (the API
 	// write's own round trip included); queue from that event to the
 	// sync's start; read, compile and apply the sync's phases; poll from
-	// the kernel having it to the bench seeing it.
+	// the agent's apply to the bench reading the commit's effect.
 	watch, queue, read, compile, apply, poll time.Duration
 }
 
@@ -230,14 +230,14 @@ func printSamples(pr func(string, ...any), what string, s []sample, target strin
 		return totals
 	}
 	p50 := func(f func(sample) time.Duration) time.Duration { return pct(phase(s, f), 50) }
-	pr("  p50 by phase (%d samples): write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v", len(s),
+	pr("  p50 by phase (%d samples): write+watch %v, queue %v, read %v, compile %v, apply %v, bench read %v", len(s),
 		p50(func(s sample) time.Duration { return s.watch }), p50(func(s sample) time.Duration { return s.queue }),
 		p50(func(s sample) time.Duration { return s.read }), p50(func(s sample) time.Duration { return s.compile }),
 		p50(func(s sample) time.Duration { return s.apply }), p50(func(s sample) time.Duration { return s.poll }))
 	// The tail is a few samples: name where the slowest ones spent theirs.
 	slices.SortFunc(s, func(a, b sample) int { return cmp.Compare(b.total, a.total) })
 	for i, x := range s[:min(3, len(s))] {
-		pr("  slowest #%d %v: write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v", i+1,
+		pr("  slowest #%d %v: write+watch %v, queue %v, read %v, compile %v, apply %v, bench read %v", i+1,
 			x.total.Round(10*time.Microsecond), x.watch, x.queue, x.read, x.compile, x.apply, x.poll)
 	}
 	return totals
@@ -269,6 +269,7 @@ type kernel struct {
 	fd   int
 	conn *nftables.Conn
 	set  *nftables.Set // egress-pods4, looked up once: its elements are read by name
+	gens *generations  // when to read it
 }
 
 // openKernel opens one lasting netlink socket in the node's namespace.
@@ -286,6 +287,10 @@ func openKernel(nodePath string) (*kernel, error) {
 		return nil, err
 	}
 	k := &kernel{fd: fd, conn: conn}
+	if k.gens, err = listenGenerations(fd); err != nil {
+		k.close()
+		return nil, err
+	}
 	table := &nftables.Table{Name: "weir", Family: nftables.TableFamilyINet}
 	if k.set, err = conn.GetSetByName(table, "egress-pods4"); err != nil {
 		k.close()
@@ -295,6 +300,9 @@ func openKernel(nodePath string) (*kernel, error) {
 }
 
 func (k *kernel) close() {
+	if k.gens != nil {
+		k.gens.close()
+	}
 	_ = k.conn.CloseLasting()
 	_ = unix.Close(k.fd)
 }
@@ -321,18 +329,19 @@ type meter struct {
 }
 
 // timed runs write and waits until ip is (want) or is not in the
-// egress-isolation map, then asks the agent for the phases of the sync
-// that put it there.
+// egress-isolation map, reading it after each kernel commit, then asks the
+// agent for the phases of the sync that put it there.
 func (m *meter) timed(ctx context.Context, ip netip.Addr, want bool, write func(context.Context) error) (sample, error) {
-	t0 := time.Now() // the write itself
+	latest(m.k.gens.commits, time.Time{}) // commits before the write
+	t0 := time.Now()                      // the write itself
 	if err := write(ctx); err != nil {
 		return sample{}, err
 	}
 	isolated := func() (bool, error) { return m.k.isolated(ip) }
-	if err := await(ctx, isolated, want, t0, 200*time.Microsecond, 30*time.Second); err != nil {
+	seen, err := m.k.gens.await(ctx, isolated, want, 30*time.Second, 20*time.Millisecond)
+	if err != nil {
 		return sample{}, fmt.Errorf("%s: %w", ip, err)
 	}
-	seen := time.Now()
 	s := sample{total: seen.Sub(t0)}
 	// The agent publishes its status after the reconcilers, just after
 	// the kernel has the ruleset.
