@@ -42,7 +42,7 @@ type sample struct {
 	// sync's start; read, compile and apply the sync's phases, apply
 	// ending when the agent had the kernel's acknowledgement or the bench
 	// saw the change, whichever came first; poll from then to the bench
-	// seeing it (see phases).
+	// reading the commit's effect (see phases).
 	watch, queue, read, compile, apply, poll time.Duration
 	// phased tells that the agent reported the phases (see phases).
 	phased bool
@@ -242,7 +242,7 @@ func printSamples(pr func(string, ...any), what string, s []sample, target strin
 		}
 	}
 	p50 := func(f func(sample) time.Duration) time.Duration { return pct(phase(s, f), 50) }
-	pr("  p50 by phase (%d samples): write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v", len(s),
+	pr("  p50 by phase (%d samples): write+watch %v, queue %v, read %v, compile %v, apply %v, bench read %v", len(s),
 		p50(func(s sample) time.Duration { return s.watch }), p50(func(s sample) time.Duration { return s.queue }),
 		p50(func(s sample) time.Duration { return s.read }), p50(func(s sample) time.Duration { return s.compile }),
 		p50(func(s sample) time.Duration { return s.apply }), p50(func(s sample) time.Duration { return s.poll }))
@@ -256,7 +256,7 @@ func printSamples(pr func(string, ...any), what string, s []sample, target strin
 
 // phaseList spells s's phases.
 func (s sample) phaseList() string {
-	return fmt.Sprintf("write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v",
+	return fmt.Sprintf("write+watch %v, queue %v, read %v, compile %v, apply %v, bench read %v",
 		s.watch, s.queue, s.read, s.compile, s.apply, s.poll)
 }
 
@@ -286,6 +286,7 @@ type kernel struct {
 	fd   int
 	conn *nftables.Conn
 	set  *nftables.Set // egress-pods4, looked up once: its elements are read by name
+	gens *generations  // when to read it
 }
 
 // openKernel opens one lasting netlink socket in the node's namespace.
@@ -303,6 +304,10 @@ func openKernel(nodePath string) (*kernel, error) {
 		return nil, err
 	}
 	k := &kernel{fd: fd, conn: conn}
+	if k.gens, err = listenGenerations(fd); err != nil {
+		k.close()
+		return nil, err
+	}
 	table := &nftables.Table{Name: "weir", Family: nftables.TableFamilyINet}
 	if k.set, err = conn.GetSetByName(table, "egress-pods4"); err != nil {
 		k.close()
@@ -312,6 +317,9 @@ func openKernel(nodePath string) (*kernel, error) {
 }
 
 func (k *kernel) close() {
+	if k.gens != nil {
+		k.gens.close()
+	}
 	_ = k.conn.CloseLasting()
 	_ = unix.Close(k.fd)
 }
@@ -338,18 +346,19 @@ type meter struct {
 }
 
 // timed runs write and waits until ip is (want) or is not in the
-// egress-isolation map, then asks the agent for the phases of the sync
-// that put it there.
+// egress-isolation map, reading it after each kernel commit, then asks the
+// agent for the phases of the sync that put it there.
 func (m *meter) timed(ctx context.Context, ip netip.Addr, want bool, write func(context.Context) error) (sample, error) {
-	t0 := time.Now() // the write itself
+	latest(m.k.gens.commits, time.Time{}) // commits before the write
+	t0 := time.Now()                      // the write itself
 	if err := write(ctx); err != nil {
 		return sample{}, err
 	}
 	isolated := func() (bool, error) { return m.k.isolated(ip) }
-	if err := await(ctx, isolated, want, t0, 200*time.Microsecond, 30*time.Second); err != nil {
+	seen, err := m.k.gens.await(ctx, isolated, want, 30*time.Second, 20*time.Millisecond)
+	if err != nil {
 		return sample{}, fmt.Errorf("%s: %w", ip, err)
 	}
-	seen := time.Now()
 	// The agent publishes its status after the reconcilers, just after
 	// the kernel has the ruleset.
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
