@@ -20,7 +20,6 @@ import (
 // largest producers of garbage of a full sync. ruleMessage and
 // elemsMessage write each message into one buffer.
 
-
 // attrWriter appends netlink attributes to a buffer. The applier's keeps
 // appending the messages of a batch to one buffer, a chunk at a time
 // (reserve), each message a slice of it.
