@@ -13,20 +13,21 @@ import (
 // This file puts the ruleset together: the base chains, the node and pod sets
 // and maps, the selection chains, the default verdict of unclassified pods,
 // masquerading, anti-spoofing and every policy's objects.
-// All of it but the policies' objects is rebuilt on every call: it is small
-// (it grows with the local pods, not the cluster).
+// All of it but the policies' objects and the local part is rebuilt on
+// every call: it is small. The local part (the node and pod sets and
+// maps, the selection chains) grows with the local pods and the policies
+// selecting them; it is rebuilt when one of those changed (localStale).
 
 // ruleset assembles the ruleset from the current state.
 func (x *Compiler) ruleset() ruleset.Ruleset {
 	if x.polStale {
 		x.policyPart()
 	}
-	elems := x.nodeElems()
-	for name, es := range x.dispatch() {
-		elems[name] = es
+	x.moveSelections()
+	if x.localStale {
+		x.localPart()
+		x.localStale = false
 	}
-	x.tierDispatch(elems)
-	elems[setGroupsIn], elems[setGroupsEg] = x.nsGroups[0], x.nsGroups[1]
 	var r ruleset.Ruleset
 	sets := make([]ruleset.Set, 0, len(skeletonSets)+4)
 	for _, sk := range skeletonSets {
@@ -36,18 +37,19 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 		}
 		set := sk
 		set.Key = slices.Clone(sk.Key)
-		set.Elems = ruleset.SortElems(elems[set.Name])
+		switch set.Name {
+		case setGroupsIn:
+			set.Elems = ruleset.SortElems(x.nsGroups[0])
+		case setGroupsEg:
+			set.Elems = ruleset.SortElems(x.nsGroups[1])
+		default:
+			set.Elems = x.localSets[set.Name]
+		}
 		sets = append(sets, set)
 	}
-	chains := make([]ruleset.Chain, 0, 3+len(x.selChains)+len(x.tierChains))
+	chains := make([]ruleset.Chain, 0, 8)
 	chains = append(chains, forwardChains(x.ifPrefix)...)
 	chains = append(chains, inputChain(x.ifPrefix))
-	for _, ch := range x.selChains {
-		chains = append(chains, ch)
-	}
-	for _, ch := range x.tierChains {
-		chains = append(chains, ch)
-	}
 	sets, chains = x.masquerade(sets, chains)
 	sets, chains = spoof(x.ifPrefix, sets, chains)
 	sets, chains, r.DNS = x.dnsPart(sets, chains)
@@ -58,14 +60,40 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	if dns := dnsCounters(r.DNS); dns != nil {
 		r.Counters = merge(dns, x.polCounters, counterName)
 	}
-	r.Chains = merge(chains, x.polChains, chainName)
+	r.Chains = merge(merge(chains, x.localChains, chainName), x.polChains, chainName)
 	r.Problems = x.polProblems
 	return r
+}
+
+// localPart rebuilds the local part: the elements of the node's and the
+// local pods' sets and maps, sorted, by set name (x.localSets), and the
+// selection chains, sorted by name (x.localChains).
+func (x *Compiler) localPart() {
+	elems := x.nodeElems()
+	for name, es := range x.dispatch() {
+		elems[name] = es
+	}
+	x.tierDispatch(elems)
+	for name, es := range elems {
+		elems[name] = ruleset.SortElems(es)
+	}
+	x.localSets = elems
+	chains := make([]ruleset.Chain, 0, len(x.selChains)+len(x.tierChains))
+	for _, ch := range x.selChains {
+		chains = append(chains, ch)
+	}
+	for _, ch := range x.tierChains {
+		chains = append(chains, ch)
+	}
+	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
+	x.localChains = chains
 }
 
 // policyPart updates the sorted chains of every policy, and the groups of
 // the shared sets, after some policies changed: the objects of their last
 // outputs (x.replaced) leave, those of their new outputs (x.changed) join.
+// A policy whose peer groups only were listed again keeps its chains and
+// counters where they are: only its groups leave and join.
 func (x *Compiler) policyPart() {
 	var goneChains, goneCounters []string
 	var goneCounterList []ruleset.Counter
@@ -80,38 +108,48 @@ func (x *Compiler) policyPart() {
 	}
 	var chains []ruleset.Chain
 	var counters []ruleset.Counter
-	for ps := range x.changed {
-		if ps.gen == x.gen { // not removed since
+	problems := false // some output that comes or goes has problems
+	for ps, whole := range x.changed {
+		if ps.gen != x.gen { // removed since
+			continue
+		}
+		if whole {
 			chains = append(chains, ps.out.chains...)
 			counters = append(counters, ps.out.counters...)
-			x.useGroups(ps.out.groups, true)
+			problems = problems || len(ps.out.problems) > 0
 		}
+		x.useGroups(ps.out.groups, true)
 	}
 	for _, out := range x.replaced {
 		x.useGroups(out.groups, false)
+		problems = problems || len(out.problems) > 0
 	}
 	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	x.polChains = replace(x.polChains, goneChains, chains, chainName)
+	if len(goneChains)+len(chains) > 0 {
+		x.polChains = replace(x.polChains, goneChains, chains, chainName)
+	}
 	slices.SortFunc(counters, compareCounters)
 	if slices.SortFunc(goneCounterList, compareCounters); !slices.Equal(goneCounterList, counters) {
 		// Otherwise the list stays, the same memory: Diff finds the
 		// counters unchanged without comparing them.
 		x.polCounters = slices.Clip(replace(x.polCounters, goneCounters, counters, counterName))
 	}
-	x.polProblems = nil
-	for _, ps := range x.polOrder {
-		x.polProblems = append(x.polProblems, ps.out.problems...)
+	if problems { // else every policy's problems stay
+		x.polProblems = nil
+		for _, ps := range x.polOrder {
+			x.polProblems = append(x.polProblems, ps.out.problems...)
+		}
+		for _, ps := range x.cpOrder {
+			x.polProblems = append(x.polProblems, ps.out.problems...)
+		}
+		slices.Sort(x.polProblems)
+		x.polProblems = slices.Clip(x.polProblems) // shared by every ruleset: appends must copy
 	}
-	for _, ps := range x.cpOrder {
-		x.polProblems = append(x.polProblems, ps.out.problems...)
-	}
-	slices.Sort(x.polProblems)
 	if x.groupsStale {
 		x.nsGroups[0], x.nsGroups[1] = isolatingGroups(x.polOrder)
 		x.groupsStale = false
 	}
-	x.polProblems = slices.Clip(x.polProblems) // shared by every ruleset: appends must copy
 	clear(x.replaced)
 	x.replaced = x.replaced[:0]
 	clear(x.changed)
@@ -220,20 +258,7 @@ func familySet(a netip.Addr, v4, v6 string) string {
 // are not logged (the log rule ends a selection chain). It leaves the
 // selection chains in x.selChains.
 func (x *Compiler) dispatch() map[string][]ruleset.Elem {
-	type selection [2][]*policyState
-	by := make(map[*podRec]*selection, len(x.local))
-	for _, ps := range x.polOrder { // sorted: a selection lists its policies in order
-		for d, pods := range ps.out.selected {
-			for _, p := range pods {
-				s := by[p]
-				if s == nil {
-					s = &selection{}
-					by[p] = s
-				}
-				s[d] = append(s[d], ps)
-			}
-		}
-	}
+	by := x.podSel // sorted: a selection lists its policies in order
 	maps := [2][2]string{{mapIngress4, mapIngress6}, {mapEgress4, mapEgress6}}
 	isolated := [2][2]string{{setIngressIsolated4, setIngressIsolated6}, {setEgressIsolated4, setEgressIsolated6}}
 	dirs := [2]direction{dirIngress, dirEgress}
@@ -245,8 +270,8 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 			if len(list) == 0 {
 				continue
 			}
-			name := x.selectionTarget(&id, dirs[d], p.Namespace, list)
 			j := &p.localElems().jump[d]
+			name := x.podTarget(j, &id, dirs[d], p.Namespace, list)
 			if j.chain != name || j.elems == nil {
 				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
 				jump := &ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}
@@ -265,6 +290,80 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 		}
 	}
 	return out
+}
+
+// podSelection is the NetworkPolicies selecting a local pod, per direction,
+// sorted by key.
+type podSelection [2][]*policyState
+
+// selMove is a NetworkPolicy's change of selection: the local pods it
+// selected (from) and selects (to), per direction.
+type selMove struct {
+	ps       *policyState
+	from, to [2][]*podRec
+}
+
+// moveSelections brings x.podSel up to date with the selections that
+// changed since (x.selMoves). A pod's lists are replaced, never modified:
+// its targets keep the lists they were made for (jumpElems.sel).
+func (x *Compiler) moveSelections() {
+	for _, m := range x.selMoves {
+		for d := range m.from {
+			for _, p := range m.from[d] {
+				x.unselect(p, d, m.ps)
+			}
+			for _, p := range m.to[d] {
+				x.selectPod(p, d, m.ps)
+			}
+		}
+	}
+	clear(x.selMoves)
+	x.selMoves = x.selMoves[:0]
+}
+
+// unselect takes ps out of the policies selecting p for direction d.
+func (x *Compiler) unselect(p *podRec, d int, ps *policyState) {
+	s := x.podSel[p]
+	if s == nil {
+		return
+	}
+	if i := slices.Index(s[d], ps); i >= 0 {
+		s[d] = slices.Concat(s[d][:i], s[d][i+1:])
+	}
+	if len(s[0])+len(s[1]) == 0 {
+		delete(x.podSel, p)
+	}
+}
+
+// selectPod adds ps, in key order, to the policies selecting p for
+// direction d.
+func (x *Compiler) selectPod(p *podRec, d int, ps *policyState) {
+	s := x.podSel[p]
+	if s == nil {
+		s = &podSelection{}
+		x.podSel[p] = s
+	}
+	i, _ := slices.BinarySearchFunc(s[d], ps.key, func(q *policyState, key string) int { return strings.Compare(q.key, key) })
+	s[d] = slices.Concat(s[d][:i], []*policyState{ps}, s[d][i:])
+}
+
+// podTarget is selectionTarget for a pod whose pod map elements are j:
+// the target j holds when the pod's selection is the one j was made for,
+// its selection chain kept in x.selChains again, without building the
+// selection's identity.
+func (x *Compiler) podTarget(j *jumpElems, id *strings.Builder, d direction, ns string, list []*policyState) string {
+	if j.elems != nil && slices.Equal(j.sel, list) {
+		if j.selChain != nil {
+			x.selChains[j.chain] = *j.selChain
+		}
+		return j.chain
+	}
+	name := x.selectionTarget(id, d, ns, list)
+	j.sel, j.selChain = list, nil
+	if ch, ok := x.selChains[name]; ok {
+		j.selChain = &ch
+	}
+	return name
 }
 
 // sortedPods returns the pods of m sorted by namespace and name. Two

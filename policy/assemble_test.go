@@ -2,10 +2,12 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/weir-cni/weir/internal/fixtures"
+	"github.com/weir-cni/weir/internal/textdiff"
 	"github.com/weir-cni/weir/ruleset"
 )
 
@@ -92,5 +94,43 @@ func TestSelectionChainsOnlyWhereNeeded(t *testing.T) {
 				t.Errorf("%s has %d isolation drops, want one per family", chainIngress, drops)
 			}
 		})
+	}
+}
+
+// TestLocalPartKept: a change that leaves every policy's selection and
+// the local pods as they were (a port of a policy) keeps the local part
+// of the last result, the same memory, without rebuilding it; a change
+// of a local pod rebuilds it. Both results are Compile's.
+func TestLocalPartKept(t *testing.T) {
+	s := selectionSnapshot(t, DeniedLog{})
+	x := NewCompiler()
+	before := x.Compile(s)
+	s.Policies = fixtures.Policies(t, `
+{metadata: {name: web-80, namespace: default}, spec: {podSelector: {matchLabels: {app: web}}, ingress: [{ports: [{port: 8080}]}]}}
+---
+{metadata: {name: api-80, namespace: default}, spec: {podSelector: {matchLabels: {app: api}}, ingress: [{ports: [{port: 80}]}]}}
+---
+{metadata: {name: back-81, namespace: default}, spec: {podSelector: {matchLabels: {tier: back}}, ingress: [{ports: [{port: 81}]}]}}
+`)
+	after := x.Compile(s)
+	if want := Compile(s); after.String() != want.String() {
+		t.Fatalf("Compiler differs from Compile:\n%s", textdiff.Lines(want.String(), after.String()))
+	}
+	same := func(a, b ruleset.Ruleset) bool {
+		m, _ := a.Set(mapIngress4)
+		n, _ := b.Set(mapIngress4)
+		return len(m.Elems) > 0 && sameSlice(m.Elems, n.Elems)
+	}
+	if !same(before, after) {
+		t.Errorf("a port change rebuilt the pod map")
+	}
+	s.Pods = append(slices.Clone(s.Pods), Pod{Namespace: "default", Name: "web2", Node: "n1",
+		Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.0.1.12")}})
+	again := x.Compile(s)
+	if want := Compile(s); again.String() != want.String() {
+		t.Fatalf("Compiler differs from Compile:\n%s", textdiff.Lines(want.String(), again.String()))
+	}
+	if same(after, again) {
+		t.Errorf("a new local pod kept the pod map")
 	}
 }

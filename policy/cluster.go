@@ -335,7 +335,7 @@ func (c *policyBuilder) clusterSubject(s cnp.ClusterNetworkPolicySubject) ([]*po
 	}
 	var out []*podRec
 	for _, ns := range c.x.nsEntry(c.ps, nsKey, nsSel).members {
-		for pod := range c.x.podEntry(c.ps, ns, podKey, podSel, true).members {
+		for _, pod := range c.x.podEntry(c.ps, ns, podKey, podSel, true).list {
 			out = append(out, pod)
 		}
 	}
@@ -590,11 +590,9 @@ func (x *Compiler) tierDispatch(out map[string][]ruleset.Elem) {
 			}
 		}
 	}
-	npEgress := map[*podRec]bool{} // NetworkPolicy allows these pods their node
-	for _, ps := range x.polOrder {
-		for _, p := range ps.out.selected[dirIndex(dirEgress)] {
-			npEgress[p] = true
-		}
+	npEgress := func(p *podRec) bool { // NetworkPolicy allows these pods their node
+		s := x.podSel[p]
+		return s != nil && len(s[dirIndex(dirEgress)]) > 0
 	}
 	x.tierChains = make(map[string]ruleset.Chain, len(x.tierChains))
 	for _, p := range sortedPods(by) {
@@ -610,7 +608,7 @@ func (x *Compiler) tierDispatch(out map[string][]ruleset.Elem) {
 				mp := f.tierMap(k.tier, [2]direction{dirIngress, dirEgress}[k.d])
 				e := ruleset.Elem{Key: []ruleset.Range{single(ip)}, Verdict: jump}
 				out[mp] = append(out[mp], e)
-				if k.tier == ruleset.TierBaseline && k.d == dirIndex(dirEgress) && !npEgress[p] {
+				if k.tier == ruleset.TierBaseline && k.d == dirIndex(dirEgress) && !npEgress(p) {
 					out[f.baselineNode] = append(out[f.baselineNode], e)
 				}
 			}

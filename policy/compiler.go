@@ -68,6 +68,13 @@ type Compiler struct {
 
 	policies map[podID]*policyState
 	polOrder []*policyState // sorted by key
+	// polList is the last snapshot's list of NetworkPolicies and
+	// polListed their states, in its order (nil for a nil policy);
+	// polSpare is the memory of the previous ones, reused.
+	polList        []*networkingv1.NetworkPolicy
+	polListed      []*policyState
+	polSpare       []*networkingv1.NetworkPolicy
+	polListedSpare []*policyState
 	// ClusterNetworkPolicies by name, and in evaluation order; the
 	// cluster's nodes (sorted by name) and the policies with nodes peers.
 	cpolicies  map[string]*policyState
@@ -93,9 +100,24 @@ type Compiler struct {
 	// nsGroups are the elements of the group sets, ingress and egress
 	// (see unclassified.go), rebuilt with the policies' part.
 	nsGroups [2][]ruleset.Elem
-	last     ruleset.Ruleset           // the last result
-	replaced []policyOut               // outputs replaced since
-	changed  map[*policyState]struct{} // policies compiled since
+	// localSets and localChains are the local part of the last result
+	// (see localPart), to be rebuilt when localStale: the node's
+	// addresses, a local pod, the pods a policy selects or the
+	// selection chains' content changed.
+	localSets   map[string][]ruleset.Elem
+	localChains []ruleset.Chain
+	localStale  bool
+	// podSel holds the NetworkPolicies selecting each local pod some
+	// selects, the dispatch's input, kept up to date from the selections
+	// that changed (selMoves) instead of gathered from every policy.
+	podSel   map[*podRec]*podSelection
+	selMoves []selMove
+	last     ruleset.Ruleset // the last result
+	replaced []policyOut     // outputs replaced since
+	// changed are the policies compiled since: true for those compiled
+	// whole, false for those whose peer groups only were listed again
+	// (their chains, counters and problems stay).
+	changed map[*policyState]bool
 
 	// The shared sets: definition ids, the groups in use, and each shared
 	// set's elements (rebuilt when setStale).
@@ -190,7 +212,7 @@ func (x *Compiler) reset(node string) {
 		dirty:       map[*policyState]struct{}{},
 		selChains:   map[string]ruleset.Chain{},
 		selMemo:     map[string]ruleset.Chain{},
-		changed:     map[*policyState]struct{}{},
+		changed:     map[*policyState]bool{},
 		ids:         map[string]uint32{},
 		idOwner:     map[uint32]string{},
 		groups:      map[groupKey]*groupRec{},
@@ -201,6 +223,8 @@ func (x *Compiler) reset(node string) {
 		shared:      map[string][]ruleset.Elem{},
 		groupMemo:   map[groupKey]groupOut{},
 		polCounters: slices.Clip(slices.Clone(fixedCounters)),
+		localStale:  true,
+		podSel:      map[*podRec]*podSelection{},
 	}
 }
 
@@ -219,6 +243,12 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	if !logSame {
 		x.logDenied = s.LogDenied
 		clear(x.selMemo) // selection chains end with the log rule
+		x.localStale = true
+		for p := range x.local { // and a pod's target depends on it
+			if p.elems != nil {
+				p.elems.jump = [2]jumpElems{}
+			}
+		}
 	}
 	ifPrefix := s.PodInterfacePrefix
 	if ifPrefix == "" {
@@ -227,6 +257,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	ifSame := !first && x.ifPrefix == ifPrefix
 	x.ifPrefix = ifPrefix
 	if !nodeSame {
+		x.localStale = true // the node's addresses
 		x.node = Node{Name: s.Node.Name, Addrs: slices.Clone(s.Node.Addrs), PodCIDRs: slices.Clone(s.Node.PodCIDRs)}
 		x.cluster = slices.Clone(s.ClusterCIDRs)
 	}
@@ -247,7 +278,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 		passMark = DefaultTierPassMark
 	}
 	if passMark != x.passMark || !logSame { // Pass rules mark, Deny rules log
-		x.passMark = passMark
+		x.passMark, x.localStale = passMark, true
 		for _, ps := range x.cpolicies {
 			x.dirty[ps] = struct{}{}
 		}
@@ -287,18 +318,33 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 // compile compiles one policy again, or only lists the pods of its peer
 // groups again when that is all that changed (refreshPeers).
 func (x *Compiler) compile(ps *policyState) {
-	out, ok := x.refreshPeers(ps)
-	if !ok {
+	out, refreshed := x.refreshPeers(ps)
+	if refreshed { // only the groups of the last output leave
+		x.replaced = append(x.replaced, policyOut{groups: ps.out.groups})
+	} else {
 		out = x.compileWhole(ps)
+		x.replaced = append(x.replaced, ps.out)
 	}
-	x.replaced = append(x.replaced, ps.out)
-	x.changed[ps] = struct{}{}
+	x.changed[ps] = x.changed[ps] || !refreshed
+	switch {
+	case ps.cnp != nil:
+		x.localStale = true
+	case !sameSelection(ps.out, out):
+		x.localStale = true
+		x.selMoves = append(x.selMoves, selMove{ps: ps, from: ps.out.selected, to: out.selected})
+	}
 	ps.out = out
 	ps.vers = ps.vers[:0]
 	if ps.peerOnly {
 		ps.vers = versionsInto(ps.vers, ps.entries)
 	}
 	x.polStale = true
+}
+
+// sameSelection tells whether two outputs of a NetworkPolicy select the
+// same local pods, in each direction: its place in the local part stays.
+func sameSelection(a, b policyOut) bool {
+	return slices.Equal(a.selected[0], b.selected[0]) && slices.Equal(a.selected[1], b.selected[1])
 }
 
 // compileWhole compiles one policy from its spec.
@@ -342,9 +388,7 @@ func (x *Compiler) refreshPeers(ps *policyState) (policyOut, bool) {
 	}
 	bound := ps.fixed
 	for _, g := range ps.out.groups {
-		for _, e := range g.from {
-			bound += len(e.members)
-		}
+		bound += membersBound(g.from)
 	}
 	if bound > elementCap {
 		return policyOut{}, false
@@ -371,11 +415,7 @@ func (x *Compiler) relist(g groupOut) groupOut {
 		return g
 	}
 	g.vers = vers
-	if rec := x.groups[groupKey{g.set, g.def}]; rec != nil && rec.computedFrom(g.from, vers) {
-		g.elems = rec.elems
-	} else {
-		g.elems = prefixElems(g.id, peerElems(g.base, g.from))
-	}
+	g.elems = x.groupElems(g, func(id uint32) []ruleset.Elem { return peerElems(id, g.base, g.from) })
 	x.groupMemo[k] = g
 	return g
 }
@@ -588,16 +628,29 @@ func sweepPolicies[K comparable](x *Compiler, m map[K]*policyState) bool {
 			x.unregister(ps)
 			delete(m, id)
 			x.replaced = append(x.replaced, ps.out)
-			removed = true
+			removed, x.localStale = true, true
+			if ps.cnp == nil {
+				x.selMoves = append(x.selMoves, selMove{ps: ps, from: ps.out.selected})
+			}
 		}
 	}
 	return removed
 }
 
-// syncPolicies records which policies are new, changed or gone.
+// syncPolicies records which policies are new, changed or gone. A policy
+// object found at its place in the last snapshot's list, as most are,
+// is known without looking its name up.
 func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 	seen, added := 0, false
-	for _, p := range list {
+	srcs, states := x.polSpare[:0], x.polListedSpare[:0]
+	for i, p := range list {
+		if ps := x.listedAt(i, p); ps != nil {
+			ps.gen = x.gen
+			seen++
+			srcs, states = append(srcs, p), append(states, ps)
+			continue
+		}
+		srcs, states = append(srcs, p), append(states, nil)
 		if p == nil {
 			continue
 		}
@@ -607,6 +660,7 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 		}
 		ps, created, unchanged := visit(x, x.policies, podID{ns, p.Name}, func() string { return ns + "/" + p.Name },
 			func(ps *policyState) bool { return samePolicy(ps.src, p) }, &seen)
+		states[len(states)-1] = ps
 		added = added || created
 		if unchanged {
 			continue
@@ -618,6 +672,10 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 		}
 		x.dirty[ps] = struct{}{}
 	}
+	clear(x.polList) // the previous lists' pointers are not kept alive
+	clear(x.polListed)
+	x.polSpare, x.polListedSpare = x.polList, x.polListed
+	x.polList, x.polListed = srcs, states
 	removed := seen < len(x.policies) && sweepPolicies(x, x.policies)
 	if added || removed {
 		x.polStale, x.groupsStale = true, true
@@ -627,6 +685,20 @@ func (x *Compiler) syncPolicies(list []*networkingv1.NetworkPolicy) {
 		}
 		sort.Slice(x.polOrder, func(i, j int) bool { return x.polOrder[i].key < x.polOrder[j].key })
 	}
+}
+
+// listedAt returns the state of policy p, found at index i of the
+// snapshot's list, when the last snapshot listed the same object there
+// and p is not listed yet in this Compile; else nil. Such a policy is
+// unchanged: its state holds that object.
+func (x *Compiler) listedAt(i int, p *networkingv1.NetworkPolicy) *policyState {
+	if p == nil || i >= len(x.polList) || x.polList[i] != p {
+		return nil
+	}
+	if ps := x.polListed[i]; ps != nil && ps.src == p && ps.gen != x.gen {
+		return ps
+	}
+	return nil
 }
 
 // families tells which address families the cluster uses (pod addresses,

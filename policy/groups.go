@@ -124,6 +124,24 @@ func (rec *groupRec) computedFrom(from []*podEntry, vers []uint64) bool {
 	return slices.Equal(rec.from, from) && slices.Equal(rec.vers, vers)
 }
 
+// groupElems returns the elements of group g (set, def, id, from and
+// vers filled in), listed by elems (prefixed by the id it is given),
+// unless the group in use holds them already: its list when it was
+// listed from g.from at g.vers, or when it holds the same keys. The memo
+// hands that list to every policy of the Compile call using the group,
+// which useGroups then takes without comparing the elements again.
+func (x *Compiler) groupElems(g groupOut, elems func(id uint32) []ruleset.Elem) []ruleset.Elem {
+	rec := x.groups[groupKey{g.set, g.def}]
+	if rec != nil && g.from != nil && rec.computedFrom(g.from, g.vers) {
+		return rec.elems
+	}
+	out := elems(g.id)
+	if rec != nil && slices.EqualFunc(rec.elems, out, sameKey) {
+		return rec.elems
+	}
+	return out
+}
+
 // versions returns the versions of entries.
 func versions(entries []*podEntry) []uint64 {
 	if entries == nil {
@@ -185,16 +203,15 @@ func (x *Compiler) useGroups(gs []groupOut, add bool) {
 			x.defGroups[g.def]++
 		case add:
 			rec.refs++
-			if sameSlice(rec.elems, g.elems) {
-				continue
-			}
-			if slices.EqualFunc(rec.elems, g.elems, sameKey) {
+			switch {
+			case sameSlice(rec.elems, g.elems):
+			case slices.EqualFunc(rec.elems, g.elems, sameKey):
 				gs[i].elems = rec.elems
-			} else {
+			default:
 				rec.elems = g.elems
 				x.setStale[g.set] = true
 			}
-			rec.from, rec.vers = g.from, g.vers
+			rec.from, rec.vers = g.from, g.vers // the latest listing, equal or not
 		case rec != nil:
 			if rec.refs--; rec.refs == 0 {
 				delete(x.groups, k)

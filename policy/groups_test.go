@@ -224,13 +224,15 @@ func testSharding(t *testing.T, name, empty string, elems int, peer func(int) ne
 
 // TestPeerChangeKeepsRules pins refreshPeers: a pod joining a policy's
 // peers changes the elements of its group only; the policy is not
-// compiled again, its chain keeps its rules (the same memory), and the
-// result is Compile's. A pod joining its selection compiles it again.
+// compiled again, its chain keeps its rules (the same memory), the lists
+// of every policy's chains and counters stay, and the result is
+// Compile's. A pod joining its selection compiles it again.
 func TestPeerChangeKeepsRules(t *testing.T) {
 	p := fromApp("a", "db")
 	s := groupSnapshot(p)
 	x := NewCompiler()
 	before, _ := x.Compile(s).Chain(policyChainName(dirIngress, policyKey(p)))
+	chains, counters := x.polChains, x.polCounters
 	relabel := func(i int, app string) {
 		s.Pods = slices.Clone(s.Pods)
 		s.Pods[i].Labels = map[string]string{"app": app}
@@ -246,6 +248,9 @@ func TestPeerChangeKeepsRules(t *testing.T) {
 	after, _ := r.Chain(policyChainName(dirIngress, policyKey(p)))
 	if len(after.Rules) == 0 || &after.Rules[0] != &before.Rules[0] {
 		t.Errorf("a peer change compiled the policy again (its rules are new)")
+	}
+	if !sameSlice(x.polChains, chains) || !sameSlice(x.polCounters, counters) {
+		t.Errorf("a peer change rebuilt the lists of every policy's chains and counters")
 	}
 	relabel(3, "web") // joins the selection
 	r = x.Compile(s)
@@ -331,5 +336,40 @@ func TestDefKeys(t *testing.T) {
 		if tc.got != tc.want {
 			t.Errorf("key %q, want %q", tc.got, tc.want)
 		}
+	}
+}
+
+// TestEqualGroupKeepsItsList: a peer pod changing without changing the
+// addresses of its group (a label the selector ignores) lists the group
+// again, finds the elements the group in use holds, and hands that list
+// to every policy using it through the memo, so useGroups compares the
+// elements once per group, not once per policy; the group then records
+// the versions it was listed at.
+func TestEqualGroupKeepsItsList(t *testing.T) {
+	s := groupSnapshot(fromApp("a", "db"), fromApp("b", "db"))
+	x := NewCompiler()
+	x.Compile(s)
+	s.Pods = slices.Clone(s.Pods)
+	s.Pods[1].Labels = map[string]string{"app": "db", "tier": "back"}
+	r := x.Compile(s)
+	if want := Compile(s); r.String() != want.String() {
+		t.Fatalf("Compiler differs from Compile:\n%s", textdiff.Lines(want.String(), r.String()))
+	}
+	n := 0
+	for k, m := range x.groupMemo {
+		rec := x.groups[groupKey{m.set, m.def}]
+		if rec == nil || m.from == nil {
+			continue
+		}
+		n++
+		if !sameSlice(m.elems, rec.elems) {
+			t.Errorf("group %v: the memo holds a list of its own, not the group's", k)
+		}
+		if !rec.computedFrom(m.from, versions(m.from)) {
+			t.Errorf("group %v: recorded versions %v, want the latest %v", k, rec.vers, versions(m.from))
+		}
+	}
+	if n == 0 {
+		t.Fatal("no peer group listed again")
 	}
 }

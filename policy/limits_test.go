@@ -250,3 +250,51 @@ func TestPeerChurnThroughElementCap(t *testing.T) {
 		t.Errorf("the policy was dropped at %d steps: the cap is never or always crossed", dropped)
 	}
 }
+
+// TestSharedEntryChargedOnce grows the peers of a rule whose two selector
+// peers (one podSelector, one namespaceSelector of the policy's own
+// namespace with the same podSelector) share one cached result, through
+// the element cap: Compile must charge that result once, as a Compiler
+// listing the policy's peer group again (refreshPeers) does, and both
+// must drop the policy at the same step.
+func TestSharedEntryChargedOnce(t *testing.T) {
+	defer func(old int) { elementCap = old }(elementCap)
+	elementCap = 10
+	peer := metav1.LabelSelector{MatchLabels: map[string]string{"role": "peer"}}
+	own := metav1.LabelSelector{MatchLabels: map[string]string{labelNamespaceName: "default"}}
+	s := Snapshot{
+		Node:       Node{Name: "n1", Addrs: []netip.Addr{netip.MustParseAddr("192.168.0.1")}},
+		Namespaces: []Namespace{{Name: "default"}},
+		Pods: []Pod{{Namespace: "default", Name: "srv", Node: "n1", Labels: map[string]string{"app": "srv"},
+			IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}},
+		Policies: []*networkingv1.NetworkPolicy{{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "twice"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "srv"}},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+					{PodSelector: &peer}, {NamespaceSelector: &own, PodSelector: &peer},
+				}}},
+			},
+		}},
+	}
+	for i := range 15 {
+		s.Pods = append(s.Pods, Pod{Namespace: "default", Name: fmt.Sprint("peer", i), Node: "n2",
+			Labels: map[string]string{"role": "peer"}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(i)})}})
+	}
+	x := NewCompiler()
+	dropped := 0
+	for n := 2; n <= len(s.Pods); n++ {
+		small := s
+		small.Pods = s.Pods[:n]
+		got, want := x.Compile(small), Compile(small)
+		if got.String() != want.String() {
+			t.Fatalf("%d peers: Compiler differs from Compile:\n%s", n-1, textdiff.Lines(want.String(), got.String()))
+		}
+		if len(want.Problems) > 0 {
+			dropped++
+		}
+	}
+	if want := len(s.Pods) - 1 - elementCap; dropped != want {
+		t.Errorf("dropped at %d steps, want %d (the shared result charged once)", dropped, want)
+	}
+}

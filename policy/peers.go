@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -39,16 +40,12 @@ type selectorPeer struct {
 // memory stays O(distinct pods) however many selectors overlap.
 func pods(entries []*podEntry) []*podRec {
 	if len(entries) == 1 {
-		out := make([]*podRec, 0, len(entries[0].members))
-		for p := range entries[0].members {
-			out = append(out, p)
-		}
-		return out
+		return entries[0].list // read only
 	}
 	seen := map[*podRec]struct{}{}
 	var out []*podRec
 	for _, e := range entries {
-		for p := range e.members {
+		for _, p := range e.list {
 			if _, dup := seen[p]; !dup {
 				seen[p] = struct{}{}
 				out = append(out, p)
@@ -78,14 +75,18 @@ func (ps peers) entries() []*podEntry {
 	return entries
 }
 
-// podBound is at least the number of pods the selector peers match (each
-// entry's pods counted, a pod of two entries twice), without listing them.
-func (ps peers) podBound() int {
+// podBound is at least the number of pods the selector peers match (the
+// pods of each distinct cached result counted, a pod of two results
+// twice), without listing them. It counts as refreshPeers does: a result
+// two selectors share counts once.
+func (ps peers) podBound() int { return membersBound(ps.entries()) }
+
+// membersBound is the number of members of entries, each entry counted
+// once per place in the list.
+func membersBound(entries []*podEntry) int {
 	n := 0
-	for _, sp := range ps.selectors {
-		for _, e := range sp.entries {
-			n += len(e.members)
-		}
+	for _, e := range entries {
+		n += len(e.members)
 	}
 	return n
 }
@@ -165,32 +166,89 @@ func (c *policyBuilder) resolvePeers(ns string, list []networkingv1.NetworkPolic
 }
 
 // peerElems returns the elements of a group of selector peers in shared
-// set set (peers4 or peers6): the addresses of the family of set of the
-// pods of from.
-func peerElems(set string, from []*podEntry) []ruleset.Elem {
-	return podElems(pods(from), set == setPeers4)
+// set set (peers4 or peers6), prefixed by its id id: the addresses of the
+// family of set of the pods of from. A pod two results hold is listed
+// twice, its addresses once (podAddrs drops repeats): no map of the pods
+// seen, and the addresses listed are at most what the policy's element
+// cap was charged (membersBound).
+func peerElems(id uint32, set string, from []*podEntry) []ruleset.Elem {
+	lists := make([][]*podRec, len(from))
+	for i, e := range from {
+		lists[i] = e.list
+	}
+	all, width := podAddrs(set == setPeers4, lists...)
+	idr := ruleset.IDBytes(id)
+	n := len(all) / width
+	out := make([]ruleset.Elem, n)
+	keys := make([]ruleset.Range, 2*n) // one allocation for every key
+	for i := range n {
+		a := all[i*width : (i+1)*width]
+		keys[2*i], keys[2*i+1] = ruleset.Range{From: idr, To: idr}, ruleset.Range{From: a, To: a}
+		out[i] = ruleset.Elem{Key: keys[2*i : 2*i+2 : 2*i+2]}
+	}
+	return out
 }
 
 // podElems returns the addresses of pods of family v4 (or v6) as sorted,
 // distinct single-address elements.
 func podElems(pods []*podRec, v4 bool) []ruleset.Elem {
-	addrs := make([]netip.Addr, 0, len(pods))
-	for _, p := range pods {
-		for _, ip := range p.IPs {
-			if ip = ip.Unmap(); ip.Is4() == v4 {
-				addrs = append(addrs, ip)
-			}
-		}
-	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
-	addrs = slices.Compact(addrs)
-	out := make([]ruleset.Elem, len(addrs))
-	keys := make([]ruleset.Range, len(addrs)) // one allocation for every key
-	for i, a := range addrs {
-		keys[i] = single(a)
+	all, width := podAddrs(v4, pods)
+	n := len(all) / width
+	out := make([]ruleset.Elem, n)
+	keys := make([]ruleset.Range, n) // one allocation for every key
+	for i := range n {
+		a := all[i*width : (i+1)*width]
+		keys[i] = ruleset.Range{From: a, To: a}
 		out[i] = ruleset.Elem{Key: keys[i : i+1 : i+1]}
 	}
 	return out
+}
+
+// podAddrs returns the addresses of family v4 (or v6) of the pods of
+// lists, sorted and distinct, one after the other in one string, and their
+// width in bytes. IPv4 addresses sort as integers.
+func podAddrs(v4 bool, lists ...[]*podRec) (string, int) {
+	n := 0
+	for _, pods := range lists {
+		n += len(pods)
+	}
+	if !v4 {
+		addrs := make([]netip.Addr, 0, n)
+		for _, pods := range lists {
+			for _, p := range pods {
+				for _, ip := range p.IPs {
+					if ip = ip.Unmap(); !ip.Is4() {
+						addrs = append(addrs, ip)
+					}
+				}
+			}
+		}
+		slices.SortFunc(addrs, netip.Addr.Compare)
+		addrs = slices.Compact(addrs)
+		buf := make([]byte, 0, 16*len(addrs))
+		for _, a := range addrs {
+			buf = appendAddr(buf, a)
+		}
+		return string(buf), 16
+	}
+	addrs := make([]uint32, 0, n)
+	for _, pods := range lists {
+		for _, p := range pods {
+			for _, ip := range p.IPs {
+				if ip = ip.Unmap(); ip.Is4() {
+					a := ip.As4()
+					addrs = append(addrs, binary.BigEndian.Uint32(a[:]))
+				}
+			}
+		}
+	}
+	slices.Sort(addrs)
+	addrs = slices.Compact(addrs)
+	buf := make([]byte, 0, 4*len(addrs))
+	for _, a := range addrs {
+		buf = binary.BigEndian.AppendUint32(buf, a)
+	}
+	return string(buf), 4
 }
 
 // selectPeerPods returns the cached pods a selector peer matches (none

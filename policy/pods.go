@@ -41,10 +41,13 @@ type localElems struct {
 }
 
 // jumpElems are a pod's elements in a pod map: each of its addresses jumps
-// to chain.
+// to chain, the target of the selection sel (see selectionTarget), whose
+// selection chain is selChain when chain is one.
 type jumpElems struct {
-	chain string
-	elems []ruleset.Elem
+	chain    string
+	elems    []ruleset.Elem
+	sel      []*policyState
+	selChain *ruleset.Chain
 }
 
 // podID identifies a pod or a policy: namespace and name.
@@ -149,9 +152,9 @@ func (x *Compiler) reselect(p *podRec, wasPoliced bool) {
 		now := e.matches(p)
 		switch {
 		case now && !was:
-			e.members[p] = struct{}{}
+			e.join(p)
 		case was && !now:
-			delete(e.members, p)
+			e.leave(p)
 		}
 		if was || now {
 			e.ver++
@@ -206,6 +209,7 @@ func (x *Compiler) count(p *podRec, d int) {
 }
 
 func (x *Compiler) countLocal(p *podRec, d int) {
+	x.localStale = true
 	if d < 0 {
 		delete(x.local, p)
 		if delete(x.localByNS[p.Namespace], p); len(x.localByNS[p.Namespace]) == 0 {

@@ -282,7 +282,7 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 		_, field := f.ends(dir)
 		if len(resolved.selectors) > 0 {
 			from := resolved.entries()
-			id, set := c.groupFrom(f.peers, resolved.unionDef(), resolved.podBound(), from, func() []ruleset.Elem { return peerElems(f.peers, from) })
+			id, set := c.groupFrom(f.peers, resolved.unionDef(), membersBound(from), from, func(id uint32) []ruleset.Elem { return peerElems(id, f.peers, from) })
 			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: set, ID: id}})
 		}
 		ivs := resolved.v4

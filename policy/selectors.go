@@ -20,10 +20,14 @@ import (
 type podEntry struct {
 	ns string
 	// local entries hold local pods only: a policy's own selection.
-	local   bool
-	key     string
-	sel     labels.Selector
-	members map[*podRec]struct{}
+	local bool
+	key   string
+	sel   labels.Selector
+	// members are the pods the selector matches, in no order, each
+	// indexed by its place in list: listing the pods of an entry again
+	// walks a slice, not a map.
+	members map[*podRec]int
+	list    []*podRec
 	users   map[*policyState]struct{}
 	// ver counts the changes of members: a pod joining, leaving, or
 	// changing while a member.
@@ -116,7 +120,7 @@ func (x *Compiler) podEntry(ps *policyState, ns, key string, sel labels.Selector
 	id := entryID{ns, key, local}
 	e, ok := x.entries[id]
 	if !ok {
-		e = &podEntry{ns: ns, local: local, key: key, sel: sel, members: map[*podRec]struct{}{}, users: map[*policyState]struct{}{}}
+		e = &podEntry{ns: ns, local: local, key: key, sel: sel, members: map[*podRec]int{}, users: map[*policyState]struct{}{}}
 		if local {
 			e.add(x.localByNS[ns])
 		} else {
@@ -141,9 +145,25 @@ func (x *Compiler) podEntry(ps *policyState, ns, key string, sel labels.Selector
 func (e *podEntry) add(candidates map[*podRec]struct{}) {
 	for p := range candidates {
 		if e.matches(p) {
-			e.members[p] = struct{}{}
+			e.join(p)
 		}
 	}
+}
+
+// join makes p, not a member, a member of e.
+func (e *podEntry) join(p *podRec) {
+	e.members[p] = len(e.list)
+	e.list = append(e.list, p)
+}
+
+// leave takes p, a member, out of e: the last member takes its place.
+func (e *podEntry) leave(p *podRec) {
+	i, last := e.members[p], len(e.list)-1
+	e.list[i] = e.list[last]
+	e.members[e.list[i]] = i
+	e.list[last] = nil
+	e.list = e.list[:last]
+	delete(e.members, p)
 }
 
 func (e *podEntry) matches(p *podRec) bool {
