@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/weir-cni/weir/controller/snapshot"
 	"github.com/weir-cni/weir/policy"
@@ -56,8 +57,8 @@ func (o *overlayer) overlay(s policy.Snapshot, v *snapshot.View, anns map[string
 	if len(anns) > 0 {
 		var ov policy.Snapshot
 		ov, done, over, dropped = overlay(s, v, anns, o.buf)
-		o.buf = ov.Pods
-		if len(over) > 0 {
+		if len(over) > 0 { // else ov's pods are s's, not o.buf
+			o.buf = ov.Pods
 			out = ov
 			out.Seq = snapshot.NewSeq()
 		}
@@ -108,24 +109,48 @@ func (o *overlayer) changes(vd *policy.PodDelta, v *snapshot.View, over map[podN
 // overlay returns s, the last snapshot v built, with announced addresses
 // applied: an announced pod gets its addresses even if the source has not
 // seen them yet, and no other pod keeps an announced address (it was
-// reused after a delete the source has not caught up with). It also
-// reports which announcements the source has caught up with (it has the
-// addresses, or has the pod finished), so the agent can forget them, the
-// pods whose content may differ from s's with their indexes in the
-// result (-1 for a pod dropped), and the indexes in s of the pods dropped,
-// in order. Pods keep their order; s and v are not modified: the result's
-// pods are written into buf, reused when it is large enough, and it has no
-// Seq nor PodDelta (its pods are not the view's; see overlayer). Beyond
-// the copy of the pod slice, it reads every pod's addresses once and
-// finds the announced pods through v.
+// reused after a delete the source has not caught up with). Among the
+// announced pods, one being deleted gives up its announced addresses to
+// one that is not (see snapshot.Yields): the snapshot leaves it out. A pod
+// the source does not announce keeps the snapshot's verdict on its own
+// addresses: a pod being deleted that s leaves out because a pod that is
+// not being deleted holds one of its addresses stays out, even when that
+// pod is announced at other addresses (the address was reused after the
+// pod being deleted was torn down, whoever holds it now).
+//
+// It also reports which announcements the source has caught up with (it
+// has the addresses, or has the pod finished), so the agent can forget
+// them, the pods whose content may differ from s's with their indexes in
+// the result (-1 for a pod dropped; none when the announcements change no
+// pod), and the indexes in s of the pods dropped, in order. Pods keep
+// their order; s and v are not modified: when a pod changes, the result's
+// pods are written into buf, reused when it is large enough; else they
+// are s's. The result has no Seq nor PodDelta (its pods are not the
+// view's; see overlayer). Beyond the copy of the pod slice when a pod
+// changes, it reads every pod's addresses once and finds each announced
+// pod through v once.
 func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement, buf []policy.Pod) (_ policy.Snapshot, done []string, over map[podName]int, dropped []int) {
 	s.Seq, s.PodDelta = 0, nil
-	var owned addrSet
-	held := map[int]*announcement{} // announced pods of s, by index
+	var owned, claimed addrSet // announced addresses; those of announced pods that claim them
+	all := make([]announced, 0, len(anns))
 	for key, a := range anns {
 		owned.add(a.ips)
-		if i := v.Index(key); i >= 0 {
-			held[i] = a
+		e := announced{key: key, a: a, i: v.Index(key), obj: v.Pod(key)}
+		if e.inView = e.obj != nil; !e.inView {
+			e.obj = a.pod
+		}
+		if e.obj != nil && claimsAnnounced(e.obj) {
+			claimed.add(a.ips)
+		}
+		all = append(all, e)
+	}
+	held := make(map[int]*announced, len(all)) // announced pods of s, by index
+	var missing []*announced                   // announced pods s leaves out
+	for k := range all {
+		if e := &all[k]; e.i >= 0 {
+			held[e.i] = e
+		} else {
+			missing = append(missing, e)
 		}
 	}
 	for i := range s.Pods {
@@ -133,11 +158,32 @@ func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement,
 			dropped = append(dropped, i)
 		}
 	}
-	pods := buf[:0]
-	if cap(buf) < len(s.Pods)+len(anns) {
-		pods = make([]policy.Pod, 0, len(s.Pods)+len(anns)+len(s.Pods)/8)
+	outvoted := func(e *announced) bool { return snapshot.Yields(e.obj) && claimed.anyOf(e.a.ips) }
+	var readdressed []*announced
+	for i, e := range held {
+		p := &s.Pods[i]
+		// p's addresses are its source pod's (see snapshot.ConvertPod).
+		has := containsAll(p.IPs, e.a.ips)
+		if has {
+			done = append(done, e.key)
+		}
+		switch {
+		case outvoted(e):
+			dropped = append(dropped, i)
+		case !has:
+			readdressed = append(readdressed, e)
+		}
 	}
-	over = make(map[podName]int, len(anns)+len(dropped))
+	slices.Sort(dropped)
+	added := addedPods(missing, outvoted, &done)
+	if len(dropped) == 0 && len(readdressed) == 0 && len(added) == 0 {
+		return s, done, nil, nil
+	}
+	pods := buf[:0]
+	if cap(buf) < len(s.Pods)+len(added) {
+		pods = make([]policy.Pod, 0, len(s.Pods)+len(added)+len(s.Pods)/8)
+	}
+	over = make(map[podName]int, len(dropped)+len(readdressed)+len(added))
 	delta := map[string]int{} // pods per namespace, relative to s
 	from := 0
 	for _, i := range dropped {
@@ -148,49 +194,16 @@ func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement,
 		from = i + 1
 	}
 	pods = append(pods, s.Pods[from:]...)
-	for i, a := range held {
-		j := i - sort.SearchInts(dropped, i)
+	for _, e := range readdressed {
+		j := e.i - sort.SearchInts(dropped, e.i)
 		p := &pods[j]
-		// p's addresses are its source pod's (see snapshot.ConvertPod).
-		if containsAll(p.IPs, a.ips) {
-			done = append(done, podName{p.Namespace, p.Name}.key())
-		} else {
-			p.IPs = unmapped(a.ips)
-			over[podName{p.Namespace, p.Name}] = j
-		}
+		p.IPs = unmapped(e.a.ips)
+		over[podName{p.Namespace, p.Name}] = j
 	}
-	keys := make([]string, 0, len(anns))
-	for key := range anns {
-		if v.Index(key) < 0 { // not in s: held has the others
-			keys = append(keys, key)
-		}
-	}
-	sort.Strings(keys) // a stable order for the pods appended
-	for _, key := range keys {
-		a := anns[key]
-		base := v.Pod(key) // in the source, but left out of the snapshot
-		if base != nil && hasAll(base, a.ips) {
-			done = append(done, key) // the snapshot leaves it out for another reason
-			continue
-		}
-		inView := base != nil
-		if !inView {
-			base = a.pod
-		}
-		if base == nil {
-			continue
-		}
-		np, ok := snapshot.ConvertPod(withIPs(base, a.ips))
-		switch {
-		case ok:
-			over[podName{np.Namespace, np.Name}] = len(pods)
-			pods = append(pods, np)
-			delta[np.Namespace]++
-		case inView:
-			// The source has the pod finished: it will not run with the
-			// announced addresses again.
-			done = append(done, key)
-		}
+	for _, np := range added {
+		over[podName{np.Namespace, np.Name}] = len(pods)
+		pods = append(pods, np)
+		delta[np.Namespace]++
 	}
 	s.Pods = pods
 	for _, d := range delta {
@@ -200,6 +213,53 @@ func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement,
 		}
 	}
 	return s, done, over, dropped
+}
+
+// announced is an announcement as overlay finds it: its key, its pod's
+// index in the snapshot (-1 when the snapshot leaves the pod out) and its
+// pod, the source's (inView) or else the announcement's (nil when neither
+// has it).
+type announced struct {
+	key    string
+	a      *announcement
+	i      int
+	obj    *snapshot.Pod
+	inView bool
+}
+
+// addedPods returns the pods overlay appends for the announced pods the
+// snapshot leaves out, ordered by key, and adds to done the announcements
+// the source has caught up with: the source has the pod with its
+// addresses (the snapshot leaves it out for another reason) or finished.
+// A pod outvoted for its announced addresses is not added.
+func addedPods(missing []*announced, outvoted func(*announced) bool, done *[]string) []policy.Pod {
+	slices.SortFunc(missing, func(a, b *announced) int { return strings.Compare(a.key, b.key) })
+	var added []policy.Pod
+	for _, e := range missing {
+		switch {
+		case e.obj == nil:
+		case e.inView && hasAll(e.obj, e.a.ips):
+			*done = append(*done, e.key)
+		default:
+			np, ok := snapshot.ConvertPod(withIPs(e.obj, e.a.ips))
+			switch {
+			case ok && !outvoted(e):
+				added = append(added, np)
+			case !ok && e.inView:
+				// The source has the pod finished: it will not run with
+				// the announced addresses again.
+				*done = append(*done, e.key)
+			}
+		}
+	}
+	return added
+}
+
+// claimsAnnounced reports whether p, given its announced addresses, runs
+// with them and claims them (see snapshot.Claims): it is not finished nor
+// being deleted.
+func claimsAnnounced(p *snapshot.Pod) bool {
+	return snapshot.Claims(p) && p.Phase != corev1.PodSucceeded && p.Phase != corev1.PodFailed
 }
 
 func hasAll(p *snapshot.Pod, ips []netip.Addr) bool {

@@ -18,13 +18,30 @@ import (
 // rather than on a snapshot: an announced pod gets its addresses, no other
 // pod keeps an announced address, an announced pod the source does not
 // have is added from its announcement. An announcement is done when the
-// source has its addresses or has the pod finished.
+// source has its addresses or has the pod finished. A pod that keeps its
+// source addresses (not announced, or done) and that the source's
+// snapshot leaves out for a pod not being deleted holding one of its
+// addresses stays out: that address was reused after the pod was torn
+// down, whoever holds it once announcements apply. Build of the result
+// decides the rest (announced pods being deleted give up their announced
+// addresses to announced pods that are not).
 func overlayObjects(objs snapshot.Objects, anns map[string]*announcement) (snapshot.Objects, map[string]bool) {
 	owner := map[netip.Addr]bool{}
 	for _, a := range anns {
 		for _, ip := range a.ips {
 			owner[ip] = true
 		}
+	}
+	claimed := map[netip.Addr]bool{} // in the source
+	for _, p := range objs.Pods {
+		if _, ok := snapshot.ConvertPod(p); ok && snapshot.Claims(p) {
+			for _, ip := range p.IPs {
+				claimed[ip] = true
+			}
+		}
+	}
+	outLived := func(p *snapshot.Pod) bool {
+		return snapshot.Yields(p) && slices.ContainsFunc(p.IPs, func(ip netip.Addr) bool { return claimed[ip] })
 	}
 	out := objs
 	out.Pods = nil
@@ -33,15 +50,18 @@ func overlayObjects(objs snapshot.Objects, anns map[string]*announcement) (snaps
 		key := p.Namespace + "/" + p.Name
 		if a, ok := anns[key]; ok {
 			seen[key] = true
-			if _, runs := snapshot.ConvertPod(withIPs(p, a.ips)); hasAll(p, a.ips) || !runs {
+			switch _, runs := snapshot.ConvertPod(withIPs(p, a.ips)); {
+			case hasAll(p, a.ips) || !runs:
 				done[key] = true
-				out.Pods = append(out.Pods, p)
-			} else {
+				if !outLived(p) {
+					out.Pods = append(out.Pods, p)
+				}
+			default:
 				out.Pods = append(out.Pods, withIPs(p, a.ips))
 			}
 			continue
 		}
-		if !slices.ContainsFunc(p.IPs, func(ip netip.Addr) bool { return owner[ip] }) {
+		if !outLived(p) && !slices.ContainsFunc(p.IPs, func(ip netip.Addr) bool { return owner[ip] }) {
 			out.Pods = append(out.Pods, p)
 		}
 	}
@@ -62,10 +82,17 @@ func TestOverlay(t *testing.T) {
 	deletingNoIP.DeletionTimestamp = &now
 	finishedNoIP := pod("ns1", "new", "n1", nil)
 	finishedNoIP.Status.Phase = corev1.PodSucceeded
+	deletingOld := pod("ns1", "old", "n1", nil, "10.244.1.5")
+	deletingOld.DeletionTimestamp = &now
+	deletingOld9 := pod("ns1", "old", "n1", nil, "10.244.1.9")
+	deletingOld9.DeletionTimestamp = &now
 	ann := func(ns string) map[string]*announcement {
 		return map[string]*announcement{ns + "/new": {namespace: ns, name: "new", ips: []netip.Addr{ip},
 			pod: snapshot.NewPod(pod(ns, "new", "n1", map[string]string{"v": "2"}))}}
 	}
+	// Two announcements of 10.244.1.9: of new, and of old, being deleted.
+	twice := ann("ns1")
+	twice["ns1/old"] = &announcement{namespace: "ns1", name: "old", ips: []netip.Addr{ip}, pod: snapshot.NewPod(deletingOld)}
 	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns1"}}
 	cases := []struct {
 		name     string
@@ -94,6 +121,13 @@ func TestOverlay(t *testing.T) {
 			map[string]string{"new": "10.244.1.9"}, false},
 		{"pod finished before its IP was seen", snapshot.Objects{Pods: snapshot.NewPods(finishedNoIP)}, ann("ns1"),
 			map[string]string{}, true},
+		{"pod being deleted stays out when the pod that took its address is announced at another", snapshot.Objects{
+			Pods: snapshot.NewPods(deletingOld, pod("ns1", "new", "n1", map[string]string{"v": "1"}, "10.244.1.5"))}, ann("ns1"),
+			map[string]string{"new": "10.244.1.9"}, false},
+		{"address announced twice goes to the pod not being deleted", snapshot.Objects{Pods: snapshot.NewPods(deletingOld)}, twice,
+			map[string]string{"new": "10.244.1.9"}, false},
+		{"address announced twice, the pod being deleted in the snapshot with it", snapshot.Objects{
+			Pods: snapshot.NewPods(deletingOld9)}, twice, map[string]string{"new": "10.244.1.9"}, true},
 		{"no announcements", snapshot.Objects{Pods: snapshot.NewPods(pod("ns1", "old", "n1", nil, "10.244.1.9"))}, nil,
 			map[string]string{"old": "10.244.1.9"}, false},
 	}
@@ -138,5 +172,28 @@ func TestOverlay(t *testing.T) {
 				t.Errorf("overlay into a used buffer = %+v, want %+v", again.Pods, out.Pods)
 			}
 		})
+	}
+}
+
+// TestOverlayKeepsPodsWhenNoneChange checks that announcements that change
+// no pod (the source caught up with them) give the snapshot's own pods,
+// not a copy, and no changed pods: the overlayer then returns the view's
+// snapshot and keeps its buffer.
+func TestOverlayKeepsPodsWhenNoneChange(t *testing.T) {
+	v := snapshot.NewView()
+	v.Apply(snapshot.Changes{Full: true, Objects: snapshot.Objects{Pods: snapshot.NewPods(
+		pod("ns1", "new", "n1", nil, "10.244.1.9"), pod("ns1", "other", "n1", nil, "10.244.1.8"))}})
+	base := v.Snapshot("n1", nil)
+	anns := map[string]*announcement{"ns1/new": {namespace: "ns1", name: "new", ips: []netip.Addr{netip.MustParseAddr("10.244.1.9")}}}
+	out, done, over, dropped := overlay(base, v, anns, nil)
+	if len(out.Pods) != len(base.Pods) || &out.Pods[0] != &base.Pods[0] {
+		t.Errorf("overlay copied the pods (%d of %d)", len(out.Pods), len(base.Pods))
+	}
+	if len(over) > 0 || len(dropped) > 0 || !reflect.DeepEqual(done, []string{"ns1/new"}) {
+		t.Errorf("over %v, dropped %v, done %v; want none, none, [ns1/new]", over, dropped, done)
+	}
+	var o overlayer
+	if s, _ := o.overlay(base, v, anns); s.Seq != base.Seq || o.buf != nil {
+		t.Errorf("overlayer gave Seq %d for %d and kept buffer of %d pods", s.Seq, base.Seq, len(o.buf))
 	}
 }

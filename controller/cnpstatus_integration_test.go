@@ -136,7 +136,7 @@ func startWriter(t *testing.T, c *kube.Cluster, src *source.KubeSource, identity
 	w := &statusWriter{}
 	w.ClusterPolicyStatus = &ClusterPolicyStatus{Client: w.writes.client(t, c.RestConfig).ClusterNetworkPolicyStatus(),
 		Latest: src.ClusterPolicy, Log: quiet, Recheck: 300 * time.Millisecond,
-		Lease: &Lease{Client: agentClient(t, c.RestConfig).Leases("kube-system"), Namespace: "kube-system", Name: ClusterPolicyStatusLease,
+		Lease: &Lease{Leases: agentClient(t, c.RestConfig).Leases, Namespace: "kube-system", Name: ClusterPolicyStatusLease,
 			Identity: identity, LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond,
 			Log: quiet}}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -10,6 +10,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/weir-cni/weir/controller/kube"
 )
@@ -22,8 +23,9 @@ import (
 // (never comparing clocks), renews it every RetryPeriod, and gives up
 // leading when no renewal succeeded for RenewDeadline.
 type Lease struct {
-	// Client reads and writes the Leases of Namespace.
-	Client kube.LeaseClient
+	// Leases returns the client of a namespace's Leases (kube.Client's
+	// Leases); Run takes Namespace's.
+	Leases func(namespace string) kube.LeaseClient
 	// Namespace and Name locate the Lease.
 	Namespace, Name string
 	// Identity names this agent in the Lease; unique per agent (its
@@ -34,11 +36,21 @@ type Lease struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	Log                                       *slog.Logger
 
+	// client is Leases(Namespace), set by Run.
+	client kube.LeaseClient
 	// observed is the Lease's spec when last read or written, first seen
 	// at observedAt (this agent's clock).
 	observed   coordinationv1.LeaseSpec
 	observedAt time.Time
+	// jitter is wait.Jitter, or a test's stand-in.
+	jitter func(d time.Duration, maxFactor float64) time.Duration
 }
+
+// leaseJitter is the jitter factor of the tries to take the Lease,
+// client-go's leaderelection.JitterFactor: a try waits RetryPeriod and up
+// to 1.2 times more, so that agents started together (a DaemonSet rolled
+// out) do not all poll the API server in step.
+const leaseJitter = 1.2
 
 // Run takes part in the election until ctx ends. Each time this agent wins
 // the Lease it runs lead, with a context that ends when the Lease is lost;
@@ -46,9 +58,10 @@ type Lease struct {
 // holds it, so another agent takes over without waiting for it to expire,
 // and returns once lead has returned.
 func (l *Lease) Run(ctx context.Context, lead func(context.Context)) error {
-	if l.Client == nil || l.Name == "" || l.Identity == "" {
-		return fmt.Errorf("lease %s/%s: client, name and identity are required", l.Namespace, l.Name)
+	if l.Leases == nil || l.Namespace == "" || l.Name == "" || l.Identity == "" {
+		return fmt.Errorf("lease %s/%s: client, namespace, name and identity are required", l.Namespace, l.Name)
 	}
+	l.client = l.Leases(l.Namespace)
 	for l.acquire(ctx) {
 		l.hold(ctx, lead)
 	}
@@ -64,19 +77,26 @@ func (l *Lease) log() *slog.Logger {
 
 func (l *Lease) key() string { return l.Namespace + "/" + l.Name }
 
-// acquire tries every RetryPeriod until this agent holds the Lease (true)
-// or ctx ends (false).
+// acquire tries until this agent holds the Lease (true) or ctx ends
+// (false), waiting RetryPeriod jittered by leaseJitter after each try, as
+// client-go's wait.JitterUntil does (sliding: the wait starts when the try
+// ends).
 func (l *Lease) acquire(ctx context.Context) bool {
-	t := time.NewTicker(orDefault(l.RetryPeriod, 2*time.Second))
-	defer t.Stop()
+	jitter := l.jitter
+	if jitter == nil {
+		jitter = wait.Jitter
+	}
+	retry := orDefault(l.RetryPeriod, 2*time.Second)
 	for ctx.Err() == nil {
 		if l.tryHold(ctx, time.Now().Add(orDefault(l.RenewDeadline, 10*time.Second))) {
 			return true
 		}
+		t := time.NewTimer(jitter(retry, leaseJitter))
 		select {
 		case <-ctx.Done():
 		case <-t.C:
 		}
+		t.Stop()
 	}
 	return false
 }
@@ -144,9 +164,9 @@ func (l *Lease) tryHold(ctx context.Context, until time.Time) bool {
 	ctx, cancel := context.WithDeadline(ctx, until)
 	defer cancel()
 	now := time.Now()
-	cur, err := l.Client.Get(ctx, l.Name, metav1.GetOptions{})
+	cur, err := l.client.Get(ctx, l.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		created, err := l.Client.Create(ctx, l.taken(&coordinationv1.Lease{
+		created, err := l.client.Create(ctx, l.taken(&coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Namespace: l.Namespace, Name: l.Name}}, now), metav1.CreateOptions{})
 		return l.wrote(created, err, now)
 	}
@@ -163,7 +183,7 @@ func (l *Lease) tryHold(ctx context.Context, until time.Time) bool {
 			return false
 		}
 	}
-	updated, err := l.Client.Update(ctx, l.taken(cur.DeepCopy(), now), metav1.UpdateOptions{})
+	updated, err := l.client.Update(ctx, l.taken(cur.DeepCopy(), now), metav1.UpdateOptions{})
 	return l.wrote(updated, err, now)
 }
 
@@ -200,7 +220,7 @@ func (l *Lease) wrote(lease *coordinationv1.Lease, err error, now time.Time) boo
 func (l *Lease) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), orDefault(l.RenewDeadline, 10*time.Second))
 	defer cancel()
-	cur, err := l.Client.Get(ctx, l.Name, metav1.GetOptions{})
+	cur, err := l.client.Get(ctx, l.Name, metav1.GetOptions{})
 	if err != nil || deref(cur.Spec.HolderIdentity) != l.Identity {
 		return
 	}
@@ -208,7 +228,7 @@ func (l *Lease) release() {
 	t := metav1.NewMicroTime(time.Now())
 	upd.Spec.HolderIdentity, upd.Spec.LeaseDurationSeconds = ptr(""), ptr(int32(1))
 	upd.Spec.AcquireTime, upd.Spec.RenewTime = &t, &t
-	if _, err := l.Client.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+	if _, err := l.client.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 		l.log().Warn("release lease", "lease", l.key(), "err", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,15 +28,23 @@ type leaseRun struct {
 
 func runLease(t *testing.T, cs *fake.Clientset, identity string) *leaseRun {
 	t.Helper()
-	return runLeaseOf(t, &Lease{Client: cs.CoordinationV1().Leases("kube-system"), Identity: identity,
+	return runLeaseOf(t, &Lease{Leases: fakeLeases(cs), Identity: identity,
 		LeaseDuration: time.Second, RenewDeadline: 300 * time.Millisecond, RetryPeriod: 50 * time.Millisecond})
+}
+
+// fakeLeases is cs's Leases client of each namespace.
+func fakeLeases(cs *fake.Clientset) func(string) kube.LeaseClient {
+	return func(ns string) kube.LeaseClient { return cs.CoordinationV1().Leases(ns) }
 }
 
 // runLeaseOf runs l (its Namespace, Name and Log set here).
 func runLeaseOf(t *testing.T, l *Lease) *leaseRun {
 	t.Helper()
 	identity := l.Identity
-	l.Namespace, l.Name, l.Log = "kube-system", "test", slog.New(slog.NewTextHandler(io.Discard, nil))
+	if l.Namespace == "" {
+		l.Namespace = "kube-system"
+	}
+	l.Name, l.Log = "test", slog.New(slog.NewTextHandler(io.Discard, nil))
 	r := &leaseRun{leading: make(chan struct{}, 10), lost: make(chan struct{}, 10)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -116,11 +125,15 @@ func TestLeaseTakesExpiredLease(t *testing.T) {
 // RenewDeadline, the lead's context ends.
 func TestLeaseLostWhenRenewalsFail(t *testing.T) {
 	cs := fake.NewClientset()
+	var refuse atomic.Bool
+	// Installed before the agent runs: the fake's reactor chain is not
+	// safe to change while it is read.
+	cs.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return refuse.Load(), nil, errors.New("refused")
+	})
 	a := runLease(t, cs, "a")
 	within(t, a.leading, "a leading")
-	cs.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, errors.New("refused")
-	})
+	refuse.Store(true)
 	within(t, a.lost, "a's lead ending")
 }
 
@@ -161,7 +174,7 @@ func (c *slowLeases) Update(ctx context.Context, l *coordinationv1.Lease, o meta
 func TestLeaseRenewalNeverOverrunsItsDeadline(t *testing.T) {
 	const deadline = 2 * time.Second
 	c := &slowLeases{LeaseClient: fake.NewClientset().CoordinationV1().Leases("kube-system")}
-	a := runLeaseOf(t, &Lease{Client: c, Identity: "a", LeaseDuration: 3 * time.Second, RenewDeadline: deadline,
+	a := runLeaseOf(t, &Lease{Leases: func(string) kube.LeaseClient { return c }, Identity: "a", LeaseDuration: 3 * time.Second, RenewDeadline: deadline,
 		RetryPeriod: 100 * time.Millisecond})
 	within(t, a.leading, "a leading")
 	time.Sleep(300 * time.Millisecond) // a renewal or two
@@ -181,7 +194,7 @@ func TestLeaseRenewalNeverOverrunsItsDeadline(t *testing.T) {
 // Lease stops leading at once, not at its renew deadline.
 func TestLeaseLostToAnotherHolder(t *testing.T) {
 	cs := fake.NewClientset()
-	a := runLeaseOf(t, &Lease{Client: cs.CoordinationV1().Leases("kube-system"), Identity: "a",
+	a := runLeaseOf(t, &Lease{Leases: fakeLeases(cs), Identity: "a",
 		LeaseDuration: time.Minute, RenewDeadline: 30 * time.Second, RetryPeriod: 50 * time.Millisecond})
 	within(t, a.leading, "a leading")
 	l := holder(t, cs)
@@ -190,4 +203,47 @@ func TestLeaseLostToAnotherHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	within(t, a.lost, "a's lead ending (within 10 s, its renew deadline is 30 s)")
+}
+
+// TestLeaseInItsNamespace: the Lease is read and written in Namespace,
+// through the client Leases gives for it.
+func TestLeaseInItsNamespace(t *testing.T) {
+	cs := fake.NewClientset()
+	a := runLeaseOf(t, &Lease{Leases: fakeLeases(cs), Namespace: "weir-system", Identity: "a",
+		LeaseDuration: time.Second, RenewDeadline: 300 * time.Millisecond, RetryPeriod: 50 * time.Millisecond})
+	within(t, a.leading, "a leading")
+	l, err := cs.CoordinationV1().Leases("weir-system").Get(context.Background(), "test", metav1.GetOptions{})
+	if err != nil || deref(l.Spec.HolderIdentity) != "a" || l.Namespace != "weir-system" {
+		t.Fatalf("lease in weir-system: %v, %v; want held by a", l, err)
+	}
+	if l, err := cs.CoordinationV1().Leases("kube-system").Get(context.Background(), "test", metav1.GetOptions{}); err == nil {
+		t.Errorf("a lease in kube-system too: %v", l.Spec)
+	}
+}
+
+// TestLeaseTriesJittered: an agent waiting for a Lease another holds waits
+// RetryPeriod jittered by client-go's factor 1.2 between its tries.
+func TestLeaseTriesJittered(t *testing.T) {
+	now := metav1.NewMicroTime(time.Now())
+	cs := fake.NewClientset(&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "test",
+		ResourceVersion: "1"}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr("other"),
+		LeaseDurationSeconds: ptr(int32(3600)), RenewTime: &now, AcquireTime: &now}})
+	type call struct {
+		d      time.Duration
+		factor float64
+	}
+	calls := make(chan call, 100)
+	const retry = 20 * time.Millisecond
+	runLeaseOf(t, &Lease{Leases: fakeLeases(cs), Identity: "b", RetryPeriod: retry,
+		jitter: func(d time.Duration, f float64) time.Duration { calls <- call{d, f}; return d }})
+	for range 3 {
+		select {
+		case c := <-calls:
+			if c.d != retry || c.factor != 1.2 {
+				t.Fatalf("jitter(%v, %v), want jitter(%v, 1.2)", c.d, c.factor, retry)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no jittered wait between tries")
+		}
+	}
 }

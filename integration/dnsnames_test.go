@@ -276,9 +276,23 @@ func (d dnsClient) lookup(network, name string) ([]netip.Addr, error) {
 	return addrs, nil
 }
 
-// connect is one TCP exchange with the echo on port 80 of addr.
-func (d dnsClient) connect(addr netip.Addr) error {
-	return testkit.Exchange(d.netns, d.src, addr, "tcp", 80, probeWait)
+// connect is one TCP exchange with the echo on port 80 of addr, each step
+// bounded by probeWait, or by allowWait when it should pass (want): a
+// loaded machine may be slow to run it. A connection whose SYN was sent
+// again fails all the same: the address was not open at once (its first
+// SYN was dropped), which 1 s, the first retransmission timeout, caught
+// for every connection before.
+func (d dnsClient) connect(addr netip.Addr, want bool) error {
+	wait := probeTimeout(testkit.Probe{Want: want})
+	conn, err := testkit.DialFrom(d.netns, d.src, addr, "tcp", 80, wait)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if n, err := testkit.Retransmits(conn.(*net.TCPConn)); err != nil || n > 0 {
+		return fmt.Errorf("tcp %s -> %s port 80: SYN sent again (%d segments, %v): not open at once", d.src, addr, n, err)
+	}
+	return testkit.Echoes(conn, addr, wait)
 }
 
 // lookupConnect looks name up and connects to its first address at once;
@@ -288,7 +302,7 @@ func (d dnsClient) lookupConnect(network, name string) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	if err := d.connect(addrs[0]); err != nil {
+	if err := d.connect(addrs[0], true); err != nil {
 		return addrs[0], fmt.Errorf("%s right after its %s answer to %s: %w", addrs[0], network, name, err)
 	}
 	return addrs[0], nil
@@ -310,7 +324,7 @@ func (d dnsClient) waitDNS(t *testing.T) {
 // checkConnect fails t unless connecting from d to addr is allowed as want.
 func checkConnect(t *testing.T, d dnsClient, addr netip.Addr, want bool, why string) {
 	t.Helper()
-	err := d.connect(addr)
+	err := d.connect(addr, want)
 	if got := err == nil; got != want {
 		t.Errorf("%s -> %s tcp/80 (%s): allowed=%v, want %v (%v)", d.ref, addr, why, got, want, err)
 	}

@@ -299,17 +299,18 @@ func (c *simCluster) setPolicies(yaml string) {
 func (c *simCluster) probeAll(t *testing.T, probes []testkit.Probe) {
 	t.Helper()
 	for _, p := range probes {
-		err := c.try(p)
+		err := c.try(p, probeTimeout(p))
 		if (err == nil) != p.Want {
 			t.Errorf("%s: allowed=%v, want %v (%v)", p, err == nil, p.Want, err)
 		}
 	}
 }
 
-// try runs one pod-to-pod probe: nil when the echo came back.
-func (c *simCluster) try(p testkit.Probe) error {
+// try runs one pod-to-pod probe, each step bounded by timeout: nil when
+// the echo came back.
+func (c *simCluster) try(p testkit.Probe, timeout time.Duration) error {
 	src, dst := c.pods[p.From], c.pods[p.To]
-	return testkit.Exchange(src.netns, family(src.ips, p.V6), family(dst.ips, p.V6), p.Proto, p.Port, probeTimeout(p))
+	return testkit.Exchange(src.netns, family(src.ips, p.V6), family(dst.ips, p.V6), p.Proto, p.Port, timeout)
 }
 
 // family is the first address of ips of the family v6 says, or none.

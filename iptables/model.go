@@ -104,12 +104,13 @@ type rule struct {
 }
 
 // leaves reports whether every packet that reaches r leaves its chain
-// there: r goes (-g) to its target and matches every packet (a comment
-// matches all), so no rule after it is reached.
+// there: r goes (-g) to its target and matches every packet, having no
+// match but its comment (which matches all), so no rule after it is
+// reached. The matches are those matchArgs renders, so that a match
+// added there counts here.
 func (r rule) leaves() bool {
-	matches := r.src + r.dst + r.srcRange + r.dstRange + r.proto + r.dport + r.ctStates +
-		r.iif + r.oif + r.srcGroup + r.dstGroup + r.limit
-	return r.goTo && matches == "" && !r.rpfail && len(r.marks) == 0
+	r.comment = ""
+	return r.goTo && r.nflog == nil && r.setMark == nil && len(r.matchArgs()) == 0
 }
 
 // markTest is ruleset.MatchMark: every bit of bits set in the packet mark
@@ -137,6 +138,26 @@ func (t *table) chain(name string) *chain {
 
 // args renders the rule in the order iptables-save prints it.
 func (r rule) args() []string {
+	a := r.matchArgs()
+	if r.nflog != nil {
+		p := r.nflog.prefix
+		if len(p) > maxNflogPrefix {
+			p = p[:maxNflogPrefix]
+		}
+		return append(a, "-j", "NFLOG", "--nflog-prefix", quote(p), "--nflog-group", strconv.Itoa(int(r.nflog.group)))
+	}
+	if m := r.setMark; m != nil {
+		return append(a, "-j", "MARK", "--set-xmark", hexMask(m.Value, m.Mask))
+	}
+	if r.goTo {
+		return append(a, "-g", r.target)
+	}
+	return append(a, "-j", r.target)
+}
+
+// matchArgs renders the rule's matches, its comment among them, in the
+// order iptables-save prints them: nil when it has none.
+func (r rule) matchArgs() []string {
 	var a []string
 	if r.src != "" {
 		a = append(a, "-s", r.src)
@@ -182,21 +203,6 @@ func (r rule) args() []string {
 	}
 	if r.limit != "" {
 		a = append(a, "-m", "limit", "--limit", r.limit) // burst 5: the default
-	}
-	if r.nflog != nil {
-		p := r.nflog.prefix
-		if len(p) > maxNflogPrefix {
-			p = p[:maxNflogPrefix]
-		}
-		return append(a, "-j", "NFLOG", "--nflog-prefix", quote(p), "--nflog-group", strconv.Itoa(int(r.nflog.group)))
-	}
-	if m := r.setMark; m != nil {
-		return append(a, "-j", "MARK", "--set-xmark", hexMask(m.Value, m.Mask))
-	}
-	if r.goTo {
-		a = append(a, "-g", r.target)
-	} else {
-		a = append(a, "-j", r.target)
 	}
 	return a
 }

@@ -2,8 +2,10 @@ package iptables
 
 import (
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/weir-cni/weir/ruleset"
 )
@@ -112,5 +114,44 @@ func TestElemRules(t *testing.T) {
 				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 		})
+	}
+}
+
+// TestRuleLeavesOnlyWithoutMatches sets each field of a goto rule in turn:
+// leaves holds with only its comment or counter set (they match every
+// packet), and with any match set (a field args renders before the
+// target) or a target that goes on with the next rule (NFLOG, MARK) it
+// does not. A field added to rule fails here until it is listed below or
+// leaves sees it.
+func TestRuleLeavesOnlyWithoutMatches(t *testing.T) {
+	base := rule{target: "WEIR-x", goTo: true}
+	if !base.leaves() {
+		t.Fatalf("%v: a goto without matches does not leave", base.args())
+	}
+	keeps := map[string]bool{"comment": true, "counter": true, "target": true} // leaves holds with these set
+	v := reflect.ValueOf(&base).Elem()
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Name
+		if name == "goTo" || name == "notIif" || name == "notOif" { // only with a match, or r is not a goto
+			continue
+		}
+		r := base
+		f := reflect.ValueOf(&r).Elem().Field(i)
+		f = reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem()
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("1")
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Slice:
+			f.Set(reflect.MakeSlice(f.Type(), 1, 1))
+		case reflect.Pointer:
+			f.Set(reflect.New(f.Type().Elem()))
+		default:
+			t.Fatalf("field %s: kind %s not handled by this test", name, f.Kind())
+		}
+		if got := r.leaves(); got != keeps[name] {
+			t.Errorf("goto rule with %s set (%v): leaves = %v, want %v", name, r.args(), got, keeps[name])
+		}
 	}
 }

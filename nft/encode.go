@@ -20,9 +20,6 @@ import (
 // largest producers of garbage of a full sync. ruleMessage and
 // elemsMessage write each message into one buffer.
 
-// newRuleType is the header type of a NEWRULE message.
-const newRuleType = netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWRULE)
-
 // attrWriter appends netlink attributes to a buffer. The applier's keeps
 // appending the messages of a batch to one buffer, a chunk at a time
 // (reserve), each message a slice of it.
@@ -111,7 +108,7 @@ func (w *attrWriter) value(typ uint16, data []byte) {
 // kernelCounter(name): a counter at zero.
 func counterMessage(w *attrWriter, name string) netlink.Message {
 	w.reserve(96 + len(name))
-	start := w.header()
+	start := w.header(weirTable.Family)
 	w.str(unix.NFTA_OBJ_TABLE, weirTable.Name)
 	w.str(unix.NFTA_OBJ_NAME, name)
 	w.u32(unix.NFTA_OBJ_TYPE, unix.NFT_OBJECT_COUNTER)
@@ -119,46 +116,46 @@ func counterMessage(w *attrWriter, name string) netlink.Message {
 	w.u64(unix.NFTA_COUNTER_BYTES, 0)
 	w.u64(unix.NFTA_COUNTER_PACKETS, 0)
 	w.end(data)
-	return w.request(start, unix.NFT_MSG_NEWOBJ)
+	return w.request(start, unix.NFT_MSG_NEWOBJ, 0)
 }
 
 // chainMessage is the NEWCHAIN message google/nftables' AddChain queues
 // for kernelChain of a regular chain (one without a hook) named name.
 func chainMessage(w *attrWriter, name string) netlink.Message {
 	w.reserve(32 + len(name))
-	start := w.header()
+	start := w.header(weirTable.Family)
 	w.str(unix.NFTA_CHAIN_TABLE, weirTable.Name)
 	w.str(unix.NFTA_CHAIN_NAME, name)
-	return w.request(start, unix.NFT_MSG_NEWCHAIN)
+	return w.request(start, unix.NFT_MSG_NEWCHAIN, 0)
 }
 
-// header appends the nfgenmsg of a message of the table's family and
-// returns where the message starts.
-func (w *attrWriter) header() int {
+// header appends the nfgenmsg of a message of family fam and returns
+// where the message starts.
+func (w *attrWriter) header(fam nftables.TableFamily) int {
 	start := len(w.b)
-	w.b = append(w.b, byte(weirTable.Family), unix.NFNETLINK_V0, 0, 0)
+	w.b = append(w.b, byte(fam), unix.NFNETLINK_V0, 0, 0)
 	return start
 }
 
 // request is the message of type typ whose data was appended since start,
-// with the flags google/nftables gives a request that creates an object.
-func (w *attrWriter) request(start int, typ uint16) netlink.Message {
+// with the flags google/nftables gives a request that creates an object
+// and flags.
+func (w *attrWriter) request(start int, typ uint16, flags netlink.HeaderFlags) netlink.Message {
 	return netlink.Message{
 		Header: netlink.Header{
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ),
-			Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
+			Flags: netlink.Request | netlink.Acknowledge | netlink.Create | flags,
 		},
 		Data: w.message(start),
 	}
 }
 
 // ruleMessage is the NEWRULE message google/nftables' AddRule queues for kr
-// (a rule without handle, position or compat expressions, as kernelRule
+// (a rule without handle, position or compat expressions, as exprBuf.rule
 // builds them).
 func ruleMessage(w *attrWriter, kr *nftables.Rule) (netlink.Message, error) {
 	w.reserve(2048)
-	start := len(w.b)
-	w.b = append(w.b, byte(kr.Table.Family), unix.NFNETLINK_V0, 0, 0)
+	start := w.header(kr.Table.Family)
 	w.str(unix.NFTA_RULE_TABLE, kr.Table.Name)
 	w.str(unix.NFTA_RULE_CHAIN, kr.Chain.Name)
 	list := w.begin(unix.NFTA_RULE_EXPRESSIONS)
@@ -173,13 +170,7 @@ func ruleMessage(w *attrWriter, kr *nftables.Rule) (netlink.Message, error) {
 	if kr.UserData != nil {
 		w.put(unix.NFTA_RULE_USERDATA, kr.UserData)
 	}
-	return netlink.Message{
-		Header: netlink.Header{
-			Type:  newRuleType,
-			Flags: netlink.Request | netlink.Acknowledge | netlink.Create | unix.NLM_F_ECHO | unix.NLM_F_APPEND,
-		},
-		Data: w.message(start),
-	}, nil
+	return w.request(start, unix.NFT_MSG_NEWRULE, unix.NLM_F_ECHO|unix.NLM_F_APPEND), nil
 }
 
 // expr appends expression e (its name and data). The expressions a policy
@@ -298,8 +289,7 @@ func elemsMessage(w *attrWriter, ks *nftables.Set, els []nftables.SetElement, ty
 		size += elemSize(e) + 12 // and a timeout
 	}
 	w.reserve(size)
-	start := len(w.b)
-	w.b = append(w.b, byte(ks.Table.Family), unix.NFNETLINK_V0, 0, 0)
+	start := w.header(ks.Table.Family)
 	w.str(unix.NFTA_SET_ELEM_LIST_SET, ks.Name)
 	w.u32(unix.NFTA_SET_ELEM_LIST_SET_ID, ks.ID)
 	w.str(unix.NFTA_SET_ELEM_LIST_TABLE, ks.Table.Name)
@@ -325,5 +315,5 @@ func elemsMessage(w *attrWriter, ks *nftables.Set, els []nftables.SetElement, ty
 		w.end(item)
 	}
 	w.end(list)
-	return w.request(start, typ), nil
+	return w.request(start, typ, 0), nil
 }

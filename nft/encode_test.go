@@ -16,6 +16,12 @@ import (
 	"github.com/weir-cni/weir/ruleset"
 )
 
+// kernelRule compiles one rule to expressions with an exprBuf of its own,
+// for the library's encoding to compare with (see exprBuf.rule).
+func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) bool) *nftables.Rule {
+	return new(exprBuf).rule(chain, r, interval)
+}
+
 // everyRuleKind is a chain with a rule of every kind kernelRule encodes
 // that compiled clusters may lack: logs (with and without a rate), marks,
 // tproxy, masquerade, the reverse-path test, interface names, negated

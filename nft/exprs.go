@@ -216,12 +216,6 @@ func kernelChain(c ruleset.Chain) *nftables.Chain {
 	return kc
 }
 
-// kernelRule compiles one rule to expressions. interval tells whether a set
-// is an interval set (nft adds a byteorder step for meta l4proto there).
-func kernelRule(chain *nftables.Chain, r ruleset.Rule, interval func(string) bool) *nftables.Rule {
-	return new(exprBuf).rule(chain, r, interval)
-}
-
 // exprBuf holds the expressions of the rule being encoded, of the kinds a
 // policy rule is made of: rule builds each rule from it anew, reusing what
 // the rule before held, so that the applier, which encodes each rule
@@ -281,7 +275,8 @@ func (b *exprBuf) reset() {
 	b.data = b.data[:0]
 }
 
-// rule compiles one rule to expressions (see kernelRule).
+// rule compiles one rule to expressions. interval tells whether a set is
+// an interval set (nft adds a byteorder step for meta l4proto there).
 func (b *exprBuf) rule(chain *nftables.Chain, r ruleset.Rule, interval func(string) bool) *nftables.Rule {
 	b.reset()
 	var (

@@ -237,11 +237,11 @@ func sameSetDef(a, b Set) bool {
 }
 
 func sameRules(a, b []Rule) bool {
+	if sameList(a, b) {
+		return true // shared: a Compiler reuses what did not change
+	}
 	if len(a) != len(b) {
 		return false
-	}
-	if len(a) == 0 || &a[0] == &b[0] {
-		return true // shared: a Compiler reuses what did not change
 	}
 	for i := range a {
 		if !sameRule(a[i], b[i]) {
@@ -275,11 +275,11 @@ func samePointee[T comparable](a, b *T) bool {
 
 // sameElems is the fast path of Diff: most sets do not change.
 func sameElems(a, b []Elem) bool {
+	if sameList(a, b) {
+		return true // shared: a Compiler reuses what did not change
+	}
 	if len(a) != len(b) {
 		return false
-	}
-	if len(a) == 0 || &a[0] == &b[0] {
-		return true // shared: a Compiler reuses what did not change
 	}
 	for i := range a {
 		if len(a[i].Key) != len(b[i].Key) || !sameElemVerdict(a[i], b[i]) {
@@ -390,7 +390,7 @@ func trimShared(old, new []Elem) ([]Elem, []Elem) {
 // sameElem tells whether a and b are the same element: the same key
 // memory and an equal verdict.
 func sameElem(a, b Elem) bool {
-	return len(a.Key) == len(b.Key) && len(a.Key) > 0 && &a.Key[0] == &b.Key[0] && sameElemVerdict(a, b)
+	return len(a.Key) > 0 && sameList(a.Key, b.Key) && sameElemVerdict(a, b)
 }
 
 // sameElemVerdict tells whether a and b have equal map verdicts.

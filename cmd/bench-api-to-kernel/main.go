@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -81,6 +82,9 @@ func run() int {
 	}
 	if err == nil {
 		err = o.validate()
+	}
+	if err == nil {
+		err = checkProfileDir(o.heapProfiles)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-api-to-kernel:", err)
@@ -172,6 +176,24 @@ func (o options) validate() error {
 			o.peerRounds, o.peerDuration)
 	}
 	return nil
+}
+
+// checkProfileDir makes dir, the -heap-profiles directory, unless it
+// exists, and checks that a file can be written in it: a run that would
+// fail to save its profiles fails before it sets its cluster up. Nothing
+// to check when dir is empty.
+func checkProfileDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("-heap-profiles: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".bench-api-to-kernel-check-")
+	if err != nil {
+		return fmt.Errorf("-heap-profiles: %w", err)
+	}
+	return errors.Join(f.Close(), os.Remove(f.Name()))
 }
 
 // parseSizes looks up comma-separated size names.

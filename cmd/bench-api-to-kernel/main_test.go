@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 // -sizes and -peer-sizes: known names, in order, spaces allowed; any
 // unknown name is an error.
@@ -13,5 +17,28 @@ func TestParseSizes(t *testing.T) {
 		if got, err := parseSizes(bad); err == nil {
 			t.Errorf("parseSizes(%q) = %v, want an error", bad, got)
 		}
+	}
+}
+
+// -heap-profiles: a directory that does not exist is made, one that
+// cannot be (under a file) is an error, and nothing is left in either.
+func TestCheckProfileDir(t *testing.T) {
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "a", "b")
+	if err := checkProfileDir(dir); err != nil {
+		t.Fatalf("checkProfileDir(%s): %v", dir, err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Errorf("%s after the check: %v, %v; want an empty directory", dir, ents, err)
+	}
+	file := filepath.Join(tmp, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkProfileDir(filepath.Join(file, "profiles")); err == nil {
+		t.Errorf("checkProfileDir under a file: no error")
+	}
+	if err := checkProfileDir(""); err != nil {
+		t.Errorf("checkProfileDir(\"\"): %v", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weir-cni/weir/agentapi"
 	"github.com/weir-cni/weir/integration/kube"
 	"github.com/weir-cni/weir/internal/synth"
 	"github.com/weir-cni/weir/internal/testkit"
@@ -33,14 +34,18 @@ const metricsAddr = "127.0.0.1:9765"
 
 // sample is one timed change: from the API write until the bench saw its
 // effect in the kernel, and the phases of the agent's sync that applied
-// it (zero when the agent did not report them).
+// it (zero, phased false, when the agent did not report them).
 type sample struct {
 	total time.Duration
 	// watch is from the write to the agent's informer event (the API
 	// write's own round trip included); queue from that event to the
-	// sync's start; read, compile and apply the sync's phases; poll from
-	// the kernel having it to the bench seeing it.
+	// sync's start; read, compile and apply the sync's phases, apply
+	// ending when the agent had the kernel's acknowledgement or the bench
+	// saw the change, whichever came first; poll from then to the bench
+	// reading the commit's effect (see phases).
 	watch, queue, read, compile, apply, poll time.Duration
+	// phased tells that the agent reported the phases (see phases).
+	phased bool
 }
 
 // measure runs the agent bin on cl's node, prints its figures, each line
@@ -224,23 +229,35 @@ func printSamples(pr func(string, ...any), what string, s []sample, target strin
 	totals := phase(s, func(s sample) time.Duration { return s.total })
 	printLatency(pr, "API write -> kernel, "+what, totals, target)
 	// Phases only of the samples the agent reported its sync times for.
-	s = slices.DeleteFunc(slices.Clone(s), func(s sample) bool { return s.apply == 0 })
+	s = slices.DeleteFunc(slices.Clone(s), func(s sample) bool { return !s.phased })
 	if len(s) == 0 {
 		pr("  p50 by phase: n/a (the agent does not report its sync times)")
 		return totals
 	}
+	if over := slices.DeleteFunc(slices.Clone(s), func(s sample) bool { return !s.overrun() }); len(over) > 0 {
+		pr("  %d of %d samples have phases adding up to more than their total (the sync the agent reported is not the one that made the change):",
+			len(over), len(s))
+		for _, x := range over {
+			pr("    %v: %s", x.total.Round(10*time.Microsecond), x.phaseList())
+		}
+	}
 	p50 := func(f func(sample) time.Duration) time.Duration { return pct(phase(s, f), 50) }
-	pr("  p50 by phase (%d samples): write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v", len(s),
+	pr("  p50 by phase (%d samples): write+watch %v, queue %v, read %v, compile %v, apply %v, bench read %v", len(s),
 		p50(func(s sample) time.Duration { return s.watch }), p50(func(s sample) time.Duration { return s.queue }),
 		p50(func(s sample) time.Duration { return s.read }), p50(func(s sample) time.Duration { return s.compile }),
 		p50(func(s sample) time.Duration { return s.apply }), p50(func(s sample) time.Duration { return s.poll }))
 	// The tail is a few samples: name where the slowest ones spent theirs.
 	slices.SortFunc(s, func(a, b sample) int { return cmp.Compare(b.total, a.total) })
 	for i, x := range s[:min(3, len(s))] {
-		pr("  slowest #%d %v: write+watch %v, queue %v, read %v, compile %v, apply %v, bench poll %v", i+1,
-			x.total.Round(10*time.Microsecond), x.watch, x.queue, x.read, x.compile, x.apply, x.poll)
+		pr("  slowest #%d %v: %s", i+1, x.total.Round(10*time.Microsecond), x.phaseList())
 	}
 	return totals
+}
+
+// phaseList spells s's phases.
+func (s sample) phaseList() string {
+	return fmt.Sprintf("write+watch %v, queue %v, read %v, compile %v, apply %v, bench read %v",
+		s.watch, s.queue, s.read, s.compile, s.apply, s.poll)
 }
 
 // printLatency prints the percentiles of sorted latencies.
@@ -269,6 +286,7 @@ type kernel struct {
 	fd   int
 	conn *nftables.Conn
 	set  *nftables.Set // egress-pods4, looked up once: its elements are read by name
+	gens *generations  // when to read it
 }
 
 // openKernel opens one lasting netlink socket in the node's namespace.
@@ -286,6 +304,10 @@ func openKernel(nodePath string) (*kernel, error) {
 		return nil, err
 	}
 	k := &kernel{fd: fd, conn: conn}
+	if k.gens, err = listenGenerations(fd); err != nil {
+		k.close()
+		return nil, err
+	}
 	table := &nftables.Table{Name: "weir", Family: nftables.TableFamilyINet}
 	if k.set, err = conn.GetSetByName(table, "egress-pods4"); err != nil {
 		k.close()
@@ -295,6 +317,9 @@ func openKernel(nodePath string) (*kernel, error) {
 }
 
 func (k *kernel) close() {
+	if k.gens != nil {
+		k.gens.close()
+	}
 	_ = k.conn.CloseLasting()
 	_ = unix.Close(k.fd)
 }
@@ -321,19 +346,19 @@ type meter struct {
 }
 
 // timed runs write and waits until ip is (want) or is not in the
-// egress-isolation map, then asks the agent for the phases of the sync
-// that put it there.
+// egress-isolation map, reading it after each kernel commit, then asks the
+// agent for the phases of the sync that put it there.
 func (m *meter) timed(ctx context.Context, ip netip.Addr, want bool, write func(context.Context) error) (sample, error) {
-	t0 := time.Now() // the write itself
+	latest(m.k.gens.commits, time.Time{}) // commits before the write
+	t0 := time.Now()                      // the write itself
 	if err := write(ctx); err != nil {
 		return sample{}, err
 	}
 	isolated := func() (bool, error) { return m.k.isolated(ip) }
-	if err := await(ctx, isolated, want, t0, 200*time.Microsecond, 30*time.Second); err != nil {
+	seen, err := m.k.gens.await(ctx, isolated, want, 30*time.Second, 20*time.Millisecond)
+	if err != nil {
 		return sample{}, fmt.Errorf("%s: %w", ip, err)
 	}
-	seen := time.Now()
-	s := sample{total: seen.Sub(t0)}
 	// The agent publishes its status after the reconcilers, just after
 	// the kernel has the ruleset.
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
@@ -341,15 +366,38 @@ func (m *meter) timed(ctx context.Context, ip netip.Addr, want bool, write func(
 		if err != nil {
 			return sample{}, err
 		}
-		ts := st.LastSyncTimes
-		if ts.Applied.After(t0) && !ts.FirstEvent.IsZero() {
-			s.watch, s.queue = ts.FirstEvent.Sub(t0), ts.Start.Sub(ts.FirstEvent)
-			s.read, s.compile, s.apply = ts.Read.Sub(ts.Start), ts.Compiled.Sub(ts.Read), ts.Applied.Sub(ts.Compiled)
-			s.poll = seen.Sub(ts.Applied)
-			break
+		if ts := st.LastSyncTimes; ts.Applied.After(t0) && !ts.FirstEvent.IsZero() {
+			return phases(t0, seen, ts), nil
 		}
 	}
-	return s, nil
+	return sample{total: seen.Sub(t0)}, nil
+}
+
+// phases is the sample of a change written at t0 and seen in the kernel
+// at seen, split by ts, the times of the sync the agent reports for it.
+// The agent stamps Applied when its apply returns, which may be after the
+// kernel shows the change (the commit's acknowledgement is on its way):
+// the apply phase ends at seen when the bench saw the change first, and
+// poll is then zero. Each phase starts where the
+// one before ends, so they add up to total unless ts is not the sync that
+// made the change (see sample.overrun).
+func phases(t0, seen time.Time, ts agentapi.SyncTimes) sample {
+	applied := ts.Applied
+	if applied.After(seen) {
+		applied = seen
+	}
+	return sample{total: seen.Sub(t0),
+		watch: ts.FirstEvent.Sub(t0), queue: ts.Start.Sub(ts.FirstEvent),
+		read: ts.Read.Sub(ts.Start), compile: ts.Compiled.Sub(ts.Read),
+		apply: max(applied.Sub(ts.Compiled), 0), poll: seen.Sub(applied), phased: true}
+}
+
+// overrun reports whether s's phases add up to more than its total: the
+// sync they are of compiled after the bench saw the change in the kernel,
+// so another sync made it (or the clocks disagree), and the phases do not
+// explain the total.
+func (s sample) overrun() bool {
+	return s.watch+s.queue+s.read+s.compile+s.apply+s.poll > s.total
 }
 
 // labelChanges flips the target pod's app label between an unselected

@@ -73,7 +73,7 @@ func run() int {
 		dnsMaxAddrs  = flag.Uint("dns-max-addresses", uint(policy.DefaultDNSSetSize), "most learned pod . address pairs per domainNames rule and family; past it new answers are counted and logged, their addresses stay denied")
 		leaseNS      = flag.String("lease-namespace", envOr("POD_NAMESPACE", metav1.NamespaceSystem), "namespace of the agents' Leases (default $POD_NAMESPACE, else kube-system)")
 		gcPercent    = flag.Int("gc-percent", defaultGCPercent, "Go's GOGC for the agent: collect when the heap has grown this percent over the live heap (Go's default, 100, doubles a large cluster's caches and compiler state; lower costs CPU); $GOGC, when set, wins")
-		headroom     = flag.Float64("heap-headroom", 0, "after each garbage collection, set Go's memory limit to the live heap plus this fraction of it (at least 32 MiB), so that a large cluster's caches do not double the heap; it costs sync latency (collections come sooner and overlap compiles: 0.5 at 50,000 pods took RSS 299 -> 213 MiB and label change p50 47 -> 77 ms); 0: off (GOGC alone), as it is when GOMEMLIMIT is set")
+		headroom     = flag.Float64("heap-headroom", 0, "after each garbage collection, set Go's memory limit to the live heap plus this fraction of it (at least 32 MiB), so that a large cluster's caches do not double the heap; it costs sync latency: the smaller the fraction, the sooner collections come and the more of them overlap compiles (the README has measured figures); 0: off (GOGC alone), as it is when GOMEMLIMIT is set")
 	)
 	flag.Parse()
 	log := newLogger(*logLevel)
@@ -146,7 +146,7 @@ func run() int {
 	errc := make(chan error, 4)
 	if api != nil && *cnpStatus {
 		w := &controller.ClusterPolicyStatus{Client: api.client.ClusterNetworkPolicyStatus(), Latest: api.source.ClusterPolicy,
-			Log: log, Lease: &controller.Lease{Client: api.client.Leases(*leaseNS), Namespace: *leaseNS, Name: controller.ClusterPolicyStatusLease,
+			Log: log, Lease: &controller.Lease{Leases: api.client.Leases, Namespace: *leaseNS, Name: controller.ClusterPolicyStatusLease,
 				Identity: *nodeName, Log: log}}
 		agent.ClusterPolicyStatus = w
 		go func() { errc <- w.Run(ctx) }()

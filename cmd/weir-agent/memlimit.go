@@ -9,11 +9,12 @@ import (
 	"sync/atomic"
 )
 
-// defaultGCPercent is the agent's GOGC unless $GOGC is set: Go's 100
+// defaultGCPercent is the agent's GOGC unless $GOGC is set. Go's 100
 // lets the heap grow to twice the live one (the caches and the compiler's
-// state) before it collects. At 50,000 pods / 5,000 policies (live heap
-// ≈135 MiB) 50 took RSS after the API bench's changes 296 -> 249 MiB for a
-// label change p50 of 24.9 ms instead of 23.7 (25: 210 MiB, 33.7 ms).
+// state) before it collects; the agent's heap is mostly that live state,
+// so halving the growth saves a large share of its memory, while the
+// collections it adds cost a sync little. Going lower makes them frequent
+// enough to slow syncs markedly (the README has the API bench's figures).
 const defaultGCPercent = 50
 
 // checkGCPercent checks --gc-percent: a positive GOGC.

@@ -16,7 +16,7 @@ import (
 // stays, selected by policies and a peer of others, for as long as it
 // runs: its grace period lasts until it is finished or gone from the API
 // server. The one exception is an address reused before the source saw the
-// old pod go (see yields): a pod that is not being deleted wins the
+// old pod go (see Yields): a pod that is not being deleted wins the
 // address, and a pod being deleted that holds one of its addresses is left
 // out. Two pods of the same kind that share an address both stay, as
 // before this rule. Pods keep the source's order (policy.Compile does not depend on
@@ -43,14 +43,14 @@ func Build(nodeName string, clusterCIDRs []netip.Prefix, o Objects) policy.Snaps
 	claimed := map[netip.Addr]bool{} // addresses of pods that are not being deleted
 	for i, p := range o.Pods {
 		pods[i], kept[i] = ConvertPod(p)
-		if kept[i] && claims(p) {
+		if kept[i] && Claims(p) {
 			for _, ip := range pods[i].IPs {
 				claimed[ip] = true
 			}
 		}
 	}
 	for i, p := range o.Pods {
-		if !kept[i] || yields(p) && slices.ContainsFunc(pods[i].IPs, func(ip netip.Addr) bool { return claimed[ip] }) {
+		if !kept[i] || Yields(p) && slices.ContainsFunc(pods[i].IPs, func(ip netip.Addr) bool { return claimed[ip] }) {
 			continue
 		}
 		s.Pods = append(s.Pods, pods[i])
@@ -131,19 +131,19 @@ func ConvertPod(p *Pod) (policy.Pod, bool) {
 	}, true
 }
 
-// yields reports whether p gives up its addresses to a pod that claims
-// them (see claims): p is being deleted. Its addresses go back to the IPAM
+// Yields reports whether p gives up its addresses to a pod that claims
+// them (see Claims): p is being deleted. Its addresses go back to the IPAM
 // only when its sandbox is torn down (CNI DEL), so a pod that is not being
 // deleted and has one of them got it after that, while the source still
 // showed p: p no longer runs with it. hostNetwork pods neither yield nor
 // claim: their addresses are the node's, shared by design.
-func yields(p *Pod) bool {
+func Yields(p *Pod) bool {
 	return p.DeletionTimestamp != nil && !p.HostNetwork
 }
 
-// claims reports whether p, when it converts, wins its addresses from pods
+// Claims reports whether p, when it converts, wins its addresses from pods
 // that yield them: it is not being deleted.
-func claims(p *Pod) bool {
+func Claims(p *Pod) bool {
 	return p.DeletionTimestamp == nil && !p.HostNetwork
 }
 

@@ -38,8 +38,8 @@ type View struct {
 	seq   uint64
 	moved map[podName]struct{}
 	// live counts, per address, the pods of list that claim it (see
-	// claims); dying holds, per address, the pods that would yield it
-	// (see yields), in list or not. A pod of dying is in list when none of
+	// Claims); dying holds, per address, the pods that would yield it
+	// (see Yields), in list or not. A pod of dying is in list when none of
 	// its addresses is live. recheck lists the addresses whose live count
 	// went from or to zero, where the pods of dying are to be checked.
 	live    map[netip.Addr]int

@@ -10,27 +10,27 @@ import (
 // This file keeps the view's index of pod addresses, which decides the
 // pods being deleted that the snapshot leaves out because a pod that is
 // not being deleted holds one of their addresses (see Build,
-// yields and claims). A change re-examines only the pods being deleted at
+// Yields and Claims). A change re-examines only the pods being deleted at
 // the addresses whose holders changed.
 
 // reindex records the addresses of np, the pod p of s, in live or dying
 // in place of what s had there, and reports whether the snapshot holds
 // it: false for a pod that yields an address some pod claims.
 func (v *View) reindex(s *podSlot, np policy.Pod, p *Pod) bool {
-	if s.addrs != nil && (s.dying && yields(p) || !s.dying && claims(p)) && slices.Equal(s.addrs, np.IPs) {
+	if s.addrs != nil && (s.dying && Yields(p) || !s.dying && Claims(p)) && slices.Equal(s.addrs, np.IPs) {
 		s.addrs = np.IPs // the usual update: same addresses, same kind
 		return !s.dying || !v.outLived(s)
 	}
 	v.unindex(s)
 	switch {
-	case claims(p):
+	case Claims(p):
 		s.addrs, s.dying = np.IPs, false
 		for _, ip := range np.IPs {
 			if v.live[ip]++; v.live[ip] == 1 {
 				v.markRecheck(ip)
 			}
 		}
-	case yields(p):
+	case Yields(p):
 		s.addrs, s.dying = np.IPs, true
 		for _, ip := range np.IPs {
 			if v.dying[ip] == nil {

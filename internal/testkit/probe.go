@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
 )
 
 // ProbeTimeout bounds every probe exchange.
@@ -215,8 +216,15 @@ func Exchange(netns ns.NetNS, src, dst netip.Addr, proto string, port int, timeo
 		return err
 	}
 	defer conn.Close()
+	return Echoes(conn, dst, timeout)
+}
+
+// Echoes writes a token on conn, a connection to the Echo server at dst,
+// and expects it back (one write, one read, each bounded by timeout).
+func Echoes(conn net.Conn, dst netip.Addr, timeout time.Duration) error {
+	proto := conn.LocalAddr().Network()
 	_ = conn.SetDeadline(time.Now().Add(timeout))
-	token := []byte("weir " + src.String())
+	token := []byte("weir " + conn.LocalAddr().String())
 	if _, err := conn.Write(token); err != nil {
 		return fmt.Errorf("%s write to %s: %w", proto, dst, err)
 	}
@@ -229,6 +237,27 @@ func Exchange(netns ns.NetNS, src, dst netip.Addr, proto string, port int, timeo
 		return fmt.Errorf("%s echo from %s: got %q, want %q", proto, dst, buf[:n], token)
 	}
 	return nil
+}
+
+// Retransmits returns how many segments the kernel has sent again on
+// conn, a TCP connection, its SYN included (tcpi_total_retrans): a SYN
+// sent again means the first was lost, or dropped by a firewall.
+func Retransmits(conn *net.TCPConn) (uint32, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var info *unix.TCPInfo
+	var infoErr error
+	if err := rc.Control(func(fd uintptr) {
+		info, infoErr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return 0, err
+	}
+	if infoErr != nil {
+		return 0, fmt.Errorf("TCP_INFO: %w", infoErr)
+	}
+	return info.Total_retrans, nil
 }
 
 // Parallel calls fn(i) for every i in [0, n), at most limit at a time, and
