@@ -2,6 +2,7 @@ package nft
 
 import (
 	"bytes"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -166,6 +167,30 @@ func TestElemsMessageMatchesLibrary(t *testing.T) {
 		t.Errorf("%d element messages compared", n)
 	}
 }
+
+// TestElemBufMatchesFresh: one elemBuf building the kernel elements of
+// every set of the dense rulesets in turn, as a full apply does, gives
+// each set the elements a fresh kernelElems gives: nothing of the sets
+// before (a key, a verdict, an interval end) shows through.
+func TestElemBufMatchesFresh(t *testing.T) {
+	tiers := synth.Dense
+	tiers.ClusterPolicies = 100
+	var buf elemBuf
+	n := 0
+	for _, r := range []ruleset.Ruleset{policy.Compile(synth.Cluster(synth.Dense)), policy.Compile(synth.Cluster(tiers)), batchRuleset(), changedRuleset()} {
+		for _, s := range r.Sets {
+			if got, want := buf.kernelElems(s, s.Elems), kernelElems(s, s.Elems); !slices.EqualFunc(got, want, sameElem) {
+				t.Fatalf("set %s: elements differ from a fresh kernelElems:\n got %v\nwant %v", s.Name, got, want)
+			}
+			n++
+		}
+	}
+	if n < 100 {
+		t.Errorf("%d sets compared", n)
+	}
+}
+
+func sameElem(a, b nftables.SetElement) bool { return reflect.DeepEqual(a, b) }
 
 // TestArenaChunksGrow pins the chunks of an attrWriter: a small batch gets
 // a small first chunk, each further chunk doubles up to arenaChunk, a

@@ -73,7 +73,22 @@ func kernelSet(s ruleset.Set) *nftables.Set {
 //     when the range runs to the last address);
 //   - a concatenated interval set (pipapo) takes one element with KeyEnd.
 func kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
-	out := make([]nftables.SetElement, 0, len(elems))
+	return new(elemBuf).kernelElems(s, elems)
+}
+
+// elemBuf holds the kernel elements of one set at a time: a full apply
+// encodes each set's elements before it builds the next set's, and reuses
+// the arrays of the sets before (see NetlinkApplier.addSet).
+type elemBuf struct {
+	els      []nftables.SetElement
+	keys     []byte
+	verdicts []expr.Verdict
+}
+
+// kernelElems is kernelElems, in b's arrays: the elements are valid until
+// the next call.
+func (b *elemBuf) kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
+	out := grown(b.els, len(elems))
 	concat := len(s.Key) > 1
 	// A rule's id is loaded by numgen in host byte order; nft converts it
 	// to big-endian (byteorder) only for interval sets, which order keys.
@@ -85,10 +100,11 @@ func kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
 	}
 	// One buffer for every key, one for every verdict: a full sync
 	// encodes tens of thousands.
-	arena := make([]byte, 0, 3*size*len(elems))
+	arena := grown(b.keys, 3*size*len(elems))
 	var verdicts []expr.Verdict
 	if s.Map {
-		verdicts = make([]expr.Verdict, len(elems))
+		verdicts = grown(b.verdicts, len(elems))[:len(elems)]
+		b.verdicts = verdicts
 	}
 	for i, e := range elems {
 		start := len(arena)
@@ -121,7 +137,16 @@ func kernelElems(s ruleset.Set, elems []ruleset.Elem) []nftables.SetElement {
 			out = append(out, el)
 		}
 	}
+	b.els, b.keys = out, arena
 	return out
+}
+
+// grown is s emptied, with room for n values: s's array when it has.
+func grown[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, 0, n)
+	}
+	return s[:0]
 }
 
 // appendField appends one key field, padded to 4 bytes when pad, and

@@ -31,9 +31,10 @@ type NetlinkApplier struct {
 	// msgs holds the batch being built, in order: what enc encoded
 	// (takeEncoded) and the rules and elements the applier encodes itself
 	// (ruleMessage, elemsMessage), into arena.
-	msgs  []netlink.Message
-	arena attrWriter
-	exprs exprBuf // the rule being encoded
+	msgs    []netlink.Message
+	arena   attrWriter
+	exprs   exprBuf // the rule being encoded
+	elemBuf elemBuf // the kernel elements of the set being encoded
 	// typeofs holds the typeof user data (typeofUserdata) of the sets
 	// keyed by a rule id that the batch being built adds, by name:
 	// flush writes it into their NEWSET messages (patchTypeof).
@@ -168,7 +169,7 @@ func (a *NetlinkApplier) flush(ctx context.Context) error {
 		return err
 	}
 	b, typeofs := wrapBatch(a.msgs), a.typeofs
-	a.msgs, a.typeofs, a.arena = nil, nil, attrWriter{}
+	a.msgs, a.typeofs, a.arena, a.elemBuf = nil, nil, attrWriter{}, elemBuf{}
 	if err := patchTypeof(b, typeofs); err != nil {
 		return err
 	}
@@ -201,7 +202,7 @@ func wrapBatch(msgs []netlink.Message) []netlink.Message {
 // one.
 func (a *NetlinkApplier) discard() {
 	_ = a.enc.Flush()
-	a.batch, a.msgs, a.typeofs, a.arena = nil, nil, nil, attrWriter{}
+	a.batch, a.msgs, a.typeofs, a.arena, a.elemBuf = nil, nil, nil, attrWriter{}, elemBuf{}
 }
 
 // Close releases the connections; the kernel keeps the ruleset.
@@ -292,22 +293,31 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 		}
 		chains[c.Name] = kc
 	}
+	// The rules are encoded beside the sets, on a goroutine of their own,
+	// into an arena of their own: they only read r and the chains.
+	encoded := make(chan encodedRules, 1)
+	go func() { encoded <- a.encodeRules(r, chains) }()
 	for _, s := range r.Sets {
 		err := a.addSet(s)
 		if els := learned[s.Name]; err == nil && len(els) > 0 {
 			err = a.sendElems(kernelSet(s), els, unix.NFT_MSG_NEWSETELEM)
 		}
 		if err != nil {
+			<-encoded
 			a.discard()
 			return err
 		}
 	}
-	for _, c := range r.Chains {
-		if err := a.addRules(r, chains[c.Name], c.Rules); err != nil {
-			a.discard()
-			return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
-		}
+	rules := <-encoded
+	err := rules.err
+	if err == nil {
+		err = a.takeEncoded()
 	}
+	if err != nil {
+		a.discard()
+		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
+	}
+	a.msgs = append(a.msgs, rules.msgs...)
 	if err := a.flush(ctx); err != nil {
 		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
 	}
@@ -432,7 +442,7 @@ func (a *NetlinkApplier) addSet(s ruleset.Set) error {
 	if err := a.enc.AddSet(ks, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
 	}
-	return a.sendElems(ks, kernelElems(s, s.Elems), unix.NFT_MSG_NEWSETELEM)
+	return a.sendElems(ks, a.elemBuf.kernelElems(s, s.Elems), unix.NFT_MSG_NEWSETELEM)
 }
 
 // elems adds or deletes elements of a set that r defines; none of a
@@ -445,7 +455,7 @@ func (a *NetlinkApplier) elems(r ruleset.Ruleset, e ruleset.SetElems, typ uint16
 	if s.Dynamic {
 		return nil
 	}
-	return a.sendElems(kernelSet(s), kernelElems(s, e.Elems), typ)
+	return a.sendElems(kernelSet(s), a.elemBuf.kernelElems(s, e.Elems), typ)
 }
 
 // sendElems adds to the batch, after what enc holds, messages of type typ
@@ -470,18 +480,50 @@ func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules [
 	if err := a.takeEncoded(); err != nil {
 		return err
 	}
+	var err error
+	a.msgs, err = a.appendRules(a.msgs, &a.arena, r, kc, rules)
+	return err
+}
+
+// appendRules appends the messages of rules, of chain kc of r, encoded
+// into w, to msgs.
+func (a *NetlinkApplier) appendRules(msgs []netlink.Message, w *attrWriter, r ruleset.Ruleset, kc *nftables.Chain, rules []ruleset.Rule) ([]netlink.Message, error) {
 	interval := func(name string) bool {
 		s, _ := r.Set(name)
 		return s.Interval
 	}
 	for _, rule := range rules {
-		m, err := ruleMessage(&a.arena, a.exprs.rule(kc, rule, interval))
+		m, err := ruleMessage(w, a.exprs.rule(kc, rule, interval))
 		if err != nil {
-			return fmt.Errorf("chain %s: %w", kc.Name, err)
+			return msgs, fmt.Errorf("chain %s: %w", kc.Name, err)
 		}
-		a.msgs = append(a.msgs, m)
+		msgs = append(msgs, m)
 	}
-	return nil
+	return msgs, nil
+}
+
+// encodedRules are the messages of a ruleset's rules (encodeRules).
+type encodedRules struct {
+	msgs []netlink.Message
+	err  error
+}
+
+// encodeRules encodes the rules of every chain of r, in order, into an
+// arena of their own; chains holds the chains by name. It uses a.exprs and
+// nothing else of a: ApplyFull encodes the sets meanwhile.
+func (a *NetlinkApplier) encodeRules(r ruleset.Ruleset, chains map[string]*nftables.Chain) encodedRules {
+	n := 0
+	for _, c := range r.Chains {
+		n += len(c.Rules)
+	}
+	var w attrWriter
+	out := encodedRules{msgs: make([]netlink.Message, 0, n)}
+	for _, c := range r.Chains {
+		if out.msgs, out.err = a.appendRules(out.msgs, &w, r, chains[c.Name], c.Rules); out.err != nil {
+			return out
+		}
+	}
+	return out
 }
 
 // Counters reads the table's named counters (see Ruleset.Counters), within

@@ -106,8 +106,14 @@ func (x *Compiler) policyPart() {
 		}
 		goneCounterList = append(goneCounterList, out.counters...)
 	}
-	var chains []ruleset.Chain
-	var counters []ruleset.Counter
+	nc, nk := 0, 0
+	for ps, whole := range x.changed {
+		if whole {
+			nc, nk = nc+len(ps.out.chains), nk+len(ps.out.counters)
+		}
+	}
+	chains := make([]ruleset.Chain, 0, nc)
+	counters := make([]ruleset.Counter, 0, nk)
 	problems := false // some output that comes or goes has problems
 	for ps, whole := range x.changed {
 		if ps.gen != x.gen { // removed since

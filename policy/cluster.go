@@ -230,7 +230,7 @@ func (c *policyBuilder) compileClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 				if in.mark != nil {
 					c.pass[dirIndex(d)] = true
 				}
-				chain.Rules = append(chain.Rules, c.compileRule(in)...)
+				chain.Rules = c.compileRule(chain.Rules, in)
 			}
 		}
 		c.addChain(chain)
@@ -250,7 +250,7 @@ func (c *policyBuilder) compileClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 // allow nothing and its first Deny or Pass rule of each direction acts on
 // every peer and port (the rules after it are never reached).
 func (c *policyBuilder) failClosedPolicy(p *cnp.ClusterNetworkPolicy, tier ruleset.Tier, selected []*podRec, def string) {
-	clear(c.groups)
+	c.groups.reset()
 	c.over, c.dns = false, nil
 	for _, d := range []direction{dirIngress, dirEgress} {
 		ch := c.chains[clusterChainName(tier, d, c.ps.hash, p.Name)]
@@ -272,7 +272,7 @@ func (c *policyBuilder) failClosedPolicy(p *cnp.ClusterNetworkPolicy, tier rules
 			if in.mark != nil {
 				c.pass[dirIndex(d)] = true
 			}
-			ch.Rules = c.compileRule(in)
+			ch.Rules = c.compileRule(nil, in)
 			break
 		}
 	}
@@ -323,19 +323,19 @@ func (c *policyBuilder) clusterSubject(s cnp.ClusterNetworkPolicySubject) ([]*po
 	default:
 		return nil, "", fmt.Errorf("neither namespaces nor pods is set")
 	}
-	nsKey, nsSel, err := c.x.selector(nsLS)
+	nsKey, nsSel, err := c.selector(nsLS)
 	if err != nil {
 		return nil, "", fmt.Errorf("namespace selector: %w", err)
 	}
 	podKey, podSel := "", labels.Everything()
 	if podLS != nil {
-		if podKey, podSel, err = c.x.selector(podLS); err != nil {
+		if podKey, podSel, err = c.selector(podLS); err != nil {
 			return nil, "", fmt.Errorf("pod selector: %w", err)
 		}
 	}
 	var out []*podRec
-	for _, ns := range c.x.nsEntry(c.ps, nsKey, nsSel).members {
-		for _, pod := range c.x.podEntry(c.ps, ns, podKey, podSel, true).list {
+	for _, ns := range c.nsEntry(nsKey, nsSel).members {
+		for _, pod := range c.podEntry(ns, podKey, podSel, true).list {
 			out = append(out, pod)
 		}
 	}
@@ -487,11 +487,11 @@ func (c *policyBuilder) clusterPeerList(p clusterPeer) ([]networkingv1.NetworkPo
 // nodePeers returns the addresses of the nodes sel matches, as ipBlocks.
 // The policy is compiled again whenever a node changes.
 func (c *policyBuilder) nodePeers(ls *metav1.LabelSelector) ([]networkingv1.NetworkPolicyPeer, error) {
-	_, sel, err := c.x.selector(ls)
+	_, sel, err := c.selector(ls)
 	if err != nil {
 		return nil, err
 	}
-	c.x.nodeUsers[c.ps] = struct{}{}
+	c.uses(c.x.nodeUsers)
 	var addrs []netip.Addr
 	for _, n := range c.x.nodes {
 		if sel.Matches(labels.Set(n.Labels)) {

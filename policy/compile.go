@@ -37,7 +37,7 @@ type policyBuilder struct {
 	// dry compiles a policy that selects no local pod: its input is still
 	// checked and reported, but it adds nothing to the ruleset.
 	dry      bool
-	groups   map[groupKey]groupOut
+	groups   groupList
 	chains   map[string]*ruleset.Chain
 	problems []string
 	selected [2][]*podRec
@@ -80,10 +80,10 @@ func (c *policyBuilder) group(set, def string, bound int, elems func() []ruleset
 // pass).
 func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, elems func(id uint32) []ruleset.Elem) (uint32, string) {
 	k := groupKey{set, def}
-	if g, used := c.groups[k]; used {
-		return c.x.defID(def), g.set
+	if g := c.groups.find(k); g != nil {
+		return c.defID(def), g.set
 	}
-	g, ok := c.x.groupMemo[k]
+	g, ok := c.memo(k)
 	if ok {
 		bound = len(g.elems)
 	}
@@ -93,15 +93,57 @@ func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, 
 	if from != nil {
 		c.podElems += bound
 	}
-	id := c.x.defID(def)
+	id := c.defID(def)
 	if !ok {
 		g = groupOut{set: shardName(set, id), base: set, def: def, id: id, from: from, vers: versions(from)}
 		g.elems = c.x.groupElems(g, elems)
-		c.x.groupMemo[k] = g
+		g = c.keepMemo(k, g)
 	}
-	c.groups[k] = g
+	c.groups.add(k, g)
 	return id, g.set
 }
+
+// groupList is the groups one policy's rules use, in first-use order,
+// indexed by key once there are more than a few.
+type groupList struct {
+	list  []groupOut
+	index map[groupKey]int
+}
+
+// maxListedGroups is how many groups a groupList searches one by one.
+const maxListedGroups = 16
+
+func (l *groupList) find(k groupKey) *groupOut {
+	if l.index != nil {
+		if i, ok := l.index[k]; ok {
+			return &l.list[i]
+		}
+		return nil
+	}
+	for i := range l.list {
+		if g := &l.list[i]; g.base == k.set && g.def == k.def {
+			return g
+		}
+	}
+	return nil
+}
+
+// add appends g, of key k, which the list does not hold.
+func (l *groupList) add(k groupKey, g groupOut) {
+	l.list = append(l.list, g)
+	if l.index == nil && len(l.list) > maxListedGroups {
+		l.index = make(map[groupKey]int, 2*len(l.list))
+		for i, g := range l.list[:len(l.list)-1] {
+			l.index[groupKey{g.base, g.def}] = i
+		}
+	}
+	if l.index != nil {
+		l.index[k] = len(l.list) - 1
+	}
+}
+
+// reset empties the list.
+func (l *groupList) reset() { l.list, l.index = l.list[:0], nil }
 
 func (c *policyBuilder) addChain(ch ruleset.Chain) {
 	if !c.dry {
@@ -117,11 +159,15 @@ func (c *policyBuilder) output() policyOut {
 		out.selected, out.pass, out.dns = [2][]*podRec{}, [2]bool{}, nil
 		return out
 	}
-	for _, g := range c.groups {
-		out.groups = append(out.groups, g)
-	}
+	out.groups = slices.Clip(c.groups.list) // the builder is done with it
+	out.chains = make([]ruleset.Chain, 0, len(c.chains))
+	counters := 0
 	for _, ch := range c.chains {
 		out.chains = append(out.chains, *ch)
+		counters += len(ch.Rules)
+	}
+	out.counters = make([]ruleset.Counter, 0, counters) // at most one a rule
+	for _, ch := range out.chains {
 		for _, r := range ch.Rules {
 			if r.Counter != "" {
 				out.counters = append(out.counters, ruleset.Counter{Name: r.Counter, Owner: r.Owner})
@@ -176,7 +222,7 @@ func PolicyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool, unknown [
 func (c *policyBuilder) compilePolicy(p *networkingv1.NetworkPolicy) {
 	key := c.ps.key
 	ingress, egress := c.policyTypes(p)
-	skey, selector, err := c.x.selector(&p.Spec.PodSelector)
+	skey, selector, err := c.selector(&p.Spec.PodSelector)
 	valid := err == nil
 	if !valid {
 		c.problem("%s: podSelector: %v (selects every pod of %s, allows nothing)", key, err, p.Namespace)
@@ -188,7 +234,7 @@ func (c *policyBuilder) compilePolicy(p *networkingv1.NetworkPolicy) {
 			"the pods it selects are isolated and it allows nothing)", key, n, MaxPolicyItems)
 		tooBig = true
 	}
-	selected := slices.Clone(c.x.podEntry(c.ps, p.Namespace, skey, selector, true).list)
+	selected := slices.Clone(c.podEntry(p.Namespace, skey, selector, true).list)
 	c.dry = len(selected) == 0
 	dirs := []struct {
 		on  bool
@@ -209,7 +255,7 @@ func (c *policyBuilder) compilePolicy(p *networkingv1.NetworkPolicy) {
 	if c.over { // never half-applied: every rule goes
 		c.problem("%s: its rules need more than %d set elements, the most weir gives one policy (not applied: "+
 			"the pods it selects are isolated and it allows nothing)", key, elementCap)
-		clear(c.groups)
+		c.groups.reset()
 		for _, ch := range c.chains {
 			ch.Rules = nil
 		}
@@ -222,14 +268,14 @@ func (c *policyBuilder) policyRules(p *networkingv1.NetworkPolicy, d direction, 
 		for i, r := range p.Spec.Ingress {
 			in := c.npRule(p, d, i, selected, skey)
 			in.peers, in.ports = r.From, r.Ports
-			rules = append(rules, c.compileRule(in)...)
+			rules = c.compileRule(rules, in)
 		}
 		return rules
 	}
 	for i, r := range p.Spec.Egress {
 		in := c.npRule(p, d, i, selected, skey)
 		in.peers, in.ports = r.To, r.Ports
-		rules = append(rules, c.compileRule(in)...)
+		rules = c.compileRule(rules, in)
 	}
 	return rules
 }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"sync"
 
 	"github.com/weir-cni/weir/ruleset"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -135,6 +136,10 @@ type Compiler struct {
 	setStale  map[string]bool
 	shared    map[string][]ruleset.Elem
 	groupMemo map[groupKey]groupOut // groups computed in this Compile call
+
+	// mu guards the caches above that policies compiled at once share
+	// (see compileWholes).
+	mu sync.Mutex
 }
 
 // policyState is one policy and its compiled objects.
@@ -301,11 +306,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	if x.portsChanged {
 		x.markUsers(x.portUsers)
 	}
-	for ps := range x.dirty {
-		if ps.gen == x.gen { // not removed
-			x.compile(ps)
-		}
-	}
+	x.compileDirty()
 	if x.polStale {
 		x.sweep()
 	} else if nodeSame && logSame && ifSame && dnsSame && !x.podsChanged && len(x.nsChanged) == 0 {
@@ -315,14 +316,33 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	return x.last
 }
 
-// compile compiles one policy again, or only lists the pods of its peer
-// groups again when that is all that changed (refreshPeers).
-func (x *Compiler) compile(ps *policyState) {
-	out, refreshed := x.refreshPeers(ps)
+// compileDirty compiles the dirty policies still in the snapshot again,
+// or only lists the pods of their peer groups again when that is all that
+// changed (refreshPeers); the policies compiled whole are compiled on
+// several goroutines (compileWholes).
+func (x *Compiler) compileDirty() {
+	var whole []*policyState
+	for ps := range x.dirty {
+		if ps.gen != x.gen { // removed
+			continue
+		}
+		if out, ok := x.refreshPeers(ps); ok {
+			x.took(ps, out, true)
+		} else {
+			whole = append(whole, ps)
+		}
+	}
+	for i, out := range x.compileWholes(whole) {
+		x.took(whole[i], out, false)
+	}
+}
+
+// took records out as the new output of ps, of refreshPeers when
+// refreshed, else of compileWhole.
+func (x *Compiler) took(ps *policyState, out policyOut, refreshed bool) {
 	if refreshed { // only the groups of the last output leave
 		x.replaced = append(x.replaced, policyOut{groups: ps.out.groups})
 	} else {
-		out = x.compileWhole(ps)
 		x.replaced = append(x.replaced, ps.out)
 	}
 	x.changed[ps] = x.changed[ps] || !refreshed
@@ -347,21 +367,28 @@ func sameSelection(a, b policyOut) bool {
 	return slices.Equal(a.selected[0], b.selected[0]) && slices.Equal(a.selected[1], b.selected[1])
 }
 
-// compileWhole compiles one policy from its spec.
+// compileWhole compiles one policy from its spec, once unregister
+// forgot the cached results it used. It may run on several goroutines at
+// once, each compiling another policy: the policyBuilder takes x.mu to
+// read and fill the caches they share (see parallel.go).
 func (x *Compiler) compileWhole(ps *policyState) policyOut {
-	x.unregister(ps)
-	c := &policyBuilder{x: x, ps: ps, groups: map[groupKey]groupOut{}, chains: map[string]*ruleset.Chain{}}
+	c := &policyBuilder{x: x, ps: ps, chains: map[string]*ruleset.Chain{}}
 	if ps.cnp != nil {
 		c.compileClusterPolicy(ps.cnp)
 	} else {
 		c.compilePolicy(ps.pol)
 		in, eg, _ := PolicyTypes(ps.pol)
 		if t := [2]bool{in, eg}; t != ps.types {
-			ps.types, x.groupsStale = t, true
+			ps.types = t
+			x.mu.Lock()
+			x.groupsStale = true
+			x.mu.Unlock()
 		}
 	}
+	x.mu.Lock()
 	_, allPods := x.allUsers[ps]
 	_, ports := x.portUsers[ps]
+	x.mu.Unlock()
 	ps.peerOnly = ps.cnp == nil && !c.over && !allPods && !ports
 	ps.compiled, ps.fam, ps.fixed = ps.src, x.fam, c.elems-c.podElems
 	return c.output()

@@ -257,7 +257,7 @@ func podAddrs(v4 bool, lists ...[]*podRec) (string, int) {
 func (c *policyBuilder) selectPeerPods(ns string, peer networkingv1.NetworkPolicyPeer) ([]*podEntry, string, error) {
 	podKey, podSel := "", labels.Everything()
 	if peer.PodSelector != nil {
-		k, s, err := c.x.selector(peer.PodSelector)
+		k, s, err := c.selector(peer.PodSelector)
 		if err != nil {
 			return nil, "", fmt.Errorf("podSelector: %w", err)
 		}
@@ -268,7 +268,7 @@ func (c *policyBuilder) selectPeerPods(ns string, peer networkingv1.NetworkPolic
 		nsSel labels.Selector
 	)
 	if peer.NamespaceSelector != nil {
-		k, s, err := c.x.selector(peer.NamespaceSelector)
+		k, s, err := c.selector(peer.NamespaceSelector)
 		if err != nil {
 			return nil, "", fmt.Errorf("namespaceSelector: %w", err)
 		}
@@ -283,11 +283,11 @@ func (c *policyBuilder) selectPeerPods(ns string, peer networkingv1.NetworkPolic
 	}
 	namespaces := []string{ns}
 	if nsSel != nil {
-		namespaces = c.x.nsEntry(c.ps, nsKey, nsSel).members
+		namespaces = c.nsEntry(nsKey, nsSel).members
 	}
 	out := make([]*podEntry, 0, len(namespaces))
 	for _, ns := range namespaces {
-		out = append(out, c.x.podEntry(c.ps, ns, podKey, podSel, false))
+		out = append(out, c.podEntry(ns, podKey, podSel, false))
 	}
 	return out, def, nil
 }

@@ -1,8 +1,9 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/weir-cni/weir/ruleset"
@@ -98,14 +99,17 @@ func parsePorts(list []networkingv1.NetworkPolicyPort) (rulePorts, error) {
 // mergePorts sorts port ranges and merges overlapping ones of the same
 // protocol: an interval set must not hold overlapping elements.
 func mergePorts(in []portRange) []portRange {
-	ps := append([]portRange(nil), in...)
-	sort.Slice(ps, func(i, j int) bool {
-		if ps[i].proto != ps[j].proto {
-			return ps[i].proto < ps[j].proto
+	if len(in) == 0 {
+		return nil
+	}
+	ps := slices.Clone(in)
+	slices.SortFunc(ps, func(a, b portRange) int {
+		if a.proto != b.proto {
+			return cmp.Compare(a.proto, b.proto)
 		}
-		return ps[i].from < ps[j].from
+		return cmp.Compare(a.from, b.from)
 	})
-	var out []portRange
+	out := ps[:0] // merged in place: out never passes the range read
 	for _, p := range ps {
 		n := len(out)
 		if n > 0 && out[n-1].proto == p.proto && p.from <= out[n-1].to {

@@ -143,14 +143,14 @@ func (f family) tierMap(t ruleset.Tier, d direction) string {
 // its named-port lookup.
 // An invalid peer or port is reported and fails closed: the rule allows
 // nothing, or, when in.failClosed (a ClusterNetworkPolicy Deny or Pass),
-// acts on every peer or port.
-func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
+// acts on every peer or port. The rules are appended to out.
+func (c *policyBuilder) compileRule(out []ruleset.Rule, in ruleInput) []ruleset.Rule {
 	where := in.owner.String()
 	ps, err := parsePorts(in.ports)
 	if err != nil {
 		if !in.failClosed {
 			c.problem("%s: %v (rule allows nothing)", where, err)
-			return nil
+			return out
 		}
 		c.problem("%s: %v (the rule acts on every port)", where, err)
 		ps = rulePorts{all: true}
@@ -163,7 +163,7 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 		switch {
 		case err != nil && !in.failClosed:
 			c.problem("%s: %v (rule allows nothing)", where, err)
-			return nil
+			return out
 		case err != nil:
 			c.problem("%s: %v (the rule acts on every peer)", where, err)
 			hasPeers, in.peers = false, nil
@@ -174,7 +174,7 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 	}
 	if c.dry { // a policy of no local pod is only checked
 		c.namedPortProblems(where, ps.named)
-		return nil
+		return out
 	}
 	fams := c.ruleFamilies(in.peers)
 	// alts[i] are the alternative peer lookups of fams[i]: any of them
@@ -188,7 +188,6 @@ func (c *policyBuilder) compileRule(in ruleInput) []ruleset.Rule {
 			c.dnsAlternatives(in, fams, alts)
 		}
 	}
-	var out []ruleset.Rule
 	add := func(ms ...[]ruleset.Match) {
 		n := 0
 		for _, m := range ms {
@@ -277,13 +276,31 @@ func (c *policyBuilder) namedPortRules(in ruleInput, where string, named []named
 // lookups of a rule with peers: one of the union of its selector peers,
 // one of the union of its ipBlocks of that family; each if any.
 func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []family) [][][]ruleset.Match {
-	out := make([][][]ruleset.Match, len(fams))
+	// At most two lookups a family, each a one-match alternative of one
+	// field: their slices share the arrays of one peerLookups (but for
+	// the fields, which the rules keep), capped so that an append copies.
+	l := new(peerLookups)
+	out, alts, ms := l.out[:len(fams)], l.alts[:0], l.ms[:0]
+	fields := make([]ruleset.Field, 0, 2*len(fams))
+	lookup := func(field ruleset.Field, set string, id uint32) {
+		n := len(ms)
+		fields = append(fields, field)
+		ms = append(ms, ruleset.Match{Kind: ruleset.MatchLookup, Fields: fields[n : n+1 : n+1], Set: set, ID: id})
+		alts = append(alts, ms[n:n+1:n+1])
+	}
+	var from []*podEntry // the same for every family
+	var def string
+	var bound int
+	if len(resolved.selectors) > 0 {
+		from, def = resolved.entries(), resolved.unionDef()
+		bound = membersBound(from)
+	}
 	for i, f := range fams {
 		_, field := f.ends(dir)
+		first := len(alts)
 		if len(resolved.selectors) > 0 {
-			from := resolved.entries()
-			id, set := c.groupFrom(f.peers, resolved.unionDef(), membersBound(from), from, func(id uint32) []ruleset.Elem { return peerElems(id, f.peers, from) })
-			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: set, ID: id}})
+			id, set := c.groupFrom(f.peers, def, bound, from, func(id uint32) []ruleset.Elem { return peerElems(id, f.peers, from) })
+			lookup(field, set, id)
 		}
 		ivs := resolved.v4
 		if f.typ == ruleset.TypeIPv6 {
@@ -291,10 +308,20 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 		}
 		if len(ivs) > 0 {
 			id, set := c.group(f.blocks, blocksDef(ivs), len(ivs), func() []ruleset.Elem { return intervalElems(ivs) })
-			out[i] = append(out[i], []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{field}, Set: set, ID: id}})
+			lookup(field, set, id)
+		}
+		if len(alts) > first {
+			out[i] = alts[first:len(alts):len(alts)]
 		}
 	}
 	return out
+}
+
+// peerLookups holds what peerAlternatives returns for the two families.
+type peerLookups struct {
+	out  [2][][]ruleset.Match
+	alts [4][]ruleset.Match
+	ms   [4]ruleset.Match
 }
 
 // portMatches returns the alternative matches of a rule's numeric ports:
@@ -350,33 +377,36 @@ func (c *policyBuilder) namedPortProblems(where string, named []namedPort) {
 // cluster uses, plus those its ipBlocks name. It depends on the policy and
 // the cluster's families only, never on which pods exist.
 func (c *policyBuilder) ruleFamilies(list []networkingv1.NetworkPolicyPeer) []family {
-	on := map[ruleset.Type]bool{ruleset.TypeIPv4: c.x.fam[0], ruleset.TypeIPv6: c.x.fam[1]}
+	v4, v6 := c.x.fam[0], c.x.fam[1]
 	for _, p := range list {
 		if p.IPBlock == nil {
 			continue
 		}
 		if pfx, err := netip.ParsePrefix(p.IPBlock.CIDR); err == nil && unmapPrefix(pfx).IsValid() {
 			if unmapPrefix(pfx).Addr().Is4() {
-				on[ruleset.TypeIPv4] = true
+				v4 = true
 			} else {
-				on[ruleset.TypeIPv6] = true
+				v6 = true
 			}
 		}
 	}
-	var out []family
-	for _, f := range families {
-		if on[f.typ] {
-			out = append(out, f)
-		}
+	// A part of families, shared by every caller: read only.
+	switch {
+	case v4 && v6:
+		return families[:2:2]
+	case v4:
+		return families[:1:1]
+	case v6:
+		return families[1:2:2]
 	}
-	return out
+	return nil
 }
 
 // policeablePods returns a function listing every pod that can be a peer:
 // not hostNetwork. The policy is compiled again whenever any pod changes,
 // from now on, whether or not the list is ever made.
 func (c *policyBuilder) policeablePods() func() []*podRec {
-	c.x.allUsers[c.ps] = struct{}{}
+	c.uses(c.x.allUsers)
 	return func() []*podRec {
 		out := make([]*podRec, 0, len(c.x.pods))
 		for _, p := range c.x.pods {
@@ -391,6 +421,6 @@ func (c *policyBuilder) policeablePods() func() []*podRec {
 // definedPorts tells which (name, protocol) some pod's containerPorts
 // define. The policy is compiled again when that changes.
 func (c *policyBuilder) definedPorts() map[namedPort]int {
-	c.x.portUsers[c.ps] = struct{}{}
+	c.uses(c.x.portUsers)
 	return c.x.ports
 }

@@ -100,45 +100,75 @@ func selectorKey(ls *metav1.LabelSelector) string {
 	return b.String()
 }
 
-// selector parses ls once per distinct selector.
-func (x *Compiler) selector(ls *metav1.LabelSelector) (string, labels.Selector, error) {
-	key := selectorKey(ls)
-	if p, ok := x.parsed[key]; ok {
+// selector parses ls once per distinct selector. The policies compiled at
+// once share the cache (see compileWholes): it is read and filled under
+// x.mu, a selector parsed outside.
+func (c *policyBuilder) selector(ls *metav1.LabelSelector) (string, labels.Selector, error) {
+	x, key := c.x, selectorKey(ls)
+	x.mu.Lock()
+	p, ok := x.parsed[key]
+	x.mu.Unlock()
+	if ok {
 		return key, p.sel, p.err
 	}
+	sel, err := metav1.LabelSelectorAsSelector(ls)
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	if len(x.parsed) >= maxParsed {
 		clear(x.parsed)
 	}
-	sel, err := metav1.LabelSelectorAsSelector(ls)
 	x.parsed[key] = parsed{sel, err}
 	return key, sel, err
 }
 
 // podEntry returns the cached pods of ns matching sel (of key key), only
-// the local ones when local is true, and records that ps used them.
-func (x *Compiler) podEntry(ps *policyState, ns, key string, sel labels.Selector, local bool) *podEntry {
-	id := entryID{ns, key, local}
-	e, ok := x.entries[id]
-	if !ok {
-		e = &podEntry{ns: ns, local: local, key: key, sel: sel, members: map[*podRec]int{}, users: map[*policyState]struct{}{}}
-		if local {
-			e.add(x.localByNS[ns])
-		} else {
-			for _, pods := range x.candidates(ns, sel) {
-				e.add(pods)
-			}
-		}
-		x.entries[id] = e
-		if x.entriesByNS[ns] == nil {
-			x.entriesByNS[ns] = map[*podEntry]struct{}{}
-		}
-		x.entriesByNS[ns][e] = struct{}{}
+// the local ones when local is true, and records that the policy used
+// them. A result not cached yet is listed outside x.mu (the pod indexes do
+// not change while policies compile), and cached unless another policy
+// cached it first.
+func (c *policyBuilder) podEntry(ns, key string, sel labels.Selector, local bool) *podEntry {
+	x, id := c.x, entryID{ns, key, local}
+	x.mu.Lock()
+	e := x.entries[id]
+	x.mu.Unlock()
+	if e == nil {
+		e = x.newPodEntry(id, sel)
 	}
-	if _, ok := e.users[ps]; !ok {
-		e.users[ps] = struct{}{}
-		ps.entries = append(ps.entries, e)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if cached := x.entries[id]; cached != nil {
+		e = cached // maybe by another policy meanwhile
+	} else {
+		x.keepEntry(id, e)
+	}
+	if _, ok := e.users[c.ps]; !ok {
+		e.users[c.ps] = struct{}{}
+		c.ps.entries = append(c.ps.entries, e)
 	}
 	return e
+}
+
+// newPodEntry lists the pods of result id, whose selector is sel. It only
+// reads the pod indexes.
+func (x *Compiler) newPodEntry(id entryID, sel labels.Selector) *podEntry {
+	e := &podEntry{ns: id.ns, local: id.local, key: id.sel, sel: sel, members: map[*podRec]int{}, users: map[*policyState]struct{}{}}
+	if id.local {
+		e.add(x.localByNS[id.ns])
+	} else {
+		for _, pods := range x.candidates(id.ns, sel) {
+			e.add(pods)
+		}
+	}
+	return e
+}
+
+// keepEntry caches e as result id.
+func (x *Compiler) keepEntry(id entryID, e *podEntry) {
+	x.entries[id] = e
+	if x.entriesByNS[id.ns] == nil {
+		x.entriesByNS[id.ns] = map[*podEntry]struct{}{}
+	}
+	x.entriesByNS[id.ns][e] = struct{}{}
 }
 
 // add adds the pods of candidates that e's selector matches.
@@ -201,17 +231,26 @@ func (x *Compiler) candidates(ns string, sel labels.Selector) []map[*podRec]stru
 }
 
 // nsEntry returns the namespaces having pods that sel (of key key) matches
-// and records that ps used them.
-func (x *Compiler) nsEntry(ps *policyState, key string, sel labels.Selector) *nsEntry {
-	e, ok := x.nsEntries[key]
-	if !ok {
-		e = &nsEntry{key: key, sel: sel, users: map[*policyState]struct{}{}}
-		e.members = x.matchNamespaces(sel)
+// and records that the policy used them; like podEntry, it lists them
+// outside x.mu.
+func (c *policyBuilder) nsEntry(key string, sel labels.Selector) *nsEntry {
+	x := c.x
+	x.mu.Lock()
+	e := x.nsEntries[key]
+	x.mu.Unlock()
+	if e == nil {
+		e = &nsEntry{key: key, sel: sel, users: map[*policyState]struct{}{}, members: x.matchNamespaces(sel)}
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if cached := x.nsEntries[key]; cached != nil {
+		e = cached
+	} else {
 		x.nsEntries[key] = e
 	}
-	if _, ok := e.users[ps]; !ok {
-		e.users[ps] = struct{}{}
-		ps.nsEntries = append(ps.nsEntries, e)
+	if _, ok := e.users[c.ps]; !ok {
+		e.users[c.ps] = struct{}{}
+		c.ps.nsEntries = append(c.ps.nsEntries, e)
 	}
 	return e
 }
