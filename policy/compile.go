@@ -122,9 +122,9 @@ func (c *policyBuilder) output() policyOut {
 	}
 	for _, ch := range c.chains {
 		out.chains = append(out.chains, *ch)
-		for _, r := range ch.Rules {
-			if r.Counter != "" {
-				out.counters = append(out.counters, ruleset.Counter{Name: r.Counter, Owner: r.Owner})
+		for i := range ch.Rules { // never modified: the counters point to their owners
+			if r := &ch.Rules[i]; r.Counter != "" {
+				out.counters = append(out.counters, ruleset.Counter{Name: r.Counter, OwnerRef: &r.Owner})
 			}
 		}
 	}
