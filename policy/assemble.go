@@ -224,24 +224,82 @@ func (x *Compiler) nodeElems() map[string][]ruleset.Elem {
 		name := familySet(a, setNodeAddrs4, setNodeAddrs6)
 		out[name] = append(out[name], ruleset.Elem{Key: []ruleset.Range{single(a)}})
 	}
-	for p := range x.local {
-		le := p.localElems()
-		if le.self == nil {
-			for _, ip := range p.IPs {
-				k := single(ip.Unmap())
-				le.self = append(le.self, ruleset.Elem{Key: []ruleset.Range{k, k}})
+	for f, pods := range x.localOrders() {
+		for _, p := range pods {
+			le := p.localElems()
+			if le.self == nil {
+				for _, ip := range p.IPs {
+					k := single(ip.Unmap())
+					le.self = append(le.self, ruleset.Elem{Key: []ruleset.Range{k, k}})
+				}
 			}
-		}
-		for _, e := range le.self {
-			self, local := setSelf6, setLocalPods6
-			if len(e.Key[0].From) == 4 {
-				self, local = setSelf4, setLocalPods4
+			for _, e := range le.self {
+				if elemFamily(e) != f {
+					continue
+				}
+				self, local := setSelf4, setLocalPods4
+				if f == 1 {
+					self, local = setSelf6, setLocalPods6
+				}
+				out[self] = append(out[self], e)
+				out[local] = append(out[local], ruleset.Elem{Key: e.Key[:1]})
 			}
-			out[self] = append(out[self], e)
-			out[local] = append(out[local], ruleset.Elem{Key: e.Key[:1]})
 		}
 	}
 	return out
+}
+
+// elemFamily is the family of an element keyed by an address first: 0
+// for IPv4, 1 for IPv6.
+func elemFamily(e ruleset.Elem) int {
+	if len(e.Key[0].From) == 16 {
+		return 1
+	}
+	return 0
+}
+
+// localOrders returns the local pods with addresses of each family (IPv4,
+// IPv6), in the order the local part lists their elements. That is by
+// namespace and name: of two local pods sharing an address, the pod
+// maps' element is the first's (see sortedPods). Unless a pod has two
+// addresses of one family, each family's are sorted by their address of
+// that family first, which leaves the order of pods of one address and
+// puts their elements in key order: SortElems finds them sorted instead
+// of sorting them again on every change. The orders are kept until a
+// local pod comes, goes or changes its addresses.
+func (x *Compiler) localOrders() [2][]*podRec {
+	if !x.orderStale {
+		return x.localOrder
+	}
+	pods := sortedPods(x.local)
+	order := [2][]*podRec{make([]*podRec, 0, len(pods)), nil}
+	addrs := make(map[*podRec][2]netip.Addr, len(pods))
+	several := false // a pod with two addresses of one family
+	for _, p := range pods {
+		var a [2]netip.Addr
+		for _, ip := range p.IPs {
+			ip = ip.Unmap()
+			f := 0
+			if !ip.Is4() {
+				f = 1
+			}
+			several = several || a[f].IsValid()
+			a[f] = ip
+		}
+		for f := range a {
+			if a[f].IsValid() {
+				order[f] = append(order[f], p)
+			}
+		}
+		addrs[p] = a
+	}
+	for f := range order {
+		if !several {
+			slices.SortStableFunc(order[f], func(p, q *podRec) int { return addrs[p][f].Compare(addrs[q][f]) })
+		}
+	}
+	x.localOrder, x.orderStale = order, false
+	return order
 }
 
 func familySet(a netip.Addr, v4, v6 string) string {
@@ -265,31 +323,42 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	out := make(map[string][]ruleset.Elem, 4)
 	x.selChains = make(map[string]ruleset.Chain, len(x.selChains))
 	var id strings.Builder
-	for _, p := range sortedPods(by) {
-		for d, list := range by[p] {
-			if len(list) == 0 {
+	for f, pods := range x.localOrders() {
+		for _, p := range pods {
+			sel := by[p]
+			if sel == nil {
 				continue
 			}
-			j := &p.localElems().jump[d]
-			name := x.podTarget(j, &id, dirs[d], p.Namespace, list)
-			if j.chain != name || j.elems == nil {
-				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
-				jump := &ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}
-				for _, ip := range p.IPs {
-					j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: jump})
+			for d, list := range sel {
+				if len(list) == 0 {
+					continue
 				}
-			}
-			for _, e := range j.elems {
-				f := 0
-				if len(e.Key[0].From) == 16 {
-					f = 1
+				for _, e := range x.podJumps(p, d, &id, dirs[d], list) {
+					if elemFamily(e) == f {
+						out[maps[d][f]] = append(out[maps[d][f]], e)
+						out[isolated[d][f]] = append(out[isolated[d][f]], ruleset.Elem{Key: e.Key})
+					}
 				}
-				out[maps[d][f]] = append(out[maps[d][f]], e)
-				out[isolated[d][f]] = append(out[isolated[d][f]], ruleset.Elem{Key: e.Key})
 			}
 		}
 	}
 	return out
+}
+
+// podJumps returns the pod map elements of local pod p for direction d
+// (index d, selected by list): each of its addresses jumps to its target,
+// kept from the last call while the target stays.
+func (x *Compiler) podJumps(p *podRec, d int, id *strings.Builder, dir direction, list []*policyState) []ruleset.Elem {
+	j := &p.localElems().jump[d]
+	name := x.podTarget(j, id, dir, p.Namespace, list)
+	if j.chain != name || j.elems == nil {
+		j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
+		jump := &ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}
+		for _, ip := range p.IPs {
+			j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: jump})
+		}
+	}
+	return j.elems
 }
 
 // podSelection is the NetworkPolicies selecting a local pod, per direction,

@@ -107,6 +107,12 @@ type Compiler struct {
 	localSets   map[string][]ruleset.Elem
 	localChains []ruleset.Chain
 	localStale  bool
+	// localOrder lists the local pods with addresses of each family
+	// (IPv4, IPv6) in the order the local part lists their elements
+	// (see localOrders), rebuilt when orderStale: a local pod came, went
+	// or changed its addresses.
+	localOrder [2][]*podRec
+	orderStale bool
 	// podSel holds the NetworkPolicies selecting each local pod some
 	// selects, the dispatch's input, kept up to date from the selections
 	// that changed (selMoves) instead of gathered from every policy.
@@ -224,6 +230,7 @@ func (x *Compiler) reset(node string) {
 		groupMemo:   map[groupKey]groupOut{},
 		polCounters: slices.Clip(slices.Clone(fixedCounters)),
 		localStale:  true,
+		orderStale:  true,
 		podSel:      map[*podRec]*podSelection{},
 	}
 }

@@ -129,13 +129,19 @@ func (x *Compiler) removePod(p *podRec) {
 }
 
 // updatePod replaces the content of a known pod (same namespace and name).
+// A local pod that stays local with the same addresses keeps its place
+// in the local order.
 func (x *Compiler) updatePod(p *podRec, to *Pod) {
+	wasLocal, ips, orderStale := p.local, p.IPs, x.orderStale
 	x.count(p, -1)
 	wasPoliced := !p.HostNetwork
 	p.set(to)
 	p.local = p.Node == x.node.Name && !p.HostNetwork
 	x.count(p, 1)
 	x.reselect(p, wasPoliced)
+	if wasLocal && p.local && slices.Equal(ips, p.IPs) {
+		x.orderStale = orderStale
+	}
 }
 
 // reselect re-evaluates the cached selectors of p's namespace against p
@@ -209,7 +215,7 @@ func (x *Compiler) count(p *podRec, d int) {
 }
 
 func (x *Compiler) countLocal(p *podRec, d int) {
-	x.localStale = true
+	x.localStale, x.orderStale = true, true
 	if d < 0 {
 		delete(x.local, p)
 		if delete(x.localByNS[p.Namespace], p); len(x.localByNS[p.Namespace]) == 0 {
