@@ -422,7 +422,7 @@ func (x *Compiler) relist(g groupOut) groupOut {
 		return g
 	}
 	g.vers = vers
-	g.elems = x.groupElems(g, func(id uint32) []ruleset.Elem { return peerElems(id, g.base, g.from) })
+	g.elems = x.groupElems(g, func(id uint32) []ruleset.Elem { return relistedElems(id, g.base, g.from, g.elems) })
 	x.groupMemo[k] = g
 	return g
 }
