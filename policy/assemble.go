@@ -20,12 +20,18 @@ import (
 
 // ruleset assembles the ruleset from the current state.
 func (x *Compiler) ruleset() ruleset.Ruleset {
+	var gone []string                    // chains leaving x.chains
+	var polChains, local []ruleset.Chain // and joining it, sorted
 	if x.polStale {
-		x.policyPart()
+		gone, polChains = x.policyPart()
 	}
 	x.moveSelections()
 	if x.localStale {
+		for _, ch := range x.localChains {
+			gone = append(gone, ch.Name)
+		}
 		x.localPart()
+		local = x.localChains
 		x.localStale = false
 	}
 	var r ruleset.Ruleset
@@ -60,7 +66,13 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	if dns := dnsCounters(r.DNS); dns != nil {
 		r.Counters = merge(dns, x.polCounters, counterName)
 	}
-	r.Chains = merge(merge(chains, x.localChains, chainName), x.polChains, chainName)
+	gone = append(gone, x.rebuilt...)
+	x.rebuilt = x.rebuilt[:0]
+	for _, ch := range chains {
+		x.rebuilt = append(x.rebuilt, ch.Name)
+	}
+	x.chains = replace(x.chains, gone, merge(merge(chains, local, chainName), polChains, chainName), chainName)
+	r.Chains = x.chains
 	r.Problems = x.polProblems
 	return r
 }
@@ -89,13 +101,15 @@ func (x *Compiler) localPart() {
 	x.localChains = chains
 }
 
-// policyPart updates the sorted chains of every policy, and the groups of
-// the shared sets, after some policies changed: the objects of their last
-// outputs (x.replaced) leave, those of their new outputs (x.changed) join.
-// A policy whose peer groups only were listed again keeps its chains and
-// counters where they are: only its groups leave and join.
-func (x *Compiler) policyPart() {
-	var goneChains, goneCounters []string
+// policyPart updates the sorted counters of every policy, and the groups
+// of the shared sets, after some policies changed: the objects of their
+// last outputs (x.replaced) leave, those of their new outputs (x.changed)
+// join. It returns the names of the chains that leave and the chains that
+// join (sorted), for ruleset to replace. A policy whose peer groups only
+// were listed again keeps its chains and counters where they are: only
+// its groups leave and join.
+func (x *Compiler) policyPart() (goneChains []string, chains []ruleset.Chain) {
+	var goneCounters []string
 	var goneCounterList []ruleset.Counter
 	for _, out := range x.replaced {
 		for _, ch := range out.chains {
@@ -106,7 +120,6 @@ func (x *Compiler) policyPart() {
 		}
 		goneCounterList = append(goneCounterList, out.counters...)
 	}
-	var chains []ruleset.Chain
 	var counters []ruleset.Counter
 	problems := false // some output that comes or goes has problems
 	for ps, whole := range x.changed {
@@ -126,9 +139,6 @@ func (x *Compiler) policyPart() {
 	}
 	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	if len(goneChains)+len(chains) > 0 {
-		x.polChains = replace(x.polChains, goneChains, chains, chainName)
-	}
 	slices.SortFunc(counters, compareCounters)
 	if slices.SortFunc(goneCounterList, compareCounters); !slices.Equal(goneCounterList, counters) {
 		// Otherwise the list stays, the same memory: Diff finds the
@@ -154,6 +164,7 @@ func (x *Compiler) policyPart() {
 	x.replaced = x.replaced[:0]
 	clear(x.changed)
 	x.polStale = false
+	return goneChains, chains
 }
 
 func counterName(c ruleset.Counter) string { return c.Name }

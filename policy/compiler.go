@@ -88,9 +88,13 @@ type Compiler struct {
 	dirty      map[*policyState]struct{}
 	selChains  map[string]ruleset.Chain // selection chains of the last call, by name
 	selMemo    map[string]ruleset.Chain // selection chains by identity
-	// Every policy's chains, counters (with fixedCounters) and problems,
-	// sorted; polStale when a policy changed since.
-	polChains   []ruleset.Chain
+	// chains are the last result's chains, sorted by name: every
+	// policy's, the local part's and those rebuilt on every call, named
+	// by rebuilt. Each call replaces what changed in one copy.
+	chains  []ruleset.Chain
+	rebuilt []string
+	// Every policy's counters (with fixedCounters) and problems, sorted;
+	// polStale when a policy changed since.
 	polCounters []ruleset.Counter
 	polProblems []string
 	polStale    bool
