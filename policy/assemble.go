@@ -27,11 +27,11 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	}
 	x.moveSelections()
 	if x.localStale {
-		for _, ch := range x.localChains {
-			gone = append(gone, ch.Name)
-		}
+		last := x.localChains
 		x.localPart()
-		local = x.localChains
+		var left []string
+		left, local = chainChanges(last, x.localChains)
+		gone = append(gone, left...)
 		x.localStale = false
 	}
 	var r ruleset.Ruleset
@@ -90,7 +90,32 @@ func (x *Compiler) localPart() {
 		elems[name] = ruleset.SortElems(es)
 	}
 	x.localSets = elems
-	chains := make([]ruleset.Chain, 0, len(x.selChains)+len(x.tierChains))
+	x.localChains = x.sortedLocalChains()
+}
+
+// sortedLocalChains returns the selection chains of x.selChains and
+// x.tierChains sorted by name: in the order of the last ones when they
+// have the same names, as they mostly do, without sorting them again.
+func (x *Compiler) sortedLocalChains() []ruleset.Chain {
+	n := len(x.selChains) + len(x.tierChains)
+	chains := make([]ruleset.Chain, 0, n)
+	if len(x.localChains) == n {
+		for _, last := range x.localChains {
+			ch, sel := x.selChains[last.Name]
+			tch, tier := x.tierChains[last.Name]
+			if sel == tier { // in neither, or in both: sort
+				break
+			}
+			if tier {
+				ch = tch
+			}
+			chains = append(chains, ch)
+		}
+		if len(chains) == n {
+			return chains
+		}
+		chains = chains[:0]
+	}
 	for _, ch := range x.selChains {
 		chains = append(chains, ch)
 	}
@@ -98,7 +123,28 @@ func (x *Compiler) localPart() {
 		chains = append(chains, ch)
 	}
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	x.localChains = chains
+	return chains
+}
+
+// chainChanges returns the names of the chains of last that are not in
+// now as they were (same name, base and rules' memory), and the chains of
+// now that were not in last so: both lists sorted by name, as are the
+// results.
+func chainChanges(last, now []ruleset.Chain) (gone []string, added []ruleset.Chain) {
+	for len(last) > 0 || len(now) > 0 {
+		switch {
+		case len(now) == 0 || len(last) > 0 && last[0].Name < now[0].Name:
+			gone, last = append(gone, last[0].Name), last[1:]
+		case len(last) == 0 || now[0].Name < last[0].Name:
+			added, now = append(added, now[0]), now[1:]
+		default:
+			if last[0].Base != now[0].Base || !sameSlice(last[0].Rules, now[0].Rules) {
+				gone, added = append(gone, last[0].Name), append(added, now[0])
+			}
+			last, now = last[1:], now[1:]
+		}
+	}
+	return gone, added
 }
 
 // policyPart updates the sorted counters of every policy, and the groups

@@ -209,3 +209,24 @@ func TestLocalOrder(t *testing.T) {
 	s.Pods = append(slices.Clone(s.Pods), pod("c", "t", "10.0.0.9", "10.0.0.2"))
 	check("two addresses", []string{"a/y", "b/w", "b/z", "c/t", "c/x"}, "b")
 }
+
+// TestChainChanges pins chainChanges: a chain of the same name, base and
+// rules' memory stays out of both lists; one whose rules were made again
+// (even equal) leaves and joins; the others leave or join.
+func TestChainChanges(t *testing.T) {
+	rules := func(chain string) []ruleset.Rule {
+		return []ruleset.Rule{{Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: chain}}}
+	}
+	kept := ruleset.Chain{Name: "b", Rules: rules("x")}
+	remade := ruleset.Chain{Name: "c", Rules: rules("x")}
+	last := []ruleset.Chain{{Name: "a", Rules: rules("x")}, kept, remade, {Name: "e"}}
+	now := []ruleset.Chain{kept, {Name: "c", Rules: rules("x")}, {Name: "d", Rules: rules("y")}, {Name: "e"}}
+	gone, added := chainChanges(last, now)
+	var names []string
+	for _, ch := range added {
+		names = append(names, ch.Name)
+	}
+	if !slices.Equal(gone, []string{"a", "c"}) || !slices.Equal(names, []string{"c", "d"}) || &added[0].Rules[0] != &now[1].Rules[0] {
+		t.Errorf("chainChanges: gone %v, added %v; want gone [a c], added [c d] (c's new rules)", gone, names)
+	}
+}
