@@ -122,8 +122,13 @@ type Compiler struct {
 	// that changed (selMoves) instead of gathered from every policy.
 	podSel   map[*podRec]*podSelection
 	selMoves []selMove
-	last     ruleset.Ruleset // the last result
-	replaced []policyOut     // outputs replaced since
+	// touched are the addresses (unmapped, then sorted and distinct) the
+	// pods added, changed or removed in this Compile had or have, unless
+	// touchedOver: more than maxTouched (see patchedElems).
+	touched     []netip.Addr
+	touchedOver bool
+	last        ruleset.Ruleset // the last result
+	replaced    []policyOut     // outputs replaced since
 	// changed are the policies compiled since: true for those compiled
 	// whole, false for those whose peer groups only were listed again
 	// (their chains, counters and problems stay).
@@ -274,6 +279,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	}
 	clear(x.dirty)
 	clear(x.nsChanged)
+	x.touched, x.touchedOver = x.touched[:0], false
 	clear(x.groupMemo)
 	x.portsChanged, x.podsChanged = false, false
 	x.syncNamespaces(s.Namespaces)
@@ -282,6 +288,8 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 		x.syncPods(s.Pods)
 	}
 	x.seq = s.Seq
+	slices.SortFunc(x.touched, netip.Addr.Compare)
+	x.touched = slices.Compact(x.touched)
 	x.refreshNamespaces()
 	x.syncPolicies(s.Policies)
 	passMark := s.TierPassMark
@@ -425,8 +433,14 @@ func (x *Compiler) relist(g groupOut) groupOut {
 	if slices.Equal(vers, g.vers) {
 		return g
 	}
+	listed := g.vers
 	g.vers = vers
-	g.elems = x.groupElems(g, func(id uint32) []ruleset.Elem { return relistedElems(id, g.base, g.from, g.elems) })
+	g.elems = x.groupElems(g, func(id uint32) []ruleset.Elem {
+		if elems, ok := x.patchedElems(id, g.base, g.from, listed, g.elems); ok {
+			return elems
+		}
+		return relistedElems(id, g.base, g.from, g.elems)
+	})
 	x.groupMemo[k] = g
 	return g
 }

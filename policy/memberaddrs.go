@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"slices"
+	"strings"
+
+	"github.com/weir-cni/weir/ruleset"
 )
 
 // memberAddrs are the addresses of the members of a cached result, each
@@ -146,4 +149,88 @@ func mergeTwo[T any](a, b []T, compare func(a, b T) int) []T {
 		}
 	}
 	return append(append(out, a...), b...)
+}
+
+// has tells whether ip is one of the addresses.
+func (m *memberAddrs) has(ip netip.Addr) bool {
+	if v4, ok := ipv4Int(ip); ok {
+		_, found := slices.BinarySearch(m.v4, v4)
+		return found
+	}
+	_, found := slices.BinarySearchFunc(m.v6, ip.Unmap(), netip.Addr.Compare)
+	return found
+}
+
+// maxTouched is the most addresses of changed pods patchedElems patches
+// a group with; beyond, groups are listed again.
+const maxTouched = 64
+
+// touch records the addresses of a pod added, changed or removed.
+func (x *Compiler) touch(ips []netip.Addr) {
+	if x.touchedOver {
+		return
+	}
+	for _, ip := range ips {
+		x.touched = append(x.touched, ip.Unmap())
+	}
+	if len(x.touched) > maxTouched {
+		x.touched, x.touchedOver = x.touched[:0], true
+	}
+}
+
+// patchedElems returns the elements of a peer group of shared set set,
+// of id id, listed from the cached results from, patched from old, its
+// elements listed when their versions were listed: only the addresses
+// of the pods changed in this Compile (x.touched) can have come or gone,
+// each present when a member of from has it. That holds when every
+// result of from changed in this Compile only since listed, and the
+// changed pods' addresses are known; else it returns false.
+func (x *Compiler) patchedElems(id uint32, set string, from []*podEntry, listed []uint64, old []ruleset.Elem) ([]ruleset.Elem, bool) {
+	if x.touchedOver || len(listed) != len(from) {
+		return nil, false
+	}
+	for i, e := range from {
+		if e.startGen != x.gen && e.ver != listed[i] || e.startGen == x.gen && e.startVer != listed[i] {
+			return nil, false
+		}
+	}
+	v4 := set == setPeers4
+	var come []string
+	gone := map[string]bool{}
+	for _, ip := range x.touched {
+		if ip.Is4() != v4 {
+			continue
+		}
+		a := addrBytes(ip)
+		_, was := slices.BinarySearchFunc(old, a, func(e ruleset.Elem, a string) int { return strings.Compare(e.Key[1].From, a) })
+		is := slices.ContainsFunc(from, func(e *podEntry) bool { return e.addrs().has(ip) })
+		switch {
+		case is && !was:
+			come = append(come, a)
+		case was && !is:
+			gone[a] = true
+		}
+	}
+	if len(come)+len(gone) == 0 {
+		return old, true
+	}
+	idr := ruleset.IDBytes(id)
+	out := make([]ruleset.Elem, 0, len(old)+len(come)-len(gone))
+	keys := make([]ruleset.Range, 0, 2*len(come))
+	for _, e := range old {
+		for len(come) > 0 && come[0] < e.Key[1].From {
+			k := len(keys)
+			keys = append(keys, ruleset.Range{From: idr, To: idr}, ruleset.Range{From: come[0], To: come[0]})
+			out, come = append(out, ruleset.Elem{Key: keys[k : k+2 : k+2]}), come[1:]
+		}
+		if !gone[e.Key[1].From] {
+			out = append(out, e)
+		}
+	}
+	for _, a := range come {
+		k := len(keys)
+		keys = append(keys, ruleset.Range{From: idr, To: idr}, ruleset.Range{From: a, To: a})
+		out = append(out, ruleset.Elem{Key: keys[k : k+2 : k+2]})
+	}
+	return out, true
 }

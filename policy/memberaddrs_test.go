@@ -30,6 +30,36 @@ func peerSnapshot(t *testing.T) Snapshot {
 	return s
 }
 
+// peerChanges are changes of peerSnapshot's pods: pods joining and
+// leaving the peer group, changing their addresses as members, sharing an
+// address, going and coming, in turn.
+var peerChanges = []struct {
+	name   string
+	change func(pods []Pod) []Pod
+}{
+	{"join", func(pods []Pod) []Pod {
+		pods[2].Labels = map[string]string{"role": "db"}
+		return pods
+	}},
+	{"leave", func(pods []Pod) []Pod {
+		pods[1].Labels = map[string]string{"role": "web"}
+		return pods
+	}},
+	{"new address", func(pods []Pod) []Pod {
+		pods[3].IPs = []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("::ffff:10.0.0.2")}
+		return pods
+	}},
+	{"shared address", func(pods []Pod) []Pod {
+		pods[5].IPs = pods[3].IPs
+		return pods
+	}},
+	{"one of two goes", func(pods []Pod) []Pod { return slices.Delete(pods, 3, 4) }},
+	{"new pod", func(pods []Pod) []Pod {
+		return append(pods, Pod{Namespace: "b", Name: "q", Node: "n3", Labels: map[string]string{"role": "db"},
+			IPs: []netip.Addr{netip.MustParseAddr("fd00::7")}})
+	}},
+}
+
 // TestMemberAddrsFollowPods runs a Compiler through pods joining and
 // leaving a peer group, changing their addresses as members, sharing an
 // address, and going: each cached result's sorted addresses, kept up to
@@ -61,27 +91,9 @@ func TestMemberAddrsFollowPods(t *testing.T) {
 		}
 	}
 	step("first", func(pods []Pod) []Pod { return pods })
-	step("join", func(pods []Pod) []Pod {
-		pods[2].Labels = map[string]string{"role": "db"}
-		return pods
-	})
-	step("leave", func(pods []Pod) []Pod {
-		pods[1].Labels = map[string]string{"role": "web"}
-		return pods
-	})
-	step("new address", func(pods []Pod) []Pod {
-		pods[3].IPs = []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("::ffff:10.0.0.2")}
-		return pods
-	})
-	step("shared address", func(pods []Pod) []Pod {
-		pods[5].IPs = pods[3].IPs
-		return pods
-	})
-	step("one of two goes", func(pods []Pod) []Pod { return slices.Delete(pods, 3, 4) })
-	step("new pod", func(pods []Pod) []Pod {
-		return append(pods, Pod{Namespace: "b", Name: "q", Node: "n3", Labels: map[string]string{"role": "db"},
-			IPs: []netip.Addr{netip.MustParseAddr("fd00::7")}})
-	})
+	for _, c := range peerChanges {
+		step(c.name, c.change)
+	}
 }
 
 // TestRelistKeepsElements: listing a peer group again after a pod joined
@@ -121,5 +133,45 @@ func TestRelistKeepsElements(t *testing.T) {
 	}
 	if kept == 0 || made != 1 {
 		t.Errorf("%d elements kept, %d made; want some kept, 1 made (the pod that joined)", kept, made)
+	}
+}
+
+// TestPatchedElems runs a Compiler through pods joining and leaving a
+// peer group, changing addresses, sharing one and going; after each
+// Compile, patching the group's previous elements with the pods changed
+// must work and give the elements a full listing gives.
+func TestPatchedElems(t *testing.T) {
+	s := peerSnapshot(t)
+	x := NewCompiler()
+	x.Compile(s)
+	ps := x.policies[podID{"a", "from-db"}]
+	step := func(at string, change func(pods []Pod) []Pod) {
+		t.Helper()
+		before := slices.Clone(ps.out.groups)
+		s.Pods = change(slices.Clone(s.Pods))
+		if got, want := x.Compile(s), Compile(s); got.String() != want.String() {
+			t.Fatalf("%s: Compiler differs from Compile:\n%s", at, textdiff.Lines(want.String(), got.String()))
+		}
+		patched := 0
+		for _, g := range before {
+			if g.from == nil {
+				continue
+			}
+			elems, ok := x.patchedElems(g.id, g.base, g.from, g.vers, g.elems)
+			if !ok {
+				t.Errorf("%s: group %s %q not patched", at, g.set, g.def)
+				continue
+			}
+			patched++
+			if want := relistedElems(g.id, g.base, g.from, nil); !slices.EqualFunc(elems, want, sameKey) {
+				t.Errorf("%s: group %s %q patched to %v, listed %v", at, g.set, g.def, elems, want)
+			}
+		}
+		if patched == 0 {
+			t.Fatalf("%s: no group to patch", at)
+		}
+	}
+	for _, c := range peerChanges {
+		step(c.name, c.change)
 	}
 }

@@ -112,6 +112,7 @@ func (x *Compiler) addPod(p *podRec) {
 	}
 	pods[p] = struct{}{}
 	x.count(p, 1)
+	x.touch(p.IPs)
 	x.reselect(p, false, nil)
 }
 
@@ -120,6 +121,7 @@ func (x *Compiler) removePod(p *podRec) {
 	wasPoliced := !p.HostNetwork
 	x.count(p, -1)
 	p.HostNetwork, p.Labels, p.local = true, nil, false // matches no selector any more
+	x.touch(p.IPs)
 	x.reselect(p, wasPoliced, p.IPs)
 	delete(x.pods, podID{p.Namespace, p.Name})
 	delete(x.byNS[p.Namespace], p)
@@ -139,6 +141,8 @@ func (x *Compiler) updatePod(p *podRec, to *Pod) {
 	p.set(to)
 	p.local = p.Node == x.node.Name && !p.HostNetwork
 	x.count(p, 1)
+	x.touch(ips)
+	x.touch(p.IPs)
 	x.reselect(p, wasPoliced, ips)
 	if wasLocal && p.local && slices.Equal(ips, p.IPs) {
 		x.orderStale = orderStale
@@ -166,6 +170,9 @@ func (x *Compiler) reselect(p *podRec, wasPoliced bool, ips []netip.Addr) {
 			e.readdress(p, ips)
 		}
 		if was || now {
+			if e.startGen != x.gen { // its first change in this Compile
+				e.startGen, e.startVer = x.gen, e.ver
+			}
 			e.ver++
 			x.markUsers(e.users)
 		}

@@ -33,8 +33,9 @@ type podEntry struct {
 	sorted *memberAddrs
 	users  map[*policyState]struct{}
 	// ver counts the changes of members: a pod joining, leaving, or
-	// changing while a member.
-	ver uint64
+	// changing while a member. startVer was ver before its first change
+	// in the Compile of generation startGen.
+	ver, startVer, startGen uint64
 }
 
 type entryID struct {
