@@ -298,12 +298,22 @@ func (x *Compiler) nodeElems() map[string][]ruleset.Elem {
 				if f == 1 {
 					self, local = setSelf6, setLocalPods6
 				}
-				out[self] = append(out[self], e)
-				out[local] = append(out[local], ruleset.Elem{Key: e.Key[:1]})
+				x.appendLocal(out, self, e)
+				x.appendLocal(out, local, ruleset.Elem{Key: e.Key[:1]})
 			}
 		}
 	}
 	return out
+}
+
+// appendLocal appends e to the elements of set name in out, made with
+// room for as many as the set had in the last local part.
+func (x *Compiler) appendLocal(out map[string][]ruleset.Elem, name string, e ruleset.Elem) {
+	es, ok := out[name]
+	if !ok {
+		es = make([]ruleset.Elem, 0, max(1, len(x.localSets[name])))
+	}
+	out[name] = append(es, e)
 }
 
 // elemFamily is the family of an element keyed by an address first: 0
@@ -378,7 +388,7 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	isolated := [2][2]string{{setIngressIsolated4, setIngressIsolated6}, {setEgressIsolated4, setEgressIsolated6}}
 	dirs := [2]direction{dirIngress, dirEgress}
 	out := make(map[string][]ruleset.Elem, 4)
-	x.selChains = make(map[string]ruleset.Chain, len(x.selChains))
+	clear(x.selChains) // the results hold copies of its chains
 	var id strings.Builder
 	for f, pods := range x.localOrders() {
 		for _, p := range pods {
@@ -392,8 +402,8 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 				}
 				for _, e := range x.podJumps(p, d, &id, dirs[d], list) {
 					if elemFamily(e) == f {
-						out[maps[d][f]] = append(out[maps[d][f]], e)
-						out[isolated[d][f]] = append(out[isolated[d][f]], ruleset.Elem{Key: e.Key})
+						x.appendLocal(out, maps[d][f], e)
+						x.appendLocal(out, isolated[d][f], ruleset.Elem{Key: e.Key})
 					}
 				}
 			}
