@@ -94,28 +94,16 @@ func (x *Compiler) localPart() {
 }
 
 // sortedLocalChains returns the selection chains of x.selChains and
-// x.tierChains sorted by name: in the order of the last ones when they
-// have the same names, as they mostly do, without sorting them again.
+// x.tierChains sorted by name: those of the last ones that stay in their
+// last order, merged with the selection chains dispatch made for pods
+// whose selection changed (x.madeSel), sorted, when that accounts for
+// every chain, as it mostly does; else all of them sorted.
 func (x *Compiler) sortedLocalChains() []ruleset.Chain {
 	n := len(x.selChains) + len(x.tierChains)
-	chains := make([]ruleset.Chain, 0, n)
-	if len(x.localChains) == n {
-		for _, last := range x.localChains {
-			ch, sel := x.selChains[last.Name]
-			tch, tier := x.tierChains[last.Name]
-			if sel == tier { // in neither, or in both: sort
-				break
-			}
-			if tier {
-				ch = tch
-			}
-			chains = append(chains, ch)
-		}
-		if len(chains) == n {
-			return chains
-		}
-		chains = chains[:0]
+	if chains, ok := x.keptLocalChains(n); ok {
+		return chains
 	}
+	chains := make([]ruleset.Chain, 0, n)
 	for _, ch := range x.selChains {
 		chains = append(chains, ch)
 	}
@@ -124,6 +112,39 @@ func (x *Compiler) sortedLocalChains() []ruleset.Chain {
 	}
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	return chains
+}
+
+// keptLocalChains is sortedLocalChains from the last local chains and
+// x.madeSel, when they account for the n chains: false when they do not,
+// or a name is both a selection and a tier selection chain.
+func (x *Compiler) keptLocalChains(n int) ([]ruleset.Chain, bool) {
+	kept := make([]ruleset.Chain, 0, n)
+	for _, last := range x.localChains {
+		ch, sel := x.selChains[last.Name]
+		tch, tier := x.tierChains[last.Name]
+		switch {
+		case sel && tier:
+			return nil, false
+		case sel:
+			kept = append(kept, ch)
+		case tier:
+			kept = append(kept, tch)
+		}
+	}
+	slices.Sort(x.madeSel)
+	var made []ruleset.Chain
+	for _, name := range slices.Compact(x.madeSel) {
+		if _, last := slices.BinarySearchFunc(x.localChains, name, func(c ruleset.Chain, name string) int { return strings.Compare(c.Name, name) }); !last {
+			made = append(made, x.selChains[name])
+		}
+	}
+	if len(kept)+len(made) != n {
+		return nil, false
+	}
+	if len(made) == 0 {
+		return kept, true
+	}
+	return merge(kept, made, chainName), true
 }
 
 // chainChanges returns the names of the chains of last that are not in
@@ -389,6 +410,7 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	dirs := [2]direction{dirIngress, dirEgress}
 	out := make(map[string][]ruleset.Elem, 4)
 	clear(x.selChains) // the results hold copies of its chains
+	x.madeSel = x.madeSel[:0]
 	var id strings.Builder
 	for f, pods := range x.localOrders() {
 		for _, p := range pods {
@@ -498,6 +520,7 @@ func (x *Compiler) podTarget(j *jumpElems, id *strings.Builder, d direction, ns 
 	j.sel, j.selChain = list, nil
 	if ch, ok := x.selChains[name]; ok {
 		j.selChain = &ch
+		x.madeSel = append(x.madeSel, name)
 	}
 	return name
 }

@@ -87,6 +87,7 @@ type Compiler struct {
 	fam        [2]bool
 	dirty      map[*policyState]struct{}
 	selChains  map[string]ruleset.Chain // selection chains of the last call, by name
+	madeSel    []string                 // those of them dispatch made for a changed selection
 	selMemo    map[string]ruleset.Chain // selection chains by identity
 	// chains are the last result's chains, sorted by name: every
 	// policy's, the local part's and those rebuilt on every call, named
