@@ -207,7 +207,7 @@ func (x *Compiler) policyPart() (goneChains []string, chains []ruleset.Chain) {
 	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(counters, compareCounters)
-	if slices.SortFunc(goneCounterList, compareCounters); !slices.Equal(goneCounterList, counters) {
+	if slices.SortFunc(goneCounterList, compareCounters); !slices.EqualFunc(goneCounterList, counters, sameCounter) {
 		// Otherwise the list stays, the same memory: Diff finds the
 		// counters unchanged without comparing them.
 		x.polCounters = slices.Clip(replace(x.polCounters, goneCounters, counters, counterName))
@@ -239,6 +239,10 @@ func counterName(c ruleset.Counter) string { return c.Name }
 func chainName(c ruleset.Chain) string { return c.Name }
 
 func compareCounters(a, b ruleset.Counter) int { return strings.Compare(a.Name, b.Name) }
+
+// sameCounter tells whether two counters have the same name and owner (a
+// policy compiled again points to its new rules' owners).
+func sameCounter(a, b ruleset.Counter) bool { return a.Name == b.Name && a.Owner() == b.Owner() }
 
 // replace returns a copy of list, sorted by name, without the elements
 // named in gone (in any order) and with those of add (sorted by name)

@@ -99,12 +99,15 @@ func TestSelectionChainsOnlyWhereNeeded(t *testing.T) {
 
 // TestLocalPartKept: a change that leaves every policy's selection and
 // the local pods as they were (a port of a policy) keeps the local part
-// of the last result, the same memory, without rebuilding it; a change
-// of a local pod rebuilds it. Both results are Compile's.
+// of the last result, the same memory, without rebuilding it, and the
+// list of counters (the policy compiled again has the same counters and
+// owners); a change of a local pod rebuilds it. Both results are
+// Compile's.
 func TestLocalPartKept(t *testing.T) {
 	s := selectionSnapshot(t, DeniedLog{})
 	x := NewCompiler()
 	before := x.Compile(s)
+	counters := x.polCounters
 	s.Policies = fixtures.Policies(t, `
 {metadata: {name: web-80, namespace: default}, spec: {podSelector: {matchLabels: {app: web}}, ingress: [{ports: [{port: 8080}]}]}}
 ---
@@ -123,6 +126,9 @@ func TestLocalPartKept(t *testing.T) {
 	}
 	if !same(before, after) {
 		t.Errorf("a port change rebuilt the pod map")
+	}
+	if !sameSlice(counters, x.polCounters) {
+		t.Errorf("a port change rebuilt the list of counters")
 	}
 	s.Pods = append(slices.Clone(s.Pods), Pod{Namespace: "default", Name: "web2", Node: "n1",
 		Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.0.1.12")}})
