@@ -121,7 +121,7 @@ func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 		if !ok {
 			continue
 		}
-		switch o := ctr.Owner; o.Kind {
+		switch o := ctr.Owner(); o.Kind {
 		case ruleset.OwnerIsolation:
 			ch <- prometheus.MustNewConstMetric(c.denied, prometheus.CounterValue, float64(v.Packets), string(o.Direction))
 		case ruleset.OwnerSpoof:

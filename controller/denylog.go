@@ -60,7 +60,7 @@ func (d *DeniedLogger) clusterRule(prefix string) (ruleset.Owner, bool) {
 	if i == len(cs) || !strings.HasPrefix(cs[i].Name, prefix) {
 		return ruleset.Owner{}, false
 	}
-	o := cs[i].Owner
+	o := cs[i].Owner()
 	return o, o.Kind == ruleset.OwnerPolicyRule && o.Tier != ruleset.TierNetworkPolicy
 }
 

@@ -301,7 +301,7 @@ func compareCounters(t *testing.T, rs ruleset.Ruleset, names []string, before, a
 	var total uint64
 	for _, counter := range rs.Counters {
 		c := counter.Name
-		exact := want.dropped[c] == 0 && counter.Owner.Kind != ruleset.OwnerIsolation
+		exact := want.dropped[c] == 0 && counter.Owner().Kind != ruleset.OwnerIsolation
 		least := want.allowed[c] + want.dropped[c]
 		var ref uint64
 		for i := range names {

@@ -60,7 +60,7 @@ func batchRuleset() ruleset.Ruleset {
 		big.Elems = append(big.Elems, ruleset.Elem{Key: []ruleset.Range{point(fmt.Sprintf("10.2.%d.%d", i/256, i%256))}})
 	}
 	return ruleset.Ruleset{
-		Counters: []ruleset.Counter{{Name: "denied-ingress"}, {Name: "pol-a-r0", Owner: ruleOwner("default", "a", 0)}},
+		Counters: []ruleset.Counter{{Name: "denied-ingress"}, {Name: "pol-a-r0", OwnerRef: new(ruleOwner("default", "a", 0))}},
 		Sets: []ruleset.Set{
 			big,
 			{Name: "blocks4", Key: []ruleset.Type{ruleset.TypeIPv4}, Interval: true, Elems: []ruleset.Elem{
@@ -96,7 +96,7 @@ func batchRuleset() ruleset.Ruleset {
 // deleted.
 func changedRuleset() ruleset.Ruleset {
 	r := batchRuleset()
-	r.Counters = []ruleset.Counter{{Name: "pol-a-r0", Owner: ruleOwner("default", "a", 0)}, {Name: "pol-b-r0", Owner: ruleOwner("default", "b", 0)}}
+	r.Counters = []ruleset.Counter{{Name: "pol-a-r0", OwnerRef: new(ruleOwner("default", "a", 0))}, {Name: "pol-b-r0", OwnerRef: new(ruleOwner("default", "b", 0))}}
 	r.Sets = []ruleset.Set{
 		r.Sets[0], // big4
 		{Name: "ingress-pods4", Key: []ruleset.Type{ruleset.TypeIPv4}, Map: true, Elems: []ruleset.Elem{

@@ -29,7 +29,7 @@ func dnsBatchRuleset(pods ...string) ruleset.Ruleset {
 	udp53 := ruleset.Match{Kind: ruleset.MatchPort, Proto: ruleset.ProtoUDP, PortFrom: 53, PortTo: 53}
 	fromPods := lookup("dns-pods4", 0, ruleset.FieldIPSaddr)
 	return ruleset.Ruleset{
-		Counters: []ruleset.Counter{{Name: "dns-proxy-down", Owner: ruleset.Owner{Kind: ruleset.OwnerDNSProxyDown}}},
+		Counters: []ruleset.Counter{{Name: "dns-proxy-down", OwnerRef: &ruleset.Owner{Kind: ruleset.OwnerDNSProxyDown}}},
 		Sets: []ruleset.Set{
 			podSet,
 			{Name: "dns4-X", Key: []ruleset.Type{ruleset.TypeIPv4, ruleset.TypeIPv4}, Timeout: true, Size: 4096, Dynamic: true},

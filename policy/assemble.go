@@ -20,12 +20,18 @@ import (
 
 // ruleset assembles the ruleset from the current state.
 func (x *Compiler) ruleset() ruleset.Ruleset {
+	var gone []string                    // chains leaving x.chains
+	var polChains, local []ruleset.Chain // and joining it, sorted
 	if x.polStale {
-		x.policyPart()
+		gone, polChains = x.policyPart()
 	}
 	x.moveSelections()
 	if x.localStale {
+		last := x.localChains
 		x.localPart()
+		var left []string
+		left, local = chainChanges(last, x.localChains)
+		gone = append(gone, left...)
 		x.localStale = false
 	}
 	var r ruleset.Ruleset
@@ -60,7 +66,13 @@ func (x *Compiler) ruleset() ruleset.Ruleset {
 	if dns := dnsCounters(r.DNS); dns != nil {
 		r.Counters = merge(dns, x.polCounters, counterName)
 	}
-	r.Chains = merge(merge(chains, x.localChains, chainName), x.polChains, chainName)
+	gone = append(gone, x.rebuilt...)
+	x.rebuilt = x.rebuilt[:0]
+	for _, ch := range chains {
+		x.rebuilt = append(x.rebuilt, ch.Name)
+	}
+	x.chains = replace(x.chains, gone, merge(merge(chains, local, chainName), polChains, chainName), chainName)
+	r.Chains = x.chains
 	r.Problems = x.polProblems
 	return r
 }
@@ -78,7 +90,20 @@ func (x *Compiler) localPart() {
 		elems[name] = ruleset.SortElems(es)
 	}
 	x.localSets = elems
-	chains := make([]ruleset.Chain, 0, len(x.selChains)+len(x.tierChains))
+	x.localChains = x.sortedLocalChains()
+}
+
+// sortedLocalChains returns the selection chains of x.selChains and
+// x.tierChains sorted by name: those of the last ones that stay in their
+// last order, merged with the selection chains dispatch made for pods
+// whose selection changed (x.madeSel), sorted, when that accounts for
+// every chain, as it mostly does; else all of them sorted.
+func (x *Compiler) sortedLocalChains() []ruleset.Chain {
+	n := len(x.selChains) + len(x.tierChains)
+	if chains, ok := x.keptLocalChains(n); ok {
+		return chains
+	}
+	chains := make([]ruleset.Chain, 0, n)
 	for _, ch := range x.selChains {
 		chains = append(chains, ch)
 	}
@@ -86,16 +111,72 @@ func (x *Compiler) localPart() {
 		chains = append(chains, ch)
 	}
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	x.localChains = chains
+	return chains
 }
 
-// policyPart updates the sorted chains of every policy, and the groups of
-// the shared sets, after some policies changed: the objects of their last
-// outputs (x.replaced) leave, those of their new outputs (x.changed) join.
-// A policy whose peer groups only were listed again keeps its chains and
-// counters where they are: only its groups leave and join.
-func (x *Compiler) policyPart() {
-	var goneChains, goneCounters []string
+// keptLocalChains is sortedLocalChains from the last local chains and
+// x.madeSel, when they account for the n chains: false when they do not,
+// or a name is both a selection and a tier selection chain.
+func (x *Compiler) keptLocalChains(n int) ([]ruleset.Chain, bool) {
+	kept := make([]ruleset.Chain, 0, n)
+	for _, last := range x.localChains {
+		ch, sel := x.selChains[last.Name]
+		tch, tier := x.tierChains[last.Name]
+		switch {
+		case sel && tier:
+			return nil, false
+		case sel:
+			kept = append(kept, ch)
+		case tier:
+			kept = append(kept, tch)
+		}
+	}
+	slices.Sort(x.madeSel)
+	var made []ruleset.Chain
+	for _, name := range slices.Compact(x.madeSel) {
+		if _, last := slices.BinarySearchFunc(x.localChains, name, func(c ruleset.Chain, name string) int { return strings.Compare(c.Name, name) }); !last {
+			made = append(made, x.selChains[name])
+		}
+	}
+	if len(kept)+len(made) != n {
+		return nil, false
+	}
+	if len(made) == 0 {
+		return kept, true
+	}
+	return merge(kept, made, chainName), true
+}
+
+// chainChanges returns the names of the chains of last that are not in
+// now as they were (same name, base and rules' memory), and the chains of
+// now that were not in last so: both lists sorted by name, as are the
+// results.
+func chainChanges(last, now []ruleset.Chain) (gone []string, added []ruleset.Chain) {
+	for len(last) > 0 || len(now) > 0 {
+		switch {
+		case len(now) == 0 || len(last) > 0 && last[0].Name < now[0].Name:
+			gone, last = append(gone, last[0].Name), last[1:]
+		case len(last) == 0 || now[0].Name < last[0].Name:
+			added, now = append(added, now[0]), now[1:]
+		default:
+			if last[0].Base != now[0].Base || !sameSlice(last[0].Rules, now[0].Rules) {
+				gone, added = append(gone, last[0].Name), append(added, now[0])
+			}
+			last, now = last[1:], now[1:]
+		}
+	}
+	return gone, added
+}
+
+// policyPart updates the sorted counters of every policy, and the groups
+// of the shared sets, after some policies changed: the objects of their
+// last outputs (x.replaced) leave, those of their new outputs (x.changed)
+// join. It returns the names of the chains that leave and the chains that
+// join (sorted), for ruleset to replace. A policy whose peer groups only
+// were listed again keeps its chains and counters where they are: only
+// its groups leave and join.
+func (x *Compiler) policyPart() (goneChains []string, chains []ruleset.Chain) {
+	var goneCounters []string
 	var goneCounterList []ruleset.Counter
 	for _, out := range x.replaced {
 		for _, ch := range out.chains {
@@ -112,7 +193,7 @@ func (x *Compiler) policyPart() {
 			nc, nk = nc+len(ps.out.chains), nk+len(ps.out.counters)
 		}
 	}
-	chains := make([]ruleset.Chain, 0, nc)
+	chains = make([]ruleset.Chain, 0, nc)
 	counters := make([]ruleset.Counter, 0, nk)
 	problems := false // some output that comes or goes has problems
 	for ps, whole := range x.changed {
@@ -132,11 +213,8 @@ func (x *Compiler) policyPart() {
 	}
 	x.releaseIDs()
 	slices.SortFunc(chains, func(a, b ruleset.Chain) int { return strings.Compare(a.Name, b.Name) })
-	if len(goneChains)+len(chains) > 0 {
-		x.polChains = replace(x.polChains, goneChains, chains, chainName)
-	}
 	slices.SortFunc(counters, compareCounters)
-	if slices.SortFunc(goneCounterList, compareCounters); !slices.Equal(goneCounterList, counters) {
+	if slices.SortFunc(goneCounterList, compareCounters); !slices.EqualFunc(goneCounterList, counters, sameCounter) {
 		// Otherwise the list stays, the same memory: Diff finds the
 		// counters unchanged without comparing them.
 		x.polCounters = slices.Clip(replace(x.polCounters, goneCounters, counters, counterName))
@@ -160,6 +238,7 @@ func (x *Compiler) policyPart() {
 	x.replaced = x.replaced[:0]
 	clear(x.changed)
 	x.polStale = false
+	return goneChains, chains
 }
 
 func counterName(c ruleset.Counter) string { return c.Name }
@@ -167,6 +246,10 @@ func counterName(c ruleset.Counter) string { return c.Name }
 func chainName(c ruleset.Chain) string { return c.Name }
 
 func compareCounters(a, b ruleset.Counter) int { return strings.Compare(a.Name, b.Name) }
+
+// sameCounter tells whether two counters have the same name and owner (a
+// policy compiled again points to its new rules' owners).
+func sameCounter(a, b ruleset.Counter) bool { return a.Name == b.Name && a.Owner() == b.Owner() }
 
 // replace returns a copy of list, sorted by name, without the elements
 // named in gone (in any order) and with those of add (sorted by name)
@@ -230,24 +313,92 @@ func (x *Compiler) nodeElems() map[string][]ruleset.Elem {
 		name := familySet(a, setNodeAddrs4, setNodeAddrs6)
 		out[name] = append(out[name], ruleset.Elem{Key: []ruleset.Range{single(a)}})
 	}
-	for p := range x.local {
-		le := p.localElems()
-		if le.self == nil {
-			for _, ip := range p.IPs {
-				k := single(ip.Unmap())
-				le.self = append(le.self, ruleset.Elem{Key: []ruleset.Range{k, k}})
+	for f, pods := range x.localOrders() {
+		for _, p := range pods {
+			le := p.localElems()
+			if le.self == nil {
+				for _, ip := range p.IPs {
+					k := single(ip.Unmap())
+					le.self = append(le.self, ruleset.Elem{Key: []ruleset.Range{k, k}})
+				}
 			}
-		}
-		for _, e := range le.self {
-			self, local := setSelf6, setLocalPods6
-			if len(e.Key[0].From) == 4 {
-				self, local = setSelf4, setLocalPods4
+			for _, e := range le.self {
+				if elemFamily(e) != f {
+					continue
+				}
+				self, local := setSelf4, setLocalPods4
+				if f == 1 {
+					self, local = setSelf6, setLocalPods6
+				}
+				x.appendLocal(out, self, e)
+				x.appendLocal(out, local, ruleset.Elem{Key: e.Key[:1]})
 			}
-			out[self] = append(out[self], e)
-			out[local] = append(out[local], ruleset.Elem{Key: e.Key[:1]})
 		}
 	}
 	return out
+}
+
+// appendLocal appends e to the elements of set name in out, made with
+// room for as many as the set had in the last local part.
+func (x *Compiler) appendLocal(out map[string][]ruleset.Elem, name string, e ruleset.Elem) {
+	es, ok := out[name]
+	if !ok {
+		es = make([]ruleset.Elem, 0, max(1, len(x.localSets[name])))
+	}
+	out[name] = append(es, e)
+}
+
+// elemFamily is the family of an element keyed by an address first: 0
+// for IPv4, 1 for IPv6.
+func elemFamily(e ruleset.Elem) int {
+	if len(e.Key[0].From) == 16 {
+		return 1
+	}
+	return 0
+}
+
+// localOrders returns the local pods with addresses of each family (IPv4,
+// IPv6), in the order the local part lists their elements. That is by
+// namespace and name: of two local pods sharing an address, the pod
+// maps' element is the first's (see sortedPods). Unless a pod has two
+// addresses of one family, each family's are sorted by their address of
+// that family first, which leaves the order of pods of one address and
+// puts their elements in key order: SortElems finds them sorted instead
+// of sorting them again on every change. The orders are kept until a
+// local pod comes, goes or changes its addresses.
+func (x *Compiler) localOrders() [2][]*podRec {
+	if !x.orderStale {
+		return x.localOrder
+	}
+	pods := sortedPods(x.local)
+	order := [2][]*podRec{make([]*podRec, 0, len(pods)), nil}
+	addrs := make(map[*podRec][2]netip.Addr, len(pods))
+	several := false // a pod with two addresses of one family
+	for _, p := range pods {
+		var a [2]netip.Addr
+		for _, ip := range p.IPs {
+			ip = ip.Unmap()
+			f := 0
+			if !ip.Is4() {
+				f = 1
+			}
+			several = several || a[f].IsValid()
+			a[f] = ip
+		}
+		for f := range a {
+			if a[f].IsValid() {
+				order[f] = append(order[f], p)
+			}
+		}
+		addrs[p] = a
+	}
+	for f := range order {
+		if !several {
+			slices.SortStableFunc(order[f], func(p, q *podRec) int { return addrs[p][f].Compare(addrs[q][f]) })
+		}
+	}
+	x.localOrder, x.orderStale = order, false
+	return order
 }
 
 func familySet(a netip.Addr, v4, v6 string) string {
@@ -269,33 +420,45 @@ func (x *Compiler) dispatch() map[string][]ruleset.Elem {
 	isolated := [2][2]string{{setIngressIsolated4, setIngressIsolated6}, {setEgressIsolated4, setEgressIsolated6}}
 	dirs := [2]direction{dirIngress, dirEgress}
 	out := make(map[string][]ruleset.Elem, 4)
-	x.selChains = make(map[string]ruleset.Chain, len(x.selChains))
+	clear(x.selChains) // the results hold copies of its chains
+	x.madeSel = x.madeSel[:0]
 	var id strings.Builder
-	for _, p := range sortedPods(by) {
-		for d, list := range by[p] {
-			if len(list) == 0 {
+	for f, pods := range x.localOrders() {
+		for _, p := range pods {
+			sel := by[p]
+			if sel == nil {
 				continue
 			}
-			j := &p.localElems().jump[d]
-			name := x.podTarget(j, &id, dirs[d], p.Namespace, list)
-			if j.chain != name || j.elems == nil {
-				j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
-				jump := &ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}
-				for _, ip := range p.IPs {
-					j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: jump})
+			for d, list := range sel {
+				if len(list) == 0 {
+					continue
 				}
-			}
-			for _, e := range j.elems {
-				f := 0
-				if len(e.Key[0].From) == 16 {
-					f = 1
+				for _, e := range x.podJumps(p, d, &id, dirs[d], list) {
+					if elemFamily(e) == f {
+						x.appendLocal(out, maps[d][f], e)
+						x.appendLocal(out, isolated[d][f], ruleset.Elem{Key: e.Key})
+					}
 				}
-				out[maps[d][f]] = append(out[maps[d][f]], e)
-				out[isolated[d][f]] = append(out[isolated[d][f]], ruleset.Elem{Key: e.Key})
 			}
 		}
 	}
 	return out
+}
+
+// podJumps returns the pod map elements of local pod p for direction d
+// (index d, selected by list): each of its addresses jumps to its target,
+// kept from the last call while the target stays.
+func (x *Compiler) podJumps(p *podRec, d int, id *strings.Builder, dir direction, list []*policyState) []ruleset.Elem {
+	j := &p.localElems().jump[d]
+	name := x.podTarget(j, id, dir, p.Namespace, list)
+	if j.chain != name || j.elems == nil {
+		j.chain, j.elems = name, make([]ruleset.Elem, 0, len(p.IPs))
+		jump := &ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: name}
+		for _, ip := range p.IPs {
+			j.elems = append(j.elems, ruleset.Elem{Key: []ruleset.Range{single(ip.Unmap())}, Verdict: jump})
+		}
+	}
+	return j.elems
 }
 
 // podSelection is the NetworkPolicies selecting a local pod, per direction,
@@ -368,6 +531,7 @@ func (x *Compiler) podTarget(j *jumpElems, id *strings.Builder, d direction, ns 
 	j.sel, j.selChain = list, nil
 	if ch, ok := x.selChains[name]; ok {
 		j.selChain = &ch
+		x.madeSel = append(x.madeSel, name)
 	}
 	return name
 }

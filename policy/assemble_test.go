@@ -99,12 +99,15 @@ func TestSelectionChainsOnlyWhereNeeded(t *testing.T) {
 
 // TestLocalPartKept: a change that leaves every policy's selection and
 // the local pods as they were (a port of a policy) keeps the local part
-// of the last result, the same memory, without rebuilding it; a change
-// of a local pod rebuilds it. Both results are Compile's.
+// of the last result, the same memory, without rebuilding it, and the
+// list of counters (the policy compiled again has the same counters and
+// owners); a change of a local pod rebuilds it. Both results are
+// Compile's.
 func TestLocalPartKept(t *testing.T) {
 	s := selectionSnapshot(t, DeniedLog{})
 	x := NewCompiler()
 	before := x.Compile(s)
+	counters := x.polCounters
 	s.Policies = fixtures.Policies(t, `
 {metadata: {name: web-80, namespace: default}, spec: {podSelector: {matchLabels: {app: web}}, ingress: [{ports: [{port: 8080}]}]}}
 ---
@@ -124,6 +127,9 @@ func TestLocalPartKept(t *testing.T) {
 	if !same(before, after) {
 		t.Errorf("a port change rebuilt the pod map")
 	}
+	if !sameSlice(counters, x.polCounters) {
+		t.Errorf("a port change rebuilt the list of counters")
+	}
 	s.Pods = append(slices.Clone(s.Pods), Pod{Namespace: "default", Name: "web2", Node: "n1",
 		Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.0.1.12")}})
 	again := x.Compile(s)
@@ -132,5 +138,101 @@ func TestLocalPartKept(t *testing.T) {
 	}
 	if same(after, again) {
 		t.Errorf("a new local pod kept the pod map")
+	}
+}
+
+// TestLocalOrder pins the order the local part lists local pods in: by
+// address within each family, pods of one address by namespace and name,
+// so that the sets' and maps' elements come out sorted (SortElems finds
+// them so) and an address two pods share jumps where the first pod by
+// namespace and name does; by namespace and name alone once a pod has
+// two addresses of one family. A label change of a local pod keeps the
+// order; an address change rebuilds it. Every result is Compile's.
+func TestLocalOrder(t *testing.T) {
+	addrs := func(list ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, a := range list {
+			out = append(out, netip.MustParseAddr(a))
+		}
+		return out
+	}
+	s := Snapshot{Node: Node{Name: "n1"}}
+	for _, ns := range []string{"a", "b", "c"} {
+		s.Namespaces = append(s.Namespaces, Namespace{Name: ns})
+		s.Policies = append(s.Policies, fixtures.Policy(t, "{metadata: {namespace: "+ns+", name: deny}, spec: {podSelector: {}}}"))
+	}
+	pod := func(ns, name string, ips ...string) Pod {
+		return Pod{Namespace: ns, Name: name, Node: "n1", Labels: map[string]string{"app": name}, IPs: addrs(ips...)}
+	}
+	s.Pods = []Pod{
+		pod("c", "x", "10.0.0.5", "fd00::5"), pod("b", "z", "10.0.0.9"), pod("a", "y", "10.0.0.9"),
+		pod("b", "w", "10.0.0.1", "fd00::1"), pod("a", "v", "fd00::3"),
+	}
+	x := NewCompiler()
+	check := func(at string, want4 []string, owner9 string) {
+		t.Helper()
+		got, want := x.Compile(s), Compile(s)
+		if got.String() != want.String() {
+			t.Fatalf("%s: Compiler differs from Compile:\n%s", at, textdiff.Lines(want.String(), got.String()))
+		}
+		var names []string
+		for _, p := range x.localOrder[0] {
+			names = append(names, p.Namespace+"/"+p.Name)
+		}
+		if !slices.Equal(names, want4) {
+			t.Errorf("%s: IPv4 local order %v, want %v", at, names, want4)
+		}
+		m, _ := got.Set(mapIngress4)
+		i := slices.IndexFunc(m.Elems, func(e ruleset.Elem) bool { return e.Key[0] == single(netip.MustParseAddr("10.0.0.9")) })
+		if want := policyChainName(dirIngress, owner9+"/deny"); i < 0 || m.Elems[i].Verdict.Chain != want {
+			t.Errorf("%s: 10.0.0.9 does not jump to %s: %v", at, want, m.Elems)
+		}
+	}
+	sorted := func(at string, sets map[string][]ruleset.Elem) {
+		t.Helper()
+		for name, es := range sets {
+			if !slices.IsSortedFunc(es, func(a, b ruleset.Elem) int { return strings.Compare(a.Key[0].From, b.Key[0].From) }) {
+				t.Errorf("%s: elements of %s listed out of order: SortElems sorts them again", at, name)
+			}
+		}
+	}
+	check("first", []string{"b/w", "c/x", "a/y", "b/z"}, "a")
+	sorted("first", x.nodeElems())
+	sorted("first", x.dispatch())
+
+	order := x.localOrder
+	s.Pods = slices.Clone(s.Pods)
+	s.Pods[2].Labels = map[string]string{"app": "y2"}
+	check("label", []string{"b/w", "c/x", "a/y", "b/z"}, "a")
+	if !sameSlice(order[0], x.localOrder[0]) || !sameSlice(order[1], x.localOrder[1]) {
+		t.Error("a label change rebuilt the local order")
+	}
+
+	s.Pods = slices.Clone(s.Pods)
+	s.Pods[2].IPs = addrs("10.0.0.0")
+	check("address", []string{"a/y", "b/w", "c/x", "b/z"}, "b")
+
+	s.Pods = append(slices.Clone(s.Pods), pod("c", "t", "10.0.0.9", "10.0.0.2"))
+	check("two addresses", []string{"a/y", "b/w", "b/z", "c/t", "c/x"}, "b")
+}
+
+// TestChainChanges pins chainChanges: a chain of the same name, base and
+// rules' memory stays out of both lists; one whose rules were made again
+// (even equal) leaves and joins; the others leave or join.
+func TestChainChanges(t *testing.T) {
+	rules := func(chain string) []ruleset.Rule {
+		return []ruleset.Rule{{Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: chain}}}
+	}
+	kept := ruleset.Chain{Name: "b", Rules: rules("x")}
+	remade := ruleset.Chain{Name: "c", Rules: rules("x")}
+	last := []ruleset.Chain{{Name: "a", Rules: rules("x")}, kept, remade, {Name: "e"}}
+	now := []ruleset.Chain{kept, {Name: "c", Rules: rules("x")}, {Name: "d", Rules: rules("y")}, {Name: "e"}}
+	gone, added := chainChanges(last, now)
+	var names []string
+	for _, ch := range added {
+		names = append(names, ch.Name)
+	}
+	if !slices.Equal(gone, []string{"a", "c"}) || !slices.Equal(names, []string{"c", "d"}) || &added[0].Rules[0] != &now[1].Rules[0] {
+		t.Errorf("chainChanges: gone %v, added %v; want gone [a c], added [c d] (c's new rules)", gone, names)
 	}
 }

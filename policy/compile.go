@@ -168,9 +168,9 @@ func (c *policyBuilder) output() policyOut {
 	}
 	out.counters = make([]ruleset.Counter, 0, counters) // at most one a rule
 	for _, ch := range out.chains {
-		for _, r := range ch.Rules {
-			if r.Counter != "" {
-				out.counters = append(out.counters, ruleset.Counter{Name: r.Counter, Owner: r.Owner})
+		for i := range ch.Rules { // never modified: the counters point to their owners
+			if r := &ch.Rules[i]; r.Counter != "" {
+				out.counters = append(out.counters, ruleset.Counter{Name: r.Counter, OwnerRef: &r.Owner})
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -118,6 +119,9 @@ func TestStringWithCounters(t *testing.T) {
 // TestCountersKeepTheirOwners pins that every counter has an owner, that
 // of the rules counting into it (when any does), whole even where the
 // counter's name is cut to stay short (a policy name of 253 characters).
+// A policy rule's counter points to the owner of one of its rules instead of
+// holding a copy: a counter list is copied whenever a policy's counters
+// come or go, and each counter is then a name and a pointer.
 func TestCountersKeepTheirOwners(t *testing.T) {
 	name := strings.Repeat("n", 253)
 	s := Snapshot{Node: Node{Name: "n1"}, Pods: []Pod{
@@ -129,20 +133,25 @@ func TestCountersKeepTheirOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := Compile(s)
-	owners := map[string]ruleset.Owner{}
+	owners := map[string][]*ruleset.Owner{}
 	for _, ch := range r.Chains {
-		for _, rule := range ch.Rules {
-			if rule.Counter != "" {
-				owners[rule.Counter] = rule.Owner
+		for i := range ch.Rules {
+			if rule := &ch.Rules[i]; rule.Counter != "" {
+				owners[rule.Counter] = append(owners[rule.Counter], &rule.Owner)
 			}
+		}
+	}
+	for _, c := range r.Counters {
+		if os := owners[c.Name]; c.Owner().Kind == ruleset.OwnerPolicyRule && !slices.Contains(os, c.OwnerRef) {
+			t.Errorf("counter %s holds its own owner %+v, not its rules' %+v", c.Name, c.Owner(), *os[0])
 		}
 	}
 	rules := map[int]bool{}
 	for _, c := range r.Counters {
-		if o, ok := owners[c.Name]; ok && o != c.Owner || c.Owner.Kind == ruleset.OwnerNone {
-			t.Errorf("counter %s is owned by %+v, its rules by %+v", c.Name, c.Owner, o)
+		if os := owners[c.Name]; len(os) > 0 && *os[0] != c.Owner() || c.Owner().Kind == ruleset.OwnerNone {
+			t.Errorf("counter %s is owned by %+v, its rules by %+v", c.Name, c.Owner(), os)
 		}
-		if o := c.Owner; o.Kind == ruleset.OwnerPolicyRule {
+		if o := c.Owner(); o.Kind == ruleset.OwnerPolicyRule {
 			if len(c.Name) >= len(name) || o.Namespace != "default" || o.Policy != name || o.Direction != ruleset.Ingress {
 				t.Errorf("counter %s (%d bytes) is owned by %+v", c.Name, len(c.Name), o)
 			}

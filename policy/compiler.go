@@ -88,10 +88,15 @@ type Compiler struct {
 	fam        [2]bool
 	dirty      map[*policyState]struct{}
 	selChains  map[string]ruleset.Chain // selection chains of the last call, by name
+	madeSel    []string                 // those of them dispatch made for a changed selection
 	selMemo    map[string]ruleset.Chain // selection chains by identity
-	// Every policy's chains, counters (with fixedCounters) and problems,
-	// sorted; polStale when a policy changed since.
-	polChains   []ruleset.Chain
+	// chains are the last result's chains, sorted by name: every
+	// policy's, the local part's and those rebuilt on every call, named
+	// by rebuilt. Each call replaces what changed in one copy.
+	chains  []ruleset.Chain
+	rebuilt []string
+	// Every policy's counters (with fixedCounters) and problems, sorted;
+	// polStale when a policy changed since.
 	polCounters []ruleset.Counter
 	polProblems []string
 	polStale    bool
@@ -108,13 +113,24 @@ type Compiler struct {
 	localSets   map[string][]ruleset.Elem
 	localChains []ruleset.Chain
 	localStale  bool
+	// localOrder lists the local pods with addresses of each family
+	// (IPv4, IPv6) in the order the local part lists their elements
+	// (see localOrders), rebuilt when orderStale: a local pod came, went
+	// or changed its addresses.
+	localOrder [2][]*podRec
+	orderStale bool
 	// podSel holds the NetworkPolicies selecting each local pod some
 	// selects, the dispatch's input, kept up to date from the selections
 	// that changed (selMoves) instead of gathered from every policy.
 	podSel   map[*podRec]*podSelection
 	selMoves []selMove
-	last     ruleset.Ruleset // the last result
-	replaced []policyOut     // outputs replaced since
+	// touched are the addresses (unmapped, then sorted and distinct) the
+	// pods added, changed or removed in this Compile had or have, unless
+	// touchedOver: more than maxTouched (see patchedElems).
+	touched     []netip.Addr
+	touchedOver bool
+	last        ruleset.Ruleset // the last result
+	replaced    []policyOut     // outputs replaced since
 	// changed are the policies compiled since: true for those compiled
 	// whole, false for those whose peer groups only were listed again
 	// (their chains, counters and problems stay).
@@ -229,6 +245,7 @@ func (x *Compiler) reset(node string) {
 		groupMemo:   map[groupKey]groupOut{},
 		polCounters: slices.Clip(slices.Clone(fixedCounters)),
 		localStale:  true,
+		orderStale:  true,
 		podSel:      map[*podRec]*podSelection{},
 	}
 }
@@ -268,6 +285,7 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 	}
 	clear(x.dirty)
 	clear(x.nsChanged)
+	x.touched, x.touchedOver = x.touched[:0], false
 	clear(x.groupMemo)
 	x.portsChanged, x.podsChanged = false, false
 	x.syncNamespaces(s.Namespaces)
@@ -276,6 +294,8 @@ func (x *Compiler) Compile(s Snapshot) ruleset.Ruleset {
 		x.syncPods(s.Pods)
 	}
 	x.seq = s.Seq
+	slices.SortFunc(x.touched, netip.Addr.Compare)
+	x.touched = slices.Compact(x.touched)
 	x.refreshNamespaces()
 	x.syncPolicies(s.Policies)
 	passMark := s.TierPassMark
@@ -441,8 +461,14 @@ func (x *Compiler) relist(g groupOut) groupOut {
 	if slices.Equal(vers, g.vers) {
 		return g
 	}
+	listed := g.vers
 	g.vers = vers
-	g.elems = x.groupElems(g, func(id uint32) []ruleset.Elem { return peerElems(id, g.base, g.from) })
+	g.elems = x.groupElems(g, func(id uint32) []ruleset.Elem {
+		if elems, ok := x.patchedElems(id, g.base, g.from, listed, g.elems); ok {
+			return elems
+		}
+		return relistedElems(id, g.base, g.from, g.elems)
+	})
 	x.groupMemo[k] = g
 	return g
 }

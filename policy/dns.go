@@ -249,5 +249,5 @@ func dnsCounters(rules []ruleset.DNSRule) []ruleset.Counter {
 	if len(rules) == 0 {
 		return nil
 	}
-	return []ruleset.Counter{{Name: CounterDNSProxyDown, Owner: ruleset.Owner{Kind: ruleset.OwnerDNSProxyDown}}}
+	return []ruleset.Counter{{Name: CounterDNSProxyDown, OwnerRef: &ruleset.Owner{Kind: ruleset.OwnerDNSProxyDown}}}
 }

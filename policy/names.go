@@ -290,11 +290,11 @@ func ownerUnclassified(d direction) ruleset.Owner {
 
 // fixedCounters are the counters of weir's own drops, sorted by name.
 var fixedCounters = []ruleset.Counter{
-	{Name: counterDeniedEg, Owner: ownerIsolation(dirEgress)},
-	{Name: counterDeniedIn, Owner: ownerIsolation(dirIngress)},
-	{Name: CounterSpoofed, Owner: ruleset.Owner{Kind: ruleset.OwnerSpoof}},
-	{Name: CounterUnclassifiedEgress, Owner: ownerUnclassified(dirEgress)},
-	{Name: CounterUnclassifiedIngress, Owner: ownerUnclassified(dirIngress)},
+	{Name: counterDeniedEg, OwnerRef: new(ownerIsolation(dirEgress))},
+	{Name: counterDeniedIn, OwnerRef: new(ownerIsolation(dirIngress))},
+	{Name: CounterSpoofed, OwnerRef: &ruleset.Owner{Kind: ruleset.OwnerSpoof}},
+	{Name: CounterUnclassifiedEgress, OwnerRef: new(ownerUnclassified(dirEgress))},
+	{Name: CounterUnclassifiedIngress, OwnerRef: new(ownerUnclassified(dirIngress))},
 }
 
 func vmapRule(m string, fields ...ruleset.Field) ruleset.Rule {

@@ -168,23 +168,38 @@ func (c *policyBuilder) resolvePeers(ns string, list []networkingv1.NetworkPolic
 // peerElems returns the elements of a group of selector peers in shared
 // set set (peers4 or peers6), prefixed by its id id: the addresses of the
 // family of set of the pods of from. A pod two results hold is listed
-// twice, its addresses once (podAddrs drops repeats): no map of the pods
+// twice, its addresses once (entriesAddrs drops repeats): no map of the pods
 // seen, and the addresses listed are at most what the policy's element
 // cap was charged (membersBound).
 func peerElems(id uint32, set string, from []*podEntry) []ruleset.Elem {
-	lists := make([][]*podRec, len(from))
-	for i, e := range from {
-		lists[i] = e.list
-	}
-	all, width := podAddrs(set == setPeers4, lists...)
+	return relistedElems(id, set, from, nil)
+}
+
+// relistedElems is peerElems taking the elements of old, the group's
+// elements listed before (sorted), where they have the keys it lists:
+// a group listed again after a pod joined or left gets new keys for the
+// addresses that came only.
+func relistedElems(id uint32, set string, from []*podEntry, old []ruleset.Elem) []ruleset.Elem {
+	all, width := entriesAddrs(set == setPeers4, from)
 	idr := ruleset.IDBytes(id)
 	n := len(all) / width
 	out := make([]ruleset.Elem, n)
-	keys := make([]ruleset.Range, 2*n) // one allocation for every key
+	var keys []ruleset.Range
 	for i := range n {
 		a := all[i*width : (i+1)*width]
-		keys[2*i], keys[2*i+1] = ruleset.Range{From: idr, To: idr}, ruleset.Range{From: a, To: a}
-		out[i] = ruleset.Elem{Key: keys[2*i : 2*i+2 : 2*i+2]}
+		for len(old) > 0 && old[0].Key[1].From < a {
+			old = old[1:]
+		}
+		if len(old) > 0 && old[0].Key[1].From == a && old[0].Key[0].From == idr {
+			out[i] = old[0]
+			continue
+		}
+		if keys == nil {
+			keys = make([]ruleset.Range, 0, 2*(n-i)) // one allocation for every new key
+		}
+		k := len(keys)
+		keys = append(keys, ruleset.Range{From: idr, To: idr}, ruleset.Range{From: a, To: a})
+		out[i] = ruleset.Elem{Key: keys[k : k+2 : k+2]}
 	}
 	return out
 }

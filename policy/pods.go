@@ -2,6 +2,7 @@ package policy
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 
 	"github.com/weir-cni/weir/ruleset"
@@ -111,7 +112,8 @@ func (x *Compiler) addPod(p *podRec) {
 	}
 	pods[p] = struct{}{}
 	x.count(p, 1)
-	x.reselect(p, false)
+	x.touch(p.IPs)
+	x.reselect(p, false, nil)
 }
 
 // removePod forgets a pod that left the snapshot.
@@ -119,7 +121,8 @@ func (x *Compiler) removePod(p *podRec) {
 	wasPoliced := !p.HostNetwork
 	x.count(p, -1)
 	p.HostNetwork, p.Labels, p.local = true, nil, false // matches no selector any more
-	x.reselect(p, wasPoliced)
+	x.touch(p.IPs)
+	x.reselect(p, wasPoliced, p.IPs)
 	delete(x.pods, podID{p.Namespace, p.Name})
 	delete(x.byNS[p.Namespace], p)
 	if len(x.byNS[p.Namespace]) == 0 {
@@ -129,20 +132,28 @@ func (x *Compiler) removePod(p *podRec) {
 }
 
 // updatePod replaces the content of a known pod (same namespace and name).
+// A local pod that stays local with the same addresses keeps its place
+// in the local order.
 func (x *Compiler) updatePod(p *podRec, to *Pod) {
+	wasLocal, ips, orderStale := p.local, p.IPs, x.orderStale
 	x.count(p, -1)
 	wasPoliced := !p.HostNetwork
 	p.set(to)
 	p.local = p.Node == x.node.Name && !p.HostNetwork
 	x.count(p, 1)
-	x.reselect(p, wasPoliced)
+	x.touch(ips)
+	x.touch(p.IPs)
+	x.reselect(p, wasPoliced, ips)
+	if wasLocal && p.local && slices.Equal(ips, p.IPs) {
+		x.orderStale = orderStale
+	}
 }
 
 // reselect re-evaluates the cached selectors of p's namespace against p
-// (whose content just changed) and marks the policies of every result p is
-// or was part of. Policies that use every pod are marked when p is or was
-// a possible peer.
-func (x *Compiler) reselect(p *podRec, wasPoliced bool) {
+// (whose content just changed from addresses ips) and marks the policies
+// of every result p is or was part of. Policies that use every pod are
+// marked when p is or was a possible peer.
+func (x *Compiler) reselect(p *podRec, wasPoliced bool, ips []netip.Addr) {
 	x.podsChanged = true
 	if wasPoliced || !p.HostNetwork {
 		x.markUsers(x.allUsers)
@@ -154,9 +165,14 @@ func (x *Compiler) reselect(p *podRec, wasPoliced bool) {
 		case now && !was:
 			e.join(p)
 		case was && !now:
-			e.leave(p)
+			e.leave(p, ips)
+		case was:
+			e.readdress(p, ips)
 		}
 		if was || now {
+			if e.startGen != x.gen { // its first change in this Compile
+				e.startGen, e.startVer = x.gen, e.ver
+			}
 			e.ver++
 			x.markUsers(e.users)
 		}
@@ -209,7 +225,7 @@ func (x *Compiler) count(p *podRec, d int) {
 }
 
 func (x *Compiler) countLocal(p *podRec, d int) {
-	x.localStale = true
+	x.localStale, x.orderStale = true, true
 	if d < 0 {
 		delete(x.local, p)
 		if delete(x.localByNS[p.Namespace], p); len(x.localByNS[p.Namespace]) == 0 {

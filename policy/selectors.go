@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -28,10 +30,14 @@ type podEntry struct {
 	// walks a slice, not a map.
 	members map[*podRec]int
 	list    []*podRec
-	users   map[*policyState]struct{}
+	// sorted are the members' addresses, once listed (see addrs).
+	sorted   *memberAddrs
+	sortOnce sync.Once
+	users    map[*policyState]struct{}
 	// ver counts the changes of members: a pod joining, leaving, or
-	// changing while a member.
-	ver uint64
+	// changing while a member. startVer was ver before its first change
+	// in the Compile of generation startGen.
+	ver, startVer, startGen uint64
 }
 
 type entryID struct {
@@ -184,16 +190,31 @@ func (e *podEntry) add(candidates map[*podRec]struct{}) {
 func (e *podEntry) join(p *podRec) {
 	e.members[p] = len(e.list)
 	e.list = append(e.list, p)
+	if e.sorted != nil {
+		e.sorted.insert(p.IPs)
+	}
 }
 
 // leave takes p, a member, out of e: the last member takes its place.
-func (e *podEntry) leave(p *podRec) {
+// ips are the addresses p had as a member.
+func (e *podEntry) leave(p *podRec, ips []netip.Addr) {
 	i, last := e.members[p], len(e.list)-1
 	e.list[i] = e.list[last]
 	e.members[e.list[i]] = i
 	e.list[last] = nil
 	e.list = e.list[:last]
 	delete(e.members, p)
+	if e.sorted != nil {
+		e.sorted.remove(ips)
+	}
+}
+
+// readdress records that p, a member, changed its addresses from ips.
+func (e *podEntry) readdress(p *podRec, ips []netip.Addr) {
+	if e.sorted != nil && !slices.Equal(ips, p.IPs) {
+		e.sorted.remove(ips)
+		e.sorted.insert(p.IPs)
+	}
 }
 
 func (e *podEntry) matches(p *podRec) bool {

@@ -184,8 +184,21 @@ func (o Owner) comment() string {
 // Counter is a named counter and what it counts for: its name is cut to
 // stay short (see policy's counter names), its owner never is.
 type Counter struct {
-	Name  string
-	Owner Owner
+	Name string
+	// OwnerRef points to the counter's owner, nil for none (see Owner):
+	// usually to the Owner of a rule counting into it. A Counter is two
+	// words and a pointer, not 136 bytes: a compiler's lists of thousands
+	// of counters are copied whenever a policy's counters come or go.
+	OwnerRef *Owner
+}
+
+// Owner returns what the counter counts for, the zero Owner when it has
+// none.
+func (c Counter) Owner() Owner {
+	if c.OwnerRef == nil {
+		return Owner{}
+	}
+	return *c.OwnerRef
 }
 
 // commentSafe replaces what an nft comment cannot hold (double quotes,
