@@ -381,7 +381,13 @@ func (m *meter) timed(ctx context.Context, ip netip.Addr, want bool, write func(
 // poll is then zero. Each phase starts where the
 // one before ends, so they add up to total unless ts is not the sync that
 // made the change (see sample.overrun).
+//
+// Every time is read on the wall clock: the agent's come without a
+// monotonic reading, and Go reads a time's two clocks one after the other,
+// so a total on the monotonic clock differed from the sum of the phases by
+// a few nanoseconds either way, and half the samples were overruns.
 func phases(t0, seen time.Time, ts agentapi.SyncTimes) sample {
+	t0, seen = t0.Round(0), seen.Round(0)
 	applied := ts.Applied
 	if applied.After(seen) {
 		applied = seen
