@@ -127,8 +127,8 @@ func (o *overlayer) changes(vd *policy.PodDelta, v *snapshot.View, over map[podN
 // pods are written into buf, reused when it is large enough; else they
 // are s's. The result has no Seq nor PodDelta (its pods are not the
 // view's; see overlayer). Beyond the copy of the pod slice when a pod
-// changes, it reads every pod's addresses once and finds each announced
-// pod through v once.
+// changes, it reads every pod's addresses once and looks each announced
+// pod up in v once by name (an Index and a Pod read).
 func overlay(s policy.Snapshot, v *snapshot.View, anns map[string]*announcement, buf []policy.Pod) (_ policy.Snapshot, done []string, over map[podName]int, dropped []int) {
 	s.Seq, s.PodDelta = 0, nil
 	var owned, claimed addrSet // announced addresses; those of announced pods that claim them
@@ -312,9 +312,10 @@ func (s *addrSet) add(ips []netip.Addr) {
 	}
 }
 
-// anyOf tells whether s holds one of ips.
+// anyOf tells whether s holds one of ips (unmapped, as add keeps them).
 func (s *addrSet) anyOf(ips []netip.Addr) bool {
 	for _, ip := range ips {
+		ip = ip.Unmap()
 		if s.many != nil && s.many[ip] || s.many == nil && slices.Contains(s.few, ip) {
 			return true
 		}

@@ -197,3 +197,17 @@ func TestOverlayKeepsPodsWhenNoneChange(t *testing.T) {
 		t.Errorf("overlayer gave Seq %d for %d and kept buffer of %d pods", s.Seq, base.Seq, len(o.buf))
 	}
 }
+
+// An addrSet finds a v4-mapped address as the IPv4 address it keeps,
+// small or large.
+func TestAddrSetAnyOfUnmaps(t *testing.T) {
+	for _, n := range []int{1, maxFewAddrs + 1} {
+		var s addrSet
+		for i := range n {
+			s.add([]netip.Addr{netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)})})
+		}
+		if mapped := netip.MustParseAddr("::ffff:10.0.0.1"); !s.anyOf([]netip.Addr{mapped}) {
+			t.Errorf("%d addresses: anyOf(%v) = false, want true", n, mapped)
+		}
+	}
+}

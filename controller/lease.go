@@ -175,7 +175,12 @@ func (l *Lease) tryHold(ctx context.Context, until time.Time) bool {
 		return false
 	}
 	if !apiequality.Semantic.DeepEqual(cur.Spec, l.observed) {
-		l.observed, l.observedAt = cur.Spec, now
+		// Seen when the read returned, not when it started: a read that
+		// took long may return a renewal made late in it, and the
+		// holder's duration runs from that renewal (client-go stamps its
+		// observed record so too). The expiry is then checked against
+		// now, from before the read: later still.
+		l.observed, l.observedAt = cur.Spec, time.Now()
 	}
 	if l.heldByOther() {
 		expires := l.observedAt.Add(time.Duration(deref(cur.Spec.LeaseDurationSeconds)) * time.Second)

@@ -121,6 +121,42 @@ func TestLeaseTakesExpiredLease(t *testing.T) {
 	}
 }
 
+// slowGets is a Lease client whose first read takes slow, returning the
+// Lease as it is at the end: returned is when that read returned.
+type slowGets struct {
+	kube.LeaseClient
+	slow     time.Duration
+	once     sync.Once
+	returned time.Time
+}
+
+func (c *slowGets) Get(ctx context.Context, name string, o metav1.GetOptions) (*coordinationv1.Lease, error) {
+	c.once.Do(func() { time.Sleep(c.slow) })
+	l, err := c.LeaseClient.Get(ctx, name, o)
+	if c.returned.IsZero() {
+		c.returned = time.Now()
+	}
+	return l, err
+}
+
+// TestLeaseDurationFromTheRead: a Lease held by another agent, read by a
+// read that took long, expires its duration after the read returned, not
+// after it started: the holder may have renewed it just before.
+func TestLeaseDurationFromTheRead(t *testing.T) {
+	now := metav1.NewMicroTime(time.Now())
+	c := &slowGets{LeaseClient: fake.NewClientset(&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system",
+		Name: "test", ResourceVersion: "1"}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr("other"),
+		LeaseDurationSeconds: ptr(int32(1)), RenewTime: &now, AcquireTime: &now}}).CoordinationV1().Leases("kube-system"),
+		slow: 700 * time.Millisecond}
+	b := runLeaseOf(t, &Lease{Leases: func(string) kube.LeaseClient { return c }, Identity: "b",
+		LeaseDuration: time.Second, RenewDeadline: 300 * time.Millisecond, RetryPeriod: 50 * time.Millisecond})
+	within(t, b.leading, "b leading")
+	// Only a lower bound: scheduling can make it later, never earlier.
+	if d := time.Since(c.returned); d < time.Second {
+		t.Errorf("b took the lease %v after the read that saw it returned, before its 1s duration", d)
+	}
+}
+
 // TestLeaseLostWhenRenewalsFail: when the API server refuses renewals for
 // RenewDeadline, the lead's context ends.
 func TestLeaseLostWhenRenewalsFail(t *testing.T) {

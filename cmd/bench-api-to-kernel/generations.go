@@ -22,8 +22,9 @@ import (
 // only while the bench measures, not during its full syncs.
 type generations struct {
 	conn *netlink.Conn
-	// commits receives the time each commit's message arrived; a reader
-	// that falls behind finds the latest in the buffer.
+	// commits receives the time each commit's message arrived; when 64
+	// wait, the oldest is dropped, so a reader that fell behind still
+	// finds the latest.
 	commits chan time.Time
 	done    chan struct{}
 }
@@ -38,8 +39,10 @@ func listenGenerations(nsFd int) (*generations, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	// Room for the messages of a full sync's commit that might come
-	// while the bench measures; an overrun is not fatal (see await).
+	// Asks for room for the messages of a full sync's commit that might
+	// come while the bench measures (the kernel caps it at
+	// net.core.rmem_max); an overrun (ENOBUFS) only makes await read the
+	// kernel again.
 	_ = conn.SetReadBuffer(8 << 20)
 	if err := conn.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
 		conn.Close()
@@ -70,21 +73,29 @@ func (g *generations) receive() {
 	}
 }
 
-// notify queues t, dropping it when the reader has 64 waiting already
-// (it reads the kernel once for all of them).
+// notify queues t, dropping the oldest time when 64 wait already (the
+// reader reads the kernel once for all of them).
 func (g *generations) notify(t time.Time) {
-	select {
-	case g.commits <- t:
-	default:
+	for {
+		select {
+		case g.commits <- t:
+			return
+		default:
+			select {
+			case <-g.commits:
+			default:
+			}
+		}
 	}
 }
 
 // await waits until present reports want, reading it at once and then
 // after each commit, or every fallback in case a commit's message is
 // lost; it returns when the kernel had it: the arrival of the commit's
-// message after which present first reported want (the time of the first
-// read when it already did).
-func (g *generations) await(ctx context.Context, present func() (bool, error), want bool, timeout, fallback time.Duration) (time.Time, error) {
+// message after which present first reported want, or of one that came
+// during that read (the time of the first read when it already did), and
+// never a time before since, when the change was written.
+func (g *generations) await(ctx context.Context, present func() (bool, error), want bool, since time.Time, timeout, fallback time.Duration) (time.Time, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(fallback)
@@ -96,6 +107,10 @@ func (g *generations) await(ctx context.Context, present func() (bool, error), w
 			return time.Time{}, err
 		}
 		if got == want {
+			// A commit between the wake-up and the read made it.
+			if at = latest(g.commits, at); at.Before(since) {
+				at = time.Now()
+			}
 			return at, nil
 		}
 		select {

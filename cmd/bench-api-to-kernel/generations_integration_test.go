@@ -62,7 +62,7 @@ func TestGenerationsAwaitTheCommit(t *testing.T) {
 	}()
 	start := time.Now()
 	// A fallback longer than the test: only commit messages wake await.
-	at, err := g.await(context.Background(), present, true, 10*time.Second, time.Hour)
+	at, err := g.await(context.Background(), present, true, start, 10*time.Second, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -355,7 +355,7 @@ func (m *meter) timed(ctx context.Context, ip netip.Addr, want bool, write func(
 		return sample{}, err
 	}
 	isolated := func() (bool, error) { return m.k.isolated(ip) }
-	seen, err := m.k.gens.await(ctx, isolated, want, 30*time.Second, 20*time.Millisecond)
+	seen, err := m.k.gens.await(ctx, isolated, want, t0, 30*time.Second, 20*time.Millisecond)
 	if err != nil {
 		return sample{}, fmt.Errorf("%s: %w", ip, err)
 	}
