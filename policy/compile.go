@@ -83,10 +83,10 @@ func (c *policyBuilder) groupFrom(set, def string, bound int, from []*podEntry, 
 	if g := c.groups.find(k); g != nil {
 		return c.defID(def), g.set
 	}
+	// The bound, not the elements, even of a group another policy of
+	// this call built: a policy's charge must not depend on which policy
+	// builds a shared group first (the order policies compile in).
 	g, ok := c.memo(k)
-	if ok {
-		bound = len(g.elems)
-	}
 	if !c.charge(bound) {
 		return 0, set
 	}
