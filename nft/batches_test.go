@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
@@ -257,4 +260,83 @@ func TestBatchMarshalMatchesLibrary(t *testing.T) {
 	if seqs := [4]uint32{msgs[0].Header.Sequence, msgs[1].Header.Sequence, msgs[2].Header.Sequence, msgs[3].Header.Sequence}; seqs != [4]uint32{41, 42, 77, 43} {
 		t.Errorf("sequence numbers %v, want 41 42 77 43", seqs)
 	}
+}
+
+// TestFullApplyAddsLookedUpSetsFirst pins the order of a full apply's
+// sets: those the rules look up most first, the others by name. The kernel
+// finds a rule's set by walking the table's sets in the order they were
+// added; in name order a dense table's lookups walked past every set
+// named before the shared ones.
+func TestFullApplyAddsLookedUpSetsFirst(t *testing.T) {
+	lookup := func(set string) ruleset.Rule {
+		return ruleset.Rule{
+			Matches: []ruleset.Match{{Kind: ruleset.MatchLookup, Fields: []ruleset.Field{ruleset.FieldIPSaddr}, Set: set}},
+			Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept},
+		}
+	}
+	set := func(name string) ruleset.Set {
+		return ruleset.Set{Name: name, Key: []ruleset.Type{ruleset.TypeIPv4}}
+	}
+	r := ruleset.Ruleset{
+		Sets: []ruleset.Set{set("a-unused"), set("b-once"), set("z-twice")},
+		Chains: []ruleset.Chain{{Name: "c", Rules: []ruleset.Rule{
+			lookup("z-twice"), lookup("b-once"), lookup("z-twice"),
+		}}},
+	}
+	rec := &recorder{}
+	if err := recordingApplier(t, rec).ApplyFull(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range rec.batches[0] {
+		if d := describeMessage(t, m); strings.HasPrefix(d, "NEWSET ") {
+			got = append(got, strings.TrimPrefix(d, "NEWSET "))
+		}
+	}
+	if want := []string{"z-twice", "b-once", "a-unused"}; !slices.Equal(got, want) {
+		t.Errorf("sets added in order %v, want %v", got, want)
+	}
+}
+
+// TestFullApplyKeepsRuleOrder pins that a full apply whose rules are
+// encoded on two goroutines (ruleJobs) sends them as one would: chain by
+// chain in the ruleset's order, each chain's rules in order, whichever
+// goroutine encoded them.
+func TestFullApplyKeepsRuleOrder(t *testing.T) {
+	var r ruleset.Ruleset
+	var want []string
+	for i := range 5*ruleJobChains + 3 {
+		c := ruleset.Chain{Name: fmt.Sprintf("c%04d", i)}
+		for j := range i%3 + 1 {
+			owner := ruleset.Owner{Kind: ruleset.OwnerPolicy, Namespace: "ns", Policy: fmt.Sprint(j)}
+			c.Rules = append(c.Rules, ruleset.Rule{Verdict: ruleset.Verdict{Kind: ruleset.VerdictAccept}, Owner: owner})
+			want = append(want, c.Name+" "+owner.String())
+		}
+		r.Chains = append(r.Chains, c)
+	}
+	rec := &recorder{}
+	if err := recordingApplier(t, rec).ApplyFull(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range rec.batches[0] {
+		if uint16(m.Header.Type&0xff) != unix.NFT_MSG_NEWRULE {
+			continue
+		}
+		attrs := attributes(t, m)
+		comment := userdata.Get(attrs[unix.NFTA_RULE_USERDATA], userdata.TypeComment)
+		got = append(got, str(attrs[unix.NFTA_RULE_CHAIN])+" "+strings.TrimRight(string(comment), "\x00"))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("rules sent in another order: %d rules, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+	}
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

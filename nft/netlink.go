@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -284,45 +286,84 @@ func (a *NetlinkApplier) ApplyFull(ctx context.Context, r ruleset.Ruleset) error
 		}
 	}
 	// Chains first: map elements jump to them. Then sets: rules look them up.
-	chains := make(map[string]*nftables.Chain, len(r.Chains))
-	for _, c := range r.Chains {
+	chains := make([]*nftables.Chain, len(r.Chains))
+	for i, c := range r.Chains {
 		kc, err := a.addChain(c)
 		if err != nil {
 			a.discard()
 			return err
 		}
-		chains[c.Name] = kc
+		chains[i] = kc
 	}
 	// The rules are encoded beside the sets, on a goroutine of their own,
-	// into an arena of their own: they only read r and the chains.
-	encoded := make(chan encodedRules, 1)
-	go func() { encoded <- a.encodeRules(r, chains) }()
-	for _, s := range r.Sets {
+	// then by this one too once the sets are done (see ruleJobs).
+	jobs := newRuleJobs(r, chains)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var (
+			b exprBuf
+			w attrWriter
+		)
+		jobs.run(a, &b, &w)
+	}()
+	for _, s := range byLookups(r) {
 		err := a.addSet(s)
 		if els := learned[s.Name]; err == nil && len(els) > 0 {
 			err = a.sendElems(kernelSet(s), els, unix.NFT_MSG_NEWSETELEM)
 		}
 		if err != nil {
-			<-encoded
+			jobs.stop()
+			<-done
 			a.discard()
 			return err
 		}
 	}
-	rules := <-encoded
-	err := rules.err
+	err := a.takeEncoded()
+	if err != nil {
+		jobs.stop()
+	}
+	jobs.run(a, &a.exprs, &a.arena)
+	<-done
 	if err == nil {
-		err = a.takeEncoded()
+		err = jobs.err()
 	}
 	if err != nil {
 		a.discard()
 		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
 	}
-	a.msgs = append(a.msgs, rules.msgs...)
+	for _, part := range jobs.parts {
+		a.msgs = append(a.msgs, part...)
+	}
 	if err := a.flush(ctx); err != nil {
 		return fmt.Errorf("apply table inet %s: %w", ruleset.TableName, err)
 	}
 	a.last = &r
 	return nil
+}
+
+// byLookups returns r's sets, those its rules look up most first (in name
+// order among equals). The kernel finds the set of a rule's lookup by
+// walking the table's sets in the order they were added, comparing names:
+// a dense table's six thousand lookups, nearly all of the shared sets,
+// walked past the dozens of sets whose names sort before them.
+func byLookups(r ruleset.Ruleset) []ruleset.Set {
+	n := make(map[string]int, len(r.Sets))
+	for _, c := range r.Chains {
+		for _, rule := range c.Rules {
+			for _, m := range rule.Matches {
+				if m.Kind == ruleset.MatchLookup {
+					n[m.Set]++
+				}
+			}
+			if rule.Verdict.Kind == ruleset.VerdictVMap {
+				n[rule.Verdict.Map]++
+			}
+		}
+	}
+	sets := slices.Clone(r.Sets)
+	slices.SortStableFunc(sets, func(a, b ruleset.Set) int { return n[b.Name] - n[a.Name] })
+	return sets
 }
 
 // fullBatchLen is about the number of messages of the full apply of r:
@@ -481,19 +522,19 @@ func (a *NetlinkApplier) addRules(r ruleset.Ruleset, kc *nftables.Chain, rules [
 		return err
 	}
 	var err error
-	a.msgs, err = a.appendRules(a.msgs, &a.arena, r, kc, rules)
+	a.msgs, err = a.appendRules(a.msgs, &a.arena, &a.exprs, r, kc, rules)
 	return err
 }
 
 // appendRules appends the messages of rules, of chain kc of r, encoded
-// into w, to msgs.
-func (a *NetlinkApplier) appendRules(msgs []netlink.Message, w *attrWriter, r ruleset.Ruleset, kc *nftables.Chain, rules []ruleset.Rule) ([]netlink.Message, error) {
+// with b into w, to msgs.
+func (a *NetlinkApplier) appendRules(msgs []netlink.Message, w *attrWriter, b *exprBuf, r ruleset.Ruleset, kc *nftables.Chain, rules []ruleset.Rule) ([]netlink.Message, error) {
 	interval := func(name string) bool {
 		s, _ := r.Set(name)
 		return s.Interval
 	}
 	for _, rule := range rules {
-		m, err := ruleMessage(w, a.exprs.rule(kc, rule, interval))
+		m, err := ruleMessage(w, b.rule(kc, rule, interval))
 		if err != nil {
 			return msgs, fmt.Errorf("chain %s: %w", kc.Name, err)
 		}
@@ -502,28 +543,58 @@ func (a *NetlinkApplier) appendRules(msgs []netlink.Message, w *attrWriter, r ru
 	return msgs, nil
 }
 
-// encodedRules are the messages of a ruleset's rules (encodeRules).
-type encodedRules struct {
-	msgs []netlink.Message
-	err  error
+// ruleJobs encodes the rules of a full apply on several goroutines at
+// once: the chains are taken in runs of ruleJobChains, each run's messages
+// kept apart and put together in order afterwards. The rules are the most
+// of a dense table's batch; one goroutine encoding them all beside the sets
+// left the other idle once the sets were done.
+type ruleJobs struct {
+	r      ruleset.Ruleset
+	chains []*nftables.Chain // r.Chains' kernel chains
+	next   atomic.Int64      // the next run to take
+	parts  [][]netlink.Message
+	errs   []error
 }
 
-// encodeRules encodes the rules of every chain of r, in order, into an
-// arena of their own; chains holds the chains by name. It uses a.exprs and
-// nothing else of a: ApplyFull encodes the sets meanwhile.
-func (a *NetlinkApplier) encodeRules(r ruleset.Ruleset, chains map[string]*nftables.Chain) encodedRules {
-	n := 0
-	for _, c := range r.Chains {
-		n += len(c.Rules)
-	}
-	var w attrWriter
-	out := encodedRules{msgs: make([]netlink.Message, 0, n)}
-	for _, c := range r.Chains {
-		if out.msgs, out.err = a.appendRules(out.msgs, &w, r, chains[c.Name], c.Rules); out.err != nil {
-			return out
+// ruleJobChains is the number of chains a goroutine takes at a time.
+const ruleJobChains = 64
+
+func newRuleJobs(r ruleset.Ruleset, chains []*nftables.Chain) *ruleJobs {
+	n := (len(r.Chains) + ruleJobChains - 1) / ruleJobChains
+	return &ruleJobs{r: r, chains: chains, parts: make([][]netlink.Message, n), errs: make([]error, n)}
+}
+
+// run encodes runs of chains until none is left, with b and into w; it
+// reads only r, the chains and a's methods, never a's buffers.
+func (j *ruleJobs) run(a *NetlinkApplier, b *exprBuf, w *attrWriter) {
+	for {
+		i := int(j.next.Add(1) - 1)
+		if i >= len(j.parts) {
+			return
+		}
+		for c := i * ruleJobChains; c < min((i+1)*ruleJobChains, len(j.r.Chains)); c++ {
+			var err error
+			if j.parts[i], err = a.appendRules(j.parts[i], w, b, j.r, j.chains[c], j.r.Chains[c].Rules); err != nil {
+				j.errs[i] = err
+				j.stop()
+				return
+			}
 		}
 	}
-	return out
+}
+
+// stop leaves the runs not taken yet.
+func (j *ruleJobs) stop() { j.next.Store(int64(len(j.parts))) }
+
+// err is the first error of a run, nil when none; valid once every run
+// has returned.
+func (j *ruleJobs) err() error {
+	for _, err := range j.errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Counters reads the table's named counters (see Ruleset.Counters), within
