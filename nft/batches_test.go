@@ -328,15 +328,6 @@ func TestFullApplyKeepsRuleOrder(t *testing.T) {
 		got = append(got, str(attrs[unix.NFTA_RULE_CHAIN])+" "+strings.TrimRight(string(comment), "\x00"))
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("rules sent in another order: %d rules, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+		t.Errorf("rules sent in another order:\n%s", textdiff.Lines(strings.Join(want, "\n"), strings.Join(got, "\n")))
 	}
-}
-
-func firstDiff(a, b []string) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }
