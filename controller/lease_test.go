@@ -267,17 +267,29 @@ func TestLeaseTriesJittered(t *testing.T) {
 	type call struct {
 		d      time.Duration
 		factor float64
+		at     time.Time
 	}
 	calls := make(chan call, 100)
-	const retry = 20 * time.Millisecond
+	// The stand-in returns a wait far longer than RetryPeriod: the tries
+	// must be that far apart, so the jittered duration is the one waited,
+	// not RetryPeriod.
+	const retry, jittered = 20 * time.Millisecond, 150 * time.Millisecond
 	runLeaseOf(t, &Lease{Leases: fakeLeases(cs), Identity: "b", RetryPeriod: retry,
-		jitter: func(d time.Duration, f float64) time.Duration { calls <- call{d, f}; return d }})
-	for range 3 {
+		jitter: func(d time.Duration, f float64) time.Duration {
+			calls <- call{d, f, time.Now()}
+			return jittered
+		}})
+	var last time.Time
+	for i := range 3 {
 		select {
 		case c := <-calls:
 			if c.d != retry || c.factor != 1.2 {
 				t.Fatalf("jitter(%v, %v), want jitter(%v, 1.2)", c.d, c.factor, retry)
 			}
+			if i > 0 && c.at.Sub(last) < jittered {
+				t.Fatalf("tries %v apart, want at least the jittered wait %v", c.at.Sub(last), jittered)
+			}
+			last = c.at
 		case <-time.After(10 * time.Second):
 			t.Fatal("no jittered wait between tries")
 		}
