@@ -160,8 +160,13 @@ func (x *Compiler) newPodEntry(id entryID, sel labels.Selector) *podEntry {
 	e := &podEntry{ns: id.ns, local: id.local, key: id.sel, sel: sel, members: map[*podRec]int{}, users: map[*policyState]struct{}{}}
 	if id.local {
 		e.add(x.localByNS[id.ns])
-	} else {
-		for _, pods := range x.candidates(id.ns, sel) {
+		return e
+	}
+	sets, exact := x.candidates(id.ns, sel)
+	for _, pods := range sets {
+		if exact {
+			e.addAll(pods)
+		} else {
 			e.add(pods)
 		}
 	}
@@ -181,6 +186,16 @@ func (x *Compiler) keepEntry(id entryID, e *podEntry) {
 func (e *podEntry) add(candidates map[*podRec]struct{}) {
 	for p := range candidates {
 		if e.matches(p) {
+			e.join(p)
+		}
+	}
+}
+
+// addAll adds the pods of candidates, which all have the labels e's
+// selector requires (see candidates), but the hostNetwork ones.
+func (e *podEntry) addAll(candidates map[*podRec]struct{}) {
+	for p := range candidates {
+		if !p.HostNetwork && (p.local || !e.local) {
 			e.join(p)
 		}
 	}
@@ -223,9 +238,11 @@ func (e *podEntry) matches(p *podRec) bool {
 
 // candidates narrows the pods of ns sel may match with the label index:
 // the pods having one of the values of sel's most selective equality or
-// set requirement; every pod of ns when sel has none.
-func (x *Compiler) candidates(ns string, sel labels.Selector) []map[*podRec]struct{} {
-	reqs, _ := sel.Requirements()
+// set requirement; every pod of ns when sel has none. exact tells that
+// sel matches every candidate: that requirement is its only one, or it
+// has none (the empty selector).
+func (x *Compiler) candidates(ns string, sel labels.Selector) (sets []map[*podRec]struct{}, exact bool) {
+	reqs, selectable := sel.Requirements() // not selectable: sel matches nothing
 	best, n := []map[*podRec]struct{}(nil), -1
 	for _, r := range reqs {
 		switch r.Operator() {
@@ -233,22 +250,22 @@ func (x *Compiler) candidates(ns string, sel labels.Selector) []map[*podRec]stru
 		default:
 			continue
 		}
-		var sets []map[*podRec]struct{}
+		var union []map[*podRec]struct{}
 		size := 0
 		for _, v := range r.ValuesUnsorted() {
 			if m := x.labelIdx[labelKey{ns, r.Key(), v}]; len(m) > 0 {
-				sets = append(sets, m)
+				union = append(union, m)
 				size += len(m)
 			}
 		}
 		if n < 0 || size < n {
-			best, n = sets, size
+			best, n = union, size
 		}
 	}
 	if n < 0 {
-		return []map[*podRec]struct{}{x.byNS[ns]}
+		return []map[*podRec]struct{}{x.byNS[ns]}, selectable && len(reqs) == 0
 	}
-	return best
+	return best, len(reqs) == 1
 }
 
 // nsEntry returns the namespaces having pods that sel (of key key) matches
