@@ -371,7 +371,7 @@ func blocksDef(ivs []interval) string {
 // namedPortProblems reports the named ports no pod defines.
 func (c *policyBuilder) namedPortProblems(where string, named []namedPort) {
 	for _, n := range named {
-		if c.definedPorts()[n] == 0 {
+		if c.definedPorts()[n] == nil {
 			c.problem("%s: named port %s/%s is defined by no pod (matches nothing)", where, n.name, strings.ToUpper(ruleset.ProtoName(n.proto)))
 		}
 	}
@@ -424,7 +424,7 @@ func (c *policyBuilder) policeablePods() func() []*podRec {
 
 // definedPorts tells which (name, protocol) some pod's containerPorts
 // define. The policy is compiled again when that changes.
-func (c *policyBuilder) definedPorts() map[namedPort]int {
+func (c *policyBuilder) definedPorts() map[namedPort]*int {
 	c.uses(c.x.portUsers)
 	return c.x.ports
 }
