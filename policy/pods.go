@@ -210,6 +210,16 @@ func (x *Compiler) count(p *podRec, d int) {
 			delete(x.ports, np)
 		}
 	}
+	if !p.HostNetwork { // no selector matches it
+		x.index(p, d)
+	}
+	if p.local {
+		x.countLocal(p, d)
+	}
+}
+
+// index adds (d = 1) or removes (d = -1) p in the label index.
+func (x *Compiler) index(p *podRec, d int) {
 	for k, v := range p.Labels {
 		lk := labelKey{p.Namespace, k, v}
 		pods := x.labelIdx[lk] // one lookup: the key hashes three strings
@@ -222,9 +232,6 @@ func (x *Compiler) count(p *podRec, d int) {
 		} else if delete(pods, p); len(pods) == 0 {
 			delete(x.labelIdx, lk)
 		}
-	}
-	if p.local {
-		x.countLocal(p, d)
 	}
 }
 

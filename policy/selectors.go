@@ -191,13 +191,11 @@ func (e *podEntry) add(candidates map[*podRec]struct{}) {
 	}
 }
 
-// addAll adds the pods of candidates, which all have the labels e's
-// selector requires (see candidates), but the hostNetwork ones.
+// addAll adds the pods of candidates, which e, not local, all matches
+// (see candidates): it reads none of them.
 func (e *podEntry) addAll(candidates map[*podRec]struct{}) {
 	for p := range candidates {
-		if !p.HostNetwork && (p.local || !e.local) {
-			e.join(p)
-		}
+		e.join(p)
 	}
 }
 
@@ -237,12 +235,12 @@ func (e *podEntry) matches(p *podRec) bool {
 }
 
 // candidates narrows the pods of ns sel may match with the label index:
-// the pods having one of the values of sel's most selective equality or
-// set requirement; every pod of ns when sel has none. exact tells that
-// sel matches every candidate: that requirement is its only one, or it
-// has none (the empty selector).
+// the pods (not hostNetwork) having one of the values of sel's most
+// selective equality or set requirement; every pod of ns when sel has
+// none. exact tells that sel matches every candidate, as the
+// requirement is its only one.
 func (x *Compiler) candidates(ns string, sel labels.Selector) (sets []map[*podRec]struct{}, exact bool) {
-	reqs, selectable := sel.Requirements() // not selectable: sel matches nothing
+	reqs, _ := sel.Requirements()
 	best, n := []map[*podRec]struct{}(nil), -1
 	for _, r := range reqs {
 		switch r.Operator() {
@@ -263,7 +261,7 @@ func (x *Compiler) candidates(ns string, sel labels.Selector) (sets []map[*podRe
 		}
 	}
 	if n < 0 {
-		return []map[*podRec]struct{}{x.byNS[ns]}, selectable && len(reqs) == 0
+		return []map[*podRec]struct{}{x.byNS[ns]}, false // some may be hostNetwork
 	}
 	return best, len(reqs) == 1
 }
