@@ -580,7 +580,11 @@ func (x *Compiler) selectionChain(id string, d direction, ns string, list []*pol
 		for i, ps := range list {
 			keys[i] = ps.key
 		}
-		ch = ruleset.Chain{Name: selectionChainName(d, ns, keys)}
+		n := len(list)
+		if x.logDenied.Group != 0 {
+			n++
+		}
+		ch = ruleset.Chain{Name: selectionChainName(d, ns, keys), Rules: make([]ruleset.Rule, 0, n)}
 		for _, ps := range list {
 			ch.Rules = append(ch.Rules, ruleset.Rule{
 				Verdict: ruleset.Verdict{Kind: ruleset.VerdictJump, Chain: policyChainNameHash(d, ps.hash, ps.key)},

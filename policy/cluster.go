@@ -553,7 +553,7 @@ func (c *policyBuilder) namedPorts(name string) []networkingv1.NetworkPolicyPort
 	defined := c.definedPorts()
 	for _, proto := range []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP} {
 		n, err := protoNumber(&proto)
-		if err == nil && defined[namedPort{n, name}] > 0 {
+		if err == nil && defined[namedPort{n, name}] != nil {
 			out = append(out, namedPolicyPort(proto, name))
 		}
 	}

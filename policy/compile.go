@@ -52,6 +52,8 @@ type policyBuilder struct {
 	elems    int
 	podElems int
 	over     bool
+	// lookups holds the peer alternatives of the rule compiling.
+	lookups peerLookups
 }
 
 func policyKey(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }

@@ -50,9 +50,9 @@ type Compiler struct {
 	byNS         map[string]map[*podRec]struct{}
 	local        map[*podRec]struct{}
 	localByNS    map[string]map[*podRec]struct{}
-	labelIdx     map[labelKey]map[*podRec]struct{}
-	famPods      [2]int            // pod addresses per family (IPv4, IPv6)
-	ports        map[namedPort]int // containerPorts defined, with their count
+	labelIdx     map[labelKey]map[*podRec]struct{} // but hostNetwork pods
+	famPods      [2]int                            // pod addresses per family (IPv4, IPv6)
+	ports        map[namedPort]*int                // containerPorts defined, with their count
 	portsChanged bool
 	podsChanged  bool // some pod was added, removed or changed
 	nsLabels     map[string]labels.Set
@@ -217,7 +217,7 @@ func (x *Compiler) reset(node string) {
 		local:       map[*podRec]struct{}{},
 		localByNS:   map[string]map[*podRec]struct{}{},
 		labelIdx:    map[labelKey]map[*podRec]struct{}{},
-		ports:       map[namedPort]int{},
+		ports:       map[namedPort]*int{},
 		nsLabels:    map[string]labels.Set{},
 		nsChanged:   map[string]bool{},
 		parsed:      map[string]parsed{},

@@ -198,29 +198,40 @@ func (x *Compiler) count(p *podRec, d int) {
 			continue
 		}
 		np := namedPort{proto, cp.Name}
-		n := x.ports[np]
-		if (n == 0) != (n+d == 0) {
+		n := x.ports[np] // one lookup: counted in place
+		if n == nil {
+			n = new(int)
+			x.ports[np] = n
+		}
+		if (*n == 0) != (*n+d == 0) {
 			x.portsChanged = true
 		}
-		if n+d == 0 {
+		if *n += d; *n == 0 {
 			delete(x.ports, np)
-		} else {
-			x.ports[np] = n + d
 		}
 	}
-	for k, v := range p.Labels {
-		lk := labelKey{p.Namespace, k, v}
-		if d > 0 {
-			if x.labelIdx[lk] == nil {
-				x.labelIdx[lk] = map[*podRec]struct{}{}
-			}
-			x.labelIdx[lk][p] = struct{}{}
-		} else if delete(x.labelIdx[lk], p); len(x.labelIdx[lk]) == 0 {
-			delete(x.labelIdx, lk)
-		}
+	if !p.HostNetwork { // no selector matches it
+		x.index(p, d)
 	}
 	if p.local {
 		x.countLocal(p, d)
+	}
+}
+
+// index adds (d = 1) or removes (d = -1) p in the label index.
+func (x *Compiler) index(p *podRec, d int) {
+	for k, v := range p.Labels {
+		lk := labelKey{p.Namespace, k, v}
+		pods := x.labelIdx[lk] // one lookup: the key hashes three strings
+		if d > 0 {
+			if pods == nil {
+				pods = map[*podRec]struct{}{}
+				x.labelIdx[lk] = pods
+			}
+			pods[p] = struct{}{}
+		} else if delete(pods, p); len(pods) == 0 {
+			delete(x.labelIdx, lk)
+		}
 	}
 }
 

@@ -277,9 +277,12 @@ func (c *policyBuilder) namedPortRules(in ruleInput, where string, named []named
 // one of the union of its ipBlocks of that family; each if any.
 func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []family) [][][]ruleset.Match {
 	// At most two lookups a family, each a one-match alternative of one
-	// field: their slices share the arrays of one peerLookups (but for
-	// the fields, which the rules keep), capped so that an append copies.
-	l := new(peerLookups)
+	// field: their slices share the arrays of the builder's peerLookups
+	// (but for the fields, which the rules keep), capped so that an
+	// append copies. The rules copy the matches (compileRule's add), so
+	// the next rule of the policy reuses the arrays.
+	l := &c.lookups
+	*l = peerLookups{}
 	out, alts, ms := l.out[:len(fams)], l.alts[:0], l.ms[:0]
 	fields := make([]ruleset.Field, 0, 2*len(fams))
 	lookup := func(field ruleset.Field, set string, id uint32) {
@@ -317,7 +320,8 @@ func (c *policyBuilder) peerAlternatives(dir direction, resolved peers, fams []f
 	return out
 }
 
-// peerLookups holds what peerAlternatives returns for the two families.
+// peerLookups holds what peerAlternatives returns for the two families,
+// until the next call.
 type peerLookups struct {
 	out  [2][][]ruleset.Match
 	alts [4][]ruleset.Match
@@ -367,7 +371,7 @@ func blocksDef(ivs []interval) string {
 // namedPortProblems reports the named ports no pod defines.
 func (c *policyBuilder) namedPortProblems(where string, named []namedPort) {
 	for _, n := range named {
-		if c.definedPorts()[n] == 0 {
+		if c.definedPorts()[n] == nil {
 			c.problem("%s: named port %s/%s is defined by no pod (matches nothing)", where, n.name, strings.ToUpper(ruleset.ProtoName(n.proto)))
 		}
 	}
@@ -420,7 +424,7 @@ func (c *policyBuilder) policeablePods() func() []*podRec {
 
 // definedPorts tells which (name, protocol) some pod's containerPorts
 // define. The policy is compiled again when that changes.
-func (c *policyBuilder) definedPorts() map[namedPort]int {
+func (c *policyBuilder) definedPorts() map[namedPort]*int {
 	c.uses(c.x.portUsers)
 	return c.x.ports
 }

@@ -160,8 +160,13 @@ func (x *Compiler) newPodEntry(id entryID, sel labels.Selector) *podEntry {
 	e := &podEntry{ns: id.ns, local: id.local, key: id.sel, sel: sel, members: map[*podRec]int{}, users: map[*policyState]struct{}{}}
 	if id.local {
 		e.add(x.localByNS[id.ns])
-	} else {
-		for _, pods := range x.candidates(id.ns, sel) {
+		return e
+	}
+	sets, exact := x.candidates(id.ns, sel)
+	for _, pods := range sets {
+		if exact {
+			e.addAll(pods)
+		} else {
 			e.add(pods)
 		}
 	}
@@ -183,6 +188,14 @@ func (e *podEntry) add(candidates map[*podRec]struct{}) {
 		if e.matches(p) {
 			e.join(p)
 		}
+	}
+}
+
+// addAll adds the pods of candidates, which e, not local, all matches
+// (see candidates): it reads none of them.
+func (e *podEntry) addAll(candidates map[*podRec]struct{}) {
+	for p := range candidates {
+		e.join(p)
 	}
 }
 
@@ -222,9 +235,11 @@ func (e *podEntry) matches(p *podRec) bool {
 }
 
 // candidates narrows the pods of ns sel may match with the label index:
-// the pods having one of the values of sel's most selective equality or
-// set requirement; every pod of ns when sel has none.
-func (x *Compiler) candidates(ns string, sel labels.Selector) []map[*podRec]struct{} {
+// the pods (not hostNetwork) having one of the values of sel's most
+// selective equality or set requirement; every pod of ns when sel has
+// none. exact tells that sel matches every candidate, as the
+// requirement is its only one.
+func (x *Compiler) candidates(ns string, sel labels.Selector) (sets []map[*podRec]struct{}, exact bool) {
 	reqs, _ := sel.Requirements()
 	best, n := []map[*podRec]struct{}(nil), -1
 	for _, r := range reqs {
@@ -233,22 +248,22 @@ func (x *Compiler) candidates(ns string, sel labels.Selector) []map[*podRec]stru
 		default:
 			continue
 		}
-		var sets []map[*podRec]struct{}
+		var union []map[*podRec]struct{}
 		size := 0
 		for _, v := range r.ValuesUnsorted() {
 			if m := x.labelIdx[labelKey{ns, r.Key(), v}]; len(m) > 0 {
-				sets = append(sets, m)
+				union = append(union, m)
 				size += len(m)
 			}
 		}
 		if n < 0 || size < n {
-			best, n = sets, size
+			best, n = union, size
 		}
 	}
 	if n < 0 {
-		return []map[*podRec]struct{}{x.byNS[ns]}
+		return []map[*podRec]struct{}{x.byNS[ns]}, false // some may be hostNetwork
 	}
-	return best
+	return best, len(reqs) == 1
 }
 
 // nsEntry returns the namespaces having pods that sel (of key key) matches
