@@ -164,7 +164,7 @@ func hostClean(o options, logf func(string, ...any)) bool {
 	}
 	b, _ := o.binaries()
 	report, clean := cluster.CompareHost(before, after, []string{b.Etcd, b.APIServer, b.ControllerManager,
-		b.Scheduler, b.Kubelet, b.KubeProxy, "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2", "/usr/bin/sleep"})
+		b.Scheduler, b.Kubelet, b.KubeProxy, "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2", "/usr/bin/sleep infinity"})
 	fmt.Printf("\nThe machine's own namespaces, before the cluster and after it:\n%s", report)
 	if clean {
 		fmt.Println("  => as before")

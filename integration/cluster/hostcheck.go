@@ -19,7 +19,8 @@ type HostState struct {
 	Nft     []string `json:"nft"`
 	Mounts  []string `json:"mounts"`
 	Cgroups []string `json:"cgroups"`
-	// Procs are executables of running processes ("pid exe").
+	// Procs are the running processes, as "pid exe" and their arguments
+	// after argv[0], if any, each after a space.
 	Procs []string `json:"procs"`
 	// Sysctls the kubelet tunes on start (not per network namespace).
 	Sysctls map[string]string `json:"sysctls"`
@@ -80,7 +81,7 @@ func SnapshotHost() (HostState, error) {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		if exe, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil {
-			h.Procs = append(h.Procs, e.Name()+" "+exe)
+			h.Procs = append(h.Procs, procLine(e.Name(), exe, "/proc/"+e.Name()+"/cmdline"))
 		}
 	}
 	h.Sysctls = map[string]string{}
@@ -90,6 +91,17 @@ func SnapshotHost() (HostState, error) {
 		}
 	}
 	return h, nil
+}
+
+// procLine is Procs' line of process pid running exe, whose command line
+// (NUL-separated, as the kernel shows it) is in file cmdline.
+func procLine(pid, exe, cmdline string) string {
+	line := pid + " " + exe
+	b, _ := os.ReadFile(cmdline) // gone meanwhile: its executable alone
+	if args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"); len(args) > 1 {
+		line += " " + strings.Join(args[1:], " ")
+	}
+	return line
 }
 
 func nonEmpty(s string) []string {
@@ -148,9 +160,11 @@ func RestoreSysctls(before HostState) error {
 // CompareHost returns a report of every difference between two snapshots
 // and whether any of them counts: a namespace, link, address, route,
 // nftables rule, mount, cgroup or sysctl that differs, or a process of
-// the cluster's binaries still running. Processes that merely came or went
-// are listed for information.
-func CompareHost(before, after HostState, clusterBins []string) (report string, clean bool) {
+// the cluster's still running: one whose executable is one of clusterProcs,
+// or whose executable and arguments are one of them ("/usr/bin/sleep
+// infinity", a node's holder, not any sleep of someone polling beside the
+// run). Processes that merely came or went are counted for information.
+func CompareHost(before, after HostState, clusterProcs []string) (report string, clean bool) {
 	var b strings.Builder
 	clean = true
 	section := func(name string, x, y []string, counts bool) {
@@ -190,9 +204,11 @@ func CompareHost(before, after HostState, clusterBins []string) (report string, 
 	_, added := diffLines(before.Procs, after.Procs)
 	var ours []string
 	for _, p := range added {
-		for _, bin := range clusterBins {
-			if bin != "" && strings.HasSuffix(p, " "+bin) {
+		_, cmd, _ := strings.Cut(p, " ")
+		for _, c := range clusterProcs {
+			if c != "" && (cmd == c || strings.HasPrefix(cmd, c+" ") && !strings.Contains(c, " ")) {
 				ours = append(ours, p)
+				break
 			}
 		}
 	}

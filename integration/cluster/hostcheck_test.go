@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -31,10 +33,14 @@ func TestCompareHost(t *testing.T) {
 		{"a sysctl left changed counts", clone(func(h *HostState) { h.Sysctls["vm/overcommit_memory"] = "1" }), false, "vm/overcommit_memory=1"},
 		{"a cluster process still running counts", clone(func(h *HostState) { h.Procs = append(h.Procs, "42 /cache/kubelet-v1") }), false, "42 /cache/kubelet-v1"},
 		{"someone else's new process does not", clone(func(h *HostState) { h.Procs = append(h.Procs, "43 /usr/bin/vim") }), true, "1 new processes of others"},
+		{"a cluster binary with arguments counts", clone(func(h *HostState) { h.Procs = append(h.Procs, "42 /cache/kubelet-v1 --config /k/c.yaml") }), false, "42 /cache/kubelet-v1 --config"},
+		{"a node's holder left counts", clone(func(h *HostState) { h.Procs = append(h.Procs, "44 /usr/bin/sleep infinity") }), false, "44 /usr/bin/sleep infinity"},
+		{"a sleep of someone polling beside the run does not", clone(func(h *HostState) { h.Procs = append(h.Procs, "45 /usr/bin/sleep 240") }), true, "1 new processes of others"},
+		{"nor a binary whose name only starts like a cluster one", clone(func(h *HostState) { h.Procs = append(h.Procs, "46 /cache/kubelet-v1-old") }), true, "1 new processes of others"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			report, clean := CompareHost(base, c.after, []string{"/cache/kubelet-v1"})
+			report, clean := CompareHost(base, c.after, []string{"/cache/kubelet-v1", "/usr/bin/sleep infinity"})
 			if clean != c.clean {
 				t.Errorf("clean = %v, want %v\n%s", clean, c.clean, report)
 			}
@@ -42,5 +48,28 @@ func TestCompareHost(t *testing.T) {
 				t.Errorf("report lacks %q:\n%s", c.want, report)
 			}
 		})
+	}
+}
+
+func TestProcLine(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct{ name, cmdline, want string }{
+		{"arguments after argv[0]", "sleep\x00infinity\x00", "7 /usr/bin/sleep infinity"},
+		{"no arguments", "sleep\x00", "7 /usr/bin/sleep"},
+		{"several", "kubelet\x00--v=2\x00--config\x00/k\x00", "7 /usr/bin/sleep --v=2 --config /k"},
+	} {
+		if got := procLine("7", "/usr/bin/sleep", write(c.name, c.cmdline)); got != c.want {
+			t.Errorf("%s: procLine = %q, want %q", c.name, got, c.want)
+		}
+	}
+	if got := procLine("7", "/usr/bin/sleep", filepath.Join(dir, "gone")); got != "7 /usr/bin/sleep" {
+		t.Errorf("a process gone meanwhile: procLine = %q, want its executable alone", got)
 	}
 }
