@@ -43,6 +43,7 @@ func benchFullOf(b *testing.B, s policy.Snapshot) {
 	defer a.Close()
 	var r ruleset.Ruleset
 	p := newPhases("compile", "apply")
+	b.ReportAllocs() // the compile's and the encoding's, per full sync
 	settle()
 	for b.Loop() {
 		p.start()

@@ -60,12 +60,13 @@ func TestProcLine(t *testing.T) {
 		}
 		return p
 	}
-	for _, c := range []struct{ name, cmdline, want string }{
-		{"arguments after argv[0]", "sleep\x00infinity\x00", "7 /usr/bin/sleep infinity"},
-		{"no arguments", "sleep\x00", "7 /usr/bin/sleep"},
-		{"several", "kubelet\x00--v=2\x00--config\x00/k\x00", "7 /usr/bin/sleep --v=2 --config /k"},
+	for _, c := range []struct{ name, exe, cmdline, want string }{
+		{"arguments after argv[0]", "/usr/bin/sleep", "sleep\x00infinity\x00", "7 /usr/bin/sleep infinity"},
+		{"no arguments", "/usr/bin/sleep", "sleep\x00", "7 /usr/bin/sleep"},
+		// argv[0] is whatever the process was started as; the line names its executable
+		{"several", "/var/tmp/weir-e2e/bin/kubelet", "kubelet\x00--v=2\x00--config\x00/k\x00", "7 /var/tmp/weir-e2e/bin/kubelet --v=2 --config /k"},
 	} {
-		if got := procLine("7", "/usr/bin/sleep", write(c.name, c.cmdline)); got != c.want {
+		if got := procLine("7", c.exe, write(c.name, c.cmdline)); got != c.want {
 			t.Errorf("%s: procLine = %q, want %q", c.name, got, c.want)
 		}
 	}
