@@ -14,8 +14,9 @@ type cniArgs struct {
 
 // parseArgs reads the CNI_ARGS string ("K=V;K=V"). Unknown keys are ignored,
 // as the kubelet passes keys (K8S_POD_INFRA_CONTAINER_ID, IgnoreUnknown...)
-// that plugins are free to skip.
-func parseArgs(s string) (cniArgs, error) {
+// that plugins are free to skip. Not strict (for the commands after ADD), an
+// entry that is not KEY=VALUE is skipped too.
+func parseArgs(s string, strict bool) (cniArgs, error) {
 	var a cniArgs
 	if s == "" {
 		return a, nil
@@ -25,6 +26,9 @@ func parseArgs(s string) (cniArgs, error) {
 			continue
 		}
 		k, v, ok := strings.Cut(kv, "=")
+		if !ok && !strict {
+			continue
+		}
 		if !ok {
 			return a, &Error{Code: types.ErrInvalidEnvironmentVariables, Field: "CNI_ARGS",
 				Msg: "entry " + quote(kv) + " is not KEY=VALUE"}

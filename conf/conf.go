@@ -173,9 +173,21 @@ func invalid(field, format string, a ...any) error {
 	return &Error{Code: types.ErrInvalidNetworkConfig, Field: field, Msg: fmt.Sprintf(format, a...)}
 }
 
-// Load decodes, defaults and validates stdin and the CNI_ARGS string. Every
-// problem is reported at once; each names its field.
-func Load(stdin []byte, cniArgs string) (*NetConf, error) {
+// Load decodes, defaults and validates stdin and the CNI_ARGS string for
+// ADD. Every problem is reported at once; each names its field.
+func Load(stdin []byte, cniArgs string) (*NetConf, error) { return load(stdin, cniArgs, true) }
+
+// LoadExisting is Load for the commands that act on what ADD made or on the
+// whole network (DEL, CHECK, GC, STATUS): the addresses a pod asked for
+// (runtimeConfig.ips, args.cni.ips, CNI_ARGS IP=) are neither parsed nor
+// checked against the ranges, and a CNI_ARGS entry that is not KEY=VALUE is
+// skipped. A range changed since the ADD, or a request only ADD reads, must
+// not keep DEL from deleting the veth and releasing the addresses.
+func LoadExisting(stdin []byte, cniArgs string) (*NetConf, error) {
+	return load(stdin, cniArgs, false)
+}
+
+func load(stdin []byte, cniArgs string, forAdd bool) (*NetConf, error) {
 	raw := &RawConf{}
 	if err := json.Unmarshal(stdin, raw); err != nil {
 		return nil, &Error{Code: types.ErrDecodingFailure, Msg: fmt.Sprintf("decode network configuration: %v", err)}
@@ -184,11 +196,14 @@ func Load(stdin []byte, cniArgs string) (*NetConf, error) {
 	if err != nil {
 		return nil, err
 	}
-	args, err := parseArgs(cniArgs)
+	args, err := parseArgs(cniArgs, forAdd)
 	if err != nil {
 		return nil, err
 	}
 	c.PodNamespace, c.PodName = args.podNamespace, args.podName
+	if !forAdd {
+		return c, nil
+	}
 	var errs []error
 	reqs := slices.Concat(raw.RuntimeConfig.IPs, args.ips)
 	if raw.Args != nil {

@@ -162,6 +162,43 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// TestLoadExistingIgnoresWhatOnlyAddReads: what ADD alone reads (the
+// addresses a pod asks for, every CNI_ARGS entry) cannot fail the commands
+// after it, so a range changed since the ADD never keeps DEL from running;
+// the network's own configuration is still checked.
+func TestLoadExistingIgnoresWhatOnlyAddReads(t *testing.T) {
+	v := func(body string) string {
+		return `{"cniVersion":"1.1.0","name":"n","type":"weir",` + body + `}`
+	}
+	ranges := `"ipam":{"ranges":[{"subnet":"10.1.0.0/24"}]}`
+	for _, tc := range []struct{ name, conf, args string }{
+		{"requested address outside ranges", v(ranges + `,"runtimeConfig":{"ips":["10.9.0.1"]}`), ""},
+		{"args.cni.ips outside ranges", v(ranges + `,"args":{"cni":{"ips":["10.9.0.1"]}}`), ""},
+		{"two requested addresses of one family", v(ranges), "IP=10.1.0.2,10.1.0.3"},
+		{"malformed CNI_ARGS entry", v(ranges), "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Load([]byte(tc.conf), tc.args); err == nil {
+				t.Fatal("Load (ADD) succeeded; the case tests nothing")
+			}
+			c, err := LoadExisting([]byte(tc.conf), tc.args)
+			if err != nil {
+				t.Fatalf("LoadExisting: %v", err)
+			}
+			if len(c.Requested) != 0 {
+				t.Errorf("requested = %v, want none read", c.Requested)
+			}
+		})
+	}
+	c, err := LoadExisting([]byte(v(ranges)), "K8S_POD_NAMESPACE=ns1;junk;K8S_POD_NAME=p")
+	if err != nil || c.PodNamespace != "ns1" || c.PodName != "p" {
+		t.Errorf("LoadExisting past a malformed entry: %+v, %v; want ns1/p", c, err)
+	}
+	if _, err := LoadExisting([]byte(v(`"ipam":{}`)), ""); err == nil {
+		t.Error("LoadExisting accepted a network without ranges")
+	}
+}
+
 func TestCNIKeepsFirstCode(t *testing.T) {
 	err := errors.Join(&Error{Code: types.ErrIncompatibleCNIVersion, Msg: "a"}, invalid("x", "b"))
 	if got := CNI(err).Code; got != types.ErrIncompatibleCNIVersion {

@@ -46,6 +46,7 @@ func plan(a Attachment, ranges []conf.Range, requested []netip.Addr,
 		if err != nil {
 			return decision{}, err
 		}
+		al.Fresh = true
 		d.allocs = append(d.allocs, al)
 		d.fresh = append(d.fresh, al)
 	}

@@ -240,11 +240,65 @@ func TestAllocateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(first, again) {
-		t.Fatalf("second Allocate = %v, want %v", again, first)
+	if !slices.Equal(heldAgain(first), again) {
+		t.Fatalf("second Allocate = %v, want %v, none fresh", again, first)
+	}
+	for _, a := range first {
+		if !a.Fresh {
+			t.Errorf("first Allocate: %v not fresh", a)
+		}
 	}
 	if all, _ := m.List(); len(all) != 2 {
 		t.Fatalf("reservations after two Allocates = %v, want 2", all)
+	}
+}
+
+// heldAgain is what a repeated Allocate returns for allocs: the same
+// addresses, none of them claimed by it.
+func heldAgain(allocs []Allocation) []Allocation {
+	out := slices.Clone(allocs)
+	for i := range out {
+		out[i].Fresh = false
+	}
+	return out
+}
+
+// TestReleaseAddrsFreesOnlyWhatTheAttachmentHolds: undoing one ADD frees the
+// addresses it claimed, not those its attachment held before, nor another's.
+func TestReleaseAddrsFreesOnlyWhatTheAttachmentHolds(t *testing.T) {
+	m := New(NewMemStore())
+	v4 := rngs(t, "10.0.0.0/24")
+	both := rngs(t, "10.0.0.0/24", "fd00::/64")
+	held, err := m.Allocate(podA, v4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := m.Allocate(podB, v4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second ADD of podA, now dual-stack: the IPv4 address was held, the
+	// IPv6 one is new.
+	second, err := m.Allocate(podA, both, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fresh []netip.Addr
+	for _, a := range second {
+		if a.Fresh {
+			fresh = append(fresh, a.Addr)
+		}
+	}
+	if len(fresh) != 1 || !fresh[0].Is6() {
+		t.Fatalf("second Allocate = %v, want only the IPv6 address fresh", second)
+	}
+	if err := m.ReleaseAddrs(podA, append(fresh, other[0].Addr)); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := m.List()
+	if len(all) != 2 || all[held[0].Addr] != podA || all[other[0].Addr] != podB {
+		t.Fatalf("after ReleaseAddrs: %v, want %s held by %s and %s by %s",
+			all, held[0].Addr, podA, other[0].Addr, podB)
 	}
 }
 

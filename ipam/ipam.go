@@ -35,6 +35,9 @@ func (a Attachment) String() string { return a.ContainerID + "/" + a.IfName }
 type Allocation struct {
 	Addr  netip.Addr
 	Range conf.Range
+	// Fresh is set when this Allocate claimed the address; unset, the
+	// attachment already held it, and undoing this ADD must leave it held.
+	Fresh bool
 }
 
 // IPAM allocates addresses for one network.
@@ -154,7 +157,19 @@ func (m *IPAM) Get(a Attachment) ([]netip.Addr, error) {
 
 // Release frees every address of a; an unknown attachment is not an error,
 // an invalid one (see Attachment.Validate) is.
-func (m *IPAM) Release(a Attachment) error {
+func (m *IPAM) Release(a Attachment) error { return m.release(a, nil) }
+
+// ReleaseAddrs frees those of addrs that a holds: what one ADD claimed
+// (Allocation.Fresh), undone without the addresses a held before it.
+func (m *IPAM) ReleaseAddrs(a Attachment, addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	return m.release(a, addrs)
+}
+
+// release frees the addresses a holds, only those in only unless it is nil.
+func (m *IPAM) release(a Attachment, only []netip.Addr) error {
 	if err := a.Validate(); err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
@@ -165,7 +180,7 @@ func (m *IPAM) Release(a Attachment) error {
 		}
 		var errs []error
 		for ip, h := range held {
-			if h == a {
+			if h == a && (only == nil || slices.Contains(only, ip)) {
 				errs = append(errs, m.store.Unclaim(ip))
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -17,7 +18,7 @@ import (
 )
 
 func cmdAdd(args *skel.CmdArgs) error {
-	c, err := load(args)
+	c, err := loadForAdd(args)
 	if err != nil {
 		return err
 	}
@@ -68,8 +69,12 @@ func add(c *conf.NetConf, args *skel.CmdArgs, log *slog.Logger) (types.Result, e
 	if err != nil {
 		return nil, ipamError(err)
 	}
+	var fresh []netip.Addr // what this ADD claimed, the only addresses it may free
 	for _, a := range allocs {
 		at.addrs = append(at.addrs, a.Addr)
+		if a.Fresh {
+			fresh = append(fresh, a.Addr)
+		}
 	}
 
 	success, ownsLink := false, false
@@ -80,7 +85,10 @@ func add(c *conf.NetConf, args *skel.CmdArgs, log *slog.Logger) (types.Result, e
 		if ownsLink {
 			_, _ = deleteLink(nil, at.hostName)
 		}
-		_ = store.Release(key)
+		// An address the attachment held before this ADD (a concurrent ADD
+		// of it, or one whose host veth has another name since) stays:
+		// freeing it would hand a live pod's address to the next pod.
+		_ = store.ReleaseAddrs(key, fresh)
 	}()
 
 	v4, v6 := hasFamily(at.addrs, false), hasFamily(at.addrs, true)

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -21,10 +22,14 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	valid := make([]ipam.Attachment, 0, len(c.Raw.ValidAttachments))
+	list, err := validAttachments(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := make([]ipam.Attachment, 0, len(list))
 	keep := map[ipam.Attachment]bool{}
 	keepName := map[string]bool{}
-	for _, v := range c.Raw.ValidAttachments {
+	for _, v := range list {
 		a := ipam.Attachment{ContainerID: v.ContainerID, IfName: v.IfName}
 		valid = append(valid, a)
 		keep[a] = true
@@ -55,6 +60,31 @@ func cmdGC(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrIOFailure, "garbage collection incomplete", err.Error())
 	}
 	return nil
+}
+
+// validAttachments returns the runtime's list of the attachments still in
+// use. GC without it is refused (code 7), not read as an empty list: that
+// would release every address and delete every veth of the network. An
+// explicit empty list does mean "none is valid". CNI 1.1.0's text also
+// names the key cni.dev/attachments, taken when the other is missing.
+func validAttachments(stdin []byte) ([]types.GCAttachment, error) {
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(stdin, &keys); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decode network configuration", err.Error())
+	}
+	for _, k := range []string{"cni.dev/valid-attachments", "cni.dev/attachments"} {
+		raw, ok := keys[k]
+		if !ok || string(bytes.TrimSpace(raw)) == "null" {
+			continue
+		}
+		var list []types.GCAttachment
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return nil, types.NewError(types.ErrDecodingFailure, "decode "+k, err.Error())
+		}
+		return list, nil
+	}
+	return nil, types.NewError(types.ErrInvalidNetworkConfig, "GC without cni.dev/valid-attachments",
+		"a missing list is not read as empty: every attachment of the network would be released")
 }
 
 // stale reports whether l is a host veth of network that no valid

@@ -38,9 +38,19 @@ func Funcs() skel.CNIFuncs {
 	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
 }
 
-// load parses stdin and CNI_ARGS, mapping problems to CNI errors.
+// load parses stdin and CNI_ARGS for the commands after ADD, mapping
+// problems to CNI errors.
 func load(args *skel.CmdArgs) (*conf.NetConf, error) {
-	c, err := conf.Load(args.StdinData, args.Args)
+	return loaded(conf.LoadExisting(args.StdinData, args.Args))
+}
+
+// loadForAdd is load for ADD, which also reads and checks the addresses
+// the pod asks for.
+func loadForAdd(args *skel.CmdArgs) (*conf.NetConf, error) {
+	return loaded(conf.Load(args.StdinData, args.Args))
+}
+
+func loaded(c *conf.NetConf, err error) (*conf.NetConf, error) {
 	if err != nil {
 		return nil, conf.CNI(err)
 	}

@@ -267,3 +267,103 @@ func TestGCRemovesAliaslessOrphansOnly(t *testing.T) {
 		return nil
 	})
 }
+
+// TestFailedAddKeepsAddressesTheAttachmentHeld: an ADD that fails frees
+// only what it claimed. Here the attachment's address is still held (its
+// host veth has another name since a prefix change, and its pod end is
+// gone) and the new ADD fails on the pod's eth0: freeing the held address
+// would hand it to the next pod while the first may still use it.
+func TestFailedAddKeepsAddressesTheAttachmentHeld(t *testing.T) {
+	e := newEnv(t)
+	e.add(e.conf("1.1.0", ""))
+	before := e.reserved()
+	if len(before) != 2 {
+		t.Fatalf("reserved after ADD: %v, want an IPv4 and an IPv6 address", before)
+	}
+	if err := e.inNode(func() error {
+		l, err := netlink.LinkByName(HostVethName("weir", "ctr1", "eth0"))
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pod.Do(func(ns.NetNS) error {
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "other0"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.tryAdd(e.conf("1.1.0", ""), ""); err == nil {
+		t.Fatal("ADD succeeded over an existing eth0")
+	}
+	if after := e.reserved(); len(after) != len(before) {
+		t.Errorf("the failed ADD freed addresses its attachment held: %v, before %v", after, before)
+	}
+	if err := e.inNode(func() error { return cmdDel(e.args(e.conf("1.1.0", ""))) }); err != nil {
+		t.Fatal(err)
+	}
+	e.nothingLeftOnNode()
+}
+
+// TestDelAfterTheRangeChanged: DEL reads neither the addresses the pod
+// asked for nor CNI_ARGS strictly, so a range changed since the ADD (the
+// request now outside it) or an entry only ADD would refuse cannot leave
+// the veth and the addresses behind.
+func TestDelAfterTheRangeChanged(t *testing.T) {
+	e := newEnv(t)
+	e.add(e.conf("1.1.0", `"runtimeConfig":{"ips":["10.77.0.50"]},`))
+	if r := e.reserved(); r["10.77.0.50"] == (ipam.Attachment{}) {
+		t.Fatalf("reserved after ADD: %v, want 10.77.0.50", r)
+	}
+	changed := []byte(strings.Replace(string(e.conf("1.1.0", `"runtimeConfig":{"ips":["10.77.0.50"]},`)),
+		`"subnet":"10.77.0.0/24"`, `"subnet":"10.78.0.0/24"`, 1))
+	if _, err := conf.Load(changed, ""); err == nil {
+		t.Fatal("ADD's Load accepts the changed config; the test tests nothing")
+	}
+	args := e.args(changed)
+	args.Args = "IgnoreUnknown=1;K8S_POD_NAME"
+	if err := e.inNode(func() error { return cmdDel(args) }); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	e.nothingLeft()
+}
+
+// TestGCRefusesWithoutValidAttachments: a GC request without the list of
+// valid attachments is refused (code 7) and changes nothing; read as an
+// empty list it would release every pod of the network. The key
+// cni.dev/attachments stands in for it.
+func TestGCRefusesWithoutValidAttachments(t *testing.T) {
+	e := newEnv(t)
+	stdin := e.conf("1.1.0", "")
+	e.add(stdin)
+	before := e.reserved()
+	err := e.inNode(func() error { return cmdGC(e.args(stdin)) })
+	var te *types.Error
+	if !asTypes(err, &te) || te.Code != types.ErrInvalidNetworkConfig {
+		t.Fatalf("GC without cni.dev/valid-attachments = %v, want code %d", err, types.ErrInvalidNetworkConfig)
+	}
+	if after := e.reserved(); len(after) != len(before) {
+		t.Errorf("refused GC released addresses: %v, before %v", after, before)
+	}
+	host := HostVethName("weir", "ctr1", "eth0")
+	present := func() bool {
+		return e.inNode(func() error { _, err := netlink.LinkByName(host); return err }) == nil
+	}
+	if !present() {
+		t.Error("refused GC deleted the host veth")
+	}
+	legacy := []byte(strings.Replace(string(stdin), `"type":"weir",`,
+		`"type":"weir","cni.dev/attachments":[{"containerID":"ctr1","ifname":"eth0"}],`, 1))
+	if err := e.inNode(func() error { return cmdGC(e.args(legacy)) }); err != nil {
+		t.Fatalf("GC with cni.dev/attachments: %v", err)
+	}
+	if after := e.reserved(); len(after) != len(before) || !present() {
+		t.Errorf("GC listing ctr1 under cni.dev/attachments removed it: %v", after)
+	}
+	none := []byte(strings.Replace(string(stdin), `"type":"weir",`, `"type":"weir","cni.dev/valid-attachments":[],`, 1))
+	if err := e.inNode(func() error { return cmdGC(e.args(none)) }); err != nil {
+		t.Fatalf("GC with an empty list: %v", err)
+	}
+	e.nothingLeftOnNode()
+}
