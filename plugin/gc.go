@@ -63,9 +63,10 @@ func cmdGC(args *skel.CmdArgs) error {
 }
 
 // validAttachments returns the runtime's list of the attachments still in
-// use. GC without it is refused (code 7), not read as an empty list: that
-// would release every address and delete every veth of the network. An
-// explicit empty list does mean "none is valid". CNI 1.1.0's text also
+// use. GC without the key is refused (code 7), not read as an empty list:
+// that would release every address and delete every veth of the network.
+// The key present, an empty list or null (what libcni sends for no valid
+// attachment: a drained node) means "none is valid". CNI 1.1.0's text also
 // names the key cni.dev/attachments, taken when the other is missing.
 func validAttachments(stdin []byte) ([]types.GCAttachment, error) {
 	var keys map[string]json.RawMessage
@@ -74,10 +75,10 @@ func validAttachments(stdin []byte) ([]types.GCAttachment, error) {
 	}
 	for _, k := range []string{"cni.dev/valid-attachments", "cni.dev/attachments"} {
 		raw, ok := keys[k]
-		if !ok || string(bytes.TrimSpace(raw)) == "null" {
+		if !ok {
 			continue
 		}
-		var list []types.GCAttachment
+		var list []types.GCAttachment // null leaves it empty
 		if err := json.Unmarshal(raw, &list); err != nil {
 			return nil, types.NewError(types.ErrDecodingFailure, "decode "+k, err.Error())
 		}

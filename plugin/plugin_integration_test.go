@@ -361,9 +361,15 @@ func TestGCRefusesWithoutValidAttachments(t *testing.T) {
 	if after := e.reserved(); len(after) != len(before) || !present() {
 		t.Errorf("GC listing ctr1 under cni.dev/attachments removed it: %v", after)
 	}
-	none := []byte(strings.Replace(string(stdin), `"type":"weir",`, `"type":"weir","cni.dev/valid-attachments":[],`, 1))
-	if err := e.inNode(func() error { return cmdGC(e.args(none)) }); err != nil {
-		t.Fatalf("GC with an empty list: %v", err)
+	// null is what libcni sends for no valid attachment (a drained node).
+	for i, empty := range []string{"[]", "null"} {
+		if i > 0 {
+			e.add(stdin)
+		}
+		none := []byte(strings.Replace(string(stdin), `"type":"weir",`, `"type":"weir","cni.dev/valid-attachments":`+empty+`,`, 1))
+		if err := e.inNode(func() error { return cmdGC(e.args(none)) }); err != nil {
+			t.Fatalf("GC with the list %s: %v", empty, err)
+		}
+		e.nothingLeftOnNode()
 	}
-	e.nothingLeftOnNode()
 }
